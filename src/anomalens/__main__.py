@@ -1,0 +1,5 @@
+import sys
+
+from anomalens.cli import main
+
+sys.exit(main())

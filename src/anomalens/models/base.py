@@ -1,0 +1,297 @@
+"""The detector contract every model follows, and how models are saved and loaded.
+
+A detector looks like a scikit-learn estimator: its constructor takes one config dataclass, ``fit`` learns
+from normal images and returns ``self``, ``predict`` scores images, ``save``/``load`` use a folder with
+``config.json`` (config, preprocessing, calibration, versions) and ``weights.safetensors`` (tensors only,
+so loading never executes code). Learned state ends in an underscore (``calibration_``, ``history_``).
+
+>>> detector = load_detector("results/bottle_20261128_120000/model")   # doctest: +SKIP
+>>> prediction = detector.predict(images)                              # doctest: +SKIP
+>>> prediction.scores, prediction.maps.shape, prediction.labels        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from anomalens import __version__
+from anomalens.data.preprocessing import Preprocessing, to_float
+from anomalens.errors import CheckpointError
+from anomalens.metrics.threshold import DEFAULT_TARGET_FPR, Calibration, calibrate
+from anomalens.progress import SILENT, Reporter
+from anomalens.runtime import atomic_dir, resolve_device, write_json_atomic
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.safetensors"
+
+# name -> "module:Class"; imported lazily so that loading one model never imports the others
+MODEL_REGISTRY: dict[str, str] = {
+    "patchcore": "anomalens.models.patchcore:PatchCore",
+    "padim": "anomalens.models.padim:Padim",
+    "autoencoder": "anomalens.models.autoencoder:Autoencoder",
+    "convlstm": "anomalens.models.convlstm:ConvLSTMDetector",
+    "stfeatures": "anomalens.models.video_features:SpatioTemporalFeatures",
+}
+DEFAULT_IMAGE_MODEL = "patchcore"
+DEFAULT_VIDEO_MODEL = "stfeatures"
+
+
+@dataclass
+class DetectorConfig:
+    """Settings shared by every model; each model subclasses this with its own fields."""
+
+    image_size: tuple[int, int] = (256, 256)
+    seed: int = 0
+    batch_size: int = 16
+    target_fpr: float = DEFAULT_TARGET_FPR
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "DetectorConfig":
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"unknown settings for {cls.__name__}: {', '.join(unknown)}")
+        values = {}
+        for name, value in data.items():
+            default = known[name].default
+            values[name] = tuple(value) if isinstance(default, tuple) and value is not None else value
+        return cls(**values)
+
+
+@dataclass
+class Prediction:
+    """What a detector says about a batch of N images of size H x W.
+
+    ``scores``: raw image scores ``(N,)``; ``maps``: raw anomaly maps ``(N, H, W)`` on the same scale as the
+    scores (image score = max of the smoothed map); ``views``: what the model saw or rebuilt, RGB float in
+    [0, 1] ``(N, 3, H, W)`` (the autoencoder's reconstruction), or None.
+    """
+
+    scores: np.ndarray
+    maps: np.ndarray
+    views: np.ndarray | None = None
+    calibration: Calibration | None = None
+
+    @property
+    def normalized_scores(self) -> np.ndarray:
+        return self._calibrated().normalize(self.scores)
+
+    @property
+    def normalized_maps(self) -> np.ndarray:
+        return self._calibrated().normalize(self.maps)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._calibrated().is_anomalous(self.scores)
+
+    def _calibrated(self) -> Calibration:
+        if self.calibration is None:
+            raise RuntimeError("this detector has no threshold yet: fit it with validation images first")
+        return self.calibration
+
+
+class Detector(ABC):
+    """Base class of all detectors. Subclasses set ``name``, ``kind``, ``config_class`` and the four hooks."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str] = "image"  # "image" or "video"
+    config_class: ClassVar[type[DetectorConfig]] = DetectorConfig
+
+    def __init__(self, config: DetectorConfig | None = None, device: str | torch.device = "cpu") -> None:
+        self.config = config if config is not None else self.config_class()
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.calibration_: Calibration | None = None
+        self.history_: list[dict[str, Any]] = []
+        self.interrupted_ = False
+
+    # ---- what each model implements -------------------------------------------------------
+    @abstractmethod
+    def _fit(self, train: torch.Tensor, validation: torch.Tensor | None, reporter: Reporter) -> None:
+        """Learn from ``uint8`` images ``(N, 3, H, W)``; may use ``validation`` for model selection."""
+
+    @abstractmethod
+    def _score_batch(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Float batch in [0, 1] on ``self.device`` -> (scores (B,), maps (B, H, W), views (B, 3, H, W) or None)."""
+
+    @abstractmethod
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Everything learned, as named tensors (saved with safetensors)."""
+
+    @abstractmethod
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state_tensors` returned."""
+
+    # ---- the shared estimator API ----------------------------------------------------------
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing(image_size=tuple(self.config.image_size))  # type: ignore[arg-type]
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.calibration_ is not None
+
+    def fit(self, train: torch.Tensor, validation: torch.Tensor | None = None, reporter: Reporter = SILENT) -> "Detector":
+        """Learn normal appearance from ``train``; pick the threshold on ``validation`` (normal images only).
+
+        Without validation images the threshold comes from the training scores, which makes it optimistic:
+        a warning says so.
+        """
+        self._check_input(train)
+        self._fit(train, validation, reporter)
+        held_out = validation if validation is not None and len(validation) > 0 else None
+        if held_out is None:
+            reporter.log("warning: no validation images; the threshold is set on training images and may be low")
+            held_out = train
+        self.calibration_ = calibrate(self.predict(held_out, reporter=reporter).scores, self.config.target_fpr)
+        return self
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, reporter: Reporter = SILENT) -> Prediction:
+        """Score ``uint8`` (or float [0, 1]) images ``(N, 3, H, W)`` in batches."""
+        self._check_input(images)
+        scores, maps, views = [], [], []
+        starts = range(0, len(images), self.config.batch_size)
+        for start in reporter.iter(starts, "score images", total=len(starts)):
+            batch = to_float(images[start : start + self.config.batch_size]).to(self.device)
+            s, m, v = self._score_batch(batch)
+            scores.append(s.float().cpu().numpy())
+            maps.append(m.float().cpu().numpy())
+            if v is not None:
+                views.append(v.float().cpu().numpy())
+        h, w = images.shape[-2:]
+        return Prediction(
+            scores=np.concatenate(scores) if scores else np.zeros(0, np.float32),
+            maps=np.concatenate(maps) if maps else np.zeros((0, h, w), np.float32),
+            views=np.concatenate(views) if views else None,
+            calibration=self.calibration_,
+        )
+
+    def _check_input(self, images: torch.Tensor) -> None:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``config.json`` and ``weights.safetensors`` into ``folder``, atomically as a whole."""
+        folder = Path(folder)
+        with atomic_dir(folder) as tmp:
+            tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_tensors().items()}
+            save_file(tensors, str(tmp / WEIGHTS_FILE))
+            write_json_atomic(tmp / CONFIG_FILE, self.describe())
+        return folder
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON saved beside the weights: enough to rebuild the model and check compatibility."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "anomalens_version": __version__,
+            "model": self.name,
+            "kind": self.kind,
+            "config": self.config.to_dict(),
+            "preprocessing": self.preprocessing.to_dict(),
+            "calibration": self.calibration_.to_dict() if self.calibration_ is not None else None,
+            "interrupted": self.interrupted_,
+        }
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> "Detector":
+        """Load a model folder saved by :meth:`save`; on a subclass, refuse other model types."""
+        detector = load_detector(folder, device=device)
+        if cls is not Detector and not isinstance(detector, cls):
+            raise CheckpointError(f"this is a {detector.name} model, not a {cls.name} model", folder)
+        return detector
+
+
+def detector_class(name: str) -> type[Detector]:
+    """The class registered under ``name`` (``patchcore``, ``autoencoder``, ...)."""
+    if name not in MODEL_REGISTRY:
+        raise CheckpointError(f"unknown model type {name!r}; known: {', '.join(sorted(MODEL_REGISTRY))}")
+    module_name, class_name = MODEL_REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def create_detector(name: str, device: str | torch.device = "cpu", **settings: Any) -> Detector:
+    """A new, unfitted detector of type ``name`` with ``settings`` for its config dataclass."""
+    cls = detector_class(name)
+    try:
+        config = cls.config_class.from_dict(settings)
+    except (TypeError, ValueError) as exc:
+        from anomalens.errors import ConfigError
+
+        raise ConfigError(f"invalid settings for model {name}: {exc}") from None
+    return cls(config, device=device)
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """Accept a run folder (``results/bottle_.../``) or its ``model/`` subfolder."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError("checkpoint not found", path)
+    if (path / "model" / CONFIG_FILE).is_file():
+        return path / "model"
+    if (path / CONFIG_FILE).is_file():
+        return path
+    raise CheckpointError(f"not an anomalens model folder (no {CONFIG_FILE} in it or in model/)", path)
+
+
+def read_model_config(path: str | Path) -> dict[str, Any]:
+    """The saved ``config.json`` of a model or run folder, checked for format and version."""
+    folder = resolve_model_dir(path)
+    try:
+        meta = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"unreadable {CONFIG_FILE} ({exc})", folder / CONFIG_FILE) from None
+    if not isinstance(meta, dict) or "model" not in meta:
+        raise CheckpointError(f"{CONFIG_FILE} does not describe an anomalens model", folder / CONFIG_FILE)
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"model format version {version} is not supported by anomalens {__version__} (expects {FORMAT_VERSION})",
+            folder / CONFIG_FILE,
+        )
+    return meta
+
+
+def load_detector(path: str | Path, device: str | torch.device = "cpu", kind: str | None = None) -> Detector:
+    """Rebuild a saved detector. ``kind="image"``/``"video"`` refuses a model of the other kind."""
+    folder = resolve_model_dir(path)
+    meta = read_model_config(folder)
+    if kind is not None and meta.get("kind") != kind:
+        raise CheckpointError(
+            f"this is a {meta.get('kind')} model ({meta['model']}); a {kind} model is needed here", folder
+        )
+    cls = detector_class(meta["model"])
+    try:
+        config = cls.config_class.from_dict(meta["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"incompatible model settings ({exc})", folder / CONFIG_FILE) from None
+    detector = cls(config, device=device)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{WEIGHTS_FILE} is missing", folder)
+    try:
+        tensors = load_file(str(weights), device="cpu")
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"corrupt weights file ({exc})", weights) from None
+    try:
+        detector.load_state_tensors(tensors)
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"weights do not match the saved config ({exc})", weights) from None
+    if meta.get("calibration"):
+        detector.calibration_ = Calibration.from_dict(meta["calibration"])
+    detector.interrupted_ = bool(meta.get("interrupted", False))
+    return detector
