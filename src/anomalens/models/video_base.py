@@ -1,0 +1,98 @@
+"""The video side of the detector contract: fit on normal clips, score a clip frame by frame.
+
+A clip is anything that yields preprocessed frames, ``uint8`` tensors ``(3, H, W)``, in order, once
+(a decoded video file streamed front to back, or a folder of frames). Detectors never seek.
+
+>>> detector = create_detector("stfeatures")                         # doctest: +SKIP
+>>> detector.fit_clips(train_clips, validation_clips)                # doctest: +SKIP
+>>> result = detector.predict_clip(clip)                              # doctest: +SKIP
+>>> result.scores.shape == (clip_length,)                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from anomalens.metrics.threshold import Calibration, calibrate
+from anomalens.models.base import Detector
+from anomalens.progress import SILENT, Reporter
+
+# A clip: a re-iterable source of frames; each iteration decodes front to back once.
+Clip = Iterable[torch.Tensor]
+
+
+@dataclass
+class ClipPrediction:
+    """Per-frame results for a clip of T frames.
+
+    ``scores``: raw frame scores ``(T,)`` (after any temporal smoothing); ``maps``: raw anomaly maps
+    ``(T, h, w)`` float16 at the model's map resolution (upsample to draw them), on the score's scale;
+    ``views``: what the model saw or rebuilt per frame, ``uint8`` ``(T, 3, h, w)``, or None.
+    """
+
+    scores: np.ndarray
+    maps: np.ndarray
+    views: np.ndarray | None = None
+    calibration: Calibration | None = None
+
+    @property
+    def normalized_scores(self) -> np.ndarray:
+        return self._calibrated().normalize(self.scores)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._calibrated().is_anomalous(self.scores)
+
+    def _calibrated(self) -> Calibration:
+        if self.calibration is None:
+            raise RuntimeError("this detector has no threshold yet: fit it with validation clips first")
+        return self.calibration
+
+
+class VideoDetector(Detector):
+    """Base class of video detectors: ``fit_clips`` and ``predict_clip`` replace ``fit`` and ``predict``."""
+
+    kind = "video"
+
+    @abstractmethod
+    def _fit_clips(self, train: Sequence[Clip], validation: Sequence[Clip], reporter: Reporter) -> None:
+        """Learn normal appearance and motion from ``train``; may use ``validation`` for model selection."""
+
+    @abstractmethod
+    def _predict_clip(self, clip: Clip, reporter: Reporter) -> ClipPrediction:
+        """Score every frame of one clip (calibration is attached by :meth:`predict_clip`)."""
+
+    def fit_clips(self, train: Sequence[Clip], validation: Sequence[Clip] = (), reporter: Reporter = SILENT) -> "VideoDetector":
+        """Fit on normal clips; the threshold comes from frame scores of ``validation`` clips (normal, held out)."""
+        self._fit_clips(train, validation, reporter)
+        held_out = list(validation)
+        if not held_out:
+            reporter.log("warning: no validation clips; the threshold is set on training clips and may be low")
+            held_out = list(train)
+        scores = np.concatenate([self._predict_clip(clip, reporter).scores for clip in held_out])
+        self.calibration_ = calibrate(scores, self.config.target_fpr)
+        return self
+
+    @torch.no_grad()
+    def predict_clip(self, clip: Clip, reporter: Reporter = SILENT) -> ClipPrediction:
+        result = self._predict_clip(clip, reporter)
+        result.calibration = self.calibration_
+        return result
+
+    # Image-only entry points do not apply to video models.
+    def _fit(self, train, validation, reporter):  # type: ignore[override]
+        raise TypeError(f"{self.name} is a video model: use fit_clips()")
+
+    def _score_batch(self, batch):  # type: ignore[override]
+        raise TypeError(f"{self.name} is a video model: use predict_clip()")
+
+    def fit(self, *args, **kwargs):  # type: ignore[override]
+        raise TypeError(f"{self.name} is a video model: use fit_clips()")
+
+    def predict(self, *args, **kwargs):  # type: ignore[override]
+        raise TypeError(f"{self.name} is a video model: use predict_clip()")
