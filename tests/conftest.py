@@ -1,0 +1,36 @@
+"""Shared fixtures. Tests use small synthetic data the project generates; real data is optional."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("ANOMALENS_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def mvtec_root() -> Path:
+    """The real MVTec AD data (bottle) beside the repo; tests that need it skip where it is absent."""
+    root = SHARED_DATA / "mvtec_ad"
+    if not (root / "bottle" / "train" / "good").is_dir():
+        pytest.skip(f"real MVTec AD data not found at {root} (set ANOMALENS_SHARED_DATA to its parent folder)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def ped2_root() -> Path:
+    """The real UCSD Ped2 data beside the repo; tests that need it skip where it is absent."""
+    root = SHARED_DATA / "ucsd_ped2"
+    if not (root / "training" / "frames").is_dir():
+        pytest.skip(f"real UCSD Ped2 data not found at {root} (set ANOMALENS_SHARED_DATA to its parent folder)")
+    return SHARED_DATA
