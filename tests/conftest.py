@@ -34,3 +34,23 @@ def ped2_root() -> Path:
     if not (root / "training" / "frames").is_dir():
         pytest.skip(f"real UCSD Ped2 data not found at {root} (set ANOMALENS_SHARED_DATA to its parent folder)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def synthetic_image_dataset(tmp_path_factory) -> tuple[Path, str]:
+    """A small MVTec-layout category (washers; 40 train, 8 good + 16 defective test images at 128 px).
+
+    Returns ``(data_dir, category)``; generated once per session in a few seconds.
+    """
+    from anomalens.data.synthetic import DEFAULT_CATEGORY, make_synthetic_image_dataset
+
+    root = make_synthetic_image_dataset(tmp_path_factory.mktemp("synthetic_images"), seed=0)
+    return root, DEFAULT_CATEGORY
+
+
+@pytest.fixture
+def tiny_model(monkeypatch) -> str:
+    """Registers the tiny test detector (tests/_tiny_detector.py) as model ``tiny`` for one test."""
+    from _tiny_detector import register_tiny_detector
+
+    return register_tiny_detector(monkeypatch)

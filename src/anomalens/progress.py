@@ -47,14 +47,16 @@ class Reporter:
         if total is None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
         bar = tqdm(iterable, desc=desc, total=total, disable=not self.show_tqdm, leave=False, dynamic_ncols=True)
-        self.update(desc, 0, total)
-        for done, item in enumerate(bar, start=1):
-            yield item
-            text = info() if info is not None else ""
-            if text:
-                bar.set_postfix_str(text, refresh=False)
-            self.update(desc, done, total, text)
-        bar.close()
+        try:
+            self.update(desc, 0, total)
+            for done, item in enumerate(bar, start=1):
+                yield item
+                text = info() if info is not None else ""
+                if text:
+                    bar.set_postfix_str(text, refresh=False)
+                self.update(desc, done, total, text)
+        finally:
+            bar.close()  # also on errors and Ctrl-C, so that the message that follows starts on a clean line
 
     def log(self, message: str) -> None:
         """A line of news (not a step): printed above the bar on the CLI, shown as text in the UI."""
@@ -65,3 +67,12 @@ class Reporter:
 
 
 SILENT = Reporter(show_tqdm=False)
+
+
+def close_progress_bars() -> None:
+    """Close every open tqdm bar, so that an error message printed next starts on its own line.
+
+    A bar whose loop was left by an exception stays open until its generator is garbage-collected.
+    """
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()

@@ -52,9 +52,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except AnomalensError as exc:
+        from anomalens.progress import close_progress_bars
+
+        close_progress_bars()
         print(f"anomalens: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except (KeyboardInterrupt, Cancelled):
+        from anomalens.progress import close_progress_bars
+
+        close_progress_bars()
         print("anomalens: interrupted", file=sys.stderr)
         return 130
 

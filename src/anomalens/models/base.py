@@ -153,6 +153,9 @@ class Detector(ABC):
         """
         self._check_input(train)
         self._fit(train, validation, reporter)
+        if self.interrupted_:
+            # the stop request was honoured by keeping the best model so far; calibrate it without stopping again
+            reporter = dataclasses.replace(reporter, cancel_event=None)
         held_out = validation if validation is not None and len(validation) > 0 else None
         if held_out is None:
             reporter.log("warning: no validation images; the threshold is set on training images and may be low")

@@ -11,6 +11,7 @@ A clip is anything that yields preprocessed frames, ``uint8`` tensors ``(3, H, W
 
 from __future__ import annotations
 
+import dataclasses
 from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -70,6 +71,9 @@ class VideoDetector(Detector):
     def fit_clips(self, train: Sequence[Clip], validation: Sequence[Clip] = (), reporter: Reporter = SILENT) -> "VideoDetector":
         """Fit on normal clips; the threshold comes from frame scores of ``validation`` clips (normal, held out)."""
         self._fit_clips(train, validation, reporter)
+        if self.interrupted_:
+            # the stop request was honoured by keeping the best model so far; calibrate it without stopping again
+            reporter = dataclasses.replace(reporter, cancel_event=None)
         held_out = list(validation)
         if not held_out:
             reporter.log("warning: no validation clips; the threshold is set on training clips and may be low")

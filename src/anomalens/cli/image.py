@@ -1,0 +1,196 @@
+"""``anomalens train | evaluate | predict | benchmark``: the image commands, a thin layer over the workflows.
+
+Model flags are passed to the model only when given, so each model keeps its own defaults; a flag the
+chosen model does not have is an error that names the flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from anomalens.cli.common import add_common_flags, example_epilog
+from anomalens.errors import ConfigError
+from anomalens.progress import Reporter
+
+IMAGE_MODELS = ("patchcore", "padim", "autoencoder")
+# flag dest -> the model config field it sets (the same name, by design)
+MODEL_FLAGS = ("batch_size", "target_fpr", "epochs", "lr", "latent_dim", "loss", "ssim_weight", "num_workers",
+               "backbone", "coreset_ratio", "tile")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    train = subparsers.add_parser(
+        "train", formatter_class=fmt, help="train an image model on normal images",
+        description="Train an image anomaly detector on <data-dir>/<category>/train/good (minus a validation split "
+                    "that sets the threshold) and save it to <results-dir>/<category>_<timestamp>/.",
+        epilog=example_epilog(
+            "anomalens train --data-dir ../shared/data/mvtec_ad --category bottle",
+            "anomalens train --data-dir data --category bottle --model autoencoder --epochs 12 --loss combined"),
+    )
+    _add_train_flags(train)
+    train.set_defaults(handler=_train)
+
+    evaluate = subparsers.add_parser(
+        "evaluate", formatter_class=fmt, help="measure a trained image model on the test split",
+        description="Score test/ of the dataset (by default the one the run was trained on) and write metrics.json, "
+                    "report.md, roc_curve.png, score_distribution.png and samples.png to RUN_DIR/evaluation/.",
+        epilog=example_epilog("anomalens evaluate --checkpoint results/bottle_20261128_120000"),
+    )
+    evaluate.add_argument("--checkpoint", required=True, type=Path, help="run folder (or its model/ folder)")
+    evaluate.add_argument("--data-dir", type=Path, default=None, help="dataset root (default: the one in run.json)")
+    evaluate.add_argument("--category", default=None, help="category (default: the one in run.json)")
+    add_common_flags(evaluate)
+    evaluate.set_defaults(handler=_evaluate)
+
+    predict = subparsers.add_parser(
+        "predict", formatter_class=fmt, help="score new images with a trained image model",
+        description="Score image files or folders (searched recursively): raw score, normalised score (0.5 = the "
+                    "model's threshold), verdict and an overlay PNG per image; predictions.csv and predictions.json.",
+        epilog=example_epilog("anomalens predict --checkpoint results/bottle_20261128_120000 photos/ extra.png"),
+    )
+    predict.add_argument("--checkpoint", required=True, type=Path, help="run folder (or its model/ folder)")
+    predict.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
+    predict.add_argument("--output-dir", type=Path, default=None, help="where to write (default: RUN_DIR/predictions/)")
+    add_common_flags(predict)
+    predict.set_defaults(handler=_predict)
+
+    bench = subparsers.add_parser(
+        "benchmark", formatter_class=fmt, help="train, evaluate and time a model in one run",
+        description="Train (on train/good minus the validation split), evaluate on test/ and time; print a table "
+                    "and write JSON (model, category, image_auroc, pixel_auroc, aupro, f1_max, fit_seconds, "
+                    "images_per_second, peak_rss_mb, epochs, ...). Video datasets go to the video benchmark.",
+        epilog=example_epilog(
+            "anomalens benchmark --data-dir ../shared/data/mvtec_ad --category bottle --model autoencoder --epochs 12 "
+            "--output bench.json"),
+    )
+    _add_train_flags(bench)
+    bench.add_argument("--output", type=Path, default=None, help="JSON file to write (default: RUN_DIR/benchmark.json)")
+    bench.set_defaults(handler=_benchmark)
+
+
+def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", required=True, type=Path, help="dataset root holding <category>/train/good/")
+    parser.add_argument("--category", required=True, help="category folder name, e.g. bottle")
+    # no argparse choices: the model registry checks the name (benchmark also takes video models); the default
+    # is resolved in the handler so that `anomalens --help` does not import torch
+    parser.add_argument("--model", default=None, metavar="MODEL",
+                        help=f"{', '.join(IMAGE_MODELS)} (default: patchcore)")
+    parser.add_argument("--results-dir", type=Path, default=Path("results"), help="where runs go (default: results)")
+    parser.add_argument("--image-size", type=int, nargs="+", metavar=("H", "W"), default=[256],
+                        help="resize images to H x W (one number: square; default: 256)")
+    parser.add_argument("--validation-fraction", type=float, default=0.1,
+                        help="share of train/good held out to choose the model and the threshold (default: 0.1)")
+    parser.add_argument("--batch-size", type=int, default=None, help="images per batch (default: the model's, 16)")
+    parser.add_argument("--target-fpr", type=float, default=None,
+                        help="share of normal images allowed above the threshold (default: 0.01)")
+    ae = parser.add_argument_group("autoencoder")
+    ae.add_argument("--epochs", type=int, default=None, help="training epochs (default: 50)")
+    ae.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-3)")
+    ae.add_argument("--latent-dim", type=int, default=None, help="bottleneck channels (default: 256)")
+    ae.add_argument("--loss", choices=("mse", "ssim", "combined"), default=None, help="training loss and map (default: mse)")
+    ae.add_argument("--ssim-weight", type=float, default=None, help="SSIM share of the combined loss (default: 0.5)")
+    ae.add_argument("--num-workers", type=int, default=None, help="accepted for compatibility; images are decoded once")
+    feat = parser.add_argument_group("feature models (patchcore, padim)")
+    feat.add_argument("--backbone", choices=("lite0", "lite1", "lite2"), default=None,
+                      help="pretrained EfficientNet-Lite feature extractor (default: lite0)")
+    feat.add_argument("--coreset-ratio", type=float, default=None, help="share of patch features kept (default: 0.1)")
+    feat.add_argument("--tile", type=int, default=None, metavar="N",
+                      help="score large images in N x N tiles at native resolution (default: off)")
+    add_common_flags(parser)
+
+
+def model_settings(args: argparse.Namespace, model: str) -> dict[str, Any]:
+    """The model flags the user gave, checked against the model's config (the error names the flag)."""
+    from anomalens.models.base import detector_class
+
+    given = {name: getattr(args, name) for name in MODEL_FLAGS if getattr(args, name, None) is not None}
+    cls = detector_class(model)
+    fields = {f.name for f in dataclasses.fields(cls.config_class)}
+    for name in given:
+        if name not in fields:
+            raise ConfigError(f"--{name.replace('_', '-')} does not apply to model {model}")
+    return given
+
+
+def _reporter() -> Reporter:
+    return Reporter(show_tqdm=True)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from anomalens.workflows.image import train_image_model
+
+    from anomalens.models.base import DEFAULT_IMAGE_MODEL
+
+    model = args.model or DEFAULT_IMAGE_MODEL
+    result = train_image_model(
+        args.data_dir, args.category, model, args.results_dir, image_size=args.image_size,
+        validation_fraction=args.validation_fraction, seed=args.seed, device=args.device, reporter=_reporter(),
+        **model_settings(args, model),
+    )
+    cal = result.detector.calibration_
+    if result.interrupted:
+        print("training was stopped early; the best model so far was kept")
+    print(f"model saved: {result.run_dir}")
+    if cal is not None:
+        print(f"threshold {cal.threshold:.6g} (from {cal.validation_count} validation images, target false-positive rate {cal.target_fpr:g})")
+    print(f"next: anomalens evaluate --checkpoint {result.run_dir}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from anomalens.workflows.image import evaluate_image_model
+
+    result = evaluate_image_model(args.checkpoint, args.data_dir, args.category, device=args.device, reporter=_reporter())
+    m = result.metrics
+
+    def fmt(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
+
+    print(f"image AUROC {fmt(m['image_auroc'])}  pixel AUROC {fmt(m['pixel_auroc'])}  AUPRO {fmt(m['aupro'])}  "
+          f"F1-max {fmt(m['f1_max'])}")
+    for name, row in m["per_defect_type"].items():
+        print(f"  {name:<20} {row['count']:>4} images  mean score {row['mean_score']:.5g}  flagged {row['share_flagged']:.0%}")
+    print(f"report: {result.report_path}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from anomalens.workflows.image import predict_images
+
+    report = predict_images(args.checkpoint, args.paths, args.output_dir, device=args.device, reporter=_reporter())
+    for r in report.results:
+        verdict = "ANOMALOUS" if r.anomalous else "normal"
+        print(f"{r.path}\tscore {r.score:.5g}\tnormalised {r.normalized_score:.3f}\t{verdict}")
+    flagged = sum(r.anomalous for r in report.results)
+    print(f"{flagged} of {len(report.results)} images anomalous; results: {report.csv_path}")
+    return 0
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from anomalens.workflows.benchmark import format_benchmark_table, run_benchmark
+
+    from anomalens.models.base import DEFAULT_IMAGE_MODEL
+
+    video = False
+    try:
+        from anomalens.data.video_datasets import is_video_category
+
+        video = bool(is_video_category(args.data_dir, args.category))
+    except ImportError:  # the video part is optional for the image benchmark
+        pass
+    if video:  # the video workflow checks its own settings
+        settings = {name: getattr(args, name) for name in MODEL_FLAGS if getattr(args, name, None) is not None}
+    else:
+        settings = dict(image_size=args.image_size, validation_fraction=args.validation_fraction,
+                        **model_settings(args, args.model or DEFAULT_IMAGE_MODEL))
+    result = run_benchmark(args.data_dir, args.category, args.model, args.results_dir, args.output,
+                           device=args.device, seed=args.seed, reporter=_reporter(), **settings)
+    print(format_benchmark_table(result))
+    if args.output is not None:
+        print(f"written: {args.output}")
+    return 0

@@ -1,0 +1,251 @@
+"""The image workflow end to end: train -> run folder, evaluate -> report, predict -> overlays and tables.
+
+Most tests use the tiny detector from conftest (milliseconds per fit); one test runs the real default model.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from _tiny_detector import register_tiny_detector
+
+from anomalens.data.mvtec import discover_category, load_test_set, split_train_validation
+from anomalens.data.preprocessing import Preprocessing
+from anomalens.errors import Cancelled, ConfigError, DataError
+from anomalens.metrics import image_auroc
+from anomalens.metrics.threshold import calibrate
+from anomalens.models.base import load_detector
+from anomalens.progress import Reporter
+from anomalens.workflows.image import evaluate_image_model, predict_images, train_image_model
+from anomalens.workflows.runs import list_runs
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def trained_run(synthetic_image_dataset, tmp_path_factory):
+    """One tiny run shared by the read-only tests of this module."""
+    root, category = synthetic_image_dataset
+    patcher = pytest.MonkeyPatch()
+    register_tiny_detector(patcher)
+    results = tmp_path_factory.mktemp("results")
+    run = train_image_model(root, category, "tiny", results, image_size=SIZE, seed=3, device="cpu")
+    yield run
+    patcher.undo()
+
+
+def test_run_folder_has_everything_to_reproduce_the_run(trained_run, synthetic_image_dataset):
+    root, category = synthetic_image_dataset
+    run_dir = trained_run.run_dir
+    assert run_dir.name.startswith(f"{category}_") and not trained_run.interrupted
+    for name in ("model/config.json", "model/weights.safetensors", "run.json", "history.json", "train.log"):
+        assert (run_dir / name).is_file(), name
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["kind"] == "image" and run["model"] == "tiny" and run["seed"] == 3
+    assert run["category"] == category and run["image_size"] == [SIZE, SIZE]
+    found = discover_category(root, category)
+    _, expected_val = split_train_validation(found.train_paths, 0.1, seed=3)
+    assert run["validation_files"] == [str(p.relative_to(found.root)) for p in expected_val]
+    assert all(f.startswith("train/good/") for f in run["validation_files"])  # never the test split
+    assert run["train_count"] + len(run["validation_files"]) == len(found.train_paths)
+    assert "training tiny" in (run_dir / "train.log").read_text()
+
+
+def test_threshold_comes_from_the_validation_images_only(trained_run, synthetic_image_dataset):
+    root, category = synthetic_image_dataset
+    run = json.loads((trained_run.run_dir / "run.json").read_text())
+    detector = load_detector(trained_run.run_dir)
+    validation = Preprocessing((SIZE, SIZE)).load_images([root / category / f for f in run["validation_files"]])
+    expected = calibrate(detector.predict(validation).scores, detector.config.target_fpr)
+    assert detector.calibration_.threshold == pytest.approx(expected.threshold)
+    assert run["threshold"] == pytest.approx(expected.threshold)
+
+
+def test_evaluation_writes_metrics_report_and_figures(trained_run):
+    result = evaluate_image_model(trained_run.run_dir, device="cpu")
+    assert result.output_dir == trained_run.run_dir / "evaluation"
+    m = result.metrics
+    for key in ("image_auroc", "pixel_auroc", "aupro", "f1_max", "f1_max_threshold", "threshold", "counts"):
+        assert m[key] is not None, key
+    assert 0.0 <= m["image_auroc"] <= 1.0 and 0.0 <= m["aupro"] <= 1.0 and 0.0 < m["f1_max"] <= 1.0
+    assert m["counts"] == {"test_images": 24, "normal": 8, "anomalous": 16}
+    assert set(m["per_defect_type"]) == {"good", "scratch", "spot", "missing_piece", "colour_shift"}
+    assert m["per_defect_type"]["scratch"]["count"] == 4
+    assert "image_auroc_vs_good" not in m["per_defect_type"]["good"]
+    # the per-type AUROC compares that type with the normal images only
+    detector = trained_run.detector
+    test = load_test_set(discover_category(m["data_dir"], m["category"]), detector.preprocessing)
+    scores = detector.predict(test.images).scores
+    subset = np.array([t in ("good", "scratch") for t in test.defect_types])
+    expected = image_auroc(test.labels[subset], scores[subset])
+    assert m["per_defect_type"]["scratch"]["image_auroc_vs_good"] == pytest.approx(expected)
+    assert m["pixel_metric_images"] == 24
+    on_disk = json.loads((result.output_dir / "metrics.json").read_text())
+    assert on_disk["image_auroc"] == pytest.approx(m["image_auroc"])
+    report = result.report_path.read_text()
+    assert "| scratch | 4 |" in report and "image AUROC" in report and "AUROC vs good" in report
+    for name in ("roc_curve", "score_distribution", "samples"):
+        path = result.figures[name]
+        assert path.is_file() and path.parent == result.output_dir
+        with Image.open(path) as img:
+            assert img.width > 300 and img.height > 300
+
+
+def test_defect_type_without_masks_gets_a_warning_and_no_pixel_truth(trained_run, synthetic_image_dataset, tmp_path):
+    import shutil
+
+    root, category = synthetic_image_dataset
+    copy = tmp_path / "data"
+    shutil.copytree(root / category, copy / category)
+    shutil.rmtree(copy / category / "ground_truth" / "spot")
+    messages = []
+    reporter = Reporter(callback=lambda stage, *rest: messages.append(stage), show_tqdm=False)
+    m = evaluate_image_model(trained_run.run_dir, copy, category, device="cpu", reporter=reporter).metrics
+    assert m["pixel_metric_images"] == 20 and m["pixel_auroc"] is not None
+    assert any("spot" in line and "no masks" in line for line in messages)
+
+
+def test_predict_files_and_folders_writes_overlays_csv_and_json(trained_run, synthetic_image_dataset):
+    root, category = synthetic_image_dataset
+    test = root / category / "test"
+    report = predict_images(trained_run.run_dir, [test / "scratch", test / "good" / "000.png"], device="cpu")
+    assert len(report.results) == 5
+    assert report.csv_path == trained_run.run_dir / "predictions" / "predictions.csv"
+    rows = list(csv.DictReader(report.csv_path.open()))
+    assert [r["path"] for r in rows] == [str(r.path) for r in report.results]
+    payload = json.loads(report.json_path.read_text())
+    assert payload["count"] == 5 and payload["threshold"] == pytest.approx(trained_run.detector.calibration_.threshold)
+    for r in report.results:
+        assert r.overlay_path.is_file()
+        assert r.image.shape == (SIZE, SIZE, 3) and r.image.dtype == np.uint8
+        assert r.heatmap.shape == (SIZE, SIZE) and 0.0 <= r.heatmap.min() <= r.heatmap.max() <= 1.0
+        assert r.anomalous == (r.score > payload["threshold"]) == (r.normalized_score > 0.5)
+    assert not any(p.name.startswith(".") for p in report.csv_path.parent.iterdir())
+
+
+def test_predict_scores_match_the_detector_and_arrays_work_without_files(trained_run, synthetic_image_dataset):
+    root, category = synthetic_image_dataset
+    path = root / category / "test" / "spot" / "001.png"
+    array = np.asarray(Image.open(path).convert("RGB"))
+    report = predict_images(trained_run.detector, [array])
+    assert report.csv_path is None and report.results[0].overlay_path is None
+    expected = trained_run.detector.predict(Preprocessing((SIZE, SIZE)).load_image(path)[None]).scores[0]
+    assert report.results[0].score == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_predict_keeps_other_files_in_the_output_folder(trained_run, synthetic_image_dataset, tmp_path):
+    root, category = synthetic_image_dataset
+    keep = tmp_path / "mine.txt"
+    keep.write_text("do not delete")
+    report = predict_images(trained_run.run_dir, [root / category / "test" / "good" / "001.png"], tmp_path)
+    assert keep.read_text() == "do not delete" and report.csv_path == tmp_path / "predictions.csv"
+
+
+def test_predict_stops_on_a_bad_file_without_writing(trained_run, synthetic_image_dataset, tmp_path):
+    root, category = synthetic_image_dataset
+    bad = tmp_path / "inputs" / "broken.png"
+    bad.parent.mkdir()
+    bad.write_bytes(b"\x89PNG not really")
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match="broken.png"):
+        predict_images(trained_run.run_dir, [root / category / "test" / "good" / "001.png", bad], out)
+    assert not out.exists() or list(out.iterdir()) == []
+    with pytest.raises(DataError, match="missing.png.*not found"):
+        predict_images(trained_run.run_dir, [tmp_path / "missing.png"], out)
+
+
+def test_same_seed_same_model_and_name_collisions_get_a_suffix(tiny_model, synthetic_image_dataset, tmp_path):
+    root, category = synthetic_image_dataset
+    a = train_image_model(root, category, tiny_model, tmp_path, image_size=SIZE, seed=1, run_name="fixed")
+    b = train_image_model(root, category, tiny_model, tmp_path, image_size=SIZE, seed=1, run_name="fixed")
+    assert a.run_dir.name == "fixed" and b.run_dir.name == "fixed_2"
+    assert a.detector.calibration_.threshold == b.detector.calibration_.threshold
+    assert (a.run_dir / "model" / "weights.safetensors").read_bytes() == (b.run_dir / "model" / "weights.safetensors").read_bytes()
+    assert [r.run_dir.name for r in list_runs(tmp_path)] in (["fixed_2", "fixed"], ["fixed", "fixed_2"])
+
+
+def test_cancel_keeps_the_best_epoch_of_models_that_can(tiny_model, synthetic_image_dataset, tmp_path):
+    root, category = synthetic_image_dataset
+    stop = threading.Event()
+
+    def on_progress(stage, done, total, info):
+        if stage.startswith("epoch 2"):
+            stop.set()  # the user presses Cancel after the second epoch
+
+    reporter = Reporter(callback=on_progress, cancel_event=stop, show_tqdm=False)
+    result = train_image_model(root, category, tiny_model, tmp_path, image_size=SIZE, reporter=reporter, epochs=10)
+    assert result.interrupted and len(result.detector.history_) == 2
+    assert result.detector.calibration_ is not None  # the threshold was still set, on validation images
+    run = json.loads((result.run_dir / "run.json").read_text())
+    assert run["interrupted"] is True and len(json.loads((result.run_dir / "history.json").read_text())) == 2
+    assert load_detector(result.run_dir).interrupted_
+
+
+def test_cancel_with_nothing_to_keep_leaves_no_folder(tiny_model, synthetic_image_dataset, tmp_path):
+    root, category = synthetic_image_dataset
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Cancelled):
+        train_image_model(root, category, tiny_model, tmp_path / "results", image_size=SIZE,
+                          reporter=Reporter(cancel_event=stop, show_tqdm=False))
+    assert not (tmp_path / "results").exists() or list((tmp_path / "results").iterdir()) == []
+
+
+def test_list_runs_is_newest_first_and_skips_broken_folders(trained_run, tmp_path):
+    import shutil
+
+    for name, created in (("old", "2026-01-01T10:00:00"), ("new", "2026-06-01T10:00:00")):
+        shutil.copytree(trained_run.run_dir, tmp_path / name)
+        run = json.loads((tmp_path / name / "run.json").read_text())
+        run["created"] = created
+        (tmp_path / name / "run.json").write_text(json.dumps(run))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "run.json").write_text("{not json")
+    (tmp_path / "no_model").mkdir()
+    (tmp_path / "no_model" / "run.json").write_text(json.dumps({"created": "2026-07-01T00:00:00", "category": "x", "model": "tiny"}))
+    runs = list_runs(tmp_path)
+    assert [r.run_dir.name for r in runs] == ["new", "old"]
+    assert runs[0].metrics is None or "image_auroc" in runs[0].metrics
+    assert list_runs(tmp_path, kind="video") == [] and list_runs(tmp_path / "absent") == []
+
+
+def test_a_video_model_is_refused_for_images(synthetic_image_dataset, tmp_path):
+    root, category = synthetic_image_dataset
+    with pytest.raises(ConfigError, match="video model"):
+        train_image_model(root, category, "stfeatures", tmp_path, image_size=SIZE)
+
+
+def test_default_model_end_to_end_on_synthetic_data(synthetic_image_dataset, tmp_path):
+    """The real default model (PatchCore) finds the synthetic defects; files of every step exist."""
+    pytest.importorskip("anomalens.models.patchcore")
+    root, category = synthetic_image_dataset
+    run = train_image_model(root, category, results_dir=tmp_path, image_size=96, device="cpu")
+    result = evaluate_image_model(run.run_dir, device="cpu")
+    m = result.metrics
+    # measured 0.867 / 0.954 / 0.844 (seed 0); the bounds leave room for model changes, not for regressions
+    assert m["image_auroc"] > 0.8, m["image_auroc"]
+    assert m["pixel_auroc"] > 0.85 and m["aupro"] > 0.6, (m["pixel_auroc"], m["aupro"])
+    assert m["per_defect_type"]["spot"]["mean_score"] > m["per_defect_type"]["good"]["mean_score"]
+    report = predict_images(run.run_dir, [root / category / "test" / "good", root / category / "test" / "spot"])
+    assert len(report.results) == 12 and all(r.overlay_path.is_file() for r in report.results)
+    assert report.csv_path.is_file()
+
+
+def test_cancel_before_the_first_epoch_leaves_no_folder(tiny_model, synthetic_image_dataset, tmp_path):
+    root, category = synthetic_image_dataset
+    stop = threading.Event()
+
+    def on_progress(stage, done, total, info):
+        if stage == "train":
+            stop.set()  # Cancel as training starts: the model stops with no finished epoch
+
+    with pytest.raises(Cancelled, match="nothing saved"):
+        train_image_model(root, category, tiny_model, tmp_path / "results", image_size=SIZE, epochs=5,
+                          reporter=Reporter(callback=on_progress, cancel_event=stop, show_tqdm=False))
+    assert not (tmp_path / "results").exists()

@@ -1,0 +1,125 @@
+"""One preprocessing for every image: any mode Pillow reads becomes RGB uint8 (3, H, W) at the chosen size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from anomalens.data.preprocessing import Preprocessing, list_images, parse_image_size, read_rgb, to_float
+from anomalens.errors import ConfigError, DataError
+
+
+@pytest.fixture
+def gradient() -> np.ndarray:
+    y, x = np.mgrid[0:40, 0:60]
+    return np.stack([x * 4, y * 6, np.full_like(x, 128)], axis=2).astype(np.uint8)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".bmp", ".tif", ".jpg", ".webp"])
+def test_formats_decode_to_the_same_rgb(tmp_path, gradient, suffix):
+    path = tmp_path / f"img{suffix}"
+    Image.fromarray(gradient).save(path)
+    rgb = read_rgb(path)
+    assert rgb.shape == (40, 60, 3) and rgb.dtype == np.uint8
+    tolerance = 16 if suffix in (".jpg", ".webp") else 0  # lossy formats (chroma subsampling)
+    assert np.abs(rgb.astype(int) - gradient).max() <= tolerance
+
+
+def test_grayscale_becomes_three_equal_channels(tmp_path, gradient):
+    path = tmp_path / "gray.png"
+    Image.fromarray(gradient[:, :, 0]).save(path)
+    rgb = read_rgb(path)
+    assert np.array_equal(rgb[:, :, 0], gradient[:, :, 0]) and np.array_equal(rgb[:, :, 0], rgb[:, :, 2])
+
+
+def test_sixteen_bit_is_scaled_not_clipped(tmp_path):
+    values = np.array([[0, 32768, 65535]], dtype=np.uint16).repeat(4, 0)
+    path = tmp_path / "deep.png"
+    Image.fromarray(values).save(path)
+    rgb = read_rgb(path)
+    assert rgb[0, :, 0].tolist() == [0, 128, 255]
+
+
+def test_rgba_is_composited_on_black(tmp_path):
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., :3] = 200
+    rgba[:2, :, 3] = 255  # top half opaque, bottom half transparent
+    path = tmp_path / "alpha.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    rgb = read_rgb(path)
+    assert rgb[0, 0].tolist() == [200, 200, 200] and rgb[3, 0].tolist() == [0, 0, 0]
+
+
+def test_palette_image(tmp_path, gradient):
+    path = tmp_path / "palette.png"
+    Image.fromarray(gradient).convert("P", palette=Image.ADAPTIVE, colors=16).save(path)
+    assert read_rgb(path).shape == (40, 60, 3)
+
+
+def test_load_image_resizes_to_height_width(tmp_path, gradient):
+    path = tmp_path / "img.png"
+    Image.fromarray(gradient).save(path)
+    tensor = Preprocessing(image_size=(32, 48)).load_image(path)
+    assert tensor.shape == (3, 32, 48) and tensor.dtype == torch.uint8
+    batch = Preprocessing(image_size=(32, 48)).load_images([path, path])
+    assert batch.shape == (2, 3, 32, 48)
+    assert to_float(batch).max() <= 1.0 and to_float(batch).dtype == torch.float32
+
+
+def test_prepare_array_matches_loading_the_same_pixels(tmp_path, gradient):
+    path = tmp_path / "img.png"
+    Image.fromarray(gradient).save(path)
+    prep = Preprocessing(image_size=(32, 32))
+    assert torch.equal(prep.prepare_array(gradient), prep.load_image(path))
+    with pytest.raises(DataError, match="expected an RGB image array"):
+        prep.prepare_array(np.zeros((4, 4, 2), np.uint8))
+
+
+def test_mask_is_resized_like_its_image_and_checked(tmp_path, gradient):
+    image = tmp_path / "img.png"
+    Image.fromarray(gradient).save(image)
+    mask = np.zeros((40, 60), np.uint8)
+    mask[10:30, 20:40] = 255
+    Image.fromarray(mask).save(tmp_path / "img_mask.png")
+    loaded = Preprocessing(image_size=(20, 30)).load_mask(tmp_path / "img_mask.png", image_path=image)
+    assert loaded.dtype == torch.bool and loaded.shape == (20, 30)
+    assert loaded[10, 15] and not loaded[0, 0]
+    Image.fromarray(mask[:, :50]).save(tmp_path / "bad_mask.png")
+    with pytest.raises(DataError, match="bad_mask.png.*50x40.*60x40"):
+        Preprocessing().load_mask(tmp_path / "bad_mask.png", image_path=image)
+
+
+def test_unreadable_files_name_the_file(tmp_path):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError, match="empty.png.*0 bytes"):
+        read_rgb(empty)
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"this is not a png at all")
+    with pytest.raises(DataError, match="corrupt.png.*corrupt or unknown"):
+        read_rgb(corrupt)
+    with pytest.raises(DataError, match="missing.png.*not found"):
+        read_rgb(tmp_path / "missing.png")
+
+
+def test_parse_image_size():
+    assert parse_image_size(256) == (256, 256)
+    assert parse_image_size([128]) == (128, 128)
+    assert parse_image_size([128, 96]) == (128, 96)
+    for bad in ([16], [64, 5000], [1, 2, 3]):
+        with pytest.raises(ConfigError, match="--image-size"):
+            parse_image_size(bad)
+
+
+def test_list_images_skips_hidden_and_other_files(tmp_path, gradient):
+    for name in ("b.png", "a.JPG", ".hidden.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub.png").mkdir()
+    assert [p.name for p in list_images(tmp_path)] == ["a.JPG", "b.png"]
+
+
+def test_round_trip_of_settings():
+    prep = Preprocessing(image_size=(64, 96))
+    assert Preprocessing.from_dict(prep.to_dict()) == prep
