@@ -9,18 +9,22 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
-import torch
 
 from anomalens.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+def resolve_device(name: str = "auto") -> "torch.device":
     """Turn ``auto|cpu|cuda|mps`` into a device; ``auto`` prefers CUDA, then MPS, then CPU."""
+    import torch  # imported here so that `anomalens --help` stays fast
+
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -38,6 +42,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch so that a run with the same seed gives the same model."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
