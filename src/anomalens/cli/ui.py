@@ -1,0 +1,100 @@
+"""``anomalens ui`` (the web UI) and ``anomalens demo`` (demo data and models, then the UI)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from pathlib import Path
+
+from anomalens.cli.common import add_common_flags, example_epilog
+from anomalens.ui.security import AUTH_ENV, DEFAULT_MAX_UPLOAD_MB
+
+DEFAULT_DATA_ROOTS = ("data", "demo_data")
+
+
+def _server_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 = every interface)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    parser.add_argument("--results-dir", default="results", help="where models are found and new ones are saved (default: results)")
+    parser.add_argument("--auth", default=None, metavar="USER:PASSWORD", help=f"require this login (or set {AUTH_ENV}=user:password)")
+    parser.add_argument("--max-upload-mb", type=int, default=DEFAULT_MAX_UPLOAD_MB, help=f"largest accepted upload (default: {DEFAULT_MAX_UPLOAD_MB})")
+    add_common_flags(parser)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    ui = subparsers.add_parser(
+        "ui", help="start the web UI", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Start the web UI: inspect images, analyse videos, train and evaluate models in the browser.",
+        epilog=example_epilog("anomalens ui --data-root ../shared/data --results-dir results", "then open http://127.0.0.1:7860"),
+    )
+    _server_flags(ui)
+    ui.add_argument("--data-root", action="append", default=None, metavar="DIR",
+                    help="a folder whose datasets the Train view may use; repeat for several (default: ./data and ./demo_data)")
+    ui.set_defaults(handler=run_ui)
+
+    demo = subparsers.add_parser(
+        "demo", help="prepare demo data and models, then start the web UI", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="First run: write synthetic image and video datasets to --demo-dir and train small demo models into "
+        "--results-dir (a minute or two on a CPU). Later runs reuse them. Then start the UI with examples loaded.",
+        epilog=example_epilog("anomalens demo", "anomalens demo --no-launch   # prepare only"),
+    )
+    _server_flags(demo)
+    demo.add_argument("--demo-dir", default="demo_data", help="where the demo datasets go (default: demo_data)")
+    demo.add_argument("--no-launch", action="store_true", help="prepare data and models, then exit")
+    demo.add_argument("--no-video", action="store_true", help="skip the video half of the demo")
+    demo.add_argument("--force", action="store_true", help="rebuild the demo data and models")
+    demo.set_defaults(handler=run_demo)
+
+
+def _warn_if_exposed(host: str, auth: tuple[str, str] | None) -> None:
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback and auth is None:
+        print(f"anomalens: warning: listening on {host} without a login; anyone who can reach it can use it "
+              f"(add --auth user:password or set {AUTH_ENV})", file=sys.stderr)
+
+
+def _launch(args: argparse.Namespace, data_roots: list[Path], image_examples=(), video_examples=()) -> int:
+    from anomalens.runtime import resolve_device
+    from anomalens.ui import UISettings, launch
+    from anomalens.ui.security import resolve_auth
+
+    auth = resolve_auth(args.auth)
+    resolve_device(args.device)  # a bad --device fails here, not on the first click
+    settings = UISettings(
+        results_dir=args.results_dir, data_roots=data_roots, device=args.device, max_upload_mb=args.max_upload_mb,
+        image_examples=list(image_examples), video_examples=list(video_examples),
+    )
+    _warn_if_exposed(args.host, auth)
+    print(f"anomalens: UI at http://{args.host}:{args.port} (models in {settings.results_dir}; Ctrl-C stops)")
+    launch(settings, host=args.host, port=args.port, auth=auth)
+    return 0
+
+
+def run_ui(args: argparse.Namespace) -> int:
+    roots = args.data_root if args.data_root else [r for r in DEFAULT_DATA_ROOTS if Path(r).is_dir()]
+    return _launch(args, [Path(r) for r in roots])
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from anomalens.progress import Reporter
+    from anomalens.runtime import seed_everything
+    from anomalens.ui.security import resolve_auth
+    from anomalens.workflows.demo import prepare_demo
+
+    resolve_auth(args.auth)  # a malformed login fails before minutes of training
+    seed_everything(args.seed)
+    assets = prepare_demo(args.demo_dir, args.results_dir, device=args.device, seed=args.seed, force=args.force,
+                          video=not args.no_video, reporter=Reporter())
+    for problem in assets.problems:
+        print(f"anomalens: warning: {problem}", file=sys.stderr)
+    print(f"anomalens: demo data in {assets.data_root}")
+    for label, run in (("image model", assets.image_run), ("video model", assets.video_run)):
+        if run is not None:
+            print(f"anomalens: {label}: {run}")
+    if args.no_launch:
+        return 0 if not assets.problems else 1
+    return _launch(args, [assets.data_root], assets.image_examples, assets.video_examples)

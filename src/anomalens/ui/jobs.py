@@ -1,0 +1,136 @@
+"""Long jobs of the web UI: one at a time per browser tab, with live progress and a Cancel that stops cleanly.
+
+Gradio's queue decides when a job runs (limited concurrency for the whole server); this module gives each
+tab its own cancel flag and workspace, and turns the library's :class:`~anomalens.progress.Reporter` callbacks
+into progress updates for the page. Nothing here imports Gradio: the progress sink is any callable
+``sink(fraction_or_None, text)``.
+
+>>> board = JobBoard()
+>>> with board.job("tab-1") as job:
+...     reporter = job.reporter(lambda fraction, text: None)
+...     board.cancel("tab-1")
+...     reporter.check_cancelled()
+Traceback (most recent call last):
+anomalens.errors.Cancelled: stopped on request
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from anomalens.errors import AnomalensError
+from anomalens.progress import Reporter
+
+ProgressSink = Callable[["float | None", str], None]
+
+
+class JobBusy(AnomalensError):
+    """This tab already runs a job; one at a time keeps its results unambiguous."""
+
+
+@dataclass
+class Job:
+    key: str
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    started: float = field(default_factory=time.time)
+    messages: list[str] = field(default_factory=list)
+    last_stage: str = ""
+    last_fraction: float | None = None
+
+    def reporter(self, sink: ProgressSink | None = None) -> Reporter:
+        """A Reporter for library calls: progress goes to ``sink``, news lines to :attr:`messages`."""
+
+        def callback(stage: str, done: int, total: int | None, info: str) -> None:
+            if total is None and done == 0 and not info:
+                self.messages.append(stage)  # a log line (Reporter.log) or a stage of unknown length
+                if sink is not None:
+                    sink(self.last_fraction, stage)  # news does not move the bar
+                return
+            self.last_stage = stage
+            self.last_fraction = done / total if total else None
+            text = f"{stage} {done}/{total}" if total else f"{stage} {done}"
+            if info:
+                text += f" · {info}"
+            if sink is not None:
+                sink(done / total if total else None, text)
+
+        return Reporter(callback=callback, cancel_event=self.cancel_event, show_tqdm=False)
+
+
+class JobBoard:
+    """Which tab runs what; thread-safe, because Gradio runs handlers in worker threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+
+    @contextlib.contextmanager
+    def job(self, key: str) -> Iterator[Job]:
+        with self._lock:
+            if key in self._jobs:
+                raise JobBusy("this tab is still busy with the previous request of this kind; wait for it to finish")
+            job = self._jobs[key] = Job(key)
+        try:
+            yield job
+        finally:
+            with self._lock:
+                self._jobs.pop(key, None)
+
+    def cancel(self, key: str) -> bool:
+        """Ask the tab's running job to stop at its next step; False when nothing runs there."""
+        with self._lock:
+            job = self._jobs.get(key)
+        if job is None:
+            return False
+        job.cancel_event.set()
+        return True
+
+    def running(self, key: str) -> bool:
+        with self._lock:
+            return key in self._jobs
+
+
+def session_key(raw: str | None) -> str:
+    """A safe folder name for a browser session (Gradio's session hash, or a fresh random one)."""
+    text = re.sub(r"[^A-Za-z0-9_-]", "", raw or "")[:32]
+    return text or secrets.token_hex(8)
+
+
+def new_workspace(base: str | Path, key: str, label: str) -> Path:
+    """A fresh output folder ``base/<session>/<time>_<label>_<random>``: two tabs never share one."""
+    stamp = time.strftime("%Y%m%d_%H%M%S")
+    label = re.sub(r"[^A-Za-z0-9_-]", "_", label)[:40]
+    folder = Path(base) / session_key(key) / f"{stamp}_{label}_{secrets.token_hex(3)}"
+    folder.mkdir(parents=True, exist_ok=False)
+    return folder
+
+
+def unique_run_name(category: str, kind: str) -> str:
+    """``<category>_<timestamp>_<random>`` (``video_`` first for video): unique even for two tabs in one second."""
+    category = re.sub(r"[^A-Za-z0-9_-]", "_", category)[:60] or "dataset"
+    prefix = "video_" if kind == "video" else ""
+    return f"{prefix}{category}_{time.strftime('%Y%m%d_%H%M%S')}_{secrets.token_hex(3)}"
+
+
+def prune_workspaces(base: str | Path, max_age_days: float = 7.0) -> int:
+    """Remove per-tab output folders untouched for ``max_age_days`` (they are downloads, not models)."""
+    import shutil
+
+    base = Path(base)
+    if not base.is_dir():
+        return 0
+    cutoff = time.time() - max_age_days * 86400
+    removed = 0
+    for session in base.iterdir():
+        if session.is_dir() and not session.is_symlink() and session.stat().st_mtime < cutoff:
+            if all(entry.stat().st_mtime < cutoff for entry in session.iterdir()):
+                shutil.rmtree(session, ignore_errors=True)
+                removed += 1
+    return removed

@@ -1,0 +1,161 @@
+"""What keeps the web UI safe to leave running: path confinement, auth, upload limits, safe zips, clean errors.
+
+Every path a user types goes through :func:`confine_path` (symlinks resolved, then checked against the allowed
+data roots); every uploaded zip through :func:`safe_extract_zip` (no absolute paths, no ``..``, no links, limits
+on member count and unpacked size); every exception through :func:`user_message` (an
+:class:`~anomalens.errors.AnomalensError` shows its one line, anything else a short generic message while the
+traceback goes to the server log).
+
+>>> confine_path("../../etc", ["/srv/data"])   # doctest: +SKIP
+Traceback (most recent call last):
+DataError: ../../etc: outside the allowed data folders (/srv/data)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import stat
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Sequence
+
+from anomalens.errors import AnomalensError, Cancelled, ConfigError, DataError
+
+log = logging.getLogger("anomalens.ui")
+
+AUTH_ENV = "ANOMALENS_UI_AUTH"
+DEFAULT_MAX_UPLOAD_MB = 500
+ZIP_MAX_MEMBERS = 20_000
+ZIP_MAX_UNPACKED_BYTES = 4 * 1024**3
+ZIP_MAX_RATIO = 200  # unpacked / packed size of a single member: beyond this it is a zip bomb, not images
+GENERIC_ERROR = "Something went wrong on the server (details are in its log). Please check the input and try again."
+
+
+def parse_auth(text: str | None) -> tuple[str, str] | None:
+    """``"user:password"`` -> ``("user", "password")``; empty -> None (no login)."""
+    if text is None or not text.strip():
+        return None
+    user, sep, password = text.strip().partition(":")
+    if not sep or not user or not password:
+        raise ConfigError("--auth must look like user:password (both parts non-empty)")
+    return user, password
+
+
+def resolve_auth(flag: str | None, environ: dict[str, str] | None = None) -> tuple[str, str] | None:
+    """The login from ``--auth``, else from the ``ANOMALENS_UI_AUTH`` environment variable, else none."""
+    environ = os.environ if environ is None else environ
+    return parse_auth(flag if flag else environ.get(AUTH_ENV))
+
+
+def resolve_roots(roots: Sequence[str | Path]) -> list[Path]:
+    """Allowed data roots as absolute paths with symlinks resolved (missing ones are kept: they may appear later)."""
+    return [Path(root).expanduser().resolve() for root in roots]
+
+
+def confine_path(path: str | Path, roots: Sequence[str | Path]) -> Path:
+    """Resolve ``path`` (relative paths are taken under the first root) and refuse it outside every root.
+
+    Symlinks are resolved before the check, so a link inside a root that points elsewhere is refused too.
+    """
+    text = str(path).strip()
+    if not text:
+        raise DataError("no dataset folder given")
+    if "\x00" in text:
+        raise DataError("the path contains a NUL character", text.replace("\x00", "?"))
+    allowed = resolve_roots(roots)
+    if not allowed:
+        raise DataError("no data folders are allowed on this server (start it with --data-root DIR)", text)
+    candidate = Path(text).expanduser()
+    if not candidate.is_absolute():
+        candidate = allowed[0] / candidate
+    resolved = candidate.resolve()
+    for root in allowed:
+        if resolved == root or resolved.is_relative_to(root):
+            return resolved
+    raise DataError(f"outside the allowed data folders ({', '.join(str(r) for r in allowed)})", text)
+
+
+@dataclass(frozen=True)
+class ZipLimits:
+    max_members: int = ZIP_MAX_MEMBERS
+    max_unpacked_bytes: int = ZIP_MAX_UNPACKED_BYTES
+    max_ratio: float = ZIP_MAX_RATIO
+
+
+def _check_member(info: zipfile.ZipInfo, archive: Path, limits: ZipLimits) -> PurePosixPath | None:
+    name = info.filename.replace("\\", "/")
+    if info.is_dir():
+        return None
+    member = PurePosixPath(name)
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in member.parts:
+        raise DataError(f"unsafe path {info.filename!r} in the zip (absolute or with '..'); nothing was extracted", archive)
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        raise DataError(f"the zip contains a symbolic link ({info.filename!r}); nothing was extracted", archive)
+    if info.file_size > 1_000_000 and info.compress_size > 0 and info.file_size / info.compress_size > limits.max_ratio:
+        raise DataError(f"{info.filename!r} unpacks to {info.file_size / info.compress_size:.0f}x its size (zip bomb?)", archive)
+    if member.parts[0] == "__MACOSX" or member.name.startswith("._") or member.name == ".DS_Store":
+        return None  # Finder droppings, not data
+    return member
+
+
+def safe_extract_zip(archive: str | Path, destination: str | Path, limits: ZipLimits = ZipLimits()) -> Path:
+    """Check every member of ``archive`` first, then extract it under ``destination``; return the dataset root.
+
+    The root is the single top-level folder when the zip has one (``bottle/train/good/...``), else
+    ``destination`` itself. A bad zip raises :class:`DataError` and leaves nothing behind.
+    """
+    archive = Path(archive)
+    destination = Path(destination)
+    try:
+        bundle = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DataError(f"not a readable zip file ({exc})", archive.name) from None
+    with bundle:
+        infos = bundle.infolist()
+        if len(infos) > limits.max_members:
+            raise DataError(f"the zip has {len(infos)} entries; at most {limits.max_members} are accepted", archive.name)
+        members = [(info, _check_member(info, Path(archive.name), limits)) for info in infos]
+        members = [(info, m) for info, m in members if m is not None]
+        total = sum(info.file_size for info, _ in members)
+        if total > limits.max_unpacked_bytes:
+            raise DataError(f"the zip unpacks to {total / 1e9:.1f} GB; at most {limits.max_unpacked_bytes / 1e9:.1f} GB is accepted", archive.name)
+        if not members:
+            raise DataError("the zip contains no files", archive.name)
+        destination.mkdir(parents=True, exist_ok=True)
+        try:
+            for info, member in members:
+                target = destination.joinpath(*member.parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with bundle.open(info) as source, open(target, "wb") as sink:
+                    shutil.copyfileobj(source, sink, length=1 << 20)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            shutil.rmtree(destination, ignore_errors=True)
+            raise DataError(f"the zip is damaged ({exc})", archive.name) from None
+    tops = {member.parts[0] for _, member in members}
+    if len(tops) == 1 and (destination / next(iter(tops))).is_dir():
+        return destination / next(iter(tops))
+    return destination
+
+
+def check_upload_size(path: str | Path, max_bytes: int) -> Path:
+    """Refuse an uploaded file over the limit (Gradio enforces it too; this covers files reaching us otherwise)."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise DataError(f"{size / 1e6:.0f} MB is over the upload limit of {max_bytes / 1e6:.0f} MB", path.name)
+    return path
+
+
+def user_message(exc: BaseException) -> str:
+    """The line a user sees for ``exc``: the error's own line for user errors, a generic one for bugs."""
+    if isinstance(exc, AnomalensError):
+        return str(exc)
+    if isinstance(exc, Cancelled):
+        return "Stopped on request."
+    log.error("unexpected error in the UI", exc_info=exc)
+    return GENERIC_ERROR

@@ -1,0 +1,155 @@
+"""The built-in demo: synthetic image and video data, small trained models, example inputs for the UI.
+
+The first run writes ``demo_data/`` (washers on a bench, parts on a conveyor), trains the default image and
+video models at small sizes into ``results/demo_*`` and evaluates them on their test splits; later runs find
+them (``demo_data/demo.json``) and start at once. Honest as everywhere: thresholds come from held-out normal
+training data; the test split is only used by the evaluation.
+
+>>> assets = prepare_demo("demo_data", "results")          # doctest: +SKIP
+>>> assets.image_run, assets.image_examples[:2]             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from anomalens.errors import AnomalensError
+from anomalens.progress import SILENT, Reporter
+from anomalens.runtime import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "demo.json"
+IMAGE_RUN = "demo_synthetic_widget"
+VIDEO_RUN = "video_demo_synthetic_conveyor"
+DEMO_IMAGE_SIZE = 128
+DEMO_VIDEO_SIZE = (96, 128)  # the synthetic clips' own size: no upscaling, a smaller grid to fit
+
+
+@dataclass
+class DemoAssets:
+    """What the demo prepared: where data and models are, and inputs to try."""
+
+    data_root: Path
+    results_dir: Path
+    image_run: Path | None = None
+    video_run: Path | None = None
+    image_examples: list[Path] = field(default_factory=list)
+    video_examples: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "image_run": str(self.image_run) if self.image_run else None,
+            "video_run": str(self.video_run) if self.video_run else None,
+            "image_examples": [str(p) for p in self.image_examples],
+            "video_examples": [str(p) for p in self.video_examples],
+        }
+
+
+def _model_ready(run_dir: Path) -> bool:
+    return (run_dir / "model" / "config.json").is_file() and (run_dir / "model" / "weights.safetensors").is_file()
+
+
+def _image_examples(category_dir: Path) -> list[Path]:
+    """One normal and one of each defect type: a first look covers every case."""
+    picks = []
+    test = category_dir / "test"
+    for folder in sorted(test.iterdir(), key=lambda p: (p.name != "good", p.name)) if test.is_dir() else []:
+        images = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
+        picks.extend(images[:1])
+    return picks
+
+
+def _video_examples(category_dir: Path) -> list[Path]:
+    test = category_dir / "test"
+    videos = sorted(test.glob("*/*.mp4")) if test.is_dir() else []
+    return sorted(videos, key=lambda p: (p.parent.name != "normal", p.parent.name))
+
+
+def prepare_demo(
+    demo_dir: str | Path = "demo_data",
+    results_dir: str | Path = "results",
+    *,
+    device: str = "auto",
+    seed: int = 0,
+    force: bool = False,
+    video: bool = True,
+    reporter: Reporter = SILENT,
+) -> DemoAssets:
+    """Create (or find) the demo data and models. ``force`` rebuilds everything; ``video=False`` skips video."""
+    from anomalens.data.synthetic import DEFAULT_CATEGORY, make_synthetic_image_dataset
+
+    demo_dir, results_dir = Path(demo_dir).resolve(), Path(results_dir).resolve()
+    image_root, video_root = demo_dir / "images", demo_dir / "video"
+    assets = DemoAssets(data_root=demo_dir, results_dir=results_dir)
+
+    # ---- images ----
+    image_category = image_root / DEFAULT_CATEGORY
+    if force or not (image_category / "train" / "good").is_dir():
+        reporter.log(f"writing the synthetic image dataset to {image_category}")
+        make_synthetic_image_dataset(image_root, DEFAULT_CATEGORY, seed=seed)
+    assets.image_examples = _image_examples(image_category)
+    run = results_dir / IMAGE_RUN
+    if force or not _model_ready(run):
+        assets.image_run = _train_image(image_root, DEFAULT_CATEGORY, results_dir, device, seed, reporter, assets)
+    else:
+        assets.image_run = run
+
+    # ---- video ----
+    if video:
+        from anomalens.data.synthetic_video import DEFAULT_VIDEO_CATEGORY, make_synthetic_video_dataset
+
+        video_category = video_root / DEFAULT_VIDEO_CATEGORY
+        if force or not (video_category / "train").is_dir():
+            reporter.log(f"writing the synthetic video dataset to {video_category}")
+            make_synthetic_video_dataset(video_root, DEFAULT_VIDEO_CATEGORY, n_train=4, n_test=5, seed=seed)
+        assets.video_examples = _video_examples(video_category)
+        run = results_dir / VIDEO_RUN
+        if force or not _model_ready(run):
+            assets.video_run = _train_video(video_root, DEFAULT_VIDEO_CATEGORY, results_dir, device, seed, reporter, assets)
+        else:
+            assets.video_run = run
+
+    write_json_atomic(demo_dir / MANIFEST, assets.to_dict())
+    return assets
+
+
+def _train_image(data_dir: Path, category: str, results_dir: Path, device: str, seed: int, reporter: Reporter, assets: DemoAssets) -> Path | None:
+    from anomalens.models.base import DEFAULT_IMAGE_MODEL
+    from anomalens.workflows.image import evaluate_image_model, train_image_model
+
+    reporter.log(f"training the demo image model ({DEFAULT_IMAGE_MODEL}, {DEMO_IMAGE_SIZE} px)")
+    try:
+        result = train_image_model(
+            data_dir, category, model=DEFAULT_IMAGE_MODEL, results_dir=results_dir, image_size=DEMO_IMAGE_SIZE,
+            seed=seed, device=device, reporter=reporter, run_name=IMAGE_RUN,
+        )
+        reporter.log("evaluating the demo image model on its test split")
+        evaluate_image_model(result.run_dir, device=device, reporter=reporter)
+        return Path(result.run_dir)
+    except AnomalensError as exc:  # keep going: the video half of the demo may still work
+        assets.problems.append(f"image model: {exc}")
+        return None
+
+
+def _train_video(data_dir: Path, category: str, results_dir: Path, device: str, seed: int, reporter: Reporter, assets: DemoAssets) -> Path | None:
+    from anomalens.models.base import DEFAULT_VIDEO_MODEL
+    from anomalens.workflows.video import evaluate_video_model, train_video_model
+
+    reporter.log(f"training the demo video model ({DEFAULT_VIDEO_MODEL}, {DEMO_VIDEO_SIZE[0]}x{DEMO_VIDEO_SIZE[1]} px)")
+    try:
+        result = train_video_model(
+            data_dir, category, model=DEFAULT_VIDEO_MODEL, results_dir=results_dir, image_size=DEMO_VIDEO_SIZE,
+            seed=seed, device=device, reporter=reporter, run_name=VIDEO_RUN,
+        )
+        reporter.log("evaluating the demo video model on its test split")
+        evaluate_video_model(result.run_dir, device=device, reporter=reporter)
+        return Path(result.run_dir)
+    except AnomalensError as exc:
+        assets.problems.append(f"video model: {exc}")
+        return None
+

@@ -1,0 +1,209 @@
+"""The UI's handlers through the library API, on small synthetic data and tiny models (no browser)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from anomalens.errors import AnomalensError, DataError
+from anomalens.ui import handlers as h
+from anomalens.ui.jobs import JobBoard
+
+from _ui_models import ui_workspace
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return ui_workspace(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def image_data(workspace) -> Path:
+    return workspace.data_root
+
+
+@pytest.fixture(scope="module")
+def trained(workspace) -> tuple[h.UISettings, Path]:
+    return workspace.settings, workspace.image_run
+
+
+def test_dataset_folder_is_checked_and_confined(trained, image_data):
+    settings, _ = trained
+    choice = h.choose_dataset(settings, "images/widget", None, "tab", "image")  # relative to the first root
+    assert (choice.category, choice.kind) == ("widget", "image")
+    assert "16 normal training images" in choice.description
+    with pytest.raises(DataError, match="outside the allowed data folders"):
+        h.choose_dataset(settings, "../../etc", None, "tab", "image")
+    with pytest.raises(DataError, match="expected an image dataset"):
+        h.choose_dataset(settings, str(image_data / "images" / "widget" / "test"), None, "tab", "image")
+    with pytest.raises(DataError, match="this is an image dataset: set the data type to image"):
+        h.choose_dataset(settings, str(image_data / "images"), None, "tab", "video")
+
+
+def test_an_uploaded_zip_dataset_is_unpacked_per_tab(trained, image_data, tmp_path):
+    settings, _ = trained
+    archive = tmp_path / "widget.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        source = image_data / "images" / "widget"
+        for path in sorted(source.glob("train/good/*.png")) + sorted(source.glob("test/*/*.png")):
+            bundle.write(path, arcname=f"mywidget/{path.relative_to(source)}")
+    choice = h.choose_dataset(settings, None, str(archive), "tab-zip", "image")
+    assert choice.category == "mywidget"
+    assert choice.data_dir.is_relative_to(settings.sessions_dir / "tab-zip")
+    empty = tmp_path / "empty.zip"
+    with zipfile.ZipFile(empty, "w") as bundle:
+        bundle.writestr("readme.txt", "no images")
+    with pytest.raises(DataError, match="expected an image dataset"):
+        h.choose_dataset(settings, None, str(empty), "tab-zip", "image")
+
+
+def test_the_new_model_is_listed_with_its_details(trained):
+    settings, run_dir = trained
+    choices = dict((value, label) for label, value in h.model_choices(settings, "image"))
+    assert str(run_dir) in choices and choices[str(run_dir)].startswith("widget · autoencoder · ")
+    assert all(" · autoencoder · " in label for label in choices.values())  # the video model is not offered for images
+    assert [run_dir.name, "image", "widget", "autoencoder"] in [row[:4] for row in h.model_rows(settings)]
+    assert "held-out normal samples" in h.threshold_text(run_dir)
+
+
+def test_inspection_scores_overlays_and_relabels_without_rescoring(trained, image_data, monkeypatch):
+    settings, run_dir = trained
+    test = image_data / "images" / "widget" / "test"
+    files = [test / "good" / "000.png", test / "scratch" / "000.png", test / "spot" / "001.png"]
+    view = h.inspect_images(settings, str(run_dir), files, "tab-1")
+    assert [item.name for item in view.items] == ["000.png", "000.png #2", "001.png"]
+    assert all(item.overlay_path.is_file() and item.reconstruction_path.is_file() for item in view.items)
+    assert view.output_dir.is_relative_to(settings.sessions_dir / "tab-1")
+
+    import anomalens.workflows.image as image_workflow
+
+    def no_rescoring(*args, **kwargs):
+        raise AssertionError("relabelling must not score again")
+
+    monkeypatch.setattr(image_workflow, "predict_images", no_rescoring)
+    scores = sorted(item.normalized_score for item in view.items)
+    low = h.inspection_rows(view, threshold=scores[0] - 1e-6)
+    high = h.inspection_rows(view, threshold=0.999999)
+    assert [row[3] for row in low] == ["ANOMALY"] * 3
+    assert [row[3] for row in high] == ["normal"] * 3
+    middle = (scores[0] + scores[1]) / 2
+    assert sum(row[3] == "ANOMALY" for row in h.inspection_rows(view, middle)) == 2
+    assert f"2 of 3 images flagged** at threshold {middle:.2f}" in h.inspection_summary(view, middle)
+
+    csv_path, zip_path = h.inspection_downloads(view, middle)
+    rows = list(csv.DictReader(open(csv_path, encoding="utf-8")))
+    assert [int(r["anomalous"]) for r in rows] == [int(i.normalized_score > middle) for i in view.items]
+    with zipfile.ZipFile(zip_path) as bundle:
+        assert len(bundle.namelist()) == 6  # three overlays and three reconstructions
+    gallery = h.inspection_gallery(view, middle)
+    assert [caption.split()[0] for _, caption in gallery] == [row[3] for row in h.inspection_rows(view, middle)]
+    assert [name for _, name in h.reconstruction_gallery(view)] == ["000.png", "000.png #2", "001.png"]
+    # the normalised threshold maps back to the raw scale of the model
+    calibration = json.loads((run_dir / "model" / "config.json").read_text())["calibration"]
+    assert view.raw_threshold(0.5) == pytest.approx(calibration["threshold"])
+
+
+def test_two_tabs_never_share_an_output_folder(trained, image_data):
+    settings, run_dir = trained
+    image = image_data / "images" / "widget" / "test" / "good" / "001.png"
+    results: dict[str, h.ImageInspection] = {}
+
+    def work(key: str) -> None:
+        results[key] = h.inspect_images(settings, str(run_dir), [image], key)
+
+    threads = [threading.Thread(target=work, args=(key,)) for key in ("tab-a", "tab-b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    a, b = results["tab-a"], results["tab-b"]
+    assert a.output_dir != b.output_dir
+    assert a.items[0].overlay_path.is_file() and b.items[0].overlay_path.is_file()
+    assert a.items[0].score == pytest.approx(b.items[0].score)
+
+
+def test_inspection_input_errors_are_one_line(trained, tmp_path):
+    settings, run_dir = trained
+    with pytest.raises(DataError, match="choose a model"):
+        h.inspect_images(settings, None, [tmp_path / "x.png"], "t")
+    with pytest.raises(DataError, match="upload one or more images"):
+        h.inspect_images(settings, str(run_dir), [], "t")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(DataError, match="broken.png"):
+        h.inspect_images(settings, str(run_dir), [broken], "t")
+    with pytest.raises(DataError, match="outside"):
+        h.inspect_images(settings, str(tmp_path), [broken], "t")  # only runs under the results folder
+
+
+def test_evaluation_gives_tables_and_figures(trained):
+    settings, run_dir = trained
+    view = h.evaluate_model(settings, str(run_dir))
+    metrics = dict((name, value) for name, value in view.metric_rows)
+    assert 0.0 <= metrics["image auroc"] <= 1.0 and "pixel auroc" in metrics
+    assert view.type_headers[0] == "type" and {row[0] for row in view.type_rows} == {"good", "scratch", "spot", "missing_piece", "colour_shift"}
+    assert set(view.figures) >= {"roc_curve", "score_distribution", "samples"}
+    assert "image AUROC" in h.read_report(view)
+    label = next(label for label, value in h.model_choices(settings, "image") if value == str(run_dir))
+    assert "image auroc" in label  # the list now shows test metrics
+
+
+def test_training_cancel_stops_cleanly(trained, image_data):
+    settings, _ = trained
+    before = {p.name for p in settings.results_dir.iterdir()}
+    board = JobBoard()
+    dataset = h.choose_dataset(settings, str(image_data / "images" / "widget"), None, "t", "image")
+    with board.job("t") as job:
+        board.cancel("t")  # pressed before the first step: nothing can be kept
+        outcome = h.train_model(settings, dataset, "autoencoder", image_size=64, advanced={"epochs": 2}, reporter=job.reporter())
+    assert outcome.interrupted and outcome.run_dir is None and "cancelled" in outcome.message
+    assert {p.name for p in settings.results_dir.iterdir()} == before  # nothing half-written
+
+
+def test_model_settings_come_from_the_model_and_are_validated(trained, image_data):
+    settings, _ = trained
+    assert "autoencoder" in h.model_types("image") and "convlstm" in h.model_types("video")
+    defaults = h.default_settings("autoencoder")
+    assert defaults["epochs"] > 0 and "image_size" not in defaults
+    assert h.parse_advanced('{"epochs": 3}') == {"epochs": 3} and h.parse_advanced("  ") == {}
+    with pytest.raises(DataError, match="not valid JSON"):
+        h.parse_advanced("{epochs: 3")
+    dataset = h.choose_dataset(settings, str(image_data / "images" / "widget"), None, "t", "image")
+    with pytest.raises(Exception, match="no_such_setting"):
+        h.train_model(settings, dataset, "autoencoder", image_size=64, advanced={"no_such_setting": 1})
+
+
+def test_video_analysis_gives_a_playable_video_timeline_and_intervals(workspace):
+    from anomalens.data.video_io import probe_video
+
+    settings = workspace.settings
+    video = sorted((workspace.video_category / "test").glob("*/*.mp4"))[0]
+    view = h.analyze_video_file(settings, str(workspace.video_run), str(video), "tab-v")
+    assert view.output_dir.is_relative_to(settings.sessions_dir / "tab-v")
+    probe = probe_video(view.video_path)
+    assert probe["codec"] == "h264" and probe["pix_fmt"] == "yuv420p" and probe["frames"] == 24
+    assert view.timeline_path.is_file() and {Path(p).name for p in view.downloads} == {"scores.csv", "events.json", "side_by_side.mp4"}
+    rows = list(csv.DictReader(open(Path(view.output_dir) / "scores.csv", encoding="utf-8")))
+    assert len(rows) == 24
+    flagged = sum(int(r["anomalous"]) for r in rows)
+    assert f"{flagged} of 24 frames above the threshold" in view.summary
+    for row in view.event_rows:  # each interval is a run of flagged frames
+        assert all(int(rows[i]["anomalous"]) for i in range(row[3], row[4] + 1))
+    with pytest.raises(AnomalensError, match="image model"):  # an image model cannot analyse video
+        h.analyze_video_file(settings, str(workspace.image_run), str(video), "tab-v")
+    text = workspace.data_root / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(DataError, match="not a video type"):
+        h.analyze_video_file(settings, str(workspace.video_run), str(text), "tab-v")
+
+
+def test_video_evaluation_gives_per_type_table_and_timelines(workspace):
+    view = h.evaluate_model(workspace.settings, str(workspace.video_run))
+    assert "frame auroc" in dict((n, v) for n, v in view.metric_rows)
+    assert view.type_rows and len(view.timelines) == 2
+    assert all(Path(image).is_file() for image, _ in view.timelines)
