@@ -1,0 +1,403 @@
+"""Reading and writing video: the one place where video frames are decoded and encoded.
+
+A :class:`VideoClip` is a video file (mp4, avi, mov, mkv, ... decoded with PyAV) or a folder of frames
+(jpg, png, tif; natural name order). It is re-iterable: every ``iter(clip)`` decodes front to back once,
+never seeks, and yields frames prepared by the shared :class:`~anomalens.data.preprocessing.Preprocessing`
+(``uint8`` tensors ``(3, H, W)``), so memory stays bounded on long videos. ``iter_native()`` yields the
+original RGB frames for rendering.
+
+:func:`write_video` writes what browsers play: H.264, yuv420p, MP4 with ``+faststart``, even width and
+height, written to a temporary file and renamed.
+
+>>> clip = open_clip("conveyor.mp4", Preprocessing(image_size=(256, 256)))   # doctest: +SKIP
+>>> clip.fps, clip.num_frames                                                 # doctest: +SKIP
+(25.0, 750)
+>>> for frame in clip: ...                                                    # doctest: +SKIP
+>>> write_video("out.mp4", (frame for frame in clip.iter_native()), clip.fps)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from anomalens.data.preprocessing import IMAGE_EXTENSIONS, Preprocessing, read_rgb
+from anomalens.errors import DataError
+from anomalens.progress import SILENT, Reporter
+from anomalens.runtime import atomic_path
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv")
+DEFAULT_FRAME_FOLDER_FPS = 25.0
+
+
+def natural_key(path: Path) -> list[Any]:
+    """Sort ``frame2.png`` before ``frame10.png`` (plain name order would not)."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def list_frames(folder: str | Path) -> list[Path]:
+    """Image files directly inside ``folder`` in natural name order (hidden files skipped)."""
+    folder = Path(folder)
+    frames = [
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+    ]
+    return sorted(frames, key=natural_key)
+
+
+def is_video_file(path: str | Path) -> bool:
+    path = Path(path)
+    return path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def is_frame_folder(path: str | Path) -> bool:
+    """A folder holding at least one image file directly (a clip stored as frames)."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    return any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") for p in path.iterdir())
+
+
+class VideoClip:
+    """One clip, decoded on demand; ``start``/``end`` select frames ``[start, end)`` (see :meth:`segment`)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        preprocessing: Preprocessing,
+        reporter: Reporter = SILENT,
+        *,
+        fps: float | None = None,
+        start: int = 0,
+        end: int | None = None,
+        _source: "_Source | None" = None,
+    ) -> None:
+        self.path = Path(path)
+        self.preprocessing = preprocessing
+        self.reporter = reporter
+        self.start = int(start)
+        self.end = None if end is None else int(end)
+        self._source = _source if _source is not None else _open_source(self.path, fps)
+        self.fps: float = self._source.fps
+        self.frame_size: tuple[int, int] = self._source.frame_size  # native (H, W)
+        self.truncated = False  # set once a decode stopped early
+        self.decoded_frames: int | None = None  # set after a full pass
+
+    @property
+    def name(self) -> str:
+        return self.path.stem if self.path.is_file() else self.path.name
+
+    @property
+    def num_frames(self) -> int | None:
+        """Frames in this clip (segment applied), or None when the container does not say."""
+        total = self.decoded_frames if self.decoded_frames is not None else self._source.num_frames
+        if total is None:
+            return None
+        stop = total if self.end is None else min(self.end, total)
+        return max(0, stop - self.start)
+
+    def count_frames(self) -> int:
+        """Exact frame count: the container's header when trustworthy, else one decode pass."""
+        if self.num_frames is not None and not self._source.count_is_estimate:
+            return self.num_frames
+        if self.decoded_frames is None:
+            for _ in self.iter_native():
+                pass
+        return self.num_frames or 0
+
+    def segment(self, start: int, end: int | None = None) -> "VideoClip":
+        """Frames ``[start, end)`` of this clip (relative to it), still decoded front to back."""
+        if start < 0 or (end is not None and end <= start):
+            raise ValueError(f"invalid segment [{start}, {end})")
+        new_start = self.start + start
+        new_end = None if end is None else self.start + end
+        if self.end is not None:
+            new_end = self.end if new_end is None else min(new_end, self.end)
+        clip = VideoClip(self.path, self.preprocessing, self.reporter, start=new_start, end=new_end, _source=self._source)
+        return clip
+
+    def iter_native(self) -> Iterator[np.ndarray]:
+        """Native RGB ``uint8`` frames ``(H, W, 3)`` of this clip, front to back."""
+        index = -1
+        stopped_early = False
+        for index, frame in enumerate(self._source.frames(self._warn_truncated)):
+            if index < self.start:
+                continue
+            if self.end is not None and index >= self.end:
+                stopped_early = True
+                break
+            yield frame
+        if not stopped_early:
+            decoded = index + 1
+            if decoded == 0:
+                raise DataError("no frame could be decoded (zero frames)", self.path)
+            expected = self._source.num_frames
+            if expected is not None and decoded < expected and not self._source.count_is_estimate:
+                self._warn_truncated(f"only {decoded} of {expected} frames could be decoded")
+            self.decoded_frames = decoded
+            self._source.num_frames = decoded
+            self._source.count_is_estimate = False
+            if self.start >= decoded:
+                raise DataError(f"segment starts at frame {self.start} but the clip has {decoded} frames", self.path)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for frame in self.iter_native():
+            yield self.preprocessing.prepare_array(frame)
+
+    def _warn_truncated(self, detail: str) -> None:
+        self.truncated = True
+        if not self._source.warned:
+            self._source.warned = True
+            self.reporter.log(f"warning: {self.path}: truncated or damaged video: {detail}; using the frames that decoded")
+
+    def __repr__(self) -> str:
+        return f"VideoClip({str(self.path)!r}, fps={self.fps:g}, frames={self.num_frames}, start={self.start}, end={self.end})"
+
+
+def open_clip(
+    path: str | Path, preprocessing: Preprocessing, reporter: Reporter = SILENT, *, fps: float | None = None
+) -> VideoClip:
+    """Open a video file or a folder of frames; raise :class:`DataError` naming the file if it cannot be used.
+
+    ``fps`` sets the rate of a frame folder (default 25) or overrides a file's.
+    """
+    return VideoClip(path, preprocessing, reporter, fps=fps)
+
+
+# ---- sources: where native frames come from ------------------------------------------------------------
+
+
+class _Source:
+    fps: float
+    frame_size: tuple[int, int]
+    num_frames: int | None
+    count_is_estimate: bool = False
+    warned: bool = False
+
+    def frames(self, warn) -> Iterator[np.ndarray]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class _FolderSource(_Source):
+    def __init__(self, folder: Path, fps: float | None) -> None:
+        self.folder = folder
+        self.paths = list_frames(folder)
+        if not self.paths:
+            raise DataError(
+                f"no frames in this folder (expected image files: {', '.join(IMAGE_EXTENSIONS)})", folder
+            )
+        self.fps = float(fps) if fps else DEFAULT_FRAME_FOLDER_FPS
+        self.num_frames = len(self.paths)
+        self.frame_size = _header_size(self.paths[0])
+        # Headers only (no pixel decode): catch mixed sizes before any long work starts
+        for path in self.paths[1:]:
+            size = _header_size(path)
+            if size != self.frame_size:
+                raise DataError(
+                    f"frame is {size[1]}x{size[0]} but the clip's first frame {self.paths[0].name} is "
+                    f"{self.frame_size[1]}x{self.frame_size[0]}; all frames of a clip must have one size",
+                    path,
+                )
+
+    def frames(self, warn) -> Iterator[np.ndarray]:
+        for path in self.paths:
+            frame = read_rgb(path)
+            if frame.shape[:2] != self.frame_size:
+                raise DataError("frame size differs from the clip's first frame", path)
+            yield frame
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as img:
+            return (img.height, img.width)
+    except FileNotFoundError:
+        raise DataError("frame file not found", path) from None
+    except Exception as exc:  # PIL raises several types for broken headers
+        raise DataError(f"not an image Pillow can read ({exc.__class__.__name__})", path) from None
+
+
+class _FileSource(_Source):
+    def __init__(self, path: Path, fps: float | None) -> None:
+        import av
+
+        self.path = path
+        if path.stat().st_size == 0:
+            raise DataError("empty file (0 bytes), not a video", path)
+        try:
+            with av.open(str(path)) as container:
+                if not container.streams.video:
+                    raise DataError("no video stream in this file", path)
+                stream = container.streams.video[0]
+                rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+                self.fps = float(fps) if fps else (float(rate) if rate else DEFAULT_FRAME_FOLDER_FPS)
+                self.num_frames = int(stream.frames) if stream.frames else None
+                if self.num_frames is None and stream.duration and stream.time_base and rate:
+                    self.num_frames = int(round(float(stream.duration * stream.time_base) * float(rate)))
+                    self.count_is_estimate = True
+                first = next(container.decode(stream), None)
+                if first is None:
+                    raise DataError("no frame could be decoded (zero frames)", path)
+                self.frame_size = (first.height, first.width)
+        except DataError:
+            raise
+        except FileNotFoundError:
+            raise DataError("file not found", path) from None
+        except (av.FFmpegError, OSError, ValueError, StopIteration) as exc:
+            raise DataError(f"cannot read this video ({_short(exc)})", path) from None
+
+    def frames(self, warn) -> Iterator[np.ndarray]:
+        import av
+
+        try:
+            container = av.open(str(self.path))
+        except (av.FFmpegError, OSError) as exc:
+            raise DataError(f"cannot read this video ({_short(exc)})", self.path) from None
+        with container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            decoded = container.decode(stream)
+            while True:
+                try:
+                    frame = next(decoded)
+                except StopIteration:
+                    return
+                except (av.FFmpegError, OSError, EOFError) as exc:
+                    warn(f"decoding stopped ({_short(exc)})")
+                    return
+                array = frame.to_ndarray(format="rgb24")
+                if array.shape[:2] != self.frame_size:
+                    # A stream that changes resolution mid-way: resize to the first frame's size
+                    array = np.asarray(Image.fromarray(array).resize(self.frame_size[::-1], Image.BILINEAR))
+                yield array
+
+
+def _open_source(path: Path, fps: float | None) -> _Source:
+    if path.is_dir():
+        return _FolderSource(path, fps)
+    if not path.exists():
+        raise DataError("video file or frame folder not found", path)
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        raise DataError("this is a single image, not a video; give a video file or a folder of frames", path)
+    return _FileSource(path, fps)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    return text[:160]
+
+
+# ---- writing -------------------------------------------------------------------------------------------
+
+
+def _as_hwc(frame: np.ndarray | torch.Tensor) -> np.ndarray:
+    if isinstance(frame, torch.Tensor):
+        frame = frame.detach().cpu().numpy()
+    frame = np.asarray(frame)
+    if frame.ndim == 3 and frame.shape[0] in (1, 3) and frame.shape[2] not in (1, 3):
+        frame = frame.transpose(1, 2, 0)
+    if frame.ndim == 2:
+        frame = frame[:, :, None]
+    if frame.shape[2] == 1:
+        frame = np.repeat(frame, 3, axis=2)
+    if frame.dtype != np.uint8:
+        frame = np.clip(frame, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(frame[:, :, :3])
+
+
+def write_video(path: str | Path, frames: Iterable[np.ndarray | torch.Tensor], fps: float, *, crf: int = 20) -> Path:
+    """Encode RGB frames ``(H, W, 3)`` (or ``(3, H, W)``) as a browser-playable MP4.
+
+    H.264 (libx264), yuv420p, ``movflags=+faststart``; odd sizes are padded by one edge pixel to even.
+    Exactly one output frame per input frame at ``fps``. The file appears only once complete.
+    """
+    import av
+
+    path = Path(path)
+    if not fps or fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    rate = Fraction(float(fps)).limit_denominator(1001)
+    count = 0
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+            stream = None
+            size = None
+            for frame in frames:
+                array = _as_hwc(frame)
+                if stream is None:
+                    size = array.shape[:2]
+                    stream = container.add_stream("libx264", rate=rate)
+                    stream.width = size[1] + size[1] % 2
+                    stream.height = size[0] + size[0] % 2
+                    stream.pix_fmt = "yuv420p"
+                    stream.options = {"crf": str(crf), "preset": "veryfast"}
+                    stream.codec_context.time_base = 1 / rate
+                elif array.shape[:2] != size:
+                    raise ValueError(f"frame {count} is {array.shape[1]}x{array.shape[0]}, expected {size[1]}x{size[0]}")
+                if size[0] % 2 or size[1] % 2:
+                    array = np.pad(array, ((0, size[0] % 2), (0, size[1] % 2), (0, 0)), mode="edge")
+                video_frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+                video_frame.pts = count
+                video_frame.time_base = 1 / rate
+                for packet in stream.encode(video_frame):
+                    container.mux(packet)
+                count += 1
+            if stream is None:
+                raise ValueError("no frames to write")
+            for packet in stream.encode(None):
+                container.mux(packet)
+    return path
+
+
+def probe_video(path: str | Path) -> dict[str, Any]:
+    """Codec, pixel format, frame count, fps, size of a video file, plus whether its MP4 index is up front."""
+    import av
+
+    path = Path(path)
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            info = {
+                "codec": stream.codec_context.name,
+                "pix_fmt": stream.codec_context.pix_fmt,
+                "frames": int(stream.frames),
+                "fps": float(stream.average_rate or stream.guessed_rate or 0),
+                "width": stream.codec_context.width,
+                "height": stream.codec_context.height,
+            }
+            if not info["frames"]:
+                info["frames"] = sum(1 for packet in container.demux(stream) if packet.size)
+    except (av.FFmpegError, OSError, IndexError) as exc:
+        raise DataError(f"cannot probe this video ({_short(exc)})", path) from None
+    info["faststart"] = _moov_before_mdat(path)
+    return info
+
+
+def _moov_before_mdat(path: Path) -> bool | None:
+    """For MP4/MOV: True when the index (moov) precedes the media data (mdat), so playback starts at once."""
+    try:
+        with open(path, "rb") as handle:
+            offset = 0
+            size_total = path.stat().st_size
+            while offset + 8 <= size_total:
+                handle.seek(offset)
+                header = handle.read(16)
+                size = int.from_bytes(header[:4], "big")
+                kind = header[4:8]
+                if kind == b"moov":
+                    return True
+                if kind == b"mdat":
+                    return False
+                if size == 1:
+                    size = int.from_bytes(header[8:16], "big")
+                if size < 8:
+                    return None
+                offset += size
+    except OSError:
+        return None
+    return None

@@ -1,0 +1,113 @@
+"""Video metrics: anomalous events (intervals of frames) and frame-level AUROC.
+
+An event is a run of frames whose score exceeds the threshold; runs separated by at most ``merge_gap``
+normal frames are merged, runs shorter than ``min_length`` frames are dropped. Times are in seconds:
+an event covers ``[start_frame / fps, (end_frame + 1) / fps)``.
+
+Frame-level AUROC, as the literature reports it, pools every test frame of every clip into one ranking
+(:func:`pooled_frame_auroc`). Per clip AUROC exists only for clips with both normal and anomalous frames.
+
+>>> events = detect_events(np.array([0, 0, 2, 3, 0, 2, 0]), threshold=1.0, fps=10, merge_gap=1)
+>>> [(e["start_frame"], e["end_frame"], e["peak_frame"]) for e in events]
+[(2, 5, 3)]
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from anomalens.metrics.classification import image_auroc
+
+
+def runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of True as ``(start, end)`` inclusive."""
+    padded = np.concatenate([[False], np.asarray(flags, dtype=bool), [False]])
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    return [(int(s), int(e) - 1) for s, e in zip(edges[::2], edges[1::2])]
+
+
+def detect_events(
+    scores: np.ndarray,
+    threshold: float,
+    fps: float,
+    min_length: int = 1,
+    merge_gap: int = 0,
+    normalized_scores: np.ndarray | None = None,
+) -> list[dict]:
+    """Intervals where ``scores > threshold``: start/end frame and time, duration, peak score and its frame.
+
+    ``normalized_scores`` (optional, same length) adds the peak's normalised score (0.5 = threshold).
+    """
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if min_length < 1 or merge_gap < 0:
+        raise ValueError("min_length must be >= 1 and merge_gap >= 0")
+    merged: list[list[int]] = []
+    for start, end in runs(scores > threshold):
+        if merged and start - merged[-1][1] - 1 <= merge_gap:
+            merged[-1][1] = end
+        else:
+            merged.append([start, end])
+    events = []
+    for start, end in merged:
+        if end - start + 1 < min_length:
+            continue
+        peak = start + int(np.argmax(scores[start : end + 1]))
+        event = {
+            "start_frame": start,
+            "end_frame": end,
+            "start_time": round(start / fps, 4),
+            "end_time": round((end + 1) / fps, 4),
+            "duration": round((end - start + 1) / fps, 4),
+            "frames": end - start + 1,
+            "peak_frame": peak,
+            "peak_time": round(peak / fps, 4),
+            "peak_score": float(scores[peak]),
+        }
+        if normalized_scores is not None:
+            event["peak_normalized_score"] = float(np.asarray(normalized_scores).ravel()[peak])
+        events.append(event)
+    return events
+
+
+def event_flags(events: list[dict], num_frames: int) -> np.ndarray:
+    """The frames covered by ``events`` as a boolean array."""
+    flags = np.zeros(num_frames, dtype=bool)
+    for event in events:
+        flags[event["start_frame"] : event["end_frame"] + 1] = True
+    return flags
+
+
+def clip_frame_auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """Frame AUROC within one clip, or None when the clip has only one class of frames."""
+    labels = np.asarray(labels).ravel()
+    if labels.size == 0 or labels.min() == labels.max():
+        return None
+    return image_auroc(labels, scores)
+
+
+def pooled_frame_auroc(labels: Sequence[np.ndarray], scores: Sequence[np.ndarray]) -> float:
+    """Frame AUROC over all frames of all clips pooled into one ranking (the literature's figure)."""
+    return image_auroc(np.concatenate([np.ravel(x) for x in labels]), np.concatenate([np.ravel(s) for s in scores]))
+
+
+def minmax_per_clip_frame_auroc(labels: Sequence[np.ndarray], scores: Sequence[np.ndarray]) -> float:
+    """Pooled frame AUROC after min-max scaling each clip's scores to [0, 1].
+
+    Many video papers report this variant. It uses each test clip's own score range, which an online
+    system does not know, so we report it beside the plain pooled figure, never instead of it.
+    """
+    scaled = []
+    for s in scores:
+        s = np.asarray(s, dtype=np.float64).ravel()
+        span = s.max() - s.min() if s.size else 0.0
+        scaled.append((s - s.min()) / span if span > 0 else np.zeros_like(s))
+    return pooled_frame_auroc(labels, scaled)
+
+
+def video_auroc(video_labels: Sequence[int], clip_scores: Sequence[float]) -> float:
+    """Clip-level AUROC from one score per clip (we use each clip's highest frame score)."""
+    return image_auroc(np.asarray(video_labels), np.asarray(clip_scores, dtype=np.float64))

@@ -1,0 +1,77 @@
+"""The video commands: flags reach the model, outputs appear, user errors exit 2 with one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from anomalens.cli import main
+from anomalens.data.synthetic_video import make_synthetic_video_dataset
+from anomalens.data.video_io import probe_video
+
+CATEGORY = "synthetic_conveyor"
+TINY_CONVLSTM = ["--model", "convlstm", "--image-size", "32", "48", "--epochs", "1", "--sequence-length", "4",
+                 "--stride", "2", "--latent-dim", "8", "--lstm-hidden-dim", "8", "--lstm-layers", "1", "--batch-size", "4",
+                 "--lr", "0.001", "--target-fpr", "0.05"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return make_synthetic_video_dataset(tmp_path_factory.mktemp("cli_video"), n_train=2, n_test=2, n_frames=16, size=(48, 64))
+
+
+@pytest.mark.parametrize("command", ["train-video", "evaluate-video", "analyze-video"])
+def test_help_shows_an_example(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "Example:" in text and f"anomalens {command}" in text and "--device" in text
+
+
+def test_train_evaluate_analyze_from_the_command_line(data_dir, tmp_path, capsys):
+    results = tmp_path / "results"
+    assert main(["train-video", "--data-dir", str(data_dir), "--category", CATEGORY, "--results-dir", str(results),
+                 "--seed", "3", "--device", "cpu", *TINY_CONVLSTM]) == 0
+    run_dir = next(results.iterdir())
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["seed"] == 3 and run["model"] == "convlstm" and run["image_size"] == [32, 48]
+    config = run["config"]
+    assert (config["sequence_length"], config["stride"], config["epochs"], config["lstm_layers"]) == (4, 2, 1, 1)
+    assert (config["latent_dim"], config["lstm_hidden_dim"], config["lr"], config["target_fpr"]) == (8, 8, 0.001, 0.05)
+    assert f"evaluate-video --checkpoint {run_dir}" in capsys.readouterr().out
+
+    assert main(["evaluate-video", "--checkpoint", str(run_dir), "--device", "cpu"]) == 0
+    assert "frame AUROC" in capsys.readouterr().out
+    assert (run_dir / "evaluation" / "metrics.json").is_file()
+
+    video = data_dir / CATEGORY / "test" / "stop" / "test_001.mp4"
+    out = tmp_path / "analysis"
+    assert main(["analyze-video", "--checkpoint", str(run_dir), "--video", str(video), "--output-dir", str(out),
+                 "--device", "cpu"]) == 0
+    assert "side by side:" in capsys.readouterr().out
+    assert probe_video(out / "side_by_side.mp4")["frames"] == 16
+    assert {p.name for p in out.iterdir()} == {"side_by_side.mp4", "timeline.png", "scores.csv", "events.json"}
+
+
+def test_flag_of_another_model_is_refused(data_dir, tmp_path, capsys):
+    code = main(["train-video", "--data-dir", str(data_dir), "--category", CATEGORY, "--results-dir", str(tmp_path),
+                 "--model", "stfeatures", "--sequence-length", "8"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--sequence-length does not apply to model stfeatures" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_bad_inputs_exit_2_naming_the_file(data_dir, tmp_path, capsys):
+    assert main(["train-video", "--data-dir", str(tmp_path / "nowhere"), "--category", CATEGORY]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    image_run = tmp_path / "image_run" / "model"
+    image_run.mkdir(parents=True)
+    (image_run / "config.json").write_text(json.dumps({"format_version": 1, "model": "patchcore", "kind": "image", "config": {}}))
+    assert main(["analyze-video", "--checkpoint", str(image_run.parent), "--video", str(tmp_path / "x.mp4")]) == 2
+    assert "a video model is needed" in capsys.readouterr().err
+    assert main(["evaluate-video", "--checkpoint", str(tmp_path / "missing_run")]) == 2
+    assert "missing_run" in capsys.readouterr().err
