@@ -21,16 +21,11 @@ threshold use only that validation split; ``test/`` is read by :func:`evaluate_i
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import shutil
-import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -42,49 +37,27 @@ from anomalens.errors import Cancelled, CheckpointError, ConfigError, DataError
 from anomalens.metrics.classification import confusion_at, f1_max, image_auroc, roc_curve
 from anomalens.metrics.segmentation import aupro, pixel_auroc
 from anomalens.metrics.threshold import calibrate
-from anomalens.models.base import Detector, create_detector, load_detector, resolve_model_dir
+from anomalens.models.base import Detector, create_detector, load_detector
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import atomic_dir, atomic_path, seed_everything, write_json_atomic, write_text_atomic
 from anomalens.visualization.overlays import anomaly_contours, overlay, resize_map, to_hwc
 from anomalens.visualization.plots import SampleRow, plot_roc, plot_samples, plot_score_distribution
+from anomalens.workflows.rundir import (
+    EVALUATION_DIR,
+    PREDICTIONS_DIR,
+    RUN_FILE,
+    EvaluationResult,
+    TrainResult,
+    logging_reporter,
+    open_run,
+    save_run,
+    staged_dir,
+)
 
-RUN_FILE = "run.json"
-MODEL_DIR = "model"
-EVALUATION_DIR = "evaluation"
-PREDICTIONS_DIR = "predictions"
 PRO_MAX_FPR = 0.3
 
 
 # ---- training ---------------------------------------------------------------------------------
-@dataclass
-class TrainResult:
-    run_dir: Path
-    detector: Detector
-    interrupted: bool
-
-
-@dataclass
-class _LoggingReporter(Reporter):
-    """Forwards everything to the caller's reporter and also keeps each logged line for ``train.log``."""
-
-    inner: Reporter = field(default_factory=lambda: SILENT)
-    lines: list[str] = field(default_factory=list)
-
-    def update(self, stage: str, done: int, total: int | None, info: str = "") -> None:
-        # our own cancel_event (the caller's, unless a model dropped it to finish calibrating after a stop)
-        self.check_cancelled()
-        if self.inner.callback is not None:
-            self.inner.callback(stage, done, total, info)
-
-    def log(self, message: str) -> None:
-        self.lines.append(f"{datetime.now().isoformat(timespec='seconds')} {message}")
-        self.inner.log(message)
-
-
-def _logging_reporter(reporter: Reporter) -> _LoggingReporter:
-    return _LoggingReporter(callback=None, cancel_event=reporter.cancel_event, show_tqdm=reporter.show_tqdm, inner=reporter)
-
-
 def train_image_model(
     data_dir: str | Path,
     category: str,
@@ -114,7 +87,7 @@ def train_image_model(
     if detector.kind != "image":
         raise ConfigError(f"model {model!r} is a {detector.kind} model; use an image model (patchcore, padim, autoencoder)")
     seed_everything(seed)
-    log = _logging_reporter(reporter)
+    log = logging_reporter(reporter)
     train_paths, validation_paths = split_train_validation(found.train_paths, validation_fraction, seed)
     log.log(
         f"training {model} on {found.root}: {len(train_paths)} training and {len(validation_paths)} validation "
@@ -164,50 +137,12 @@ def train_image_model(
         "interrupted": detector.interrupted_,
         "threshold": cal.threshold,
     }
-    run_dir = _save_run(Path(results_dir), run_name or f"{category}_{started:%Y%m%d_%H%M%S}", detector, run, log.lines)
+    run_dir = save_run(Path(results_dir), run_name or f"{category}_{started:%Y%m%d_%H%M%S}", detector, run, log.lines)
     reporter.log(f"saved the run to {run_dir}")
     return TrainResult(run_dir=run_dir, detector=detector, interrupted=detector.interrupted_)
 
 
-def _save_run(results_dir: Path, name: str, detector: Detector, run: dict[str, Any], log_lines: list[str]) -> Path:
-    """Fill a hidden temporary folder, then rename it to a free name (``name``, ``name_2``, ...)."""
-    results_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=results_dir))
-    try:
-        detector.save(tmp / MODEL_DIR)
-        write_json_atomic(tmp / RUN_FILE, run)
-        write_json_atomic(tmp / "history.json", detector.history_)
-        write_text_atomic(tmp / "train.log", "\n".join(log_lines) + "\n")
-        for attempt in range(1, 1000):
-            target = results_dir / (name if attempt == 1 else f"{name}_{attempt}")
-            if target.exists():
-                continue
-            try:
-                os.rename(tmp, target)
-                return target
-            except OSError:
-                if not target.exists():
-                    raise  # a real failure, not a name taken meanwhile by another run
-        raise ConfigError("no free run folder name", results_dir / name)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 # ---- runs ---------------------------------------------------------------------------------------
-def _open_run(checkpoint: str | Path) -> tuple[Path, Path, dict[str, Any]]:
-    """(model folder, run folder, run.json or {}) for a run folder or a bare model folder."""
-    model_dir = resolve_model_dir(checkpoint)
-    run_dir = model_dir.parent if model_dir.name == MODEL_DIR and (model_dir.parent / RUN_FILE).is_file() else model_dir
-    run: dict[str, Any] = {}
-    if (run_dir / RUN_FILE).is_file():
-        try:
-            run = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"unreadable {RUN_FILE} ({exc})", run_dir / RUN_FILE) from None
-    return model_dir, run_dir, run
-
-
 def _load_image_detector(checkpoint: str | Path | Detector, device: str) -> Detector:
     if isinstance(checkpoint, Detector):
         detector = checkpoint
@@ -219,14 +154,6 @@ def _load_image_detector(checkpoint: str | Path | Detector, device: str) -> Dete
 
 
 # ---- evaluation -------------------------------------------------------------------------------
-@dataclass
-class EvaluationResult:
-    output_dir: Path
-    metrics: dict
-    report_path: Path
-    figures: dict[str, Path]
-
-
 def evaluate_image_model(
     checkpoint: str | Path,
     data_dir: str | Path | None = None,
@@ -239,7 +166,7 @@ def evaluate_image_model(
 
     ``data_dir`` and ``category`` default to those the run was trained on (``run.json``).
     """
-    model_dir, run_dir, run = _open_run(checkpoint)
+    model_dir, run_dir, run = open_run(checkpoint)
     data_dir = data_dir if data_dir is not None else run.get("data_dir")
     category = category if category is not None else run.get("category")
     if data_dir is None or category is None:
@@ -494,7 +421,7 @@ def predict_images(
     """
     detector = _load_image_detector(checkpoint_or_detector, device)
     if output_dir is None and not isinstance(checkpoint_or_detector, Detector):
-        output_dir = _open_run(checkpoint_or_detector)[1] / PREDICTIONS_DIR
+        output_dir = open_run(checkpoint_or_detector)[1] / PREDICTIONS_DIR
     items = _prediction_inputs(inputs)
     preprocessing = detector.preprocessing
     cal = detector.calibration_
@@ -502,7 +429,7 @@ def predict_images(
 
     results: list[ImageResult] = []
     names = _overlay_names([p for p, _ in items])
-    with _staged_dir(output_dir) as folder:
+    with staged_dir(output_dir) as folder:
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
             images = torch.stack([_prepare(preprocessing, path, array) for path, array in
@@ -602,25 +529,3 @@ def _write_prediction_tables(folder: Path, results: list[ImageResult], detector:
         "anomalous": sum(r.anomalous for r in results),
         "results": [r.to_dict() for r in results],
     })
-
-
-@contextlib.contextmanager
-def _staged_dir(output_dir: str | Path | None) -> Iterator[Path | None]:
-    """Write into a hidden folder inside ``output_dir``, then move the files in only if all went well.
-
-    Unlike :func:`atomic_dir` this never removes what else the user keeps in that folder.
-    """
-    if output_dir is None:
-        yield None
-        return
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise DataError("output folder is a file", output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=output_dir))
-    try:
-        yield tmp
-        for item in sorted(tmp.iterdir()):
-            os.replace(item, output_dir / item.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -53,14 +53,14 @@ from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import atomic_dir, seed_everything, write_json_atomic, write_text_atomic
 from anomalens.visualization.timeline import plot_timeline
 from anomalens.visualization.video_render import render_side_by_side
-from anomalens.workflows.image import (
+from anomalens.workflows.rundir import (
     EVALUATION_DIR,
     EvaluationResult,
     TrainResult,
-    _logging_reporter,
-    _open_run,
-    _save_run,
-    _staged_dir,
+    logging_reporter,
+    open_run,
+    save_run,
+    staged_dir,
 )
 
 ANALYSIS_DIR = "analysis"
@@ -126,7 +126,7 @@ def train_video_model(
     if not isinstance(detector, VideoDetector):
         raise ConfigError(f"model {model!r} is an {detector.kind} model; use a video model (stfeatures, convlstm)")
     seed_everything(seed)
-    log = _logging_reporter(reporter)
+    log = logging_reporter(reporter)
     min_frames = max(2, int(getattr(detector.config, "sequence_length", 2)))
     train, validation, validation_names = split_video_clips(
         found.train, detector.preprocessing, validation_fraction, seed, log, min_frames
@@ -178,7 +178,7 @@ def train_video_model(
         "interrupted": detector.interrupted_,
         "threshold": cal.threshold,
     }
-    run_dir = _save_run(Path(results_dir), run_name or f"video_{category}_{started:%Y%m%d_%H%M%S}", detector, run, log.lines)
+    run_dir = save_run(Path(results_dir), run_name or f"video_{category}_{started:%Y%m%d_%H%M%S}", detector, run, log.lines)
     reporter.log(f"saved the run to {run_dir}")
     return TrainResult(run_dir=run_dir, detector=detector, interrupted=detector.interrupted_)
 
@@ -219,7 +219,7 @@ def evaluate_video_model(
     Frame AUROC pools all labelled test frames (as the literature reports it); per clip AUROC where a clip
     has both classes; video AUROC (highest frame score per clip) over clips with a known label.
     """
-    model_dir, run_dir, run = _open_run(checkpoint)
+    model_dir, run_dir, run = open_run(checkpoint)
     detector = load_video_detector(model_dir, device)  # first: an image model is refused before anything else
     data_dir = data_dir if data_dir is not None else run.get("data_dir")
     category = category if category is not None else run.get("category")
@@ -473,7 +473,7 @@ def analyze_video(
     if output_dir is None:
         base = Path("results")
         if not isinstance(checkpoint_or_detector, Detector):
-            base = _open_run(checkpoint_or_detector)[1]
+            base = open_run(checkpoint_or_detector)[1]
         output_dir = base / ANALYSIS_DIR / f"{_safe(clip.name)}_{datetime.now():%Y%m%d_%H%M%S}"
     output_dir = Path(output_dir)
     started = time.perf_counter()
@@ -492,7 +492,7 @@ def analyze_video(
     )
     view_label = getattr(detector, "view_label", "Reconstruction" if detector.name == "convlstm" else "Model view")
     maps = (cal.normalize(m.astype(np.float32)) for m in prediction.maps)
-    with _staged_dir(output_dir) as tmp:
+    with staged_dir(output_dir) as tmp:
         assert tmp is not None
         render_side_by_side(
             tmp / "side_by_side.mp4", clip.iter_native(), clip.frame_size, scores, normalized, maps, prediction.views,
