@@ -19,6 +19,8 @@ IMAGE_MODELS = ("patchcore", "padim", "autoencoder")
 # flag dest -> the model config field it sets (the same name, by design)
 MODEL_FLAGS = ("batch_size", "target_fpr", "epochs", "lr", "latent_dim", "loss", "ssim_weight", "num_workers",
                "backbone", "coreset_ratio", "tile")
+# video-model flags the benchmark also takes (it runs video datasets too)
+VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "lstm_hidden_dim", "lstm_layers")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -69,6 +71,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "--output bench.json"),
     )
     _add_train_flags(bench)
+    video = bench.add_argument_group("video models (when the dataset holds videos: stfeatures, convlstm)")
+    video.add_argument("--sequence-length", type=int, default=None, help="convlstm: frames per window (default: 16)")
+    video.add_argument("--stride", type=int, default=None, help="convlstm: frames between window starts (default: 4)")
+    video.add_argument("--lstm-hidden-dim", type=int, default=None, help="convlstm: hidden channels (default: 128)")
+    video.add_argument("--lstm-layers", type=int, default=None, help="convlstm: ConvLSTM layers (default: 2)")
     bench.add_argument("--output", type=Path, default=None, help="JSON file to write (default: RUN_DIR/benchmark.json)")
     bench.set_defaults(handler=_benchmark)
 
@@ -81,8 +88,9 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, metavar="MODEL",
                         help=f"{', '.join(IMAGE_MODELS)} (default: patchcore)")
     parser.add_argument("--results-dir", type=Path, default=Path("results"), help="where runs go (default: results)")
-    parser.add_argument("--image-size", type=int, nargs="+", metavar=("H", "W"), default=[256],
-                        help="resize images to H x W (one number: square; default: 256)")
+    parser.add_argument("--image-size", type=int, nargs="+", metavar=("H", "W"), default=None,
+                        help="resize images to H x W (one number: square; default: 256 for images, the model's "
+                             "own for video)")
     parser.add_argument("--validation-fraction", type=float, default=0.1,
                         help="share of train/good held out to choose the model and the threshold (default: 0.1)")
     parser.add_argument("--batch-size", type=int, default=None, help="images per batch (default: the model's, 16)")
@@ -128,7 +136,7 @@ def _train(args: argparse.Namespace) -> int:
 
     model = args.model or DEFAULT_IMAGE_MODEL
     result = train_image_model(
-        args.data_dir, args.category, model, args.results_dir, image_size=args.image_size,
+        args.data_dir, args.category, model, args.results_dir, image_size=args.image_size or [256],
         validation_fraction=args.validation_fraction, seed=args.seed, device=args.device, reporter=_reporter(),
         **model_settings(args, model),
     )
@@ -184,9 +192,14 @@ def _benchmark(args: argparse.Namespace) -> int:
     except ImportError:  # the video part is optional for the image benchmark
         pass
     if video:  # the video workflow checks its own settings
-        settings = {name: getattr(args, name) for name in MODEL_FLAGS if getattr(args, name, None) is not None}
+        flags = MODEL_FLAGS + VIDEO_MODEL_FLAGS + ("image_size",)
+        settings = {name: getattr(args, name) for name in flags if getattr(args, name, None) is not None}
+        settings["validation_fraction"] = args.validation_fraction
     else:
-        settings = dict(image_size=args.image_size, validation_fraction=args.validation_fraction,
+        unused = [f"--{name.replace('_', '-')}" for name in VIDEO_MODEL_FLAGS if getattr(args, name, None) is not None]
+        if unused:
+            raise ConfigError(f"{', '.join(unused)} only apply to video datasets")
+        settings = dict(image_size=args.image_size or [256], validation_fraction=args.validation_fraction,
                         **model_settings(args, args.model or DEFAULT_IMAGE_MODEL))
     result = run_benchmark(args.data_dir, args.category, args.model, args.results_dir, args.output,
                            device=args.device, seed=args.seed, reporter=_reporter(), **settings)

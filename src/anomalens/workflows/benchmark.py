@@ -25,6 +25,7 @@ from anomalens.runtime import write_json_atomic
 from anomalens.workflows.image import evaluate_image_model, train_image_model
 
 HEADLINE_KEYS = ("image_auroc", "pixel_auroc", "aupro", "f1_max")
+VIDEO_HEADLINE_KEYS = ("frame_auroc", "mean_clip_frame_auroc", "video_auroc")
 
 
 def peak_rss_mb() -> float | None:
@@ -123,9 +124,9 @@ def format_benchmark_table(result: dict[str, Any]) -> str:
         return str(value)
 
     rows = [("model", result.get("model")), ("category", result.get("category"))]
-    rows += [(key, result.get(key)) for key in HEADLINE_KEYS if key in result]
-    rows += [(key, result.get(key)) for key in ("fit_seconds", "images_per_second", "peak_rss_mb", "epochs", "device")
-             if key in result]
+    rows += [(key, result.get(key)) for key in HEADLINE_KEYS + VIDEO_HEADLINE_KEYS if key in result]
+    rows += [(key, result.get(key)) for key in ("fit_seconds", "images_per_second", "frames_per_second", "peak_rss_mb",
+                                                "epochs", "device") if key in result]
     width = max(len(name) for name, _ in rows)
     lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -----"]
     lines += [f"{name:<{width}}  {fmt(value)}" for name, value in rows]
