@@ -1,0 +1,98 @@
+"""What PatchCore and PaDiM share: the pretrained patch features, optional tiling, and map post-processing.
+
+A subclass only decides how patch features become patch scores (nearest neighbour in a memory bank, or
+Mahalanobis distance to a Gaussian). Everything about pixels is here: images are cut into tiles when
+``tile`` is set, features are extracted in batches, patch scores are upsampled, stitched and blurred.
+
+>>> class MyDetector(FeatureDetector): ...   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from anomalens.data.preprocessing import to_float
+from anomalens.errors import ConfigError
+from anomalens.models.anomaly_map import gaussian_blur, upsample
+from anomalens.models.base import Detector, DetectorConfig
+from anomalens.models.features import PatchFeatureExtractor
+from anomalens.models.tiling import TileGrid
+from anomalens.progress import Reporter
+
+
+@dataclass
+class FeatureDetectorConfig(DetectorConfig):
+    """Settings of the pretrained feature extractor and of the anomaly maps."""
+
+    backbone: str = "lite0"
+    stages: tuple[int, ...] = (2, 4)
+    neighbourhood: int = 3
+    projection_dim: int | None = None
+    blur_sigma: float = 4.0
+    # tile=N: work at image_size (the native size) on overlapping N x N tiles; None resizes the whole image
+    tile: int | None = None
+    tile_overlap: int = 32
+
+
+class FeatureDetector(Detector):
+    """Base of detectors on :class:`PatchFeatureExtractor` features."""
+
+    config: FeatureDetectorConfig
+
+    def __init__(self, config: FeatureDetectorConfig | None = None, device: str | torch.device = "cpu") -> None:
+        super().__init__(config, device)
+        c = self.config
+        self.extractor = PatchFeatureExtractor(c.backbone, c.stages, c.neighbourhood, c.projection_dim, seed=c.seed)
+        self.extractor.to(self.device)
+        self.grid_: TileGrid | None = None
+        if c.tile is not None:
+            height, width = c.image_size
+            self.grid_ = TileGrid.for_image(height, width, c.tile, c.tile_overlap)
+
+    def feature_grid(self) -> tuple[int, int]:
+        """Size of the patch-score grid of one image (of one tile when tiling)."""
+        side = self.config.tile
+        return self.extractor.grid_size(side, side) if side else self.extractor.grid_size(*self.config.image_size)
+
+    def features(self, batch: torch.Tensor) -> torch.Tensor:
+        """Float batch ``(B, 3, H, W)`` in [0, 1] on the device -> ``(B * tiles, C, h, w)`` features."""
+        if self.grid_ is None:
+            return self.extractor(batch)
+        if tuple(batch.shape[-2:]) != (self.grid_.height, self.grid_.width):
+            raise ConfigError(
+                f"this model tiles images of {self.grid_.height}x{self.grid_.width}; got {tuple(batch.shape[-2:])}"
+            )
+        tiles = self.grid_.cut(batch)
+        step = self.config.batch_size
+        return torch.cat([self.extractor(tiles[i : i + step]) for i in range(0, len(tiles), step)])
+
+    def training_features(self, images: torch.Tensor, reporter: Reporter) -> Iterator[torch.Tensor]:
+        """Features of ``uint8`` training images, batch by batch, with a progress bar."""
+        step = self.config.batch_size if self.grid_ is None else max(1, self.config.batch_size // self.grid_.count)
+        starts = range(0, len(images), step)
+        for start in reporter.iter(starts, "extract features", total=len(starts)):
+            yield self.features(to_float(images[start : start + step]).to(self.device))
+
+    def scores_to_maps(self, patch_scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """``(B * tiles, h, w)`` patch scores -> ``(B, H, W)`` smoothed anomaly maps."""
+        if self.grid_ is None:
+            maps = upsample(patch_scores, size, self.extractor.stride)
+        else:
+            tile = (self.grid_.tile, self.grid_.tile)
+            maps = self.grid_.stitch(upsample(patch_scores, tile, self.extractor.stride))
+        return gaussian_blur(maps, self.config.blur_sigma)
+
+    def extractor_state(self) -> dict[str, torch.Tensor]:
+        """The random projection, if any: saved so a model never depends on the RNG of another torch version."""
+        projection = self.extractor.projection
+        return {} if projection is None else {"feature_projection": projection}
+
+    def load_extractor_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        if "feature_projection" in tensors:
+            projection = tensors["feature_projection"]
+            if self.extractor.projection is None or projection.shape != self.extractor.projection.shape:
+                raise ValueError(f"feature projection of shape {tuple(projection.shape)} does not fit the config")
+            self.extractor.projection = projection.float().to(self.device)

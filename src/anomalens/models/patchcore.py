@@ -1,0 +1,123 @@
+"""PatchCore (Roth et al., CVPR 2022): the default image model.
+
+Training keeps a memory bank of locally aware patch features of normal images, thinned by greedy k-center
+coreset selection. A test patch's score is the distance to its nearest neighbour in the bank; the map is
+upsampled to the input and blurred; the image score is the map's maximum, reweighted as in the paper: when the
+bank entry nearest to the most anomalous patch is itself in a sparse region of the bank, the score goes up.
+
+>>> detector = PatchCore(PatchCoreConfig(image_size=(256, 256)))
+>>> detector.fit(train_uint8, validation_uint8)                  # doctest: +SKIP
+>>> prediction = detector.predict(test_uint8)                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from anomalens.errors import ConfigError
+from anomalens.models.feature_detector import FeatureDetector, FeatureDetectorConfig
+from anomalens.models.sampler import coreset_size, greedy_coreset, nearest_neighbour_distances
+from anomalens.progress import Reporter
+
+# Patches gathered before a coreset pass; beyond this the bank is built in passes so memory stays bounded
+MAX_BUFFERED_PATCHES = 1 << 19  # 512k patches x 152 channels = 320 MB
+
+
+@dataclass
+class PatchCoreConfig(FeatureDetectorConfig):
+    coreset_ratio: float = 0.1
+    coreset_projection_dim: int | None = 128
+    # size of the bank neighbourhood used to reweight the image score (PatchCore's b); 1 turns reweighting off
+    num_neighbours: int = 9
+
+
+class PatchCore(FeatureDetector):
+    """Nearest-neighbour distance to a coreset of normal patch features."""
+
+    name = "patchcore"
+    config_class = PatchCoreConfig
+    config: PatchCoreConfig
+
+    def __init__(self, config: PatchCoreConfig | None = None, device: str | torch.device = "cpu") -> None:
+        super().__init__(config, device)
+        if not 0.0 < self.config.coreset_ratio <= 1.0:
+            raise ConfigError(f"--coreset-ratio must be in (0, 1], got {self.config.coreset_ratio}")
+        if self.config.num_neighbours < 1:
+            raise ConfigError(f"num_neighbours must be at least 1, got {self.config.num_neighbours}")
+        self.memory_bank_: torch.Tensor | None = None
+
+    def _fit(self, train: torch.Tensor, validation: torch.Tensor | None, reporter: Reporter) -> None:
+        kept: list[torch.Tensor] = []
+        buffer: list[torch.Tensor] = []
+        buffered = patches = 0
+        for features in self.training_features(train, reporter):
+            rows = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).cpu()
+            buffer.append(rows)
+            buffered += len(rows)
+            patches += len(rows)
+            if buffered >= MAX_BUFFERED_PATCHES:
+                kept.append(self._coreset(torch.cat(buffer), len(kept), reporter))
+                buffer, buffered = [], 0
+        if buffer:
+            kept.append(self._coreset(torch.cat(buffer), len(kept), reporter))
+        self.memory_bank_ = torch.cat(kept).to(self.device)
+        self.history_.append({"training_patches": patches, "memory_bank": len(self.memory_bank_)})
+        reporter.log(f"memory bank: {len(self.memory_bank_)} of {patches} training patches")
+
+    def _coreset(self, rows: torch.Tensor, pass_index: int, reporter: Reporter) -> torch.Tensor:
+        c = self.config
+        keep = greedy_coreset(
+            rows.to(self.device),  # on a GPU the k-center loop is much faster
+            n_keep=coreset_size(len(rows), ratio=c.coreset_ratio),
+            seed=c.seed + pass_index,
+            projection_dim=c.coreset_projection_dim,
+            reporter=reporter,
+        )
+        return rows[keep]
+
+    def _score_batch(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        if self.memory_bank_ is None:
+            raise RuntimeError("PatchCore is not fitted")
+        features = self.features(batch)
+        n, channels, h, w = features.shape
+        queries = features.permute(0, 2, 3, 1).reshape(-1, channels)
+        distances, indices = nearest_neighbour_distances(queries, self.memory_bank_, k=1)
+        patch_scores = distances[:, 0].reshape(n, h, w)
+        maps = self.scores_to_maps(patch_scores, tuple(batch.shape[-2:]))
+        per_image = len(batch)
+        weights = self._reweighting(
+            queries.reshape(per_image, -1, channels), distances[:, 0].reshape(per_image, -1), indices[:, 0].reshape(per_image, -1)
+        )
+        maps = maps * weights[:, None, None]
+        return maps.flatten(1).amax(dim=1), maps, None
+
+    def _reweighting(self, queries: torch.Tensor, distances: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """PatchCore's weight ``1 - softmax(||m_test - m||)[m*]`` over the ``b`` bank neighbours of ``m*``.
+
+        ``m_test`` is each image's most anomalous patch and ``m*`` its nearest bank entry; the weight is near 1
+        when ``m*`` is isolated in the bank (a rare normal pattern seen far away) and lower in dense regions.
+        """
+        b = min(self.config.num_neighbours, len(self.memory_bank_))  # type: ignore[arg-type]
+        if b <= 1:
+            return torch.ones(len(queries), device=queries.device)
+        worst = distances.argmax(dim=1)
+        rows = torch.arange(len(queries), device=queries.device)
+        m_test = queries[rows, worst]  # (B, C)
+        m_star = self.memory_bank_[indices[rows, worst]]  # type: ignore[index]
+        _, support = nearest_neighbour_distances(m_star, self.memory_bank_, k=b)  # (B, b), m* itself first
+        to_support = torch.linalg.vector_norm(self.memory_bank_[support] - m_test[:, None], dim=2)  # type: ignore[index]
+        return 1.0 - torch.softmax(to_support, dim=1)[:, 0]
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        if self.memory_bank_ is None:
+            raise RuntimeError("PatchCore is not fitted")
+        return {"memory_bank": self.memory_bank_, **self.extractor_state()}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        bank = tensors["memory_bank"]
+        if bank.ndim != 2 or bank.shape[1] != self.extractor.out_channels:
+            raise ValueError(f"memory bank of shape {tuple(bank.shape)} does not fit {self.extractor.out_channels} channels")
+        self.load_extractor_state(tensors)
+        self.memory_bank_ = bank.float().to(self.device)

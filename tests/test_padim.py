@@ -1,0 +1,72 @@
+"""PaDiM on small synthetic textures: Gaussian statistics, Mahalanobis maps, save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from _textures import add_spot, woven_textures
+from anomalens.errors import ConfigError
+from anomalens.models import create_detector, load_detector
+from anomalens.models.padim import Padim, PadimConfig, ledoit_wolf_covariance
+
+
+def test_ledoit_wolf_matches_scikit_learn():
+    covariance = pytest.importorskip("sklearn.covariance")
+    rng = np.random.default_rng(0)
+    samples = rng.normal(size=(40, 12)) @ rng.normal(size=(12, 12))
+    expected, _ = covariance.ledoit_wolf(samples)
+    centred = torch.from_numpy(samples - samples.mean(axis=0))[None]
+    np.testing.assert_allclose(ledoit_wolf_covariance(centred)[0].numpy(), expected, atol=1e-10)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> Padim:
+    return Padim(PadimConfig(image_size=(64, 64))).fit(woven_textures(12, seed=0), woven_textures(4, seed=1))
+
+
+def test_bright_spot_scores_higher_and_the_map_peaks_on_it(fitted):
+    normal = woven_textures(3, seed=2)
+    defective = add_spot(normal, top=20, left=36, side=6)
+    prediction = fitted.predict(torch.cat([normal, defective]))
+    assert prediction.maps.shape == (6, 64, 64)
+    assert prediction.scores[3:].min() > prediction.scores[:3].max()
+    for anomaly_map in prediction.maps[3:]:
+        row, col = np.unravel_index(anomaly_map.argmax(), anomaly_map.shape)
+        assert abs(row - 23) <= 10 and abs(col - 39) <= 10  # within about one 8 px patch cell
+    assert np.allclose(prediction.scores, prediction.maps.reshape(6, -1).max(axis=1))
+
+
+def test_save_and_load_give_identical_scores(fitted, tmp_path):
+    images = add_spot(woven_textures(2, seed=4), top=40, left=8, side=5)
+    before = fitted.predict(images).scores
+    fitted.save(tmp_path / "padim")
+    loaded = load_detector(tmp_path / "padim")
+    assert isinstance(loaded, Padim)
+    np.testing.assert_array_equal(before, loaded.predict(images).scores)
+
+
+def test_non_square_images_and_wrong_size_input():
+    detector = create_detector("padim", image_size=(64, 96))
+    detector.fit(woven_textures(8, size=(64, 96)), woven_textures(2, size=(64, 96), seed=1))
+    prediction = detector.predict(add_spot(woven_textures(1, size=(64, 96), seed=2), top=30, left=70, side=6))
+    assert prediction.maps.shape == (1, 64, 96)
+    row, col = np.unravel_index(prediction.maps[0].argmax(), prediction.maps[0].shape)
+    assert abs(row - 33) <= 10 and abs(col - 73) <= 10
+    with pytest.raises(ConfigError, match="positions"):
+        detector.predict(woven_textures(1, size=(64, 64)))
+
+
+def test_sizes_whose_covariances_do_not_fit_are_refused():
+    with pytest.raises(ConfigError, match="GiB"):
+        create_detector("padim", image_size=(2048, 2048))
+
+
+def test_spd_inverse_inverts():
+    from anomalens.models.padim import spd_inverse
+
+    x = torch.randn(3, 20, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    matrices = x.transpose(1, 2) @ x + 0.1 * torch.eye(6, dtype=torch.float64)
+    identity = torch.eye(6, dtype=torch.float64).expand(3, -1, -1)
+    assert torch.allclose(spd_inverse(matrices) @ matrices, identity, atol=1e-10)

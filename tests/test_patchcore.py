@@ -1,0 +1,175 @@
+"""PatchCore, its coreset and nearest-neighbour search, and tiling, on small synthetic data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from _textures import add_spot, woven_textures
+from anomalens.errors import ConfigError
+from anomalens.models import create_detector, load_detector
+from anomalens.models.patchcore import PatchCore, PatchCoreConfig
+from anomalens.models.sampler import greedy_coreset, nearest_neighbour_distances
+from anomalens.models.tiling import TileGrid, tile_starts
+
+
+# ---- coreset ---------------------------------------------------------------------------------------------
+def _clusters(seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    return torch.cat([c + 0.1 * torch.randn(50, 2, generator=generator) for c in centres])
+
+
+def test_coreset_takes_one_point_from_each_far_cluster():
+    points = _clusters()
+    keep = greedy_coreset(points, n_keep=4, seed=0, projection_dim=None)
+    assert sorted((keep // 50).tolist()) == [0, 1, 2, 3]
+
+
+def test_coreset_covers_better_than_random_and_is_seeded():
+    points = torch.rand(2000, 2, generator=torch.Generator().manual_seed(1))
+    keep = greedy_coreset(points, ratio=0.05, seed=3, projection_dim=None)
+    assert len(keep) == 100 and len(set(keep.tolist())) == 100
+    assert torch.equal(keep, greedy_coreset(points, ratio=0.05, seed=3, projection_dim=None))
+    random_keep = torch.randperm(2000, generator=torch.Generator().manual_seed(0))[:100]
+
+    def radius(subset):
+        return torch.cdist(points, points[subset]).min(dim=1).values.max()
+
+    assert radius(keep) < 0.7 * radius(random_keep)
+
+
+def test_coreset_in_chunks_respects_the_ratio():
+    points = torch.randn(5000, 8, generator=torch.Generator().manual_seed(2))
+    keep = greedy_coreset(points, ratio=0.1, seed=0, chunk_size=1024)
+    assert len(keep) == 500 and len(torch.unique(keep)) == 500
+    assert int(keep.min()) >= 0 and int(keep.max()) < 5000
+
+
+# ---- nearest neighbours ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("k", [1, 3])
+def test_nearest_neighbours_match_brute_force(k):
+    generator = torch.Generator().manual_seed(0)
+    queries, bank = torch.randn(300, 24, generator=generator), torch.randn(500, 24, generator=generator)
+    distances, indices = nearest_neighbour_distances(queries, bank, k=k, chunk=37)
+    expected = torch.cdist(queries.double(), bank.double()).topk(k, dim=1, largest=False)
+    assert torch.allclose(distances.double(), expected.values, atol=1e-4)
+    assert torch.equal(indices, expected.indices)
+
+
+# ---- tiling --------------------------------------------------------------------------------------------------
+def test_tiles_cover_the_image_and_stitch_back():
+    assert tile_starts(100, 40, 10) == [0, 30, 60]
+    grid = TileGrid.for_image(100, 70, tile=40, overlap=10)
+    image = torch.arange(100 * 70, dtype=torch.float32).reshape(1, 1, 100, 70)
+    tiles = grid.cut(image)
+    assert tiles.shape == (grid.count, 1, 40, 40)
+    assert torch.equal(grid.stitch(tiles[:, 0]), image[:, 0])  # averaging identical overlaps is exact
+    with pytest.raises(ConfigError):
+        TileGrid.for_image(100, 70, tile=80, overlap=10)
+
+
+# ---- PatchCore on synthetic textures ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fitted() -> PatchCore:
+    detector = PatchCore(PatchCoreConfig(image_size=(64, 64), coreset_ratio=0.25))
+    return detector.fit(woven_textures(10, seed=0), woven_textures(4, seed=1))
+
+
+def test_bright_spot_scores_higher_and_the_map_peaks_on_it(fitted):
+    normal = woven_textures(4, seed=2)
+    defective = add_spot(normal, top=36, left=12, side=6)
+    prediction = fitted.predict(torch.cat([normal, defective]))
+    assert prediction.maps.shape == (8, 64, 64)
+    assert prediction.scores[4:].min() > prediction.scores[:4].max()
+    for anomaly_map in prediction.maps[4:]:
+        row, col = np.unravel_index(anomaly_map.argmax(), anomaly_map.shape)
+        assert abs(row - 39) <= 10 and abs(col - 15) <= 10  # within about one 8 px patch cell
+    assert np.allclose(prediction.scores, prediction.maps.reshape(8, -1).max(axis=1))
+    assert prediction.labels[4:].all()
+
+
+def test_save_and_load_give_identical_scores(fitted, tmp_path):
+    images = add_spot(woven_textures(3, seed=5), top=10, left=40, side=5)
+    before = fitted.predict(images)
+    fitted.save(tmp_path / "model")
+    loaded = load_detector(tmp_path / "model")
+    after = loaded.predict(images)
+    assert isinstance(loaded, PatchCore)
+    assert torch.equal(loaded.memory_bank_, fitted.memory_bank_)
+    np.testing.assert_array_equal(before.scores, after.scores)
+    assert loaded.calibration_ == fitted.calibration_
+
+
+def test_reweighting_gives_weights_between_zero_and_one(fitted):
+    features = fitted.features(woven_textures(2, seed=6).float() / 255)
+    queries = features.permute(0, 2, 3, 1).reshape(2, -1, features.shape[1])
+    distances, indices = nearest_neighbour_distances(queries.reshape(-1, queries.shape[2]), fitted.memory_bank_)
+    weights = fitted._reweighting(queries, distances[:, 0].reshape(2, -1), indices[:, 0].reshape(2, -1))
+    assert ((weights > 0) & (weights <= 1)).all()
+
+
+def test_non_square_images_work():
+    detector = create_detector("patchcore", image_size=(64, 96), coreset_ratio=0.5, num_neighbours=1)
+    detector.fit(woven_textures(6, size=(64, 96)), woven_textures(2, size=(64, 96), seed=1))
+    prediction = detector.predict(add_spot(woven_textures(2, size=(64, 96), seed=2), top=20, left=70, side=6))
+    assert prediction.maps.shape == (2, 64, 96)
+    for anomaly_map in prediction.maps:
+        row, col = np.unravel_index(anomaly_map.argmax(), anomaly_map.shape)
+        assert abs(row - 23) <= 10 and abs(col - 73) <= 10
+
+
+def test_tiling_stitches_full_size_maps_and_catches_a_small_defect():
+    # 192 px images scored on four overlapping 128 px tiles at native resolution; the defect is 5 px wide
+    detector = create_detector("patchcore", image_size=(192, 192), tile=128, tile_overlap=64, coreset_ratio=0.25)
+    assert detector.grid_.count == 4
+    detector.fit(woven_textures(5, size=(192, 192)), woven_textures(2, size=(192, 192), seed=1))
+    normal = woven_textures(2, size=(192, 192), seed=3)
+    defective = add_spot(normal, top=150, left=40, side=5)
+    prediction = detector.predict(torch.cat([normal, defective]))
+    assert prediction.maps.shape == (4, 192, 192)
+    assert prediction.scores[2:].min() > prediction.scores[:2].max()
+    for anomaly_map in prediction.maps[2:]:
+        row, col = np.unravel_index(anomaly_map.argmax(), anomaly_map.shape)
+        assert abs(row - 152) <= 6 and abs(col - 42) <= 6
+
+
+def test_bad_settings_are_config_errors():
+    with pytest.raises(ConfigError, match="coreset-ratio"):
+        create_detector("patchcore", coreset_ratio=0.0)
+    with pytest.raises(ConfigError, match="tile"):
+        create_detector("patchcore", image_size=(64, 64), tile=128)
+    with pytest.raises(ConfigError):
+        create_detector("patchcore", backbone="resnet18")
+
+
+def test_bank_built_in_passes_keeps_the_ratio_and_reports_progress(monkeypatch):
+    # A training set larger than the buffer is thinned pass by pass, so memory stays bounded
+    import anomalens.models.patchcore as patchcore_module
+    from anomalens.progress import Reporter
+
+    monkeypatch.setattr(patchcore_module, "MAX_BUFFERED_PATCHES", 100)
+    stages = []
+    reporter = Reporter(callback=lambda stage, done, total, info: stages.append(stage), show_tqdm=False)
+    detector = PatchCore(PatchCoreConfig(image_size=(64, 64), coreset_ratio=0.2, batch_size=2))
+    detector.fit(woven_textures(6), woven_textures(2, seed=1), reporter=reporter)
+    assert detector.history_[-1] == {"training_patches": 6 * 64, "memory_bank": 3 * 26}
+    assert {"extract features", "coreset"} <= set(stages)
+
+
+def test_same_seed_gives_the_same_memory_bank(fitted):
+    again = PatchCore(PatchCoreConfig(image_size=(64, 64), coreset_ratio=0.25))
+    again.fit(woven_textures(10, seed=0), woven_textures(4, seed=1))
+    assert torch.equal(again.memory_bank_, fitted.memory_bank_)
+
+
+def test_a_bank_that_does_not_fit_the_backbone_is_a_checkpoint_error(fitted, tmp_path):
+    from safetensors.torch import save_file
+
+    from anomalens.errors import CheckpointError
+
+    folder = fitted.save(tmp_path / "model")
+    save_file({"memory_bank": torch.zeros(5, 7)}, str(folder / "weights.safetensors"))
+    with pytest.raises(CheckpointError, match="weights"):
+        load_detector(folder)
