@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from anomalens.runtime import DEVICE_CHOICES
 
@@ -14,3 +15,15 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
 
 def example_epilog(*lines: str) -> str:
     return "Example:\n  " + "\n  ".join(lines)
+
+
+def print_train_result(result: Any, unit: str, evaluate_command: str) -> None:
+    """What every training command prints at the end: where the model is and how its threshold was chosen."""
+    cal = result.detector.calibration_
+    if result.interrupted:
+        print("training was stopped early; the best model so far was kept")
+    print(f"model saved: {result.run_dir}")
+    if cal is not None:
+        print(f"threshold {cal.threshold:.6g} (from {cal.validation_count} validation {unit}, "
+              f"target false-positive rate {cal.target_fpr:g})")
+    print(f"next: anomalens {evaluate_command} --checkpoint {result.run_dir}")

@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from anomalens.cli.common import add_common_flags, example_epilog
+from anomalens.cli.common import add_common_flags, example_epilog, print_train_result
 from anomalens.errors import ConfigError
 from anomalens.progress import Reporter
 
@@ -140,13 +140,7 @@ def _train(args: argparse.Namespace) -> int:
         validation_fraction=args.validation_fraction, seed=args.seed, device=args.device, reporter=_reporter(),
         **model_settings(args, model),
     )
-    cal = result.detector.calibration_
-    if result.interrupted:
-        print("training was stopped early; the best model so far was kept")
-    print(f"model saved: {result.run_dir}")
-    if cal is not None:
-        print(f"threshold {cal.threshold:.6g} (from {cal.validation_count} validation images, target false-positive rate {cal.target_fpr:g})")
-    print(f"next: anomalens evaluate --checkpoint {result.run_dir}")
+    print_train_result(result, "images", "evaluate")
     return 0
 
 

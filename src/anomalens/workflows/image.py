@@ -30,7 +30,6 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from anomalens import __version__
 from anomalens.data.mvtec import NORMAL_TYPE, discover_category, load_test_set, split_train_validation
 from anomalens.data.preprocessing import IMAGE_EXTENSIONS, Preprocessing, parse_image_size
 from anomalens.errors import Cancelled, CheckpointError, ConfigError, DataError
@@ -48,8 +47,10 @@ from anomalens.workflows.rundir import (
     RUN_FILE,
     EvaluationResult,
     TrainResult,
+    log_training_summary,
     logging_reporter,
     open_run,
+    run_record,
     save_run,
     staged_dir,
 )
@@ -111,26 +112,10 @@ def train_image_model(
         held_out = validation if validation is not None else train
         detector.calibration_ = calibrate(detector.predict(held_out).scores, detector.config.target_fpr)
     fit_seconds = time.perf_counter() - fit_started
+    log_training_summary(log, detector, fit_seconds, "images")
     cal = detector.calibration_
-    assert cal is not None
-    log.log(
-        f"{'stopped early; kept the best model so far' if detector.interrupted_ else 'trained'} in {fit_seconds:.1f} s; "
-        f"threshold {cal.threshold:.6g} (validation mean {cal.validation_mean:.4g}, max {cal.validation_max:.4g}, "
-        f"target false-positive rate {cal.target_fpr:g})"
-    )
     run = {
-        "anomalens_version": __version__,
-        "kind": "image",
-        "category": category,
-        "data_dir": str(Path(data_dir).resolve()),
-        "model": model,
-        "created": started.isoformat(timespec="seconds"),
-        "seed": seed,
-        "device": str(detector.device),
-        "image_size": list(size),
-        "validation_fraction": validation_fraction,
-        "settings": settings,
-        "config": detector.config.to_dict(),
+        **run_record("image", category, data_dir, model, started, seed, detector, validation_fraction, settings),
         "train_count": len(train_paths),
         "validation_files": [str(p.relative_to(found.root)) for p in validation_paths],
         "fit_seconds": round(fit_seconds, 3),

@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
+from anomalens import __version__
 from anomalens.errors import CheckpointError, ConfigError, DataError
 from anomalens.models.base import Detector, resolve_model_dir
 from anomalens.progress import SILENT, Reporter
@@ -62,6 +63,36 @@ class EvaluationResult:
     metrics: dict
     report_path: Path
     figures: dict[str, Path]
+
+
+def log_training_summary(log: Reporter, detector: Detector, fit_seconds: float, unit: str) -> None:
+    """The closing line of ``train.log``: how training ended and how the threshold was chosen."""
+    cal = detector.calibration_
+    assert cal is not None
+    ending = "stopped early; kept the best model so far" if detector.interrupted_ else "trained"
+    log.log(
+        f"{ending} in {fit_seconds:.1f} s; threshold {cal.threshold:.6g} from {cal.validation_count} validation {unit} "
+        f"(mean {cal.validation_mean:.4g}, max {cal.validation_max:.4g}, target false-positive rate {cal.target_fpr:g})"
+    )
+
+
+def run_record(kind: str, category: str, data_dir: str | Path, model: str, started: datetime, seed: int,
+               detector: Detector, validation_fraction: float, settings: dict[str, Any]) -> dict[str, Any]:
+    """The fields every ``run.json`` starts with; each workflow adds what its data needs."""
+    return {
+        "anomalens_version": __version__,
+        "kind": kind,
+        "category": category,
+        "data_dir": str(Path(data_dir).resolve()),
+        "model": model,
+        "created": started.isoformat(timespec="seconds"),
+        "seed": seed,
+        "device": str(detector.device),
+        "image_size": list(detector.config.image_size),
+        "validation_fraction": validation_fraction,
+        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
+        "config": detector.config.to_dict(),
+    }
 
 
 def save_run(results_dir: Path, name: str, detector: Detector, run: dict[str, Any], log_lines: list[str]) -> Path:

@@ -33,7 +33,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from anomalens import __version__
 from anomalens.data.preprocessing import parse_image_size
 from anomalens.data.video_datasets import ClipRef, discover_video_category
 from anomalens.data.video_io import VideoClip, open_clip
@@ -57,8 +56,10 @@ from anomalens.workflows.rundir import (
     EVALUATION_DIR,
     EvaluationResult,
     TrainResult,
+    log_training_summary,
     logging_reporter,
     open_run,
+    run_record,
     save_run,
     staged_dir,
 )
@@ -150,26 +151,10 @@ def train_video_model(
         scores = np.concatenate([detector.predict_clip(clip, quiet).scores for clip in held_out])
         detector.calibration_ = calibrate(scores, detector.config.target_fpr)
     fit_seconds = time.perf_counter() - fit_started
+    log_training_summary(log, detector, fit_seconds, "frames")
     cal = detector.calibration_
-    assert cal is not None
-    log.log(
-        f"{'stopped early; kept the best model so far' if detector.interrupted_ else 'trained'} in {fit_seconds:.1f} s; "
-        f"threshold {cal.threshold:.6g} from {cal.validation_count} validation frames "
-        f"(mean {cal.validation_mean:.4g}, max {cal.validation_max:.4g}, target false-positive rate {cal.target_fpr:g})"
-    )
     run = {
-        "anomalens_version": __version__,
-        "kind": "video",
-        "category": category,
-        "data_dir": str(Path(data_dir).resolve()),
-        "model": model,
-        "created": started.isoformat(timespec="seconds"),
-        "seed": seed,
-        "device": str(detector.device),
-        "image_size": list(size),
-        "validation_fraction": validation_fraction,
-        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
-        "config": detector.config.to_dict(),
+        **run_record("video", category, data_dir, model, started, seed, detector, validation_fraction, settings),
         "train_clips": [c.path.name for c in train],
         "train_frames": sum(c.num_frames or 0 for c in train),
         "validation_clips": validation_names,
