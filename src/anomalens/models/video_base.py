@@ -55,6 +55,15 @@ class ClipPrediction:
         return self.calibration
 
 
+def clip_name(clip: Clip) -> str:
+    """A readable name for error messages: the clip's path or name if it has one."""
+    for attribute in ("path", "name"):
+        value = getattr(clip, attribute, None)
+        if value is not None:
+            return str(value)
+    return "clip"
+
+
 class VideoDetector(Detector):
     """Base class of video detectors: ``fit_clips`` and ``predict_clip`` replace ``fit`` and ``predict``."""
 

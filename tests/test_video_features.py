@@ -1,0 +1,123 @@
+"""The default video model on a synthetic conveyor: appearance and motion anomalies outscore normal frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from anomalens.data.preprocessing import Preprocessing
+from anomalens.data.synthetic_video import ANOMALY_TYPES, synthetic_clip
+from anomalens.errors import DataError
+from anomalens.models.base import create_detector, load_detector
+from anomalens.models.video_features import (
+    batched_greedy_coreset,
+    gaussian_smooth_1d,
+    lucas_kanade_cells,
+    PositionalMemory,
+)
+
+SIZE = (96, 128)
+SETTINGS = dict(image_size=SIZE, memory_size=64, batch_size=16)
+
+
+def clip(seed: int, n_frames: int = 40, anomaly: str | None = None) -> tuple[list[torch.Tensor], np.ndarray]:
+    frames, labels = synthetic_clip(seed, n_frames=n_frames, size=SIZE, anomaly=anomaly)
+    prep = Preprocessing(image_size=SIZE)
+    return [prep.prepare_array(f) for f in frames], labels
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Probability that a random anomalous frame outscores a random normal one (ties count half)."""
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    greater = (pos[:, None] > neg[None, :]).mean()
+    ties = (pos[:, None] == neg[None, :]).mean()
+    return float(greater + 0.5 * ties)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    train = [clip(seed)[0] for seed in range(4)]
+    validation = [clip(10)[0], clip(11)[0]]
+    return create_detector("stfeatures", **SETTINGS).fit_clips(train, validation)
+
+
+@pytest.mark.parametrize("anomaly", ANOMALY_TYPES)
+def test_anomalous_frames_outscore_normal_ones(fitted, anomaly):
+    frames, labels = clip(100 + ANOMALY_TYPES.index(anomaly), n_frames=60, anomaly=anomaly)
+    result = fitted.predict_clip(frames)
+    assert labels.sum() > 0 and (labels == 0).sum() > 0
+    assert auroc(result.scores, labels) > 0.9, anomaly
+    # the threshold from normal validation clips flags most of the anomaly
+    assert result.labels[labels == 1].mean() > 0.5, anomaly
+
+
+def test_normal_clip_stays_mostly_below_threshold(fitted):
+    frames, _ = clip(200, n_frames=60)
+    result = fitted.predict_clip(frames)
+    assert result.labels.mean() < 0.25
+    assert 0.0 < result.normalized_scores.mean() < 0.5
+
+
+def test_outputs_have_one_entry_per_frame(fitted):
+    frames, _ = clip(300, n_frames=23)
+    result = fitted.predict_clip(frames)
+    assert result.scores.shape == (23,) and result.scores.dtype == np.float32
+    assert result.maps.shape == (23, SIZE[0] // 8, SIZE[1] // 8) and result.maps.dtype == np.float16
+    assert result.views.shape == (23, 3, SIZE[0] // 2, SIZE[1] // 2) and result.views.dtype == np.uint8
+    assert np.isfinite(result.scores).all()
+
+
+def test_single_frame_clip_is_scored(fitted):
+    frames, _ = clip(301, n_frames=8)
+    assert fitted.predict_clip(frames[:1]).scores.shape == (1,)
+
+
+def test_save_load_round_trip_gives_identical_scores(fitted, tmp_path):
+    fitted.save(tmp_path / "model")
+    loaded = load_detector(tmp_path / "model", kind="video")
+    frames, _ = clip(400, n_frames=30, anomaly="stop")
+    np.testing.assert_array_equal(loaded.predict_clip(frames).scores, fitted.predict_clip(frames).scores)
+    assert loaded.calibration_ == fitted.calibration_
+
+
+def test_same_seed_same_model():
+    train, validation = [clip(0, 24)[0], clip(1, 24)[0]], [clip(2, 24)[0]]
+    a = create_detector("stfeatures", **SETTINGS).fit_clips(train, validation)
+    b = create_detector("stfeatures", **SETTINGS).fit_clips(train, validation)
+    frames, _ = clip(3, 24, anomaly="speed_change")
+    np.testing.assert_array_equal(a.predict_clip(frames).scores, b.predict_clip(frames).scores)
+
+
+def test_frames_of_the_wrong_size_are_refused(fitted):
+    with pytest.raises(DataError, match="expected the model's 128x96"):
+        fitted.predict_clip([torch.zeros(3, 64, 64, dtype=torch.uint8)])
+
+
+def test_lucas_kanade_recovers_a_known_shift():
+    y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    pattern = lambda dx, dy: (torch.sin((x - dx) / 3.0) + torch.cos((y - dy) / 4.0))[None, None]  # noqa: E731
+    motion = lucas_kanade_cells(pattern(0, 0), pattern(0.5, -0.25), grid=(4, 4), ridge=1e-6)
+    assert torch.allclose(motion[0, 0], torch.full((4, 4), 0.5), atol=0.08)
+    assert torch.allclose(motion[0, 1], torch.full((4, 4), -0.25), atol=0.08)
+    still = lucas_kanade_cells(pattern(0, 0), pattern(0, 0), grid=(4, 4))
+    assert still.abs().max() < 1e-6
+
+
+def test_coreset_keeps_outliers_and_memory_finds_them():
+    generator = torch.Generator().manual_seed(0)
+    points = torch.randn(3, 200, 8, generator=generator) * 0.1
+    points[:, 17] += 10.0  # one far-away normal sample per cell must be remembered
+    picked = batched_greedy_coreset(points, 10)
+    assert picked.shape == (3, 10) and all(17 in row.tolist() for row in picked)
+    memory = PositionalMemory.build(points.permute(1, 2, 0).reshape(200, 8, 1, 3), size=10, tolerance=0, seed=0)
+    query = torch.zeros(1, 8, 1, 3)
+    query[0, :, 0, 1] = 10.0  # cell 1 sees its outlier again: close to memory
+    distances = memory.distances(query)[0, 0]
+    assert distances[1] < 0.5 and distances[0] < 1.0
+
+
+def test_gaussian_smoothing_keeps_length_and_constants():
+    values = np.full(7, 3.0)
+    np.testing.assert_allclose(gaussian_smooth_1d(values, 2.0), values, rtol=1e-6)
+    assert gaussian_smooth_1d(np.arange(5.0), 3.0).shape == (5,)
