@@ -27,3 +27,8 @@ def print_train_result(result: Any, unit: str, evaluate_command: str) -> None:
         print(f"threshold {cal.threshold:.6g} (from {cal.validation_count} validation {unit}, "
               f"target false-positive rate {cal.target_fpr:g})")
     print(f"next: anomalens {evaluate_command} --checkpoint {result.run_dir}")
+
+
+def format_metric(value: float | None) -> str:
+    """A metric for the terminal: four decimals, or n/a where it could not be computed."""
+    return "n/a" if value is None else f"{value:.4f}"

@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from anomalens.cli.common import add_common_flags, example_epilog, print_train_result
+from anomalens.cli.common import add_common_flags, example_epilog, format_metric, print_train_result
 from anomalens.errors import ConfigError
 from anomalens.progress import Reporter
 
@@ -149,10 +149,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     result = evaluate_image_model(args.checkpoint, args.data_dir, args.category, device=args.device, reporter=_reporter())
     m = result.metrics
-
-    def fmt(v: Any) -> str:
-        return "n/a" if v is None else f"{v:.4f}"
-
+    fmt = format_metric
     print(f"image AUROC {fmt(m['image_auroc'])}  pixel AUROC {fmt(m['pixel_auroc'])}  AUPRO {fmt(m['aupro'])}  "
           f"F1-max {fmt(m['f1_max'])}")
     for name, row in m["per_defect_type"].items():

@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from anomalens.cli.common import add_common_flags, example_epilog, print_train_result
+from anomalens.cli.common import add_common_flags, example_epilog, format_metric, print_train_result
 from anomalens.errors import ConfigError
 from anomalens.progress import Reporter
 
@@ -123,10 +123,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     result = evaluate_video_model(args.checkpoint, args.data_dir, args.category, device=args.device, reporter=_reporter())
     m = result.metrics
-
-    def fmt(v: Any) -> str:
-        return "n/a" if v is None else f"{v:.4f}"
-
+    fmt = format_metric
     print(f"frame AUROC {fmt(m['frame_auroc'])} (all test frames pooled)  mean per-clip {fmt(m['mean_clip_frame_auroc'])}  "
           f"video AUROC {fmt(m['video_auroc'])}  {m['timing']['frames_per_second']:.1f} frames/s")
     for name, row in m["per_clip"].items():

@@ -47,6 +47,7 @@ from anomalens.workflows.rundir import (
     RUN_FILE,
     EvaluationResult,
     TrainResult,
+    evaluation_context,
     log_training_summary,
     logging_reporter,
     open_run,
@@ -175,12 +176,7 @@ def evaluate_image_model(
     metrics.update(pixel)
     metrics.update(
         {
-            "model": detector.name,
-            "category": category,
-            "data_dir": str(Path(data_dir).resolve()),
-            "checkpoint": str(model_dir.resolve()),
-            "image_size": list(detector.config.image_size),
-            "device": str(detector.device),
+            **evaluation_context(detector, category, data_dir, model_dir),
             "timing": {
                 "decode_seconds": round(decode_seconds, 3),
                 "predict_seconds": round(predict_seconds, 3),

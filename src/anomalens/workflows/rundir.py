@@ -95,6 +95,18 @@ def run_record(kind: str, category: str, data_dir: str | Path, model: str, start
     }
 
 
+def evaluation_context(detector: Detector, category: str, data_dir: str | Path, model_dir: Path) -> dict[str, Any]:
+    """The fields every ``metrics.json`` records about what was evaluated where."""
+    return {
+        "model": detector.name,
+        "category": category,
+        "data_dir": str(Path(data_dir).resolve()),
+        "checkpoint": str(model_dir.resolve()),
+        "image_size": list(detector.config.image_size),
+        "device": str(detector.device),
+    }
+
+
 def save_run(results_dir: Path, name: str, detector: Detector, run: dict[str, Any], log_lines: list[str]) -> Path:
     """Fill a hidden temporary folder, then rename it to a free name (``name``, ``name_2``, ...)."""
     results_dir.mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,7 @@ from anomalens.workflows.rundir import (
     EVALUATION_DIR,
     EvaluationResult,
     TrainResult,
+    evaluation_context,
     log_training_summary,
     logging_reporter,
     open_run,
@@ -230,12 +231,7 @@ def evaluate_video_model(
     metrics = video_metrics(results, cal)
     metrics.update(
         {
-            "model": detector.name,
-            "category": category,
-            "data_dir": str(Path(data_dir).resolve()),
-            "checkpoint": str(model_dir.resolve()),
-            "image_size": list(detector.config.image_size),
-            "device": str(detector.device),
+            **evaluation_context(detector, category, data_dir, model_dir),
             "timing": {
                 "predict_seconds": round(predict_seconds, 3),
                 "frames": frames_total,
