@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import dataclasses
+from typing import Any, Sequence
 
+from anomalens.errors import ConfigError
+from anomalens.progress import Reporter
 from anomalens.runtime import DEVICE_CHOICES
 
 
@@ -32,3 +35,23 @@ def print_train_result(result: Any, unit: str, evaluate_command: str) -> None:
 def format_metric(value: float | None) -> str:
     """A metric for the terminal: four decimals, or n/a where it could not be computed."""
     return "n/a" if value is None else f"{value:.4f}"
+
+
+def model_settings(args: argparse.Namespace, model: str, flags: Sequence[str]) -> dict[str, Any]:
+    """The model flags the user gave (argparse default None = not given), checked against the model's config.
+
+    Config field names equal the flag names with underscores, so a flag the model lacks is named in the error.
+    """
+    from anomalens.models.base import detector_class
+
+    given = {name: getattr(args, name) for name in flags if getattr(args, name, None) is not None}
+    fields = {f.name for f in dataclasses.fields(detector_class(model).config_class)}
+    for name in given:
+        if name not in fields:
+            raise ConfigError(f"--{name.replace('_', '-')} does not apply to model {model}")
+    return given
+
+
+def cli_reporter() -> Reporter:
+    """Progress for a terminal: tqdm bars, Ctrl-C to stop."""
+    return Reporter(show_tqdm=True)

@@ -7,13 +7,17 @@ chosen model does not have is an error that names the flag.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
-from typing import Any
 
-from anomalens.cli.common import add_common_flags, example_epilog, format_metric, print_train_result
+from anomalens.cli.common import (
+    add_common_flags,
+    cli_reporter,
+    example_epilog,
+    format_metric,
+    model_settings,
+    print_train_result,
+)
 from anomalens.errors import ConfigError
-from anomalens.progress import Reporter
 
 IMAGE_MODELS = ("patchcore", "padim", "autoencoder")
 # flag dest -> the model config field it sets (the same name, by design)
@@ -112,23 +116,6 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     add_common_flags(parser)
 
 
-def model_settings(args: argparse.Namespace, model: str) -> dict[str, Any]:
-    """The model flags the user gave, checked against the model's config (the error names the flag)."""
-    from anomalens.models.base import detector_class
-
-    given = {name: getattr(args, name) for name in MODEL_FLAGS if getattr(args, name, None) is not None}
-    cls = detector_class(model)
-    fields = {f.name for f in dataclasses.fields(cls.config_class)}
-    for name in given:
-        if name not in fields:
-            raise ConfigError(f"--{name.replace('_', '-')} does not apply to model {model}")
-    return given
-
-
-def _reporter() -> Reporter:
-    return Reporter(show_tqdm=True)
-
-
 def _train(args: argparse.Namespace) -> int:
     from anomalens.workflows.image import train_image_model
 
@@ -137,8 +124,8 @@ def _train(args: argparse.Namespace) -> int:
     model = args.model or DEFAULT_IMAGE_MODEL
     result = train_image_model(
         args.data_dir, args.category, model, args.results_dir, image_size=args.image_size or [256],
-        validation_fraction=args.validation_fraction, seed=args.seed, device=args.device, reporter=_reporter(),
-        **model_settings(args, model),
+        validation_fraction=args.validation_fraction, seed=args.seed, device=args.device, reporter=cli_reporter(),
+        **model_settings(args, model, MODEL_FLAGS),
     )
     print_train_result(result, "images", "evaluate")
     return 0
@@ -147,7 +134,7 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from anomalens.workflows.image import evaluate_image_model
 
-    result = evaluate_image_model(args.checkpoint, args.data_dir, args.category, device=args.device, reporter=_reporter())
+    result = evaluate_image_model(args.checkpoint, args.data_dir, args.category, device=args.device, reporter=cli_reporter())
     m = result.metrics
     fmt = format_metric
     print(f"image AUROC {fmt(m['image_auroc'])}  pixel AUROC {fmt(m['pixel_auroc'])}  AUPRO {fmt(m['aupro'])}  "
@@ -161,7 +148,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from anomalens.workflows.image import predict_images
 
-    report = predict_images(args.checkpoint, args.paths, args.output_dir, device=args.device, reporter=_reporter())
+    report = predict_images(args.checkpoint, args.paths, args.output_dir, device=args.device, reporter=cli_reporter())
     for r in report.results:
         verdict = "ANOMALOUS" if r.anomalous else "normal"
         print(f"{r.path}\tscore {r.score:.5g}\tnormalised {r.normalized_score:.3f}\t{verdict}")
@@ -191,9 +178,9 @@ def _benchmark(args: argparse.Namespace) -> int:
         if unused:
             raise ConfigError(f"{', '.join(unused)} only apply to video datasets")
         settings = dict(image_size=args.image_size or [256], validation_fraction=args.validation_fraction,
-                        **model_settings(args, args.model or DEFAULT_IMAGE_MODEL))
+                        **model_settings(args, args.model or DEFAULT_IMAGE_MODEL, MODEL_FLAGS))
     result = run_benchmark(args.data_dir, args.category, args.model, args.results_dir, args.output,
-                           device=args.device, seed=args.seed, reporter=_reporter(), **settings)
+                           device=args.device, seed=args.seed, reporter=cli_reporter(), **settings)
     print(format_benchmark_table(result))
     if args.output is not None:
         print(f"written: {args.output}")

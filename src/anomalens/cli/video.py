@@ -7,13 +7,16 @@ defaults; a flag the chosen model does not have is an error that names the flag.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
-from typing import Any
 
-from anomalens.cli.common import add_common_flags, example_epilog, format_metric, print_train_result
-from anomalens.errors import ConfigError
-from anomalens.progress import Reporter
+from anomalens.cli.common import (
+    add_common_flags,
+    cli_reporter,
+    example_epilog,
+    format_metric,
+    model_settings,
+    print_train_result,
+)
 
 VIDEO_MODELS = ("stfeatures", "convlstm")
 # flag dest -> the model config field it sets (the same name, by design)
@@ -90,29 +93,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     analyze.set_defaults(handler=_analyze)
 
 
-def model_settings(args: argparse.Namespace, model: str) -> dict[str, Any]:
-    """The model flags the user gave, checked against the model's config (the error names the flag)."""
-    from anomalens.models.base import detector_class
-
-    given = {name: getattr(args, name) for name in MODEL_FLAGS if getattr(args, name, None) is not None}
-    fields = {f.name for f in dataclasses.fields(detector_class(model).config_class)}
-    for name in given:
-        if name not in fields:
-            raise ConfigError(f"--{name.replace('_', '-')} does not apply to model {model}")
-    return given
-
-
-def _reporter() -> Reporter:
-    return Reporter(show_tqdm=True)
-
-
 def _train(args: argparse.Namespace) -> int:
     from anomalens.workflows.video import train_video_model
 
     result = train_video_model(
         args.data_dir, args.category, args.model, args.results_dir, image_size=args.image_size,
-        validation_fraction=args.validation_fraction, seed=args.seed, device=args.device, reporter=_reporter(),
-        run_name=args.run_name, **model_settings(args, args.model),
+        validation_fraction=args.validation_fraction, seed=args.seed, device=args.device, reporter=cli_reporter(),
+        run_name=args.run_name, **model_settings(args, args.model, MODEL_FLAGS),
     )
     print_train_result(result, "frames", "evaluate-video")
     return 0
@@ -121,7 +108,7 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from anomalens.workflows.video import evaluate_video_model
 
-    result = evaluate_video_model(args.checkpoint, args.data_dir, args.category, device=args.device, reporter=_reporter())
+    result = evaluate_video_model(args.checkpoint, args.data_dir, args.category, device=args.device, reporter=cli_reporter())
     m = result.metrics
     fmt = format_metric
     print(f"frame AUROC {fmt(m['frame_auroc'])} (all test frames pooled)  mean per-clip {fmt(m['mean_clip_frame_auroc'])}  "
@@ -136,7 +123,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _analyze(args: argparse.Namespace) -> int:
     from anomalens.workflows.video import analyze_video
 
-    analysis = analyze_video(args.checkpoint, args.video, args.output_dir, device=args.device, reporter=_reporter(),
+    analysis = analyze_video(args.checkpoint, args.video, args.output_dir, device=args.device, reporter=cli_reporter(),
                              fps=args.fps)
     frames = len(analysis.scores)
     print(f"{int(analysis.anomalous.sum())} of {frames} frames above the threshold; {len(analysis.events)} interval(s):")
