@@ -101,7 +101,7 @@ class Prediction:
 
     def _calibrated(self) -> Calibration:
         if self.calibration is None:
-            raise RuntimeError("this detector has no threshold yet: fit it with validation images first")
+            raise RuntimeError("this detector has no threshold yet: fit it with held-out normal data first")
         return self.calibration
 
 

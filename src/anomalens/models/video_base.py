@@ -19,8 +19,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from anomalens.metrics.threshold import Calibration, calibrate
-from anomalens.models.base import Detector
+from anomalens.metrics.threshold import calibrate
+from anomalens.models.base import Detector, Prediction
 from anomalens.progress import SILENT, Reporter
 
 # A clip: a re-iterable source of frames; each iteration decodes front to back once.
@@ -28,31 +28,13 @@ Clip = Iterable[torch.Tensor]
 
 
 @dataclass
-class ClipPrediction:
-    """Per-frame results for a clip of T frames.
+class ClipPrediction(Prediction):
+    """Per-frame results for a clip of T frames (the fields and calibrated views of :class:`Prediction`).
 
     ``scores``: raw frame scores ``(T,)`` (after any temporal smoothing); ``maps``: raw anomaly maps
     ``(T, h, w)`` float16 at the model's map resolution (upsample to draw them), on the score's scale;
     ``views``: what the model saw or rebuilt per frame, ``uint8`` ``(T, 3, h, w)``, or None.
     """
-
-    scores: np.ndarray
-    maps: np.ndarray
-    views: np.ndarray | None = None
-    calibration: Calibration | None = None
-
-    @property
-    def normalized_scores(self) -> np.ndarray:
-        return self._calibrated().normalize(self.scores)
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self._calibrated().is_anomalous(self.scores)
-
-    def _calibrated(self) -> Calibration:
-        if self.calibration is None:
-            raise RuntimeError("this detector has no threshold yet: fit it with validation clips first")
-        return self.calibration
 
 
 def clip_name(clip: Clip) -> str:
