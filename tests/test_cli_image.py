@@ -25,8 +25,20 @@ def test_train_flags_cover_the_original_and_the_feature_models(capsys):
     out = capsys.readouterr().out
     for flag in ("--epochs", "--lr", "--latent-dim", "--loss", "--ssim-weight", "--num-workers", "--batch-size",
                  "--image-size", "--validation-fraction", "--target-fpr", "--results-dir", "--backbone",
-                 "--coreset-ratio", "--tile", "--model"):
+                 "--coreset-ratio", "--tile", "--model", "--normal-reference"):
         assert flag in out, flag
+
+
+def test_autoencoder_flags_reach_its_config(synthetic_image_dataset, tmp_path):
+    import json
+
+    root, category = synthetic_image_dataset
+    rc = main(["train", "--data-dir", str(root), "--category", category, "--model", "autoencoder", "--image-size", "32",
+               "--epochs", "1", "--batch-size", "8", "--latent-dim", "16", "--normal-reference", "zscore",
+               "--results-dir", str(tmp_path)])
+    assert rc == 0
+    config = json.loads((_run_dir(tmp_path) / "model" / "config.json").read_text())["config"]
+    assert (config["normal_reference"], config["latent_dim"], config["epochs"]) == ("zscore", 16, 1)
 
 
 def _run_dir(results):

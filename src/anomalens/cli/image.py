@@ -22,7 +22,7 @@ from anomalens.errors import ConfigError
 IMAGE_MODELS = ("patchcore", "padim", "autoencoder")
 # flag dest -> the model config field it sets (the same name, by design)
 MODEL_FLAGS = ("batch_size", "target_fpr", "epochs", "lr", "latent_dim", "loss", "ssim_weight", "num_workers",
-               "backbone", "coreset_ratio", "tile")
+               "normal_reference", "backbone", "coreset_ratio", "tile")
 # video-model flags the benchmark also takes (it runs video datasets too)
 VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "lstm_hidden_dim", "lstm_layers")
 
@@ -107,6 +107,9 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     ae.add_argument("--loss", choices=("mse", "ssim", "combined"), default=None, help="training loss and map (default: mse)")
     ae.add_argument("--ssim-weight", type=float, default=None, help="SSIM share of the combined loss (default: 0.5)")
     ae.add_argument("--num-workers", type=int, default=None, help="accepted for compatibility; images are decoded once")
+    ae.add_argument("--normal-reference", choices=("none", "mean", "zscore"), default=None,
+                    help="compare each pixel's error with normal training images: none (raw smoothed error), mean "
+                         "(minus their mean error, the default) or zscore (also divided by their spread)")
     feat = parser.add_argument_group("feature models (patchcore, padim)")
     feat.add_argument("--backbone", choices=("lite0", "lite1", "lite2"), default=None,
                       help="pretrained EfficientNet-Lite feature extractor (default: lite0)")
