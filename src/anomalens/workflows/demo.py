@@ -95,7 +95,7 @@ def prepare_demo(
     assets.image_examples = _image_examples(image_category)
     run = results_dir / IMAGE_RUN
     if force or not _model_ready(run):
-        assets.image_run = _train_image(image_root, DEFAULT_CATEGORY, results_dir, device, seed, reporter, assets)
+        assets.image_run = _train_and_evaluate("image", image_root, DEFAULT_CATEGORY, results_dir, device, seed, reporter, assets)
     else:
         assets.image_run = run
 
@@ -110,7 +110,8 @@ def prepare_demo(
         assets.video_examples = _video_examples(video_category)
         run = results_dir / VIDEO_RUN
         if force or not _model_ready(run):
-            assets.video_run = _train_video(video_root, DEFAULT_VIDEO_CATEGORY, results_dir, device, seed, reporter, assets)
+            assets.video_run = _train_and_evaluate(
+                "video", video_root, DEFAULT_VIDEO_CATEGORY, results_dir, device, seed, reporter, assets)
         else:
             assets.video_run = run
 
@@ -118,38 +119,31 @@ def prepare_demo(
     return assets
 
 
-def _train_image(data_dir: Path, category: str, results_dir: Path, device: str, seed: int, reporter: Reporter, assets: DemoAssets) -> Path | None:
-    from anomalens.models.base import DEFAULT_IMAGE_MODEL
-    from anomalens.workflows.image import evaluate_image_model, train_image_model
+def _train_and_evaluate(kind: str, data_dir: Path, category: str, results_dir: Path, device: str, seed: int,
+                        reporter: Reporter, assets: DemoAssets) -> Path | None:
+    """Train the default ``kind`` ("image" or "video") model at demo size, evaluate it, return its run folder.
 
-    reporter.log(f"training the demo image model ({DEFAULT_IMAGE_MODEL}, {DEMO_IMAGE_SIZE} px)")
+    A failure is recorded in ``assets.problems`` instead of raised, so the other half of the demo still works.
+    """
+    from anomalens.models.base import DEFAULT_IMAGE_MODEL, DEFAULT_VIDEO_MODEL
+
+    if kind == "image":
+        from anomalens.workflows.image import evaluate_image_model as evaluate, train_image_model as train
+
+        model, size, run_name = DEFAULT_IMAGE_MODEL, DEMO_IMAGE_SIZE, IMAGE_RUN
+    else:
+        from anomalens.workflows.video import evaluate_video_model as evaluate, train_video_model as train
+
+        model, size, run_name = DEFAULT_VIDEO_MODEL, DEMO_VIDEO_SIZE, VIDEO_RUN
+    shown = f"{size} px" if isinstance(size, int) else f"{size[0]}x{size[1]} px"
+    reporter.log(f"training the demo {kind} model ({model}, {shown})")
     try:
-        result = train_image_model(
-            data_dir, category, model=DEFAULT_IMAGE_MODEL, results_dir=results_dir, image_size=DEMO_IMAGE_SIZE,
-            seed=seed, device=device, reporter=reporter, run_name=IMAGE_RUN,
-        )
-        reporter.log("evaluating the demo image model on its test split")
-        evaluate_image_model(result.run_dir, device=device, reporter=reporter)
-        return Path(result.run_dir)
-    except AnomalensError as exc:  # keep going: the video half of the demo may still work
-        assets.problems.append(f"image model: {exc}")
-        return None
-
-
-def _train_video(data_dir: Path, category: str, results_dir: Path, device: str, seed: int, reporter: Reporter, assets: DemoAssets) -> Path | None:
-    from anomalens.models.base import DEFAULT_VIDEO_MODEL
-    from anomalens.workflows.video import evaluate_video_model, train_video_model
-
-    reporter.log(f"training the demo video model ({DEFAULT_VIDEO_MODEL}, {DEMO_VIDEO_SIZE[0]}x{DEMO_VIDEO_SIZE[1]} px)")
-    try:
-        result = train_video_model(
-            data_dir, category, model=DEFAULT_VIDEO_MODEL, results_dir=results_dir, image_size=DEMO_VIDEO_SIZE,
-            seed=seed, device=device, reporter=reporter, run_name=VIDEO_RUN,
-        )
-        reporter.log("evaluating the demo video model on its test split")
-        evaluate_video_model(result.run_dir, device=device, reporter=reporter)
+        result = train(data_dir, category, model=model, results_dir=results_dir, image_size=size, seed=seed,
+                       device=device, reporter=reporter, run_name=run_name)
+        reporter.log(f"evaluating the demo {kind} model on its test split")
+        evaluate(result.run_dir, device=device, reporter=reporter)
         return Path(result.run_dir)
     except AnomalensError as exc:
-        assets.problems.append(f"video model: {exc}")
+        assets.problems.append(f"{kind} model: {exc}")
         return None
 
