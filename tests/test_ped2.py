@@ -22,7 +22,7 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def test_stfeatures_ranks_anomalous_ped2_frames_first(ped2_root):
     category = discover_video_category(ped2_root, "ucsd_ped2")
-    detector = create_detector("stfeatures", memory_size=128, frame_step=2)
+    detector = create_detector("stfeatures", appearance_memory=1024, motion_memory=128)
     prep = detector.preprocessing
     train = [ref.open(prep).segment(0, 60) for ref in category.train[:4]]
     validation = [category.train[15].open(prep).segment(0, 60)]

@@ -10,15 +10,12 @@ from anomalens.data.preprocessing import Preprocessing
 from anomalens.data.synthetic_video import ANOMALY_TYPES, synthetic_clip
 from anomalens.errors import DataError
 from anomalens.models.base import create_detector, load_detector
-from anomalens.models.video_features import (
-    batched_greedy_coreset,
-    gaussian_smooth_1d,
-    lucas_kanade_cells,
-    PositionalMemory,
-)
+from anomalens.models.motion import FlowStream, orientation_histograms
+from anomalens.models.sampler import Reservoir
+from anomalens.models.video_features import PositionalMemory, batched_greedy_coreset, gaussian_smooth_1d
 
 SIZE = (96, 128)
-SETTINGS = dict(image_size=SIZE, memory_size=64, batch_size=16)
+SETTINGS = dict(image_size=SIZE, appearance_memory=512, motion_memory=64, batch_size=4)
 
 
 def clip(seed: int, n_frames: int = 40, anomaly: str | None = None) -> tuple[list[torch.Tensor], np.ndarray]:
@@ -94,14 +91,42 @@ def test_frames_of_the_wrong_size_are_refused(fitted):
         fitted.predict_clip([torch.zeros(3, 64, 64, dtype=torch.uint8)])
 
 
-def test_lucas_kanade_recovers_a_known_shift():
-    y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
-    pattern = lambda dx, dy: (torch.sin((x - dx) / 3.0) + torch.cos((y - dy) / 4.0))[None, None]  # noqa: E731
-    motion = lucas_kanade_cells(pattern(0, 0), pattern(0.5, -0.25), grid=(4, 4), ridge=1e-6)
-    assert torch.allclose(motion[0, 0], torch.full((4, 4), 0.5), atol=0.08)
-    assert torch.allclose(motion[0, 1], torch.full((4, 4), -0.25), atol=0.08)
-    still = lucas_kanade_cells(pattern(0, 0), pattern(0, 0), grid=(4, 4))
-    assert still.abs().max() < 1e-6
+def test_flow_recovers_a_known_shift():
+    y, x = np.mgrid[0:64, 0:96].astype(np.float32)
+    pattern = lambda dx, dy: (127 + 60 * np.sin((x - dx) / 3.0) + 60 * np.cos((y - dy) / 4.0)).astype(np.uint8)  # noqa: E731
+    stream = FlowStream("medium")
+    assert stream.push(pattern(0, 0)) is None
+    flow = stream.push(pattern(2, -1))
+    assert flow.shape == (2, 64, 96)
+    centre = flow[:, 16:48, 24:72]
+    assert abs(float(np.median(centre[0])) - 2.0) < 0.25 and abs(float(np.median(centre[1])) + 1.0) < 0.25
+
+
+def test_orientation_histogram_puts_speed_in_the_right_bin():
+    flow = torch.zeros(1, 2, 48, 48)
+    flow[0, 0, 8:24, 8:24] = 3.0  # a square moving right at 3 px/frame
+    histograms = orientation_histograms(flow, bins=8, cell=8)
+    assert histograms.shape == (1, 8, 6, 6)
+    # angle 0 falls at the start of bin 4 (bins cover -pi..pi); the square fills cell (1, 1)'s 16x16 window
+    # by three quarters
+    assert torch.isclose(histograms[0, 4, 1, 1], torch.tensor(3.0 * 144 / 256))
+    assert histograms[0, :4].abs().max() == 0 and histograms[0, 5:].abs().max() == 0
+    assert histograms[0, 4, 5, 5] == 0  # far from the square: no motion
+
+
+def test_reservoir_keeps_a_uniform_bounded_sample():
+    reservoir = Reservoir(capacity=500, seed=0)
+    for start in range(0, 10_000, 256):
+        reservoir.add(torch.arange(start, min(start + 256, 10_000), dtype=torch.float32)[:, None])
+    sample = reservoir.sample[:, 0]
+    assert sample.shape == (500,) and len(set(sample.tolist())) == 500  # no row twice
+    # uniform over the stream: each tenth of it holds about a tenth of the sample
+    counts = torch.histc(sample, bins=10, min=0, max=10_000)
+    assert counts.min() > 25 and counts.max() < 75
+    again = Reservoir(capacity=500, seed=0)
+    for start in range(0, 10_000, 256):
+        again.add(torch.arange(start, min(start + 256, 10_000), dtype=torch.float32)[:, None])
+    assert torch.equal(again.sample, reservoir.sample)
 
 
 def test_coreset_keeps_outliers_and_memory_finds_them():

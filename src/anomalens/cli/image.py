@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from anomalens.cli.video import add_stfeatures_flags
 from anomalens.cli.common import (
     add_common_flags,
     cli_reporter,
@@ -24,7 +25,8 @@ IMAGE_MODELS = ("patchcore", "padim", "autoencoder")
 MODEL_FLAGS = ("batch_size", "target_fpr", "epochs", "lr", "latent_dim", "loss", "ssim_weight", "num_workers",
                "normal_reference", "backbone", "coreset_ratio", "tile")
 # video-model flags the benchmark also takes (it runs video datasets too)
-VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "lstm_hidden_dim", "lstm_layers")
+VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "lstm_hidden_dim", "lstm_layers", "appearance_memory", "motion_memory",
+                     "flow_preset", "frame_step", "temporal_sigma")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -80,6 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     video.add_argument("--stride", type=int, default=None, help="convlstm: frames between window starts (default: 4)")
     video.add_argument("--lstm-hidden-dim", type=int, default=None, help="convlstm: hidden channels (default: 128)")
     video.add_argument("--lstm-layers", type=int, default=None, help="convlstm: ConvLSTM layers (default: 2)")
+    add_stfeatures_flags(bench)
     bench.add_argument("--output", type=Path, default=None, help="JSON file to write (default: RUN_DIR/benchmark.json)")
     bench.set_defaults(handler=_benchmark)
 

@@ -21,7 +21,20 @@ from anomalens.cli.common import (
 VIDEO_MODELS = ("stfeatures", "convlstm")
 # flag dest -> the model config field it sets (the same name, by design)
 MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", "latent_dim", "lstm_hidden_dim", "lstm_layers",
-               "target_fpr")
+               "target_fpr", "appearance_memory", "motion_memory", "flow_preset", "frame_step", "temporal_sigma")
+
+
+def add_stfeatures_flags(parser: argparse.ArgumentParser) -> None:
+    """The settings of the default video model a user may want to change (see models/video_features.py)."""
+    group = parser.add_argument_group("stfeatures (the default video model)")
+    group.add_argument("--appearance-memory", type=int, default=None,
+                       help="entries of the appearance memory; fewer = faster scoring (default: 4096)")
+    group.add_argument("--motion-memory", type=int, default=None, help="normal motions kept per cell (default: 256)")
+    group.add_argument("--flow-preset", choices=("ultrafast", "fast", "medium"), default=None,
+                       help="optical-flow quality against speed (default: medium)")
+    group.add_argument("--frame-step", type=int, default=None, help="learn from every n-th training frame (default: 2)")
+    group.add_argument("--temporal-sigma", type=float, default=None,
+                       help="Gaussian smoothing of frame scores, in frames; 0 = none (default: 2)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--results-dir", type=Path, default=Path("results"), help="where runs go (default: results)")
     train.add_argument("--run-name", default=None, help="run folder name (default: video_<category>_<timestamp>)")
     train.add_argument("--image-size", type=int, nargs="+", metavar=("H", "W"), default=None,
-                       help="resize frames to H x W (one number: square; default: the model's, 160x240 for "
+                       help="resize frames to H x W (one number: square; default: the model's, 240x360 for "
                             "stfeatures, 256 for convlstm)")
     train.add_argument("--validation-fraction", type=float, default=0.1,
                        help="share of the normal training clips held out for model selection and the threshold; with "
@@ -59,6 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lstm.add_argument("--latent-dim", type=int, default=None, help="encoder output channels (default: 128)")
     lstm.add_argument("--lstm-hidden-dim", type=int, default=None, help="ConvLSTM hidden channels (default: 128)")
     lstm.add_argument("--lstm-layers", type=int, default=None, help="ConvLSTM layers (default: 2)")
+    add_stfeatures_flags(train)
     add_common_flags(train)
     train.set_defaults(handler=_train)
 

@@ -51,7 +51,18 @@ class DemoAssets:
 
 
 def _model_ready(run_dir: Path) -> bool:
-    return (run_dir / "model" / "config.json").is_file() and (run_dir / "model" / "weights.safetensors").is_file()
+    """A demo model that this version can load (one saved by an older version with other settings is rebuilt)."""
+    from anomalens.errors import AnomalensError
+    from anomalens.models.base import detector_class, read_model_config
+
+    if not (run_dir / "model" / "weights.safetensors").is_file():
+        return False
+    try:
+        meta = read_model_config(run_dir / "model")
+        detector_class(meta["model"]).config_class.from_dict(meta["config"])
+    except (AnomalensError, TypeError, ValueError, KeyError):
+        return False
+    return True
 
 
 def _image_examples(category_dir: Path) -> list[Path]:
