@@ -52,6 +52,20 @@ def test_later_runs_reuse_data_and_models(prepared, monkeypatch):
     assert weights.stat().st_mtime_ns == before
 
 
+def test_a_model_from_an_older_version_is_rebuilt_not_loaded(prepared, tmp_path):
+    root, assets = prepared
+    assert demo._model_ready(assets.image_run)
+    stale = tmp_path / "stale"
+    (stale / "model").mkdir(parents=True)
+    config = json.loads((assets.image_run / "model" / "config.json").read_text())
+    config["config"]["memory_size"] = 256  # a setting this version does not have
+    (stale / "model" / "config.json").write_text(json.dumps(config))
+    (stale / "model" / "weights.safetensors").write_bytes((assets.image_run / "model" / "weights.safetensors").read_bytes())
+    assert not demo._model_ready(stale)
+    (stale / "model" / "config.json").write_text("{not json")
+    assert not demo._model_ready(stale)
+
+
 def test_demo_command_starts_the_ui_with_models_and_examples(prepared, monkeypatch, capsys):
     root, assets = prepared
     calls = []

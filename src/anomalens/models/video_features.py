@@ -175,6 +175,7 @@ class SpatioTemporalFeatures(VideoDetector):
     """Whole-frame appearance memory and per-position motion memory, standardised on held-out normal clips."""
 
     name = "stfeatures"
+    view_label = "Motion (flow)"  # the middle panel of the side-by-side video: colour = direction, strength = speed
     config_class = SpatioTemporalConfig
     config: SpatioTemporalConfig
 
