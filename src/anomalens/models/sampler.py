@@ -23,8 +23,7 @@ import torch
 from anomalens.progress import SILENT, Reporter
 
 DEFAULT_CHUNK_SIZE = 16384
-SEARCH_BUDGET = 1 << 22  # distance-matrix elements per step of the nearest-neighbour search (16 MB; smaller
-# blocks stay nearer the CPU caches: measured 30% faster than 32 MB)
+SEARCH_BUDGET = 1 << 23  # distance-matrix elements per step of the nearest-neighbour search (32 MB)
 
 
 def coreset_size(n_points: int, n_keep: int | None = None, ratio: float | None = None) -> int:
