@@ -154,6 +154,11 @@ class Reservoir:
         self.seen += len(rows)
 
     @property
+    def size(self) -> int:
+        """How many rows the sample holds."""
+        return min(self.seen, self.capacity)
+
+    @property
     def sample(self) -> torch.Tensor:
         """The rows kept so far ``(min(seen, capacity), C)``."""
         if self.rows is None:
