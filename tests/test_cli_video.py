@@ -65,6 +65,22 @@ def test_flag_of_another_model_is_refused(data_dir, tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
+def test_stfeatures_flags_reach_its_config(data_dir, tmp_path):
+    results = tmp_path / "results"
+    assert main(["train-video", "--data-dir", str(data_dir), "--category", CATEGORY, "--results-dir", str(results),
+                 "--image-size", "48", "64", "--appearance-memory", "64", "--motion-memory", "16", "--flow-preset", "fast",
+                 "--frame-step", "3", "--temporal-sigma", "0", "--device", "cpu"]) == 0
+    config = json.loads((next(results.iterdir()) / "run.json").read_text())["config"]
+    assert (config["appearance_memory"], config["motion_memory"], config["flow_preset"]) == (64, 16, "fast")
+    assert (config["frame_step"], config["temporal_sigma"]) == (3, 0.0)
+
+
+def test_stfeatures_flag_is_refused_for_convlstm(data_dir, tmp_path, capsys):
+    code = main(["train-video", "--data-dir", str(data_dir), "--category", CATEGORY, "--results-dir", str(tmp_path),
+                 "--model", "convlstm", "--flow-preset", "fast"])
+    assert code == 2 and "--flow-preset does not apply to model convlstm" in capsys.readouterr().err
+
+
 def test_bad_inputs_exit_2_naming_the_file(data_dir, tmp_path, capsys):
     assert main(["train-video", "--data-dir", str(tmp_path / "nowhere"), "--category", CATEGORY]) == 2
     assert "nowhere" in capsys.readouterr().err

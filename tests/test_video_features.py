@@ -86,6 +86,18 @@ def test_same_seed_same_model():
     np.testing.assert_array_equal(a.predict_clip(frames).scores, b.predict_clip(frames).scores)
 
 
+def test_cues_are_standardised_on_cross_fitted_frames_or_on_validation(fitted):
+    # four training clips: two folds, each scored by the other's memories, so that normal frames average near 0
+    # after standardisation (mean of each cue subtracted) and the spread is positive
+    assert fitted.standardisation_.shape == (4,) and (fitted.standardisation_[[1, 3]] > 0).all()
+    frames, _ = clip(500, n_frames=40)
+    assert abs(float(np.mean(fitted.predict_clip(frames).scores))) < 2.0
+    # one short training clip cannot make two folds: the validation clip standardises instead
+    single = create_detector("stfeatures", **SETTINGS).fit_clips([clip(0, 24)[0]], [clip(1, 24)[0]])
+    assert torch.isfinite(single.standardisation_).all() and (single.standardisation_[[1, 3]] > 0).all()
+    assert np.isfinite(single.predict_clip(frames).scores).all()
+
+
 def test_frames_of_the_wrong_size_are_refused(fitted):
     with pytest.raises(DataError, match="expected the model's 128x96"):
         fitted.predict_clip([torch.zeros(3, 64, 64, dtype=torch.uint8)])

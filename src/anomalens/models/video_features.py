@@ -177,7 +177,7 @@ def _local_average(maps: torch.Tensor) -> torch.Tensor:
 
 
 class SpatioTemporalFeatures(VideoDetector):
-    """Whole-frame appearance memory and per-position motion memory, standardised on held-out normal clips."""
+    """Whole-frame appearance memory and per-position motion memory, standardised on cross-fitted normal frames."""
 
     name = "stfeatures"
     view_label = "Motion (flow)"  # the middle panel of the side-by-side video: colour = direction, strength = speed
