@@ -158,3 +158,19 @@ def test_gaussian_smoothing_keeps_length_and_constants():
     values = np.full(7, 3.0)
     np.testing.assert_allclose(gaussian_smooth_1d(values, 2.0), values, rtol=1e-6)
     assert gaussian_smooth_1d(np.arange(5.0), 3.0).shape == (5,)
+
+
+def test_frame_buffer_spills_to_disk_beyond_its_memory_limit():
+    from anomalens.models.video_base import FrameBuffer
+
+    small = FrameBuffer(memory_limit=1 << 20)
+    small.append(np.zeros((2, 3, 8, 8), np.uint8))
+    assert not isinstance(small.array(), np.memmap) and small.array().shape == (2, 3, 8, 8)
+    buffer = FrameBuffer((3, 8, 8), memory_limit=1000)  # 192 bytes per frame: spills at the sixth frame
+    for i in range(10):
+        buffer.append(np.full((2, 3, 8, 8), i, np.uint8))
+    frames = buffer.array()
+    assert isinstance(frames, np.memmap) and frames.shape == (20, 3, 8, 8)
+    np.testing.assert_array_equal(frames[:, 0, 0, 0], np.repeat(np.arange(10), 2))
+    with pytest.raises(ValueError, match="expected"):
+        buffer.append(np.zeros((1, 3, 4, 4), np.uint8))

@@ -26,7 +26,7 @@ from torch import nn
 from anomalens.data.preprocessing import to_float
 from anomalens.errors import Cancelled, ConfigError
 from anomalens.models.base import DetectorConfig
-from anomalens.models.video_base import Clip, ClipPrediction, VideoDetector, clip_name
+from anomalens.models.video_base import Clip, ClipPrediction, FrameBuffer, VideoDetector, clip_name
 from anomalens.progress import Reporter
 from anomalens.runtime import seed_everything
 
@@ -209,7 +209,8 @@ class ConvLSTMDetector(VideoDetector):
     def _predict_clip(self, clip: Clip, reporter: Reporter) -> ClipPrediction:
         self.net.eval()
         length, stride = self.config.sequence_length, self.config.stride
-        scores, maps, views = [], [], []
+        scores: list[float] = []
+        maps, views = FrameBuffer(dtype=np.float16), FrameBuffer(dtype=np.uint8)  # bounded memory on long videos
         # Stream: keep the last `length` frames; a window runs when it starts on the stride grid.
         # Per-frame error sums are finished once no later window can cover the frame.
         buffer: deque[torch.Tensor] = deque(maxlen=length)
@@ -235,8 +236,8 @@ class ConvLSTMDetector(VideoDetector):
         self._flush(pending, total, scores, maps, views)
         return ClipPrediction(
             scores=np.asarray(scores, dtype=np.float32),
-            maps=np.stack(maps).astype(np.float16),
-            views=np.stack(views),
+            maps=maps.array(),
+            views=views.array(),
         )
 
     def _run_window(self, frames: list[torch.Tensor], start: int, pending: dict[int, list], done: int) -> None:
@@ -250,15 +251,15 @@ class ConvLSTMDetector(VideoDetector):
             entry[1] = entry[1] + recon[offset].cpu()
             entry[2] += 1
 
-    def _flush(self, pending: dict[int, list], before: int, scores: list, maps: list, views: list) -> None:
+    def _flush(self, pending: dict[int, list], before: int, scores: list, maps: FrameBuffer, views: FrameBuffer) -> None:
         for index in sorted(i for i in pending if i < before):
             error_sum, recon_sum, count = pending.pop(index)
             error_map = error_sum / count
             # score = max of the locally smoothed map, so that small anomalies count as much as large ones
             smooth = F.avg_pool2d(error_map[None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]
             scores.append(float(smooth.max()))
-            maps.append(smooth.numpy())
-            views.append((recon_sum / count).mul(255).round().clamp(0, 255).to(torch.uint8).numpy())
+            maps.append(smooth.numpy()[None])
+            views.append((recon_sum / count).mul(255).round().clamp(0, 255).to(torch.uint8).numpy()[None])
 
     # ---- persistence ----------------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:

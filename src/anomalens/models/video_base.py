@@ -12,6 +12,7 @@ A clip is anything that yields preprocessed frames, ``uint8`` tensors ``(3, H, W
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -35,6 +36,50 @@ class ClipPrediction(Prediction):
     ``(T, h, w)`` float16 at the model's map resolution (upsample to draw them), on the score's scale;
     ``views``: what the model saw or rebuilt per frame, ``uint8`` ``(T, 3, h, w)``, or None.
     """
+
+
+class FrameBuffer:
+    """Collects per-frame arrays (views, maps) of a clip of unknown length with bounded memory.
+
+    Up to ``memory_limit`` bytes stay in RAM; beyond that everything goes to an anonymous temporary file that
+    :meth:`array` maps read-only, so an hour of video costs disk, not RAM. The file disappears with the array.
+    """
+
+    def __init__(
+        self, frame_shape: tuple[int, ...] | None = None, dtype: np.dtype | type = np.uint8, memory_limit: int = 256 << 20
+    ) -> None:
+        # frame_shape None: taken from the first batch
+        self.frame_shape = None if frame_shape is None else tuple(frame_shape)
+        self.dtype, self.memory_limit = np.dtype(dtype), memory_limit
+        self.parts: list[np.ndarray] = []
+        self.count = self.bytes = 0
+        self.file = None
+
+    def append(self, frames: np.ndarray) -> None:
+        """Add a batch ``(B, *frame_shape)``."""
+        frames = np.ascontiguousarray(frames, dtype=self.dtype)
+        if self.frame_shape is None:
+            self.frame_shape = tuple(frames.shape[1:])
+        if frames.shape[1:] != self.frame_shape:
+            raise ValueError(f"frames of shape {frames.shape[1:]}, expected {self.frame_shape}")
+        self.count += len(frames)
+        if self.file is None and self.bytes + frames.nbytes > self.memory_limit:
+            self.file = tempfile.TemporaryFile(prefix="anomalens-")
+            for part in self.parts:
+                self.file.write(part.tobytes())
+            self.parts = []
+        if self.file is not None:
+            self.file.write(frames.tobytes())
+        else:
+            self.parts.append(frames)
+            self.bytes += frames.nbytes
+
+    def array(self) -> np.ndarray:
+        """All frames ``(T, *frame_shape)``: in memory, or memory-mapped from the spill file."""
+        if self.file is None:
+            return np.concatenate(self.parts) if self.parts else np.zeros((0, *(self.frame_shape or ())), self.dtype)
+        self.file.flush()
+        return np.memmap(self.file, dtype=self.dtype, mode="r", shape=(self.count, *(self.frame_shape or ())))
 
 
 def clip_name(clip: Clip) -> str:

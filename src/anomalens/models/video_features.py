@@ -43,7 +43,7 @@ from anomalens.models.base import DetectorConfig
 from anomalens.models.features import PatchFeatureExtractor
 from anomalens.models.motion import FLOW_PRESETS, FlowStream, flow_view, grey_frames, orientation_histograms
 from anomalens.models.sampler import Reservoir, greedy_coreset, nearest_neighbour_distances
-from anomalens.models.video_base import Clip, ClipPrediction, VideoDetector, clip_name
+from anomalens.models.video_base import Clip, ClipPrediction, FrameBuffer, VideoDetector, clip_name
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import seed_everything
 
@@ -164,12 +164,13 @@ FOLD_BLOCK = 256  # training frames are dealt to the two folds in blocks of this
 
 
 @dataclass
-class CueMaps:
-    """Raw per-frame cell distances of a clip: appearance ``(T, h, w)``, motion ``(T, hm, wm)``, views."""
+class _ClipScores:
+    """Per-frame cue scores ``(T,)`` of a clip and, when asked for, standardised maps and views."""
 
     appearance: torch.Tensor
     motion: torch.Tensor
-    views: np.ndarray
+    maps: np.ndarray | None
+    views: np.ndarray | None
 
 
 def _local_average(maps: torch.Tensor) -> torch.Tensor:
@@ -283,8 +284,8 @@ class SpatioTemporalFeatures(VideoDetector):
             held_out = list(validation) or train
             if not validation:
                 reporter.log("warning: no validation clips; the cues are standardised on training clips")
-            scores = [self._cue_frame_scores(self._cue_maps(clip, reporter)) for clip in held_out]
-            appearance, motion = torch.cat([a for a, _ in scores]), torch.cat([m for _, m in scores])
+            scores = [self._score_stream(clip, reporter) for clip in held_out]
+            appearance, motion = torch.cat([r.appearance for r in scores]), torch.cat([r.motion for r in scores])
         self.standardisation_ = torch.stack([appearance.mean(), _spread(appearance), motion.mean(), _spread(motion)]).float()
 
     def _memories(self, data: "_NormalData", reporter: Reporter) -> tuple[torch.Tensor, "PositionalMemory"]:
@@ -333,39 +334,46 @@ class SpatioTemporalFeatures(VideoDetector):
         return distances, motion_memory.distances(motion)
 
     @torch.no_grad()
-    def _cue_maps(self, clip: Clip, reporter: Reporter, views: bool = False) -> CueMaps:
+    def _score_stream(self, clip: Clip, reporter: Reporter, outputs: bool = False) -> "_ClipScores":
+        """Each cue's frame scores; with ``outputs``, also the standardised maps and the motion views, collected
+        with bounded memory (an hour of video spills to a temporary file instead of filling RAM)."""
         assert self.appearance_bank_ is not None and self.motion_memory_ is not None
-        appearance, motion, shown = [], [], []
-        for features, motion_features, view in self._stream(clip, reporter, views):
+        appearance, motion = [], []
+        maps = FrameBuffer(self.grid, np.float16) if outputs else None
+        views = FrameBuffer((3, *self.view_size)) if outputs else None
+        for features, motion_features, view in self._stream(clip, reporter, views=outputs):
             a, m = self._distance_maps(features, motion_features, self.appearance_bank_, self.motion_memory_)
-            appearance.append(a)
-            motion.append(m)
-            if view is not None:
-                shown.append(view)
-        return CueMaps(
-            _local_average(torch.cat(appearance)),
-            _local_average(torch.cat(motion)),
-            np.concatenate(shown) if shown else np.zeros((0, 3, *self.view_size), np.uint8),
+            a, m = _local_average(a), _local_average(m)
+            appearance.append(a.flatten(1).amax(dim=1))
+            motion.append(m.flatten(1).amax(dim=1))
+            if maps is not None and views is not None:
+                maps.append(self._standardised_map(a, m).numpy())
+                views.append(view)
+        return _ClipScores(
+            torch.cat(appearance),
+            torch.cat(motion),
+            None if maps is None else maps.array(),
+            None if views is None else views.array(),
         )
 
-    @staticmethod
-    def _cue_frame_scores(maps: CueMaps) -> tuple[torch.Tensor, torch.Tensor]:
-        return maps.appearance.flatten(1).amax(dim=1), maps.motion.flatten(1).amax(dim=1)
+    def _standardised_map(self, appearance: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+        """Per-cell sum of the two standardised cue maps, on the appearance grid."""
+        assert self.standardisation_ is not None
+        a_mean, a_std, m_mean, m_std = self.standardisation_.tolist()
+        motion_on_grid = F.interpolate(motion[:, None], size=self.grid, mode="bilinear", align_corners=False)[:, 0]
+        return (appearance - a_mean) / a_std + (motion_on_grid - m_mean) / m_std
 
     @torch.no_grad()
     def _predict_clip(self, clip: Clip, reporter: Reporter) -> ClipPrediction:
         if self.appearance_bank_ is None or self.standardisation_ is None:
             raise RuntimeError("stfeatures is not fitted: call fit_clips() first")
-        maps = self._cue_maps(clip, reporter, views=True)
+        result = self._score_stream(clip, reporter, outputs=True)
         a_mean, a_std, m_mean, m_std = self.standardisation_.tolist()
-        appearance_scores, motion_scores = self._cue_frame_scores(maps)
-        frame_scores = (appearance_scores - a_mean) / a_std + (motion_scores - m_mean) / m_std
-        motion_on_grid = F.interpolate(maps.motion[:, None], size=self.grid, mode="bilinear", align_corners=False)[:, 0]
-        combined = (maps.appearance - a_mean) / a_std + (motion_on_grid - m_mean) / m_std
+        frame_scores = (result.appearance - a_mean) / a_std + (result.motion - m_mean) / m_std
         return ClipPrediction(
             scores=gaussian_smooth_1d(frame_scores.numpy(), self.config.temporal_sigma),
-            maps=combined.numpy().astype(np.float16),
-            views=maps.views,
+            maps=result.maps,
+            views=result.views,
         )
 
     # ---- persistence ----------------------------------------------------------------------------
