@@ -282,8 +282,8 @@ class SpatioTemporalFeatures(VideoDetector):
         else:
             # too little training video for two folds: held-out clips (or, failing those, the training clips)
             held_out = list(validation) or train
-            if not validation:
-                reporter.log("warning: no validation clips; the cues are standardised on training clips")
+            reporter.log("too little training video for two folds: the cues are standardised on "
+                         + ("the held-out clips" if validation else "the training clips (warning: their scores run low)"))
             scores = [self._score_stream(clip, reporter) for clip in held_out]
             appearance, motion = torch.cat([r.appearance for r in scores]), torch.cat([r.motion for r in scores])
         self.standardisation_ = torch.stack([appearance.mean(), _spread(appearance), motion.mean(), _spread(motion)]).float()
