@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -73,6 +74,20 @@ def test_stfeatures_flags_reach_its_config(data_dir, tmp_path):
     config = json.loads((next(results.iterdir()) / "run.json").read_text())["config"]
     assert (config["appearance_memory"], config["motion_memory"], config["flow_preset"]) == (64, 16, "fast")
     assert (config["frame_step"], config["temporal_sigma"]) == (3, 0.0)
+    # its analysis says which cue (appearance or motion) makes each frame's score
+    out = tmp_path / "analysis"
+    video = data_dir / CATEGORY / "test" / "stop" / "test_001.mp4"
+    assert main(["analyze-video", "--checkpoint", str(next(results.iterdir())), "--video", str(video), "--output-dir",
+                 str(out), "--device", "cpu"]) == 0
+    rows = list(csv.DictReader(open(out / "scores.csv", encoding="utf-8")))
+    assert list(rows[0])[-2:] == ["appearance_score", "motion_score"] and len(rows) == 16
+    for row in rows:
+        assert float(row["appearance_score"]) + float(row["motion_score"]) == pytest.approx(float(row["score"]), abs=1e-4)
+    events = json.loads((out / "events.json").read_text())["events"]
+    assert events  # the conveyor stops: reported as an interval
+    for event in events:
+        assert set(event["peak_cues"]) == {"appearance", "motion"}
+        assert event["main_cue"] == max(event["peak_cues"], key=event["peak_cues"].get)
 
 
 def test_stfeatures_flag_is_refused_for_convlstm(data_dir, tmp_path, capsys):

@@ -63,6 +63,8 @@ def test_outputs_have_one_entry_per_frame(fitted):
     assert result.maps.shape == (23, SIZE[0] // 8, SIZE[1] // 8) and result.maps.dtype == np.float16
     assert result.views.shape == (23, 3, SIZE[0] // 2, SIZE[1] // 2) and result.views.dtype == np.uint8
     assert np.isfinite(result.scores).all()
+    assert set(result.cues) == {"appearance", "motion"}
+    np.testing.assert_allclose(result.cues["appearance"] + result.cues["motion"], result.scores, atol=1e-5)
 
 
 def test_single_frame_clip_is_scored(fitted):

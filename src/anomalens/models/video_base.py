@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from abc import abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -34,8 +34,12 @@ class ClipPrediction(Prediction):
 
     ``scores``: raw frame scores ``(T,)`` (after any temporal smoothing); ``maps``: raw anomaly maps
     ``(T, h, w)`` float16 at the model's map resolution (upsample to draw them), on the score's scale;
-    ``views``: what the model saw or rebuilt per frame, ``uint8`` ``(T, 3, h, w)``, or None.
+    ``views``: what the model saw or rebuilt per frame, ``uint8`` ``(T, 3, h, w)``, or None;
+    ``cues``: for models that add several cues, each cue's per-frame share of the score ``(T,)`` (the shares
+    add up to ``scores``), so that a user sees *why* a moment was flagged; empty otherwise.
     """
+
+    cues: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class FrameBuffer:

@@ -369,11 +369,14 @@ class SpatioTemporalFeatures(VideoDetector):
             raise RuntimeError("stfeatures is not fitted: call fit_clips() first")
         result = self._score_stream(clip, reporter, outputs=True)
         a_mean, a_std, m_mean, m_std = self.standardisation_.tolist()
-        frame_scores = (result.appearance - a_mean) / a_std + (result.motion - m_mean) / m_std
+        sigma = self.config.temporal_sigma
+        # smoothing is linear, so the smoothed shares of the two cues still add up to the smoothed score
+        cues = {
+            "appearance": gaussian_smooth_1d(((result.appearance - a_mean) / a_std).numpy(), sigma),
+            "motion": gaussian_smooth_1d(((result.motion - m_mean) / m_std).numpy(), sigma),
+        }
         return ClipPrediction(
-            scores=gaussian_smooth_1d(frame_scores.numpy(), self.config.temporal_sigma),
-            maps=result.maps,
-            views=result.views,
+            scores=cues["appearance"] + cues["motion"], maps=result.maps, views=result.views, cues=cues
         )
 
     # ---- persistence ----------------------------------------------------------------------------

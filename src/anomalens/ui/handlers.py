@@ -305,7 +305,8 @@ class VideoView:
     summary: str
 
 
-EVENT_HEADERS = ["#", "start (s)", "end (s)", "start frame", "end frame", "duration (s)", "peak (normalised)", "peak frame"]
+EVENT_HEADERS = ["#", "start (s)", "end (s)", "start frame", "end frame", "duration (s)", "peak (normalised)", "peak frame",
+                 "main cue"]
 
 
 def _get(entry: Any, *names: str, default: Any = None) -> Any:
@@ -347,6 +348,7 @@ def analyze_video_file(
             _num(_get(event, "duration"), 2),
             _num(_get(event, "peak_normalized_score", "peak_score"), 3),
             _get(event, "peak_frame"),
+            _get(event, "main_cue", default=""),  # appearance or motion, for models that add cues
         ])
     frames = len(analysis.scores)
     flagged = int(np.sum(analysis.anomalous)) if analysis.anomalous is not None else 0

@@ -467,6 +467,11 @@ def analyze_video(
     normalized = cal.normalize(scores)
     anomalous = cal.is_anomalous(scores)
     events = detect_events(scores, cal.threshold, clip.fps, merge_gap=_merge_gap(clip.fps), normalized_scores=normalized)
+    cues = {name: np.asarray(values, dtype=np.float64) for name, values in getattr(prediction, "cues", {}).items()}
+    for event in events:  # which cue made the peak: e.g. {"appearance": 0.4, "motion": 7.9} for a speeding bike
+        event["peak_cues"] = {name: round(float(values[event["peak_frame"]]), 4) for name, values in cues.items()}
+        if cues:
+            event["main_cue"] = max(event["peak_cues"], key=event["peak_cues"].get)
     reporter.log(
         f"{clip.name}: {scores.size} frames scored in {seconds:.1f} s ({scores.size / max(seconds, 1e-9):.1f} frames/s); "
         f"{int(anomalous.sum())} above the threshold, {len(events)} interval(s)"
@@ -480,7 +485,7 @@ def analyze_video(
             clip.fps, view_label=view_label, reporter=reporter,
         )
         plot_timeline(scores, cal.threshold, clip.fps, tmp / "timeline.png", events=events, title=f"{clip.name}: anomaly score per frame")
-        write_text_atomic(tmp / "scores.csv", _scores_csv(scores, normalized, anomalous, clip.fps))
+        write_text_atomic(tmp / "scores.csv", _scores_csv(scores, normalized, anomalous, clip.fps, cues))
         write_json_atomic(
             tmp / "events.json",
             {
@@ -508,12 +513,16 @@ def analyze_video(
     )
 
 
-def _scores_csv(scores: np.ndarray, normalized: np.ndarray, anomalous: np.ndarray, fps: float) -> str:
+def _scores_csv(
+    scores: np.ndarray, normalized: np.ndarray, anomalous: np.ndarray, fps: float, cues: dict[str, np.ndarray]
+) -> str:
+    """One row per frame; a column per cue (``<cue>_score``) for models that add several cues."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["frame", "time", "score", "normalized_score", "anomalous"])
+    writer.writerow(["frame", "time", "score", "normalized_score", "anomalous", *(f"{name}_score" for name in cues)])
     for t, score in enumerate(scores):
-        writer.writerow([t, f"{t / fps:.4f}", f"{score:.6g}", f"{normalized[t]:.4f}", int(anomalous[t])])
+        shares = [f"{values[t]:.6g}" for values in cues.values()]
+        writer.writerow([t, f"{t / fps:.4f}", f"{score:.6g}", f"{normalized[t]:.4f}", int(anomalous[t]), *shares])
     return buffer.getvalue()
 
 
