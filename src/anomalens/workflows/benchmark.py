@@ -78,7 +78,6 @@ def run_benchmark(
     evaluation = evaluate_image_model(trained.run_dir, device=device, reporter=reporter)
     metrics = evaluation.metrics
     detector = trained.detector
-    epochs_run = sum(1 for record in detector.history_ if "epoch" in record)
     run = json.loads((trained.run_dir / "run.json").read_text(encoding="utf-8"))
     result: dict[str, Any] = {
         "model": model,
@@ -90,18 +89,32 @@ def run_benchmark(
         "fit_seconds": run.get("fit_seconds"),
         "images_per_second": metrics["timing"]["images_per_second"],
         "peak_rss_mb": peak_rss_mb(),
-        "epochs": epochs_run if epochs_run else 1,  # single-pass models (PatchCore, PaDiM) read the data once
+        "epochs": epochs_run(detector),
         "best_epoch": getattr(detector, "best_epoch_", None),
         "interrupted": trained.interrupted,
         "per_defect_type": metrics.get("per_defect_type"),
         "counts": metrics.get("counts"),
         "train_images": run.get("train_count"),
         "validation_images": len(run.get("validation_files", [])),
+        **provenance(run, trained, evaluation, seed),
+    }
+    write_json_atomic(Path(output) if output is not None else trained.run_dir / "benchmark.json", result)
+    return result
+
+
+def epochs_run(detector: Any) -> int:
+    """Training epochs the detector ran; 1 for single-pass models (PatchCore, PaDiM, stfeatures read the data once)."""
+    return sum(1 for record in detector.history_ if "epoch" in record) or 1
+
+
+def provenance(run: dict[str, Any], trained: Any, evaluation: Any, seed: int) -> dict[str, Any]:
+    """The fields every benchmark record ends with: the run's settings, and on what and where it ran."""
+    return {
         "image_size": run.get("image_size"),
         "settings": run.get("settings"),
         "config": run.get("config"),
         "seed": seed,
-        "device": str(detector.device),
+        "device": str(trained.detector.device),
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
@@ -109,8 +122,6 @@ def run_benchmark(
         "run_dir": str(trained.run_dir),
         "evaluation_dir": str(evaluation.output_dir),
     }
-    write_json_atomic(Path(output) if output is not None else trained.run_dir / "benchmark.json", result)
-    return result
 
 
 def format_benchmark_table(result: dict[str, Any]) -> str:

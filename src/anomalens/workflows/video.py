@@ -547,19 +547,13 @@ def benchmark_video_model(
     **settings: Any,
 ) -> dict[str, Any]:
     """Train + evaluate + time a video model; writes and returns ``RUN_DIR/benchmark.json``'s content."""
-    import os
-    import platform
-
-    import torch
-
-    from anomalens.workflows.benchmark import peak_rss_mb
+    from anomalens.workflows.benchmark import epochs_run, peak_rss_mb, provenance
 
     model = model or DEFAULT_VIDEO_MODEL
     trained = train_video_model(data_dir, category, model, results_dir, device=device, seed=seed, reporter=reporter, **settings)
     evaluation = evaluate_video_model(trained.run_dir, device=device, reporter=reporter)
     metrics = evaluation.metrics
     run = json.loads((Path(trained.run_dir) / "run.json").read_text(encoding="utf-8"))
-    epochs_run = sum(1 for record in trained.detector.history_ if "epoch" in record)
     result: dict[str, Any] = {
         "model": model,
         "category": category,
@@ -572,24 +566,14 @@ def benchmark_video_model(
         "fit_seconds": run.get("fit_seconds"),
         "frames_per_second": metrics["timing"]["frames_per_second"],
         "peak_rss_mb": peak_rss_mb(),
-        "epochs": epochs_run if epochs_run else 1,
+        "epochs": epochs_run(trained.detector),
         "interrupted": trained.interrupted,
         "per_type": metrics.get("per_type"),
         "counts": metrics.get("counts"),
         "train_clips": len(run.get("train_clips", [])),
         "train_frames": run.get("train_frames"),
         "validation_clips": run.get("validation_clips"),
-        "image_size": run.get("image_size"),
-        "settings": run.get("settings"),
-        "config": run.get("config"),
-        "seed": seed,
-        "device": str(trained.detector.device),
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "torch_version": torch.__version__,
-        "run_dir": str(trained.run_dir),
-        "evaluation_dir": str(evaluation.output_dir),
+        **provenance(run, trained, evaluation, seed),
     }
     write_json_atomic(Path(trained.run_dir) / "benchmark.json", result)
     return result
