@@ -4,11 +4,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast browser clean
+# Debian packages the end-to-end tests use: Chromium (browser tests), mosquitto (a real MQTT broker) and
+# GStreamer's RTSP server (a real camera stream). `make test` installs them when it can (root + apt);
+# otherwise those tests skip with the reason. CI installs them strictly (.ci/run).
+SYSTEM_PACKAGES := chromium mosquitto gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi \
+	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+
+.PHONY: install demo test test-fast system-packages print-system-packages clean
 
 install: $(STAMP)
 
 # Re-install only when the dependency list changes, so a second `make test` starts at once.
+# dev pulls the optional extras too (OpenVINO, Ray), so that their tests run.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
@@ -17,15 +24,20 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/anomalens demo
 
-# Browser tests need Debian's Chromium; install it when we can (root + apt), else they skip with a reason.
-browser:
-	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		echo "installing Debian's chromium for the browser tests"; \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
-			|| echo "could not install chromium: the browser tests will be skipped"; \
+system-packages:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+			echo "installing Debian packages for the end-to-end tests:" $$missing; \
+			{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } \
+				|| echo "could not install them: the tests that need them will be skipped"; \
+		else echo "not root or no apt: tests needing" $$missing "will be skipped"; fi; \
 	fi
 
-test: install browser
+print-system-packages:
+	@echo $(SYSTEM_PACKAGES)
+
+test: install system-packages
 	$(BIN)/python -m pytest -q -ra
 
 test-fast: install

@@ -10,9 +10,9 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from anomalens.errors import Cancelled, ConfigError
-from anomalens.models.autoencoder import Autoencoder, AutoencoderConfig, ConvAutoencoder
+from anomalens.models.image.autoencoder import Autoencoder, AutoencoderConfig, ConvAutoencoder
 from anomalens.models.base import create_detector, load_detector
-from anomalens.models.losses import error_map, gaussian_blur, reconstruction_loss, ssim_map
+from anomalens.models.components.losses import error_map, gaussian_blur, reconstruction_loss, ssim_map
 from anomalens.progress import Reporter
 
 SIZE = 64

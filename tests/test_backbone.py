@@ -7,8 +7,8 @@ import torch
 from torch.nn import functional as F
 
 from anomalens.errors import ConfigError
-from anomalens.models.backbone import load_backbone, normalize_input
-from anomalens.models.features import PatchFeatureExtractor
+from anomalens.models.components.backbone import load_backbone, normalize_input
+from anomalens.models.components.features import PatchFeatureExtractor
 
 # ImageNet class indices 281..285: tabby, tiger cat, Persian, Siamese, Egyptian cat
 DOMESTIC_CATS = range(281, 286)

@@ -166,7 +166,7 @@ def test_image_size_no_model_can_take(dataset, tmp_path, capsys):
 
 
 def test_image_size_the_autoencoder_cannot_take(dataset, tmp_path, capsys):
-    pytest.importorskip("anomalens.models.autoencoder")
+    pytest.importorskip("anomalens.models.image.autoencoder")
     root, category, _ = dataset
     assert _train(root, category, tmp_path / "results", "--model", "autoencoder", "--image-size", "100") == 2
     line = _error_line(capsys)

@@ -83,7 +83,7 @@ def test_a_flag_the_model_does_not_have_is_named(tiny_model, synthetic_image_dat
 
 
 def test_epochs_do_not_apply_to_patchcore(synthetic_image_dataset, tmp_path, capsys):
-    pytest.importorskip("anomalens.models.patchcore")
+    pytest.importorskip("anomalens.models.image.patchcore")
     root, category = synthetic_image_dataset
     rc = main(["train", "--data-dir", str(root), "--category", category, "--epochs", "3", "--results-dir", str(tmp_path)])
     assert rc == 2 and "--epochs does not apply to model patchcore" in capsys.readouterr().err

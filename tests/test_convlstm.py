@@ -13,7 +13,7 @@ from anomalens.data.synthetic_video import synthetic_clip
 from anomalens.data.video_io import open_clip
 from anomalens.errors import ConfigError
 from anomalens.models.base import create_detector, load_detector
-from anomalens.models.convlstm import ConvLSTMAutoencoder, window_starts
+from anomalens.models.video.convlstm import ConvLSTMAutoencoder, window_starts
 from anomalens.progress import Reporter
 
 SIZE = (48, 64)

@@ -223,7 +223,7 @@ def test_a_video_model_is_refused_for_images(synthetic_image_dataset, tmp_path):
 
 def test_default_model_end_to_end_on_synthetic_data(synthetic_image_dataset, tmp_path):
     """The real default model (PatchCore) finds the synthetic defects; files of every step exist."""
-    pytest.importorskip("anomalens.models.patchcore")
+    pytest.importorskip("anomalens.models.image.patchcore")
     root, category = synthetic_image_dataset
     run = train_image_model(root, category, results_dir=tmp_path, image_size=96, device="cpu")
     result = evaluate_image_model(run.run_dir, device="cpu")

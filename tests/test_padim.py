@@ -9,7 +9,7 @@ import torch
 from _textures import add_spot, woven_textures
 from anomalens.errors import ConfigError
 from anomalens.models import create_detector, load_detector
-from anomalens.models.padim import Padim, PadimConfig, ledoit_wolf_covariance
+from anomalens.models.image.padim import Padim, PadimConfig, ledoit_wolf_covariance
 
 
 def test_ledoit_wolf_matches_scikit_learn():
@@ -64,7 +64,7 @@ def test_sizes_whose_covariances_do_not_fit_are_refused():
 
 
 def test_spd_inverse_inverts():
-    from anomalens.models.padim import spd_inverse
+    from anomalens.models.image.padim import spd_inverse
 
     x = torch.randn(3, 20, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     matrices = x.transpose(1, 2) @ x + 0.1 * torch.eye(6, dtype=torch.float64)

@@ -9,9 +9,9 @@ import torch
 from _textures import add_spot, woven_textures
 from anomalens.errors import ConfigError
 from anomalens.models import create_detector, load_detector
-from anomalens.models.patchcore import PatchCore, PatchCoreConfig
-from anomalens.models.sampler import greedy_coreset, nearest_neighbour_distances
-from anomalens.models.tiling import TileGrid, tile_starts
+from anomalens.models.image.patchcore import PatchCore, PatchCoreConfig
+from anomalens.models.components.sampler import greedy_coreset, nearest_neighbour_distances
+from anomalens.models.components.tiling import TileGrid, tile_starts
 
 
 # ---- coreset ---------------------------------------------------------------------------------------------
@@ -146,7 +146,7 @@ def test_bad_settings_are_config_errors():
 
 def test_bank_built_in_passes_keeps_the_ratio_and_reports_progress(monkeypatch):
     # A training set larger than the buffer is thinned pass by pass, so memory stays bounded
-    import anomalens.models.patchcore as patchcore_module
+    import anomalens.models.image.patchcore as patchcore_module
     from anomalens.progress import Reporter
 
     monkeypatch.setattr(patchcore_module, "MAX_BUFFERED_PATCHES", 100)

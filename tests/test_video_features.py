@@ -10,9 +10,9 @@ from anomalens.data.preprocessing import Preprocessing
 from anomalens.data.synthetic_video import ANOMALY_TYPES, synthetic_clip
 from anomalens.errors import DataError
 from anomalens.models.base import create_detector, load_detector
-from anomalens.models.motion import FlowStream, orientation_histograms
-from anomalens.models.sampler import Reservoir
-from anomalens.models.video_features import PositionalMemory, batched_greedy_coreset, gaussian_smooth_1d
+from anomalens.models.video.motion import FlowStream, orientation_histograms
+from anomalens.models.components.sampler import Reservoir
+from anomalens.models.video.stfeatures import PositionalMemory, batched_greedy_coreset, gaussian_smooth_1d
 
 SIZE = (96, 128)
 SETTINGS = dict(image_size=SIZE, appearance_memory=512, motion_memory=64, batch_size=4)
@@ -163,7 +163,7 @@ def test_gaussian_smoothing_keeps_length_and_constants():
 
 
 def test_frame_buffer_spills_to_disk_beyond_its_memory_limit():
-    from anomalens.models.video_base import FrameBuffer
+    from anomalens.models.video.base import FrameBuffer
 
     small = FrameBuffer(memory_limit=1 << 20)
     small.append(np.zeros((2, 3, 8, 8), np.uint8))

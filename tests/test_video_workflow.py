@@ -22,7 +22,7 @@ from anomalens.data.video_io import open_clip, probe_video, write_video
 from anomalens.errors import CheckpointError, ConfigError, DataError
 from anomalens.metrics.events import clip_frame_auroc, event_flags
 from anomalens.models.base import MODEL_REGISTRY, DetectorConfig
-from anomalens.models.video_base import ClipPrediction, VideoDetector
+from anomalens.models.video.base import ClipPrediction, VideoDetector
 from anomalens.progress import Reporter
 from anomalens.workflows.video import analyze_video, evaluate_video_model, split_video_clips, train_video_model
 

@@ -25,7 +25,7 @@ MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", "laten
 
 
 def add_stfeatures_flags(parser: argparse.ArgumentParser) -> None:
-    """The settings of the default video model a user may want to change (see models/video_features.py)."""
+    """The settings of the default video model a user may want to change (see models/video/stfeatures.py)."""
     group = parser.add_argument_group("stfeatures (the default video model)")
     group.add_argument("--appearance-memory", type=int, default=None,
                        help="entries of the appearance memory; fewer = faster scoring (default: 4096)")

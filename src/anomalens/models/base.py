@@ -37,11 +37,11 @@ WEIGHTS_FILE = "weights.safetensors"
 
 # name -> "module:Class"; imported lazily so that loading one model never imports the others
 MODEL_REGISTRY: dict[str, str] = {
-    "patchcore": "anomalens.models.patchcore:PatchCore",
-    "padim": "anomalens.models.padim:Padim",
-    "autoencoder": "anomalens.models.autoencoder:Autoencoder",
-    "convlstm": "anomalens.models.convlstm:ConvLSTMDetector",
-    "stfeatures": "anomalens.models.video_features:SpatioTemporalFeatures",
+    "patchcore": "anomalens.models.image.patchcore:PatchCore",
+    "padim": "anomalens.models.image.padim:Padim",
+    "autoencoder": "anomalens.models.image.autoencoder:Autoencoder",
+    "convlstm": "anomalens.models.video.convlstm:ConvLSTMDetector",
+    "stfeatures": "anomalens.models.video.stfeatures:SpatioTemporalFeatures",
 }
 DEFAULT_IMAGE_MODEL = "patchcore"
 DEFAULT_VIDEO_MODEL = "stfeatures"

@@ -47,7 +47,7 @@ from anomalens.metrics.events import (
 )
 from anomalens.metrics.threshold import calibrate
 from anomalens.models.base import DEFAULT_VIDEO_MODEL, Detector, create_detector, load_detector
-from anomalens.models.video_base import VideoDetector
+from anomalens.models.video.base import VideoDetector
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import atomic_dir, seed_everything, write_json_atomic, write_text_atomic
 from anomalens.visualization.timeline import plot_timeline

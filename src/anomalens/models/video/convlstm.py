@@ -26,7 +26,7 @@ from torch import nn
 from anomalens.data.preprocessing import to_float
 from anomalens.errors import Cancelled, ConfigError
 from anomalens.models.base import DetectorConfig
-from anomalens.models.video_base import Clip, ClipPrediction, FrameBuffer, VideoDetector, clip_name
+from anomalens.models.video.base import Clip, ClipPrediction, FrameBuffer, VideoDetector, clip_name
 from anomalens.progress import Reporter
 from anomalens.runtime import seed_everything
 

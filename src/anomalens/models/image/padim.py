@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from anomalens.errors import ConfigError
-from anomalens.models.feature_detector import FeatureDetector, FeatureDetectorConfig
+from anomalens.models.image.feature_detector import FeatureDetector, FeatureDetectorConfig
 from anomalens.progress import Reporter
 
 MAX_STATISTICS_BYTES = 2 << 30  # refuse settings whose covariances alone would take more than 2 GiB

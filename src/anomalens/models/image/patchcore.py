@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from anomalens.errors import ConfigError
-from anomalens.models.feature_detector import FeatureDetector, FeatureDetectorConfig
-from anomalens.models.sampler import coreset_size, greedy_coreset, nearest_neighbour_distances
+from anomalens.models.image.feature_detector import FeatureDetector, FeatureDetectorConfig
+from anomalens.models.components.sampler import coreset_size, greedy_coreset, nearest_neighbour_distances
 from anomalens.progress import Reporter
 
 # Patches gathered before a coreset pass; beyond this the bank is built in passes so memory stays bounded

@@ -19,8 +19,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from anomalens.errors import ConfigError
-from anomalens.models.anomaly_map import upsample_aligned
-from anomalens.models.backbone import STAGE_STRIDES, load_backbone, normalize_input
+from anomalens.models.components.anomaly_map import upsample_aligned
+from anomalens.models.components.backbone import STAGE_STRIDES, load_backbone, normalize_input
 
 
 class PatchFeatureExtractor(nn.Module):

@@ -40,10 +40,10 @@ import torch.nn.functional as F
 from anomalens.data.preprocessing import to_float
 from anomalens.errors import ConfigError, DataError
 from anomalens.models.base import DetectorConfig
-from anomalens.models.features import PatchFeatureExtractor
-from anomalens.models.motion import FLOW_PRESETS, FlowStream, flow_view, grey_frames, orientation_histograms
-from anomalens.models.sampler import Reservoir, greedy_coreset, nearest_neighbour_distances
-from anomalens.models.video_base import Clip, ClipPrediction, FrameBuffer, VideoDetector, clip_name
+from anomalens.models.components.features import PatchFeatureExtractor
+from anomalens.models.video.motion import FLOW_PRESETS, FlowStream, flow_view, grey_frames, orientation_histograms
+from anomalens.models.components.sampler import Reservoir, greedy_coreset, nearest_neighbour_distances
+from anomalens.models.video.base import Clip, ClipPrediction, FrameBuffer, VideoDetector, clip_name
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import seed_everything
 

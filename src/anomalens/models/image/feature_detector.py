@@ -16,10 +16,10 @@ import torch
 
 from anomalens.data.preprocessing import to_float
 from anomalens.errors import ConfigError
-from anomalens.models.anomaly_map import gaussian_blur, upsample
+from anomalens.models.components.anomaly_map import gaussian_blur, upsample
 from anomalens.models.base import Detector, DetectorConfig
-from anomalens.models.features import PatchFeatureExtractor
-from anomalens.models.tiling import TileGrid
+from anomalens.models.components.features import PatchFeatureExtractor
+from anomalens.models.components.tiling import TileGrid
 from anomalens.progress import Reporter
 
 

@@ -8,7 +8,7 @@ anything normal, the reconstruction fails and the per-pixel error is high.
 * :class:`Autoencoder`: the :class:`~anomalens.models.base.Detector` around it: training with the best
   epoch chosen on held-out *normal* images, the anomaly map, the image score, saving.
 
-Anomaly map: the per-pixel reconstruction error (see :mod:`anomalens.models.losses`), Gaussian-smoothed,
+Anomaly map: the per-pixel reconstruction error (see :mod:`anomalens.models.components.losses`), Gaussian-smoothed,
 then compared with the normal training images at the same pixel (``normal_reference``): ``mean`` subtracts
 their mean smoothed error (the error every normal image has at the same place, such as edges and
 reflections), ``zscore`` also divides by its spread, ``none`` keeps the raw smoothed error. These are
@@ -36,7 +36,7 @@ import torch.nn as nn
 from anomalens.data.preprocessing import to_float
 from anomalens.errors import Cancelled, ConfigError
 from anomalens.models.base import Detector, DetectorConfig
-from anomalens.models.losses import LOSS_KINDS, error_map, gaussian_blur
+from anomalens.models.components.losses import LOSS_KINDS, error_map, gaussian_blur
 from anomalens.progress import Reporter
 from anomalens.runtime import seed_everything
 

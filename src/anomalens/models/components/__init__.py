@@ -1,0 +1,1 @@
+"""Parts shared by the detectors: backbone, patch features, coreset sampling, search, tiling, map post-processing."""

@@ -1,0 +1,1 @@
+"""Image detectors: PatchCore (default), PaDiM and the convolutional autoencoder."""

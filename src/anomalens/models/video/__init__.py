@@ -1,0 +1,1 @@
+"""Video detectors: stfeatures (default: appearance + motion memories) and the ConvLSTM autoencoder."""
