@@ -91,7 +91,7 @@ def test_upload_images_see_scores_heatmaps_and_relabel(page, server):
     page.wait_for_function(f"document.querySelectorAll('#image-gallery img').length >= {len(images)}")
     rows = _table(page, "#image-table")
     assert len(rows) == len(images)
-    assert all(row[3] in ("ANOMALY", "normal") for row in rows)
+    assert all(row[3] in ("ANOMALOUS", "normal") for row in rows)
     assert all(0.0 <= float(row[2]) <= 1.0 for row in rows)
     _shot(page, "1_inspect_images")
 
@@ -103,7 +103,7 @@ def test_upload_images_see_scores_heatmaps_and_relabel(page, server):
     number = page.locator("#threshold input[type=number]")
     number.fill(f"{threshold:.2f}")
     number.press("Enter")
-    expected = [("ANOMALY" if float(row[2]) > threshold else "normal") for row in rows]
+    expected = [("ANOMALOUS" if float(row[2]) > threshold else "normal") for row in rows]
     page.wait_for_function(
         "expected => Array.from(document.querySelectorAll('#image-table [role=row]')).map(r => r.querySelectorAll('[role=gridcell]'))"
         ".filter(c => c.length > 0).map(c => c[3].innerText.trim()).join() === expected.join()",

@@ -89,10 +89,10 @@ def test_inspection_scores_overlays_and_relabels_without_rescoring(trained, imag
     scores = sorted(item.normalized_score for item in view.items)
     low = h.inspection_rows(view, threshold=scores[0] - 1e-6)
     high = h.inspection_rows(view, threshold=0.999999)
-    assert [row[3] for row in low] == ["ANOMALY"] * 3
+    assert [row[3] for row in low] == ["ANOMALOUS"] * 3
     assert [row[3] for row in high] == ["normal"] * 3
     middle = (scores[0] + scores[1]) / 2
-    assert sum(row[3] == "ANOMALY" for row in h.inspection_rows(view, middle)) == 2
+    assert sum(row[3] == "ANOMALOUS" for row in h.inspection_rows(view, middle)) == 2
     assert f"2 of 3 images flagged** at threshold {middle:.2f}" in h.inspection_summary(view, middle)
 
     csv_path, zip_path = h.inspection_downloads(view, middle)

@@ -8,6 +8,7 @@ import os
 import random
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -49,6 +50,38 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask (read by setting it and setting it back, under a lock)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def make_temp_file(directory: Path, prefix: str, suffix: str = ".tmp") -> Path:
+    """An empty temporary file in ``directory`` with the permissions a new file would get (``0666 & ~umask``).
+
+    ``mkstemp`` creates files readable by their owner alone (0600); results renamed from it would stay
+    unreadable to colleagues, so the mode is widened to what ``open()`` would have given.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    finally:
+        os.close(fd)
+    return Path(tmp)
+
+
+def make_temp_dir(directory: Path, prefix: str, suffix: str = ".tmp") -> Path:
+    """A temporary folder in ``directory`` with the permissions ``mkdir`` would give (``0777 & ~umask``, not 0700)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=directory))
+    tmp.chmod(0o777 & ~current_umask())
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it over ``target`` only if the block succeeds.
@@ -57,9 +90,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = make_temp_file(target.parent, prefix=f".{target.name}.")
     try:
         yield tmp_path
         os.replace(tmp_path, target)
@@ -83,7 +114,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Like :func:`atomic_path` for a folder: fill a temporary folder, then swap it in whole."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = make_temp_dir(target.parent, prefix=f".{target.name}.")
     try:
         yield tmp
         old = None

@@ -20,6 +20,15 @@ from typing import Sequence
 import numpy as np
 from scipy.stats import rankdata
 
+# The verdict words shown everywhere (CLI, CSV, reports, UI tables, video banners), so that they read the same
+ANOMALOUS = "ANOMALOUS"
+NORMAL = "normal"
+
+
+def verdict_word(anomalous: bool) -> str:
+    """``ANOMALOUS`` or ``normal``: the one wording of a verdict."""
+    return ANOMALOUS if anomalous else NORMAL
+
 
 def check_binary(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, what: str = "images") -> tuple[np.ndarray, np.ndarray]:
     """Validate and flatten labels (0/1) and finite scores of equal length; both classes must be present."""

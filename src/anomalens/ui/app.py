@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from anomalens.metrics.classification import ANOMALOUS
 from anomalens.ui import handlers as h
 from anomalens.ui.jobs import JobBoard, prune_workspaces, session_key
 from anomalens.ui.security import user_message
@@ -30,7 +31,7 @@ HELP_MARKDOWN = """
   defect is not averaged away). Raw scores are on each model's own scale.
 - **The threshold** is chosen when training ends, on normal images held out from training, so that about the target
   share of normal parts (1% by default) would be flagged. Test images never influence it.
-- **Normalised score**: the raw score mapped to 0..1 with **0.5 exactly at the threshold**. Above 0.5 = ANOMALY.
+- **Normalised score**: the raw score mapped to 0..1 with **0.5 exactly at the threshold**. Above 0.5 = ANOMALOUS.
   Heatmaps use the same scale for every image, so a normal part stays cold.
 - **The threshold slider** in *Inspect images* relabels the results at once (no rescoring): move it up for fewer
   false alarms, down to miss fewer defects. The CSV you download uses the threshold set at that moment.
@@ -80,11 +81,11 @@ def _defaults_json(model: str | None) -> str:
 
 
 def _verdict_table(rows: list[list[Any]], headers: list[str]) -> Any:
-    """The results as a table whose ANOMALY verdicts stand out in red."""
+    """The results as a table whose ANOMALOUS verdicts stand out in red."""
     import pandas as pd
 
     frame = pd.DataFrame(rows, columns=headers)
-    return frame.style.map(lambda v: "color: #b91c1c; font-weight: 700" if v == "ANOMALY" else "", subset=["verdict"])
+    return frame.style.map(lambda v: "color: #b91c1c; font-weight: 700" if v == ANOMALOUS else "", subset=["verdict"])
 
 
 def build_app(settings: h.UISettings) -> Any:

@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from anomalens.errors import DataError
+from anomalens.metrics.classification import verdict_word
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import atomic_path
 from anomalens.ui.jobs import new_workspace, unique_run_name
@@ -239,7 +240,7 @@ INSPECTION_HEADERS = ["image", "raw score", "normalised score", "verdict"]
 
 
 def verdict(normalized_score: float, threshold: float) -> str:
-    return "ANOMALY" if normalized_score > threshold else "normal"
+    return verdict_word(normalized_score > threshold)
 
 
 def inspection_rows(inspection: ImageInspection, threshold: float = 0.5) -> list[list[Any]]:

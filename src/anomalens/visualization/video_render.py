@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from anomalens.data.video_io import write_video
+from anomalens.metrics.classification import verdict_word
 from anomalens.progress import SILENT, Reporter
 from anomalens.visualization.overlays import anomaly_contours, heatmap_rgb, overlay, resize_map, to_hwc
 
@@ -102,8 +103,8 @@ class SideBySideRenderer:
                 draw.rectangle([left, 9, end, BAR_HEIGHT - 9], fill=ANOMALY_RGB if anomalous else NORMAL_RGB)
             tick = left + (right - left) // 2  # normalised 0.5 is the threshold
             draw.line([tick, 4, tick, BAR_HEIGHT - 4], fill=(255, 255, 255), width=2)
-        label, colour = ("ANOMALY", ANOMALY_RGB) if anomalous else ("normal", NORMAL_RGB)
-        draw.text((width - 90, 8), label, fill=colour, font=_font(13))
+        label, colour = verdict_word(anomalous), (ANOMALY_RGB if anomalous else NORMAL_RGB)
+        draw.text((width - 96, 8), label, fill=colour, font=_font(13))
         return np.asarray(bar)
 
 

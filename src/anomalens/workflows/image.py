@@ -33,7 +33,7 @@ import torch
 from anomalens.data.mvtec import NORMAL_TYPE, discover_category, load_test_set, split_train_validation
 from anomalens.data.preprocessing import IMAGE_EXTENSIONS, Preprocessing, parse_image_size
 from anomalens.errors import Cancelled, CheckpointError, ConfigError, DataError
-from anomalens.metrics.classification import confusion_at, f1_max, image_auroc, roc_curve
+from anomalens.metrics.classification import confusion_at, f1_max, image_auroc, roc_curve, verdict_word
 from anomalens.metrics.segmentation import aupro, pixel_auroc
 from anomalens.metrics.threshold import calibrate
 from anomalens.models.base import Detector, create_detector, load_detector
@@ -277,7 +277,7 @@ def _evaluation_figures(folder: Path, prediction: Any, test: Any, maps: np.ndarr
     }
     rows = []
     for i in _pick_samples(scores, test.defect_types):
-        verdict = "ANOMALOUS" if scores[i] > cal.threshold else "normal"
+        verdict = verdict_word(bool(scores[i] > cal.threshold))
         title = f"{test.defect_types[i]}/{test.paths[i].name}\nnormalised {float(cal.normalize(scores[i])):.2f} {verdict}"
         view = prediction.views[i] if prediction.views is not None else None
         rows.append(SampleRow(title=title, image=to_hwc(test.images[i]), normalized_map=cal.normalize(maps[i]),

@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +19,7 @@ from anomalens import __version__
 from anomalens.errors import CheckpointError, ConfigError, DataError
 from anomalens.models.base import Detector, resolve_model_dir
 from anomalens.progress import SILENT, Reporter
-from anomalens.runtime import write_json_atomic, write_text_atomic
+from anomalens.runtime import make_temp_dir, write_json_atomic, write_text_atomic
 
 RUN_FILE = "run.json"
 MODEL_DIR = "model"
@@ -54,7 +53,8 @@ class LoggingReporter(Reporter):
 
 
 def logging_reporter(reporter: Reporter) -> LoggingReporter:
-    return LoggingReporter(callback=None, cancel_event=reporter.cancel_event, show_tqdm=reporter.show_tqdm, inner=reporter)
+    return LoggingReporter(callback=None, cancel_event=reporter.cancel_event, show_tqdm=reporter.show_tqdm,
+                           interactive=reporter.interactive, inner=reporter)
 
 
 @dataclass
@@ -110,7 +110,7 @@ def evaluation_context(detector: Detector, category: str, data_dir: str | Path, 
 def save_run(results_dir: Path, name: str, detector: Detector, run: dict[str, Any], log_lines: list[str]) -> Path:
     """Fill a hidden temporary folder, then rename it to a free name (``name``, ``name_2``, ...)."""
     results_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=results_dir))
+    tmp = make_temp_dir(results_dir, prefix=f".{name}.")
     try:
         detector.save(tmp / MODEL_DIR)
         write_json_atomic(tmp / RUN_FILE, run)
@@ -158,7 +158,7 @@ def staged_dir(output_dir: str | Path | None) -> Iterator[Path | None]:
     if output_dir.exists() and not output_dir.is_dir():
         raise DataError("output folder is a file", output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=output_dir))
+    tmp = make_temp_dir(output_dir, prefix=".partial-", suffix="")
     try:
         yield tmp
         for item in sorted(tmp.iterdir()):

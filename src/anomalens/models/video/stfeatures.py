@@ -44,7 +44,7 @@ from anomalens.models.components.features import PatchFeatureExtractor
 from anomalens.models.video.motion import FLOW_PRESETS, FlowStream, flow_view, grey_frames, orientation_histograms
 from anomalens.models.components.sampler import Reservoir, greedy_coreset, nearest_neighbour_distances
 from anomalens.models.video.base import Clip, ClipPrediction, FrameBuffer, VideoDetector, clip_name
-from anomalens.progress import SILENT, Reporter
+from anomalens.progress import SILENT, Phases, Reporter
 from anomalens.runtime import seed_everything
 
 
@@ -161,6 +161,7 @@ def gaussian_smooth_1d(values: np.ndarray, sigma: float) -> np.ndarray:
 
 CROSS_FIT_FRAMES = 256  # normal frames per fold scored by the other fold's memories, to standardise the cues
 FOLD_BLOCK = 256  # training frames are dealt to the two folds in blocks of this many (whole clips when shorter)
+FOLD_NAMES = ("fold 1 of 2", "fold 2 of 2")  # labels of the two cross-fitting passes in progress lines
 
 
 @dataclass
@@ -275,10 +276,15 @@ class SpatioTemporalFeatures(VideoDetector):
                     if members:
                         folds[fold].add(appearance[members], motion[members])
         reporter.log(f"choosing {c.appearance_memory} appearance entries from {everything.patches.size} training patches")
-        self.appearance_bank_, self.motion_memory_ = self._memories(everything, reporter)
+        two_folds = all(fold.frames is not None and fold.frames.size for fold in folds)
+        # each fold's memories come from half the data: half the work of the memories of all of it
+        costs = {"memories of all training clips": 1.0, **({name: 0.5 for name in FOLD_NAMES} if two_folds else {})}
+        phases = Phases(reporter, costs, title="memories")
+        with phases.run("memories of all training clips"):
+            self.appearance_bank_, self.motion_memory_ = self._memories(everything, reporter)
         del everything
-        if all(fold.frames is not None and fold.frames.size for fold in folds):
-            appearance, motion = self._cross_fitted_scores(folds, reporter)
+        if two_folds:
+            appearance, motion = self._cross_fitted_scores(folds, reporter, phases)
         else:
             # too little training video for two folds: held-out clips (or, failing those, the training clips)
             held_out = list(validation) or train
@@ -299,25 +305,28 @@ class SpatioTemporalFeatures(VideoDetector):
         )
         return bank, motion
 
-    def _cross_fitted_scores(self, folds: list["_NormalData"], reporter: Reporter) -> tuple[torch.Tensor, torch.Tensor]:
+    def _cross_fitted_scores(
+        self, folds: list["_NormalData"], reporter: Reporter, phases: Phases
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cue frame scores of normal frames that the scoring memories never saw: each fold of the training data
         is scored by memories built from the other. Hundreds of frames from every training clip give a stable
         scale for each cue, where two held-out clips alone left the motion scale varying by a factor of 2.6."""
         channels, (h, w) = self.extractor.out_channels, self.grid
         split = channels * h * w
         appearance, motion = [], []
-        for scored, other in ((folds[0], folds[1]), (folds[1], folds[0])):
+        for name, (scored, other) in zip(FOLD_NAMES, ((folds[0], folds[1]), (folds[1], folds[0]))):
             reporter.check_cancelled()
-            bank, motion_memory = self._memories(other, reporter)
-            for rows in scored.frames.sample.split(16):
-                a, m = self._distance_maps(
-                    rows[:, :split].float().view(-1, channels, h, w),
-                    rows[:, split:].float().view(-1, self.config.orientation_bins, *self.motion_grid),
-                    bank,
-                    motion_memory,
-                )
-                appearance.append(_local_average(a).flatten(1).amax(dim=1))
-                motion.append(_local_average(m).flatten(1).amax(dim=1))
+            with phases.run(name):
+                bank, motion_memory = self._memories(other, reporter)
+                for rows in reporter.iter(scored.frames.sample.split(16), "score the frames these memories never saw"):
+                    a, m = self._distance_maps(
+                        rows[:, :split].float().view(-1, channels, h, w),
+                        rows[:, split:].float().view(-1, self.config.orientation_bins, *self.motion_grid),
+                        bank,
+                        motion_memory,
+                    )
+                    appearance.append(_local_average(a).flatten(1).amax(dim=1))
+                    motion.append(_local_average(m).flatten(1).amax(dim=1))
         reporter.log(f"cues standardised on {sum(len(a) for a in appearance)} cross-fitted training frames")
         return torch.cat(appearance), torch.cat(motion)
 
