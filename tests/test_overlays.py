@@ -26,9 +26,14 @@ def test_heatmap_colour_depends_on_the_value_only_never_on_the_other_pixels():
 def test_overlay_blends_with_alpha_and_resizes_the_map():
     image = np.full((8, 8, 3), 100, np.uint8)
     heat = np.zeros((4, 4), np.float32)
-    assert np.array_equal(overlay(image, heat, alpha=0.0), image)
-    full = overlay(image, heat, alpha=1.0)
-    assert full.shape == (8, 8, 3) and np.array_equal(full[0, 0], heatmap_rgb(np.zeros((1, 1)))[0, 0])
+    assert np.array_equal(overlay(image, heat + 1.0, alpha=0.0), image)
+    full = overlay(image, heat + 1.0, alpha=1.0)
+    assert full.shape == (8, 8, 3) and np.array_equal(full[0, 0], heatmap_rgb(np.ones((1, 1)))[0, 0])
+    # clearly normal areas (well below the threshold 0.5) keep the photo's own colours: no tint
+    assert np.array_equal(overlay(image, heat + 0.2, alpha=1.0), image)
+    half = overlay(image, heat + 0.5, alpha=1.0).astype(int)  # at the threshold: half opacity
+    expected = (image.astype(int) + heatmap_rgb(np.full((1, 1), 0.5))[0, 0].astype(int)) / 2
+    assert np.abs(half[0, 0] - expected[0, 0]).max() <= 1
     with pytest.raises(ValueError, match="alpha"):
         overlay(image, heat, alpha=1.5)
 

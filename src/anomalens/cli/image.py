@@ -133,7 +133,7 @@ def _train(args: argparse.Namespace) -> int:
         validation_fraction=args.validation_fraction, seed=args.seed, device=args.device, reporter=cli_reporter(),
         **model_settings(args, model, MODEL_FLAGS),
     )
-    print_train_result(result, "images", "evaluate")
+    print_train_result(result, "evaluate")
     return 0
 
 

@@ -115,7 +115,7 @@ def _train(args: argparse.Namespace) -> int:
         validation_fraction=args.validation_fraction, seed=args.seed, device=args.device, reporter=cli_reporter(),
         run_name=args.run_name, **model_settings(args, args.model, MODEL_FLAGS),
     )
-    print_train_result(result, "frames", "evaluate-video")
+    print_train_result(result, "evaluate-video")
     return 0
 
 

@@ -23,6 +23,10 @@ from PIL import Image
 from scipy import ndimage
 
 COLORMAP = "turbo"  # perceptually ordered, blue (normal) -> red (anomalous), readable by most colour-blind viewers
+# The overlay's opacity ramps from 0 at OVERLAY_CLEAR to full at OVERLAY_FULL (normalised map values; 0.5 is the
+# threshold): normal areas look like the photo instead of being tinted by the colormap's "cold" end.
+OVERLAY_CLEAR = 0.25
+OVERLAY_FULL = 0.75
 
 
 @lru_cache(maxsize=4)
@@ -71,12 +75,18 @@ def heatmap_rgb(normalized_map: np.ndarray, colormap: str = COLORMAP) -> np.ndar
 
 
 def overlay(image_uint8_hwc: np.ndarray, normalized_map: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blend the heatmap of ``normalized_map`` over an RGB image; the map is resized to the image if needed."""
+    """Blend the heatmap of ``normalized_map`` over an RGB image; the map is resized to the image if needed.
+
+    The opacity follows the map: none where it is below ``OVERLAY_CLEAR`` (clearly normal: the photo shows as
+    it is), ``alpha`` from ``OVERLAY_FULL`` on, linear between, so only suspicious areas are coloured.
+    """
     image = to_hwc(image_uint8_hwc)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    heat = heatmap_rgb(resize_map(normalized_map, image.shape[:2])).astype(np.float32)
-    blended = image.astype(np.float32) * (1.0 - alpha) + heat * alpha
+    values = np.nan_to_num(resize_map(normalized_map, image.shape[:2]), nan=0.0)
+    heat = heatmap_rgb(values).astype(np.float32)
+    opacity = alpha * np.clip((values - OVERLAY_CLEAR) / (OVERLAY_FULL - OVERLAY_CLEAR), 0.0, 1.0)[..., None]
+    blended = image.astype(np.float32) * (1.0 - opacity) + heat * opacity
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
 
 

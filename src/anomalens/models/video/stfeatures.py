@@ -41,7 +41,15 @@ from anomalens.data.preprocessing import to_float
 from anomalens.errors import ConfigError, DataError
 from anomalens.models.base import DetectorConfig
 from anomalens.models.components.features import PatchFeatureExtractor
-from anomalens.models.video.motion import FLOW_PRESETS, FlowStream, flow_view, grey_frames, orientation_histograms
+from anomalens.models.video.motion import (
+    FLOW_PRESETS,
+    FlowStream,
+    flow_view,
+    grey_frames,
+    orientation_histograms,
+    sector_tolerance,
+    typical_flow,
+)
 from anomalens.models.components.sampler import Reservoir, greedy_coreset, nearest_neighbour_distances
 from anomalens.models.video.base import Clip, ClipPrediction, FrameBuffer, VideoDetector, clip_name
 from anomalens.progress import SILENT, Phases, Reporter
@@ -208,6 +216,7 @@ class SpatioTemporalFeatures(VideoDetector):
         self.appearance_bank_: torch.Tensor | None = None  # (K, C)
         self.motion_memory_: PositionalMemory | None = None
         self.standardisation_: torch.Tensor | None = None  # appearance mean, std; motion mean, std (frame scores)
+        self._typical_flow_cache: tuple[torch.Tensor | None, tuple[np.ndarray, np.ndarray]] = (None, (np.zeros(0), np.zeros(0)))
 
     # ---- streaming features ---------------------------------------------------------------------
     def _batches(self, clip: Clip) -> Iterator[torch.Tensor]:
@@ -249,11 +258,25 @@ class SpatioTemporalFeatures(VideoDetector):
             motion = orientation_histograms(flow_tensor, c.orientation_bins, c.motion_cell)
             view = None
             if views:
-                tinted = torch.from_numpy(np.stack([flow_view(g, f, self.view_speed) for g, f in zip(greys, flow)]))
+                usual, tolerance = self._typical_flow()
+                tinted = torch.from_numpy(np.stack([flow_view(g, f, self.view_speed, usual, tolerance) for g, f in zip(greys, flow)]))
                 view = F.interpolate(tinted.float(), size=self.view_size, mode="area").round().to(torch.uint8).numpy()
             yield appearance, motion, view
         if not any_frames:
             raise DataError("the clip has no frames", clip_name(clip))
+
+    def _typical_flow(self) -> tuple[np.ndarray, np.ndarray]:
+        """The normal flow at each position and its uncertainty (zero before training), taken off in the motion
+        view so that motion present in every normal frame (a running conveyor belt) does not saturate it."""
+        if self.motion_memory_ is None or self.motion_memory_.bank is None:
+            return np.zeros((2, *self.flow_size), np.float32), np.zeros(self.flow_size, np.float32)
+        bank = self.motion_memory_.bank  # (h*w, M, bins)
+        if self._typical_flow_cache[0] is not bank:  # computed once per memory
+            h, w = self.motion_grid
+            histograms = bank.permute(1, 2, 0).reshape(bank.shape[1], bank.shape[2], h, w)
+            usual = typical_flow(histograms, self.flow_size)
+            self._typical_flow_cache = (bank, (usual, sector_tolerance(usual, self.config.orientation_bins)))
+        return self._typical_flow_cache[1]
 
     # ---- training -------------------------------------------------------------------------------
     def _fit_clips(self, train: Sequence[Clip], validation: Sequence[Clip], reporter: Reporter) -> None:
@@ -279,7 +302,7 @@ class SpatioTemporalFeatures(VideoDetector):
         two_folds = all(fold.frames is not None and fold.frames.size for fold in folds)
         # each fold's memories come from half the data: half the work of the memories of all of it
         costs = {"memories of all training clips": 1.0, **({name: 0.5 for name in FOLD_NAMES} if two_folds else {})}
-        phases = Phases(reporter, costs, title="memories")
+        phases = Phases(reporter, costs, title="stfeatures")
         with phases.run("memories of all training clips"):
             self.appearance_bank_, self.motion_memory_ = self._memories(everything, reporter)
         del everything
