@@ -10,7 +10,7 @@ from anomalens.data.preprocessing import Preprocessing
 from anomalens.data.synthetic_video import ANOMALY_TYPES, synthetic_clip
 from anomalens.errors import DataError
 from anomalens.models.base import create_detector, load_detector
-from anomalens.models.video.motion import FlowStream, orientation_histograms
+from anomalens.models.video.motion import FlowStream, flow_view, orientation_histograms, sector_tolerance, typical_flow
 from anomalens.models.components.sampler import Reservoir
 from anomalens.models.video.stfeatures import PositionalMemory, batched_greedy_coreset, gaussian_smooth_1d
 
@@ -126,6 +126,26 @@ def test_orientation_histogram_puts_speed_in_the_right_bin():
     assert torch.isclose(histograms[0, 4, 1, 1], torch.tensor(3.0 * 144 / 256))
     assert histograms[0, :4].abs().max() == 0 and histograms[0, 5:].abs().max() == 0
     assert histograms[0, 4, 5, 5] == 0  # far from the square: no motion
+
+
+def test_motion_view_shows_motion_relative_to_the_normal_motion():
+    # A conveyor belt that always moves right at about 3 px/frame: shown raw it saturates the whole view (issue 15)
+    rng = np.random.default_rng(0)
+    belt = torch.zeros(20, 2, 48, 64)
+    belt[:, 0] = 3.0 * (1 + 0.03 * torch.from_numpy(rng.standard_normal((20, 1, 1))).float())
+    belt[:, 1] = 0.3
+    belt += 0.2 * torch.from_numpy(rng.standard_normal(belt.shape)).float()
+    usual = typical_flow(orientation_histograms(belt, bins=8, cell=8), (48, 64))
+    tolerance = sector_tolerance(usual, bins=8)
+    # the belt's motion, known to half a histogram sector
+    assert abs(np.hypot(*usual[:, 24, 32]) - np.hypot(3.0, 0.3)) < 0.3
+    assert np.hypot(*(usual[:, 24, 32] - [3.0, 0.3])) <= tolerance[24, 32]
+    grey = np.full((48, 64), 128, np.uint8)
+    tint = lambda view: np.abs(view.astype(int) - 128).max(axis=0).mean()  # noqa: E731  0 = plain grey
+    running, stopped = belt[5].numpy(), np.zeros((2, 48, 64), np.float32)
+    assert tint(flow_view(grey, running, full_speed=2.9)) > 100  # raw: saturated
+    assert tint(flow_view(grey, running, 2.9, usual, tolerance)) < 15  # normal motion: the grey photo
+    assert tint(flow_view(grey, stopped, 2.9, usual, tolerance)) > 60  # the belt stopped: coloured
 
 
 def test_reservoir_keeps_a_uniform_bounded_sample():
