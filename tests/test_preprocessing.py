@@ -109,7 +109,7 @@ def test_parse_image_size():
     assert parse_image_size([128]) == (128, 128)
     assert parse_image_size([128, 96]) == (128, 96)
     for bad in ([16], [64, 5000], [1, 2, 3]):
-        with pytest.raises(ConfigError, match="--image-size"):
+        with pytest.raises(ConfigError, match="image_size"):  # a setting; the CLI names it --image-size
             parse_image_size(bad)
 
 
