@@ -173,9 +173,9 @@ def test_image_size_not_divisible_by_16_is_a_config_error(size):
 
 
 def test_bad_settings_and_wrong_image_size_at_predict(model):
-    with pytest.raises(ConfigError, match="--loss"):
+    with pytest.raises(ConfigError, match="loss l1"):
         create_detector("autoencoder", loss="l1")
-    with pytest.raises(ConfigError, match="ssim-weight"):
+    with pytest.raises(ConfigError, match="ssim_weight"):
         create_detector("autoencoder", ssim_weight=1.5)
     with pytest.raises(ConfigError, match="96x96"):
         model.predict(torch.zeros(1, 3, 96, 96, dtype=torch.uint8))

@@ -84,7 +84,7 @@ def test_sequence_longer_than_a_clip_names_the_clip(tmp_path):
         Image.fromarray(frame).save(folder / f"{i:03d}.png")
     short = open_clip(folder, Preprocessing(image_size=SIZE))
     detector = create_detector("convlstm", **SETTINGS)
-    with pytest.raises(ConfigError, match="short_clip.*fewer than --sequence-length 8"):
+    with pytest.raises(ConfigError, match="short_clip.*fewer than sequence_length 8"):
         detector.fit_clips([short])
     with pytest.raises(ConfigError, match="short_clip"):
         detector.predict_clip(short)

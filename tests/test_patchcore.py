@@ -136,7 +136,7 @@ def test_tiling_stitches_full_size_maps_and_catches_a_small_defect():
 
 
 def test_bad_settings_are_config_errors():
-    with pytest.raises(ConfigError, match="coreset-ratio"):
+    with pytest.raises(ConfigError, match=r"coreset_ratio must be in \(0, 1\]"):
         create_detector("patchcore", coreset_ratio=0.0)
     with pytest.raises(ConfigError, match="tile"):
         create_detector("patchcore", image_size=(64, 64), tile=128)

@@ -154,8 +154,6 @@ class BaseDetector(ABC):
             if not self.interrupted_:
                 raise
         if self.interrupted_:
-            if not self.history_:
-                raise Cancelled("stopped before the first epoch finished: nothing to keep, nothing saved")
             reporter = dataclasses.replace(reporter, cancel_event=None)
         try:
             scores = held_out_scores(reporter)

@@ -94,7 +94,9 @@ def prepare_demo(
 ) -> DemoAssets:
     """Create (or find) the demo data and models. ``force`` rebuilds everything; ``video=False`` skips video."""
     from anomalens.data.synthetic import DEFAULT_CATEGORY, make_synthetic_image_dataset
+    from anomalens.runtime import seed_everything
 
+    seed_everything(seed)
     demo_dir, results_dir = Path(demo_dir).resolve(), Path(results_dir).resolve()
     image_root, video_root = demo_dir / "images", demo_dir / "video"
     assets = DemoAssets(data_root=demo_dir, results_dir=results_dir)

@@ -26,7 +26,7 @@ import numpy as np
 
 from anomalens import __version__
 from anomalens.data.preprocessing import Preprocessing, parse_image_size
-from anomalens.errors import ConfigError
+from anomalens.errors import Cancelled, ConfigError
 from anomalens.models.base import BaseDetector, create_detector
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import seed_everything
@@ -132,6 +132,8 @@ def _train_run(
     data.load(log)
     fit_started = time.perf_counter()
     data.fit(detector, log)
+    if detector.interrupted_ and not detector.history_:
+        raise Cancelled("stopped before the first epoch finished: nothing to keep, nothing saved")
     fit_seconds = time.perf_counter() - fit_started
     cal = detector.calibration_
     assert cal is not None
