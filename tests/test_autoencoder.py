@@ -9,10 +9,11 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from anomalens.errors import Cancelled, ConfigError
+from anomalens.errors import ConfigError
 from anomalens.models.image.autoencoder import Autoencoder, AutoencoderConfig, ConvAutoencoder
-from anomalens.models.base import create_detector, load_detector
-from anomalens.models.components.losses import error_map, gaussian_blur, reconstruction_loss, ssim_map
+from anomalens.models.base import create_detector
+from anomalens.models.components.kernels import gaussian_blur
+from anomalens.models.components.losses import error_map, reconstruction_loss, ssim_map
 from anomalens.progress import Reporter
 
 SIZE = 64
@@ -114,19 +115,6 @@ def test_a_defect_scores_higher_and_is_localised(model):
         assert 6 <= y <= 22 and 36 <= x <= 52
 
 
-def test_save_load_round_trip_gives_identical_output(model, tmp_path):
-    images = normal_images(3, seed=9)
-    before = model.predict(images)
-    model.save(tmp_path / "model")
-    loaded = load_detector(tmp_path / "model")
-    assert isinstance(loaded, Autoencoder) and loaded.config == model.config
-    after = loaded.predict(images)
-    np.testing.assert_array_equal(after.scores, before.scores)
-    np.testing.assert_array_equal(after.maps, before.maps)
-    np.testing.assert_array_equal(after.views, before.views)
-    assert loaded.calibration_ == model.calibration_
-
-
 def test_same_seed_same_model_other_seed_other_model():
     images = normal_images(2, seed=11)
     first, second, other = fitted(epochs=1, seed=3), fitted(epochs=1, seed=3), fitted(epochs=1, seed=4)
@@ -196,7 +184,7 @@ def test_losses_on_known_inputs():
 
 def test_gaussian_blur_matches_scipy_and_keeps_the_mean_of_a_constant():
     x = torch.rand(2, 40, 50, generator=torch.Generator().manual_seed(1))
-    expected = np.stack([gaussian_filter(m, 3.0, mode="mirror", truncate=3.0) for m in x.numpy()])
+    expected = np.stack([gaussian_filter(m, 3.0, mode="mirror", truncate=4.0) for m in x.numpy()])
     np.testing.assert_allclose(gaussian_blur(x, 3.0).numpy(), expected, atol=1e-6)
     constant = torch.full((1, 3, 20, 20), 0.7)
     assert torch.allclose(gaussian_blur(constant, 4.0), constant, atol=1e-6)

@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     analyze = subparsers.add_parser(
         "analyze-video", formatter_class=fmt, help="find anomalous moments in one video",
-        description="Score every frame of a video file (mp4, avi, mov, mkv) or a folder of frames with the model's "
+        description="Score every frame of a video file (mp4, avi, mov, mkv, ...) or a folder of frames with the model's "
                     "own threshold; write side_by_side.mp4 (original | model view | heatmap, one frame per input "
                     "frame, H.264), timeline.png, scores.csv and events.json.",
         epilog=example_epilog(

@@ -36,7 +36,8 @@ import torch.nn as nn
 from anomalens.data.preprocessing import to_float
 from anomalens.errors import Cancelled, ConfigError
 from anomalens.models.base import Detector, DetectorConfig
-from anomalens.models.components.losses import LOSS_KINDS, error_map, gaussian_blur
+from anomalens.models.components.kernels import gaussian_blur
+from anomalens.models.components.losses import LOSS_KINDS, error_map
 from anomalens.progress import Reporter
 from anomalens.runtime import seed_everything
 
