@@ -10,8 +10,7 @@ import argparse
 from pathlib import Path
 
 from anomalens.cli.common import (
-    IMAGE_MODEL_FLAGS,
-    VIDEO_MODEL_FLAGS,
+    MODEL_FLAGS,
     add_common_flags,
     add_image_model_flags,
     add_train_flags,
@@ -23,9 +22,6 @@ from anomalens.cli.common import (
     train_options,
 )
 from anomalens.errors import ConfigError, DataError
-
-MODEL_FLAGS = {"image": IMAGE_MODEL_FLAGS, "video": VIDEO_MODEL_FLAGS}
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     bench = subparsers.add_parser(

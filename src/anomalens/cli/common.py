@@ -37,6 +37,7 @@ def add_train_flags(parser: argparse.ArgumentParser, data_help: str, example_cat
     # no argparse choices: the model registry checks the name; the default comes from the data-kind table
     parser.add_argument("--model", default=None, metavar="MODEL", help="model type")
     parser.add_argument("--results-dir", type=Path, default=Path("results"), help="where runs go (default: results)")
+    parser.add_argument("--run-name", default=None, help="run folder name (default: [<kind>_]<category>_<timestamp>)")
     parser.add_argument("--image-size", type=int, nargs="+", metavar=("H", "W"), default=None,
                         help="resize images (or frames) to H x W; one number: square")
     parser.add_argument("--validation-fraction", type=float, default=None,
@@ -177,7 +178,23 @@ def model_settings(args: argparse.Namespace, model: str, flags: Sequence[str]) -
 
 def train_options(args: argparse.Namespace) -> dict[str, Any]:
     """What the user set of the settings every training takes (None = the library's default)."""
-    return {"image_size": args.image_size, "validation_fraction": args.validation_fraction, "seed": args.seed}
+    return {"image_size": args.image_size, "validation_fraction": args.validation_fraction, "seed": args.seed,
+            "run_name": args.run_name}
+
+
+MODEL_FLAGS = {"image": IMAGE_MODEL_FLAGS, "video": VIDEO_MODEL_FLAGS}
+
+
+def run_training(args: argparse.Namespace, kind: str, evaluate_command: str) -> int:
+    """``train`` and ``train-video``: the kind's model (or --model) on the given data, then where it went."""
+    from anomalens.workflows.kinds import data_kind
+
+    table = data_kind(kind)
+    model = args.model or table.default_model
+    result = table.train(args.data_dir, args.category, model, args.results_dir, device=args.device, reporter=cli_reporter(),
+                         **train_options(args), **model_settings(args, model, MODEL_FLAGS[kind]))
+    print_train_result(result, table.unit, evaluate_command)
+    return 0
 
 
 def cli_reporter() -> Reporter:

@@ -10,7 +10,6 @@ import argparse
 from pathlib import Path
 
 from anomalens.cli.common import (
-    IMAGE_MODEL_FLAGS,
     add_common_flags,
     add_evaluate_flags,
     add_image_model_flags,
@@ -18,9 +17,7 @@ from anomalens.cli.common import (
     cli_reporter,
     example_epilog,
     formatter_for,
-    model_settings,
-    print_train_result,
-    train_options,
+    run_training,
 )
 
 
@@ -38,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_train_flags(train, "dataset root holding <category>/train/good/", "bottle")
     add_image_model_flags(train)
     add_common_flags(train)
-    train.set_defaults(handler=_train)
+    train.set_defaults(handler=lambda args: run_training(args, "image", "evaluate"))
 
     evaluate = subparsers.add_parser(
         "evaluate", formatter_class=fmt, help="measure a trained image model on the test split",
@@ -60,19 +57,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--output-dir", type=Path, default=None, help="where to write (default: RUN_DIR/predictions/)")
     add_common_flags(predict)
     predict.set_defaults(handler=_predict)
-
-
-def _train(args: argparse.Namespace) -> int:
-    from anomalens.workflows.kinds import data_kind
-    from anomalens.workflows.train import train_image_model
-
-    model = args.model or data_kind("image").default_model
-    result = train_image_model(
-        args.data_dir, args.category, model, args.results_dir, device=args.device, reporter=cli_reporter(),
-        **train_options(args), **model_settings(args, model, IMAGE_MODEL_FLAGS),
-    )
-    print_train_result(result, "images", "evaluate")
-    return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -10,7 +10,6 @@ import argparse
 from pathlib import Path
 
 from anomalens.cli.common import (
-    VIDEO_MODEL_FLAGS,
     add_common_flags,
     add_evaluate_flags,
     add_train_flags,
@@ -18,9 +17,7 @@ from anomalens.cli.common import (
     cli_reporter,
     example_epilog,
     formatter_for,
-    model_settings,
-    print_train_result,
-    train_options,
+    run_training,
 )
 
 
@@ -38,10 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "--sequence-length 8"),
     )
     add_train_flags(train, "dataset root holding <category>/", "ucsd_ped2")
-    train.add_argument("--run-name", default=None, help="run folder name (default: video_<category>_<timestamp>)")
     add_video_model_flags(train, with_training_flags=True)
     add_common_flags(train)
-    train.set_defaults(handler=_train)
+    train.set_defaults(handler=lambda args: run_training(args, "video", "evaluate-video"))
 
     evaluate = subparsers.add_parser(
         "evaluate-video", formatter_class=fmt, help="measure a trained video model on the test clips",
@@ -69,19 +65,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     analyze.add_argument("--fps", type=float, default=None, help="frame rate of a folder of frames (default: 25)")
     add_common_flags(analyze)
     analyze.set_defaults(handler=_analyze)
-
-
-def _train(args: argparse.Namespace) -> int:
-    from anomalens.workflows.kinds import data_kind
-    from anomalens.workflows.train import train_video_model
-
-    model = args.model or data_kind("video").default_model
-    result = train_video_model(
-        args.data_dir, args.category, model, args.results_dir, device=args.device, reporter=cli_reporter(),
-        run_name=args.run_name, **train_options(args), **model_settings(args, model, VIDEO_MODEL_FLAGS),
-    )
-    print_train_result(result, "frames", "evaluate-video")
-    return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:

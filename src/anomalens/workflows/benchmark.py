@@ -63,22 +63,21 @@ def run_benchmark(
     return result
 
 
-def _train_and_evaluate(kind: str, data_dir, category, model, results_dir, device, seed, reporter, settings):
+def _train_and_evaluate(kind: str, data_dir: str | Path, category: str, model: str | None, results_dir: str | Path, *,
+                        device: str = "auto", reporter: Reporter = SILENT, **settings: Any) -> tuple:
+    """(train result, evaluation result, its metrics, run.json) of one benchmark run."""
     from anomalens.workflows.kinds import data_kind
 
     table = data_kind(kind)
-    trained = table.train(data_dir, category, model, results_dir, device=device, seed=seed, reporter=reporter, **settings)
+    trained = table.train(data_dir, category, model, results_dir, device=device, reporter=reporter, **settings)
     evaluation = table.evaluate(trained.run_dir, device=device, reporter=reporter)
     return trained, evaluation, evaluation.metrics, read_run_file(trained.run_dir)
 
 
-def benchmark_image_model(
-    data_dir: str | Path, category: str, model: str | None = None, results_dir: str | Path = "results", *,
-    device: str = "auto", seed: int | None = None, reporter: Reporter = SILENT, **settings: Any,
-) -> dict[str, Any]:
-    """Train + evaluate + time an image model; returns the benchmark record."""
-    trained, evaluation, metrics, run = _train_and_evaluate("image", data_dir, category, model, results_dir, device,
-                                                            seed, reporter, settings)
+def benchmark_image_model(data_dir: str | Path, category: str, model: str | None = None,
+                          results_dir: str | Path = "results", **options: Any) -> dict[str, Any]:
+    """Train + evaluate + time an image model (``options``: those of training); returns the benchmark record."""
+    trained, evaluation, metrics, run = _train_and_evaluate("image", data_dir, category, model, results_dir, **options)
     detector = trained.detector
     return {
         "model": run["model"],
@@ -101,13 +100,10 @@ def benchmark_image_model(
     }
 
 
-def benchmark_video_model(
-    data_dir: str | Path, category: str, model: str | None = None, results_dir: str | Path = "results", *,
-    device: str = "auto", seed: int | None = None, reporter: Reporter = SILENT, **settings: Any,
-) -> dict[str, Any]:
-    """Train + evaluate + time a video model; returns the benchmark record."""
-    trained, evaluation, metrics, run = _train_and_evaluate("video", data_dir, category, model, results_dir, device,
-                                                            seed, reporter, settings)
+def benchmark_video_model(data_dir: str | Path, category: str, model: str | None = None,
+                          results_dir: str | Path = "results", **options: Any) -> dict[str, Any]:
+    """Train + evaluate + time a video model (``options``: those of training); returns the benchmark record."""
+    trained, evaluation, metrics, run = _train_and_evaluate("video", data_dir, category, model, results_dir, **options)
     return {
         "model": run["model"],
         "category": category,

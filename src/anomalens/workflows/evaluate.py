@@ -1,6 +1,6 @@
 """Evaluation: score the labelled test part of a dataset with a trained run and write ``RUN_DIR/evaluation/``.
 
-One skeleton (:func:`_evaluate_run`) serves both kinds: open the run, load the fitted detector (refusing the
+One skeleton (:func:`evaluate_model`) serves both kinds: open the run, load the fitted detector (refusing the
 other kind first), find the data it was trained on unless told otherwise, measure, and write metrics.json,
 report.md and figures atomically. The threshold is the model's own, fixed before any test data is read.
 
@@ -61,15 +61,20 @@ class _Measured:
     report: Callable[[dict[str, Any], dict[str, Any]], str]
 
 
-def _evaluate_run(
+def evaluate_model(
     kind: str,
-    measure: Callable[[BaseDetector, Path, str, Reporter], _Measured],
     checkpoint: str | Path,
-    data_dir: str | Path | None,
-    category: str | None,
-    device: str,
-    reporter: Reporter,
+    data_dir: str | Path | None = None,
+    category: str | None = None,
+    *,
+    device: str = "auto",
+    reporter: Reporter = SILENT,
 ) -> EvaluationResult:
+    """Evaluate the ``kind`` ("image" or "video") model of a run on the test part of its data; write the results.
+
+    ``data_dir`` and ``category`` default to those the run was trained on (``run.json``).
+    """
+    measure = _MEASURE[kind]
     model_dir, run_dir, run = open_run(checkpoint)
     detector = load_fitted_detector(model_dir, kind, device)  # first: a model of the other kind is refused at once
     data_dir = data_dir if data_dir is not None else run.get("data_dir")
@@ -131,19 +136,10 @@ def _measure_images(detector: BaseDetector, data_dir: Path, category: str, repor
     return _Measured(metrics, write, evaluation_report)
 
 
-def evaluate_image_model(
-    checkpoint: str | Path,
-    data_dir: str | Path | None = None,
-    category: str | None = None,
-    *,
-    device: str = "auto",
-    reporter: Reporter = SILENT,
-) -> EvaluationResult:
-    """Score the test split and write ``RUN_DIR/evaluation/`` (metrics, report and figures), atomically.
-
-    ``data_dir`` and ``category`` default to those the run was trained on (``run.json``).
-    """
-    return _evaluate_run("image", _measure_images, checkpoint, data_dir, category, device, reporter)
+def evaluate_image_model(checkpoint: str | Path, data_dir: str | Path | None = None, category: str | None = None,
+                         **options: Any) -> EvaluationResult:
+    """Score the test split and write ``RUN_DIR/evaluation/`` (metrics, report and figures); see :func:`evaluate_model`."""
+    return evaluate_model("image", checkpoint, data_dir, category, **options)
 
 
 def image_metrics(scores: np.ndarray, labels: np.ndarray, defect_types: list[str], detector: BaseDetector) -> dict[str, Any]:
@@ -284,20 +280,15 @@ def _measure_video(detector: BaseDetector, data_dir: Path, category: str, report
     return _Measured(metrics, write, video_report)
 
 
-def evaluate_video_model(
-    checkpoint: str | Path,
-    data_dir: str | Path | None = None,
-    category: str | None = None,
-    *,
-    device: str = "auto",
-    reporter: Reporter = SILENT,
-) -> EvaluationResult:
+def evaluate_video_model(checkpoint: str | Path, data_dir: str | Path | None = None, category: str | None = None,
+                         **options: Any) -> EvaluationResult:
     """Score every test clip and write ``RUN_DIR/evaluation/`` (metrics, report, per-frame scores, timelines).
 
     Frame AUROC pools all labelled test frames (as the literature reports it); per clip AUROC where a clip
-    has both classes; video AUROC (highest frame score per clip) over clips with a known label.
+    has both classes; video AUROC (highest frame score per clip) over clips with a known label. See
+    :func:`evaluate_model` for the options.
     """
-    return _evaluate_run("video", _measure_video, checkpoint, data_dir, category, device, reporter)
+    return evaluate_model("video", checkpoint, data_dir, category, **options)
 
 
 def video_metrics(results: list[_ClipResult], cal: Calibration) -> dict[str, Any]:
@@ -377,3 +368,6 @@ def video_metrics(results: list[_ClipResult], cal: Calibration) -> dict[str, Any
         "per_clip": per_clip,
         "warnings": warnings,
     }
+
+
+_MEASURE: dict[str, Callable[[BaseDetector, Path, str, Reporter], _Measured]] = {"image": _measure_images, "video": _measure_video}

@@ -1,6 +1,6 @@
 """Training: fit a detector on the normal part of a dataset and save a run folder (:mod:`.runs`).
 
-One skeleton (:func:`_train_run`) serves both data kinds: resolve the settings (each default comes from the
+One skeleton (:func:`train_model`) serves both data kinds: resolve the settings (each default comes from the
 model's config dataclass or from :class:`TrainOptions`, never from the caller), split off held-out normal data,
 fit (the detector sets its own threshold on the held-out part, see ``BaseDetector._learn_then_calibrate``),
 then save the run atomically. What differs per kind is only how the data is found, split and fed.
@@ -95,21 +95,30 @@ class _TrainingData:
 
 
 # ---- the shared skeleton ------------------------------------------------------------------------------
-def _train_run(
+def train_model(
     kind: str,
-    prepare: Callable[[str | Path, str, BaseDetector, TrainOptions, int, Reporter], _TrainingData],
     data_dir: str | Path,
     category: str,
-    model: str | None,
-    results_dir: str | Path,
-    image_size: int | Sequence[int] | None,
-    validation_fraction: float | None,
-    seed: int | None,
-    device: str,
-    reporter: Reporter,
-    run_name: str | None,
-    model_settings: dict[str, Any],
+    model: str | None = None,
+    results_dir: str | Path = "results",
+    *,
+    image_size: int | Sequence[int] | None = None,
+    validation_fraction: float | None = None,
+    seed: int | None = None,
+    device: str = "auto",
+    reporter: Reporter = SILENT,
+    run_name: str | None = None,
+    **model_settings: Any,
 ) -> TrainResult:
+    """Train ``model`` (default: the kind's) on the normal training data of ``category`` and save a run folder.
+
+    ``kind``: ``"image"`` or ``"video"``. Settings left at None take the model's defaults (its config
+    dataclass: image or frame size, seed...) and :class:`TrainOptions`'; ``model_settings`` go to the model's
+    config (``epochs``, ``lr``, ``coreset_ratio``, ``sequence_length``...). The run folder appears complete or
+    not at all; on Ctrl-C or Cancel a model that keeps its best epoch so far is saved (``interrupted`` True),
+    otherwise nothing is written and the interruption propagates.
+    """
+    prepare = _PREPARE[data_kind(kind).name]
     started = datetime.now()
     table = data_kind(kind)
     model = model or table.default_model
@@ -200,30 +209,14 @@ def _image_data(data_dir, category, detector, options: TrainOptions, seed: int, 
     )
 
 
-def train_image_model(
-    data_dir: str | Path,
-    category: str,
-    model: str | None = None,
-    results_dir: str | Path = "results",
-    *,
-    image_size: int | Sequence[int] | None = None,
-    validation_fraction: float | None = None,
-    seed: int | None = None,
-    device: str = "auto",
-    reporter: Reporter = SILENT,
-    run_name: str | None = None,
-    **model_settings: Any,
-) -> TrainResult:
-    """Train ``model`` (default: the image kind's) on ``data_dir/category/train/good`` minus a validation split.
+def train_image_model(data_dir: str | Path, category: str, model: str | None = None, results_dir: str | Path = "results",
+                      **options: Any) -> TrainResult:
+    """Train an image model on ``data_dir/category/train/good`` minus a validation split (see :func:`train_model`).
 
-    Settings left at None take the model's defaults (its config dataclass) and :class:`TrainOptions`';
-    ``model_settings`` go to the model's config (``epochs``, ``lr``, ``backbone``, ``coreset_ratio``, ...).
-    The run folder appears complete or not at all. On Ctrl-C or Cancel, a model that can keep its best
-    epoch (the autoencoder) is saved and ``interrupted`` is True; otherwise nothing is written and the
-    interruption propagates.
+    On Ctrl-C or Cancel, a model that can keep its best epoch (the autoencoder) is saved with ``interrupted``
+    True; PatchCore and PaDiM keep nothing and the interruption propagates.
     """
-    return _train_run("image", _image_data, data_dir, category, model, results_dir, image_size, validation_fraction,
-                      seed, device, reporter, run_name, model_settings)
+    return train_model("image", data_dir, category, model, results_dir, **options)
 
 
 # ---- video --------------------------------------------------------------------------------------------
@@ -280,26 +273,13 @@ def _video_data(data_dir, category, detector, options: TrainOptions, seed: int, 
     )
 
 
-def train_video_model(
-    data_dir: str | Path,
-    category: str,
-    model: str | None = None,
-    results_dir: str | Path = "results",
-    *,
-    image_size: int | Sequence[int] | None = None,
-    validation_fraction: float | None = None,
-    seed: int | None = None,
-    device: str = "auto",
-    reporter: Reporter = SILENT,
-    run_name: str | None = None,
-    **model_settings: Any,
-) -> TrainResult:
-    """Train a video ``model`` (default: the video kind's) on the normal training clips and save a run folder.
+def train_video_model(data_dir: str | Path, category: str, model: str | None = None, results_dir: str | Path = "results",
+                      **options: Any) -> TrainResult:
+    """Train a video model on the normal training clips of ``category``, holding out whole clips (see :func:`train_model`).
 
-    Settings left at None take the model's defaults (for example its frame size) and :class:`TrainOptions`';
-    ``model_settings`` go to the model's config (``sequence_length``, ``epochs``, ``lr``, ...). The run folder
-    appears complete or not at all; on Ctrl-C or Cancel a model that keeps its best epoch so far is saved
-    (``interrupted`` True), otherwise nothing is written.
+    The frame size defaults to the video model's own (``image_size`` in its config).
     """
-    return _train_run("video", _video_data, data_dir, category, model, results_dir, image_size, validation_fraction,
-                      seed, device, reporter, run_name, model_settings)
+    return train_model("video", data_dir, category, model, results_dir, **options)
+
+
+_PREPARE: dict[str, Callable[..., _TrainingData]] = {"image": _image_data, "video": _video_data}
