@@ -77,7 +77,7 @@ def test_image_score_is_max_of_smoothed_error_minus_normal_error(model):
     x = images.float().numpy() / 255.0
     raw = ((pred.views - x) ** 2).mean(axis=1)
     sigma = model.config.smoothing_sigma
-    expected = np.stack([gaussian_filter(m, sigma, mode="mirror", truncate=3.0) for m in raw])
+    expected = np.stack([gaussian_filter(m, sigma, mode="mirror", truncate=4.0) for m in raw])  # kernels.TRUNCATE
     expected -= model.normal_error_.cpu().numpy()
     np.testing.assert_allclose(pred.maps, expected, atol=2e-5)
     np.testing.assert_allclose(pred.scores, pred.maps.max(axis=(1, 2)), rtol=1e-6)

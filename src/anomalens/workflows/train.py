@@ -30,7 +30,7 @@ from anomalens.errors import Cancelled, ConfigError
 from anomalens.models.base import BaseDetector, create_detector
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import seed_everything
-from anomalens.workflows.kinds import data_kind
+from anomalens.workflows.kinds import data_kind, model_names
 from anomalens.workflows.runs import save_run
 
 
@@ -118,9 +118,9 @@ def train_model(
     not at all; on Ctrl-C or Cancel a model that keeps its best epoch so far is saved (``interrupted`` True),
     otherwise nothing is written and the interruption propagates.
     """
-    prepare = _PREPARE[data_kind(kind).name]
     started = datetime.now()
     table = data_kind(kind)
+    prepare = _PREPARE[table.name]
     model = model or table.default_model
     options = TrainOptions.given(validation_fraction)
     settings = {k: v for k, v in model_settings.items() if v is not None}  # what run.json records as given
@@ -129,7 +129,7 @@ def train_model(
         common["seed"] = seed
     detector = create_detector(model, device=device, **settings, **common)
     if detector.kind != kind:
-        others = ", ".join(_model_names(kind))
+        others = ", ".join(model_names(kind))
         raise ConfigError(f"model {model!r} is a{'n' if detector.kind == 'image' else ''} {detector.kind} model; "
                           f"use {'an' if kind == 'image' else 'a'} {kind} model ({others})")
     seed = detector.config.seed
@@ -175,12 +175,6 @@ def train_model(
     run_dir = save_run(Path(results_dir), run_name or f"{prefix}{category}_{started:%Y%m%d_%H%M%S}", detector, run, log.lines)
     reporter.log(f"saved the run to {run_dir}")
     return TrainResult(run_dir=run_dir, detector=detector, interrupted=detector.interrupted_)
-
-
-def _model_names(kind: str) -> list[str]:
-    from anomalens.workflows.kinds import model_names
-
-    return model_names(kind)
 
 
 # ---- images -------------------------------------------------------------------------------------------
