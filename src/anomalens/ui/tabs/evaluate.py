@@ -5,7 +5,7 @@
 [['image auroc', 0.9981], ['pixel auroc', 0.9712]]
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: Gradio reads the `gr.Request` annotation of handlers at run time.
 
 from dataclasses import dataclass, field
 from pathlib import Path

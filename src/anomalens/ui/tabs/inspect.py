@@ -8,7 +8,7 @@ scale by the model's own calibration (:meth:`~anomalens.metrics.threshold.Calibr
 [['part.png', 1.234, 0.873, 'ANOMALY']]
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: Gradio reads the `gr.Request` annotation of handlers at run time.
 
 import csv
 import zipfile

@@ -7,7 +7,7 @@ own default (a video model's frame size, for instance), exactly as on the comman
 >>> train_model(settings, dataset, "patchcore").run_dir                                    # doctest: +SKIP
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: Gradio reads the `gr.Request` annotation of handlers at run time.
 
 import json
 import time

@@ -5,7 +5,7 @@
 [1, 2.4, 3.1, 60, 77, 0.72, 0.93, 66, 'motion']
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: Gradio reads the `gr.Request` annotation of handlers at run time.
 
 from dataclasses import dataclass
 from pathlib import Path
