@@ -149,15 +149,12 @@ def _shown(value: Any) -> str:
     return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def print_train_result(result: Any, unit: str, evaluate_command: str) -> None:
-    """What every training command prints at the end: where the model is and how its threshold was chosen."""
-    cal = result.detector.calibration_
-    if result.interrupted:
-        print("training was stopped early; the best model so far was kept")
-    print(f"model saved: {result.run_dir}")
-    if cal is not None:
-        print(f"threshold {cal.threshold:.6g} (from {cal.validation_count} validation {unit}, "
-              f"target false-positive rate {cal.target_fpr:g})")
+def print_train_result(result: Any, evaluate_command: str) -> None:
+    """What every training command prints at the end, beyond the training's own news lines.
+
+    The workflow already logged (to the terminal and ``train.log``) how training ended, the threshold and where
+    the run was saved; saying it again would print each twice. Only the next step is added here.
+    """
     print(f"next: anomalens {evaluate_command} --checkpoint {result.run_dir}")
 
 
@@ -193,7 +190,7 @@ def run_training(args: argparse.Namespace, kind: str, evaluate_command: str) -> 
     model = args.model or table.default_model
     result = table.train(args.data_dir, args.category, model, args.results_dir, device=args.device, reporter=cli_reporter(),
                          **train_options(args), **model_settings(args, model, MODEL_FLAGS[kind]))
-    print_train_result(result, table.unit, evaluate_command)
+    print_train_result(result, evaluate_command)
     return 0
 
 

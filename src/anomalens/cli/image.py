@@ -74,11 +74,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from anomalens.metrics.classification import verdict_word
     from anomalens.workflows.predict import predict_images
 
     report = predict_images(args.checkpoint, args.paths, args.output_dir, device=args.device, reporter=cli_reporter())
     for r in report.results:
-        verdict = "ANOMALOUS" if r.anomalous else "normal"
+        verdict = verdict_word(r.anomalous)
         print(f"{r.path}\tscore {r.score:.5g}\tnormalised {r.normalized_score:.3f}\t{verdict}")
     flagged = sum(r.anomalous for r in report.results)
     print(f"{flagged} of {len(report.results)} images anomalous; results: {report.csv_path}")

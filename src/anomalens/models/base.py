@@ -161,7 +161,7 @@ class BaseDetector(ABC):
             if not self.interrupted_:
                 raise
             reporter.log("choosing the threshold on the held-out data")  # stopped during that pass: it takes seconds
-            scores = held_out_scores(Reporter(show_tqdm=reporter.show_tqdm))
+            scores = held_out_scores(Reporter(show_tqdm=reporter.show_tqdm, interactive=reporter.interactive))
         self.calibration_ = calibrate(scores, self.config.target_fpr)
 
     def save(self, folder: str | Path) -> Path:

@@ -20,7 +20,7 @@ import numpy as np
 from anomalens.data.mvtec import NORMAL_TYPE
 from anomalens.data.video_datasets import ClipRef
 from anomalens.errors import ConfigError, DataError
-from anomalens.metrics.classification import confusion_at, f1_max, image_auroc, roc_curve
+from anomalens.metrics.classification import confusion_at, f1_max, image_auroc, roc_curve, verdict_word
 from anomalens.metrics.events import (
     calibrated_events,
     clip_frame_auroc,
@@ -218,7 +218,7 @@ def _evaluation_figures(folder: Path, prediction: Any, test: Any, maps: np.ndarr
     }
     rows = []
     for i in _pick_samples(scores, test.defect_types):
-        verdict = "ANOMALOUS" if cal.is_anomalous(scores[i]) else "normal"
+        verdict = verdict_word(bool(cal.is_anomalous(scores[i])))
         title = f"{test.defect_types[i]}/{test.paths[i].name}\nnormalised {float(cal.normalize(scores[i])):.2f} {verdict}"
         view = prediction.views[i] if prediction.views is not None else None
         rows.append(SampleRow(title=title, image=to_hwc(test.images[i]), normalized_map=cal.normalize(maps[i]),

@@ -25,7 +25,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +35,7 @@ import torch
 from anomalens.errors import CheckpointError, ConfigError, DataError
 from anomalens.models import base as models
 from anomalens.models.base import CONFIG_FILE, BaseDetector
-from anomalens.runtime import write_json_atomic, write_text_atomic
+from anomalens.runtime import make_temp_dir, write_json_atomic, write_text_atomic
 
 RUN_FILE = "run.json"
 MODEL_DIR = "model"
@@ -102,7 +101,7 @@ def read_run_file(run_dir: str | Path) -> dict[str, Any]:
 def save_run(results_dir: Path, name: str, detector: BaseDetector, run: dict[str, Any], log_lines: list[str]) -> Path:
     """Fill a hidden temporary folder, then rename it to a free name (``name``, ``name_2``, ...)."""
     results_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=results_dir))
+    tmp = make_temp_dir(results_dir, prefix=f".{name}.")
     try:
         detector.save(tmp / MODEL_DIR)
         write_json_atomic(tmp / RUN_FILE, run)
@@ -144,7 +143,7 @@ def staged_dir(output_dir: str | Path | None) -> Iterator[Path | None]:
     if output_dir.exists() and not output_dir.is_dir():
         raise DataError("output folder is a file", output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=output_dir))
+    tmp = make_temp_dir(output_dir, prefix=".partial-", suffix="")
     try:
         yield tmp
         for item in sorted(tmp.iterdir()):

@@ -80,7 +80,8 @@ class LoggingReporter(Reporter):
 
 
 def logging_reporter(reporter: Reporter) -> LoggingReporter:
-    return LoggingReporter(callback=None, cancel_event=reporter.cancel_event, show_tqdm=reporter.show_tqdm, inner=reporter)
+    return LoggingReporter(callback=None, cancel_event=reporter.cancel_event, show_tqdm=reporter.show_tqdm,
+                           interactive=reporter.interactive, inner=reporter)
 
 
 @dataclass

@@ -5,7 +5,7 @@ scale by the model's own calibration (:meth:`~anomalens.metrics.threshold.Calibr
 
 >>> view = inspect_images(settings, run_dir, ["part.png"], key="tab1")             # doctest: +SKIP
 >>> inspection_rows(view, threshold=0.5)                                          # doctest: +SKIP
-[['part.png', 1.234, 0.873, 'ANOMALY']]
+[['part.png', 1.234, 0.873, 'ANOMALOUS']]
 """
 
 # No `from __future__ import annotations`: Gradio reads the `gr.Request` annotation of handlers at run time.
@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from anomalens.errors import DataError
+from anomalens.metrics.classification import ANOMALOUS, verdict_word
 from anomalens.metrics.threshold import Calibration
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import atomic_path
@@ -103,7 +104,7 @@ def inspect_images(
 
 
 def verdict(normalized_score: float, threshold: float) -> str:
-    return "ANOMALY" if normalized_score > threshold else "normal"
+    return verdict_word(normalized_score > threshold)
 
 
 def inspection_rows(inspection: ImageInspection, threshold: float = 0.5) -> list[list[Any]]:
@@ -129,7 +130,7 @@ def reconstruction_gallery(inspection: ImageInspection) -> list[tuple[str, str]]
 
 
 def inspection_summary(inspection: ImageInspection, threshold: float = 0.5) -> str:
-    flagged = sum(verdict(item.normalized_score, threshold) == "ANOMALY" for item in inspection.items)
+    flagged = sum(verdict(item.normalized_score, threshold) == ANOMALOUS for item in inspection.items)
     raw = inspection.raw_threshold(threshold)
     raw_text = f" (raw score {raw:.4g})" if raw is not None else ""
     return (
@@ -146,7 +147,7 @@ def inspection_downloads(inspection: ImageInspection, threshold: float = 0.5) ->
             writer = csv.writer(handle)
             writer.writerow(["image", "score", "normalized_score", "threshold_normalized", "anomalous"])
             for item in inspection.items:
-                flagged = verdict(item.normalized_score, threshold) == "ANOMALY"
+                flagged = verdict(item.normalized_score, threshold) == ANOMALOUS
                 writer.writerow([item.name, f"{item.score:.6g}", f"{item.normalized_score:.6f}", f"{threshold:.4f}", int(flagged)])
     zip_path = inspection.output_dir / "overlays.zip"
     if not zip_path.exists():
@@ -160,11 +161,11 @@ def inspection_downloads(inspection: ImageInspection, threshold: float = 0.5) ->
 
 
 def _verdict_table(rows: list[list[Any]], headers: list[str]) -> Any:
-    """The results as a table whose ANOMALY verdicts stand out in red."""
+    """The results as a table whose ANOMALOUS verdicts stand out in red."""
     import pandas as pd
 
     frame = pd.DataFrame(rows, columns=headers)
-    return frame.style.map(lambda v: "color: #b91c1c; font-weight: 700" if v == "ANOMALY" else "", subset=["verdict"])
+    return frame.style.map(lambda v: "color: #b91c1c; font-weight: 700" if v == ANOMALOUS else "", subset=["verdict"])
 
 
 def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
