@@ -118,13 +118,20 @@ def test_predict_files_and_folders_writes_overlays_csv_and_json(trained_run, syn
     test = root / category / "test"
     report = predict_images(trained_run.run_dir, [test / "scratch", test / "good" / "000.png"], device="cpu")
     assert len(report.results) == 5
-    assert report.csv_path == trained_run.run_dir / "predictions" / "predictions.csv"
+    # each call gets its own timestamped folder under RUN_DIR/predictions/
+    assert report.csv_path.parent.parent == trained_run.run_dir / "predictions" and report.csv_path.name == "predictions.csv"
     rows = list(csv.DictReader(report.csv_path.open()))
     assert [r["path"] for r in rows] == [str(r.path) for r in report.results]
+    # same-named files of different folders keep their folder: good/000.png and scratch/000.png
+    assert [r["relative_path"] for r in rows] == ["scratch/000.png", "scratch/001.png", "scratch/002.png",
+                                                  "scratch/003.png", "good/000.png"]
+    assert rows[-1]["overlay"] == str(report.csv_path.parent / "good" / "000_overlay.png")
     payload = json.loads(report.json_path.read_text())
     assert payload["count"] == 5 and payload["threshold"] == pytest.approx(trained_run.detector.calibration_.threshold)
     for r in report.results:
         assert r.overlay_path.is_file()
+        # written at the input's own size (128 px), not the model's (64 px)
+        assert Image.open(r.overlay_path).size == Image.open(r.path).size == (128, 128)
         assert r.image.shape == (SIZE, SIZE, 3) and r.image.dtype == np.uint8
         assert r.heatmap.shape == (SIZE, SIZE) and 0.0 <= r.heatmap.min() <= r.heatmap.max() <= 1.0
         assert r.anomalous == (r.score > payload["threshold"]) == (r.normalized_score > 0.5)
@@ -147,6 +154,28 @@ def test_predict_keeps_other_files_in_the_output_folder(trained_run, synthetic_i
     keep.write_text("do not delete")
     report = predict_images(trained_run.run_dir, [root / category / "test" / "good" / "001.png"], tmp_path)
     assert keep.read_text() == "do not delete" and report.csv_path == tmp_path / "predictions.csv"
+
+
+def test_predict_never_mixes_two_calls_in_one_folder(trained_run, synthetic_image_dataset, tmp_path):
+    root, category = synthetic_image_dataset
+    test = root / category / "test"
+    first = predict_images(trained_run.run_dir, [test / "good" / "000.png"], device="cpu")
+    second = predict_images(trained_run.run_dir, [test / "good" / "001.png"], device="cpu")
+    assert first.csv_path.parent != second.csv_path.parent  # the default: a new folder per call
+    assert first.csv_path.is_file() and first.results[0].overlay_path.is_file()
+
+    out = tmp_path / "out"
+    predict_images(trained_run.run_dir, [test / "scratch"], out)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with pytest.raises(ConfigError, match="already holds predictions.*--overwrite"):
+        predict_images(trained_run.run_dir, [test / "good" / "001.png"], out)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # nothing touched
+    (out / "notes.txt").write_text("mine")
+    replaced = predict_images(trained_run.run_dir, [test / "good" / "001.png"], out, overwrite=True)
+    # the earlier call's overlays are gone, the user's own file stays
+    assert sorted(p.name for p in out.rglob("*.png")) == ["001_overlay.png"]
+    assert (out / "notes.txt").read_text() == "mine"
+    assert [r["relative_path"] for r in csv.DictReader(replaced.csv_path.open())] == ["001.png"]
 
 
 def test_predict_stops_on_a_bad_file_without_writing(trained_run, synthetic_image_dataset, tmp_path):

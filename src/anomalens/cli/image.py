@@ -54,7 +54,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     predict.add_argument("--checkpoint", required=True, type=Path, help="run folder (or its model/ folder)")
     predict.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
-    predict.add_argument("--output-dir", type=Path, default=None, help="where to write (default: RUN_DIR/predictions/)")
+    predict.add_argument("--output-dir", type=Path, default=None,
+                         help="where to write (default: a new RUN_DIR/predictions/<YYYYmmdd_HHMMSS>/ per call)")
+    predict.add_argument("--overwrite", action="store_true",
+                         help="replace the predictions already in --output-dir (refused without this flag)")
     add_common_flags(predict)
     predict.set_defaults(handler=_predict)
 
@@ -77,7 +80,8 @@ def _predict(args: argparse.Namespace) -> int:
     from anomalens.metrics.classification import verdict_word
     from anomalens.workflows.predict import predict_images
 
-    report = predict_images(args.checkpoint, args.paths, args.output_dir, device=args.device, reporter=cli_reporter())
+    report = predict_images(args.checkpoint, args.paths, args.output_dir, device=args.device, reporter=cli_reporter(),
+                            overwrite=args.overwrite)
     for r in report.results:
         verdict = verdict_word(r.anomalous)
         print(f"{r.path}\tscore {r.score:.5g}\tnormalised {r.normalized_score:.3f}\t{verdict}")

@@ -8,6 +8,7 @@ An analysed video never sets its own threshold; output files appear only once al
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,9 +18,9 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from anomalens.data.preprocessing import IMAGE_EXTENSIONS, Preprocessing
+from anomalens.data.preprocessing import IMAGE_EXTENSIONS, Preprocessing, read_rgb
 from anomalens.data.video_io import open_clip
-from anomalens.errors import DataError
+from anomalens.errors import ConfigError, DataError
 from anomalens.metrics.events import Event, calibrated_events
 from anomalens.models.base import BaseDetector
 from anomalens.progress import SILENT, Reporter
@@ -32,6 +33,10 @@ from anomalens.workflows.runs import ANALYSIS_DIR, PREDICTIONS_DIR, load_fitted_
 
 
 # ---- images -------------------------------------------------------------------------------------------
+PREDICTIONS_CSV = "predictions.csv"
+PREDICTIONS_JSON = "predictions.json"
+
+
 @dataclass
 class ImageResult:
     path: Path
@@ -42,10 +47,12 @@ class ImageResult:
     image: np.ndarray  # preprocessed RGB uint8 (H, W, 3)
     heatmap: np.ndarray  # normalised anomaly map (H, W) in [0, 1]
     reconstruction: np.ndarray | None  # model view RGB uint8, if the model has one
+    relative_path: str = ""  # the input's path relative to the inputs' common folder ("good/000.png")
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": str(self.path),
+            "relative_path": self.relative_path,
             "score": self.score,
             "normalized_score": self.normalized_score,
             "anomalous": self.anomalous,
@@ -90,24 +97,31 @@ def predict_images(
     device: str = "auto",
     reporter: Reporter = SILENT,
     batch_size: int = 32,
+    overwrite: bool = False,
 ) -> PredictionReport:
     """Score images: raw score, normalised score (0.5 = threshold), verdict and an overlay per image.
 
     ``inputs``: image files, folders (searched recursively) or RGB arrays ``(H, W, 3)``. Files are written to
-    ``output_dir`` (default ``RUN_DIR/predictions/`` for a checkpoint; none for a Detector object unless
-    given): one ``<name>_overlay.png`` per image (heatmap over the image, regions above the threshold
-    outlined) and ``predictions.csv`` / ``predictions.json``, moved in only once every image has been scored.
+    ``output_dir`` (default: a new ``RUN_DIR/predictions/<YYYYmmdd_HHMMSS>/`` per call for a checkpoint; none for
+    a Detector object unless given): one overlay per image at the image's own size (heatmap over the image,
+    regions above the threshold outlined), named after the input's path relative to the inputs' common
+    folder (``good/000.png`` -> ``good/000_overlay.png``), and ``predictions.csv`` / ``predictions.json``,
+    moved in only once every image has been scored. A folder that already holds predictions is refused
+    unless ``overwrite``, which first removes the earlier call's tables and overlays (nothing else).
     """
     detector = load_fitted_detector(checkpoint_or_detector, "image", device)
     if output_dir is None and not isinstance(checkpoint_or_detector, BaseDetector):
-        output_dir = open_run(checkpoint_or_detector)[1] / PREDICTIONS_DIR
+        output_dir = new_predictions_dir(open_run(checkpoint_or_detector)[1] / PREDICTIONS_DIR)
     items = _prediction_inputs(inputs)
+    if output_dir is not None:
+        _clear_earlier_predictions(Path(output_dir), overwrite)
     preprocessing = detector.preprocessing
     cal = detector.calibration_
     assert cal is not None
 
     results: list[ImageResult] = []
-    names = _overlay_names([p for p, _ in items])
+    relative = relative_names([p for p, _ in items])
+    names = [str(Path(r).with_suffix("")) + "_overlay.png" for r in relative]
     with staged_dir(output_dir) as folder:
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
@@ -115,13 +129,15 @@ def predict_images(
                                   reporter.iter(chunk, f"read images {start + 1}-{start + len(chunk)} of {len(items)}")])
             prediction = detector.predict(images, reporter=reporter)
             heatmaps = cal.normalize(prediction.maps)
-            for j, (path, _) in enumerate(chunk):
+            for j, (path, array) in enumerate(chunk):
                 image = to_hwc(images[j])
                 heatmap = resize_map(heatmaps[j], image.shape[:2])
                 overlay_path = None
                 if folder is not None:
                     overlay_path = folder / names[start + j]
-                    _write_png(overlay_path, anomaly_contours(overlay(image, heatmap, 0.45), heatmap))
+                    original = array if array is not None else read_rgb(path)  # the overlay keeps the input's size
+                    full = resize_map(heatmaps[j], original.shape[:2])
+                    _write_png(overlay_path, anomaly_contours(overlay(to_hwc(original), full, 0.45), full))
                 score = float(prediction.scores[j])
                 results.append(ImageResult(
                     path=path,
@@ -132,14 +148,15 @@ def predict_images(
                     image=image,
                     heatmap=heatmap,
                     reconstruction=to_hwc(prediction.views[j]) if prediction.views is not None else None,
+                    relative_path=relative[start + j],
                 ))
         csv_path = json_path = None
         if folder is not None:
             final = Path(output_dir)  # type: ignore[arg-type]
             for r in results:  # paths as they will be once the folder is in place
-                r.overlay_path = final / r.overlay_path.name if r.overlay_path is not None else None
+                r.overlay_path = final / r.overlay_path.relative_to(folder) if r.overlay_path is not None else None
             write_prediction_tables(folder, results, detector, checkpoint_or_detector)
-            csv_path, json_path = final / "predictions.csv", final / "predictions.json"
+            csv_path, json_path = final / PREDICTIONS_CSV, final / PREDICTIONS_JSON
     if output_dir is not None:
         reporter.log(f"wrote {len(results)} predictions to {output_dir}")
     return PredictionReport(results=results, csv_path=csv_path, json_path=json_path)
@@ -165,18 +182,57 @@ def _prepare(preprocessing: Preprocessing, path: Path, array: np.ndarray | None)
     return preprocessing.prepare_array(array) if array is not None else preprocessing.load_image(path)
 
 
-def _overlay_names(paths: list[Path]) -> list[str]:
-    """``<stem>_overlay.png``, prefixed by the parent folder when stems repeat (MVTec's 000.png in every type)."""
-    stems = [p.stem for p in paths]
+def relative_names(paths: list[Path]) -> list[str]:
+    """Each path relative to the folder the inputs share (``good/000.png``, ``broken_large/000.png``), so that
+    same-named files from different folders stay apart and can be traced back; a lone file keeps its name."""
+    resolved = [p.resolve() for p in paths]
+    try:
+        common = Path(os.path.commonpath([p.parent for p in resolved]))
+    except ValueError:  # different drives: keep the full paths apart by their last folders
+        return [f"{p.parent.name}/{p.name}" for p in resolved]
     names, used = [], set()
-    for p in paths:
-        base = f"{p.parent.name}_{p.stem}" if stems.count(p.stem) > 1 and p.parent.name else p.stem
-        name, n = f"{base}_overlay.png", 2
-        while name in used:
-            name, n = f"{base}_{n}_overlay.png", n + 1
+    for p in resolved:
+        name = p.relative_to(common).as_posix()
+        base, n = name, 2
+        while name in used:  # the same file given twice
+            stem = Path(base)
+            name, n = (stem.parent / f"{stem.stem}_{n}{stem.suffix}").as_posix(), n + 1
         used.add(name)
         names.append(name)
     return names
+
+
+def new_predictions_dir(parent: Path) -> Path:
+    """``parent/<YYYYmmdd_HHMMSS>`` (``_2``, ``_3``... within the same second): every call keeps its own results."""
+    stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+    target, n = parent / stamp, 2
+    while target.exists():
+        target, n = parent / f"{stamp}_{n}", n + 1
+    return target
+
+
+def _clear_earlier_predictions(folder: Path, overwrite: bool) -> None:
+    """Refuse to mix two calls' results in one folder; with ``overwrite``, remove the earlier call's own files."""
+    tables = [folder / PREDICTIONS_CSV, folder / PREDICTIONS_JSON]
+    if not any(t.exists() for t in tables):
+        return
+    if not overwrite:
+        raise ConfigError("already holds predictions of an earlier call; choose another output folder or "
+                          "pass --overwrite (overwrite=True) to replace them", folder)
+    import json
+
+    try:
+        earlier = json.loads((folder / PREDICTIONS_JSON).read_text(encoding="utf-8")).get("results", [])
+    except (OSError, ValueError, AttributeError):
+        earlier = []
+    for entry in earlier:
+        overlay_file = entry.get("overlay") if isinstance(entry, dict) else None
+        if overlay_file:
+            path = Path(overlay_file)
+            if path.is_file() and folder.resolve() in path.resolve().parents:  # never outside the folder
+                path.unlink()
+    for table in tables:
+        table.unlink(missing_ok=True)
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:

@@ -77,10 +77,10 @@ def write_prediction_tables(folder: Path, results: list[Any], detector: BaseDete
     cal = detector.calibration_
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["path", "score", "normalized_score", "anomalous", "threshold", "overlay"])
+    writer.writerow(["path", "relative_path", "score", "normalized_score", "anomalous", "threshold", "overlay"])
     for r in results:
-        writer.writerow([str(r.path), f"{r.score:.6g}", f"{r.normalized_score:.4f}", int(r.anomalous), f"{cal.threshold:.6g}",
-                         str(r.overlay_path) if r.overlay_path else ""])
+        writer.writerow([str(r.path), r.relative_path, f"{r.score:.6g}", f"{r.normalized_score:.4f}", int(r.anomalous),
+                         f"{cal.threshold:.6g}", str(r.overlay_path) if r.overlay_path else ""])
     write_text_atomic(folder / "predictions.csv", buffer.getvalue())
     write_json_atomic(folder / "predictions.json", {
         "model": detector.name,

@@ -146,10 +146,19 @@ def staged_dir(output_dir: str | Path | None) -> Iterator[Path | None]:
     tmp = make_temp_dir(output_dir, prefix=".partial-", suffix="")
     try:
         yield tmp
-        for item in sorted(tmp.iterdir()):
-            os.replace(item, output_dir / item.name)
+        _move_into(tmp, output_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _move_into(source: Path, target: Path) -> None:
+    """Move the files of ``source`` into ``target``, merging sub-folders that already exist there."""
+    for item in sorted(source.iterdir()):
+        destination = target / item.name
+        if item.is_dir() and destination.is_dir():
+            _move_into(item, destination)
+        else:
+            os.replace(item, destination)
 
 
 # ---- finding runs -------------------------------------------------------------------------------
