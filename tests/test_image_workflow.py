@@ -92,11 +92,42 @@ def test_evaluation_writes_metrics_report_and_figures(trained_run):
     assert on_disk["image_auroc"] == pytest.approx(m["image_auroc"])
     report = result.report_path.read_text()
     assert "| scratch | 4 |" in report and "image AUROC" in report and "AUROC vs good" in report
-    for name in ("roc_curve", "score_distribution", "samples"):
+    for name in ("roc_curve", "score_distribution", "samples", "hardest_cases"):
         path = result.figures[name]
         assert path.is_file() and path.parent == result.output_dir
         with Image.open(path) as img:
             assert img.width > 300 and img.height > 300
+
+
+def test_evaluation_writes_every_image_score_and_the_hardest_cases(trained_run):
+    result = evaluate_image_model(trained_run.run_dir, device="cpu")
+    detector = trained_run.detector
+    test = load_test_set(discover_category(result.metrics["data_dir"], result.metrics["category"]), detector.preprocessing)
+    scores = detector.predict(test.images).scores
+    rows = list(csv.DictReader((result.output_dir / "image_scores.csv").open()))
+    assert list(rows[0]) == ["path", "defect_type", "score", "normalized_score", "verdict", "pixel_auroc"]
+    assert len(rows) == 24
+    by_path = {r["path"]: r for r in rows}
+    scratch = by_path["test/scratch/001.png"]  # paths relative to the category: same-named files stay apart
+    index = [p.as_posix().endswith("test/scratch/001.png") for p in test.paths].index(True)
+    assert float(scratch["score"]) == pytest.approx(float(scores[index]), rel=1e-4)
+    assert scratch["defect_type"] == "scratch"
+    assert scratch["verdict"] == ("ANOMALOUS" if scores[index] > detector.calibration_.threshold else "normal")
+    # a defect's own pixel AUROC, computed from its mask; none for normal images (no defect pixels)
+    mask = test.masks[index].numpy()
+    maps = detector.predict(test.images[index : index + 1]).maps
+    from anomalens.metrics.segmentation import pixel_auroc
+    assert float(scratch["pixel_auroc"]) == pytest.approx(pixel_auroc(mask[None], maps), abs=1e-3)
+    assert by_path["test/good/000.png"]["pixel_auroc"] == ""
+    # hardest cases: the highest-scoring normal images and the lowest-scoring defective ones
+    hardest = result.metrics["hardest_cases"]
+    normal_scores = sorted((float(r["score"]) for r in rows if r["defect_type"] == "good"), reverse=True)
+    defect_scores = sorted(float(r["score"]) for r in rows if r["defect_type"] != "good")
+    assert [r["score"] for r in hardest["highest_scoring_normal"]] == pytest.approx(normal_scores[:4], rel=1e-4)
+    assert [r["score"] for r in hardest["lowest_scoring_defective"]] == pytest.approx(defect_scores[:4], rel=1e-4)
+    report = result.report_path.read_text()
+    assert "## Hardest cases" in report and "hardest_cases.png" in report and "image_scores.csv" in report
+    assert hardest["highest_scoring_normal"][0]["path"] in report
 
 
 def test_defect_type_without_masks_gets_a_warning_and_no_pixel_truth(trained_run, synthetic_image_dataset, tmp_path):

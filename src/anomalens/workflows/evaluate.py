@@ -36,12 +36,15 @@ from anomalens.runtime import atomic_dir, write_json_atomic, write_text_atomic
 from anomalens.visualization.overlays import resize_map, to_hwc
 from anomalens.visualization.plots import SampleRow, plot_roc, plot_samples, plot_score_distribution
 from anomalens.visualization.timeline import plot_timeline
-from anomalens.workflows.reports import evaluation_report, frame_scores_csv, video_report
+from anomalens.workflows.reports import evaluation_report, frame_scores_csv, image_scores_csv, video_report
 from anomalens.workflows.runs import EVALUATION_DIR, METRICS_FILE, RUN_FILE, load_fitted_detector, open_run, safe_name
 
 
 PRO_MAX_FPR = 0.3
 REPORT_FILE = "report.md"
+IMAGE_SCORES_FILE = "image_scores.csv"
+HARDEST_CASES_FILE = "hardest_cases.png"
+HARDEST_PER_SIDE = 4  # normal images and defective ones shown in the hardest-cases figure
 
 
 @dataclass
@@ -123,6 +126,11 @@ def _measure_images(detector: BaseDetector, data_dir: Path, category: str, repor
     for warning in pixel["warnings"][len(found.types_without_masks):]:  # load_test_set already named those types
         reporter.log(f"warning: {warning}")
     metrics.update(pixel)
+    names = [p.relative_to(found.root).as_posix() for p in test.paths]
+    per_image = image_score_rows(names, test.defect_types, prediction.scores, maps, test.masks.numpy(), test.has_mask,
+                                 detector)
+    hardest = hardest_cases(per_image)
+    metrics["hardest_cases"] = {side: [per_image[i] for i in picked] for side, picked in hardest.items()}
     metrics["timing"] = {
         "decode_seconds": round(decode_seconds, 3),
         "predict_seconds": round(predict_seconds, 3),
@@ -131,6 +139,9 @@ def _measure_images(detector: BaseDetector, data_dir: Path, category: str, repor
 
     def write(tmp: Path, final: Path) -> dict[str, Path]:
         figures = _evaluation_figures(tmp, prediction, test, maps, metrics, detector)
+        write_text_atomic(tmp / IMAGE_SCORES_FILE, image_scores_csv(per_image))
+        figures["hardest_cases"] = _hardest_cases_figure(tmp / HARDEST_CASES_FILE, hardest, per_image, prediction,
+                                                         test, maps, detector)
         return {name: final / path.name for name, path in figures.items()}
 
     return _Measured(metrics, write, evaluation_report)
@@ -175,6 +186,60 @@ def image_metrics(scores: np.ndarray, labels: np.ndarray, defect_types: list[str
         "per_defect_type": per_type,
         "roc_curve": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
     }
+
+
+def image_score_rows(
+    names: list[str], defect_types: list[str], scores: np.ndarray, maps: np.ndarray, masks: np.ndarray,
+    has_mask: np.ndarray, detector: BaseDetector,
+) -> list[dict[str, Any]]:
+    """One record per test image for ``image_scores.csv``: where a false alarm or a miss comes from.
+
+    ``pixel_auroc`` is the image's own pixel AUROC, for defective images whose mask marks some pixels.
+    """
+    cal = detector.calibration_
+    assert cal is not None
+    rows = []
+    for i, name in enumerate(names):
+        own_auroc = None
+        if has_mask[i] and masks[i].any() and not masks[i].all():
+            own_auroc = round(pixel_auroc(masks[i][None], maps[i][None]), 4)
+        rows.append({
+            "path": name,
+            "defect_type": defect_types[i],
+            "score": float(scores[i]),
+            "normalized_score": float(cal.normalize(scores[i])),
+            "verdict": verdict_word(bool(cal.is_anomalous(scores[i]))),
+            "pixel_auroc": own_auroc,
+        })
+    return rows
+
+
+def hardest_cases(rows: list[dict[str, Any]], per_side: int = HARDEST_PER_SIDE) -> dict[str, list[int]]:
+    """The highest-scoring normal images (nearest to false alarms) and the lowest-scoring defective ones
+    (nearest to misses): what to look at first before trusting a model. Indexes into ``rows``."""
+    normal = [i for i, r in enumerate(rows) if r["defect_type"] == NORMAL_TYPE]
+    defective = [i for i, r in enumerate(rows) if r["defect_type"] != NORMAL_TYPE]
+    return {
+        "highest_scoring_normal": sorted(normal, key=lambda i: -rows[i]["score"])[:per_side],
+        "lowest_scoring_defective": sorted(defective, key=lambda i: rows[i]["score"])[:per_side],
+    }
+
+
+def _hardest_cases_figure(path: Path, hardest: dict[str, list[int]], rows: list[dict[str, Any]], prediction: Any,
+                          test: Any, maps: np.ndarray, detector: BaseDetector) -> Path:
+    cal = detector.calibration_
+    assert cal is not None
+    labels = {"highest_scoring_normal": "normal, high score", "lowest_scoring_defective": "defect, low score"}
+    samples = []
+    for side, picked in hardest.items():
+        for i in picked:
+            r = rows[i]
+            view = prediction.views[i] if prediction.views is not None else None
+            samples.append(SampleRow(
+                title=f"{labels[side]}\n{r['path']}\nnormalised {r['normalized_score']:.2f} {r['verdict']}",
+                image=to_hwc(test.images[i]), normalized_map=cal.normalize(maps[i]), view=view,
+                mask=test.masks[i].numpy() if test.has_mask[i] else None))
+    return plot_samples(samples, path)
 
 
 def pixel_metrics(

@@ -68,8 +68,43 @@ def evaluation_report(metrics: dict[str, Any], run: dict[str, Any]) -> str:
             f"| {name} | {row['count']} | {row['mean_score']:.5g} | {row['mean_normalized_score']:.3f} | "
             f"{row['share_flagged']:.0%} | {'' if auroc is None else f'{auroc:.4f}'} |"
         )
-    lines += ["", "Figures: `roc_curve.png`, `score_distribution.png`, `samples.png`.", ""]
+    lines += _hardest_case_lines(metrics.get("hardest_cases"))
+    lines += ["", "Figures: `roc_curve.png`, `score_distribution.png`, `samples.png`, `hardest_cases.png`. "
+              "Every test image's score, verdict and own pixel AUROC: `image_scores.csv`.", ""]
     return "\n".join(lines)
+
+
+def _hardest_case_lines(hardest: dict[str, list[dict[str, Any]]] | None) -> list[str]:
+    """report.md's hardest cases: the normal images nearest to a false alarm, the defects nearest to a miss."""
+    if not hardest:
+        return []
+    titles = {"highest_scoring_normal": "Highest-scoring normal images (nearest to, or already, false alarms)",
+              "lowest_scoring_defective": "Lowest-scoring defective images (nearest to, or already, misses)"}
+    lines = ["", "## Hardest cases", "", "![hardest cases](hardest_cases.png)"]
+    for side, rows in hardest.items():
+        if not rows:
+            continue
+        lines += ["", f"{titles.get(side, side)}:", "", "| image | score | normalised | verdict | own pixel AUROC |",
+                  "|---|---|---|---|---|"]
+        for r in rows:
+            auroc = "" if r.get("pixel_auroc") is None else f"{r['pixel_auroc']:.4f}"
+            lines.append(f"| {r['path']} | {r['score']:.5g} | {r['normalized_score']:.3f} | {r['verdict']} | {auroc} |")
+    return lines
+
+
+IMAGE_SCORE_COLUMNS = ["path", "defect_type", "score", "normalized_score", "verdict", "pixel_auroc"]
+
+
+def image_scores_csv(rows: list[dict[str, Any]]) -> str:
+    """``image_scores.csv``: one row per test image (path relative to the category, defect type, raw and
+    normalised score, verdict, the image's own pixel AUROC where its mask marks a defect)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(IMAGE_SCORE_COLUMNS)
+    for r in rows:
+        writer.writerow([r["path"], r["defect_type"], f"{r['score']:.6g}", f"{r['normalized_score']:.4f}", r["verdict"],
+                         "" if r["pixel_auroc"] is None else f"{r['pixel_auroc']:.4f}"])
+    return buffer.getvalue()
 
 
 def write_prediction_tables(folder: Path, results: list[Any], detector: BaseDetector, source: Any) -> None:
