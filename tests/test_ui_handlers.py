@@ -215,3 +215,25 @@ def test_video_evaluation_gives_per_type_table_and_timelines(workspace):
     assert "frame auroc" in dict((n, v) for n, v in view.metric_rows)
     assert view.type_rows and len(view.timelines) == 2
     assert all(Path(image).is_file() for image, _ in view.timelines)
+
+
+def test_examples_follow_the_chosen_model(workspace, tmp_path):
+    from anomalens.ui.common import UISettings, example_samples, examples_for_run, stage_examples
+
+    settings = workspace.settings
+    images = examples_for_run(settings, workspace.image_run, "image")
+    # the test files of the data the image model was trained on, normal ones first, every type represented
+    assert images and all(p.is_relative_to(workspace.image_category / "test") for p in images)
+    assert images[0].parent.name == "good" and len({p.parent.name for p in images}) >= 3
+    videos = examples_for_run(settings, workspace.video_run, "video")
+    assert videos and all(p.is_relative_to(workspace.video_category / "test") and p.suffix == ".mp4" for p in videos)
+    assert example_samples(images)[-1] == [f"all {len(images)} examples"]
+    # a click copies the example into this tab's own folder (the data roots are never served)
+    staged = stage_examples(settings, workspace.image_run, "image", 1, "tab-1")
+    assert len(staged) == 1 and staged[0].read_bytes() == images[1].read_bytes()
+    assert staged[0].is_relative_to(settings.sessions_dir) and staged[0].parent.name == images[1].parent.name
+    assert len(stage_examples(settings, workspace.image_run, "image", len(images), "tab-1")) == len(images)
+    # no model, or a model whose data lies outside the allowed roots: no examples
+    assert examples_for_run(settings, None, "image") == []
+    elsewhere = UISettings(results_dir=settings.results_dir, data_roots=[tmp_path], device="cpu")
+    assert examples_for_run(elsewhere, workspace.image_run, "image") == []

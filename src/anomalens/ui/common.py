@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from anomalens.errors import DataError
+from anomalens.errors import AnomalensError, DataError
 from anomalens.ui.jobs import session_key
 from anomalens.ui.security import DEFAULT_MAX_UPLOAD_MB, confine_path, resolve_roots, user_message
 
@@ -104,6 +104,73 @@ def chosen_run(settings: UISettings, run_dir: str | Path | None) -> Path:
     if not run_dir:
         raise DataError("choose a model first (train one in the Train tab if the list is empty)")
     return confine_path(run_dir, [settings.results_dir])
+
+
+EXAMPLES_PER_MODEL = 6
+
+
+def examples_for_run(settings: UISettings, run_dir: str | Path | None, kind: str, limit: int = EXAMPLES_PER_MODEL) -> list[Path]:
+    """Example inputs for the chosen model: test files of the data it was trained on (the first of each type,
+    normal first, then the next ones), so that a click never scores widgets with a bottle model.
+
+    None when the model's data lies outside the allowed data roots (the page never reaches beyond them) or
+    its test files cannot be uploaded as files (a video dataset of frame folders).
+    """
+    from anomalens.data.preprocessing import IMAGE_EXTENSIONS
+    from anomalens.data.video_io import VIDEO_EXTENSIONS
+    from anomalens.workflows.runs import read_run_file
+
+    if not run_dir:
+        return []
+    try:
+        run = read_run_file(chosen_run(settings, run_dir))
+    except AnomalensError:
+        return []
+    if not run.get("data_dir") or not run.get("category"):
+        return []
+    test = (Path(run["data_dir"]) / run["category"] / "test").resolve()
+    if not test.is_dir() or not any(test.is_relative_to(root) for root in settings.data_roots):
+        return []
+    extensions = IMAGE_EXTENSIONS if kind == "image" else VIDEO_EXTENSIONS
+    folders = sorted((d for d in test.iterdir() if d.is_dir()), key=lambda d: (d.name not in ("good", "normal"), d.name))
+    files = [sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in extensions) for d in folders]
+    picked: list[Path] = []
+    for rank in range(max((len(f) for f in files), default=0)):  # round robin over the types
+        picked += [f[rank] for f in files if rank < len(f)]
+        if len(picked) >= limit:
+            break
+    return picked[:limit]
+
+
+def example_label(path: Path) -> str:
+    """``<type>/<file>``: enough to tell MVTec's many 000.png apart."""
+    return f"{path.parent.name}/{path.name}"
+
+
+def example_samples(paths: list[Path]) -> list[list[str]]:
+    """The rows of an examples list: one per file, and "all" when there are several."""
+    return [[example_label(p)] for p in paths] + ([[f"all {len(paths)} examples"]] if len(paths) > 1 else [])
+
+
+def stage_examples(settings: UISettings, run_dir: str | Path | None, kind: str, index: int, key: str) -> list[Path]:
+    """Copy the clicked example (or all of them, the last row) into a fresh folder of this browser tab, which the
+    page may serve; the data roots themselves are never served. Files keep their ``<type>/<file>`` names."""
+    import shutil
+
+    from anomalens.ui.jobs import new_workspace
+
+    paths = examples_for_run(settings, run_dir, kind)
+    if not paths or not 0 <= int(index) <= len(paths):
+        raise DataError("this example is no longer available: choose the model again")
+    chosen = paths if int(index) == len(paths) else [paths[int(index)]]
+    folder = new_workspace(settings.sessions_dir, key, "examples")
+    staged = []
+    for path in chosen:
+        target = folder / path.parent.name / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+        staged.append(target)
+    return staged
 
 
 def calibration_of(run_dir: str | Path) -> Any:

@@ -31,6 +31,9 @@ from anomalens.ui.common import (
     UISettings,
     calibration_of,
     chosen_run,
+    example_samples,
+    examples_for_run,
+    stage_examples,
     progress_sink,
     request_key,
     threshold_text,
@@ -180,13 +183,8 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
         with gr.Row():
             with gr.Column(scale=2, min_width=320):
                 files = gr.File(label="Images (one or many)", file_count="multiple", file_types=["image"], elem_id="image-files")
-                if settings.image_examples:
-                    gr.Examples(
-                        examples=[[[str(p)]] for p in settings.image_examples] + [[[str(p) for p in settings.image_examples]]],
-                        inputs=[files],
-                        example_labels=[p.parent.name + "/" + p.name for p in settings.image_examples] + ["all examples"],
-                        label="Examples (click one)",
-                    )
+                examples = gr.Dataset(components=["textbox"], samples=[], type="index", visible=False,
+                                      label="Examples from this model's test data (click one)", elem_id="image-examples")
                 button = gr.Button("Inspect", variant="primary", elem_id="inspect-button")
                 threshold = gr.Slider(0.01, 0.99, value=0.5, step=0.01, label="Threshold on the normalised score (0.5 = the model's calibrated threshold)", elem_id="threshold")
                 downloads = gr.File(label="Downloads: results.csv (at this threshold) and overlays.zip", file_count="multiple", interactive=False)
@@ -216,6 +214,19 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
             return relabel(inspection, threshold_value) + (gr.update(value=views, visible=bool(views)), inspection)
         except Exception as exc:
             raise ui_error(exc) from None
+
+    def show_examples(run_dir):
+        samples = example_samples(examples_for_run(settings, run_dir, "image"))
+        return gr.update(samples=samples, visible=bool(samples))
+
+    def load_example(run_dir, index, request: gr.Request):
+        try:
+            return [str(p) for p in stage_examples(settings, run_dir, "image", index, request_key(request))]
+        except Exception as exc:
+            raise ui_error(exc) from None
+
+    model.change(show_examples, [model], [examples], show_progress="hidden")
+    examples.click(load_example, [model, examples], [files], show_progress="hidden")
 
     outputs = [summary, gallery, table, downloads]
     button.click(run, [model, files, threshold], outputs + [reconstructions, inspection_state],

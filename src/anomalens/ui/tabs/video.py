@@ -20,6 +20,9 @@ from anomalens.ui.common import (
     ModelLists,
     UISettings,
     chosen_run,
+    example_label,
+    examples_for_run,
+    stage_examples,
     progress_sink,
     request_key,
     rounded,
@@ -86,9 +89,8 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
             with gr.Column(scale=2, min_width=320):
                 video_file = gr.File(label=f"Video ({', '.join(e.lstrip('.') for e in VIDEO_EXTENSIONS)})",
                                      file_types=list(VIDEO_EXTENSIONS), elem_id="video-file")
-                if settings.video_examples:
-                    gr.Examples(examples=[[str(p)] for p in settings.video_examples], inputs=[video_file],
-                                example_labels=[f"{p.parent.name}/{p.name}" for p in settings.video_examples], label="Examples (click one)")
+                examples = gr.Dataset(components=["textbox"], samples=[], type="index", visible=False,
+                                      label="Examples from this model's test data (click one)", elem_id="video-examples")
                 button = gr.Button("Analyse", variant="primary", elem_id="video-button")
                 downloads = gr.File(label="Downloads: scores.csv, events.json, side-by-side video", file_count="multiple", interactive=False)
             with gr.Column(scale=5):
@@ -106,6 +108,21 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
             return view.summary, str(view.video_path), str(view.timeline_path), view.event_rows, view.downloads
         except Exception as exc:
             raise ui_error(exc) from None
+
+    def show_examples(run_dir):
+        samples = [[example_label(p)] for p in examples_for_run(settings, run_dir, "video")]
+        return gr.update(samples=samples, visible=bool(samples))
+
+    def load_example(run_dir, index, request: gr.Request):
+        try:
+            if index is not None and int(index) >= len(examples_for_run(settings, run_dir, "video")):
+                raise DataError("choose one video")
+            return str(stage_examples(settings, run_dir, "video", index, request_key(request))[0])
+        except Exception as exc:
+            raise ui_error(exc) from None
+
+    model.change(show_examples, [model], [examples], show_progress="hidden")
+    examples.click(load_example, [model, examples], [video_file], show_progress="hidden")
 
     button.click(run, [model, video_file], [summary, player, timeline, events, downloads],
                  concurrency_id=ANALYSIS_LANE[0], concurrency_limit=ANALYSIS_LANE[1])
