@@ -53,8 +53,8 @@ class DetectorConfig:
 
     image_size: tuple[int, int] = (256, 256)
     seed: int = 0
-    batch_size: int = 16
-    target_fpr: float = DEFAULT_TARGET_FPR
+    batch_size: int = 16  # images per batch
+    target_fpr: float = DEFAULT_TARGET_FPR  # share of normal images the threshold may flag (0.01 = 1%)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -114,16 +114,16 @@ class AutoencoderConfig(DetectorConfig):
     by their standard deviation plus 10% of its average, a floor for pixels that never vary).
     """
 
-    epochs: int = 50
+    epochs: int = 50  # passes over the training images
     batch_size: int = 16
-    lr: float = 1e-3
-    latent_dim: int = 256
+    lr: float = 1e-3  # learning rate (Adam)
+    latent_dim: int = 256  # size of the bottleneck code
     loss: str = "mse"
     ssim_weight: float = 0.5
     num_workers: int = 0
     smoothing_sigma: float = 4.0
     patience: int = 10
-    weight_decay: float = 1e-5
+    weight_decay: float = 1e-5  # L2 penalty on the weights (Adam)
     normal_reference: str = "mean"
 
     def __post_init__(self) -> None:

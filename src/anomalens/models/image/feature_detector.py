@@ -28,14 +28,13 @@ from anomalens.progress import Reporter
 class FeatureDetectorConfig(DetectorConfig):
     """Settings of the pretrained feature extractor and of the anomaly maps."""
 
-    backbone: str = "lite0"
-    stages: tuple[int, ...] = (2, 4)
-    neighbourhood: int = 3
-    projection_dim: int | None = None
-    blur_sigma: float = 4.0
-    # tile=N: work at image_size (the native size) on overlapping N x N tiles; None resizes the whole image
-    tile: int | None = None
-    tile_overlap: int = 32
+    backbone: str = "lite0"  # pretrained EfficientNet: lite0, lite1 or lite2 (larger, slower)
+    stages: tuple[int, ...] = (2, 4)  # backbone stages combined into patch features (stride 8 and 16)
+    neighbourhood: int = 3  # each patch feature averages this many cells square around it
+    projection_dim: int | None = None  # random projection of the features to this many channels (None: keep all)
+    blur_sigma: float = 4.0  # Gaussian smoothing of the anomaly map, in pixels
+    tile: int | None = None  # work at native size on overlapping N x N tiles (None: resize the whole image)
+    tile_overlap: int = 32  # pixels shared by neighbouring tiles
 
 
 class FeatureDetector(Detector):

@@ -27,10 +27,10 @@ MAX_BUFFERED_PATCHES = 1 << 19  # 512k patches x 152 channels = 320 MB
 
 @dataclass
 class PatchCoreConfig(FeatureDetectorConfig):
-    coreset_ratio: float = 0.1
-    coreset_projection_dim: int | None = 128
+    coreset_ratio: float = 0.1  # share of the training patches kept in the memory bank
+    coreset_projection_dim: int | None = 128  # channels the coreset selection measures distances in (speed)
     # size of the bank neighbourhood used to reweight the image score (PatchCore's b); 1 turns reweighting off
-    num_neighbours: int = 9
+    num_neighbours: int = 9  # bank neighbours that reweight the image score (PatchCore's b; 1 = off)
 
 
 class PatchCore(FeatureDetector):

@@ -37,14 +37,14 @@ MAP_POOL = 4  # anomaly maps are kept at 1/4 of the input resolution
 class ConvLSTMConfig(DetectorConfig):
     """The original system's settings, with its defaults."""
 
-    sequence_length: int = 16
-    stride: int = 4
-    epochs: int = 50
-    batch_size: int = 4
-    lr: float = 1e-4
-    latent_dim: int = 128
-    lstm_hidden_dim: int = 128
-    lstm_layers: int = 2
+    sequence_length: int = 16  # frames per training window
+    stride: int = 4  # frames between the starts of two windows
+    epochs: int = 50  # passes over the training windows
+    batch_size: int = 4  # windows per batch
+    lr: float = 1e-4  # learning rate (Adam)
+    latent_dim: int = 128  # channels of the encoder's output
+    lstm_hidden_dim: int = 128  # channels of the ConvLSTM's state
+    lstm_layers: int = 2  # stacked ConvLSTM layers
 
 
 # ---- the network ---------------------------------------------------------------------------------

@@ -63,13 +63,13 @@ class SpatioTemporalConfig(DetectorConfig):
 
     image_size: tuple[int, int] = (240, 360)
     batch_size: int = 4  # frames per backbone pass: small batches stay in the CPU cache and run faster
-    backbone: str = "lite0"
-    stages: tuple[int, ...] = (2, 3)
+    backbone: str = "lite0"  # pretrained EfficientNet: lite0, lite1 or lite2 (larger, slower)
+    stages: tuple[int, ...] = (2, 3)  # backbone stages combined into appearance features (stride 8 and 16)
     appearance_memory: int = 4096  # entries of the whole-frame appearance memory (a coreset)
     appearance_samples: int = 150_000  # training patches drawn at random to choose that coreset from
     motion_scale: float = 2 / 3  # optical flow runs on frames scaled by this factor (speed; it also denoises)
     flow_preset: str = "medium"  # DIS preset: ultrafast, fast or medium
-    orientation_bins: int = 8
+    orientation_bins: int = 8  # directions of the motion histograms
     motion_cell: int = 8  # pixels of the flow frame per motion cell
     motion_memory: int = 256  # normal motion entries kept per cell
     position_tolerance: int = 1  # a cell's motion memory also holds what its neighbours within this many cells saw

@@ -10,6 +10,7 @@ own default (a video model's frame size, for instance), exactly as on the comman
 # No `from __future__ import annotations`: Gradio reads the `gr.Request` annotation of handlers at run time.
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,11 +94,64 @@ def model_types(kind: str) -> list[str]:
 
 
 def default_settings(model: str) -> dict[str, Any]:
-    """A model's own settings and their defaults (from its config class), minus those with their own widget."""
+    """A model's own settings and their defaults (from its config class), minus those with their own widget.
+
+    Fractions such as 2/3 are shown to 4 significant digits; :func:`changed_settings` reads them back as unchanged.
+    """
     from anomalens.models.base import detector_class
 
     config = detector_class(model).config_class()
-    return {k: v for k, v in config.to_dict().items() if k not in COMMON_SETTINGS}
+    return {k: (float(f"{v:.4g}") if isinstance(v, float) else v)
+            for k, v in config.to_dict().items() if k not in COMMON_SETTINGS}
+
+
+def settings_help(model: str | None) -> str:
+    """What each setting of ``model`` means, from the comments beside its config fields (the one place they are
+    written), as a short Markdown list under the settings box."""
+    import inspect
+    import re
+
+    from anomalens.models.base import DetectorConfig, detector_class
+
+    if not model:
+        return ""
+    notes: dict[str, str] = {}
+    for cls in reversed(detector_class(model).config_class.__mro__):
+        if not (isinstance(cls, type) and issubclass(cls, DetectorConfig)):
+            continue
+        try:
+            source = inspect.getsource(cls)
+        except (OSError, TypeError):
+            continue
+        for name, note in re.findall(r"^\s+(\w+): [^=\n]+=[^#\n]+#\s*(.+)$", source, flags=re.M):
+            notes[name] = note.strip()  # a comment beside the field
+        for name, note in re.findall(r"``(\w+)``: ([^.]+(?:\.[^\s`][^.]*)*)\.", cls.__doc__ or ""):
+            notes.setdefault(name, " ".join(note.split()))  # or a line of the class docstring
+    shown = [f"`{name}`: {notes[name]}" for name in default_settings(model) if name in notes]
+    return "Settings: " + "; ".join(shown) + "." if shown else ""
+
+
+def image_size_hint(model: str | None) -> str:
+    """The placeholder of the image-size field: the model's own default, e.g. ``240 360`` for stfeatures."""
+    from anomalens.models.base import detector_class
+
+    if not model:
+        return ""
+    height, width = detector_class(model).config_class().image_size
+    return f"{height} {width}"
+
+
+def parse_size_field(text: Any) -> tuple[int, int] | None:
+    """The image-size field: empty = the model's default; ``256`` = square; ``240 360`` or ``240x360`` = H W."""
+    from anomalens.data.preprocessing import parse_image_size
+
+    if text is None or not str(text).strip():
+        return None
+    parts = str(text).lower().replace("x", " ").replace("×", " ").replace(",", " ").split()
+    try:
+        return parse_image_size([int(p) for p in parts])
+    except ValueError:
+        raise DataError(f"image size {text!r}: give one number (square) or two (height width), e.g. 240 360") from None
 
 
 def parse_advanced(text: str | None) -> dict[str, Any]:
@@ -115,7 +169,13 @@ def parse_advanced(text: str | None) -> dict[str, Any]:
 def changed_settings(model: str, advanced: dict[str, Any]) -> dict[str, Any]:
     """The entries of the settings box the user changed (the box starts out showing the model's defaults)."""
     defaults = default_settings(model)
-    return {name: value for name, value in advanced.items() if name not in defaults or defaults[name] != value}
+    return {name: value for name, value in advanced.items() if name not in defaults or not _same(defaults[name], value)}
+
+
+def _same(default: Any, value: Any) -> bool:
+    if isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return math.isclose(default, value, rel_tol=1e-3)
+    return default == value
 
 
 @dataclass
@@ -130,7 +190,7 @@ def train_model(
     dataset: DatasetChoice,
     model: str,
     *,
-    image_size: int | None = None,
+    image_size: int | tuple[int, int] | None = None,
     validation_fraction: float | None = None,
     seed: int | None = None,
     advanced: dict[str, Any] | None = None,
@@ -138,24 +198,39 @@ def train_model(
 ) -> TrainOutcome:
     """Train one model on a checked dataset into a uniquely named run folder; None = the model's default."""
     from anomalens.errors import Cancelled
+    from anomalens.progress import format_duration
     from anomalens.workflows.kinds import data_kind
 
     started = time.monotonic()
     try:
         result = data_kind(dataset.kind).train(
             dataset.data_dir, dataset.category, model=model, results_dir=settings.results_dir,
-            image_size=None if image_size is None else int(image_size),
+            image_size=None if image_size is None else (int(image_size) if isinstance(image_size, int) else tuple(image_size)),
             validation_fraction=None if validation_fraction is None else float(validation_fraction),
             seed=None if seed is None else int(seed), device=settings.device, reporter=reporter,
             run_name=unique_run_name(dataset.category, dataset.kind), **changed_settings(model, advanced or {}),
         )
     except Cancelled:
-        return TrainOutcome(None, "Training cancelled before a model could be saved.", interrupted=True)
-    minutes = (time.monotonic() - started) / 60
+        took = format_duration(time.monotonic() - started)
+        return TrainOutcome(None, f"Training cancelled after {took}. Nothing was saved: {model} builds its model in one "
+                                  "pass at the end (memories, threshold), so there is no earlier model to keep; "
+                                  "models trained in epochs (autoencoder, convlstm) keep their best epoch.", interrupted=True)
+    took = format_duration(time.monotonic() - started)
     name = Path(result.run_dir).name
+    summary = _threshold_summary(result.detector)
     if result.interrupted:
-        return TrainOutcome(Path(result.run_dir), f"Training cancelled; the best model so far was saved as `{name}`.", True)
-    return TrainOutcome(Path(result.run_dir), f"Trained `{name}` ({model} on {dataset.category}) in {minutes:.1f} min.")
+        return TrainOutcome(Path(result.run_dir), f"Training cancelled after {took}; the best model so far was saved as "
+                                                  f"`{name}`. {summary}", True)
+    return TrainOutcome(Path(result.run_dir), f"Trained `{name}` ({model} on {dataset.category}) in {took}. {summary}")
+
+
+def _threshold_summary(detector: Any) -> str:
+    """One sentence on the threshold just chosen (with the calibration's own false-alarm text when it has one)."""
+    cal = detector.calibration_
+    if cal is None:
+        return ""
+    text = cal.false_alarm_text() if hasattr(cal, "false_alarm_text") else f"target false-alarm rate {cal.target_fpr:.0%}"
+    return f"Threshold {cal.threshold:.4g} (raw score), chosen on {cal.validation_count} held-out normal samples; {text}."
 
 
 def _defaults_json(model: str | None) -> str:
@@ -165,6 +240,20 @@ def _defaults_json(model: str | None) -> str:
         return json.dumps(default_settings(model), indent=1)
     except Exception as exc:
         return f"// {user_message(exc)}"
+
+
+def _folder_example(settings: UISettings) -> str:
+    """The folder field's placeholder: a category folder under the first data root (what the field wants)."""
+    if not settings.data_roots:
+        return "…/mvtec_ad/bottle"
+    root = settings.data_roots[0]
+    try:
+        for candidate in sorted(root.rglob("train"))[:50]:
+            if candidate.is_dir():
+                return str(candidate.parent)
+    except OSError:
+        pass
+    return str(root / "<category>")
 
 
 def _given(value: Any) -> Any:
@@ -182,32 +271,39 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
     with gr.Tab("Train", id="train"):
         roots = ", ".join(f"`{r}`" for r in settings.data_roots) or "none (start the server with --data-root DIR)"
         gr.Markdown(f"Train on **normal examples only**. Allowed data folders: {roots}. Or upload a zip with the same layout.")
+        # first, so that the live progress and the result are seen without scrolling
+        status = gr.Markdown("Pick a dataset, check it, then press **Train**. Progress shows here.", elem_classes="al-summary", elem_id="train-status")
         with gr.Row():
             with gr.Column(scale=3):
                 kind = gr.Radio(["image", "video"], value="image", label="Data type", elem_id="train-kind")
-                folder = gr.Textbox(label="Dataset folder (the category folder, e.g. …/bottle)", placeholder=str(settings.data_roots[0]) if settings.data_roots else "", elem_id="train-folder")
+                folder = gr.Textbox(label="Dataset folder (the category folder, e.g. …/bottle)",
+                                    placeholder=_folder_example(settings), elem_id="train-folder")
                 upload = gr.File(label="…or upload a zip", file_types=[".zip"], elem_id="train-zip")
                 check_button = gr.Button("Check dataset", size="sm", elem_id="check-button")
             with gr.Column(scale=3):
                 model = gr.Dropdown(label="Model type", choices=model_types("image"), value=first_model, elem_id="train-model-type")
                 with gr.Row():
-                    size = gr.Number(value=None, label="Image size (px, square; empty = the model's default)", precision=0, minimum=32, maximum=1024, elem_id="train-size")
+                    size = gr.Textbox(value="", label="Image size in px: H W (empty = the model's default)",
+                                      placeholder=image_size_hint(first_model), elem_id="train-size")
                     validation = gr.Slider(0.05, 0.5, value=TrainOptions.validation_fraction, step=0.05, label="Held-out normal share (threshold)")
                     seed = gr.Number(value=None, label="Seed (empty = the model's default)", precision=0)
                 advanced = gr.Code(value=_defaults_json(first_model), language="json", label="Model settings (defaults of this model type; edit to change)", lines=6, elem_id="train-advanced")
+                explained = gr.Markdown(settings_help(first_model), elem_id="train-settings-help")
         with gr.Row():
             train_button = gr.Button("Train", variant="primary", elem_id="train-button")
             cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel-button")
-        status = gr.Markdown("Pick a dataset, check it, then press **Train**. Progress shows here.", elem_classes="al-summary", elem_id="train-status")
         lists.table = gr.Dataframe(headers=MODEL_TABLE_HEADERS, label="Trained models", interactive=False, elem_id="models-table")
+
+    def on_model(model_value):
+        return _defaults_json(model_value), settings_help(model_value), gr.update(placeholder=image_size_hint(model_value))
 
     def on_kind(kind_value):
         names = model_types(kind_value)
         first = names[0] if names else None
-        return gr.update(choices=names, value=first), _defaults_json(first)
+        return (gr.update(choices=names, value=first),) + on_model(first)
 
-    kind.change(on_kind, [kind], [model, advanced])
-    model.input(_defaults_json, [model], [advanced])
+    kind.change(on_kind, [kind], [model, advanced, explained, size])
+    model.input(on_model, [model], [advanced, explained, size])
 
     def check_dataset(kind_value, folder_value, upload_value, request: gr.Request):
         try:
@@ -227,7 +323,7 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
                 progress(0.0, desc="checking the dataset")
                 dataset = choose_dataset(settings, folder_value, upload_value, key, kind_value)
                 outcome = train_model(
-                    settings, dataset, model_value, image_size=_given(size_value), validation_fraction=validation_value,
+                    settings, dataset, model_value, image_size=parse_size_field(size_value), validation_fraction=validation_value,
                     seed=_given(seed_value), advanced=parse_advanced(advanced_value), reporter=job.reporter(progress_sink(progress)),
                 )
             message = ("**Stopped.** " if outcome.interrupted else "**Done.** ") + outcome.message
