@@ -237,3 +237,26 @@ def test_examples_follow_the_chosen_model(workspace, tmp_path):
     assert examples_for_run(settings, None, "image") == []
     elsewhere = UISettings(results_dir=settings.results_dir, data_roots=[tmp_path], device="cpu")
     assert examples_for_run(elsewhere, workspace.image_run, "image") == []
+
+
+def test_train_tab_image_size_follows_the_model_kind(workspace):
+    from anomalens.ui.tabs.train import image_size_hint, parse_size_field, settings_help
+
+    from _ui_models import TINY_VIDEO_SETTINGS
+
+    # the field shows the chosen model's own default: 240 x 360 frames for the default video model
+    assert image_size_hint("stfeatures") == "240 360"
+    assert image_size_hint("patchcore") == "256 256"
+    assert parse_size_field("") is None and parse_size_field("240 360") == (240, 360) == parse_size_field("240x360")
+    assert parse_size_field("128") == (128, 128)
+    with pytest.raises(DataError, match="two \\(height width\\)"):
+        parse_size_field("wide")
+    # every setting in the box is explained (motion_scale, stages... were shown bare)
+    assert "`motion_scale`: optical flow runs on frames scaled" in settings_help("stfeatures")
+    # a non-square video size reaches the model
+    video = h.choose_dataset(workspace.settings, "video/conveyor", None, "setup", "video")
+    outcome = h.train_model(workspace.settings, video, "convlstm", image_size=parse_size_field("48 64"),
+                            advanced=TINY_VIDEO_SETTINGS)
+    run = json.loads((outcome.run_dir / "run.json").read_text())
+    assert run["image_size"] == [48, 64]
+    assert " in " in outcome.message and "Threshold" in outcome.message and "0.0 min" not in outcome.message
