@@ -139,7 +139,7 @@ def test_train_shows_progress_cancels_cleanly_and_lists_the_new_model(page, serv
     page.locator("#train-folder textarea").fill("images/widget")
     page.locator("#train-model-type input").click()
     page.get_by_role("option", name="autoencoder").click()
-    page.locator("#train-size input").fill("64")
+    page.locator("#train-size textarea").fill("64")
     editor = page.locator("#train-advanced .cm-content")
     editor.wait_for()
 
@@ -168,6 +168,55 @@ def test_train_shows_progress_cancels_cleanly_and_lists_the_new_model(page, serv
     options = page.get_by_role("option").all_inner_texts()
     assert sum("widget · autoencoder" in text for text in options) >= 3  # the workspace's, the cancelled one, the new one
     _shot(page, "7_model_list")
+
+
+def test_inspect_examples_follow_the_model_and_errors_read_as_one_line(page, server):
+    _, workspace = server
+    # nothing to inspect: one clear line in the summary, no red "Error" badges on the other outputs
+    page.locator("#inspect-button").click()
+    page.locator("#image-summary").get_by_text("upload one or more images").wait_for()
+    page.wait_for_timeout(500)
+    assert page.get_by_text("Error", exact=True).count() == 0
+    _shot(page, "09_inspect_nothing_uploaded")
+    # the examples are the chosen model's own test images; "all" loads them, captions tell same-named files apart
+    examples = page.locator("#image-examples")
+    examples.get_by_text(re.compile(r"^good/000\.png$")).wait_for()
+    examples.get_by_text(re.compile(r"^all \d+ examples$")).click()
+    page.wait_for_function("document.querySelectorAll('#image-files .file-preview tr, #image-files tbody tr').length >= 3")
+    page.locator("#inspect-button").click()
+    page.locator("#image-summary").get_by_text(re.compile(r"of \d+ images flagged")).wait_for()
+    page.wait_for_function("document.querySelectorAll('#image-gallery img').length >= 3")
+    names = [row[0] for row in _table(page, "#image-table")]
+    assert "good/000.png" in names and len(set(names)) == len(names)
+    _shot(page, "10_inspect_examples_of_the_model")
+
+
+def test_evaluate_tab_shows_tables_whole_and_the_hardest_cases(page, server):
+    page.get_by_role("tab", name="Evaluate").click()
+    page.wait_for_function("document.querySelector('#eval-model input') && document.querySelector('#eval-model input').value !== ''")
+    page.locator("#eval-button").click()
+    page.locator("#eval-hardest img").wait_for()
+    page.wait_for_function("document.querySelectorAll('#eval-types [role=row]').length > 1")
+    # every column of the per-type table is inside the visible page at 1440 px
+    right_edges = page.eval_on_selector_all("#eval-types [role=columnheader]", "cells => cells.map(c => c.getBoundingClientRect().right)")
+    assert right_edges and max(right_edges) <= 1440
+    _shot(page, "11_evaluate_image_model")
+
+
+def test_train_tab_image_size_follows_the_model_kind(page):
+    page.get_by_role("tab", name="Train").click()
+    size = page.locator("#train-size textarea")
+    assert size.get_attribute("placeholder") == "256 256"
+    page.locator("#train-kind").get_by_text("video").click()
+    page.wait_for_function("document.querySelector('#train-size textarea').placeholder === '240 360'")
+    assert "motion_scale" in page.locator("#train-settings-help").inner_text()
+    _shot(page, "12_train_video_settings")
+
+
+def test_help_tab(page):
+    page.get_by_role("tab", name=re.compile("Help")).click()
+    page.wait_for_timeout(500)
+    _shot(page, "13_help")
 
 
 def test_the_page_requests_nothing_but_its_own_server(browser, server):

@@ -37,13 +37,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo", help="prepare demo data and models, then start the web UI", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="First run: write synthetic image and video datasets to --demo-dir and train small demo models into "
         "--results-dir (a minute or two on a CPU). Later runs reuse them. Then start the UI with examples loaded.",
-        epilog=example_epilog("anomalens demo", "anomalens demo --no-launch   # prepare only"),
+        epilog=example_epilog("anomalens demo", "anomalens demo --no-launch   # prepare only",
+                              "anomalens demo --data-root ../shared/data   # and train on real data in the UI"),
     )
     _server_flags(demo)
     demo.add_argument("--demo-dir", default="demo_data", help="where the demo datasets go (default: demo_data)")
     demo.add_argument("--no-launch", action="store_true", help="prepare data and models, then exit")
     demo.add_argument("--no-video", action="store_true", help="skip the video half of the demo")
     demo.add_argument("--force", action="store_true", help="rebuild the demo data and models")
+    demo.add_argument("--data-root", action="append", default=None, metavar="DIR",
+                      help="also let the Train view use the datasets in DIR (repeat for several), e.g. ../shared/data")
     demo.set_defaults(handler=run_demo)
 
 
@@ -96,4 +99,5 @@ def run_demo(args: argparse.Namespace) -> int:
             print(f"anomalens: {label}: {run}")
     if args.no_launch:
         return 0 if not assets.problems else 1
-    return _launch(args, [assets.data_root], assets.image_examples, assets.video_examples)
+    extra = [Path(r) for r in args.data_root or []]
+    return _launch(args, [assets.data_root, *extra], assets.image_examples, assets.video_examples)

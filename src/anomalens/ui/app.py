@@ -29,6 +29,11 @@ CSS = """
 #al-header p {margin-top: 2px; opacity: .75}
 .al-summary {font-size: 1.05em}
 #train-status {min-height: 96px}
+/* gallery captions wrap instead of ending in "…", so that each row of the table finds its image */
+#image-gallery .caption-label, #eval-timelines .caption-label {white-space: normal !important; overflow: visible !important;
+  text-overflow: clip !important; max-width: 100% !important}
+/* the gallery's label sits above the thumbnails, not over the first row */
+#image-gallery .grid-wrap, #eval-timelines .grid-wrap {padding-top: 28px}
 """
 
 

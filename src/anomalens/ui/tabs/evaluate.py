@@ -27,7 +27,7 @@ from anomalens.ui.jobs import JobBoard
 
 # The per-type table of each kind's metrics.json, and the entries that are tables or curves, not numbers.
 TYPE_TABLES = {"image": "per_defect_type", "video": "per_type"}
-SKIPPED_METRICS = ("roc_curve", "per_defect_type", "per_type", "per_clip", "warnings", "config", "settings")
+SKIPPED_METRICS = ("roc_curve", "per_defect_type", "per_type", "per_clip", "warnings", "config", "settings", "hardest_cases")
 
 
 @dataclass
@@ -38,6 +38,7 @@ class EvaluationView:
     figures: dict[str, str]
     report_path: str | None
     timelines: list[tuple[str, str]] = field(default_factory=list)  # (image, clip name), video models only
+    downloads: list[str] = field(default_factory=list)  # per-image or per-frame scores and the report
 
 
 def _flatten_scalars(metrics: dict[str, Any], prefix: str = "") -> list[list[Any]]:
@@ -80,7 +81,9 @@ def evaluate_model(settings: UISettings, run_dir: str | Path | None, reporter: R
     headers, type_rows = _type_table(metrics.get(TYPE_TABLES[kind]) or {})
     figures = {name: str(path) for name, path in result.figures.items() if Path(path).is_file()}
     timelines = [(path, name.removeprefix("timeline_")) for name, path in sorted(figures.items()) if name.startswith("timeline")]
-    return EvaluationView(_flatten_scalars(metrics), type_rows, headers, figures, str(result.report_path), timelines)
+    tables = [result.output_dir / name for name in ("image_scores.csv", "frame_scores.csv", "metrics.json", "report.md")]
+    downloads = [str(path) for path in tables if path.is_file()]
+    return EvaluationView(_flatten_scalars(metrics), type_rows, headers, figures, str(result.report_path), timelines, downloads)
 
 
 def read_report(view: EvaluationView) -> str:
@@ -97,14 +100,22 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
         with gr.Row():
             model = gr.Dropdown(label="Model (evaluated on the test split of its dataset)", choices=[], scale=5, elem_id="eval-model")
             button = gr.Button("Evaluate", variant="primary", scale=1, elem_id="eval-button")
+        # each table on its own full-width row, so that its last column stays visible on a laptop screen
+        types = gr.Dataframe(label="Per defect / anomaly type", interactive=False, wrap=True, elem_id="eval-types")
         with gr.Row():
-            metrics = gr.Dataframe(headers=["metric", "value"], label="Metrics", interactive=False, elem_id="eval-metrics")
-            types = gr.Dataframe(label="Per defect / anomaly type", interactive=False, elem_id="eval-types")
+            metrics = gr.Dataframe(headers=["metric", "value"], label="Metrics", interactive=False, wrap=True,
+                                   scale=2, elem_id="eval-metrics")
+            downloads = gr.File(label="Downloads: per-image (or per-frame) scores, metrics.json, report.md",
+                                file_count="multiple", interactive=False, scale=1, elem_id="eval-downloads")
         with gr.Row():
             roc = gr.Image(label="ROC curve", show_label=False, interactive=False)
             distribution = gr.Image(label="Score distribution", show_label=False, interactive=False)
+        hardest = gr.Image(label="Hardest cases: the highest-scoring normal images and the lowest-scoring defective ones",
+                           interactive=False, visible=False, elem_id="eval-hardest")
         samples = gr.Image(label="Samples", show_label=False, interactive=False, visible=True)
-        timelines = gr.Gallery(label="Test clips: score per frame (ground truth shaded)", columns=2, height="auto", visible=False, elem_id="eval-timelines")
+        # one wide plot per row, shown whole: a grid of square thumbnails cut off the axes and the legend
+        timelines = gr.Gallery(label="Test clips: score per frame (ground truth shaded)", columns=1, height="auto",
+                               object_fit="contain", show_label=True, visible=False, elem_id="eval-timelines")
         with gr.Accordion("Full report", open=False):
             report = gr.Markdown()
     lists.pickers["any"] = model
@@ -120,10 +131,12 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
                     gr.update(value=figures.get("score_distribution"), visible="score_distribution" in figures),
                     gr.update(value=figures.get("samples"), visible="samples" in figures),
                     gr.update(value=view.timelines, visible=bool(view.timelines)),
-                    read_report(view)) + lists.refresh(None, None, run_dir)[3:]
+                    read_report(view),
+                    gr.update(value=figures.get("hardest_cases"), visible="hardest_cases" in figures),
+                    view.downloads) + lists.refresh(None, None, run_dir)[3:]
         except Exception as exc:
             raise ui_error(exc) from None
 
     lists.wire_later(lambda: button.click(
-        run, [model], [metrics, types, roc, distribution, samples, timelines, report, lists.table],
+        run, [model], [metrics, types, roc, distribution, samples, timelines, report, hardest, downloads, lists.table],
         concurrency_id=ANALYSIS_LANE[0], concurrency_limit=ANALYSIS_LANE[1]))

@@ -40,7 +40,7 @@ from anomalens.ui.common import (
     ui_error,
 )
 from anomalens.ui.jobs import JobBoard, new_workspace
-from anomalens.ui.security import check_upload_size
+from anomalens.ui.security import check_upload_size, user_message
 
 INSPECTION_HEADERS = ["image", "raw score", "normalised score", "verdict"]
 
@@ -97,13 +97,22 @@ def inspect_images(
     items = []
     seen: dict[str, int] = {}
     for index, result in enumerate(report.results):
-        name = Path(result.path).name
+        name = display_name(result.relative_path or Path(result.path).name)
         seen[name] = seen.get(name, 0) + 1
         if seen[name] > 1:  # browsers send bare file names: keep same-named uploads apart
             name = f"{name} #{seen[name]}"
         recon_path = _save_rgb(result.reconstruction, output_dir / "reconstructions" / f"{index:03d}_{Path(name).stem}.png")
         items.append(ImageItem(name, result.score, result.normalized_score, result.overlay_path, recon_path))
     return ImageInspection(run, output_dir, items, threshold_text(run), calibration_of(run))
+
+
+def display_name(relative_path: str) -> str:
+    """An image's name on the page: its path relative to the other inputs (``broken_large/000.png``, so that
+    MVTec's many 000.png can be told apart), without the random folders the browser upload puts files in."""
+    import re
+
+    parts = [part for part in Path(relative_path).parts if not re.fullmatch(r"[0-9a-f]{16,}", part)]
+    return "/".join(parts) or Path(relative_path).name
 
 
 def verdict(normalized_score: float, threshold: float) -> str:
@@ -119,9 +128,9 @@ def inspection_rows(inspection: ImageInspection, threshold: float = 0.5) -> list
 
 
 def inspection_gallery(inspection: ImageInspection, threshold: float = 0.5) -> list[tuple[str, str]]:
-    """(overlay, caption) pairs, the verdict first so that it survives a short caption."""
+    """(overlay, caption) pairs: the file first (the captions wrap, see the page's CSS), then the verdict."""
     return [
-        (str(item.overlay_path), f"{verdict(item.normalized_score, threshold)} {item.normalized_score:.2f} · {item.name}")
+        (str(item.overlay_path), f"{item.name} · {verdict(item.normalized_score, threshold)} {item.normalized_score:.2f}")
         for item in inspection.items
         if item.overlay_path is not None
     ]
@@ -212,8 +221,8 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
                 inspection = inspect_images(settings, run_dir, uploaded, key, job.reporter(progress_sink(progress)))
             views = reconstruction_gallery(inspection)
             return relabel(inspection, threshold_value) + (gr.update(value=views, visible=bool(views)), inspection)
-        except Exception as exc:
-            raise ui_error(exc) from None
+        except Exception as exc:  # one clear line in the summary; no error badges on every other output
+            return (f"**Error:** {user_message(exc)}",) + (gr.update(),) * 4 + (None,)
 
     def show_examples(run_dir):
         samples = example_samples(examples_for_run(settings, run_dir, "image"))

@@ -30,7 +30,7 @@ from anomalens.ui.common import (
     ui_error,
 )
 from anomalens.ui.jobs import JobBoard, new_workspace
-from anomalens.ui.security import check_upload_size
+from anomalens.ui.security import check_upload_size, user_message
 
 EVENT_HEADERS = ["#", "start (s)", "end (s)", "start frame", "end frame", "duration (s)", "peak (normalised)", "peak frame",
                  "main cue"]
@@ -106,8 +106,8 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
             with board.job(f"{key}:video") as job:
                 view = analyze_video_file(settings, run_dir, video, key, job.reporter(progress_sink(progress)))
             return view.summary, str(view.video_path), str(view.timeline_path), view.event_rows, view.downloads
-        except Exception as exc:
-            raise ui_error(exc) from None
+        except Exception as exc:  # one clear line in the summary; no error badges on every other output
+            return (f"**Error:** {user_message(exc)}",) + (gr.update(),) * 4
 
     def show_examples(run_dir):
         samples = [[example_label(p)] for p in examples_for_run(settings, run_dir, "video")]
