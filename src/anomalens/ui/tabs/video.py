@@ -95,7 +95,8 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
                 downloads = gr.File(label="Downloads: scores.csv, events.json, side-by-side video", file_count="multiple", interactive=False)
             with gr.Column(scale=5):
                 summary = gr.Markdown(elem_classes="al-summary", elem_id="video-summary")
-                player = gr.Video(label="Original | model view | heatmap", interactive=False, elem_id="video-player")
+                # no label over the video: it would cover the "Original" title drawn in the first panel
+                player = gr.Video(label="Original | model view | heatmap", show_label=False, interactive=False, elem_id="video-player")
                 timeline = gr.Image(label="Score per frame", show_label=False, interactive=False, elem_id="video-timeline")
                 events = gr.Dataframe(headers=EVENT_HEADERS, label="Detected intervals", interactive=False, elem_id="video-events")
     lists.pickers["video"] = model
