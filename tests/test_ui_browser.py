@@ -187,7 +187,7 @@ def test_inspect_examples_follow_the_model_and_errors_read_as_one_line(page, ser
     page.locator("#image-summary").get_by_text(re.compile(r"of \d+ images flagged")).wait_for()
     page.wait_for_function("document.querySelectorAll('#image-gallery img').length >= 3")
     names = [row[0] for row in _table(page, "#image-table")]
-    assert "good/000.png" in names and len(set(names)) == len(names)
+    assert "good_000.png" in names and len(set(names)) == len(names)
     _shot(page, "10_inspect_examples_of_the_model")
 
 

@@ -231,7 +231,7 @@ def test_examples_follow_the_chosen_model(workspace, tmp_path):
     # a click copies the example into this tab's own folder (the data roots are never served)
     staged = stage_examples(settings, workspace.image_run, "image", 1, "tab-1")
     assert len(staged) == 1 and staged[0].read_bytes() == images[1].read_bytes()
-    assert staged[0].is_relative_to(settings.sessions_dir) and staged[0].parent.name == images[1].parent.name
+    assert staged[0].is_relative_to(settings.sessions_dir) and staged[0].name == f"{images[1].parent.name}_{images[1].name}"
     assert len(stage_examples(settings, workspace.image_run, "image", len(images), "tab-1")) == len(images)
     # no model, or a model whose data lies outside the allowed roots: no examples
     assert examples_for_run(settings, None, "image") == []

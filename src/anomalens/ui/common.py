@@ -154,7 +154,8 @@ def example_samples(paths: list[Path]) -> list[list[str]]:
 
 def stage_examples(settings: UISettings, run_dir: str | Path | None, kind: str, index: int, key: str) -> list[Path]:
     """Copy the clicked example (or all of them, the last row) into a fresh folder of this browser tab, which the
-    page may serve; the data roots themselves are never served. Files keep their ``<type>/<file>`` names."""
+    page may serve; the data roots themselves are never served. Files are named ``<type>_<file>``: the browser
+    upload keeps only file names, and MVTec's 000.png of every type must stay apart."""
     import shutil
 
     from anomalens.ui.jobs import new_workspace
@@ -166,8 +167,7 @@ def stage_examples(settings: UISettings, run_dir: str | Path | None, kind: str, 
     folder = new_workspace(settings.sessions_dir, key, "examples")
     staged = []
     for path in chosen:
-        target = folder / path.parent.name / path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{path.parent.name}_{path.name}"
         shutil.copyfile(path, target)
         staged.append(target)
     return staged
