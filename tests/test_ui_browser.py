@@ -209,7 +209,8 @@ def test_train_tab_image_size_follows_the_model_kind(page):
     assert size.get_attribute("placeholder") == "256 256"
     page.locator("#train-kind").get_by_text("video").click()
     page.wait_for_function("document.querySelector('#train-size textarea').placeholder === '240 360'")
-    assert "motion_scale" in page.locator("#train-settings-help").inner_text()
+    page.get_by_text("What these settings mean").click()
+    page.locator("#train-settings-help").get_by_text(re.compile("motion_scale")).wait_for()
     _shot(page, "12_train_video_settings")
 
 

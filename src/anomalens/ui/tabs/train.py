@@ -288,7 +288,8 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
                     validation = gr.Slider(0.05, 0.5, value=TrainOptions.validation_fraction, step=0.05, label="Held-out normal share (threshold)")
                     seed = gr.Number(value=None, label="Seed (empty = the model's default)", precision=0)
                 advanced = gr.Code(value=_defaults_json(first_model), language="json", label="Model settings (defaults of this model type; edit to change)", lines=6, elem_id="train-advanced")
-                explained = gr.Markdown(settings_help(first_model), elem_id="train-settings-help")
+                with gr.Accordion("What these settings mean", open=False):
+                    explained = gr.Markdown(settings_help(first_model), elem_id="train-settings-help")
         with gr.Row():
             train_button = gr.Button("Train", variant="primary", elem_id="train-button")
             cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel-button")
