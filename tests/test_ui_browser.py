@@ -135,6 +135,7 @@ def test_upload_video_plays_side_by_side_with_timeline(page, server):
 
 def test_train_shows_progress_cancels_cleanly_and_lists_the_new_model(page, server):
     _, workspace = server
+    chosen_for_inspection = page.locator("#image-model input").input_value()
     page.get_by_role("tab", name="Train").click()
     page.locator("#train-folder textarea").fill("images/widget")
     page.locator("#train-model-type input").click()
@@ -164,6 +165,8 @@ def test_train_shows_progress_cancels_cleanly_and_lists_the_new_model(page, serv
     assert run_name in table
     _shot(page, "6_train_done")
     page.get_by_role("tab", name="Inspect images").click()
+    # the new model is offered, but the Inspect tab keeps the model chosen there (not silently the new one)
+    assert page.locator("#image-model input").input_value() == chosen_for_inspection
     page.locator("#image-model input").click()
     options = page.get_by_role("option").all_inner_texts()
     assert sum("widget · autoencoder" in text for text in options) >= 3  # the workspace's, the cancelled one, the new one

@@ -316,7 +316,7 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
     check_button.click(check_dataset, [kind, folder, upload], [status])
 
     def run(kind_value, folder_value, upload_value, model_value, size_value, validation_value, seed_value, advanced_value,
-            request: gr.Request, progress=gr.Progress()):
+            image_choice, video_choice, request: gr.Request, progress=gr.Progress()):
         key = request_key(request)
         run_dir = None
         try:
@@ -331,8 +331,11 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
             run_dir = str(outcome.run_dir) if outcome.run_dir else None
         except Exception as exc:
             message = f"**Error:** {user_message(exc)}"
-        return (message,) + lists.refresh(run_dir if kind_value == "image" else None,
-                                          run_dir if kind_value == "video" else None, run_dir)
+        if run_dir:
+            message += (" It is listed in the Inspect and Video tabs (the models chosen there stay selected) and "
+                        "is chosen in the Evaluate tab: evaluate it before you rely on it.")
+        # the Inspect and Video tabs keep their choice: a new, not yet evaluated model is never swapped in silently
+        return (message,) + lists.refresh(image_choice, video_choice, run_dir)
 
     def cancel(request: gr.Request):
         if board.cancel(f"{request_key(request)}:train"):
@@ -341,5 +344,6 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
 
     cancel_button.click(cancel, None, [status], concurrency_limit=None, show_progress="hidden")
     lists.wire_later(lambda: train_button.click(
-        run, [kind, folder, upload, model, size, validation, seed, advanced], [status] + lists.outputs,
+        run, [kind, folder, upload, model, size, validation, seed, advanced, lists.pickers["image"], lists.pickers["video"]],
+        [status] + lists.outputs,
         concurrency_id=TRAIN_LANE[0], concurrency_limit=TRAIN_LANE[1], show_progress_on=[status]))
