@@ -128,17 +128,18 @@ def test_motion_view_shows_motion_relative_to_the_normal_motion():
     belt[:, 0] = 3.0 * (1 + 0.03 * torch.from_numpy(rng.standard_normal((20, 1, 1))).float())
     belt[:, 1] = 0.3
     belt += 0.2 * torch.from_numpy(rng.standard_normal(belt.shape)).float()
-    usual = typical_flow(orientation_histograms(belt, bins=8, cell=8), (48, 64))
+    usual = typical_flow(orientation_histograms(belt, bins=8, cell=8), (48, 64), neighbours=1)
+    assert usual.shape == (9, 2, 48, 64)  # the usual flow of each cell and of its 8 neighbours
     tolerance = sector_tolerance(usual, bins=8)
     # the belt's motion, known to half a histogram sector
-    assert abs(np.hypot(*usual[:, 24, 32]) - np.hypot(3.0, 0.3)) < 0.3
-    assert np.hypot(*(usual[:, 24, 32] - [3.0, 0.3])) <= tolerance[24, 32]
+    assert abs(np.hypot(*usual[4, :, 24, 32]) - np.hypot(3.0, 0.3)) < 0.3
+    assert np.hypot(*(usual[4, :, 24, 32] - [3.0, 0.3])) <= tolerance[4, 24, 32]
     grey = np.full((48, 64), 128, np.uint8)
     tint = lambda view: np.abs(view.astype(int) - 128).max(axis=0).mean()  # noqa: E731  0 = plain grey
     running, stopped = belt[5].numpy(), np.zeros((2, 48, 64), np.float32)
     assert tint(flow_view(grey, running, full_speed=2.9)) > 100  # raw: saturated
     assert tint(flow_view(grey, running, 2.9, usual, tolerance)) < 15  # normal motion: the grey photo
-    assert tint(flow_view(grey, stopped, 2.9, usual, tolerance)) > 60  # the belt stopped: coloured
+    assert tint(flow_view(grey, stopped, 2.9, usual, tolerance)) > 40  # the belt stopped: coloured
 
 
 def test_reservoir_keeps_a_uniform_bounded_sample():

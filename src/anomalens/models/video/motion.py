@@ -73,20 +73,25 @@ def orientation_histograms(flow: torch.Tensor, bins: int, cell: int) -> torch.Te
     return pooled[..., : math.ceil(flow.shape[2] / cell), : math.ceil(flow.shape[3] / cell)]
 
 
-def typical_flow(histograms: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """The usual flow ``(2, H, W)`` at each position, from a memory of normal orientation histograms.
+def typical_flow(histograms: torch.Tensor, size: tuple[int, int], neighbours: int = 0) -> np.ndarray:
+    """The usual flow at each position, ``(K, 2, H, W)``, from a memory of normal orientation histograms.
 
     ``histograms`` ``(M, bins, h, w)``: each entry's bins are summed as vectors along their sector's centre
     (the mean flow of the window, up to the sectors' rounding), then the median over entries is taken per cell
     and upsampled to ``size``. On a conveyor this is the belt's motion; where nothing usually moves, zero.
-    The direction is known to half a sector (see :func:`sector_tolerance`).
+    The direction is known to half a sector (see :func:`sector_tolerance`). With ``neighbours`` = n, the
+    ``K = (2n + 1)^2`` candidates are the usual flows of the cells up to n cells away (as the model's own
+    position tolerance), so that the edge of a moving belt is normal whether it moves or not.
     """
     bins = histograms.shape[1]
     centres = -math.pi + (torch.arange(bins, dtype=torch.float32) + 0.5) * (2 * math.pi / bins)
     hist = histograms.float()
     vectors = torch.stack([(hist * centres.cos()[:, None, None]).sum(1), (hist * centres.sin()[:, None, None]).sum(1)], 1)
-    usual = vectors.median(dim=0).values  # (2, h, w)
-    return F.interpolate(usual[None], size=size, mode="bilinear", align_corners=False)[0].numpy()
+    usual = vectors.median(dim=0).values[None]  # (1, 2, h, w)
+    h, w = usual.shape[-2:]
+    padded = F.pad(usual, (neighbours,) * 4, mode="replicate") if neighbours else usual
+    shifted = [padded[..., dy : dy + h, dx : dx + w] for dy in range(2 * neighbours + 1) for dx in range(2 * neighbours + 1)]
+    return F.interpolate(torch.cat(shifted), size=size, mode="bilinear", align_corners=False).numpy()
 
 
 def sector_tolerance(usual: np.ndarray, bins: int) -> np.ndarray:
@@ -95,7 +100,7 @@ def sector_tolerance(usual: np.ndarray, bins: int) -> np.ndarray:
     Histograms keep each direction only to its sector (``2 pi / bins`` wide), so the estimate can point up to
     half a sector off: a chord of ``2 |usual| sin(pi / (2 bins))``, 39% of the speed for 8 bins.
     """
-    return 2.0 * np.hypot(usual[0], usual[1]) * math.sin(math.pi / (2 * bins))
+    return 2.0 * np.hypot(usual[..., 0, :, :], usual[..., 1, :, :]) * math.sin(math.pi / (2 * bins))
 
 
 def flow_view(grey: np.ndarray, flow: np.ndarray, full_speed: float, usual: np.ndarray | None = None,
@@ -103,13 +108,20 @@ def flow_view(grey: np.ndarray, flow: np.ndarray, full_speed: float, usual: np.n
     """What the motion cue sees, for display: the grey frame tinted by the flow (hue = direction,
     strength = speed, full colour at ``full_speed`` pixels per frame). ``uint8`` ``(3, H, W)``.
 
-    With ``usual`` (:func:`typical_flow`) the tint shows how the motion differs from the normal motion at each
-    place, beyond ``tolerance`` pixels per frame: a belt that always moves stays grey, a belt that stops or
-    speeds up, or a part going the wrong way, is coloured. Without it, all motion is coloured."""
-    if usual is not None:
-        flow = flow - usual
-    dx, dy = flow
-    magnitude = np.maximum(np.hypot(dx, dy) - tolerance, 0.0)
+    With ``usual`` (:func:`typical_flow`, ``(K, 2, H, W)`` candidates) the tint shows how the motion differs
+    from the nearest of the normal motions at each place, beyond ``tolerance`` pixels per frame: a belt that
+    always moves stays grey, a belt that stops or speeds up, or a part going the wrong way, is coloured.
+    Without it, all motion is coloured."""
+    if usual is None:
+        dx, dy = flow
+        magnitude = np.hypot(dx, dy)
+    else:
+        residual = flow[None] - usual.reshape(-1, *flow.shape)  # (K, 2, H, W)
+        excess = np.maximum(np.hypot(residual[:, 0], residual[:, 1]) - tolerance, 0.0)  # (K, H, W)
+        nearest = excess.argmin(axis=0)[None]
+        magnitude = np.take_along_axis(excess, nearest, axis=0)[0]
+        dx = np.take_along_axis(residual[:, 0], nearest, axis=0)[0]
+        dy = np.take_along_axis(residual[:, 1], nearest, axis=0)[0]
     hue = ((np.arctan2(dy, dx) + np.pi) * (90.0 / np.pi)).astype(np.uint8)  # OpenCV hue runs 0-179
     hsv = np.stack([hue, np.full_like(hue, 255), np.full_like(hue, 255)], axis=-1)
     colour = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB).astype(np.float32)

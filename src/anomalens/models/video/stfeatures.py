@@ -263,7 +263,7 @@ class SpatioTemporalFeatures(VideoDetector):
         if self._typical_flow_cache[0] is not bank:  # computed once per memory
             h, w = self.motion_grid
             histograms = bank.permute(1, 2, 0).reshape(bank.shape[1], bank.shape[2], h, w)
-            usual = typical_flow(histograms, self.flow_size)
+            usual = typical_flow(histograms, self.flow_size, neighbours=max(1, self.config.position_tolerance))
             self._typical_flow_cache = (bank, (usual, sector_tolerance(usual, self.config.orientation_bins)))
         return self._typical_flow_cache[1]
 
