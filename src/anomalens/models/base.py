@@ -160,6 +160,10 @@ class Detector(ABC):
         if held_out is None:
             reporter.log("warning: no validation images; the threshold is set on training images and may be low")
             held_out = train
+        return self.calibrate(held_out, reporter)
+
+    def calibrate(self, held_out: torch.Tensor, reporter: Reporter = SILENT) -> "Detector":
+        """Choose the threshold from the scores of ``held_out`` normal images (the last step of :meth:`fit`)."""
         self.calibration_ = calibrate(self.predict(held_out, reporter=reporter).scores, self.config.target_fpr)
         return self
 

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -35,7 +35,6 @@ from anomalens.data.preprocessing import IMAGE_EXTENSIONS, Preprocessing, parse_
 from anomalens.errors import Cancelled, CheckpointError, ConfigError, DataError
 from anomalens.metrics.classification import confusion_at, f1_max, image_auroc, roc_curve
 from anomalens.metrics.segmentation import aupro, pixel_auroc
-from anomalens.metrics.threshold import calibrate
 from anomalens.models.base import Detector, create_detector, load_detector
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import atomic_dir, atomic_path, seed_everything, write_json_atomic, write_text_atomic
@@ -72,11 +71,14 @@ def train_image_model(
     device: str = "auto",
     reporter: Reporter = SILENT,
     run_name: str | None = None,
+    fit: ImageFit | None = None,
     **model_settings: Any,
 ) -> TrainResult:
     """Train ``model`` on ``data_dir/category/train/good`` minus a validation split and save a run folder.
 
     ``model_settings`` go to the model's config (``epochs``, ``lr``, ``backbone``, ``coreset_ratio``, ...).
+    ``fit`` is the step that fits the detector on the split (default :func:`fit_locally`; the Ray engine
+    passes one that builds PatchCore's memory bank across a cluster); what it returns goes to ``run.json``.
     The run folder appears complete or not at all. On Ctrl-C or Cancel, a model that can keep its best
     epoch (the autoencoder) is saved and ``interrupted`` is True; otherwise nothing is written and the
     interruption propagates.
@@ -95,11 +97,34 @@ def train_image_model(
         f"training {model} on {found.root}: {len(train_paths)} training and {len(validation_paths)} validation "
         f"images at {size[0]}x{size[1]}, device {detector.device}, seed {seed}"
     )
+    fit_started = time.perf_counter()
+    engine_record = (fit or fit_locally)(detector, train_paths, validation_paths, log)
+    fit_seconds = time.perf_counter() - fit_started
+    log_training_summary(log, detector, fit_seconds, "images")
+    cal = detector.calibration_
+    run = {
+        **run_record("image", category, data_dir, model, started, seed, detector, validation_fraction, settings),
+        "train_count": len(train_paths),
+        "validation_files": [str(p.relative_to(found.root)) for p in validation_paths],
+        "fit_seconds": round(fit_seconds, 3),
+        "engine": engine_record or {"name": "local"},
+        "interrupted": detector.interrupted_,
+        "threshold": cal.threshold,
+    }
+    run_dir = save_run(Path(results_dir), run_name or f"{category}_{started:%Y%m%d_%H%M%S}", detector, run, log.lines)
+    reporter.log(f"saved the run to {run_dir}")
+    return TrainResult(run_dir=run_dir, detector=detector, interrupted=detector.interrupted_)
+
+
+# fit(detector, train paths, validation paths, reporter) -> what run.json records as "engine" (or None: local)
+ImageFit = Callable[[Detector, Sequence[Path], Sequence[Path], Reporter], "dict[str, Any] | None"]
+
+
+def fit_locally(detector: Detector, train_paths: Sequence[Path], validation_paths: Sequence[Path], log: Reporter) -> None:
+    """Decode the split in this process and fit; a model that keeps its best epoch survives Ctrl-C / Cancel."""
     preprocessing = detector.preprocessing
     train = preprocessing.load_images(train_paths, reporter=log)
     validation = preprocessing.load_images(validation_paths, reporter=log) if validation_paths else None
-
-    fit_started = time.perf_counter()
     try:
         detector.fit(train, validation, reporter=log)
     except (KeyboardInterrupt, Cancelled):
@@ -110,22 +135,7 @@ def train_image_model(
     if detector.interrupted_ and detector.calibration_ is None:
         # stopped during the threshold pass after training: finish it, it takes seconds
         log.log("choosing the threshold on the validation images")
-        held_out = validation if validation is not None else train
-        detector.calibration_ = calibrate(detector.predict(held_out).scores, detector.config.target_fpr)
-    fit_seconds = time.perf_counter() - fit_started
-    log_training_summary(log, detector, fit_seconds, "images")
-    cal = detector.calibration_
-    run = {
-        **run_record("image", category, data_dir, model, started, seed, detector, validation_fraction, settings),
-        "train_count": len(train_paths),
-        "validation_files": [str(p.relative_to(found.root)) for p in validation_paths],
-        "fit_seconds": round(fit_seconds, 3),
-        "interrupted": detector.interrupted_,
-        "threshold": cal.threshold,
-    }
-    run_dir = save_run(Path(results_dir), run_name or f"{category}_{started:%Y%m%d_%H%M%S}", detector, run, log.lines)
-    reporter.log(f"saved the run to {run_dir}")
-    return TrainResult(run_dir=run_dir, detector=detector, interrupted=detector.interrupted_)
+        detector.calibrate(validation if validation is not None else train)
 
 
 # ---- runs ---------------------------------------------------------------------------------------
@@ -404,37 +414,16 @@ def predict_images(
     if output_dir is None and not isinstance(checkpoint_or_detector, Detector):
         output_dir = open_run(checkpoint_or_detector)[1] / PREDICTIONS_DIR
     items = _prediction_inputs(inputs)
-    preprocessing = detector.preprocessing
-    cal = detector.calibration_
-    assert cal is not None
 
     results: list[ImageResult] = []
-    names = _overlay_names([p for p, _ in items])
+    names = overlay_names([p for p, _ in items])
     with staged_dir(output_dir) as folder:
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
-            images = torch.stack([_prepare(preprocessing, path, array) for path, array in
-                                  reporter.iter(chunk, f"read images {start + 1}-{start + len(chunk)} of {len(items)}")])
-            prediction = detector.predict(images, reporter=reporter)
-            heatmaps = cal.normalize(prediction.maps)
-            for j, (path, _) in enumerate(chunk):
-                image = to_hwc(images[j])
-                heatmap = resize_map(heatmaps[j], image.shape[:2])
-                overlay_path = None
-                if folder is not None:
-                    overlay_path = folder / names[start + j]
-                    _write_png(overlay_path, anomaly_contours(overlay(image, heatmap, 0.45), heatmap))
-                score = float(prediction.scores[j])
-                results.append(ImageResult(
-                    path=path,
-                    score=score,
-                    normalized_score=float(cal.normalize(score)),
-                    anomalous=bool(score > cal.threshold),
-                    overlay_path=overlay_path,
-                    image=image,
-                    heatmap=heatmap,
-                    reconstruction=to_hwc(prediction.views[j]) if prediction.views is not None else None,
-                ))
+            overlays = [folder / name for name in names[start : start + len(chunk)]] if folder is not None else None
+            images = read_image_batch(detector, chunk, reporter=reporter,
+                                      desc=f"read images {start + 1}-{start + len(chunk)} of {len(items)}")
+            results.extend(score_image_batch(detector, chunk, images, overlays, reporter=reporter))
         csv_path = json_path = None
         if folder is not None:
             final = Path(output_dir)  # type: ignore[arg-type]
@@ -445,6 +434,49 @@ def predict_images(
     if output_dir is not None:
         reporter.log(f"wrote {len(results)} predictions to {output_dir}")
     return PredictionReport(results=results, csv_path=csv_path, json_path=json_path)
+
+
+def read_image_batch(detector: Detector, items: Sequence[tuple[Path, np.ndarray | None]], *,
+                     reporter: Reporter = SILENT, desc: str = "read images") -> torch.Tensor:
+    """Decode ``(path, array or None)`` items with the model's preprocessing into ``uint8`` ``(N, 3, H, W)``."""
+    preprocessing = detector.preprocessing
+    return torch.stack([_prepare(preprocessing, path, array) for path, array in reporter.iter(items, desc)])
+
+
+def score_image_batch(
+    detector: Detector,
+    items: Sequence[tuple[Path, np.ndarray | None]],
+    images: torch.Tensor,
+    overlay_paths: Sequence[Path] | None = None,
+    *,
+    reporter: Reporter = SILENT,
+) -> list[ImageResult]:
+    """Score and judge one batch of decoded ``images`` (from :func:`read_image_batch`); write an overlay PNG per
+    image to ``overlay_paths`` when given. The one scoring path of :func:`predict_images` and of the Ray engine."""
+    cal = detector.calibration_
+    assert cal is not None
+    prediction = detector.predict(images, reporter=reporter)
+    heatmaps = cal.normalize(prediction.maps)
+    results = []
+    for j, (path, _) in enumerate(items):
+        image = to_hwc(images[j])
+        heatmap = resize_map(heatmaps[j], image.shape[:2])
+        overlay_path = None
+        if overlay_paths is not None:
+            overlay_path = overlay_paths[j]
+            _write_png(overlay_path, anomaly_contours(overlay(image, heatmap, 0.45), heatmap))
+        score = float(prediction.scores[j])
+        results.append(ImageResult(
+            path=path,
+            score=score,
+            normalized_score=float(cal.normalize(score)),
+            anomalous=bool(score > cal.threshold),
+            overlay_path=overlay_path,
+            image=image,
+            heatmap=heatmap,
+            reconstruction=to_hwc(prediction.views[j]) if prediction.views is not None else None,
+        ))
+    return results
 
 
 def _prediction_inputs(inputs: Any) -> list[tuple[Path, np.ndarray | None]]:
@@ -467,7 +499,7 @@ def _prepare(preprocessing: Preprocessing, path: Path, array: np.ndarray | None)
     return preprocessing.prepare_array(array) if array is not None else preprocessing.load_image(path)
 
 
-def _overlay_names(paths: list[Path]) -> list[str]:
+def overlay_names(paths: list[Path]) -> list[str]:
     """``<stem>_overlay.png``, prefixed by the parent folder when stems repeat (MVTec's 000.png in every type)."""
     stems = [p.stem for p in paths]
     names, used = [], set()
