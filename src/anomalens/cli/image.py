@@ -18,6 +18,7 @@ from anomalens.cli.common import (
     model_settings,
     print_train_result,
 )
+from anomalens.cli.distributed import add_engine_flags, check_engine_flags
 from anomalens.errors import ConfigError
 
 IMAGE_MODELS = ("patchcore", "padim", "autoencoder")
@@ -40,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "anomalens train --data-dir ../shared/data/mvtec_ad --category bottle",
             "anomalens train --data-dir data --category bottle --model autoencoder --epochs 12 --loss combined"),
     )
-    _add_train_flags(train)
+    _add_train_flags(train, several_categories=True)
+    add_engine_flags(train, block_help="images per feature block of one category's training set (default: 32)")
     train.set_defaults(handler=_train)
 
     evaluate = subparsers.add_parser(
@@ -63,8 +65,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     predict.add_argument("--checkpoint", required=True, type=Path, help="run folder (or its model/ folder)")
     predict.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
-    predict.add_argument("--output-dir", type=Path, default=None, help="where to write (default: RUN_DIR/predictions/)")
+    predict.add_argument("--output-dir", "--output", type=Path, default=None,
+                         help="where to write (default: RUN_DIR/predictions/; required with --engine ray)")
+    predict.add_argument("--overlays", action="store_true",
+                         help="with --engine ray: also write an overlay PNG per image (local predict always does)")
     add_common_flags(predict)
+    add_engine_flags(predict, block_help="images per block, the unit of work and of resuming (default: 64)")
     predict.set_defaults(handler=_predict)
 
     bench = subparsers.add_parser(
@@ -87,9 +93,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.set_defaults(handler=_benchmark)
 
 
-def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+def _add_train_flags(parser: argparse.ArgumentParser, several_categories: bool = False) -> None:
     parser.add_argument("--data-dir", required=True, type=Path, help="dataset root holding <category>/train/good/")
-    parser.add_argument("--category", required=True, help="category folder name, e.g. bottle")
+    if several_categories:
+        parser.add_argument("--category", required=True, nargs="+", metavar="CATEGORY",
+                            help="category folder name, e.g. bottle; with --engine ray several names (or all) train "
+                                 "one model per category in parallel")
+    else:
+        parser.add_argument("--category", required=True, help="category folder name, e.g. bottle")
     # no argparse choices: the model registry checks the name (benchmark also takes video models); the default
     # is resolved in the handler so that `anomalens --help` does not import torch
     parser.add_argument("--model", default=None, metavar="MODEL",
@@ -128,8 +139,15 @@ def _train(args: argparse.Namespace) -> int:
     from anomalens.models.base import DEFAULT_IMAGE_MODEL
 
     model = args.model or DEFAULT_IMAGE_MODEL
+    check_engine_flags(args)
+    if args.engine == "ray":
+        from anomalens.cli.distributed import train_on_ray
+
+        return train_on_ray(args, model, model_settings(args, model, MODEL_FLAGS))
+    if len(args.category) > 1 or args.category == ["all"]:
+        raise ConfigError("several categories (or all) train in parallel with --engine ray; locally give one")
     result = train_image_model(
-        args.data_dir, args.category, model, args.results_dir, image_size=args.image_size or [256],
+        args.data_dir, args.category[0], model, args.results_dir, image_size=args.image_size or [256],
         validation_fraction=args.validation_fraction, seed=args.seed, device=args.device, reporter=cli_reporter(),
         **model_settings(args, model, MODEL_FLAGS),
     )
@@ -154,6 +172,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from anomalens.workflows.image import predict_images
 
+    check_engine_flags(args)
+    if args.engine == "ray":
+        from anomalens.cli.distributed import predict_on_ray
+
+        return predict_on_ray(args)
     report = predict_images(args.checkpoint, args.paths, args.output_dir, device=args.device, reporter=cli_reporter())
     for r in report.results:
         verdict = "ANOMALOUS" if r.anomalous else "normal"

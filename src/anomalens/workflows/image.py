@@ -139,7 +139,7 @@ def fit_locally(detector: Detector, train_paths: Sequence[Path], validation_path
 
 
 # ---- runs ---------------------------------------------------------------------------------------
-def _load_image_detector(checkpoint: str | Path | Detector, device: str) -> Detector:
+def load_image_detector(checkpoint: str | Path | Detector, device: str) -> Detector:
     if isinstance(checkpoint, Detector):
         detector = checkpoint
     else:
@@ -167,7 +167,7 @@ def evaluate_image_model(
     category = category if category is not None else run.get("category")
     if data_dir is None or category is None:
         raise ConfigError(f"no {RUN_FILE} beside this model: give --data-dir and --category", model_dir)
-    detector = _load_image_detector(model_dir, device)
+    detector = load_image_detector(model_dir, device)
     found = discover_category(data_dir, category, require_test=True)
     decode_started = time.perf_counter()
     test = load_test_set(found, detector.preprocessing, reporter)
@@ -410,7 +410,7 @@ def predict_images(
     given): one ``<name>_overlay.png`` per image (heatmap over the image, regions above the threshold
     outlined) and ``predictions.csv`` / ``predictions.json``, moved in only once every image has been scored.
     """
-    detector = _load_image_detector(checkpoint_or_detector, device)
+    detector = load_image_detector(checkpoint_or_detector, device)
     if output_dir is None and not isinstance(checkpoint_or_detector, Detector):
         output_dir = open_run(checkpoint_or_detector)[1] / PREDICTIONS_DIR
     items = _prediction_inputs(inputs)
