@@ -64,7 +64,7 @@ def _fit_on_ray(detector: Any, train_paths: list[Path], validation_paths: list[P
         ready, pending = ray.wait(pending, num_returns=1)
         index, rows, patches = ray.get(ready[0])
         results[index] = (rows, patches)
-    bank = torch.cat([torch.from_numpy(results[i][0]) for i in range(len(blocks))])
+    bank = torch.cat([torch.from_numpy(np.array(results[i][0])) for i in range(len(blocks))])  # a writable copy
     detector.set_memory_bank(bank, sum(p for _, p in results.values()), log)
     preprocessing = detector.preprocessing
     if validation_paths:
