@@ -75,6 +75,7 @@ class RayPredictionReport:
     blocks_scored: int  # by this run
     blocks_skipped: int  # finished by an earlier run of the same job
     seconds: float
+    steady_images_per_second: float | None = None  # see steady_throughput
     stage_seconds: dict[str, float] = field(default_factory=dict)  # summed over actors: load, read, score, write
     blocks_per_node: dict[str, int] = field(default_factory=dict)
     csv_path: Path | None = None
@@ -245,7 +246,7 @@ def predict_images_on_ray(
         output_dir=output_dir, count=len(rows), anomalous=sum(r["anomalous"] for r in rows), blocks=job.block_count,
         blocks_scored=len({s["block"] for s in stats}), blocks_skipped=skipped, seconds=seconds,
         stage_seconds={k: round(sum(s[f"{k}_s"] for s in stats), 3) for k in ("load", "read", "score", "write")},
-        blocks_per_node=_count_by(s["node"] for s in stats),
+        blocks_per_node=_count_by(s["node"] for s in stats), steady_images_per_second=steady_throughput(stats),
     )
     report.csv_path, report.json_path = write_summary(output_dir, job, rows, report, detector.name)
     reporter.log(f"scored {report.blocks_scored} blocks, skipped {skipped} finished ones; wrote {report.count} "
@@ -288,7 +289,18 @@ def _run_pipeline(ray: Any, job: BatchJob, todo: list[int], names: list[str], ou
     for row in reporter.iter(scored.iter_rows(), "score blocks", total=len(todo),
                              info=lambda: f"{already + len(stats)}/{total} blocks"):
         stats.append({k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()})
+        stats[-1]["done_at"] = time.perf_counter()
     return stats
+
+
+def steady_throughput(stats: list[dict[str, Any]]) -> float | None:
+    """Images per second between the first and the last finished block: the pool at work, without its start-up
+    (process start, model load), which a long job pays once."""
+    if len(stats) < 3:
+        return None
+    ordered = sorted(stats, key=lambda s: s["done_at"])
+    span = ordered[-1]["done_at"] - ordered[0]["done_at"]
+    return sum(s["count"] for s in ordered[1:]) / span if span > 0 else None
 
 
 def collect_results(output_dir: Path, job: BatchJob) -> list[dict[str, Any]]:
