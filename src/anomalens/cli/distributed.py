@@ -53,7 +53,7 @@ def predict_on_ray(args: argparse.Namespace) -> int:
     report = predict_images_on_ray(
         args.checkpoint, args.paths, args.output_dir, address=args.address,
         block_size=args.block_size_ray or DEFAULT_BLOCK_SIZE, cpus_per_actor=_cpus(args),
-        device="cuda" if args.device == "cuda" else "cpu", overlays=args.overlays, reporter=cli_reporter(),
+        device=args.device, overlays=args.overlays, reporter=cli_reporter(),
     )
     stages = "  ".join(f"{k} {v:.1f} s" for k, v in report.stage_seconds.items())
     print(f"{report.anomalous} of {report.count} images anomalous; {report.blocks_scored} blocks scored, "
@@ -98,7 +98,7 @@ def analyze_on_ray(args: argparse.Namespace) -> int:
 
     outcomes = analyze_videos_on_ray(args.checkpoint, args.video, args.output_dir, address=args.address,
                                      cpus_per_task=_cpus(args), reporter=cli_reporter(),
-                                     device="cuda" if args.device == "cuda" else "cpu", fps=args.fps)
+                                     device=args.device, fps=args.fps)
     for o in outcomes:
         if o.error:
             print(f"{o.name}: error: {o.error}")

@@ -204,14 +204,15 @@ def predict_images_on_ray(
     block_size: int = DEFAULT_BLOCK_SIZE,
     actors: int | None = None,
     cpus_per_actor: float = 1.0,
-    device: str = "cpu",
+    device: str = "auto",
     overlays: bool = False,
     reporter: Reporter = SILENT,
 ) -> RayPredictionReport:
     """Score every image of ``inputs`` on the Ray cluster at ``address``; see the module docstring.
 
     ``actors``: size of the actor pool (default: as many as the cluster's CPUs allow, or one per GPU with
-    ``device="cuda"``). Running the same call again after an interruption scores only the unfinished blocks.
+    ``device="cuda"``; ``"auto"`` means cuda when the cluster has GPUs). Running the same call again after an
+    interruption scores only the unfinished blocks.
     """
     from anomalens.models.base import resolve_model_dir
     from anomalens.workflows.image import load_image_detector, overlay_names
@@ -229,7 +230,10 @@ def predict_images_on_ray(
     stats: list[dict[str, Any]] = []
     todo = [i for i in range(job.block_count) if i not in done]
     if todo:
-        ray = _connect(address)
+        from anomalens.distributed.cluster import cluster_device, connect
+
+        ray = connect(address)
+        device = cluster_device(device)
         for attempt in range(1, JOB_ATTEMPTS + 1):
             try:
                 stats.extend(_run_pipeline(ray, job, todo, names, output_dir, actors, cpus_per_actor, device,
@@ -252,12 +256,6 @@ def predict_images_on_ray(
     reporter.log(f"scored {report.blocks_scored} blocks, skipped {skipped} finished ones; wrote {report.count} "
                  f"results to {output_dir}")
     return report
-
-
-def _connect(address: str | None) -> Any:
-    from anomalens.distributed.cluster import connect
-
-    return connect(address)
 
 
 def _run_pipeline(ray: Any, job: BatchJob, todo: list[int], names: list[str], output_dir: Path, actors: int | None,

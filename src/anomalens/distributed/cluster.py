@@ -67,6 +67,17 @@ def _quiet_data_progress(ray: ModuleType) -> None:
     context.print_on_execution_start = False
 
 
+def cluster_device(device: str) -> str:
+    """``cpu`` or ``cuda`` for the workers: ``auto`` means cuda when the cluster has GPUs (the driver may have none)."""
+    import ray
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"--device {device} is not available on a Ray cluster; use auto, cpu or cuda")
+    if device == "auto":
+        return "cuda" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
+    return device
+
+
 def cluster_cpus() -> float:
     """CPUs of the nodes alive now."""
     import ray

@@ -59,7 +59,8 @@ def train_categories_on_ray(
     names = image_categories(data_dir) if list(categories) == ["all"] else list(dict.fromkeys(categories))
     jobs = [(name, (str(Path(data_dir).resolve()), name, model, str(Path(results_dir).resolve()), train_settings))
             for name in names]
-    return _run_tasks(_train_one, jobs, address, cpus_per_task, reporter, "train categories")
+    return _run_tasks(_train_one, jobs, address, cpus_per_task, reporter, "train categories",
+                      gpu=train_settings.get("device") == "cuda")
 
 
 def analyze_videos_on_ray(
@@ -70,28 +71,32 @@ def analyze_videos_on_ray(
     address: str | None = None,
     cpus_per_task: float = 1.0,
     reporter: Reporter = SILENT,
-    device: str = "cpu",
+    device: str = "auto",
     fps: float | None = None,
 ) -> list[TaskOutcome]:
     """Analyse each video in its own Ray task; outputs go to ``output_dir/<video name>/`` (default: the run's
     ``analysis/`` folder, as for one video)."""
     from anomalens.workflows.video import _safe
 
+    from anomalens.distributed.cluster import cluster_device, connect
+
+    connect(address)
+    device = cluster_device(device)
     checkpoint = str(Path(checkpoint).resolve())
     folders = _unique([_safe(Path(v).stem or Path(v).name) for v in videos])
     jobs = []
     for video, folder in zip(videos, folders):
         target = str((Path(output_dir) / folder).resolve()) if output_dir is not None else None
         jobs.append((str(video), (checkpoint, str(Path(video).resolve()), target, device, fps)))
-    return _run_tasks(_analyze_one, jobs, address, cpus_per_task, reporter, "analyse videos")
+    return _run_tasks(_analyze_one, jobs, address, cpus_per_task, reporter, "analyse videos", gpu=device == "cuda")
 
 
 def _run_tasks(function: Any, jobs: list[tuple[str, tuple]], address: str | None, cpus: float, reporter: Reporter,
-               desc: str) -> list[TaskOutcome]:
+               desc: str, gpu: bool = False) -> list[TaskOutcome]:
     from anomalens.distributed.cluster import connect
 
     ray = connect(address)
-    remote = ray.remote(num_cpus=cpus)(function)
+    remote = ray.remote(num_cpus=cpus, num_gpus=1 if gpu else 0)(function)
     reporter.log(f"{len(jobs)} tasks on a cluster of {ray.cluster_resources().get('CPU', 0):g} CPUs")
     refs = {remote.remote(cpus, *arguments): name for name, arguments in jobs}
     outcomes: dict[str, TaskOutcome] = {}

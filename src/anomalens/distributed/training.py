@@ -51,9 +51,9 @@ def _fit_on_ray(detector: Any, train_paths: list[Path], validation_paths: list[P
     from anomalens.distributed.cluster import alive_nodes, connect
 
     ray = connect(address)
-    task = ray.remote(num_cpus=cpus_per_task)(block_coreset)
+    device = "cuda" if detector.device.type == "cuda" else "cpu"  # the driver's choice (--device)
+    task = ray.remote(num_cpus=cpus_per_task, num_gpus=1 if device == "cuda" else 0)(block_coreset)
     blocks = [train_paths[i : i + block_size] for i in range(0, len(train_paths), block_size)]
-    device = "cuda" if detector.device.type == "cuda" else "cpu"
     log.log(f"building the memory bank on Ray: {len(train_paths)} images in {len(blocks)} blocks of {block_size} "
             f"on {len(alive_nodes())} node(s)")
     config = detector.config.to_dict()
