@@ -59,7 +59,7 @@ def test_ray_only_flags_need_engine_ray(image_run, tmp_path, capsys):
     image = next((image_run.data / DEFAULT_CATEGORY / "test" / "good").iterdir())
     assert main(["predict", "--checkpoint", str(image_run.run_dir), str(image), "--address", "127.0.0.1:1",
                  "--device", "cpu"]) == 2
-    assert "--address only apply with --engine ray" in capsys.readouterr().err
+    assert "--address only applies with --engine ray" in capsys.readouterr().err
     assert main(["train", "--data-dir", str(image_run.data), "--category", "a", "b", "--device", "cpu"]) == 2
     assert "--engine ray" in capsys.readouterr().err
 

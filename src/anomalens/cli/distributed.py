@@ -35,7 +35,7 @@ def check_engine_flags(args: argparse.Namespace) -> None:
     if getattr(args, "overlays", False):
         given.append("--overlays")
     if given:
-        raise ConfigError(f"{', '.join(given)} only apply with --engine ray")
+        raise ConfigError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} with --engine ray")
 
 
 def _cpus(args: argparse.Namespace) -> float:
