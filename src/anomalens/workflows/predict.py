@@ -8,12 +8,13 @@ An analysed video never sets its own threshold; output files appear only once al
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -115,41 +116,19 @@ def predict_images(
     items = _prediction_inputs(inputs)
     if output_dir is not None:
         _clear_earlier_predictions(Path(output_dir), overwrite)
-    preprocessing = detector.preprocessing
-    cal = detector.calibration_
-    assert cal is not None
 
     results: list[ImageResult] = []
     relative = relative_names([p for p, _ in items])
-    names = [str(Path(r).with_suffix("")) + "_overlay.png" for r in relative]
+    names = overlay_names([p for p, _ in items])
     with staged_dir(output_dir) as folder:
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
-            images = torch.stack([_prepare(preprocessing, path, array) for path, array in
-                                  reporter.iter(chunk, f"read images {start + 1}-{start + len(chunk)} of {len(items)}")])
-            prediction = detector.predict(images, reporter=reporter)
-            heatmaps = cal.normalize(prediction.maps)
-            for j, (path, array) in enumerate(chunk):
-                image = to_hwc(images[j])
-                heatmap = resize_map(heatmaps[j], image.shape[:2])
-                overlay_path = None
-                if folder is not None:
-                    overlay_path = folder / names[start + j]
-                    original = array if array is not None else read_rgb(path)  # the overlay keeps the input's size
-                    full = resize_map(heatmaps[j], original.shape[:2])
-                    _write_png(overlay_path, anomaly_contours(overlay(to_hwc(original), full, 0.45), full))
-                score = float(prediction.scores[j])
-                results.append(ImageResult(
-                    path=path,
-                    score=score,
-                    normalized_score=float(cal.normalize(score)),
-                    anomalous=bool(cal.is_anomalous(score)),
-                    overlay_path=overlay_path,
-                    image=image,
-                    heatmap=heatmap,
-                    reconstruction=to_hwc(prediction.views[j]) if prediction.views is not None else None,
-                    relative_path=relative[start + j],
-                ))
+            overlays = [folder / name for name in names[start : start + len(chunk)]] if folder is not None else None
+            images = read_image_batch(detector, chunk, reporter=reporter,
+                                      desc=f"read images {start + 1}-{start + len(chunk)} of {len(items)}")
+            results.extend(score_image_batch(detector, chunk, images, overlays, reporter=reporter))
+        for r, name in zip(results, relative):
+            r.relative_path = name
         csv_path = json_path = None
         if folder is not None:
             final = Path(output_dir)  # type: ignore[arg-type]
@@ -160,6 +139,52 @@ def predict_images(
     if output_dir is not None:
         reporter.log(f"wrote {len(results)} predictions to {output_dir}")
     return PredictionReport(results=results, csv_path=csv_path, json_path=json_path)
+
+
+def read_image_batch(detector: BaseDetector, items: Sequence[tuple[Path, np.ndarray | None]], *,
+                     reporter: Reporter = SILENT, desc: str = "read images") -> torch.Tensor:
+    """Decode ``(path, array or None)`` items with the model's preprocessing into ``uint8`` ``(N, 3, H, W)``."""
+    preprocessing = detector.preprocessing
+    return torch.stack([_prepare(preprocessing, path, array) for path, array in reporter.iter(items, desc)])
+
+
+def score_image_batch(
+    detector: BaseDetector,
+    items: Sequence[tuple[Path, np.ndarray | None]],
+    images: torch.Tensor,
+    overlay_paths: Sequence[Path] | None = None,
+    *,
+    reporter: Reporter = SILENT,
+) -> list[ImageResult]:
+    """Score and judge one batch of decoded ``images`` (from :func:`read_image_batch`); write an overlay PNG per
+    image to ``overlay_paths`` when given, at the image's own size (decoded again from its file: the model saw
+    it resized). The one scoring path of :func:`predict_images` and of the Ray engine."""
+    cal = detector.calibration_
+    assert cal is not None
+    prediction = detector.predict(images, reporter=reporter)  # type: ignore[attr-defined]
+    heatmaps = cal.normalize(prediction.maps)
+    results = []
+    for j, (path, array) in enumerate(items):
+        image = to_hwc(images[j])
+        heatmap = resize_map(heatmaps[j], image.shape[:2])
+        overlay_path = None
+        if overlay_paths is not None:
+            overlay_path = overlay_paths[j]
+            original = to_hwc(array if array is not None else read_rgb(path))
+            full = resize_map(heatmaps[j], original.shape[:2])
+            _write_png(overlay_path, anomaly_contours(overlay(original, full, 0.45), full))
+        score = float(prediction.scores[j])
+        results.append(ImageResult(
+            path=path,
+            score=score,
+            normalized_score=float(cal.normalize(score)),
+            anomalous=bool(cal.is_anomalous(score)),
+            overlay_path=overlay_path,
+            image=image,
+            heatmap=heatmap,
+            reconstruction=to_hwc(prediction.views[j]) if prediction.views is not None else None,
+        ))
+    return results
 
 
 def _prediction_inputs(inputs: Any) -> list[tuple[Path, np.ndarray | None]]:
@@ -202,6 +227,11 @@ def relative_names(paths: list[Path]) -> list[str]:
     return names
 
 
+def overlay_names(paths: list[Path]) -> list[str]:
+    """``<relative path without suffix>_overlay.png`` (``good/000_overlay.png``), see :func:`relative_names`."""
+    return [str(Path(name).with_suffix("")) + "_overlay.png" for name in relative_names(paths)]
+
+
 def new_predictions_dir(parent: Path) -> Path:
     """``parent/<YYYYmmdd_HHMMSS>`` (``_2``, ``_3``... within the same second): every call keeps its own results."""
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
@@ -219,8 +249,6 @@ def _clear_earlier_predictions(folder: Path, overwrite: bool) -> None:
     if not overwrite:
         raise ConfigError("already holds predictions of an earlier call; choose another output folder or "
                           "pass --overwrite (overwrite=True) to replace them", folder)
-    import json
-
     try:
         earlier = json.loads((folder / PREDICTIONS_JSON).read_text(encoding="utf-8")).get("results", [])
     except (OSError, ValueError, AttributeError):
