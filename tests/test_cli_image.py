@@ -70,6 +70,10 @@ def test_train_evaluate_predict_through_the_cli(tiny_model, synthetic_image_data
     out = capsys.readouterr().out
     assert out.count("score") >= 8 and "of 8 images anomalous" in out
     assert (tmp_path / "pred" / "predictions.csv").is_file() and len(list((tmp_path / "pred").glob("*_overlay.png"))) == 8
+    # a second call into the same folder is refused with one line, unless --overwrite
+    assert main(["predict", "--checkpoint", str(run_dir), str(good), "--output-dir", str(tmp_path / "pred")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(run_dir), str(good), "--output-dir", str(tmp_path / "pred"), "--overwrite"]) == 0
 
 
 def test_a_flag_the_model_does_not_have_is_named(tiny_model, synthetic_image_dataset, tmp_path, capsys):
