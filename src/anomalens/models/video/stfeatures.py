@@ -179,7 +179,8 @@ class SpatioTemporalFeatures(VideoDetector):
     """Whole-frame appearance memory and per-position motion memory, standardised on cross-fitted normal frames."""
 
     name = "stfeatures"
-    view_label = "Motion (flow)"  # the middle panel of the side-by-side video: colour = direction, strength = speed
+    # the middle panel of the side-by-side video: motion unlike the normal motion there (colour = direction, strength)
+    view_label = "Motion unlike normal"
     config_class = SpatioTemporalConfig
     config: SpatioTemporalConfig
 
