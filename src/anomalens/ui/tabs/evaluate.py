@@ -110,8 +110,10 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
         with gr.Row():
             roc = gr.Image(label="ROC curve", show_label=False, interactive=False)
             distribution = gr.Image(label="Score distribution", show_label=False, interactive=False)
-        hardest = gr.Image(label="Hardest cases: the highest-scoring normal images and the lowest-scoring defective ones",
-                           interactive=False, visible=False, elem_id="eval-hardest")
+        # a heading, not an image label: a label would cover the figure's column titles
+        hardest_title = gr.Markdown("### Hardest cases: the highest-scoring normal images and the lowest-scoring "
+                                    "defective ones (look here before trusting the model)", visible=False)
+        hardest = gr.Image(label="Hardest cases", show_label=False, interactive=False, visible=False, elem_id="eval-hardest")
         samples = gr.Image(label="Samples", show_label=False, interactive=False, visible=True)
         # one wide plot per row, shown whole: a grid of square thumbnails cut off the axes and the legend
         timelines = gr.Gallery(label="Test clips: score per frame (ground truth shaded)", columns=1, height="auto",
@@ -133,10 +135,12 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
                     gr.update(value=view.timelines, visible=bool(view.timelines)),
                     read_report(view),
                     gr.update(value=figures.get("hardest_cases"), visible="hardest_cases" in figures),
+                    gr.update(visible="hardest_cases" in figures),
                     view.downloads) + lists.refresh(None, None, run_dir)[3:]
         except Exception as exc:
             raise ui_error(exc) from None
 
     lists.wire_later(lambda: button.click(
-        run, [model], [metrics, types, roc, distribution, samples, timelines, report, hardest, downloads, lists.table],
+        run, [model], [metrics, types, roc, distribution, samples, timelines, report, hardest, hardest_title, downloads,
+                       lists.table],
         concurrency_id=ANALYSIS_LANE[0], concurrency_limit=ANALYSIS_LANE[1]))
