@@ -293,7 +293,7 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
         with gr.Row():
             train_button = gr.Button("Train", variant="primary", elem_id="train-button")
             cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel-button")
-        lists.table = gr.Dataframe(headers=MODEL_TABLE_HEADERS, label="Trained models", interactive=False, elem_id="models-table")
+        lists.table = gr.Dataframe(headers=MODEL_TABLE_HEADERS, label="Trained models", interactive=False, wrap=True, elem_id="models-table")
 
     def on_model(model_value):
         return _defaults_json(model_value), settings_help(model_value), gr.update(placeholder=image_size_hint(model_value))
