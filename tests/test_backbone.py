@@ -71,18 +71,3 @@ def test_patch_features_are_local():
     fx, fy = extractor(x), extractor(y)
     assert not torch.allclose(fx[..., :4, :4], fy[..., :4, :4])
     assert torch.allclose(fx[..., -4:, -4:], fy[..., -4:, -4:], atol=1e-3)
-
-
-def test_a_local_change_spreads_as_far_right_as_left():
-    # The weights were trained with TensorFlow's SAME padding; with PyTorch's symmetric padding a bright spot
-    # 6 cells from the right edge changed the edge cells twice as much as the cells 6 to its left, which drew
-    # streaks from defects to the right edge of bottle heatmaps (issue 15).
-    extractor = PatchFeatureExtractor("lite0")
-    torch.manual_seed(0)
-    x = torch.rand(1, 3, 256, 256) * 0.2 + 0.4
-    y = x.clone()
-    y[:, :, 150:175, 180:205] = 1.0  # cells 19-21 down, 22-25 across (of 32)
-    change = (extractor(x) - extractor(y)).norm(dim=1)[0, 17:22]  # the rows of the spot
-    left, right = change[:, 18].mean(), change[:, 30].mean()  # 6 cells either side of the spot's centre (24)
-    assert right < 1.3 * left
-    assert change[:, 31].mean() <= change[:, 28].mean()  # it fades towards the edge instead of piling up there

@@ -6,7 +6,6 @@ import csv
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from anomalens.cli import main
@@ -84,13 +83,8 @@ def test_stfeatures_flags_reach_its_config(data_dir, tmp_path):
     assert list(rows[0])[-2:] == ["appearance_score", "motion_score"] and len(rows) == 16
     for row in rows:
         assert float(row["appearance_score"]) + float(row["motion_score"]) == pytest.approx(float(row["score"]), abs=1e-4)
-    # the conveyor stops in frames 5-10: those frames outscore the running ones, through the motion cue
-    stopped = [5 <= i <= 10 for i in range(len(rows))]
-    mean = lambda key, flag: np.mean([float(r[key]) for r, s in zip(rows, stopped) if s == flag])  # noqa: E731
-    assert mean("normalized_score", True) > mean("normalized_score", False)
-    assert mean("motion_score", True) > mean("motion_score", False)
-    # (whether 16 frames of 48x64 cross the threshold is left to the larger tests: it sits on the edge here)
     events = json.loads((out / "events.json").read_text())["events"]
+    assert events  # the conveyor stops: reported as an interval
     for event in events:
         assert set(event["peak_cues"]) == {"appearance", "motion"}
         assert event["main_cue"] == max(event["peak_cues"], key=event["peak_cues"].get)

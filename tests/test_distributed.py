@@ -231,9 +231,7 @@ def test_ray_training_matches_local_accuracy(ray_cluster, larger_test_set, tmp_p
         assert abs(a["image_auroc"] - b["image_auroc"]) <= 0.005
         assert abs(a["pixel_auroc"] - b["pixel_auroc"]) <= 0.005
     else:
-        # that noise, or one (normal, anomalous) pair of this set's 32 in another order (1/32; seen once the
-        # backbone padded as its TensorFlow weights expect)
-        assert abs(a["image_auroc"] - b["image_auroc"]) <= 1 / 32 + 1e-9
+        assert abs(a["image_auroc"] - b["image_auroc"]) <= 0.03
         assert abs(a["pixel_auroc"] - b["pixel_auroc"]) <= 0.01
 
 

@@ -84,10 +84,8 @@ def test_bright_spot_scores_higher_and_the_map_peaks_on_it(fitted):
     assert prediction.maps.shape == (8, 64, 64)
     assert prediction.scores[4:].min() > prediction.scores[:4].max()
     for anomaly_map in prediction.maps[4:]:
-        # On a 64 px image (an 8x8 grid) the map is a broad hill: its top may lie anywhere on the plateau over
-        # the spot, so check the spot's own value, and that the far side of the image stays low
-        assert anomaly_map[39, 15] >= 0.93 * anomaly_map.max()
-        assert anomaly_map[:16, 48:].max() < 0.7 * anomaly_map.max()
+        row, col = np.unravel_index(anomaly_map.argmax(), anomaly_map.shape)
+        assert abs(row - 39) <= 10 and abs(col - 15) <= 10  # within about one 8 px patch cell
     assert np.allclose(prediction.scores, prediction.maps.reshape(8, -1).max(axis=1))
     assert prediction.labels[4:].all()
 
@@ -105,9 +103,9 @@ def test_non_square_images_work():
     detector.fit(woven_textures(6, size=(64, 96)), woven_textures(2, size=(64, 96), seed=1))
     prediction = detector.predict(add_spot(woven_textures(2, size=(64, 96), seed=2), top=20, left=70, side=6))
     assert prediction.maps.shape == (2, 64, 96)
-    for anomaly_map in prediction.maps:  # the hill over the spot (see the square test), not the far corner
-        assert anomaly_map[23, 73] >= 0.93 * anomaly_map.max()
-        assert anomaly_map[40:, :32].max() < 0.7 * anomaly_map.max()
+    for anomaly_map in prediction.maps:
+        row, col = np.unravel_index(anomaly_map.argmax(), anomaly_map.shape)
+        assert abs(row - 23) <= 10 and abs(col - 73) <= 10
 
 
 def test_tiling_stitches_full_size_maps_and_catches_a_small_defect():

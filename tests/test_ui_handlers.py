@@ -76,7 +76,10 @@ def test_inspection_scores_overlays_and_relabels_without_rescoring(trained, imag
     test = image_data / "images" / "widget" / "test"
     files = [test / "good" / "000.png", test / "scratch" / "000.png", test / "spot" / "001.png"]
     view = h.inspect_images(settings, str(run_dir), files, "tab-1")
-    assert [item.name for item in view.items] == ["000.png", "000.png #2", "001.png"]
+    # files from folders keep the path that tells them apart; uploads (random folders) keep a numbered name
+    assert [item.name for item in view.items] == ["good/000.png", "scratch/000.png", "spot/001.png"]
+    from anomalens.ui.tabs.inspect import display_name
+    assert display_name("3f2a9c0d1e2b4a5c6d7e8f9a0b1c2d3e/000.png") == "000.png"
     assert all(item.overlay_path.is_file() and item.reconstruction_path.is_file() for item in view.items)
     assert view.output_dir.is_relative_to(settings.sessions_dir / "tab-1")
 

@@ -15,25 +15,18 @@ from torch.nn import functional as F
 
 from anomalens.models.components.kernels import gaussian_blur
 
-# Where feature cell 0 of the EfficientNet-Lite stages looks, in input pixels (cell i: stride * i + offset), per
-# stride. Measured as the centroid of the input gradient of a mid-image cell over 12 random 256 px inputs, with
-# the backbone's TensorFlow SAME padding: 3.6 px down, 4.0 px right at stride 8 (about the cell's own centre,
-# 3.5), 9.3 and 9.5 px at stride 16. (With PyTorch's symmetric padding they were -3.3 and -6.4.)
-CELL_CENTRE_OFFSETS = {8: 3.8, 16: 9.4}
-CELL_CENTRE_OFFSET = CELL_CENTRE_OFFSETS[8]  # the grid of the patch scores
-
-
-def cell_centre_offset(stride: int) -> float:
-    """Measured centre of cell 0 at ``stride`` (the geometric centre ``(stride - 1) / 2`` for other strides)."""
-    return CELL_CENTRE_OFFSETS.get(stride, (stride - 1) / 2)
+# Where feature cell 0 of the EfficientNet-Lite stages 2-4 looks, in input pixels (cell i: stride * i + offset).
+# Measured as the centroid of the input gradient of mid-image cells over random inputs: -3.3 px for the
+# stride-8 and the stride-16 stage alike (the weights were trained with TensorFlow's bottom-right SAME padding).
+CELL_CENTRE_OFFSET = -3.3
 
 
 def upsample_aligned(x: torch.Tensor, size: tuple[int, int], stride: float, offset: float = 0.0) -> torch.Tensor:
     """Bilinear upsampling of ``(B, C, h, w)`` by ``stride`` to ``size``, keeping the backbone's geometry.
 
     Cell ``i`` of the grid is centred on output pixel ``stride * i + offset``, so pixel ``p`` samples grid
-    position ``(p - offset) / stride``. ``F.interpolate`` assumes ``offset = (stride - 1) / 2``; the measured
-    centres of our backbone's cells are in ``CELL_CENTRE_OFFSETS``.
+    position ``(p - offset) / stride``. ``F.interpolate`` assumes ``offset = (stride - 1) / 2``, which for our
+    backbone shifts maps by about 7 px down and right (see ``backbone.CELL_CENTRE_OFFSET``).
     """
     h, w = x.shape[-2:]
     ys = (torch.arange(size[0], device=x.device, dtype=torch.float32) - offset) / stride

@@ -6,9 +6,6 @@ The layer names below match those keys exactly (``strict=True``). Lite differs f
 no squeeze-and-excitation, and a stem and head of fixed width.
 
 Inputs are RGB in [0, 1] passed through :func:`normalize_input` (the convention of these weights).
-Strided convolutions pad as TensorFlow's ``SAME`` does (the extra row and column at the bottom and right, see
-:func:`same_padding`), as the weights were trained; PyTorch's symmetric padding shifted every feature by 7 px
-and spread a defect's response to the right and bottom edges of the image (streaks in the heatmaps).
 
 >>> net = load_backbone("lite0")
 >>> feats = net.forward_stages(normalize_input(torch.rand(1, 3, 256, 256)), stages=(2, 4))
@@ -45,26 +42,6 @@ STAGE_STRIDES = (2, 4, 8, 16, 16, 32, 32)  # output stride of each stage relativ
 BN_EPS = 1e-3  # TensorFlow's default, which the converted weights were trained with
 
 
-def same_padding(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
-    """Pad ``x`` as TensorFlow's ``SAME`` convolution does: ``ceil(size / stride)`` outputs, any odd extra pixel
-    of padding at the bottom and right. For stride 1 and odd kernels this equals symmetric padding."""
-    pads = []
-    for size in (x.shape[-1], x.shape[-2]):  # F.pad takes the last dimension first
-        total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
-        pads += [total // 2, total - total // 2]
-    return F.pad(x, pads)
-
-
-class SameConv2d(nn.Conv2d):
-    """A convolution with TensorFlow ``SAME`` padding (parameters and state-dict keys of a plain ``Conv2d``)."""
-
-    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
-        super().__init__(in_ch, out_ch, kernel, stride, padding=0, groups=groups, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(same_padding(x, self.kernel_size[0], self.stride[0]))
-
-
 def round_filters(channels: int, width: float, divisor: int = 8) -> int:
     """Scale a channel count by ``width`` and round it to a multiple of ``divisor`` (as the reference code)."""
     scaled = channels * width
@@ -82,7 +59,7 @@ class MBConv(nn.Module):
         if self.has_expand:
             self._expand_conv = nn.Conv2d(in_ch, mid, 1, bias=False)
             self._bn0 = nn.BatchNorm2d(mid, eps=BN_EPS)
-        self._depthwise_conv = SameConv2d(mid, mid, kernel, stride, groups=mid)
+        self._depthwise_conv = nn.Conv2d(mid, mid, kernel, stride, padding=kernel // 2, groups=mid, bias=False)
         self._bn1 = nn.BatchNorm2d(mid, eps=BN_EPS)
         self._project_conv = nn.Conv2d(mid, out_ch, 1, bias=False)
         self._bn2 = nn.BatchNorm2d(out_ch, eps=BN_EPS)
@@ -106,7 +83,7 @@ class EfficientNetLite(nn.Module):
             raise ConfigError(f"unknown backbone {variant!r}; choose one of {', '.join(VARIANTS)}")
         width, depth = VARIANTS[variant]
         self.variant = variant
-        self._conv_stem = SameConv2d(3, 32, 3, 2)
+        self._conv_stem = nn.Conv2d(3, 32, 3, 2, padding=1, bias=False)
         self._bn0 = nn.BatchNorm2d(32, eps=BN_EPS)
         blocks: list[nn.Module] = []
         self.stage_ends: list[int] = []  # index of the last block of each stage

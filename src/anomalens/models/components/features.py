@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from anomalens.errors import ConfigError
-from anomalens.models.components.anomaly_map import cell_centre_offset, upsample_aligned
+from anomalens.models.components.anomaly_map import upsample_aligned
 from anomalens.models.components.backbone import STAGE_STRIDES, load_backbone, normalize_input
 
 
@@ -81,10 +81,7 @@ class PatchFeatureExtractor(nn.Module):
             if self.neighbourhood > 1:
                 feature = F.avg_pool2d(feature, self.neighbourhood, stride=1, padding=pad, count_include_pad=False)
             if feature.shape[-2:] != size:
-                # in units of the fine grid: how far the coarse cells' centres lie beyond the fine ones'
-                ratio = feature_stride(size, feature.shape[-2:])
-                offset = (cell_centre_offset(self.stride * ratio) - cell_centre_offset(self.stride)) / self.stride
-                feature = upsample_aligned(feature, size, stride=ratio, offset=offset)
+                feature = upsample_aligned(feature, size, stride=feature_stride(size, feature.shape[-2:]))
             pooled.append(feature)
         features = torch.cat(pooled, dim=1)
         if self.projection is not None:
