@@ -99,8 +99,10 @@ def test_inspection_scores_overlays_and_relabels_without_rescoring(trained, imag
     with zipfile.ZipFile(zip_path) as bundle:
         assert len(bundle.namelist()) == 6  # three overlays and three reconstructions
     gallery = h.inspection_gallery(view, middle)
-    assert [caption.split()[0] for _, caption in gallery] == [row[3] for row in h.inspection_rows(view, middle)]
-    assert [name for _, name in h.reconstruction_gallery(view)] == ["000.png", "000.png #2", "001.png"]
+    # captions: the file, then the verdict at this threshold
+    assert [caption.split(" · ")[0] for _, caption in gallery] == [item.name for item in view.items]
+    assert [caption.split(" · ")[1].split()[0] for _, caption in gallery] == [row[3] for row in h.inspection_rows(view, middle)]
+    assert [name for _, name in h.reconstruction_gallery(view)] == ["good/000.png", "scratch/000.png", "spot/001.png"]
     # the normalised threshold maps back to the raw scale of the model
     calibration = json.loads((run_dir / "model" / "config.json").read_text())["calibration"]
     assert view.raw_threshold(0.5) == pytest.approx(calibration["threshold"])
