@@ -23,7 +23,7 @@ from anomalens.errors import ConfigError
 IMAGE_MODELS = ("patchcore", "padim", "autoencoder")
 # flag dest -> the model config field it sets (the same name, by design)
 MODEL_FLAGS = ("batch_size", "target_fpr", "epochs", "lr", "latent_dim", "loss", "ssim_weight", "num_workers",
-               "normal_reference", "backbone", "coreset_ratio", "tile")
+               "normal_reference", "backbone", "coreset_ratio", "memory_bank_size", "exact_search", "tile")
 # video-model flags the benchmark also takes (it runs video datasets too)
 VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "lstm_hidden_dim", "lstm_layers", "appearance_memory", "motion_memory",
                      "flow_preset", "frame_step", "temporal_sigma")
@@ -117,6 +117,10 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     feat.add_argument("--backbone", choices=("lite0", "lite1", "lite2"), default=None,
                       help="pretrained EfficientNet-Lite feature extractor (default: lite0)")
     feat.add_argument("--coreset-ratio", type=float, default=None, help="share of patch features kept (default: 0.1)")
+    feat.add_argument("--memory-bank-size", type=int, default=None, metavar="N",
+                      help="patchcore: at most N bank entries, whatever the training set's size (default: 16384)")
+    feat.add_argument("--exact-search", action="store_true", default=None,
+                      help="patchcore: search the bank exactly (default: approximate beyond 4096 entries, ~99%% recall)")
     feat.add_argument("--tile", type=int, default=None, metavar="N",
                       help="score large images in N x N tiles at native resolution (default: off)")
     add_common_flags(parser)

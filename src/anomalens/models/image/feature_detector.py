@@ -96,3 +96,4 @@ class FeatureDetector(Detector):
             if self.extractor.projection is None or projection.shape != self.extractor.projection.shape:
                 raise ValueError(f"feature projection of shape {tuple(projection.shape)} does not fit the config")
             self.extractor.projection = projection.float().to(self.device)
+            self.extractor.reset_runtime()  # an exported graph holds the projection: export the loaded one
