@@ -14,6 +14,9 @@ from anomalens.runtime import DEVICE_CHOICES
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where to compute (default: auto = CUDA, then MPS, then CPU)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same model (default: 0)")
+    parser.add_argument("--feature-runtime", choices=("auto", "torch", "onnx"), default=None,
+                        help="how pretrained feature extractors run: auto (ONNX Runtime on CPU, exported once into "
+                             "~/.cache/anomalens/onnx; PyTorch on GPUs), torch or onnx (default: auto)")
 
 
 def example_epilog(*lines: str) -> str:
