@@ -184,6 +184,10 @@ class Detector(ABC):
             calibration=self.calibration_,
         )
 
+    def size_summary(self) -> dict[str, Any]:
+        """What the learned state's size depends on (PatchCore: bank entries and search), for benchmarks."""
+        return {}
+
     def _check_input(self, images: torch.Tensor) -> None:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")

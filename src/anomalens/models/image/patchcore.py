@@ -16,6 +16,7 @@ bank entry nearest to the most anomalous patch is itself in a sparse region of t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -135,6 +136,12 @@ class PatchCore(FeatureDetector):
         _, support = self.index_.search(m_star, k=b)  # type: ignore[union-attr]  # (B, b), m* itself first
         to_support = torch.linalg.vector_norm(self.memory_bank_[support] - m_test[:, None], dim=2)  # type: ignore[index]
         return 1.0 - torch.softmax(to_support, dim=1)[:, 0]
+
+    def size_summary(self) -> dict[str, Any]:
+        if self.memory_bank_ is None or self.index_ is None:
+            return {}
+        patches = next((r["training_patches"] for r in reversed(self.history_) if "training_patches" in r), None)
+        return {"memory_bank": len(self.memory_bank_), "training_patches": patches, "search": self.index_.kind}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.memory_bank_ is None:
