@@ -52,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--checkpoint", required=True, type=Path, help="run folder (or its model/ folder)")
     evaluate.add_argument("--data-dir", type=Path, default=None, help="dataset root (default: the one in run.json)")
     evaluate.add_argument("--category", default=None, help="category (default: the one in run.json)")
+    evaluate.add_argument("--batch-size", type=int, default=None, help="images scored together (default: the model's)")
     add_common_flags(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
@@ -64,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--checkpoint", required=True, type=Path, help="run folder (or its model/ folder)")
     predict.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
     predict.add_argument("--output-dir", type=Path, default=None, help="where to write (default: RUN_DIR/predictions/)")
+    predict.add_argument("--batch-size", type=int, default=32, help="images scored together (default: 32)")
     add_common_flags(predict)
     predict.set_defaults(handler=_predict)
 
@@ -144,7 +146,8 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from anomalens.workflows.image import evaluate_image_model
 
-    result = evaluate_image_model(args.checkpoint, args.data_dir, args.category, device=args.device, reporter=cli_reporter())
+    result = evaluate_image_model(args.checkpoint, args.data_dir, args.category, device=args.device,
+                                  reporter=cli_reporter(), batch_size=args.batch_size)
     m = result.metrics
     fmt = format_metric
     print(f"image AUROC {fmt(m['image_auroc'])}  pixel AUROC {fmt(m['pixel_auroc'])}  AUPRO {fmt(m['aupro'])}  "
@@ -158,7 +161,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from anomalens.workflows.image import predict_images
 
-    report = predict_images(args.checkpoint, args.paths, args.output_dir, device=args.device, reporter=cli_reporter())
+    report = predict_images(args.checkpoint, args.paths, args.output_dir, device=args.device, reporter=cli_reporter(),
+                            batch_size=args.batch_size)
     for r in report.results:
         verdict = "ANOMALOUS" if r.anomalous else "normal"
         print(f"{r.path}\tscore {r.score:.5g}\tnormalised {r.normalized_score:.3f}\t{verdict}")
