@@ -43,12 +43,14 @@ def repeated_bottle(source: Path, target: Path, repeats: int) -> Path:
 
 
 def run_row(data_dir: Path, category: str, label: str, results: Path, extra: list[str]) -> dict[str, Any]:
-    output = results / f"{label}.json"
+    output = results / f"{label.replace(' ', '_').replace(',', '')}.json"
     command = [sys.executable, "-m", "anomalens", "benchmark", "--data-dir", str(data_dir), "--category", category,
                "--results-dir", str(results), "--output", str(output), *extra]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     print(f"[{label}] {' '.join(command[1:])}", flush=True)
-    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"[{label}] failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
     record = json.loads(output.read_text())
     history = record.get("history") or []
     return {
@@ -99,12 +101,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.exact:
                 rows.append(run_row(data, "bottle", f"bottle x{k}, exact search", results, ["--exact-search"]))
         for n in args.synthetic:
-            from anomalens.data.synthetic import make_synthetic_image_dataset
+            from anomalens.data.synthetic import DEFAULT_CATEGORY, make_synthetic_image_dataset
 
             print(f"[synthetic {n}] generating {n} training images", flush=True)
             data = make_synthetic_image_dataset(work / f"synthetic_{n}", n_train=n, n_test_good=40,
                                                 n_test_per_defect=10, image_size=128, seed=0)
-            rows.append(run_row(data, "washers", f"synthetic {n}", results, []))
+            rows.append(run_row(data, DEFAULT_CATEGORY, f"synthetic {n}", results, []))
             print(markdown(rows), flush=True)
     table = markdown(rows)
     print(table)
