@@ -16,7 +16,8 @@ import torch
 
 from anomalens.data.preprocessing import to_float
 from anomalens.errors import ConfigError
-from anomalens.models.components.anomaly_map import SeparableMapOperator, gaussian_blur, upsample
+from anomalens.models.components.anomaly_map import SeparableMapOperator, upsample
+from anomalens.models.components.kernels import gaussian_blur
 from anomalens.models.base import Detector, DetectorConfig
 from anomalens.models.components.features import PatchFeatureExtractor
 from anomalens.models.components.tiling import TileGrid
@@ -88,7 +89,7 @@ class FeatureDetector(Detector):
             return self._map_operators[key](patch_scores)
         tile = (self.grid_.tile, self.grid_.tile)
         maps = self.grid_.stitch(upsample(patch_scores, tile, self.extractor.stride))
-        return gaussian_blur(maps, self.config.blur_sigma)
+        return gaussian_blur(maps.float(), self.config.blur_sigma)
 
     def extractor_state(self) -> dict[str, torch.Tensor]:
         """The random projection, if any: saved so a model never depends on the RNG of another torch version."""
