@@ -7,8 +7,8 @@ appearance memory all call :class:`NearestNeighbourIndex`. The search runs throu
   (``IndexFlatL2``);
 * larger banks: an inverted-file index (``IndexIVFFlat``, about 64 entries per cell, 4 cells visited per query),
   which compares a query only with the entries of the cells nearest to it. Measured on bottle patch features
-  against a 16,384-entry PatchCore bank (``benchmarks/search.py``): recall@1 0.99 at 1/30 of the exact search's
-  time; HNSW (M 16-32, efSearch 16-32) reached 0.98-0.999 but was 3-8x slower than IVF.
+  against a 16,384-entry PatchCore bank (``benchmarks/search.py``, README "Scale"): recall@1 0.98 at 1/22 of the
+  exact search's time; HNSW was 1.6x slower than IVF at the same recall (M 16, efSearch 16) and 4x slower at 0.998.
 
 Banks on a GPU are searched exactly with batched matrix products in torch (faiss-cpu has no GPU kernels).
 Nothing of the index is saved: models store the bank itself (safetensors) and rebuild the index on load,
