@@ -31,10 +31,10 @@ def worker(kind: str, checkpoint: str, repeats: int, clip: int) -> None:
     from anomalens.runtime import share_cpu_fairly
 
     share_cpu_fairly()
-    from anomalens.models import load_detector
+    from anomalens.workflows.runs import load_fitted_detector, open_run
 
-    detector = load_detector(checkpoint)
-    run = json.loads((Path(checkpoint) / "run.json").read_text()) if (Path(checkpoint) / "run.json").is_file() else {}
+    model_dir, _, run = open_run(checkpoint)
+    detector = load_fitted_detector(model_dir, kind, device="cpu")
     if kind == "image":
         from anomalens.data.mvtec import discover_category
 
