@@ -30,6 +30,7 @@ measured figures and the command).
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -43,7 +44,15 @@ from anomalens.models.base import DetectorConfig
 from anomalens.models.components.features import PatchFeatureExtractor
 from anomalens.models.video.motion import FLOW_PRESETS, FlowStream, flow_view, grey_frames, orientation_histograms
 from anomalens.models.components.sampler import Reservoir, greedy_coreset, nearest_neighbour_distances
-from anomalens.models.video.base import Clip, ClipPrediction, FrameBuffer, VideoDetector, clip_name
+from anomalens.models.video.base import (
+    CausalScorer,
+    Clip,
+    ClipPrediction,
+    FrameBuffer,
+    FrameScore,
+    VideoDetector,
+    clip_name,
+)
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import seed_everything
 
@@ -155,6 +164,60 @@ def gaussian_smooth_1d(values: np.ndarray, sigma: float) -> np.ndarray:
     kernel /= kernel.sum()
     padded = np.pad(values.astype(np.float64), radius, mode="reflect" if len(values) > radius else "edge")
     return np.convolve(padded, kernel, mode="valid").astype(np.float32)
+
+
+class DelayedGaussian:
+    """:func:`gaussian_smooth_1d` one value at a time: each smoothed value comes out ``delay`` values after its
+    own. With the full look-ahead (``delay = ceil(3 sigma)``, the kernel's radius; the default) it equals the
+    offline result, ends included (:meth:`finish` reflects at the last value as the offline pass does). A
+    shorter ``lookahead`` cuts the kernel's future side (weights renormalised): less delay, slightly different
+    scores; 0 makes it a one-sided (purely causal) filter."""
+
+    def __init__(self, sigma: float, lookahead: int | None = None) -> None:
+        self.radius = int(math.ceil(3 * sigma)) if sigma > 0 else 0
+        self.delay = self.radius if lookahead is None else max(0, min(int(lookahead), self.radius))
+        t = np.arange(-self.radius, self.radius + 1)
+        kernel = np.exp(-0.5 * (t / sigma) ** 2) if sigma > 0 else np.ones(1)
+        self.kernel = kernel / kernel.sum()
+        self.window: deque[float] = deque(maxlen=2 * self.radius + 1)
+        self.count = self.emitted = 0
+
+    def push(self, value: float) -> list[float]:
+        self.window.append(float(value))
+        self.count += 1
+        if self.count <= self.delay:
+            return []
+        self.emitted += 1
+        return [self._at(self.emitted - 1, None)]
+
+    def finish(self) -> list[float]:
+        out = []
+        while self.emitted < self.count:
+            out.append(self._at(self.emitted, self.count))
+            self.emitted += 1
+        return out
+
+    def _at(self, t: int, total: int | None) -> float:
+        first = self.count - len(self.window)
+        if self.delay < self.radius:  # cut kernel: the frames it may see, weights renormalised
+            last = t + self.delay if total is None else min(t + self.delay, total - 1)
+            js = range(max(0, t - self.radius), last + 1)
+            weights = self.kernel[[j - t + self.radius for j in js]]
+            return float(sum(w * self.window[j - first] for j, w in zip(js, weights)) / weights.sum())
+        # the offline rule: no smoothing below two values, "edge" padding up to the radius, "reflect" beyond
+        if total is not None and total < 2:
+            return self.window[t - first]
+        clamp = total is not None and total <= self.radius
+        value = 0.0
+        for j, weight in zip(range(t - self.radius, t + self.radius + 1), self.kernel):
+            if clamp:
+                j = min(max(j, 0), total - 1)  # type: ignore[operator]
+            else:
+                j = -j if j < 0 else j
+                if total is not None and j > total - 1:
+                    j = 2 * (total - 1) - j
+            value += weight * self.window[j - first]
+        return value
 
 
 # ---- the detector ------------------------------------------------------------------------------
@@ -379,6 +442,13 @@ class SpatioTemporalFeatures(VideoDetector):
             scores=cues["appearance"] + cues["motion"], maps=result.maps, views=result.views, cues=cues
         )
 
+    def causal_scorer(self, lookahead: int | None = None) -> "StreamingScorer":
+        """Score a live stream frame by frame; by default the scores equal :meth:`predict_clip`'s, given
+        ``ceil(3 * temporal_sigma)`` frames later; a shorter ``lookahead`` (frames) answers sooner."""
+        if self.appearance_bank_ is None or self.standardisation_ is None:
+            raise RuntimeError("stfeatures is not fitted: call fit_clips() first")
+        return StreamingScorer(self, lookahead)
+
     # ---- persistence ----------------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.appearance_bank_ is None or self.motion_memory_ is None or self.standardisation_ is None:
@@ -424,3 +494,73 @@ class _NormalData:
 def _spread(scores: torch.Tensor) -> torch.Tensor:
     """Standard deviation of normal frame scores, kept away from zero (a single or constant held-out clip)."""
     return torch.maximum(scores.std(unbiased=False), 1e-3 * scores.abs().mean() + 1e-6)
+
+
+class StreamingScorer(CausalScorer):
+    """stfeatures on a stream: the same features, memories and standardisation as :meth:`predict_clip`, with the
+    temporal Gaussian applied causally. A frame's score is known ``delay_frames = ceil(3 * temporal_sigma)``
+    frames after it arrives (6 frames, 0.24 s at 25 fps, with the default sigma 2; ``lookahead`` shortens it at
+    the cost of a cut kernel), and the very first frame also waits for the second, whose motion it borrows.
+    Maps are not smoothed in time."""
+
+    def __init__(self, detector: SpatioTemporalFeatures, lookahead: int | None = None) -> None:
+        self.detector = detector
+        c = detector.config
+        self.flows = FlowStream(c.flow_preset)
+        self.smoothers = {name: DelayedGaussian(c.temporal_sigma, lookahead) for name in ("appearance", "motion")}
+        self.delay_frames = self.smoothers["appearance"].delay
+        self.maps: deque[np.ndarray] = deque()
+        self.first: torch.Tensor | None = None  # the first frame's appearance, waiting for the second's motion
+        self.emitted = 0
+
+    @torch.no_grad()
+    def push(self, frames: torch.Tensor) -> list[FrameScore]:
+        d, c = self.detector, self.detector.config
+        if tuple(frames.shape[-2:]) != tuple(c.image_size):
+            raise DataError(f"frame of size {frames.shape[-1]}x{frames.shape[-2]}, expected {c.image_size[1]}x{c.image_size[0]}")
+        floats = to_float(frames).to(d.device)
+        appearance = d.extractor(floats).cpu()
+        ready, flows = [], []
+        for features, flow in zip(appearance, (self.flows.push(g) for g in grey_frames(floats, d.flow_size))):
+            if flow is None:
+                self.first = features
+                continue
+            if self.first is not None:
+                ready.append(self.first)
+                flows.append(flow)
+                self.first = None
+            ready.append(features)
+            flows.append(flow)
+        return self._score(ready, flows)
+
+    def finish(self) -> list[FrameScore]:
+        out = []
+        if self.first is not None:  # a one-frame stream: no motion at all
+            out = self._score([self.first], [np.zeros((2, *self.detector.flow_size), np.float32)])
+            self.first = None
+        tails = {name: smoother.finish() for name, smoother in self.smoothers.items()}
+        return out + self._emit(tails)
+
+    def _score(self, appearance: list[torch.Tensor], flows: list[np.ndarray]) -> list[FrameScore]:
+        if not appearance:
+            return []
+        d, c = self.detector, self.detector.config
+        assert d.appearance_bank_ is not None and d.motion_memory_ is not None and d.standardisation_ is not None
+        motion = orientation_histograms(torch.from_numpy(np.stack(flows)), c.orientation_bins, c.motion_cell)
+        a, m = d._distance_maps(torch.stack(appearance), motion, d.appearance_bank_, d.motion_memory_)
+        a, m = _local_average(a), _local_average(m)
+        self.maps.extend(d._standardised_map(a, m).numpy())
+        a_mean, a_std, m_mean, m_std = d.standardisation_.tolist()
+        smoothed: dict[str, list[float]] = {"appearance": [], "motion": []}
+        for a_score, m_score in zip(a.flatten(1).amax(dim=1).tolist(), m.flatten(1).amax(dim=1).tolist()):
+            smoothed["appearance"] += self.smoothers["appearance"].push((a_score - a_mean) / a_std)
+            smoothed["motion"] += self.smoothers["motion"].push((m_score - m_mean) / m_std)
+        return self._emit(smoothed)
+
+    def _emit(self, smoothed: dict[str, list[float]]) -> list[FrameScore]:
+        out = []
+        for appearance, motion in zip(smoothed["appearance"], smoothed["motion"]):
+            cues = {"appearance": appearance, "motion": motion}
+            out.append(FrameScore(self.emitted, appearance + motion, self.maps.popleft(), cues))
+            self.emitted += 1
+        return out
