@@ -30,6 +30,7 @@ OPEN_TIMEOUT_S = 10.0  # seconds to wait for a stream to answer
 READ_TIMEOUT_S = 5.0  # seconds without a packet before a stream counts as lost
 FIRST_RETRY_S, MAX_RETRY_S = 0.5, 10.0  # reconnection back-off: doubles from the first to the cap
 FOLDER_POLL_S = 0.2  # a hot folder is listed this often; a file is taken once its size held still for one poll
+UNREADABLE_AFTER_S = 10.0  # a file that does not decode and does not change for this long is skipped as broken
 
 
 @dataclass
@@ -180,48 +181,55 @@ class StreamSource(Source):
 
 
 class FolderSource(Source):
-    """A hot folder: images that a camera or PLC drops in are taken once fully written (same size and
-    modification time on two polls in a row), each exactly once, in name order. Files already there at the
-    start are taken too. Frames never drop: the folder keeps the files, so the reader simply waits."""
+    """A hot folder: images that a camera or PLC drops in are taken once fully written, each exactly once, in
+    name order. Files already there at the start are taken too. "Fully written" means the same size and
+    modification time on two polls in a row *and* a complete decode: a writer that pauses mid-file leaves a file
+    that fails to decode, which is retried when it changes and reported unreadable only after it stayed
+    unchanged for ``give_up`` seconds. Frames never drop: the folder keeps the files, so the reader waits."""
 
     kind = "folder"
     live = False
 
-    def __init__(self, folder: Path, poll: float = FOLDER_POLL_S, log: LogCallback | None = None) -> None:
+    def __init__(self, folder: Path, poll: float = FOLDER_POLL_S, give_up: float = UNREADABLE_AFTER_S,
+                 log: LogCallback | None = None) -> None:
         super().__init__(str(folder))
         if not folder.is_dir():
             raise DataError("hot folder not found", folder)
-        self.folder, self.poll = folder, poll
+        self.folder, self.poll, self.give_up = folder, poll, give_up
         self.log = log or (lambda message: None)
         self.taken: set[str] = set()
         self.unreadable = 0
 
     def frames(self) -> Iterator[SourceFrame]:
-        sizes: dict[str, tuple[int, int]] = {}
+        seen: dict[str, tuple[int, int]] = {}  # name -> (size, mtime) at the last poll
+        failed: dict[str, tuple[tuple[int, int], float]] = {}  # name -> (signature, when) of a failed decode
         while not self.stopping.is_set():
-            ready = []
             for path in sorted(self._images(), key=natural_key):
                 if path.name in self.taken:
                     continue
                 try:
                     stat = path.stat()
                 except FileNotFoundError:
-                    sizes.pop(path.name, None)
+                    seen.pop(path.name, None)
                     continue
                 signature = (stat.st_size, stat.st_mtime_ns)
-                if stat.st_size > 0 and sizes.get(path.name) == signature:
-                    ready.append(path)
-                else:
-                    sizes[path.name] = signature
-            for path in ready:
-                self.taken.add(path.name)
-                sizes.pop(path.name, None)
+                stable, seen[path.name] = stat.st_size > 0 and seen.get(path.name) == signature, signature
+                if not stable:
+                    continue
+                if path.name in failed and failed[path.name][0] == signature:
+                    if time.monotonic() - failed[path.name][1] > self.give_up:
+                        self.taken.add(path.name)
+                        self.unreadable += 1
+                        self.log(f"{path}: skipped, still not a readable image after {self.give_up:g} s")
+                    continue
                 try:
                     image = read_rgb(path)
-                except (AnomalensError, OSError) as exc:
-                    self.unreadable += 1
-                    self.log(f"skipped an unreadable image: {exc}")
+                except (AnomalensError, OSError):
+                    failed[path.name] = (signature, time.monotonic())  # perhaps still being written
                     continue
+                self.taken.add(path.name)
+                seen.pop(path.name, None)
+                failed.pop(path.name, None)
                 yield SourceFrame(image, time.time(), file=str(path))
                 if self.stopping.is_set():
                     return

@@ -81,9 +81,16 @@ class WatchState:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     status: dict[str, Any] = field(default_factory=dict)
-    frame: np.ndarray | None = None  # the latest scored frame with its heatmap
+    image: np.ndarray | None = None  # the latest scored frame
+    heatmap: np.ndarray | None = None  # and its normalised map
     scores: deque = field(default_factory=lambda: deque(maxlen=600))  # (frame, normalised score)
     events: deque = field(default_factory=lambda: deque(maxlen=50))  # latest messages, newest last
+
+    def latest_overlay(self, max_width: int = 480) -> np.ndarray | None:
+        """The latest scored frame with its heatmap blended in (computed when asked, not for every frame)."""
+        with self.lock:
+            image, heatmap = self.image, self.heatmap
+        return None if image is None or heatmap is None else overlay(shrink(image, max_width), heatmap)
 
 
 class Watcher:
@@ -306,7 +313,7 @@ class Watcher:
                 self._transition(transition, item)
             with self.state.lock:
                 self.state.scores.append((item.index, normalized))
-                self.state.frame = overlay(shrink(item.image, 480), cal.normalize(result.map.astype(np.float32)))
+                self.state.image, self.state.heatmap = item.image, cal.normalize(result.map.astype(np.float32))
 
     # ---- events ----------------------------------------------------------------------------------
     def _base_message(self, kind: str) -> dict[str, Any]:
