@@ -86,11 +86,16 @@ class WatchState:
     scores: deque = field(default_factory=lambda: deque(maxlen=600))  # (frame, normalised score)
     events: deque = field(default_factory=lambda: deque(maxlen=50))  # latest messages, newest last
 
-    def latest_overlay(self, max_width: int = 480) -> np.ndarray | None:
-        """The latest scored frame with its heatmap blended in (computed when asked, not for every frame)."""
+    def latest_overlay(self, width: int = 480) -> np.ndarray | None:
+        """The latest scored frame with its heatmap blended in, ``width`` pixels wide (computed when asked)."""
         with self.lock:
             image, heatmap = self.image, self.heatmap
-        return None if image is None or heatmap is None else overlay(shrink(image, max_width), heatmap)
+        if image is None or heatmap is None:
+            return None
+        h, w = image.shape[:2]
+        if w != width:
+            image = np.asarray(Image.fromarray(image).resize((width, max(1, round(h * width / w))), Image.BILINEAR))
+        return overlay(image, heatmap)
 
 
 class Watcher:

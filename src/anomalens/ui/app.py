@@ -313,6 +313,10 @@ def build_app(settings: h.UISettings) -> Any:
 
         eval_button.click(run_evaluation, [eval_model], [eval_metrics, eval_types, eval_roc, eval_distribution, eval_samples, eval_timelines, eval_report, models_table],
                           concurrency_id=ANALYSIS_LANE[0], concurrency_limit=ANALYSIS_LANE[1])
+
+        from anomalens.ui.live_tab import build_live_tab  # the Live tab (issue 11) builds itself
+
+        build_live_tab(settings)
     return app
 
 
