@@ -312,3 +312,29 @@ def test_sigterm_closes_the_open_event_and_flushes(model, tmp_path):
     assert probe_video(out / event["clip"])["codec"] == "h264"
     assert json.loads((out / "status.json").read_text())["state"] == "stopped"
     assert "1 event(s)" in stdout
+
+
+def test_http_stream_is_read_through_pyav(model, line_video, tmp_path):
+    """An http:// source (here a plain web server handing out the file): frames arrive and are scored; when the
+    stream ends, the watcher treats it as a loss and reconnects, as for a camera."""
+    import functools
+    import http.server
+
+    detector, _ = model
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(line_video.parent))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    watcher = Watcher(detector, f"http://127.0.0.1:{server.server_address[1]}/{line_video.name}", tmp_path / "out", device="cpu")
+    thread = threading.Thread(target=watcher.run)
+    thread.start()
+    try:
+        assert wait_until(lambda: watcher.read > 300, 60), "the HTTP stream was not read again after it ended"
+    finally:
+        watcher.stop()
+        thread.join(30)
+        server.shutdown()
+        server.server_close()
+    assert watcher.scored > 0 and watcher.source.connections >= 2
+    messages = read_jsonl(tmp_path / "out" / "events.jsonl")
+    assert any(m["type"] == "source_lost" and m["reason"] == "the stream ended" for m in messages)

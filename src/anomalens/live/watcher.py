@@ -104,7 +104,7 @@ class Watcher:
     def __init__(
         self,
         checkpoint: str | Path | Detector,
-        source: str,
+        source: str | Source,
         output_dir: str | Path | None = None,
         *,
         sinks: list[Sink] | tuple[Sink, ...] = (),
@@ -124,8 +124,11 @@ class Watcher:
         self.output = Path(output_dir) if output_dir is not None else None
         self.sinks: list[Sink] = list(sinks)
         self.gaps: queue.Queue[SourceGap] = queue.Queue()
-        self.source: Source = open_source(source, realtime=s.realtime, on_lost=self.gaps.put, log=self.log)
-        self.source_spec = source
+        if isinstance(source, Source):  # a source of the caller's own (a test pattern, a frame grabber's SDK)
+            self.source = source
+        else:
+            self.source = open_source(source, realtime=s.realtime, on_lost=self.gaps.put, log=self.log)
+        self.source_spec = self.source.name
         self.stopping = threading.Event()
         self.frames: queue.Queue[SourceFrame | None] = queue.Queue(maxsize=max(1, s.queue_size))
         self.state = WatchState()
