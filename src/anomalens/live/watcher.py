@@ -132,7 +132,8 @@ class Watcher:
         self.stopping = threading.Event()
         self.frames: queue.Queue[SourceFrame | None] = queue.Queue(maxsize=max(1, s.queue_size))
         self.state = WatchState()
-        self.read = self.dropped = self.scored = 0
+        # each counter has one writer thread: the reader counts what it read and pushed out, the scorer the rest
+        self.read = self.pushed_out = self.too_late = self.scored = 0
         self.latencies: deque[float] = deque(maxlen=200)
         self.processing: deque[float] = deque(maxlen=200)
         self.announce_delays: list[float] = []
@@ -148,6 +149,10 @@ class Watcher:
                 self.output, ["frame", "arrived", "scored", "score", "normalized_score", "anomalous", *cues, "file"],
                 s.csv_rows, s.csv_keep,
             )
+
+    @property
+    def dropped(self) -> int:
+        return self.pushed_out + self.too_late
 
     def stop(self) -> None:
         """Ask the watch to end: the source stops, waiting frames are scored, the open event is closed."""
@@ -167,7 +172,7 @@ class Watcher:
                         except queue.Full:
                             try:  # a camera does not wait: the oldest waiting frame gives way
                                 self.frames.get_nowait()
-                                self.dropped += 1
+                                self.pushed_out += 1
                             except queue.Empty:
                                 pass
                 else:
@@ -191,7 +196,7 @@ class Watcher:
                     if self.stopping.is_set():
                         try:
                             self.frames.get_nowait()
-                            self.dropped += 1
+                            self.pushed_out += 1
                         except queue.Empty:
                             pass
 
@@ -252,7 +257,7 @@ class Watcher:
             if item is None:
                 return out, True
             if self.source.live and time.time() - item.arrived > self.settings.max_latency:
-                self.dropped += 1  # too old to be worth scoring now
+                self.too_late += 1  # too old to be worth scoring now
             else:
                 out.append(item)
             if len(out) >= limit:
@@ -430,6 +435,8 @@ class Watcher:
             "frames_read": self.read,
             "frames_scored": self.scored,
             "frames_dropped": self.dropped,
+            "dropped_queue_full": self.pushed_out,
+            "dropped_too_late": self.too_late,
             "dropped_percent": round(100 * self.dropped / max(self.read, 1), 2),
             "fps_in": round((self.read - previous[1]) / span, 2),
             "fps_scored": round((self.scored - previous[2]) / span, 2),
