@@ -21,8 +21,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from anomalens.data.preprocessing import IMAGE_EXTENSIONS, read_rgb
-from anomalens.data.video_io import DEFAULT_FRAME_FOLDER_FPS, natural_key
+from anomalens.data.preprocessing import IMAGE_EXTENSIONS, Preprocessing, read_rgb
+from anomalens.data.video_io import DEFAULT_FRAME_FOLDER_FPS, natural_key, open_clip
+from anomalens.data.video_io import _short as short_error
 from anomalens.errors import AnomalensError, DataError
 
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://")
@@ -74,41 +75,27 @@ class Source:
 
 
 class VideoFileSource(Source):
-    """A video file, decoded once front to back; at its own frame rate with ``realtime``, else as fast as the
-    scorer takes it (then no frame is dropped: the reader waits)."""
+    """A video file, decoded once front to back (by :mod:`anomalens.data.video_io`, the one place that decodes
+    video files); at its own frame rate with ``realtime``, else as fast as the scorer takes it (then no frame is
+    dropped: the reader waits)."""
 
     kind = "file"
 
     def __init__(self, path: Path, realtime: bool = False) -> None:
         super().__init__(str(path))
-        import av
-
-        self.path, self.realtime, self.live = path, realtime, realtime
-        if not path.is_file():
-            raise DataError("video file not found", path)
-        try:
-            with av.open(str(path)) as container:
-                if not container.streams.video:
-                    raise DataError("no video stream in this file", path)
-                stream = container.streams.video[0]
-                rate = stream.average_rate or stream.guessed_rate
-                self.fps = float(rate) if rate else DEFAULT_FRAME_FOLDER_FPS
-        except (av.FFmpegError, OSError) as exc:
-            raise DataError(f"cannot read this video ({exc.__class__.__name__})", path) from None
+        self.clip = open_clip(path, Preprocessing())
+        self.fps, self.realtime, self.live = self.clip.fps, realtime, realtime
 
     def frames(self) -> Iterator[SourceFrame]:
-        import av
-
         started = time.monotonic()
-        with av.open(str(self.path)) as container:
-            for index, frame in enumerate(container.decode(video=0)):
-                if self.stopping.is_set():
+        for index, image in enumerate(self.clip.iter_native()):
+            if self.stopping.is_set():
+                return
+            if self.realtime:  # play at the file's own rate
+                delay = started + index / self.fps - time.monotonic()
+                if delay > 0 and self.stopping.wait(delay):
                     return
-                if self.realtime:  # play at the file's own rate
-                    delay = started + index / self.fps - time.monotonic()
-                    if delay > 0 and self.stopping.wait(delay):
-                        return
-                yield SourceFrame(frame.to_ndarray(format="rgb24"), time.time())
+            yield SourceFrame(image, time.time())
 
 
 class StreamSource(Source):
@@ -147,8 +134,8 @@ class StreamSource(Source):
                 container = self._open()
             except (av.FFmpegError, OSError) as exc:
                 lost_at = lost_at or time.time()
-                reason, attempts = reason or f"cannot connect ({_short(exc)})", attempts + 1
-                self.log(f"{self.name}: {_short(exc)}; retrying in {retry:.1f} s")
+                reason, attempts = reason or f"cannot connect ({short_error(exc)})", attempts + 1
+                self.log(f"{self.name}: {short_error(exc)}; retrying in {retry:.1f} s")
                 if self.stopping.wait(retry):
                     break
                 retry = min(retry * 2, MAX_RETRY_S)
@@ -170,7 +157,7 @@ class StreamSource(Source):
                 else:
                     reason = "the stream ended"
             except (av.FFmpegError, OSError, EOFError) as exc:
-                reason = f"the stream broke off ({_short(exc)})"
+                reason = f"the stream broke off ({short_error(exc)})"
             finally:
                 container.close()
             if not self.stopping.is_set():
@@ -266,8 +253,3 @@ def open_source(
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         raise DataError("a single image is not a live source; give the folder it is dropped into", path)
     return VideoFileSource(path, realtime)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-    return text[:160]
