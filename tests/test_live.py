@@ -338,3 +338,39 @@ def test_http_stream_is_read_through_pyav(model, line_video, tmp_path):
     assert watcher.scored > 0 and watcher.source.connections >= 2
     messages = read_jsonl(tmp_path / "out" / "events.jsonl")
     assert any(m["type"] == "source_lost" and m["reason"] == "the stream ended" for m in messages)
+
+
+# ---- the command's user errors, the UI's source confinement ---------------------------------------------------
+def test_watch_help_and_user_errors_exit_2_with_one_line(model, tmp_path, capsys):
+    from anomalens.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["watch", "--help"])
+    assert exit_info.value.code == 0 and "anomalens watch --checkpoint" in capsys.readouterr().out
+    _, run = model
+    for flags, expected in [
+        (["--source", str(tmp_path / "missing.mp4"), "--output", str(tmp_path / "o")], "source not found"),
+        (["--source", str(tmp_path), "--mqtt", "127.0.0.1"], "--mqtt must be HOST:PORT"),
+        (["--source", str(tmp_path), "--webhook", "ftp://x"], "--webhook must be an http"),
+        (["--source", str(tmp_path)], "nowhere to send events"),
+        (["--source", str(tmp_path), "--output", str(tmp_path / "o"), "--close-level", "0.7"], "--close-level"),
+    ]:
+        assert main(["watch", "--checkpoint", str(run), *flags, "--device", "cpu"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert expected in err, err
+
+
+def test_ui_live_sources_are_confined(tmp_path):
+    from anomalens.errors import DataError
+    from anomalens.ui.handlers import UISettings
+    from anomalens.ui.live_tab import resolve_source
+
+    (tmp_path / "data" / "cam").mkdir(parents=True)
+    settings = UISettings(results_dir=tmp_path / "results", data_roots=[tmp_path / "data"])
+    assert resolve_source(settings, "cam", {}) == str((tmp_path / "data" / "cam").resolve())
+    allowed = {"ANOMALENS_UI_STREAMS": "rtsp://127.0.0.1:8554/, /dev/video0"}
+    assert resolve_source(settings, "rtsp://127.0.0.1:8554/live", allowed) == "rtsp://127.0.0.1:8554/live"
+    for text, env in [("../../etc", {}), ("/etc/passwd", allowed), ("rtsp://10.0.0.9/live", allowed),
+                      ("rtsp://127.0.0.1:8554/live", {}), ("/dev/video1", allowed), ("", allowed)]:
+        with pytest.raises(DataError):
+            resolve_source(settings, text, env)
