@@ -32,7 +32,8 @@ from typing import Iterator
 import numpy as np
 
 from anomalens.data.synthetic_video import DEFAULT_VIDEO_CATEGORY, make_synthetic_video_dataset, synthetic_clip
-from anomalens.data.video_io import write_video
+from anomalens.data.preprocessing import Preprocessing
+from anomalens.data.video_io import open_clip, write_video
 from anomalens.live.sources import Source, SourceFrame
 from anomalens.live.watcher import Watcher, WatchSettings
 
@@ -43,23 +44,27 @@ ANOMALIES = ("foreign_object", "speed_change", "colour_change", "stop")
 
 
 class GeneratedConveyor(Source):
-    """An endless conveyor: 100-frame synthetic clips one after another, every third with an anomaly."""
+    """An endless conveyor: 12 generated 100-frame clips (every third with an anomaly), H.264-encoded once like a
+    camera's stream, then decoded in a loop for as long as the soak lasts."""
 
     kind, live = "generated", False
 
-    def __init__(self, size: tuple[int, int]) -> None:
+    def __init__(self, size: tuple[int, int], folder: Path) -> None:
         super().__init__("generated conveyor")
         self.size, self.fps = size, 25.0
+        self.video = folder / f"generated_{size[0]}x{size[1]}.mp4"
+        if not self.video.is_file():
+            frames = [f for seed in range(12)
+                      for f in synthetic_clip(1000 + seed, 100, size, ANOMALIES[seed // 3 % 4] if seed % 3 == 2 else None)[0]]
+            write_video(self.video, frames, self.fps)
 
     def frames(self) -> Iterator[SourceFrame]:
-        seed = 0
+        clip = open_clip(self.video, Preprocessing())
         while not self.stopping.is_set():
-            anomaly = ANOMALIES[(seed // 3) % len(ANOMALIES)] if seed % 3 == 2 else None
-            for frame in synthetic_clip(1000 + seed, 100, self.size, anomaly)[0]:
+            for frame in clip.iter_native():
                 yield SourceFrame(frame, time.time())
                 if self.stopping.is_set():
                     return
-            seed += 1
 
 
 def rss_mb() -> float:
@@ -81,7 +86,7 @@ def default_model(work: Path) -> Path:
 
 
 def soak(args: argparse.Namespace, checkpoint: Path) -> dict:
-    source = GeneratedConveyor((240, 360))
+    source = GeneratedConveyor((240, 360), OUT)
     watcher = Watcher(checkpoint, source, OUT / "soak_watch", settings=WatchSettings(lookahead=args.lookahead), device="cpu")
     samples: list[tuple[float, float, int]] = []
     timer = threading.Timer(args.minutes * 60, watcher.stop)

@@ -13,8 +13,10 @@ and the evidence saved with each (an H.264 clip with seconds before and after, o
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
+from array import array
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,7 @@ from anomalens.metrics.events import event_record
 @dataclass
 class OpenEvent:
     start: int
-    scores: dict[int, float] = field(default_factory=dict)
+    scores: array = field(default_factory=lambda: array("d"))  # from the start on; -inf for dropped frames (8 bytes a frame)
     last_above: int = 0
     announced: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # what the watcher keeps with it (peak frame, cues, times)
@@ -70,7 +72,8 @@ class EventTracker:
             if score <= self.threshold:
                 return out
             event = self.current = OpenEvent(start=index, last_above=index)
-        event.scores[index] = float(score)
+        event.scores.extend([-math.inf] * (index - event.start - len(event.scores)))  # dropped frames have no score
+        event.scores.append(float(score))
         if score > self.close_level:
             event.last_above = index
             if not event.announced and event.frames() >= self.min_length:
@@ -88,10 +91,7 @@ class EventTracker:
         event, self.current = self.current, None
         if event is None or event.frames() < self.min_length:
             return []
-        scores = np.full(event.frames(), -np.inf)  # a dropped frame has no score
-        for index, score in event.scores.items():
-            if index <= event.last_above:
-                scores[index - event.start] = score
+        scores = np.frombuffer(event.scores, dtype=np.float64)[: event.frames()]
         return [Transition("closed", event, event_record(event.start, scores, self.fps))]
 
 

@@ -39,6 +39,7 @@ class SourceFrame:
     image: np.ndarray  # RGB uint8 (H, W, 3)
     arrived: float  # time.time() when the frame was read
     file: str | None = None  # the image file, for hot folders
+    index: int = -1  # the frame's number among all frames read (set by the watcher's reader; drops leave gaps)
 
 
 @dataclass

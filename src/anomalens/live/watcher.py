@@ -163,6 +163,7 @@ class Watcher:
     def _read(self) -> None:
         try:
             for frame in self.source.frames():
+                frame.index = self.read
                 self.read += 1
                 if self.source.live:
                     while True:
@@ -278,7 +279,7 @@ class Watcher:
             self.ring = FrameRing(round((s.clip_before + 1) * self.fps) + self.scorer.delay_frames + s.queue_size)
         tensors = []
         for frame in batch:
-            self.index += 1
+            self.index = frame.index
             image = frame.image
             self.pending.append(_Pending(self.index, frame.arrived, image, frame.file))
             tensors.append(self.detector.preprocessing.prepare_array(image))
@@ -313,7 +314,7 @@ class Watcher:
             assert self.tracker is not None
             transitions = self.tracker.update(item.index, result.score)
             event = self.tracker.current
-            if event is not None and item.index in event.scores:
+            if event is not None and item.index >= event.start:  # this frame is part of the open event
                 if not event.extra:
                     event.extra.update(first_arrived=item.arrived, started_at=_iso(item.arrived), file=item.file)
                 peak = event.extra.get("peak_score")
