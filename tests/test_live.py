@@ -26,8 +26,9 @@ from anomalens.data.preprocessing import Preprocessing
 from anomalens.data.synthetic_video import DEFAULT_VIDEO_CATEGORY, make_synthetic_video_dataset, synthetic_clip
 from anomalens.data.video_io import probe_video, write_video
 from anomalens.live.events import EventTracker
+from anomalens.live.settings import WatchSettings
 from anomalens.live.sinks import MqttSink, WebhookSink
-from anomalens.live.watcher import Watcher, WatchSettings
+from anomalens.live.watcher import Watcher
 from anomalens.metrics.events import detect_events
 from anomalens.models.base import create_detector
 from anomalens.models.video.stfeatures import DelayedGaussian, gaussian_smooth_1d
@@ -374,3 +375,16 @@ def test_ui_live_sources_are_confined(tmp_path):
                       ("rtsp://127.0.0.1:8554/live", {}), ("/dev/video1", allowed), ("", allowed)]:
         with pytest.raises(DataError):
             resolve_source(settings, text, env)
+
+
+def test_frames_that_cannot_be_scored_in_time_are_dropped_and_counted(model, tmp_path):
+    """A camera does not wait: 300 frames played at 300 fps are more than the scorer takes, so the queue stays
+    bounded, frames are dropped (and counted), and each scored frame keeps its own number."""
+    detector, _ = model
+    video = write_video(tmp_path / "fast.mp4", [f for seed, kind in LINE for f in frames_of(seed, 60, kind)], 300)
+    out = tmp_path / "out"
+    status = Watcher(detector, str(video), out, device="cpu", settings=WatchSettings(realtime=True, queue_size=4)).run()
+    assert status["frames_read"] == 300 and status["frames_dropped"] > 0
+    assert status["frames_scored"] + status["frames_dropped"] == 300
+    numbers = [int(line.split(",")[0]) for line in (out / "frames_00001.csv").read_text().splitlines()[1:]]
+    assert len(numbers) == status["frames_scored"] and numbers == sorted(set(numbers)) and numbers[-1] <= 299

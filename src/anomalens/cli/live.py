@@ -12,8 +12,8 @@ from anomalens.runtime import DEVICE_CHOICES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from anomalens.live.settings import WatchSettings
     from anomalens.live.sinks import CSV_FILES_KEPT, CSV_ROWS_PER_FILE, QUEUE_SIZE
-    from anomalens.live.watcher import WatchSettings
 
     d = WatchSettings()
     watch = subparsers.add_parser(
@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="normalised score below which an open event counts as quiet; below 0.5 = hysteresis "
                              f"(default: {d.close_level:g}, the threshold)")
     tuning.add_argument("--close-after", type=float, default=d.close_after,
-                        help=f"seconds of quiet that close an event (default: {d.close_after:g})")
+                        help="seconds of quiet that close an event (default: analyze-video's merge gap)")
     tuning.add_argument("--min-length", type=int, default=d.min_length,
                         help=f"frames an event must span to be reported (default: {d.min_length})")
     tuning.add_argument("--clip-before", type=float, default=d.clip_before,
@@ -76,11 +76,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _watch(args: argparse.Namespace) -> int:
     from anomalens.errors import ConfigError, DataError
     from anomalens.live.sinks import MqttSink, WebhookSink
-    from anomalens.live.watcher import Watcher, WatchSettings
+    from anomalens.live.settings import WatchSettings
+    from anomalens.live.watcher import Watcher
 
     if args.queue_size < 1 or args.batch_size < 1 or args.min_length < 1 or args.max_latency <= 0:
         raise ConfigError("--queue-size, --batch-size and --min-length must be >= 1, --max-latency > 0")
-    if not 0.0 < args.close_level <= 0.5 or args.close_after < 0 or min(args.clip_before, args.clip_after) < 0:
+    if not 0.0 < args.close_level <= 0.5 or (args.close_after or 0) < 0 or min(args.clip_before, args.clip_after) < 0:
         raise ConfigError("--close-level must be in (0, 0.5], --close-after, --clip-before and --clip-after >= 0")
     if args.lookahead is not None and args.lookahead < 0:
         raise ConfigError("--lookahead must be >= 0")

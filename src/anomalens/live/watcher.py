@@ -40,30 +40,10 @@ from anomalens.live.sources import Source, SourceFrame, SourceGap, open_source
 from anomalens.models.base import Detector, load_detector
 from anomalens.runtime import resolve_device, write_json_atomic
 from anomalens.visualization.overlays import overlay
+from anomalens.live.settings import WatchSettings
 from anomalens.workflows.video import EVENT_MERGE_SECONDS
 
 STATUS_INTERVAL_S = 1.0
-
-
-@dataclass
-class WatchSettings:
-    """How ``watch`` runs; field names are the CLI flags with underscores."""
-
-    realtime: bool = False  # play a video file at its own frame rate (then frames may drop, as from a camera)
-    queue_size: int = 8  # frames waiting between the reader and the scorer
-    batch_size: int = 4  # at most this many waiting frames are scored together
-    max_latency: float = 1.0  # seconds: older frames from a live source are dropped, not scored late
-    lookahead: int | None = None  # frames of look-ahead smoothing for video models (None: the model's full kernel)
-    close_level: float = 0.5  # normalised score below which an open event counts as quiet (0.5 = the threshold)
-    close_after: float = EVENT_MERGE_SECONDS  # seconds of quiet that close an event (the offline merge gap)
-    min_length: int = 1  # frames an event must span to be kept
-    clip_before: float = 3.0  # seconds of video kept before an event's start
-    clip_after: float = 3.0  # and after its end
-    clip_max: float = 60.0  # longest clip, seconds
-    clip_width: int = 640  # clip frames are scaled down to at most this width
-    csv_rows: int = 100_000  # per-frame CSV rotates after this many rows
-    csv_keep: int = 10  # and keeps this many files
-    sink_timeout: float = 10.0  # seconds to deliver what the webhook/MQTT still hold when the watch stops
 
 
 @dataclass
@@ -82,7 +62,8 @@ class WatchState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     status: dict[str, Any] = field(default_factory=dict)
     image: np.ndarray | None = None  # the latest scored frame
-    heatmap: np.ndarray | None = None  # and its normalised map
+    heatmap: np.ndarray | None = None  # and its raw map
+    calibration: Any = None  # to normalise the map when it is shown
     scores: deque = field(default_factory=lambda: deque(maxlen=600))  # (frame, normalised score)
     events: deque = field(default_factory=lambda: deque(maxlen=50))  # latest messages, newest last
 
@@ -92,6 +73,7 @@ class WatchState:
             image, heatmap = self.image, self.heatmap
         if image is None or heatmap is None:
             return None
+        heatmap = self.calibration.normalize(heatmap.astype(np.float32))
         h, w = image.shape[:2]
         if w != width:
             image = np.asarray(Image.fromarray(image).resize((width, max(1, round(h * width / w))), Image.BILINEAR))
@@ -131,7 +113,7 @@ class Watcher:
         self.source_spec = self.source.name
         self.stopping = threading.Event()
         self.frames: queue.Queue[SourceFrame | None] = queue.Queue(maxsize=max(1, s.queue_size))
-        self.state = WatchState()
+        self.state = WatchState(calibration=self.calibration)
         # each counter has one writer thread: the reader counts what it read and pushed out, the scorer the rest
         self.read = self.pushed_out = self.too_late = self.scored = 0
         self.latencies: deque[float] = deque(maxlen=200)
@@ -274,7 +256,8 @@ class Watcher:
             self.fps = self.source.fps or self.fps
             cal = self.calibration
             close_level = cal.threshold + cal.scale * math.log(s.close_level / (1 - s.close_level))
-            close_after = 0 if self.source.kind == "folder" else max(1, round(s.close_after * self.fps))
+            gap = EVENT_MERGE_SECONDS if s.close_after is None else s.close_after  # default: analyze-video's merge gap
+            close_after = 0 if self.source.kind == "folder" else max(1, round(gap * self.fps))
             self.tracker = EventTracker(cal.threshold, min(close_level, cal.threshold), self.fps, close_after, s.min_length)
             self.ring = FrameRing(round((s.clip_before + 1) * self.fps) + self.scorer.delay_frames + s.queue_size)
         tensors = []
@@ -327,7 +310,7 @@ class Watcher:
                 self._transition(transition, item)
             with self.state.lock:
                 self.state.scores.append((item.index, normalized))
-                self.state.image, self.state.heatmap = item.image, cal.normalize(result.map.astype(np.float32))
+                self.state.image, self.state.heatmap = item.image, result.map
 
     # ---- events ----------------------------------------------------------------------------------
     def _base_message(self, kind: str) -> dict[str, Any]:
