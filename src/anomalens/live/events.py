@@ -13,9 +13,10 @@ and the evidence saved with each (an H.264 clip with seconds before and after, o
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import math
 import queue
-import threading
 from array import array
 from collections import deque
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from PIL import Image
 
 from anomalens.data.video_io import write_video
 from anomalens.metrics.events import event_record
+
+CLIP_ENCODERS = 4  # clips encoded at once; a fifth overlapping clip waits, and skips frames if it waits long
 
 
 @dataclass
@@ -97,7 +100,7 @@ class EventTracker:
 
 class ClipRecorder:
     """Writes one event's clip while the stream goes on: frames from ``before`` frames ahead of the start,
-    then every new frame until ``stop_at``; encoded in its own thread (H.264, see
+    then every new frame until ``stop_at``; encoded by one of a few encoder threads (H.264, see
     :func:`~anomalens.data.video_io.write_video`) through a bounded queue, so scoring never waits for it."""
 
     def __init__(self, path: Path, fps: float, max_frames: int, on_done: Callable[[Path, int], None] | None = None) -> None:
@@ -108,8 +111,14 @@ class ClipRecorder:
         self.last_index = -1
         self.error: str | None = None
         self.on_done = on_done or (lambda path, frames: None)
-        self.thread = threading.Thread(target=self._write, args=(fps,), name="anomalens-clip", daemon=True)
-        self.thread.start()
+        self.future = _encoders().submit(self._write, fps)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Until the clip is written (call :meth:`finish` first)."""
+        try:
+            self.future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            pass
 
     def add(self, index: int, image: np.ndarray) -> None:
         if self.done or index <= self.last_index:
@@ -147,6 +156,13 @@ class ClipRecorder:
             self.error = f"{exc.__class__.__name__}: {exc}"
             while self.frames.get() is not None:  # let add()/finish() go on without blocking
                 pass
+
+
+@functools.lru_cache(maxsize=1)
+def _encoders() -> concurrent.futures.ThreadPoolExecutor:
+    # a few long-lived encoder threads for all clips, rather than a new thread per event: with a thread per
+    # event, every new thread took its own malloc arena and memory crept up over a long watch
+    return concurrent.futures.ThreadPoolExecutor(max_workers=CLIP_ENCODERS, thread_name_prefix="anomalens-clip")
 
 
 class FrameRing:

@@ -120,6 +120,7 @@ class Watcher:
         self.processing: deque[float] = deque(maxlen=200)
         self.announce_delays: list[float] = []
         self.recorders: list[ClipRecorder] = []
+        self.writing: list[ClipRecorder] = []
         self.event_count = 0
         self.per_image = self.source.kind == "folder" and self.detector.kind == "image"
         self.frame_log: FrameLog | None = None
@@ -217,8 +218,8 @@ class Watcher:
             self._report_gaps()
             for recorder in self.recorders:
                 recorder.finish()
-            for recorder in self.recorders:
-                recorder.thread.join(timeout=30)
+            for recorder in self.writing:  # every clip is complete when run() returns
+                recorder.wait(timeout=30)
             for sink in self.sinks:
                 try:
                     sink.close(s.sink_timeout)
@@ -277,7 +278,8 @@ class Watcher:
         for item in list(self.pending)[-len(batch):]:
             item.processed = now
         self._handle(results)
-        self.recorders = [r for r in self.recorders if not r.done]
+        self.recorders = [r for r in self.recorders if not r.done]  # still taking frames
+        self.writing = [r for r in self.writing if not r.future.done()]  # still being encoded
 
     def _handle(self, results) -> None:
         cal = self.calibration
@@ -336,6 +338,7 @@ class Watcher:
                 for index, image in self.ring.since(first):
                     recorder.add(index, image)
                 self.recorders.append(recorder)
+                self.writing.append(recorder)
                 event.extra["recorder"] = recorder
                 event.extra["clip_first_frame"] = first
             self._publish(message)
