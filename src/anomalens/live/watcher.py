@@ -309,7 +309,7 @@ class Watcher:
             if self.per_image:  # images from a hot folder: each anomalous image is an event of its own
                 transitions += self.tracker.finish()
             for transition in transitions:
-                self._transition(transition, item)
+                self._transition(transition)
             with self.state.lock:
                 self.state.scores.append((item.index, normalized))
                 self.state.image, self.state.heatmap = item.image, result.map
@@ -319,12 +319,12 @@ class Watcher:
         return {"type": kind, "source": self.source_spec, "model": self.detector.name, "fps": self.fps,
                 "threshold": self.calibration.threshold}
 
-    def _transition(self, transition: Transition, item: _Pending) -> None:
+    def _transition(self, transition: Transition) -> None:
         event = transition.open_event
         if transition.kind == "started":
             self.event_count += 1
             event.extra["id"] = self.event_count
-            delay = time.time() - event.extra.get("first_arrived", item.arrived)
+            delay = time.time() - event.extra["first_arrived"]
             self.announce_delays.append(delay)
             message = self._base_message("anomaly_started")
             message.update(id=self.event_count, start_frame=event.start, start_time=round(event.start / self.fps, 4),
@@ -382,7 +382,7 @@ class Watcher:
         if self.tracker.current is not None:
             self.tracker.current.extra["closed_by"] = "stop"
         for transition in self.tracker.finish():
-            self._transition(transition, _Pending(-1, time.time(), np.zeros((2, 2, 3), np.uint8), None))
+            self._transition(transition)
 
     def _report_gaps(self) -> None:
         while True:
