@@ -77,7 +77,7 @@ def rss_mb() -> float:
 
 def default_model(work: Path) -> Path:
     """The default stfeatures trained on generated 240x360 conveyor clips (once; reused from ``work``)."""
-    from anomalens.workflows.video import train_video_model
+    from anomalens.workflows.train import train_video_model
 
     run = work / "runs" / "soak_model"
     if not run.is_dir():

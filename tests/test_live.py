@@ -7,6 +7,7 @@ conveyor clips; the watched video joins clips with known anomalies (a foreign ob
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -31,8 +32,9 @@ from anomalens.live.sinks import MqttSink, WebhookSink
 from anomalens.live.watcher import Watcher
 from anomalens.metrics.events import detect_events
 from anomalens.models.base import create_detector
-from anomalens.models.video.stfeatures import DelayedGaussian, gaussian_smooth_1d
-from anomalens.workflows.video import analyze_video, train_video_model
+from anomalens.models.components.kernels import DelayedGaussian, gaussian_smooth_1d
+from anomalens.workflows.predict import analyze_video
+from anomalens.workflows.train import train_video_model
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (96, 128)
@@ -113,9 +115,9 @@ def test_causal_scores_equal_the_offline_scores(model):
     offline = detector.predict_clip(frames)
     for batch in (1, 3):
         scorer = detector.causal_scorer()
-        assert scorer.delay_frames == 6  # ceil(3 * temporal_sigma 2)
+        assert scorer.delay_frames == 8  # the kernel radius, round(4 * temporal_sigma 2)
         results = [r for i in range(0, len(frames), batch) for r in scorer.push(torch.stack(frames[i:i + batch]))]
-        assert len(results) == len(frames) - 6
+        assert len(results) == len(frames) - 8
         results += scorer.finish()
         assert [r.index for r in results] == list(range(len(frames)))
         np.testing.assert_allclose([r.score for r in results], offline.scores, atol=1e-4)
@@ -125,7 +127,7 @@ def test_causal_scores_equal_the_offline_scores(model):
 # ---- watch a file: the same events as analyze-video -------------------------------------------------------
 def test_watch_finds_the_events_of_analyze_video(model, line_video, tmp_path):
     detector, _ = model
-    offline = analyze_video(detector, line_video, tmp_path / "offline", device="cpu").events
+    offline = [dataclasses.asdict(e) for e in analyze_video(detector, line_video, tmp_path / "offline", device="cpu").events]
     out = tmp_path / "watch"
     status = Watcher(detector, str(line_video), out, device="cpu").run()
     assert status["frames_dropped"] == 0 and status["frames_scored"] == 300 and status["state"] == "stopped"
@@ -363,8 +365,8 @@ def test_watch_help_and_user_errors_exit_2_with_one_line(model, tmp_path, capsys
 
 def test_ui_live_sources_are_confined(tmp_path):
     from anomalens.errors import DataError
-    from anomalens.ui.handlers import UISettings
-    from anomalens.ui.live_tab import resolve_source
+    from anomalens.ui.common import UISettings
+    from anomalens.ui.tabs.live import resolve_source
 
     (tmp_path / "data" / "cam").mkdir(parents=True)
     settings = UISettings(results_dir=tmp_path / "results", data_roots=[tmp_path / "data"])

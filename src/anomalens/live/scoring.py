@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from anomalens.models.base import Detector
+from anomalens.models.base import BaseDetector
 from anomalens.models.video.base import CausalScorer, FrameScore, VideoDetector
 
 
@@ -19,7 +19,7 @@ class ImageScorer(CausalScorer):
 
     delay_frames = 0
 
-    def __init__(self, detector: Detector) -> None:
+    def __init__(self, detector: BaseDetector) -> None:
         self.detector = detector
         self.count = 0
 
@@ -35,7 +35,7 @@ class ImageScorer(CausalScorer):
         return []
 
 
-def frame_scorer(detector: Detector, lookahead: int | None = None) -> CausalScorer:
+def frame_scorer(detector: BaseDetector, lookahead: int | None = None) -> CausalScorer:
     """The causal scorer of ``detector``; ``lookahead`` (frames) limits a video model's look-ahead smoothing."""
     if isinstance(detector, VideoDetector):
         return detector.causal_scorer(lookahead)

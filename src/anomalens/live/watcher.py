@@ -37,11 +37,11 @@ from anomalens.live.events import ClipRecorder, EventTracker, FrameRing, Transit
 from anomalens.live.scoring import frame_scorer
 from anomalens.live.sinks import EventLog, FrameLog, Sink
 from anomalens.live.sources import Source, SourceFrame, SourceGap, open_source
-from anomalens.models.base import Detector, load_detector
+from anomalens.models.base import BaseDetector, load_detector
 from anomalens.runtime import resolve_device, write_json_atomic
 from anomalens.visualization.overlays import overlay
 from anomalens.live.settings import WatchSettings
-from anomalens.workflows.video import EVENT_MERGE_SECONDS
+from anomalens.metrics.events import EVENT_MERGE_SECONDS
 
 STATUS_INTERVAL_S = 1.0
 
@@ -85,7 +85,7 @@ class Watcher:
 
     def __init__(
         self,
-        checkpoint: str | Path | Detector,
+        checkpoint: str | Path | BaseDetector,
         source: str | Source,
         output_dir: str | Path | None = None,
         *,
@@ -98,7 +98,7 @@ class Watcher:
         self.settings = s = settings or WatchSettings()
         self.log = log or (lambda message: None)
         self.status_line = status_line
-        self.detector = checkpoint if isinstance(checkpoint, Detector) else load_detector(checkpoint, device=resolve_device(device))
+        self.detector = checkpoint if isinstance(checkpoint, BaseDetector) else load_detector(checkpoint, device=resolve_device(device))
         if self.detector.calibration_ is None:
             raise CheckpointError("this model has no threshold (it was never fitted with validation data)")
         self.calibration = self.detector.calibration_
@@ -464,6 +464,6 @@ def _ms(sorted_values: list[float], q: float) -> float | None:
     return round(1000 * sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))], 1)
 
 
-def watch(checkpoint: str | Path | Detector, source: str, output_dir: str | Path | None = None, **options: Any) -> dict[str, Any]:
+def watch(checkpoint: str | Path | BaseDetector, source: str, output_dir: str | Path | None = None, **options: Any) -> dict[str, Any]:
     """Watch ``source`` with the model at ``checkpoint`` until it ends; see :class:`Watcher` for the options."""
     return Watcher(checkpoint, source, output_dir, **options).run()

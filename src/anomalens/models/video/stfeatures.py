@@ -42,6 +42,7 @@ from anomalens.data.preprocessing import to_float
 from anomalens.errors import ConfigError, DataError
 from anomalens.models.base import DetectorConfig
 from anomalens.models.components.features import PatchFeatureExtractor
+from anomalens.models.components.kernels import DelayedGaussian, gaussian_smooth_1d
 from anomalens.models.video.motion import FLOW_PRESETS, FlowStream, flow_view, grey_frames, orientation_histograms
 from anomalens.models.components.sampler import Reservoir, greedy_coreset, nearest_neighbour_distances
 from anomalens.models.video.base import (
@@ -152,72 +153,6 @@ def _cell_samples(features: torch.Tensor, tolerance: int, cells: torch.Tensor) -
     flat = (r * w + q).reshape(len(cells), -1)  # (P, K)
     gathered = features.flatten(2)[:, :, flat]  # (N, C, P, K)
     return gathered.permute(2, 0, 3, 1).reshape(len(cells), -1, c)
-
-
-def gaussian_smooth_1d(values: np.ndarray, sigma: float) -> np.ndarray:
-    """Smooth a score series with a Gaussian of ``sigma`` frames, reflecting at both ends."""
-    if sigma <= 0 or len(values) < 2:
-        return values.astype(np.float32)
-    radius = int(math.ceil(3 * sigma))
-    t = np.arange(-radius, radius + 1)
-    kernel = np.exp(-0.5 * (t / sigma) ** 2)
-    kernel /= kernel.sum()
-    padded = np.pad(values.astype(np.float64), radius, mode="reflect" if len(values) > radius else "edge")
-    return np.convolve(padded, kernel, mode="valid").astype(np.float32)
-
-
-class DelayedGaussian:
-    """:func:`gaussian_smooth_1d` one value at a time: each smoothed value comes out ``delay`` values after its
-    own. With the full look-ahead (``delay = ceil(3 sigma)``, the kernel's radius; the default) it equals the
-    offline result, ends included (:meth:`finish` reflects at the last value as the offline pass does). A
-    shorter ``lookahead`` cuts the kernel's future side (weights renormalised): less delay, slightly different
-    scores; 0 makes it a one-sided (purely causal) filter."""
-
-    def __init__(self, sigma: float, lookahead: int | None = None) -> None:
-        self.radius = int(math.ceil(3 * sigma)) if sigma > 0 else 0
-        self.delay = self.radius if lookahead is None else max(0, min(int(lookahead), self.radius))
-        t = np.arange(-self.radius, self.radius + 1)
-        kernel = np.exp(-0.5 * (t / sigma) ** 2) if sigma > 0 else np.ones(1)
-        self.kernel = kernel / kernel.sum()
-        self.window: deque[float] = deque(maxlen=2 * self.radius + 1)
-        self.count = self.emitted = 0
-
-    def push(self, value: float) -> list[float]:
-        self.window.append(float(value))
-        self.count += 1
-        if self.count <= self.delay:
-            return []
-        self.emitted += 1
-        return [self._at(self.emitted - 1, None)]
-
-    def finish(self) -> list[float]:
-        out = []
-        while self.emitted < self.count:
-            out.append(self._at(self.emitted, self.count))
-            self.emitted += 1
-        return out
-
-    def _at(self, t: int, total: int | None) -> float:
-        first = self.count - len(self.window)
-        if self.delay < self.radius:  # cut kernel: the frames it may see, weights renormalised
-            last = t + self.delay if total is None else min(t + self.delay, total - 1)
-            js = range(max(0, t - self.radius), last + 1)
-            weights = self.kernel[[j - t + self.radius for j in js]]
-            return float(sum(w * self.window[j - first] for j, w in zip(js, weights)) / weights.sum())
-        # the offline rule: no smoothing below two values, "edge" padding up to the radius, "reflect" beyond
-        if total is not None and total < 2:
-            return self.window[t - first]
-        clamp = total is not None and total <= self.radius
-        value = 0.0
-        for j, weight in zip(range(t - self.radius, t + self.radius + 1), self.kernel):
-            if clamp:
-                j = min(max(j, 0), total - 1)  # type: ignore[operator]
-            else:
-                j = -j if j < 0 else j
-                if total is not None and j > total - 1:
-                    j = 2 * (total - 1) - j
-            value += weight * self.window[j - first]
-        return value
 
 
 # ---- the detector ------------------------------------------------------------------------------
@@ -444,7 +379,7 @@ class SpatioTemporalFeatures(VideoDetector):
 
     def causal_scorer(self, lookahead: int | None = None) -> "StreamingScorer":
         """Score a live stream frame by frame; by default the scores equal :meth:`predict_clip`'s, given
-        ``ceil(3 * temporal_sigma)`` frames later; a shorter ``lookahead`` (frames) answers sooner."""
+        ``round(4 * temporal_sigma)`` frames later (the kernel's radius); a shorter ``lookahead`` answers sooner."""
         if self.appearance_bank_ is None or self.standardisation_ is None:
             raise RuntimeError("stfeatures is not fitted: call fit_clips() first")
         return StreamingScorer(self, lookahead)
@@ -498,8 +433,8 @@ def _spread(scores: torch.Tensor) -> torch.Tensor:
 
 class StreamingScorer(CausalScorer):
     """stfeatures on a stream: the same features, memories and standardisation as :meth:`predict_clip`, with the
-    temporal Gaussian applied causally. A frame's score is known ``delay_frames = ceil(3 * temporal_sigma)``
-    frames after it arrives (6 frames, 0.24 s at 25 fps, with the default sigma 2; ``lookahead`` shortens it at
+    temporal Gaussian applied causally. A frame's score is known ``delay_frames`` = the kernel's radius,
+    ``round(4 * temporal_sigma)``, frames after it arrives (8 frames, 0.32 s at 25 fps, with the default sigma 2; ``lookahead`` shortens it at
     the cost of a cut kernel), and the very first frame also waits for the second, whose motion it borrows.
     Maps are not smoothed in time."""
 

@@ -6,7 +6,7 @@ most :data:`MAX_WATCHES` on the server. Sources are confined like every path the
 folders under the allowed data folders, streams only from the URL prefixes the server allows
 (``ANOMALENS_UI_STREAMS``, comma-separated, e.g. ``rtsp://127.0.0.1:8554/``; none by default).
 
->>> build_live_tab(settings)       # inside the page's gr.Blocks                     # doctest: +SKIP
+>>> build(settings, board, lists)       # inside the page's gr.Blocks                # doctest: +SKIP
 """
 
 # no "from __future__ import annotations": Gradio reads the gr.Request annotations at run time
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from anomalens.errors import ConfigError, DataError
-from anomalens.ui import handlers as h
-from anomalens.ui.jobs import new_workspace, session_key
+from anomalens.ui.common import DETECTORS, ModelLists, UISettings, chosen_run, model_choices, request_key
+from anomalens.ui.jobs import JobBoard, new_workspace
 from anomalens.ui.security import confine_path, user_message
 
 STREAMS_ENV = "ANOMALENS_UI_STREAMS"
@@ -31,7 +31,7 @@ def allowed_streams(environ: dict[str, str] | None = None) -> list[str]:
     return [p.strip() for p in environ.get(STREAMS_ENV, "").split(",") if p.strip()]
 
 
-def resolve_source(settings: h.UISettings, text: str | None, environ: dict[str, str] | None = None) -> str:
+def resolve_source(settings: UISettings, text: str | None, environ: dict[str, str] | None = None) -> str:
     """A source the server may open: a stream URL or camera under an allowed prefix, else a path confined to
     the allowed data folders."""
     text = (text or "").strip()
@@ -62,19 +62,17 @@ class LiveWatches:
         self.lock = threading.Lock()
         self.watches: dict[str, _Watch] = {}
 
-    def start(self, settings: h.UISettings, key: str, run_dir: str | None, source: str | None) -> str:
+    def start(self, settings: UISettings, key: str, run_dir: str | None, source: str | None) -> str:
         from anomalens.live import Watcher, WatchSettings
 
         self.stop(key)
         source = resolve_source(settings, source)
-        if not run_dir:
-            raise DataError("pick a model first")
-        run = confine_path(run_dir, [settings.results_dir])
+        run = chosen_run(settings, run_dir)
         with self.lock:
             running = sum(w.thread.is_alive() for w in self.watches.values())
             if running >= MAX_WATCHES:
                 raise ConfigError(f"{running} live watches already run on this server; stop one first")
-        detector = h.DETECTORS.get(run, settings.device, _kind(run))
+        detector = DETECTORS.get(run, settings.device, _kind(run))
         output = new_workspace(settings.sessions_dir, key, "live")
         # a file is played at its own rate, as a camera would deliver it
         watcher = Watcher(detector, source, output, settings=WatchSettings(realtime=True), device=settings.device)
@@ -138,7 +136,7 @@ class LiveWatches:
 
 
 def _kind(run: Path) -> str:
-    from anomalens.models.base import read_model_config
+    from anomalens.workflows.runs import read_model_config
 
     return read_model_config(run).get("kind", "image")
 
@@ -146,8 +144,8 @@ def _kind(run: Path) -> str:
 WATCHES = LiveWatches()
 
 
-def build_live_tab(settings: h.UISettings) -> None:
-    """The Live tab; call inside the page's ``gr.Blocks``."""
+def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
+    """The tab's layout and wiring (inside a ``gr.Blocks``); watches run apart from the job board's lanes."""
     import gradio as gr
     import pandas as pd
 
@@ -165,9 +163,10 @@ def build_live_tab(settings: h.UISettings) -> None:
         gr.Markdown("Watch a video file (played at its own rate), a hot folder of images, or a stream the server "
                     "allows. Events open when the normalised score crosses **0.5** (the model's threshold).")
         with gr.Row():
-            options = h.model_choices(settings, "image") + h.model_choices(settings, "video")
+            options = model_choices(settings, "image") + model_choices(settings, "video")
             model = gr.Dropdown(label="Model", choices=options, value=options[0][1] if options else None, scale=4,
                                 elem_id="live-model")
+            refresh_models = gr.Button("↻", scale=0, size="sm")
             source = gr.Textbox(label="Source: a file or folder under the data folders, or an allowed stream URL",
                                 scale=5, elem_id="live-source")
         with gr.Row():
@@ -186,20 +185,26 @@ def build_live_tab(settings: h.UISettings) -> None:
 
         def on_start(run_dir, text, request: gr.Request):
             try:
-                message = WATCHES.start(settings, session_key(getattr(request, "session_hash", None)), run_dir, text)
+                message = WATCHES.start(settings, request_key(request), run_dir, text)
                 return message, gr.Timer(active=True)
             except Exception as exc:
                 return f"**Error:** {user_message(exc)}", gr.Timer(active=False)
 
         def refresh(request: gr.Request):
-            view = WATCHES.view(session_key(getattr(request, "session_hash", None)))
+            view = WATCHES.view(request_key(request))
             clip_value = gr.skip() if view["clip"] is None else view["clip"]
             return view["status"], view["image"], chart(view["scores"]), view["events"], clip_value
 
         def on_stop(request: gr.Request):
-            WATCHES.stop(session_key(getattr(request, "session_hash", None)))
+            WATCHES.stop(request_key(request))
             return refresh(request) + (gr.Timer(active=False),)
 
+        def models(current):
+            choices = model_choices(settings, "image") + model_choices(settings, "video")
+            values = [value for _, value in choices]
+            return gr.update(choices=choices, value=current if current in values else (values[0] if values else None))
+
+        refresh_models.click(models, [model], [model])
         start.click(on_start, [model, source], [status, timer], concurrency_limit=None)
         stop.click(on_stop, None, [status, frame, plot, events, clip, timer], concurrency_limit=None)
         timer.tick(refresh, None, [status, frame, plot, events, clip], concurrency_limit=None, show_progress="hidden")
