@@ -60,7 +60,7 @@ class GeneratedConveyor(Source):
             write_video(self.video, frames, self.fps)
 
     def frames(self) -> Iterator[SourceFrame]:
-        clip = open_clip(self.video, Preprocessing())
+        clip = open_clip(self.video, Preprocessing(image_size=None))
         while not self.stopping.is_set():
             for frame in clip.iter_native():
                 yield SourceFrame(frame, time.time())

@@ -50,8 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tuning.add_argument("--max-latency", type=float, default=d.max_latency,
                         help=f"seconds after which a live frame is dropped instead of scored (default: {d.max_latency:g})")
     tuning.add_argument("--lookahead", type=int, default=None,
-                        help="frames a video model may wait for its time smoothing (default: the full kernel, 8 "
-                             "frames for stfeatures, which gives the offline scores; 0 = none)")
+                        help="frames a video model may wait for its time smoothing (default: the full kernel, round(4 x "
+                             "temporal_sigma) frames for stfeatures, which gives the offline scores; 0 = none)")
     tuning.add_argument("--close-level", type=float, default=d.close_level,
                         help="normalised score below which an open event counts as quiet; below 0.5 = hysteresis "
                              f"(default: {d.close_level:g}, the threshold)")

@@ -84,7 +84,7 @@ class VideoFileSource(Source):
 
     def __init__(self, path: Path, realtime: bool = False) -> None:
         super().__init__(str(path))
-        self.clip = open_clip(path, Preprocessing())
+        self.clip = open_clip(path, Preprocessing(image_size=None))  # native frames: iter_native() only
         self.fps, self.realtime, self.live = self.clip.fps, realtime, realtime
 
     def frames(self) -> Iterator[SourceFrame]:

@@ -35,13 +35,14 @@ from PIL import Image
 from anomalens.errors import CheckpointError
 from anomalens.live.events import ClipRecorder, EventTracker, FrameRing, Transition, shrink
 from anomalens.live.scoring import frame_scorer
+from anomalens.live.settings import WatchSettings
 from anomalens.live.sinks import EventLog, FrameLog, Sink
 from anomalens.live.sources import Source, SourceFrame, SourceGap, open_source
-from anomalens.models.base import BaseDetector, load_detector
+from anomalens.metrics.events import EVENT_MERGE_SECONDS
+from anomalens.models.base import BaseDetector
 from anomalens.runtime import resolve_device, write_json_atomic
 from anomalens.visualization.overlays import overlay
-from anomalens.live.settings import WatchSettings
-from anomalens.metrics.events import EVENT_MERGE_SECONDS
+from anomalens.workflows.runs import load_detector
 
 STATUS_INTERVAL_S = 1.0
 
