@@ -8,6 +8,8 @@ later).
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 from anomalens.models.base import BaseDetector
@@ -23,7 +25,7 @@ class ImageScorer(CausalScorer):
         self.detector = detector
         self.count = 0
 
-    def push(self, frames: torch.Tensor) -> list[FrameScore]:
+    def push(self, frames: torch.Tensor, steps: Sequence[int] | None = None) -> list[FrameScore]:
         prediction = self.detector.predict(frames)
         out = []
         for score, raw_map in zip(prediction.scores.tolist(), prediction.maps):

@@ -262,8 +262,9 @@ class Watcher:
             close_after = 0 if self.source.kind == "folder" else max(1, round(gap * self.fps))
             self.tracker = EventTracker(cal.threshold, min(close_level, cal.threshold), self.fps, close_after, s.min_length)
             self.ring = FrameRing(round((s.clip_before + 1) * self.fps) + self.scorer.delay_frames + s.queue_size)
-        tensors = []
+        tensors, steps = [], []
         for frame in batch:
+            steps.append(max(1, frame.index - self.index))  # > 1 after dropped frames
             self.index = frame.index
             image = frame.image
             self.pending.append(_Pending(self.index, frame.arrived, image, frame.file))
@@ -274,7 +275,7 @@ class Watcher:
                 for recorder in self.recorders:
                     recorder.add(self.index, small)
         with torch.no_grad():
-            results = self.scorer.push(torch.stack(tensors))
+            results = self.scorer.push(torch.stack(tensors), steps)
         now = time.time()
         for item in list(self.pending)[-len(batch):]:
             item.processed = now

@@ -64,8 +64,11 @@ class CausalScorer(ABC):
     delay_frames: int = 0
 
     @abstractmethod
-    def push(self, frames: torch.Tensor) -> list[FrameScore]:
-        """Add preprocessed frames ``(B, 3, H, W)`` ``uint8``, in order; returns the frames now scored."""
+    def push(self, frames: torch.Tensor, steps: Sequence[int] | None = None) -> list[FrameScore]:
+        """Add preprocessed frames ``(B, 3, H, W)`` ``uint8``, in order; returns the frames now scored.
+
+        ``steps``: per frame, how many source frames it is after the one pushed before it (1, the default, when
+        none was dropped in between), so that motion is measured per source frame."""
 
     @abstractmethod
     def finish(self) -> list[FrameScore]:

@@ -449,14 +449,18 @@ class StreamingScorer(CausalScorer):
         self.emitted = 0
 
     @torch.no_grad()
-    def push(self, frames: torch.Tensor) -> list[FrameScore]:
+    def push(self, frames: torch.Tensor, steps: Sequence[int] | None = None) -> list[FrameScore]:
         d, c = self.detector, self.detector.config
         if tuple(frames.shape[-2:]) != tuple(c.image_size):
             raise DataError(f"frame of size {frames.shape[-1]}x{frames.shape[-2]}, expected {c.image_size[1]}x{c.image_size[0]}")
         floats = to_float(frames).to(d.device)
         appearance = d.extractor(floats).cpu()
         ready, flows = [], []
-        for features, flow in zip(appearance, (self.flows.push(g) for g in grey_frames(floats, d.flow_size))):
+        steps = steps or [1] * len(frames)
+        for features, grey, step in zip(appearance, grey_frames(floats, d.flow_size), steps):
+            flow = self.flows.push(grey)
+            if flow is not None and step > 1:  # frames were dropped before this one: motion per source frame
+                flow = flow / step
             if flow is None:
                 self.first = features
                 continue
