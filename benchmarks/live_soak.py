@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -42,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 RTSP_SCRIPT = HERE.parent / "tests" / "rtsp_test_server.py"
 ANOMALIES = ("foreign_object", "speed_change", "colour_change", "stop")
+SOAK_SIZE, RTSP_SIZE = (240, 360), (480, 640)  # frame sizes (H, W) of the generated streams
 
 
 class GeneratedConveyor(Source):
@@ -75,19 +77,22 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def default_model(work: Path) -> Path:
-    """The default stfeatures trained on generated 240x360 conveyor clips (once; reused from ``work``)."""
+def default_model(work: Path, size: tuple[int, int]) -> Path:
+    """The default stfeatures trained on generated conveyor clips of the stream's frame size (so that its
+    frames are resized to the model's 240x360 the same way in training and live); reused from ``work``."""
     from anomalens.workflows.train import train_video_model
 
-    run = work / "runs" / "soak_model"
+    name = f"model_{size[0]}x{size[1]}"
+    run = work / "runs" / name
     if not run.is_dir():
-        root = make_synthetic_video_dataset(work / "data", n_train=4, n_test=1, n_frames=100, size=(240, 360), fps=25)
-        train_video_model(root, DEFAULT_VIDEO_CATEGORY, "stfeatures", work / "runs", run_name="soak_model", device="cpu")
+        root = make_synthetic_video_dataset(work / f"data_{size[0]}x{size[1]}", n_train=4, n_test=1, n_frames=100,
+                                            size=size, fps=25)
+        train_video_model(root, DEFAULT_VIDEO_CATEGORY, "stfeatures", work / "runs", run_name=name, device="cpu")
     return run
 
 
 def soak(args: argparse.Namespace, checkpoint: Path) -> dict:
-    source = GeneratedConveyor((240, 360), OUT)
+    source = GeneratedConveyor(SOAK_SIZE, OUT)
     watcher = Watcher(checkpoint, source, OUT / "soak_watch", settings=WatchSettings(lookahead=args.lookahead), device="cpu")
     samples: list[tuple[float, float, int]] = []
     timer = threading.Timer(args.minutes * 60, watcher.stop)
@@ -119,7 +124,7 @@ def rtsp(args: argparse.Namespace, checkpoint: Path) -> dict:
     if not video.is_file():
         seconds = 40  # the server loops it for longer runs (every client connection starts from frame 0)
         frames = [f for i in range(seconds // 4)
-                  for f in synthetic_clip(2000 + i, 100, (480, 640), ANOMALIES[i % 4] if i % 2 else None)[0]]
+                  for f in synthetic_clip(2000 + i, 100, RTSP_SIZE, ANOMALIES[i % 4] if i % 2 else None)[0]]
         write_video(video, frames, 25)
     port = 18554 + os.getpid() % 1000
     server = subprocess.Popen(["/usr/bin/python3", str(RTSP_SCRIPT), str(port), str(video)], stdout=subprocess.PIPE, text=True)
@@ -158,7 +163,8 @@ def main() -> None:
     parser.add_argument("--lookahead", type=int, default=None, help="frames of look-ahead smoothing (default: the model's 6)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    checkpoint = args.checkpoint or default_model(OUT / "model")
+    shutil.rmtree(OUT / f"{args.run}_watch", ignore_errors=True)  # events.jsonl appends: start each run afresh
+    checkpoint = args.checkpoint or default_model(OUT / "model", SOAK_SIZE if args.run == "soak" else RTSP_SIZE)
     result = (soak if args.run == "soak" else rtsp)(args, checkpoint)
     result.update(lookahead=args.lookahead, cpu_count=os.cpu_count(), load_average=os.getloadavg()[0],
                   command=" ".join(["python", *sys.argv]))

@@ -50,6 +50,7 @@ class SourceGap:
     ended: float
     reason: str
     attempts: int
+    reconnected: bool = True  # False: the watch ended before the source came back
 
 
 LossCallback = Callable[[SourceGap], None]
@@ -165,7 +166,7 @@ class StreamSource(Source):
                 lost_at, attempts = time.time(), 0
                 self.log(f"{self.name}: {reason}; reconnecting")
         if lost_at is not None:  # stopped while the stream was away: the gap is still worth logging
-            self.on_lost(SourceGap(lost_at, time.time(), reason or "stopped while disconnected", attempts))
+            self.on_lost(SourceGap(lost_at, time.time(), reason or "stopped while disconnected", attempts, reconnected=False))
 
 
 class FolderSource(Source):

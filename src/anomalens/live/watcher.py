@@ -394,7 +394,7 @@ class Watcher:
                 return
             message = self._base_message("source_lost")
             message.update(lost_at=_iso(gap.started), back_at=_iso(gap.ended), seconds=round(gap.ended - gap.started, 3),
-                           reason=gap.reason, after_frame=self.index, reconnected=not self.stopping.is_set())
+                           reason=gap.reason, after_frame=self.index, reconnected=gap.reconnected)
             self._publish(message)
 
     def _publish(self, message: dict[str, Any]) -> None:
