@@ -93,7 +93,8 @@ def default_model(work: Path, size: tuple[int, int]) -> Path:
 
 def soak(args: argparse.Namespace, checkpoint: Path) -> dict:
     source = GeneratedConveyor(SOAK_SIZE, OUT)
-    watcher = Watcher(checkpoint, source, OUT / "soak_watch", settings=WatchSettings(lookahead=args.lookahead), device="cpu")
+    output = None if args.no_output else OUT / "soak_watch"  # without output: no clips, no CSV (to tell their memory apart)
+    watcher = Watcher(checkpoint, source, output, settings=WatchSettings(lookahead=args.lookahead), device="cpu")
     samples: list[tuple[float, float, int]] = []
     timer = threading.Timer(args.minutes * 60, watcher.stop)
     timer.start()
@@ -114,6 +115,7 @@ def soak(args: argparse.Namespace, checkpoint: Path) -> dict:
         "rss_mb_after_warmup": round(warm[0][1], 1), "rss_mb_end": round(rss_mb(), 1),
         "rss_growth_mb": round(rss_mb() - warm[0][1], 1), "rss_mb_max": round(max(s[1] for s in samples), 1),
         "latency_ms_p50": status["latency_ms_p50"], "events": status["events"], "warmup_s": args.warmup,
+        "output": not args.no_output,
         # (seconds since the start, RSS MB, frames scored) every 30 s: growth that levels off is warm-up, not a leak
         "rss_series": [(round(t - started), round(r, 1), n) for t, r, n in samples[::6]],
     }
@@ -160,6 +162,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0, help="soak: minutes of generated stream (target: 60)")
     parser.add_argument("--warmup", type=float, default=30.0, help="soak: seconds before the first RSS reading")
     parser.add_argument("--seconds", type=float, default=60.0, help="rtsp: seconds of stream")
+    parser.add_argument("--no-output", action="store_true", help="soak: write nothing (no event clips, no CSV)")
     parser.add_argument("--lookahead", type=int, default=None, help="frames of look-ahead smoothing (default: the model's 6)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
