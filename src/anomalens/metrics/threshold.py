@@ -7,6 +7,10 @@ The rule (:func:`calibrate`): with ``target_fpr`` the share of normal images the
 * ``mean + z * std`` of those scores, ``z`` the standard-normal quantile of ``1 - target_fpr``,
 
 so that a small validation set (where the quantile is just its maximum) still leaves headroom for the tail.
+
+The pixel threshold (what a defect *region* is, :func:`pixel_threshold`) follows the same rule on the pixels of
+the same normal validation maps, with a much smaller share (``pixel_target_fpr``, default 0.1% of normal
+pixels), capped at the image threshold so that every flagged image shows at least one region.
 Normalised score: ``sigmoid((s - threshold) / scale)`` with ``scale`` the std of the validation scores; 0.5
 exactly at the threshold, monotone, the same mapping for image scores and anomaly maps, so heatmaps of
 different images share one scale (a normal image stays cold).
@@ -25,6 +29,8 @@ from typing import Any
 import numpy as np
 
 DEFAULT_TARGET_FPR = 0.01
+DEFAULT_PIXEL_TARGET_FPR = 0.001
+MAX_CALIBRATION_PIXELS = 1 << 21  # pixels sampled from the validation maps for the pixel threshold
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,9 @@ class Calibration:
     validation_std: float
     validation_max: float
     validation_count: int
+    # what a defect region is: map values above it (None in models saved before pixel thresholds existed)
+    pixel_threshold: float | None = None
+    pixel_target_fpr: float | None = None
 
     def normalize(self, values: np.ndarray | float) -> np.ndarray:
         """Raw scores or maps -> (0, 1), 0.5 at the threshold."""
@@ -46,6 +55,14 @@ class Calibration:
 
     def is_anomalous(self, values: np.ndarray | float) -> np.ndarray:
         return np.asarray(values) > self.threshold
+
+    def region_threshold(self) -> float:
+        """The map value above which a pixel belongs to a defect region (the image threshold in older models)."""
+        return self.threshold if self.pixel_threshold is None else self.pixel_threshold
+
+    def defect_mask(self, maps: np.ndarray) -> np.ndarray:
+        """Raw anomaly maps -> ``bool`` masks of the pixels above :meth:`region_threshold`."""
+        return np.asarray(maps) > self.region_threshold()
 
     def with_threshold(self, threshold: float) -> "Calibration":
         data = asdict(self)
@@ -57,11 +74,20 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Calibration":
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        optional = ("pixel_threshold", "pixel_target_fpr")
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data or k not in optional})
 
 
-def calibrate(validation_scores: np.ndarray, target_fpr: float = DEFAULT_TARGET_FPR) -> Calibration:
-    """Choose the threshold from scores of normal images (or frames) held out from training."""
+def calibrate(
+    validation_scores: np.ndarray,
+    target_fpr: float = DEFAULT_TARGET_FPR,
+    normal_maps: np.ndarray | None = None,
+    pixel_target_fpr: float = DEFAULT_PIXEL_TARGET_FPR,
+) -> Calibration:
+    """Choose the threshold from scores of normal images (or frames) held out from training.
+
+    With ``normal_maps`` (the anomaly maps of the same images) the pixel threshold is chosen too.
+    """
     scores = np.asarray(validation_scores, dtype=np.float64).ravel()
     scores = scores[np.isfinite(scores)]
     if scores.size == 0:
@@ -81,4 +107,15 @@ def calibrate(validation_scores: np.ndarray, target_fpr: float = DEFAULT_TARGET_
         validation_std=std,
         validation_max=float(scores.max()),
         validation_count=int(scores.size),
+        pixel_threshold=None if normal_maps is None else pixel_threshold(normal_maps, threshold, pixel_target_fpr),
+        pixel_target_fpr=None if normal_maps is None else pixel_target_fpr,
     )
+
+
+def pixel_threshold(normal_maps: np.ndarray, image_threshold: float, target_fpr: float = DEFAULT_PIXEL_TARGET_FPR) -> float:
+    """The region threshold: :func:`calibrate`'s rule on the pixels of normal validation maps, capped at
+    ``image_threshold`` (a flagged image, whose maximum exceeds it, always has a region)."""
+    pixels = np.asarray(normal_maps, dtype=np.float32).ravel()
+    if pixels.size > MAX_CALIBRATION_PIXELS:  # a fixed, evenly spread sample keeps memory and time bounded
+        pixels = pixels[:: int(np.ceil(pixels.size / MAX_CALIBRATION_PIXELS))]
+    return min(calibrate(pixels, target_fpr).threshold, float(image_threshold))

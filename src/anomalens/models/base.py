@@ -99,6 +99,11 @@ class Prediction:
     def labels(self) -> np.ndarray:
         return self._calibrated().is_anomalous(self.scores)
 
+    @property
+    def defect_masks(self) -> np.ndarray:
+        """``bool`` ``(N, H, W)``: the pixels above the pixel threshold (see ``metrics.regions`` for regions)."""
+        return self._calibrated().defect_mask(self.maps)
+
     def _calibrated(self) -> Calibration:
         if self.calibration is None:
             raise RuntimeError("this detector has no threshold yet: fit it with held-out normal data first")
@@ -160,7 +165,8 @@ class Detector(ABC):
         if held_out is None:
             reporter.log("warning: no validation images; the threshold is set on training images and may be low")
             held_out = train
-        self.calibration_ = calibrate(self.predict(held_out, reporter=reporter).scores, self.config.target_fpr)
+        held_out_prediction = self.predict(held_out, reporter=reporter)
+        self.calibration_ = calibrate(held_out_prediction.scores, self.config.target_fpr, normal_maps=held_out_prediction.maps)
         return self
 
     @torch.no_grad()

@@ -111,7 +111,9 @@ def train_image_model(
         # stopped during the threshold pass after training: finish it, it takes seconds
         log.log("choosing the threshold on the validation images")
         held_out = validation if validation is not None else train
-        detector.calibration_ = calibrate(detector.predict(held_out).scores, detector.config.target_fpr)
+        held_out_prediction = detector.predict(held_out)
+        detector.calibration_ = calibrate(held_out_prediction.scores, detector.config.target_fpr,
+                                          normal_maps=held_out_prediction.maps)
     fit_seconds = time.perf_counter() - fit_started
     log_training_summary(log, detector, fit_seconds, "images")
     cal = detector.calibration_

@@ -97,25 +97,35 @@ def nearest_neighbour_distances(
     if bank.shape[0] == 0:
         raise ValueError("the memory bank is empty")
     k = min(k, bank.shape[0])
-    if chunk is None:
-        chunk = max(1, SEARCH_BUDGET // bank.shape[0])
     bank = bank.float()
     bank_norms = (bank * bank).sum(dim=1)
+    if torch.compiler.is_exporting():
+        # An exported graph (anomalens.export) has no Python loop over a symbolic size: one block, and the
+        # runtime that runs the graph bounds the batch instead.
+        return _nearest_block(queries.float(), bank, bank_norms, k)
+    if chunk is None:
+        chunk = max(1, SEARCH_BUDGET // bank.shape[0])
     distances, indices = [], []
     for start in range(0, queries.shape[0], chunk):
-        q = queries[start : start + chunk].float()
-        # ||q - b||^2 = ||b||^2 - 2 q.b + ||q||^2; the last term is the same along a row, so add it after the min
-        partial = torch.addmm(bank_norms[None, :], q, bank.T, alpha=-2.0)
-        if k == 1:
-            value, index = partial.min(dim=1, keepdim=True)
-        else:
-            value, index = partial.topk(k, dim=1, largest=False)
-        value = value + (q * q).sum(dim=1, keepdim=True)
-        distances.append(value.clamp_(min=0.0).sqrt_())
+        value, index = _nearest_block(queries[start : start + chunk].float(), bank, bank_norms, k)
+        distances.append(value)
         indices.append(index)
     if not distances:
         return torch.zeros((0, k), device=queries.device), torch.zeros((0, k), dtype=torch.long, device=queries.device)
     return torch.cat(distances), torch.cat(indices)
+
+
+def _nearest_block(
+    q: torch.Tensor, bank: torch.Tensor, bank_norms: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # ||q - b||^2 = ||b||^2 - 2 q.b + ||q||^2; the last term is the same along a row, so add it after the min
+    partial = torch.addmm(bank_norms[None, :], q, bank.T, alpha=-2.0)
+    if k == 1:
+        value, index = partial.min(dim=1, keepdim=True)
+    else:
+        value, index = partial.topk(k, dim=1, largest=False)
+    value = value + (q * q).sum(dim=1, keepdim=True)
+    return value.clamp(min=0.0).sqrt(), index
 
 
 class Reservoir:
