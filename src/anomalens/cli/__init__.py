@@ -17,7 +17,7 @@ from anomalens.errors import AnomalensError, Cancelled
 
 # Each module adds its sub-commands with register(subparsers); kept apart so that image, video and UI
 # commands can grow without touching each other.
-COMMAND_MODULES = ("anomalens.cli.image", "anomalens.cli.video", "anomalens.cli.ui")
+COMMAND_MODULES = ("anomalens.cli.image", "anomalens.cli.video", "anomalens.cli.ui", "anomalens.cli.deploy")
 
 
 def build_parser() -> argparse.ArgumentParser:

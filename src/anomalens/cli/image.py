@@ -64,6 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--checkpoint", required=True, type=Path, help="run folder (or its model/ folder)")
     predict.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
     predict.add_argument("--output-dir", type=Path, default=None, help="where to write (default: RUN_DIR/predictions/)")
+    predict.add_argument("--masks", action="store_true",
+                         help="also write each defect mask (pixels above the pixel threshold) as <name>_mask.png")
     add_common_flags(predict)
     predict.set_defaults(handler=_predict)
 
@@ -154,10 +156,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from anomalens.workflows.image import predict_images
 
-    report = predict_images(args.checkpoint, args.paths, args.output_dir, device=args.device, reporter=cli_reporter())
+    report = predict_images(args.checkpoint, args.paths, args.output_dir, device=args.device, reporter=cli_reporter(),
+                            save_masks=args.masks)
     for r in report.results:
         verdict = "ANOMALOUS" if r.anomalous else "normal"
-        print(f"{r.path}\tscore {r.score:.5g}\tnormalised {r.normalized_score:.3f}\t{verdict}")
+        print(f"{r.path}\tscore {r.score:.5g}\tnormalised {r.normalized_score:.3f}\t{verdict}\tregions {len(r.regions)}")
     flagged = sum(r.anomalous for r in report.results)
     print(f"{flagged} of {len(report.results)} images anomalous; results: {report.csv_path}")
     return 0

@@ -22,7 +22,7 @@ threshold use only that validation split; ``test/`` is read by :func:`evaluate_i
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -35,6 +35,7 @@ from anomalens.data.preprocessing import IMAGE_EXTENSIONS, Preprocessing, parse_
 from anomalens.errors import Cancelled, CheckpointError, ConfigError, DataError
 from anomalens.metrics.classification import confusion_at, f1_max, image_auroc, roc_curve
 from anomalens.metrics.segmentation import aupro, pixel_auroc
+from anomalens.metrics.regions import Region, find_regions
 from anomalens.metrics.threshold import calibrate
 from anomalens.models.base import Detector, create_detector, load_detector
 from anomalens.progress import SILENT, Reporter
@@ -346,6 +347,9 @@ class ImageResult:
     image: np.ndarray  # preprocessed RGB uint8 (H, W, 3)
     heatmap: np.ndarray  # normalised anomaly map (H, W) in [0, 1]
     reconstruction: np.ndarray | None  # model view RGB uint8, if the model has one
+    mask: np.ndarray | None = None  # bool (H, W): pixels above the pixel threshold
+    regions: list[Region] = field(default_factory=list)  # connected parts of the mask, largest first
+    mask_path: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -354,6 +358,8 @@ class ImageResult:
             "normalized_score": self.normalized_score,
             "anomalous": self.anomalous,
             "overlay": str(self.overlay_path) if self.overlay_path is not None else None,
+            "mask": str(self.mask_path) if self.mask_path is not None else None,
+            "regions": [r.to_dict() for r in self.regions],
         }
 
 
@@ -394,6 +400,7 @@ def predict_images(
     device: str = "auto",
     reporter: Reporter = SILENT,
     batch_size: int = 32,
+    save_masks: bool = False,
 ) -> PredictionReport:
     """Score images: raw score, normalised score (0.5 = threshold), verdict and an overlay per image.
 
@@ -401,6 +408,8 @@ def predict_images(
     ``output_dir`` (default ``RUN_DIR/predictions/`` for a checkpoint; none for a Detector object unless
     given): one ``<name>_overlay.png`` per image (heatmap over the image, regions above the threshold
     outlined) and ``predictions.csv`` / ``predictions.json``, moved in only once every image has been scored.
+    Each result lists its defect regions (pixels above the model's pixel threshold, chosen on normal validation
+    images); ``save_masks`` also writes each binary mask as ``<name>_mask.png``.
     """
     detector = _load_image_detector(checkpoint_or_detector, device)
     if output_dir is None and not isinstance(checkpoint_or_detector, Detector):
@@ -426,6 +435,11 @@ def predict_images(
                 if folder is not None:
                     overlay_path = folder / names[start + j]
                     _write_png(overlay_path, anomaly_contours(overlay(image, heatmap, 0.45), heatmap))
+                mask = cal.defect_mask(prediction.maps[j])
+                mask_path = None
+                if folder is not None and save_masks:
+                    mask_path = folder / names[start + j].replace("_overlay.png", "_mask.png")
+                    _write_png(mask_path, mask.astype(np.uint8) * 255)
                 score = float(prediction.scores[j])
                 results.append(ImageResult(
                     path=path,
@@ -436,12 +450,16 @@ def predict_images(
                     image=image,
                     heatmap=heatmap,
                     reconstruction=to_hwc(prediction.views[j]) if prediction.views is not None else None,
+                    mask=mask,
+                    regions=find_regions(prediction.maps[j], cal.region_threshold()),
+                    mask_path=mask_path,
                 ))
         csv_path = json_path = None
         if folder is not None:
             final = Path(output_dir)  # type: ignore[arg-type]
             for r in results:  # paths as they will be once the folder is in place
                 r.overlay_path = final / r.overlay_path.name if r.overlay_path is not None else None
+                r.mask_path = final / r.mask_path.name if r.mask_path is not None else None
             _write_prediction_tables(folder, results, detector, checkpoint_or_detector)
             csv_path, json_path = final / "predictions.csv", final / "predictions.json"
     if output_dir is not None:
@@ -497,16 +515,17 @@ def _write_prediction_tables(folder: Path, results: list[ImageResult], detector:
     cal = detector.calibration_
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["path", "score", "normalized_score", "anomalous", "threshold", "overlay"])
+    writer.writerow(["path", "score", "normalized_score", "anomalous", "threshold", "regions", "overlay"])
     for r in results:
         writer.writerow([str(r.path), f"{r.score:.6g}", f"{r.normalized_score:.4f}", int(r.anomalous), f"{cal.threshold:.6g}",
-                         str(r.overlay_path) if r.overlay_path else ""])
+                         len(r.regions), str(r.overlay_path) if r.overlay_path else ""])
     write_text_atomic(folder / "predictions.csv", buffer.getvalue())
     write_json_atomic(folder / "predictions.json", {
         "model": detector.name,
         "checkpoint": None if isinstance(source, Detector) else str(Path(source).resolve()),
         "threshold": cal.threshold,
         "normalized_threshold": 0.5,
+        "pixel_threshold": cal.region_threshold(),
         "created": datetime.now().isoformat(timespec="seconds"),
         "count": len(results),
         "anomalous": sum(r.anomalous for r in results),
