@@ -13,10 +13,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import secrets
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -26,6 +23,7 @@ import httpx
 import numpy as np
 
 from anomalens.serve.backends import load_predictor
+from anomalens.serve.process import served
 
 
 def rss_mb(pid: int) -> float:
@@ -65,25 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     bodies = [p.read_bytes() for p in files[:32]]
     offline = offline_rate(args.model, bodies, args.offline_seconds)
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     token = secrets.token_urlsafe(16)
-    command = [sys.executable, "-m", "anomalens", "serve", "--model", str(args.model), "--port", str(port),
-               "--max-wait-ms", str(args.max_wait_ms), "--queue-size", str(max(64, 4 * args.clients)), "--device", "cpu"]
+    extra = ["--max-wait-ms", str(args.max_wait_ms), "--queue-size", str(max(64, 4 * args.clients)), "--device", "cpu"]
     if args.max_batch:
-        command += ["--max-batch", str(args.max_batch)]
-    server = subprocess.Popen(command, env={**os.environ, "ANOMALENS_SERVE_TOKEN": token},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+        extra += ["--max-batch", str(args.max_batch)]
     headers = {"Authorization": f"Bearer {token}"}
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
+    with served(args.model, token=token, extra_args=extra) as server:
+        url = server.url
         with httpx.Client(timeout=60) as client:  # warm-up
             for body in bodies[:4]:
                 client.post(f"{url}/v1/predict", content=body, headers=headers).raise_for_status()
@@ -100,12 +86,14 @@ def main(argv: list[str] | None = None) -> int:
                     started = time.perf_counter()
                     try:
                         response = client.post(f"{url}/v1/predict", content=bodies[i % len(bodies)], headers=headers)
-                        ok = response.status_code == 200
-                        problem = None if ok else f"HTTP {response.status_code}"
+                        problem = None if response.status_code == 200 else f"HTTP {response.status_code}"
                     except httpx.HTTPError as exc:
-                        ok, problem = False, type(exc).__name__
+                        problem = type(exc).__name__
                     with lock:
-                        (latencies.append(time.perf_counter() - started) if ok else errors.append(problem))
+                        if problem is None:
+                            latencies.append(time.perf_counter() - started)
+                        else:
+                            errors.append(problem)
                     i += args.clients
 
         started = time.perf_counter()
@@ -116,13 +104,6 @@ def main(argv: list[str] | None = None) -> int:
             t.join()
         elapsed = time.perf_counter() - started
         rss_after = rss_mb(server.pid)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
     lat = np.array(latencies) * 1000.0
     report = {
         "model": str(args.model), "clients": args.clients, "duration_s": round(elapsed, 1),

@@ -6,10 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,47 +17,20 @@ from PIL import Image
 
 from anomalens.cli import main
 from anomalens.inference import Inferencer
+from anomalens.serve.backends import load_predictor
 from anomalens.serve.batching import Busy, MicroBatcher
+from anomalens.serve.process import served
 
 TOKEN = "test-token-123"
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(onnx_bundle):
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(SRC), "ANOMALENS_SERVE_TOKEN": TOKEN}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "anomalens", "serve", "--model", str(onnx_bundle), "--port", str(port),
-         "--max-request-mb", "1", "--max-wait-ms", "50"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"server exited: {process.stdout.read()}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        else:
-            pytest.fail("server did not start within 90 s")
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    # PYTHONPATH: the child process imports the same source tree as the tests
+    extra = ["--max-request-mb", "1", "--max-wait-ms", "50"]
+    with served(onnx_bundle, token=TOKEN, extra_args=extra, env={"PYTHONPATH": str(SRC)}) as handle:
+        yield handle.url
 
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -182,3 +151,13 @@ def test_batcher_refuses_when_full_and_batches_what_waits():
     results, refused = asyncio.run(scenario())
     assert results == [[1], [2], [3], [4]] and refused
     assert seen == [1, 3]
+
+
+def test_a_run_folder_is_served_by_the_library_with_the_same_verdicts(patchcore_run, onnx_bundle, images):
+    library, runtime = load_predictor(patchcore_run, device="cpu"), load_predictor(onnx_bundle)
+    batch = np.stack([library.prepare(p.read_bytes(), p.name) for p in images])
+    assert np.array_equal(batch, np.stack([runtime.prepare(p) for p in images]))  # the same pixels
+    ours, theirs = library.predict_prepared(batch), runtime.predict_prepared(batch)
+    assert [r.anomalous for r in ours] == [r.anomalous for r in theirs]
+    assert max(abs(a.score - b.score) for a, b in zip(ours, theirs)) <= 1e-4 * ours[0].threshold
+    assert library.describe()["engine"] == "pytorch" and runtime.describe()["engine"] == "onnx"
