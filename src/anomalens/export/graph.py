@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import warnings
 from pathlib import Path
 
@@ -84,6 +85,9 @@ def export_onnx(detector: Detector, path: str | Path) -> list[str]:
     batch = torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)
     dynamic = ({0: batch}, tuple({} for _ in constants)) if constants else ({0: batch},)  # (images, *constants)
     printed = io.StringIO()
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)  # "torchvision is not installed. Skipping ..." is not news for our graphs
     with torch.no_grad(), contextlib.redirect_stdout(printed), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -97,4 +101,5 @@ def export_onnx(detector: Detector, path: str | Path) -> list[str]:
             external_data=False,
             verbose=False,
         )
+    exporter_log.setLevel(level)
     return [line for line in printed.getvalue().splitlines() if line.strip()]
