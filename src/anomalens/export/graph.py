@@ -88,18 +88,20 @@ def export_onnx(detector: Detector, path: str | Path) -> list[str]:
     exporter_log = logging.getLogger("torch.onnx")
     level = exporter_log.level
     exporter_log.setLevel(logging.ERROR)  # "torchvision is not installed. Skipping ..." is not news for our graphs
-    with torch.no_grad(), contextlib.redirect_stdout(printed), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            ScoringGraph(detector).eval(),
-            (example, *constants.values()),
-            str(path),
-            input_names=[INPUT_NAME, *constants],
-            output_names=output_names(detector),
-            dynamic_shapes=dynamic,
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
-    exporter_log.setLevel(level)
+    try:
+        with torch.no_grad(), contextlib.redirect_stdout(printed), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                ScoringGraph(detector).eval(),
+                (example, *constants.values()),
+                str(path),
+                input_names=[INPUT_NAME, *constants],
+                output_names=output_names(detector),
+                dynamic_shapes=dynamic,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+    finally:
+        exporter_log.setLevel(level)
     return [line for line in printed.getvalue().splitlines() if line.strip()]
