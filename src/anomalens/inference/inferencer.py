@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from anomalens.data.pixels import ImageSource, load_rgb, resize_rgb_array
+from anomalens.errors import DataError
 from anomalens.inference.bundle import read_bundle
 from anomalens.inference.engines import Engine, open_engine
 from anomalens.inference.results import InferenceResult, results_from_outputs
@@ -75,6 +76,8 @@ class Inferencer:
         """Score images (one or a list); one :class:`InferenceResult` each, in order."""
         if isinstance(images, (str, Path, bytes, bytearray, memoryview)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
             images = [images]  # type: ignore[list-item]
+        if len(images) == 0:  # type: ignore[arg-type]
+            raise DataError("no images given")
         return self.predict_prepared(np.stack([self.prepare(image) for image in images]))  # type: ignore[union-attr]
 
     def predict_prepared(self, batch: np.ndarray) -> list[InferenceResult]:
