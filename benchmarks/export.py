@@ -24,8 +24,8 @@ from anomalens.export import export_model
 from anomalens.inference import Inferencer
 from anomalens.metrics.classification import image_auroc
 from anomalens.metrics.segmentation import pixel_auroc
-from anomalens.models.base import load_detector
-from anomalens.workflows.image import train_image_model
+from anomalens.workflows.runs import load_detector
+from anomalens.workflows.train import train_image_model
 
 RUNTIMES = ("onnx:fp32", "onnx:int8", "openvino:fp32", "openvino:bf16", "openvino:int8")
 

@@ -63,7 +63,7 @@ def tiny_model(monkeypatch) -> str:
 @pytest.fixture(scope="session")
 def patchcore_run(synthetic_image_dataset, tmp_path_factory) -> Path:
     """A small PatchCore run (64 px, synthetic data) for the export, runtime and server tests."""
-    from anomalens.workflows.image import train_image_model
+    from anomalens.workflows.train import train_image_model
 
     root, category = synthetic_image_dataset
     results = tmp_path_factory.mktemp("deploy_results")

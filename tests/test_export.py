@@ -17,8 +17,8 @@ from anomalens.data.mvtec import discover_category
 from anomalens.errors import CheckpointError, ConfigError
 from anomalens.export import export_model
 from anomalens.inference import Inferencer, read_bundle
-from anomalens.models.base import load_detector
-from anomalens.workflows.image import predict_images
+from anomalens.workflows.runs import load_detector
+from anomalens.workflows.predict import predict_images
 
 
 def _test_paths(root, category):
@@ -102,7 +102,7 @@ def test_unsupported_precision_and_model_are_refused(patchcore_run, tmp_path, ca
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["padim", "autoencoder"])
 def test_padim_and_autoencoder_bundles_reproduce_their_checkpoints(model, synthetic_image_dataset, tmp_path):
-    from anomalens.workflows.image import train_image_model
+    from anomalens.workflows.train import train_image_model
 
     root, category = synthetic_image_dataset
     settings = {"epochs": 1, "batch_size": 8} if model == "autoencoder" else {}
@@ -131,7 +131,7 @@ def test_openvino_fp32_matches_and_int8_recalibrates_on_validation_images(patchc
 
 @pytest.mark.slow
 def test_real_bottle_parity(mvtec_root, tmp_path):
-    from anomalens.workflows.image import train_image_model
+    from anomalens.workflows.train import train_image_model
 
     run = train_image_model(mvtec_root, "bottle", "patchcore", tmp_path, device="cpu", coreset_ratio=0.01).run_dir
     bundle = export_model(run, "onnx", "fp32", tmp_path / "bundle").folder

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from anomalens.models.base import load_detector
+from anomalens.workflows.runs import load_detector
 
 SCRIPT = r"""
 import json, sys

@@ -120,7 +120,7 @@ def test_model_metrics_and_micro_batching(server, anomalous_image):
 def test_refuses_to_listen_beyond_loopback_without_a_token(onnx_bundle, monkeypatch, capsys):
     monkeypatch.delenv("ANOMALENS_SERVE_TOKEN", raising=False)
     assert main(["serve", "--model", str(onnx_bundle), "--host", "0.0.0.0"]) == 2
-    assert "without a token" in capsys.readouterr().err
+    assert "without authentication" in capsys.readouterr().err
 
 
 def test_batcher_refuses_when_full_and_batches_what_waits():

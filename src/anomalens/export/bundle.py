@@ -60,7 +60,7 @@ def export_model(
 ) -> ExportResult:
     """Export the model of ``checkpoint`` (a run folder or its ``model/``) to ``output`` (default
     ``RUN_DIR/export/<format>_<precision>``), atomically: the folder appears complete or not at all."""
-    from anomalens.workflows.rundir import open_run
+    from anomalens.workflows.runs import open_run
 
     if format not in FORMATS:
         raise ConfigError(f"--format {format}: choose one of {', '.join(FORMATS)}")

@@ -44,8 +44,8 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, token: s
 
     token = resolve_token(token)
     if not is_loopback(host) and token is None:
-        raise ConfigError(f"refusing to listen on {host} without a token: pass --token or set {TOKEN_ENV} "
-                          "(or listen on 127.0.0.1)")
+        raise ConfigError(f"refusing to listen on {host} without authentication: give a token (or set {TOKEN_ENV}), "
+                          "or listen on 127.0.0.1")
     settings = dataclasses.replace(settings or ServeSettings(), token=token)
     app = create_app(load_predictor(model, device=device, threads=threads), settings)
     if announce is not None:

@@ -9,6 +9,7 @@ every error is ``{"error": "..."}`` with a fitting status. The interactive API d
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import logging
@@ -127,6 +128,9 @@ def create_app(predictor: Predictor, settings: ServeSettings = ServeSettings()) 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # one full batch before the first request: engines compile and allocate now, not on a client's time
+        warm_up = np.zeros((max_batch, *predictor.image_size, 3), dtype=np.uint8)
+        await asyncio.get_running_loop().run_in_executor(batcher.executor, predictor.predict_prepared, warm_up)
         await batcher.start()
         yield
         await batcher.stop()

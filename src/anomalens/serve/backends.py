@@ -22,6 +22,7 @@ from anomalens.inference.results import InferenceResult, results_from_outputs
 
 class Predictor(Protocol):
     max_batch: int
+    image_size: tuple[int, int]
 
     def prepare(self, source: ImageSource, name: str | None = None) -> np.ndarray: ...
 
@@ -34,13 +35,9 @@ class CheckpointPredictor:
     """A run folder scored by the library (PyTorch), for serving without exporting first."""
 
     def __init__(self, checkpoint: str | Path, device: str = "auto") -> None:
-        from anomalens.models.base import load_detector
+        from anomalens.workflows.runs import load_fitted_detector
 
-        self.detector = load_detector(checkpoint, device=device, kind="image")
-        if self.detector.calibration_ is None:
-            from anomalens.errors import CheckpointError
-
-            raise CheckpointError("this model has no threshold (it was never fitted with validation images)", checkpoint)
+        self.detector = load_fitted_detector(checkpoint, "image", device=device)
         self.calibration = self.detector.calibration_
         self.image_size = tuple(self.detector.config.image_size)
         self.max_batch = int(self.detector.config.batch_size)
