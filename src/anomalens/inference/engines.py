@@ -67,6 +67,7 @@ class OpenVinoEngine:
         self.request = self.compiled.create_infer_request()
         self.output_names = [o.get_any_name() for o in self.compiled.outputs]
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        hint = hint.to_string() if hasattr(hint, "to_string") else str(hint)  # an ov.Type: "f32", "bf16"
         self.description = f"openvino {ov.__version__} CPU, inference precision {hint}"
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
