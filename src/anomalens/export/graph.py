@@ -27,6 +27,7 @@ from torch import nn
 from anomalens.data.preprocessing import to_float
 from anomalens.errors import ConfigError
 from anomalens.models.base import Detector
+from anomalens.models.components.sampler import nearest_neighbour_distances
 
 INPUT_NAME = "images"
 MAX_EXPORT_BATCH = 4096
@@ -55,6 +56,19 @@ def output_names(detector: Detector) -> list[str]:
     return ["scores", "maps", "views"] if detector.name == "autoencoder" else ["scores", "maps"]
 
 
+class _GraphSearch:
+    """A nearest-neighbour index as a graph computes it: exact, over the bank that is a graph input (an index of
+    the library, such as faiss, cannot be traced)."""
+
+    kind = "exact (in the graph)"
+
+    def __init__(self, bank: torch.Tensor) -> None:
+        self.bank = bank
+
+    def search(self, queries: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        return nearest_neighbour_distances(queries, self.bank, k)
+
+
 class ScoringGraph(nn.Module):
     """Wraps ``detector._score_batch`` with ``uint8`` input and the constant inputs as arguments."""
 
@@ -64,13 +78,16 @@ class ScoringGraph(nn.Module):
         self.attributes = list(CONSTANT_INPUTS.get(detector.name, {}).values())
 
     def forward(self, images: torch.Tensor, *constants: torch.Tensor):  # type: ignore[override]
-        saved = [getattr(self.detector, a) for a in self.attributes]
+        swapped = {attribute: value for attribute, value in zip(self.attributes, constants)}
+        if "memory_bank_" in swapped and hasattr(self.detector, "index_"):
+            swapped["index_"] = _GraphSearch(swapped["memory_bank_"])
+        saved = {attribute: getattr(self.detector, attribute) for attribute in swapped}
         try:
-            for attribute, value in zip(self.attributes, constants):
+            for attribute, value in swapped.items():
                 setattr(self.detector, attribute, value)
             scores, maps, views = self.detector._score_batch(to_float(images))
         finally:
-            for attribute, value in zip(self.attributes, saved):
+            for attribute, value in saved.items():
                 setattr(self.detector, attribute, value)
         return (scores, maps) if views is None else (scores, maps, views)
 
