@@ -14,10 +14,6 @@ PatchCore's memory bank is a graph *input* (``memory_bank``), stored beside the 
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +23,10 @@ from torch import nn
 from anomalens.data.preprocessing import to_float
 from anomalens.errors import ConfigError
 from anomalens.models.base import Detector
-from anomalens.models.components.sampler import nearest_neighbour_distances
+from anomalens.models.components.onnx_backbone import MAX_EXPORT_BATCH, export_onnx_graph
+from anomalens.models.components.search import exact_search_block
 
 INPUT_NAME = "images"
-MAX_EXPORT_BATCH = 4096
 # detector attribute -> graph input name, for learned arrays that stay files of their own in the bundle
 CONSTANT_INPUTS: dict[str, dict[str, str]] = {"patchcore": {"memory_bank": "memory_bank_"}}
 EXPORTABLE = ("patchcore", "padim", "autoencoder")
@@ -66,7 +62,7 @@ class _GraphSearch:
         self.bank = bank
 
     def search(self, queries: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        return nearest_neighbour_distances(queries, self.bank, k)
+        return exact_search_block(queries, self.bank, min(k, self.bank.shape[0]))
 
 
 class ScoringGraph(nn.Module):
@@ -92,8 +88,8 @@ class ScoringGraph(nn.Module):
         return (scores, maps) if views is None else (scores, maps, views)
 
 
-def export_onnx(detector: Detector, path: str | Path) -> list[str]:
-    """Write the scoring graph of ``detector`` (on the CPU) to ``path``; returns what the exporter printed."""
+def export_onnx(detector: Detector, path: str | Path) -> None:
+    """Write the scoring graph of ``detector`` (on the CPU) to ``path`` (the library's one ONNX export path)."""
     check_exportable(detector)
     detector.device = torch.device("cpu")
     height, width = detector.config.image_size
@@ -101,24 +97,5 @@ def export_onnx(detector: Detector, path: str | Path) -> list[str]:
     constants = {name: torch.from_numpy(array) for name, array in constant_inputs(detector).items()}
     batch = torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)
     dynamic = ({0: batch}, tuple({} for _ in constants)) if constants else ({0: batch},)  # (images, *constants)
-    printed = io.StringIO()
-    exporter_log = logging.getLogger("torch.onnx")
-    level = exporter_log.level
-    exporter_log.setLevel(logging.ERROR)  # "torchvision is not installed. Skipping ..." is not news for our graphs
-    try:
-        with torch.no_grad(), contextlib.redirect_stdout(printed), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                ScoringGraph(detector).eval(),
-                (example, *constants.values()),
-                str(path),
-                input_names=[INPUT_NAME, *constants],
-                output_names=output_names(detector),
-                dynamic_shapes=dynamic,
-                dynamo=True,
-                external_data=False,
-                verbose=False,
-            )
-    finally:
-        exporter_log.setLevel(level)
-    return [line for line in printed.getvalue().splitlines() if line.strip()]
+    export_onnx_graph(ScoringGraph(detector).eval(), (example, *constants.values()), Path(path),
+                      [INPUT_NAME, *constants], output_names(detector), dynamic)

@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from anomalens.errors import ConfigError
+from anomalens.runtime import onnxruntime_session
 
 # INFERENCE_PRECISION_HINT of OpenVINO for each bundle precision (int8 layers run int8 whatever the hint)
 OPENVINO_PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
@@ -35,15 +36,7 @@ class OnnxRuntimeEngine:
             import onnxruntime as ort
         except ImportError:
             raise ConfigError("this bundle needs ONNX Runtime: pip install onnxruntime") from None
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        # idle threads sleep instead of spinning (fair on a shared CPU), and no memory arena: the arena keeps the
-        # largest batch's buffers for ever (PatchCore's distance matrix: +300 MB of RSS in a server), same speed
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.enable_cpu_mem_arena = False
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = onnxruntime_session(path, threads)  # the library's session settings (anomalens.runtime)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.description = f"onnxruntime {ort.__version__} CPUExecutionProvider"
 
