@@ -95,6 +95,10 @@ def export_onnx(detector: Detector, path: str | Path) -> None:
     height, width = detector.config.image_size
     example = torch.zeros((2, 3, height, width), dtype=torch.uint8)
     constants = {name: torch.from_numpy(array) for name, array in constant_inputs(detector).items()}
+    if hasattr(detector, "scores_to_maps"):
+        # what the model builds on first use (the map operator of PatchCore and PaDiM) must hold real tensors,
+        # not the tracer's: build it now, and the graph gets it as constants
+        detector.scores_to_maps(torch.zeros((1, *detector.feature_grid())), (height, width))  # type: ignore[attr-defined]
     batch = torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)
     dynamic = ({0: batch}, tuple({} for _ in constants)) if constants else ({0: batch},)  # (images, *constants)
     export_onnx_graph(ScoringGraph(detector).eval(), (example, *constants.values()), Path(path),
