@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from anomalens import __version__
 from anomalens.data.preprocessing import Preprocessing, to_float
 from anomalens.errors import CheckpointError
+from anomalens.metrics.drift import DriftReference
 from anomalens.metrics.threshold import DEFAULT_TARGET_FPR, Calibration, calibrate
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import atomic_dir, resolve_device, write_json_atomic
@@ -116,6 +117,7 @@ class Detector(ABC):
         self.config = config if config is not None else self.config_class()
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.calibration_: Calibration | None = None
+        self.drift_reference_: DriftReference | None = None  # typical distances of held-out normal data
         self.history_: list[dict[str, Any]] = []
         self.interrupted_ = False
 
@@ -160,7 +162,9 @@ class Detector(ABC):
         if held_out is None:
             reporter.log("warning: no validation images; the threshold is set on training images and may be low")
             held_out = train
-        self.calibration_ = calibrate(self.predict(held_out, reporter=reporter).scores, self.config.target_fpr)
+        held_out_prediction = self.predict(held_out, reporter=reporter)
+        self.calibration_ = calibrate(held_out_prediction.scores, self.config.target_fpr)
+        self.drift_reference_ = DriftReference.from_maps(held_out_prediction.maps)
         return self
 
     @torch.no_grad()
@@ -207,6 +211,7 @@ class Detector(ABC):
             "config": self.config.to_dict(),
             "preprocessing": self.preprocessing.to_dict(),
             "calibration": self.calibration_.to_dict() if self.calibration_ is not None else None,
+            "drift_reference": self.drift_reference_.to_dict() if self.drift_reference_ is not None else None,
             "interrupted": self.interrupted_,
         }
 
@@ -296,5 +301,9 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu", kind: st
         raise CheckpointError(f"weights do not match the saved config ({exc})", weights) from None
     if meta.get("calibration"):
         detector.calibration_ = Calibration.from_dict(meta["calibration"])
+    try:  # absent in models saved before drift was recorded: they load and score as before, without the check
+        detector.drift_reference_ = DriftReference.from_dict(meta.get("drift_reference"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"invalid drift_reference ({exc})", folder / CONFIG_FILE) from None
     detector.interrupted_ = bool(meta.get("interrupted", False))
     return detector

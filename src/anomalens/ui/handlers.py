@@ -131,10 +131,9 @@ def threshold_text(run_dir: str | Path) -> str:
     calibration = read_model_config(run_dir).get("calibration") or {}
     if not calibration:
         return "This model has no calibrated threshold."
-    return (
-        f"Threshold {calibration['threshold']:.4g} (raw score) = normalised 0.5, chosen on "
-        f"{calibration['validation_count']} held-out normal samples for a {calibration['target_fpr']:.0%} false-alarm rate."
-    )
+    from anomalens.metrics.threshold import Calibration
+
+    return f"Threshold {calibration['threshold']:.4g} (raw score) = normalised 0.5; " + Calibration.from_dict(calibration).false_alarm_text() + "."
 
 
 class _DetectorCache:
@@ -183,6 +182,7 @@ class ImageInspection:
     items: list[ImageItem]
     threshold_note: str = ""
     calibration: dict[str, Any] = field(default_factory=dict)
+    drift_note: str = ""  # set when the uploaded images, as a batch, look unlike the training data
 
     def raw_threshold(self, normalized: float) -> float | None:
         """The raw score that a normalised threshold stands for (inverse of the model's sigmoid)."""
@@ -232,7 +232,9 @@ def inspect_images(
         overlay = Path(result.overlay_path) if getattr(result, "overlay_path", None) else None
         items.append(ImageItem(name, float(result.score), float(result.normalized_score), overlay, recon_path))
     calibration = read_model_config(run).get("calibration") or {}
-    return ImageInspection(run, output_dir, items, threshold_text(run), calibration)
+    drift = report.drift
+    drift_note = f"**Warning, {drift.message}.**" if drift is not None and drift.drifted else ""
+    return ImageInspection(run, output_dir, items, threshold_text(run), calibration, drift_note)
 
 
 INSPECTION_HEADERS = ["image", "raw score", "normalised score", "verdict"]
@@ -271,7 +273,7 @@ def inspection_summary(inspection: ImageInspection, threshold: float = 0.5) -> s
     return (
         f"**{flagged} of {len(inspection.items)} images flagged** at threshold {threshold:.2f}{raw_text}. "
         f"{inspection.threshold_note}"
-    )
+    ) + (f"\n\n{inspection.drift_note}" if inspection.drift_note else "")
 
 
 def inspection_downloads(inspection: ImageInspection, threshold: float = 0.5) -> list[str]:
@@ -356,6 +358,9 @@ def analyze_video_file(
         f"**{len(rows)} anomalous interval(s)**; {flagged} of {frames} frames above the threshold "
         f"({frames / analysis.fps:.1f} s at {analysis.fps:g} fps). {threshold_text(run)}"
     )
+    drift = getattr(analysis, "drift", None)
+    if drift is not None and drift.drifted:
+        summary += f"\n\n**Warning, {drift.message}.**"
     downloads = [str(p) for p in (analysis.scores_csv, analysis.events_json, analysis.side_by_side_path) if p]
     return VideoView(output_dir, Path(analysis.side_by_side_path), Path(analysis.timeline_path), rows, downloads, summary)
 

@@ -35,7 +35,8 @@ from anomalens.data.preprocessing import IMAGE_EXTENSIONS, Preprocessing, parse_
 from anomalens.errors import Cancelled, CheckpointError, ConfigError, DataError
 from anomalens.metrics.classification import confusion_at, f1_max, image_auroc, roc_curve
 from anomalens.metrics.segmentation import aupro, pixel_auroc
-from anomalens.metrics.threshold import calibrate
+from anomalens.metrics.drift import DriftReport, assess_drift, typical_distances
+from anomalens.metrics.threshold import calibrate, false_alarm_line
 from anomalens.models.base import Detector, create_detector, load_detector
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import atomic_dir, atomic_path, seed_everything, write_json_atomic, write_text_atomic
@@ -174,6 +175,8 @@ def evaluate_image_model(
     for warning in pixel["warnings"][len(found.types_without_masks):]:  # load_test_set already named those types
         reporter.log(f"warning: {warning}")
     metrics.update(pixel)
+    drift = assess_drift(prediction.maps, detector.drift_reference_)
+    metrics["drift"] = drift.to_dict() if drift is not None else None
     metrics.update(
         {
             **evaluation_context(detector, category, data_dir, model_dir),
@@ -229,6 +232,7 @@ def image_metrics(scores: np.ndarray, labels: np.ndarray, defect_types: list[str
         "f1_max_threshold_normalized": float(cal.normalize(f1_threshold)),
         "threshold": cal.threshold,
         "threshold_rule": f"from validation-normal scores only, target false-positive rate {cal.target_fpr:g}",
+        "false_alarm_rate": cal.false_alarm_summary(),
         "at_model_threshold": confusion_at(labels, scores, cal.threshold),
         "counts": {"test_images": int(labels.size), "normal": int((labels == 0).sum()), "anomalous": int(labels.sum())},
         "per_defect_type": per_type,
@@ -317,7 +321,10 @@ def evaluation_report(metrics: dict[str, Any], run: dict[str, Any]) -> str:
         f"and {at['true_positives']} of {at['true_positives'] + at['false_negatives']} anomalous ones are found. "
         "F1-max picks its threshold on the test labels, so it measures separability only.",
         "",
+        f"What the threshold promises: {false_alarm_line(metrics.get('false_alarm_rate'), metrics.get('at_model_threshold'))}",
+        "",
         f"Pixel metrics use {metrics['pixel_metric_images']} images with known pixel truth.",
+        *_drift_lines(metrics.get("drift")),
         *[f"- warning: {w}" for w in metrics.get("warnings", [])],
         "",
         "| type | images | mean score | mean normalised score | flagged at threshold | image AUROC vs good |",
@@ -331,6 +338,13 @@ def evaluation_report(metrics: dict[str, Any], run: dict[str, Any]) -> str:
         )
     lines += ["", "Figures: `roc_curve.png`, `score_distribution.png`, `samples.png`.", ""]
     return "\n".join(lines)
+
+
+def _drift_lines(drift: dict[str, Any] | None) -> list[str]:
+    """report.md's drift line: the test set as a whole against the typical distances of validation images."""
+    if not drift:
+        return []
+    return [f"- drift check (typical, not highest, distances; no labels used): {'WARNING ' if drift['drifted'] else ''}{drift['message']}"]
 
 
 # ---- prediction -------------------------------------------------------------------------------
@@ -360,6 +374,7 @@ class PredictionReport:
     results: list[ImageResult]
     csv_path: Path | None
     json_path: Path | None
+    drift: DriftReport | None = None  # do these images, as a batch, look unlike the training data?
 
 
 def collect_image_paths(inputs: str | Path | Iterable[str | Path]) -> list[Path]:
@@ -409,6 +424,7 @@ def predict_images(
     assert cal is not None
 
     results: list[ImageResult] = []
+    typical: list[np.ndarray] = []  # each image's typical distance, for the drift check
     names = _overlay_names([p for p, _ in items])
     with staged_dir(output_dir) as folder:
         for start in range(0, len(items), batch_size):
@@ -416,6 +432,7 @@ def predict_images(
             images = torch.stack([_prepare(preprocessing, path, array) for path, array in
                                   reporter.iter(chunk, f"read images {start + 1}-{start + len(chunk)} of {len(items)}")])
             prediction = detector.predict(images, reporter=reporter)
+            typical.append(typical_distances(prediction.maps))
             heatmaps = cal.normalize(prediction.maps)
             for j, (path, _) in enumerate(chunk):
                 image = to_hwc(images[j])
@@ -435,16 +452,19 @@ def predict_images(
                     heatmap=heatmap,
                     reconstruction=to_hwc(prediction.views[j]) if prediction.views is not None else None,
                 ))
+        drift = assess_drift(np.concatenate(typical), detector.drift_reference_, typical=True)
+        if drift is not None and drift.drifted:
+            reporter.log(f"warning: {drift.message}")
         csv_path = json_path = None
         if folder is not None:
             final = Path(output_dir)  # type: ignore[arg-type]
             for r in results:  # paths as they will be once the folder is in place
                 r.overlay_path = final / r.overlay_path.name if r.overlay_path is not None else None
-            _write_prediction_tables(folder, results, detector, checkpoint_or_detector)
+            _write_prediction_tables(folder, results, detector, checkpoint_or_detector, drift)
             csv_path, json_path = final / "predictions.csv", final / "predictions.json"
     if output_dir is not None:
         reporter.log(f"wrote {len(results)} predictions to {output_dir}")
-    return PredictionReport(results=results, csv_path=csv_path, json_path=json_path)
+    return PredictionReport(results=results, csv_path=csv_path, json_path=json_path, drift=drift)
 
 
 def _prediction_inputs(inputs: Any) -> list[tuple[Path, np.ndarray | None]]:
@@ -488,7 +508,9 @@ def _write_png(path: Path, array: np.ndarray) -> None:
         Image.fromarray(array).save(tmp, format="PNG")
 
 
-def _write_prediction_tables(folder: Path, results: list[ImageResult], detector: Detector, source: Any) -> None:
+def _write_prediction_tables(
+    folder: Path, results: list[ImageResult], detector: Detector, source: Any, drift: DriftReport | None = None
+) -> None:
     import csv
     import io
 
@@ -508,5 +530,6 @@ def _write_prediction_tables(folder: Path, results: list[ImageResult], detector:
         "created": datetime.now().isoformat(timespec="seconds"),
         "count": len(results),
         "anomalous": sum(r.anomalous for r in results),
+        "drift": drift.to_dict() if drift is not None else None,
         "results": [r.to_dict() for r in results],
     })

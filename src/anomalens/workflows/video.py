@@ -45,7 +45,8 @@ from anomalens.metrics.events import (
     pooled_frame_auroc,
     video_auroc,
 )
-from anomalens.metrics.threshold import calibrate
+from anomalens.metrics.drift import DriftReport, assess_drift
+from anomalens.metrics.threshold import calibrate, false_alarm_line
 from anomalens.models.base import DEFAULT_VIDEO_MODEL, Detector, create_detector, load_detector
 from anomalens.models.video.base import VideoDetector
 from anomalens.progress import SILENT, Reporter
@@ -149,8 +150,8 @@ def train_video_model(
         log.log("choosing the threshold on the validation clips")
         quiet = Reporter(show_tqdm=reporter.show_tqdm)
         held_out = validation or train
-        scores = np.concatenate([detector.predict_clip(clip, quiet).scores for clip in held_out])
-        detector.calibration_ = calibrate(scores, detector.config.target_fpr)
+        per_clip = [detector.predict_clip(clip, quiet).scores for clip in held_out]
+        detector.calibration_ = calibrate(np.concatenate(per_clip), detector.config.target_fpr, [len(s) for s in per_clip])
     fit_seconds = time.perf_counter() - fit_started
     log_training_summary(log, detector, fit_seconds, "frames")
     cal = detector.calibration_
@@ -325,6 +326,7 @@ def video_metrics(results: list[_ClipResult], cal) -> dict[str, Any]:
         "video_auroc": auroc_video,
         "threshold": cal.threshold,
         "threshold_rule": f"from frames of held-out normal training clips only, target false-positive rate {cal.target_fpr:g}",
+        "false_alarm_rate": cal.false_alarm_summary(),
         "at_model_threshold": at_threshold,
         "counts": {
             "test_clips": len(results),
@@ -380,6 +382,7 @@ def video_report(metrics: dict[str, Any], run: dict[str, Any]) -> str:
             f"At it {at['false_positives']} of {at['false_positives'] + at['true_negatives']} normal test frames are flagged and "
             f"{at['true_positives']} of {at['true_positives'] + at['false_negatives']} anomalous frames are found."
         )
+    lines.append(f"What the threshold promises: {false_alarm_line(metrics.get('false_alarm_rate'), at)}")
     lines += [
         "The min-max variant rescales each test clip by its own score range, as many papers do; an online system "
         "cannot, so the pooled figure is the headline.",
@@ -430,6 +433,7 @@ class VideoAnalysis:
     anomalous: np.ndarray
     events: list[dict]
     fps: float
+    drift: DriftReport | None = None  # None for models saved before drift was recorded
 
 
 def analyze_video(
@@ -476,6 +480,9 @@ def analyze_video(
         f"{clip.name}: {scores.size} frames scored in {seconds:.1f} s ({scores.size / max(seconds, 1e-9):.1f} frames/s); "
         f"{int(anomalous.sum())} above the threshold, {len(events)} interval(s)"
     )
+    drift = assess_drift(prediction.maps, detector.drift_reference_)
+    if drift is not None and drift.drifted:
+        reporter.log(f"warning: {clip.name}: {drift.message}")
     view_label = getattr(detector, "view_label", "Reconstruction" if detector.name == "convlstm" else "Model view")
     maps = (cal.normalize(m.astype(np.float32)) for m in prediction.maps)
     with staged_dir(output_dir) as tmp:
@@ -496,6 +503,7 @@ def analyze_video(
                 "threshold": cal.threshold,
                 "threshold_rule": f"from held-out normal training clips, target false-positive rate {cal.target_fpr:g}",
                 "truncated": clip.truncated,
+                "drift": drift.to_dict() if drift is not None else None,
                 "events": events,
             },
         )
@@ -510,6 +518,7 @@ def analyze_video(
         anomalous=anomalous,
         events=events,
         fps=clip.fps,
+        drift=drift,
     )
 
 

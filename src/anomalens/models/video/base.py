@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from anomalens.metrics.drift import DriftReference, typical_distances
 from anomalens.metrics.threshold import calibrate
 from anomalens.models.base import Detector, Prediction
 from anomalens.progress import SILENT, Reporter
@@ -118,8 +119,13 @@ class VideoDetector(Detector):
         if not held_out:
             reporter.log("warning: no validation clips; the threshold is set on training clips and may be low")
             held_out = list(train)
-        scores = np.concatenate([self._predict_clip(clip, reporter).scores for clip in held_out])
-        self.calibration_ = calibrate(scores, self.config.target_fpr)
+        scores, typical = [], []
+        for clip in held_out:
+            prediction = self._predict_clip(clip, reporter)
+            scores.append(prediction.scores)
+            typical.append(typical_distances(prediction.maps))
+        self.calibration_ = calibrate(np.concatenate(scores), self.config.target_fpr, [len(s) for s in scores])
+        self.drift_reference_ = DriftReference.from_typical(np.concatenate(typical))
         return self
 
     @torch.no_grad()
