@@ -96,8 +96,8 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
                         help=f"{', '.join(IMAGE_MODELS)} (default: patchcore)")
     parser.add_argument("--results-dir", type=Path, default=Path("results"), help="where runs go (default: results)")
     parser.add_argument("--image-size", type=int, nargs="+", metavar=("H", "W"), default=None,
-                        help="resize images to H x W (one number: square; default: 256 for images, the model's "
-                             "own for video)")
+                        help="resize images to H x W (one number: square; default for images: the training images' "
+                             "aspect ratio at about 256x256 pixels; for video the model's own)")
     parser.add_argument("--validation-fraction", type=float, default=0.1,
                         help="share of train/good held out to choose the model and the threshold (default: 0.1)")
     parser.add_argument("--batch-size", type=int, default=None, help="images per batch (default: the model's, 16)")
@@ -129,7 +129,7 @@ def _train(args: argparse.Namespace) -> int:
 
     model = args.model or DEFAULT_IMAGE_MODEL
     result = train_image_model(
-        args.data_dir, args.category, model, args.results_dir, image_size=args.image_size or [256],
+        args.data_dir, args.category, model, args.results_dir, image_size=args.image_size,
         validation_fraction=args.validation_fraction, seed=args.seed, device=args.device, reporter=cli_reporter(),
         **model_settings(args, model, MODEL_FLAGS),
     )
@@ -187,7 +187,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         unused = [f"--{name.replace('_', '-')}" for name in VIDEO_MODEL_FLAGS if getattr(args, name, None) is not None]
         if unused:
             raise ConfigError(f"{', '.join(unused)} only apply to video datasets")
-        settings = dict(image_size=args.image_size or [256], validation_fraction=args.validation_fraction,
+        settings = dict(image_size=args.image_size, validation_fraction=args.validation_fraction,
                         **model_settings(args, args.model or DEFAULT_IMAGE_MODEL, MODEL_FLAGS))
     result = run_benchmark(args.data_dir, args.category, args.model, args.results_dir, args.output,
                            device=args.device, seed=args.seed, reporter=cli_reporter(), **settings)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from anomalens.data.mvtec import NORMAL_TYPE, discover_category, load_test_set, split_train_validation
-from anomalens.data.preprocessing import IMAGE_EXTENSIONS, Preprocessing, parse_image_size
+from anomalens.data.preprocessing import IMAGE_EXTENSIONS, Preprocessing, aspect_aware_size, native_size, parse_image_size
 from anomalens.errors import Cancelled, CheckpointError, ConfigError, DataError
 from anomalens.metrics.classification import confusion_at, f1_max, image_auroc, roc_curve
 from anomalens.metrics.segmentation import aupro, pixel_auroc
@@ -67,7 +67,7 @@ def train_image_model(
     model: str = "patchcore",
     results_dir: str | Path = "results",
     *,
-    image_size: int | Sequence[int] = 256,
+    image_size: int | Sequence[int] | None = None,
     validation_fraction: float = 0.1,
     seed: int = 0,
     device: str = "auto",
@@ -78,13 +78,15 @@ def train_image_model(
     """Train ``model`` on ``data_dir/category/train/good`` minus a validation split and save a run folder.
 
     ``model_settings`` go to the model's config (``epochs``, ``lr``, ``backbone``, ``coreset_ratio``, ...).
+    ``image_size`` None (the default) keeps the training images' aspect ratio at about 256x256 pixels
+    (:func:`~anomalens.data.preprocessing.aspect_aware_size`); the size is recorded in the model.
     The run folder appears complete or not at all. On Ctrl-C or Cancel, a model that can keep its best
     epoch (the autoencoder) is saved and ``interrupted`` is True; otherwise nothing is written and the
     interruption propagates.
     """
     started = datetime.now()
-    size = parse_image_size(image_size)
     found = discover_category(data_dir, category)
+    size = parse_image_size(image_size) if image_size is not None else aspect_aware_size(*native_size(found.train_paths))
     settings = {k: v for k, v in model_settings.items() if v is not None}
     detector = create_detector(model, device=device, image_size=size, seed=seed, **settings)
     if detector.kind != "image":

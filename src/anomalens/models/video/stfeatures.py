@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from anomalens.data.preprocessing import to_float
 from anomalens.errors import ConfigError, DataError
 from anomalens.models.base import DetectorConfig
+from anomalens.models.components.anomaly_map import gaussian_blur
 from anomalens.models.components.features import PatchFeatureExtractor
 from anomalens.models.video.motion import FLOW_PRESETS, FlowStream, flow_view, grey_frames, orientation_histograms
 from anomalens.models.components.sampler import Reservoir, greedy_coreset, nearest_neighbour_distances
@@ -66,6 +67,10 @@ class SpatioTemporalConfig(DetectorConfig):
     position_tolerance: int = 1  # a cell's motion memory also holds what its neighbours within this many cells saw
     frame_step: int = 2  # learn from every n-th training frame (neighbouring frames are redundant)
     temporal_sigma: float = 2.0  # Gaussian smoothing of frame scores, in frames (0 = none)
+    # Gaussian low-pass (sigma in pixels of the model input) before the appearance backbone, at training and
+    # scoring alike: sensor noise, compression artefacts and resampling differ between codecs, bitrates and
+    # resolutions; without it the same scene stored at another quality scored as anomalous (benchmarks/reencode.py)
+    input_blur: float = 1.0
 
 
 # ---- per-position memory -----------------------------------------------------------------------
@@ -145,6 +150,14 @@ def _cell_samples(features: torch.Tensor, tolerance: int, cells: torch.Tensor) -
     return gathered.permute(2, 0, 3, 1).reshape(len(cells), -1, c)
 
 
+def low_pass(frames: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of ``(B, 3, H, W)`` frames (each channel alike); ``sigma`` 0 returns them unchanged."""
+    if sigma <= 0:
+        return frames
+    b, c, h, w = frames.shape
+    return gaussian_blur(frames.reshape(b * c, h, w), sigma).reshape(b, c, h, w)
+
+
 def gaussian_smooth_1d(values: np.ndarray, sigma: float) -> np.ndarray:
     """Smooth a score series with a Gaussian of ``sigma`` frames, reflecting at both ends."""
     if sigma <= 0 or len(values) < 2:
@@ -194,6 +207,8 @@ class SpatioTemporalFeatures(VideoDetector):
             raise ConfigError("position_tolerance must be >= 0, orientation_bins >= 2 and motion_cell >= 1")
         if not 0.0 < c.motion_scale <= 1.0:
             raise ConfigError(f"motion_scale must be in (0, 1], got {c.motion_scale}")
+        if c.input_blur < 0:
+            raise ConfigError(f"input_blur must be >= 0, got {c.input_blur}")
         if c.flow_preset not in FLOW_PRESETS:
             raise ConfigError(f"flow_preset must be one of {', '.join(FLOW_PRESETS)}, got {c.flow_preset!r}")
         self.extractor = PatchFeatureExtractor(c.backbone, stages=c.stages, neighbourhood=3, seed=c.seed).to(self.device)
@@ -239,7 +254,7 @@ class SpatioTemporalFeatures(VideoDetector):
                 reporter.check_cancelled()
             any_frames = True
             frames = to_float(batch).to(self.device)
-            appearance = self.extractor(frames).cpu()
+            appearance = self.extractor(low_pass(frames, c.input_blur)).cpu()
             greys = grey_frames(frames, self.flow_size)
             flow = [flows.push(grey) for grey in greys]
             if flow[0] is None:
