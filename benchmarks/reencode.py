@@ -31,6 +31,7 @@ from anomalens.data.synthetic_video import ANOMALY_TYPES, DEFAULT_VIDEO_CATEGORY
 from anomalens.data.video_io import open_clip
 from anomalens.metrics.classification import image_auroc
 from anomalens.metrics.drift import assess_drift
+from anomalens.models.base import load_detector
 from anomalens.progress import Reporter
 from anomalens.workflows.video import train_video_model
 
@@ -38,9 +39,10 @@ from anomalens.workflows.video import train_video_model
 ENCODINGS: dict[str, tuple[str, str, str, dict[str, str], float]] = {
     "h264_high": ("mp4", "libx264", "yuv420p", {"crf": "18", "preset": "veryfast"}, 1.0),
     "h264_low": ("mp4", "libx264", "yuv420p", {"crf": "35", "preset": "veryfast"}, 1.0),
-    "mjpeg_q3": ("avi", "mjpeg", "yuvj420p", {"q:v": "3"}, 1.0),
-    "mjpeg_q12": ("avi", "mjpeg", "yuvj420p", {"q:v": "12"}, 1.0),
-    "mpeg4_part2": ("avi", "mpeg4", "yuv420p", {"q:v": "6"}, 1.0),
+    # PyAV ignores ffmpeg's "q:v"; a fixed quantiser is set with qmin = qmax (2 best ... 31 worst)
+    "mjpeg_q3": ("avi", "mjpeg", "yuvj420p", {"qmin": "3", "qmax": "3"}, 1.0),
+    "mjpeg_q12": ("avi", "mjpeg", "yuvj420p", {"qmin": "12", "qmax": "12"}, 1.0),
+    "mpeg4_part2": ("avi", "mpeg4", "yuv420p", {"qmin": "8", "qmax": "8"}, 1.0),
     "h264_half_res": ("mp4", "libx264", "yuv420p", {"crf": "23", "preset": "veryfast"}, 0.5),
     "h264_double_res": ("mp4", "libx264", "yuv420p", {"crf": "23", "preset": "veryfast"}, 2.0),
 }
@@ -101,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--encodings", nargs="*", default=list(ENCODINGS), choices=list(ENCODINGS))
     parser.add_argument("--test-kinds", nargs="*", default=None, choices=list(ANOMALY_TYPES) + ["normal"],
                         help="score only these test clips (quicker comparisons)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="score with this trained run instead of training (same clips: same --seed, sizes, counts)")
     parser.add_argument("--model-setting", nargs="*", default=[], metavar="KEY=VALUE",
                         help="model settings to compare against the default (numbers or words)")
     args = parser.parse_args(argv)
@@ -108,10 +112,6 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     train, test = make_clips(args.train_clips, args.normal_test_clips, args.frames, tuple(args.size), args.seed)
 
-    data_dir = work / "data"
-    root = data_dir / DEFAULT_VIDEO_CATEGORY
-    for i, frames in enumerate(train):
-        encode(root / "train" / "normal" / f"train_{i:03d}.mp4", frames, args.fps, TRAINING_ENCODING)
     settings = {}
     for item in args.model_setting:
         key, _, value = item.partition("=")
@@ -119,10 +119,16 @@ def main(argv: list[str] | None = None) -> int:
             settings[key] = json.loads(value)
         except json.JSONDecodeError:
             settings[key] = value
-    reporter = Reporter(show_tqdm=False)
-    trained = train_video_model(data_dir, DEFAULT_VIDEO_CATEGORY, results_dir=work / "results", run_name="reencode",
-                                reporter=reporter, **settings)
-    detector = trained.detector
+    if args.checkpoint is not None:
+        detector = load_detector(args.checkpoint)
+    else:
+        data_dir = work / "data"
+        root = data_dir / DEFAULT_VIDEO_CATEGORY
+        for i, frames in enumerate(train):
+            encode(root / "train" / "normal" / f"train_{i:03d}.mp4", frames, args.fps, TRAINING_ENCODING)
+        trained = train_video_model(data_dir, DEFAULT_VIDEO_CATEGORY, results_dir=work / "results", run_name="reencode",
+                                    reporter=Reporter(show_tqdm=False), **settings)
+        detector = trained.detector
     threshold = detector.calibration_.threshold
     print(f"trained in {time.perf_counter() - started:.0f} s; threshold {threshold:.3f}", flush=True)
 
@@ -152,13 +158,13 @@ def main(argv: list[str] | None = None) -> int:
         record = {
             "normal_flagged_percent": round(100.0 * float(np.mean(scores_all[normal] > threshold)), 2),
             "per_kind_frame_auroc": per_kind,
-            "pooled_frame_auroc": round(image_auroc(labels_all, scores_all), 4),
+            "pooled_frame_auroc": round(image_auroc(labels_all, scores_all), 4) if 0 < labels_all.sum() < labels_all.size else None,
             "median_normal_score": round(float(np.median(scores_all[normal])), 3),
         }
         record["clips_with_drift_warning"] = drifted
         report["encodings"][name] = record
         print(f"{name:16s} normal flagged {record['normal_flagged_percent']:5.1f}%  "
-              f"median normal {record['median_normal_score']:7.3f}  pooled {record['pooled_frame_auroc']:.3f}  "
+              f"median normal {record['median_normal_score']:7.3f}  pooled {record['pooled_frame_auroc']}  "
               + "  ".join(f"{k} {v:.3f}" for k, v in per_kind.items()) + f"  drift warnings {len(drifted)}", flush=True)
     report["seconds"] = round(time.perf_counter() - started, 1)
     worst_flagged = max(r["normal_flagged_percent"] for r in report["encodings"].values())

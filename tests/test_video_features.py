@@ -78,6 +78,22 @@ def test_save_load_round_trip_gives_identical_scores(fitted, tmp_path):
     frames, _ = clip(400, n_frames=30, anomaly="stop")
     np.testing.assert_array_equal(loaded.predict_clip(frames).scores, fitted.predict_clip(frames).scores)
     assert loaded.calibration_ == fitted.calibration_
+    assert loaded.drift_reference_ == fitted.drift_reference_
+
+
+def test_models_saved_before_the_input_low_pass_load_without_it(fitted, tmp_path):
+    """A field added later takes the value the old model was fitted with, not the new default."""
+    import json
+
+    fitted.save(tmp_path / "model")
+    config_path = tmp_path / "model" / "config.json"
+    meta = json.loads(config_path.read_text())
+    assert meta["config"]["input_blur"] > 0  # the current default
+    for field in ("input_blur", "compression_augment"):
+        del meta["config"][field]
+    config_path.write_text(json.dumps(meta))
+    loaded = load_detector(tmp_path / "model", kind="video")
+    assert loaded.config.input_blur == 0.0 and loaded.config.compression_augment == ()
 
 
 def test_same_seed_same_model():
@@ -176,3 +192,20 @@ def test_frame_buffer_spills_to_disk_beyond_its_memory_limit():
     np.testing.assert_array_equal(frames[:, 0, 0, 0], np.repeat(np.arange(10), 2))
     with pytest.raises(ValueError, match="expected"):
         buffer.append(np.zeros((1, 3, 4, 4), np.uint8))
+
+
+def test_low_pass_and_jpeg_degradation_keep_shape_and_content():
+    from anomalens.models.video.stfeatures import jpeg_degrade, low_pass
+
+    frames = torch.stack(clip(5, n_frames=8)[0][:2])
+    degraded = jpeg_degrade(frames, 20)
+    assert degraded.shape == frames.shape and degraded.dtype == torch.uint8
+    difference = (degraded.float() - frames.float()).abs()
+    assert 0.5 < difference.mean() < 12  # visibly compressed, still the same scene
+    floats = frames.float() / 255
+    assert torch.equal(low_pass(floats, 0.0), floats)
+    blurred = low_pass(floats, 1.5)
+    assert blurred.shape == floats.shape
+    assert blurred.mean().item() == pytest.approx(floats.mean().item(), abs=2e-3)  # a low-pass keeps the mean
+    noise = torch.randn(1, 3, 64, 64) * 0.1
+    assert low_pass(noise, 1.5).std() < 0.3 * noise.std()  # and removes pixel noise

@@ -57,6 +57,10 @@ class DetectorConfig:
     batch_size: int = 16
     target_fpr: float = DEFAULT_TARGET_FPR
 
+    # Fields added after models were saved, with the value that reproduces how those models were fitted
+    # (a new default may differ: an old model must keep scoring as it did). Used by load_detector only.
+    SAVED_BEFORE: ClassVar[dict[str, Any]] = {}
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
@@ -284,7 +288,7 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu", kind: st
         )
     cls = detector_class(meta["model"])
     try:
-        config = cls.config_class.from_dict(meta["config"])
+        config = cls.config_class.from_dict({**cls.config_class.SAVED_BEFORE, **meta["config"]})
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"incompatible model settings ({exc})", folder / CONFIG_FILE) from None
     detector = cls(config, device=device)

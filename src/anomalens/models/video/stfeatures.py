@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -71,6 +71,11 @@ class SpatioTemporalConfig(DetectorConfig):
     # scoring alike: sensor noise, compression artefacts and resampling differ between codecs, bitrates and
     # resolutions; without it the same scene stored at another quality scored as anomalous (benchmarks/reencode.py)
     input_blur: float = 1.0
+    # JPEG qualities at which training frames are also stored in the appearance memory (empty = none): the
+    # memory then knows what normal parts look like through coarser compression than the training video's
+    compression_augment: tuple[int, ...] = ()
+
+    SAVED_BEFORE: ClassVar[dict[str, Any]] = {"input_blur": 0.0, "compression_augment": ()}
 
 
 # ---- per-position memory -----------------------------------------------------------------------
@@ -150,6 +155,20 @@ def _cell_samples(features: torch.Tensor, tolerance: int, cells: torch.Tensor) -
     return gathered.permute(2, 0, 3, 1).reshape(len(cells), -1, c)
 
 
+def jpeg_degrade(frames: torch.Tensor, quality: int) -> torch.Tensor:
+    """``uint8`` frames ``(B, 3, H, W)`` -> the same frames after a JPEG round trip at ``quality`` (4:2:0)."""
+    import io
+
+    from PIL import Image
+
+    out = []
+    for frame in frames.permute(0, 2, 3, 1).numpy():
+        buffer = io.BytesIO()
+        Image.fromarray(frame).save(buffer, format="JPEG", quality=int(quality))
+        out.append(np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
+
+
 def low_pass(frames: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian blur of ``(B, 3, H, W)`` frames (each channel alike); ``sigma`` 0 returns them unchanged."""
     if sigma <= 0:
@@ -207,6 +226,8 @@ class SpatioTemporalFeatures(VideoDetector):
             raise ConfigError("position_tolerance must be >= 0, orientation_bins >= 2 and motion_cell >= 1")
         if not 0.0 < c.motion_scale <= 1.0:
             raise ConfigError(f"motion_scale must be in (0, 1], got {c.motion_scale}")
+        if any(not 1 <= q <= 100 for q in c.compression_augment):
+            raise ConfigError(f"compression_augment qualities must be in 1..100, got {list(c.compression_augment)}")
         if c.input_blur < 0:
             raise ConfigError(f"input_blur must be >= 0, got {c.input_blur}")
         if c.flow_preset not in FLOW_PRESETS:
@@ -243,9 +264,14 @@ class SpatioTemporalFeatures(VideoDetector):
             yield torch.stack(batch)
 
     @torch.no_grad()
-    def _stream(self, clip: Clip, reporter: Reporter, views: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray | None]]:
+    def _stream(
+        self, clip: Clip, reporter: Reporter, views: bool = False, degraded: list[torch.Tensor] | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray | None]]:
         """Decode the clip once, front to back; per batch: appearance ``(B, C, h, w)``, motion ``(B, bins, hm, wm)``
-        and (if asked) the motion views ``(B, 3, H/2, W/2)``. The first frame borrows the motion of the second."""
+        and (if asked) the motion views ``(B, 3, H/2, W/2)``. The first frame borrows the motion of the second.
+
+        With ``degraded`` (a list, training only), the appearance of the batch's frames JPEG-compressed at each of
+        ``compression_augment``'s qualities is appended to it before each yield."""
         c = self.config
         flows = FlowStream(c.flow_preset)
         any_frames = False
@@ -255,6 +281,10 @@ class SpatioTemporalFeatures(VideoDetector):
             any_frames = True
             frames = to_float(batch).to(self.device)
             appearance = self.extractor(low_pass(frames, c.input_blur)).cpu()
+            if degraded is not None:
+                for quality in c.compression_augment:
+                    copies = to_float(jpeg_degrade(batch, quality)).to(self.device)
+                    degraded.append(self.extractor(low_pass(copies, c.input_blur)).cpu())
             greys = grey_frames(frames, self.flow_size)
             flow = [flows.push(grey) for grey in greys]
             if flow[0] is None:
@@ -278,17 +308,23 @@ class SpatioTemporalFeatures(VideoDetector):
             raise DataError("no training clips")
         everything = _NormalData(c.appearance_samples, 0, c.seed)
         folds = [_NormalData(max(1, c.appearance_samples // 2), CROSS_FIT_FRAMES, c.seed + 1 + f) for f in (0, 1)]
+        degraded: list[torch.Tensor] = []
         for clip_index, clip in enumerate(reporter.iter(train, "features of training clips")):
             start = 0
-            for appearance, motion, _ in self._stream(clip, reporter):
+            for appearance, motion, _ in self._stream(clip, reporter, degraded=degraded):
                 numbers = range(start, start + len(appearance))
                 start += len(appearance)
                 keep = [i for i, n in enumerate(numbers) if n % c.frame_step == 0]
                 everything.add(appearance[keep], motion[keep])
+                for copy in degraded:  # compressed copies join the appearance memories (their motion is the same)
+                    everything.add_patches(copy[keep])
                 for fold in (0, 1):
                     members = [i for i in keep if (clip_index + numbers[i] // FOLD_BLOCK) % 2 == fold]
                     if members:
                         folds[fold].add(appearance[members], motion[members])
+                        for copy in degraded:
+                            folds[fold].add_patches(copy[members])
+                degraded.clear()
         reporter.log(f"choosing {c.appearance_memory} appearance entries from {everything.patches.size} training patches")
         self.appearance_bank_, self.motion_memory_ = self._memories(everything, reporter)
         del everything
@@ -429,8 +465,11 @@ class _NormalData:
         self.motions: list[torch.Tensor] = []
         self.frames = Reservoir(frame_capacity, seed=seed + 1) if frame_capacity else None
 
-    def add(self, appearance: torch.Tensor, motion: torch.Tensor) -> None:
+    def add_patches(self, appearance: torch.Tensor) -> None:
         self.patches.add(appearance.permute(0, 2, 3, 1).reshape(-1, appearance.shape[1]))
+
+    def add(self, appearance: torch.Tensor, motion: torch.Tensor) -> None:
+        self.add_patches(appearance)
         self.motions.append(motion.half())
         if self.frames is not None:
             self.frames.add(torch.cat([appearance.flatten(1).half(), motion.flatten(1).half()], dim=1))
