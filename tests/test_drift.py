@@ -37,7 +37,7 @@ def test_same_data_does_not_drift_and_local_defects_do_not_either(reference):
 
 def test_a_global_shift_drifts_in_either_direction(reference):
     rng = np.random.default_rng(2)
-    width = reference.high - reference.low
+    width = reference.width
     up = assess_drift(rng.normal(1.0, 0.1, (30, 16, 16)) + reference.high - 1.0 + (DRIFT_MARGIN + 0.5) * width, reference)
     assert up.drifted and up.deviation > DRIFT_MARGIN and "unlike the training data" in up.message
     down = assess_drift(np.full((30, 16, 16), reference.low - (DRIFT_MARGIN + 0.5) * width), reference)
@@ -84,3 +84,11 @@ def test_detector_records_the_reference_and_old_models_still_load(tmp_path, tiny
     old = load_detector(folder)
     assert old.drift_reference_ is None
     np.testing.assert_allclose(old.predict(brighter).scores, prediction.scores)
+
+
+def test_the_range_is_at_least_as_wide_as_the_validation_scores_spread():
+    """One held-out clip of correlated frames gives a narrow range; the score spread keeps it from being too tight."""
+    narrow = DriftReference.from_typical(np.full(10, 1.0) + np.linspace(0, 0.01, 10), min_width=0.5)
+    assert narrow.width == 0.5
+    assert not assess_drift(np.full(5, 1.0 + 0.01 + 0.9), narrow, typical=True).drifted
+    assert assess_drift(np.full(5, 1.0 + 0.01 + 1.1), narrow, typical=True).drifted

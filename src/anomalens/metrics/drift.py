@@ -5,7 +5,9 @@ raises all of them. So the statistic here is an item's *typical* distance to the
 its raw anomaly map, not the maximum that the anomaly score uses. At fit time the detector records the range of
 typical distances of its held-out normal items (:class:`DriftReference`, saved in the model's ``config.json``);
 a batch (a video's frames, a folder of images) drifts when the median of its items' typical distances falls far
-outside that range: above ``high + DRIFT_MARGIN * (high - low)`` or below ``low - DRIFT_MARGIN * (high - low)``.
+outside that range: above ``high + DRIFT_MARGIN * width`` or below ``low - DRIFT_MARGIN * width``, where ``width``
+is the range's width, at least the spread (std) of the validation *scores*: a range measured on one held-out clip
+of correlated frames is narrower than the variation between normal clips.
 
 The check uses no labels and changes no score: it only says when the scores (and the threshold's false-alarm
 promise) no longer describe the data, which is the moment to retrain on the new footage.
@@ -24,7 +26,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-DRIFT_MARGIN = 0.5  # how far outside the validation range (in widths of that range) counts as drift
+DRIFT_MARGIN = 2.0  # how far outside the validation range (in widths of that range) counts as drift
 REFERENCE_QUANTILES = (0.01, 0.99)  # the validation range, robust to one odd held-out frame
 
 
@@ -46,19 +48,22 @@ class DriftReference:
     low: float
     high: float
     count: int
+    width: float  # the unit of deviation: high - low, at least the validation scores' spread
 
     @classmethod
-    def from_typical(cls, typical: np.ndarray) -> "DriftReference":
+    def from_typical(cls, typical: np.ndarray, min_width: float = 0.0) -> "DriftReference":
+        """``min_width``: the std of the validation scores (same units as the maps)."""
         values = np.asarray(typical, dtype=np.float64).ravel()
         values = values[np.isfinite(values)]
         if values.size == 0:
             raise ValueError("a drift reference needs at least one finite typical distance")
-        low, high = np.quantile(values, REFERENCE_QUANTILES)
-        return cls(median=float(np.median(values)), low=float(low), high=float(high), count=int(values.size))
+        low, high = (float(v) for v in np.quantile(values, REFERENCE_QUANTILES))
+        width = max(high - low, float(min_width), 1e-6 * max(abs(float(np.median(values))), 1.0))
+        return cls(median=float(np.median(values)), low=low, high=high, count=int(values.size), width=width)
 
     @classmethod
-    def from_maps(cls, maps: np.ndarray) -> "DriftReference":
-        return cls.from_typical(typical_distances(maps))
+    def from_maps(cls, maps: np.ndarray, min_width: float = 0.0) -> "DriftReference":
+        return cls.from_typical(typical_distances(maps), min_width)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,7 +104,7 @@ def assess_drift(maps_or_typical: np.ndarray, reference: DriftReference | None, 
     if values.size == 0:
         return None
     batch = float(np.median(values))
-    width = max(reference.high - reference.low, 1e-6 * max(abs(reference.median), 1.0), 1e-12)
+    width = max(reference.width, 1e-12)
     if batch > reference.high:
         deviation = (batch - reference.high) / width
     elif batch < reference.low:

@@ -168,7 +168,7 @@ class Detector(ABC):
             held_out = train
         held_out_prediction = self.predict(held_out, reporter=reporter)
         self.calibration_ = calibrate(held_out_prediction.scores, self.config.target_fpr)
-        self.drift_reference_ = DriftReference.from_maps(held_out_prediction.maps)
+        self.drift_reference_ = DriftReference.from_maps(held_out_prediction.maps, self.calibration_.validation_std)
         return self
 
     @torch.no_grad()

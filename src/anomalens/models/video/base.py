@@ -125,7 +125,7 @@ class VideoDetector(Detector):
             scores.append(prediction.scores)
             typical.append(typical_distances(prediction.maps))
         self.calibration_ = calibrate(np.concatenate(scores), self.config.target_fpr, [len(s) for s in scores])
-        self.drift_reference_ = DriftReference.from_typical(np.concatenate(typical))
+        self.drift_reference_ = DriftReference.from_typical(np.concatenate(typical), self.calibration_.validation_std)
         return self
 
     @torch.no_grad()
