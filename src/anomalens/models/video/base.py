@@ -11,7 +11,6 @@ A clip is anything that yields preprocessed frames, ``uint8`` tensors ``(3, H, W
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 from abc import abstractmethod
 from dataclasses import dataclass, field
@@ -20,9 +19,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from anomalens.metrics.drift import DriftReference, typical_distances
-from anomalens.metrics.threshold import calibrate
-from anomalens.models.base import Detector, Prediction
+from anomalens.metrics.drift import typical_distances
+from anomalens.models.base import BaseDetector, HeldOutScores, Prediction
 from anomalens.progress import SILENT, Reporter
 
 # A clip: a re-iterable source of frames; each iteration decodes front to back once.
@@ -96,8 +94,8 @@ def clip_name(clip: Clip) -> str:
     return "clip"
 
 
-class VideoDetector(Detector):
-    """Base class of video detectors: ``fit_clips`` and ``predict_clip`` replace ``fit`` and ``predict``."""
+class VideoDetector(BaseDetector):
+    """The video contract: ``fit_clips`` on normal clips, ``predict_clip`` scores every frame of one clip."""
 
     kind = "video"
 
@@ -111,21 +109,21 @@ class VideoDetector(Detector):
 
     def fit_clips(self, train: Sequence[Clip], validation: Sequence[Clip] = (), reporter: Reporter = SILENT) -> "VideoDetector":
         """Fit on normal clips; the threshold comes from frame scores of ``validation`` clips (normal, held out)."""
-        self._fit_clips(train, validation, reporter)
-        if self.interrupted_:
-            # the stop request was honoured by keeping the best model so far; calibrate it without stopping again
-            reporter = dataclasses.replace(reporter, cancel_event=None)
         held_out = list(validation)
         if not held_out:
             reporter.log("warning: no validation clips; the threshold is set on training clips and may be low")
             held_out = list(train)
-        scores, typical = [], []
-        for clip in held_out:
-            prediction = self._predict_clip(clip, reporter)
-            scores.append(prediction.scores)
-            typical.append(typical_distances(prediction.maps))
-        self.calibration_ = calibrate(np.concatenate(scores), self.config.target_fpr, [len(s) for s in scores])
-        self.drift_reference_ = DriftReference.from_typical(np.concatenate(typical), self.calibration_.validation_std)
+
+        def held_out_scores(r: Reporter) -> HeldOutScores:
+            scores, typical = [], []
+            for clip in held_out:
+                prediction = self._predict_clip(clip, r)
+                scores.append(prediction.scores)
+                typical.append(typical_distances(prediction.maps))
+            # clip by clip: the threshold counts correlated frames by their effective number
+            return HeldOutScores(np.concatenate(scores), np.concatenate(typical), [len(s) for s in scores])
+
+        self._learn_then_calibrate(lambda r: self._fit_clips(train, validation, r), held_out_scores, reporter)
         return self
 
     @torch.no_grad()
@@ -133,16 +131,3 @@ class VideoDetector(Detector):
         result = self._predict_clip(clip, reporter)
         result.calibration = self.calibration_
         return result
-
-    # Image-only entry points do not apply to video models.
-    def _fit(self, train, validation, reporter):  # type: ignore[override]
-        raise TypeError(f"{self.name} is a video model: use fit_clips()")
-
-    def _score_batch(self, batch):  # type: ignore[override]
-        raise TypeError(f"{self.name} is a video model: use predict_clip()")
-
-    def fit(self, *args, **kwargs):  # type: ignore[override]
-        raise TypeError(f"{self.name} is a video model: use fit_clips()")
-
-    def predict(self, *args, **kwargs):  # type: ignore[override]
-        raise TypeError(f"{self.name} is a video model: use predict_clip()")

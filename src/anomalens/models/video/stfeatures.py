@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from anomalens.data.preprocessing import to_float
 from anomalens.errors import ConfigError, DataError
 from anomalens.models.base import DetectorConfig
-from anomalens.models.components.anomaly_map import gaussian_blur
 from anomalens.models.components.features import PatchFeatureExtractor
+from anomalens.models.components.kernels import gaussian_blur, gaussian_smooth_1d
 from anomalens.models.video.motion import FLOW_PRESETS, FlowStream, flow_view, grey_frames, orientation_histograms
 from anomalens.models.components.sampler import Reservoir, greedy_coreset, nearest_neighbour_distances
 from anomalens.models.video.base import Clip, ClipPrediction, FrameBuffer, VideoDetector, clip_name
@@ -169,26 +169,6 @@ def jpeg_degrade(frames: torch.Tensor, quality: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
 
 
-def low_pass(frames: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian blur of ``(B, 3, H, W)`` frames (each channel alike); ``sigma`` 0 returns them unchanged."""
-    if sigma <= 0:
-        return frames
-    b, c, h, w = frames.shape
-    return gaussian_blur(frames.reshape(b * c, h, w), sigma).reshape(b, c, h, w)
-
-
-def gaussian_smooth_1d(values: np.ndarray, sigma: float) -> np.ndarray:
-    """Smooth a score series with a Gaussian of ``sigma`` frames, reflecting at both ends."""
-    if sigma <= 0 or len(values) < 2:
-        return values.astype(np.float32)
-    radius = int(math.ceil(3 * sigma))
-    t = np.arange(-radius, radius + 1)
-    kernel = np.exp(-0.5 * (t / sigma) ** 2)
-    kernel /= kernel.sum()
-    padded = np.pad(values.astype(np.float64), radius, mode="reflect" if len(values) > radius else "edge")
-    return np.convolve(padded, kernel, mode="valid").astype(np.float32)
-
-
 # ---- the detector ------------------------------------------------------------------------------
 
 CROSS_FIT_FRAMES = 256  # normal frames per fold scored by the other fold's memories, to standardise the cues
@@ -280,11 +260,11 @@ class SpatioTemporalFeatures(VideoDetector):
                 reporter.check_cancelled()
             any_frames = True
             frames = to_float(batch).to(self.device)
-            appearance = self.extractor(low_pass(frames, c.input_blur)).cpu()
+            appearance = self.extractor(gaussian_blur(frames, c.input_blur)).cpu()
             if degraded is not None:
                 for quality in c.compression_augment:
                     copies = to_float(jpeg_degrade(batch, quality)).to(self.device)
-                    degraded.append(self.extractor(low_pass(copies, c.input_blur)).cpu())
+                    degraded.append(self.extractor(gaussian_blur(copies, c.input_blur)).cpu())
             greys = grey_frames(frames, self.flow_size)
             flow = [flows.push(grey) for grey in greys]
             if flow[0] is None:
