@@ -33,7 +33,7 @@ from anomalens.metrics.classification import image_auroc
 from anomalens.metrics.drift import assess_drift
 from anomalens.models.base import load_detector
 from anomalens.progress import Reporter
-from anomalens.workflows.video import train_video_model
+from anomalens.workflows.train import train_video_model
 
 # name -> (container, codec, pixel format, codec options, scale of the stored frames)
 ENCODINGS: dict[str, tuple[str, str, str, dict[str, str], float]] = {

@@ -38,8 +38,8 @@ def test_native_size_is_the_median_of_the_headers(tmp_path: Path):
 
 
 def test_training_records_the_aspect_aware_size(tmp_path: Path, tiny_model):
-    from anomalens.models.base import read_model_config
-    from anomalens.workflows.image import train_image_model
+    from anomalens.workflows.runs import read_model_config
+    from anomalens.workflows.train import train_image_model
 
     rng = np.random.default_rng(0)
     good = tmp_path / "tall" / "train" / "good"

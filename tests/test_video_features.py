@@ -9,7 +9,7 @@ import torch
 from anomalens.data.preprocessing import Preprocessing
 from anomalens.data.synthetic_video import ANOMALY_TYPES, synthetic_clip
 from anomalens.errors import DataError
-from anomalens.models.base import create_detector
+from anomalens.models.base import create_detector, load_detector
 from anomalens.models.video.motion import FlowStream, orientation_histograms
 from anomalens.models.components.sampler import Reservoir
 from anomalens.models.components.kernels import gaussian_smooth_1d
@@ -81,11 +81,11 @@ def test_models_saved_before_the_input_low_pass_load_without_it(fitted, tmp_path
     config_path = tmp_path / "model" / "config.json"
     meta = json.loads(config_path.read_text())
     assert meta["config"]["input_blur"] > 0  # the current default
-    for field in ("input_blur", "compression_augment"):
+    for field in ("input_blur", "training_degradations"):
         del meta["config"][field]
     config_path.write_text(json.dumps(meta))
     loaded = load_detector(tmp_path / "model", kind="video")
-    assert loaded.config.input_blur == 0.0 and loaded.config.compression_augment == ()
+    assert loaded.config.input_blur == 0.0 and loaded.config.training_degradations == ()
 
 
 def test_same_seed_same_model():
@@ -188,7 +188,7 @@ def test_frame_buffer_spills_to_disk_beyond_its_memory_limit():
 
 def test_low_pass_and_jpeg_degradation_keep_shape_and_content():
     from anomalens.models.components.kernels import gaussian_blur as low_pass
-    from anomalens.models.video.stfeatures import jpeg_degrade
+    from anomalens.models.video.degrade import jpeg_degrade
 
     frames = torch.stack(clip(5, n_frames=8)[0][:2])
     degraded = jpeg_degrade(frames, 20)

@@ -73,6 +73,7 @@ class DriftReference:
         """``None`` for models saved before drift was recorded (they load and score as before)."""
         if not data:
             return None
+        data = {"width": max(data["high"] - data["low"], 1e-12), **data}  # early files had no width
         return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
 

@@ -45,6 +45,7 @@ from anomalens.models.components.kernels import gaussian_blur, gaussian_smooth_1
 from anomalens.models.video.motion import FLOW_PRESETS, FlowStream, flow_view, grey_frames, orientation_histograms
 from anomalens.models.components.sampler import Reservoir, greedy_coreset, nearest_neighbour_distances
 from anomalens.models.video.base import Clip, ClipPrediction, FrameBuffer, VideoDetector, clip_name
+from anomalens.models.video.degrade import make_degradation
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import seed_everything
 
@@ -70,12 +71,12 @@ class SpatioTemporalConfig(DetectorConfig):
     # Gaussian low-pass (sigma in pixels of the model input) before the appearance backbone, at training and
     # scoring alike: sensor noise, compression artefacts and resampling differ between codecs, bitrates and
     # resolutions; without it the same scene stored at another quality scored as anomalous (benchmarks/reencode.py)
-    input_blur: float = 1.0
-    # JPEG qualities at which training frames are also stored in the appearance memory (empty = none): the
-    # memory then knows what normal parts look like through coarser compression than the training video's
-    compression_augment: tuple[int, ...] = ()
+    input_blur: float = 2.0
+    # Training frames also pass through these re-encodings (models/video/degrade.py) and join both memories:
+    # a coarser codec, an MJPEG camera and a lower resolution are then part of "normal" (empty = none)
+    training_degradations: tuple[str, ...] = ("h264:35", "jpeg:20", "scale:0.5")
 
-    SAVED_BEFORE: ClassVar[dict[str, Any]] = {"input_blur": 0.0, "compression_augment": ()}
+    SAVED_BEFORE: ClassVar[dict[str, Any]] = {"input_blur": 0.0, "training_degradations": ()}
 
 
 # ---- per-position memory -----------------------------------------------------------------------
@@ -155,20 +156,6 @@ def _cell_samples(features: torch.Tensor, tolerance: int, cells: torch.Tensor) -
     return gathered.permute(2, 0, 3, 1).reshape(len(cells), -1, c)
 
 
-def jpeg_degrade(frames: torch.Tensor, quality: int) -> torch.Tensor:
-    """``uint8`` frames ``(B, 3, H, W)`` -> the same frames after a JPEG round trip at ``quality`` (4:2:0)."""
-    import io
-
-    from PIL import Image
-
-    out = []
-    for frame in frames.permute(0, 2, 3, 1).numpy():
-        buffer = io.BytesIO()
-        Image.fromarray(frame).save(buffer, format="JPEG", quality=int(quality))
-        out.append(np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")))
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
-
-
 # ---- the detector ------------------------------------------------------------------------------
 
 CROSS_FIT_FRAMES = 256  # normal frames per fold scored by the other fold's memories, to standardise the cues
@@ -206,8 +193,8 @@ class SpatioTemporalFeatures(VideoDetector):
             raise ConfigError("position_tolerance must be >= 0, orientation_bins >= 2 and motion_cell >= 1")
         if not 0.0 < c.motion_scale <= 1.0:
             raise ConfigError(f"motion_scale must be in (0, 1], got {c.motion_scale}")
-        if any(not 1 <= q <= 100 for q in c.compression_augment):
-            raise ConfigError(f"compression_augment qualities must be in 1..100, got {list(c.compression_augment)}")
+        for spec in c.training_degradations:
+            make_degradation(spec)  # refuses an unknown spec before any long work
         if c.input_blur < 0:
             raise ConfigError(f"input_blur must be >= 0, got {c.input_blur}")
         if c.flow_preset not in FLOW_PRESETS:
@@ -245,15 +232,17 @@ class SpatioTemporalFeatures(VideoDetector):
 
     @torch.no_grad()
     def _stream(
-        self, clip: Clip, reporter: Reporter, views: bool = False, degraded: list[torch.Tensor] | None = None
+        self, clip: Clip, reporter: Reporter, views: bool = False,
+        degraded: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray | None]]:
         """Decode the clip once, front to back; per batch: appearance ``(B, C, h, w)``, motion ``(B, bins, hm, wm)``
         and (if asked) the motion views ``(B, 3, H/2, W/2)``. The first frame borrows the motion of the second.
 
-        With ``degraded`` (a list, training only), the appearance of the batch's frames JPEG-compressed at each of
-        ``compression_augment``'s qualities is appended to it before each yield."""
+        With ``degraded`` (a list, training only), the appearance and motion of the batch's frames after each of
+        ``training_degradations`` are appended to it before each yield."""
         c = self.config
         flows = FlowStream(c.flow_preset)
+        chains = [(make_degradation(spec), FlowStream(c.flow_preset)) for spec in c.training_degradations] if degraded is not None else []
         any_frames = False
         for count, batch in enumerate(self._batches(clip)):
             if count % 4 == 0:
@@ -261,16 +250,10 @@ class SpatioTemporalFeatures(VideoDetector):
             any_frames = True
             frames = to_float(batch).to(self.device)
             appearance = self.extractor(gaussian_blur(frames, c.input_blur)).cpu()
-            if degraded is not None:
-                for quality in c.compression_augment:
-                    copies = to_float(jpeg_degrade(batch, quality)).to(self.device)
-                    degraded.append(self.extractor(gaussian_blur(copies, c.input_blur)).cpu())
-            greys = grey_frames(frames, self.flow_size)
-            flow = [flows.push(grey) for grey in greys]
-            if flow[0] is None:
-                flow[0] = flow[1] if len(flow) > 1 else np.zeros((2, *self.flow_size), np.float32)
-            flow_tensor = torch.from_numpy(np.stack(flow))
-            motion = orientation_histograms(flow_tensor, c.orientation_bins, c.motion_cell)
+            greys, flow, motion = self._motion(frames, flows)
+            for degrade, degraded_flows in chains:
+                copies = to_float(degrade(batch)).to(self.device)
+                degraded.append((self.extractor(gaussian_blur(copies, c.input_blur)).cpu(), self._motion(copies, degraded_flows)[2]))
             view = None
             if views:
                 tinted = torch.from_numpy(np.stack([flow_view(g, f, self.view_speed) for g, f in zip(greys, flow)]))
@@ -278,6 +261,16 @@ class SpatioTemporalFeatures(VideoDetector):
             yield appearance, motion, view
         if not any_frames:
             raise DataError("the clip has no frames", clip_name(clip))
+
+    def _motion(self, frames: torch.Tensor, flows: FlowStream) -> tuple[np.ndarray, list[np.ndarray], torch.Tensor]:
+        """Grey frames, their flow (the first frame of a clip borrows the second's) and motion descriptors."""
+        c = self.config
+        greys = grey_frames(frames, self.flow_size)
+        flow = [flows.push(grey) for grey in greys]
+        if flow[0] is None:
+            flow[0] = flow[1] if len(flow) > 1 else np.zeros((2, *self.flow_size), np.float32)
+        motion = orientation_histograms(torch.from_numpy(np.stack(flow)), c.orientation_bins, c.motion_cell)
+        return greys, flow, motion
 
     # ---- training -------------------------------------------------------------------------------
     def _fit_clips(self, train: Sequence[Clip], validation: Sequence[Clip], reporter: Reporter) -> None:
@@ -288,7 +281,7 @@ class SpatioTemporalFeatures(VideoDetector):
             raise DataError("no training clips")
         everything = _NormalData(c.appearance_samples, 0, c.seed)
         folds = [_NormalData(max(1, c.appearance_samples // 2), CROSS_FIT_FRAMES, c.seed + 1 + f) for f in (0, 1)]
-        degraded: list[torch.Tensor] = []
+        degraded: list[tuple[torch.Tensor, torch.Tensor]] = []
         for clip_index, clip in enumerate(reporter.iter(train, "features of training clips")):
             start = 0
             for appearance, motion, _ in self._stream(clip, reporter, degraded=degraded):
@@ -296,14 +289,14 @@ class SpatioTemporalFeatures(VideoDetector):
                 start += len(appearance)
                 keep = [i for i, n in enumerate(numbers) if n % c.frame_step == 0]
                 everything.add(appearance[keep], motion[keep])
-                for copy in degraded:  # compressed copies join the appearance memories (their motion is the same)
-                    everything.add_patches(copy[keep])
+                for copy_appearance, copy_motion in degraded:  # re-encoded copies join the memories
+                    everything.add(copy_appearance[keep], copy_motion[keep], frames=False)
                 for fold in (0, 1):
                     members = [i for i in keep if (clip_index + numbers[i] // FOLD_BLOCK) % 2 == fold]
                     if members:
                         folds[fold].add(appearance[members], motion[members])
-                        for copy in degraded:
-                            folds[fold].add_patches(copy[members])
+                        for copy_appearance, copy_motion in degraded:
+                            folds[fold].add(copy_appearance[members], copy_motion[members], frames=False)
                 degraded.clear()
         reporter.log(f"choosing {c.appearance_memory} appearance entries from {everything.patches.size} training patches")
         self.appearance_bank_, self.motion_memory_ = self._memories(everything, reporter)
@@ -445,13 +438,12 @@ class _NormalData:
         self.motions: list[torch.Tensor] = []
         self.frames = Reservoir(frame_capacity, seed=seed + 1) if frame_capacity else None
 
-    def add_patches(self, appearance: torch.Tensor) -> None:
+    def add(self, appearance: torch.Tensor, motion: torch.Tensor, frames: bool = True) -> None:
+        """Patches and motion join the memories; with ``frames``, the whole frames join the cross-fitting sample
+        (re-encoded copies do not: the cues stay standardised on the training video as it is)."""
         self.patches.add(appearance.permute(0, 2, 3, 1).reshape(-1, appearance.shape[1]))
-
-    def add(self, appearance: torch.Tensor, motion: torch.Tensor) -> None:
-        self.add_patches(appearance)
         self.motions.append(motion.half())
-        if self.frames is not None:
+        if frames and self.frames is not None:
             self.frames.add(torch.cat([appearance.flatten(1).half(), motion.flatten(1).half()], dim=1))
 
 
