@@ -22,13 +22,12 @@ import json
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from anomalens.data.synthetic_video import ANOMALY_TYPES, DEFAULT_VIDEO_CATEGORY, synthetic_clip
-from anomalens.data.video_io import open_clip
+from anomalens.data.video_io import encode_video, open_clip
 from anomalens.metrics.classification import image_auroc
 from anomalens.metrics.drift import assess_drift
 from anomalens.models.base import load_detector
@@ -51,31 +50,15 @@ TRAINING_ENCODING = ("mp4", "libx264", "yuv420p", {"crf": "23", "preset": "veryf
 
 def encode(path: Path, frames: list[np.ndarray], fps: float, spec: tuple) -> Path:
     """Store RGB frames with one encoding (what a camera or recorder would write)."""
-    import av
     from PIL import Image
 
     container, codec, pix_fmt, options, scale = spec
     height, width = frames[0].shape[:2]
     size = (int(round(width * scale)) // 2 * 2, int(round(height * scale)) // 2 * 2)
-    full = pix_fmt.startswith("yuvj")
+    if scale != 1.0:
+        frames = [np.asarray(Image.fromarray(frame).resize(size, Image.BICUBIC)) for frame in frames]
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w", format=container) as output:
-        stream = output.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt, stream.options = size[0], size[1], pix_fmt, dict(options)
-        stream.codec_context.colorspace = 5  # BT.601, as JPEG and SD video use
-        stream.codec_context.color_range = 2 if full else 1
-        for index, frame in enumerate(frames):
-            if scale != 1.0:
-                frame = np.asarray(Image.fromarray(frame).resize(size, Image.BICUBIC))
-            yuv = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(
-                format=pix_fmt, dst_colorspace="ITU601", dst_color_range="JPEG" if full else "MPEG"
-            )
-            yuv.pts = index
-            for packet in stream.encode(yuv):
-                output.mux(packet)
-        for packet in stream.encode(None):
-            output.mux(packet)
-    return path
+    return encode_video(path, frames, fps, codec=codec, pix_fmt=pix_fmt, container=container, options=options)
 
 
 def make_clips(n_train: int, n_normal_test: int, n_frames: int, size: tuple[int, int], seed: int):

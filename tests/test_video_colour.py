@@ -14,7 +14,7 @@ import pytest
 
 from anomalens.data.preprocessing import Preprocessing
 from anomalens.data.synthetic_video import synthetic_clip
-from anomalens.data.video_io import colour_conversion, open_clip, write_video
+from anomalens.data.video_io import colour_conversion, encode_video, open_clip, write_video
 
 av = pytest.importorskip("av")
 
@@ -25,32 +25,13 @@ ENCODINGS = [
     ("h264_709_tagged.mp4", "mp4", "libx264", "yuv420p", "ITU709", "MPEG", True, {"crf": "8"}),
     ("h264_full_range.mp4", "mp4", "libx264", "yuv420p", "ITU601", "JPEG", True, {"crf": "8"}),
 ]
-_TAGS = {"ITU601": 6, "ITU709": 1, "MPEG": 1, "JPEG": 2}
-
-
 def _encode(path: Path, frames: list[np.ndarray], container: str, codec: str, pix_fmt: str, matrix: str,
             color_range: str, tag: bool, options: dict[str, str]) -> Path:
-    height, width = frames[0].shape[:2]
-    with av.open(str(path), "w", format=container) as output:
-        stream = output.add_stream(codec, rate=10)
-        stream.width, stream.height, stream.pix_fmt, stream.options = width, height, pix_fmt, options
-        if tag:
-            stream.codec_context.colorspace = _TAGS[matrix]
-            stream.codec_context.color_range = _TAGS[color_range]
-        for index, frame in enumerate(frames):
-            yuv = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(
-                format=pix_fmt, dst_colorspace=matrix, dst_color_range=color_range
-            )
-            if tag:
-                yuv.colorspace, yuv.color_range = _TAGS[matrix], _TAGS[color_range]
-            else:
-                yuv.colorspace, yuv.color_range = 2, 0  # unspecified
-            yuv.pts = index
-            for packet in stream.encode(yuv):
-                output.mux(packet)
-        for packet in stream.encode(None):
-            output.mux(packet)
-    return path
+    assert color_range == ("JPEG" if pix_fmt.startswith("yuvj") else "MPEG") or pix_fmt == "yuv420p"
+    if color_range == "JPEG" and not pix_fmt.startswith("yuvj"):
+        pix_fmt = "yuvj420p"  # full-range H.264 is stored as yuvj420p by libx264
+    return encode_video(path, frames, 10, codec=codec, pix_fmt=pix_fmt, container=container, options=options,
+                        matrix=matrix, tag=tag)
 
 
 def _decode(path: Path) -> np.ndarray:

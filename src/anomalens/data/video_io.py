@@ -398,6 +398,53 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray | torch.Tensor], f
     return path
 
 
+_COLORSPACE_TAG = {"ITU601": 6, "ITU709": 1}
+
+
+def encode_video(
+    path: str | Path, frames: Iterable[np.ndarray], fps: float, *, codec: str, pix_fmt: str, container: str | None = None,
+    options: dict[str, str] | None = None, matrix: str = "ITU601", tag: bool = True,
+) -> Path:
+    """Store RGB frames as a camera or recorder of another kind would (tests and robustness benchmarks).
+
+    Any encoder PyAV has (``libx264``, ``mjpeg``, ``mpeg4``...), any pixel format; ``yuvj*`` formats hold full
+    range, others limited. ``matrix`` is the YUV matrix (``ITU601`` or ``ITU709``); ``tag`` False leaves matrix
+    and range unspecified in the stream, as many encoders do. For playable output use :func:`write_video`.
+    """
+    import av
+
+    path = Path(path)
+    full = pix_fmt.startswith("yuvj")
+    color_range = "JPEG" if full else "MPEG"
+    count = 0
+    with av.open(str(path), "w", format=container) as output:
+        stream = None
+        for frame in frames:
+            if stream is None:
+                stream = output.add_stream(codec, rate=Fraction(float(fps)).limit_denominator(1001))
+                stream.width, stream.height, stream.pix_fmt = frame.shape[1], frame.shape[0], pix_fmt
+                stream.options = dict(options or {})
+                if tag:
+                    stream.codec_context.colorspace = _COLORSPACE_TAG[matrix]
+                    stream.codec_context.color_range = _COLOR_RANGE_JPEG if full else _COLOR_RANGE_MPEG
+            yuv = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24").reformat(
+                format=pix_fmt, dst_colorspace=matrix, dst_color_range=color_range
+            )
+            if tag:
+                yuv.colorspace, yuv.color_range = _COLORSPACE_TAG[matrix], _COLOR_RANGE_JPEG if full else _COLOR_RANGE_MPEG
+            else:
+                yuv.colorspace, yuv.color_range = 2, 0  # unspecified
+            yuv.pts = count
+            count += 1
+            for packet in stream.encode(yuv):
+                output.mux(packet)
+        if stream is None:
+            raise ValueError("no frames to write")
+        for packet in stream.encode(None):
+            output.mux(packet)
+    return path
+
+
 def probe_video(path: str | Path) -> dict[str, Any]:
     """Codec, pixel format, frame count, fps, size of a video file, plus whether its MP4 index is up front."""
     import av
