@@ -22,7 +22,7 @@ IMAGE_MODEL_FLAGS = ("batch_size", "target_fpr", "epochs", "lr", "latent_dim", "
                      "normal_reference", "backbone", "coreset_ratio", "tile")
 VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", "latent_dim", "lstm_hidden_dim",
                      "lstm_layers", "target_fpr", "appearance_memory", "motion_memory", "flow_preset", "frame_step",
-                     "temporal_sigma")
+                     "temporal_sigma", "input_blur", "training_degradations")
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -94,6 +94,11 @@ def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: 
                        help="optical-flow quality against speed")
     group.add_argument("--frame-step", type=int, default=None, help="learn from every n-th training frame")
     group.add_argument("--temporal-sigma", type=float, default=None, help="Gaussian smoothing of frame scores, in frames; 0 = none")
+    group.add_argument("--input-blur", type=float, default=None,
+                       help="Gaussian low-pass before the appearance features, in pixels; 0 = none")
+    group.add_argument("--training-degradations", nargs="*", default=None, metavar="SPEC",
+                       help="re-encodings training frames also learn from: h264:CRF, jpeg:QUALITY, scale:FACTOR "
+                            "(the flag alone: none)")
 
 
 def example_epilog(*lines: str) -> str:
@@ -145,8 +150,8 @@ def setting_default(name: str, kinds: Sequence[str]) -> str | None:
 
 
 def _shown(value: Any) -> str:
-    if isinstance(value, tuple):
-        return "x".join(str(v) for v in value)
+    if isinstance(value, tuple):  # a size reads 240x360, a list of words as words
+        return " ".join(value) if value and all(isinstance(v, str) for v in value) else "x".join(str(v) for v in value)
     return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
