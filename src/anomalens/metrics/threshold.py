@@ -98,7 +98,7 @@ class Calibration:
         """One sentence: the promised rate, the rate measured on validation, and the small-set warning."""
         text = f"target false-alarm rate {self.target_fpr:.2%}"
         if self.measured_fpr is not None:
-            text += f"; measured on {self.validation_count} held-out normal scores: {self.measured_fpr:.2%}"
+            text += f"; measured on {self.validation_count} held-out normal samples: {self.measured_fpr:.2%}"
         text += f" (tail model: {self.tail_model.replace('_', ' ')})"
         if self.warning:
             text += f". Warning: {self.warning}"
