@@ -244,12 +244,17 @@ class ImageDetector(BaseDetector):
         if held_out is None:
             reporter.log("warning: no validation images; the threshold is set on training images and may be low")
             held_out = train
+        return self.fit_with(lambda r: self._fit(train, validation, r), held_out, reporter)
+
+    def fit_with(self, learn: Callable[[Reporter], None], held_out: torch.Tensor, reporter: Reporter = SILENT) -> "ImageDetector":
+        """:meth:`fit` with the learning done by ``learn(reporter)`` (an engine that spreads it over machines, see
+        anomalens.distributed), then the threshold and the drift reference set on the ``held_out`` normal images."""
 
         def held_out_scores(r: Reporter) -> HeldOutScores:
             prediction = self.predict(held_out, reporter=r)
             return HeldOutScores(prediction.scores, typical_distances(prediction.maps))
 
-        self._learn_then_calibrate(lambda r: self._fit(train, validation, r), held_out_scores, reporter)
+        self._learn_then_calibrate(learn, held_out_scores, reporter)
         return self
 
     @torch.no_grad()
