@@ -73,20 +73,39 @@ def test_single_frame_clip_is_scored(fitted):
     assert fitted.predict_clip(frames[:1]).scores.shape == (1,)
 
 
-def test_models_saved_before_the_input_low_pass_load_without_it(fitted, tmp_path):
-    """A field added later takes the value the old model was fitted with, not the new default."""
+def test_fields_added_later_load_with_the_value_old_models_were_fitted_with(fitted, tmp_path, monkeypatch):
+    """A field missing from a saved config takes SAVED_BEFORE's value (how old models were fitted), not the default."""
     import json
+
+    from anomalens.models.video.stfeatures import SpatioTemporalConfig
 
     fitted.save(tmp_path / "model")
     config_path = tmp_path / "model" / "config.json"
     meta = json.loads(config_path.read_text())
-    assert meta["config"]["input_blur"] > 0  # the current default
     for field in ("input_blur", "training_degradations"):
         del meta["config"][field]
     config_path.write_text(json.dumps(meta))
+    monkeypatch.setattr(SpatioTemporalConfig, "SAVED_BEFORE", {"input_blur": 0.75, "training_degradations": ()})
     loaded = load_detector(tmp_path / "model", kind="video")
-    assert loaded.config.input_blur == 0.0 and loaded.config.training_degradations == ()
+    assert loaded.config.input_blur == 0.75 and loaded.config.training_degradations == ()
 
+
+def test_training_re_encodings_make_compressed_normal_video_look_normal():
+    """Trained on clean frames, a JPEG-compressed normal clip scores lower on appearance once JPEG copies and the
+    low-pass are part of training (the mechanism behind --training-degradations and --input-blur)."""
+    from anomalens.models.video.degrade import jpeg_degrade
+
+    train = [clip(seed)[0] for seed in range(3)]
+    validation = [clip(10)[0]]
+    plain = create_detector("stfeatures", **SETTINGS).fit_clips(train, validation)
+    robust = create_detector("stfeatures", **SETTINGS, input_blur=1.0, training_degradations=("jpeg:15",)).fit_clips(train, validation)
+    frames = clip(20)[0]
+    compressed = list(jpeg_degrade(torch.stack(frames), 15))
+    shift = {}
+    for name, detector in (("plain", plain), ("robust", robust)):
+        clean = np.median(detector.predict_clip(frames).cues["appearance"])
+        shift[name] = np.median(detector.predict_clip(compressed).cues["appearance"]) - clean
+    assert shift["robust"] < shift["plain"]
 
 def test_same_seed_same_model():
     train, validation = [clip(0, 24)[0], clip(1, 24)[0]], [clip(2, 24)[0]]
