@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+import queue
+import threading
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -156,6 +158,41 @@ class Preprocessing:
         if not paths:
             return torch.empty((0, 3, *self.image_size), dtype=torch.uint8)
         return torch.stack([self.load_image(p) for p in iterator])
+
+    def iter_images(self, paths: Sequence[str | Path], batch_size: int, prefetch: int = 2) -> Iterator[torch.Tensor]:
+        """Batches ``(B, 3, H, W)`` of decoded images, decoded in a background thread while the caller computes
+        on the previous batch (PIL releases the GIL while decoding). Errors surface in the caller's thread."""
+        if self.image_size is None:
+            raise ConfigError("images of native size cannot be stacked; load them one by one")
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+        ready: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+        stop = threading.Event()
+
+        def decode() -> None:
+            try:
+                for start in range(0, len(paths), batch_size):
+                    if stop.is_set():
+                        return
+                    ready.put(torch.stack([self.load_image(p) for p in paths[start : start + batch_size]]))
+                ready.put(None)
+            except BaseException as exc:  # handed to the consumer, which raises it
+                ready.put(exc)
+
+        thread = threading.Thread(target=decode, name="anomalens-decode", daemon=True)
+        thread.start()
+        try:
+            while (item := ready.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            while thread.is_alive():  # unblock a producer waiting on a full queue, then let it finish
+                try:
+                    ready.get(timeout=0.05)
+                except queue.Empty:
+                    pass
 
     def prepare_array(self, array: np.ndarray) -> torch.Tensor:
         """An RGB ``uint8`` array already in memory (an upload, a video frame) -> ``(3, H, W)`` tensor."""
