@@ -93,6 +93,8 @@ def _evaluate(args: argparse.Namespace) -> int:
           f"F1-max {fmt(m['f1_max'])}")
     for name, row in m["per_defect_type"].items():
         print(f"  {name:<20} {row['count']:>4} images  mean score {row['mean_score']:.5g}  flagged {row['share_flagged']:.0%}")
+    if (m.get("drift") or {}).get("drifted"):
+        print(f"WARNING {m['drift']['message']}")
     print(f"report: {result.report_path}")
     return 0
 
@@ -113,4 +115,6 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"{r.path}\tscore {r.score:.5g}\tnormalised {r.normalized_score:.3f}\t{verdict}\tregions {len(r.regions)}")
     flagged = sum(r.anomalous for r in report.results)
     print(f"{flagged} of {len(report.results)} images anomalous; results: {report.csv_path}")
+    if report.drift is not None and report.drift.drifted:
+        print(f"WARNING {report.drift.message}")
     return 0

@@ -46,6 +46,47 @@ def parse_image_size(value: int | Sequence[int]) -> tuple[int, int]:
     return size
 
 
+DEFAULT_PIXEL_BUDGET = 256 * 256  # pixels per model input when the size is chosen from the data
+SIZE_MULTIPLE = 32  # sides are rounded to the coarsest stride of the backbone stages in use
+MAX_ASPECT = 8.0  # beyond this the narrow side would become a few feature cells wide
+
+
+def aspect_aware_size(height: int, width: int, pixels: int = DEFAULT_PIXEL_BUDGET, multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
+    """The model input ``(H, W)`` that keeps an image's aspect ratio at about ``pixels`` pixels.
+
+    Squashing a 500x1260 part into 256x256 halves the detail along its length and makes long thin defects
+    thinner still; keeping the aspect at the same budget keeps the cost (memory, time) of a square input.
+    Sides are rounded to ``multiple`` (the backbone's stride, so feature cells tile the image exactly) and
+    the aspect is capped at ``MAX_ASPECT``.
+
+    >>> aspect_aware_size(1260, 500)
+    (416, 160)
+    >>> aspect_aware_size(900, 900)
+    (256, 256)
+    """
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size must be positive, got {height}x{width}")
+    aspect = min(max(height / width, 1.0 / MAX_ASPECT), MAX_ASPECT)
+    ideal_h, ideal_w = (pixels * aspect) ** 0.5, (pixels / aspect) ** 0.5
+    floor = max(multiple, -(-MIN_IMAGE_SIZE // multiple) * multiple)
+    return (max(floor, int(round(ideal_h / multiple)) * multiple), max(floor, int(round(ideal_w / multiple)) * multiple))
+
+
+def native_size(paths: Sequence[str | Path], sample: int = 32) -> tuple[int, int]:
+    """Typical native ``(H, W)`` of images (the median over up to ``sample`` of them, read from headers only)."""
+    sizes = []
+    for path in list(paths)[:sample]:
+        try:
+            with Image.open(path) as img:
+                sizes.append((img.height, img.width))
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            raise DataError(f"cannot read this image's size ({exc.__class__.__name__})", path) from None
+    if not sizes:
+        raise DataError("no images to take a size from")
+    heights, widths = zip(*sizes)
+    return int(np.median(heights)), int(np.median(widths))
+
+
 def resize_rgb(array: np.ndarray, size: tuple[int, int] | None) -> torch.Tensor:
     """RGB ``uint8`` ``(H, W, 3)`` -> ``uint8`` tensor ``(3, h, w)``, resized as every runtime does (data/pixels.py)."""
     array = resize_rgb_array(array, size)

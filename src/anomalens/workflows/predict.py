@@ -20,6 +20,7 @@ import torch
 from anomalens.data.preprocessing import IMAGE_EXTENSIONS, Preprocessing
 from anomalens.data.video_io import open_clip
 from anomalens.errors import DataError
+from anomalens.metrics.drift import DriftReport, assess_drift, typical_distances
 from anomalens.metrics.events import Event, calibrated_events
 from anomalens.metrics.regions import Region, find_regions
 from anomalens.models.base import BaseDetector
@@ -46,6 +47,7 @@ class ImageResult:
     mask: np.ndarray | None = None  # bool (H, W): pixels above the pixel threshold
     regions: list[Region] = field(default_factory=list)  # connected parts of the mask, largest first
     mask_path: Path | None = None
+    typical_distance: float = float("nan")  # median of the raw map: what the drift check compares
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +66,7 @@ class PredictionReport:
     results: list[ImageResult]
     csv_path: Path | None
     json_path: Path | None
+    drift: DriftReport | None = None  # do these images, as a batch, look unlike the training data?
 
 
 def collect_image_paths(inputs: str | Path | Iterable[str | Path]) -> list[Path]:
@@ -123,17 +126,20 @@ def predict_images(
             images = read_image_batch(detector, chunk, reporter=reporter,
                                       desc=f"read images {start + 1}-{start + len(chunk)} of {len(items)}")
             results.extend(score_image_batch(detector, chunk, images, overlays, masks, reporter=reporter))
+        drift = assess_drift(np.array([r.typical_distance for r in results]), detector.drift_reference_, typical=True)
+        if drift is not None and drift.drifted:
+            reporter.log(f"warning: {drift.message}")
         csv_path = json_path = None
         if folder is not None:
             final = Path(output_dir)  # type: ignore[arg-type]
             for r in results:  # paths as they will be once the folder is in place
                 r.overlay_path = final / r.overlay_path.name if r.overlay_path is not None else None
                 r.mask_path = final / r.mask_path.name if r.mask_path is not None else None
-            write_prediction_tables(folder, results, detector, checkpoint_or_detector)
+            write_prediction_tables(folder, results, detector, checkpoint_or_detector, drift)
             csv_path, json_path = final / "predictions.csv", final / "predictions.json"
     if output_dir is not None:
         reporter.log(f"wrote {len(results)} predictions to {output_dir}")
-    return PredictionReport(results=results, csv_path=csv_path, json_path=json_path)
+    return PredictionReport(results=results, csv_path=csv_path, json_path=json_path, drift=drift)
 
 
 def read_image_batch(detector: BaseDetector, items: Sequence[tuple[Path, np.ndarray | None]], *,
@@ -158,6 +164,7 @@ def score_image_batch(
     cal = detector.calibration_
     assert cal is not None
     prediction = detector.predict(images, reporter=reporter)  # type: ignore[attr-defined]
+    typical = typical_distances(prediction.maps)
     heatmaps = cal.normalize(prediction.maps)
     results = []
     for j, (path, _) in enumerate(items):
@@ -185,6 +192,7 @@ def score_image_batch(
             mask=mask,
             regions=find_regions(prediction.maps[j], cal.region_threshold()),
             mask_path=mask_path,
+            typical_distance=float(typical[j]),
         ))
     return results
 
@@ -245,6 +253,7 @@ class VideoAnalysis:
     anomalous: np.ndarray
     events: list[Event]
     fps: float
+    drift: DriftReport | None = None  # None for models saved before drift was recorded
 
 
 def analyze_video(
@@ -291,6 +300,9 @@ def analyze_video(
         f"{clip.name}: {scores.size} frames scored in {seconds:.1f} s ({scores.size / max(seconds, 1e-9):.1f} frames/s); "
         f"{int(anomalous.sum())} above the threshold, {len(events)} interval(s)"
     )
+    drift = assess_drift(prediction.maps, detector.drift_reference_)
+    if drift is not None and drift.drifted:
+        reporter.log(f"warning: {clip.name}: {drift.message}")
     view_label = getattr(detector, "view_label", "Reconstruction" if detector.name == "convlstm" else "Model view")
     maps = (cal.normalize(m.astype(np.float32)) for m in prediction.maps)
     with staged_dir(output_dir) as tmp:
@@ -311,6 +323,7 @@ def analyze_video(
                 "threshold": cal.threshold,
                 "threshold_rule": f"from held-out normal training clips, target false-positive rate {cal.target_fpr:g}",
                 "truncated": clip.truncated,
+                "drift": drift.to_dict() if drift is not None else None,
                 "events": events,
             },
         )
@@ -325,4 +338,5 @@ def analyze_video(
         anomalous=anomalous,
         events=[Event.from_dict(event) for event in events],
         fps=clip.fps,
+        drift=drift,
     )

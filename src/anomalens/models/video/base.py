@@ -12,14 +12,16 @@ A clip is anything that yields preprocessed frames, ``uint8`` tensors ``(3, H, W
 from __future__ import annotations
 
 import tempfile
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 
-from anomalens.models.base import BaseDetector, Prediction
+from anomalens.errors import ConfigError
+from anomalens.metrics.drift import typical_distances
+from anomalens.models.base import BaseDetector, HeldOutScores, Prediction
 from anomalens.progress import SILENT, Reporter
 
 # A clip: a re-iterable source of frames; each iteration decodes front to back once.
@@ -38,6 +40,40 @@ class ClipPrediction(Prediction):
     """
 
     cues: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class FrameScore:
+    """One frame's result from a :class:`CausalScorer`: its index in the pushed sequence, raw score, raw map
+    ``(h, w)`` on the score's scale and, for models with several cues, each cue's share of the score."""
+
+    index: int
+    score: float
+    map: np.ndarray
+    cues: dict[str, float] = field(default_factory=dict)
+
+
+class CausalScorer(ABC):
+    """Scores a stream as its frames arrive (a camera, a live stream), never looking further ahead than
+    ``delay_frames``: each frame's score comes out once that many later frames have been pushed.
+
+    >>> scorer = detector.causal_scorer()                      # doctest: +SKIP
+    >>> for batch in batches: results = scorer.push(batch)     # doctest: +SKIP
+    >>> results += scorer.finish()                             # the last frames, at the end of the stream  # doctest: +SKIP
+    """
+
+    delay_frames: int = 0
+
+    @abstractmethod
+    def push(self, frames: torch.Tensor, steps: Sequence[int] | None = None) -> list[FrameScore]:
+        """Add preprocessed frames ``(B, 3, H, W)`` ``uint8``, in order; returns the frames now scored.
+
+        ``steps``: per frame, how many source frames it is after the one pushed before it (1, the default, when
+        none was dropped in between), so that motion is measured per source frame."""
+
+    @abstractmethod
+    def finish(self) -> list[FrameScore]:
+        """The end of the stream: score what is still waiting for later frames."""
 
 
 class FrameBuffer:
@@ -113,8 +149,14 @@ class VideoDetector(BaseDetector):
             reporter.log("warning: no validation clips; the threshold is set on training clips and may be low")
             held_out = list(train)
 
-        def held_out_scores(r: Reporter) -> np.ndarray:
-            return np.concatenate([self._predict_clip(clip, r).scores for clip in held_out])
+        def held_out_scores(r: Reporter) -> HeldOutScores:
+            scores, typical = [], []
+            for clip in held_out:
+                prediction = self._predict_clip(clip, r)
+                scores.append(prediction.scores)
+                typical.append(typical_distances(prediction.maps))
+            # clip by clip: the threshold counts correlated frames by their effective number
+            return HeldOutScores(np.concatenate(scores), np.concatenate(typical), [len(s) for s in scores])
 
         self._learn_then_calibrate(lambda r: self._fit_clips(train, validation, r), held_out_scores, reporter)
         return self
@@ -124,3 +166,8 @@ class VideoDetector(BaseDetector):
         result = self._predict_clip(clip, reporter)
         result.calibration = self.calibration_
         return result
+
+    def causal_scorer(self, lookahead: int | None = None) -> CausalScorer:
+        """A scorer for live streams (see :class:`CausalScorer`) that looks at most ``lookahead`` frames ahead
+        (None: the model's own choice); models without one cannot watch a stream."""
+        raise ConfigError(f"{self.name} has no causal scoring path for live streams; use stfeatures")
