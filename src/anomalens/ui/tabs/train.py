@@ -225,12 +225,12 @@ def train_model(
 
 
 def _threshold_summary(detector: Any) -> str:
-    """One sentence on the threshold just chosen (with the calibration's own false-alarm text when it has one)."""
+    """One sentence on the threshold just chosen: the calibration's own false-alarm text, which carries the
+    rate measured on validation and the warning when the validation set was too small to measure it."""
     cal = detector.calibration_
     if cal is None:
         return ""
-    text = cal.false_alarm_text() if hasattr(cal, "false_alarm_text") else f"target false-alarm rate {cal.target_fpr:.0%}"
-    return f"Threshold {cal.threshold:.4g} (raw score), chosen on {cal.validation_count} held-out normal samples; {text}."
+    return f"Threshold {cal.threshold:.4g} (raw score); {cal.false_alarm_text().rstrip('.')}."
 
 
 def _defaults_json(model: str | None) -> str:
