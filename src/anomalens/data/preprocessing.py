@@ -11,18 +11,20 @@ torch.Size([3, 256, 256])
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
 from anomalens.errors import ConfigError, DataError
+from anomalens.limits import MAX_IMAGE_SIDE, MIN_IMAGE_SIDE, check_image_pixels
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-MIN_IMAGE_SIZE = 32
 
 
 def parse_image_size(value: int | Sequence[int]) -> tuple[int, int]:
@@ -30,37 +32,73 @@ def parse_image_size(value: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(value, int):
         size = (value, value)
     else:
-        values = [int(v) for v in value]
+        try:
+            values = [int(v) for v in value]
+        except (TypeError, ValueError):
+            raise ConfigError(f"--image-size takes one or two whole numbers (H W), got {value!r}") from None
         if len(values) == 1:
             size = (values[0], values[0])
         elif len(values) == 2:
             size = (values[0], values[1])
         else:
             raise ConfigError(f"--image-size takes one or two numbers (H W), got {len(values)}")
-    if min(size) < MIN_IMAGE_SIZE or max(size) > 4096:
-        raise ConfigError(f"--image-size {size[0]} {size[1]} is out of range: each side must be {MIN_IMAGE_SIZE}..4096 pixels")
+    if min(size) < MIN_IMAGE_SIDE or max(size) > MAX_IMAGE_SIDE:
+        raise ConfigError(f"--image-size {size[0]} {size[1]} is out of range: each side must be "
+                          f"{MIN_IMAGE_SIDE}..{MAX_IMAGE_SIDE} pixels")
     return size
+
+
+@contextlib.contextmanager
+def open_image(path: str | Path, what: str = "image") -> Iterator[Image.Image]:
+    """The one place an image file is opened (images, masks, video frames): checked before pixels are decoded.
+
+    The header's size is held to :data:`~anomalens.limits.MAX_IMAGE_PIXELS` before any pixel is decoded,
+    Pillow's decompression-bomb guard becomes the same error, and every failure of the file or the decoder
+    is a :class:`DataError` naming the file.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise DataError(f"empty file (0 bytes), not {_a(what)}", path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                check_image_pixels(img.width, img.height, path)
+                yield img
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{what} file not found", path) from None
+    except PermissionError:
+        raise DataError("permission denied: cannot read this file", path) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"refused as a decompression bomb ({exc})", path) from None
+    except UnidentifiedImageError:
+        raise DataError(f"not {_a(what)} Pillow can read (corrupt or unknown format)", path) from None
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+        raise DataError(f"cannot decode {what} ({_first_line(exc)})", path) from None
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
     """Read any image Pillow understands as an RGB ``uint8`` array ``(H, W, 3)`` at its native size."""
-    path = Path(path)
-    try:
-        if path.stat().st_size == 0:
-            raise DataError("empty file (0 bytes), not an image", path)
-        with Image.open(path) as img:
-            img.load()
-            return _to_rgb_array(img)
-    except DataError:
-        raise
-    except FileNotFoundError:
-        raise DataError("file not found", path) from None
-    except PermissionError:
-        raise DataError("permission denied: cannot read this file", path) from None
-    except UnidentifiedImageError:
-        raise DataError("not an image Pillow can read (corrupt or unknown format)", path) from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"cannot decode image ({exc})", path) from None
+    with open_image(path) as img:
+        img.load()
+        return _to_rgb_array(img)
+
+
+def image_size_of(path: str | Path, what: str = "image") -> tuple[int, int]:
+    """(height, width) from the header alone, with the same checks as :func:`read_rgb`."""
+    with open_image(path, what) as img:
+        return (img.height, img.width)
 
 
 def _to_rgb_array(img: Image.Image) -> np.ndarray:
@@ -122,22 +160,17 @@ class Preprocessing:
             array = np.repeat(array[:, :, None], 3, axis=2)
         if array.ndim != 3 or array.shape[2] not in (3, 4):
             raise DataError(f"expected an RGB image array of shape (H, W, 3), got {tuple(array.shape)}")
+        check_image_pixels(array.shape[1], array.shape[0])
         return resize_rgb(np.ascontiguousarray(array[:, :, :3]).astype(np.uint8, copy=False), self.image_size)
 
     def load_mask(self, path: str | Path, image_path: str | Path | None = None) -> torch.Tensor:
         """A ground-truth mask -> ``bool`` ``(H, W)``; its native size must match its image's."""
         path = Path(path)
-        try:
-            with Image.open(path) as img:
-                img.load()
-                mask = np.asarray(img.convert("L")) > 127
-        except FileNotFoundError:
-            raise DataError("mask file not found", path) from None
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise DataError(f"cannot read mask ({exc})", path) from None
+        with open_image(path, "mask") as img:
+            img.load()
+            mask = np.asarray(img.convert("L")) > 127
         if image_path is not None:
-            with Image.open(image_path) as img:
-                native = (img.height, img.width)
+            native = image_size_of(image_path)
             if mask.shape != native:
                 raise DataError(
                     f"mask is {mask.shape[1]}x{mask.shape[0]} but its image {Path(image_path).name} is "

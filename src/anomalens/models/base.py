@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from anomalens import __version__
 from anomalens.data.preprocessing import Preprocessing, to_float
-from anomalens.errors import CheckpointError
+from anomalens.errors import CheckpointError, ConfigError
 from anomalens.metrics.threshold import DEFAULT_TARGET_FPR, Calibration, calibrate
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import atomic_dir, resolve_device, write_json_atomic
@@ -229,12 +229,13 @@ def detector_class(name: str) -> type[Detector]:
 
 def create_detector(name: str, device: str | torch.device = "cpu", **settings: Any) -> Detector:
     """A new, unfitted detector of type ``name`` with ``settings`` for its config dataclass."""
+    from anomalens.models.schema import check_settings
+
     cls = detector_class(name)
+    check_settings(cls.config_class, settings, name)  # the same types and caps as a checkpoint on load
     try:
         config = cls.config_class.from_dict(settings)
     except (TypeError, ValueError) as exc:
-        from anomalens.errors import ConfigError
-
         raise ConfigError(f"invalid settings for model {name}: {exc}") from None
     return cls(config, device=device)
 
@@ -266,7 +267,9 @@ def read_model_config(path: str | Path) -> dict[str, Any]:
             f"model format version {version} is not supported by anomalens {__version__} (expects {FORMAT_VERSION})",
             folder / CONFIG_FILE,
         )
-    return meta
+    from anomalens.models.schema import check_model_config  # every field, before anything is allocated
+
+    return check_model_config(meta, folder / CONFIG_FILE, FORMAT_VERSION)
 
 
 def load_detector(path: str | Path, device: str | torch.device = "cpu", kind: str | None = None) -> Detector:
@@ -280,9 +283,12 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu", kind: st
     cls = detector_class(meta["model"])
     try:
         config = cls.config_class.from_dict(meta["config"])
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, ConfigError) as exc:
         raise CheckpointError(f"incompatible model settings ({exc})", folder / CONFIG_FILE) from None
-    detector = cls(config, device=device)
+    try:
+        detector = cls(config, device=device)
+    except ConfigError as exc:  # settings each valid alone that the model refuses together
+        raise CheckpointError(f"model settings refused: {exc.message}", folder / CONFIG_FILE) from None
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{WEIGHTS_FILE} is missing", folder)
