@@ -75,7 +75,22 @@ def write_text_atomic(target: str | Path, text: str) -> Path:
 
 
 def write_json_atomic(target: str | Path, payload: Any) -> Path:
-    return write_text_atomic(target, json.dumps(payload, indent=2, default=_json_default) + "\n")
+    """Write ``payload`` as JSON; NaN and infinities become ``null`` (bare ``NaN`` is not JSON)."""
+    text = json.dumps(_finite(payload), indent=2, default=_json_default, allow_nan=False)
+    return write_text_atomic(target, text + "\n")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None, through dicts, lists and NumPy values."""
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _finite(value.tolist())
+    return value
 
 
 @contextlib.contextmanager

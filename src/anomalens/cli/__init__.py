@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 from anomalens import __version__
-from anomalens.errors import AnomalensError, Cancelled
+from anomalens.errors import AnomalensError, Cancelled, storage_error
 
 # Each module adds its sub-commands with register(subparsers); kept apart so that image, video and UI
 # commands can grow without touching each other.
@@ -57,12 +57,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         close_progress_bars()
         print(f"anomalens: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        error = storage_error(exc)  # a read-only or full disk is the machine's state, not a bug: one line, exit 2
+        if error is None:
+            raise
+        from anomalens.progress import close_progress_bars
+
+        close_progress_bars()
+        print(f"anomalens: error: {error}", file=sys.stderr)
+        return error.exit_code
     except (KeyboardInterrupt, Cancelled):
         from anomalens.progress import close_progress_bars
 
         close_progress_bars()
         print("anomalens: interrupted", file=sys.stderr)
-        return 130
+        from anomalens.cli.common import INTERRUPTED_EXIT_CODE
+
+        return INTERRUPTED_EXIT_CODE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,6 +10,9 @@ from anomalens.errors import ConfigError
 from anomalens.progress import Reporter
 from anomalens.runtime import DEVICE_CHOICES
 
+# Ctrl-C: the shell's code for SIGINT, also when training stopped early but kept (and saved) its best model
+INTERRUPTED_EXIT_CODE = 130
+
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where to compute (default: auto = CUDA, then MPS, then CPU)")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from anomalens.cli.video import add_stfeatures_flags
 from anomalens.cli.common import (
+    INTERRUPTED_EXIT_CODE,
     add_common_flags,
     cli_reporter,
     example_epilog,
@@ -134,7 +135,7 @@ def _train(args: argparse.Namespace) -> int:
         **model_settings(args, model, MODEL_FLAGS),
     )
     print_train_result(result, "images", "evaluate")
-    return 0
+    return INTERRUPTED_EXIT_CODE if result.interrupted else 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:

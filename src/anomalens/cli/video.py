@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from anomalens.cli.common import (
+    INTERRUPTED_EXIT_CODE,
     add_common_flags,
     cli_reporter,
     example_epilog,
@@ -116,7 +117,7 @@ def _train(args: argparse.Namespace) -> int:
         run_name=args.run_name, **model_settings(args, args.model, MODEL_FLAGS),
     )
     print_train_result(result, "frames", "evaluate-video")
-    return 0
+    return INTERRUPTED_EXIT_CODE if result.interrupted else 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:

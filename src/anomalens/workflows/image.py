@@ -50,6 +50,8 @@ from anomalens.workflows.rundir import (
     evaluation_context,
     log_training_summary,
     logging_reporter,
+    check_results_dir,
+    check_writable,
     open_run,
     run_record,
     save_run,
@@ -83,6 +85,7 @@ def train_image_model(
     """
     started = datetime.now()
     size = parse_image_size(image_size)
+    check_results_dir(results_dir, reporter=reporter)  # before the work: writable, with room
     found = discover_category(data_dir, category)
     settings = {k: v for k, v in model_settings.items() if v is not None}
     detector = create_detector(model, device=device, image_size=size, seed=seed, **settings)
@@ -158,6 +161,7 @@ def evaluate_image_model(
     if data_dir is None or category is None:
         raise ConfigError(f"no {RUN_FILE} beside this model: give --data-dir and --category", model_dir)
     detector = _load_image_detector(model_dir, device)
+    check_writable(run_dir, "run folder")  # before scoring: evaluation/ is written there
     found = discover_category(data_dir, category, require_test=True)
     decode_started = time.perf_counter()
     test = load_test_set(found, detector.preprocessing, reporter)

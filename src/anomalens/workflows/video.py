@@ -59,6 +59,8 @@ from anomalens.workflows.rundir import (
     evaluation_context,
     log_training_summary,
     logging_reporter,
+    check_results_dir,
+    check_writable,
     open_run,
     run_record,
     save_run,
@@ -121,6 +123,7 @@ def train_video_model(
     """
     started = datetime.now()
     found = discover_video_category(data_dir, category)
+    check_results_dir(results_dir, reporter=reporter)  # before the work: writable, with room
     settings = {k: v for k, v in model_settings.items() if v is not None}
     if image_size is not None:
         settings["image_size"] = parse_image_size(image_size)
@@ -211,6 +214,7 @@ def evaluate_video_model(
     category = category if category is not None else run.get("category")
     if data_dir is None or category is None:
         raise ConfigError("no run.json beside this model: give --data-dir and --category", model_dir)
+    check_writable(run_dir, "run folder")  # before scoring: evaluation/ is written there
     found = discover_video_category(data_dir, category)
     if not found.test:
         raise DataError("no test clips (expected test/<type>/ or testing/frames/)", found.root)
@@ -456,7 +460,7 @@ def analyze_video(
         if not isinstance(checkpoint_or_detector, Detector):
             base = open_run(checkpoint_or_detector)[1]
         output_dir = base / ANALYSIS_DIR / f"{_safe(clip.name)}_{datetime.now():%Y%m%d_%H%M%S}"
-    output_dir = Path(output_dir)
+    output_dir = check_writable(output_dir)  # before scoring, not after it
     started = time.perf_counter()
     prediction = detector.predict_clip(clip, reporter)
     seconds = time.perf_counter() - started
