@@ -17,6 +17,7 @@ import csv
 import importlib.util
 import json
 import math
+import shutil
 import threading
 import time
 import zipfile
@@ -396,19 +397,30 @@ LAYOUT_HELP = (
 def choose_dataset(
     settings: UISettings, folder: str | None, upload: str | Path | None, key: str, expected_kind: str
 ) -> DatasetChoice:
-    """A dataset folder under the allowed roots, or an uploaded zip unpacked safely; layout checked."""
+    """A dataset folder under the allowed roots, or an uploaded zip unpacked safely; layout checked.
+
+    A refused upload is deleted, with whatever was unpacked from it.
+    """
     if upload:
-        archive = check_upload_size(upload, settings.max_upload_bytes)
         target = new_workspace(settings.sessions_dir, key, "upload")
-        root = safe_extract_zip(archive, target)
-        shown = Path(archive).name
-    elif folder and folder.strip():
+        try:
+            archive = check_upload_size(upload, settings.max_upload_bytes)
+            root = safe_extract_zip(archive, target)
+            return _dataset_in(root, Path(archive).name, expected_kind)
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)
+            Path(upload).unlink(missing_ok=True)
+            raise
+    if folder and folder.strip():
         root = confine_path(folder, settings.data_roots)
         shown = folder.strip()
         if not root.is_dir():
             raise DataError("no such folder", shown)
-    else:
-        raise DataError("give a dataset folder or upload a zip")
+        return _dataset_in(root, shown, expected_kind)
+    raise DataError("give a dataset folder or upload a zip")
+
+
+def _dataset_in(root: Path, shown: str, expected_kind: str) -> DatasetChoice:
     category_dir = _find_category(root)
     if category_dir is None:
         raise DataError(LAYOUT_HELP, shown)

@@ -21,17 +21,21 @@ import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Sequence
+from typing import Any, Sequence
 
-from anomalens.errors import AnomalensError, Cancelled, ConfigError, DataError
+from anomalens.errors import AnomalensError, Cancelled, ConfigError, DataError, storage_error
+from anomalens.limits import (
+    MAX_NAME_BYTES,
+    MAX_ZIP_MEMBERS,
+    MAX_ZIP_RATIO,
+    MAX_ZIP_UNPACKED_BYTES,
+    MIN_RATIO_CHECK_BYTES,
+)
 
 log = logging.getLogger("anomalens.ui")
 
 AUTH_ENV = "ANOMALENS_UI_AUTH"
 DEFAULT_MAX_UPLOAD_MB = 500
-ZIP_MAX_MEMBERS = 20_000
-ZIP_MAX_UNPACKED_BYTES = 4 * 1024**3
-ZIP_MAX_RATIO = 200  # unpacked / packed size of a single member: beyond this it is a zip bomb, not images
 GENERIC_ERROR = "Something went wrong on the server (details are in its log). Please check the input and try again."
 
 
@@ -81,9 +85,12 @@ def confine_path(path: str | Path, roots: Sequence[str | Path]) -> Path:
 
 @dataclass(frozen=True)
 class ZipLimits:
-    max_members: int = ZIP_MAX_MEMBERS
-    max_unpacked_bytes: int = ZIP_MAX_UNPACKED_BYTES
-    max_ratio: float = ZIP_MAX_RATIO
+    """What an uploaded zip may hold (defaults from :mod:`anomalens.limits`)."""
+
+    max_members: int = MAX_ZIP_MEMBERS
+    max_unpacked_bytes: int = MAX_ZIP_UNPACKED_BYTES
+    max_ratio: float = MAX_ZIP_RATIO
+    min_ratio_check_bytes: int = MIN_RATIO_CHECK_BYTES
 
 
 def _check_member(info: zipfile.ZipInfo, archive: Path, limits: ZipLimits) -> PurePosixPath | None:
@@ -91,29 +98,52 @@ def _check_member(info: zipfile.ZipInfo, archive: Path, limits: ZipLimits) -> Pu
     if info.is_dir():
         return None
     member = PurePosixPath(name)
-    if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in member.parts:
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in member.parts or "\x00" in name:
         raise DataError(f"unsafe path {info.filename!r} in the zip (absolute or with '..'); nothing was extracted", archive)
+    if any(len(part.encode("utf-8", errors="replace")) > MAX_NAME_BYTES for part in member.parts):
+        raise DataError(f"a name in the zip is longer than {MAX_NAME_BYTES} bytes ({info.filename[:40]!r}...)", archive)
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
         raise DataError(f"the zip contains a symbolic link ({info.filename!r}); nothing was extracted", archive)
-    if info.file_size > 1_000_000 and info.compress_size > 0 and info.file_size / info.compress_size > limits.max_ratio:
-        raise DataError(f"{info.filename!r} unpacks to {info.file_size / info.compress_size:.0f}x its size (zip bomb?)", archive)
+    # image files are already compressed: a member that shrank a lot is padding or a bomb, whatever its size
+    if info.file_size >= limits.min_ratio_check_bytes and info.file_size > limits.max_ratio * max(info.compress_size, 1):
+        raise DataError(f"{info.filename!r} unpacks to {info.file_size / max(info.compress_size, 1):.0f}x its packed "
+                        f"size (at most {limits.max_ratio:g}x is accepted: zip bomb?)", archive)
     if member.parts[0] == "__MACOSX" or member.name.startswith("._") or member.name == ".DS_Store":
         return None  # Finder droppings, not data
     return member
 
 
+def _copy_within(source: Any, sink: Any, declared: int, budget: int, name: str, archive: str) -> int:
+    """Copy one member, stopping as soon as it passes its declared size or the zip's remaining budget."""
+    written = 0
+    while True:
+        chunk = source.read(1 << 20)
+        if not chunk:
+            return written
+        written += len(chunk)
+        if written > declared:
+            raise DataError(f"{name!r} unpacks to more than the {declared} bytes its header declares (forged zip); "
+                            "extraction stopped", archive)
+        if written > budget:
+            raise DataError("the zip unpacks to more than the accepted total; extraction stopped", archive)
+        sink.write(chunk)
+
+
 def safe_extract_zip(archive: str | Path, destination: str | Path, limits: ZipLimits = ZipLimits()) -> Path:
     """Check every member of ``archive`` first, then extract it under ``destination``; return the dataset root.
 
-    The root is the single top-level folder when the zip has one (``bottle/train/good/...``), else
-    ``destination`` itself. A bad zip raises :class:`DataError` and leaves nothing behind.
+    The headers are checked before anything is written (member count, each path, each member's packing
+    ratio, the declared total against ``max_unpacked_bytes``), and the budget is enforced again while
+    extracting, so a zip whose headers lie stops at the budget. The root is the single top-level folder when
+    the zip has one (``bottle/train/good/...``), else ``destination`` itself. A bad zip raises
+    :class:`DataError` and leaves nothing behind under ``destination``.
     """
     archive = Path(archive)
     destination = Path(destination)
     try:
         bundle = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise DataError(f"not a readable zip file ({exc})", archive.name) from None
     with bundle:
         infos = bundle.infolist()
@@ -123,23 +153,38 @@ def safe_extract_zip(archive: str | Path, destination: str | Path, limits: ZipLi
         members = [(info, m) for info, m in members if m is not None]
         total = sum(info.file_size for info, _ in members)
         if total > limits.max_unpacked_bytes:
-            raise DataError(f"the zip unpacks to {total / 1e9:.1f} GB; at most {limits.max_unpacked_bytes / 1e9:.1f} GB is accepted", archive.name)
+            raise DataError(f"the zip unpacks to {total / 1e9:.1f} GB; at most {limits.max_unpacked_bytes / 1e9:.1f} GB "
+                            "is accepted", archive.name)
         if not members:
             raise DataError("the zip contains no files", archive.name)
+        existed = destination.exists()
         destination.mkdir(parents=True, exist_ok=True)
+        remaining = limits.max_unpacked_bytes
         try:
             for info, member in members:
                 target = destination.joinpath(*member.parts)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with bundle.open(info) as source, open(target, "wb") as sink:
-                    shutil.copyfileobj(source, sink, length=1 << 20)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            shutil.rmtree(destination, ignore_errors=True)
-            raise DataError(f"the zip is damaged ({exc})", archive.name) from None
+                    remaining -= _copy_within(source, sink, info.file_size, remaining, info.filename, archive.name)
+        except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, ValueError, NotImplementedError) as exc:
+            _remove(destination, existed)
+            reason = storage_error(exc) if isinstance(exc, OSError) else None
+            raise DataError(f"the zip could not be extracted ({reason.message if reason else exc})", archive.name) from None
+        except BaseException:
+            _remove(destination, existed)
+            raise
     tops = {member.parts[0] for _, member in members}
     if len(tops) == 1 and (destination / next(iter(tops))).is_dir():
         return destination / next(iter(tops))
     return destination
+
+
+def _remove(destination: Path, existed: bool) -> None:
+    if existed:
+        for child in destination.iterdir():
+            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(destination, ignore_errors=True)
 
 
 def check_upload_size(path: str | Path, max_bytes: int) -> Path:
