@@ -41,6 +41,8 @@ MAX_ZIP_UNPACKED_BYTES = 4 * 1024**3
 # unpacked / packed size of a member above MIN_RATIO_CHECK_BYTES: image files are already compressed
 MAX_ZIP_RATIO = 50
 MIN_RATIO_CHECK_BYTES = 64 * 1024
+# the web UI's per-session output folders, all sessions together (the oldest go first)
+MAX_UI_SESSIONS_BYTES = 2 * 1024**3
 # free space a training run wants before it starts (a model folder is tens of MB; this leaves margin)
 MIN_FREE_BYTES_FOR_RUN = 256 * 1024**2
 # file and folder names (most file systems stop at 255 bytes per name)

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from anomalens.errors import DataError
+from anomalens.errors import ConfigError, DataError
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import atomic_path
 from anomalens.ui.jobs import new_workspace, unique_run_name
@@ -52,6 +52,8 @@ class UISettings:
     max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB
     image_examples: list[Path] = field(default_factory=list)
     video_examples: list[Path] = field(default_factory=list)
+    # where each session's outputs go; the server sets a private folder outside the results folder
+    sessions_root: Path | None = None
 
     def __post_init__(self) -> None:
         self.results_dir = Path(self.results_dir).resolve()
@@ -61,7 +63,7 @@ class UISettings:
 
     @property
     def sessions_dir(self) -> Path:
-        return self.results_dir / SESSIONS_FOLDER
+        return Path(self.sessions_root) if self.sessions_root is not None else self.results_dir / SESSIONS_FOLDER
 
     @property
     def max_upload_bytes(self) -> int:
@@ -504,6 +506,14 @@ def train_model(
     """Train one model on a checked dataset into a uniquely named run folder."""
     from anomalens.errors import Cancelled
 
+    from anomalens.models.base import detector_class
+    from anomalens.models.schema import check_settings
+
+    advanced = dict(advanced or {})
+    taken = sorted(set(advanced) & set(COMMON_SETTINGS))
+    if taken:
+        raise ConfigError(f"set {', '.join(taken)} with its own field above, not in the model settings JSON")
+    check_settings(detector_class(model).config_class, advanced, model)  # unknown keys, types and ranges by name
     run_name = unique_run_name(dataset.category, dataset.kind)
     kwargs: dict[str, Any] = dict(
         results_dir=settings.results_dir, image_size=int(image_size), validation_fraction=float(validation_fraction),
@@ -577,8 +587,12 @@ def _type_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     return ["type"], []
 
 
-def evaluate_model(settings: UISettings, run_dir: str | Path | None, reporter: Reporter = SILENT) -> EvaluationView:
-    """Evaluate a model on the test split of the data it was trained on (read only here, never in training)."""
+def evaluate_model(settings: UISettings, run_dir: str | Path | None, reporter: Reporter = SILENT,
+                   key: str = "evaluate") -> EvaluationView:
+    """Evaluate a model on the test split of the data it was trained on (read only here, never in training).
+
+    The figures are copied into the session's own folder: the page never serves files from the run folder.
+    """
     from anomalens.models.base import read_model_config
 
     run = _run_dir(settings, run_dir)
@@ -592,7 +606,11 @@ def evaluate_model(settings: UISettings, run_dir: str | Path | None, reporter: R
     metrics = dict(result.metrics or {})
     metrics = {**{k: metrics[k] for k in HEADLINE_METRICS if k in metrics}, **metrics}
     headers, type_rows = _type_table(metrics)
-    figures = {name: str(path) for name, path in (result.figures or {}).items() if path and Path(path).is_file()}
+    served = new_workspace(settings.sessions_dir, key, "evaluate")
+    figures = {}
+    for name, path in (result.figures or {}).items():
+        if path and Path(path).is_file():
+            figures[name] = str(shutil.copy2(path, served / f"{name}{Path(path).suffix}"))
     report = str(result.report_path) if getattr(result, "report_path", None) else None
     timelines = [(path, name.removeprefix("timeline_")) for name, path in sorted(figures.items()) if name.startswith("timeline")]
     return EvaluationView(_flatten_scalars(metrics), type_rows, headers, figures, report, timelines)

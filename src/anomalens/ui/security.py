@@ -13,11 +13,14 @@ DataError: ../../etc: outside the allowed data folders (/srv/data)
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import re
 import shutil
 import stat
+import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -204,3 +207,117 @@ def user_message(exc: BaseException) -> str:
         return "Stopped on request."
     log.error("unexpected error in the UI", exc_info=exc)
     return GENERIC_ERROR
+
+
+# ---- login -------------------------------------------------------------------------------------------
+class LoginThrottle:
+    """The login check given to Gradio: the right user and password, with failed attempts slowed down.
+
+    After ``free_attempts`` failures for a user name within ``window`` seconds, each further attempt for that
+    name waits 1, 2, 4, ... up to ``max_delay`` seconds before it is answered, and attempts for one name are
+    answered one at a time, so parallel requests gain nothing: 200 guesses take hours, not 0.4 s. A success
+    clears the count. It is a coroutine, so a waiting attempt does not hold up anyone else's page.
+    """
+
+    def __init__(self, user: str, password: str, free_attempts: int = 3, max_delay: float = 30.0,
+                 window: float = 900.0) -> None:
+        self._user = user.encode("utf-8")
+        self._password = password.encode("utf-8")
+        self.free_attempts = free_attempts
+        self.max_delay = max_delay
+        self.window = window
+        self._failures: dict[str, list[float]] = {}
+        self._locks: dict[str, Any] = {}
+
+    def delay_for(self, user: str, now: float | None = None) -> float:
+        """Seconds the next attempt for ``user`` will wait."""
+        now = time.monotonic() if now is None else now
+        recent = [t for t in self._failures.get(user, []) if now - t < self.window]
+        extra = len(recent) - self.free_attempts
+        return 0.0 if extra < 0 else min(self.max_delay, 2.0**extra)
+
+    async def __call__(self, user: str, password: str) -> bool:
+        import asyncio
+
+        key = user[:128]
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            delay = self.delay_for(key)
+            if delay:
+                await asyncio.sleep(delay)
+            ok = hmac.compare_digest(user.encode("utf-8"), self._user) & hmac.compare_digest(
+                password.encode("utf-8"), self._password)
+            now = time.monotonic()
+            if ok:
+                self._failures.pop(key, None)
+            else:
+                recent = [t for t in self._failures.get(key, []) if now - t < self.window]
+                self._failures[key] = recent[-64:] + [now]
+                if len(self._failures) > 10_000:  # a flood of made-up names: forget the oldest
+                    self._failures.pop(next(iter(self._failures)))
+                log.warning("failed login for user %r (%d recent failures)", key, len(self._failures[key]))
+            return bool(ok)
+
+
+# Gradio routes that answer without a login even when the app has one (checked against every route in the
+# tests): with a login configured they need it too.
+LOGIN_REQUIRED_PREFIXES = (
+    "/gradio_api/runs", "/gradio_api/run-history", "/gradio_api/cancel", "/gradio_api/reset",
+    "/gradio_api/heartbeat", "/gradio_api/stream", "/gradio_api/monitoring", "/monitoring",
+    "/gradio_api/vibe", "/gradio_api/undo-vibe", "/gradio_api/startup-events", "/gradio_api/custom_component",
+)
+
+
+class LoginGate:
+    """ASGI middleware: when the app has a login, the routes in :data:`LOGIN_REQUIRED_PREFIXES` need its cookie.
+
+    Gradio checks the login on most routes, but not on all of them (run history, cancel, reset, heartbeat,
+    streams); this closes them with 401 without touching the login page itself.
+    """
+
+    def __init__(self, app: Any, prefixes: Sequence[str] = LOGIN_REQUIRED_PREFIXES) -> None:
+        self.app = app
+        self.prefixes = tuple(prefixes)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") == "http" and self._closed(scope) and not self._logged_in(scope):
+            body = b'{"detail":"Not authenticated"}'
+            await send({"type": "http.response.start", "status": 401,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+    def _closed(self, scope: Any) -> bool:
+        app = scope.get("app")
+        if getattr(app, "auth", None) is None:
+            return False
+        path = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root):]
+        return any(path == p or path.startswith(p + "/") or path.startswith(p + "-") for p in self.prefixes)
+
+    @staticmethod
+    def _logged_in(scope: Any) -> bool:
+        app = scope.get("app")
+        tokens = getattr(app, "tokens", {}) or {}
+        cookie_id = getattr(app, "cookie_id", "")
+        cookies: dict[str, str] = {}
+        for name, value in scope.get("headers", []):
+            if name == b"cookie":
+                for part in value.decode("latin-1").split(";"):
+                    key, _, val = part.strip().partition("=")
+                    cookies[key] = val
+        token = cookies.get(f"access-token-{cookie_id}") or cookies.get(f"access-token-unsecure-{cookie_id}")
+        return token is not None and token in tokens
+
+
+# ---- files the page may serve ----------------------------------------------------------------------
+def served_sessions_root() -> Path:
+    """A private folder (mode 700) for this server's per-session outputs, outside the results folder.
+
+    Only what a view returns is copied from here into Gradio's cache and served; the folder itself, the
+    results folder (weights, configs, logs) and the data folders are never on Gradio's allowed paths.
+    """
+    return Path(tempfile.mkdtemp(prefix="anomalens-ui-"))
