@@ -49,7 +49,7 @@ def storage_error(exc: BaseException) -> OutputError | None:
     if not isinstance(exc, OSError) or exc.errno not in STORAGE_ERRNOS:
         return None
     path = exc.filename if isinstance(exc.filename, (str, Path)) else None
-    return OutputError(f"cannot write here ({exc.strerror or exc})", path)
+    return OutputError(str(exc.strerror or exc), path)
 
 
 class Cancelled(Exception):

@@ -45,6 +45,8 @@ MIN_RATIO_CHECK_BYTES = 64 * 1024
 MAX_UI_SESSIONS_BYTES = 2 * 1024**3
 # free space a training run wants before it starts (a model folder is tens of MB; this leaves margin)
 MIN_FREE_BYTES_FOR_RUN = 256 * 1024**2
+# config.json / run.json of a checkpoint (run.json lists the validation files: generous)
+MAX_CHECKPOINT_JSON_BYTES = 64 * 1024**2
 # file and folder names (most file systems stop at 255 bytes per name)
 MAX_NAME_BYTES = 255
 

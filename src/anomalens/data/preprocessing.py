@@ -12,6 +12,7 @@ torch.Size([3, 256, 256])
 from __future__ import annotations
 
 import contextlib
+import stat
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,6 +59,8 @@ def open_image(path: str | Path, what: str = "image") -> Iterator[Image.Image]:
     """
     path = Path(path)
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or a device would block or never end
+            raise DataError(f"not a regular file, so not {_a(what)}", path)
         if path.stat().st_size == 0:
             raise DataError(f"empty file (0 bytes), not {_a(what)}", path)
         with warnings.catch_warnings():

@@ -301,6 +301,8 @@ def _open_source(path: Path, fps: float | None) -> _Source:
         raise DataError("video file or frame folder not found", path)
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         raise DataError("this is a single image, not a video; give a video file or a folder of frames", path)
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise DataError("not a regular file, so not a video", path)
     return _FileSource(path, fps)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,10 +254,9 @@ def resolve_model_dir(path: str | Path) -> Path:
 def read_model_config(path: str | Path) -> dict[str, Any]:
     """The saved ``config.json`` of a model or run folder, checked for format and version."""
     folder = resolve_model_dir(path)
-    try:
-        meta = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"unreadable {CONFIG_FILE} ({exc})", folder / CONFIG_FILE) from None
+    from anomalens.models.schema import check_model_config, read_json  # every field, before anything is allocated
+
+    meta = read_json(folder / CONFIG_FILE)
     if not isinstance(meta, dict) or "model" not in meta:
         raise CheckpointError(f"{CONFIG_FILE} does not describe an anomalens model", folder / CONFIG_FILE)
     version = meta.get("format_version")
@@ -267,8 +265,6 @@ def read_model_config(path: str | Path) -> dict[str, Any]:
             f"model format version {version} is not supported by anomalens {__version__} (expects {FORMAT_VERSION})",
             folder / CONFIG_FILE,
         )
-    from anomalens.models.schema import check_model_config  # every field, before anything is allocated
-
     return check_model_config(meta, folder / CONFIG_FILE, FORMAT_VERSION)
 
 

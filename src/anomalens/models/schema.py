@@ -16,6 +16,7 @@ ConfigError: batch_size -1 is out of range: must be 1..4096
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import types
 import typing
@@ -223,6 +224,25 @@ def _settings(config_class: type, data: Any, prefix: str) -> dict[str, Any]:
 
 
 # ---- public checks --------------------------------------------------------------------------------
+def read_json(file: str | Path) -> Any:
+    """A checkpoint's JSON file, parsed with its size capped; any failure is a CheckpointError naming the file."""
+    file = Path(file)
+    try:
+        size = file.stat().st_size
+        if size > limits.MAX_CHECKPOINT_JSON_BYTES:
+            raise CheckpointError(f"{size / 2**20:.0f} MB is too large for this file (at most "
+                                  f"{limits.MAX_CHECKPOINT_JSON_BYTES / 2**20:.0f} MB)", file)
+        return json.loads(file.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else _first_line(exc)
+        raise CheckpointError(f"unreadable {file.name} ({reason})", file) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
 def check_settings(config_class: type, settings: Mapping[str, Any], model: str | None = None) -> dict[str, Any]:
     """Training settings (CLI flags, UI JSON) for ``config_class``, type- and range-checked; raises ConfigError."""
     try:

@@ -77,6 +77,8 @@ def confine_path(path: str | Path, roots: Sequence[str | Path]) -> Path:
     if not allowed:
         raise DataError("no data folders are allowed on this server (start it with --data-root DIR)", text)
     candidate = Path(text).expanduser()
+    if any(len(part.encode("utf-8", errors="replace")) > MAX_NAME_BYTES for part in candidate.parts):
+        raise DataError(f"a folder name in this path is longer than {MAX_NAME_BYTES} bytes", text[:80] + "...")
     if not candidate.is_absolute():
         candidate = allowed[0] / candidate
     resolved = candidate.resolve()

@@ -21,9 +21,10 @@ from anomalens import __version__
 from safetensors import SafetensorError
 
 from anomalens.errors import CheckpointError, OutputError
-from anomalens.limits import MAX_NAME_BYTES, MIN_FREE_BYTES_FOR_RUN
+from anomalens import limits
+from anomalens.limits import MAX_NAME_BYTES
 from anomalens.models.base import Detector, resolve_model_dir
-from anomalens.models.schema import check_run_record
+from anomalens.models.schema import check_run_record, read_json
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import write_json_atomic, write_text_atomic
 
@@ -117,8 +118,7 @@ _TEMP_RUN = re.compile(r"^\.(?P<name>.+)\.pid(?P<pid>\d+)\.[^.]+\.tmp$")
 RESCUE_ENV = "ANOMALENS_RESCUE_DIR"
 
 
-def check_results_dir(results_dir: str | Path, min_free_bytes: int = MIN_FREE_BYTES_FOR_RUN,
-                      reporter: Reporter = SILENT) -> Path:
+def check_results_dir(results_dir: str | Path, min_free_bytes: int | None = None, reporter: Reporter = SILENT) -> Path:
     """Before hours of training: the results folder exists (or can be made), is writable and has room.
 
     Also finishes what killed runs left: see :func:`recover_temporary_runs`.
@@ -128,6 +128,7 @@ def check_results_dir(results_dir: str | Path, min_free_bytes: int = MIN_FREE_BY
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     free = shutil.disk_usage(existing).free
+    min_free_bytes = limits.MIN_FREE_BYTES_FOR_RUN if min_free_bytes is None else min_free_bytes
     if free < min_free_bytes:
         raise OutputError(f"only {free / 2**20:.0f} MB free in the results folder; a run needs at least "
                           f"{min_free_bytes / 2**20:.0f} MB: free some space or choose another --results-dir", folder)
@@ -270,11 +271,7 @@ def open_run(checkpoint: str | Path) -> tuple[Path, Path, dict[str, Any]]:
     run_dir = model_dir.parent if model_dir.name == MODEL_DIR and (model_dir.parent / RUN_FILE).is_file() else model_dir
     run: dict[str, Any] = {}
     if (run_dir / RUN_FILE).is_file():
-        try:
-            run = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"unreadable {RUN_FILE} ({exc})", run_dir / RUN_FILE) from None
-        check_run_record(run, run_dir / RUN_FILE)
+        run = check_run_record(read_json(run_dir / RUN_FILE), run_dir / RUN_FILE)
     return model_dir, run_dir, run
 
 

@@ -9,11 +9,13 @@ or half-written folders (no run.json, unreadable JSON, no model) are skipped, ne
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from anomalens.errors import CheckpointError
+from anomalens.models.schema import check_run_record, read_json
 
 RUN_FILE = "run.json"
 METRICS_FILE = "evaluation/metrics.json"
@@ -31,8 +33,8 @@ class RunInfo:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json(path)  # size-capped; a damaged file makes the run unlisted, not the list fail
+    except CheckpointError:
         return None
 
 
@@ -41,6 +43,10 @@ def read_run(run_dir: str | Path) -> RunInfo | None:
     run_dir = Path(run_dir)
     run = _read_json(run_dir / RUN_FILE)
     if not isinstance(run, dict) or not (run_dir / "model" / "config.json").is_file():
+        return None
+    try:
+        check_run_record(run, run_dir / RUN_FILE)
+    except CheckpointError:
         return None
     try:
         created = datetime.fromisoformat(str(run["created"]))

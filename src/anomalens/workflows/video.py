@@ -451,6 +451,7 @@ def analyze_video(
     detector object). ``fps`` sets the rate of a folder of frames (default 25). Files appear only once all of
     them are written.
     """
+    fps = check_fps(fps)  # before the model is loaded
     detector = load_video_detector(checkpoint_or_detector, device)
     cal = detector.calibration_
     assert cal is not None
