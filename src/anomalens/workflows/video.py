@@ -35,7 +35,7 @@ import numpy as np
 
 from anomalens.data.preprocessing import parse_image_size
 from anomalens.data.video_datasets import ClipRef, discover_video_category
-from anomalens.data.video_io import VideoClip, open_clip
+from anomalens.data.video_io import VideoClip, check_fps, open_clip
 from anomalens.errors import Cancelled, CheckpointError, ConfigError, DataError
 from anomalens.metrics.classification import confusion_at
 from anomalens.metrics.events import (
