@@ -13,6 +13,7 @@ unique run name under ``<results-dir>/``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import json
@@ -411,6 +412,8 @@ def choose_dataset(
             return _dataset_in(root, Path(archive).name, expected_kind)
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                target.parent.rmdir()  # the session's folder, if this was all it held
             Path(upload).unlink(missing_ok=True)
             raise
     if folder and folder.strip():
