@@ -5,6 +5,7 @@
 """
 
 
+import dataclasses
 import json
 import logging
 import os
@@ -351,7 +352,7 @@ def launch(
     from anomalens.ui.security import LoginGate, LoginThrottle, served_sessions_root
 
     if settings.sessions_root is None:
-        settings.sessions_root = served_sessions_root()
+        settings = dataclasses.replace(settings, sessions_root=served_sessions_root())
         atexit.register(shutil.rmtree, settings.sessions_root, ignore_errors=True)
     settings.sessions_dir.mkdir(parents=True, exist_ok=True)
     removed = prune_workspaces(settings.sessions_dir)
@@ -369,14 +370,14 @@ def launch(
     app.launch(
         server_name=host,
         server_port=port,
-        auth=LoginThrottle(*auth) if auth else None,
+        auth=LoginThrottle(*auth).check if auth else None,
         auth_message="anomalens: sign in" if auth else None,
         show_error=True,
         max_file_size=f"{settings.max_upload_mb}mb",
         allowed_paths=allowed_paths(settings),
         blocked_paths=[p for p in blocked if not settings.sessions_dir.is_relative_to(p)
                        and not any(Path(e).resolve().is_relative_to(p) for e in allowed_paths(settings))],
-        app_kwargs={"middleware": [Middleware(LoginGate)]},
+        app_kwargs={"middleware": [Middleware(LoginGate)], "openapi_url": None, "docs_url": None, "redoc_url": None},
         run_history=False,
         prevent_thread_lock=not block,
         quiet=not block,

@@ -238,7 +238,9 @@ class LoginThrottle:
         extra = len(recent) - self.free_attempts
         return 0.0 if extra < 0 else min(self.max_delay, 2.0**extra)
 
-    async def __call__(self, user: str, password: str) -> bool:
+    async def check(self, user: str, password: str) -> bool:
+        """The coroutine Gradio calls (give it ``throttle.check``: Gradio awaits only real coroutine functions,
+        and would take the coroutine object of a callable instance as a successful login)."""
         import asyncio
 
         key = user[:128]
@@ -266,7 +268,7 @@ class LoginThrottle:
 LOGIN_REQUIRED_PREFIXES = (
     "/gradio_api/runs", "/gradio_api/run-history", "/gradio_api/cancel", "/gradio_api/reset",
     "/gradio_api/heartbeat", "/gradio_api/stream", "/gradio_api/monitoring", "/monitoring",
-    "/gradio_api/vibe", "/gradio_api/undo-vibe", "/gradio_api/startup-events", "/gradio_api/custom_component",
+    "/gradio_api/vibe", "/gradio_api/undo-vibe", "/gradio_api/custom_component",
 )
 
 
