@@ -244,7 +244,7 @@ def test_every_config_field_of_every_model_has_a_range_or_choices():
 def test_training_settings_use_the_same_rules():
     from anomalens.models.image.patchcore import PatchCoreConfig
 
-    with pytest.raises(ConfigError, match="setting batch_size for model patchcore: -1 is out of range"):
+    with pytest.raises(ConfigError, match=r"setting batch_size \(--batch-size\) for model patchcore: -1 is out of range"):
         check_settings(PatchCoreConfig, {"batch_size": -1}, "patchcore")
     with pytest.raises(ConfigError, match="target_fpr"):
         check_settings(PatchCoreConfig, {"target_fpr": 2})

@@ -137,10 +137,21 @@ def test_disk_full_while_saving_keeps_the_model_in_a_rescue_folder(hostile_datas
 
 
 # ---- kills ---------------------------------------------------------------------------------------------
-def _python(code: str, *args: str) -> subprocess.Popen:
+def _python(code: str, *args: str, log: Path | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_WAIT_POLICY": "PASSIVE"}
+    sink = open(log, "w") if log is not None else subprocess.DEVNULL  # noqa: SIM115 (closed with the process)
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env=env, cwd=str(REPO),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=sink, stderr=subprocess.STDOUT)
+
+
+def _wait_for(path: Path, text: str, timeout: float = 120) -> None:
+    """Until ``text`` appears in the log of a child process (training really started, not just Python)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} never appeared in {path}: {path.read_text(errors='replace')[-2000:]}")
 
 
 @pytest.mark.slow
@@ -153,10 +164,11 @@ def test_kill_9_during_training_loses_no_earlier_run(hostile_dataset, real_run, 
         from anomalens.cli import main
         sys.exit(main(sys.argv[1:]))
     """
+    output = tmp_path / "output.txt"
     process = _python(code, *_train_args(root, category, results, "--model", "autoencoder", "--epochs", "5000",
-                                          "--latent-dim", "16", "--batch-size", "4"))
+                                          "--latent-dim", "16", "--batch-size", "4"), log=output)
     log = results / "train.log"
-    time.sleep(10)  # well into training (5000 epochs take minutes)
+    _wait_for(output, "epoch 3")  # well into training (5000 epochs take minutes)
     assert process.poll() is None
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
@@ -216,3 +228,24 @@ def test_a_live_writer_s_temporary_folder_is_left_alone(tmp_path):
     live.mkdir(parents=True)
     check_results_dir(results, min_free_bytes=0)
     assert live.is_dir()  # this process is alive: it may still be writing
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_autoencoder_keeps_the_model_and_exits_130(hostile_dataset, tmp_path):
+    root, category = hostile_dataset
+    results = tmp_path / "results"
+    code = """
+        import sys
+        from anomalens.cli import main
+        sys.exit(main(sys.argv[1:]))
+    """
+    output = tmp_path / "output.txt"
+    process = _python(code, *_train_args(root, category, results, "--model", "autoencoder", "--epochs", "5000",
+                                          "--latent-dim", "16", "--batch-size", "4"), log=output)
+    _wait_for(output, "epoch 3")  # several epochs in
+    assert process.poll() is None
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 130
+    run = next(p for p in results.iterdir() if not p.name.startswith("."))
+    assert json.loads((run / "run.json").read_text())["interrupted"] is True
+    assert load_detector(run).is_fitted

@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
 from _ui_models import ui_workspace
+from test_ui_browser import CHROMIUM, CHROMIUM_ARGS, _free_port
 from anomalens.ui.jobs import new_workspace, remove_session, trim_workspaces
 from anomalens.ui.security import LoginThrottle
 
@@ -31,12 +31,6 @@ CLOSED = [
     ("GET", "/config"), ("GET", "/gradio_api/info"), ("GET", "/gradio_api/file=/etc/passwd"),
     ("POST", "/gradio_api/upload"), ("POST", "/gradio_api/queue/join"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +135,6 @@ def test_session_folders_are_removed_and_capped(tmp_path):
 @pytest.mark.slow
 def test_signed_in_page_works_and_serves_its_own_outputs(server):
     """The gate and the throttle leave the real flow alone: sign in, inspect an image, see its overlay."""
-    from test_ui_browser import CHROMIUM, CHROMIUM_ARGS
-
     if not CHROMIUM.exists():
         pytest.skip(f"Chromium not found at {CHROMIUM}")
     sync_api = pytest.importorskip("playwright.sync_api", reason="the Python playwright package is not installed")

@@ -249,7 +249,8 @@ def check_settings(config_class: type, settings: Mapping[str, Any], model: str |
         return _settings(config_class, settings, "")
     except _Invalid as exc:
         where = f" for model {model}" if model else ""
-        raise ConfigError(f"setting {exc.field}{where}: {exc.message}") from None
+        flag = "--" + exc.field.split("[")[0].replace("_", "-")  # the same setting as a CLI flag
+        raise ConfigError(f"setting {exc.field} ({flag}){where}: {exc.message}") from None
 
 
 def check_model_config(meta: Any, file: str | Path, format_version: int) -> dict[str, Any]:
