@@ -249,3 +249,24 @@ def test_ctrl_c_on_the_autoencoder_keeps_the_model_and_exits_130(hostile_dataset
     run = next(p for p in results.iterdir() if not p.name.startswith("."))
     assert json.loads((run / "run.json").read_text())["interrupted"] is True
     assert load_detector(run).is_fitted
+
+
+def test_leftovers_of_killed_writers_are_removed_on_the_next_write(tmp_path):
+    from anomalens.runtime import atomic_dir, write_json_atomic
+    from anomalens.workflows.rundir import staged_dir
+
+    dead = 999_999_999  # no such process
+    stale_dir = tmp_path / f".evaluation.pid{dead}.abc123.tmp"
+    stale_file = tmp_path / f".metrics.json.pid{dead}.xyz.tmp"
+    stale_partial = tmp_path / "out" / f".partial.pid{dead}.q1.tmp"
+    for folder in (stale_dir, stale_partial):
+        folder.mkdir(parents=True)
+    stale_file.write_text("{")
+    with atomic_dir(tmp_path / "evaluation") as tmp:
+        (tmp / "a.txt").write_text("a")
+    write_json_atomic(tmp_path / "metrics.json", {"a": 1})
+    with staged_dir(tmp_path / "out") as tmp:
+        (tmp / "b.txt").write_text("b")
+    assert not stale_dir.exists() and not stale_file.exists() and not stale_partial.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evaluation", "metrics.json", "out"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["b.txt"]

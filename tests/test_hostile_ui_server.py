@@ -161,3 +161,12 @@ def test_signed_in_page_works_and_serves_its_own_outputs(server):
             assert shown == 200  # the view's own output is served (as Gradio's copy)
         finally:
             browser.close()
+
+
+def test_storage_errors_reach_the_page_as_one_line():
+    import errno
+
+    from anomalens.ui.security import GENERIC_ERROR, user_message
+
+    message = user_message(OSError(errno.ENOSPC, "No space left on device", "/results/run"))
+    assert message == "/results/run: No space left on device" and message != GENERIC_ERROR

@@ -49,6 +49,45 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a temporary file named after a dead writer can go)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # exists but owned by someone else, or not a PID we can ask about: leave its files alone
+    return True
+
+
+def temporary_prefix(name: str) -> str:
+    """``.<name>.pid<PID>.``: hidden, and naming its writer so that a killed writer's leftovers can be found."""
+    return f".{name}.pid{os.getpid()}."
+
+
+def remove_dead_temporaries(parent: Path, name: str) -> int:
+    """Remove ``parent/.<name>.pid<PID>.*.tmp`` left by writers that were killed; returns how many went."""
+    removed = 0
+    try:
+        entries = list(parent.glob(f".{glob_escape(name)}.pid*.tmp"))
+    except OSError:
+        return 0
+    for entry in entries:
+        pid = entry.name[len(name) + 5:].split(".", 1)[0]
+        if not pid.isdigit() or pid_alive(int(pid)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it over ``target`` only if the block succeeds.
@@ -57,7 +96,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    remove_dead_temporaries(target.parent, target.name)
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(target.name), suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -98,7 +138,8 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Like :func:`atomic_path` for a folder: fill a temporary folder, then swap it in whole."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    remove_dead_temporaries(target.parent, target.name)
+    tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(target.name), suffix=".tmp", dir=target.parent))
     try:
         yield tmp
         old = None

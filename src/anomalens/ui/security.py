@@ -205,6 +205,9 @@ def user_message(exc: BaseException) -> str:
     """The line a user sees for ``exc``: the error's own line for user errors, a generic one for bugs."""
     if isinstance(exc, AnomalensError):
         return str(exc)
+    storage = storage_error(exc)  # a read-only or full disk: the machine's state, said in one line
+    if storage is not None:
+        return str(storage)
     if isinstance(exc, Cancelled):
         return "Stopped on request."
     log.error("unexpected error in the UI", exc_info=exc)

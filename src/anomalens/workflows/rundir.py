@@ -26,7 +26,13 @@ from anomalens.limits import MAX_NAME_BYTES
 from anomalens.models.base import Detector, resolve_model_dir
 from anomalens.models.schema import check_run_record, read_json
 from anomalens.progress import SILENT, Reporter
-from anomalens.runtime import write_json_atomic, write_text_atomic
+from anomalens.runtime import (
+    pid_alive,
+    remove_dead_temporaries,
+    temporary_prefix,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 RUN_FILE = "run.json"
 MODEL_DIR = "model"
@@ -157,16 +163,6 @@ def check_writable(folder: str | Path, what: str = "output folder", create: bool
     return folder
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
-
-
 def _complete_run(folder: Path) -> bool:
     model = folder / MODEL_DIR
     return (folder / RUN_FILE).is_file() and (model / "config.json").is_file() and (model / "weights.safetensors").is_file()
@@ -184,7 +180,7 @@ def recover_temporary_runs(results_dir: str | Path) -> list[str]:
         return done
     for entry in entries:
         match = _TEMP_RUN.match(entry.name)
-        if not match or not entry.is_dir() or _alive(int(match["pid"])):
+        if not match or not entry.is_dir() or pid_alive(int(match["pid"])):
             continue
         if _complete_run(entry):
             try:
@@ -253,7 +249,7 @@ def _rescue_dirs() -> list[Path]:
 
 def _write_run(results_dir: Path, name: str, detector: Detector, run: dict[str, Any], log_lines: list[str]) -> Path:
     results_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.pid{os.getpid()}.", suffix=".tmp", dir=results_dir))
+    tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(name), suffix=".tmp", dir=results_dir))
     try:
         detector.save(tmp / MODEL_DIR)
         write_json_atomic(tmp / RUN_FILE, run)
@@ -285,7 +281,8 @@ def staged_dir(output_dir: str | Path | None) -> Iterator[Path | None]:
         yield None
         return
     output_dir = check_writable(output_dir, create=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=output_dir))
+    remove_dead_temporaries(output_dir, "partial")
+    tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix("partial"), suffix=".tmp", dir=output_dir))
     try:
         yield tmp
         for item in sorted(tmp.iterdir()):
