@@ -9,10 +9,11 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from anomalens.errors import Cancelled, ConfigError
+from anomalens.errors import ConfigError
 from anomalens.models.image.autoencoder import Autoencoder, AutoencoderConfig, ConvAutoencoder
-from anomalens.models.base import create_detector, load_detector
-from anomalens.models.components.losses import error_map, gaussian_blur, reconstruction_loss, ssim_map
+from anomalens.models.base import create_detector
+from anomalens.models.components.kernels import gaussian_blur
+from anomalens.models.components.losses import error_map, reconstruction_loss, ssim_map
 from anomalens.progress import Reporter
 
 SIZE = 64
@@ -76,7 +77,7 @@ def test_image_score_is_max_of_smoothed_error_minus_normal_error(model):
     x = images.float().numpy() / 255.0
     raw = ((pred.views - x) ** 2).mean(axis=1)
     sigma = model.config.smoothing_sigma
-    expected = np.stack([gaussian_filter(m, sigma, mode="mirror", truncate=3.0) for m in raw])
+    expected = np.stack([gaussian_filter(m, sigma, mode="mirror", truncate=4.0) for m in raw])  # kernels.TRUNCATE
     expected -= model.normal_error_.cpu().numpy()
     np.testing.assert_allclose(pred.maps, expected, atol=2e-5)
     np.testing.assert_allclose(pred.scores, pred.maps.max(axis=(1, 2)), rtol=1e-6)
@@ -112,19 +113,6 @@ def test_a_defect_scores_higher_and_is_localised(model):
     for m in pred.maps[4:]:
         y, x = np.unravel_index(np.argmax(m), m.shape)
         assert 6 <= y <= 22 and 36 <= x <= 52
-
-
-def test_save_load_round_trip_gives_identical_output(model, tmp_path):
-    images = normal_images(3, seed=9)
-    before = model.predict(images)
-    model.save(tmp_path / "model")
-    loaded = load_detector(tmp_path / "model")
-    assert isinstance(loaded, Autoencoder) and loaded.config == model.config
-    after = loaded.predict(images)
-    np.testing.assert_array_equal(after.scores, before.scores)
-    np.testing.assert_array_equal(after.maps, before.maps)
-    np.testing.assert_array_equal(after.views, before.views)
-    assert loaded.calibration_ == model.calibration_
 
 
 def test_same_seed_same_model_other_seed_other_model():
@@ -173,9 +161,9 @@ def test_image_size_not_divisible_by_16_is_a_config_error(size):
 
 
 def test_bad_settings_and_wrong_image_size_at_predict(model):
-    with pytest.raises(ConfigError, match="--loss"):
+    with pytest.raises(ConfigError, match="loss l1"):
         create_detector("autoencoder", loss="l1")
-    with pytest.raises(ConfigError, match="ssim-weight"):
+    with pytest.raises(ConfigError, match="ssim_weight"):
         create_detector("autoencoder", ssim_weight=1.5)
     with pytest.raises(ConfigError, match="96x96"):
         model.predict(torch.zeros(1, 3, 96, 96, dtype=torch.uint8))
@@ -196,7 +184,7 @@ def test_losses_on_known_inputs():
 
 def test_gaussian_blur_matches_scipy_and_keeps_the_mean_of_a_constant():
     x = torch.rand(2, 40, 50, generator=torch.Generator().manual_seed(1))
-    expected = np.stack([gaussian_filter(m, 3.0, mode="mirror", truncate=3.0) for m in x.numpy()])
+    expected = np.stack([gaussian_filter(m, 3.0, mode="mirror", truncate=4.0) for m in x.numpy()])
     np.testing.assert_allclose(gaussian_blur(x, 3.0).numpy(), expected, atol=1e-6)
     constant = torch.full((1, 3, 20, 20), 0.7)
     assert torch.allclose(gaussian_blur(constant, 4.0), constant, atol=1e-6)

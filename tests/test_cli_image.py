@@ -108,7 +108,7 @@ def test_benchmark_prints_a_table_and_writes_json(tiny_model, synthetic_image_da
 
 def test_benchmark_hands_video_datasets_to_the_video_workflow(monkeypatch, tmp_path, capsys):
     import anomalens.data.video_datasets as video_datasets
-    import anomalens.workflows.video as video_workflow
+    import anomalens.workflows.benchmark as benchmark_workflow
 
     calls = []
 
@@ -117,7 +117,7 @@ def test_benchmark_hands_video_datasets_to_the_video_workflow(monkeypatch, tmp_p
         return {"model": model or "stfeatures", "category": category, "frame_auroc": 0.9}
 
     monkeypatch.setattr(video_datasets, "is_video_category", lambda data_dir, category: True)
-    monkeypatch.setattr(video_workflow, "benchmark_video_model", fake_benchmark)
+    monkeypatch.setattr(benchmark_workflow, "benchmark_video_model", fake_benchmark)
     output = tmp_path / "video.json"
     rc = main(["benchmark", "--data-dir", str(tmp_path), "--category", "ped2", "--model", "convlstm", "--epochs", "2",
                "--output", str(output), "--seed", "4"])

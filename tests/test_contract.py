@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+import anomalens
+
 from anomalens.errors import CheckpointError, ConfigError
 from anomalens.models import base
 from anomalens.models.base import Detector, DetectorConfig, create_detector, load_detector
@@ -69,7 +71,7 @@ def test_save_load_round_trip_gives_identical_scores(tmp_path):
     detector.save(tmp_path / "model")
     saved = json.loads((tmp_path / "model" / "config.json").read_text())
     assert saved["model"] == MeanImage.name and saved["config"]["seed"] == 3
-    loaded = load_detector(tmp_path)  # a run folder holding model/ works too
+    loaded = anomalens.load_detector(tmp_path)  # the public loader takes a run folder holding model/ too
     images = _images(3, 120)
     np.testing.assert_array_equal(loaded.predict(images).scores, detector.predict(images).scores)
     assert loaded.calibration_ == detector.calibration_

@@ -12,7 +12,7 @@ from anomalens.data.preprocessing import Preprocessing
 from anomalens.data.synthetic_video import synthetic_clip
 from anomalens.data.video_io import open_clip
 from anomalens.errors import ConfigError
-from anomalens.models.base import create_detector, load_detector
+from anomalens.models.base import create_detector
 from anomalens.models.video.convlstm import ConvLSTMAutoencoder, window_starts
 from anomalens.progress import Reporter
 
@@ -59,14 +59,6 @@ def test_fit_records_validation_loss_and_threshold(fitted):
     assert fitted.is_fitted and not fitted.interrupted_
 
 
-def test_save_load_round_trip_gives_identical_scores(fitted, tmp_path):
-    fitted.save(tmp_path / "model")
-    loaded = load_detector(tmp_path / "model", kind="video")
-    frames = clip(7, 20)
-    np.testing.assert_array_equal(loaded.predict_clip(frames).scores, fitted.predict_clip(frames).scores)
-    assert loaded.calibration_ == fitted.calibration_
-
-
 def test_same_seed_same_model():
     a = create_detector("convlstm", **SETTINGS).fit_clips([clip(0, 16)], [clip(2, 16)])
     b = create_detector("convlstm", **SETTINGS).fit_clips([clip(0, 16)], [clip(2, 16)])
@@ -84,7 +76,7 @@ def test_sequence_longer_than_a_clip_names_the_clip(tmp_path):
         Image.fromarray(frame).save(folder / f"{i:03d}.png")
     short = open_clip(folder, Preprocessing(image_size=SIZE))
     detector = create_detector("convlstm", **SETTINGS)
-    with pytest.raises(ConfigError, match="short_clip.*fewer than --sequence-length 8"):
+    with pytest.raises(ConfigError, match="short_clip.*fewer than sequence_length 8"):
         detector.fit_clips([short])
     with pytest.raises(ConfigError, match="short_clip"):
         detector.predict_clip(short)

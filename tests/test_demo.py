@@ -39,7 +39,7 @@ def test_first_run_writes_data_trains_and_evaluates(prepared):
 
 def test_later_runs_reuse_data_and_models(prepared, monkeypatch):
     root, assets = prepared
-    import anomalens.workflows.image as image_workflow
+    import anomalens.workflows.train as image_workflow
 
     def no_training(*args, **kwargs):
         raise AssertionError("the demo must reuse its trained model")

@@ -21,7 +21,8 @@ import pytest
 from _hostile import copy_run, error_line, hostile_dataset, real_run  # noqa: F401 (fixtures)
 from anomalens.cli import main
 from anomalens.models.base import load_detector
-from anomalens.workflows.rundir import check_results_dir, recover_temporary_runs
+from anomalens.workflows.runs import _complete_run, check_results_dir
+from anomalens.workflows.storage import recover_temporary_runs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -187,7 +188,7 @@ def test_kill_9_while_saving_is_recovered_or_cleaned(hostile_dataset, tmp_path, 
     results = tmp_path / "results"
     code = """
         import os, signal, sys
-        import anomalens.workflows.rundir as rundir
+        import anomalens.workflows.storage as storage
         import anomalens.models.base as base
         from anomalens.cli import main
 
@@ -198,7 +199,7 @@ def test_kill_9_while_saving_is_recovered_or_cleaned(hostile_dataset, tmp_path, 
                 if str(src).endswith(".tmp") and "/model" not in str(dst):
                     os.kill(os.getpid(), signal.SIGKILL)
                 return real_rename(src, dst, *a, **k)
-            rundir.os.rename = rename
+            storage.os.rename = rename
         else:
             def save_file(tensors, path, *a, **k):
                 open(path, "wb").write(b"half")
@@ -211,7 +212,7 @@ def test_kill_9_while_saving_is_recovered_or_cleaned(hostile_dataset, tmp_path, 
     assert process.returncode == -signal.SIGKILL
     hidden = [p for p in results.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
     assert len(hidden) == 1 and not [p for p in results.iterdir() if not p.name.startswith(".")]
-    done = recover_temporary_runs(results)  # what every training start does (check_results_dir)
+    done = recover_temporary_runs(results, _complete_run)  # what every training start does (check_results_dir)
     assert len(done) == 1
     visible = [p for p in results.iterdir() if not p.name.startswith(".")]
     assert not [p for p in results.iterdir() if p.name.startswith(".")]
@@ -253,7 +254,7 @@ def test_ctrl_c_on_the_autoencoder_keeps_the_model_and_exits_130(hostile_dataset
 
 def test_leftovers_of_killed_writers_are_removed_on_the_next_write(tmp_path):
     from anomalens.runtime import atomic_dir, write_json_atomic
-    from anomalens.workflows.rundir import staged_dir
+    from anomalens.workflows.runs import staged_dir
 
     dead = 999_999_999  # no such process
     stale_dir = tmp_path / f".evaluation.pid{dead}.abc123.tmp"

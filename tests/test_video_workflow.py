@@ -24,7 +24,9 @@ from anomalens.metrics.events import clip_frame_auroc, event_flags
 from anomalens.models.base import MODEL_REGISTRY, DetectorConfig
 from anomalens.models.video.base import ClipPrediction, VideoDetector
 from anomalens.progress import Reporter
-from anomalens.workflows.video import analyze_video, evaluate_video_model, split_video_clips, train_video_model
+from anomalens.workflows.evaluate import evaluate_video_model
+from anomalens.workflows.predict import analyze_video
+from anomalens.workflows.train import split_video_clips, train_video_model
 
 CATEGORY = "synthetic_conveyor"
 BINS = 8  # colour levels per channel
@@ -190,7 +192,7 @@ def test_wrong_kind_of_checkpoint_is_refused(tiny_run, tmp_path):
         analyze_video(image_model.parent, tmp_path / "any.mp4", device="cpu")
     with pytest.raises(CheckpointError, match="image model"):
         evaluate_video_model(image_model.parent, device="cpu")
-    from anomalens.workflows.image import evaluate_image_model
+    from anomalens.workflows.evaluate import evaluate_image_model
 
     with pytest.raises(CheckpointError, match="video model"):
         evaluate_image_model(tiny_run, device="cpu")
@@ -202,7 +204,7 @@ def test_bad_training_input_is_a_clear_error(dataset, tmp_path, synthetic_image_
     image_root, image_category = synthetic_image_dataset
     with pytest.raises(DataError, match="no normal training clips"):
         train_video_model(image_root, image_category, "tinyvideo", tmp_path, device="cpu")
-    with pytest.raises(ConfigError, match=r"train_00\d\.mp4.*sequence-length"):
+    with pytest.raises(ConfigError, match=r"train_00\d\.mp4.*sequence_length"):  # a setting; the CLI says --sequence-length
         train_video_model(dataset, CATEGORY, "convlstm", tmp_path, device="cpu", image_size=32, sequence_length=100, epochs=1)
     assert not any(tmp_path.iterdir())  # nothing half-written
 

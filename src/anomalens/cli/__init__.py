@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from typing import Sequence
 
 from anomalens import __version__
 from anomalens.errors import AnomalensError, Cancelled, storage_error
 
-# Each module adds its sub-commands with register(subparsers); kept apart so that image, video and UI
-# commands can grow without touching each other.
-COMMAND_MODULES = ("anomalens.cli.image", "anomalens.cli.video", "anomalens.cli.ui")
+# Each module adds its sub-commands with register(subparsers); kept apart so that image, video, benchmark and
+# UI commands (and those of new capabilities) can grow without touching each other.
+COMMAND_MODULES = ("anomalens.cli.image", "anomalens.cli.video", "anomalens.cli.benchmark", "anomalens.cli.ui")
+# Option names that are ordinary words in messages, never rewritten as flags by settings_as_flags().
+PLAIN_WORDS = frozenset({"help", "version", "model", "category", "device", "video", "output", "checkpoint", "paths",
+                         "fps", "host", "port", "auth", "force", "seed"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +46,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def settings_as_flags(message: str, parser: argparse.ArgumentParser) -> str:
+    """Library errors name settings (``image_size must ...``); on the command line they read as flags
+    (``--image-size must ...``), for every option of the command that ran."""
+    flags: dict[str, str] = {}
+    for action in parser._actions:
+        long = [option for option in action.option_strings if option.startswith("--")]
+        if long and action.dest not in PLAIN_WORDS:
+            flags[action.dest] = long[0]
+    if not flags:
+        return message
+    names = "|".join(re.escape(name) for name in sorted(flags, key=len, reverse=True))
+    return re.sub(rf"(?<![\w-])({names})(?![\w-])", lambda match: flags[match.group(1)], message)
+
+
+def _command_parser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command]
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     parser = build_parser()
@@ -55,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from anomalens.progress import close_progress_bars
 
         close_progress_bars()
-        print(f"anomalens: error: {exc}", file=sys.stderr)
+        message = settings_as_flags(exc.message, _command_parser(parser, args.command))
+        print(f"anomalens: error: {f'{exc.path}: ' if exc.path is not None else ''}{message}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
         error = storage_error(exc)  # a read-only or full disk is the machine's state, not a bug: one line, exit 2

@@ -1,9 +1,16 @@
-"""Flags every command shares, so that they read the same everywhere."""
+"""Flags every command shares, so that they read the same everywhere, and the help that shows each default.
+
+No default is written here: a flag left out is None and the library uses the model's config dataclass (or
+:class:`~anomalens.workflows.train.TrainOptions`). :class:`SettingsHelpFormatter` reads those defaults when
+``--help`` is printed, so the help can never disagree with what runs (and ``anomalens`` without ``--help``
+still starts without importing torch).
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 from typing import Any, Sequence
 
 from anomalens.errors import ConfigError
@@ -12,15 +19,136 @@ from anomalens.runtime import DEVICE_CHOICES
 
 # Ctrl-C: the shell's code for SIGINT, also when training stopped early but kept (and saved) its best model
 INTERRUPTED_EXIT_CODE = 130
+# flag dest -> the model config field it sets (the same name, by design)
+IMAGE_MODEL_FLAGS = ("batch_size", "target_fpr", "epochs", "lr", "latent_dim", "loss", "ssim_weight", "num_workers",
+                     "normal_reference", "backbone", "coreset_ratio", "tile")
+VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", "latent_dim", "lstm_hidden_dim",
+                     "lstm_layers", "target_fpr", "appearance_memory", "motion_memory", "flow_preset", "frame_step",
+                     "temporal_sigma")
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where to compute (default: auto = CUDA, then MPS, then CPU)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same model (default: 0)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed; the same seed gives the same model")
+
+
+def add_train_flags(parser: argparse.ArgumentParser, data_help: str, example_category: str) -> None:
+    """Data, output and the settings every model has."""
+    parser.add_argument("--data-dir", required=True, type=Path, help=data_help)
+    parser.add_argument("--category", required=True, help=f"category folder name, e.g. {example_category}")
+    # no argparse choices: the model registry checks the name; the default comes from the data-kind table
+    parser.add_argument("--model", default=None, metavar="MODEL", help="model type")
+    parser.add_argument("--results-dir", type=Path, default=Path("results"), help="where runs go (default: results)")
+    parser.add_argument("--run-name", default=None, help="run folder name (default: [<kind>_]<category>_<timestamp>)")
+    parser.add_argument("--image-size", type=int, nargs="+", metavar=("H", "W"), default=None,
+                        help="resize images (or frames) to H x W; one number: square")
+    parser.add_argument("--validation-fraction", type=float, default=None,
+                        help="share of the normal training data held out to choose the model and the threshold (video: "
+                             "whole clips; with one clip, the share of its frames at the end)")
+    parser.add_argument("--batch-size", type=int, default=None, help="images, frames or windows per batch")
+    parser.add_argument("--target-fpr", type=float, default=None, help="share of normal samples allowed above the threshold")
+
+
+def add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
+    """A trained run to evaluate, on the data it was trained on unless told otherwise."""
+    parser.add_argument("--checkpoint", required=True, type=Path, help="run folder (or its model/ folder)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="dataset root (default: the one in run.json)")
+    parser.add_argument("--category", default=None, help="category (default: the one in run.json)")
+    add_common_flags(parser)
+
+
+def add_image_model_flags(parser: argparse.ArgumentParser) -> None:
+    ae = parser.add_argument_group("autoencoder")
+    ae.add_argument("--epochs", type=int, default=None, help="training epochs")
+    ae.add_argument("--lr", type=float, default=None, help="learning rate")
+    ae.add_argument("--latent-dim", type=int, default=None, help="bottleneck channels")
+    ae.add_argument("--loss", choices=("mse", "ssim", "combined"), default=None, help="training loss and map")
+    ae.add_argument("--ssim-weight", type=float, default=None, help="SSIM share of the combined loss")
+    ae.add_argument("--num-workers", type=int, default=None, help="accepted for compatibility; images are decoded once")
+    ae.add_argument("--normal-reference", choices=("none", "mean", "zscore"), default=None,
+                    help="compare each pixel's error with normal training images: none (raw smoothed error), mean "
+                         "(minus their mean error) or zscore (also divided by their spread)")
+    feat = parser.add_argument_group("feature models (patchcore, padim)")
+    feat.add_argument("--backbone", choices=("lite0", "lite1", "lite2"), default=None,
+                      help="pretrained EfficientNet-Lite feature extractor")
+    feat.add_argument("--coreset-ratio", type=float, default=None, help="share of patch features kept")
+    feat.add_argument("--tile", type=int, default=None, metavar="N",
+                      help="score large images in N x N tiles at native resolution (none = off)")
+
+
+def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: bool) -> None:
+    """The convlstm and stfeatures settings; ``with_training_flags`` False when the image flags already add
+    --epochs, --lr and --latent-dim (the benchmark takes both)."""
+    lstm = parser.add_argument_group("convlstm (the original's model)")
+    lstm.add_argument("--sequence-length", type=int, default=None, help="frames per window")
+    lstm.add_argument("--stride", type=int, default=None, help="frames between window starts")
+    if with_training_flags:
+        lstm.add_argument("--epochs", type=int, default=None, help="training epochs")
+        lstm.add_argument("--lr", type=float, default=None, help="learning rate")
+        lstm.add_argument("--latent-dim", type=int, default=None, help="encoder output channels")
+    lstm.add_argument("--lstm-hidden-dim", type=int, default=None, help="ConvLSTM hidden channels")
+    lstm.add_argument("--lstm-layers", type=int, default=None, help="ConvLSTM layers")
+    group = parser.add_argument_group("stfeatures (the default video model)")
+    group.add_argument("--appearance-memory", type=int, default=None, help="entries of the appearance memory; fewer = faster scoring")
+    group.add_argument("--motion-memory", type=int, default=None, help="normal motions kept per cell")
+    group.add_argument("--flow-preset", choices=("ultrafast", "fast", "medium"), default=None,
+                       help="optical-flow quality against speed")
+    group.add_argument("--frame-step", type=int, default=None, help="learn from every n-th training frame")
+    group.add_argument("--temporal-sigma", type=float, default=None, help="Gaussian smoothing of frame scores, in frames; 0 = none")
 
 
 def example_epilog(*lines: str) -> str:
     return "Example:\n  " + "\n  ".join(lines)
+
+
+def formatter_for(*kinds: str) -> type[argparse.HelpFormatter]:
+    """A help formatter that appends the defaults of the models of ``kinds`` to each setting's help."""
+    return type("SettingsHelpFormatter", (SettingsHelpFormatter,), {"kinds": kinds})
+
+
+class SettingsHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Appends ``(default: ...)`` to a setting's help, read from the config dataclasses when help is printed."""
+
+    kinds: tuple[str, ...] = ()
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None and action.dest != "help" and self.kinds:
+            default = setting_default(action.dest, self.kinds)
+            if default:
+                text = f"{text} (default: {default})"
+        return text.replace("%", "%%")
+
+
+def setting_default(name: str, kinds: Sequence[str]) -> str | None:
+    """How the default of setting ``name`` reads for the models of ``kinds`` ("0.1", "50 (autoencoder), 4 (convlstm)")."""
+    from anomalens.models.base import detector_class
+    from anomalens.workflows.kinds import data_kind, model_names
+    from anomalens.workflows.train import TrainOptions
+
+    if name == "model":
+        return ", ".join(f"{data_kind(kind).default_model} for {kind}s" for kind in kinds)
+    options = {f.name: f.default for f in dataclasses.fields(TrainOptions)}
+    if name in options:
+        return _shown(options[name])
+    by_model: dict[str, Any] = {}
+    for kind in kinds:
+        for model in model_names(kind):
+            fields = {f.name: f.default for f in dataclasses.fields(detector_class(model).config_class)}
+            if name in fields and fields[name] is not dataclasses.MISSING:
+                by_model[model] = fields[name]
+    if not by_model:
+        return None
+    shown = {model: _shown(value) for model, value in by_model.items()}
+    if len(set(shown.values())) == 1:
+        return next(iter(shown.values()))
+    return ", ".join(f"{value} ({model})" for model, value in shown.items())
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "x".join(str(v) for v in value)
+    return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def print_train_result(result: Any, unit: str, evaluate_command: str) -> None:
@@ -33,11 +161,6 @@ def print_train_result(result: Any, unit: str, evaluate_command: str) -> None:
         print(f"threshold {cal.threshold:.6g} (from {cal.validation_count} validation {unit}, "
               f"target false-positive rate {cal.target_fpr:g})")
     print(f"next: anomalens {evaluate_command} --checkpoint {result.run_dir}")
-
-
-def format_metric(value: float | None) -> str:
-    """A metric for the terminal: four decimals, or n/a where it could not be computed."""
-    return "n/a" if value is None else f"{value:.4f}"
 
 
 def model_settings(args: argparse.Namespace, model: str, flags: Sequence[str]) -> dict[str, Any]:
@@ -53,6 +176,27 @@ def model_settings(args: argparse.Namespace, model: str, flags: Sequence[str]) -
         if name not in fields:
             raise ConfigError(f"--{name.replace('_', '-')} does not apply to model {model}")
     return given
+
+
+def train_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What the user set of the settings every training takes (None = the library's default)."""
+    return {"image_size": args.image_size, "validation_fraction": args.validation_fraction, "seed": args.seed,
+            "run_name": args.run_name}
+
+
+MODEL_FLAGS = {"image": IMAGE_MODEL_FLAGS, "video": VIDEO_MODEL_FLAGS}
+
+
+def run_training(args: argparse.Namespace, kind: str, evaluate_command: str) -> int:
+    """``train`` and ``train-video``: the kind's model (or --model) on the given data, then where it went."""
+    from anomalens.workflows.kinds import data_kind
+
+    table = data_kind(kind)
+    model = args.model or table.default_model
+    result = table.train(args.data_dir, args.category, model, args.results_dir, device=args.device, reporter=cli_reporter(),
+                         **train_options(args), **model_settings(args, model, MODEL_FLAGS[kind]))
+    print_train_result(result, table.unit, evaluate_command)
+    return INTERRUPTED_EXIT_CODE if result.interrupted else 0
 
 
 def cli_reporter() -> Reporter:

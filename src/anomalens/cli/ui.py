@@ -85,14 +85,13 @@ def run_ui(args: argparse.Namespace) -> int:
 
 def run_demo(args: argparse.Namespace) -> int:
     from anomalens.progress import Reporter
-    from anomalens.runtime import seed_everything
     from anomalens.ui.security import resolve_auth
     from anomalens.workflows.demo import prepare_demo
 
     resolve_auth(args.auth)  # a malformed login fails before minutes of training
-    seed_everything(args.seed)
-    assets = prepare_demo(args.demo_dir, args.results_dir, device=args.device, seed=args.seed, force=args.force,
-                          video=not args.no_video, reporter=Reporter())
+    seed = {} if args.seed is None else {"seed": args.seed}  # not given: prepare_demo's own
+    assets = prepare_demo(args.demo_dir, args.results_dir, device=args.device, force=args.force,
+                          video=not args.no_video, reporter=Reporter(), **seed)
     for problem in assets.problems:
         print(f"anomalens: warning: {problem}", file=sys.stderr)
     print(f"anomalens: demo data in {assets.data_root}")

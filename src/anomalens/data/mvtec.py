@@ -125,7 +125,7 @@ def _find_mask(mask_dir: Path, image_path: Path) -> Path | None:
 
 
 def split_train_validation(
-    paths: Sequence[Path], validation_fraction: float = 0.1, seed: int = 0
+    paths: Sequence[Path], validation_fraction: float, seed: int = 0
 ) -> tuple[list[Path], list[Path]]:
     """Seeded split of normal training images; at least one image goes to each side when there are two."""
     if not 0.0 <= validation_fraction < 1.0:

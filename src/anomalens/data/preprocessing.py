@@ -36,15 +36,15 @@ def parse_image_size(value: int | Sequence[int]) -> tuple[int, int]:
         try:
             values = [int(v) for v in value]
         except (TypeError, ValueError):
-            raise ConfigError(f"--image-size takes one or two whole numbers (H W), got {value!r}") from None
+            raise ConfigError(f"image_size takes one or two whole numbers (H W), got {value!r}") from None
         if len(values) == 1:
             size = (values[0], values[0])
         elif len(values) == 2:
             size = (values[0], values[1])
         else:
-            raise ConfigError(f"--image-size takes one or two numbers (H W), got {len(values)}")
+            raise ConfigError(f"image_size takes one or two numbers (H W), got {len(values)}")
     if min(size) < MIN_IMAGE_SIDE or max(size) > MAX_IMAGE_SIDE:
-        raise ConfigError(f"--image-size {size[0]} {size[1]} is out of range: each side must be "
+        raise ConfigError(f"image_size {size[0]} {size[1]} is out of range: each side must be "
                           f"{MIN_IMAGE_SIDE}..{MAX_IMAGE_SIDE} pixels")
     return size
 
@@ -143,7 +143,7 @@ class Preprocessing:
     ``image_size`` is (height, width); ``None`` keeps the native size (used when tiling).
     """
 
-    image_size: tuple[int, int] | None = (256, 256)
+    image_size: tuple[int, int] | None
 
     def load_image(self, path: str | Path) -> torch.Tensor:
         return resize_rgb(read_rgb(path), self.image_size)

@@ -14,11 +14,13 @@ Frame-level AUROC, as the literature reports it, pools every test frame of every
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import numpy as np
 
 from anomalens.metrics.classification import image_auroc
+from anomalens.metrics.threshold import Calibration
 
 
 def runs(flags: np.ndarray) -> list[tuple[int, int]]:
@@ -111,3 +113,40 @@ def minmax_per_clip_frame_auroc(labels: Sequence[np.ndarray], scores: Sequence[n
 def video_auroc(video_labels: Sequence[int], clip_scores: Sequence[float]) -> float:
     """Clip-level AUROC from one score per clip (we use each clip's highest frame score)."""
     return image_auroc(np.asarray(video_labels), np.asarray(clip_scores, dtype=np.float64))
+
+
+EVENT_MERGE_SECONDS = 0.2  # events closer than this are one event (a one-frame dip does not split it)
+
+
+def calibrated_events(
+    scores: np.ndarray, calibration: Calibration, fps: float, normalized_scores: np.ndarray | None = None
+) -> list[dict]:
+    """The events of a clip at a model's own threshold, merging runs closer than :data:`EVENT_MERGE_SECONDS`."""
+    merge_gap = max(1, int(round(EVENT_MERGE_SECONDS * fps)))
+    return detect_events(scores, calibration.threshold, fps, merge_gap=merge_gap, normalized_scores=normalized_scores)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One anomalous interval of a video, as :func:`detect_events` describes it (typed, for code that shows it).
+
+    ``peak_cues``/``main_cue``: for models that add several cues, each cue's share of the score at the peak
+    and the largest of them (why the moment was flagged).
+    """
+
+    start_frame: int
+    end_frame: int
+    start_time: float
+    end_time: float
+    duration: float
+    frames: int
+    peak_frame: int
+    peak_time: float
+    peak_score: float
+    peak_normalized_score: float | None = None
+    peak_cues: dict[str, float] = field(default_factory=dict)
+    main_cue: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Event":
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})

@@ -14,6 +14,8 @@ different images share one scale (a normal image stays cold).
 >>> cal = calibrate(np.array([1.0, 1.1, 0.9, 1.05, 0.95]))
 >>> round(float(cal.normalize(cal.threshold)), 3)
 0.5
+>>> round(float(cal.denormalize(0.5)), 6) == round(cal.threshold, 6)
+True
 """
 
 from __future__ import annotations
@@ -44,7 +46,13 @@ class Calibration:
         z = (np.asarray(values, dtype=np.float64) - self.threshold) / self.scale
         return (1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))).astype(np.float32)
 
+    def denormalize(self, normalized: np.ndarray | float) -> np.ndarray:
+        """The inverse of :meth:`normalize`: the raw score that a normalised score in (0, 1) stands for."""
+        p = np.clip(np.asarray(normalized, dtype=np.float64), 1e-6, 1.0 - 1e-6)
+        return self.threshold + self.scale * np.log(p / (1.0 - p))
+
     def is_anomalous(self, values: np.ndarray | float) -> np.ndarray:
+        """The one decision rule: a raw score (or map value) strictly above the threshold is anomalous."""
         return np.asarray(values) > self.threshold
 
     def with_threshold(self, threshold: float) -> "Calibration":

@@ -1,10 +1,15 @@
-"""Detectors: one file per model, all behind the contract in :mod:`anomalens.models.base`."""
+"""Detectors: ``image/`` and ``video/`` models behind the two contracts of :mod:`anomalens.models.base`
+(``ImageDetector``, alias ``Detector``) and :mod:`anomalens.models.video.base` (``VideoDetector``), built from
+shared ``components/``.
+
+>>> detector = create_detector("patchcore", coreset_ratio=0.05)   # doctest: +SKIP
+"""
 
 from anomalens.models.base import (
-    DEFAULT_IMAGE_MODEL,
-    DEFAULT_VIDEO_MODEL,
     MODEL_REGISTRY,
+    BaseDetector,
     Detector,
+    ImageDetector,
     DetectorConfig,
     Prediction,
     create_detector,
@@ -15,10 +20,10 @@ from anomalens.models.base import (
 )
 
 __all__ = [
-    "DEFAULT_IMAGE_MODEL",
-    "DEFAULT_VIDEO_MODEL",
     "MODEL_REGISTRY",
+    "BaseDetector",
     "Detector",
+    "ImageDetector",
     "DetectorConfig",
     "Prediction",
     "create_detector",

@@ -1,6 +1,8 @@
 """The detector contract every model follows, and how models are saved and loaded.
 
-A detector looks like a scikit-learn estimator: its constructor takes one config dataclass, ``fit`` learns
+Two contracts share one persistence base (:class:`BaseDetector`): :class:`ImageDetector` (alias
+``Detector``: ``fit``/``predict`` on image tensors) and ``VideoDetector`` in :mod:`anomalens.models.video.base`
+(``fit_clips``/``predict_clip`` on clips). A detector looks like a scikit-learn estimator: its constructor takes one config dataclass, ``fit`` learns
 from normal images and returns ``self``, ``predict`` scores images, ``save``/``load`` use a folder with
 ``config.json`` (config, preprocessing, calibration, versions) and ``weights.safetensors`` (tensors only,
 so loading never executes code). Learned state ends in an underscore (``calibration_``, ``history_``).
@@ -17,7 +19,7 @@ import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -25,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from anomalens import __version__
 from anomalens.data.preprocessing import Preprocessing, to_float
-from anomalens.errors import CheckpointError, ConfigError
+from anomalens.errors import Cancelled, CheckpointError, ConfigError
 from anomalens.metrics.threshold import DEFAULT_TARGET_FPR, Calibration, calibrate
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import atomic_dir, resolve_device, write_json_atomic
@@ -42,8 +44,6 @@ MODEL_REGISTRY: dict[str, str] = {
     "convlstm": "anomalens.models.video.convlstm:ConvLSTMDetector",
     "stfeatures": "anomalens.models.video.stfeatures:SpatioTemporalFeatures",
 }
-DEFAULT_IMAGE_MODEL = "patchcore"
-DEFAULT_VIDEO_MODEL = "stfeatures"
 
 
 @dataclass
@@ -104,11 +104,15 @@ class Prediction:
         return self.calibration
 
 
-class Detector(ABC):
-    """Base class of all detectors. Subclasses set ``name``, ``kind``, ``config_class`` and the four hooks."""
+class BaseDetector(ABC):
+    """What every detector shares, image or video: a config, learned state, the threshold and persistence.
+
+    Subclasses are :class:`ImageDetector` (``fit``/``predict`` on image tensors) and
+    :class:`~anomalens.models.video.base.VideoDetector` (``fit_clips``/``predict_clip`` on clips).
+    """
 
     name: ClassVar[str]
-    kind: ClassVar[str] = "image"  # "image" or "video"
+    kind: ClassVar[str]  # "image" or "video"
     config_class: ClassVar[type[DetectorConfig]] = DetectorConfig
 
     def __init__(self, config: DetectorConfig | None = None, device: str | torch.device = "cpu") -> None:
@@ -118,15 +122,6 @@ class Detector(ABC):
         self.history_: list[dict[str, Any]] = []
         self.interrupted_ = False
 
-    # ---- what each model implements -------------------------------------------------------
-    @abstractmethod
-    def _fit(self, train: torch.Tensor, validation: torch.Tensor | None, reporter: Reporter) -> None:
-        """Learn from ``uint8`` images ``(N, 3, H, W)``; may use ``validation`` for model selection."""
-
-    @abstractmethod
-    def _score_batch(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Float batch in [0, 1] on ``self.device`` -> (scores (B,), maps (B, H, W), views (B, 3, H, W) or None)."""
-
     @abstractmethod
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Everything learned, as named tensors (saved with safetensors)."""
@@ -135,7 +130,6 @@ class Detector(ABC):
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore what :meth:`state_tensors` returned."""
 
-    # ---- the shared estimator API ----------------------------------------------------------
     @property
     def preprocessing(self) -> Preprocessing:
         return Preprocessing(image_size=tuple(self.config.image_size))  # type: ignore[arg-type]
@@ -144,22 +138,95 @@ class Detector(ABC):
     def is_fitted(self) -> bool:
         return self.calibration_ is not None
 
-    def fit(self, train: torch.Tensor, validation: torch.Tensor | None = None, reporter: Reporter = SILENT) -> "Detector":
+    def _learn_then_calibrate(
+        self, learn: Callable[[Reporter], None], held_out_scores: Callable[[Reporter], np.ndarray], reporter: Reporter
+    ) -> None:
+        """Run ``learn``, then set the threshold on ``held_out_scores`` (raw scores of held-out normal data).
+
+        A model that can keep its best epoch honours Ctrl-C / Cancel by setting ``interrupted_``; it is then
+        still calibrated (without the stop request, and once more quietly if a second stop cuts the threshold
+        pass short). A model that cannot keep anything lets the interruption propagate.
+        """
+        try:
+            learn(reporter)
+        except (KeyboardInterrupt, Cancelled):
+            if not self.interrupted_:
+                raise
+        if self.interrupted_:
+            reporter = dataclasses.replace(reporter, cancel_event=None)
+        try:
+            scores = held_out_scores(reporter)
+        except (KeyboardInterrupt, Cancelled):
+            if not self.interrupted_:
+                raise
+            reporter.log("choosing the threshold on the held-out data")  # stopped during that pass: it takes seconds
+            scores = held_out_scores(Reporter(show_tqdm=reporter.show_tqdm))
+        self.calibration_ = calibrate(scores, self.config.target_fpr)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``config.json`` and ``weights.safetensors`` into ``folder``, atomically as a whole."""
+        folder = Path(folder)
+        with atomic_dir(folder) as tmp:
+            tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_tensors().items()}
+            save_file(tensors, str(tmp / WEIGHTS_FILE))
+            write_json_atomic(tmp / CONFIG_FILE, self.describe())
+        return folder
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON saved beside the weights: enough to rebuild the model and check compatibility.
+
+        The image size is part of ``config`` only (older files also repeat it under ``preprocessing``, which
+        loading ignores).
+        """
+        return {
+            "format_version": FORMAT_VERSION,
+            "anomalens_version": __version__,
+            "model": self.name,
+            "kind": self.kind,
+            "config": self.config.to_dict(),
+            "calibration": self.calibration_.to_dict() if self.calibration_ is not None else None,
+            "interrupted": self.interrupted_,
+        }
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> "BaseDetector":
+        """Load a model folder saved by :meth:`save`; on a concrete model class, refuse other model types."""
+        detector = load_detector(folder, device=device)
+        if "name" in cls.__dict__ and not isinstance(detector, cls):
+            raise CheckpointError(f"this is a {detector.name} model, not a {cls.name} model", folder)
+        return detector
+
+
+class ImageDetector(BaseDetector):
+    """The image contract: ``fit`` on normal images, ``predict`` scores and maps for a batch of images.
+
+    Subclasses set ``name`` and ``config_class`` and implement ``_fit``, ``_score_batch`` and the state hooks.
+    """
+
+    kind = "image"
+
+    @abstractmethod
+    def _fit(self, train: torch.Tensor, validation: torch.Tensor | None, reporter: Reporter) -> None:
+        """Learn from ``uint8`` images ``(N, 3, H, W)``; may use ``validation`` for model selection."""
+
+    @abstractmethod
+    def _score_batch(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Float batch in [0, 1] on ``self.device`` -> (scores (B,), maps (B, H, W), views (B, 3, H, W) or None)."""
+
+    def fit(self, train: torch.Tensor, validation: torch.Tensor | None = None, reporter: Reporter = SILENT) -> "ImageDetector":
         """Learn normal appearance from ``train``; pick the threshold on ``validation`` (normal images only).
 
         Without validation images the threshold comes from the training scores, which makes it optimistic:
         a warning says so.
         """
         self._check_input(train)
-        self._fit(train, validation, reporter)
-        if self.interrupted_:
-            # the stop request was honoured by keeping the best model so far; calibrate it without stopping again
-            reporter = dataclasses.replace(reporter, cancel_event=None)
         held_out = validation if validation is not None and len(validation) > 0 else None
         if held_out is None:
             reporter.log("warning: no validation images; the threshold is set on training images and may be low")
             held_out = train
-        self.calibration_ = calibrate(self.predict(held_out, reporter=reporter).scores, self.config.target_fpr)
+        self._learn_then_calibrate(
+            lambda r: self._fit(train, validation, r), lambda r: self.predict(held_out, reporter=r).scores, reporter
+        )
         return self
 
     @torch.no_grad()
@@ -187,38 +254,12 @@ class Detector(ABC):
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
 
-    def save(self, folder: str | Path) -> Path:
-        """Write ``config.json`` and ``weights.safetensors`` into ``folder``, atomically as a whole."""
-        folder = Path(folder)
-        with atomic_dir(folder) as tmp:
-            tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_tensors().items()}
-            save_file(tensors, str(tmp / WEIGHTS_FILE))
-            write_json_atomic(tmp / CONFIG_FILE, self.describe())
-        return folder
 
-    def describe(self) -> dict[str, Any]:
-        """The JSON saved beside the weights: enough to rebuild the model and check compatibility."""
-        return {
-            "format_version": FORMAT_VERSION,
-            "anomalens_version": __version__,
-            "model": self.name,
-            "kind": self.kind,
-            "config": self.config.to_dict(),
-            "preprocessing": self.preprocessing.to_dict(),
-            "calibration": self.calibration_.to_dict() if self.calibration_ is not None else None,
-            "interrupted": self.interrupted_,
-        }
-
-    @classmethod
-    def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> "Detector":
-        """Load a model folder saved by :meth:`save`; on a subclass, refuse other model types."""
-        detector = load_detector(folder, device=device)
-        if cls is not Detector and not isinstance(detector, cls):
-            raise CheckpointError(f"this is a {detector.name} model, not a {cls.name} model", folder)
-        return detector
+# The name every image model and the README's API example use.
+Detector = ImageDetector
 
 
-def detector_class(name: str) -> type[Detector]:
+def detector_class(name: str) -> type[BaseDetector]:
     """The class registered under ``name`` (``patchcore``, ``autoencoder``, ...)."""
     if name not in MODEL_REGISTRY:
         raise CheckpointError(f"unknown model type {name!r}; known: {', '.join(sorted(MODEL_REGISTRY))}")
@@ -226,7 +267,7 @@ def detector_class(name: str) -> type[Detector]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def create_detector(name: str, device: str | torch.device = "cpu", **settings: Any) -> Detector:
+def create_detector(name: str, device: str | torch.device = "cpu", **settings: Any) -> BaseDetector:
     """A new, unfitted detector of type ``name`` with ``settings`` for its config dataclass."""
     from anomalens.models.schema import check_settings
 
@@ -240,15 +281,17 @@ def create_detector(name: str, device: str | torch.device = "cpu", **settings: A
 
 
 def resolve_model_dir(path: str | Path) -> Path:
-    """Accept a run folder (``results/bottle_.../``) or its ``model/`` subfolder."""
+    """``path`` itself, checked to be a model folder (one holding ``config.json``).
+
+    Run folders (``results/<run>/`` with the model in a subfolder) are resolved by
+    :func:`anomalens.workflows.runs.resolve_model_dir`, which knows that layout.
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError("checkpoint not found", path)
-    if (path / "model" / CONFIG_FILE).is_file():
-        return path / "model"
     if (path / CONFIG_FILE).is_file():
         return path
-    raise CheckpointError(f"not an anomalens model folder (no {CONFIG_FILE} in it or in model/)", path)
+    raise CheckpointError(f"not an anomalens model folder (no {CONFIG_FILE} in it)", path)
 
 
 def read_model_config(path: str | Path) -> dict[str, Any]:
@@ -268,7 +311,7 @@ def read_model_config(path: str | Path) -> dict[str, Any]:
     return check_model_config(meta, folder / CONFIG_FILE, FORMAT_VERSION)
 
 
-def load_detector(path: str | Path, device: str | torch.device = "cpu", kind: str | None = None) -> Detector:
+def load_detector(path: str | Path, device: str | torch.device = "cpu", kind: str | None = None) -> BaseDetector:
     """Rebuild a saved detector. ``kind="image"``/``"video"`` refuses a model of the other kind."""
     folder = resolve_model_dir(path)
     meta = read_model_config(folder)

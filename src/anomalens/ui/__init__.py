@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from anomalens.ui.handlers import UISettings
+from anomalens.ui.common import UISettings
 
 __all__ = ["UISettings", "build_app", "launch"]
 

@@ -1,8 +1,8 @@
 """Train, evaluate and time one model on one category in a single call, for the README's figures.
 
-The benchmark runs the same code a user runs (train on ``train/good`` minus the validation split, then
-evaluate on ``test/``), times the fit and the scoring of the test images, and records the process's peak
-memory. Video categories are handed to the video workflow.
+The benchmark runs the same code a user runs (train on the normal training data minus the validation split,
+then evaluate on the test part), times the fit and the scoring, and records the process's peak memory. The
+data kind (image or video) is detected from the dataset's layout (:mod:`anomalens.workflows.kinds`).
 
 >>> result = run_benchmark("../shared/data/mvtec_ad", "bottle", model="patchcore")   # doctest: +SKIP
 >>> print(format_benchmark_table(result))                                            # doctest: +SKIP
@@ -10,7 +10,6 @@ memory. Video categories are handed to the video workflow.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -19,13 +18,14 @@ from typing import Any
 
 import torch
 
-from anomalens.models.base import DEFAULT_IMAGE_MODEL
+from anomalens.errors import DataError
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import write_json_atomic
-from anomalens.workflows.image import evaluate_image_model, train_image_model
+from anomalens.workflows.kinds import detect_kind, layout_help
+from anomalens.workflows.reports import IMAGE_HEADLINE_KEYS, format_benchmark_table  # noqa: F401 (public here too)
+from anomalens.workflows.runs import read_run_file
 
-HEADLINE_KEYS = ("image_auroc", "pixel_auroc", "aupro", "f1_max")
-VIDEO_HEADLINE_KEYS = ("frame_auroc", "mean_clip_frame_auroc", "video_auroc")
+BENCHMARK_FILE = "benchmark.json"
 
 
 def peak_rss_mb() -> float | None:
@@ -38,14 +38,6 @@ def peak_rss_mb() -> float | None:
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)  # bytes on macOS, KiB on Linux
 
 
-def _is_video(data_dir: str | Path, category: str) -> bool:
-    try:
-        from anomalens.data.video_datasets import is_video_category
-    except ImportError:
-        return False
-    return bool(is_video_category(data_dir, category))
-
-
 def run_benchmark(
     data_dir: str | Path,
     category: str,
@@ -54,35 +46,43 @@ def run_benchmark(
     output: str | Path | None = None,
     *,
     device: str = "auto",
-    seed: int = 0,
+    seed: int | None = None,
     reporter: Reporter = SILENT,
     **settings: Any,
 ) -> dict[str, Any]:
     """Train + evaluate + time; write the result as JSON to ``output`` (default ``RUN_DIR/benchmark.json``).
 
     ``settings`` are the train settings (``image_size``, ``validation_fraction`` and model settings such as
-    ``epochs``). Returns the dict that was written.
+    ``epochs``); ``model`` defaults to the data kind's. Returns the dict that was written.
     """
-    if _is_video(data_dir, category):
-        from anomalens.workflows.video import benchmark_video_model
+    kind = detect_kind(data_dir, category)
+    if kind is None:
+        raise DataError(layout_help(), Path(data_dir) / category)
+    result = kind.benchmark(data_dir, category, model, results_dir, device=device, seed=seed, reporter=reporter, **settings)
+    write_json_atomic(Path(output) if output is not None else Path(result["run_dir"]) / BENCHMARK_FILE, result)
+    return result
 
-        result = benchmark_video_model(data_dir, category, model, results_dir=results_dir, device=device, seed=seed,
-                                       reporter=reporter, **settings)
-        if output is not None:
-            write_json_atomic(output, result)
-        return result
 
-    model = model or DEFAULT_IMAGE_MODEL
-    trained = train_image_model(data_dir, category, model, results_dir, device=device, seed=seed, reporter=reporter,
-                                **settings)
-    evaluation = evaluate_image_model(trained.run_dir, device=device, reporter=reporter)
-    metrics = evaluation.metrics
+def _train_and_evaluate(kind: str, data_dir: str | Path, category: str, model: str | None, results_dir: str | Path, *,
+                        device: str = "auto", reporter: Reporter = SILENT, **settings: Any) -> tuple:
+    """(train result, evaluation result, its metrics, run.json) of one benchmark run."""
+    from anomalens.workflows.kinds import data_kind
+
+    table = data_kind(kind)
+    trained = table.train(data_dir, category, model, results_dir, device=device, reporter=reporter, **settings)
+    evaluation = table.evaluate(trained.run_dir, device=device, reporter=reporter)
+    return trained, evaluation, evaluation.metrics, read_run_file(trained.run_dir)
+
+
+def benchmark_image_model(data_dir: str | Path, category: str, model: str | None = None,
+                          results_dir: str | Path = "results", **options: Any) -> dict[str, Any]:
+    """Train + evaluate + time an image model (``options``: those of training); returns the benchmark record."""
+    trained, evaluation, metrics, run = _train_and_evaluate("image", data_dir, category, model, results_dir, **options)
     detector = trained.detector
-    run = json.loads((trained.run_dir / "run.json").read_text(encoding="utf-8"))
-    result: dict[str, Any] = {
-        "model": model,
+    return {
+        "model": run["model"],
         "category": category,
-        **{key: metrics.get(key) for key in HEADLINE_KEYS},
+        **{key: metrics.get(key) for key in IMAGE_HEADLINE_KEYS},
         "f1_max_threshold": metrics.get("f1_max_threshold"),
         "threshold": metrics.get("threshold"),
         "at_model_threshold": metrics.get("at_model_threshold"),
@@ -96,10 +96,35 @@ def run_benchmark(
         "counts": metrics.get("counts"),
         "train_images": run.get("train_count"),
         "validation_images": len(run.get("validation_files", [])),
-        **provenance(run, trained, evaluation, seed),
+        **provenance(run, trained, evaluation),
     }
-    write_json_atomic(Path(output) if output is not None else trained.run_dir / "benchmark.json", result)
-    return result
+
+
+def benchmark_video_model(data_dir: str | Path, category: str, model: str | None = None,
+                          results_dir: str | Path = "results", **options: Any) -> dict[str, Any]:
+    """Train + evaluate + time a video model (``options``: those of training); returns the benchmark record."""
+    trained, evaluation, metrics, run = _train_and_evaluate("video", data_dir, category, model, results_dir, **options)
+    return {
+        "model": run["model"],
+        "category": category,
+        "frame_auroc": metrics.get("frame_auroc"),
+        "mean_clip_frame_auroc": metrics.get("mean_clip_frame_auroc"),
+        "video_auroc": metrics.get("video_auroc"),
+        "frame_auroc_minmax_per_clip": metrics.get("frame_auroc_minmax_per_clip"),
+        "threshold": metrics.get("threshold"),
+        "at_model_threshold": metrics.get("at_model_threshold"),
+        "fit_seconds": run.get("fit_seconds"),
+        "frames_per_second": metrics["timing"]["frames_per_second"],
+        "peak_rss_mb": peak_rss_mb(),
+        "epochs": epochs_run(trained.detector),
+        "interrupted": trained.interrupted,
+        "per_type": metrics.get("per_type"),
+        "counts": metrics.get("counts"),
+        "train_clips": len(run.get("train_clips", [])),
+        "train_frames": run.get("train_frames"),
+        "validation_clips": run.get("validation_clips"),
+        **provenance(run, trained, evaluation),
+    }
 
 
 def epochs_run(detector: Any) -> int:
@@ -107,13 +132,13 @@ def epochs_run(detector: Any) -> int:
     return sum(1 for record in detector.history_ if "epoch" in record) or 1
 
 
-def provenance(run: dict[str, Any], trained: Any, evaluation: Any, seed: int) -> dict[str, Any]:
+def provenance(run: dict[str, Any], trained: Any, evaluation: Any) -> dict[str, Any]:
     """The fields every benchmark record ends with: the run's settings, and on what and where it ran."""
     return {
         "image_size": run.get("image_size"),
         "settings": run.get("settings"),
         "config": run.get("config"),
-        "seed": seed,
+        "seed": run.get("seed"),
         "device": str(trained.detector.device),
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
@@ -122,23 +147,3 @@ def provenance(run: dict[str, Any], trained: Any, evaluation: Any, seed: int) ->
         "run_dir": str(trained.run_dir),
         "evaluation_dir": str(evaluation.output_dir),
     }
-
-
-def format_benchmark_table(result: dict[str, Any]) -> str:
-    """A small plain-text table of the headline numbers, for the terminal."""
-
-    def fmt(value: Any) -> str:
-        if value is None:
-            return "n/a"
-        if isinstance(value, float):
-            return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
-        return str(value)
-
-    rows = [("model", result.get("model")), ("category", result.get("category"))]
-    rows += [(key, result.get(key)) for key in HEADLINE_KEYS + VIDEO_HEADLINE_KEYS if key in result]
-    rows += [(key, result.get(key)) for key in ("fit_seconds", "images_per_second", "frames_per_second", "peak_rss_mb",
-                                                "epochs", "device") if key in result]
-    width = max(len(name) for name, _ in rows)
-    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -----"]
-    lines += [f"{name:<{width}}  {fmt(value)}" for name, value in rows]
-    return "\n".join(lines)

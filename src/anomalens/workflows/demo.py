@@ -53,12 +53,13 @@ class DemoAssets:
 def _model_ready(run_dir: Path) -> bool:
     """A demo model that this version can load (one saved by an older version with other settings is rebuilt)."""
     from anomalens.errors import AnomalensError
-    from anomalens.models.base import detector_class, read_model_config
+    from anomalens.models.base import WEIGHTS_FILE, detector_class
+    from anomalens.workflows.runs import MODEL_DIR, read_model_config
 
-    if not (run_dir / "model" / "weights.safetensors").is_file():
+    if not (run_dir / MODEL_DIR / WEIGHTS_FILE).is_file():
         return False
     try:
-        meta = read_model_config(run_dir / "model")
+        meta = read_model_config(run_dir)
         detector_class(meta["model"]).config_class.from_dict(meta["config"])
     except (AnomalensError, TypeError, ValueError, KeyError):
         return False
@@ -93,7 +94,9 @@ def prepare_demo(
 ) -> DemoAssets:
     """Create (or find) the demo data and models. ``force`` rebuilds everything; ``video=False`` skips video."""
     from anomalens.data.synthetic import DEFAULT_CATEGORY, make_synthetic_image_dataset
+    from anomalens.runtime import seed_everything
 
+    seed_everything(seed)
     demo_dir, results_dir = Path(demo_dir).resolve(), Path(results_dir).resolve()
     image_root, video_root = demo_dir / "images", demo_dir / "video"
     assets = DemoAssets(data_root=demo_dir, results_dir=results_dir)
@@ -136,16 +139,11 @@ def _train_and_evaluate(kind: str, data_dir: Path, category: str, results_dir: P
 
     A failure is recorded in ``assets.problems`` instead of raised, so the other half of the demo still works.
     """
-    from anomalens.models.base import DEFAULT_IMAGE_MODEL, DEFAULT_VIDEO_MODEL
+    from anomalens.workflows.kinds import data_kind
 
-    if kind == "image":
-        from anomalens.workflows.image import evaluate_image_model as evaluate, train_image_model as train
-
-        model, size, run_name = DEFAULT_IMAGE_MODEL, DEMO_IMAGE_SIZE, IMAGE_RUN
-    else:
-        from anomalens.workflows.video import evaluate_video_model as evaluate, train_video_model as train
-
-        model, size, run_name = DEFAULT_VIDEO_MODEL, DEMO_VIDEO_SIZE, VIDEO_RUN
+    table = data_kind(kind)
+    train, evaluate, model = table.train, table.evaluate, table.default_model
+    size, run_name = (DEMO_IMAGE_SIZE, IMAGE_RUN) if kind == "image" else (DEMO_VIDEO_SIZE, VIDEO_RUN)
     shown = f"{size} px" if isinstance(size, int) else f"{size[0]}x{size[1]} px"
     reporter.log(f"training the demo {kind} model ({model}, {shown})")
     try:

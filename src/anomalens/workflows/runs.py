@@ -1,26 +1,192 @@
-"""Finding earlier runs in a results folder (for the UI's model picker and for scripts).
+"""The run folder, in one place: how a run is saved, opened, found and listed.
 
-A run is a folder with ``run.json`` and a ``model/`` subfolder, as written by the train workflows. Broken
-or half-written folders (no run.json, unreadable JSON, no model) are skipped, never fatal.
+A run (written by :mod:`anomalens.workflows.train`)::
+
+    results/<name>/
+        model/            config.json + weights.safetensors (the detector's own save)
+        run.json          what was trained on what: kind, data, settings, seed, validation split
+        history.json      per-epoch records of models that train in epochs
+        train.log         the messages shown during training
+        evaluation/       written by evaluate (metrics.json, report.md, figures)
+        predictions/      written by predict_images; analysis/<video>_<time>/ by analyze_video
+
+A run is written into a hidden temporary folder and renamed into place when complete, so an interrupted
+training never leaves a half-written run behind; output folders are staged the same way. Broken or
+half-written folders are skipped by :func:`list_runs`, never fatal.
 
 >>> [r.run_dir.name for r in list_runs("results", kind="image")]   # doctest: +SKIP
 ['bottle_20261128_120000', 'bottle_20261127_093000']
+>>> detector = load_detector("results/bottle_20261128_120000")     # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from anomalens.errors import CheckpointError
+import torch
+from safetensors import SafetensorError
+
+from anomalens import limits
+from anomalens.errors import CheckpointError, OutputError
+from anomalens.models import base as models
+from anomalens.models.base import CONFIG_FILE, WEIGHTS_FILE, BaseDetector
 from anomalens.models.schema import check_run_record, read_json
+from anomalens.progress import SILENT, Reporter
+from anomalens.runtime import remove_dead_temporaries, temporary_prefix, write_json_atomic, write_text_atomic
+from anomalens.workflows.storage import (
+    check_free_space,
+    check_writable,
+    recover_temporary_runs,
+    rename_to_free_name,
+    rescue_dirs,
+    short_name,
+)
 
 RUN_FILE = "run.json"
-METRICS_FILE = "evaluation/metrics.json"
+MODEL_DIR = "model"
+HISTORY_FILE = "history.json"
+LOG_FILE = "train.log"
+EVALUATION_DIR = "evaluation"
+METRICS_FILE = "metrics.json"
+PREDICTIONS_DIR = "predictions"
+ANALYSIS_DIR = "analysis"
 
 
+def resolve_model_dir(path: str | Path) -> Path:
+    """Accept a run folder (``results/bottle_.../``) or its ``model/`` subfolder (or any model folder)."""
+    path = Path(path)
+    if (path / MODEL_DIR / CONFIG_FILE).is_file():
+        return path / MODEL_DIR
+    if path.exists() and not (path / CONFIG_FILE).is_file():
+        raise CheckpointError(f"not an anomalens model folder (no {CONFIG_FILE} in it or in {MODEL_DIR}/)", path)
+    return models.resolve_model_dir(path)
+
+
+def load_detector(path: str | Path, device: str | torch.device = "cpu", kind: str | None = None) -> BaseDetector:
+    """Rebuild the detector of a run folder or model folder (``kind`` refuses a model of the other kind)."""
+    return models.load_detector(resolve_model_dir(path), device=device, kind=kind)
+
+
+def load_fitted_detector(checkpoint: str | Path | BaseDetector, kind: str, device: str = "auto") -> BaseDetector:
+    """A fitted detector of ``kind`` from a run/model folder (or passed through); refuses the other kind."""
+    if isinstance(checkpoint, BaseDetector):
+        detector = checkpoint
+        if detector.kind != kind:
+            article = "an" if detector.kind == "image" else "a"
+            raise CheckpointError(f"this is {article} {detector.kind} model ({detector.name}); a {kind} model is needed here")
+    else:
+        detector = load_detector(checkpoint, device=device, kind=kind)
+    if detector.calibration_ is None:
+        unit = "images" if kind == "image" else "clips"
+        raise CheckpointError(f"this model has no threshold (it was never fitted with validation {unit})")
+    return detector
+
+
+def safe_name(name: str) -> str:
+    """``name`` usable as a file or folder name (a clip or video name in an output path)."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "clip"
+
+
+def read_model_config(path: str | Path) -> dict[str, Any]:
+    """The saved ``config.json`` of the model of a run folder or model folder."""
+    return models.read_model_config(resolve_model_dir(path))
+
+
+def read_run_file(run_dir: str | Path) -> dict[str, Any]:
+    """``run.json`` of a run folder ({} if there is none), every known field checked; a bad one is an error."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        return {}
+    return check_run_record(read_json(path), path)
+
+
+def check_results_dir(results_dir: str | Path, min_free_bytes: int | None = None, reporter: Reporter = SILENT) -> Path:
+    """Before hours of training: the results folder is writable and has room; what killed runs left is finished."""
+    folder = check_writable(results_dir, "results folder")
+    check_free_space(folder, limits.MIN_FREE_BYTES_FOR_RUN if min_free_bytes is None else min_free_bytes)
+    for message in recover_temporary_runs(folder, _complete_run):
+        reporter.log(message)
+    return folder
+
+
+def _complete_run(folder: Path) -> bool:
+    model = folder / MODEL_DIR
+    return (folder / RUN_FILE).is_file() and (model / CONFIG_FILE).is_file() and (model / WEIGHTS_FILE).is_file()
+
+
+def save_run(results_dir: Path, name: str, detector: BaseDetector, run: dict[str, Any], log_lines: list[str]) -> Path:
+    """Fill a hidden temporary folder, then rename it to a free name (``name``, ``name_2``, ...).
+
+    If the results folder cannot take it (disk full, made read-only during training), the run is written to a
+    rescue folder instead and the error names it, so that hours of training are not lost.
+    """
+    name = short_name(name, limits.MAX_NAME_BYTES - 60)
+    try:
+        return _write_run(results_dir, name, detector, run, log_lines)
+    except (OSError, SafetensorError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        for rescue in rescue_dirs():
+            try:
+                saved = _write_run(rescue, name, detector, run, log_lines)
+            except (OSError, SafetensorError):
+                continue
+            raise OutputError(
+                f"could not save the run here ({reason}); the trained model was saved to {saved} instead: move it "
+                f"into the results folder once there is room (mv {saved} {results_dir}/)", results_dir) from None
+        raise OutputError(f"could not save the run ({reason}), nor in a rescue folder "
+                          f"({', '.join(str(p) for p in rescue_dirs())}); free some space and train again",
+                          results_dir) from None
+
+
+def _write_run(results_dir: Path, name: str, detector: BaseDetector, run: dict[str, Any], log_lines: list[str]) -> Path:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(name), suffix=".tmp", dir=results_dir))
+    try:
+        detector.save(tmp / MODEL_DIR)
+        write_json_atomic(tmp / RUN_FILE, run)
+        write_json_atomic(tmp / HISTORY_FILE, detector.history_)
+        write_text_atomic(tmp / LOG_FILE, "\n".join(log_lines) + "\n")
+        return rename_to_free_name(tmp, results_dir, name)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def open_run(checkpoint: str | Path) -> tuple[Path, Path, dict[str, Any]]:
+    """(model folder, run folder, run.json or {}) for a run folder or a bare model folder."""
+    model_dir = resolve_model_dir(checkpoint)
+    run_dir = model_dir.parent if model_dir.name == MODEL_DIR and (model_dir.parent / RUN_FILE).is_file() else model_dir
+    return model_dir, run_dir, read_run_file(run_dir)
+
+
+@contextlib.contextmanager
+def staged_dir(output_dir: str | Path | None) -> Iterator[Path | None]:
+    """Write into a hidden folder inside ``output_dir``, then move the files in only if all went well.
+
+    Unlike :func:`atomic_dir` this never removes what else the user keeps in that folder.
+    """
+    if output_dir is None:
+        yield None
+        return
+    output_dir = check_writable(output_dir, create=True)
+    remove_dead_temporaries(output_dir, "partial")
+    tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix("partial"), suffix=".tmp", dir=output_dir))
+    try:
+        yield tmp
+        for item in sorted(tmp.iterdir()):
+            os.replace(item, output_dir / item.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---- finding runs -------------------------------------------------------------------------------
 @dataclass
 class RunInfo:
     run_dir: Path
@@ -31,18 +197,11 @@ class RunInfo:
     metrics: dict | None
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return read_json(path)  # size-capped; a damaged file makes the run unlisted, not the list fail
-    except CheckpointError:
-        return None
-
-
 def read_run(run_dir: str | Path) -> RunInfo | None:
     """The :class:`RunInfo` of one run folder, or None if it is not a complete run."""
     run_dir = Path(run_dir)
     run = _read_json(run_dir / RUN_FILE)
-    if not isinstance(run, dict) or not (run_dir / "model" / "config.json").is_file():
+    if not isinstance(run, dict) or not (run_dir / MODEL_DIR / CONFIG_FILE).is_file():
         return None
     try:
         check_run_record(run, run_dir / RUN_FILE)
@@ -56,7 +215,7 @@ def read_run(run_dir: str | Path) -> RunInfo | None:
                        kind=str(run.get("kind", "image")), created=created, metrics=None)
     except (KeyError, ValueError):
         return None
-    metrics = _read_json(run_dir / METRICS_FILE)
+    metrics = _read_json(run_dir / EVALUATION_DIR / METRICS_FILE)
     info.metrics = metrics if isinstance(metrics, dict) else None
     return info
 
@@ -75,3 +234,10 @@ def list_runs(results_dir: str | Path = "results", kind: str | None = None) -> l
             runs.append(info)
     runs.sort(key=lambda r: (r.created, r.run_dir.name), reverse=True)
     return runs
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return read_json(path)  # size-capped; a damaged file makes the run unlisted, not the list fail
+    except CheckpointError:
+        return None

@@ -13,31 +13,12 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from anomalens.models.components.kernels import gaussian_blur
+
 # Where feature cell 0 of the EfficientNet-Lite stages 2-4 looks, in input pixels (cell i: stride * i + offset).
 # Measured as the centroid of the input gradient of mid-image cells over random inputs: -3.3 px for the
 # stride-8 and the stride-16 stage alike (the weights were trained with TensorFlow's bottom-right SAME padding).
 CELL_CENTRE_OFFSET = -3.3
-
-
-def gaussian_kernel1d(sigma: float, device: torch.device | None = None) -> torch.Tensor:
-    """Normalised 1-D Gaussian of radius ``round(4 * sigma)`` (the truncation scipy and anomalib use)."""
-    radius = max(1, int(4.0 * sigma + 0.5))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    return kernel / kernel.sum()
-
-
-def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``(B, H, W)`` maps; borders reflect (or replicate on tiny maps)."""
-    if sigma <= 0:
-        return maps
-    kernel = gaussian_kernel1d(sigma, maps.device)
-    radius = kernel.numel() // 2
-    x = maps[:, None].float()
-    mode = "reflect" if radius < min(x.shape[-2:]) else "replicate"
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode=mode), kernel.view(1, 1, 1, -1))
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode=mode), kernel.view(1, 1, -1, 1))
-    return x[:, 0]
 
 
 def upsample_aligned(x: torch.Tensor, size: tuple[int, int], stride: float, offset: float = 0.0) -> torch.Tensor:
@@ -64,4 +45,4 @@ def upsample(patch_scores: torch.Tensor, size: tuple[int, int], stride: float = 
 
 def patch_scores_to_map(patch_scores: torch.Tensor, size: tuple[int, int], sigma: float, stride: float = 8) -> torch.Tensor:
     """Upsample patch scores to ``size`` and blur them: the anomaly map of each image."""
-    return gaussian_blur(upsample(patch_scores, size, stride), sigma)
+    return gaussian_blur(upsample(patch_scores, size, stride).float(), sigma)

@@ -18,46 +18,15 @@ Images are floats in [0, 1], shape ``(B, C, H, W)``; maps are ``(B, H, W)``.
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
+
+from anomalens.models.components.kernels import gaussian_blur
 
 LOSS_KINDS = ("mse", "ssim", "combined")
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 _C1 = 0.01**2  # SSIM stabilisers for data in [0, 1] (Wang et al. 2004)
 _C2 = 0.03**2
-
-
-def gaussian_kernel1d(sigma: float, radius: int | None = None, device: torch.device | None = None) -> torch.Tensor:
-    """Normalised 1-D Gaussian of ``2 * radius + 1`` taps (radius ``ceil(3 sigma)`` by default)."""
-    radius = int(math.ceil(3.0 * sigma)) if radius is None else radius
-    coords = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
-    kernel = torch.exp(-(coords**2) / (2.0 * sigma**2))
-    return kernel / kernel.sum()
-
-
-def gaussian_blur(images: torch.Tensor, sigma: float, radius: int | None = None) -> torch.Tensor:
-    """Separable Gaussian blur of ``(B, C, H, W)`` or ``(B, H, W)`` with reflected borders.
-
-    Reflection (not zero padding) keeps the border from looking darker than the middle; ``sigma <= 0``
-    returns the input unchanged.
-    """
-    if sigma <= 0:
-        return images
-    squeeze = images.ndim == 3
-    x = images.unsqueeze(1) if squeeze else images
-    kernel = gaussian_kernel1d(sigma, radius, device=x.device).to(x.dtype)
-    r = (kernel.numel() - 1) // 2
-    channels = x.shape[1]
-    # reflection needs the padding to be smaller than the side; clamp for tiny inputs
-    ry, rx = min(r, x.shape[2] - 1), min(r, x.shape[3] - 1)
-    x = F.pad(x, (rx, rx, 0, 0), mode="reflect" if rx > 0 else "constant")
-    x = F.conv2d(x, kernel[r - rx : r + rx + 1].view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
-    x = F.pad(x, (0, 0, ry, ry), mode="reflect" if ry > 0 else "constant")
-    x = F.conv2d(x, kernel[r - ry : r + ry + 1].view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
-    return x.squeeze(1) if squeeze else x
 
 
 def ssim_map(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

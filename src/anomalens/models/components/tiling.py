@@ -43,12 +43,12 @@ class TileGrid:
     @classmethod
     def for_image(cls, height: int, width: int, tile: int, overlap: int) -> "TileGrid":
         if tile < 32:
-            raise ConfigError(f"--tile {tile} is too small: tiles must be at least 32 pixels")
+            raise ConfigError(f"tile {tile} is too small: tiles must be at least 32 pixels")
         if not 0 <= overlap < tile:
             raise ConfigError(f"tile overlap must be in [0, {tile}), got {overlap}")
         if tile > min(height, width):
             raise ConfigError(
-                f"--tile {tile} is larger than the image ({height}x{width}); use a smaller tile or no tiling"
+                f"tile {tile} is larger than the image ({height}x{width}); use a smaller value or no tiling"
             )
         return cls(height, width, tile, tuple(tile_starts(height, tile, overlap)), tuple(tile_starts(width, tile, overlap)))
 

@@ -36,7 +36,8 @@ import torch.nn as nn
 from anomalens.data.preprocessing import to_float
 from anomalens.errors import Cancelled, ConfigError
 from anomalens.models.base import Detector, DetectorConfig
-from anomalens.models.components.losses import LOSS_KINDS, error_map, gaussian_blur
+from anomalens.models.components.kernels import gaussian_blur
+from anomalens.models.components.losses import LOSS_KINDS, error_map
 from anomalens.progress import Reporter
 from anomalens.runtime import seed_everything
 
@@ -129,20 +130,20 @@ class AutoencoderConfig(DetectorConfig):
         h, w = self.image_size
         if h % DOWNSAMPLING or w % DOWNSAMPLING:
             raise ConfigError(
-                f"--image-size {h} {w}: the autoencoder needs each side divisible by {DOWNSAMPLING} "
+                f"image_size {h} {w}: the autoencoder needs each side divisible by {DOWNSAMPLING} "
                 f"(four 2x down-samplings), for example {max(DOWNSAMPLING, round(h / DOWNSAMPLING) * DOWNSAMPLING)}"
             )
         if self.loss not in LOSS_KINDS:
-            raise ConfigError(f"--loss {self.loss}: choose one of {', '.join(LOSS_KINDS)}")
+            raise ConfigError(f"loss {self.loss}: choose one of {', '.join(LOSS_KINDS)}")
         if not 0.0 <= self.ssim_weight <= 1.0:
-            raise ConfigError(f"--ssim-weight {self.ssim_weight}: must be between 0 and 1")
+            raise ConfigError(f"ssim_weight {self.ssim_weight}: must be between 0 and 1")
         for name in ("epochs", "batch_size", "latent_dim"):
             if int(getattr(self, name)) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
+                raise ConfigError(f"{name} {getattr(self, name)}: must be at least 1")
         if self.normal_reference not in NORMAL_REFERENCES:
             raise ConfigError(f"normal_reference {self.normal_reference!r}: choose one of {', '.join(NORMAL_REFERENCES)}")
         if not self.lr > 0:
-            raise ConfigError(f"--lr {self.lr}: must be positive")
+            raise ConfigError(f"lr {self.lr}: must be positive")
 
 
 class Autoencoder(Detector):

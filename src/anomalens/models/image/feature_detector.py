@@ -16,7 +16,8 @@ import torch
 
 from anomalens.data.preprocessing import to_float
 from anomalens.errors import ConfigError
-from anomalens.models.components.anomaly_map import gaussian_blur, upsample
+from anomalens.models.components.anomaly_map import upsample
+from anomalens.models.components.kernels import gaussian_blur
 from anomalens.models.base import Detector, DetectorConfig
 from anomalens.models.components.features import PatchFeatureExtractor
 from anomalens.models.components.tiling import TileGrid
@@ -83,7 +84,7 @@ class FeatureDetector(Detector):
         else:
             tile = (self.grid_.tile, self.grid_.tile)
             maps = self.grid_.stitch(upsample(patch_scores, tile, self.extractor.stride))
-        return gaussian_blur(maps, self.config.blur_sigma)
+        return gaussian_blur(maps.float(), self.config.blur_sigma)
 
     def extractor_state(self) -> dict[str, torch.Tensor]:
         """The random projection, if any: saved so a model never depends on the RNG of another torch version."""

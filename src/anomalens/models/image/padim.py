@@ -72,7 +72,7 @@ class Padim(FeatureDetector):
         if needed > MAX_STATISTICS_BYTES:
             raise ConfigError(
                 f"padim at this size needs {needed / 2**30:.1f} GiB of covariances ({tiles * h * w} positions x "
-                f"{channels}^2); use patchcore, a smaller --image-size, or a projection_dim"
+                f"{channels}^2); use patchcore, a smaller image_size, or a projection_dim"
             )
         self.mean_: torch.Tensor | None = None
         self.precision_: torch.Tensor | None = None

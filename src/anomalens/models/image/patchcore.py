@@ -43,7 +43,7 @@ class PatchCore(FeatureDetector):
     def __init__(self, config: PatchCoreConfig | None = None, device: str | torch.device = "cpu") -> None:
         super().__init__(config, device)
         if not 0.0 < self.config.coreset_ratio <= 1.0:
-            raise ConfigError(f"--coreset-ratio must be in (0, 1], got {self.config.coreset_ratio}")
+            raise ConfigError(f"coreset_ratio must be in (0, 1], got {self.config.coreset_ratio}")
         if self.config.num_neighbours < 1:
             raise ConfigError(f"num_neighbours must be at least 1, got {self.config.num_neighbours}")
         self.memory_bank_: torch.Tensor | None = None

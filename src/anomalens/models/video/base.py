@@ -11,7 +11,6 @@ A clip is anything that yields preprocessed frames, ``uint8`` tensors ``(3, H, W
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 from abc import abstractmethod
 from dataclasses import dataclass, field
@@ -20,8 +19,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from anomalens.metrics.threshold import calibrate
-from anomalens.models.base import Detector, Prediction
+from anomalens.models.base import BaseDetector, Prediction
 from anomalens.progress import SILENT, Reporter
 
 # A clip: a re-iterable source of frames; each iteration decodes front to back once.
@@ -95,8 +93,8 @@ def clip_name(clip: Clip) -> str:
     return "clip"
 
 
-class VideoDetector(Detector):
-    """Base class of video detectors: ``fit_clips`` and ``predict_clip`` replace ``fit`` and ``predict``."""
+class VideoDetector(BaseDetector):
+    """The video contract: ``fit_clips`` on normal clips, ``predict_clip`` scores every frame of one clip."""
 
     kind = "video"
 
@@ -110,16 +108,15 @@ class VideoDetector(Detector):
 
     def fit_clips(self, train: Sequence[Clip], validation: Sequence[Clip] = (), reporter: Reporter = SILENT) -> "VideoDetector":
         """Fit on normal clips; the threshold comes from frame scores of ``validation`` clips (normal, held out)."""
-        self._fit_clips(train, validation, reporter)
-        if self.interrupted_:
-            # the stop request was honoured by keeping the best model so far; calibrate it without stopping again
-            reporter = dataclasses.replace(reporter, cancel_event=None)
         held_out = list(validation)
         if not held_out:
             reporter.log("warning: no validation clips; the threshold is set on training clips and may be low")
             held_out = list(train)
-        scores = np.concatenate([self._predict_clip(clip, reporter).scores for clip in held_out])
-        self.calibration_ = calibrate(scores, self.config.target_fpr)
+
+        def held_out_scores(r: Reporter) -> np.ndarray:
+            return np.concatenate([self._predict_clip(clip, r).scores for clip in held_out])
+
+        self._learn_then_calibrate(lambda r: self._fit_clips(train, validation, r), held_out_scores, reporter)
         return self
 
     @torch.no_grad()
@@ -127,16 +124,3 @@ class VideoDetector(Detector):
         result = self._predict_clip(clip, reporter)
         result.calibration = self.calibration_
         return result
-
-    # Image-only entry points do not apply to video models.
-    def _fit(self, train, validation, reporter):  # type: ignore[override]
-        raise TypeError(f"{self.name} is a video model: use fit_clips()")
-
-    def _score_batch(self, batch):  # type: ignore[override]
-        raise TypeError(f"{self.name} is a video model: use predict_clip()")
-
-    def fit(self, *args, **kwargs):  # type: ignore[override]
-        raise TypeError(f"{self.name} is a video model: use fit_clips()")
-
-    def predict(self, *args, **kwargs):  # type: ignore[override]
-        raise TypeError(f"{self.name} is a video model: use predict_clip()")

@@ -35,9 +35,8 @@ MAP_POOL = 4  # anomaly maps are kept at 1/4 of the input resolution
 
 @dataclass
 class ConvLSTMConfig(DetectorConfig):
-    """The original's flags and defaults (``--sequence-length 16 --stride 4 --epochs 50 ...``)."""
+    """The original system's settings, with its defaults."""
 
-    image_size: tuple[int, int] = (256, 256)
     sequence_length: int = 16
     stride: int = 4
     epochs: int = 50
@@ -129,7 +128,7 @@ class ConvLSTMDetector(VideoDetector):
         if c.sequence_length < 1 or c.stride < 1:
             raise ConfigError(f"sequence_length and stride must be >= 1 (got {c.sequence_length}, {c.stride})")
         if c.stride > c.sequence_length:
-            raise ConfigError(f"--stride {c.stride} is longer than --sequence-length {c.sequence_length}: frames would go unscored")
+            raise ConfigError(f"stride {c.stride} is longer than sequence_length {c.sequence_length}: frames would go unscored")
         if any(side % 16 for side in c.image_size):
             raise ConfigError(f"convlstm needs an image size divisible by 16, got {c.image_size[0]}x{c.image_size[1]}")
         self.net = ConvLSTMAutoencoder(c.latent_dim, c.lstm_hidden_dim, c.lstm_layers).to(self.device)
@@ -139,7 +138,7 @@ class ConvLSTMDetector(VideoDetector):
         frames = list(clip)
         if len(frames) < self.config.sequence_length:
             raise ConfigError(
-                f"the clip has {len(frames)} frames, fewer than --sequence-length {self.config.sequence_length}",
+                f"the clip has {len(frames)} frames, fewer than sequence_length {self.config.sequence_length}",
                 clip_name(clip),
             )
         return torch.stack(frames)
@@ -230,7 +229,7 @@ class ConvLSTMDetector(VideoDetector):
                 self._flush(pending, start + stride, scores, maps, views)
                 done = start + stride
         if total < length:
-            raise ConfigError(f"the clip has {total} frames, fewer than --sequence-length {length}", clip_name(clip))
+            raise ConfigError(f"the clip has {total} frames, fewer than sequence_length {length}", clip_name(clip))
         if last_start + length < total:  # frames after the last full-stride window
             self._run_window(list(buffer), total - length, pending, done)
         self._flush(pending, total, scores, maps, views)

@@ -41,6 +41,7 @@ from anomalens.data.preprocessing import to_float
 from anomalens.errors import ConfigError, DataError
 from anomalens.models.base import DetectorConfig
 from anomalens.models.components.features import PatchFeatureExtractor
+from anomalens.models.components.kernels import gaussian_smooth_1d
 from anomalens.models.video.motion import FLOW_PRESETS, FlowStream, flow_view, grey_frames, orientation_histograms
 from anomalens.models.components.sampler import Reservoir, greedy_coreset, nearest_neighbour_distances
 from anomalens.models.video.base import Clip, ClipPrediction, FrameBuffer, VideoDetector, clip_name
@@ -143,18 +144,6 @@ def _cell_samples(features: torch.Tensor, tolerance: int, cells: torch.Tensor) -
     flat = (r * w + q).reshape(len(cells), -1)  # (P, K)
     gathered = features.flatten(2)[:, :, flat]  # (N, C, P, K)
     return gathered.permute(2, 0, 3, 1).reshape(len(cells), -1, c)
-
-
-def gaussian_smooth_1d(values: np.ndarray, sigma: float) -> np.ndarray:
-    """Smooth a score series with a Gaussian of ``sigma`` frames, reflecting at both ends."""
-    if sigma <= 0 or len(values) < 2:
-        return values.astype(np.float32)
-    radius = int(math.ceil(3 * sigma))
-    t = np.arange(-radius, radius + 1)
-    kernel = np.exp(-0.5 * (t / sigma) ** 2)
-    kernel /= kernel.sum()
-    padded = np.pad(values.astype(np.float64), radius, mode="reflect" if len(values) > radius else "edge")
-    return np.convolve(padded, kernel, mode="valid").astype(np.float32)
 
 
 # ---- the detector ------------------------------------------------------------------------------

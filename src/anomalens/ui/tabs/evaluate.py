@@ -1,0 +1,136 @@
+"""The "Evaluate" tab: evaluate a model on the test split of the data it was trained on; metrics, tables, figures.
+
+>>> view = evaluate_model(settings, run_dir)        # doctest: +SKIP
+>>> view.metric_rows[:2]                            # doctest: +SKIP
+[['image auroc', 0.9981], ['pixel auroc', 0.9712]]
+"""
+
+# No `from __future__ import annotations`: Gradio reads the `gr.Request` annotation of handlers at run time.
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from anomalens.progress import SILENT, Reporter
+from anomalens.ui.common import (
+    ANALYSIS_LANE,
+    HEADLINE_METRICS,
+    ModelLists,
+    UISettings,
+    chosen_run,
+    progress_sink,
+    request_key,
+    rounded,
+    ui_error,
+)
+from anomalens.ui.jobs import JobBoard, new_workspace
+
+# The per-type table of each kind's metrics.json, and the entries that are tables or curves, not numbers.
+TYPE_TABLES = {"image": "per_defect_type", "video": "per_type"}
+SKIPPED_METRICS = ("roc_curve", "per_defect_type", "per_type", "per_clip", "warnings", "config", "settings")
+
+
+@dataclass
+class EvaluationView:
+    metric_rows: list[list[Any]]
+    type_rows: list[list[Any]]
+    type_headers: list[str]
+    figures: dict[str, str]
+    report_path: str | None
+    timelines: list[tuple[str, str]] = field(default_factory=list)  # (image, clip name), video models only
+
+
+def _flatten_scalars(metrics: dict[str, Any], prefix: str = "") -> list[list[Any]]:
+    """Numbers (and one level of nested numbers, such as the confusion at the threshold) as metric rows."""
+    rows: list[list[Any]] = []
+    for name, value in metrics.items():
+        label = f"{prefix}{name.replace('_', ' ')}"
+        if name in SKIPPED_METRICS or isinstance(value, bool):
+            continue
+        if value is None and name in HEADLINE_METRICS:
+            from anomalens.workflows.reports import format_number
+
+            rows.append([label, format_number(None)])
+        elif isinstance(value, (int, float)):
+            rows.append([label, rounded(value, 4)])
+        elif isinstance(value, dict) and not prefix:
+            rows.extend(_flatten_scalars(value, prefix=f"{label} · "))
+    return rows
+
+
+def _type_table(table: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """Per defect (or anomaly) type: whatever the evaluation measured for each, as one table."""
+    columns: list[str] = []
+    for values in table.values():
+        columns.extend(column for column in values if column not in columns)
+    rows = [[name] + [rounded(values.get(column), 4) for column in columns] for name, values in table.items()]
+    return ["type"] + [column.replace("_", " ") for column in columns], rows
+
+
+def evaluate_model(settings: UISettings, run_dir: str | Path | None, reporter: Reporter = SILENT,
+                   key: str = "evaluate") -> EvaluationView:
+    """Evaluate a model on the test split of the data it was trained on (read only here, never in training).
+
+    The figures are copied into the session's own folder: the page never serves files from the run folder.
+    """
+    from anomalens.workflows.kinds import data_kind
+    from anomalens.workflows.runs import read_model_config
+
+    run = chosen_run(settings, run_dir)
+    kind = read_model_config(run)["kind"]
+    result = data_kind(kind).evaluate(run, device=settings.device, reporter=reporter)
+    # headline metrics first, then everything else in the evaluation's own order
+    metrics = {**{k: result.metrics[k] for k in HEADLINE_METRICS if k in result.metrics}, **result.metrics}
+    headers, type_rows = _type_table(metrics.get(TYPE_TABLES[kind]) or {})
+    served = new_workspace(settings.sessions_dir, key, "evaluate")
+    figures = {name: str(shutil.copy2(path, served / f"{name}{Path(path).suffix}"))
+               for name, path in result.figures.items() if Path(path).is_file()}
+    timelines = [(path, name.removeprefix("timeline_")) for name, path in sorted(figures.items()) if name.startswith("timeline")]
+    return EvaluationView(_flatten_scalars(metrics), type_rows, headers, figures, str(result.report_path), timelines)
+
+
+def read_report(view: EvaluationView) -> str:
+    if view.report_path and Path(view.report_path).is_file():
+        return Path(view.report_path).read_text(encoding="utf-8")
+    return ""
+
+
+def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
+    """The tab's layout and wiring (inside a ``gr.Blocks``)."""
+    import gradio as gr
+
+    with gr.Tab("Evaluate", id="evaluate"):
+        with gr.Row():
+            model = gr.Dropdown(label="Model (evaluated on the test split of its dataset)", choices=[], scale=5, elem_id="eval-model")
+            button = gr.Button("Evaluate", variant="primary", scale=1, elem_id="eval-button")
+        with gr.Row():
+            metrics = gr.Dataframe(headers=["metric", "value"], label="Metrics", interactive=False, elem_id="eval-metrics")
+            types = gr.Dataframe(label="Per defect / anomaly type", interactive=False, elem_id="eval-types")
+        with gr.Row():
+            roc = gr.Image(label="ROC curve", show_label=False, interactive=False)
+            distribution = gr.Image(label="Score distribution", show_label=False, interactive=False)
+        samples = gr.Image(label="Samples", show_label=False, interactive=False, visible=True)
+        timelines = gr.Gallery(label="Test clips: score per frame (ground truth shaded)", columns=2, height="auto", visible=False, elem_id="eval-timelines")
+        with gr.Accordion("Full report", open=False):
+            report = gr.Markdown()
+    lists.pickers["any"] = model
+
+    def run(run_dir, request: gr.Request, progress=gr.Progress()):
+        key = request_key(request)
+        try:
+            with board.job(f"{key}:evaluate") as job:
+                view = evaluate_model(settings, run_dir, job.reporter(progress_sink(progress)), key=key)
+            figures = view.figures
+            return (view.metric_rows, gr.update(value=view.type_rows, headers=view.type_headers),
+                    gr.update(value=figures.get("roc_curve"), visible="roc_curve" in figures),
+                    gr.update(value=figures.get("score_distribution"), visible="score_distribution" in figures),
+                    gr.update(value=figures.get("samples"), visible="samples" in figures),
+                    gr.update(value=view.timelines, visible=bool(view.timelines)),
+                    read_report(view)) + lists.refresh(None, None, run_dir)[3:]
+        except Exception as exc:
+            raise ui_error(exc) from None
+
+    lists.wire_later(lambda: button.click(
+        run, [model], [metrics, types, roc, distribution, samples, timelines, report, lists.table],
+        concurrency_id=ANALYSIS_LANE[0], concurrency_limit=ANALYSIS_LANE[1]))

@@ -1,0 +1,223 @@
+"""The "Inspect images" tab: score uploaded images with a trained image model, then relabel at any threshold.
+
+Relabelling never rescores: the slider is a threshold on the normalised score, mapped back to the model's raw
+scale by the model's own calibration (:meth:`~anomalens.metrics.threshold.Calibration.denormalize`).
+
+>>> view = inspect_images(settings, run_dir, ["part.png"], key="tab1")             # doctest: +SKIP
+>>> inspection_rows(view, threshold=0.5)                                          # doctest: +SKIP
+[['part.png', 1.234, 0.873, 'ANOMALY']]
+"""
+
+# No `from __future__ import annotations`: Gradio reads the `gr.Request` annotation of handlers at run time.
+
+import csv
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from anomalens.errors import DataError
+from anomalens.metrics.threshold import Calibration
+from anomalens.progress import SILENT, Reporter
+from anomalens.runtime import atomic_path
+from anomalens.ui.common import (
+    ANALYSIS_LANE,
+    DETECTORS,
+    ModelLists,
+    UISettings,
+    calibration_of,
+    chosen_run,
+    progress_sink,
+    request_key,
+    threshold_text,
+    ui_error,
+)
+from anomalens.ui.jobs import JobBoard, new_workspace
+from anomalens.ui.security import check_upload_size
+
+INSPECTION_HEADERS = ["image", "raw score", "normalised score", "verdict"]
+
+
+@dataclass
+class ImageItem:
+    name: str
+    score: float
+    normalized_score: float
+    overlay_path: Path | None
+    reconstruction_path: Path | None = None
+
+
+@dataclass
+class ImageInspection:
+    run_dir: Path
+    output_dir: Path
+    items: list[ImageItem]
+    threshold_note: str = ""
+    calibration: Calibration | None = None
+
+    def raw_threshold(self, normalized: float) -> float | None:
+        """The raw score that a normalised threshold stands for (the model's own inverse normalisation)."""
+        return None if self.calibration is None else float(self.calibration.denormalize(normalized))
+
+
+def _save_rgb(array: Any, target: Path) -> Path | None:
+    """Write an RGB array (HWC or CHW; uint8 or float in [0, 1]) as PNG."""
+    if array is None:
+        return None
+    data = np.asarray(array)
+    if data.ndim == 3 and data.shape[0] == 3 and data.shape[-1] != 3:
+        data = data.transpose(1, 2, 0)
+    if data.dtype != np.uint8:
+        data = np.clip(data * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    with atomic_path(target) as tmp:
+        Image.fromarray(data).save(tmp, format="PNG")
+    return target
+
+
+def inspect_images(
+    settings: UISettings, run_dir: str | Path | None, files: Sequence[str | Path] | None, key: str, reporter: Reporter = SILENT
+) -> ImageInspection:
+    """Score uploaded images with a trained image model; overlays go to a fresh per-tab folder."""
+    from anomalens.workflows.predict import predict_images
+
+    run = chosen_run(settings, run_dir)
+    paths = [check_upload_size(p, settings.max_upload_bytes) for p in (files or [])]
+    if not paths:
+        raise DataError("upload one or more images first (or click an example)")
+    detector = DETECTORS.get(run, settings.device, "image")
+    output_dir = new_workspace(settings.sessions_dir, key, "inspect")
+    report = predict_images(detector, paths, output_dir, device=settings.device, reporter=reporter)
+    items = []
+    seen: dict[str, int] = {}
+    for index, result in enumerate(report.results):
+        name = Path(result.path).name
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:  # browsers send bare file names: keep same-named uploads apart
+            name = f"{name} #{seen[name]}"
+        recon_path = _save_rgb(result.reconstruction, output_dir / "reconstructions" / f"{index:03d}_{Path(name).stem}.png")
+        items.append(ImageItem(name, result.score, result.normalized_score, result.overlay_path, recon_path))
+    return ImageInspection(run, output_dir, items, threshold_text(run), calibration_of(run))
+
+
+def verdict(normalized_score: float, threshold: float) -> str:
+    return "ANOMALY" if normalized_score > threshold else "normal"
+
+
+def inspection_rows(inspection: ImageInspection, threshold: float = 0.5) -> list[list[Any]]:
+    """The results table at a normalised ``threshold``; relabelling never rescores."""
+    return [
+        [item.name, round(item.score, 5), round(item.normalized_score, 4), verdict(item.normalized_score, threshold)]
+        for item in inspection.items
+    ]
+
+
+def inspection_gallery(inspection: ImageInspection, threshold: float = 0.5) -> list[tuple[str, str]]:
+    """(overlay, caption) pairs, the verdict first so that it survives a short caption."""
+    return [
+        (str(item.overlay_path), f"{verdict(item.normalized_score, threshold)} {item.normalized_score:.2f} · {item.name}")
+        for item in inspection.items
+        if item.overlay_path is not None
+    ]
+
+
+def reconstruction_gallery(inspection: ImageInspection) -> list[tuple[str, str]]:
+    """What the model rebuilt (autoencoder), empty for models without a reconstruction."""
+    return [(str(item.reconstruction_path), item.name) for item in inspection.items if item.reconstruction_path is not None]
+
+
+def inspection_summary(inspection: ImageInspection, threshold: float = 0.5) -> str:
+    flagged = sum(verdict(item.normalized_score, threshold) == "ANOMALY" for item in inspection.items)
+    raw = inspection.raw_threshold(threshold)
+    raw_text = f" (raw score {raw:.4g})" if raw is not None else ""
+    return (
+        f"**{flagged} of {len(inspection.items)} images flagged** at threshold {threshold:.2f}{raw_text}. "
+        f"{inspection.threshold_note}"
+    )
+
+
+def inspection_downloads(inspection: ImageInspection, threshold: float = 0.5) -> list[str]:
+    """A CSV at the current threshold and a zip of the overlays (and reconstructions)."""
+    csv_path = inspection.output_dir / "results.csv"
+    with atomic_path(csv_path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["image", "score", "normalized_score", "threshold_normalized", "anomalous"])
+            for item in inspection.items:
+                flagged = verdict(item.normalized_score, threshold) == "ANOMALY"
+                writer.writerow([item.name, f"{item.score:.6g}", f"{item.normalized_score:.6f}", f"{threshold:.4f}", int(flagged)])
+    zip_path = inspection.output_dir / "overlays.zip"
+    if not zip_path.exists():
+        with atomic_path(zip_path) as tmp:
+            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+                for item in inspection.items:
+                    for path in (item.overlay_path, item.reconstruction_path):
+                        if path is not None and Path(path).is_file():
+                            bundle.write(path, arcname=f"{Path(path).parent.name}/{Path(path).name}")
+    return [str(csv_path), str(zip_path)]
+
+
+def _verdict_table(rows: list[list[Any]], headers: list[str]) -> Any:
+    """The results as a table whose ANOMALY verdicts stand out in red."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=headers)
+    return frame.style.map(lambda v: "color: #b91c1c; font-weight: 700" if v == "ANOMALY" else "", subset=["verdict"])
+
+
+def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
+    """The tab's layout and wiring (inside a ``gr.Blocks``)."""
+    import gradio as gr
+
+    with gr.Tab("Inspect images", id="inspect"):
+        inspection_state = gr.State(None)
+        with gr.Row():
+            model = gr.Dropdown(label="Image model (category · type · trained · test metrics)", choices=[], scale=5, elem_id="image-model")
+            refresh = gr.Button("↻ Refresh list", scale=1, size="sm")
+        with gr.Row():
+            with gr.Column(scale=2, min_width=320):
+                files = gr.File(label="Images (one or many)", file_count="multiple", file_types=["image"], elem_id="image-files")
+                if settings.image_examples:
+                    gr.Examples(
+                        examples=[[[str(p)]] for p in settings.image_examples] + [[[str(p) for p in settings.image_examples]]],
+                        inputs=[files],
+                        example_labels=[p.parent.name + "/" + p.name for p in settings.image_examples] + ["all examples"],
+                        label="Examples (click one)",
+                    )
+                button = gr.Button("Inspect", variant="primary", elem_id="inspect-button")
+                threshold = gr.Slider(0.01, 0.99, value=0.5, step=0.01, label="Threshold on the normalised score (0.5 = the model's calibrated threshold)", elem_id="threshold")
+                downloads = gr.File(label="Downloads: results.csv (at this threshold) and overlays.zip", file_count="multiple", interactive=False)
+            with gr.Column(scale=5):
+                summary = gr.Markdown(elem_classes="al-summary", elem_id="image-summary")
+                gallery = gr.Gallery(label="Heatmap overlays (red = unlike the training data; outlined = above the model's threshold)", columns=4, height=440, object_fit="contain", elem_id="image-gallery")
+                table = gr.Dataframe(headers=INSPECTION_HEADERS, label="Results", interactive=False, wrap=True, elem_id="image-table")
+                reconstructions = gr.Gallery(label="Reconstructions (what the model expected to see)", columns=6, height=220, object_fit="contain", visible=False, elem_id="image-reconstructions")
+    lists.pickers["image"] = model
+
+    def relabel(inspection, threshold_value):
+        if inspection is None:
+            return gr.update(), gr.update(), gr.update(), gr.update()
+        try:
+            return (inspection_summary(inspection, threshold_value), inspection_gallery(inspection, threshold_value),
+                    _verdict_table(inspection_rows(inspection, threshold_value), INSPECTION_HEADERS),
+                    inspection_downloads(inspection, threshold_value))
+        except Exception as exc:
+            raise ui_error(exc) from None
+
+    def run(run_dir, uploaded, threshold_value, request: gr.Request, progress=gr.Progress()):
+        key = request_key(request)
+        try:
+            with board.job(f"{key}:inspect") as job:
+                inspection = inspect_images(settings, run_dir, uploaded, key, job.reporter(progress_sink(progress)))
+            views = reconstruction_gallery(inspection)
+            return relabel(inspection, threshold_value) + (gr.update(value=views, visible=bool(views)), inspection)
+        except Exception as exc:
+            raise ui_error(exc) from None
+
+    outputs = [summary, gallery, table, downloads]
+    button.click(run, [model, files, threshold], outputs + [reconstructions, inspection_state],
+                 concurrency_id=ANALYSIS_LANE[0], concurrency_limit=ANALYSIS_LANE[1])
+    threshold.change(relabel, [inspection_state, threshold], outputs, show_progress="hidden", trigger_mode="always_last")
+    lists.wire_later(lambda: refresh.click(lists.refresh, [lists.pickers["image"], lists.pickers["video"], lists.pickers["any"]], lists.outputs))

@@ -1,0 +1,112 @@
+"""The "Analyse video" tab: run a video model over one uploaded video; side-by-side, timeline, scores, events.
+
+>>> view = analyze_video_file(settings, run_dir, "clip.mp4", key="tab1")    # doctest: +SKIP
+>>> view.event_rows[0]                                                       # doctest: +SKIP
+[1, 2.4, 3.1, 60, 77, 0.72, 0.93, 66, 'motion']
+"""
+
+# No `from __future__ import annotations`: Gradio reads the `gr.Request` annotation of handlers at run time.
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from anomalens.data.video_io import VIDEO_EXTENSIONS
+from anomalens.errors import DataError
+from anomalens.progress import SILENT, Reporter
+from anomalens.ui.common import (
+    ANALYSIS_LANE,
+    DETECTORS,
+    ModelLists,
+    UISettings,
+    chosen_run,
+    progress_sink,
+    request_key,
+    rounded,
+    threshold_text,
+    ui_error,
+)
+from anomalens.ui.jobs import JobBoard, new_workspace
+from anomalens.ui.security import check_upload_size
+
+EVENT_HEADERS = ["#", "start (s)", "end (s)", "start frame", "end frame", "duration (s)", "peak (normalised)", "peak frame",
+                 "main cue"]
+
+
+@dataclass
+class VideoView:
+    output_dir: Path
+    video_path: Path
+    timeline_path: Path
+    event_rows: list[list[Any]]
+    downloads: list[str]
+    summary: str
+
+
+def analyze_video_file(
+    settings: UISettings, run_dir: str | Path | None, video: str | Path | None, key: str, reporter: Reporter = SILENT
+) -> VideoView:
+    """Run a video model over one uploaded video; side-by-side, timeline, scores and events per tab."""
+    from anomalens.workflows.predict import analyze_video
+
+    run = chosen_run(settings, run_dir)
+    if not video:
+        raise DataError(f"upload a video first ({', '.join(VIDEO_EXTENSIONS)}) or click an example")
+    video = check_upload_size(video, settings.max_upload_bytes)
+    if video.suffix.lower() not in VIDEO_EXTENSIONS:
+        raise DataError(f"not a video type this page takes ({', '.join(VIDEO_EXTENSIONS)})", video.name)
+    detector = DETECTORS.get(run, settings.device, "video")
+    output_dir = new_workspace(settings.sessions_dir, key, "video")
+    analysis = analyze_video(detector, video, output_dir, device=settings.device, reporter=reporter)
+    rows = [
+        [index, rounded(event.start_time), rounded(event.end_time), event.start_frame, event.end_frame,
+         rounded(event.duration), rounded(event.peak_normalized_score, 3), event.peak_frame,
+         event.main_cue or ""]  # appearance or motion, for models that add cues
+        for index, event in enumerate(analysis.events, start=1)
+    ]
+    frames = len(analysis.scores)
+    flagged = int(analysis.anomalous.sum())
+    summary = (
+        f"**{len(rows)} anomalous interval(s)**; {flagged} of {frames} frames above the threshold "
+        f"({frames / analysis.fps:.1f} s at {analysis.fps:g} fps). {threshold_text(run)}"
+    )
+    downloads = [str(p) for p in (analysis.scores_csv, analysis.events_json, analysis.side_by_side_path)]
+    return VideoView(output_dir, analysis.side_by_side_path, analysis.timeline_path, rows, downloads, summary)
+
+
+def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
+    """The tab's layout and wiring (inside a ``gr.Blocks``)."""
+    import gradio as gr
+
+    with gr.Tab("Analyse video", id="video"):
+        with gr.Row():
+            model = gr.Dropdown(label="Video model", choices=[], scale=5, elem_id="video-model")
+            refresh = gr.Button("↻ Refresh list", scale=1, size="sm")
+        with gr.Row():
+            with gr.Column(scale=2, min_width=320):
+                video_file = gr.File(label=f"Video ({', '.join(e.lstrip('.') for e in VIDEO_EXTENSIONS)})",
+                                     file_types=list(VIDEO_EXTENSIONS), elem_id="video-file")
+                if settings.video_examples:
+                    gr.Examples(examples=[[str(p)] for p in settings.video_examples], inputs=[video_file],
+                                example_labels=[f"{p.parent.name}/{p.name}" for p in settings.video_examples], label="Examples (click one)")
+                button = gr.Button("Analyse", variant="primary", elem_id="video-button")
+                downloads = gr.File(label="Downloads: scores.csv, events.json, side-by-side video", file_count="multiple", interactive=False)
+            with gr.Column(scale=5):
+                summary = gr.Markdown(elem_classes="al-summary", elem_id="video-summary")
+                player = gr.Video(label="Original | model view | heatmap", interactive=False, elem_id="video-player")
+                timeline = gr.Image(label="Score per frame", show_label=False, interactive=False, elem_id="video-timeline")
+                events = gr.Dataframe(headers=EVENT_HEADERS, label="Detected intervals", interactive=False, elem_id="video-events")
+    lists.pickers["video"] = model
+
+    def run(run_dir, video, request: gr.Request, progress=gr.Progress()):
+        key = request_key(request)
+        try:
+            with board.job(f"{key}:video") as job:
+                view = analyze_video_file(settings, run_dir, video, key, job.reporter(progress_sink(progress)))
+            return view.summary, str(view.video_path), str(view.timeline_path), view.event_rows, view.downloads
+        except Exception as exc:
+            raise ui_error(exc) from None
+
+    button.click(run, [model, video_file], [summary, player, timeline, events, downloads],
+                 concurrency_id=ANALYSIS_LANE[0], concurrency_limit=ANALYSIS_LANE[1])
+    lists.wire_later(lambda: refresh.click(lists.refresh, [lists.pickers["image"], lists.pickers["video"], lists.pickers["any"]], lists.outputs))

@@ -1,0 +1,375 @@
+"""Evaluation: score the labelled test part of a dataset with a trained run and write ``RUN_DIR/evaluation/``.
+
+One skeleton (:func:`evaluate_model`) serves both kinds: open the run, load the fitted detector (refusing the
+other kind first), find the data it was trained on unless told otherwise, measure, and write metrics.json,
+report.md and figures atomically. The threshold is the model's own, fixed before any test data is read.
+
+>>> evaluate_image_model("results/bottle_20261128_120000").metrics["image_auroc"]        # doctest: +SKIP
+>>> evaluate_video_model("results/video_ucsd_ped2_20261128_120000").metrics["frame_auroc"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from anomalens.data.mvtec import NORMAL_TYPE
+from anomalens.data.video_datasets import ClipRef
+from anomalens.errors import ConfigError, DataError
+from anomalens.metrics.classification import confusion_at, f1_max, image_auroc, roc_curve
+from anomalens.metrics.events import (
+    calibrated_events,
+    clip_frame_auroc,
+    minmax_per_clip_frame_auroc,
+    pooled_frame_auroc,
+    video_auroc,
+)
+from anomalens.metrics.segmentation import aupro, pixel_auroc
+from anomalens.metrics.threshold import Calibration
+from anomalens.models.base import BaseDetector
+from anomalens.progress import SILENT, Reporter
+from anomalens.runtime import atomic_dir, write_json_atomic, write_text_atomic
+from anomalens.visualization.overlays import resize_map, to_hwc
+from anomalens.visualization.plots import SampleRow, plot_roc, plot_samples, plot_score_distribution
+from anomalens.visualization.timeline import plot_timeline
+from anomalens.workflows.reports import evaluation_report, frame_scores_csv, video_report
+from anomalens.workflows.runs import EVALUATION_DIR, METRICS_FILE, RUN_FILE, load_fitted_detector, open_run, safe_name
+from anomalens.workflows.storage import check_writable
+
+
+PRO_MAX_FPR = 0.3
+REPORT_FILE = "report.md"
+
+
+@dataclass
+class EvaluationResult:
+    output_dir: Path
+    metrics: dict
+    report_path: Path
+    figures: dict[str, Path]
+
+
+@dataclass
+class _Measured:
+    """What one kind's measuring step returns to the skeleton."""
+
+    metrics: dict[str, Any]
+    write: Callable[[Path, Path], dict[str, Path]]  # (staging folder, final folder) -> figures by name
+    report: Callable[[dict[str, Any], dict[str, Any]], str]
+
+
+def evaluate_model(
+    kind: str,
+    checkpoint: str | Path,
+    data_dir: str | Path | None = None,
+    category: str | None = None,
+    *,
+    device: str = "auto",
+    reporter: Reporter = SILENT,
+) -> EvaluationResult:
+    """Evaluate the ``kind`` ("image" or "video") model of a run on the test part of its data; write the results.
+
+    ``data_dir`` and ``category`` default to those the run was trained on (``run.json``).
+    """
+    measure = _MEASURE[kind]
+    model_dir, run_dir, run = open_run(checkpoint)
+    detector = load_fitted_detector(model_dir, kind, device)  # first: a model of the other kind is refused at once
+    data_dir = data_dir if data_dir is not None else run.get("data_dir")
+    category = category if category is not None else run.get("category")
+    if data_dir is None or category is None:
+        raise ConfigError(f"no {RUN_FILE} beside this model: give data_dir and category", model_dir)
+    check_writable(run_dir, "run folder")  # before scoring: evaluation/ is written there
+    measured = measure(detector, Path(data_dir), category, reporter)
+    metrics = measured.metrics
+    metrics.update({
+        "model": detector.name,
+        "category": category,
+        "data_dir": str(Path(data_dir).resolve()),
+        "checkpoint": str(model_dir.resolve()),
+        "image_size": list(detector.config.image_size),
+        "device": str(detector.device),
+        "timing": metrics.pop("timing"),
+    })
+    if run.get("interrupted"):
+        metrics["interrupted_training"] = True
+    output_dir = run_dir / EVALUATION_DIR
+    with atomic_dir(output_dir) as tmp:
+        figures = measured.write(tmp, output_dir)
+        write_json_atomic(tmp / METRICS_FILE, metrics)
+        write_text_atomic(tmp / REPORT_FILE, measured.report(metrics, run))
+    reporter.log(f"wrote the evaluation to {output_dir}")
+    return EvaluationResult(output_dir=output_dir, metrics=metrics, report_path=output_dir / REPORT_FILE, figures=figures)
+
+
+# ---- images -------------------------------------------------------------------------------------------
+def _measure_images(detector: BaseDetector, data_dir: Path, category: str, reporter: Reporter) -> _Measured:
+    from anomalens.data.mvtec import discover_category, load_test_set
+
+    found = discover_category(data_dir, category, require_test=True)
+    decode_started = time.perf_counter()
+    test = load_test_set(found, detector.preprocessing, reporter)
+    decode_seconds = time.perf_counter() - decode_started
+    predict_started = time.perf_counter()
+    prediction = detector.predict(test.images, reporter=reporter)  # type: ignore[attr-defined]
+    predict_seconds = time.perf_counter() - predict_started
+
+    maps = prediction.maps
+    if maps.shape[-2:] != test.masks.shape[-2:]:
+        maps = np.stack([resize_map(m, tuple(test.masks.shape[-2:])) for m in maps])
+    metrics = image_metrics(prediction.scores, test.labels, test.defect_types, detector)
+    pixel = pixel_metrics(test.masks.numpy(), maps, test.has_mask, test.labels, test.defect_types, found.types_without_masks)
+    for warning in pixel["warnings"][len(found.types_without_masks):]:  # load_test_set already named those types
+        reporter.log(f"warning: {warning}")
+    metrics.update(pixel)
+    metrics["timing"] = {
+        "decode_seconds": round(decode_seconds, 3),
+        "predict_seconds": round(predict_seconds, 3),
+        "images_per_second": round(len(test.labels) / max(predict_seconds, 1e-9), 3),
+    }
+
+    def write(tmp: Path, final: Path) -> dict[str, Path]:
+        figures = _evaluation_figures(tmp, prediction, test, maps, metrics, detector)
+        return {name: final / path.name for name, path in figures.items()}
+
+    return _Measured(metrics, write, evaluation_report)
+
+
+def evaluate_image_model(checkpoint: str | Path, data_dir: str | Path | None = None, category: str | None = None,
+                         **options: Any) -> EvaluationResult:
+    """Score the test split and write ``RUN_DIR/evaluation/`` (metrics, report and figures); see :func:`evaluate_model`."""
+    return evaluate_model("image", checkpoint, data_dir, category, **options)
+
+
+def image_metrics(scores: np.ndarray, labels: np.ndarray, defect_types: list[str], detector: BaseDetector) -> dict[str, Any]:
+    """Image AUROC, F1-max, the model threshold's confusion and the per-type table."""
+    cal = detector.calibration_
+    assert cal is not None
+    fpr, tpr, _ = roc_curve(labels, scores)
+    f1, f1_threshold = f1_max(labels, scores)
+    per_type: dict[str, dict[str, Any]] = {}
+    for name in sorted(set(defect_types), key=lambda t: (t != NORMAL_TYPE, t)):
+        chosen = np.array([t == name for t in defect_types])
+        flagged = cal.is_anomalous(scores[chosen])
+        per_type[name] = {
+            "count": int(chosen.sum()),
+            "mean_score": float(scores[chosen].mean()),
+            "mean_normalized_score": float(cal.normalize(scores[chosen]).mean()),
+            # for "good" this is the false-positive share; for a defect type its detection rate
+            "share_flagged": float(flagged.mean()),
+        }
+        normal = np.array([t == NORMAL_TYPE for t in defect_types])
+        if name != NORMAL_TYPE and normal.any():  # how well this type alone separates from normal images
+            both = chosen | normal
+            per_type[name]["image_auroc_vs_good"] = image_auroc(labels[both], scores[both])
+    return {
+        "image_auroc": image_auroc(labels, scores),
+        "f1_max": f1,
+        "f1_max_threshold": f1_threshold,
+        "f1_max_threshold_normalized": float(cal.normalize(f1_threshold)),
+        "threshold": cal.threshold,
+        "threshold_rule": f"from validation-normal scores only, target false-positive rate {cal.target_fpr:g}",
+        "at_model_threshold": confusion_at(labels, scores, cal.threshold),
+        "counts": {"test_images": int(labels.size), "normal": int((labels == 0).sum()), "anomalous": int(labels.sum())},
+        "per_defect_type": per_type,
+        "roc_curve": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
+    }
+
+
+def pixel_metrics(
+    masks: np.ndarray, maps: np.ndarray, has_mask: np.ndarray, labels: np.ndarray, defect_types: list[str],
+    types_without_masks: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Pixel AUROC and AUPRO over the samples whose pixel truth is known; None (with a warning) otherwise."""
+    warnings = [f"defect type {t!r} has no masks; its images are left out of the pixel metrics" for t in types_without_masks]
+    known = np.asarray(has_mask, bool)
+    result: dict[str, Any] = {"pixel_auroc": None, "aupro": None, "aupro_max_fpr": PRO_MAX_FPR,
+                              "pixel_metric_images": int(known.sum()), "warnings": warnings}
+    if not (known & (labels == 1)).any() or not masks[known].any():
+        warnings.append("no ground-truth masks of anomalous images: pixel AUROC and AUPRO are not computed")
+        return result
+    result["pixel_auroc"] = pixel_auroc(masks[known], maps[known])
+    result["aupro"] = aupro(masks[known], maps[known], max_fpr=PRO_MAX_FPR)
+    return result
+
+
+def _pick_samples(scores: np.ndarray, defect_types: list[str], per_type: int = 2, limit: int = 12) -> list[int]:
+    """Per type the lowest- and highest-scoring images (the hardest and the clearest cases)."""
+    picked: list[int] = []
+    for name in sorted(set(defect_types), key=lambda t: (t != NORMAL_TYPE, t)):
+        idx = np.array([i for i, t in enumerate(defect_types) if t == name])
+        order = idx[np.argsort(scores[idx], kind="stable")]
+        chosen = order[np.unique(np.linspace(0, len(order) - 1, min(per_type, len(order))).round().astype(int))]
+        picked.extend(int(i) for i in chosen[::-1])
+    return picked[:limit]
+
+
+def _evaluation_figures(folder: Path, prediction: Any, test: Any, maps: np.ndarray, metrics: dict, detector: BaseDetector) -> dict[str, Path]:
+    cal = detector.calibration_
+    scores = prediction.scores
+    marker = (metrics["at_model_threshold"]["false_positive_rate"], metrics["at_model_threshold"]["recall"])
+    figures = {
+        "roc_curve": plot_roc(np.array(metrics["roc_curve"]["fpr"]), np.array(metrics["roc_curve"]["tpr"]),
+                              metrics["image_auroc"], folder / "roc_curve.png",
+                              title=f"{metrics.get('category', '')} - image-level ROC", marker=marker),
+        "score_distribution": plot_score_distribution(scores, test.defect_types, cal.threshold,
+                                                      folder / "score_distribution.png"),
+    }
+    rows = []
+    for i in _pick_samples(scores, test.defect_types):
+        verdict = "ANOMALOUS" if cal.is_anomalous(scores[i]) else "normal"
+        title = f"{test.defect_types[i]}/{test.paths[i].name}\nnormalised {float(cal.normalize(scores[i])):.2f} {verdict}"
+        view = prediction.views[i] if prediction.views is not None else None
+        rows.append(SampleRow(title=title, image=to_hwc(test.images[i]), normalized_map=cal.normalize(maps[i]),
+                              view=view, mask=test.masks[i].numpy() if test.has_mask[i] else None))
+    figures["samples"] = plot_samples(rows, folder / "samples.png")
+    return figures
+
+
+# ---- video --------------------------------------------------------------------------------------------
+@dataclass
+class _ClipResult:
+    ref: ClipRef
+    scores: np.ndarray
+    labels: np.ndarray | None
+    fps: float
+    events: list[dict]
+
+
+def _measure_video(detector: BaseDetector, data_dir: Path, category: str, reporter: Reporter) -> _Measured:
+    from anomalens.data.video_datasets import discover_video_category
+
+    found = discover_video_category(data_dir, category)
+    if not found.test:
+        raise DataError("no test clips (expected test/<type>/ or testing/frames/)", found.root)
+    cal = detector.calibration_
+    assert cal is not None
+    results: list[_ClipResult] = []
+    frames_total = 0
+    predict_started = time.perf_counter()
+    for ref in reporter.iter(found.test, "evaluate clips"):
+        clip = ref.open(detector.preprocessing, reporter)
+        prediction = detector.predict_clip(clip, reporter)  # type: ignore[attr-defined]
+        scores = np.asarray(prediction.scores, dtype=np.float64)
+        labels = ref.labels_for(len(scores))
+        results.append(_ClipResult(ref, scores, labels, clip.fps, calibrated_events(scores, cal, clip.fps)))
+        frames_total += len(scores)
+    predict_seconds = time.perf_counter() - predict_started
+    metrics = video_metrics(results, cal)
+    metrics["timing"] = {
+        "predict_seconds": round(predict_seconds, 3),
+        "frames": frames_total,
+        "frames_per_second": round(frames_total / max(predict_seconds, 1e-9), 3),
+    }
+    for warning in metrics.pop("warnings"):
+        reporter.log(f"warning: {warning}")
+
+    def write(tmp: Path, final: Path) -> dict[str, Path]:
+        figures: dict[str, Path] = {}
+        for result in reporter.iter(results, "draw timelines"):
+            name = f"timeline_{safe_name(result.ref.name)}.png"
+            plot_timeline(
+                result.scores, cal.threshold, result.fps, tmp / name, events=result.events, ground_truth=result.labels,
+                title=f"{result.ref.name} ({result.ref.anomaly_type})",
+            )
+            figures[name[:-4]] = final / name
+        write_text_atomic(tmp / "frame_scores.csv", frame_scores_csv(results, cal))
+        return figures
+
+    return _Measured(metrics, write, video_report)
+
+
+def evaluate_video_model(checkpoint: str | Path, data_dir: str | Path | None = None, category: str | None = None,
+                         **options: Any) -> EvaluationResult:
+    """Score every test clip and write ``RUN_DIR/evaluation/`` (metrics, report, per-frame scores, timelines).
+
+    Frame AUROC pools all labelled test frames (as the literature reports it); per clip AUROC where a clip
+    has both classes; video AUROC (highest frame score per clip) over clips with a known label. See
+    :func:`evaluate_model` for the options.
+    """
+    return evaluate_model("video", checkpoint, data_dir, category, **options)
+
+
+def video_metrics(results: list[_ClipResult], cal: Calibration) -> dict[str, Any]:
+    """Frame-level (pooled, per clip, at the threshold), video-level and per-type figures."""
+    warnings: list[str] = []
+    labelled = [r for r in results if r.labels is not None]
+    frame_auroc = frame_auroc_minmax = at_threshold = None
+    if labelled:
+        labels = [r.labels for r in labelled]
+        scores = [r.scores for r in labelled]
+        pooled_labels = np.concatenate(labels)
+        if 0 < pooled_labels.sum() < pooled_labels.size:
+            frame_auroc = pooled_frame_auroc(labels, scores)
+            frame_auroc_minmax = minmax_per_clip_frame_auroc(labels, scores)
+            at_threshold = confusion_at(pooled_labels, np.concatenate(scores), cal.threshold)
+        else:
+            warnings.append("the labelled test frames are all of one class: no frame-level AUROC")
+    video_only = [r.ref.name for r in results if r.labels is None and r.ref.video_label in (0, 1)]
+    unknown = [r.ref.name for r in results if r.ref.video_label not in (0, 1) and r.labels is None]
+    if video_only:
+        warnings.append(f"{len(video_only)} test clip(s) have no frame labels and count at video level only")
+    if unknown:
+        warnings.append(f"{len(unknown)} test clip(s) have no labels at all and are left out of every metric: {', '.join(unknown)}")
+    known = [r for r in results if r.ref.video_label in (0, 1)]
+    video_labels = [r.ref.video_label for r in known]
+    auroc_video = (
+        video_auroc(video_labels, [float(r.scores.max()) for r in known]) if 0 < sum(video_labels) < len(video_labels) else None
+    )
+    per_clip = {}
+    for r in results:
+        flagged = cal.is_anomalous(r.scores)
+        per_clip[r.ref.name] = {
+            "type": r.ref.anomaly_type,
+            "frames": int(r.scores.size),
+            "anomalous_frames": int(r.labels.sum()) if r.labels is not None else None,
+            "frame_auroc": clip_frame_auroc(r.labels, r.scores) if r.labels is not None else None,
+            "flagged_frames": int(flagged.sum()),
+            "events": len(r.events),
+            "max_score": float(r.scores.max()),
+            "mean_score": float(r.scores.mean()),
+        }
+    per_type: dict[str, dict[str, Any]] = {}
+    for kind in sorted({r.ref.anomaly_type for r in results}, key=lambda t: (t != "normal", t)):
+        group = [r for r in results if r.ref.anomaly_type == kind]
+        group_labelled = [r for r in group if r.labels is not None]
+        auroc = None
+        if group_labelled:
+            y = np.concatenate([r.labels for r in group_labelled])
+            if 0 < y.sum() < y.size:
+                auroc = pooled_frame_auroc([r.labels for r in group_labelled], [r.scores for r in group_labelled])
+        all_scores = np.concatenate([r.scores for r in group])
+        per_type[kind] = {
+            "clips": len(group),
+            "frames": int(all_scores.size),
+            "frame_auroc": auroc,
+            "share_flagged": float(cal.is_anomalous(all_scores).mean()),
+            "mean_score": float(all_scores.mean()),
+        }
+    clip_aurocs = [v["frame_auroc"] for v in per_clip.values() if v["frame_auroc"] is not None]
+    counts_labels = np.concatenate([r.labels for r in labelled]) if labelled else np.zeros(0)
+    return {
+        "frame_auroc": frame_auroc,
+        "frame_auroc_minmax_per_clip": frame_auroc_minmax,
+        "mean_clip_frame_auroc": float(np.mean(clip_aurocs)) if clip_aurocs else None,
+        "video_auroc": auroc_video,
+        "threshold": cal.threshold,
+        "threshold_rule": f"from frames of held-out normal training clips only, target false-positive rate {cal.target_fpr:g}",
+        "at_model_threshold": at_threshold,
+        "counts": {
+            "test_clips": len(results),
+            "labelled_frames": int(counts_labels.size),
+            "anomalous_frames": int(counts_labels.sum()),
+            "video_level_only_clips": len(video_only),
+            "unlabelled_clips": len(unknown),
+        },
+        "per_type": per_type,
+        "per_clip": per_clip,
+        "warnings": warnings,
+    }
+
+
+_MEASURE: dict[str, Callable[[BaseDetector, Path, str, Reporter], _Measured]] = {"image": _measure_images, "video": _measure_video}

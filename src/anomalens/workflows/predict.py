@@ -1,0 +1,286 @@
+"""Prediction: score new images, or every frame of one video, with a trained run's own threshold.
+
+>>> predict_images("results/bottle_20261128_120000", ["new_photo.png"]).results[0].anomalous     # doctest: +SKIP
+>>> analyze_video("results/video_ucsd_ped2_20261128_120000", "line_camera.mp4").events          # doctest: +SKIP
+
+An analysed video never sets its own threshold; output files appear only once all of them are written.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from anomalens.data.preprocessing import IMAGE_EXTENSIONS, Preprocessing
+from anomalens.data.video_io import check_fps, open_clip
+from anomalens.errors import DataError
+from anomalens.metrics.events import Event, calibrated_events
+from anomalens.models.base import BaseDetector
+from anomalens.progress import SILENT, Reporter
+from anomalens.runtime import atomic_path, write_json_atomic, write_text_atomic
+from anomalens.visualization.overlays import anomaly_contours, overlay, resize_map, to_hwc
+from anomalens.visualization.timeline import plot_timeline
+from anomalens.visualization.video_render import render_side_by_side
+from anomalens.workflows.reports import scores_csv, write_prediction_tables
+from anomalens.workflows.runs import ANALYSIS_DIR, PREDICTIONS_DIR, load_fitted_detector, open_run, safe_name, staged_dir
+from anomalens.workflows.storage import check_writable
+
+
+# ---- images -------------------------------------------------------------------------------------------
+@dataclass
+class ImageResult:
+    path: Path
+    score: float
+    normalized_score: float
+    anomalous: bool
+    overlay_path: Path | None
+    image: np.ndarray  # preprocessed RGB uint8 (H, W, 3)
+    heatmap: np.ndarray  # normalised anomaly map (H, W) in [0, 1]
+    reconstruction: np.ndarray | None  # model view RGB uint8, if the model has one
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "score": self.score,
+            "normalized_score": self.normalized_score,
+            "anomalous": self.anomalous,
+            "overlay": str(self.overlay_path) if self.overlay_path is not None else None,
+        }
+
+
+@dataclass
+class PredictionReport:
+    results: list[ImageResult]
+    csv_path: Path | None
+    json_path: Path | None
+
+
+def collect_image_paths(inputs: str | Path | Iterable[str | Path]) -> list[Path]:
+    """Files as given, folders searched recursively for images (sorted); a missing path is an error."""
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            if not found:
+                raise DataError(f"folder holds no images ({', '.join(IMAGE_EXTENSIONS)})", path)
+            paths.extend(found)
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise DataError("file not found", path)
+    if not paths:
+        raise DataError("no images given")
+    return paths
+
+
+def predict_images(
+    checkpoint_or_detector: str | Path | BaseDetector,
+    inputs: str | Path | Iterable[str | Path | np.ndarray],
+    output_dir: str | Path | None = None,
+    *,
+    device: str = "auto",
+    reporter: Reporter = SILENT,
+    batch_size: int = 32,
+) -> PredictionReport:
+    """Score images: raw score, normalised score (0.5 = threshold), verdict and an overlay per image.
+
+    ``inputs``: image files, folders (searched recursively) or RGB arrays ``(H, W, 3)``. Files are written to
+    ``output_dir`` (default ``RUN_DIR/predictions/`` for a checkpoint; none for a Detector object unless
+    given): one ``<name>_overlay.png`` per image (heatmap over the image, regions above the threshold
+    outlined) and ``predictions.csv`` / ``predictions.json``, moved in only once every image has been scored.
+    """
+    detector = load_fitted_detector(checkpoint_or_detector, "image", device)
+    if output_dir is None and not isinstance(checkpoint_or_detector, BaseDetector):
+        output_dir = open_run(checkpoint_or_detector)[1] / PREDICTIONS_DIR
+    items = _prediction_inputs(inputs)
+    preprocessing = detector.preprocessing
+    cal = detector.calibration_
+    assert cal is not None
+
+    results: list[ImageResult] = []
+    names = _overlay_names([p for p, _ in items])
+    with staged_dir(output_dir) as folder:
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            images = torch.stack([_prepare(preprocessing, path, array) for path, array in
+                                  reporter.iter(chunk, f"read images {start + 1}-{start + len(chunk)} of {len(items)}")])
+            prediction = detector.predict(images, reporter=reporter)
+            heatmaps = cal.normalize(prediction.maps)
+            for j, (path, _) in enumerate(chunk):
+                image = to_hwc(images[j])
+                heatmap = resize_map(heatmaps[j], image.shape[:2])
+                overlay_path = None
+                if folder is not None:
+                    overlay_path = folder / names[start + j]
+                    _write_png(overlay_path, anomaly_contours(overlay(image, heatmap, 0.45), heatmap))
+                score = float(prediction.scores[j])
+                results.append(ImageResult(
+                    path=path,
+                    score=score,
+                    normalized_score=float(cal.normalize(score)),
+                    anomalous=bool(cal.is_anomalous(score)),
+                    overlay_path=overlay_path,
+                    image=image,
+                    heatmap=heatmap,
+                    reconstruction=to_hwc(prediction.views[j]) if prediction.views is not None else None,
+                ))
+        csv_path = json_path = None
+        if folder is not None:
+            final = Path(output_dir)  # type: ignore[arg-type]
+            for r in results:  # paths as they will be once the folder is in place
+                r.overlay_path = final / r.overlay_path.name if r.overlay_path is not None else None
+            write_prediction_tables(folder, results, detector, checkpoint_or_detector)
+            csv_path, json_path = final / "predictions.csv", final / "predictions.json"
+    if output_dir is not None:
+        reporter.log(f"wrote {len(results)} predictions to {output_dir}")
+    return PredictionReport(results=results, csv_path=csv_path, json_path=json_path)
+
+
+def _prediction_inputs(inputs: Any) -> list[tuple[Path, np.ndarray | None]]:
+    if isinstance(inputs, np.ndarray) and inputs.ndim == 3:
+        inputs = [inputs]
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    items: list[tuple[Path, np.ndarray | None]] = []
+    for i, item in enumerate(inputs):
+        if isinstance(item, np.ndarray):
+            items.append((Path(f"image_{i:04d}.png"), item))
+        else:
+            items.extend((p, None) for p in collect_image_paths([item]))
+    if not items:
+        raise DataError("no images given")
+    return items
+
+
+def _prepare(preprocessing: Preprocessing, path: Path, array: np.ndarray | None) -> torch.Tensor:
+    return preprocessing.prepare_array(array) if array is not None else preprocessing.load_image(path)
+
+
+def _overlay_names(paths: list[Path]) -> list[str]:
+    """``<stem>_overlay.png``, prefixed by the parent folder when stems repeat (MVTec's 000.png in every type)."""
+    stems = [p.stem for p in paths]
+    names, used = [], set()
+    for p in paths:
+        base = f"{p.parent.name}_{p.stem}" if stems.count(p.stem) > 1 and p.parent.name else p.stem
+        name, n = f"{base}_overlay.png", 2
+        while name in used:
+            name, n = f"{base}_{n}_overlay.png", n + 1
+        used.add(name)
+        names.append(name)
+    return names
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+
+
+# ---- one video ----------------------------------------------------------------------------------------
+@dataclass
+class VideoAnalysis:
+    """What :func:`analyze_video` wrote and found."""
+
+    output_dir: Path
+    side_by_side_path: Path
+    timeline_path: Path
+    scores_csv: Path
+    events_json: Path
+    scores: np.ndarray
+    normalized_scores: np.ndarray
+    anomalous: np.ndarray
+    events: list[Event]
+    fps: float
+
+
+def analyze_video(
+    checkpoint_or_detector: str | Path | BaseDetector,
+    video: str | Path,
+    output_dir: str | Path | None = None,
+    *,
+    device: str = "auto",
+    reporter: Reporter = SILENT,
+    fps: float | None = None,
+) -> VideoAnalysis:
+    """Score every frame of ``video`` (file or frame folder) with the model's own threshold and write the outputs.
+
+    ``output_dir`` defaults to ``RUN_DIR/analysis/<video>_<timestamp>/`` (``results/analysis/...`` for a
+    detector object). ``fps`` sets the rate of a folder of frames (default 25). Files appear only once all of
+    them are written.
+    """
+    fps = check_fps(fps)  # before the model is loaded
+    detector = load_fitted_detector(checkpoint_or_detector, "video", device)
+    cal = detector.calibration_
+    assert cal is not None
+    clip = open_clip(video, detector.preprocessing, reporter, fps=fps)
+    if output_dir is None:
+        base = Path("results")
+        if not isinstance(checkpoint_or_detector, BaseDetector):
+            base = open_run(checkpoint_or_detector)[1]
+        output_dir = base / ANALYSIS_DIR / f"{safe_name(clip.name)}_{datetime.now():%Y%m%d_%H%M%S}"
+    output_dir = check_writable(output_dir)  # before scoring, not after it
+    started = time.perf_counter()
+    prediction = detector.predict_clip(clip, reporter)  # type: ignore[attr-defined]
+    seconds = time.perf_counter() - started
+    scores = np.asarray(prediction.scores, dtype=np.float64)
+    count = clip.num_frames
+    if count is not None and count != scores.size:
+        raise RuntimeError(f"{detector.name} returned {scores.size} scores for {count} frames")
+    normalized = cal.normalize(scores)
+    anomalous = cal.is_anomalous(scores)
+    events = calibrated_events(scores, cal, clip.fps, normalized_scores=normalized)
+    cues = {name: np.asarray(values, dtype=np.float64) for name, values in getattr(prediction, "cues", {}).items()}
+    for event in events:  # which cue made the peak: e.g. {"appearance": 0.4, "motion": 7.9} for a speeding bike
+        event["peak_cues"] = {name: round(float(values[event["peak_frame"]]), 4) for name, values in cues.items()}
+        if cues:
+            event["main_cue"] = max(event["peak_cues"], key=event["peak_cues"].get)
+    reporter.log(
+        f"{clip.name}: {scores.size} frames scored in {seconds:.1f} s ({scores.size / max(seconds, 1e-9):.1f} frames/s); "
+        f"{int(anomalous.sum())} above the threshold, {len(events)} interval(s)"
+    )
+    view_label = getattr(detector, "view_label", "Reconstruction" if detector.name == "convlstm" else "Model view")
+    maps = (cal.normalize(m.astype(np.float32)) for m in prediction.maps)
+    with staged_dir(output_dir) as tmp:
+        assert tmp is not None
+        render_side_by_side(
+            tmp / "side_by_side.mp4", clip.iter_native(), clip.frame_size, scores, normalized, maps, prediction.views,
+            clip.fps, view_label=view_label, reporter=reporter,
+        )
+        plot_timeline(scores, cal.threshold, clip.fps, tmp / "timeline.png", events=events, title=f"{clip.name}: anomaly score per frame")
+        write_text_atomic(tmp / "scores.csv", scores_csv(scores, normalized, anomalous, clip.fps, cues))
+        write_json_atomic(
+            tmp / "events.json",
+            {
+                "video": str(Path(video)),
+                "model": detector.name,
+                "fps": clip.fps,
+                "frames": int(scores.size),
+                "threshold": cal.threshold,
+                "threshold_rule": f"from held-out normal training clips, target false-positive rate {cal.target_fpr:g}",
+                "truncated": clip.truncated,
+                "events": events,
+            },
+        )
+    return VideoAnalysis(
+        output_dir=output_dir,
+        side_by_side_path=output_dir / "side_by_side.mp4",
+        timeline_path=output_dir / "timeline.png",
+        scores_csv=output_dir / "scores.csv",
+        events_json=output_dir / "events.json",
+        scores=scores,
+        normalized_scores=normalized,
+        anomalous=anomalous,
+        events=[Event.from_dict(event) for event in events],
+        fps=clip.fps,
+    )

@@ -1,0 +1,205 @@
+"""What the workflows write for people and spreadsheets: Markdown reports, CSV tables, the terminal table.
+
+Pure formatting over the metrics dicts and results the workflows computed; no scoring happens here.
+Numbers that could not be computed print as "n/a" through :func:`format_number`, the one formatter for them.
+
+>>> format_number(0.98765), format_number(None), format_number(12, digits=0)
+('0.9877', 'n/a', '12')
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from anomalens.metrics.threshold import Calibration
+from anomalens.models.base import BaseDetector
+from anomalens.runtime import write_json_atomic, write_text_atomic
+
+
+def format_number(value: Any, digits: int = 4) -> str:
+    """A metric for a report or the terminal: fixed decimals, or n/a where it could not be computed."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+# ---- images ---------------------------------------------------------------------------------------
+def evaluation_report(metrics: dict[str, Any], run: dict[str, Any]) -> str:
+    """``report.md``: headline metrics, the threshold rule and the per-defect-type table."""
+
+    at = metrics["at_model_threshold"]
+    lines = [
+        f"# Evaluation: {metrics['model']} on {metrics['category']}",
+        "",
+        f"- checkpoint: `{metrics['checkpoint']}`",
+        f"- data: `{metrics['data_dir']}` ({metrics['counts']['normal']} normal, {metrics['counts']['anomalous']} anomalous test images)",
+        f"- image size: {metrics['image_size'][0]}x{metrics['image_size'][1]}, device {metrics['device']}",
+    ]
+    if run.get("interrupted"):
+        lines.append("- note: training was stopped early; the best model up to then was kept")
+    lines += [
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| image AUROC | {format_number(metrics['image_auroc'])} |",
+        f"| pixel AUROC | {format_number(metrics['pixel_auroc'])} |",
+        f"| AUPRO (FPR <= {metrics['aupro_max_fpr']}) | {format_number(metrics['aupro'])} |",
+        f"| F1-max (oracle threshold {metrics['f1_max_threshold']:.5g}) | {format_number(metrics['f1_max'])} |",
+        f"| F1 at the model threshold | {format_number(at['f1'])} |",
+        "",
+        f"Threshold {metrics['threshold']:.6g}: {metrics['threshold_rule']}. It was fixed before the test set was read; "
+        f"at it {at['false_positives']} of {at['false_positives'] + at['true_negatives']} normal test images are flagged "
+        f"and {at['true_positives']} of {at['true_positives'] + at['false_negatives']} anomalous ones are found. "
+        "F1-max picks its threshold on the test labels, so it measures separability only.",
+        "",
+        f"Pixel metrics use {metrics['pixel_metric_images']} images with known pixel truth.",
+        *[f"- warning: {w}" for w in metrics.get("warnings", [])],
+        "",
+        "| type | images | mean score | mean normalised score | flagged at threshold | image AUROC vs good |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in metrics["per_defect_type"].items():
+        auroc = row.get("image_auroc_vs_good")
+        lines.append(
+            f"| {name} | {row['count']} | {row['mean_score']:.5g} | {row['mean_normalized_score']:.3f} | "
+            f"{row['share_flagged']:.0%} | {'' if auroc is None else f'{auroc:.4f}'} |"
+        )
+    lines += ["", "Figures: `roc_curve.png`, `score_distribution.png`, `samples.png`.", ""]
+    return "\n".join(lines)
+
+
+def write_prediction_tables(folder: Path, results: list[Any], detector: BaseDetector, source: Any) -> None:
+    """``predictions.csv`` and ``predictions.json`` of :func:`~anomalens.workflows.predict.predict_images`."""
+    cal = detector.calibration_
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["path", "score", "normalized_score", "anomalous", "threshold", "overlay"])
+    for r in results:
+        writer.writerow([str(r.path), f"{r.score:.6g}", f"{r.normalized_score:.4f}", int(r.anomalous), f"{cal.threshold:.6g}",
+                         str(r.overlay_path) if r.overlay_path else ""])
+    write_text_atomic(folder / "predictions.csv", buffer.getvalue())
+    write_json_atomic(folder / "predictions.json", {
+        "model": detector.name,
+        "checkpoint": None if isinstance(source, BaseDetector) else str(Path(source).resolve()),
+        "threshold": cal.threshold,
+        "normalized_threshold": 0.5,
+        "created": datetime.now().isoformat(timespec="seconds"),
+        "count": len(results),
+        "anomalous": sum(r.anomalous for r in results),
+        "results": [r.to_dict() for r in results],
+    })
+
+
+# ---- video ----------------------------------------------------------------------------------------
+def video_report(metrics: dict[str, Any], run: dict[str, Any]) -> str:
+    """``report.md``: headline metrics, the threshold rule and the per-type and per-clip tables."""
+
+    counts = metrics["counts"]
+    lines = [
+        f"# Video evaluation: {metrics['model']} on {metrics['category']}",
+        "",
+        f"- checkpoint: `{metrics['checkpoint']}`",
+        f"- data: `{metrics['data_dir']}` ({counts['test_clips']} test clips, {counts['labelled_frames']} labelled frames, "
+        f"{counts['anomalous_frames']} anomalous)",
+        f"- frame size {metrics['image_size'][0]}x{metrics['image_size'][1]}, device {metrics['device']}, "
+        f"{metrics['timing']['frames_per_second']:.1f} frames/s (decode + score)",
+    ]
+    if run.get("validation_clips"):
+        lines.append(f"- threshold and model selection from held-out training clips: {', '.join(run['validation_clips'])}")
+    if run.get("interrupted"):
+        lines.append("- note: training was stopped early; the best model up to then was kept")
+    at = metrics.get("at_model_threshold")
+    lines += [
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| frame AUROC (all test frames pooled) | {format_number(metrics['frame_auroc'])} |",
+        f"| mean per-clip frame AUROC | {format_number(metrics['mean_clip_frame_auroc'])} |",
+        f"| video AUROC (highest frame score per clip) | {format_number(metrics['video_auroc'])} |",
+        f"| frame AUROC, scores min-max scaled per clip (for comparison only) | {format_number(metrics['frame_auroc_minmax_per_clip'])} |",
+    ]
+    if at:
+        lines.append(f"| frame F1 at the model threshold | {format_number(at['f1'])} |")
+    lines += [
+        "",
+        f"Threshold {metrics['threshold']:.6g}: {metrics['threshold_rule']}. It was fixed before any test clip was read.",
+    ]
+    if at:
+        lines.append(
+            f"At it {at['false_positives']} of {at['false_positives'] + at['true_negatives']} normal test frames are flagged and "
+            f"{at['true_positives']} of {at['true_positives'] + at['false_negatives']} anomalous frames are found."
+        )
+    lines += [
+        "The min-max variant rescales each test clip by its own score range, as many papers do; an online system "
+        "cannot, so the pooled figure is the headline.",
+        "",
+        "| type | clips | frames | frame AUROC | flagged at threshold | mean score |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in metrics["per_type"].items():
+        lines.append(
+            f"| {name} | {row['clips']} | {row['frames']} | {format_number(row['frame_auroc'])} | {row['share_flagged']:.0%} | {row['mean_score']:.5g} |"
+        )
+    lines += ["", "| clip | type | frames | anomalous | frame AUROC | flagged | events | max score |", "|---|---|---|---|---|---|---|---|"]
+    for name, row in metrics["per_clip"].items():
+        anomalous = format_number(row["anomalous_frames"], digits=0)
+        lines.append(
+            f"| {name} | {row['type']} | {row['frames']} | {anomalous} | {format_number(row['frame_auroc'])} | {row['flagged_frames']} | "
+            f"{row['events']} | {row['max_score']:.5g} |"
+        )
+    lines += ["", "Figures: `timeline_<clip>.png` (ground truth shaded grey, detected intervals red). "
+              "Per-frame scores: `frame_scores.csv`.", ""]
+    return "\n".join(lines)
+
+
+def frame_scores_csv(results: list[Any], cal: Calibration) -> str:
+    """``frame_scores.csv`` of a video evaluation: one row per test frame."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["clip", "type", "frame", "score", "normalized_score", "anomalous", "label"])
+    for r in results:
+        normalized, flags = cal.normalize(r.scores), cal.is_anomalous(r.scores)
+        for t, score in enumerate(r.scores):
+            label = "" if r.labels is None else int(r.labels[t])
+            writer.writerow([r.ref.name, r.ref.anomaly_type, t, f"{score:.6g}", f"{normalized[t]:.4f}", int(flags[t]), label])
+    return buffer.getvalue()
+
+
+def scores_csv(
+    scores: np.ndarray, normalized: np.ndarray, anomalous: np.ndarray, fps: float, cues: dict[str, np.ndarray]
+) -> str:
+    """One row per frame; a column per cue (``<cue>_score``) for models that add several cues."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["frame", "time", "score", "normalized_score", "anomalous", *(f"{name}_score" for name in cues)])
+    for t, score in enumerate(scores):
+        shares = [f"{values[t]:.6g}" for values in cues.values()]
+        writer.writerow([t, f"{t / fps:.4f}", f"{score:.6g}", f"{normalized[t]:.4f}", int(anomalous[t]), *shares])
+    return buffer.getvalue()
+
+
+# ---- benchmark ------------------------------------------------------------------------------------
+IMAGE_HEADLINE_KEYS = ("image_auroc", "pixel_auroc", "aupro", "f1_max")
+VIDEO_HEADLINE_KEYS = ("frame_auroc", "mean_clip_frame_auroc", "video_auroc")
+
+
+def format_benchmark_table(result: dict[str, Any]) -> str:
+    """A small plain-text table of the headline numbers, for the terminal."""
+
+    def fmt(value: Any) -> str:
+        if value is None or isinstance(value, float):
+            return format_number(value, digits=4 if value is None or abs(value) < 10 else 1)
+        return str(value)
+
+    rows = [("model", result.get("model")), ("category", result.get("category"))]
+    rows += [(key, result.get(key)) for key in IMAGE_HEADLINE_KEYS + VIDEO_HEADLINE_KEYS if key in result]
+    rows += [(key, result.get(key)) for key in ("fit_seconds", "images_per_second", "frames_per_second", "peak_rss_mb",
+                                                "epochs", "device") if key in result]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -----"]
+    lines += [f"{name:<{width}}  {fmt(value)}" for name, value in rows]
+    return "\n".join(lines)
