@@ -20,8 +20,7 @@ import pytest
 
 from _hostile import copy_run, error_line, hostile_dataset, real_run  # noqa: F401 (fixtures)
 from anomalens.cli import main
-from anomalens.models.base import load_detector
-from anomalens.workflows.runs import _complete_run, check_results_dir
+from anomalens.workflows.runs import _complete_run, check_results_dir, load_detector
 from anomalens.workflows.storage import recover_temporary_runs
 
 REPO = Path(__file__).resolve().parents[1]

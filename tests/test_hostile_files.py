@@ -215,10 +215,10 @@ def test_zip_member_count_and_long_names(tmp_path):
 
 # ---- the Train view's settings and names ---------------------------------------------------------------
 @pytest.mark.parametrize("advanced, words", [
-    ({"surprise": 1}, "unknown setting"),
+    ({"surprise": 1}, "surprise is not a setting"),
     ({"batch_size": -1}, "batch_size"),
     ({"target_fpr": 2}, "target_fpr"),
-    ({"results_dir": "/etc"}, "unknown setting"),
+    ({"results_dir": "/etc"}, "results_dir is not a setting"),
     ({"image_size": 64}, "image_size with its own field"),
     ({"epochs": "many"}, "epochs"),
 ])

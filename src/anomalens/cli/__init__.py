@@ -14,7 +14,7 @@ import sys
 from typing import Sequence
 
 from anomalens import __version__
-from anomalens.errors import AnomalensError, Cancelled, storage_error
+from anomalens.errors import AnomalensError, Cancelled, CheckpointError, storage_error
 
 # Each module adds its sub-commands with register(subparsers); kept apart so that image, video, benchmark and
 # UI commands (and those of new capabilities) can grow without touching each other.
@@ -80,7 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from anomalens.progress import close_progress_bars
 
         close_progress_bars()
-        message = settings_as_flags(exc.message, _command_parser(parser, args.command))
+        # a checkpoint's fields are keys of its JSON files, not flags: they keep their names
+        message = exc.message if isinstance(exc, CheckpointError) else settings_as_flags(
+            exc.message, _command_parser(parser, args.command))
         print(f"anomalens: error: {f'{exc.path}: ' if exc.path is not None else ''}{message}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:

@@ -205,7 +205,7 @@ def _value(field: str, value: Any, annotation: Any, name: str) -> Any:
         if not isinstance(value, str):
             raise _Invalid(field, f"must be a string, got {_show(value)}")
         if name in CHOICES and value not in CHOICES[name]():
-            raise _Invalid(field, f"{_show(value)} is not one of {', '.join(CHOICES[name]())}")
+            raise _Invalid(field, f"{value[:40]} is not one of {', '.join(CHOICES[name]())}")
         return value
     if value is not None and isinstance(annotation, type) and not isinstance(value, annotation):
         raise _Invalid(field, f"must be a {annotation.__name__}, got {_show(value)}")
@@ -219,7 +219,7 @@ def _settings(config_class: type, data: Any, prefix: str) -> dict[str, Any]:
     known = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(str(k) for k in data if k not in known)
     if unknown:
-        raise _Invalid(f"{prefix}{unknown[0]}", f"unknown setting (known: {', '.join(sorted(known))})")
+        raise _Invalid(f"{prefix}{unknown[0]}", f"is not a setting of this model (known: {', '.join(sorted(known))})")
     return {name: _value(f"{prefix}{name}", value, hints[name], name) for name, value in data.items()}
 
 
@@ -248,9 +248,8 @@ def check_settings(config_class: type, settings: Mapping[str, Any], model: str |
     try:
         return _settings(config_class, settings, "")
     except _Invalid as exc:
-        where = f" for model {model}" if model else ""
-        flag = "--" + exc.field.split("[")[0].replace("_", "-")  # the same setting as a CLI flag
-        raise ConfigError(f"setting {exc.field} ({flag}){where}: {exc.message}") from None
+        where = f" (model {model})" if model else ""
+        raise ConfigError(f"{exc.field} {exc.message}{where}") from None
 
 
 def check_model_config(meta: Any, file: str | Path, format_version: int) -> dict[str, Any]:
