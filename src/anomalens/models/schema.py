@@ -42,8 +42,8 @@ class Range:
         too_high = self.high is not None and (value >= self.high if self.open_high else value > self.high)
         if not (too_low or too_high):
             return None
-        left = "(" if self.open_low else "["
-        right = ")" if self.open_high else "]"
+        left = "(" if self.open_low or self.low is None else "["
+        right = ")" if self.open_high or self.high is None else "]"
         if self.low is not None and self.high is not None and not (self.open_low or self.open_high):
             return f"is out of range: must be {_num(self.low)}..{_num(self.high)}"
         low = "-inf" if self.low is None else _num(self.low)
