@@ -245,7 +245,7 @@ def test_every_config_field_of_every_model_has_a_range_or_choices():
 def test_training_settings_use_the_same_rules():
     from anomalens.models.image.patchcore import PatchCoreConfig
 
-    with pytest.raises(ConfigError, match=r"batch_size -1 is out of range: must be 1\.\.4096 \(model patchcore\)"):
+    with pytest.raises(ConfigError, match=r"batch_size must be 1\.\.4096, got -1 \(model patchcore\)"):
         check_settings(PatchCoreConfig, {"batch_size": -1}, "patchcore")
     with pytest.raises(ConfigError, match="target_fpr"):
         check_settings(PatchCoreConfig, {"target_fpr": 2})
@@ -264,7 +264,7 @@ def test_cli_and_checkpoint_share_the_image_size_cap(hostile_dataset, tmp_path, 
     assert f"{limits.MIN_IMAGE_SIDE}..{limits.MAX_IMAGE_SIDE}" in error_line(capsys)
     assert main(["train", "--data-dir", str(root), "--category", category, "--results-dir", str(tmp_path),
                  "--image-size", "64", "--batch-size", "-1", "--device", "cpu"]) == 2
-    assert "--batch-size -1 is out of range" in error_line(capsys)
+    assert "--batch-size must be 1..4096, got -1" in error_line(capsys)
 
 
 def test_json_is_never_written_with_bare_nan(tmp_path):

@@ -9,7 +9,7 @@ through :func:`check_settings`, so a value refused on load is refused when train
 
 >>> check_settings(PatchCoreConfig, {"batch_size": -1})          # doctest: +SKIP
 Traceback (most recent call last):
-ConfigError: batch_size -1 is out of range: must be 1..4096
+ConfigError: batch_size must be 1..4096, got -1
 >>> check_model_config(json.loads(text), Path("model/config.json"))   # doctest: +SKIP
 """
 
@@ -45,10 +45,10 @@ class Range:
         left = "(" if self.open_low or self.low is None else "["
         right = ")" if self.open_high or self.high is None else "]"
         if self.low is not None and self.high is not None and not (self.open_low or self.open_high):
-            return f"is out of range: must be {_num(self.low)}..{_num(self.high)}"
+            return f"must be {_num(self.low)}..{_num(self.high)}"
         low = "-inf" if self.low is None else _num(self.low)
         high = "inf" if self.high is None else _num(self.high)
-        return f"is out of range: must be in {left}{low}, {high}{right}"
+        return f"must be in {left}{low}, {high}{right}"
 
 
 def _num(value: float) -> str:
@@ -165,7 +165,7 @@ def _number(field: str, value: Any, kind: type, rule: Range | None) -> int | flo
     if rule is not None:
         problem = rule.problem(value)
         if problem:
-            raise _Invalid(field, f"{_show(value)} {problem}")
+            raise _Invalid(field, f"{problem}, got {_show(value)}")
     return value
 
 
