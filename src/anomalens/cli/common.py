@@ -32,10 +32,16 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="random seed; the same seed gives the same model")
 
 
-def add_train_flags(parser: argparse.ArgumentParser, data_help: str, example_category: str) -> None:
-    """Data, output and the settings every model has."""
+def add_train_flags(parser: argparse.ArgumentParser, data_help: str, example_category: str,
+                    several_categories: bool = False) -> None:
+    """Data, output and the settings every model has; ``several_categories``: --category takes a list (Ray)."""
     parser.add_argument("--data-dir", required=True, type=Path, help=data_help)
-    parser.add_argument("--category", required=True, help=f"category folder name, e.g. {example_category}")
+    if several_categories:
+        parser.add_argument("--category", required=True, nargs="+", metavar="CATEGORY",
+                            help=f"category folder name, e.g. {example_category}; with --engine ray several names "
+                                 "(or all) train one model per category in parallel")
+    else:
+        parser.add_argument("--category", required=True, help=f"category folder name, e.g. {example_category}")
     # no argparse choices: the model registry checks the name; the default comes from the data-kind table
     parser.add_argument("--model", default=None, metavar="MODEL", help="model type")
     parser.add_argument("--results-dir", type=Path, default=Path("results"), help="where runs go (default: results)")

@@ -19,6 +19,8 @@ from anomalens.cli.common import (
     formatter_for,
     run_training,
 )
+from anomalens.cli.distributed import add_engine_flags, check_engine_flags
+from anomalens.errors import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,10 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "anomalens train --data-dir ../shared/data/mvtec_ad --category bottle",
             "anomalens train --data-dir data --category bottle --model autoencoder --epochs 12 --loss combined"),
     )
-    add_train_flags(train, "dataset root holding <category>/train/good/", "bottle")
+    add_train_flags(train, "dataset root holding <category>/train/good/", "bottle", several_categories=True)
     add_image_model_flags(train)
     add_common_flags(train)
-    train.set_defaults(handler=lambda args: run_training(args, "image", "evaluate"))
+    add_engine_flags(train, block_help="images per feature block of one category's training set (default: 32)")
+    train.set_defaults(handler=_train)
 
     evaluate = subparsers.add_parser(
         "evaluate", formatter_class=fmt, help="measure a trained image model on the test split",
@@ -54,9 +57,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     predict.add_argument("--checkpoint", required=True, type=Path, help="run folder (or its model/ folder)")
     predict.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
-    predict.add_argument("--output-dir", type=Path, default=None, help="where to write (default: RUN_DIR/predictions/)")
+    predict.add_argument("--output-dir", "--output", type=Path, default=None,
+                         help="where to write (default: RUN_DIR/predictions/; required with --engine ray)")
+    predict.add_argument("--overlays", action="store_true",
+                         help="with --engine ray: also write an overlay PNG per image (local predict always does)")
     add_common_flags(predict)
+    add_engine_flags(predict, block_help="images per block, the unit of work and of resuming (default: 64)")
     predict.set_defaults(handler=_predict)
+
+
+def _train(args: argparse.Namespace) -> int:
+    check_engine_flags(args)
+    if args.engine == "ray":
+        from anomalens.cli.distributed import train_on_ray
+
+        return train_on_ray(args)
+    if len(args.category) > 1 or args.category == ["all"]:
+        raise ConfigError("several categories (or all) train in parallel with --engine ray; locally give one")
+    args.category = args.category[0]
+    return run_training(args, "image", "evaluate")
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -76,6 +95,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from anomalens.workflows.predict import predict_images
 
+    check_engine_flags(args)
+    if args.engine == "ray":
+        from anomalens.cli.distributed import predict_on_ray
+
+        return predict_on_ray(args)
     report = predict_images(args.checkpoint, args.paths, args.output_dir, device=args.device, reporter=cli_reporter())
     for r in report.results:
         verdict = "ANOMALOUS" if r.anomalous else "normal"

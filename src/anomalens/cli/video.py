@@ -19,6 +19,8 @@ from anomalens.cli.common import (
     formatter_for,
     run_training,
 )
+from anomalens.cli.distributed import add_engine_flags, check_engine_flags
+from anomalens.errors import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,11 +61,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "anomalens analyze-video --checkpoint RUN_DIR --video frames_dir/ --fps 10 --output-dir out/"),
     )
     analyze.add_argument("--checkpoint", required=True, type=Path, help="run folder (or its model/ folder)")
-    analyze.add_argument("--video", required=True, type=Path, help="video file or folder of frames")
+    analyze.add_argument("--video", required=True, type=Path, nargs="+", metavar="VIDEO",
+                         help="video file or folder of frames; with --engine ray several, analysed in parallel")
     analyze.add_argument("--output-dir", type=Path, default=None,
                          help="where to write (default: RUN_DIR/analysis/<video>_<timestamp>/)")
     analyze.add_argument("--fps", type=float, default=None, help="frame rate of a folder of frames (default: 25)")
     add_common_flags(analyze)
+    add_engine_flags(analyze)
     analyze.set_defaults(handler=_analyze)
 
 
@@ -85,7 +89,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _analyze(args: argparse.Namespace) -> int:
     from anomalens.workflows.predict import analyze_video
 
-    analysis = analyze_video(args.checkpoint, args.video, args.output_dir, device=args.device, reporter=cli_reporter(),
+    check_engine_flags(args)
+    if args.engine == "ray":
+        from anomalens.cli.distributed import analyze_on_ray
+
+        return analyze_on_ray(args)
+    if len(args.video) > 1:
+        raise ConfigError("several videos are analysed in parallel with --engine ray; locally give one")
+    analysis = analyze_video(args.checkpoint, args.video[0], args.output_dir, device=args.device, reporter=cli_reporter(),
                              fps=args.fps)
     frames = len(analysis.scores)
     print(f"{int(analysis.anomalous.sum())} of {frames} frames above the threshold; {len(analysis.events)} interval(s):")

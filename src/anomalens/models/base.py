@@ -224,9 +224,12 @@ class ImageDetector(BaseDetector):
         if held_out is None:
             reporter.log("warning: no validation images; the threshold is set on training images and may be low")
             held_out = train
-        self._learn_then_calibrate(
-            lambda r: self._fit(train, validation, r), lambda r: self.predict(held_out, reporter=r).scores, reporter
-        )
+        return self.fit_with(lambda r: self._fit(train, validation, r), held_out, reporter)
+
+    def fit_with(self, learn: Callable[[Reporter], None], held_out: torch.Tensor, reporter: Reporter = SILENT) -> "ImageDetector":
+        """:meth:`fit` with the learning done by ``learn(reporter)`` (an engine that spreads it over machines, see
+        anomalens.distributed), then the threshold set on the ``held_out`` normal images as usual."""
+        self._learn_then_calibrate(learn, lambda r: self.predict(held_out, reporter=r).scores, reporter)
         return self
 
     @torch.no_grad()

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -103,37 +103,16 @@ def predict_images(
     if output_dir is None and not isinstance(checkpoint_or_detector, BaseDetector):
         output_dir = open_run(checkpoint_or_detector)[1] / PREDICTIONS_DIR
     items = _prediction_inputs(inputs)
-    preprocessing = detector.preprocessing
-    cal = detector.calibration_
-    assert cal is not None
 
     results: list[ImageResult] = []
-    names = _overlay_names([p for p, _ in items])
+    names = overlay_names([p for p, _ in items])
     with staged_dir(output_dir) as folder:
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
-            images = torch.stack([_prepare(preprocessing, path, array) for path, array in
-                                  reporter.iter(chunk, f"read images {start + 1}-{start + len(chunk)} of {len(items)}")])
-            prediction = detector.predict(images, reporter=reporter)
-            heatmaps = cal.normalize(prediction.maps)
-            for j, (path, _) in enumerate(chunk):
-                image = to_hwc(images[j])
-                heatmap = resize_map(heatmaps[j], image.shape[:2])
-                overlay_path = None
-                if folder is not None:
-                    overlay_path = folder / names[start + j]
-                    _write_png(overlay_path, anomaly_contours(overlay(image, heatmap, 0.45), heatmap))
-                score = float(prediction.scores[j])
-                results.append(ImageResult(
-                    path=path,
-                    score=score,
-                    normalized_score=float(cal.normalize(score)),
-                    anomalous=bool(cal.is_anomalous(score)),
-                    overlay_path=overlay_path,
-                    image=image,
-                    heatmap=heatmap,
-                    reconstruction=to_hwc(prediction.views[j]) if prediction.views is not None else None,
-                ))
+            overlays = [folder / name for name in names[start : start + len(chunk)]] if folder is not None else None
+            images = read_image_batch(detector, chunk, reporter=reporter,
+                                      desc=f"read images {start + 1}-{start + len(chunk)} of {len(items)}")
+            results.extend(score_image_batch(detector, chunk, images, overlays, reporter=reporter))
         csv_path = json_path = None
         if folder is not None:
             final = Path(output_dir)  # type: ignore[arg-type]
@@ -144,6 +123,49 @@ def predict_images(
     if output_dir is not None:
         reporter.log(f"wrote {len(results)} predictions to {output_dir}")
     return PredictionReport(results=results, csv_path=csv_path, json_path=json_path)
+
+
+def read_image_batch(detector: BaseDetector, items: Sequence[tuple[Path, np.ndarray | None]], *,
+                     reporter: Reporter = SILENT, desc: str = "read images") -> torch.Tensor:
+    """Decode ``(path, array or None)`` items with the model's preprocessing into ``uint8`` ``(N, 3, H, W)``."""
+    preprocessing = detector.preprocessing
+    return torch.stack([_prepare(preprocessing, path, array) for path, array in reporter.iter(items, desc)])
+
+
+def score_image_batch(
+    detector: BaseDetector,
+    items: Sequence[tuple[Path, np.ndarray | None]],
+    images: torch.Tensor,
+    overlay_paths: Sequence[Path] | None = None,
+    *,
+    reporter: Reporter = SILENT,
+) -> list[ImageResult]:
+    """Score and judge one batch of decoded ``images`` (from :func:`read_image_batch`); write an overlay PNG per
+    image to ``overlay_paths`` when given. The one scoring path of :func:`predict_images` and of the Ray engine."""
+    cal = detector.calibration_
+    assert cal is not None
+    prediction = detector.predict(images, reporter=reporter)  # type: ignore[attr-defined]
+    heatmaps = cal.normalize(prediction.maps)
+    results = []
+    for j, (path, _) in enumerate(items):
+        image = to_hwc(images[j])
+        heatmap = resize_map(heatmaps[j], image.shape[:2])
+        overlay_path = None
+        if overlay_paths is not None:
+            overlay_path = overlay_paths[j]
+            _write_png(overlay_path, anomaly_contours(overlay(image, heatmap, 0.45), heatmap))
+        score = float(prediction.scores[j])
+        results.append(ImageResult(
+            path=path,
+            score=score,
+            normalized_score=float(cal.normalize(score)),
+            anomalous=bool(cal.is_anomalous(score)),
+            overlay_path=overlay_path,
+            image=image,
+            heatmap=heatmap,
+            reconstruction=to_hwc(prediction.views[j]) if prediction.views is not None else None,
+        ))
+    return results
 
 
 def _prediction_inputs(inputs: Any) -> list[tuple[Path, np.ndarray | None]]:
@@ -166,7 +188,7 @@ def _prepare(preprocessing: Preprocessing, path: Path, array: np.ndarray | None)
     return preprocessing.prepare_array(array) if array is not None else preprocessing.load_image(path)
 
 
-def _overlay_names(paths: list[Path]) -> list[str]:
+def overlay_names(paths: list[Path]) -> list[str]:
     """``<stem>_overlay.png``, prefixed by the parent folder when stems repeat (MVTec's 000.png in every type)."""
     stems = [p.stem for p in paths]
     names, used = [], set()

@@ -108,9 +108,13 @@ def train_model(
     device: str = "auto",
     reporter: Reporter = SILENT,
     run_name: str | None = None,
+    engine: TrainEngine | None = None,
     **model_settings: Any,
 ) -> TrainResult:
     """Train ``model`` (default: the kind's) on the normal training data of ``category`` and save a run folder.
+
+    ``engine``: who fits an image model on the split (default: this process); the Ray engine
+    (:func:`anomalens.distributed.training.ray_memory_bank_fit`) builds PatchCore's bank across a cluster.
 
     ``kind``: ``"image"`` or ``"video"``. Settings left at None take the model's defaults (its config
     dataclass: image or frame size, seed...) and :class:`TrainOptions`'; ``model_settings`` go to the model's
@@ -136,7 +140,9 @@ def train_model(
     seed = detector.config.seed
     seed_everything(seed)
     log = logging_reporter(reporter)
-    data = prepare(data_dir, category, detector, options, seed, log)
+    if engine is not None and kind != "image":
+        raise ConfigError("a training engine other than local applies to image models only")
+    data = prepare(data_dir, category, detector, options, seed, log, **({"engine": engine} if engine else {}))
     height, width = detector.config.image_size
     log.log(f"training {model} on {data.root}: {data.summary} at {height}x{width}, device {detector.device}, seed {seed}")
     data.load(log)
@@ -179,11 +185,25 @@ def train_model(
 
 
 # ---- images -------------------------------------------------------------------------------------------
-def _image_data(data_dir, category, detector, options: TrainOptions, seed: int, log: Reporter) -> _TrainingData:
+# engine(detector, train paths, validation paths, reporter) fits and calibrates the detector and returns what
+# run.json records under "engine"
+TrainEngine = Callable[[BaseDetector, Sequence[Path], Sequence[Path], Reporter], dict[str, Any]]
+
+
+def _image_data(data_dir, category, detector, options: TrainOptions, seed: int, log: Reporter,
+                engine: TrainEngine | None = None) -> _TrainingData:
     from anomalens.data.mvtec import discover_category, split_train_validation
 
     found = discover_category(data_dir, category)
     train_paths, validation_paths = split_train_validation(found.train_paths, options.validation_fraction, seed)
+    record = {"train_count": len(train_paths),
+              "validation_files": [str(p.relative_to(found.root)) for p in validation_paths]}
+    summary = f"{len(train_paths)} training and {len(validation_paths)} validation images"
+    if engine is not None:  # the engine reads the images where it fits
+        def fit_elsewhere(detector: BaseDetector, log: Reporter) -> None:
+            record["engine"] = engine(detector, train_paths, validation_paths, log)
+
+        return _TrainingData(summary=summary, fit=fit_elsewhere, record=record, root=found.root)
     preprocessing = detector.preprocessing
     images: dict[str, Any] = {}
 
@@ -194,14 +214,8 @@ def _image_data(data_dir, category, detector, options: TrainOptions, seed: int, 
     def fit(detector: BaseDetector, log: Reporter) -> None:
         detector.fit(images["train"], images["validation"], reporter=log)  # type: ignore[attr-defined]
 
-    return _TrainingData(
-        summary=f"{len(train_paths)} training and {len(validation_paths)} validation images",
-        fit=fit,
-        record={"train_count": len(train_paths),
-                "validation_files": [str(p.relative_to(found.root)) for p in validation_paths]},
-        root=found.root,
-        load=load,
-    )
+    return _TrainingData(summary=summary, fit=fit, record={**record, "engine": {"name": "local"}}, root=found.root,
+                         load=load)
 
 
 def train_image_model(data_dir: str | Path, category: str, model: str | None = None, results_dir: str | Path = "results",

@@ -13,6 +13,7 @@ bank entry nearest to the most anomalous patch is itself in a sparse region of t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 import torch
 
@@ -49,22 +50,43 @@ class PatchCore(FeatureDetector):
         self.memory_bank_: torch.Tensor | None = None
 
     def _fit(self, train: torch.Tensor, validation: torch.Tensor | None, reporter: Reporter) -> None:
+        bank, patches = self.bank_from_rows(self.feature_rows(train, reporter), reporter)
+        self.set_memory_bank(bank, patches, reporter)
+
+    # The three steps of building the bank, public so that an engine can spread them over machines
+    # (anomalens.distributed: rows and coresets per block of images on the workers, the merge on the driver).
+    def feature_rows(self, images: torch.Tensor, reporter: Reporter) -> Iterator[torch.Tensor]:
+        """Patch-feature rows ``(patches, C)`` on the CPU of ``uint8`` images, one batch at a time."""
+        for features in self.training_features(images, reporter):
+            yield features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).cpu()
+
+    def bank_from_rows(self, row_batches: Iterable[torch.Tensor], reporter: Reporter, first_pass: int = 0) -> tuple[torch.Tensor, int]:
+        """Coreset of a stream of feature rows, in passes of at most MAX_BUFFERED_PATCHES rows: (kept rows, rows seen).
+
+        ``first_pass`` numbers the passes (it offsets their seeds), so that blocks of one training set built on
+        different machines draw different random starts, as the passes of one machine do.
+        """
         kept: list[torch.Tensor] = []
         buffer: list[torch.Tensor] = []
         buffered = patches = 0
-        for features in self.training_features(train, reporter):
-            rows = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).cpu()
+        for rows in row_batches:
             buffer.append(rows)
             buffered += len(rows)
             patches += len(rows)
             if buffered >= MAX_BUFFERED_PATCHES:
-                kept.append(self._coreset(torch.cat(buffer), len(kept), reporter))
+                kept.append(self._coreset(torch.cat(buffer), first_pass + len(kept), reporter))
                 buffer, buffered = [], 0
         if buffer:
-            kept.append(self._coreset(torch.cat(buffer), len(kept), reporter))
-        self.memory_bank_ = torch.cat(kept).to(self.device)
-        self.history_.append({"training_patches": patches, "memory_bank": len(self.memory_bank_)})
-        reporter.log(f"memory bank: {len(self.memory_bank_)} of {patches} training patches")
+            kept.append(self._coreset(torch.cat(buffer), first_pass + len(kept), reporter))
+        if not kept:
+            raise ValueError("no feature rows to build a memory bank from")
+        return torch.cat(kept), patches
+
+    def set_memory_bank(self, bank: torch.Tensor, training_patches: int, reporter: Reporter) -> None:
+        """Keep ``bank`` (the union of the coresets of all passes or blocks) as the fitted memory bank."""
+        self.memory_bank_ = bank.float().to(self.device)
+        self.history_.append({"training_patches": training_patches, "memory_bank": len(self.memory_bank_)})
+        reporter.log(f"memory bank: {len(self.memory_bank_)} of {training_patches} training patches")
 
     def _coreset(self, rows: torch.Tensor, pass_index: int, reporter: Reporter) -> torch.Tensor:
         c = self.config

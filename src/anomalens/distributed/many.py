@@ -1,0 +1,155 @@
+"""Many models, many videos: one Ray task per category to train, one per video to analyse.
+
+Each task runs the ordinary local workflow (:func:`~anomalens.workflows.train.train_image_model`,
+:func:`~anomalens.workflows.predict.analyze_video`) on a worker, so each category gets its own complete run
+folder and each video its own analysis folder. A task that fails (bad data) does not stop the others; its
+error comes back with its name.
+
+>>> outcomes = train_categories_on_ray("mvtec_ad", ["bottle", "screw"], address="auto")   # doctest: +SKIP
+>>> [o.run_dir for o in outcomes]                                                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from anomalens.errors import AnomalensError, DataError
+from anomalens.progress import SILENT, Reporter
+
+
+@dataclass
+class TaskOutcome:
+    """What became of one category or video: its output folder, or the error that stopped it."""
+
+    name: str
+    output: Path | None
+    error: str | None
+    node: str
+    details: dict[str, Any]
+
+
+def image_categories(data_dir: str | Path) -> list[str]:
+    """Every category folder of ``data_dir`` that holds ``train/good`` (``--category all``), sorted."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DataError("dataset folder not found", root)
+    found = sorted(p.name for p in root.iterdir() if (p / "train" / "good").is_dir() and not p.name.startswith("."))
+    if not found:
+        raise DataError("no category folders with train/good/ in it", root)
+    return found
+
+
+def train_categories_on_ray(
+    data_dir: str | Path,
+    categories: Sequence[str],
+    model: str = "patchcore",
+    results_dir: str | Path = "results",
+    *,
+    address: str | None = None,
+    cpus_per_task: float = 1.0,
+    reporter: Reporter = SILENT,
+    **train_settings: Any,
+) -> list[TaskOutcome]:
+    """Train one ``model`` per category in parallel Ray tasks; ``["all"]`` means every category of ``data_dir``.
+
+    ``train_settings`` go to :func:`~anomalens.workflows.train.train_image_model` (image_size, seed, ...).
+    """
+    names = image_categories(data_dir) if list(categories) == ["all"] else list(dict.fromkeys(categories))
+    jobs = [(name, (str(Path(data_dir).resolve()), name, model, str(Path(results_dir).resolve()), train_settings))
+            for name in names]
+    return _run_tasks(_train_one, jobs, address, cpus_per_task, reporter, "train categories",
+                      gpu=train_settings.get("device") == "cuda")
+
+
+def analyze_videos_on_ray(
+    checkpoint: str | Path,
+    videos: Sequence[str | Path],
+    output_dir: str | Path | None = None,
+    *,
+    address: str | None = None,
+    cpus_per_task: float = 1.0,
+    reporter: Reporter = SILENT,
+    device: str = "auto",
+    fps: float | None = None,
+) -> list[TaskOutcome]:
+    """Analyse each video in its own Ray task; outputs go to ``output_dir/<video name>/`` (default: the run's
+    ``analysis/`` folder, as for one video)."""
+    from anomalens.workflows.runs import safe_name
+
+    from anomalens.distributed.cluster import cluster_device, connect
+
+    connect(address)
+    device = cluster_device(device)
+    checkpoint = str(Path(checkpoint).resolve())
+    folders = _unique([safe_name(Path(v).stem or Path(v).name) for v in videos])
+    jobs = []
+    for video, folder in zip(videos, folders):
+        target = str((Path(output_dir) / folder).resolve()) if output_dir is not None else None
+        jobs.append((str(video), (checkpoint, str(Path(video).resolve()), target, device, fps)))
+    return _run_tasks(_analyze_one, jobs, address, cpus_per_task, reporter, "analyse videos", gpu=device == "cuda")
+
+
+def _run_tasks(function: Any, jobs: list[tuple[str, tuple]], address: str | None, cpus: float, reporter: Reporter,
+               desc: str, gpu: bool = False) -> list[TaskOutcome]:
+    from anomalens.distributed.cluster import connect
+
+    ray = connect(address)
+    remote = ray.remote(num_cpus=cpus, num_gpus=1 if gpu else 0)(function)
+    reporter.log(f"{len(jobs)} tasks on a cluster of {ray.cluster_resources().get('CPU', 0):g} CPUs")
+    refs = {remote.remote(cpus, *arguments): name for name, arguments in jobs}
+    outcomes: dict[str, TaskOutcome] = {}
+    pending = list(refs)
+    for _ in reporter.iter(range(len(jobs)), desc):
+        ready, pending = ray.wait(pending, num_returns=1)
+        outcome = ray.get(ready[0])
+        outcomes[refs[ready[0]]] = outcome
+        reporter.log(f"{outcome.name}: {outcome.error or outcome.output}")
+    return [outcomes[name] for name, _ in jobs]
+
+
+def _node() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()[:8]
+
+
+def _train_one(threads: float, data_dir: str, category: str, model: str, results_dir: str,
+               settings: dict[str, Any]) -> TaskOutcome:
+    import torch
+
+    from anomalens.workflows.train import train_image_model
+
+    torch.set_num_threads(max(1, int(threads)))
+    try:
+        result = train_image_model(data_dir, category, model, results_dir, **settings)
+    except AnomalensError as exc:
+        return TaskOutcome(category, None, str(exc), _node(), {})
+    cal = result.detector.calibration_
+    return TaskOutcome(category, result.run_dir, None, _node(), {"threshold": cal.threshold if cal else None})
+
+
+def _analyze_one(threads: float, checkpoint: str, video: str, output_dir: str | None, device: str,
+                 fps: float | None) -> TaskOutcome:
+    import torch
+
+    from anomalens.workflows.predict import analyze_video
+
+    torch.set_num_threads(max(1, int(threads)))
+    try:
+        analysis = analyze_video(checkpoint, video, output_dir, device=device, fps=fps)
+    except AnomalensError as exc:
+        return TaskOutcome(video, None, str(exc), _node(), {})
+    return TaskOutcome(video, analysis.output_dir, None, _node(), {
+        "frames": int(analysis.scores.size), "anomalous_frames": int(analysis.anomalous.sum()),
+        "events": len(analysis.events)})
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+    return out
