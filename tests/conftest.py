@@ -9,6 +9,10 @@ from pathlib import Path
 # server, a training thread and the test itself share two cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# Feature extractors run through PyTorch in tests: an ONNX export costs about 10 s per input size, and the tests
+# use many sizes. tests/test_onnx_backbone.py checks that ONNX Runtime gives the same features and scores.
+os.environ.setdefault("ANOMALENS_FEATURE_RUNTIME", "torch")
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""PatchCore, its coreset and nearest-neighbour search, and tiling, on small synthetic data."""
+"""PatchCore, its coreset and tiling, on small synthetic data (the search module: test_search.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from _textures import add_spot, woven_textures
 from anomalens.errors import ConfigError
 from anomalens.models import create_detector, load_detector
 from anomalens.models.image.patchcore import PatchCore, PatchCoreConfig
-from anomalens.models.components.sampler import greedy_coreset, nearest_neighbour_distances
+from anomalens.models.components.sampler import greedy_coreset
 from anomalens.models.components.tiling import TileGrid, tile_starts
 
 
@@ -45,17 +45,6 @@ def test_coreset_in_chunks_respects_the_ratio():
     keep = greedy_coreset(points, ratio=0.1, seed=0, chunk_size=1024)
     assert len(keep) == 500 and len(torch.unique(keep)) == 500
     assert int(keep.min()) >= 0 and int(keep.max()) < 5000
-
-
-# ---- nearest neighbours ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("k", [1, 3])
-def test_nearest_neighbours_match_brute_force(k):
-    generator = torch.Generator().manual_seed(0)
-    queries, bank = torch.randn(300, 24, generator=generator), torch.randn(500, 24, generator=generator)
-    distances, indices = nearest_neighbour_distances(queries, bank, k=k, chunk=37)
-    expected = torch.cdist(queries.double(), bank.double()).topk(k, dim=1, largest=False)
-    assert torch.allclose(distances.double(), expected.values, atol=1e-4)
-    assert torch.equal(indices, expected.indices)
 
 
 # ---- tiling --------------------------------------------------------------------------------------------------
@@ -93,7 +82,7 @@ def test_bright_spot_scores_higher_and_the_map_peaks_on_it(fitted):
 def test_reweighting_gives_weights_between_zero_and_one(fitted):
     features = fitted.features(woven_textures(2, seed=6).float() / 255)
     queries = features.permute(0, 2, 3, 1).reshape(2, -1, features.shape[1])
-    distances, indices = nearest_neighbour_distances(queries.reshape(-1, queries.shape[2]), fitted.memory_bank_)
+    distances, indices = fitted.index_.search(queries.reshape(-1, queries.shape[2]))
     weights = fitted._reweighting(queries, distances[:, 0].reshape(2, -1), indices[:, 0].reshape(2, -1))
     assert ((weights > 0) & (weights <= 1)).all()
 
@@ -142,7 +131,8 @@ def test_bank_built_in_passes_keeps_the_ratio_and_reports_progress(monkeypatch):
     reporter = Reporter(callback=lambda stage, done, total, info: stages.append(stage), show_tqdm=False)
     detector = PatchCore(PatchCoreConfig(image_size=(64, 64), coreset_ratio=0.2, batch_size=2))
     detector.fit(woven_textures(6), woven_textures(2, seed=1), reporter=reporter)
-    assert detector.history_[-1] == {"training_patches": 6 * 64, "memory_bank": 3 * 26}
+    # three passes keep 26 each; 78 is one more than ceil(0.2 * 384), so a last coreset trims the kept rows to 77
+    assert detector.history_[-1] == {"training_patches": 6 * 64, "memory_bank": 77}
     assert {"extract features", "coreset"} <= set(stages)
 
 

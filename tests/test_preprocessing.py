@@ -123,3 +123,18 @@ def test_list_images_skips_hidden_and_other_files(tmp_path, gradient):
 def test_round_trip_of_settings():
     prep = Preprocessing(image_size=(64, 96))
     assert Preprocessing.from_dict(prep.to_dict()) == prep
+
+
+def test_background_decoding_gives_the_same_batches_in_order_and_raises_in_the_caller(tmp_path):
+    paths = []
+    for i in range(7):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(np.full((20, 30, 3), i * 30, np.uint8)).save(path)
+        paths.append(path)
+    pre = Preprocessing(image_size=(16, 16))
+    batches = list(pre.iter_images(paths, batch_size=3))
+    assert [len(b) for b in batches] == [3, 3, 1]
+    assert torch.equal(torch.cat(batches), pre.load_images(paths))
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="bad.png"):
+        list(pre.iter_images([*paths, tmp_path / "bad.png"], batch_size=4))

@@ -11,9 +11,9 @@ from anomalens.data.synthetic_video import ANOMALY_TYPES, synthetic_clip
 from anomalens.errors import DataError
 from anomalens.models.base import create_detector
 from anomalens.models.video.motion import FlowStream, orientation_histograms
-from anomalens.models.components.sampler import Reservoir
+from anomalens.models.components.sampler import Reservoir, batched_greedy_coreset
 from anomalens.models.components.kernels import gaussian_smooth_1d
-from anomalens.models.video.stfeatures import PositionalMemory, batched_greedy_coreset
+from anomalens.models.video.stfeatures import PositionalMemory
 
 SIZE = (96, 128)
 SETTINGS = dict(image_size=SIZE, appearance_memory=512, motion_memory=64, batch_size=4)

@@ -21,6 +21,18 @@ if TYPE_CHECKING:
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
+def share_cpu_fairly() -> None:
+    """Make idle worker threads sleep instead of spinning, so that another job on the same CPU keeps its share.
+
+    OpenMP pools (PyTorch, faiss) busy-wait between parallel regions by default; with two jobs on two cores
+    that halved a job's rate beyond its fair share (NOTES.md). Only effective before those libraries load:
+    the command line calls it first thing; a library user sets ``OMP_WAIT_POLICY=PASSIVE`` themselves.
+    ONNX Runtime's pools are told not to spin in :mod:`anomalens.models.components.onnx_backbone`.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("KMP_BLOCKTIME", "0")  # the same for Intel's OpenMP, where a build uses it
+
+
 def resolve_device(name: str = "auto") -> "torch.device":
     """Turn ``auto|cpu|cuda|mps`` into a device; ``auto`` prefers CUDA, then MPS, then CPU."""
     import torch  # imported here so that `anomalens --help` stays fast

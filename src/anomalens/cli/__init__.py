@@ -15,6 +15,7 @@ from typing import Sequence
 
 from anomalens import __version__
 from anomalens.errors import AnomalensError, Cancelled, CheckpointError, storage_error
+from anomalens.runtime import share_cpu_fairly
 
 # Each module adds its sub-commands with register(subparsers); kept apart so that image, video, benchmark and
 # UI commands (and those of new capabilities) can grow without touching each other.
@@ -69,11 +70,14 @@ def _command_parser(parser: argparse.ArgumentParser, command: str | None) -> arg
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    share_cpu_fairly()  # before torch loads: thread pools that sleep when idle (fair on a shared CPU)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    if getattr(args, "feature_runtime", None):
+        os.environ["ANOMALENS_FEATURE_RUNTIME"] = args.feature_runtime  # read by models.components.onnx_backbone
     try:
         return int(args.handler(args) or 0)
     except AnomalensError as exc:

@@ -21,7 +21,7 @@ from anomalens.runtime import DEVICE_CHOICES
 INTERRUPTED_EXIT_CODE = 130
 # flag dest -> the model config field it sets (the same name, by design)
 IMAGE_MODEL_FLAGS = ("batch_size", "target_fpr", "epochs", "lr", "latent_dim", "loss", "ssim_weight", "num_workers",
-                     "normal_reference", "backbone", "coreset_ratio", "tile")
+                     "normal_reference", "backbone", "coreset_ratio", "memory_bank_size", "exact_search", "tile")
 VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", "latent_dim", "lstm_hidden_dim",
                      "lstm_layers", "target_fpr", "appearance_memory", "motion_memory", "flow_preset", "frame_step",
                      "temporal_sigma")
@@ -30,6 +30,9 @@ VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where to compute (default: auto = CUDA, then MPS, then CPU)")
     parser.add_argument("--seed", type=int, default=None, help="random seed; the same seed gives the same model")
+    parser.add_argument("--feature-runtime", choices=("auto", "torch", "onnx"), default=None,
+                        help="how pretrained feature extractors run: auto = ONNX Runtime on CPU (exported once into "
+                             "~/.cache/anomalens/onnx), PyTorch on GPUs; torch; onnx (default: auto)")
 
 
 def add_train_flags(parser: argparse.ArgumentParser, data_help: str, example_category: str,
@@ -78,6 +81,11 @@ def add_image_model_flags(parser: argparse.ArgumentParser) -> None:
     feat.add_argument("--backbone", choices=("lite0", "lite1", "lite2"), default=None,
                       help="pretrained EfficientNet-Lite feature extractor")
     feat.add_argument("--coreset-ratio", type=float, default=None, help="share of patch features kept")
+    feat.add_argument("--memory-bank-size", type=int, default=None, metavar="N",
+                      help="patchcore: at most N bank entries, whatever the training set's size")
+    feat.add_argument("--exact-search", action="store_true", default=None,
+                      help="patchcore: search the bank exactly (otherwise banks above 4096 entries use an approximate "
+                           "index, recall@1 about 0.98)")
     feat.add_argument("--tile", type=int, default=None, metavar="N",
                       help="score large images in N x N tiles at native resolution (none = off)")
 

@@ -47,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=example_epilog("anomalens evaluate --checkpoint results/bottle_20261128_120000"),
     )
     add_evaluate_flags(evaluate)
+    evaluate.add_argument("--batch-size", type=int, default=None, help="images scored together (default: the model's)")
     evaluate.set_defaults(handler=_evaluate)
 
     predict = subparsers.add_parser(
@@ -61,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="where to write (default: RUN_DIR/predictions/; required with --engine ray)")
     predict.add_argument("--overlays", action="store_true",
                          help="with --engine ray: also write an overlay PNG per image (local predict always does)")
+    predict.add_argument("--batch-size", type=int, default=None, help="images scored together (default: 32)")
     add_common_flags(predict)
     add_engine_flags(predict, block_help="images per block, the unit of work and of resuming (default: 64)")
     predict.set_defaults(handler=_predict)
@@ -82,7 +84,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from anomalens.workflows.evaluate import evaluate_image_model
     from anomalens.workflows.reports import format_number as fmt
 
-    result = evaluate_image_model(args.checkpoint, args.data_dir, args.category, device=args.device, reporter=cli_reporter())
+    result = evaluate_image_model(args.checkpoint, args.data_dir, args.category, device=args.device,
+                                  reporter=cli_reporter(), batch_size=args.batch_size)
     m = result.metrics
     print(f"image AUROC {fmt(m['image_auroc'])}  pixel AUROC {fmt(m['pixel_auroc'])}  AUPRO {fmt(m['aupro'])}  "
           f"F1-max {fmt(m['f1_max'])}")
@@ -100,7 +103,8 @@ def _predict(args: argparse.Namespace) -> int:
         from anomalens.cli.distributed import predict_on_ray
 
         return predict_on_ray(args)
-    report = predict_images(args.checkpoint, args.paths, args.output_dir, device=args.device, reporter=cli_reporter())
+    report = predict_images(args.checkpoint, args.paths, args.output_dir, device=args.device, reporter=cli_reporter(),
+                            **({} if args.batch_size is None else {"batch_size": args.batch_size}))
     for r in report.results:
         verdict = "ANOMALOUS" if r.anomalous else "normal"
         print(f"{r.path}\tscore {r.score:.5g}\tnormalised {r.normalized_score:.3f}\t{verdict}")

@@ -141,12 +141,18 @@ def split_train_validation(
     return train, val
 
 
-def load_test_set(category: ImageCategory, preprocessing: Preprocessing, reporter: Reporter = SILENT) -> LabelledImages:
-    """Decode the test split once, with masks resized by the same preprocessing as the images."""
+def load_test_set(
+    category: ImageCategory, preprocessing: Preprocessing, reporter: Reporter = SILENT, images: torch.Tensor | None = None
+) -> LabelledImages:
+    """Decode the test split once, with masks resized by the same preprocessing as the images.
+
+    ``images``: the test images already decoded (in ``test_samples`` order), e.g. while they were scored.
+    """
     for defect_type in category.types_without_masks:
         reporter.log(f"warning: defect type {defect_type!r} has no masks in ground_truth/; it gets no pixel metrics")
     samples = category.test_samples
-    images = preprocessing.load_images([s.path for s in samples], reporter=reporter)
+    if images is None:
+        images = preprocessing.load_images([s.path for s in samples], reporter=reporter)
     h, w = images.shape[-2:]
     masks = torch.zeros((len(samples), h, w), dtype=torch.bool)
     has_mask = np.zeros(len(samples), dtype=bool)

@@ -12,7 +12,9 @@ torch.Size([3, 256, 256])
 from __future__ import annotations
 
 import contextlib
+import queue
 import stat
+import threading
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +26,11 @@ from PIL import Image, UnidentifiedImageError
 
 from anomalens.errors import ConfigError, DataError
 from anomalens.limits import MAX_IMAGE_SIDE, MIN_IMAGE_SIDE, check_image_pixels
+
+# Pillow warns (then errors at twice the size) about images over its own pixel limit; a warning line before our
+# one-line error would be noise, so it is an error here. Set once at import: catch_warnings() per call is not
+# thread-safe, and images are decoded in a background thread (Preprocessing.iter_images).
+warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -63,11 +70,9 @@ def open_image(path: str | Path, what: str = "image") -> Iterator[Image.Image]:
             raise DataError(f"not a regular file, so not {_a(what)}", path)
         if path.stat().st_size == 0:
             raise DataError(f"empty file (0 bytes), not {_a(what)}", path)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                check_image_pixels(img.width, img.height, path)
-                yield img
+        with Image.open(path) as img:
+            check_image_pixels(img.width, img.height, path)
+            yield img
     except DataError:
         raise
     except FileNotFoundError:
@@ -156,6 +161,41 @@ class Preprocessing:
         if not paths:
             return torch.empty((0, 3, *self.image_size), dtype=torch.uint8)
         return torch.stack([self.load_image(p) for p in iterator])
+
+    def iter_images(self, paths: Sequence[str | Path], batch_size: int, prefetch: int = 2) -> Iterator[torch.Tensor]:
+        """Batches ``(B, 3, H, W)`` of decoded images, decoded in a background thread while the caller computes
+        on the previous batch (PIL releases the GIL while decoding). Errors surface in the caller's thread."""
+        if self.image_size is None:
+            raise ConfigError("images of native size cannot be stacked; load them one by one")
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+        ready: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+        stop = threading.Event()
+
+        def decode() -> None:
+            try:
+                for start in range(0, len(paths), batch_size):
+                    if stop.is_set():
+                        return
+                    ready.put(torch.stack([self.load_image(p) for p in paths[start : start + batch_size]]))
+                ready.put(None)
+            except BaseException as exc:  # handed to the consumer, which raises it
+                ready.put(exc)
+
+        thread = threading.Thread(target=decode, name="anomalens-decode", daemon=True)
+        thread.start()
+        try:
+            while (item := ready.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            while thread.is_alive():  # unblock a producer waiting on a full queue, then let it finish
+                try:
+                    ready.get(timeout=0.05)
+                except queue.Empty:
+                    pass
 
     def prepare_array(self, array: np.ndarray) -> torch.Tensor:
         """An RGB ``uint8`` array already in memory (an upload, a video frame) -> ``(3, H, W)`` tensor."""

@@ -19,7 +19,7 @@ import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterable
 
 import numpy as np
 import torch
@@ -130,6 +130,10 @@ class BaseDetector(ABC):
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore what :meth:`state_tensors` returned."""
 
+    def size_summary(self) -> dict[str, Any]:
+        """What the learned state's size depends on (PatchCore: bank entries and search), for benchmarks."""
+        return {}
+
     @property
     def preprocessing(self) -> Preprocessing:
         return Preprocessing(image_size=tuple(self.config.image_size))  # type: ignore[arg-type]
@@ -233,22 +237,28 @@ class ImageDetector(BaseDetector):
         return self
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor, reporter: Reporter = SILENT) -> Prediction:
-        """Score ``uint8`` (or float [0, 1]) images ``(N, 3, H, W)`` in batches."""
-        self._check_input(images)
+    def predict(self, images: torch.Tensor | Iterable[torch.Tensor], reporter: Reporter = SILENT) -> Prediction:
+        """Score ``uint8`` (or float [0, 1]) images ``(N, 3, H, W)`` in batches of ``batch_size``, or an iterable
+        of such batches (e.g. :meth:`Preprocessing.iter_images`, which decodes the next batch meanwhile)."""
+        if isinstance(images, torch.Tensor):
+            self._check_input(images)
+            starts = range(0, len(images), self.config.batch_size)
+            batches: Iterable[torch.Tensor] = (images[s : s + self.config.batch_size] for s in starts)
+            batches = reporter.iter(batches, "score images", total=len(starts))
+            size = tuple(images.shape[-2:])
+        else:
+            batches, size = reporter.iter(images, "score images"), tuple(self.config.image_size)
         scores, maps, views = [], [], []
-        starts = range(0, len(images), self.config.batch_size)
-        for start in reporter.iter(starts, "score images", total=len(starts)):
-            batch = to_float(images[start : start + self.config.batch_size]).to(self.device)
-            s, m, v = self._score_batch(batch)
+        for images_batch in batches:
+            self._check_input(images_batch)
+            s, m, v = self._score_batch(to_float(images_batch).to(self.device))
             scores.append(s.float().cpu().numpy())
             maps.append(m.float().cpu().numpy())
             if v is not None:
                 views.append(v.float().cpu().numpy())
-        h, w = images.shape[-2:]
         return Prediction(
             scores=np.concatenate(scores) if scores else np.zeros(0, np.float32),
-            maps=np.concatenate(maps) if maps else np.zeros((0, h, w), np.float32),
+            maps=np.concatenate(maps) if maps else np.zeros((0, *size), np.float32),
             views=np.concatenate(views) if views else None,
             calibration=self.calibration_,
         )

@@ -89,6 +89,7 @@ def benchmark_image_model(data_dir: str | Path, category: str, model: str | None
         "fit_seconds": run.get("fit_seconds"),
         "images_per_second": metrics["timing"]["images_per_second"],
         "peak_rss_mb": peak_rss_mb(),
+        **detector.size_summary(),
         "epochs": epochs_run(detector),
         "best_epoch": getattr(detector, "best_epoch_", None),
         "interrupted": trained.interrupted,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
+import torch
 
 from anomalens.data.mvtec import NORMAL_TYPE
 from anomalens.data.video_datasets import ClipRef
@@ -70,14 +71,20 @@ def evaluate_model(
     *,
     device: str = "auto",
     reporter: Reporter = SILENT,
+    batch_size: int | None = None,
 ) -> EvaluationResult:
     """Evaluate the ``kind`` ("image" or "video") model of a run on the test part of its data; write the results.
 
-    ``data_dir`` and ``category`` default to those the run was trained on (``run.json``).
+    ``data_dir`` and ``category`` default to those the run was trained on (``run.json``); ``batch_size``
+    (images or frames scored together) to the model's.
     """
     measure = _MEASURE[kind]
     model_dir, run_dir, run = open_run(checkpoint)
     detector = load_fitted_detector(model_dir, kind, device)  # first: a model of the other kind is refused at once
+    if batch_size is not None:
+        if batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+        detector.config.batch_size = batch_size  # a scoring setting: the learned state does not depend on it
     data_dir = data_dir if data_dir is not None else run.get("data_dir")
     category = category if category is not None else run.get("category")
     if data_dir is None or category is None:
@@ -110,12 +117,14 @@ def _measure_images(detector: BaseDetector, data_dir: Path, category: str, repor
     from anomalens.data.mvtec import discover_category, load_test_set
 
     found = discover_category(data_dir, category, require_test=True)
-    decode_started = time.perf_counter()
-    test = load_test_set(found, detector.preprocessing, reporter)
-    decode_seconds = time.perf_counter() - decode_started
+    # timed as a user meets it: decoding included, overlapped with scoring (a background thread decodes ahead)
+    decoded: list[torch.Tensor] = []
+    paths = [s.path for s in found.test_samples]
     predict_started = time.perf_counter()
-    prediction = detector.predict(test.images, reporter=reporter)  # type: ignore[attr-defined]
+    batches = detector.preprocessing.iter_images(paths, detector.config.batch_size)
+    prediction = detector.predict((decoded.append(b) or b for b in batches), reporter=reporter)  # type: ignore[attr-defined]
     predict_seconds = time.perf_counter() - predict_started
+    test = load_test_set(found, detector.preprocessing, reporter, images=torch.cat(decoded))
 
     maps = prediction.maps
     if maps.shape[-2:] != test.masks.shape[-2:]:
@@ -126,8 +135,7 @@ def _measure_images(detector: BaseDetector, data_dir: Path, category: str, repor
         reporter.log(f"warning: {warning}")
     metrics.update(pixel)
     metrics["timing"] = {
-        "decode_seconds": round(decode_seconds, 3),
-        "predict_seconds": round(predict_seconds, 3),
+        "predict_seconds": round(predict_seconds, 3),  # decoding included
         "images_per_second": round(len(test.labels) / max(predict_seconds, 1e-9), 3),
     }
 

@@ -3,6 +3,7 @@
 As in PatchCore (Roth et al., 2022): take a mid-level (stride 8) and a deeper (stride 16) stage, average each
 over a small neighbourhood so that every patch feature sees its surroundings, upsample the deeper one to the
 stride-8 grid, concatenate, and optionally reduce the channels with a fixed, seeded random projection.
+On a CPU the whole computation runs through ONNX Runtime (:mod:`.onnx_backbone`), on GPUs through PyTorch.
 
 >>> extractor = PatchFeatureExtractor("lite0")
 >>> extractor(torch.rand(2, 3, 256, 256)).shape     # 40 + 112 channels at stride 8
@@ -11,8 +12,9 @@ torch.Size([2, 152, 32, 32])
 
 from __future__ import annotations
 
+import logging
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -21,6 +23,7 @@ from torch.nn import functional as F
 from anomalens.errors import ConfigError
 from anomalens.models.components.anomaly_map import upsample_aligned
 from anomalens.models.components.backbone import STAGE_STRIDES, load_backbone, normalize_input
+from anomalens.models.components.onnx_backbone import OnnxFeatureRunner, feature_runtime
 
 
 class PatchFeatureExtractor(nn.Module):
@@ -56,6 +59,7 @@ class PatchFeatureExtractor(nn.Module):
             matrix = torch.randn(raw_channels, projection_dim, generator=generator) / projection_dim**0.5
         self.register_buffer("projection", matrix, persistent=False)
         self.out_channels = raw_channels if self.projection is None else int(projection_dim)  # type: ignore[arg-type]
+        self._runners: dict[tuple[int, int], Any] = {}  # input size -> ONNX Runtime session, or None for torch
         self.eval()
 
     def train(self, mode: bool = True) -> "PatchFeatureExtractor":
@@ -69,8 +73,36 @@ class PatchFeatureExtractor(nn.Module):
             h, w = (h + 1) // 2, (w + 1) // 2
         return h, w
 
+    def reset_runtime(self) -> None:
+        """Forget exported sessions (after the projection changed, e.g. when a saved model is loaded)."""
+        self._runners.clear()
+
     @torch.no_grad()
     def forward(self, x01: torch.Tensor) -> torch.Tensor:
+        """Features through ONNX Runtime for CPU inputs (unless the runtime is ``torch``), else PyTorch."""
+        runner = self._runner(x01)
+        if runner is not None:
+            return runner(x01)
+        return self.torch_forward(x01)
+
+    def _runner(self, x01: torch.Tensor) -> Any:
+        runtime = feature_runtime()
+        if runtime == "torch" or x01.device.type != "cpu":
+            return None
+        size = (int(x01.shape[-2]), int(x01.shape[-1]))
+        if size not in self._runners:
+            try:
+                self._runners[size] = OnnxFeatureRunner.for_extractor(self, size)
+            except Exception as exc:  # the exporter or ONNX Runtime failed: PyTorch computes the same features
+                if runtime == "onnx":
+                    raise
+                logging.getLogger(__name__).warning("ONNX Runtime unavailable for the backbone (%s); using PyTorch", exc)
+                self._runners[size] = None
+        return self._runners[size]
+
+    @torch.no_grad()
+    def torch_forward(self, x01: torch.Tensor) -> torch.Tensor:
+        """The features computed by PyTorch (what the ONNX export contains)."""
         # channels-last runs the depthwise convolutions about 1.5x faster on CPU
         x = normalize_input(x01).contiguous(memory_format=torch.channels_last)
         maps = [m.contiguous() for m in self.backbone.forward_stages(x, self.stages)]

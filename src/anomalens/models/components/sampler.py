@@ -1,17 +1,20 @@
-"""Memory-bank reduction (greedy k-center coreset) and nearest-neighbour search, in plain torch.
+"""Memory-bank reduction: greedy k-center coresets (the one implementation) and reservoir sampling.
 
 :func:`greedy_coreset` is PatchCore's k-center greedy: start from a seeded random point, then repeatedly add
 the point farthest from everything chosen so far, measuring distances after a random projection. The exact
 algorithm costs ``N * k`` distance evaluations, which on a CPU takes minutes for PatchCore-sized banks; here
 the points are dealt at random into chunks of at most ``chunk_size`` and each chunk keeps its share with the
 exact greedy rule. A chunk's working set stays in the CPU cache, memory stays bounded (no ``N x N`` matrix), and
-for ``N <= chunk_size`` the result is exactly PatchCore's.
+for ``N <= chunk_size`` the result is exactly PatchCore's. The cost is ``n_keep * chunk_size`` distance
+evaluations whatever ``N``, so a bounded bank (``n_keep`` capped) is selected in time linear in ``N``.
 
-:func:`nearest_neighbour_distances` is a batched brute-force search with matmul distances.
+:func:`batched_greedy_coreset` runs the same rule for many small sets at once (the video model's per-cell
+memories); both call :func:`k_center_greedy`. Nearest-neighbour search lives in :mod:`.search`.
 
 >>> features = torch.randn(5000, 152)
 >>> keep = greedy_coreset(features, ratio=0.1, seed=0)
->>> distances, indices = nearest_neighbour_distances(torch.randn(10, 152), features[keep], k=1)
+>>> features[keep].shape
+torch.Size([500, 152])
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import torch
 from anomalens.progress import SILENT, Reporter
 
 DEFAULT_CHUNK_SIZE = 16384
-SEARCH_BUDGET = 1 << 23  # distance-matrix elements per step of the nearest-neighbour search (32 MB)
 
 
 def coreset_size(n_points: int, n_keep: int | None = None, ratio: float | None = None) -> int:
@@ -33,6 +35,12 @@ def coreset_size(n_points: int, n_keep: int | None = None, ratio: float | None =
             raise ValueError(f"coreset ratio must be in (0, 1], got {ratio}")
         n_keep = math.ceil(ratio * n_points)
     return max(1, min(int(n_keep), n_points))
+
+
+def bounded_coreset_size(n_points: int, ratio: float, cap: int | None) -> int:
+    """``ceil(ratio * n_points)``, but at most ``cap`` (``None``: no cap): the size of a bounded memory bank."""
+    size = coreset_size(n_points, ratio=ratio)
+    return size if cap is None else min(size, max(1, int(cap)))
 
 
 def greedy_coreset(
@@ -68,54 +76,49 @@ def greedy_coreset(
         points = features[members].float()
         if projection is not None:
             points = points @ projection.to(points.device)
-        start = int(torch.randint(len(members), (1,), generator=generator))
-        kept.append(members[_k_center_greedy(points, quotas[i], start).cpu()])
+        start = torch.randint(len(members), (1,), generator=generator).to(points.device)
+        if quotas[i]:
+            kept.append(members[k_center_greedy(points[None], quotas[i], start)[0].cpu()])
     return torch.sort(torch.cat(kept)).values
 
 
-def _k_center_greedy(points: torch.Tensor, n_keep: int, start: int) -> torch.Tensor:
-    """Exact k-center greedy on one chunk: indices in the order chosen."""
-    chosen = torch.empty(n_keep, dtype=torch.long, device=points.device)
-    squared_norms = (points * points).sum(dim=1)
-    min_distance = torch.full_like(squared_norms, float("inf"))
-    index = start
-    for step in range(n_keep):
-        chosen[step] = index
-        centre = points[index]
-        # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2: one matrix-vector product per step
-        distance = torch.addmv(squared_norms + squared_norms[index], points, centre, alpha=-2.0)
-        torch.minimum(min_distance, distance, out=min_distance)
-        index = int(torch.argmax(min_distance))
-    return chosen
+def batched_greedy_coreset(points: torch.Tensor, size: int, seed: int = 0, projection_dim: int = 32) -> torch.Tensor:
+    """Greedy k-center selection run for many small sets at once: ``(P, N, C)`` -> indices ``(P, size)``.
+
+    Each of the P sets (the video model's grid cells) keeps ``size`` entries covering its normal variety. As in
+    PatchCore, distances are measured after a seeded random projection to ``projection_dim`` channels.
+    """
+    p, n, c = points.shape
+    size = min(size, n)
+    generator = torch.Generator().manual_seed(seed)
+    if projection_dim < c:
+        points = points @ (torch.randn(c, projection_dim, generator=generator) / projection_dim**0.5).to(points)
+    starts = torch.randint(0, n, (p,), generator=generator).to(points.device)
+    return k_center_greedy(points, size, starts)
 
 
-def nearest_neighbour_distances(
-    queries: torch.Tensor, bank: torch.Tensor, k: int = 1, chunk: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Euclidean distances ``(M, k)`` from each query ``(M, C)`` to its ``k`` nearest rows of ``bank`` ``(K, C)``,
-    nearest first, and their indices ``(M, k)``. Queries go in chunks so the distance matrix stays small."""
-    if bank.shape[0] == 0:
-        raise ValueError("the memory bank is empty")
-    k = min(k, bank.shape[0])
-    if chunk is None:
-        chunk = max(1, SEARCH_BUDGET // bank.shape[0])
-    bank = bank.float()
-    bank_norms = (bank * bank).sum(dim=1)
-    distances, indices = [], []
-    for start in range(0, queries.shape[0], chunk):
-        q = queries[start : start + chunk].float()
-        # ||q - b||^2 = ||b||^2 - 2 q.b + ||q||^2; the last term is the same along a row, so add it after the min
-        partial = torch.addmm(bank_norms[None, :], q, bank.T, alpha=-2.0)
-        if k == 1:
-            value, index = partial.min(dim=1, keepdim=True)
+def k_center_greedy(points: torch.Tensor, n_keep: int, starts: torch.Tensor) -> torch.Tensor:
+    """Exact k-center greedy on ``P`` sets ``(P, N, C)`` at once, from the given first picks ``(P,)``:
+    indices ``(P, n_keep)`` in the order chosen. Memory is ``O(P * N)``: no distance matrix."""
+    points = points.contiguous()
+    p, n, _ = points.shape
+    picked = torch.empty(p, n_keep, dtype=torch.long, device=points.device)
+    picked[:, 0] = starts
+    rows = torch.arange(p, device=points.device)
+    nearest = torch.full((p, n), math.inf, device=points.device, dtype=points.dtype)
+    norms = points.pow(2).sum(-1)
+    for k in range(1, n_keep + 1):
+        chosen = points[rows, picked[:, k - 1]].unsqueeze(2)  # (P, C, 1)
+        # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2: one matrix-vector product per set and step
+        if p == 1:  # one set (PatchCore's chunks): addmv is twice as fast as a batched product of one
+            distance = torch.addmv(norms[0] + chosen.pow(2).sum(), points[0], chosen[0, :, 0], alpha=-2.0)[None]
         else:
-            value, index = partial.topk(k, dim=1, largest=False)
-        value = value + (q * q).sum(dim=1, keepdim=True)
-        distances.append(value.clamp_(min=0.0).sqrt_())
-        indices.append(index)
-    if not distances:
-        return torch.zeros((0, k), device=queries.device), torch.zeros((0, k), dtype=torch.long, device=queries.device)
-    return torch.cat(distances), torch.cat(indices)
+            distance = torch.baddbmm(norms.unsqueeze(2), points, chosen, alpha=-2.0).squeeze(2)
+            distance += chosen.pow(2).sum(1)
+        torch.minimum(nearest, distance, out=nearest)
+        if k < n_keep:
+            picked[:, k] = nearest.argmax(dim=1)
+    return picked
 
 
 class Reservoir:

@@ -16,7 +16,7 @@ import torch
 
 from anomalens.data.preprocessing import to_float
 from anomalens.errors import ConfigError
-from anomalens.models.components.anomaly_map import upsample
+from anomalens.models.components.anomaly_map import SeparableMapOperator, upsample
 from anomalens.models.components.kernels import gaussian_blur
 from anomalens.models.base import Detector, DetectorConfig
 from anomalens.models.components.features import PatchFeatureExtractor
@@ -49,6 +49,7 @@ class FeatureDetector(Detector):
         self.extractor = PatchFeatureExtractor(c.backbone, c.stages, c.neighbourhood, c.projection_dim, seed=c.seed)
         self.extractor.to(self.device)
         self.grid_: TileGrid | None = None
+        self._map_operators: dict[tuple[int, int, int, int], SeparableMapOperator] = {}
         if c.tile is not None:
             height, width = c.image_size
             self.grid_ = TileGrid.for_image(height, width, c.tile, c.tile_overlap)
@@ -80,10 +81,14 @@ class FeatureDetector(Detector):
     def scores_to_maps(self, patch_scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """``(B * tiles, h, w)`` patch scores -> ``(B, H, W)`` smoothed anomaly maps."""
         if self.grid_ is None:
-            maps = upsample(patch_scores, size, self.extractor.stride)
-        else:
-            tile = (self.grid_.tile, self.grid_.tile)
-            maps = self.grid_.stitch(upsample(patch_scores, tile, self.extractor.stride))
+            key = (*patch_scores.shape[-2:], *size)
+            if key not in self._map_operators:
+                self._map_operators[key] = SeparableMapOperator(
+                    tuple(patch_scores.shape[-2:]), size, self.config.blur_sigma, self.extractor.stride, patch_scores.device
+                )
+            return self._map_operators[key](patch_scores)
+        tile = (self.grid_.tile, self.grid_.tile)
+        maps = self.grid_.stitch(upsample(patch_scores, tile, self.extractor.stride))
         return gaussian_blur(maps.float(), self.config.blur_sigma)
 
     def extractor_state(self) -> dict[str, torch.Tensor]:
@@ -97,3 +102,4 @@ class FeatureDetector(Detector):
             if self.extractor.projection is None or projection.shape != self.extractor.projection.shape:
                 raise ValueError(f"feature projection of shape {tuple(projection.shape)} does not fit the config")
             self.extractor.projection = projection.float().to(self.device)
+            self.extractor.reset_runtime()  # an exported graph holds the projection: export the loaded one

@@ -1,7 +1,10 @@
 """PatchCore (Roth et al., CVPR 2022): the default image model.
 
 Training keeps a memory bank of locally aware patch features of normal images, thinned by greedy k-center
-coreset selection. A test patch's score is the distance to its nearest neighbour in the bank; the map is
+coreset selection to ``coreset_ratio`` of the patches but at most ``memory_bank_size`` entries, so that the bank,
+the saved model and the scoring cost stop growing with the training set. Patches are gathered in passes of
+bounded size; each pass keeps its own coreset, and when the kept rows exceed the cap a last pass takes the
+coreset of those (fit time linear in the number of images, peak memory flat). A test patch's score is the distance to its nearest neighbour in the bank; the map is
 upsampled to the input and blurred; the image score is the map's maximum, reweighted as in the paper: when the
 bank entry nearest to the most anomalous patch is itself in a sparse region of the bank, the score goes up.
 
@@ -13,22 +16,28 @@ bank entry nearest to the most anomalous patch is itself in a sparse region of t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 
 from anomalens.errors import ConfigError
 from anomalens.models.image.feature_detector import FeatureDetector, FeatureDetectorConfig
-from anomalens.models.components.sampler import coreset_size, greedy_coreset, nearest_neighbour_distances
+from anomalens.models.components.sampler import bounded_coreset_size, greedy_coreset
+from anomalens.models.components.search import NearestNeighbourIndex
 from anomalens.progress import Reporter
 
 # Patches gathered before a coreset pass; beyond this the bank is built in passes so memory stays bounded
 MAX_BUFFERED_PATCHES = 1 << 19  # 512k patches x 152 channels = 320 MB
+MAX_PASSES = 1 << 16  # seed offset of the final reduction pass (after every buffered pass's own seed)
 
 
 @dataclass
 class PatchCoreConfig(FeatureDetectorConfig):
     coreset_ratio: float = 0.1
+    # cap on bank entries (None: no cap); 16,384 keeps bottle's accuracy (README, "Scale") at a bounded cost
+    memory_bank_size: int | None = 16384
+    # search the bank exactly however large it is (slower; approximate search finds the same neighbour for ~99%)
+    exact_search: bool = False
     coreset_projection_dim: int | None = 128
     # size of the bank neighbourhood used to reweight the image score (PatchCore's b); 1 turns reweighting off
     num_neighbours: int = 9
@@ -47,7 +56,10 @@ class PatchCore(FeatureDetector):
             raise ConfigError(f"coreset_ratio must be in (0, 1], got {self.config.coreset_ratio}")
         if self.config.num_neighbours < 1:
             raise ConfigError(f"num_neighbours must be at least 1, got {self.config.num_neighbours}")
+        if self.config.memory_bank_size is not None and self.config.memory_bank_size < 1:
+            raise ConfigError(f"--memory-bank-size must be at least 1, got {self.config.memory_bank_size}")
         self.memory_bank_: torch.Tensor | None = None
+        self.index_: NearestNeighbourIndex | None = None
 
     def _fit(self, train: torch.Tensor, validation: torch.Tensor | None, reporter: Reporter) -> None:
         bank, patches = self.bank_from_rows(self.feature_rows(train, reporter), reporter)
@@ -74,38 +86,52 @@ class PatchCore(FeatureDetector):
             buffered += len(rows)
             patches += len(rows)
             if buffered >= MAX_BUFFERED_PATCHES:
-                kept.append(self._coreset(torch.cat(buffer), first_pass + len(kept), reporter))
+                kept.append(self._coreset(torch.cat(buffer), self._pass_size(buffered), first_pass + len(kept), reporter))
                 buffer, buffered = [], 0
         if buffer:
-            kept.append(self._coreset(torch.cat(buffer), first_pass + len(kept), reporter))
+            kept.append(self._coreset(torch.cat(buffer), self._pass_size(buffered), first_pass + len(kept), reporter))
         if not kept:
             raise ValueError("no feature rows to build a memory bank from")
         return torch.cat(kept), patches
 
     def set_memory_bank(self, bank: torch.Tensor, training_patches: int, reporter: Reporter) -> None:
-        """Keep ``bank`` (the union of the coresets of all passes or blocks) as the fitted memory bank."""
+        """Keep ``bank`` (the union of the coresets of all passes or blocks) as the fitted memory bank, reduced to
+        the cap by one more coreset when the passes together kept more, and build its search index."""
+        target = self._pass_size(training_patches)
+        if len(bank) > target:
+            reporter.log(f"reducing {len(bank)} kept patches to a bank of {target}")
+            bank = self._coreset(bank, target, MAX_PASSES, reporter)
         self.memory_bank_ = bank.float().to(self.device)
+        self._build_index()
         self.history_.append({"training_patches": training_patches, "memory_bank": len(self.memory_bank_)})
-        reporter.log(f"memory bank: {len(self.memory_bank_)} of {training_patches} training patches")
+        reporter.log(f"memory bank: {len(self.memory_bank_)} of {training_patches} training patches "
+                     f"({self.index_.kind} search)")  # type: ignore[union-attr]
 
-    def _coreset(self, rows: torch.Tensor, pass_index: int, reporter: Reporter) -> torch.Tensor:
+    def _pass_size(self, rows: int) -> int:
+        return bounded_coreset_size(rows, self.config.coreset_ratio, self.config.memory_bank_size)
+
+    def _coreset(self, rows: torch.Tensor, n_keep: int, pass_index: int, reporter: Reporter) -> torch.Tensor:
         c = self.config
         keep = greedy_coreset(
             rows.to(self.device),  # on a GPU the k-center loop is much faster
-            n_keep=coreset_size(len(rows), ratio=c.coreset_ratio),
+            n_keep=n_keep,
             seed=c.seed + pass_index,
             projection_dim=c.coreset_projection_dim,
             reporter=reporter,
         )
         return rows[keep]
 
+    def _build_index(self) -> None:
+        assert self.memory_bank_ is not None
+        self.index_ = NearestNeighbourIndex(self.memory_bank_, exact=self.config.exact_search, seed=self.config.seed)
+
     def _score_batch(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
-        if self.memory_bank_ is None:
+        if self.memory_bank_ is None or self.index_ is None:
             raise RuntimeError("PatchCore is not fitted")
         features = self.features(batch)
         n, channels, h, w = features.shape
         queries = features.permute(0, 2, 3, 1).reshape(-1, channels)
-        distances, indices = nearest_neighbour_distances(queries, self.memory_bank_, k=1)
+        distances, indices = self.index_.search(queries, k=1)
         patch_scores = distances[:, 0].reshape(n, h, w)
         maps = self.scores_to_maps(patch_scores, tuple(batch.shape[-2:]))
         per_image = len(batch)
@@ -128,9 +154,15 @@ class PatchCore(FeatureDetector):
         rows = torch.arange(len(queries), device=queries.device)
         m_test = queries[rows, worst]  # (B, C)
         m_star = self.memory_bank_[indices[rows, worst]]  # type: ignore[index]
-        _, support = nearest_neighbour_distances(m_star, self.memory_bank_, k=b)  # (B, b), m* itself first
+        _, support = self.index_.search(m_star, k=b)  # type: ignore[union-attr]  # (B, b), m* itself first
         to_support = torch.linalg.vector_norm(self.memory_bank_[support] - m_test[:, None], dim=2)  # type: ignore[index]
         return 1.0 - torch.softmax(to_support, dim=1)[:, 0]
+
+    def size_summary(self) -> dict[str, Any]:
+        if self.memory_bank_ is None or self.index_ is None:
+            return {}
+        patches = next((r["training_patches"] for r in reversed(self.history_) if "training_patches" in r), None)
+        return {"memory_bank": len(self.memory_bank_), "training_patches": patches, "search": self.index_.kind}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.memory_bank_ is None:
@@ -143,3 +175,4 @@ class PatchCore(FeatureDetector):
             raise ValueError(f"memory bank of shape {tuple(bank.shape)} does not fit {self.extractor.out_channels} channels")
         self.load_extractor_state(tensors)
         self.memory_bank_ = bank.float().to(self.device)
+        self._build_index()  # the index is rebuilt from the bank: nothing but tensors is saved
