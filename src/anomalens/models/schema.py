@@ -98,6 +98,7 @@ RANGES: dict[str, Range] = {
     "coreset_ratio": Range(0.0, 1.0, open_low=True),
     "coreset_projection_dim": Range(1, limits.MAX_CHANNELS),
     "num_neighbours": Range(1, 1000),
+    "memory_bank_size": POSITIVE_COUNT,
     "ridge": Range(0.0, 1e6, open_low=True),
     # autoencoder and convlstm
     "epochs": Range(0, limits.MAX_EPOCHS),  # the models refuse 0 themselves where they need an epoch
