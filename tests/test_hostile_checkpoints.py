@@ -49,12 +49,21 @@ def _write(path: Path, payload) -> None:
     path.write_text(json.dumps(payload, allow_nan=True))
 
 
+def _bool_fields(model: str) -> set[str]:
+    import typing
+
+    return {name for name, hint in typing.get_type_hints(detector_class(model).config_class).items() if hint is bool}
+
+
 def _mutations(base: dict) -> list[tuple[str, str, object]]:
     """(field shown in the error, label, new config.json) for every field and every wrong value."""
     cases = []
     optional = _optional_fields(base["model"])
+    flags = _bool_fields(base["model"])
     for name in base["config"]:
         for label, value in WRONG_VALUES.items():
+            if label == "bool" and name in flags:
+                continue  # true is a valid value of a true/false setting
             cases.append((f"config.{name}", label, {**base, "config": {**base["config"], name: value}}))
         if name not in optional:
             cases.append((f"config.{name}", "null", {**base, "config": {**base["config"], name: None}}))
