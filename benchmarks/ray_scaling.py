@@ -77,8 +77,8 @@ def fault_run(cluster: LocalCluster, run_dir: Path, images: Path, output: Path, 
     thread.start()
     wait_for_shards(output, after)
     written = len(shards(output))
-    cluster.kill_node(cluster.processes[1])
     killed_at = time.perf_counter() - started
+    cluster.kill_node(cluster.processes[1])  # returns once the head has marked the node dead
     thread.join()
     report = outcome["report"]
     return {"images": report.count, "blocks": report.blocks, "blocks_written_before_kill": written,

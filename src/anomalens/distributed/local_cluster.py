@@ -108,11 +108,18 @@ class LocalCluster:
             time.sleep(0.5)
         raise TimeoutError(f"the local Ray cluster did not reach {count} nodes in {timeout:.0f} s")
 
-    def kill_node(self, process: subprocess.Popen) -> None:
-        """End one node at once (SIGKILL to its whole process group), as a machine that dies would."""
+    def kill_node(self, process: subprocess.Popen, timeout: float = 180.0) -> None:
+        """End one node at once (SIGKILL to its whole process group), as a machine that dies would, and wait until
+        the head has marked it dead (its heartbeat timeout), so that node counts that follow are right."""
+        alive = self.alive_nodes()
         _kill_group(process, signal.SIGKILL)
         process.wait(timeout=30)
         self.processes.remove(process)
+        deadline = time.monotonic() + timeout
+        while self.alive_nodes() >= alive:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the head still counts the killed node as alive after {timeout:.0f} s")
+            time.sleep(0.5)
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM to every node's process group; after ``grace`` seconds SIGKILL to what is left.

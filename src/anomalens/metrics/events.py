@@ -57,22 +57,30 @@ def detect_events(
     for start, end in merged:
         if end - start + 1 < min_length:
             continue
-        peak = start + int(np.argmax(scores[start : end + 1]))
-        event = {
-            "start_frame": start,
-            "end_frame": end,
-            "start_time": round(start / fps, 4),
-            "end_time": round((end + 1) / fps, 4),
-            "duration": round((end - start + 1) / fps, 4),
-            "frames": end - start + 1,
-            "peak_frame": peak,
-            "peak_time": round(peak / fps, 4),
-            "peak_score": float(scores[peak]),
-        }
+        event = event_record(start, scores[start : end + 1], fps)
         if normalized_scores is not None:
-            event["peak_normalized_score"] = float(np.asarray(normalized_scores).ravel()[peak])
+            event["peak_normalized_score"] = float(np.asarray(normalized_scores).ravel()[event["peak_frame"]])
         events.append(event)
     return events
+
+
+def event_record(start: int, scores: np.ndarray, fps: float) -> dict:
+    """The fields of one event over frames ``start .. start + len(scores) - 1`` (its frames' scores), shared by
+    the offline analysis and the live watcher, so that both describe an event the same way."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    end = start + len(scores) - 1
+    peak = start + int(np.argmax(scores))
+    return {
+        "start_frame": start,
+        "end_frame": end,
+        "start_time": round(start / fps, 4),
+        "end_time": round((end + 1) / fps, 4),
+        "duration": round((end - start + 1) / fps, 4),
+        "frames": end - start + 1,
+        "peak_frame": peak,
+        "peak_time": round(peak / fps, 4),
+        "peak_score": float(scores[peak - start]),
+    }
 
 
 def event_flags(events: list[dict], num_frames: int) -> np.ndarray:

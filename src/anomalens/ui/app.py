@@ -16,12 +16,12 @@ from typing import Any
 
 from anomalens.ui.common import ModelLists, UISettings
 from anomalens.ui.jobs import JobBoard, prune_workspaces
-from anomalens.ui.tabs import evaluate, help, inspect, train, video
+from anomalens.ui.tabs import evaluate, help, inspect, live, train, video
 
 log = logging.getLogger("anomalens.ui")
 
 # The tabs in page order; each module has build(settings, board, lists).
-TABS = (inspect, video, train, evaluate, help)
+TABS = (inspect, video, train, evaluate, help, live)
 
 CSS = """
 .gradio-container {max-width: 1480px !important}

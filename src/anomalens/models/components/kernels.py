@@ -1,4 +1,5 @@
-"""The one Gaussian kernel, and the blurs built on it: anomaly maps, SSIM windows, frame-score series.
+"""The one Gaussian kernel, and the blurs built on it: anomaly maps, SSIM windows, frame-score series (offline,
+and causally for live streams: :class:`DelayedGaussian`).
 
 The kernel is truncated at ``round(4 * sigma)`` taps each side (scipy's and anomalib's default) unless a caller
 needs a fixed window (SSIM's 11 pixels). Borders reflect, so an edge does not look darker than the middle;
@@ -11,6 +12,8 @@ True
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 import numpy as np
 import torch
@@ -51,3 +54,56 @@ def gaussian_smooth_1d(values: np.ndarray, sigma: float) -> np.ndarray:
     radius = len(kernel) // 2
     padded = np.pad(values.astype(np.float64), radius, mode="reflect" if len(values) > radius else "edge")
     return np.convolve(padded, kernel, mode="valid").astype(np.float32)
+
+
+class DelayedGaussian:
+    """:func:`gaussian_smooth_1d` one value at a time: each smoothed value comes out ``delay`` values after its
+    own. With the full look-ahead (``delay`` = the kernel's radius, ``round(4 sigma)``; the default) it equals the
+    offline result, ends included (:meth:`finish` reflects at the last value as the offline pass does). A
+    shorter ``lookahead`` cuts the kernel's future side (weights renormalised): less delay, slightly different
+    scores; 0 makes it a one-sided (purely causal) filter."""
+
+    def __init__(self, sigma: float, lookahead: int | None = None) -> None:
+        kernel = gaussian_kernel1d(sigma).double().numpy() if sigma > 0 else np.ones(1)
+        self.kernel = kernel / kernel.sum()
+        self.radius = len(kernel) // 2
+        self.delay = self.radius if lookahead is None else max(0, min(int(lookahead), self.radius))
+        self.window: deque[float] = deque(maxlen=2 * self.radius + 1)
+        self.count = self.emitted = 0
+
+    def push(self, value: float) -> list[float]:
+        self.window.append(float(value))
+        self.count += 1
+        if self.count <= self.delay:
+            return []
+        self.emitted += 1
+        return [self._at(self.emitted - 1, None)]
+
+    def finish(self) -> list[float]:
+        out = []
+        while self.emitted < self.count:
+            out.append(self._at(self.emitted, self.count))
+            self.emitted += 1
+        return out
+
+    def _at(self, t: int, total: int | None) -> float:
+        first = self.count - len(self.window)
+        if self.delay < self.radius:  # cut kernel: the frames it may see, weights renormalised
+            last = t + self.delay if total is None else min(t + self.delay, total - 1)
+            js = range(max(0, t - self.radius), last + 1)
+            weights = self.kernel[[j - t + self.radius for j in js]]
+            return float(sum(w * self.window[j - first] for j, w in zip(js, weights)) / weights.sum())
+        # the offline rule: no smoothing below two values, "edge" padding up to the radius, "reflect" beyond
+        if total is not None and total < 2:
+            return self.window[t - first]
+        clamp = total is not None and total <= self.radius
+        value = 0.0
+        for j, weight in zip(range(t - self.radius, t + self.radius + 1), self.kernel):
+            if clamp:
+                j = min(max(j, 0), total - 1)  # type: ignore[operator]
+            else:
+                j = -j if j < 0 else j
+                if total is not None and j > total - 1:
+                    j = 2 * (total - 1) - j
+            value += weight * self.window[j - first]
+        return value

@@ -12,13 +12,14 @@ A clip is anything that yields preprocessed frames, ``uint8`` tensors ``(3, H, W
 from __future__ import annotations
 
 import tempfile
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 
+from anomalens.errors import ConfigError
 from anomalens.models.base import BaseDetector, Prediction
 from anomalens.progress import SILENT, Reporter
 
@@ -38,6 +39,40 @@ class ClipPrediction(Prediction):
     """
 
     cues: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class FrameScore:
+    """One frame's result from a :class:`CausalScorer`: its index in the pushed sequence, raw score, raw map
+    ``(h, w)`` on the score's scale and, for models with several cues, each cue's share of the score."""
+
+    index: int
+    score: float
+    map: np.ndarray
+    cues: dict[str, float] = field(default_factory=dict)
+
+
+class CausalScorer(ABC):
+    """Scores a stream as its frames arrive (a camera, a live stream), never looking further ahead than
+    ``delay_frames``: each frame's score comes out once that many later frames have been pushed.
+
+    >>> scorer = detector.causal_scorer()                      # doctest: +SKIP
+    >>> for batch in batches: results = scorer.push(batch)     # doctest: +SKIP
+    >>> results += scorer.finish()                             # the last frames, at the end of the stream  # doctest: +SKIP
+    """
+
+    delay_frames: int = 0
+
+    @abstractmethod
+    def push(self, frames: torch.Tensor, steps: Sequence[int] | None = None) -> list[FrameScore]:
+        """Add preprocessed frames ``(B, 3, H, W)`` ``uint8``, in order; returns the frames now scored.
+
+        ``steps``: per frame, how many source frames it is after the one pushed before it (1, the default, when
+        none was dropped in between), so that motion is measured per source frame."""
+
+    @abstractmethod
+    def finish(self) -> list[FrameScore]:
+        """The end of the stream: score what is still waiting for later frames."""
 
 
 class FrameBuffer:
@@ -124,3 +159,8 @@ class VideoDetector(BaseDetector):
         result = self._predict_clip(clip, reporter)
         result.calibration = self.calibration_
         return result
+
+    def causal_scorer(self, lookahead: int | None = None) -> CausalScorer:
+        """A scorer for live streams (see :class:`CausalScorer`) that looks at most ``lookahead`` frames ahead
+        (None: the model's own choice); models without one cannot watch a stream."""
+        raise ConfigError(f"{self.name} has no causal scoring path for live streams; use stfeatures")

@@ -30,6 +30,7 @@ measured figures and the command).
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -41,11 +42,19 @@ from anomalens.data.preprocessing import to_float
 from anomalens.errors import ConfigError, DataError
 from anomalens.models.base import DetectorConfig
 from anomalens.models.components.features import PatchFeatureExtractor
-from anomalens.models.components.kernels import gaussian_smooth_1d
+from anomalens.models.components.kernels import DelayedGaussian, gaussian_smooth_1d
 from anomalens.models.video.motion import FLOW_PRESETS, FlowStream, flow_view, grey_frames, orientation_histograms
 from anomalens.models.components.sampler import Reservoir, batched_greedy_coreset, greedy_coreset
 from anomalens.models.components.search import NearestNeighbourIndex
-from anomalens.models.video.base import Clip, ClipPrediction, FrameBuffer, VideoDetector, clip_name
+from anomalens.models.video.base import (
+    CausalScorer,
+    Clip,
+    ClipPrediction,
+    FrameBuffer,
+    FrameScore,
+    VideoDetector,
+    clip_name,
+)
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import seed_everything
 
@@ -340,6 +349,13 @@ class SpatioTemporalFeatures(VideoDetector):
             scores=cues["appearance"] + cues["motion"], maps=result.maps, views=result.views, cues=cues
         )
 
+    def causal_scorer(self, lookahead: int | None = None) -> "StreamingScorer":
+        """Score a live stream frame by frame; by default the scores equal :meth:`predict_clip`'s, given
+        ``round(4 * temporal_sigma)`` frames later (the kernel's radius); a shorter ``lookahead`` answers sooner."""
+        if self.appearance_index_ is None or self.standardisation_ is None:
+            raise RuntimeError("stfeatures is not fitted: call fit_clips() first")
+        return StreamingScorer(self, lookahead)
+
     # ---- persistence ----------------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.appearance_index_ is None or self.motion_memory_ is None or self.standardisation_ is None:
@@ -385,3 +401,77 @@ class _NormalData:
 def _spread(scores: torch.Tensor) -> torch.Tensor:
     """Standard deviation of normal frame scores, kept away from zero (a single or constant held-out clip)."""
     return torch.maximum(scores.std(unbiased=False), 1e-3 * scores.abs().mean() + 1e-6)
+
+
+class StreamingScorer(CausalScorer):
+    """stfeatures on a stream: the same features, memories and standardisation as :meth:`predict_clip`, with the
+    temporal Gaussian applied causally. A frame's score is known ``delay_frames`` = the kernel's radius,
+    ``round(4 * temporal_sigma)``, frames after it arrives (8 frames, 0.32 s at 25 fps, with the default sigma 2; ``lookahead`` shortens it at
+    the cost of a cut kernel), and the very first frame also waits for the second, whose motion it borrows.
+    Maps are not smoothed in time."""
+
+    def __init__(self, detector: SpatioTemporalFeatures, lookahead: int | None = None) -> None:
+        self.detector = detector
+        c = detector.config
+        self.flows = FlowStream(c.flow_preset)
+        self.smoothers = {name: DelayedGaussian(c.temporal_sigma, lookahead) for name in ("appearance", "motion")}
+        self.delay_frames = self.smoothers["appearance"].delay
+        self.maps: deque[np.ndarray] = deque()
+        self.first: torch.Tensor | None = None  # the first frame's appearance, waiting for the second's motion
+        self.emitted = 0
+
+    @torch.no_grad()
+    def push(self, frames: torch.Tensor, steps: Sequence[int] | None = None) -> list[FrameScore]:
+        d, c = self.detector, self.detector.config
+        if tuple(frames.shape[-2:]) != tuple(c.image_size):
+            raise DataError(f"frame of size {frames.shape[-1]}x{frames.shape[-2]}, expected {c.image_size[1]}x{c.image_size[0]}")
+        floats = to_float(frames).to(d.device)
+        appearance = d.extractor(floats).cpu()
+        ready, flows = [], []
+        steps = steps or [1] * len(frames)
+        for features, grey, step in zip(appearance, grey_frames(floats, d.flow_size), steps):
+            flow = self.flows.push(grey)
+            if flow is not None and step > 1:  # frames were dropped before this one: motion per source frame
+                flow = flow / step
+            if flow is None:
+                self.first = features
+                continue
+            if self.first is not None:
+                ready.append(self.first)
+                flows.append(flow)
+                self.first = None
+            ready.append(features)
+            flows.append(flow)
+        return self._score(ready, flows)
+
+    def finish(self) -> list[FrameScore]:
+        out = []
+        if self.first is not None:  # a one-frame stream: no motion at all
+            out = self._score([self.first], [np.zeros((2, *self.detector.flow_size), np.float32)])
+            self.first = None
+        tails = {name: smoother.finish() for name, smoother in self.smoothers.items()}
+        return out + self._emit(tails)
+
+    def _score(self, appearance: list[torch.Tensor], flows: list[np.ndarray]) -> list[FrameScore]:
+        if not appearance:
+            return []
+        d, c = self.detector, self.detector.config
+        assert d.appearance_index_ is not None and d.motion_memory_ is not None and d.standardisation_ is not None
+        motion = orientation_histograms(torch.from_numpy(np.stack(flows)), c.orientation_bins, c.motion_cell)
+        a, m = d._distance_maps(torch.stack(appearance), motion, d.appearance_index_, d.motion_memory_)
+        a, m = _local_average(a), _local_average(m)
+        self.maps.extend(d._standardised_map(a, m).numpy())
+        a_mean, a_std, m_mean, m_std = d.standardisation_.tolist()
+        smoothed: dict[str, list[float]] = {"appearance": [], "motion": []}
+        for a_score, m_score in zip(a.flatten(1).amax(dim=1).tolist(), m.flatten(1).amax(dim=1).tolist()):
+            smoothed["appearance"] += self.smoothers["appearance"].push((a_score - a_mean) / a_std)
+            smoothed["motion"] += self.smoothers["motion"].push((m_score - m_mean) / m_std)
+        return self._emit(smoothed)
+
+    def _emit(self, smoothed: dict[str, list[float]]) -> list[FrameScore]:
+        out = []
+        for appearance, motion in zip(smoothed["appearance"], smoothed["motion"]):
+            cues = {"appearance": appearance, "motion": motion}
+            out.append(FrameScore(self.emitted, appearance + motion, self.maps.popleft(), cues))
+            self.emitted += 1
+        return out

@@ -1,0 +1,471 @@
+"""The live watcher: a source's frames through a bounded queue into a causal scorer, events out to the sinks.
+
+A reader thread takes frames from the source into a queue of ``queue_size`` frames. From a live source (a
+stream, a camera, a file played in real time) a frame that finds the queue full pushes out the oldest one,
+and a frame older than ``max_latency`` when the scorer reaches it is skipped: both count as dropped, so the
+latency stays bounded and memory fixed. A file read as fast as possible and a hot folder never drop: the
+reader waits. The scorer takes up to ``batch_size`` waiting frames at a time.
+
+Each scored frame goes to the :class:`~anomalens.live.events.EventTracker`; an event is announced
+(``anomaly_started``) once it spans ``min_length`` frames and published in full (``anomaly``, the fields of
+``analyze-video``'s events.json plus the cue, wall-clock times and its clip or overlay) when it closes. A gap
+in a stream becomes a ``source_lost`` message. Figures (fps in and scored, dropped, latency, the open event)
+go to ``status.json`` once a second and to :attr:`Watcher.state` for the UI.
+
+>>> watcher = Watcher("results/video_line3", "rtsp://127.0.0.1:8554/live", "watch_out")   # doctest: +SKIP
+>>> summary = watcher.run()          # until the stream is stopped or watcher.stop() is called    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from anomalens.errors import CheckpointError
+from anomalens.live.events import ClipRecorder, EventTracker, FrameRing, Transition, shrink
+from anomalens.live.scoring import frame_scorer
+from anomalens.live.settings import WatchSettings
+from anomalens.live.sinks import EventLog, FrameLog, Sink
+from anomalens.live.sources import Source, SourceFrame, SourceGap, open_source
+from anomalens.metrics.events import EVENT_MERGE_SECONDS
+from anomalens.models.base import BaseDetector
+from anomalens.runtime import resolve_device, write_json_atomic
+from anomalens.visualization.overlays import overlay
+from anomalens.workflows.runs import load_detector
+
+STATUS_INTERVAL_S = 1.0
+
+
+@dataclass
+class _Pending:
+    index: int
+    arrived: float
+    image: np.ndarray
+    file: str | None
+    processed: float = 0.0
+
+
+@dataclass
+class WatchState:
+    """What the watcher shows while it runs (for the UI): read under ``lock``."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    status: dict[str, Any] = field(default_factory=dict)
+    image: np.ndarray | None = None  # the latest scored frame
+    heatmap: np.ndarray | None = None  # and its raw map
+    calibration: Any = None  # to normalise the map when it is shown
+    scores: deque = field(default_factory=lambda: deque(maxlen=600))  # (frame, normalised score)
+    events: deque = field(default_factory=lambda: deque(maxlen=50))  # latest messages, newest last
+
+    def latest_overlay(self, width: int = 480) -> np.ndarray | None:
+        """The latest scored frame with its heatmap blended in, ``width`` pixels wide (computed when asked)."""
+        with self.lock:
+            image, heatmap = self.image, self.heatmap
+        if image is None or heatmap is None:
+            return None
+        heatmap = self.calibration.normalize(heatmap.astype(np.float32))
+        h, w = image.shape[:2]
+        if w != width:
+            image = np.asarray(Image.fromarray(image).resize((width, max(1, round(h * width / w))), Image.BILINEAR))
+        return overlay(image, heatmap)
+
+
+class Watcher:
+    """Watch one source with one model until the source ends or :meth:`stop` is called (see the module doc)."""
+
+    def __init__(
+        self,
+        checkpoint: str | Path | BaseDetector,
+        source: str | Source,
+        output_dir: str | Path | None = None,
+        *,
+        sinks: list[Sink] | tuple[Sink, ...] = (),
+        settings: WatchSettings | None = None,
+        device: str = "auto",
+        log: Callable[[str], None] | None = None,
+        status_line: Callable[[str], None] | None = None,
+    ) -> None:
+        self.settings = s = settings or WatchSettings()
+        self.log = log or (lambda message: None)
+        self.status_line = status_line
+        self.detector = checkpoint if isinstance(checkpoint, BaseDetector) else load_detector(checkpoint, device=resolve_device(device))
+        if self.detector.calibration_ is None:
+            raise CheckpointError("this model has no threshold (it was never fitted with validation data)")
+        self.calibration = self.detector.calibration_
+        self.scorer = frame_scorer(self.detector, s.lookahead)
+        self.output = Path(output_dir) if output_dir is not None else None
+        self.sinks: list[Sink] = list(sinks)
+        self.gaps: queue.Queue[SourceGap] = queue.Queue()
+        if isinstance(source, Source):  # a source of the caller's own (a test pattern, a frame grabber's SDK)
+            self.source = source
+        else:
+            self.source = open_source(source, realtime=s.realtime, on_lost=self.gaps.put, log=self.log)
+        self.source_spec = self.source.name
+        self.stopping = threading.Event()
+        self.frames: queue.Queue[SourceFrame | None] = queue.Queue(maxsize=max(1, s.queue_size))
+        self.state = WatchState(calibration=self.calibration)
+        # each counter has one writer thread: the reader counts what it read and pushed out, the scorer the rest
+        self.read = self.pushed_out = self.too_late = self.scored = 0
+        self.latencies: deque[float] = deque(maxlen=200)
+        self.processing: deque[float] = deque(maxlen=200)
+        self.announce_delays: list[float] = []
+        self.recorders: list[ClipRecorder] = []
+        self.writing: list[ClipRecorder] = []
+        self.event_count = 0
+        self.per_image = self.source.kind == "folder" and self.detector.kind == "image"
+        self.frame_log: FrameLog | None = None
+        if self.output is not None:
+            (self.output / "events").mkdir(parents=True, exist_ok=True)
+            self.sinks.insert(0, EventLog(self.output))
+            cues = ["appearance", "motion"] if self.detector.kind == "video" and self.detector.name == "stfeatures" else []
+            self.frame_log = FrameLog(
+                self.output, ["frame", "arrived", "scored", "score", "normalized_score", "anomalous", *cues, "file"],
+                s.csv_rows, s.csv_keep,
+            )
+
+    @property
+    def dropped(self) -> int:
+        return self.pushed_out + self.too_late
+
+    def stop(self) -> None:
+        """Ask the watch to end: the source stops, waiting frames are scored, the open event is closed."""
+        self.stopping.set()
+        self.source.stop()
+
+    # ---- reading ---------------------------------------------------------------------------------
+    def _read(self) -> None:
+        try:
+            for frame in self.source.frames():
+                frame.index = self.read
+                self.read += 1
+                if self.source.live:
+                    while True:
+                        try:
+                            self.frames.put_nowait(frame)
+                            break
+                        except queue.Full:
+                            try:  # a camera does not wait: the oldest waiting frame gives way
+                                self.frames.get_nowait()
+                                self.pushed_out += 1
+                            except queue.Empty:
+                                pass
+                else:
+                    while not self.stopping.is_set():
+                        try:
+                            self.frames.put(frame, timeout=0.2)
+                            break
+                        except queue.Full:
+                            continue
+                if self.stopping.is_set():
+                    break
+        except Exception as exc:  # the scorer must hear that the source died, whatever the reason
+            self.log(f"the source stopped: {exc.__class__.__name__}: {exc}")
+            self.read_error = f"{exc.__class__.__name__}: {exc}"
+        finally:
+            while True:
+                try:
+                    self.frames.put(None, timeout=0.5)
+                    break
+                except queue.Full:
+                    if self.stopping.is_set():
+                        try:
+                            self.frames.get_nowait()
+                            self.pushed_out += 1
+                        except queue.Empty:
+                            pass
+
+    read_error: str | None = None
+
+    # ---- the loop --------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Watch until the source ends or :meth:`stop`; returns the final status figures."""
+        s = self.settings
+        self.started = time.time()
+        self.index = -1
+        self.pending: deque[_Pending] = deque()
+        self.fps = self.source.fps
+        self.tracker: EventTracker | None = None
+        self.ring: FrameRing | None = None
+        reader = threading.Thread(target=self._read, name="anomalens-reader", daemon=True)
+        reader.start()
+        next_status = time.monotonic()
+        ended = False
+        try:
+            while not ended:
+                batch, ended = self._take(s.batch_size)
+                if batch:
+                    self._score(batch)
+                self._report_gaps()
+                if time.monotonic() >= next_status:
+                    self._write_status("watching")
+                    next_status = time.monotonic() + STATUS_INTERVAL_S
+            results = self.scorer.finish()
+            self._handle(results)
+        finally:
+            self.stop()
+            self._close_event()
+            reader.join(timeout=10)
+            self._report_gaps()
+            for recorder in self.recorders:
+                recorder.finish()
+            for recorder in self.writing:  # every clip is complete when run() returns
+                recorder.wait(timeout=30)
+            for sink in self.sinks:
+                try:
+                    sink.close(s.sink_timeout)
+                except Exception as exc:  # one sink failing to close must not lose the others
+                    self.log(f"{sink.name}: {exc}")
+            if self.frame_log is not None:
+                self.frame_log.close()
+            status = self._write_status("stopped")
+        return status
+
+    def _take(self, limit: int) -> tuple[list[SourceFrame], bool]:
+        """Up to ``limit`` waiting frames (waits a little for the first); True once the source has ended."""
+        out: list[SourceFrame] = []
+        try:
+            item = self.frames.get(timeout=0.2)
+        except queue.Empty:
+            return out, False
+        while True:
+            if item is None:
+                return out, True
+            if self.source.live and time.time() - item.arrived > self.settings.max_latency:
+                self.too_late += 1  # too old to be worth scoring now
+            else:
+                out.append(item)
+            if len(out) >= limit:
+                return out, False
+            try:
+                item = self.frames.get_nowait()
+            except queue.Empty:
+                return out, False
+
+    def _score(self, batch: list[SourceFrame]) -> None:
+        s = self.settings
+        if self.tracker is None:  # the stream's rate is known once it delivered a frame
+            self.fps = self.source.fps or self.fps
+            cal = self.calibration
+            close_level = cal.threshold + cal.scale * math.log(s.close_level / (1 - s.close_level))
+            gap = EVENT_MERGE_SECONDS if s.close_after is None else s.close_after  # default: analyze-video's merge gap
+            close_after = 0 if self.source.kind == "folder" else max(1, round(gap * self.fps))
+            self.tracker = EventTracker(cal.threshold, min(close_level, cal.threshold), self.fps, close_after, s.min_length)
+            self.ring = FrameRing(round((s.clip_before + 1) * self.fps) + self.scorer.delay_frames + s.queue_size)
+        tensors, steps = [], []
+        for frame in batch:
+            steps.append(max(1, frame.index - self.index))  # > 1 after dropped frames
+            self.index = frame.index
+            image = frame.image
+            self.pending.append(_Pending(self.index, frame.arrived, image, frame.file))
+            tensors.append(self.detector.preprocessing.prepare_array(image))
+            if self.source.kind != "folder":
+                small = shrink(image, s.clip_width)
+                self.ring.add(self.index, small)  # type: ignore[union-attr]
+                for recorder in self.recorders:
+                    recorder.add(self.index, small)
+        with torch.no_grad():
+            results = self.scorer.push(torch.stack(tensors), steps)
+        now = time.time()
+        for item in list(self.pending)[-len(batch):]:
+            item.processed = now
+        self._handle(results)
+        self.recorders = [r for r in self.recorders if not r.done]  # still taking frames
+        self.writing = [r for r in self.writing if not r.future.done()]  # still being encoded
+
+    def _handle(self, results) -> None:
+        cal = self.calibration
+        for result in results:
+            item = self.pending.popleft()
+            now = time.time()
+            self.scored += 1
+            self.latencies.append(now - item.arrived)
+            self.processing.append((item.processed or now) - item.arrived)
+            normalized = float(cal.normalize(result.score))
+            anomalous = result.score > cal.threshold
+            if self.frame_log is not None:
+                self.frame_log.write([
+                    item.index, f"{item.arrived:.3f}", f"{now:.3f}", f"{result.score:.6g}", f"{normalized:.4f}",
+                    int(anomalous), *(f"{v:.6g}" for v in result.cues.values()), item.file or "",
+                ])
+            assert self.tracker is not None
+            transitions = self.tracker.update(item.index, result.score)
+            event = self.tracker.current
+            if event is not None and item.index >= event.start:  # this frame is part of the open event
+                if not event.extra:
+                    event.extra.update(first_arrived=item.arrived, started_at=_iso(item.arrived), file=item.file)
+                peak = event.extra.get("peak_score")
+                if peak is None or result.score > peak:
+                    event.extra.update(peak_score=result.score, cues=dict(result.cues), image=item.image,
+                                       map=result.map, peak_file=item.file)
+            if self.per_image:  # images from a hot folder: each anomalous image is an event of its own
+                transitions += self.tracker.finish()
+            for transition in transitions:
+                self._transition(transition)
+            with self.state.lock:
+                self.state.scores.append((item.index, normalized))
+                self.state.image, self.state.heatmap = item.image, result.map
+
+    # ---- events ----------------------------------------------------------------------------------
+    def _base_message(self, kind: str) -> dict[str, Any]:
+        return {"type": kind, "source": self.source_spec, "model": self.detector.name, "fps": self.fps,
+                "threshold": self.calibration.threshold}
+
+    def _transition(self, transition: Transition) -> None:
+        event = transition.open_event
+        if transition.kind == "started":
+            self.event_count += 1
+            event.extra["id"] = self.event_count
+            delay = time.time() - event.extra["first_arrived"]
+            self.announce_delays.append(delay)
+            message = self._base_message("anomaly_started")
+            message.update(id=self.event_count, start_frame=event.start, start_time=round(event.start / self.fps, 4),
+                           started_at=event.extra.get("started_at"), detection_delay_s=round(delay, 3))
+            if event.extra.get("file"):
+                message["file"] = event.extra["file"]
+            if self.output is not None and self.source.kind != "folder" and self.ring is not None:
+                clip = self.output / "events" / f"event_{self.event_count:05d}.mp4"
+                recorder = ClipRecorder(clip, self.fps, round(self.settings.clip_max * self.fps))
+                first = max(0, event.start - round(self.settings.clip_before * self.fps))
+                for index, image in self.ring.since(first):
+                    recorder.add(index, image)
+                self.recorders.append(recorder)
+                self.writing.append(recorder)
+                event.extra["recorder"] = recorder
+                event.extra["clip_first_frame"] = first
+            self._publish(message)
+            return
+        record = dict(transition.event)
+        message = self._base_message("anomaly")
+        message.update(id=event.extra.get("id", self.event_count), **record)
+        message["peak_normalized_score"] = float(self.calibration.normalize(record["peak_score"]))
+        cues = event.extra.get("cues") or {}
+        if cues:  # which cue made the peak, as analyze-video says it
+            message["peak_cues"] = {name: round(float(v), 4) for name, v in cues.items()}
+            message["main_cue"] = max(cues, key=cues.get)
+        message["started_at"] = event.extra.get("started_at")
+        message["ended_at"] = _iso(time.time())
+        if event.extra.get("closed_by"):
+            message["closed_by"] = event.extra["closed_by"]
+        if event.extra.get("file"):
+            message["file"] = event.extra["file"]
+            message["peak_file"] = event.extra.get("peak_file")
+        recorder = event.extra.get("recorder")
+        if recorder is not None:
+            recorder.stop_at = record["end_frame"] + round(self.settings.clip_after * self.fps)
+            if self.stopping.is_set():
+                recorder.finish()
+            message["clip"] = str(recorder.path.relative_to(self.output))
+            message["clip_first_frame"] = event.extra["clip_first_frame"]
+        if self.output is not None and self.detector.kind == "image" and event.extra.get("image") is not None:
+            message.update(self._save_overlay(message["id"], event.extra["image"], event.extra["map"]))
+        self._publish(message)
+
+    def _save_overlay(self, number: int, image: np.ndarray, raw_map: np.ndarray) -> dict[str, str]:
+        assert self.output is not None
+        names = {"image": f"events/event_{number:05d}.png", "overlay": f"events/event_{number:05d}_overlay.png"}
+        Image.fromarray(image).save(self.output / names["image"])
+        Image.fromarray(overlay(image, self.calibration.normalize(raw_map.astype(np.float32)))).save(self.output / names["overlay"])
+        return names
+
+    def _close_event(self) -> None:
+        if self.tracker is None:
+            return
+        if self.tracker.current is not None:
+            self.tracker.current.extra["closed_by"] = "stop"
+        for transition in self.tracker.finish():
+            self._transition(transition)
+
+    def _report_gaps(self) -> None:
+        while True:
+            try:
+                gap = self.gaps.get_nowait()
+            except queue.Empty:
+                return
+            message = self._base_message("source_lost")
+            message.update(lost_at=_iso(gap.started), back_at=_iso(gap.ended), seconds=round(gap.ended - gap.started, 3),
+                           reason=gap.reason, after_frame=self.index, reconnected=gap.reconnected)
+            self._publish(message)
+
+    def _publish(self, message: dict[str, Any]) -> None:
+        for sink in self.sinks:
+            try:
+                sink.send(message)
+            except Exception as exc:  # a broken sink must never stop the watch
+                self.log(f"{sink.name}: could not take the message ({exc})")
+        with self.state.lock:
+            self.state.events.append(message)
+
+    # ---- status ----------------------------------------------------------------------------------
+    def _write_status(self, state: str) -> dict[str, Any]:
+        now = time.time()
+        previous = getattr(self, "_last_counts", (self.started, 0, 0))
+        span = max(now - previous[0], 1e-6)
+        latencies = sorted(self.latencies)
+        processing = sorted(self.processing)
+        event = self.tracker.current if self.tracker is not None else None
+        status = {
+            "state": state,
+            "source": self.source_spec,
+            "source_kind": self.source.kind,
+            "model": self.detector.name,
+            "updated_at": _iso(now),
+            "uptime_s": round(now - self.started, 1),
+            "frames_read": self.read,
+            "frames_scored": self.scored,
+            "frames_dropped": self.dropped,
+            "dropped_queue_full": self.pushed_out,
+            "dropped_too_late": self.too_late,
+            "dropped_percent": round(100 * self.dropped / max(self.read, 1), 2),
+            "fps_in": round((self.read - previous[1]) / span, 2),
+            "fps_scored": round((self.scored - previous[2]) / span, 2),
+            "latency_ms_p50": _ms(latencies, 0.5),
+            "latency_ms_p95": _ms(latencies, 0.95),
+            "processing_ms_p50": _ms(processing, 0.5),
+            "score_delay_frames": self.scorer.delay_frames,
+            "open_event": None if event is None or not event.announced else {
+                "id": event.extra.get("id"), "start_frame": event.start, "started_at": event.extra.get("started_at")},
+            "events": self.event_count,
+            "announce_delay_ms_max": round(1000 * max(self.announce_delays), 1) if self.announce_delays else None,
+            "sinks": {sink.name: sink.stats() for sink in self.sinks},
+        }
+        if self.read_error:
+            status["source_error"] = self.read_error
+        self._last_counts = (now, self.read, self.scored)
+        if self.output is not None:
+            write_json_atomic(self.output / "status.json", status)
+        with self.state.lock:
+            self.state.status = status
+        if self.status_line is not None:
+            open_text = f"event {status['open_event']['id']} open" if status["open_event"] else "no open event"
+            self.status_line(
+                f"{status['fps_in']:5.1f} fps in, {status['fps_scored']:5.1f} scored, {self.dropped} dropped "
+                f"({status['dropped_percent']:.1f}%), latency {status['latency_ms_p50'] or 0:.0f} ms, "
+                f"{self.event_count} events, {open_text}"
+            )
+        return status
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _ms(sorted_values: list[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    return round(1000 * sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))], 1)
+
+
+def watch(checkpoint: str | Path | BaseDetector, source: str, output_dir: str | Path | None = None, **options: Any) -> dict[str, Any]:
+    """Watch ``source`` with the model at ``checkpoint`` until it ends; see :class:`Watcher` for the options."""
+    return Watcher(checkpoint, source, output_dir, **options).run()

@@ -1,0 +1,210 @@
+"""The UI's Live tab: pick a model and a source, start and stop watching, see the latest frame with its heatmap,
+a rolling score chart with the threshold, and the recent events with their clips.
+
+The watching itself is :class:`anomalens.live.Watcher` in a background thread, one per browser session and at
+most :data:`MAX_WATCHES` on the server. Sources are confined like every path the UI takes: files and hot
+folders under the allowed data folders, streams only from the URL prefixes the server allows
+(``ANOMALENS_UI_STREAMS``, comma-separated, e.g. ``rtsp://127.0.0.1:8554/``; none by default).
+
+>>> build(settings, board, lists)       # inside the page's gr.Blocks                # doctest: +SKIP
+"""
+
+# no "from __future__ import annotations": Gradio reads the gr.Request annotations at run time
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from anomalens.errors import ConfigError, DataError
+from anomalens.ui.common import DETECTORS, ModelLists, UISettings, chosen_run, model_choices, request_key
+from anomalens.ui.jobs import JobBoard, new_workspace
+from anomalens.ui.security import confine_path, user_message
+
+STREAMS_ENV = "ANOMALENS_UI_STREAMS"
+MAX_WATCHES = 2  # live watches the whole server runs at once (each takes a CPU core when the source is fast)
+EVENT_HEADERS = ["#", "start frame", "end frame", "start (s)", "duration (s)", "peak (0.5 = threshold)", "cue", "started at"]
+
+
+def allowed_streams(environ: dict[str, str] | None = None) -> list[str]:
+    environ = os.environ if environ is None else environ
+    return [p.strip() for p in environ.get(STREAMS_ENV, "").split(",") if p.strip()]
+
+
+def resolve_source(settings: UISettings, text: str | None, environ: dict[str, str] | None = None) -> str:
+    """A source the server may open: a stream URL or camera under an allowed prefix, else a path confined to
+    the allowed data folders."""
+    text = (text or "").strip()
+    if not text:
+        raise DataError("give a source: a video file or hot folder under the data folders, or an allowed stream URL")
+    if "://" in text or text.startswith("/dev/"):
+        prefixes = allowed_streams(environ)
+        if not any(text.startswith(prefix) for prefix in prefixes):
+            allowed = ", ".join(prefixes) if prefixes else f"none (the server sets them in {STREAMS_ENV})"
+            raise DataError(f"this stream is not allowed on this server; allowed: {allowed}", text)
+        return text
+    return str(confine_path(text, settings.data_roots))
+
+
+@dataclass
+class _Watch:
+    watcher: Any
+    thread: threading.Thread
+    output: Path
+    error: str | None = None
+    clip_shown: str | None = None
+
+
+class LiveWatches:
+    """The running watches, one per browser session."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.watches: dict[str, _Watch] = {}
+
+    def start(self, settings: UISettings, key: str, run_dir: str | None, source: str | None) -> str:
+        from anomalens.live import Watcher, WatchSettings
+
+        self.stop(key)
+        source = resolve_source(settings, source)
+        run = chosen_run(settings, run_dir)
+        with self.lock:
+            running = sum(w.thread.is_alive() for w in self.watches.values())
+            if running >= MAX_WATCHES:
+                raise ConfigError(f"{running} live watches already run on this server; stop one first")
+        detector = DETECTORS.get(run, settings.device, _kind(run))
+        output = new_workspace(settings.sessions_dir, key, "live")
+        # a file is played at its own rate, as a camera would deliver it
+        watcher = Watcher(detector, source, output, settings=WatchSettings(realtime=True), device=settings.device)
+        watch = _Watch(watcher, threading.Thread(target=lambda: self._run(key), name="anomalens-live", daemon=True), output)
+        with self.lock:
+            self.watches[key] = watch
+        watch.thread.start()
+        return f"Watching `{source}` with **{detector.name}**…"
+
+    def _run(self, key: str) -> None:
+        watch = self.watches[key]
+        try:
+            watch.watcher.run()
+        except Exception as exc:  # shown in the page, not lost in a thread
+            watch.error = user_message(exc)
+
+    def stop(self, key: str) -> bool:
+        with self.lock:
+            watch = self.watches.get(key)
+        if watch is None or not watch.thread.is_alive():
+            return False
+        watch.watcher.stop()
+        watch.thread.join(timeout=30)
+        return True
+
+    def view(self, key: str) -> dict[str, Any]:
+        """What the page shows: status text, the latest overlay, the recent scores, event rows and the newest clip."""
+        with self.lock:
+            watch = self.watches.get(key)
+        if watch is None:
+            return {"status": "Not watching. Pick a model and a source, then **Start**.", "image": None, "scores": [],
+                    "events": [], "clip": None}
+        state = watch.watcher.state
+        image = state.latest_overlay()
+        with state.lock:
+            status = dict(state.status)
+            scores = list(state.scores)
+            messages = list(state.events)
+        rows, clip = [], None
+        for m in messages:
+            if m.get("type") == "anomaly":
+                rows.append([m.get("id"), m.get("start_frame"), m.get("end_frame"), m.get("start_time"), m.get("duration"),
+                             round(m.get("peak_normalized_score", 0.0), 3), m.get("main_cue", ""), m.get("started_at")])
+                path = watch.output / m["clip"] if m.get("clip") else (watch.output / m["overlay"] if m.get("overlay") else None)
+                if path is not None and path.is_file() and path.suffix == ".mp4":
+                    clip = str(path)
+            elif m.get("type") == "source_lost":
+                rows.append(["lost", "", m.get("after_frame"), "", m.get("seconds"), "", m.get("reason", ""), m.get("lost_at")])
+        if clip == watch.clip_shown:
+            clip = None  # unchanged: the page keeps playing what it shows
+        else:
+            watch.clip_shown = clip
+        running = watch.thread.is_alive()
+        text = (f"**{'Watching' if running else 'Stopped'}** `{status.get('source', '')}` · "
+                f"{status.get('frames_scored', 0)} frames scored · {status.get('fps_scored', 0)} fps · "
+                f"{status.get('frames_dropped', 0)} dropped · median latency {status.get('latency_ms_p50') or 0} ms · "
+                f"{status.get('events', 0)} event(s)" + (" · **event open**" if status.get("open_event") else ""))
+        if watch.error:
+            text = f"**Error:** {watch.error}"
+        return {"status": text, "image": image, "scores": scores, "events": rows[::-1], "clip": clip}
+
+
+def _kind(run: Path) -> str:
+    from anomalens.workflows.runs import read_model_config
+
+    return read_model_config(run).get("kind", "image")
+
+
+WATCHES = LiveWatches()
+
+
+def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
+    """The tab's layout and wiring (inside a ``gr.Blocks``); watches run apart from the job board's lanes."""
+    import gradio as gr
+    import pandas as pd
+
+    def chart(scores: list[tuple[int, float]]) -> Any:
+        if not scores:  # both series from the start: the chart fixes its colours on the first value
+            scores = [(0, 0.0)]
+        frames = [f for f, _ in scores]
+        return pd.DataFrame({
+            "frame": frames + [frames[0], frames[-1]],
+            "score": [s for _, s in scores] + [0.5, 0.5],
+            "series": ["normalised score"] * len(scores) + ["threshold", "threshold"],
+        })
+
+    with gr.Tab("Live", id="live"):
+        gr.Markdown("Watch a video file (played at its own rate), a hot folder of images, or a stream the server "
+                    "allows. Events open when the normalised score crosses **0.5** (the model's threshold).")
+        with gr.Row():
+            options = model_choices(settings, "image") + model_choices(settings, "video")
+            model = gr.Dropdown(label="Model", choices=options, value=options[0][1] if options else None, scale=4,
+                                elem_id="live-model")
+            refresh_models = gr.Button("↻", scale=0, size="sm")
+            source = gr.Textbox(label="Source: a file or folder under the data folders, or an allowed stream URL",
+                                scale=5, elem_id="live-source")
+        with gr.Row():
+            start = gr.Button("Start", variant="primary", elem_id="live-start")
+            stop = gr.Button("Stop", elem_id="live-stop")
+        status = gr.Markdown("Not watching.", elem_id="live-status")
+        with gr.Row():
+            frame = gr.Image(label="Latest frame with its heatmap", type="numpy", elem_id="live-frame", height=320,
+                             image_mode="RGB")
+            plot = gr.LinePlot(chart([]), x="frame", y="score", color="series", y_lim=[0, 1],
+                               label="Normalised score (threshold 0.5)", elem_id="live-chart", height=320)
+        events = gr.Dataframe(headers=EVENT_HEADERS, label="Recent events (newest first)", elem_id="live-events",
+                              interactive=False)
+        clip = gr.Video(label="Latest event clip", elem_id="live-clip", height=360)
+        timer = gr.Timer(1.0, active=False)
+
+        def on_start(run_dir, text, request: gr.Request):
+            try:
+                message = WATCHES.start(settings, request_key(request), run_dir, text)
+                return message, gr.Timer(active=True)
+            except Exception as exc:
+                return f"**Error:** {user_message(exc)}", gr.Timer(active=False)
+
+        def refresh(request: gr.Request):
+            view = WATCHES.view(request_key(request))
+            clip_value = gr.skip() if view["clip"] is None else view["clip"]
+            return view["status"], view["image"], chart(view["scores"]), view["events"], clip_value
+
+        def on_stop(request: gr.Request):
+            WATCHES.stop(request_key(request))
+            return refresh(request) + (gr.Timer(active=False),)
+
+        def models(current):
+            choices = model_choices(settings, "image") + model_choices(settings, "video")
+            values = [value for _, value in choices]
+            return gr.update(choices=choices, value=current if current in values else (values[0] if values else None))
+
+        refresh_models.click(models, [model], [model])
+        start.click(on_start, [model, source], [status, timer], concurrency_limit=None)
+        stop.click(on_stop, None, [status, frame, plot, events, clip, timer], concurrency_limit=None)
+        timer.tick(refresh, None, [status, frame, plot, events, clip], concurrency_limit=None, show_progress="hidden")

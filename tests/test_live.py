@@ -1,0 +1,392 @@
+"""Watching live: causal scoring equals the offline scores, events equal analyze-video's, and the real parts
+(a GStreamer RTSP server, a mosquitto broker, an HTTP receiver, a hot folder, SIGTERM) behave as documented.
+
+The model is the default video model, small (96x128 frames) and trained once for the module on synthetic
+conveyor clips; the watched video joins clips with known anomalies (a foreign object, a speed change).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from _live_parts import Receiver, free_port, start_mosquitto, start_rtsp_server, stop, wait_until
+from anomalens.data.preprocessing import Preprocessing
+from anomalens.data.synthetic_video import DEFAULT_VIDEO_CATEGORY, make_synthetic_video_dataset, synthetic_clip
+from anomalens.data.video_io import probe_video, write_video
+from anomalens.live.events import EventTracker
+from anomalens.live.settings import WatchSettings
+from anomalens.live.sinks import MqttSink, WebhookSink
+from anomalens.live.watcher import Watcher
+from anomalens.metrics.events import detect_events
+from anomalens.models.base import create_detector
+from anomalens.models.components.kernels import DelayedGaussian, gaussian_smooth_1d
+from anomalens.workflows.predict import analyze_video
+from anomalens.workflows.train import train_video_model
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = (96, 128)
+LINE = [(50, None), (51, "foreign_object"), (52, None), (53, "speed_change"), (54, None)]
+
+
+def frames_of(seed: int, n: int, anomaly: str | None = None) -> list[np.ndarray]:
+    return synthetic_clip(seed, n_frames=n, size=SIZE, anomaly=anomaly)[0]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """stfeatures trained (as train-video does) on encoded synthetic clips: (detector, run folder)."""
+    root = make_synthetic_video_dataset(tmp_path_factory.mktemp("live_data"), n_train=3, n_test=1, n_frames=80, size=SIZE)
+    result = train_video_model(root, DEFAULT_VIDEO_CATEGORY, model="stfeatures", image_size=SIZE, device="cpu",
+                               results_dir=tmp_path_factory.mktemp("live_runs"),
+                               appearance_memory=512, motion_memory=64)
+    return result.detector, result.run_dir
+
+
+@pytest.fixture(scope="module")
+def line_video(tmp_path_factory) -> Path:
+    """300 frames at 10 fps: normal, a foreign object, normal, a speed change, normal."""
+    frames = [f for seed, kind in LINE for f in frames_of(seed, 60, kind)]
+    return write_video(tmp_path_factory.mktemp("line") / "line.mp4", frames, 10)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def iou(a: dict, b: dict) -> float:
+    inter = min(a["end_frame"], b["end_frame"]) - max(a["start_frame"], b["start_frame"]) + 1
+    union = max(a["end_frame"], b["end_frame"]) - min(a["start_frame"], b["start_frame"]) + 1
+    return max(inter, 0) / union
+
+
+# ---- the pieces --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sigma", [0.0, 0.7, 2.0])
+def test_delayed_smoothing_equals_the_offline_smoothing(sigma):
+    for n in (1, 2, 4, 6, 7, 15, 40):
+        values = np.random.default_rng(n).normal(size=n)
+        smoother = DelayedGaussian(sigma)
+        out = [y for v in values for y in smoother.push(v)]
+        assert len(out) == max(0, n - smoother.delay)  # each value comes `delay` values later
+        out += smoother.finish()
+        np.testing.assert_allclose(out, gaussian_smooth_1d(values, sigma), atol=1e-5)
+
+
+def test_shorter_lookahead_answers_sooner():
+    smoother = DelayedGaussian(2.0, lookahead=0)
+    assert smoother.delay == 0 and smoother.push(1.0) == [1.0]
+    step = [y for v in [0.0] * 10 + [1.0] for y in smoother.push(v)]
+    assert 0 < step[-1] < 1  # one-sided: the step shows at once, damped by the past
+
+
+def test_tracker_gives_the_offline_intervals():
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        scores = (rng.random(rng.integers(1, 50)) < rng.random()) * 2.0
+        gap, min_length = int(rng.integers(0, 4)), int(rng.integers(1, 4))
+        tracker = EventTracker(1.0, 1.0, 10, gap, min_length)
+        live = [t.event for i, s in enumerate(scores) for t in tracker.update(i, s) if t.kind == "closed"]
+        live += [t.event for t in tracker.finish() if t.kind == "closed"]
+        assert live == detect_events(scores, 1.0, 10, min_length=min_length, merge_gap=gap)
+
+
+def test_hysteresis_keeps_an_event_open_above_the_lower_level():
+    tracker = EventTracker(threshold=1.0, close_level=0.5, fps=10, close_after=0)
+    closed = [t.event for i, s in enumerate([0, 2, 0.8, 0.7, 0.2, 0]) for t in tracker.update(i, s) if t.kind == "closed"]
+    assert [(e["start_frame"], e["end_frame"]) for e in closed] == [(1, 3)]
+
+
+def test_causal_scores_equal_the_offline_scores(model):
+    detector, _ = model
+    prep = Preprocessing(image_size=SIZE)
+    frames = [prep.prepare_array(f) for f in frames_of(60, 30, "stop")]
+    offline = detector.predict_clip(frames)
+    for batch in (1, 3):
+        scorer = detector.causal_scorer()
+        assert scorer.delay_frames == 8  # the kernel radius, round(4 * temporal_sigma 2)
+        results = [r for i in range(0, len(frames), batch) for r in scorer.push(torch.stack(frames[i:i + batch]))]
+        assert len(results) == len(frames) - 8
+        results += scorer.finish()
+        assert [r.index for r in results] == list(range(len(frames)))
+        np.testing.assert_allclose([r.score for r in results], offline.scores, atol=1e-4)
+        np.testing.assert_allclose([r.cues["motion"] for r in results], offline.cues["motion"], atol=1e-4)
+
+
+# ---- watch a file: the same events as analyze-video -------------------------------------------------------
+def test_watch_finds_the_events_of_analyze_video(model, line_video, tmp_path):
+    detector, _ = model
+    offline = [dataclasses.asdict(e) for e in analyze_video(detector, line_video, tmp_path / "offline", device="cpu").events]
+    out = tmp_path / "watch"
+    status = Watcher(detector, str(line_video), out, device="cpu").run()
+    assert status["frames_dropped"] == 0 and status["frames_scored"] == 300 and status["state"] == "stopped"
+    messages = read_jsonl(out / "events.jsonl")
+    live = [m for m in messages if m["type"] == "anomaly"]
+    assert len(offline) >= 2 and len(live) == len(offline)
+    for event, twin in zip(live, offline):
+        assert iou(event, twin) >= 0.8
+        assert set(twin) <= set(event)  # every field of analyze-video's events.json
+        assert event["main_cue"] in ("appearance", "motion")
+        clip = probe_video(out / event["clip"])
+        assert clip["codec"] == "h264" and clip["frames"] >= event["frames"]
+    # a foreign object is an appearance anomaly, a speed change a motion anomaly
+    cues = {m["main_cue"] for m in live if m["frames"] > 5}
+    assert cues == {"appearance", "motion"}
+    started = [m for m in messages if m["type"] == "anomaly_started"]
+    assert [m["start_frame"] for m in started] == [m["start_frame"] for m in live]
+    rows = (out / "frames_00001.csv").read_text().splitlines()
+    assert len(rows) == 301 and rows[0].startswith("frame,arrived,scored,score,normalized_score,anomalous,appearance,motion")
+    assert json.loads((out / "status.json").read_text())["events"] == len(live)
+
+
+# ---- a hot folder ------------------------------------------------------------------------------------------
+def test_hot_folder_scores_each_dropped_image_once(tmp_path, tiny_model):
+    from anomalens.models.base import create_detector as create
+
+    rng = np.random.default_rng(0)
+    normal = [np.full((64, 64, 3), 120, np.uint8) + rng.integers(0, 6, (64, 64, 3), dtype=np.uint8) for _ in range(12)]
+    detector = create(tiny_model, image_size=(64, 64)).fit(torch.stack([torch.from_numpy(x).permute(2, 0, 1) for x in normal[:8]]),
+                                                            torch.stack([torch.from_numpy(x).permute(2, 0, 1) for x in normal[8:]]))
+    folder, out = tmp_path / "incoming", tmp_path / "out"
+    folder.mkdir()
+    Image.fromarray(normal[0]).save(folder / "a_000.png")  # already there when the watch starts
+    watcher = Watcher(detector, str(folder), out, device="cpu")
+    thread = threading.Thread(target=watcher.run)
+    thread.start()
+    try:
+        defect = normal[1].copy()
+        defect[20:40, 20:40] = 250
+        Image.fromarray(normal[2]).save(folder / "a_001.png")
+        Image.fromarray(defect).save(folder / "a_002.png")
+        # a camera writing slowly: half the bytes, a pause of several polls, then the rest
+        data = (folder / "a_001.png").read_bytes()
+        with open(folder / "a_003.png", "wb") as slow:
+            slow.write(data[: len(data) // 2])
+            slow.flush()
+            time.sleep(0.8)
+            slow.write(data[len(data) // 2:])
+        Image.fromarray(normal[3]).save(folder / "a_004.png")
+        assert wait_until(lambda: watcher.scored >= 5, 20)
+        time.sleep(0.6)  # several more polls: nothing is taken twice
+    finally:
+        watcher.stop()
+        thread.join(30)
+    rows = [line.split(",") for line in (out / "frames_00001.csv").read_text().splitlines()[1:]]
+    assert sorted(Path(row[-1]).name for row in rows) == [f"a_00{i}.png" for i in range(5)]
+    anomalous = {Path(row[-1]).name for row in rows if row[5] == "1"}
+    assert anomalous == {"a_002.png"}
+    (event,) = [m for m in read_jsonl(out / "events.jsonl") if m["type"] == "anomaly"]
+    assert Path(event["file"]).name == "a_002.png"
+    assert Image.open(out / event["overlay"]).size == (64, 64) and (out / event["image"]).is_file()
+
+
+# ---- sinks against real receivers --------------------------------------------------------------------------
+def test_webhook_delivers_once_the_receiver_is_up(tmp_path):
+    port = free_port()
+    sink = WebhookSink(f"http://127.0.0.1:{port}/events", timeout=1.0)
+    for n in range(3):
+        sink.send({"type": "anomaly", "id": n})
+    time.sleep(1.0)  # the receiver is down: the sink retries with back-off and never blocks send()
+    assert sink.failures >= 1 and sink.delivered == 0
+    receiver = Receiver(port)
+    try:
+        assert wait_until(lambda: len(receiver.messages) == 3, 15)
+        assert [m["id"] for m in receiver.messages] == [0, 1, 2]
+    finally:
+        sink.close(2)
+        receiver.close()
+
+
+def test_webhook_queue_is_bounded(tmp_path):
+    sink = WebhookSink(f"http://127.0.0.1:{free_port()}/", queue_size=2, timeout=0.5)
+    started = time.monotonic()
+    for n in range(10):
+        sink.send({"id": n})
+    assert time.monotonic() - started < 0.5  # never blocks
+    assert sink.stats()["queued"] <= 2 and sink.dropped >= 7
+    sink.close(0.5)
+
+
+@pytest.fixture()
+def subscriber():
+    import paho.mqtt.client as mqtt
+
+    received: list = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"anomalens-test-{os.getpid()}", clean_session=False)
+    client.on_message = lambda c, u, message: received.append(message)
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *args: subscribed.set()
+    client.received, client.subscribed = received, subscribed
+    yield client
+    client.loop_stop()
+    client.disconnect()
+
+
+def test_mqtt_events_arrive_with_qos_1_also_across_a_broker_restart(model, line_video, tmp_path, subscriber):
+    detector, _ = model
+    port = free_port()
+    broker = start_mosquitto(port, tmp_path / "broker")
+    try:
+        subscriber.connect("127.0.0.1", port)
+        subscriber.subscribe("line/events", qos=1)
+        subscriber.loop_start()
+        assert subscriber.subscribed.wait(10)
+        sink = MqttSink(f"127.0.0.1:{port}", "line/events")
+        status = Watcher(detector, str(line_video), None, sinks=[sink], device="cpu").run()
+        events = [json.loads(m.payload) for m in subscriber.received]
+        assert {m["type"] for m in events} == {"anomaly_started", "anomaly"}
+        assert sum(m["type"] == "anomaly" for m in events) == status["events"] >= 2
+        assert all(m.qos == 1 for m in subscriber.received)
+
+        # the broker restarts while the sink holds a message: it arrives after the reconnect
+        sink = MqttSink(f"127.0.0.1:{port}", "line/events")
+        assert wait_until(sink.connected.is_set, 10)
+        stop(broker)
+        sink.send({"type": "anomaly", "id": "while-down"})
+        time.sleep(1.0)
+        broker = start_mosquitto(port, tmp_path / "broker")
+        assert wait_until(lambda: any(b"while-down" in m.payload for m in subscriber.received), 30)
+        sink.close(2)
+    finally:
+        stop(broker)
+
+
+# ---- a real RTSP stream that drops and comes back -------------------------------------------------------
+@pytest.mark.slow
+def test_rtsp_stream_loss_is_logged_and_the_watch_reconnects(model, tmp_path):
+    detector, _ = model
+    video = write_video(tmp_path / "stream.mp4", frames_of(70, 150), 25)  # 6 s at 25 fps
+    port = free_port()
+    server = start_rtsp_server(port, video)
+    out = tmp_path / "out"
+    watcher = Watcher(detector, f"rtsp://127.0.0.1:{port}/live", out, device="cpu")
+    thread = threading.Thread(target=watcher.run)
+    thread.start()
+    try:
+        assert wait_until(lambda: watcher.scored >= 20, 30), "no frames from the RTSP server"
+        stop(server)
+        lost_at = watcher.read
+        time.sleep(1.5)
+        server = start_rtsp_server(port, video)
+        assert wait_until(lambda: watcher.read >= lost_at + 20, 30), "no frames after the server came back"
+    finally:
+        watcher.stop()
+        thread.join(30)
+        stop(server)
+    (lost,) = [m for m in read_jsonl(out / "events.jsonl") if m["type"] == "source_lost"]
+    assert lost["reconnected"] and 1.0 <= lost["seconds"] < 5.0
+    status = json.loads((out / "status.json").read_text())
+    assert status["state"] == "stopped" and status["fps_in"] >= 0 and status["frames_scored"] > 40
+
+
+# ---- the command: SIGTERM mid-event loses nothing -------------------------------------------------------
+@pytest.mark.slow
+def test_sigterm_closes_the_open_event_and_flushes(model, tmp_path):
+    _, folder = model
+    # a long stop of the belt from frame 20 on, played in real time
+    frames = frames_of(80, 40) + [frames_of(80, 40)[-1]] * 200
+    video = write_video(tmp_path / "stopped.mp4", frames, 25)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "anomalens", "watch", "--checkpoint", str(folder), "--source", str(video), "--realtime",
+         "--output", str(out), "--device", "cpu"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        started = lambda: (out / "events.jsonl").is_file() and "anomaly_started" in (out / "events.jsonl").read_text()  # noqa: E731
+        assert wait_until(started, 60), process.stderr.read() if process.poll() is not None else "no event started"
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        stop(process)
+    assert process.returncode == 0, stderr
+    (event,) = [m for m in read_jsonl(out / "events.jsonl") if m["type"] == "anomaly"]
+    assert event["closed_by"] == "stop" and event["end_frame"] >= event["start_frame"]
+    assert probe_video(out / event["clip"])["codec"] == "h264"
+    assert json.loads((out / "status.json").read_text())["state"] == "stopped"
+    assert "1 event(s)" in stdout
+
+
+def test_http_stream_is_read_through_pyav(model, line_video, tmp_path):
+    """An http:// source (here a plain web server handing out the file): frames arrive and are scored; when the
+    stream ends, the watcher treats it as a loss and reconnects, as for a camera."""
+    import functools
+    import http.server
+
+    detector, _ = model
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(line_video.parent))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    watcher = Watcher(detector, f"http://127.0.0.1:{server.server_address[1]}/{line_video.name}", tmp_path / "out", device="cpu")
+    thread = threading.Thread(target=watcher.run)
+    thread.start()
+    try:
+        assert wait_until(lambda: watcher.read > 300, 60), "the HTTP stream was not read again after it ended"
+    finally:
+        watcher.stop()
+        thread.join(30)
+        server.shutdown()
+        server.server_close()
+    assert watcher.scored > 0 and watcher.source.connections >= 2
+    messages = read_jsonl(tmp_path / "out" / "events.jsonl")
+    assert any(m["type"] == "source_lost" and m["reason"] == "the stream ended" for m in messages)
+
+
+# ---- the command's user errors, the UI's source confinement ---------------------------------------------------
+def test_watch_help_and_user_errors_exit_2_with_one_line(model, tmp_path, capsys):
+    from anomalens.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["watch", "--help"])
+    assert exit_info.value.code == 0 and "anomalens watch --checkpoint" in capsys.readouterr().out
+    _, run = model
+    for flags, expected in [
+        (["--source", str(tmp_path / "missing.mp4"), "--output", str(tmp_path / "o")], "source not found"),
+        (["--source", str(tmp_path), "--mqtt", "127.0.0.1"], "--mqtt must be HOST:PORT"),
+        (["--source", str(tmp_path), "--webhook", "ftp://x"], "--webhook must be an http"),
+        (["--source", str(tmp_path)], "nowhere to send events"),
+        (["--source", str(tmp_path), "--output", str(tmp_path / "o"), "--close-level", "0.7"], "--close-level"),
+    ]:
+        assert main(["watch", "--checkpoint", str(run), *flags, "--device", "cpu"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert expected in err, err
+
+
+def test_ui_live_sources_are_confined(tmp_path):
+    from anomalens.errors import DataError
+    from anomalens.ui.common import UISettings
+    from anomalens.ui.tabs.live import resolve_source
+
+    (tmp_path / "data" / "cam").mkdir(parents=True)
+    settings = UISettings(results_dir=tmp_path / "results", data_roots=[tmp_path / "data"])
+    assert resolve_source(settings, "cam", {}) == str((tmp_path / "data" / "cam").resolve())
+    allowed = {"ANOMALENS_UI_STREAMS": "rtsp://127.0.0.1:8554/, /dev/video0"}
+    assert resolve_source(settings, "rtsp://127.0.0.1:8554/live", allowed) == "rtsp://127.0.0.1:8554/live"
+    for text, env in [("../../etc", {}), ("/etc/passwd", allowed), ("rtsp://10.0.0.9/live", allowed),
+                      ("rtsp://127.0.0.1:8554/live", {}), ("/dev/video1", allowed), ("", allowed)]:
+        with pytest.raises(DataError):
+            resolve_source(settings, text, env)
+
+
+def test_frames_that_cannot_be_scored_in_time_are_dropped_and_counted(model, tmp_path):
+    """A camera does not wait: 300 frames played at 300 fps are more than the scorer takes, so the queue stays
+    bounded, frames are dropped (and counted), and each scored frame keeps its own number."""
+    detector, _ = model
+    video = write_video(tmp_path / "fast.mp4", [f for seed, kind in LINE for f in frames_of(seed, 60, kind)], 300)
+    out = tmp_path / "out"
+    status = Watcher(detector, str(video), out, device="cpu", settings=WatchSettings(realtime=True, queue_size=4)).run()
+    assert status["frames_read"] == 300 and status["frames_dropped"] > 0
+    assert status["frames_scored"] + status["frames_dropped"] == 300
+    numbers = [int(line.split(",")[0]) for line in (out / "frames_00001.csv").read_text().splitlines()[1:]]
+    assert len(numbers) == status["frames_scored"] and numbers == sorted(set(numbers)) and numbers[-1] <= 299
