@@ -62,3 +62,22 @@ def tiny_model(monkeypatch) -> str:
     from _tiny_detector import register_tiny_detector
 
     return register_tiny_detector(monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def patchcore_run(synthetic_image_dataset, tmp_path_factory) -> Path:
+    """A small PatchCore run (64 px, synthetic data) for the export, runtime and server tests."""
+    from anomalens.workflows.train import train_image_model
+
+    root, category = synthetic_image_dataset
+    results = tmp_path_factory.mktemp("deploy_results")
+    return train_image_model(root, category, "patchcore", results, image_size=64, seed=0, device="cpu",
+                             run_name="patchcore").run_dir
+
+
+@pytest.fixture(scope="session")
+def onnx_bundle(patchcore_run, tmp_path_factory) -> Path:
+    """``patchcore_run`` exported to an fp32 ONNX bundle."""
+    from anomalens.export import export_model
+
+    return export_model(patchcore_run, "onnx", "fp32", tmp_path_factory.mktemp("bundles") / "onnx_fp32").folder

@@ -7,10 +7,16 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from anomalens.metrics.threshold import Calibration, calibrate
+from anomalens.metrics.threshold import (
+    Calibration,
+    calibrate,
+    effective_sample_size,
+    generalized_pareto_quantile,
+    needed_validation_count,
+)
 
 
-def test_threshold_is_the_larger_of_quantile_and_gaussian_tail():
+def test_small_sets_use_the_larger_of_quantile_and_gaussian_tail():
     scores = np.array([1.0, 1.1, 0.9, 1.05, 0.95])
     cal = calibrate(scores, target_fpr=0.01)
     z = NormalDist().inv_cdf(0.99)
@@ -60,3 +66,78 @@ def test_round_trip_and_override():
     assert Calibration.from_dict(cal.to_dict()) == cal
     moved = cal.with_threshold(10.0)
     assert moved.threshold == 10.0 and moved.scale == cal.scale
+
+
+# ---- the tail model, the effective sample size and the small-validation warning --------------------------
+
+
+@pytest.mark.parametrize(
+    "draw",
+    [
+        lambda rng, n: rng.normal(0.0, 1.0, n),
+        lambda rng, n: rng.exponential(1.0, n),
+        lambda rng, n: rng.lognormal(0.0, 0.5, n),
+        lambda rng, n: rng.standard_t(4, n),
+    ],
+    ids=["normal", "exponential", "lognormal", "student_t4"],
+)
+def test_tail_model_keeps_the_rate_on_fresh_data_near_the_target(draw):
+    """Known distributions, 300 validation scores, target 1%: over 30 draws the mean rate on fresh data stays
+    within [0.4%, 1.6%] (the empirical quantile of 300 scores alone would vary between about 0.3% and 2%)."""
+    rng = np.random.default_rng(7)
+    fresh = draw(rng, 200_000)
+    rates = [float(np.mean(fresh > calibrate(draw(rng, 300), 0.01).threshold)) for _ in range(30)]
+    assert 0.004 <= np.mean(rates) <= 0.016
+
+
+def test_small_skewed_sets_do_not_promise_too_little():
+    """30 exponential scores: the normal tail of the old rule flagged about 3.7% of fresh data at a 1% target."""
+    rng = np.random.default_rng(3)
+    fresh = rng.exponential(1.0, 200_000)
+    rates = [float(np.mean(fresh > calibrate(rng.exponential(1.0, 30), 0.01).threshold)) for _ in range(40)]
+    assert np.mean(rates) < 0.02
+    assert calibrate(rng.exponential(1.0, 30), 0.01).tail_model == "generalized_pareto"
+
+
+def test_generalized_pareto_recovers_an_exponential_quantile():
+    rng = np.random.default_rng(0)
+    q = generalized_pareto_quantile(rng.exponential(2.0, 20_000), 0.001)
+    assert q == pytest.approx(2.0 * np.log(1000), rel=0.05)
+    assert generalized_pareto_quantile(np.arange(10.0), 0.01) is None  # too few scores for a tail
+
+
+def test_effective_sample_size_counts_correlated_frames_less():
+    rng = np.random.default_rng(1)
+    independent = rng.normal(size=1000)
+    assert effective_sample_size(independent) == 1000
+    assert effective_sample_size(independent, [500, 500]) == pytest.approx(1000, rel=0.2)
+    # an AR(1) series with coefficient 0.9 is worth about n (1 - 0.9) / (1 + 0.9) independent values
+    series = np.zeros(20_000)
+    for t in range(1, series.size):
+        series[t] = 0.9 * series[t - 1] + rng.normal()
+    assert effective_sample_size(series, [series.size]) == pytest.approx(20_000 * 0.1 / 1.9, rel=0.3)
+
+
+def test_small_validation_set_warns_with_the_number_needed():
+    rng = np.random.default_rng(2)
+    small = calibrate(rng.normal(size=40), 0.01)
+    assert needed_validation_count(0.01) == 300 and small.needed_count == 300
+    assert "too small" in small.warning and "300" in small.warning
+    assert calibrate(rng.normal(size=2000), 0.01).warning == ""
+    # 2000 strongly correlated video frames are not 2000 independent ones
+    frames = np.repeat(rng.normal(size=100), 20)
+    video = calibrate(frames, 0.01, series_lengths=[1000, 1000])
+    assert video.effective_count < 300 and "too small" in video.warning
+
+
+def test_measured_rate_and_old_calibrations_load():
+    cal = calibrate(np.linspace(0, 1, 1001), 0.05)
+    assert cal.measured_fpr == pytest.approx(np.mean(np.linspace(0, 1, 1001) > cal.threshold))
+    summary = cal.false_alarm_summary()
+    assert summary["target_fpr"] == 0.05 and summary["measured_fpr_on_validation"] == cal.measured_fpr
+    old = {k: v for k, v in cal.to_dict().items() if k in
+           ("threshold", "scale", "target_fpr", "validation_mean", "validation_std", "validation_max", "validation_count")}
+    loaded = Calibration.from_dict(old)  # saved before the tail model existed
+    assert loaded.threshold == cal.threshold and loaded.measured_fpr is None and loaded.warning == ""
+    with pytest.raises(KeyError):
+        Calibration.from_dict({"threshold": 1.0})

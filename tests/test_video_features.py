@@ -9,7 +9,7 @@ import torch
 from anomalens.data.preprocessing import Preprocessing
 from anomalens.data.synthetic_video import ANOMALY_TYPES, synthetic_clip
 from anomalens.errors import DataError
-from anomalens.models.base import create_detector
+from anomalens.models.base import create_detector, load_detector
 from anomalens.models.video.motion import FlowStream, orientation_histograms
 from anomalens.models.components.sampler import Reservoir, batched_greedy_coreset
 from anomalens.models.components.kernels import gaussian_smooth_1d
@@ -72,6 +72,40 @@ def test_single_frame_clip_is_scored(fitted):
     frames, _ = clip(301, n_frames=8)
     assert fitted.predict_clip(frames[:1]).scores.shape == (1,)
 
+
+def test_fields_added_later_load_with_the_value_old_models_were_fitted_with(fitted, tmp_path, monkeypatch):
+    """A field missing from a saved config takes SAVED_BEFORE's value (how old models were fitted), not the default."""
+    import json
+
+    from anomalens.models.video.stfeatures import SpatioTemporalConfig
+
+    fitted.save(tmp_path / "model")
+    config_path = tmp_path / "model" / "config.json"
+    meta = json.loads(config_path.read_text())
+    for field in ("input_blur", "training_degradations"):
+        del meta["config"][field]
+    config_path.write_text(json.dumps(meta))
+    monkeypatch.setattr(SpatioTemporalConfig, "SAVED_BEFORE", {"input_blur": 0.75, "training_degradations": ()})
+    loaded = load_detector(tmp_path / "model", kind="video")
+    assert loaded.config.input_blur == 0.75 and loaded.config.training_degradations == ()
+
+
+def test_training_re_encodings_make_compressed_normal_video_look_normal():
+    """Trained on clean frames, a JPEG-compressed normal clip scores lower on appearance once JPEG copies and the
+    low-pass are part of training (the mechanism behind --training-degradations and --input-blur)."""
+    from anomalens.models.video.degrade import jpeg_degrade
+
+    train = [clip(seed)[0] for seed in range(3)]
+    validation = [clip(10)[0]]
+    plain = create_detector("stfeatures", **SETTINGS).fit_clips(train, validation)
+    robust = create_detector("stfeatures", **SETTINGS, input_blur=1.0, training_degradations=("jpeg:15",)).fit_clips(train, validation)
+    frames = clip(20)[0]
+    compressed = list(jpeg_degrade(torch.stack(frames), 15))
+    shift = {}
+    for name, detector in (("plain", plain), ("robust", robust)):
+        clean = np.median(detector.predict_clip(frames).cues["appearance"])
+        shift[name] = np.median(detector.predict_clip(compressed).cues["appearance"]) - clean
+    assert shift["robust"] < shift["plain"]
 
 def test_same_seed_same_model():
     train, validation = [clip(0, 24)[0], clip(1, 24)[0]], [clip(2, 24)[0]]
@@ -169,3 +203,21 @@ def test_frame_buffer_spills_to_disk_beyond_its_memory_limit():
     np.testing.assert_array_equal(frames[:, 0, 0, 0], np.repeat(np.arange(10), 2))
     with pytest.raises(ValueError, match="expected"):
         buffer.append(np.zeros((1, 3, 4, 4), np.uint8))
+
+
+def test_low_pass_and_jpeg_degradation_keep_shape_and_content():
+    from anomalens.models.components.kernels import gaussian_blur as low_pass
+    from anomalens.models.video.degrade import jpeg_degrade
+
+    frames = torch.stack(clip(5, n_frames=8)[0][:2])
+    degraded = jpeg_degrade(frames, 20)
+    assert degraded.shape == frames.shape and degraded.dtype == torch.uint8
+    difference = (degraded.float() - frames.float()).abs()
+    assert 0.5 < difference.mean() < 12  # visibly compressed, still the same scene
+    floats = frames.float() / 255
+    assert torch.equal(low_pass(floats, 0.0), floats)
+    blurred = low_pass(floats, 1.5)
+    assert blurred.shape == floats.shape
+    assert blurred.mean().item() == pytest.approx(floats.mean().item(), abs=2e-3)  # a low-pass keeps the mean
+    noise = torch.randn(1, 3, 64, 64) * 0.1
+    assert low_pass(noise, 1.5).std() < 0.3 * noise.std()  # and removes pixel noise

@@ -20,7 +20,7 @@ from anomalens.runtime import share_cpu_fairly
 # Each module adds its sub-commands with register(subparsers); kept apart so that image, video, benchmark and
 # UI commands (and those of new capabilities) can grow without touching each other.
 COMMAND_MODULES = ("anomalens.cli.image", "anomalens.cli.video", "anomalens.cli.benchmark", "anomalens.cli.ui",
-                   "anomalens.cli.live")
+                   "anomalens.cli.live", "anomalens.cli.deploy")
 # Option names that are ordinary words in messages, never rewritten as flags by settings_as_flags().
 PLAIN_WORDS = frozenset({"help", "version", "model", "category", "device", "video", "output", "checkpoint", "paths",
                          "fps", "host", "port", "auth", "force", "seed"})

@@ -24,7 +24,7 @@ IMAGE_MODEL_FLAGS = ("batch_size", "target_fpr", "epochs", "lr", "latent_dim", "
                      "normal_reference", "backbone", "coreset_ratio", "memory_bank_size", "exact_search", "tile")
 VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", "latent_dim", "lstm_hidden_dim",
                      "lstm_layers", "target_fpr", "appearance_memory", "motion_memory", "flow_preset", "frame_step",
-                     "temporal_sigma")
+                     "temporal_sigma", "input_blur", "training_degradations")
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +50,8 @@ def add_train_flags(parser: argparse.ArgumentParser, data_help: str, example_cat
     parser.add_argument("--results-dir", type=Path, default=Path("results"), help="where runs go (default: results)")
     parser.add_argument("--run-name", default=None, help="run folder name (default: [<kind>_]<category>_<timestamp>)")
     parser.add_argument("--image-size", type=int, nargs="+", metavar=("H", "W"), default=None,
-                        help="resize images (or frames) to H x W; one number: square")
+                        help="resize images (or frames) to H x W; one number: square (default for images: the "
+                             "training images' aspect ratio at about 256x256 pixels; for video the model's own)")
     parser.add_argument("--validation-fraction", type=float, default=None,
                         help="share of the normal training data held out to choose the model and the threshold (video: "
                              "whole clips; with one clip, the share of its frames at the end)")
@@ -109,6 +110,11 @@ def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: 
                        help="optical-flow quality against speed")
     group.add_argument("--frame-step", type=int, default=None, help="learn from every n-th training frame")
     group.add_argument("--temporal-sigma", type=float, default=None, help="Gaussian smoothing of frame scores, in frames; 0 = none")
+    group.add_argument("--input-blur", type=float, default=None,
+                       help="Gaussian low-pass before the appearance features, in pixels; 0 = none")
+    group.add_argument("--training-degradations", nargs="*", default=None, metavar="SPEC",
+                       help="re-encodings training frames also learn from: h264:CRF, jpeg:QUALITY, scale:FACTOR "
+                            "(the flag alone: none)")
 
 
 def example_epilog(*lines: str) -> str:
@@ -160,8 +166,8 @@ def setting_default(name: str, kinds: Sequence[str]) -> str | None:
 
 
 def _shown(value: Any) -> str:
-    if isinstance(value, tuple):
-        return "x".join(str(v) for v in value)
+    if isinstance(value, tuple):  # a size reads 240x360, a list of words as words
+        return " ".join(value) if value and all(isinstance(v, str) for v in value) else "x".join(str(v) for v in value)
     return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 

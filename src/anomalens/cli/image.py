@@ -60,6 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
     predict.add_argument("--output-dir", "--output", type=Path, default=None,
                          help="where to write (default: RUN_DIR/predictions/; required with --engine ray)")
+    predict.add_argument("--masks", action="store_true",
+                         help="also write each defect mask (pixels above the pixel threshold) as <name>_mask.png")
     predict.add_argument("--overlays", action="store_true",
                          help="with --engine ray: also write an overlay PNG per image (local predict always does)")
     predict.add_argument("--batch-size", type=int, default=None, help="images scored together (default: 32)")
@@ -91,6 +93,8 @@ def _evaluate(args: argparse.Namespace) -> int:
           f"F1-max {fmt(m['f1_max'])}")
     for name, row in m["per_defect_type"].items():
         print(f"  {name:<20} {row['count']:>4} images  mean score {row['mean_score']:.5g}  flagged {row['share_flagged']:.0%}")
+    if (m.get("drift") or {}).get("drifted"):
+        print(f"WARNING {m['drift']['message']}")
     print(f"report: {result.report_path}")
     return 0
 
@@ -104,10 +108,13 @@ def _predict(args: argparse.Namespace) -> int:
 
         return predict_on_ray(args)
     report = predict_images(args.checkpoint, args.paths, args.output_dir, device=args.device, reporter=cli_reporter(),
+                            save_masks=args.masks,
                             **({} if args.batch_size is None else {"batch_size": args.batch_size}))
     for r in report.results:
         verdict = "ANOMALOUS" if r.anomalous else "normal"
-        print(f"{r.path}\tscore {r.score:.5g}\tnormalised {r.normalized_score:.3f}\t{verdict}")
+        print(f"{r.path}\tscore {r.score:.5g}\tnormalised {r.normalized_score:.3f}\t{verdict}\tregions {len(r.regions)}")
     flagged = sum(r.anomalous for r in report.results)
     print(f"{flagged} of {len(report.results)} images anomalous; results: {report.csv_path}")
+    if report.drift is not None and report.drift.drifted:
+        print(f"WARNING {report.drift.message}")
     return 0

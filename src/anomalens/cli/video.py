@@ -103,6 +103,8 @@ def _analyze(args: argparse.Namespace) -> int:
     for event in analysis.events:
         print(f"  {event.start_time:8.2f}-{event.end_time:.2f} s  frames {event.start_frame}-{event.end_frame}  "
               f"peak {event.peak_score:.5g} at frame {event.peak_frame}")
+    if analysis.drift is not None and analysis.drift.drifted:
+        print(f"WARNING {analysis.drift.message}")
     print(f"side by side: {analysis.side_by_side_path}")
     print(f"timeline: {analysis.timeline_path}  scores: {analysis.scores_csv}  events: {analysis.events_json}")
     return 0

@@ -11,28 +11,23 @@ torch.Size([3, 256, 256])
 
 from __future__ import annotations
 
-import contextlib
-import queue
-import stat
-import threading
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+import queue
+import threading
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+# decoding and resizing are torch-free, shared with the runtime of exported models (anomalens.inference)
+from anomalens.data.pixels import IMAGE_EXTENSIONS, image_size_of, open_image, read_rgb, resize_rgb_array, rgb_array
 from anomalens.errors import ConfigError, DataError
-from anomalens.limits import MAX_IMAGE_SIDE, MIN_IMAGE_SIDE, check_image_pixels
+from anomalens.limits import MAX_IMAGE_SIDE, MIN_IMAGE_SIDE
 
-# Pillow warns (then errors at twice the size) about images over its own pixel limit; a warning line before our
-# one-line error would be noise, so it is an error here. Set once at import: catch_warnings() per call is not
-# thread-safe, and images are decoded in a background thread (Preprocessing.iter_images).
-warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+__all__ = ["IMAGE_EXTENSIONS", "Preprocessing", "list_images", "parse_image_size", "read_rgb", "resize_rgb", "to_float"]
+MIN_IMAGE_SIZE = MIN_IMAGE_SIDE
 
 
 def parse_image_size(value: int | Sequence[int]) -> tuple[int, int]:
@@ -40,10 +35,7 @@ def parse_image_size(value: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(value, int):
         size = (value, value)
     else:
-        try:
-            values = [int(v) for v in value]
-        except (TypeError, ValueError):
-            raise ConfigError(f"image_size takes one or two whole numbers (H W), got {value!r}") from None
+        values = [int(v) for v in value]
         if len(values) == 1:
             size = (values[0], values[0])
         elif len(values) == 2:
@@ -56,81 +48,46 @@ def parse_image_size(value: int | Sequence[int]) -> tuple[int, int]:
     return size
 
 
-@contextlib.contextmanager
-def open_image(path: str | Path, what: str = "image") -> Iterator[Image.Image]:
-    """The one place an image file is opened (images, masks, video frames): checked before pixels are decoded.
+DEFAULT_PIXEL_BUDGET = 256 * 256  # pixels per model input when the size is chosen from the data
+SIZE_MULTIPLE = 32  # sides are rounded to the coarsest stride of the backbone stages in use
+MAX_ASPECT = 8.0  # beyond this the narrow side would become a few feature cells wide
 
-    The header's size is held to :data:`~anomalens.limits.MAX_IMAGE_PIXELS` before any pixel is decoded,
-    Pillow's decompression-bomb guard becomes the same error, and every failure of the file or the decoder
-    is a :class:`DataError` naming the file.
+
+def aspect_aware_size(height: int, width: int, pixels: int = DEFAULT_PIXEL_BUDGET, multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
+    """The model input ``(H, W)`` that keeps an image's aspect ratio at about ``pixels`` pixels.
+
+    Squashing a 500x1260 part into 256x256 halves the detail along its length and makes long thin defects
+    thinner still; keeping the aspect at the same budget keeps the cost (memory, time) of a square input.
+    Sides are rounded to ``multiple`` (the backbone's stride, so feature cells tile the image exactly) and
+    the aspect is capped at ``MAX_ASPECT``.
+
+    >>> aspect_aware_size(1260, 500)
+    (416, 160)
+    >>> aspect_aware_size(900, 900)
+    (256, 256)
     """
-    path = Path(path)
-    try:
-        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or a device would block or never end
-            raise DataError(f"not a regular file, so not {_a(what)}", path)
-        if path.stat().st_size == 0:
-            raise DataError(f"empty file (0 bytes), not {_a(what)}", path)
-        with Image.open(path) as img:
-            check_image_pixels(img.width, img.height, path)
-            yield img
-    except DataError:
-        raise
-    except FileNotFoundError:
-        raise DataError(f"{what} file not found", path) from None
-    except PermissionError:
-        raise DataError("permission denied: cannot read this file", path) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DataError(f"refused as a decompression bomb ({exc})", path) from None
-    except UnidentifiedImageError:
-        raise DataError(f"not {_a(what)} Pillow can read (corrupt or unknown format)", path) from None
-    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
-        raise DataError(f"cannot decode {what} ({_first_line(exc)})", path) from None
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size must be positive, got {height}x{width}")
+    aspect = min(max(height / width, 1.0 / MAX_ASPECT), MAX_ASPECT)
+    ideal_h, ideal_w = (pixels * aspect) ** 0.5, (pixels / aspect) ** 0.5
+    floor = max(multiple, -(-MIN_IMAGE_SIZE // multiple) * multiple)
+    return (max(floor, int(round(ideal_h / multiple)) * multiple), max(floor, int(round(ideal_w / multiple)) * multiple))
 
 
-def _a(noun: str) -> str:
-    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Read any image Pillow understands as an RGB ``uint8`` array ``(H, W, 3)`` at its native size."""
-    with open_image(path) as img:
-        img.load()
-        return _to_rgb_array(img)
-
-
-def image_size_of(path: str | Path, what: str = "image") -> tuple[int, int]:
-    """(height, width) from the header alone, with the same checks as :func:`read_rgb`."""
-    with open_image(path, what) as img:
-        return (img.height, img.width)
-
-
-def _to_rgb_array(img: Image.Image) -> np.ndarray:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        # 16/32-bit or float: scale the full range of the type down to 8 bits, not by clipping
-        arr = np.asarray(img).astype(np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        if img.mode == "F":
-            top = max(float(arr.max()), 1.0) if arr.max() > 1.0 else 1.0
-        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(arr[:, :, None], 3, axis=2)
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        # Composite on black so that transparent areas look the same in every image
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        img = Image.alpha_composite(background, rgba)
-    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+def native_size(paths: Sequence[str | Path], sample: int = 32) -> tuple[int, int]:
+    """Typical native ``(H, W)`` of images (the median over up to ``sample`` of them, read from headers only)."""
+    sizes = []
+    for path in list(paths)[:sample]:
+        sizes.append(image_size_of(path))
+    if not sizes:
+        raise DataError("no images to take a size from")
+    heights, widths = zip(*sizes)
+    return int(np.median(heights)), int(np.median(widths))
 
 
 def resize_rgb(array: np.ndarray, size: tuple[int, int] | None) -> torch.Tensor:
-    """RGB ``uint8`` ``(H, W, 3)`` -> ``uint8`` tensor ``(3, h, w)``, bilinear with antialiasing."""
-    if size is not None and (array.shape[0], array.shape[1]) != tuple(size):
-        img = Image.fromarray(array).resize((size[1], size[0]), Image.BILINEAR)
-        array = np.asarray(img, dtype=np.uint8)
+    """RGB ``uint8`` ``(H, W, 3)`` -> ``uint8`` tensor ``(3, h, w)``, resized as every runtime does (data/pixels.py)."""
+    array = resize_rgb_array(array, size)
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
@@ -199,12 +156,7 @@ class Preprocessing:
 
     def prepare_array(self, array: np.ndarray) -> torch.Tensor:
         """An RGB ``uint8`` array already in memory (an upload, a video frame) -> ``(3, H, W)`` tensor."""
-        if array.ndim == 2:
-            array = np.repeat(array[:, :, None], 3, axis=2)
-        if array.ndim != 3 or array.shape[2] not in (3, 4):
-            raise DataError(f"expected an RGB image array of shape (H, W, 3), got {tuple(array.shape)}")
-        check_image_pixels(array.shape[1], array.shape[0])
-        return resize_rgb(np.ascontiguousarray(array[:, :, :3]).astype(np.uint8, copy=False), self.image_size)
+        return resize_rgb(rgb_array(array), self.image_size)
 
     def load_mask(self, path: str | Path, image_path: str | Path | None = None) -> torch.Tensor:
         """A ground-truth mask -> ``bool`` ``(H, W)``; its native size must match its image's."""

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from anomalens.data.preprocessing import IMAGE_EXTENSIONS, Preprocessing, image_size_of, read_rgb
+from anomalens.data.pixels import image_size_of
+from anomalens.data.preprocessing import IMAGE_EXTENSIONS, Preprocessing, read_rgb
 from anomalens.errors import ConfigError, DataError
 from anomalens.limits import MAX_FPS, check_image_pixels
 from anomalens.progress import SILENT, Reporter
@@ -272,7 +273,7 @@ class _FileSource(_Source):
                     warn(f"decoding stopped ({_short(exc)})")
                     return
                 check_image_pixels(frame.width, frame.height, self.path)  # a stream may change size mid-way
-                array = frame.to_ndarray(format="rgb24")
+                array = frame_to_rgb(frame)
                 if array.shape[:2] != self.frame_size:
                     # A stream that changes resolution mid-way: resize to the first frame's size
                     array = np.asarray(Image.fromarray(array).resize(self.frame_size[::-1], Image.BILINEAR))
@@ -291,6 +292,43 @@ def check_fps(fps: float | None) -> float | None:
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or not 0 < fps <= MAX_FPS:
         raise ConfigError(f"--fps {fps}: must be a frame rate above 0 and at most {MAX_FPS:g}")
     return float(fps)
+
+
+# ---- colour: YUV -> RGB with the matrix and range the stream was encoded with ---------------------------
+
+# FFmpeg's AVColorSpace codes -> the conversion matrix swscale knows (SWS_CS_*) by name
+_MATRIX_OF_COLORSPACE = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "ITU601", 7: "SMPTE240M", 9: "BT2020", 10: "BT2020"}
+_COLOR_RANGE_MPEG, _COLOR_RANGE_JPEG = 1, 2
+_WRITTEN_COLORSPACE = 6  # SMPTE 170M (BT.601), tagged in what write_video writes
+HD_HEIGHT = 720  # untagged streams this tall or taller are BT.709, as players assume (FFmpeg alone assumes BT.601)
+
+
+def colour_conversion(frame: Any) -> tuple[str, str]:
+    """``(matrix, range)`` to turn a decoded YUV frame into RGB: what the stream says, else the conventions.
+
+    * Range: the frame's tag; else full (``JPEG``) for the ``yuvj*`` formats (MJPEG, JPEG stills) and limited
+      (``MPEG``, 16-235) for everything else. Decoding full-range video as limited stretches contrast and
+      clips highlights and shadows; the reverse washes it out. Either shifts every pixel a detector sees.
+    * Matrix: the frame's tag (BT.601, BT.709, BT.2020, ...); else BT.709 from 720 lines up and BT.601 below
+      (JPEG/MJPEG is always BT.601).
+    """
+    fmt = frame.format.name
+    color_range = int(getattr(frame, "color_range", 0) or 0)
+    if color_range not in (_COLOR_RANGE_MPEG, _COLOR_RANGE_JPEG):
+        color_range = _COLOR_RANGE_JPEG if fmt.startswith("yuvj") else _COLOR_RANGE_MPEG
+    matrix = _MATRIX_OF_COLORSPACE.get(int(getattr(frame, "colorspace", 2) or 2))
+    if matrix is None:
+        matrix = "ITU709" if frame.height >= HD_HEIGHT and not fmt.startswith("yuvj") else "ITU601"
+    return matrix, ("JPEG" if color_range == _COLOR_RANGE_JPEG else "MPEG")
+
+
+def frame_to_rgb(frame: Any) -> np.ndarray:
+    """A decoded PyAV ``VideoFrame`` of any pixel format -> RGB ``uint8`` ``(H, W, 3)`` in full range."""
+    if not frame.format.name.startswith(("yuv", "nv", "p0", "p2", "y2", "uyv", "yuyv")):
+        return frame.to_ndarray(format="rgb24")  # RGB, grey or palette: no YUV matrix involved
+    matrix, color_range = colour_conversion(frame)
+    rgb = frame.reformat(format="rgb24", src_colorspace=matrix, src_color_range=color_range, dst_color_range="JPEG")
+    return rgb.to_ndarray()
 
 
 def _open_source(path: Path, fps: float | None) -> _Source:
@@ -354,13 +392,20 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray | torch.Tensor], f
                     stream.width = size[1] + size[1] % 2
                     stream.height = size[0] + size[0] % 2
                     stream.pix_fmt = "yuv420p"
+                    # say which matrix and range the pixels use, so that every decoder reads the colours back
+                    stream.codec_context.colorspace = _WRITTEN_COLORSPACE
+                    stream.codec_context.color_range = _COLOR_RANGE_MPEG
                     stream.options = {"crf": str(crf), "preset": "veryfast"}
                     stream.codec_context.time_base = 1 / rate
                 elif array.shape[:2] != size:
                     raise ValueError(f"frame {count} is {array.shape[1]}x{array.shape[0]}, expected {size[1]}x{size[0]}")
                 if size[0] % 2 or size[1] % 2:
                     array = np.pad(array, ((0, size[0] % 2), (0, size[1] % 2), (0, 0)), mode="edge")
-                video_frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+                video_frame = av.VideoFrame.from_ndarray(array, format="rgb24").reformat(
+                    format="yuv420p", dst_colorspace="ITU601", dst_color_range="MPEG"
+                )
+                video_frame.colorspace = _WRITTEN_COLORSPACE
+                video_frame.color_range = _COLOR_RANGE_MPEG
                 video_frame.pts = count
                 video_frame.time_base = 1 / rate
                 for packet in stream.encode(video_frame):
@@ -370,6 +415,53 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray | torch.Tensor], f
                 raise ValueError("no frames to write")
             for packet in stream.encode(None):
                 container.mux(packet)
+    return path
+
+
+_COLORSPACE_TAG = {"ITU601": 6, "ITU709": 1}
+
+
+def encode_video(
+    path: str | Path, frames: Iterable[np.ndarray], fps: float, *, codec: str, pix_fmt: str, container: str | None = None,
+    options: dict[str, str] | None = None, matrix: str = "ITU601", tag: bool = True,
+) -> Path:
+    """Store RGB frames as a camera or recorder of another kind would (tests and robustness benchmarks).
+
+    Any encoder PyAV has (``libx264``, ``mjpeg``, ``mpeg4``...), any pixel format; ``yuvj*`` formats hold full
+    range, others limited. ``matrix`` is the YUV matrix (``ITU601`` or ``ITU709``); ``tag`` False leaves matrix
+    and range unspecified in the stream, as many encoders do. For playable output use :func:`write_video`.
+    """
+    import av
+
+    path = Path(path)
+    full = pix_fmt.startswith("yuvj")
+    color_range = "JPEG" if full else "MPEG"
+    count = 0
+    with av.open(str(path), "w", format=container) as output:
+        stream = None
+        for frame in frames:
+            if stream is None:
+                stream = output.add_stream(codec, rate=Fraction(float(fps)).limit_denominator(1001))
+                stream.width, stream.height, stream.pix_fmt = frame.shape[1], frame.shape[0], pix_fmt
+                stream.options = dict(options or {})
+                if tag:
+                    stream.codec_context.colorspace = _COLORSPACE_TAG[matrix]
+                    stream.codec_context.color_range = _COLOR_RANGE_JPEG if full else _COLOR_RANGE_MPEG
+            yuv = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24").reformat(
+                format=pix_fmt, dst_colorspace=matrix, dst_color_range=color_range
+            )
+            if tag:
+                yuv.colorspace, yuv.color_range = _COLORSPACE_TAG[matrix], _COLOR_RANGE_JPEG if full else _COLOR_RANGE_MPEG
+            else:
+                yuv.colorspace, yuv.color_range = 2, 0  # unspecified
+            yuv.pts = count
+            count += 1
+            for packet in stream.encode(yuv):
+                output.mux(packet)
+        if stream is None:
+            raise ValueError("no frames to write")
+        for packet in stream.encode(None):
+            output.mux(packet)
     return path
 
 

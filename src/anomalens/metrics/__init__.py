@@ -3,20 +3,26 @@
 >>> from anomalens.metrics import image_auroc
 >>> image_auroc([0, 1, 1], [0.2, 0.9, 0.5])
 1.0
+
+Names are imported on first use: ``anomalens.metrics.threshold`` and ``anomalens.metrics.regions`` need only
+numpy, and the torch-free runtime (``anomalens.inference``) imports them without pulling in scipy.
 """
 
-from anomalens.metrics.classification import confusion_at, f1_max, image_auroc, roc_curve
-from anomalens.metrics.segmentation import aupro, pixel_auroc, pro_curve
-from anomalens.metrics.threshold import Calibration, calibrate
+from __future__ import annotations
 
-__all__ = [
-    "Calibration",
-    "aupro",
-    "calibrate",
-    "confusion_at",
-    "f1_max",
-    "image_auroc",
-    "pixel_auroc",
-    "pro_curve",
-    "roc_curve",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "confusion_at": "classification", "f1_max": "classification", "image_auroc": "classification",
+    "roc_curve": "classification", "aupro": "segmentation", "pixel_auroc": "segmentation",
+    "pro_curve": "segmentation", "Calibration": "threshold", "calibrate": "threshold",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"anomalens.metrics.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'anomalens.metrics' has no attribute {name!r}")

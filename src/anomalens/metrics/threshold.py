@@ -1,12 +1,25 @@
 """Thresholds chosen from normal data alone, and scores normalised so that 0.5 is the threshold.
 
-The rule (:func:`calibrate`): with ``target_fpr`` the share of normal images the user accepts to see flagged
-(default 1%), the threshold is the larger of
+What the threshold promises: about ``target_fpr`` (default 1%) of *normal* images or frames like the
+validation data score above it. The rule (:func:`calibrate`), on held-out normal scores:
 
-* the empirical ``1 - target_fpr`` quantile of the validation-normal scores, and
-* ``mean + z * std`` of those scores, ``z`` the standard-normal quantile of ``1 - target_fpr``,
+* **a tail model**: a generalized Pareto distribution fitted (probability-weighted moments) to the top
+  ``TAIL_FRACTION`` of the scores when at least ``MIN_TAIL_POINTS`` of them exist, else a normal tail
+  (``mean + z * std``); its ``1 - target_fpr`` quantile extrapolates beyond the largest validation score,
+  where a small set has no data, and
+* the empirical ``1 - target_fpr`` quantile, which wins when the data show a heavier tail than the model;
+
+the threshold is the larger of the two. Frames of a video are not independent: for series (clips) the
+*effective* number of scores is counted from their autocorrelation, and when it is below
+:func:`needed_validation_count` (3 expected exceedances, 300 at 1%) the calibration carries a warning that the
+rate is extrapolated rather than measured, with the number of normal items needed. ``measured_fpr`` is the
+share of validation scores above the threshold, reported beside the target.
 
 so that a small validation set (where the quantile is just its maximum) still leaves headroom for the tail.
+
+The pixel threshold (what a defect *region* is, :func:`pixel_threshold`) follows the same rule on the pixels of
+the same normal validation maps, with a much smaller share (``pixel_target_fpr``, default 0.1% of normal
+pixels), capped at the image threshold so that every flagged image shows at least one region.
 Normalised score: ``sigmoid((s - threshold) / scale)`` with ``scale`` the std of the validation scores; 0.5
 exactly at the threshold, monotone, the same mapping for image scores and anomaly maps, so heatmaps of
 different images share one scale (a normal image stays cold).
@@ -20,13 +33,20 @@ True
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import MISSING, asdict, dataclass, fields
 from statistics import NormalDist
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 DEFAULT_TARGET_FPR = 0.01
+DEFAULT_PIXEL_TARGET_FPR = 0.001
+MAX_CALIBRATION_PIXELS = 1 << 21  # pixels sampled from the validation maps for the pixel threshold
+TAIL_FRACTION = 0.2  # the generalized Pareto model is fitted to the top fifth of the validation scores ...
+MIN_TAIL_POINTS = 20  # ... or to the top 20 scores, up to the top half, for smaller sets
+MIN_SCORES_FOR_TAIL = 20  # below this the tail is a normal one fitted to all scores
+EXPECTED_EXCEEDANCES = 3  # a rate is measured, not extrapolated, once this many validation items exceed it
 
 
 @dataclass(frozen=True)
@@ -40,6 +60,15 @@ class Calibration:
     validation_std: float
     validation_max: float
     validation_count: int
+    # what a defect region is: map values above it (None in models saved before pixel thresholds existed)
+    pixel_threshold: float | None = None
+    pixel_target_fpr: float | None = None
+    # added later: models saved before load with these defaults
+    tail_model: str = "normal"  # "generalized_pareto" or "normal": what extrapolated the tail
+    measured_fpr: float | None = None  # share of the validation scores above the threshold
+    effective_count: float | None = None  # validation scores counted as independent (autocorrelation removed)
+    needed_count: int | None = None  # independent normal scores needed to measure target_fpr
+    warning: str = ""  # set when the validation set is too small to measure the target rate
 
     def normalize(self, values: np.ndarray | float) -> np.ndarray:
         """Raw scores or maps -> (0, 1), 0.5 at the threshold."""
@@ -55,6 +84,14 @@ class Calibration:
         """The one decision rule: a raw score (or map value) strictly above the threshold is anomalous."""
         return np.asarray(values) > self.threshold
 
+    def region_threshold(self) -> float:
+        """The map value above which a pixel belongs to a defect region (the image threshold in older models)."""
+        return self.threshold if self.pixel_threshold is None else self.pixel_threshold
+
+    def defect_mask(self, maps: np.ndarray) -> np.ndarray:
+        """Raw anomaly maps -> ``bool`` masks of the pixels above :meth:`region_threshold`."""
+        return np.asarray(maps) > self.region_threshold()
+
     def with_threshold(self, threshold: float) -> "Calibration":
         data = asdict(self)
         data["threshold"] = float(threshold)
@@ -63,24 +100,147 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def false_alarm_summary(self) -> dict[str, Any]:
+        """What the threshold promises and what was measured, for metrics.json, report.md and the UI."""
+        return {
+            "target_fpr": self.target_fpr,
+            "measured_fpr_on_validation": self.measured_fpr,
+            "validation_count": self.validation_count,
+            "effective_validation_count": self.effective_count,
+            "needed_validation_count": self.needed_count,
+            "tail_model": self.tail_model,
+            "warning": self.warning or None,
+        }
+
+    def false_alarm_text(self) -> str:
+        """One sentence: the promised rate, the rate measured on validation, and the small-set warning."""
+        text = f"target false-alarm rate {self.target_fpr:.2%}"
+        if self.measured_fpr is not None:
+            text += f"; measured on {self.validation_count} held-out normal samples: {self.measured_fpr:.2%}"
+        text += f" (tail model: {self.tail_model.replace('_', ' ')})"
+        if self.warning:
+            text += f". Warning: {self.warning}"
+        return text
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Calibration":
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        """Fields with defaults may be missing (calibrations saved by older versions)."""
+        values = {}
+        for f in fields(cls):
+            if f.name in data:
+                values[f.name] = data[f.name]
+            elif f.default is MISSING:
+                raise KeyError(f.name)
+        return cls(**values)
 
 
-def calibrate(validation_scores: np.ndarray, target_fpr: float = DEFAULT_TARGET_FPR) -> Calibration:
-    """Choose the threshold from scores of normal images (or frames) held out from training."""
+def needed_validation_count(target_fpr: float) -> int:
+    """Independent normal scores needed before ``target_fpr`` is measured rather than extrapolated."""
+    return int(math.ceil(EXPECTED_EXCEEDANCES / target_fpr))
+
+
+def effective_sample_size(scores: np.ndarray, series_lengths: Sequence[int] | None = None) -> float:
+    """How many independent scores ``scores`` are worth.
+
+    Independent items (images) count fully. For time series (``series_lengths``: consecutive runs of frames,
+    one per clip) each series counts ``n / (1 + 2 * sum of its autocorrelations)``, summed over the initial
+    positive lags (Geyer's rule), so that 200 smoothed, strongly correlated frames count as a few dozen.
+    """
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if series_lengths is None:
+        return float(scores.size)
+    total, start = 0.0, 0
+    for length in series_lengths:
+        series = scores[start : start + int(length)]
+        start += int(length)
+        n = series.size
+        if n < 3 or series.std() == 0:
+            total += min(n, 1)
+            continue
+        centred = series - series.mean()
+        variance = float(centred @ centred) / n
+        tau = 1.0
+        for lag in range(1, n // 2):
+            rho = float(centred[:-lag] @ centred[lag:]) / (n * variance)
+            if rho <= 0:
+                break
+            tau += 2.0 * rho
+        total += n / tau
+    return total
+
+
+def generalized_pareto_quantile(scores: np.ndarray, tail_probability: float) -> float | None:
+    """The score exceeded with probability ``tail_probability`` under a generalized Pareto tail model.
+
+    Fitted to the exceedances over the ``1 - TAIL_FRACTION`` quantile by probability-weighted moments (Hosking
+    and Wallis, 1987: stable for small samples). The shape is kept in ``[0, 0.5]``: a fitted bounded tail
+    (shape < 0) is read as exponential, so that a few validation scores never promise a hard ceiling.
+    Returns None when fewer than ``MIN_TAIL_POINTS`` scores lie in the tail or the target is not in it.
+    """
+    scores = np.sort(np.asarray(scores, dtype=np.float64).ravel())
+    fraction = min(0.5, max(TAIL_FRACTION, MIN_TAIL_POINTS / max(scores.size, 1)))
+    if tail_probability >= fraction or scores.size < MIN_SCORES_FOR_TAIL:
+        return None
+    u = float(np.quantile(scores, 1.0 - fraction))
+    excess = scores[scores > u] - u
+    k = excess.size
+    if k < MIN_SCORES_FOR_TAIL // 2:
+        return None
+    plotting = (np.arange(1, k + 1) - 0.35) / k  # ascending order statistics
+    a0 = float(excess.mean())
+    a1 = float(np.mean(excess * (1.0 - plotting)))
+    if a0 <= 0 or a0 - 2 * a1 <= 0:
+        return None
+    shape = -(a0 / (a0 - 2 * a1) - 2.0)  # Hosking's k is minus the usual shape
+    scale = 2.0 * a0 * a1 / (a0 - 2 * a1)
+    shape = min(max(shape, 0.0), 0.5)
+    if shape == 0.0:
+        scale = a0  # the exponential tail's scale is the mean excess
+    ratio = (k / scores.size) / tail_probability
+    if shape < 1e-9:
+        return u + scale * math.log(ratio)
+    return u + scale / shape * (ratio**shape - 1.0)
+
+
+def calibrate(
+    validation_scores: np.ndarray, target_fpr: float = DEFAULT_TARGET_FPR, series_lengths: Sequence[int] | None = None,
+    *, normal_maps: np.ndarray | None = None, pixel_target_fpr: float = DEFAULT_PIXEL_TARGET_FPR,
+) -> Calibration:
+    """Choose the threshold from scores of normal images (or frames) held out from training.
+
+    With ``normal_maps`` (the anomaly maps of the same images) the pixel threshold is chosen too.
+
+    ``series_lengths``: for video, the number of consecutive frames of each validation clip in
+    ``validation_scores`` (their autocorrelation lowers the effective sample size); None for images.
+    """
     scores = np.asarray(validation_scores, dtype=np.float64).ravel()
-    scores = scores[np.isfinite(scores)]
-    if scores.size == 0:
+    finite = np.isfinite(scores)
+    if not finite.any():
         raise ValueError("calibration needs at least one finite validation score")
     if not 0.0 < target_fpr < 0.5:
         raise ValueError(f"target_fpr must be in (0, 0.5), got {target_fpr}")
+    if series_lengths is not None and (sum(series_lengths) != scores.size or not finite.all()):
+        series_lengths = None  # the series cannot be followed: count the scores as independent
+    scores = scores[finite]
     mean, std = float(scores.mean()), float(scores.std())
     spread = std if std > 0 else max(abs(mean) * 0.05, 1e-6)
-    z = NormalDist().inv_cdf(1.0 - target_fpr)
     quantile = float(np.quantile(scores, 1.0 - target_fpr))
-    threshold = max(quantile, mean + z * spread)
+    pareto = generalized_pareto_quantile(scores, target_fpr)
+    if pareto is not None:
+        tail_model, modelled = "generalized_pareto", pareto
+    else:
+        tail_model, modelled = "normal", mean + NormalDist().inv_cdf(1.0 - target_fpr) * spread
+    threshold = max(quantile, modelled)
+    effective = effective_sample_size(scores, series_lengths)
+    needed = needed_validation_count(target_fpr)
+    warning = ""
+    if effective < needed:
+        what = "frames (counted as independent after their autocorrelation)" if series_lengths is not None else "scores"
+        warning = (
+            f"the validation set is too small for a false-alarm rate of {target_fpr:g}: {effective:.0f} independent "
+            f"normal {what}, about {needed} are needed to measure it; the threshold extrapolates a {tail_model.replace('_', ' ')} "
+            "tail, so the rate on new normal data may differ: add held-out normal data"
+        )
     return Calibration(
         threshold=threshold,
         scale=spread,
@@ -89,4 +249,42 @@ def calibrate(validation_scores: np.ndarray, target_fpr: float = DEFAULT_TARGET_
         validation_std=std,
         validation_max=float(scores.max()),
         validation_count=int(scores.size),
+        tail_model=tail_model,
+        measured_fpr=float(np.mean(scores > threshold)),
+        effective_count=round(effective, 1),
+        needed_count=needed,
+        warning=warning,
+        pixel_threshold=None if normal_maps is None else pixel_threshold(normal_maps, threshold, pixel_target_fpr),
+        pixel_target_fpr=None if normal_maps is None else pixel_target_fpr,
     )
+
+
+def pixel_threshold(normal_maps: np.ndarray, image_threshold: float, target_fpr: float = DEFAULT_PIXEL_TARGET_FPR) -> float:
+    """The region threshold: the larger of the ``1 - target_fpr`` quantile of the pixels of normal validation
+    maps and ``mean + z * std`` of them (a normal tail), capped at ``image_threshold`` (a flagged image, whose
+    maximum exceeds it, always has a region)."""
+    pixels = np.asarray(normal_maps, dtype=np.float32).ravel()
+    if pixels.size > MAX_CALIBRATION_PIXELS:  # a fixed, evenly spread sample keeps memory and time bounded
+        pixels = pixels[:: int(np.ceil(pixels.size / MAX_CALIBRATION_PIXELS))]
+    pixels = pixels[np.isfinite(pixels)].astype(np.float64)
+    if pixels.size == 0:
+        return float(image_threshold)
+    normal_tail = pixels.mean() + NormalDist().inv_cdf(1.0 - target_fpr) * pixels.std()
+    return float(min(max(float(np.quantile(pixels, 1.0 - target_fpr)), normal_tail), float(image_threshold)))
+
+
+def false_alarm_line(summary: dict[str, Any] | None, at_threshold: dict[str, Any] | None = None) -> str:
+    """report.md's sentence: the target rate, the rate on validation and (given a confusion at the threshold,
+    as :func:`~anomalens.metrics.classification.confusion_at` returns it) the rate on the normal test items."""
+    summary = summary or {}
+    text = f"target false-alarm rate {summary.get('target_fpr', DEFAULT_TARGET_FPR):.2%}"
+    if summary.get("measured_fpr_on_validation") is not None:
+        text += f"; measured on {summary['validation_count']} validation-normal scores: {summary['measured_fpr_on_validation']:.2%}"
+    if at_threshold:
+        normal = at_threshold["false_positives"] + at_threshold["true_negatives"]
+        if normal:
+            text += f"; measured on the {normal} normal test items: {at_threshold['false_positives'] / normal:.2%}"
+    text += f" (tail model: {str(summary.get('tail_model', 'normal')).replace('_', ' ')})."
+    if summary.get("warning"):
+        text += f" Warning: {summary['warning']}."
+    return text

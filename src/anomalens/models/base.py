@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from anomalens import __version__
 from anomalens.data.preprocessing import Preprocessing, to_float
 from anomalens.errors import Cancelled, CheckpointError, ConfigError
+from anomalens.metrics.drift import DriftReference, typical_distances
 from anomalens.metrics.threshold import DEFAULT_TARGET_FPR, Calibration, calibrate
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import atomic_dir, resolve_device, write_json_atomic
@@ -54,6 +55,10 @@ class DetectorConfig:
     seed: int = 0
     batch_size: int = 16
     target_fpr: float = DEFAULT_TARGET_FPR
+
+    # Fields added after models were saved, with the value that reproduces how those models were fitted
+    # (a new default may differ: an old model must keep scoring as it did). Used by load_detector only.
+    SAVED_BEFORE: ClassVar[dict[str, Any]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -98,10 +103,26 @@ class Prediction:
     def labels(self) -> np.ndarray:
         return self._calibrated().is_anomalous(self.scores)
 
+    @property
+    def defect_masks(self) -> np.ndarray:
+        """``bool`` ``(N, H, W)``: the pixels above the pixel threshold (see ``metrics.regions`` for regions)."""
+        return self._calibrated().defect_mask(self.maps)
+
     def _calibrated(self) -> Calibration:
         if self.calibration is None:
             raise RuntimeError("this detector has no threshold yet: fit it with held-out normal data first")
         return self.calibration
+
+
+@dataclass
+class HeldOutScores:
+    """What a model says about its held-out normal data: raw scores, each item's typical distance (median of
+    its map, for the drift check) and, for video, the number of frames of each clip in ``scores`` (in order)."""
+
+    scores: np.ndarray
+    typical: np.ndarray
+    series_lengths: list[int] | None = None
+    maps: np.ndarray | None = None  # images: their anomaly maps, which set the pixel threshold of defect regions
 
 
 class BaseDetector(ABC):
@@ -119,6 +140,7 @@ class BaseDetector(ABC):
         self.config = config if config is not None else self.config_class()
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.calibration_: Calibration | None = None
+        self.drift_reference_: DriftReference | None = None  # typical distances of held-out normal data
         self.history_: list[dict[str, Any]] = []
         self.interrupted_ = False
 
@@ -143,9 +165,10 @@ class BaseDetector(ABC):
         return self.calibration_ is not None
 
     def _learn_then_calibrate(
-        self, learn: Callable[[Reporter], None], held_out_scores: Callable[[Reporter], np.ndarray], reporter: Reporter
+        self, learn: Callable[[Reporter], None], held_out_scores: Callable[[Reporter], "HeldOutScores"], reporter: Reporter
     ) -> None:
-        """Run ``learn``, then set the threshold on ``held_out_scores`` (raw scores of held-out normal data).
+        """Run ``learn``, then set the threshold and the drift reference on ``held_out_scores`` (what the
+        model says about held-out normal data).
 
         A model that can keep its best epoch honours Ctrl-C / Cancel by setting ``interrupted_``; it is then
         still calibrated (without the stop request, and once more quietly if a second stop cuts the threshold
@@ -165,7 +188,8 @@ class BaseDetector(ABC):
                 raise
             reporter.log("choosing the threshold on the held-out data")  # stopped during that pass: it takes seconds
             scores = held_out_scores(Reporter(show_tqdm=reporter.show_tqdm))
-        self.calibration_ = calibrate(scores, self.config.target_fpr)
+        self.calibration_ = calibrate(scores.scores, self.config.target_fpr, scores.series_lengths, normal_maps=scores.maps)
+        self.drift_reference_ = DriftReference.from_typical(scores.typical, self.calibration_.validation_std)
 
     def save(self, folder: str | Path) -> Path:
         """Write ``config.json`` and ``weights.safetensors`` into ``folder``, atomically as a whole."""
@@ -189,6 +213,7 @@ class BaseDetector(ABC):
             "kind": self.kind,
             "config": self.config.to_dict(),
             "calibration": self.calibration_.to_dict() if self.calibration_ is not None else None,
+            "drift_reference": self.drift_reference_.to_dict() if self.drift_reference_ is not None else None,
             "interrupted": self.interrupted_,
         }
 
@@ -232,8 +257,13 @@ class ImageDetector(BaseDetector):
 
     def fit_with(self, learn: Callable[[Reporter], None], held_out: torch.Tensor, reporter: Reporter = SILENT) -> "ImageDetector":
         """:meth:`fit` with the learning done by ``learn(reporter)`` (an engine that spreads it over machines, see
-        anomalens.distributed), then the threshold set on the ``held_out`` normal images as usual."""
-        self._learn_then_calibrate(learn, lambda r: self.predict(held_out, reporter=r).scores, reporter)
+        anomalens.distributed), then the threshold and the drift reference set on the ``held_out`` normal images."""
+
+        def held_out_scores(r: Reporter) -> HeldOutScores:
+            prediction = self.predict(held_out, reporter=r)
+            return HeldOutScores(prediction.scores, typical_distances(prediction.maps), maps=prediction.maps)
+
+        self._learn_then_calibrate(learn, held_out_scores, reporter)
         return self
 
     @torch.no_grad()
@@ -334,7 +364,7 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu", kind: st
         )
     cls = detector_class(meta["model"])
     try:
-        config = cls.config_class.from_dict(meta["config"])
+        config = cls.config_class.from_dict({**cls.config_class.SAVED_BEFORE, **meta["config"]})
     except (TypeError, ValueError, ConfigError) as exc:
         raise CheckpointError(f"incompatible model settings ({exc})", folder / CONFIG_FILE) from None
     try:
@@ -354,5 +384,9 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu", kind: st
         raise CheckpointError(f"weights do not match the saved config ({exc})", weights) from None
     if meta.get("calibration"):
         detector.calibration_ = Calibration.from_dict(meta["calibration"])
+    try:  # absent in models saved before drift was recorded: they load and score as before, without the check
+        detector.drift_reference_ = DriftReference.from_dict(meta.get("drift_reference"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"invalid drift_reference ({exc})", folder / CONFIG_FILE) from None
     detector.interrupted_ = bool(meta.get("interrupted", False))
     return detector

@@ -122,10 +122,12 @@ def threshold_text(run_dir: str | Path) -> str:
     calibration = calibration_of(run_dir)
     if calibration is None:
         return "This model has no calibrated threshold."
-    return (
-        f"Threshold {calibration.threshold:.4g} (raw score) = normalised 0.5, chosen on "
-        f"{calibration.validation_count} held-out normal samples for a {calibration.target_fpr:.0%} false-alarm rate."
-    )
+    return f"Threshold {calibration.threshold:.4g} (raw score) = normalised 0.5; {calibration.false_alarm_text()}."
+
+
+def drift_note(drift: Any) -> str:
+    """A bold warning line when what was scored looks unlike the training data as a whole, else nothing."""
+    return f"**Warning, {drift.message}.**" if drift is not None and drift.drifted else ""
 
 
 def rounded(value: Any, digits: int = 2) -> Any:

@@ -22,6 +22,7 @@ from anomalens.data.mvtec import NORMAL_TYPE
 from anomalens.data.video_datasets import ClipRef
 from anomalens.errors import ConfigError, DataError
 from anomalens.metrics.classification import confusion_at, f1_max, image_auroc, roc_curve
+from anomalens.metrics.drift import assess_drift
 from anomalens.metrics.events import (
     calibrated_events,
     clip_frame_auroc,
@@ -134,6 +135,8 @@ def _measure_images(detector: BaseDetector, data_dir: Path, category: str, repor
     for warning in pixel["warnings"][len(found.types_without_masks):]:  # load_test_set already named those types
         reporter.log(f"warning: {warning}")
     metrics.update(pixel)
+    drift = assess_drift(prediction.maps, detector.drift_reference_)  # the test set as a whole, no labels
+    metrics["drift"] = drift.to_dict() if drift is not None else None
     metrics["timing"] = {
         "predict_seconds": round(predict_seconds, 3),  # decoding included
         "images_per_second": round(len(test.labels) / max(predict_seconds, 1e-9), 3),
@@ -180,6 +183,7 @@ def image_metrics(scores: np.ndarray, labels: np.ndarray, defect_types: list[str
         "f1_max_threshold_normalized": float(cal.normalize(f1_threshold)),
         "threshold": cal.threshold,
         "threshold_rule": f"from validation-normal scores only, target false-positive rate {cal.target_fpr:g}",
+        "false_alarm_rate": cal.false_alarm_summary(),
         "at_model_threshold": confusion_at(labels, scores, cal.threshold),
         "counts": {"test_images": int(labels.size), "normal": int((labels == 0).sum()), "anomalous": int(labels.sum())},
         "per_defect_type": per_type,
@@ -366,6 +370,7 @@ def video_metrics(results: list[_ClipResult], cal: Calibration) -> dict[str, Any
         "video_auroc": auroc_video,
         "threshold": cal.threshold,
         "threshold_rule": f"from frames of held-out normal training clips only, target false-positive rate {cal.target_fpr:g}",
+        "false_alarm_rate": cal.false_alarm_summary(),
         "at_model_threshold": at_threshold,
         "counts": {
             "test_clips": len(results),

@@ -9,7 +9,7 @@ An analysed video never sets its own threshold; output files appear only once al
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -20,7 +20,9 @@ import torch
 from anomalens.data.preprocessing import IMAGE_EXTENSIONS, Preprocessing
 from anomalens.data.video_io import check_fps, open_clip
 from anomalens.errors import DataError
+from anomalens.metrics.drift import DriftReport, assess_drift, typical_distances
 from anomalens.metrics.events import Event, calibrated_events
+from anomalens.metrics.regions import Region, find_regions
 from anomalens.models.base import BaseDetector
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import atomic_path, write_json_atomic, write_text_atomic
@@ -43,6 +45,10 @@ class ImageResult:
     image: np.ndarray  # preprocessed RGB uint8 (H, W, 3)
     heatmap: np.ndarray  # normalised anomaly map (H, W) in [0, 1]
     reconstruction: np.ndarray | None  # model view RGB uint8, if the model has one
+    mask: np.ndarray | None = None  # bool (H, W): pixels above the pixel threshold
+    regions: list[Region] = field(default_factory=list)  # connected parts of the mask, largest first
+    mask_path: Path | None = None
+    typical_distance: float = float("nan")  # median of the raw map: what the drift check compares
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +57,8 @@ class ImageResult:
             "normalized_score": self.normalized_score,
             "anomalous": self.anomalous,
             "overlay": str(self.overlay_path) if self.overlay_path is not None else None,
+            "mask": str(self.mask_path) if self.mask_path is not None else None,
+            "regions": [r.to_dict() for r in self.regions],
         }
 
 
@@ -59,6 +67,7 @@ class PredictionReport:
     results: list[ImageResult]
     csv_path: Path | None
     json_path: Path | None
+    drift: DriftReport | None = None  # do these images, as a batch, look unlike the training data?
 
 
 def collect_image_paths(inputs: str | Path | Iterable[str | Path]) -> list[Path]:
@@ -91,6 +100,7 @@ def predict_images(
     device: str = "auto",
     reporter: Reporter = SILENT,
     batch_size: int = 32,
+    save_masks: bool = False,
 ) -> PredictionReport:
     """Score images: raw score, normalised score (0.5 = threshold), verdict and an overlay per image.
 
@@ -98,6 +108,8 @@ def predict_images(
     ``output_dir`` (default ``RUN_DIR/predictions/`` for a checkpoint; none for a Detector object unless
     given): one ``<name>_overlay.png`` per image (heatmap over the image, regions above the threshold
     outlined) and ``predictions.csv`` / ``predictions.json``, moved in only once every image has been scored.
+    Each result lists its defect regions (pixels above the model's pixel threshold, chosen on normal validation
+    images); ``save_masks`` also writes each binary mask as ``<name>_mask.png``.
     """
     detector = load_fitted_detector(checkpoint_or_detector, "image", device)
     if output_dir is None and not isinstance(checkpoint_or_detector, BaseDetector):
@@ -110,19 +122,25 @@ def predict_images(
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
             overlays = [folder / name for name in names[start : start + len(chunk)]] if folder is not None else None
+            masks = [folder / name.replace("_overlay.png", "_mask.png") for name in names[start : start + len(chunk)]] \
+                if folder is not None and save_masks else None
             images = read_image_batch(detector, chunk, reporter=reporter,
                                       desc=f"read images {start + 1}-{start + len(chunk)} of {len(items)}")
-            results.extend(score_image_batch(detector, chunk, images, overlays, reporter=reporter))
+            results.extend(score_image_batch(detector, chunk, images, overlays, masks, reporter=reporter))
+        drift = assess_drift(np.array([r.typical_distance for r in results]), detector.drift_reference_, typical=True)
+        if drift is not None and drift.drifted:
+            reporter.log(f"warning: {drift.message}")
         csv_path = json_path = None
         if folder is not None:
             final = Path(output_dir)  # type: ignore[arg-type]
             for r in results:  # paths as they will be once the folder is in place
                 r.overlay_path = final / r.overlay_path.name if r.overlay_path is not None else None
-            write_prediction_tables(folder, results, detector, checkpoint_or_detector)
+                r.mask_path = final / r.mask_path.name if r.mask_path is not None else None
+            write_prediction_tables(folder, results, detector, checkpoint_or_detector, drift)
             csv_path, json_path = final / "predictions.csv", final / "predictions.json"
     if output_dir is not None:
         reporter.log(f"wrote {len(results)} predictions to {output_dir}")
-    return PredictionReport(results=results, csv_path=csv_path, json_path=json_path)
+    return PredictionReport(results=results, csv_path=csv_path, json_path=json_path, drift=drift)
 
 
 def read_image_batch(detector: BaseDetector, items: Sequence[tuple[Path, np.ndarray | None]], *,
@@ -137,14 +155,17 @@ def score_image_batch(
     items: Sequence[tuple[Path, np.ndarray | None]],
     images: torch.Tensor,
     overlay_paths: Sequence[Path] | None = None,
+    mask_paths: Sequence[Path] | None = None,
     *,
     reporter: Reporter = SILENT,
 ) -> list[ImageResult]:
     """Score and judge one batch of decoded ``images`` (from :func:`read_image_batch`); write an overlay PNG per
-    image to ``overlay_paths`` when given. The one scoring path of :func:`predict_images` and of the Ray engine."""
+    image to ``overlay_paths`` and the defect mask to ``mask_paths`` when given; list each image's defect
+    regions. The one scoring path of :func:`predict_images` and of the Ray engine."""
     cal = detector.calibration_
     assert cal is not None
     prediction = detector.predict(images, reporter=reporter)  # type: ignore[attr-defined]
+    typical = typical_distances(prediction.maps)
     heatmaps = cal.normalize(prediction.maps)
     results = []
     for j, (path, _) in enumerate(items):
@@ -154,6 +175,11 @@ def score_image_batch(
         if overlay_paths is not None:
             overlay_path = overlay_paths[j]
             _write_png(overlay_path, anomaly_contours(overlay(image, heatmap, 0.45), heatmap))
+        mask = cal.defect_mask(prediction.maps[j])
+        mask_path = None
+        if mask_paths is not None:
+            mask_path = mask_paths[j]
+            _write_png(mask_path, mask.astype(np.uint8) * 255)
         score = float(prediction.scores[j])
         results.append(ImageResult(
             path=path,
@@ -164,6 +190,10 @@ def score_image_batch(
             image=image,
             heatmap=heatmap,
             reconstruction=to_hwc(prediction.views[j]) if prediction.views is not None else None,
+            mask=mask,
+            regions=find_regions(prediction.maps[j], cal.region_threshold()),
+            mask_path=mask_path,
+            typical_distance=float(typical[j]),
         ))
     return results
 
@@ -224,6 +254,7 @@ class VideoAnalysis:
     anomalous: np.ndarray
     events: list[Event]
     fps: float
+    drift: DriftReport | None = None  # None for models saved before drift was recorded
 
 
 def analyze_video(
@@ -271,6 +302,9 @@ def analyze_video(
         f"{clip.name}: {scores.size} frames scored in {seconds:.1f} s ({scores.size / max(seconds, 1e-9):.1f} frames/s); "
         f"{int(anomalous.sum())} above the threshold, {len(events)} interval(s)"
     )
+    drift = assess_drift(prediction.maps, detector.drift_reference_)
+    if drift is not None and drift.drifted:
+        reporter.log(f"warning: {clip.name}: {drift.message}")
     view_label = getattr(detector, "view_label", "Reconstruction" if detector.name == "convlstm" else "Model view")
     maps = (cal.normalize(m.astype(np.float32)) for m in prediction.maps)
     with staged_dir(output_dir) as tmp:
@@ -291,6 +325,7 @@ def analyze_video(
                 "threshold": cal.threshold,
                 "threshold_rule": f"from held-out normal training clips, target false-positive rate {cal.target_fpr:g}",
                 "truncated": clip.truncated,
+                "drift": drift.to_dict() if drift is not None else None,
                 "events": events,
             },
         )
@@ -305,4 +340,5 @@ def analyze_video(
         anomalous=anomalous,
         events=[Event.from_dict(event) for event in events],
         fps=clip.fps,
+        drift=drift,
     )

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from anomalens.metrics.threshold import Calibration
+from anomalens.metrics.drift import DriftReport
+from anomalens.metrics.threshold import Calibration, false_alarm_line
 from anomalens.models.base import BaseDetector
 from anomalens.runtime import write_json_atomic, write_text_atomic
 
@@ -56,6 +57,9 @@ def evaluation_report(metrics: dict[str, Any], run: dict[str, Any]) -> str:
         f"and {at['true_positives']} of {at['true_positives'] + at['false_negatives']} anomalous ones are found. "
         "F1-max picks its threshold on the test labels, so it measures separability only.",
         "",
+        f"What the threshold promises: {false_alarm_line(metrics.get('false_alarm_rate'), at)}",
+        *drift_lines(metrics.get("drift")),
+        "",
         f"Pixel metrics use {metrics['pixel_metric_images']} images with known pixel truth.",
         *[f"- warning: {w}" for w in metrics.get("warnings", [])],
         "",
@@ -72,24 +76,35 @@ def evaluation_report(metrics: dict[str, Any], run: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_prediction_tables(folder: Path, results: list[Any], detector: BaseDetector, source: Any) -> None:
+def drift_lines(drift: dict[str, Any] | None) -> list[str]:
+    """report.md's drift line: the scored data as a whole against the typical distances of validation data."""
+    if not drift:
+        return []
+    return [f"- drift check (typical, not highest, distances; no labels used): {'WARNING ' if drift['drifted'] else ''}{drift['message']}"]
+
+
+def write_prediction_tables(
+    folder: Path, results: list[Any], detector: BaseDetector, source: Any, drift: DriftReport | None = None
+) -> None:
     """``predictions.csv`` and ``predictions.json`` of :func:`~anomalens.workflows.predict.predict_images`."""
     cal = detector.calibration_
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["path", "score", "normalized_score", "anomalous", "threshold", "overlay"])
+    writer.writerow(["path", "score", "normalized_score", "anomalous", "threshold", "regions", "overlay"])
     for r in results:
         writer.writerow([str(r.path), f"{r.score:.6g}", f"{r.normalized_score:.4f}", int(r.anomalous), f"{cal.threshold:.6g}",
-                         str(r.overlay_path) if r.overlay_path else ""])
+                         len(r.regions), str(r.overlay_path) if r.overlay_path else ""])
     write_text_atomic(folder / "predictions.csv", buffer.getvalue())
     write_json_atomic(folder / "predictions.json", {
         "model": detector.name,
         "checkpoint": None if isinstance(source, BaseDetector) else str(Path(source).resolve()),
         "threshold": cal.threshold,
         "normalized_threshold": 0.5,
+        "pixel_threshold": cal.region_threshold(),
         "created": datetime.now().isoformat(timespec="seconds"),
         "count": len(results),
         "anomalous": sum(r.anomalous for r in results),
+        "drift": drift.to_dict() if drift is not None else None,
         "results": [r.to_dict() for r in results],
     })
 
@@ -133,6 +148,7 @@ def video_report(metrics: dict[str, Any], run: dict[str, Any]) -> str:
             f"At it {at['false_positives']} of {at['false_positives'] + at['true_negatives']} normal test frames are flagged and "
             f"{at['true_positives']} of {at['true_positives'] + at['false_negatives']} anomalous frames are found."
         )
+    lines.append(f"What the threshold promises: {false_alarm_line(metrics.get('false_alarm_rate'), at)}")
     lines += [
         "The min-max variant rescales each test clip by its own score range, as many papers do; an online system "
         "cannot, so the pooled figure is the headline.",

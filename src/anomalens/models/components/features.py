@@ -80,7 +80,8 @@ class PatchFeatureExtractor(nn.Module):
     @torch.no_grad()
     def forward(self, x01: torch.Tensor) -> torch.Tensor:
         """Features through ONNX Runtime for CPU inputs (unless the runtime is ``torch``), else PyTorch."""
-        runner = self._runner(x01)
+        # an ONNX export (anomalens.export) traces the PyTorch computation: a session cannot be traced
+        runner = None if torch.compiler.is_exporting() else self._runner(x01)
         if runner is not None:
             return runner(x01)
         return self.torch_forward(x01)

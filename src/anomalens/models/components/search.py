@@ -105,16 +105,27 @@ class NearestNeighbourIndex:
         chunk = max(1, TORCH_SEARCH_BUDGET // self.size)
         distances, indices = [], []
         for start in range(0, queries.shape[0], chunk):
-            q = queries[start : start + chunk].float()
-            # ||q - b||^2 = ||b||^2 - 2 q.b + ||q||^2; the last term is the same along a row, so add it after the min
-            partial = torch.addmm(self._bank_norms[None, :], q, self.bank.T, alpha=-2.0)
-            value, index = partial.topk(k, dim=1, largest=False)
-            value = value + (q * q).sum(dim=1, keepdim=True)
-            distances.append(value.clamp_(min=0.0).sqrt_())
+            value, index = exact_search_block(queries[start : start + chunk], self.bank, k, self._bank_norms)
+            distances.append(value)
             indices.append(index)
         if not distances:
             return torch.zeros((0, k), device=queries.device), torch.zeros((0, k), dtype=torch.long, device=queries.device)
         return torch.cat(distances), torch.cat(indices)
+
+
+def exact_search_block(
+    queries: torch.Tensor, bank: torch.Tensor, k: int = 1, bank_norms: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact search of all ``queries`` at once with one matrix product, in torch: the GPU path above (in chunks)
+    and the search inside exported ONNX graphs (``anomalens.export``, where faiss cannot be traced)."""
+    bank = bank.float()
+    norms = (bank * bank).sum(dim=1) if bank_norms is None else bank_norms
+    q = queries.float()
+    # ||q - b||^2 = ||b||^2 - 2 q.b + ||q||^2; the last term is the same along a row, so add it after the min
+    partial = torch.addmm(norms[None, :], q, bank.T, alpha=-2.0)
+    value, index = partial.topk(k, dim=1, largest=False)
+    value = value + (q * q).sum(dim=1, keepdim=True)
+    return value.clamp(min=0.0).sqrt(), index
 
 
 def nearest_neighbour_distances(
@@ -135,4 +146,4 @@ def recall_at_1(index: NearestNeighbourIndex, queries: torch.Tensor) -> float:
     return float((found_distance <= true_distance * (1 + 1e-5) + 1e-6).float().mean())
 
 
-__all__ = ["EXACT_SEARCH_LIMIT", "NearestNeighbourIndex", "nearest_neighbour_distances", "recall_at_1", "set_search_threads"]
+__all__ = ["EXACT_SEARCH_LIMIT", "NearestNeighbourIndex", "exact_search_block", "nearest_neighbour_distances", "recall_at_1", "set_search_threads"]

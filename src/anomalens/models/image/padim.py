@@ -103,13 +103,14 @@ class Padim(FeatureDetector):
             raise RuntimeError("PaDiM is not fitted")
         features = self.features(batch)
         n, channels, h, w = features.shape
-        tiles = n // len(batch)
-        diff = features.reshape(len(batch), tiles, channels, h * w).permute(1, 3, 0, 2).reshape(-1, len(batch), channels)
+        count = batch.shape[0]  # shape[0], not len(): keeps the batch size symbolic when exported to ONNX
+        tiles = n // count
+        diff = features.reshape(count, tiles, channels, h * w).permute(1, 3, 0, 2).reshape(-1, count, channels)
         if diff.shape[0] != self.mean_.shape[0]:
             raise ConfigError(f"PaDiM was fitted on {self.mean_.shape[0]} positions; these images give {diff.shape[0]}")
         diff = diff - self.mean_[:, None, :]
         squared = ((diff @ self.precision_) * diff).sum(dim=2).clamp_(min=0.0)  # (positions, B)
-        patch_scores = squared.sqrt().reshape(tiles, h, w, len(batch)).permute(3, 0, 1, 2).reshape(n, h, w)
+        patch_scores = squared.sqrt().reshape(tiles, h, w, count).permute(3, 0, 1, 2).reshape(n, h, w)
         maps = self.scores_to_maps(patch_scores, tuple(batch.shape[-2:]))
         return maps.flatten(1).amax(dim=1), maps, None
 

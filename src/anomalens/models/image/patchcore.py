@@ -134,7 +134,7 @@ class PatchCore(FeatureDetector):
         distances, indices = self.index_.search(queries, k=1)
         patch_scores = distances[:, 0].reshape(n, h, w)
         maps = self.scores_to_maps(patch_scores, tuple(batch.shape[-2:]))
-        per_image = len(batch)
+        per_image = batch.shape[0]  # shape[0], not len(): keeps the batch size symbolic when exported to ONNX
         weights = self._reweighting(
             queries.reshape(per_image, -1, channels), distances[:, 0].reshape(per_image, -1), indices[:, 0].reshape(per_image, -1)
         )
@@ -149,9 +149,9 @@ class PatchCore(FeatureDetector):
         """
         b = min(self.config.num_neighbours, len(self.memory_bank_))  # type: ignore[arg-type]
         if b <= 1:
-            return torch.ones(len(queries), device=queries.device)
+            return torch.ones(queries.shape[0], device=queries.device)
         worst = distances.argmax(dim=1)
-        rows = torch.arange(len(queries), device=queries.device)
+        rows = torch.arange(queries.shape[0], device=queries.device)
         m_test = queries[rows, worst]  # (B, C)
         m_star = self.memory_bank_[indices[rows, worst]]  # type: ignore[index]
         _, support = self.index_.search(m_star, k=b)  # type: ignore[union-attr]  # (B, b), m* itself first

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from anomalens.errors import ConfigError
-from anomalens.models.base import BaseDetector, Prediction
+from anomalens.metrics.drift import typical_distances
+from anomalens.models.base import BaseDetector, HeldOutScores, Prediction
 from anomalens.progress import SILENT, Reporter
 
 # A clip: a re-iterable source of frames; each iteration decodes front to back once.
@@ -148,8 +149,14 @@ class VideoDetector(BaseDetector):
             reporter.log("warning: no validation clips; the threshold is set on training clips and may be low")
             held_out = list(train)
 
-        def held_out_scores(r: Reporter) -> np.ndarray:
-            return np.concatenate([self._predict_clip(clip, r).scores for clip in held_out])
+        def held_out_scores(r: Reporter) -> HeldOutScores:
+            scores, typical = [], []
+            for clip in held_out:
+                prediction = self._predict_clip(clip, r)
+                scores.append(prediction.scores)
+                typical.append(typical_distances(prediction.maps))
+            # clip by clip: the threshold counts correlated frames by their effective number
+            return HeldOutScores(np.concatenate(scores), np.concatenate(typical), [len(s) for s in scores])
 
         self._learn_then_calibrate(lambda r: self._fit_clips(train, validation, r), held_out_scores, reporter)
         return self

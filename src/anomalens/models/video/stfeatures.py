@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ from anomalens.data.preprocessing import to_float
 from anomalens.errors import ConfigError, DataError
 from anomalens.models.base import DetectorConfig
 from anomalens.models.components.features import PatchFeatureExtractor
-from anomalens.models.components.kernels import DelayedGaussian, gaussian_smooth_1d
+from anomalens.models.components.kernels import DelayedGaussian, gaussian_blur, gaussian_smooth_1d
 from anomalens.models.video.motion import FLOW_PRESETS, FlowStream, flow_view, grey_frames, orientation_histograms
 from anomalens.models.components.sampler import Reservoir, batched_greedy_coreset, greedy_coreset
 from anomalens.models.components.search import NearestNeighbourIndex
@@ -55,6 +55,7 @@ from anomalens.models.video.base import (
     VideoDetector,
     clip_name,
 )
+from anomalens.models.video.degrade import make_degradation
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import seed_everything
 
@@ -77,6 +78,17 @@ class SpatioTemporalConfig(DetectorConfig):
     position_tolerance: int = 1  # a cell's motion memory also holds what its neighbours within this many cells saw
     frame_step: int = 2  # learn from every n-th training frame (neighbouring frames are redundant)
     temporal_sigma: float = 2.0  # Gaussian smoothing of frame scores, in frames (0 = none)
+    # Gaussian low-pass (sigma in pixels of the model input) before the appearance backbone, at training and
+    # scoring alike: sensor noise, compression artefacts and resampling differ between codecs, bitrates and
+    # resolutions; without it the same scene stored at another quality scored as anomalous (benchmarks/reencode.py)
+    # Off by default: with input_blur 2 and ("h264:35", "jpeg:20", "scale:0.5") a higher bitrate and other
+    # resolutions stop raising alarms (benchmarks/reencode.py), but UCSD Ped2's frame AUROC fell from 0.957 to 0.840
+    input_blur: float = 0.0
+    # Training frames also pass through these re-encodings (models/video/degrade.py) and join both memories:
+    # a coarser codec, an MJPEG camera or a lower resolution are then part of "normal" (empty = none)
+    training_degradations: tuple[str, ...] = ()
+
+    SAVED_BEFORE: ClassVar[dict[str, Any]] = {"input_blur": 0.0, "training_degradations": ()}
 
 
 # ---- per-position memory -----------------------------------------------------------------------
@@ -165,6 +177,10 @@ class SpatioTemporalFeatures(VideoDetector):
             raise ConfigError("position_tolerance must be >= 0, orientation_bins >= 2 and motion_cell >= 1")
         if not 0.0 < c.motion_scale <= 1.0:
             raise ConfigError(f"motion_scale must be in (0, 1], got {c.motion_scale}")
+        for spec in c.training_degradations:
+            make_degradation(spec)  # refuses an unknown spec before any long work
+        if c.input_blur < 0:
+            raise ConfigError(f"input_blur must be >= 0, got {c.input_blur}")
         if c.flow_preset not in FLOW_PRESETS:
             raise ConfigError(f"flow_preset must be one of {', '.join(FLOW_PRESETS)}, got {c.flow_preset!r}")
         self.extractor = PatchFeatureExtractor(c.backbone, stages=c.stages, neighbourhood=3, seed=c.seed).to(self.device)
@@ -199,24 +215,29 @@ class SpatioTemporalFeatures(VideoDetector):
             yield torch.stack(batch)
 
     @torch.no_grad()
-    def _stream(self, clip: Clip, reporter: Reporter, views: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray | None]]:
+    def _stream(
+        self, clip: Clip, reporter: Reporter, views: bool = False,
+        degraded: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray | None]]:
         """Decode the clip once, front to back; per batch: appearance ``(B, C, h, w)``, motion ``(B, bins, hm, wm)``
-        and (if asked) the motion views ``(B, 3, H/2, W/2)``. The first frame borrows the motion of the second."""
+        and (if asked) the motion views ``(B, 3, H/2, W/2)``. The first frame borrows the motion of the second.
+
+        With ``degraded`` (a list, training only), the appearance and motion of the batch's frames after each of
+        ``training_degradations`` are appended to it before each yield."""
         c = self.config
         flows = FlowStream(c.flow_preset)
+        chains = [(make_degradation(spec), FlowStream(c.flow_preset)) for spec in c.training_degradations] if degraded is not None else []
         any_frames = False
         for count, batch in enumerate(self._batches(clip)):
             if count % 4 == 0:
                 reporter.check_cancelled()
             any_frames = True
             frames = to_float(batch).to(self.device)
-            appearance = self.extractor(frames).cpu()
-            greys = grey_frames(frames, self.flow_size)
-            flow = [flows.push(grey) for grey in greys]
-            if flow[0] is None:
-                flow[0] = flow[1] if len(flow) > 1 else np.zeros((2, *self.flow_size), np.float32)
-            flow_tensor = torch.from_numpy(np.stack(flow))
-            motion = orientation_histograms(flow_tensor, c.orientation_bins, c.motion_cell)
+            appearance = self.extractor(gaussian_blur(frames, c.input_blur)).cpu()
+            greys, flow, motion = self._motion(frames, flows)
+            for degrade, degraded_flows in chains:
+                copies = to_float(degrade(batch)).to(self.device)
+                degraded.append((self.extractor(gaussian_blur(copies, c.input_blur)).cpu(), self._motion(copies, degraded_flows)[2]))
             view = None
             if views:
                 tinted = torch.from_numpy(np.stack([flow_view(g, f, self.view_speed) for g, f in zip(greys, flow)]))
@@ -224,6 +245,16 @@ class SpatioTemporalFeatures(VideoDetector):
             yield appearance, motion, view
         if not any_frames:
             raise DataError("the clip has no frames", clip_name(clip))
+
+    def _motion(self, frames: torch.Tensor, flows: FlowStream) -> tuple[np.ndarray, list[np.ndarray], torch.Tensor]:
+        """Grey frames, their flow (the first frame of a clip borrows the second's) and motion descriptors."""
+        c = self.config
+        greys = grey_frames(frames, self.flow_size)
+        flow = [flows.push(grey) for grey in greys]
+        if flow[0] is None:
+            flow[0] = flow[1] if len(flow) > 1 else np.zeros((2, *self.flow_size), np.float32)
+        motion = orientation_histograms(torch.from_numpy(np.stack(flow)), c.orientation_bins, c.motion_cell)
+        return greys, flow, motion
 
     # ---- training -------------------------------------------------------------------------------
     def _fit_clips(self, train: Sequence[Clip], validation: Sequence[Clip], reporter: Reporter) -> None:
@@ -234,17 +265,23 @@ class SpatioTemporalFeatures(VideoDetector):
             raise DataError("no training clips")
         everything = _NormalData(c.appearance_samples, 0, c.seed)
         folds = [_NormalData(max(1, c.appearance_samples // 2), CROSS_FIT_FRAMES, c.seed + 1 + f) for f in (0, 1)]
+        degraded: list[tuple[torch.Tensor, torch.Tensor]] = []
         for clip_index, clip in enumerate(reporter.iter(train, "features of training clips")):
             start = 0
-            for appearance, motion, _ in self._stream(clip, reporter):
+            for appearance, motion, _ in self._stream(clip, reporter, degraded=degraded):
                 numbers = range(start, start + len(appearance))
                 start += len(appearance)
                 keep = [i for i, n in enumerate(numbers) if n % c.frame_step == 0]
                 everything.add(appearance[keep], motion[keep])
+                for copy_appearance, copy_motion in degraded:  # re-encoded copies join the memories
+                    everything.add(copy_appearance[keep], copy_motion[keep], frames=False)
                 for fold in (0, 1):
                     members = [i for i in keep if (clip_index + numbers[i] // FOLD_BLOCK) % 2 == fold]
                     if members:
                         folds[fold].add(appearance[members], motion[members])
+                        for copy_appearance, copy_motion in degraded:
+                            folds[fold].add(copy_appearance[members], copy_motion[members], frames=False)
+                degraded.clear()
         reporter.log(f"choosing {c.appearance_memory} appearance entries from {everything.patches.size} training patches")
         self.appearance_index_, self.motion_memory_ = self._memories(everything, reporter)
         del everything
@@ -391,10 +428,12 @@ class _NormalData:
         self.motions: list[torch.Tensor] = []
         self.frames = Reservoir(frame_capacity, seed=seed + 1) if frame_capacity else None
 
-    def add(self, appearance: torch.Tensor, motion: torch.Tensor) -> None:
+    def add(self, appearance: torch.Tensor, motion: torch.Tensor, frames: bool = True) -> None:
+        """Patches and motion join the memories; with ``frames``, the whole frames join the cross-fitting sample
+        (re-encoded copies do not: the cues stay standardised on the training video as it is)."""
         self.patches.add(appearance.permute(0, 2, 3, 1).reshape(-1, appearance.shape[1]))
         self.motions.append(motion.half())
-        if self.frames is not None:
+        if frames and self.frames is not None:
             self.frames.add(torch.cat([appearance.flatten(1).half(), motion.flatten(1).half()], dim=1))
 
 

@@ -32,6 +32,7 @@ from anomalens.ui.common import (
     chosen_run,
     progress_sink,
     request_key,
+    drift_note,
     threshold_text,
     ui_error,
 )
@@ -57,6 +58,7 @@ class ImageInspection:
     items: list[ImageItem]
     threshold_note: str = ""
     calibration: Calibration | None = None
+    drift_note: str = ""  # set when the uploaded images, as a batch, look unlike the training data
 
     def raw_threshold(self, normalized: float) -> float | None:
         """The raw score that a normalised threshold stands for (the model's own inverse normalisation)."""
@@ -99,7 +101,7 @@ def inspect_images(
             name = f"{name} #{seen[name]}"
         recon_path = _save_rgb(result.reconstruction, output_dir / "reconstructions" / f"{index:03d}_{Path(name).stem}.png")
         items.append(ImageItem(name, result.score, result.normalized_score, result.overlay_path, recon_path))
-    return ImageInspection(run, output_dir, items, threshold_text(run), calibration_of(run))
+    return ImageInspection(run, output_dir, items, threshold_text(run), calibration_of(run), drift_note(report.drift))
 
 
 def verdict(normalized_score: float, threshold: float) -> str:
@@ -135,7 +137,7 @@ def inspection_summary(inspection: ImageInspection, threshold: float = 0.5) -> s
     return (
         f"**{flagged} of {len(inspection.items)} images flagged** at threshold {threshold:.2f}{raw_text}. "
         f"{inspection.threshold_note}"
-    )
+    ) + (f"\n\n{inspection.drift_note}" if inspection.drift_note else "")
 
 
 def inspection_downloads(inspection: ImageInspection, threshold: float = 0.5) -> list[str]:

@@ -23,6 +23,7 @@ from anomalens.ui.common import (
     progress_sink,
     request_key,
     rounded,
+    drift_note,
     threshold_text,
     ui_error,
 )
@@ -70,6 +71,8 @@ def analyze_video_file(
         f"**{len(rows)} anomalous interval(s)**; {flagged} of {frames} frames above the threshold "
         f"({frames / analysis.fps:.1f} s at {analysis.fps:g} fps). {threshold_text(run)}"
     )
+    if analysis.drift is not None and analysis.drift.drifted:
+        summary += f"\n\n{drift_note(analysis.drift)}"
     downloads = [str(p) for p in (analysis.scores_csv, analysis.events_json, analysis.side_by_side_path)]
     return VideoView(output_dir, analysis.side_by_side_path, analysis.timeline_path, rows, downloads, summary)
 

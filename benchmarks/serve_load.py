@@ -1,0 +1,126 @@
+"""Bounded load test of ``anomalens serve``: starts the server on 127.0.0.1, runs N concurrent clients for a fixed
+time, stops the server by its PID, and reports throughput, p50/p99 latency, errors and the server's RSS.
+
+First it measures the offline batch rate of the same model in this process (``predict_prepared`` on full
+batches), so that the server's throughput can be compared with it.
+
+    PYTHONPATH=src python benchmarks/serve_load.py --model results/bottle_x/export/onnx_fp32 \
+        --images ../shared/data/mvtec_ad/bottle/test/broken_large --clients 16 --duration 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import secrets
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from anomalens.serve.backends import load_predictor
+from anomalens.serve.process import served
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def offline_rate(model: Path, bodies: list[bytes], seconds: float) -> float:
+    predictor = load_predictor(model, device="cpu")
+    batch = np.stack([predictor.prepare(bodies[i % len(bodies)]) for i in range(predictor.max_batch)])
+    predictor.predict_prepared(batch)  # warm-up
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        predictor.predict_prepared(batch)
+        done += len(batch)
+    rate = done / (time.perf_counter() - started)
+    del predictor
+    gc.collect()
+    return rate
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, type=Path, help="bundle or run folder")
+    parser.add_argument("--images", required=True, type=Path, help="an image or a folder of images to send")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of load")
+    parser.add_argument("--offline-seconds", type=float, default=15.0)
+    parser.add_argument("--max-batch", type=int, default=None)
+    parser.add_argument("--max-wait-ms", type=float, default=10.0)
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    files = sorted(args.images.glob("*.png")) if args.images.is_dir() else [args.images]
+    bodies = [p.read_bytes() for p in files[:32]]
+    offline = offline_rate(args.model, bodies, args.offline_seconds)
+
+    token = secrets.token_urlsafe(16)
+    extra = ["--max-wait-ms", str(args.max_wait_ms), "--queue-size", str(max(64, 4 * args.clients)), "--device", "cpu"]
+    if args.max_batch:
+        extra += ["--max-batch", str(args.max_batch)]
+    headers = {"Authorization": f"Bearer {token}"}
+    with served(args.model, token=token, extra_args=extra) as server:
+        url = server.url
+        with httpx.Client(timeout=60) as client:  # warm-up
+            for body in bodies[:4]:
+                client.post(f"{url}/v1/predict", content=body, headers=headers).raise_for_status()
+        rss_before = rss_mb(server.pid)
+        latencies: list[float] = []
+        errors: list[str] = []
+        lock = threading.Lock()
+        stop_at = time.perf_counter() + args.duration
+
+        def client_loop(index: int) -> None:
+            with httpx.Client(timeout=60) as client:
+                i = index
+                while time.perf_counter() < stop_at:
+                    started = time.perf_counter()
+                    try:
+                        response = client.post(f"{url}/v1/predict", content=bodies[i % len(bodies)], headers=headers)
+                        problem = None if response.status_code == 200 else f"HTTP {response.status_code}"
+                    except httpx.HTTPError as exc:
+                        problem = type(exc).__name__
+                    with lock:
+                        if problem is None:
+                            latencies.append(time.perf_counter() - started)
+                        else:
+                            errors.append(problem)
+                    i += args.clients
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(args.clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - started
+        rss_after = rss_mb(server.pid)
+    lat = np.array(latencies) * 1000.0
+    report = {
+        "model": str(args.model), "clients": args.clients, "duration_s": round(elapsed, 1),
+        "requests_ok": len(latencies), "errors": len(errors), "error_kinds": sorted(set(errors)),
+        "throughput_images_per_s": round(len(latencies) / elapsed, 2),
+        "offline_batch_images_per_s": round(offline, 2),
+        "throughput_share_of_offline": round(len(latencies) / elapsed / offline, 3),
+        "latency_ms_p50": round(float(np.percentile(lat, 50)), 1) if lat.size else None,
+        "latency_ms_p99": round(float(np.percentile(lat, 99)), 1) if lat.size else None,
+        "server_rss_mb_before": round(rss_before, 1), "server_rss_mb_after": round(rss_after, 1),
+        "server_rss_growth_mb": round(rss_after - rss_before, 1),
+    }
+    print(json.dumps(report, indent=2))
+    if args.output is not None:
+        args.output.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

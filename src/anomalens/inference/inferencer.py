@@ -1,0 +1,100 @@
+"""Score images with an exported bundle, using only numpy, Pillow and ONNX Runtime or OpenVINO (no torch).
+
+Images are decoded and resized by the library's own functions (``anomalens.data.pixels``), fed to the graph as
+``uint8`` in batches no larger than the bundle allows, and the graph's raw scores and maps are turned into
+verdicts, normalised heatmaps and regions with the checkpoint's calibration, saved in ``bundle.json``.
+
+>>> inferencer = Inferencer.load("bundles/bottle_onnx")                      # doctest: +SKIP
+>>> [r.anomalous for r in inferencer.predict(["a.png", open("b.png", "rb").read(), frame])]   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from anomalens.data.pixels import ImageSource, load_rgb, resize_rgb_array
+from anomalens.errors import DataError
+from anomalens.inference.bundle import read_bundle
+from anomalens.inference.engines import Engine, open_engine
+from anomalens.inference.results import InferenceResult, results_from_outputs
+from anomalens.metrics.threshold import Calibration
+
+
+class Inferencer:
+    """A loaded bundle. ``predict`` takes paths, encoded bytes or RGB ``uint8`` arrays ``(H, W, 3)``."""
+
+    def __init__(self, folder: Path, meta: dict[str, Any], engine: Engine, constants: dict[str, np.ndarray]) -> None:
+        self.folder = folder
+        self.meta = meta
+        self.engine = engine
+        self.constants = constants
+        self.calibration = Calibration.from_dict(meta["calibration"])
+        self.image_size: tuple[int, int] = tuple(meta["input"]["image_size"])  # type: ignore[assignment]
+        self.max_batch = int(meta["input"].get("max_batch", 16))
+        self.input_name = meta["input"]["name"]
+        self.outputs = meta["outputs"]
+
+    @classmethod
+    def load(cls, folder: str | Path, threads: int | None = None) -> "Inferencer":
+        """Open ``folder`` (written by ``anomalens export``) on the engine it was exported for."""
+        folder = Path(folder)
+        meta = read_bundle(folder)
+        runtime = meta["runtime"]
+        engine = open_engine(folder / runtime["network"], runtime["engine"], runtime["precision"], threads)
+        constants = {
+            name: np.load(folder / spec["file"], allow_pickle=False) for name, spec in meta.get("constant_inputs", {}).items()
+        }
+        return cls(folder, meta, engine, constants)
+
+    @property
+    def model_name(self) -> str:
+        return self.meta["model"]["name"]
+
+    def describe(self) -> dict[str, Any]:
+        """What ``GET /v1/model`` shows: model, engine, precision, input size, thresholds."""
+        return {
+            "model": self.meta["model"]["name"],
+            "model_version": self.meta["model"].get("format_version"),
+            "anomalens_version": self.meta["anomalens_version"],
+            "engine": self.meta["runtime"]["engine"],
+            "precision": self.meta["runtime"]["precision"],
+            "engine_details": self.engine.description,  # type: ignore[attr-defined]
+            "image_size": list(self.image_size),
+            "threshold": self.calibration.threshold,
+            "pixel_threshold": self.calibration.region_threshold(),
+            "max_batch": self.max_batch,
+        }
+
+    def prepare(self, source: ImageSource, name: str | None = None) -> np.ndarray:
+        """One image -> RGB ``uint8`` ``(H, W, 3)`` at the model's size, exactly as the library prepares it."""
+        return resize_rgb_array(load_rgb(source, name), self.image_size)
+
+    def predict(self, images: ImageSource | Sequence[ImageSource]) -> list[InferenceResult]:
+        """Score images (one or a list); one :class:`InferenceResult` each, in order."""
+        if isinstance(images, (str, Path, bytes, bytearray, memoryview)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
+            images = [images]  # type: ignore[list-item]
+        if len(images) == 0:  # type: ignore[arg-type]
+            raise DataError("no images given")
+        return self.predict_prepared(np.stack([self.prepare(image) for image in images]))  # type: ignore[union-attr]
+
+    def predict_prepared(self, batch: np.ndarray) -> list[InferenceResult]:
+        """``uint8`` ``(N, H, W, 3)`` already at the model's size (see :meth:`prepare`) -> results."""
+        scores, maps, views = self.run(batch)
+        return results_from_outputs(scores, maps, views, self.calibration)
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Raw scores ``(N,)``, maps ``(N, H, W)`` and views (or None) of a prepared ``(N, H, W, 3)`` batch."""
+        if batch.ndim != 4 or batch.shape[1:] != (*self.image_size, 3) or batch.dtype != np.uint8:
+            raise ValueError(f"expected uint8 images (N, {self.image_size[0]}, {self.image_size[1]}, 3), got {batch.dtype} {batch.shape}")
+        scores, maps, views = [], [], []
+        for start in range(0, len(batch), self.max_batch):
+            chunk = np.ascontiguousarray(batch[start : start + self.max_batch].transpose(0, 3, 1, 2))
+            out = self.engine.run({self.input_name: chunk, **self.constants})
+            scores.append(out[self.outputs["scores"]].astype(np.float32).reshape(-1))
+            maps.append(out[self.outputs["maps"]].astype(np.float32))
+            if self.outputs.get("views"):
+                views.append(out[self.outputs["views"]].astype(np.float32))
+        return np.concatenate(scores), np.concatenate(maps), (np.concatenate(views) if views else None)

@@ -1,0 +1,110 @@
+"""What other cameras and recorders do to the same scene, replayed on training frames (augmentation).
+
+A normal scene stored by another codec, at another bitrate or resolution looks different to a feature memory:
+compression smears fine texture and adds blocks, a lower resolution blurs. ``stfeatures`` therefore also learns
+from copies of its training frames passed through such a chain (see ``training_degradations``), so that these
+differences are part of "normal". Each degradation streams: one object per clip, fed batches in order, so that
+a video codec keeps its state from frame to frame as a real encoder does.
+
+Specs are short strings: ``h264:35`` (libx264 at CRF 35, in memory), ``jpeg:20`` (JPEG quality 20, 4:2:0, as an
+MJPEG camera), ``scale:0.5`` (down to half size and back up, bilinear).
+
+>>> degrade = make_degradation("jpeg:20")
+>>> degrade(torch.zeros(2, 3, 64, 64, dtype=torch.uint8)).shape
+torch.Size([2, 3, 64, 64])
+"""
+
+from __future__ import annotations
+
+import io
+from fractions import Fraction
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from anomalens.errors import ConfigError
+
+Degradation = Callable[[torch.Tensor], torch.Tensor]  # uint8 (B, 3, H, W) -> uint8 (B, 3, H, W)
+
+
+def jpeg_degrade(frames: torch.Tensor, quality: int) -> torch.Tensor:
+    """``uint8`` frames ``(B, 3, H, W)`` -> the same frames after a JPEG round trip at ``quality`` (4:2:0)."""
+    out = []
+    for frame in frames.permute(0, 2, 3, 1).numpy():
+        buffer = io.BytesIO()
+        Image.fromarray(frame).save(buffer, format="JPEG", quality=int(quality))
+        out.append(np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
+
+
+def rescale_degrade(frames: torch.Tensor, factor: float) -> torch.Tensor:
+    """Down to ``factor`` of the size and back (what a lower-resolution camera, upscaled, delivers)."""
+    h, w = frames.shape[-2:]
+    small = F.interpolate(frames.float(), size=(max(8, round(h * factor)), max(8, round(w * factor))), mode="area")
+    back = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    return back.round().clamp(0, 255).to(torch.uint8)
+
+
+class H264Reencode:
+    """Streams frames through libx264 (constant quality ``crf``, no B-frames, zero latency) and back."""
+
+    def __init__(self, crf: int) -> None:
+        self.crf = int(crf)
+        self._encoder = None
+        self._decoder = None
+        self._count = 0
+
+    def _open(self, height: int, width: int) -> None:
+        import av
+
+        self._encoder = av.CodecContext.create("libx264", "w")
+        self._encoder.width, self._encoder.height = width + width % 2, height + height % 2
+        self._encoder.pix_fmt = "yuv420p"
+        self._encoder.time_base = Fraction(1, 25)
+        self._encoder.options = {"crf": str(self.crf), "preset": "veryfast", "tune": "zerolatency"}
+        self._decoder = av.CodecContext.create("h264", "r")
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        import av
+
+        h, w = frames.shape[-2:]
+        if self._encoder is None:
+            self._open(h, w)
+        out = []
+        for frame in frames.permute(0, 2, 3, 1).numpy():
+            padded = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+            video_frame = av.VideoFrame.from_ndarray(padded, format="rgb24").reformat(
+                format="yuv420p", dst_colorspace="ITU601", dst_color_range="MPEG"
+            )
+            video_frame.pts = self._count
+            self._count += 1
+            decoded = []
+            for packet in self._encoder.encode(video_frame):
+                decoded += self._decoder.decode(packet)
+            if not decoded:  # zero latency should give one frame per frame; keep the input if not
+                out.append(frame)
+                continue
+            rgb = decoded[-1].reformat(format="rgb24", src_colorspace="ITU601", src_color_range="MPEG").to_ndarray()
+            out.append(rgb[:h, :w])
+        return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
+
+
+def make_degradation(spec: str) -> Degradation:
+    """A fresh (per clip) degradation from its spec: ``h264:CRF``, ``jpeg:QUALITY`` or ``scale:FACTOR``."""
+    kind, _, value = spec.partition(":")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"training_degradations: {spec!r} needs a number after the colon") from None
+    if kind == "h264" and 0 <= number <= 51:
+        return H264Reencode(int(number))
+    if kind == "jpeg" and 1 <= number <= 100:
+        return lambda frames: jpeg_degrade(frames, int(number))
+    if kind == "scale" and 0.1 <= number < 1:
+        return lambda frames: rescale_degrade(frames, number)
+    raise ConfigError(
+        f"training_degradations: unknown or out-of-range {spec!r}; use h264:0-51, jpeg:1-100 or scale:0.1-0.99"
+    )

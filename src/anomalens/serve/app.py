@@ -1,0 +1,223 @@
+"""The REST inference server (FastAPI): ``POST /v1/predict``, ``GET /v1/model``, ``GET /healthz``, ``GET /metrics``.
+
+A thin layer: decoding, scoring and regions are the library's (``backends.py``); this module adds HTTP,
+authentication, limits, micro-batching (``batching.py``) and Prometheus metrics. Clients never see a traceback:
+every error is ``{"error": "..."}`` with a fitting status. The interactive API docs are off (no CDN assets).
+
+>>> app = create_app(load_predictor("bundles/bottle_onnx"), ServeSettings(token="s3cret"))   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import logging
+import secrets
+import time
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from PIL import Image
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from anomalens.errors import DataError
+from anomalens.inference.results import InferenceResult
+from anomalens.serve.backends import Predictor
+from anomalens.serve.batching import Busy, MicroBatcher
+
+log = logging.getLogger("anomalens.serve")
+RETRY_AFTER_SECONDS = 1
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Limits and batching of the server (``anomalens serve`` flags)."""
+
+    token: str | None = None
+    max_batch: int | None = None  # default: the model's own batch size
+    max_wait_ms: float = 10.0
+    queue_size: int = 64
+    max_request_bytes: int = 20 << 20
+    max_images_per_request: int = 16
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("anomalens_requests", "HTTP requests", ["endpoint", "status"], registry=self.registry)
+        self.latency = Histogram("anomalens_request_seconds", "request latency", ["endpoint"], registry=self.registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.images = Counter("anomalens_images", "images scored", registry=self.registry)
+        self.anomalies = Counter("anomalens_anomalies", "images judged anomalous", registry=self.registry)
+        self.batch_size = Histogram("anomalens_batch_size", "images per forward pass", registry=self.registry,
+                                    buckets=(1, 2, 4, 8, 16, 32, 64))
+        self.queue_depth = Gauge("anomalens_queue_depth", "images waiting for a forward pass", registry=self.registry)
+
+
+def _png_base64(array: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def result_json(name: str, result: InferenceResult, heatmap: bool, mask: bool) -> dict[str, Any]:
+    data = {"name": name, **result.to_dict()}
+    if heatmap:  # normalised map, 0.5 at the threshold, as an 8-bit grey PNG at the model's input size
+        data["heatmap_png"] = _png_base64((np.clip(result.heatmap, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+    if mask:
+        data["mask_png"] = _png_base64(result.mask.astype(np.uint8) * 255)
+    return data
+
+
+def _flag(request: Request, name: str) -> bool:
+    return request.query_params.get(name, "false").lower() in ("1", "true", "yes")
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _uploads(request: Request, body: bytes, settings: ServeSettings) -> list[tuple[str, bytes]]:
+    """(name, bytes) of each image: every file part of a multipart form, or the raw body as one image."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return [("body", body)] if body else []
+
+    async def replay() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    form = await Request(request.scope, receive=replay).form(
+        max_files=settings.max_images_per_request, max_fields=settings.max_images_per_request + 8
+    )
+    files = []
+    for key, value in form.multi_items():
+        if hasattr(value, "read"):
+            files.append((value.filename or key, await value.read()))
+    return files
+
+
+def create_app(predictor: Predictor, settings: ServeSettings = ServeSettings()) -> FastAPI:
+    """The FastAPI application serving ``predictor``."""
+    metrics = _Metrics()
+    max_batch = settings.max_batch or predictor.max_batch
+    batcher = MicroBatcher(predictor.predict_prepared, max_batch=max_batch, max_wait=settings.max_wait_ms / 1000.0,
+                           queue_size=settings.queue_size, on_batch=metrics.batch_size.observe)
+    model_info = predictor.describe()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        # one full batch before the first request: engines compile and allocate now, not on a client's time
+        warm_up = np.zeros((max_batch, *predictor.image_size, 3), dtype=np.uint8)
+        await asyncio.get_running_loop().run_in_executor(batcher.executor, predictor.predict_prepared, warm_up)
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="anomalens", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+
+    def authorize(request: Request) -> None:
+        if settings.token is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), settings.token.encode()):
+            raise ApiError(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        started = time.perf_counter()
+        endpoint = request.url.path if request.url.path in ("/v1/predict", "/v1/model", "/healthz", "/metrics") else "other"
+        try:
+            response = await call_next(request)
+        except Exception:  # last line of defence: log it here, say nothing more to the client
+            log.exception("unhandled error on %s", request.url.path)
+            response = JSONResponse({"error": "internal server error"}, status_code=500)
+        metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": "invalid request"}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s", request.url.path, exc_info=exc)
+        return JSONResponse({"error": "internal server error"}, status_code=500)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "model": model_info.get("model"), "queue_depth": batcher.depth}
+
+    @app.get("/v1/model")
+    async def model(request: Request) -> dict[str, Any]:
+        authorize(request)
+        return {**model_info, "server": {k: v for k, v in asdict(settings).items() if k != "token"} | {"max_batch": max_batch}}
+
+    @app.get("/metrics")
+    async def prometheus(request: Request) -> Response:
+        authorize(request)
+        metrics.queue_depth.set(batcher.depth)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/predict")
+    async def predict(request: Request) -> dict[str, Any]:
+        authorize(request)
+        body = await _read_limited(request, settings.max_request_bytes)
+        try:
+            uploads = await _uploads(request, body, settings)
+        except StarletteHTTPException:
+            raise
+        except Exception:
+            raise ApiError(400, "malformed multipart body") from None
+        if not uploads:
+            raise ApiError(400, "no image: send it as the request body or as multipart file parts")
+        if len(uploads) > settings.max_images_per_request:
+            raise ApiError(413, f"{len(uploads)} images in one request; the limit is {settings.max_images_per_request}")
+        images = []
+        for name, data in uploads:
+            try:
+                images.append(await run_in_threadpool(predictor.prepare, data, name))
+            except DataError as exc:
+                raise ApiError(400, str(exc)) from None
+        try:
+            results = await batcher.submit(images)
+        except Busy as exc:
+            raise ApiError(503, f"server busy: {exc}", {"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+        metrics.images.inc(len(results))
+        metrics.anomalies.inc(sum(r.anomalous for r in results))
+        heatmap, mask = _flag(request, "heatmap"), _flag(request, "mask")
+        return {"model": model_info.get("model"),
+                "results": [result_json(name, r, heatmap, mask) for (name, _), r in zip(uploads, results)]}
+
+    return app

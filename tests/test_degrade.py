@@ -1,0 +1,42 @@
+"""Training-time re-encodings (models/video/degrade.py): real codecs, frame for frame, refusing bad specs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from anomalens.data.synthetic_video import synthetic_clip
+from anomalens.errors import ConfigError
+from anomalens.models.video.degrade import H264Reencode, make_degradation
+
+pytest.importorskip("av")
+
+
+@pytest.fixture(scope="module")
+def frames() -> torch.Tensor:
+    clip, _ = synthetic_clip(2, n_frames=12, size=(96, 128))
+    return torch.from_numpy(np.stack(clip)).permute(0, 3, 1, 2).contiguous()
+
+
+@pytest.mark.parametrize("spec", ["h264:35", "jpeg:20", "scale:0.5"])
+def test_each_degradation_keeps_frames_and_changes_detail_not_content(frames, spec):
+    degrade = make_degradation(spec)
+    out = torch.cat([degrade(frames[i : i + 4]) for i in range(0, len(frames), 4)])  # streamed in batches
+    assert out.shape == frames.shape and out.dtype == torch.uint8
+    difference = (out.float() - frames.float()).abs()
+    assert 0.5 < difference.mean() < 12  # visibly degraded ...
+    assert (out.float().mean((0, 2, 3)) - frames.float().mean((0, 2, 3))).abs().max() < 3  # ... same colours
+
+
+def test_h264_keeps_its_state_across_batches_and_odd_sizes(frames):
+    codec = H264Reencode(30)
+    first, second = codec(frames[:3, :, :95, :127]), codec(frames[3:6, :, :95, :127])
+    assert first.shape == (3, 3, 95, 127) and second.shape == (3, 3, 95, 127)
+    assert codec._count == 6  # one encoder for the whole clip
+
+
+@pytest.mark.parametrize("spec", ["h264", "jpeg:0", "scale:2", "blur:1", "h264:x"])
+def test_bad_specs_are_refused_by_name(spec):
+    with pytest.raises(ConfigError, match="training_degradations"):
+        make_degradation(spec)

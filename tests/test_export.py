@@ -1,0 +1,138 @@
+"""Export to ONNX / OpenVINO bundles: the bundle gives the checkpoint's scores, verdicts, heatmaps and regions.
+
+Parity targets of issue 10: |score difference| <= 1e-4 x threshold, identical verdicts, heatmaps within 1e-3
+(normalised scale), on the synthetic test images (and on real MVTec bottle in a slow test).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from anomalens.cli import main
+from anomalens.data.mvtec import discover_category
+from anomalens.errors import CheckpointError, ConfigError
+from anomalens.export import export_model
+from anomalens.inference import Inferencer, read_bundle
+from anomalens.workflows.runs import load_detector
+from anomalens.workflows.predict import predict_images
+
+
+def _test_paths(root, category):
+    found = discover_category(root, category, require_test=True)
+    return sorted((found.root / "test").rglob("*.png"))
+
+
+def assert_parity(run_dir, bundle_dir, paths, score_tolerance=1e-4, map_tolerance=1e-3):
+    """The bundle reproduces the checkpoint on ``paths``: scores, verdicts, heatmaps, regions."""
+    detector = load_detector(run_dir, device="cpu")
+    inferencer = Inferencer.load(bundle_dir)
+    images = detector.preprocessing.load_images(paths)
+    reference = detector.predict(images)
+    results = inferencer.predict(paths)
+    cal = detector.calibration_
+    scores = np.array([r.score for r in results])
+    assert np.abs(scores - reference.scores).max() <= score_tolerance * abs(cal.threshold)
+    assert [r.anomalous for r in results] == list(reference.labels)
+    heatmaps = np.stack([r.heatmap for r in results])
+    assert np.abs(heatmaps - reference.normalized_maps).max() <= map_tolerance
+    return reference, results
+
+
+def test_onnx_bundle_reproduces_the_checkpoint(patchcore_run, onnx_bundle, synthetic_image_dataset):
+    paths = _test_paths(*synthetic_image_dataset)
+    reference, results = assert_parity(patchcore_run, onnx_bundle, paths)
+    assert any(r.anomalous for r in results) and not all(r.anomalous for r in results)  # the test can fail both ways
+    # regions: the library's predict and the runtime find the same ones
+    library = predict_images(patchcore_run, paths[:6], device="cpu", output_dir=None)
+    for lib, rt in zip(library.results, results[:6]):
+        assert [(r.x, r.y, r.width, r.height, r.area) for r in lib.regions] == [(r.x, r.y, r.width, r.height, r.area) for r in rt.regions]
+
+
+def test_bundle_json_describes_everything_needed(patchcore_run, onnx_bundle):
+    meta = read_bundle(onnx_bundle)
+    detector = load_detector(patchcore_run)
+    assert meta["model"]["name"] == "patchcore" and meta["anomalens_version"]
+    assert meta["runtime"] == {"engine": "onnx", "precision": "fp32", "network": "model.onnx", "openvino_precision_hint": None}
+    assert meta["input"]["image_size"] == [64, 64] and meta["input"]["dtype"] == "uint8"
+    assert "BILINEAR" in meta["preprocessing"]["resize"]
+    assert meta["calibration"]["threshold"] == detector.calibration_.threshold  # fp32 keeps the checkpoint's threshold
+    assert meta["calibration"]["pixel_threshold"] <= meta["calibration"]["threshold"]
+    assert meta["model"]["config"]["blur_sigma"] == detector.config.blur_sigma
+    bank = np.load(onnx_bundle / "memory_bank.npy", allow_pickle=False)
+    assert bank.shape == tuple(detector.memory_bank_.shape) == tuple(meta["constant_inputs"]["memory_bank"]["shape"])
+    check = meta["export_check"]
+    assert check["images"] > 0 and check["same_verdicts"] and check["max_score_difference_over_threshold"] < 1e-4
+
+
+def test_a_damaged_bundle_is_refused_with_the_reason(onnx_bundle, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(onnx_bundle, broken)
+    (broken / "memory_bank.npy").unlink()
+    with pytest.raises(CheckpointError, match="memory_bank.npy"):
+        Inferencer.load(broken)
+    meta = json.loads((onnx_bundle / "bundle.json").read_text())
+    meta["version"] = 99
+    (broken / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="version 99"):
+        read_bundle(broken)
+
+
+def test_runtime_takes_paths_bytes_and_camera_arrays_alike(onnx_bundle, synthetic_image_dataset):
+    from anomalens.data.pixels import read_rgb
+
+    path = _test_paths(*synthetic_image_dataset)[-1]
+    inferencer = Inferencer.load(onnx_bundle)
+    by_path, by_bytes, by_array = inferencer.predict([path, path.read_bytes(), read_rgb(path)])
+    assert by_path.score == by_bytes.score == by_array.score
+    assert by_path.heatmap.shape == (64, 64) and by_path.mask.dtype == bool
+
+
+def test_unsupported_precision_and_model_are_refused(patchcore_run, tmp_path, capsys):
+    assert main(["export", "--checkpoint", str(patchcore_run), "--precision", "fp16", "--output", str(tmp_path / "b")]) == 2
+    assert "fp16" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+    with pytest.raises(ConfigError, match="bf16"):
+        export_model(patchcore_run, "onnx", "bf16", tmp_path / "c")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["padim", "autoencoder"])
+def test_padim_and_autoencoder_bundles_reproduce_their_checkpoints(model, synthetic_image_dataset, tmp_path):
+    from anomalens.workflows.train import train_image_model
+
+    root, category = synthetic_image_dataset
+    settings = {"epochs": 1, "batch_size": 8} if model == "autoencoder" else {}
+    run = train_image_model(root, category, model, tmp_path, image_size=64, device="cpu", **settings).run_dir
+    bundle = export_model(run, "onnx", "fp32", tmp_path / "bundle").folder
+    _, results = assert_parity(run, bundle, _test_paths(root, category))
+    assert (results[0].view is not None) == (model == "autoencoder")
+
+
+@pytest.mark.slow
+def test_openvino_fp32_matches_and_int8_recalibrates_on_validation_images(patchcore_run, synthetic_image_dataset, tmp_path):
+    pytest.importorskip("openvino")
+    paths = _test_paths(*synthetic_image_dataset)
+    ov_bundle = export_model(patchcore_run, "openvino", "fp32", tmp_path / "ov").folder
+    assert read_bundle(ov_bundle)["runtime"]["openvino_precision_hint"] == "f32"
+    assert "f32" in Inferencer.load(ov_bundle).engine.description
+    assert_parity(patchcore_run, ov_bundle, paths)
+
+    int8 = export_model(patchcore_run, "onnx", "int8", tmp_path / "int8", calibration_images=16)
+    meta = int8.bundle
+    assert meta["runtime"]["network"] == "model_int8.onnx"
+    assert meta["calibration_source"].startswith("recomputed at int8")
+    results = Inferencer.load(int8.folder).predict(paths)
+    assert len(results) == len(paths) and all(np.isfinite(r.score) for r in results)
+
+
+@pytest.mark.slow
+def test_real_bottle_parity(mvtec_root, tmp_path):
+    from anomalens.workflows.train import train_image_model
+
+    run = train_image_model(mvtec_root, "bottle", "patchcore", tmp_path, device="cpu", coreset_ratio=0.01).run_dir
+    bundle = export_model(run, "onnx", "fp32", tmp_path / "bundle").folder
+    assert_parity(run, bundle, _test_paths(mvtec_root, "bottle"))

@@ -1,0 +1,163 @@
+"""The REST server through real HTTP against a real uvicorn process (started on a free 127.0.0.1 port, stopped
+by its PID), plus the micro-batcher on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from anomalens.cli import main
+from anomalens.inference import Inferencer
+from anomalens.serve.backends import load_predictor
+from anomalens.serve.batching import Busy, MicroBatcher
+from anomalens.serve.process import served
+
+TOKEN = "test-token-123"
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+@pytest.fixture(scope="module")
+def server(onnx_bundle):
+    # PYTHONPATH: the child process imports the same source tree as the tests
+    extra = ["--max-request-mb", "1", "--max-wait-ms", "50"]
+    with served(onnx_bundle, token=TOKEN, extra_args=extra, env={"PYTHONPATH": str(SRC)}) as handle:
+        yield handle.url
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def images(synthetic_image_dataset):
+    root, category = synthetic_image_dataset
+    return sorted((root / category / "test" / "good").glob("*.png"))[:2] + sorted((root / category / "test" / "scratch").glob("*.png"))[:2]
+
+
+def test_predict_gives_the_runtime_verdicts_with_heatmap_and_mask(server, images, onnx_bundle):
+    expected = Inferencer.load(onnx_bundle).predict(images)
+    raw = httpx.post(f"{server}/v1/predict?heatmap=true&mask=1", content=images[-1].read_bytes(), headers=AUTH, timeout=30)
+    assert raw.status_code == 200, raw.text
+    result = raw.json()["results"][0]
+    assert result["score"] == pytest.approx(expected[-1].score, rel=1e-6)
+    assert result["anomalous"] == expected[-1].anomalous and result["threshold"] == pytest.approx(expected[-1].threshold)
+    assert len(result["regions"]) == len(expected[-1].regions)
+    heatmap = np.asarray(Image.open(io.BytesIO(base64.b64decode(result["heatmap_png"]))))
+    mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(result["mask_png"])))) > 0
+    assert heatmap.shape == (64, 64) and np.array_equal(mask, expected[-1].mask)
+
+    files = [("files", (p.name, p.read_bytes(), "image/png")) for p in images]
+    multi = httpx.post(f"{server}/v1/predict", files=files, headers=AUTH, timeout=30)
+    assert multi.status_code == 200, multi.text
+    got = multi.json()["results"]
+    assert [r["name"] for r in got] == [p.name for p in images]
+    assert [r["anomalous"] for r in got] == [r.anomalous for r in expected]
+    assert "heatmap_png" not in got[0]
+
+
+def test_auth_is_required(server, images):
+    body = images[0].read_bytes()
+    assert httpx.post(f"{server}/v1/predict", content=body, timeout=30).status_code == 401
+    wrong = httpx.post(f"{server}/v1/predict", content=body, headers={"Authorization": "Bearer nope"}, timeout=30)
+    assert wrong.status_code == 401 and wrong.json() == {"error": "missing or wrong bearer token"}
+    assert httpx.get(f"{server}/v1/model", timeout=10).status_code == 401
+    assert httpx.get(f"{server}/healthz", timeout=10).json()["status"] == "ok"  # liveness needs no token
+
+
+def test_bad_input_gets_a_clean_json_error(server):
+    bad = httpx.post(f"{server}/v1/predict", content=b"not an image at all", headers=AUTH, timeout=30)
+    assert bad.status_code == 400 and "not an image" in bad.json()["error"]
+    assert "Traceback" not in bad.text
+    empty = httpx.post(f"{server}/v1/predict", content=b"", headers=AUTH, timeout=30)
+    assert empty.status_code == 400 and "no image" in empty.json()["error"]
+    huge = httpx.post(f"{server}/v1/predict", content=b"x" * (2 << 20), headers=AUTH, timeout=30)
+    assert huge.status_code == 413 and "limit" in huge.json()["error"]
+    assert httpx.get(f"{server}/docs", timeout=10).status_code == 404  # no interactive docs (no CDN assets)
+
+
+@pytest.fixture(scope="module")
+def anomalous_image(synthetic_image_dataset, onnx_bundle):
+    root, category = synthetic_image_dataset
+    paths = sorted((root / category / "test").rglob("*.png"))
+    results = Inferencer.load(onnx_bundle).predict(paths)
+    best = int(np.argmax([r.score for r in results]))
+    assert results[best].anomalous
+    return paths[best]
+
+
+def test_model_metrics_and_micro_batching(server, anomalous_image):
+    info = httpx.get(f"{server}/v1/model", headers=AUTH, timeout=10).json()
+    assert info["model"] == "patchcore" and info["engine"] == "onnx" and info["image_size"] == [64, 64]
+    assert "token" not in info["server"]
+    body = anomalous_image.read_bytes()
+    statuses: list[int] = []
+
+    def client() -> None:
+        statuses.append(httpx.post(f"{server}/v1/predict", content=body, headers=AUTH, timeout=60).status_code)
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [200] * 8
+    text = httpx.get(f"{server}/metrics", headers=AUTH, timeout=10).text
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and not line.startswith("#")}
+    assert values['anomalens_requests_total{endpoint="/v1/predict",status="200"}'] >= 10
+    assert values["anomalens_anomalies_total"] >= 8
+    assert values["anomalens_batch_size_count"] < values["anomalens_images_total"]  # some passes held several images
+    assert 'anomalens_request_seconds_bucket{endpoint="/v1/predict",le="+Inf"}' in values
+
+
+def test_refuses_to_listen_beyond_loopback_without_a_token(onnx_bundle, monkeypatch, capsys):
+    monkeypatch.delenv("ANOMALENS_SERVE_TOKEN", raising=False)
+    assert main(["serve", "--model", str(onnx_bundle), "--host", "0.0.0.0"]) == 2
+    assert "without authentication" in capsys.readouterr().err
+
+
+def test_batcher_refuses_when_full_and_batches_what_waits():
+    seen: list[int] = []
+
+    def slow(batch: np.ndarray) -> list[int]:
+        seen.append(len(batch))
+        time.sleep(0.2)
+        return [int(x[0, 0, 0]) for x in batch]
+
+    async def scenario() -> tuple[list, bool]:
+        batcher = MicroBatcher(slow, max_batch=4, max_wait=0.05, queue_size=3)
+        await batcher.start()
+        image = lambda v: np.full((2, 2, 3), v, np.uint8)  # noqa: E731
+        first = asyncio.create_task(batcher.submit([image(1)]))
+        await asyncio.sleep(0.05)  # the first batch is running; these three wait and go together
+        waiting = [asyncio.create_task(batcher.submit([image(v)])) for v in (2, 3, 4)]
+        await asyncio.sleep(0.01)
+        try:
+            await batcher.submit([image(5)])
+            refused = False
+        except Busy:
+            refused = True
+        results = [await first] + [await w for w in waiting]
+        await batcher.stop()
+        return results, refused
+
+    results, refused = asyncio.run(scenario())
+    assert results == [[1], [2], [3], [4]] and refused
+    assert seen == [1, 3]
+
+
+def test_a_run_folder_is_served_by_the_library_with_the_same_verdicts(patchcore_run, onnx_bundle, images):
+    library, runtime = load_predictor(patchcore_run, device="cpu"), load_predictor(onnx_bundle)
+    batch = np.stack([library.prepare(p.read_bytes(), p.name) for p in images])
+    assert np.array_equal(batch, np.stack([runtime.prepare(p) for p in images]))  # the same pixels
+    ours, theirs = library.predict_prepared(batch), runtime.predict_prepared(batch)
+    assert [r.anomalous for r in ours] == [r.anomalous for r in theirs]
+    assert max(abs(a.score - b.score) for a, b in zip(ours, theirs)) <= 1e-4 * ours[0].threshold
+    assert library.describe()["engine"] == "pytorch" and runtime.describe()["engine"] == "onnx"
