@@ -123,7 +123,10 @@ RANGES: dict[str, Range] = {
     "position_tolerance": Range(0, 16),
     "frame_step": Range(1, 10_000),
     "temporal_sigma": Range(0.0, 10_000.0),
+    "input_blur": Range(0.0, 64.0),
 }
+# Text settings whose syntax their model checks when it is built (refused there, as a CheckpointError on load).
+MODEL_CHECKED: dict[str, str] = {"training_degradations": "models/video/degrade.py parses each entry"}
 CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
     name: _choices(name) for name in ("backbone", "loss", "normal_reference", "flow_preset")
 }
@@ -190,8 +193,8 @@ def _value(field: str, value: Any, annotation: Any, name: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise _Invalid(field, f"must be a list, got {_show(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
-            if not value or len(value) > 16:
-                raise _Invalid(field, f"must be a list of 1..16 values, got {len(value)}")
+            if len(value) > 16:
+                raise _Invalid(field, f"must be a list of at most 16 values, got {len(value)}")
             return tuple(_value(f"{field}[{i}]", v, args[0], name) for i, v in enumerate(value))
         if len(value) != len(args):
             raise _Invalid(field, f"must be a list of {len(args)} values, got {_show(value)}")
