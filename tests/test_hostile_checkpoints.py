@@ -74,10 +74,18 @@ def _mutations(base: dict) -> list[tuple[str, str, object]]:
     cases.append(("config.batch_size", "-1", {**base, "config": {**base["config"], "batch_size": -1}}))
     cases.append(("config.target_fpr", "2", {**base, "config": {**base["config"], "target_fpr": 2}}))
     cases.append(("config.surprise", "unknown key", {**base, "config": {**base["config"], "surprise": 1}}))
+    import dataclasses
+
+    from anomalens.metrics.threshold import Calibration
+
+    required = {f.name for f in dataclasses.fields(Calibration) if f.default is dataclasses.MISSING}
+    text = {f.name for f in dataclasses.fields(Calibration) if f.type in (str, "str")}
     cal = base["calibration"]
     for name in cal:
-        cases.append((f"calibration.{name}", "missing", {**base, "calibration": {k: v for k, v in cal.items() if k != name}}))
-        cases.append((f"calibration.{name}", "string", {**base, "calibration": {**cal, name: "1.0"}}))
+        if name in required:  # fields added later may be missing (older checkpoints)
+            cases.append((f"calibration.{name}", "missing", {**base, "calibration": {k: v for k, v in cal.items() if k != name}}))
+        if name not in text:
+            cases.append((f"calibration.{name}", "string", {**base, "calibration": {**cal, name: "1.0"}}))
         cases.append((f"calibration.{name}", "NaN", {**base, "calibration": {**cal, name: math.nan}}))
     cases.append(("calibration.scale", "zero", {**base, "calibration": {**cal, "scale": 0}}))
     cases.append(("calibration.scale", "negative", {**base, "calibration": {**cal, "scale": -1.0}}))

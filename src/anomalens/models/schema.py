@@ -300,17 +300,36 @@ def _model_config(meta: Any, format_version: int) -> dict[str, Any]:
     calibration = meta.get("calibration")
     if calibration is not None:
         check_calibration(calibration, "calibration.")
+    drift = meta.get("drift_reference")
+    if drift is not None and not isinstance(drift, dict):
+        raise _Invalid("drift_reference", f"must be an object or null, got {_show(drift)}")
     return meta
 
 
 def check_calibration(data: Any, prefix: str = "calibration.") -> dict[str, Any]:
-    """The saved threshold and its normalisation: finite numbers, positive scale, a count of at least one."""
+    """The saved threshold and its normalisation: every field of :class:`Calibration` by its type (those added
+    later may be missing), finite numbers, a positive scale, a count of at least one."""
+    from anomalens.metrics.threshold import Calibration
+
     if not isinstance(data, dict):
         raise _Invalid(prefix.rstrip("."), f"must be an object, got {_show(data)}")
-    for name, (kind, rule) in CALIBRATION_RANGES.items():
-        if name not in data:
-            raise _Invalid(f"{prefix}{name}", "is missing")
-        _number(f"{prefix}{name}", data[name], kind, rule)
+    hints = typing.get_type_hints(Calibration)
+    for f in dataclasses.fields(Calibration):
+        if f.name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise _Invalid(f"{prefix}{f.name}", "is missing")
+            continue
+        kind, rule = CALIBRATION_RANGES.get(f.name, (None, None))
+        if kind is not None:
+            _number(f"{prefix}{f.name}", data[f.name], kind, rule)
+        else:
+            _value(f"{prefix}{f.name}", data[f.name], hints[f.name], f.name)
+    for name in ("pixel_threshold", "pixel_target_fpr", "measured_fpr", "effective_count", "needed_count"):
+        if data.get(name) is not None:
+            rule = RANGES["target_fpr"] if name == "pixel_target_fpr" else (Range(0.0) if name != "pixel_threshold" else None)
+            _number(f"{prefix}{name}", data[name], float, rule)
+    if "tail_model" in data and data["tail_model"] not in ("normal", "generalized_pareto"):
+        raise _Invalid(f"{prefix}tail_model", f"{_show(data['tail_model'])} is not one of normal, generalized_pareto")
     return data
 
 
