@@ -244,8 +244,8 @@ def test_very_long_folder_names(workspace, tmp_path, capsys):
 
 
 def test_pixel_cap_is_the_same_everywhere():
-    from anomalens.data import preprocessing, video_io
+    from anomalens.data import pixels, video_io
 
-    assert preprocessing.check_image_pixels is video_io.check_image_pixels
+    assert pixels.check_image_pixels is video_io.check_image_pixels
     assert MAX_IMAGE_PIXELS >= 8192 * 8192  # a real 8k inspection image still works
     Image.MAX_IMAGE_PIXELS  # Pillow's own guard stays on (its error is turned into ours)
