@@ -6,6 +6,7 @@ the UI shows the same line in the page. Anything else is a bug and keeps its tra
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 
@@ -33,6 +34,22 @@ class CheckpointError(AnomalensError):
 
 class ConfigError(AnomalensError):
     """A setting the model or data cannot take (for example an image size)."""
+
+
+class OutputError(AnomalensError):
+    """A result that cannot be written where it was asked for (read-only folder, disk full, name too long)."""
+
+
+# errors of the machine's storage, not of anomalens: reported in one line like the user's own mistakes
+STORAGE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG, errno.EFBIG}
+
+
+def storage_error(exc: BaseException) -> OutputError | None:
+    """An :class:`OSError` of the storage (read-only, full, name too long) as an :class:`OutputError`, else None."""
+    if not isinstance(exc, OSError) or exc.errno not in STORAGE_ERRNOS:
+        return None
+    path = exc.filename if isinstance(exc.filename, (str, Path)) else None
+    return OutputError(str(exc.strerror or exc), path)
 
 
 class Cancelled(Exception):

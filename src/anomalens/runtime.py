@@ -94,6 +94,45 @@ def make_temp_dir(directory: Path, prefix: str, suffix: str = ".tmp") -> Path:
     return tmp
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a temporary file named after a dead writer can go)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # exists but owned by someone else, or not a PID we can ask about: leave its files alone
+    return True
+
+
+def temporary_prefix(name: str) -> str:
+    """``.<name>.pid<PID>.``: hidden, and naming its writer so that a killed writer's leftovers can be found."""
+    return f".{name}.pid{os.getpid()}."
+
+
+def remove_dead_temporaries(parent: Path, name: str) -> int:
+    """Remove ``parent/.<name>.pid<PID>.*.tmp`` left by writers that were killed; returns how many went."""
+    removed = 0
+    try:
+        entries = list(parent.glob(f".{glob_escape(name)}.pid*.tmp"))
+    except OSError:
+        return 0
+    for entry in entries:
+        pid = entry.name[len(name) + 5:].split(".", 1)[0]
+        if not pid.isdigit() or pid_alive(int(pid)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it over ``target`` only if the block succeeds.
@@ -102,7 +141,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = make_temp_file(target.parent, prefix=f".{target.name}.")
+    remove_dead_temporaries(target.parent, target.name)
+    tmp_path = make_temp_file(target.parent, prefix=temporary_prefix(target.name))
     try:
         yield tmp_path
         os.replace(tmp_path, target)
@@ -118,7 +158,22 @@ def write_text_atomic(target: str | Path, text: str) -> Path:
 
 
 def write_json_atomic(target: str | Path, payload: Any) -> Path:
-    return write_text_atomic(target, json.dumps(payload, indent=2, default=_json_default) + "\n")
+    """Write ``payload`` as JSON; NaN and infinities become ``null`` (bare ``NaN`` is not JSON)."""
+    text = json.dumps(_finite(payload), indent=2, default=_json_default, allow_nan=False)
+    return write_text_atomic(target, text + "\n")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None, through dicts, lists and NumPy values."""
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _finite(value.tolist())
+    return value
 
 
 @contextlib.contextmanager
@@ -126,7 +181,8 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Like :func:`atomic_path` for a folder: fill a temporary folder, then swap it in whole."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(target.parent, prefix=f".{target.name}.")
+    remove_dead_temporaries(target.parent, target.name)
+    tmp = make_temp_dir(target.parent, prefix=temporary_prefix(target.name))
     try:
         yield tmp
         old = None

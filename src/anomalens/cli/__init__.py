@@ -14,7 +14,7 @@ import sys
 from typing import Sequence
 
 from anomalens import __version__
-from anomalens.errors import AnomalensError, Cancelled
+from anomalens.errors import AnomalensError, Cancelled, CheckpointError, storage_error
 from anomalens.runtime import share_cpu_fairly
 
 # Each module adds its sub-commands with register(subparsers); kept apart so that image, video, benchmark and
@@ -85,15 +85,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         from anomalens.progress import close_progress_bars
 
         close_progress_bars()
-        message = settings_as_flags(exc.message, _command_parser(parser, args.command))
+        # a checkpoint's fields are keys of its JSON files, not flags: they keep their names
+        message = exc.message if isinstance(exc, CheckpointError) else settings_as_flags(
+            exc.message, _command_parser(parser, args.command))
         print(f"anomalens: error: {f'{exc.path}: ' if exc.path is not None else ''}{message}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        error = storage_error(exc)  # a read-only or full disk is the machine's state, not a bug: one line, exit 2
+        if error is None:
+            raise
+        from anomalens.progress import close_progress_bars
+
+        close_progress_bars()
+        print(f"anomalens: error: {error}", file=sys.stderr)
+        return error.exit_code
     except (KeyboardInterrupt, Cancelled):
         from anomalens.progress import close_progress_bars
 
         close_progress_bars()
         print("anomalens: interrupted", file=sys.stderr)
-        return 130
+        from anomalens.cli.common import INTERRUPTED_EXIT_CODE
+
+        return INTERRUPTED_EXIT_CODE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,6 +17,8 @@ from anomalens.errors import ConfigError
 from anomalens.progress import Reporter
 from anomalens.runtime import DEVICE_CHOICES
 
+# Ctrl-C: the shell's code for SIGINT, also when training stopped early but kept (and saved) its best model
+INTERRUPTED_EXIT_CODE = 130
 # flag dest -> the model config field it sets (the same name, by design)
 IMAGE_MODEL_FLAGS = ("batch_size", "target_fpr", "epochs", "lr", "latent_dim", "loss", "ssim_weight", "num_workers",
                      "normal_reference", "backbone", "coreset_ratio", "memory_bank_size", "exact_search", "tile")
@@ -211,7 +213,7 @@ def run_training(args: argparse.Namespace, kind: str, evaluate_command: str) -> 
     result = table.train(args.data_dir, args.category, model, args.results_dir, device=args.device, reporter=cli_reporter(),
                          **train_options(args), **model_settings(args, model, MODEL_FLAGS[kind]))
     print_train_result(result, evaluate_command)
-    return 0
+    return INTERRUPTED_EXIT_CODE if result.interrupted else 0
 
 
 def cli_reporter() -> Reporter:

@@ -17,7 +17,8 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 = every interface)")
     parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     parser.add_argument("--results-dir", default="results", help="where models are found and new ones are saved (default: results)")
-    parser.add_argument("--auth", default=None, metavar="USER:PASSWORD", help=f"require this login (or set {AUTH_ENV}=user:password)")
+    parser.add_argument("--auth", default=None, metavar="USER:PASSWORD", help=f"require this login; on a shared machine set {AUTH_ENV}=user:password instead "
+                        "(a flag is visible to other users in ps)")
     parser.add_argument("--max-upload-mb", type=int, default=DEFAULT_MAX_UPLOAD_MB, help=f"largest accepted upload (default: {DEFAULT_MAX_UPLOAD_MB})")
     add_common_flags(parser)
 
@@ -57,7 +58,7 @@ def _warn_if_exposed(host: str, auth: tuple[str, str] | None) -> None:
         loopback = host == "localhost"
     if not loopback and auth is None:
         print(f"anomalens: warning: listening on {host} without a login; anyone who can reach it can use it "
-              f"(add --auth user:password or set {AUTH_ENV})", file=sys.stderr)
+              f"(set {AUTH_ENV}=user:password)", file=sys.stderr)
 
 
 def _launch(args: argparse.Namespace, data_roots: list[Path], image_examples=(), video_examples=()) -> int:
@@ -66,6 +67,9 @@ def _launch(args: argparse.Namespace, data_roots: list[Path], image_examples=(),
     from anomalens.ui.security import resolve_auth
 
     auth = resolve_auth(args.auth)
+    if args.auth:
+        print(f"anomalens: warning: --auth is visible to every user of this machine (ps); on a shared machine set "
+              f"{AUTH_ENV}=user:password instead", file=sys.stderr)
     resolve_device(args.device)  # a bad --device fails here, not on the first click
     settings = UISettings(
         results_dir=args.results_dir, data_roots=data_roots, device=args.device, max_upload_mb=args.max_upload_mb,

@@ -12,14 +12,23 @@ exported model sees exactly the pixels its checkpoint saw.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import stat
+import warnings
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from anomalens.errors import DataError
+from anomalens.limits import check_image_pixels
+
+# Pillow warns (then errors at twice the size) about images over its own pixel limit; a warning line before our
+# one-line error would be noise, so it is an error here. Set once at import: catch_warnings() per call is not
+# thread-safe, and images are decoded in a background thread (Preprocessing.iter_images).
+warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # How images are resized to the model's input (written into exported bundles so that other tools can check)
@@ -28,25 +37,57 @@ RESIZE_METHOD = "PIL.Image.resize BILINEAR (Pillow antialiases when shrinking); 
 ImageSource = Union[str, Path, bytes, bytearray, memoryview, np.ndarray]
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Read any image Pillow understands as an RGB ``uint8`` array ``(H, W, 3)`` at its native size."""
+@contextlib.contextmanager
+def open_image(path: str | Path, what: str = "image") -> Iterator[Image.Image]:
+    """The one place an image file is opened (images, masks, video frames): checked before pixels are decoded.
+
+    The header's size is held to :data:`~anomalens.limits.MAX_IMAGE_PIXELS` before any pixel is decoded,
+    Pillow's decompression-bomb guard becomes the same error, and every failure of the file or the decoder
+    is a :class:`DataError` naming the file.
+    """
     path = Path(path)
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or a device would block or never end
+            raise DataError(f"not a regular file, so not {_a(what)}", path)
         if path.stat().st_size == 0:
-            raise DataError("empty file (0 bytes), not an image", path)
+            raise DataError(f"empty file (0 bytes), not {_a(what)}", path)
         with Image.open(path) as img:
-            img.load()
-            return _to_rgb_array(img)
+            check_image_pixels(img.width, img.height, path)
+            yield img
     except DataError:
         raise
     except FileNotFoundError:
-        raise DataError("file not found", path) from None
+        raise DataError(f"{what} file not found", path) from None
     except PermissionError:
         raise DataError("permission denied: cannot read this file", path) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"refused as a decompression bomb ({exc})", path) from None
     except UnidentifiedImageError:
-        raise DataError("not an image Pillow can read (corrupt or unknown format)", path) from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"cannot decode image ({exc})", path) from None
+        raise DataError(f"not {_a(what)} Pillow can read (corrupt or unknown format)", path) from None
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+        raise DataError(f"cannot decode {what} ({_first_line(exc)})", path) from None
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Read any image Pillow understands as an RGB ``uint8`` array ``(H, W, 3)`` at its native size."""
+    with open_image(path) as img:
+        img.load()
+        return _to_rgb_array(img)
+
+
+def image_size_of(path: str | Path, what: str = "image") -> tuple[int, int]:
+    """(height, width) from the header alone, with the same checks as :func:`read_rgb`."""
+    with open_image(path, what) as img:
+        return (img.height, img.width)
 
 
 def decode_rgb(data: bytes | bytearray | memoryview, name: str = "image") -> np.ndarray:
@@ -55,11 +96,14 @@ def decode_rgb(data: bytes | bytearray | memoryview, name: str = "image") -> np.
         raise DataError(f"{name}: empty (0 bytes), not an image")
     try:
         with Image.open(io.BytesIO(bytes(data))) as img:
+            check_image_pixels(img.width, img.height, name)
             img.load()
             return _to_rgb_array(img)
+    except DataError:
+        raise
     except UnidentifiedImageError:
         raise DataError(f"{name}: not an image Pillow can read (corrupt or unknown format)") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(f"{name}: cannot decode image ({exc})") from None
 
 
@@ -73,6 +117,7 @@ def rgb_array(array: np.ndarray) -> np.ndarray:
         array = np.repeat(array[:, :, None], 3, axis=2)
     if array.ndim != 3 or array.shape[2] not in (3, 4):
         raise DataError(f"expected an RGB image array of shape (H, W, 3), got {tuple(array.shape)}")
+    check_image_pixels(array.shape[1], array.shape[0])
     return np.ascontiguousarray(array[:, :, :3]).astype(np.uint8, copy=False)
 
 

@@ -19,14 +19,15 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 # decoding and resizing are torch-free, shared with the runtime of exported models (anomalens.inference)
-from anomalens.data.pixels import IMAGE_EXTENSIONS, read_rgb, resize_rgb_array, rgb_array
+from anomalens.data.pixels import IMAGE_EXTENSIONS, image_size_of, open_image, read_rgb, resize_rgb_array, rgb_array
 from anomalens.errors import ConfigError, DataError
+from anomalens.limits import MAX_IMAGE_SIDE, MIN_IMAGE_SIDE
 
 __all__ = ["IMAGE_EXTENSIONS", "Preprocessing", "list_images", "parse_image_size", "read_rgb", "resize_rgb", "to_float"]
-MIN_IMAGE_SIZE = 32
+MIN_IMAGE_SIZE = MIN_IMAGE_SIDE
 
 
 def parse_image_size(value: int | Sequence[int]) -> tuple[int, int]:
@@ -41,8 +42,9 @@ def parse_image_size(value: int | Sequence[int]) -> tuple[int, int]:
             size = (values[0], values[1])
         else:
             raise ConfigError(f"image_size takes one or two numbers (H W), got {len(values)}")
-    if min(size) < MIN_IMAGE_SIZE or max(size) > 4096:
-        raise ConfigError(f"image_size {size[0]} {size[1]} is out of range: each side must be {MIN_IMAGE_SIZE}..4096 pixels")
+    if min(size) < MIN_IMAGE_SIDE or max(size) > MAX_IMAGE_SIDE:
+        raise ConfigError(f"image_size {size[0]} {size[1]} is out of range: each side must be "
+                          f"{MIN_IMAGE_SIDE}..{MAX_IMAGE_SIDE} pixels")
     return size
 
 
@@ -76,11 +78,7 @@ def native_size(paths: Sequence[str | Path], sample: int = 32) -> tuple[int, int
     """Typical native ``(H, W)`` of images (the median over up to ``sample`` of them, read from headers only)."""
     sizes = []
     for path in list(paths)[:sample]:
-        try:
-            with Image.open(path) as img:
-                sizes.append((img.height, img.width))
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            raise DataError(f"cannot read this image's size ({exc.__class__.__name__})", path) from None
+        sizes.append(image_size_of(path))
     if not sizes:
         raise DataError("no images to take a size from")
     heights, widths = zip(*sizes)
@@ -163,17 +161,11 @@ class Preprocessing:
     def load_mask(self, path: str | Path, image_path: str | Path | None = None) -> torch.Tensor:
         """A ground-truth mask -> ``bool`` ``(H, W)``; its native size must match its image's."""
         path = Path(path)
-        try:
-            with Image.open(path) as img:
-                img.load()
-                mask = np.asarray(img.convert("L")) > 127
-        except FileNotFoundError:
-            raise DataError("mask file not found", path) from None
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise DataError(f"cannot read mask ({exc})", path) from None
+        with open_image(path, "mask") as img:
+            img.load()
+            mask = np.asarray(img.convert("L")) > 127
         if image_path is not None:
-            with Image.open(image_path) as img:
-                native = (img.height, img.width)
+            native = image_size_of(image_path)
             if mask.shape != native:
                 raise DataError(
                     f"mask is {mask.shape[1]}x{mask.shape[0]} but its image {Path(image_path).name} is "

@@ -254,14 +254,17 @@ def _read_interval_csv(path: Path, num_frames: int) -> np.ndarray:
                     start, end = int(row["start_frame"]), int(row["end_frame"])
                 except (TypeError, ValueError):
                     raise DataError(f"line {line}: start_frame and end_frame must be integers", path) from None
-                if start < 0 or end < start or end >= num_frames:
+                if end < start:
+                    raise DataError(f"line {line}: interval {start}-{end} is reversed (start_frame after end_frame); "
+                                    f"write it as {end},{start}", path)
+                if start < 0 or end >= num_frames:
                     raise DataError(
                         f"line {line}: interval {start}-{end} is outside the clip's {num_frames} frames "
                         "(0-based, inclusive)",
                         path,
                     )
                 labels[start : end + 1] = 1
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"cannot read labels ({exc})", path) from None
     return labels
 

@@ -18,6 +18,7 @@ height, written to a temporary file and renamed.
 
 from __future__ import annotations
 
+import math
 import re
 from fractions import Fraction
 from pathlib import Path
@@ -27,8 +28,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from anomalens.data.pixels import image_size_of
 from anomalens.data.preprocessing import IMAGE_EXTENSIONS, Preprocessing, read_rgb
-from anomalens.errors import DataError
+from anomalens.errors import ConfigError, DataError
+from anomalens.limits import MAX_FPS, check_image_pixels
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import atomic_path
 
@@ -213,13 +216,7 @@ class _FolderSource(_Source):
 
 
 def _header_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as img:
-            return (img.height, img.width)
-    except FileNotFoundError:
-        raise DataError("frame file not found", path) from None
-    except Exception as exc:  # PIL raises several types for broken headers
-        raise DataError(f"not an image Pillow can read ({exc.__class__.__name__})", path) from None
+    return image_size_of(path, "frame")
 
 
 class _FileSource(_Source):
@@ -233,7 +230,11 @@ class _FileSource(_Source):
             with av.open(str(path)) as container:
                 if not container.streams.video:
                     raise DataError("no video stream in this file", path)
+                if _is_image_format(container.format.name):
+                    raise DataError(f"this is a single image ({container.format.name.split('_')[0].upper()}), not a "
+                                    "video, whatever its name says; give a video file or a folder of frames", path)
                 stream = container.streams.video[0]
+                check_image_pixels(stream.codec_context.width or 1, stream.codec_context.height or 1, path)
                 rate = stream.average_rate or stream.guessed_rate or stream.base_rate
                 self.fps = float(fps) if fps else (float(rate) if rate else DEFAULT_FRAME_FOLDER_FPS)
                 self.num_frames = int(stream.frames) if stream.frames else None
@@ -243,6 +244,7 @@ class _FileSource(_Source):
                 first = next(container.decode(stream), None)
                 if first is None:
                     raise DataError("no frame could be decoded (zero frames)", path)
+                check_image_pixels(first.width, first.height, path)
                 self.frame_size = (first.height, first.width)
         except DataError:
             raise
@@ -270,11 +272,26 @@ class _FileSource(_Source):
                 except (av.FFmpegError, OSError, EOFError) as exc:
                     warn(f"decoding stopped ({_short(exc)})")
                     return
+                check_image_pixels(frame.width, frame.height, self.path)  # a stream may change size mid-way
                 array = frame_to_rgb(frame)
                 if array.shape[:2] != self.frame_size:
                     # A stream that changes resolution mid-way: resize to the first frame's size
                     array = np.asarray(Image.fromarray(array).resize(self.frame_size[::-1], Image.BILINEAR))
                 yield array
+
+
+# demuxers of single images that FFmpeg opens as one-frame "videos"
+def _is_image_format(name: str) -> bool:
+    return name.endswith("_pipe") or name in ("image2", "png", "apng")
+
+
+def check_fps(fps: float | None) -> float | None:
+    """A frame rate given by the user: None (the file's own) or a finite number in (0, MAX_FPS]."""
+    if fps is None:
+        return None
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or not 0 < fps <= MAX_FPS:
+        raise ConfigError(f"--fps {fps}: must be a frame rate above 0 and at most {MAX_FPS:g}")
+    return float(fps)
 
 
 # ---- colour: YUV -> RGB with the matrix and range the stream was encoded with ---------------------------
@@ -315,12 +332,15 @@ def frame_to_rgb(frame: Any) -> np.ndarray:
 
 
 def _open_source(path: Path, fps: float | None) -> _Source:
+    fps = check_fps(fps)
     if path.is_dir():
         return _FolderSource(path, fps)
     if not path.exists():
         raise DataError("video file or frame folder not found", path)
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         raise DataError("this is a single image, not a video; give a video file or a folder of frames", path)
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise DataError("not a regular file, so not a video", path)
     return _FileSource(path, fps)
 
 

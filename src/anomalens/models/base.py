@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -313,7 +312,10 @@ def detector_class(name: str) -> type[BaseDetector]:
 
 def create_detector(name: str, device: str | torch.device = "cpu", **settings: Any) -> BaseDetector:
     """A new, unfitted detector of type ``name`` with ``settings`` for its config dataclass."""
+    from anomalens.models.schema import check_settings
+
     cls = detector_class(name)
+    check_settings(cls.config_class, settings, name)  # the same types and caps as a checkpoint on load
     try:
         config = cls.config_class.from_dict(settings)
     except (TypeError, ValueError) as exc:
@@ -338,10 +340,9 @@ def resolve_model_dir(path: str | Path) -> Path:
 def read_model_config(path: str | Path) -> dict[str, Any]:
     """The saved ``config.json`` of a model or run folder, checked for format and version."""
     folder = resolve_model_dir(path)
-    try:
-        meta = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"unreadable {CONFIG_FILE} ({exc})", folder / CONFIG_FILE) from None
+    from anomalens.models.schema import check_model_config, read_json  # every field, before anything is allocated
+
+    meta = read_json(folder / CONFIG_FILE)
     if not isinstance(meta, dict) or "model" not in meta:
         raise CheckpointError(f"{CONFIG_FILE} does not describe an anomalens model", folder / CONFIG_FILE)
     version = meta.get("format_version")
@@ -350,7 +351,7 @@ def read_model_config(path: str | Path) -> dict[str, Any]:
             f"model format version {version} is not supported by anomalens {__version__} (expects {FORMAT_VERSION})",
             folder / CONFIG_FILE,
         )
-    return meta
+    return check_model_config(meta, folder / CONFIG_FILE, FORMAT_VERSION)
 
 
 def load_detector(path: str | Path, device: str | torch.device = "cpu", kind: str | None = None) -> BaseDetector:
@@ -364,9 +365,12 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu", kind: st
     cls = detector_class(meta["model"])
     try:
         config = cls.config_class.from_dict({**cls.config_class.SAVED_BEFORE, **meta["config"]})
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, ConfigError) as exc:
         raise CheckpointError(f"incompatible model settings ({exc})", folder / CONFIG_FILE) from None
-    detector = cls(config, device=device)
+    try:
+        detector = cls(config, device=device)
+    except ConfigError as exc:  # settings each valid alone that the model refuses together
+        raise CheckpointError(f"model settings refused: {exc.message}", folder / CONFIG_FILE) from None
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{WEIGHTS_FILE} is missing", folder)

@@ -57,10 +57,12 @@ def build_app(settings: UISettings) -> Any:
 
 
 def allowed_paths(settings: UISettings) -> list[str]:
-    """Folders the page may serve files from: model outputs and the example inputs, never the data roots."""
-    folders = {str(settings.results_dir)}
-    folders.update(str(Path(p).resolve().parent) for p in settings.image_examples + settings.video_examples)
-    return sorted(folders)
+    """Files the page may serve beyond what its views return: the example inputs, one by one.
+
+    Never a folder: not the results folder (weights, configs, logs), not the per-session outputs (Gradio
+    copies what a view returns into its own cache and serves that copy), not the data folders.
+    """
+    return sorted({str(Path(p).resolve()) for p in settings.image_examples + settings.video_examples})
 
 
 def launch(
@@ -70,25 +72,57 @@ def launch(
     auth: tuple[str, str] | None = None,
     block: bool = True,
 ) -> Any:
-    """Start the server (queue on, errors shown as one line, upload limit, no outgoing network)."""
+    """Start the server (queue on, errors shown as one line, upload limit, no outgoing network).
+
+    Files: each session's outputs go to a private folder outside the results folder, removed when its page
+    closes (and all of them kept under a size cap); Gradio serves only the copies it makes of what a view
+    returned. Login: failed attempts are slowed down (:class:`LoginThrottle`) and Gradio's routes that
+    answer without a login are closed (:class:`LoginGate`); no run history is recorded.
+    """
     for name, value in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_OFFLINE", "1"), ("HF_HUB_DISABLE_TELEMETRY", "1")):
         os.environ.setdefault(name, value)
-    import gradio as gr
+    import atexit
+    import dataclasses
+    import shutil
 
+    import gradio as gr
+    from starlette.middleware import Middleware
+
+    from anomalens.ui.common import request_key
+    from anomalens.ui.jobs import remove_session
+    from anomalens.ui.security import LoginGate, LoginThrottle, served_sessions_root
+
+    if settings.sessions_root is None:
+        settings = dataclasses.replace(settings, sessions_root=served_sessions_root())
+        atexit.register(shutil.rmtree, settings.sessions_root, ignore_errors=True)
     settings.sessions_dir.mkdir(parents=True, exist_ok=True)
     removed = prune_workspaces(settings.sessions_dir)
     if removed:
         log.info("removed %d UI output folders older than a week", removed)
     app = build_app(settings)
+
+    def end_session(request):  # the page was closed: its outputs go with it
+        remove_session(settings.sessions_dir, request_key(request))
+
+    end_session.__annotations__ = {"request": gr.Request}  # a real class, not a postponed string: Gradio injects it
+    with app:
+        app.unload(end_session)
+    app.delete_cache = (3600, 6 * 3600)  # Gradio's served copies: removed after six hours, and on shutdown
     app.queue(default_concurrency_limit=2, max_size=64)
+    blocked = [str(settings.results_dir), *map(str, settings.data_roots)]
+    examples = [Path(p) for p in allowed_paths(settings)]
     app.launch(
         server_name=host,
         server_port=port,
-        auth=auth,
+        auth=LoginThrottle(*auth).check if auth else None,
         auth_message="anomalens: sign in" if auth else None,
         show_error=True,
         max_file_size=f"{settings.max_upload_mb}mb",
         allowed_paths=allowed_paths(settings),
+        blocked_paths=[p for p in blocked if not settings.sessions_dir.is_relative_to(p)
+                       and not any(e.is_relative_to(p) for e in examples)],
+        app_kwargs={"middleware": [Middleware(LoginGate)], "openapi_url": None, "docs_url": None, "redoc_url": None},
+        run_history=False,
         prevent_thread_lock=not block,
         quiet=not block,
         footer_links=[],

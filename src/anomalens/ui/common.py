@@ -45,6 +45,8 @@ class UISettings:
     max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB
     image_examples: list[Path] = field(default_factory=list)
     video_examples: list[Path] = field(default_factory=list)
+    # where each session's outputs go; the server sets a private folder outside the results folder
+    sessions_root: Path | None = None
 
     def __post_init__(self) -> None:
         self.results_dir = Path(self.results_dir).resolve()
@@ -54,7 +56,7 @@ class UISettings:
 
     @property
     def sessions_dir(self) -> Path:
-        return self.results_dir / SESSIONS_FOLDER
+        return Path(self.sessions_root) if self.sessions_root is not None else self.results_dir / SESSIONS_FOLDER
 
     @property
     def max_upload_bytes(self) -> int:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from anomalens.errors import AnomalensError
+from anomalens.limits import MAX_UI_SESSIONS_BYTES
 from anomalens.progress import Reporter
 
 ProgressSink = Callable[["float | None", str], None]
@@ -109,6 +110,7 @@ def new_workspace(base: str | Path, key: str, label: str) -> Path:
     label = re.sub(r"[^A-Za-z0-9_-]", "_", label)[:40]
     folder = Path(base) / session_key(key) / f"{stamp}_{label}_{secrets.token_hex(3)}"
     folder.mkdir(parents=True, exist_ok=False)
+    trim_workspaces(base, MAX_UI_SESSIONS_BYTES, keep=folder)  # all sessions together stay under the cap
     return folder
 
 
@@ -133,4 +135,51 @@ def prune_workspaces(base: str | Path, max_age_days: float = 7.0) -> int:
             if all(entry.stat().st_mtime < cutoff for entry in session.iterdir()):
                 shutil.rmtree(session, ignore_errors=True)
                 removed += 1
+    return removed
+
+
+def remove_session(base: str | Path, key: str) -> bool:
+    """Delete every output folder of one browser session (called when its page is closed)."""
+    import shutil
+
+    folder = Path(base) / session_key(key)
+    if not folder.is_dir() or folder.is_symlink():
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    return True
+
+
+def _size(folder: Path) -> int:
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink():
+                total += path.stat().st_size
+        except OSError:
+            continue
+    return total
+
+
+def trim_workspaces(base: str | Path, max_bytes: int, keep: Path | None = None) -> int:
+    """Remove the least recently used output folders until all of them together fit in ``max_bytes``.
+
+    ``keep`` (the folder being filled now) is never removed. Returns how many folders went.
+    """
+    import shutil
+
+    base = Path(base)
+    if not base.is_dir():
+        return 0
+    folders = [f for s in base.iterdir() if s.is_dir() and not s.is_symlink() for f in s.iterdir() if f.is_dir()]
+    sizes = {f: _size(f) for f in folders}
+    total = sum(sizes.values())
+    removed = 0
+    for folder in sorted(folders, key=lambda f: f.stat().st_mtime):
+        if total <= max_bytes:
+            break
+        if keep is not None and (folder == keep or keep.is_relative_to(folder)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        total -= sizes[folder]
+        removed += 1
     return removed

@@ -13,25 +13,32 @@ DataError: ../../etc: outside the allowed data folders (/srv/data)
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import re
 import shutil
 import stat
+import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Sequence
+from typing import Any, Sequence
 
-from anomalens.errors import AnomalensError, Cancelled, ConfigError, DataError
+from anomalens.errors import AnomalensError, Cancelled, ConfigError, DataError, storage_error
+from anomalens.limits import (
+    MAX_NAME_BYTES,
+    MAX_ZIP_MEMBERS,
+    MAX_ZIP_RATIO,
+    MAX_ZIP_UNPACKED_BYTES,
+    MIN_RATIO_CHECK_BYTES,
+)
 
 log = logging.getLogger("anomalens.ui")
 
 AUTH_ENV = "ANOMALENS_UI_AUTH"
 DEFAULT_MAX_UPLOAD_MB = 500
-ZIP_MAX_MEMBERS = 20_000
-ZIP_MAX_UNPACKED_BYTES = 4 * 1024**3
-ZIP_MAX_RATIO = 200  # unpacked / packed size of a single member: beyond this it is a zip bomb, not images
 GENERIC_ERROR = "Something went wrong on the server (details are in its log). Please check the input and try again."
 
 
@@ -70,6 +77,8 @@ def confine_path(path: str | Path, roots: Sequence[str | Path]) -> Path:
     if not allowed:
         raise DataError("no data folders are allowed on this server (start it with --data-root DIR)", text)
     candidate = Path(text).expanduser()
+    if any(len(part.encode("utf-8", errors="replace")) > MAX_NAME_BYTES for part in candidate.parts):
+        raise DataError(f"a folder name in this path is longer than {MAX_NAME_BYTES} bytes", text[:80] + "...")
     if not candidate.is_absolute():
         candidate = allowed[0] / candidate
     resolved = candidate.resolve()
@@ -81,9 +90,12 @@ def confine_path(path: str | Path, roots: Sequence[str | Path]) -> Path:
 
 @dataclass(frozen=True)
 class ZipLimits:
-    max_members: int = ZIP_MAX_MEMBERS
-    max_unpacked_bytes: int = ZIP_MAX_UNPACKED_BYTES
-    max_ratio: float = ZIP_MAX_RATIO
+    """What an uploaded zip may hold (defaults from :mod:`anomalens.limits`)."""
+
+    max_members: int = MAX_ZIP_MEMBERS
+    max_unpacked_bytes: int = MAX_ZIP_UNPACKED_BYTES
+    max_ratio: float = MAX_ZIP_RATIO
+    min_ratio_check_bytes: int = MIN_RATIO_CHECK_BYTES
 
 
 def _check_member(info: zipfile.ZipInfo, archive: Path, limits: ZipLimits) -> PurePosixPath | None:
@@ -91,29 +103,52 @@ def _check_member(info: zipfile.ZipInfo, archive: Path, limits: ZipLimits) -> Pu
     if info.is_dir():
         return None
     member = PurePosixPath(name)
-    if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in member.parts:
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in member.parts or "\x00" in name:
         raise DataError(f"unsafe path {info.filename!r} in the zip (absolute or with '..'); nothing was extracted", archive)
+    if any(len(part.encode("utf-8", errors="replace")) > MAX_NAME_BYTES for part in member.parts):
+        raise DataError(f"a name in the zip is longer than {MAX_NAME_BYTES} bytes ({info.filename[:40]!r}...)", archive)
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
         raise DataError(f"the zip contains a symbolic link ({info.filename!r}); nothing was extracted", archive)
-    if info.file_size > 1_000_000 and info.compress_size > 0 and info.file_size / info.compress_size > limits.max_ratio:
-        raise DataError(f"{info.filename!r} unpacks to {info.file_size / info.compress_size:.0f}x its size (zip bomb?)", archive)
+    # image files are already compressed: a member that shrank a lot is padding or a bomb, whatever its size
+    if info.file_size >= limits.min_ratio_check_bytes and info.file_size > limits.max_ratio * max(info.compress_size, 1):
+        raise DataError(f"{info.filename!r} unpacks to {info.file_size / max(info.compress_size, 1):.0f}x its packed "
+                        f"size (at most {limits.max_ratio:g}x is accepted: zip bomb?)", archive)
     if member.parts[0] == "__MACOSX" or member.name.startswith("._") or member.name == ".DS_Store":
         return None  # Finder droppings, not data
     return member
 
 
+def _copy_within(source: Any, sink: Any, declared: int, budget: int, name: str, archive: str) -> int:
+    """Copy one member, stopping as soon as it passes its declared size or the zip's remaining budget."""
+    written = 0
+    while True:
+        chunk = source.read(1 << 20)
+        if not chunk:
+            return written
+        written += len(chunk)
+        if written > declared:
+            raise DataError(f"{name!r} unpacks to more than the {declared} bytes its header declares (forged zip); "
+                            "extraction stopped", archive)
+        if written > budget:
+            raise DataError("the zip unpacks to more than the accepted total; extraction stopped", archive)
+        sink.write(chunk)
+
+
 def safe_extract_zip(archive: str | Path, destination: str | Path, limits: ZipLimits = ZipLimits()) -> Path:
     """Check every member of ``archive`` first, then extract it under ``destination``; return the dataset root.
 
-    The root is the single top-level folder when the zip has one (``bottle/train/good/...``), else
-    ``destination`` itself. A bad zip raises :class:`DataError` and leaves nothing behind.
+    The headers are checked before anything is written (member count, each path, each member's packing
+    ratio, the declared total against ``max_unpacked_bytes``), and the budget is enforced again while
+    extracting, so a zip whose headers lie stops at the budget. The root is the single top-level folder when
+    the zip has one (``bottle/train/good/...``), else ``destination`` itself. A bad zip raises
+    :class:`DataError` and leaves nothing behind under ``destination``.
     """
     archive = Path(archive)
     destination = Path(destination)
     try:
         bundle = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise DataError(f"not a readable zip file ({exc})", archive.name) from None
     with bundle:
         infos = bundle.infolist()
@@ -123,23 +158,38 @@ def safe_extract_zip(archive: str | Path, destination: str | Path, limits: ZipLi
         members = [(info, m) for info, m in members if m is not None]
         total = sum(info.file_size for info, _ in members)
         if total > limits.max_unpacked_bytes:
-            raise DataError(f"the zip unpacks to {total / 1e9:.1f} GB; at most {limits.max_unpacked_bytes / 1e9:.1f} GB is accepted", archive.name)
+            raise DataError(f"the zip unpacks to {total / 1e9:.1f} GB; at most {limits.max_unpacked_bytes / 1e9:.1f} GB "
+                            "is accepted", archive.name)
         if not members:
             raise DataError("the zip contains no files", archive.name)
+        existed = destination.exists()
         destination.mkdir(parents=True, exist_ok=True)
+        remaining = limits.max_unpacked_bytes
         try:
             for info, member in members:
                 target = destination.joinpath(*member.parts)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with bundle.open(info) as source, open(target, "wb") as sink:
-                    shutil.copyfileobj(source, sink, length=1 << 20)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            shutil.rmtree(destination, ignore_errors=True)
-            raise DataError(f"the zip is damaged ({exc})", archive.name) from None
+                    remaining -= _copy_within(source, sink, info.file_size, remaining, info.filename, archive.name)
+        except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, ValueError, NotImplementedError) as exc:
+            _remove(destination, existed)
+            reason = storage_error(exc) if isinstance(exc, OSError) else None
+            raise DataError(f"the zip could not be extracted ({reason.message if reason else exc})", archive.name) from None
+        except BaseException:
+            _remove(destination, existed)
+            raise
     tops = {member.parts[0] for _, member in members}
     if len(tops) == 1 and (destination / next(iter(tops))).is_dir():
         return destination / next(iter(tops))
     return destination
+
+
+def _remove(destination: Path, existed: bool) -> None:
+    if existed:
+        for child in destination.iterdir():
+            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(destination, ignore_errors=True)
 
 
 def check_upload_size(path: str | Path, max_bytes: int) -> Path:
@@ -155,7 +205,126 @@ def user_message(exc: BaseException) -> str:
     """The line a user sees for ``exc``: the error's own line for user errors, a generic one for bugs."""
     if isinstance(exc, AnomalensError):
         return str(exc)
+    storage = storage_error(exc)  # a read-only or full disk: the machine's state, said in one line
+    if storage is not None:
+        return str(storage)
     if isinstance(exc, Cancelled):
         return "Stopped on request."
     log.error("unexpected error in the UI", exc_info=exc)
     return GENERIC_ERROR
+
+
+# ---- login -------------------------------------------------------------------------------------------
+class LoginThrottle:
+    """The login check given to Gradio: the right user and password, with failed attempts slowed down.
+
+    After ``free_attempts`` failures for a user name within ``window`` seconds, each further attempt for that
+    name waits 1, 2, 4, ... up to ``max_delay`` seconds before it is answered, and attempts for one name are
+    answered one at a time, so parallel requests gain nothing: 200 guesses take hours, not 0.4 s. A success
+    clears the count. It is a coroutine, so a waiting attempt does not hold up anyone else's page.
+    """
+
+    def __init__(self, user: str, password: str, free_attempts: int = 3, max_delay: float = 30.0,
+                 window: float = 900.0) -> None:
+        self._user = user.encode("utf-8")
+        self._password = password.encode("utf-8")
+        self.free_attempts = free_attempts
+        self.max_delay = max_delay
+        self.window = window
+        self._failures: dict[str, list[float]] = {}
+        self._locks: dict[str, Any] = {}
+
+    def delay_for(self, user: str, now: float | None = None) -> float:
+        """Seconds the next attempt for ``user`` will wait."""
+        now = time.monotonic() if now is None else now
+        recent = [t for t in self._failures.get(user, []) if now - t < self.window]
+        extra = len(recent) - self.free_attempts
+        return 0.0 if extra < 0 else min(self.max_delay, 2.0**extra)
+
+    async def check(self, user: str, password: str) -> bool:
+        """The coroutine Gradio calls (give it ``throttle.check``: Gradio awaits only real coroutine functions,
+        and would take the coroutine object of a callable instance as a successful login)."""
+        import asyncio
+
+        key = user[:128]
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            delay = self.delay_for(key)
+            if delay:
+                await asyncio.sleep(delay)
+            ok = hmac.compare_digest(user.encode("utf-8"), self._user) & hmac.compare_digest(
+                password.encode("utf-8"), self._password)
+            now = time.monotonic()
+            if ok:
+                self._failures.pop(key, None)
+            else:
+                recent = [t for t in self._failures.get(key, []) if now - t < self.window]
+                self._failures[key] = recent[-64:] + [now]
+                if len(self._failures) > 10_000:  # a flood of made-up names: forget the oldest
+                    self._failures.pop(next(iter(self._failures)))
+                log.warning("failed login for user %r (%d recent failures)", key, len(self._failures[key]))
+            return bool(ok)
+
+
+# Gradio routes that answer without a login even when the app has one (checked against every route in the
+# tests): with a login configured they need it too.
+LOGIN_REQUIRED_PREFIXES = (
+    "/gradio_api/runs", "/gradio_api/run-history", "/gradio_api/cancel", "/gradio_api/reset",
+    "/gradio_api/heartbeat", "/gradio_api/stream", "/gradio_api/monitoring", "/monitoring",
+    "/gradio_api/vibe", "/gradio_api/undo-vibe", "/gradio_api/custom_component",
+)
+
+
+class LoginGate:
+    """ASGI middleware: when the app has a login, the routes in :data:`LOGIN_REQUIRED_PREFIXES` need its cookie.
+
+    Gradio checks the login on most routes, but not on all of them (run history, cancel, reset, heartbeat,
+    streams); this closes them with 401 without touching the login page itself.
+    """
+
+    def __init__(self, app: Any, prefixes: Sequence[str] = LOGIN_REQUIRED_PREFIXES) -> None:
+        self.app = app
+        self.prefixes = tuple(prefixes)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") == "http" and self._closed(scope) and not self._logged_in(scope):
+            body = b'{"detail":"Not authenticated"}'
+            await send({"type": "http.response.start", "status": 401,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+    def _closed(self, scope: Any) -> bool:
+        app = scope.get("app")
+        if getattr(app, "auth", None) is None:
+            return False
+        path = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root):]
+        return any(path == p or path.startswith(p + "/") or path.startswith(p + "-") for p in self.prefixes)
+
+    @staticmethod
+    def _logged_in(scope: Any) -> bool:
+        app = scope.get("app")
+        tokens = getattr(app, "tokens", {}) or {}
+        cookie_id = getattr(app, "cookie_id", "")
+        cookies: dict[str, str] = {}
+        for name, value in scope.get("headers", []):
+            if name == b"cookie":
+                for part in value.decode("latin-1").split(";"):
+                    key, _, val = part.strip().partition("=")
+                    cookies[key] = val
+        token = cookies.get(f"access-token-{cookie_id}") or cookies.get(f"access-token-unsecure-{cookie_id}")
+        return token is not None and token in tokens
+
+
+# ---- files the page may serve ----------------------------------------------------------------------
+def served_sessions_root() -> Path:
+    """A private folder (mode 700) for this server's per-session outputs, outside the results folder.
+
+    Only what a view returns is copied from here into Gradio's cache and served; the folder itself, the
+    results folder (weights, configs, logs) and the data folders are never on Gradio's allowed paths.
+    """
+    return Path(tempfile.mkdtemp(prefix="anomalens-ui-"))

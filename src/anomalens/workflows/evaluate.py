@@ -40,6 +40,7 @@ from anomalens.visualization.plots import SampleRow, plot_roc, plot_samples, plo
 from anomalens.visualization.timeline import plot_timeline
 from anomalens.workflows.reports import evaluation_report, frame_scores_csv, image_scores_csv, video_report
 from anomalens.workflows.runs import EVALUATION_DIR, METRICS_FILE, RUN_FILE, load_fitted_detector, open_run, safe_name
+from anomalens.workflows.storage import check_writable
 
 
 PRO_MAX_FPR = 0.3
@@ -92,6 +93,7 @@ def evaluate_model(
     category = category if category is not None else run.get("category")
     if data_dir is None or category is None:
         raise ConfigError(f"no {RUN_FILE} beside this model: give data_dir and category", model_dir)
+    check_writable(run_dir, "run folder")  # before scoring: evaluation/ is written there
     measured = measure(detector, Path(data_dir), category, reporter)
     metrics = measured.metrics
     metrics.update({

@@ -21,7 +21,7 @@ import torch
 
 from anomalens.data.pixels import read_rgb
 from anomalens.data.preprocessing import IMAGE_EXTENSIONS, Preprocessing
-from anomalens.data.video_io import open_clip
+from anomalens.data.video_io import check_fps, open_clip
 from anomalens.errors import ConfigError, DataError
 from anomalens.metrics.drift import DriftReport, assess_drift, typical_distances
 from anomalens.metrics.events import Event, calibrated_events
@@ -34,6 +34,7 @@ from anomalens.visualization.timeline import plot_timeline
 from anomalens.visualization.video_render import render_side_by_side
 from anomalens.workflows.reports import scores_csv, write_prediction_tables
 from anomalens.workflows.runs import ANALYSIS_DIR, PREDICTIONS_DIR, load_fitted_detector, open_run, safe_name, staged_dir
+from anomalens.workflows.storage import check_writable
 
 
 # ---- images -------------------------------------------------------------------------------------------
@@ -335,6 +336,7 @@ def analyze_video(
     detector object). ``fps`` sets the rate of a folder of frames (default 25). Files appear only once all of
     them are written.
     """
+    fps = check_fps(fps)  # before the model is loaded
     detector = load_fitted_detector(checkpoint_or_detector, "video", device)
     cal = detector.calibration_
     assert cal is not None
@@ -344,7 +346,7 @@ def analyze_video(
         if not isinstance(checkpoint_or_detector, BaseDetector):
             base = open_run(checkpoint_or_detector)[1]
         output_dir = base / ANALYSIS_DIR / f"{safe_name(clip.name)}_{datetime.now():%Y%m%d_%H%M%S}"
-    output_dir = Path(output_dir)
+    output_dir = check_writable(output_dir)  # before scoring, not after it
     started = time.perf_counter()
     prediction = detector.predict_clip(clip, reporter)  # type: ignore[attr-defined]
     seconds = time.perf_counter() - started

@@ -22,7 +22,6 @@ half-written folders are skipped by :func:`list_runs`, never fatal.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -31,11 +30,23 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+from safetensors import SafetensorError
 
-from anomalens.errors import CheckpointError, ConfigError, DataError
+from anomalens import limits
+from anomalens.errors import CheckpointError, OutputError
 from anomalens.models import base as models
-from anomalens.models.base import CONFIG_FILE, BaseDetector
-from anomalens.runtime import make_temp_dir, write_json_atomic, write_text_atomic
+from anomalens.models.base import CONFIG_FILE, WEIGHTS_FILE, BaseDetector
+from anomalens.models.schema import check_run_record, read_json
+from anomalens.progress import SILENT, Reporter
+from anomalens.runtime import make_temp_dir, remove_dead_temporaries, temporary_prefix, write_json_atomic, write_text_atomic
+from anomalens.workflows.storage import (
+    check_free_space,
+    check_writable,
+    recover_temporary_runs,
+    rename_to_free_name,
+    rescue_dirs,
+    short_name,
+)
 
 RUN_FILE = "run.json"
 MODEL_DIR = "model"
@@ -88,36 +99,60 @@ def read_model_config(path: str | Path) -> dict[str, Any]:
 
 
 def read_run_file(run_dir: str | Path) -> dict[str, Any]:
-    """``run.json`` of a run folder ({} if there is none); an unreadable one is an error."""
+    """``run.json`` of a run folder ({} if there is none), every known field checked; a bad one is an error."""
     path = Path(run_dir) / RUN_FILE
     if not path.is_file():
         return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"unreadable {RUN_FILE} ({exc})", path) from None
+    return check_run_record(read_json(path), path)
+
+
+def check_results_dir(results_dir: str | Path, min_free_bytes: int | None = None, reporter: Reporter = SILENT) -> Path:
+    """Before hours of training: the results folder is writable and has room; what killed runs left is finished."""
+    folder = check_writable(results_dir, "results folder")
+    check_free_space(folder, limits.MIN_FREE_BYTES_FOR_RUN if min_free_bytes is None else min_free_bytes)
+    for message in recover_temporary_runs(folder, _complete_run):
+        reporter.log(message)
+    return folder
+
+
+def _complete_run(folder: Path) -> bool:
+    model = folder / MODEL_DIR
+    return (folder / RUN_FILE).is_file() and (model / CONFIG_FILE).is_file() and (model / WEIGHTS_FILE).is_file()
 
 
 def save_run(results_dir: Path, name: str, detector: BaseDetector, run: dict[str, Any], log_lines: list[str]) -> Path:
-    """Fill a hidden temporary folder, then rename it to a free name (``name``, ``name_2``, ...)."""
+    """Fill a hidden temporary folder, then rename it to a free name (``name``, ``name_2``, ...).
+
+    If the results folder cannot take it (disk full, made read-only during training), the run is written to a
+    rescue folder instead and the error names it, so that hours of training are not lost.
+    """
+    name = short_name(name, limits.MAX_NAME_BYTES - 60)
+    try:
+        return _write_run(results_dir, name, detector, run, log_lines)
+    except (OSError, SafetensorError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        for rescue in rescue_dirs():
+            try:
+                saved = _write_run(rescue, name, detector, run, log_lines)
+            except (OSError, SafetensorError):
+                continue
+            raise OutputError(
+                f"could not save the run here ({reason}); the trained model was saved to {saved} instead: move it "
+                f"into the results folder once there is room (mv {saved} {results_dir}/)", results_dir) from None
+        raise OutputError(f"could not save the run ({reason}), nor in a rescue folder "
+                          f"({', '.join(str(p) for p in rescue_dirs())}); free some space and train again",
+                          results_dir) from None
+
+
+def _write_run(results_dir: Path, name: str, detector: BaseDetector, run: dict[str, Any], log_lines: list[str]) -> Path:
     results_dir.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(results_dir, prefix=f".{name}.")
+    tmp = make_temp_dir(results_dir, prefix=temporary_prefix(name))
     try:
         detector.save(tmp / MODEL_DIR)
         write_json_atomic(tmp / RUN_FILE, run)
         write_json_atomic(tmp / HISTORY_FILE, detector.history_)
         write_text_atomic(tmp / LOG_FILE, "\n".join(log_lines) + "\n")
-        for attempt in range(1, 1000):
-            target = results_dir / (name if attempt == 1 else f"{name}_{attempt}")
-            if target.exists():
-                continue
-            try:
-                os.rename(tmp, target)
-                return target
-            except OSError:
-                if not target.exists():
-                    raise  # a real failure, not a name taken meanwhile by another run
-        raise ConfigError("no free run folder name", results_dir / name)
+        return rename_to_free_name(tmp, results_dir, name)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -139,11 +174,9 @@ def staged_dir(output_dir: str | Path | None) -> Iterator[Path | None]:
     if output_dir is None:
         yield None
         return
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise DataError("output folder is a file", output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(output_dir, prefix=".partial-", suffix="")
+    output_dir = check_writable(output_dir, create=True)
+    remove_dead_temporaries(output_dir, "partial")
+    tmp = make_temp_dir(output_dir, prefix=temporary_prefix("partial"))
     try:
         yield tmp
         _move_into(tmp, output_dir)
@@ -179,6 +212,10 @@ def read_run(run_dir: str | Path) -> RunInfo | None:
     if not isinstance(run, dict) or not (run_dir / MODEL_DIR / CONFIG_FILE).is_file():
         return None
     try:
+        check_run_record(run, run_dir / RUN_FILE)
+    except CheckpointError:
+        return None
+    try:
         created = datetime.fromisoformat(str(run["created"]))
         if created.tzinfo is not None:  # compare all runs in local time without a zone
             created = created.astimezone().replace(tzinfo=None)
@@ -209,6 +246,6 @@ def list_runs(results_dir: str | Path = "results", kind: str | None = None) -> l
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json(path)  # size-capped; a damaged file makes the run unlisted, not the list fail
+    except CheckpointError:
         return None

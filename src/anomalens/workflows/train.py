@@ -31,7 +31,7 @@ from anomalens.models.base import BaseDetector, create_detector
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import seed_everything
 from anomalens.workflows.kinds import data_kind, model_names
-from anomalens.workflows.runs import save_run
+from anomalens.workflows.runs import check_results_dir, save_run
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,7 @@ def train_model(
     otherwise nothing is written and the interruption propagates.
     """
     started = datetime.now()
+    check_results_dir(results_dir, reporter=reporter)  # before the work: writable, with room
     table = data_kind(kind)
     prepare = _PREPARE[table.name]
     model = model or table.default_model

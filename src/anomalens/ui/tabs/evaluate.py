@@ -7,6 +7,7 @@
 
 # No `from __future__ import annotations`: Gradio reads the `gr.Request` annotation of handlers at run time.
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from anomalens.ui.common import (
     rounded,
     ui_error,
 )
-from anomalens.ui.jobs import JobBoard
+from anomalens.ui.jobs import JobBoard, new_workspace
 
 # The per-type table of each kind's metrics.json, and the entries that are tables or curves, not numbers.
 TYPE_TABLES = {"image": "per_defect_type", "video": "per_type"}
@@ -68,8 +69,12 @@ def _type_table(table: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[
     return ["type"] + [column.replace("_", " ") for column in columns], rows
 
 
-def evaluate_model(settings: UISettings, run_dir: str | Path | None, reporter: Reporter = SILENT) -> EvaluationView:
-    """Evaluate a model on the test split of the data it was trained on (read only here, never in training)."""
+def evaluate_model(settings: UISettings, run_dir: str | Path | None, reporter: Reporter = SILENT,
+                   key: str = "evaluate") -> EvaluationView:
+    """Evaluate a model on the test split of the data it was trained on (read only here, never in training).
+
+    The figures are copied into the session's own folder: the page never serves files from the run folder.
+    """
     from anomalens.workflows.kinds import data_kind
     from anomalens.workflows.runs import read_model_config
 
@@ -79,7 +84,9 @@ def evaluate_model(settings: UISettings, run_dir: str | Path | None, reporter: R
     # headline metrics first, then everything else in the evaluation's own order
     metrics = {**{k: result.metrics[k] for k in HEADLINE_METRICS if k in result.metrics}, **result.metrics}
     headers, type_rows = _type_table(metrics.get(TYPE_TABLES[kind]) or {})
-    figures = {name: str(path) for name, path in result.figures.items() if Path(path).is_file()}
+    served = new_workspace(settings.sessions_dir, key, "evaluate")
+    figures = {name: str(shutil.copy2(path, served / f"{name}{Path(path).suffix}"))
+               for name, path in result.figures.items() if Path(path).is_file()}
     timelines = [(path, name.removeprefix("timeline_")) for name, path in sorted(figures.items()) if name.startswith("timeline")]
     tables = [result.output_dir / name for name in ("image_scores.csv", "frame_scores.csv", "metrics.json", "report.md")]
     downloads = [str(path) for path in tables if path.is_file()]
@@ -126,7 +133,7 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
         key = request_key(request)
         try:
             with board.job(f"{key}:evaluate") as job:
-                view = evaluate_model(settings, run_dir, job.reporter(progress_sink(progress)))
+                view = evaluate_model(settings, run_dir, job.reporter(progress_sink(progress)), key=key)
             figures = view.figures
             return (view.metric_rows, gr.update(value=view.type_rows, headers=view.type_headers),
                     gr.update(value=figures.get("roc_curve"), visible="roc_curve" in figures),

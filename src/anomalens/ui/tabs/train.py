@@ -9,14 +9,16 @@ own default (a video model's frame size, for instance), exactly as on the comman
 
 # No `from __future__ import annotations`: Gradio reads the `gr.Request` annotation of handlers at run time.
 
+import contextlib
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from anomalens.errors import DataError
+from anomalens.errors import ConfigError, DataError
 from anomalens.progress import SILENT, Reporter
 from anomalens.ui.common import MODEL_TABLE_HEADERS, TRAIN_LANE, ModelLists, UISettings, progress_sink, request_key
 from anomalens.ui.jobs import JobBoard, new_workspace, unique_run_name
@@ -52,21 +54,34 @@ def _find_category(root: Path) -> Path | None:
 def choose_dataset(
     settings: UISettings, folder: str | None, upload: str | Path | None, key: str, expected_kind: str
 ) -> DatasetChoice:
-    """A dataset folder under the allowed roots, or an uploaded zip unpacked safely; layout checked."""
-    from anomalens.workflows.kinds import layout_help
+    """A dataset folder under the allowed roots, or an uploaded zip unpacked safely; layout checked.
 
+    A refused upload is deleted, with whatever was unpacked from it.
+    """
     if upload:
-        archive = check_upload_size(upload, settings.max_upload_bytes)
         target = new_workspace(settings.sessions_dir, key, "upload")
-        root = safe_extract_zip(archive, target)
-        shown = Path(archive).name
-    elif folder and folder.strip():
+        try:
+            archive = check_upload_size(upload, settings.max_upload_bytes)
+            root = safe_extract_zip(archive, target)
+            return _dataset_in(root, Path(archive).name, expected_kind)
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                target.parent.rmdir()  # the session's folder, if this was all it held
+            Path(upload).unlink(missing_ok=True)
+            raise
+    if folder and folder.strip():
         root = confine_path(folder, settings.data_roots)
         shown = folder.strip()
         if not root.is_dir():
             raise DataError("no such folder", shown)
-    else:
-        raise DataError("give a dataset folder or upload a zip")
+        return _dataset_in(root, shown, expected_kind)
+    raise DataError("give a dataset folder or upload a zip")
+
+
+def _dataset_in(root: Path, shown: str, expected_kind: str) -> DatasetChoice:
+    from anomalens.workflows.kinds import layout_help
+
     category_dir = _find_category(root)
     if category_dir is None:
         raise DataError(layout_help(), shown)
@@ -199,8 +214,15 @@ def train_model(
     """Train one model on a checked dataset into a uniquely named run folder; None = the model's default."""
     from anomalens.errors import Cancelled
     from anomalens.progress import format_duration
+    from anomalens.models.base import detector_class
+    from anomalens.models.schema import check_settings
     from anomalens.workflows.kinds import data_kind
 
+    advanced = dict(advanced or {})
+    taken = sorted(set(advanced) & set(COMMON_SETTINGS))
+    if taken:
+        raise ConfigError(f"set {', '.join(taken)} with its own field above, not in the model settings JSON")
+    check_settings(detector_class(model).config_class, advanced, model)  # unknown keys, types and ranges by name
     started = time.monotonic()
     try:
         result = data_kind(dataset.kind).train(
