@@ -89,7 +89,8 @@ def evaluate_model(settings: UISettings, run_dir: str | Path | None, reporter: R
                for name, path in result.figures.items() if Path(path).is_file()}
     timelines = [(path, name.removeprefix("timeline_")) for name, path in sorted(figures.items()) if name.startswith("timeline")]
     tables = [result.output_dir / name for name in ("image_scores.csv", "frame_scores.csv", "metrics.json", "report.md")]
-    downloads = [str(path) for path in tables if path.is_file()]
+    # served from the session workspace like the figures: the results folder itself is never exposed
+    downloads = [str(shutil.copy2(path, served / path.name)) for path in tables if path.is_file()]
     return EvaluationView(_flatten_scalars(metrics), type_rows, headers, figures, str(result.report_path), timelines, downloads)
 
 
