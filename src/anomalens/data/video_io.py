@@ -373,49 +373,108 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray | torch.Tensor], f
     H.264 (libx264), yuv420p, ``movflags=+faststart``; odd sizes are padded by one edge pixel to even.
     Exactly one output frame per input frame at ``fps``. The file appears only once complete.
     """
-    import av
+    writer = VideoWriter(path, fps, crf=crf)
+    try:
+        for frame in frames:
+            writer.write(frame)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()
 
-    path = Path(path)
-    if not fps or fps <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
-    rate = Fraction(float(fps)).limit_denominator(1001)
-    count = 0
-    with atomic_path(path) as tmp:
-        with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
-            stream = None
-            size = None
-            for frame in frames:
-                array = _as_hwc(frame)
-                if stream is None:
-                    size = array.shape[:2]
-                    stream = container.add_stream("libx264", rate=rate)
-                    stream.width = size[1] + size[1] % 2
-                    stream.height = size[0] + size[0] % 2
-                    stream.pix_fmt = "yuv420p"
-                    # say which matrix and range the pixels use, so that every decoder reads the colours back
-                    stream.codec_context.colorspace = _WRITTEN_COLORSPACE
-                    stream.codec_context.color_range = _COLOR_RANGE_MPEG
-                    stream.options = {"crf": str(crf), "preset": "veryfast"}
-                    stream.codec_context.time_base = 1 / rate
-                elif array.shape[:2] != size:
-                    raise ValueError(f"frame {count} is {array.shape[1]}x{array.shape[0]}, expected {size[1]}x{size[0]}")
-                if size[0] % 2 or size[1] % 2:
-                    array = np.pad(array, ((0, size[0] % 2), (0, size[1] % 2), (0, 0)), mode="edge")
-                video_frame = av.VideoFrame.from_ndarray(array, format="rgb24").reformat(
-                    format="yuv420p", dst_colorspace="ITU601", dst_color_range="MPEG"
-                )
-                video_frame.colorspace = _WRITTEN_COLORSPACE
-                video_frame.color_range = _COLOR_RANGE_MPEG
-                video_frame.pts = count
-                video_frame.time_base = 1 / rate
-                for packet in stream.encode(video_frame):
-                    container.mux(packet)
-                count += 1
-            if stream is None:
+
+class VideoWriter:
+    """:func:`write_video` one frame at a time, for a writer that is fed as frames come (a live event's clip).
+
+    ``write(frame, pts)``: ``pts`` counts frame periods of ``1/fps`` from the clip's start (default: the next
+    one), so frames that a live watch dropped leave their time in the clip instead of speeding it up. ``threads``
+    caps libx264's threads (0: its own choice). The file appears only at :meth:`close`; :meth:`abort` drops it.
+    """
+
+    def __init__(self, path: str | Path, fps: float, *, crf: int = 20, preset: str = "veryfast", threads: int = 0) -> None:
+        import av
+
+        self.path = Path(path)
+        if not fps or fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.rate = Fraction(float(fps)).limit_denominator(1001)
+        self.crf, self.preset, self.threads = crf, preset, threads
+        self.count, self.last_pts = 0, -1
+        self._atomic = atomic_path(self.path)
+        tmp = self._atomic.__enter__()
+        try:
+            self.container = av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"})
+        except BaseException:
+            self._discard()
+            raise
+        self.stream = None
+        self.size: tuple[int, int] | None = None
+
+    def write(self, frame: np.ndarray | torch.Tensor, pts: int | None = None) -> None:
+        import av
+
+        array = _as_hwc(frame)
+        if self.stream is None:
+            self.size = size = array.shape[:2]
+            stream = self.container.add_stream("libx264", rate=self.rate)
+            stream.width = size[1] + size[1] % 2
+            stream.height = size[0] + size[0] % 2
+            stream.pix_fmt = "yuv420p"
+            # say which matrix and range the pixels use, so that every decoder reads the colours back
+            stream.codec_context.colorspace = _WRITTEN_COLORSPACE
+            stream.codec_context.color_range = _COLOR_RANGE_MPEG
+            stream.options = {"crf": str(self.crf), "preset": self.preset, **({"threads": str(self.threads)} if self.threads else {})}
+            stream.codec_context.time_base = 1 / self.rate
+            self.stream = stream
+        elif array.shape[:2] != self.size:
+            raise ValueError(f"frame {self.count} is {array.shape[1]}x{array.shape[0]}, expected {self.size[1]}x{self.size[0]}")
+        size = self.size
+        assert size is not None
+        pts = self.last_pts + 1 if pts is None else int(pts)
+        if pts <= self.last_pts:
+            raise ValueError(f"frame {self.count}: timestamp {pts} does not follow {self.last_pts}")
+        if size[0] % 2 or size[1] % 2:
+            array = np.pad(array, ((0, size[0] % 2), (0, size[1] % 2), (0, 0)), mode="edge")
+        video_frame = av.VideoFrame.from_ndarray(array, format="rgb24").reformat(
+            format="yuv420p", dst_colorspace="ITU601", dst_color_range="MPEG"
+        )
+        video_frame.colorspace = _WRITTEN_COLORSPACE
+        video_frame.color_range = _COLOR_RANGE_MPEG
+        video_frame.pts = pts
+        video_frame.time_base = 1 / self.rate
+        for packet in self.stream.encode(video_frame):
+            self.container.mux(packet)
+        self.count, self.last_pts = self.count + 1, pts
+
+    def close(self) -> Path:
+        """Flush the encoder and put the file in place; raises ValueError when no frame was written."""
+        try:
+            if self.stream is None:
                 raise ValueError("no frames to write")
-            for packet in stream.encode(None):
-                container.mux(packet)
-    return path
+            for packet in self.stream.encode(None):
+                self.container.mux(packet)
+            self.container.close()
+        except BaseException:
+            self.abort()
+            raise
+        atomic, self._atomic = self._atomic, None
+        if atomic is not None:
+            atomic.__exit__(None, None, None)  # renames the finished file into place
+        return self.path
+
+    def abort(self) -> None:
+        """Stop without a file (nothing is left behind)."""
+        try:
+            self.container.close()
+        except Exception:  # noqa: BLE001 - the file is dropped anyway
+            pass
+        self._discard()
+
+    def _discard(self) -> None:
+        atomic, self._atomic = self._atomic, None
+        if atomic is not None:  # an exception thrown into atomic_path removes the temporary, renames nothing
+            error = ValueError("discarded")
+            atomic.__exit__(ValueError, error, None)
 
 
 _COLORSPACE_TAG = {"ITU601": 6, "ITU709": 1}

@@ -1,5 +1,5 @@
-"""Live events: intervals that open when the score crosses the saved threshold and close after it falls back,
-and the evidence saved with each (an H.264 clip with seconds before and after, or the image with its overlay).
+"""Live events: intervals that open when the score crosses the saved threshold and close after it falls back
+(their clips are written by :mod:`anomalens.live.clips`).
 
 :class:`EventTracker` sees one frame at a time, in order, and gives the same intervals as the offline
 :func:`~anomalens.metrics.events.detect_events` over the same scores (``close_level`` = the threshold,
@@ -13,23 +13,14 @@ and the evidence saved with each (an H.264 clip with seconds before and after, o
 
 from __future__ import annotations
 
-import concurrent.futures
-import functools
 import math
-import queue
 from array import array
-from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from anomalens.data.video_io import write_video
 from anomalens.metrics.events import event_record
-
-CLIP_ENCODERS = 4  # clips encoded at once; a fifth overlapping clip waits, and skips frames if it waits long
 
 
 @dataclass
@@ -96,92 +87,3 @@ class EventTracker:
             return []
         scores = np.frombuffer(event.scores, dtype=np.float64)[: event.frames()]
         return [Transition("closed", event, event_record(event.start, scores, self.fps))]
-
-
-class ClipRecorder:
-    """Writes one event's clip while the stream goes on: frames from ``before`` frames ahead of the start,
-    then every new frame until ``stop_at``; encoded by one of a few encoder threads (H.264, see
-    :func:`~anomalens.data.video_io.write_video`) through a bounded queue, so scoring never waits for it."""
-
-    def __init__(self, path: Path, fps: float, max_frames: int, on_done: Callable[[Path, int], None] | None = None) -> None:
-        self.path, self.max_frames = path, max_frames
-        self.frames: queue.Queue = queue.Queue(maxsize=max(8, int(fps * 2)))
-        self.stop_at: int | None = None
-        self.added = self.skipped = 0
-        self.last_index = -1
-        self.error: str | None = None
-        self.on_done = on_done or (lambda path, frames: None)
-        self.future = _encoders().submit(self._write, fps)
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Until the clip is written (call :meth:`finish` first)."""
-        try:
-            self.future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            pass
-
-    def add(self, index: int, image: np.ndarray) -> None:
-        if self.done or index <= self.last_index:
-            return
-        self.last_index = index
-        if self.added >= self.max_frames:
-            self.finish()
-            return
-        try:
-            self.frames.put_nowait(image)
-            self.added += 1
-        except queue.Full:  # the encoder fell behind: the clip skips a frame rather than stall the stream
-            self.skipped += 1
-        if self.stop_at is not None and index >= self.stop_at:
-            self.finish()
-
-    @property
-    def done(self) -> bool:
-        return self.stop_at == -1
-
-    def finish(self) -> None:
-        if not self.done:
-            self.stop_at = -1
-            self.frames.put(None)
-
-    def _write(self, fps: float) -> None:
-        def frames():
-            while (image := self.frames.get()) is not None:
-                yield image
-
-        try:
-            write_video(self.path, frames(), fps)
-            self.on_done(self.path, self.added)
-        except Exception as exc:  # a clip that cannot be written must not end the watch
-            self.error = f"{exc.__class__.__name__}: {exc}"
-            while self.frames.get() is not None:  # let add()/finish() go on without blocking
-                pass
-
-
-@functools.lru_cache(maxsize=1)
-def _encoders() -> concurrent.futures.ThreadPoolExecutor:
-    # a few long-lived encoder threads for all clips, rather than a new thread per event: with a thread per
-    # event, every new thread took its own malloc arena and memory crept up over a long watch
-    return concurrent.futures.ThreadPoolExecutor(max_workers=CLIP_ENCODERS, thread_name_prefix="anomalens-clip")
-
-
-class FrameRing:
-    """The last ``capacity`` frames, (index, image), for the seconds before an event."""
-
-    def __init__(self, capacity: int) -> None:
-        self.items: deque[tuple[int, np.ndarray]] = deque(maxlen=max(1, capacity))
-
-    def add(self, index: int, image: np.ndarray) -> None:
-        self.items.append((index, image))
-
-    def since(self, first: int) -> list[tuple[int, np.ndarray]]:
-        return [(i, image) for i, image in self.items if i >= first]
-
-
-def shrink(image: np.ndarray, max_width: int) -> np.ndarray:
-    """Frames kept for clips are at most ``max_width`` pixels wide (bounded memory), even-sized for H.264."""
-    h, w = image.shape[:2]
-    if w > max_width:
-        h, w = max(2, round(h * max_width / w)), max_width
-        image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
-    return image[: h - h % 2, : w - w % 2]

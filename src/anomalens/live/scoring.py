@@ -25,7 +25,9 @@ class ImageScorer(CausalScorer):
         self.detector = detector
         self.count = 0
 
-    def push(self, frames: torch.Tensor, steps: Sequence[int] | None = None) -> list[FrameScore]:
+    def push(
+        self, frames: torch.Tensor, steps: Sequence[int] | None = None, before: Sequence[torch.Tensor | None] | None = None
+    ) -> list[FrameScore]:
         prediction = self.detector.predict(frames)
         out = []
         for score, raw_map in zip(prediction.scores.tolist(), prediction.maps):

@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from anomalens.data.preprocessing import IMAGE_EXTENSIONS, Preprocessing, read_rgb
-from anomalens.data.video_io import DEFAULT_FRAME_FOLDER_FPS, natural_key, open_clip
+from anomalens.data.video_io import DEFAULT_FRAME_FOLDER_FPS, frame_to_rgb, natural_key, open_clip
 from anomalens.data.video_io import _short as short_error
 from anomalens.errors import AnomalensError, DataError
 
@@ -152,8 +152,11 @@ class StreamSource(Source):
                     self.on_lost(SourceGap(lost_at, time.time(), reason, attempts))
                     self.log(f"{self.name}: reconnected after {time.time() - lost_at:.1f} s")
                 lost_at, reason, attempts, retry = None, "", 0, FIRST_RETRY_S
+                # slice threads only: frame threads would hold each frame back by one frame per thread
+                stream.thread_type = "SLICE"
                 for frame in container.decode(stream):
-                    yield SourceFrame(frame.to_ndarray(format="rgb24"), time.time())
+                    # colours converted as analyze-video converts them (the stream's own matrix and range)
+                    yield SourceFrame(frame_to_rgb(frame), time.time())
                     if self.stopping.is_set():
                         break
                 else:

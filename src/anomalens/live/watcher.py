@@ -1,10 +1,13 @@
 """The live watcher: a source's frames through a bounded queue into a causal scorer, events out to the sinks.
 
-A reader thread takes frames from the source into a queue of ``queue_size`` frames. From a live source (a
-stream, a camera, a file played in real time) a frame that finds the queue full pushes out the oldest one,
-and a frame older than ``max_latency`` when the scorer reaches it is skipped: both count as dropped, so the
-latency stays bounded and memory fixed. A file read as fast as possible and a hot folder never drop: the
-reader waits. The scorer takes up to ``batch_size`` waiting frames at a time.
+Three threads share the work so that the scorer only scores. The reader decodes, resizes each frame to the
+model's input and hands it to the clip writer (:mod:`~anomalens.live.clips`, every decoded frame, so clips
+play in real time) and to a queue of ``queue_size`` frames. From a live source (a stream, a camera, a file
+played in real time) a frame that finds the queue full pushes out the oldest one, and a frame older than
+``max_latency`` when the scorer reaches it is skipped: both count as dropped, so the latency stays bounded and
+memory fixed. A file read as fast as possible and a hot folder never drop: the reader waits. The scorer takes
+up to ``batch_size`` waiting frames at a time; after a drop, motion is measured from the frame decoded just
+before (not across the gap). Messages go to the sinks from a publisher thread.
 
 Each scored frame goes to the :class:`~anomalens.live.events.EventTracker`; an event is announced
 (``anomaly_started``) once it spans ``min_length`` frames and published in full (``anomaly``, the fields of
@@ -33,7 +36,8 @@ import torch
 from PIL import Image
 
 from anomalens.errors import CheckpointError
-from anomalens.live.events import ClipRecorder, EventTracker, FrameRing, Transition, shrink
+from anomalens.live.clips import ClipWriter
+from anomalens.live.events import EventTracker, Transition
 from anomalens.live.scoring import frame_scorer
 from anomalens.live.settings import WatchSettings
 from anomalens.live.sinks import EventLog, FrameLog, Sink
@@ -48,11 +52,15 @@ STATUS_INTERVAL_S = 1.0
 
 
 @dataclass
-class _Pending:
-    index: int
+class _Frame:
+    """A decoded frame on its way from the reader to the scorer."""
+
+    index: int  # among all frames read (drops leave gaps)
     arrived: float
-    image: np.ndarray
+    image: np.ndarray  # native RGB, for the UI and image models' overlays
+    tensor: torch.Tensor  # the model's input (prepared by the reader)
     file: str | None
+    before: torch.Tensor | None  # the model input of the frame decoded just before this one (motion after drops)
     processed: float = 0.0
 
 
@@ -103,7 +111,6 @@ class Watcher:
         if self.detector.calibration_ is None:
             raise CheckpointError("this model has no threshold (it was never fitted with validation data)")
         self.calibration = self.detector.calibration_
-        self.scorer = frame_scorer(self.detector, s.lookahead)
         self.output = Path(output_dir) if output_dir is not None else None
         self.sinks: list[Sink] = list(sinks)
         self.gaps: queue.Queue[SourceGap] = queue.Queue()
@@ -112,16 +119,17 @@ class Watcher:
         else:
             self.source = open_source(source, realtime=s.realtime, on_lost=self.gaps.put, log=self.log)
         self.source_spec = self.source.name
+        self.scorer = frame_scorer(self.detector, s.lookahead_for(self.source.live))
         self.stopping = threading.Event()
-        self.frames: queue.Queue[SourceFrame | None] = queue.Queue(maxsize=max(1, s.queue_size))
+        self.frames: queue.Queue[_Frame | None] = queue.Queue(maxsize=max(1, s.queue_size))
         self.state = WatchState(calibration=self.calibration)
         # each counter has one writer thread: the reader counts what it read and pushed out, the scorer the rest
         self.read = self.pushed_out = self.too_late = self.scored = 0
         self.latencies: deque[float] = deque(maxlen=200)
         self.processing: deque[float] = deque(maxlen=200)
-        self.announce_delays: list[float] = []
-        self.recorders: list[ClipRecorder] = []
-        self.writing: list[ClipRecorder] = []
+        self.announce_delays: deque[float] = deque(maxlen=1000)
+        self.clips: ClipWriter | None = None  # created by the reader once the stream's frame rate is known
+        self.outbox: queue.Queue[tuple[dict[str, Any], Callable[[], dict[str, Any]] | None] | None] = queue.Queue()
         self.event_count = 0
         self.per_image = self.source.kind == "folder" and self.detector.kind == "image"
         self.frame_log: FrameLog | None = None
@@ -145,14 +153,24 @@ class Watcher:
 
     # ---- reading ---------------------------------------------------------------------------------
     def _read(self) -> None:
+        s = self.settings
+        before: torch.Tensor | None = None
         try:
             for frame in self.source.frames():
-                frame.index = self.read
-                self.read += 1
+                index, self.read = self.read, self.read + 1
+                tensor = self.detector.preprocessing.prepare_array(frame.image)
+                if self.output is not None and self.source.kind != "folder":
+                    if self.clips is None:  # the stream's rate is known once it delivered a frame
+                        fps = self.source.fps or self.fps
+                        lead = round(s.max_latency * fps) + s.queue_size + s.batch_size + self.scorer.delay_frames + s.min_length
+                        self.clips = ClipWriter(fps, s.clip_before, s.clip_after, s.clip_max, s.clip_width, lead, self.log)
+                    self.clips.add(index, frame.image)
+                item = _Frame(index, frame.arrived, frame.image, tensor, frame.file, before)
+                before = tensor
                 if self.source.live:
                     while True:
                         try:
-                            self.frames.put_nowait(frame)
+                            self.frames.put_nowait(item)
                             break
                         except queue.Full:
                             try:  # a camera does not wait: the oldest waiting frame gives way
@@ -163,7 +181,7 @@ class Watcher:
                 else:
                     while not self.stopping.is_set():
                         try:
-                            self.frames.put(frame, timeout=0.2)
+                            self.frames.put(item, timeout=0.2)
                             break
                         except queue.Full:
                             continue
@@ -193,11 +211,12 @@ class Watcher:
         s = self.settings
         self.started = time.time()
         self.index = -1
-        self.pending: deque[_Pending] = deque()
+        self.pending: deque[_Frame] = deque()
         self.fps = self.source.fps
         self.tracker: EventTracker | None = None
-        self.ring: FrameRing | None = None
         reader = threading.Thread(target=self._read, name="anomalens-reader", daemon=True)
+        publisher = threading.Thread(target=self._deliver, name="anomalens-publisher", daemon=True)
+        publisher.start()
         reader.start()
         next_status = time.monotonic()
         ended = False
@@ -217,10 +236,10 @@ class Watcher:
             self._close_event()
             reader.join(timeout=10)
             self._report_gaps()
-            for recorder in self.recorders:
-                recorder.finish()
-            for recorder in self.writing:  # every clip is complete when run() returns
-                recorder.wait(timeout=30)
+            self.outbox.put(None)
+            publisher.join(timeout=60)
+            if self.clips is not None:  # every clip is complete when run() returns
+                self.clips.close(timeout=60)
             for sink in self.sinks:
                 try:
                     sink.close(s.sink_timeout)
@@ -231,9 +250,9 @@ class Watcher:
             status = self._write_status("stopped")
         return status
 
-    def _take(self, limit: int) -> tuple[list[SourceFrame], bool]:
+    def _take(self, limit: int) -> tuple[list[_Frame], bool]:
         """Up to ``limit`` waiting frames (waits a little for the first); True once the source has ended."""
-        out: list[SourceFrame] = []
+        out: list[_Frame] = []
         try:
             item = self.frames.get(timeout=0.2)
         except queue.Empty:
@@ -252,7 +271,7 @@ class Watcher:
             except queue.Empty:
                 return out, False
 
-    def _score(self, batch: list[SourceFrame]) -> None:
+    def _score(self, batch: list[_Frame]) -> None:
         s = self.settings
         if self.tracker is None:  # the stream's rate is known once it delivered a frame
             self.fps = self.source.fps or self.fps
@@ -261,27 +280,20 @@ class Watcher:
             gap = EVENT_MERGE_SECONDS if s.close_after is None else s.close_after  # default: analyze-video's merge gap
             close_after = 0 if self.source.kind == "folder" else max(1, round(gap * self.fps))
             self.tracker = EventTracker(cal.threshold, min(close_level, cal.threshold), self.fps, close_after, s.min_length)
-            self.ring = FrameRing(round((s.clip_before + 1) * self.fps) + self.scorer.delay_frames + s.queue_size)
-        tensors, steps = [], []
+        steps, before = [], []
         for frame in batch:
-            steps.append(max(1, frame.index - self.index))  # > 1 after dropped frames
+            step = max(1, frame.index - self.index)  # > 1 after dropped frames
+            steps.append(step)
+            # after a drop, the motion comes from the frame decoded just before, not from across the gap
+            before.append(frame.before if step > 1 else None)
             self.index = frame.index
-            image = frame.image
-            self.pending.append(_Pending(self.index, frame.arrived, image, frame.file))
-            tensors.append(self.detector.preprocessing.prepare_array(image))
-            if self.source.kind != "folder":
-                small = shrink(image, s.clip_width)
-                self.ring.add(self.index, small)  # type: ignore[union-attr]
-                for recorder in self.recorders:
-                    recorder.add(self.index, small)
+            self.pending.append(frame)
         with torch.no_grad():
-            results = self.scorer.push(torch.stack(tensors), steps)
+            results = self.scorer.push(torch.stack([frame.tensor for frame in batch]), steps, before)
         now = time.time()
-        for item in list(self.pending)[-len(batch):]:
-            item.processed = now
+        for frame in batch:
+            frame.processed, frame.before = now, None
         self._handle(results)
-        self.recorders = [r for r in self.recorders if not r.done]  # still taking frames
-        self.writing = [r for r in self.writing if not r.future.done()]  # still being encoded
 
     def _handle(self, results) -> None:
         cal = self.calibration
@@ -333,16 +345,10 @@ class Watcher:
                            started_at=event.extra.get("started_at"), detection_delay_s=round(delay, 3))
             if event.extra.get("file"):
                 message["file"] = event.extra["file"]
-            if self.output is not None and self.source.kind != "folder" and self.ring is not None:
-                clip = self.output / "events" / f"event_{self.event_count:05d}.mp4"
-                recorder = ClipRecorder(clip, self.fps, round(self.settings.clip_max * self.fps))
-                first = max(0, event.start - round(self.settings.clip_before * self.fps))
-                for index, image in self.ring.since(first):
-                    recorder.add(index, image)
-                self.recorders.append(recorder)
-                self.writing.append(recorder)
-                event.extra["recorder"] = recorder
-                event.extra["clip_first_frame"] = first
+            if self.clips is not None:
+                clip = self.output / "events" / f"event_{self.event_count:05d}.mp4"  # type: ignore[operator]
+                event.extra["clip"] = clip
+                event.extra["clip_first_frame"] = self.clips.start(self.event_count, clip, event.start)
             self._publish(message)
             return
         record = dict(transition.event)
@@ -360,16 +366,15 @@ class Watcher:
         if event.extra.get("file"):
             message["file"] = event.extra["file"]
             message["peak_file"] = event.extra.get("peak_file")
-        recorder = event.extra.get("recorder")
-        if recorder is not None:
-            recorder.stop_at = record["end_frame"] + round(self.settings.clip_after * self.fps)
-            if self.stopping.is_set():
-                recorder.finish()
-            message["clip"] = str(recorder.path.relative_to(self.output))
+        if event.extra.get("clip") is not None and self.clips is not None:
+            self.clips.end(event.extra["id"], record["end_frame"])
+            message["clip"] = str(event.extra["clip"].relative_to(self.output))
             message["clip_first_frame"] = event.extra["clip_first_frame"]
+        saving = None
         if self.output is not None and self.detector.kind == "image" and event.extra.get("image") is not None:
-            message.update(self._save_overlay(message["id"], event.extra["image"], event.extra["map"]))
-        self._publish(message)
+            number, image, raw_map = message["id"], event.extra["image"], event.extra["map"]
+            saving = lambda: self._save_overlay(number, image, raw_map)  # noqa: E731 - PNGs written off the scorer
+        self._publish(message, saving)
 
     def _save_overlay(self, number: int, image: np.ndarray, raw_map: np.ndarray) -> dict[str, str]:
         assert self.output is not None
@@ -397,14 +402,26 @@ class Watcher:
                            reason=gap.reason, after_frame=self.index, reconnected=gap.reconnected)
             self._publish(message)
 
-    def _publish(self, message: dict[str, Any]) -> None:
-        for sink in self.sinks:
-            try:
-                sink.send(message)
-            except Exception as exc:  # a broken sink must never stop the watch
-                self.log(f"{sink.name}: could not take the message ({exc})")
-        with self.state.lock:
-            self.state.events.append(message)
+    def _publish(self, message: dict[str, Any], saving: Callable[[], dict[str, Any]] | None = None) -> None:
+        """Hand a message to the publisher thread (``saving``: files to write first, whose names join it)."""
+        self.outbox.put((message, saving))
+
+    def _deliver(self) -> None:
+        """The publisher thread: each message to every sink, in order, until the outbox's end (None)."""
+        while (item := self.outbox.get()) is not None:
+            message, saving = item
+            if saving is not None:
+                try:
+                    message.update(saving())
+                except Exception as exc:  # evidence that cannot be saved must not lose the message
+                    self.log(f"could not save the event's images ({exc})")
+            for sink in self.sinks:
+                try:
+                    sink.send(message)
+                except Exception as exc:  # a broken sink must never stop the watch
+                    self.log(f"{sink.name}: could not take the message ({exc})")
+            with self.state.lock:
+                self.state.events.append(message)
 
     # ---- status ----------------------------------------------------------------------------------
     def _write_status(self, state: str) -> dict[str, Any]:
@@ -439,6 +456,8 @@ class Watcher:
             "announce_delay_ms_max": round(1000 * max(self.announce_delays), 1) if self.announce_delays else None,
             "sinks": {sink.name: sink.stats() for sink in self.sinks},
         }
+        if self.clips is not None:
+            status["clips"] = self.clips.stats()
         if self.read_error:
             status["source_error"] = self.read_error
         self._last_counts = (now, self.read, self.scored)

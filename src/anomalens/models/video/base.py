@@ -65,11 +65,15 @@ class CausalScorer(ABC):
     delay_frames: int = 0
 
     @abstractmethod
-    def push(self, frames: torch.Tensor, steps: Sequence[int] | None = None) -> list[FrameScore]:
+    def push(
+        self, frames: torch.Tensor, steps: Sequence[int] | None = None, before: Sequence[torch.Tensor | None] | None = None
+    ) -> list[FrameScore]:
         """Add preprocessed frames ``(B, 3, H, W)`` ``uint8``, in order; returns the frames now scored.
 
         ``steps``: per frame, how many source frames it is after the one pushed before it (1, the default, when
-        none was dropped in between), so that motion is measured per source frame."""
+        none was dropped in between). ``before``: per frame, the source frame just before it when that one was
+        not pushed (dropped), else None; motion is then measured between the two, as at full rate (without it,
+        motion across the gap is divided by the step)."""
 
     @abstractmethod
     def finish(self) -> list[FrameScore]:

@@ -493,15 +493,22 @@ class StreamingScorer(CausalScorer):
         self.emitted = 0
 
     @torch.no_grad()
-    def push(self, frames: torch.Tensor, steps: Sequence[int] | None = None) -> list[FrameScore]:
+    def push(
+        self, frames: torch.Tensor, steps: Sequence[int] | None = None, before: Sequence[torch.Tensor | None] | None = None
+    ) -> list[FrameScore]:
         d, c = self.detector, self.detector.config
         if tuple(frames.shape[-2:]) != tuple(c.image_size):
             raise DataError(f"frame of size {frames.shape[-1]}x{frames.shape[-2]}, expected {c.image_size[1]}x{c.image_size[0]}")
         floats = to_float(frames).to(d.device)
-        appearance = d.extractor(floats).cpu()
+        appearance = d.extractor(gaussian_blur(floats, c.input_blur)).cpu()  # as predict_clip sees them
         ready, flows = [], []
         steps = steps or [1] * len(frames)
-        for features, grey, step in zip(appearance, grey_frames(floats, d.flow_size), steps):
+        before = before or [None] * len(frames)
+        known = [frame for frame in before if frame is not None]
+        greys_before = iter(grey_frames(to_float(torch.stack(known)).to(d.device), d.flow_size) if known else ())
+        for features, grey, step, previous in zip(appearance, grey_frames(floats, d.flow_size), steps, before):
+            if previous is not None:  # motion from the source frame just before, not across the dropped ones
+                self.flows.previous, step = next(greys_before), 1
             flow = self.flows.push(grey)
             if flow is not None and step > 1:  # frames were dropped before this one: motion per source frame
                 flow = flow / step
