@@ -1,18 +1,25 @@
 """Soak and latency figures of ``anomalens watch`` (issue 11's targets), bounded in time.
 
-Two runs, each with the default video model (stfeatures at its default 240x360), trained once on generated
+Three runs, each with the default video model (stfeatures at its default 240x360), trained once on generated
 conveyor clips unless ``--checkpoint`` is given:
 
-* ``soak``: a generated conveyor stream (endless, as fast as the scorer takes it) for ``--minutes``; reports the
-  resident memory (RSS) after a warm-up and at the end, frames/s and the median latency. The target is one hour
-  with RSS growth <= 50 MB.
+* ``soak``: a generated conveyor stream (endless; as fast as the scorer takes it, or at 25 fps with
+  ``--realtime``, then frames drop as from a camera) for ``--minutes``, with event clips and the per-frame CSV;
+  reports the resident memory (RSS) after a warm-up and at the end, frames/s and the median latency. RSS samples
+  go to ``--samples FILE`` as the run goes (JSON, rewritten every 30 s). The target is one hour with RSS growth
+  <= 50 MB.
 * ``rtsp``: a 25 fps 640x480 H.264 stream with anomalies from a real RTSP server (GStreamer, on 127.0.0.1) for
-  ``--seconds``; reports dropped frames (target <= 5%), the median latency from a frame's arrival to its score
-  (target <= 200 ms; it includes the stated smoothing delay of ``--lookahead`` frames) and how long after the
-  first anomalous frame each event was published (target <= 1 s).
+  ``--seconds``; reports dropped frames (target <= 5%), the median latency from a frame's arrival to its final
+  score (target <= 200 ms; it includes the stated smoothing delay) and how long after the first anomalous frame
+  each event was published (target <= 1 s).
+* ``faults``: the same stream with a webhook receiver and a mosquitto broker, while the RTSP server is killed
+  and restarted (target: reconnected within 5 s, with a ``source_lost`` message), the broker restarted (every
+  message still arrives) and the receiver down for ``--webhook-down`` seconds (its messages delivered after).
 
     PYTHONPATH=src python benchmarks/live_soak.py soak --minutes 5
+    PYTHONPATH=src python benchmarks/live_soak.py soak --minutes 60 --realtime --size 480x640 --samples soak.json
     PYTHONPATH=src python benchmarks/live_soak.py rtsp --seconds 60
+    PYTHONPATH=src python benchmarks/live_soak.py faults
 
 Results print as JSON and go to ``benchmarks/out/live_<run>.json``. Say that the machine was shared when it was.
 """
@@ -38,6 +45,7 @@ from anomalens.data.video_io import open_clip, write_video
 from anomalens.live.sources import Source, SourceFrame
 from anomalens.live.settings import WatchSettings
 from anomalens.live.watcher import Watcher
+from anomalens.runtime import write_json_atomic
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -48,13 +56,13 @@ SOAK_SIZE, RTSP_SIZE = (240, 360), (480, 640)  # frame sizes (H, W) of the gener
 
 class GeneratedConveyor(Source):
     """An endless conveyor: 12 generated 100-frame clips (every third with an anomaly), H.264-encoded once like a
-    camera's stream, then decoded in a loop for as long as the soak lasts."""
+    camera's stream, then decoded in a loop for as long as the soak lasts (at 25 fps with ``realtime``)."""
 
-    kind, live = "generated", False
+    kind = "generated"
 
-    def __init__(self, size: tuple[int, int], folder: Path) -> None:
+    def __init__(self, size: tuple[int, int], folder: Path, realtime: bool = False) -> None:
         super().__init__("generated conveyor")
-        self.size, self.fps = size, 25.0
+        self.size, self.fps, self.live = size, 25.0, realtime
         self.video = folder / f"generated_{size[0]}x{size[1]}.mp4"
         if not self.video.is_file():
             frames = [f for seed in range(12)
@@ -63,8 +71,14 @@ class GeneratedConveyor(Source):
 
     def frames(self) -> Iterator[SourceFrame]:
         clip = open_clip(self.video, Preprocessing(image_size=None))
+        started, count = time.monotonic(), 0
         while not self.stopping.is_set():
             for frame in clip.iter_native():
+                if self.live:  # a camera's pace
+                    delay = started + count / self.fps - time.monotonic()
+                    if delay > 0 and self.stopping.wait(delay):
+                        return
+                count += 1
                 yield SourceFrame(frame, time.time())
                 if self.stopping.is_set():
                     return
@@ -92,42 +106,49 @@ def default_model(work: Path, size: tuple[int, int]) -> Path:
 
 
 def soak(args: argparse.Namespace, checkpoint: Path) -> dict:
-    source = GeneratedConveyor(SOAK_SIZE, OUT)
+    source = GeneratedConveyor(args.size or SOAK_SIZE, OUT, realtime=args.realtime)
     output = None if args.no_output else OUT / "soak_watch"  # without output: no clips, no CSV (to tell their memory apart)
     watcher = Watcher(checkpoint, source, output, settings=WatchSettings(lookahead=args.lookahead), device="cpu")
-    samples: list[tuple[float, float, int]] = []
+    samples: list[tuple[float, float, int, int]] = []
     timer = threading.Timer(args.minutes * 60, watcher.stop)
     timer.start()
+    started = time.monotonic()
+
+    def summary(final: bool) -> dict:
+        warm = [s for s in samples if s[0] >= args.warmup] or samples
+        return {
+            "run": "soak", "minutes": args.minutes, "realtime": args.realtime, "finished": final,
+            "frames_read": watcher.read, "frames_scored": watcher.scored, "frames_dropped": watcher.dropped,
+            "fps_scored": round(watcher.scored / max(time.monotonic() - started, 1e-6), 2),
+            "events": watcher.event_count, "clips": watcher.clips.stats() if watcher.clips is not None else None,
+            "rss_mb_after_warmup": warm[0][1] if warm else None, "rss_mb_last": samples[-1][1] if samples else None,
+            "rss_growth_mb": round(samples[-1][1] - warm[0][1], 1) if warm else None,
+            "rss_mb_max_after_warmup": max(s[1] for s in warm) if warm else None, "warmup_s": args.warmup,
+            "output": not args.no_output, "pid": os.getpid(),
+            # (seconds since the start, RSS MB, frames read, frames scored) every 30 s
+            "rss_series": samples,
+        }
 
     def sample() -> None:
         while not watcher.stopping.is_set():
-            samples.append((time.monotonic(), rss_mb(), watcher.scored))
-            watcher.stopping.wait(5)
+            samples.append((round(time.monotonic() - started), round(rss_mb(), 1), watcher.read, watcher.scored))
+            if args.samples is not None:
+                write_json_atomic(args.samples, summary(False))
+            watcher.stopping.wait(30)
 
     threading.Thread(target=sample, daemon=True).start()
-    started = time.monotonic()
     status = watcher.run()
     timer.cancel()
-    warm = [s for s in samples if s[0] - started >= args.warmup] or samples
-    return {
-        "run": "soak", "minutes": args.minutes, "frames_scored": status["frames_scored"],
-        "fps": round(status["frames_scored"] / (time.monotonic() - started), 2),
-        "rss_mb_after_warmup": round(warm[0][1], 1), "rss_mb_end": round(rss_mb(), 1),
-        "rss_growth_mb": round(rss_mb() - warm[0][1], 1), "rss_mb_max": round(max(s[1] for s in samples), 1),
-        "latency_ms_p50": status["latency_ms_p50"], "events": status["events"], "warmup_s": args.warmup,
-        "output": not args.no_output,
-        # (seconds since the start, RSS MB, frames scored) every 30 s: growth that levels off is warm-up, not a leak
-        "rss_series": [(round(t - started), round(r, 1), n) for t, r, n in samples[::6]],
-    }
+    samples.append((round(time.monotonic() - started), round(rss_mb(), 1), watcher.read, watcher.scored))
+    result = summary(True)
+    result.update(latency_ms_p50=status["latency_ms_p50"], dropped_percent=status["dropped_percent"])
+    if args.samples is not None:
+        write_json_atomic(args.samples, result)
+    return result
 
 
 def rtsp(args: argparse.Namespace, checkpoint: Path) -> dict:
-    video = OUT / "rtsp_640x480_25fps.mp4"
-    if not video.is_file():
-        seconds = 40  # the server loops it for longer runs (every client connection starts from frame 0)
-        frames = [f for i in range(seconds // 4)
-                  for f in synthetic_clip(2000 + i, 100, RTSP_SIZE, ANOMALIES[i % 4] if i % 2 else None)[0]]
-        write_video(video, frames, 25)
+    video = rtsp_video()
     port = 18554 + os.getpid() % 1000
     server = subprocess.Popen(["/usr/bin/python3", str(RTSP_SCRIPT), str(port), str(video)], stdout=subprocess.PIPE, text=True)
     try:
@@ -155,20 +176,112 @@ def rtsp(args: argparse.Namespace, checkpoint: Path) -> dict:
     }
 
 
+def rtsp_video() -> Path:
+    """40 s of generated 640x480 conveyor at 25 fps, every other 4 s clip with an anomaly (made once)."""
+    video = OUT / "rtsp_640x480_25fps.mp4"
+    if not video.is_file():
+        seconds = 40  # the watch reconnects at the end (every client connection starts from frame 0)
+        frames = [f for i in range(seconds // 4)
+                  for f in synthetic_clip(2000 + i, 100, RTSP_SIZE, ANOMALIES[i % 4] if i % 2 else None)[0]]
+        write_video(video, frames, 25)
+    return video
+
+
+def faults(args: argparse.Namespace, checkpoint: Path) -> dict:
+    """Kill and restart the RTSP server, restart the MQTT broker, take the webhook receiver down, while watching."""
+    import paho.mqtt.client as mqtt
+
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from _live_parts import Receiver, free_port, start_mosquitto, start_rtsp_server, stop, wait_until
+
+    from anomalens.live.sinks import MqttSink, WebhookSink
+
+    video, work = rtsp_video(), OUT / "faults_watch"
+    rtsp_port, broker_port, hook_port = free_port(), free_port(), free_port()
+    server = start_rtsp_server(rtsp_port, video)
+    broker = start_mosquitto(broker_port, work / "broker")
+    receiver = Receiver(hook_port)
+    received: list[dict] = []
+    subscriber = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"soak-{os.getpid()}", clean_session=False)
+    subscriber.on_message = lambda client, userdata, message: received.append(json.loads(message.payload))
+    subscriber.connect("127.0.0.1", broker_port)
+    subscriber.subscribe("line/events", qos=1)
+    subscriber.loop_start()
+    sinks = [WebhookSink(f"http://127.0.0.1:{hook_port}/events"), MqttSink(f"127.0.0.1:{broker_port}", "line/events")]
+    watcher = Watcher(checkpoint, f"rtsp://127.0.0.1:{rtsp_port}/live", work / "out", sinks=sinks, device="cpu",
+                      settings=WatchSettings(lookahead=args.lookahead))
+    thread = threading.Thread(target=watcher.run)
+    thread.start()
+    figures: dict = {}
+    try:
+        assert wait_until(lambda: watcher.scored >= 50, 60), "no frames from the RTSP server"
+        # 1. the RTSP server dies and comes back after 2 s
+        stop(server)
+        killed, read = time.monotonic(), watcher.read
+        time.sleep(2.0)
+        server = start_rtsp_server(rtsp_port, video)
+        restarted = time.monotonic()
+        wait_until(lambda: watcher.read > read + 5, 30, step=0.01)
+        figures["rtsp_frames_again_s_after_restart"] = round(time.monotonic() - restarted, 2)
+        figures["rtsp_gap_s"] = round(time.monotonic() - killed, 2)
+        # 2. the broker restarts (3 s down) while events go on
+        time.sleep(5)
+        stop(broker)
+        time.sleep(3)
+        broker = start_mosquitto(broker_port, work / "broker")
+        # 3. the webhook receiver is down for --webhook-down seconds
+        time.sleep(5)
+        receiver.close()
+        down_from = len(receiver.messages)
+        time.sleep(args.webhook_down)
+        messages_meanwhile = sum(1 for line in (work / "out" / "events.jsonl").read_text().splitlines())
+        receiver = Receiver(hook_port, receiver.messages)
+        time.sleep(10)
+    finally:
+        watcher.stop()
+        thread.join(120)
+        stop(server)
+    sent = [json.loads(line) for line in (work / "out" / "events.jsonl").read_text().splitlines()]
+    wait_until(lambda: len(received) >= len(sent), 20)
+    subscriber.loop_stop()
+    subscriber.disconnect()
+    stop(broker)
+    receiver.close()
+    key = lambda m: (m["type"], m.get("id"), m.get("lost_at"))  # noqa: E731
+    lost = [m for m in sent if m["type"] == "source_lost"]
+    figures.update(
+        messages=len(sent), source_lost=[{k: m[k] for k in ("seconds", "reason", "reconnected")} for m in lost],
+        webhook_received=len(receiver.messages), webhook_missing=len({key(m) for m in sent} - {key(m) for m in receiver.messages}),
+        webhook_in_order=[key(m) for m in receiver.messages] == [key(m) for m in sent],
+        webhook_messages_while_down=messages_meanwhile - down_from,
+        mqtt_received=len(received), mqtt_missing=len({key(m) for m in sent} - {key(m) for m in received}),
+        sinks=watcher.state.status.get("sinks"), frames_read=watcher.read, frames_scored=watcher.scored,
+        webhook_down_s=args.webhook_down,
+    )
+    return {"run": "faults", **figures}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", choices=("soak", "rtsp"))
+    parser.add_argument("run", choices=("soak", "rtsp", "faults"))
     parser.add_argument("--checkpoint", type=Path, default=None, help="a video run folder (default: train the default model)")
     parser.add_argument("--minutes", type=float, default=5.0, help="soak: minutes of generated stream (target: 60)")
     parser.add_argument("--warmup", type=float, default=30.0, help="soak: seconds before the first RSS reading")
     parser.add_argument("--seconds", type=float, default=60.0, help="rtsp: seconds of stream")
     parser.add_argument("--no-output", action="store_true", help="soak: write nothing (no event clips, no CSV)")
-    parser.add_argument("--lookahead", type=int, default=None, help="frames of look-ahead smoothing (default: the model's 6)")
+    parser.add_argument("--realtime", action="store_true", help="soak: play the generated stream at 25 fps")
+    parser.add_argument("--size", type=lambda v: tuple(int(x) for x in v.split("x")), default=None,
+                        help="soak: frame size HxW of the generated stream (default 240x360)")
+    parser.add_argument("--samples", type=Path, default=None, help="soak: write the RSS samples here as the run goes")
+    parser.add_argument("--webhook-down", type=float, default=30.0, help="faults: seconds the webhook receiver is down")
+    parser.add_argument("--lookahead", type=int, default=None,
+                        help="frames of look-ahead smoothing (default: watch's own, 3 frames from a live source)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(OUT / f"{args.run}_watch", ignore_errors=True)  # events.jsonl appends: start each run afresh
-    checkpoint = args.checkpoint or default_model(OUT / "model", SOAK_SIZE if args.run == "soak" else RTSP_SIZE)
-    result = (soak if args.run == "soak" else rtsp)(args, checkpoint)
+    size = (args.size or SOAK_SIZE) if args.run == "soak" else RTSP_SIZE
+    checkpoint = args.checkpoint or default_model(OUT / "model", size)
+    result = {"soak": soak, "rtsp": rtsp, "faults": faults}[args.run](args, checkpoint)
     result.update(lookahead=args.lookahead, cpu_count=os.cpu_count(), load_average=os.getloadavg()[0],
                   command=" ".join(["python", *sys.argv]))
     (OUT / f"live_{args.run}.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -96,8 +96,9 @@ def start_mosquitto(port: int, folder: Path) -> subprocess.Popen:
 class Receiver:
     """An HTTP server on 127.0.0.1 that records the JSON bodies POSTed to it, in order."""
 
-    def __init__(self, port: int) -> None:
-        self.port, self.messages = port, []
+    def __init__(self, port: int, messages: list | None = None) -> None:
+        """``messages``: a list to go on appending to (a receiver that comes back after being down)."""
+        self.port, self.messages = port, [] if messages is None else messages
         received = self.messages
 
         class Handler(http.server.BaseHTTPRequestHandler):

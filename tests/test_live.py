@@ -26,6 +26,7 @@ from _live_parts import Receiver, free_port, start_mosquitto, start_rtsp_server,
 from anomalens.data.preprocessing import Preprocessing
 from anomalens.data.synthetic_video import DEFAULT_VIDEO_CATEGORY, make_synthetic_video_dataset, synthetic_clip
 from anomalens.data.video_io import probe_video, write_video
+from anomalens.live.clips import ClipWriter
 from anomalens.live.events import EventTracker
 from anomalens.live.settings import WatchSettings
 from anomalens.live.sinks import MqttSink, WebhookSink
@@ -122,6 +123,51 @@ def test_causal_scores_equal_the_offline_scores(model):
         assert [r.index for r in results] == list(range(len(frames)))
         np.testing.assert_allclose([r.score for r in results], offline.scores, atol=1e-4)
         np.testing.assert_allclose([r.cues["motion"] for r in results], offline.cues["motion"], atol=1e-4)
+
+
+def test_motion_after_dropped_frames_comes_from_the_frame_decoded_just_before(model):
+    """A scorer that skips frames but is given the frame decoded just before each one sees the same motion as a
+    scorer that took every frame (maps are not smoothed in time, so they compare frame by frame)."""
+    detector, _ = model
+    prep = Preprocessing(image_size=SIZE)
+    frames = [prep.prepare_array(f) for f in frames_of(61, 24, "speed_change")]
+    every = detector.causal_scorer(0)
+    full = {r.index: r.map for i in range(len(frames)) for r in every.push(frames[i][None])}
+    kept = [0, 1, 2, 5, 6, 9, 10, 11, 15, 20, 21, 22, 23]
+    gappy, across = detector.causal_scorer(0), detector.causal_scorer(0)
+    with_before, divided = [], []
+    for previous, index in zip([-1, *kept], kept):
+        dropped = index - previous > 1
+        with_before += gappy.push(frames[index][None], [index - previous], [frames[index - 1] if dropped else None])
+        divided += across.push(frames[index][None], [index - previous])
+    for k, result in enumerate(with_before):
+        np.testing.assert_allclose(result.map, full[kept[k]], atol=1e-4)
+    # without the frame before, motion across the gap differs (the flow of a jump, divided by its length)
+    assert max(float(np.abs(r.map - full[kept[k]]).max()) for k, r in enumerate(divided)) > 0.05
+
+
+def test_clips_keep_the_source_timing_when_frames_are_left_out(tmp_path):
+    """Frames 0..99 at 10 fps with every third one missing: the clip of an event at 40..50 runs from 20 (2 s
+    before) to 70 (2 s after) with the missing frames' time kept, so it plays in real time."""
+    writer = ClipWriter(10, before=2, after=2, max_seconds=60, lead=10)
+    started = False
+    for index in range(100):
+        if index % 3 != 1:
+            writer.add(index, np.full((48, 64, 3), index * 2, np.uint8))
+        time.sleep(0.002)
+        if index == 45 and not started:
+            assert writer.start(1, tmp_path / "event.mp4", 40) == 20
+            started = True
+        if index == 52:
+            writer.end(1, 50)
+    writer.close()
+    import av
+
+    with av.open(str(tmp_path / "event.mp4")) as container:
+        times = [round(float(frame.time), 3) for frame in container.decode(video=0)]
+    expected = [(i - 20) / 10 for i in range(20, 71) if i % 3 != 1]
+    assert times == expected
+    assert writer.stats()["clips_written"] == 1 and writer.stats()["clips_open"] == 0
 
 
 # ---- watch a file: the same events as analyze-video -------------------------------------------------------
@@ -276,10 +322,11 @@ def test_rtsp_stream_loss_is_logged_and_the_watch_reconnects(model, tmp_path):
     try:
         assert wait_until(lambda: watcher.scored >= 20, 30), "no frames from the RTSP server"
         stop(server)
-        lost_at = watcher.read
+        lost_at, scored_at = watcher.read, watcher.scored
         time.sleep(1.5)
         server = start_rtsp_server(port, video)
         assert wait_until(lambda: watcher.read >= lost_at + 20, 30), "no frames after the server came back"
+        assert wait_until(lambda: watcher.scored >= scored_at + 10, 30), "no frames scored after the reconnect"
     finally:
         watcher.stop()
         thread.join(30)
@@ -287,7 +334,7 @@ def test_rtsp_stream_loss_is_logged_and_the_watch_reconnects(model, tmp_path):
     (lost,) = [m for m in read_jsonl(out / "events.jsonl") if m["type"] == "source_lost"]
     assert lost["reconnected"] and 1.0 <= lost["seconds"] < 5.0
     status = json.loads((out / "status.json").read_text())
-    assert status["state"] == "stopped" and status["fps_in"] >= 0 and status["frames_scored"] > 40
+    assert status["state"] == "stopped" and status["fps_in"] >= 0 and status["frames_scored"] >= scored_at + 10
 
 
 # ---- the command: SIGTERM mid-event loses nothing -------------------------------------------------------
@@ -390,3 +437,8 @@ def test_frames_that_cannot_be_scored_in_time_are_dropped_and_counted(model, tmp
     assert status["frames_scored"] + status["frames_dropped"] == 300
     numbers = [int(line.split(",")[0]) for line in (out / "frames_00001.csv").read_text().splitlines()[1:]]
     assert len(numbers) == status["frames_scored"] and numbers == sorted(set(numbers)) and numbers[-1] <= 299
+    # clips take every decoded frame at its own time, scored or not: they last what the event lasted
+    for event in (m for m in read_jsonl(out / "events.jsonl") if m["type"] == "anomaly"):
+        clip = probe_video(out / event["clip"])
+        last = min(299, event["end_frame"] + 3 * 300)  # 3 s after, at most to the end of the video
+        assert clip["frames"] >= (last - event["clip_first_frame"] + 1) * 0.9

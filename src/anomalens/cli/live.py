@@ -12,7 +12,7 @@ from anomalens.runtime import DEVICE_CHOICES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from anomalens.live.settings import WatchSettings
+    from anomalens.live.settings import LIVE_LOOKAHEAD, WatchSettings
     from anomalens.live.sinks import CSV_FILES_KEPT, CSV_ROWS_PER_FILE, QUEUE_SIZE
 
     d = WatchSettings()
@@ -50,8 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tuning.add_argument("--max-latency", type=float, default=d.max_latency,
                         help=f"seconds after which a live frame is dropped instead of scored (default: {d.max_latency:g})")
     tuning.add_argument("--lookahead", type=int, default=None,
-                        help="frames a video model may wait for its time smoothing (default: the full kernel, round(4 x "
-                             "temporal_sigma) frames for stfeatures, which gives the offline scores; 0 = none)")
+                        help="frames a video model may wait for its time smoothing (default: "
+                             f"{LIVE_LOOKAHEAD} from a stream, camera or --realtime file; for a file read as fast as it "
+                             "goes the full kernel, round(4 x temporal_sigma) frames for stfeatures, which gives "
+                             "analyze-video's scores; 0 = none)")
     tuning.add_argument("--close-level", type=float, default=d.close_level,
                         help="normalised score below which an open event counts as quiet; below 0.5 = hysteresis "
                              f"(default: {d.close_level:g}, the threshold)")
