@@ -26,7 +26,11 @@ Results print as JSON and go to ``benchmarks/out/live_<run>.json``. Say that the
 
 from __future__ import annotations
 
-import argparse
+from anomalens.runtime import share_cpu_fairly
+
+share_cpu_fairly()  # as the watch command does, before torch starts its thread pools
+
+import argparse  # noqa: E402
 import json
 import os
 import shutil
@@ -108,7 +112,7 @@ def default_model(work: Path, size: tuple[int, int]) -> Path:
 def soak(args: argparse.Namespace, checkpoint: Path) -> dict:
     source = GeneratedConveyor(args.size or SOAK_SIZE, OUT, realtime=args.realtime)
     output = None if args.no_output else OUT / "soak_watch"  # without output: no clips, no CSV (to tell their memory apart)
-    watcher = Watcher(checkpoint, source, output, settings=WatchSettings(lookahead=args.lookahead), device="cpu")
+    watcher = Watcher(checkpoint, source, output, settings=settings(args), device="cpu")
     samples: list[tuple[float, float, int, int]] = []
     timer = threading.Timer(args.minutes * 60, watcher.stop)
     timer.start()
@@ -154,8 +158,7 @@ def rtsp(args: argparse.Namespace, checkpoint: Path) -> dict:
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == "ready", "the RTSP server did not start"
         out = OUT / "rtsp_watch"
-        watcher = Watcher(checkpoint, f"rtsp://127.0.0.1:{port}/live", out, device="cpu",
-                          settings=WatchSettings(lookahead=args.lookahead))
+        watcher = Watcher(checkpoint, f"rtsp://127.0.0.1:{port}/live", out, device="cpu", settings=settings(args))
         timer = threading.Timer(args.seconds, watcher.stop)
         timer.start()
         status = watcher.run()
@@ -169,11 +172,20 @@ def rtsp(args: argparse.Namespace, checkpoint: Path) -> dict:
                  for row in f.read_text().splitlines()[1:]]
     return {
         "run": "rtsp", "seconds": args.seconds, "frames_read": status["frames_read"], "frames_scored": status["frames_scored"],
-        "dropped_percent": status["dropped_percent"], "latency_ms_median": round(1000 * float(np.median(latencies)), 1) if latencies else None,
+        "dropped_percent": status["dropped_percent"],
+        "latency_ms_median": round(1000 * float(np.median(latencies)), 1) if latencies else None,
+        "latency_ms_p95": round(1000 * float(np.quantile(latencies, 0.95)), 1) if latencies else None,
         "processing_ms_p50_last200": status["processing_ms_p50"], "score_delay_frames": status["score_delay_frames"],
+        "queue_size": watcher.settings.queue_size, "batch_size": watcher.settings.batch_size,
         "events": len(delays), "publish_delay_s_median": round(float(np.median(delays)), 3) if delays else None,
         "publish_delay_s_max": round(max(delays), 3) if delays else None,
     }
+
+
+def settings(args: argparse.Namespace) -> WatchSettings:
+    """The watch's settings: its defaults, unless the command line says otherwise."""
+    chosen = {name: getattr(args, name) for name in ("lookahead", "queue_size", "batch_size") if getattr(args, name) is not None}
+    return WatchSettings(**chosen)
 
 
 def rtsp_video() -> Path:
@@ -209,7 +221,7 @@ def faults(args: argparse.Namespace, checkpoint: Path) -> dict:
     subscriber.loop_start()
     sinks = [WebhookSink(f"http://127.0.0.1:{hook_port}/events"), MqttSink(f"127.0.0.1:{broker_port}", "line/events")]
     watcher = Watcher(checkpoint, f"rtsp://127.0.0.1:{rtsp_port}/live", work / "out", sinks=sinks, device="cpu",
-                      settings=WatchSettings(lookahead=args.lookahead))
+                      settings=settings(args))
     thread = threading.Thread(target=watcher.run)
     thread.start()
     figures: dict = {}
@@ -269,6 +281,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=30.0, help="soak: seconds before the first RSS reading")
     parser.add_argument("--seconds", type=float, default=60.0, help="rtsp: seconds of stream")
     parser.add_argument("--no-output", action="store_true", help="soak: write nothing (no event clips, no CSV)")
+    parser.add_argument("--queue-size", type=int, default=None, help="watch's --queue-size (default: its own)")
+    parser.add_argument("--batch-size", type=int, default=None, help="watch's --batch-size (default: its own)")
     parser.add_argument("--realtime", action="store_true", help="soak: play the generated stream at 25 fps")
     parser.add_argument("--size", type=lambda v: tuple(int(x) for x in v.split("x")), default=None,
                         help="soak: frame size HxW of the generated stream (default 240x360)")

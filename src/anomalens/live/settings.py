@@ -1,7 +1,7 @@
 """How a live watch runs: one dataclass whose defaults the ``watch`` command and the UI show (light to import).
 
 >>> WatchSettings(realtime=True).queue_size
-8
+4
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ class WatchSettings:
     """How ``watch`` runs; field names are the CLI flags with underscores."""
 
     realtime: bool = False  # play a video file at its own frame rate (then frames may drop, as from a camera)
-    queue_size: int = 8  # frames waiting between the reader and the scorer
-    batch_size: int = 4  # at most this many waiting frames are scored together
+    # frames waiting between the reader and the scorer: when the scorer falls behind, a frame waits this many
+    # frame periods (4 = 0.16 s at 25 fps) before it is dropped, so the queue bounds the latency, not the drop rate
+    queue_size: int = 4
+    batch_size: int = 2  # at most this many waiting frames are scored together (a batch adds its own compute time)
     max_latency: float = 1.0  # seconds: older frames from a live source are dropped, not scored late
     # frames of look-ahead smoothing for video models; None: LIVE_LOOKAHEAD from a live source (a stream, a
     # camera, a file played in real time), the model's full kernel otherwise (a file read as fast as it goes:
