@@ -149,14 +149,14 @@ def test_motion_after_dropped_frames_comes_from_the_frame_decoded_just_before(mo
 def test_clips_keep_the_source_timing_when_frames_are_left_out(tmp_path):
     """Frames 0..99 at 10 fps with every third one missing: the clip of an event at 40..50 runs from 20 (2 s
     before) to 70 (2 s after) with the missing frames' time kept, so it plays in real time."""
-    writer = ClipWriter(10, before=2, after=2, max_seconds=60, lead=10)
+    writer = ClipWriter(10, before=2, after=2, max_seconds=60, lead=10, queue_seconds=100)  # nothing left out
     started = False
     for index in range(100):
         if index % 3 != 1:
             writer.add(index, np.full((48, 64, 3), index * 2, np.uint8))
         time.sleep(0.002)
         if index == 45 and not started:
-            assert writer.start(1, tmp_path / "event.mp4", 40) == 20
+            assert writer.start(1, tmp_path / "event.mp4", 40) == (tmp_path / "event.mp4", 20)
             started = True
         if index == 52:
             writer.end(1, 50)
@@ -168,6 +168,33 @@ def test_clips_keep_the_source_timing_when_frames_are_left_out(tmp_path):
     expected = [(i - 20) / 10 for i in range(20, 71) if i % 3 != 1]
     assert times == expected
     assert writer.stats()["clips_written"] == 1 and writer.stats()["clips_open"] == 0
+
+
+def test_an_event_soon_after_another_joins_its_clip(tmp_path):
+    """Events 2 s apart share one clip (one encoder), from 2 s before the first to 2 s after the second; an
+    event long after gets its own."""
+    writer = ClipWriter(10, before=2, after=2, max_seconds=60, lead=10, queue_seconds=100)  # nothing left out
+    opened = []
+    for index in range(200):
+        writer.add(index, np.full((48, 64, 3), index, np.uint8))
+        time.sleep(0.002)
+        if index == 35:
+            opened.append(writer.start(1, tmp_path / "one.mp4", 30))
+        if index == 42:
+            writer.end(1, 40)
+        if index == 65:
+            opened.append(writer.start(2, tmp_path / "two.mp4", 60))  # 2 s after the first: joins it
+        if index == 72:
+            writer.end(2, 70)
+        if index == 155:
+            opened.append(writer.start(3, tmp_path / "three.mp4", 150))
+        if index == 162:
+            writer.end(3, 160)
+    writer.close()
+    assert opened == [(tmp_path / "one.mp4", 10), (tmp_path / "one.mp4", 10), (tmp_path / "three.mp4", 130)]
+    assert probe_video(tmp_path / "one.mp4")["frames"] == 90 - 10 + 1
+    assert probe_video(tmp_path / "three.mp4")["frames"] == 180 - 130 + 1
+    assert not (tmp_path / "two.mp4").exists() and writer.stats()["clips_written"] == 2
 
 
 # ---- watch a file: the same events as analyze-video -------------------------------------------------------

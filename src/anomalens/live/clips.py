@@ -37,26 +37,35 @@ QUEUE_SECONDS = 2.0  # frames waiting for the writer; beyond that new frames are
 class _Clip:
     path: Path
     first: int  # source frame number of the clip's first frame (its timestamp 0)
-    last: int  # the last frame it takes (moves once the event closes)
+    last: int  # the last frame it takes (the cap while its event is open, then the event's end + after)
+    owner: int  # the event whose end sets ``last`` (the latest one that joined the clip)
     writer: VideoWriter | None = None
-    frames: int = 0
+    written: int = -1  # the last frame number written
+    done: bool = False
 
 
 class ClipWriter:
-    """Writes the clips of a watch on one thread (see the module doc)."""
+    """Writes the clips of a watch on one thread (see the module doc). An event that starts while the clip of
+    the one before is still recording (within ``before + after`` seconds of it) joins that clip, so a burst of
+    events costs one encoder, not one each; at most ``MAX_OPEN`` clips are ever open."""
+
+    MAX_OPEN = 2
 
     def __init__(self, fps: float, before: float, after: float, max_seconds: float, width: int = 640, lead: int = 0,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, queue_seconds: float = QUEUE_SECONDS) -> None:
         """``lead``: how many frames the reader may be ahead of the frame whose event the scorer announces
         (the queue, the smoothing delay, the minimum length); the ring keeps ``before`` seconds beyond that."""
         self.fps, self.width = fps, width
         self.before, self.after = round(before * fps), round(after * fps)
         self.max_frames = max(1, round(max_seconds * fps))
         self.log = log or (lambda message: None)
-        self.ring: deque[tuple[int, np.ndarray]] = deque(maxlen=self.before + max(0, lead) + 1)
-        self.frames: queue.Queue[tuple[int, np.ndarray]] = queue.Queue(maxsize=max(8, round(QUEUE_SECONDS * fps)))
-        self.commands: queue.Queue[tuple] = queue.Queue()  # start/end/close: never dropped
-        self.clips: dict[int, _Clip] = {}
+        self.lead = max(0, lead)
+        self.ring: deque[tuple[int, np.ndarray]] = deque(maxlen=self.before + self.lead + 1)
+        self.frames: queue.Queue[tuple[int, np.ndarray]] = queue.Queue(maxsize=max(8, round(queue_seconds * fps)))
+        self.lock = threading.Lock()  # guards the clips: the scorer opens and ends them, the writer writes them
+        self.open: list[_Clip] = []
+        self.of_event: dict[int, _Clip] = {}  # event -> its clip, while the clip is open
+        self.closing = threading.Event()
         self.skipped = self.written = self.failed = 0
         self.thread = threading.Thread(target=self._run, name="anomalens-clips", daemon=True)
         self.thread.start()
@@ -69,100 +78,92 @@ class ClipWriter:
         except queue.Full:  # the writer is behind: this frame is left out (its time stays in the clip)
             self.skipped += 1
 
-    def start(self, key: int, path: Path, first_event_frame: int) -> int:
-        """An event began at ``first_event_frame``: its clip starts ``before`` frames ahead (returned)."""
+    def start(self, event: int, path: Path, first_event_frame: int) -> tuple[Path, int]:
+        """An event began at ``first_event_frame``: its clip (``path``, or the clip it joins) and the clip's
+        first frame, ``before`` frames ahead of the event's (or earlier, for a joined clip)."""
         first = max(0, first_event_frame - self.before)
-        self.commands.put(("start", key, path, first, first + self.max_frames - 1))
-        return first
+        with self.lock:
+            latest = self.open[-1] if self.open else None
+            if latest is not None and (latest.last >= first or len(self.open) >= self.MAX_OPEN):
+                latest.last, latest.owner = first + self.max_frames - 1, event  # still recording: join it
+                clip = latest
+            else:
+                clip = _Clip(Path(path), first, first + self.max_frames - 1, event)
+                self.open.append(clip)
+            self.of_event[event] = clip
+            return clip.path, clip.first
 
-    def end(self, key: int, last_event_frame: int) -> None:
+    def end(self, event: int, last_event_frame: int) -> None:
         """The event ended at ``last_event_frame``: its clip runs ``after`` frames further."""
-        self.commands.put(("end", key, last_event_frame + self.after))
+        with self.lock:
+            clip = self.of_event.pop(event, None)
+            if clip is not None and clip.owner == event:
+                clip.last = min(clip.last, last_event_frame + self.after)
 
     def close(self, timeout: float = 30.0) -> None:
-        """The watch ended: the clips end with the last frame received; waits until they are written."""
-        self.commands.put(("close",))
-        try:
-            self.frames.put_nowait((-1, np.zeros((0, 0, 3), np.uint8)))  # wakes the writer at once
-        except queue.Full:
-            pass
+        """The watch ended: the frames still queued are written, the clips end there; waits until written."""
+        self.closing.set()
         self.thread.join(timeout)
 
     def stats(self) -> dict[str, int]:
         return {"clips_written": self.written, "clips_failed": self.failed, "clip_frames_left_out": self.skipped,
-                "clips_open": len(self.clips)}
+                "clips_open": len(self.open)}
 
     # ---- the writer thread ------------------------------------------------------------------------------
     def _run(self) -> None:
-        closing = False
         while True:
-            closing = self._commands() or closing
             try:
-                index, image = self.frames.get(timeout=0.2)
+                index, image = self.frames.get(timeout=0.1)
             except queue.Empty:
-                if closing:
+                if self.closing.is_set():
                     break
-                continue
-            if index < 0:  # close() woke the writer up: the frames still queued are written, then it stops
                 continue
             small = shrink(image, self.width)
             self.ring.append((index, small))
-            for key, clip in list(self.clips.items()):
-                if index >= clip.first:
-                    self._write(key, clip, index, small)
-        for key in list(self.clips):
-            self._finish(key)
+            with self.lock:
+                clips = list(self.open)
+            for clip in clips:
+                # from the ring: a new clip's seconds before its event, a joined clip's frames since it paused
+                for earlier, frame in list(self.ring):
+                    if clip.written < earlier <= clip.last:
+                        self._write(clip, earlier, frame)
+                # kept open ``lead`` frames past its end, so that an event announced meanwhile can still join it
+                if index > clip.last + self.lead:
+                    self._finish(clip)
+        with self.lock:
+            clips, self.open = list(self.open), []
+        for clip in clips:
+            self._finish(clip)
 
-    def _commands(self) -> bool:
-        """Apply waiting commands; True once ``close`` was asked."""
-        closing = False
-        while True:
-            try:
-                command = self.commands.get_nowait()
-            except queue.Empty:
-                return closing
-            if command[0] == "start":
-                _, key, path, first, cap = command
-                clip = self.clips[key] = _Clip(Path(path), first, cap)
-                for index, small in list(self.ring):  # the seconds before the event, from the ring
-                    if index >= first and key in self.clips:
-                        self._write(key, clip, index, small)
-            elif command[0] == "end":
-                _, key, last = command
-                if key in self.clips:
-                    clip = self.clips[key]
-                    clip.last = min(clip.last, last)
-                    if self.ring and self.ring[-1][0] >= clip.last:
-                        self._finish(key)
-            else:
-                closing = True
-
-    def _write(self, key: int, clip: _Clip, index: int, small: np.ndarray) -> None:
-        if index > clip.last:
-            self._finish(key)
+    def _write(self, clip: _Clip, index: int, small: np.ndarray) -> None:
+        if clip.done or index < clip.first or index <= clip.written:
             return
         try:
             if clip.writer is None:
                 clip.writer = VideoWriter(clip.path, self.fps, crf=CLIP_CRF, preset=CLIP_PRESET, threads=1)
-            if index - clip.first > clip.writer.last_pts:
-                clip.writer.write(small, pts=index - clip.first)
-                clip.frames += 1
+            clip.writer.write(small, pts=index - clip.first)
+            clip.written = index
         except Exception as exc:  # a clip that cannot be written must not end the watch
             self.log(f"clip {clip.path.name}: {exc.__class__.__name__}: {exc}")
             self.failed += 1
             if clip.writer is not None:
                 clip.writer.abort()
-            del self.clips[key]
-            return
-        if index >= clip.last:
-            self._finish(key)
+            clip.writer = None
+            self._drop(clip)
 
-    def _finish(self, key: int) -> None:
-        clip = self.clips.pop(key, None)
-        if clip is None or clip.writer is None:
+    def _drop(self, clip: _Clip) -> None:
+        clip.done = True
+        with self.lock:
+            if clip in self.open:
+                self.open.remove(clip)
+
+    def _finish(self, clip: _Clip) -> None:
+        self._drop(clip)
+        if clip.writer is None:
             return
+        writer, clip.writer = clip.writer, None
         try:
-            clip.writer.close()
+            writer.close()
             self.written += 1
         except Exception as exc:
             self.log(f"clip {clip.path.name}: {exc.__class__.__name__}: {exc}")

@@ -29,7 +29,9 @@ from anomalens.errors import AnomalensError, DataError
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://")
 OPEN_TIMEOUT_S = 10.0  # seconds to wait for a stream to answer
 READ_TIMEOUT_S = 5.0  # seconds without a packet before a stream counts as lost
-FIRST_RETRY_S, MAX_RETRY_S = 0.5, 10.0  # reconnection back-off: doubles from the first to the cap
+# reconnection back-off: doubles from the first to the cap; a 4 s cap means a stream that comes back is
+# picked up within about 4 s however long it was away
+FIRST_RETRY_S, MAX_RETRY_S = 0.5, 4.0
 FOLDER_POLL_S = 0.2  # a hot folder is listed this often; a file is taken once its size held still for one poll
 UNREADABLE_AFTER_S = 10.0  # a file that does not decode and does not change for this long is skipped as broken
 

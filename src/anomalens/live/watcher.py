@@ -363,8 +363,8 @@ class Watcher:
                 message["file"] = event.extra["file"]
             if self.clips is not None:
                 clip = self.output / "events" / f"event_{self.event_count:05d}.mp4"  # type: ignore[operator]
-                event.extra["clip"] = clip
-                event.extra["clip_first_frame"] = self.clips.start(self.event_count, clip, event.start)
+                # a clip still recording (an event a few seconds before) is shared rather than a second one opened
+                event.extra["clip"], event.extra["clip_first_frame"] = self.clips.start(self.event_count, clip, event.start)
             self._publish(message)
             return
         record = dict(transition.event)
