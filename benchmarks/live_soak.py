@@ -12,6 +12,9 @@ conveyor clips unless ``--checkpoint`` is given:
   ``--seconds``; reports dropped frames (target <= 5%), the median latency from a frame's arrival to its final
   score (target <= 200 ms; it includes the stated smoothing delay) and how long after the first anomalous frame
   each event was published (target <= 1 s).
+* ``budget``: the stream's video read as fast as possible (no drops, clips and CSV on); CPU milliseconds per
+  frame by thread, a figure that the other jobs on a shared machine hardly change, and the rate it allows on
+  two idle cores.
 * ``faults``: the same stream with a webhook receiver and a mosquitto broker, while the RTSP server is killed
   and restarted (target: reconnected within 5 s, with a ``source_lost`` message), the broker restarted (every
   message still arrives) and the receiver down for ``--webhook-down`` seconds (its messages delivered after).
@@ -182,6 +185,56 @@ def rtsp(args: argparse.Namespace, checkpoint: Path) -> dict:
     }
 
 
+def thread_cpu() -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of this process, by thread id."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
+def budget(args: argparse.Namespace, checkpoint: Path) -> dict:
+    """What one 640x480 frame costs in CPU time, by thread, on the stream's video read as fast as possible with
+    clips and CSV on. CPU time hardly depends on what else runs (unlike wall time on a shared machine), so
+    ``2 cores / CPU seconds per frame`` bounds the rate an idle 2-core machine can hold."""
+    video, out = rtsp_video(), OUT / "budget_watch"
+    watcher = Watcher(checkpoint, str(video), out, device="cpu", settings=settings(args))
+    seen: dict[int, float] = {}
+    names = {threading.main_thread().native_id: "scorer (main thread)"}
+
+    def sample() -> None:  # threads end with the watch: their last reading is kept
+        while not watcher.stopping.is_set():
+            seen.update(thread_cpu())
+            names.update({t.native_id: t.name for t in threading.enumerate() if t.native_id is not None and t.native_id not in names})
+            time.sleep(0.5)
+
+    start_cpu, start_wall = os.times(), time.monotonic()
+    baseline = thread_cpu()
+    threading.Thread(target=sample, name="sampler", daemon=True).start()
+    status = watcher.run()
+    end_cpu = os.times()
+    seen.update(thread_cpu())
+    frames = max(status["frames_scored"], 1)
+    total = (end_cpu.user - start_cpu.user) + (end_cpu.system - start_cpu.system)
+    by_thread: dict[str, float] = {}
+    for tid, cpu in seen.items():
+        name = names.get(tid, "torch/OpenMP and codec workers")
+        if name == "sampler":
+            continue
+        by_thread[name] = by_thread.get(name, 0.0) + (cpu - baseline.get(tid, 0.0)) * 1000 / frames
+    return {
+        "run": "budget", "frames": status["frames_scored"], "wall_s": round(time.monotonic() - start_wall, 1),
+        "cpu_ms_per_frame": round(1000 * total / frames, 1),
+        "cpu_ms_per_frame_by_thread": {k: round(v, 1) for k, v in sorted(by_thread.items(), key=lambda kv: -kv[1]) if v > 0.05},
+        "frames_per_s_bound_2_cores": round(2 / (total / frames), 1), "events": status["events"],
+    }
+
+
 def settings(args: argparse.Namespace) -> WatchSettings:
     """The watch's settings: its defaults, unless the command line says otherwise."""
     chosen = {name: getattr(args, name) for name in ("lookahead", "queue_size", "batch_size") if getattr(args, name) is not None}
@@ -275,7 +328,7 @@ def faults(args: argparse.Namespace, checkpoint: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", choices=("soak", "rtsp", "faults"))
+    parser.add_argument("run", choices=("soak", "rtsp", "faults", "budget"))
     parser.add_argument("--checkpoint", type=Path, default=None, help="a video run folder (default: train the default model)")
     parser.add_argument("--minutes", type=float, default=5.0, help="soak: minutes of generated stream (target: 60)")
     parser.add_argument("--warmup", type=float, default=30.0, help="soak: seconds before the first RSS reading")
@@ -295,7 +348,7 @@ def main() -> None:
     shutil.rmtree(OUT / f"{args.run}_watch", ignore_errors=True)  # events.jsonl appends: start each run afresh
     size = (args.size or SOAK_SIZE) if args.run == "soak" else RTSP_SIZE
     checkpoint = args.checkpoint or default_model(OUT / "model", size)
-    result = {"soak": soak, "rtsp": rtsp, "faults": faults}[args.run](args, checkpoint)
+    result = {"soak": soak, "rtsp": rtsp, "faults": faults, "budget": budget}[args.run](args, checkpoint)
     result.update(lookahead=args.lookahead, cpu_count=os.cpu_count(), load_average=os.getloadavg()[0],
                   command=" ".join(["python", *sys.argv]))
     (OUT / f"live_{args.run}.json").write_text(json.dumps(result, indent=1) + "\n")

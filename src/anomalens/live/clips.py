@@ -46,8 +46,9 @@ class _Clip:
 
 class ClipWriter:
     """Writes the clips of a watch on one thread (see the module doc). An event that starts while the clip of
-    the one before is still recording (within ``before + after`` seconds of it) joins that clip, so a burst of
-    events costs one encoder, not one each; at most ``MAX_OPEN`` clips are ever open."""
+    the one before is still recording (within ``before + after`` seconds of it, and in the first half of the
+    clip's ``max_seconds``) joins that clip, so a burst of events costs one encoder, not one each; at most
+    ``MAX_OPEN`` clips are ever open, and none is longer than ``max_seconds``."""
 
     MAX_OPEN = 2
 
@@ -84,8 +85,10 @@ class ClipWriter:
         first = max(0, first_event_frame - self.before)
         with self.lock:
             latest = self.open[-1] if self.open else None
-            if latest is not None and (latest.last >= first or len(self.open) >= self.MAX_OPEN):
-                latest.last, latest.owner = first + self.max_frames - 1, event  # still recording: join it
+            # a clip never runs past its first frame + max_seconds, so an event joins only the first half of one
+            joinable = latest is not None and first_event_frame < latest.first + self.max_frames // 2
+            if latest is not None and ((joinable and latest.last >= first) or len(self.open) >= self.MAX_OPEN):
+                latest.last, latest.owner = latest.first + self.max_frames - 1, event  # still recording: join it
                 clip = latest
             else:
                 clip = _Clip(Path(path), first, first + self.max_frames - 1, event)
