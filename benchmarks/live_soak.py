@@ -15,6 +15,7 @@ conveyor clips unless ``--checkpoint`` is given:
 * ``budget``: the stream's video read as fast as possible (no drops, clips and CSV on); CPU milliseconds per
   frame by thread, a figure that the other jobs on a shared machine hardly change, and the rate it allows on
   two idle cores.
+* ``lookahead``: events with a cut smoothing kernel against the offline ones, for look-ahead 0..8 frames.
 * ``faults``: the same stream with a webhook receiver and a mosquitto broker, while the RTSP server is killed
   and restarted (target: reconnected within 5 s, with a ``source_lost`` message), the broker restarted (every
   message still arrives) and the receiver down for ``--webhook-down`` seconds (its messages delivered after).
@@ -185,6 +186,50 @@ def rtsp(args: argparse.Namespace, checkpoint: Path) -> dict:
     }
 
 
+def lookahead(args: argparse.Namespace, checkpoint: Path) -> dict:
+    """Events with a cut smoothing kernel (look-ahead 0..8 frames) against the offline events (the full kernel),
+    on ``--streams`` generated 640x480 conveyor streams of 1,000 frames: how many, and the smallest IoU of an
+    offline event of 5 frames or more with its best live match."""
+    import torch
+
+    from anomalens.metrics.events import EVENT_MERGE_SECONDS, detect_events
+    from anomalens.models.components.kernels import DelayedGaussian
+    from anomalens.progress import SILENT
+    from anomalens.workflows.runs import load_detector
+
+    detector = load_detector(checkpoint, device=torch.device("cpu"))
+    a_mean, a_std, m_mean, m_std = detector.standardisation_.tolist()
+    threshold, gap = detector.calibration_.threshold, max(1, round(EVENT_MERGE_SECONDS * 25))
+
+    def iou(a: dict, b: dict) -> float:
+        inter = min(a["end_frame"], b["end_frame"]) - max(a["start_frame"], b["start_frame"]) + 1
+        return max(inter, 0) / (max(a["end_frame"], b["end_frame"]) - min(a["start_frame"], b["start_frame"]) + 1)
+
+    table: dict[str, list] = {}
+    for base in (2000, 3000, 4000)[: args.streams]:
+        video = OUT / f"study_{base}.mp4"
+        if not video.is_file():
+            write_video(video, [f for i in range(10) for f in synthetic_clip(
+                base + i, 100, RTSP_SIZE, ANOMALIES[i % 4] if i % 2 else None)[0]], 25)
+        raw = detector._score_stream(open_clip(video, detector.preprocessing), SILENT)
+        cues = (((raw.appearance - a_mean) / a_std).numpy(), ((raw.motion - m_mean) / m_std).numpy())
+
+        def events(ahead: int | None) -> list[dict]:
+            smoothed = []
+            for series in cues:
+                smoother = DelayedGaussian(detector.config.temporal_sigma, ahead)
+                smoothed.append(np.array([y for x in series for y in smoother.push(x)] + smoother.finish()))
+            return detect_events(smoothed[0] + smoothed[1], threshold, 25, merge_gap=gap)
+
+        offline = events(None)
+        for ahead in range(0, 9):
+            live = events(ahead)
+            long = [max((iou(e, f) for f in live), default=0.0) for e in offline if e["frames"] >= 5]
+            table.setdefault(str(ahead), []).append(
+                {"stream": video.name, "events": len(live), "offline": len(offline), "min_iou_5_frames_or_more": round(min(long, default=1.0), 2)})
+    return {"run": "lookahead", "by_lookahead": table}
+
+
 def thread_cpu() -> dict[int, float]:
     """CPU seconds (user + system) of each thread of this process, by thread id."""
     ticks = os.sysconf("SC_CLK_TCK")
@@ -328,7 +373,7 @@ def faults(args: argparse.Namespace, checkpoint: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", choices=("soak", "rtsp", "faults", "budget"))
+    parser.add_argument("run", choices=("soak", "rtsp", "faults", "budget", "lookahead"))
     parser.add_argument("--checkpoint", type=Path, default=None, help="a video run folder (default: train the default model)")
     parser.add_argument("--minutes", type=float, default=5.0, help="soak: minutes of generated stream (target: 60)")
     parser.add_argument("--warmup", type=float, default=30.0, help="soak: seconds before the first RSS reading")
@@ -340,6 +385,7 @@ def main() -> None:
     parser.add_argument("--size", type=lambda v: tuple(int(x) for x in v.split("x")), default=None,
                         help="soak: frame size HxW of the generated stream (default 240x360)")
     parser.add_argument("--samples", type=Path, default=None, help="soak: write the RSS samples here as the run goes")
+    parser.add_argument("--streams", type=int, default=3, help="lookahead: generated streams to compare on (1-3)")
     parser.add_argument("--webhook-down", type=float, default=30.0, help="faults: seconds the webhook receiver is down")
     parser.add_argument("--lookahead", type=int, default=None,
                         help="frames of look-ahead smoothing (default: watch's own, 3 frames from a live source)")
@@ -348,7 +394,7 @@ def main() -> None:
     shutil.rmtree(OUT / f"{args.run}_watch", ignore_errors=True)  # events.jsonl appends: start each run afresh
     size = (args.size or SOAK_SIZE) if args.run == "soak" else RTSP_SIZE
     checkpoint = args.checkpoint or default_model(OUT / "model", size)
-    result = {"soak": soak, "rtsp": rtsp, "faults": faults, "budget": budget}[args.run](args, checkpoint)
+    result = {"soak": soak, "rtsp": rtsp, "faults": faults, "budget": budget, "lookahead": lookahead}[args.run](args, checkpoint)
     result.update(lookahead=args.lookahead, cpu_count=os.cpu_count(), load_average=os.getloadavg()[0],
                   command=" ".join(["python", *sys.argv]))
     (OUT / f"live_{args.run}.json").write_text(json.dumps(result, indent=1) + "\n")
