@@ -5,8 +5,8 @@ writer thread as the stream goes on.
 The reader hands frames over with :meth:`ClipWriter.add` (never blocks: when the writer is behind, the frame is
 left out of the clips and counted), the scorer says when an event starts and where it ends. Each frame keeps its
 source frame number as its timestamp (at the stream's rate), so a clip plays in real time even where frames were
-left out. Memory is bounded: the ring, a queue of ``2 s`` of frames, and one encoder per open clip (libx264 on a
-single thread, so the writer never competes with the scorer for more than one core).
+left out. Memory is bounded: the ring, a queue of ``2 s`` of frames, and at most two encoders (an event soon
+after another joins its clip; libx264 on a single thread, so the writer never takes more than one core).
 
 >>> writer = ClipWriter(fps=25, before=3, after=3, max_seconds=60)   # doctest: +SKIP
 >>> writer.add(index, frame)                                        # from the reader, every frame   # doctest: +SKIP
