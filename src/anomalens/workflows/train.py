@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from anomalens import __version__
-from anomalens.data.preprocessing import Preprocessing, aspect_aware_size, native_size, parse_image_size
+from anomalens.data.preprocessing import Preprocessing, default_input_size, parse_image_size
 from anomalens.errors import Cancelled, ConfigError
 from anomalens.models.base import BaseDetector, create_detector
 from anomalens.progress import SILENT, Reporter
@@ -225,13 +225,13 @@ def train_image_model(data_dir: str | Path, category: str, model: str | None = N
 
     On Ctrl-C or Cancel, a model that can keep its best epoch (the autoencoder) is saved with ``interrupted``
     True; PatchCore and PaDiM keep nothing and the interruption propagates. Without ``image_size`` the input
-    keeps the training images' aspect ratio at about 256x256 pixels (:func:`aspect_aware_size`); the model
-    records the size it was trained at.
+    keeps the training images' aspect ratio at about 256x256 pixels, more when the part covers little of the frame
+    (:func:`default_input_size`); the model records the size it was trained at.
     """
     if options.get("image_size") is None:
         from anomalens.data.mvtec import discover_category
 
-        options["image_size"] = aspect_aware_size(*native_size(discover_category(data_dir, category).train_paths))
+        options["image_size"] = default_input_size(discover_category(data_dir, category).train_paths)
     return train_model("image", data_dir, category, model, results_dir, **options)
 
 
