@@ -51,7 +51,8 @@ def add_train_flags(parser: argparse.ArgumentParser, data_help: str, example_cat
     parser.add_argument("--run-name", default=None, help="run folder name (default: [<kind>_]<category>_<timestamp>)")
     parser.add_argument("--image-size", type=int, nargs="+", metavar=("H", "W"), default=None,
                         help="resize images (or frames) to H x W; one number: square (default for images: the "
-                             "training images' aspect ratio at about 256x256 pixels; for video the model's own)")
+                             "training images' aspect ratio at about 256x256 pixels, up to 1.5x per side when the part "
+                             "covers little of the frame; for video the model's own)")
     parser.add_argument("--validation-fraction", type=float, default=None,
                         help="share of the normal training data held out to choose the model and the threshold (video: "
                              "whole clips; with one clip, the share of its frames at the end)")
