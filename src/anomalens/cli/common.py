@@ -21,7 +21,8 @@ from anomalens.runtime import DEVICE_CHOICES
 INTERRUPTED_EXIT_CODE = 130
 # flag dest -> the model config field it sets (the same name, by design)
 IMAGE_MODEL_FLAGS = ("batch_size", "target_fpr", "epochs", "lr", "latent_dim", "loss", "ssim_weight", "num_workers",
-                     "normal_reference", "backbone", "coreset_ratio", "memory_bank_size", "exact_search", "tile")
+                     "normal_reference", "backbone", "coreset_ratio", "memory_bank_size", "exact_search", "tile",
+                     "score_region")
 VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", "latent_dim", "lstm_hidden_dim",
                      "lstm_layers", "target_fpr", "appearance_memory", "motion_memory", "flow_preset", "frame_step",
                      "temporal_sigma", "input_blur", "training_degradations")
@@ -90,6 +91,9 @@ def add_image_model_flags(parser: argparse.ArgumentParser) -> None:
                            "index, recall@1 about 0.98)")
     feat.add_argument("--tile", type=int, default=None, metavar="N",
                       help="score large images in N x N tiles at native resolution (none = off)")
+    feat.add_argument("--score-region", choices=("image", "part"), default=None,
+                      help="where the image score (the map's maximum) is taken: image, or part (the part and a small "
+                           "margin; default: part when the part covers less than 0.4 of the training frames)")
 
 
 def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: bool) -> None:

@@ -19,7 +19,8 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter
+from PIL import Image
+from torch.nn import functional as F
 
 # decoding and resizing are torch-free, shared with the runtime of exported models (anomalens.inference)
 from anomalens.data.pixels import IMAGE_EXTENSIONS, image_size_of, open_image, read_rgb, resize_rgb_array, rgb_array
@@ -76,27 +77,38 @@ def aspect_aware_size(height: int, width: int, pixels: int = DEFAULT_PIXEL_BUDGE
 
 # Small parts get more input pixels: a part covering less than PART_SHARE_FOR_BUDGET of the frame (a screw, a pin, a
 # wire on a plain background) raises the budget in proportion, by at most MAX_BUDGET_GROWTH (1.5x per side) and never
-# beyond the images' native pixels. 0.4 is where a large part (bottle 0.65, the synthetic rods 0.39) gets no change.
+# beyond the images' native pixels. 0.4 is where a large part (bottle 0.65, the synthetic rods 0.39) gets (almost) no
+# change. Below the same share, image scores come from the part alone (FeatureDetectorConfig.score_region).
 PART_SHARE_FOR_BUDGET = 0.4
 MAX_BUDGET_GROWTH = 2.25
 PART_CONTRAST = 40  # levels (of 255) from the border colour that make a pixel part of the part, not background
 PART_THUMBNAIL = 128  # width at which the part's share is measured (cheap; the share does not depend on detail)
 
 
-def part_share(rgb: np.ndarray) -> float:
-    """Share of an RGB ``uint8`` image covered by the part: pixels whose colour differs from the border's by more
-    than :data:`PART_CONTRAST` levels in some channel (after a light blur that ignores sensor noise).
+def part_mask(images01: torch.Tensor, grow: int = 0) -> torch.Tensor:
+    """``(B, 3, H, W)`` RGB in [0, 1] -> ``bool`` ``(B, H, W)``: where the part is, not the background.
 
-    The border colour is the median of the outermost pixels, so this assumes the part lies inside the frame on a
-    roughly uniform background; a textured or cluttered background reads as a large share (no change of budget).
+    A pixel is part of the part when its colour (after a 3x3 mean that ignores sensor noise) differs from the
+    median colour of the image's outermost pixels by more than :data:`PART_CONTRAST` levels in some channel;
+    ``grow`` widens the mask by that many pixels. So this assumes a part inside the frame on a roughly uniform
+    background; a textured or cluttered background reads as a large part. Plain tensor operations (a sort for
+    the median), so exported scoring graphs compute the same mask.
     """
+    x = F.avg_pool2d(images01.float(), 3, stride=1, padding=1, count_include_pad=False)
+    border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., 1:-1, 0], x[..., 1:-1, -1]], dim=-1)  # (B, 3, n)
+    background = border.sort(dim=-1).values[..., border.shape[-1] // 2]  # (B, 3)
+    mask = (x - background[..., None, None]).abs().amax(dim=1) > PART_CONTRAST / 255.0
+    if grow > 0:
+        mask = F.max_pool2d(mask[:, None].float(), 2 * grow + 1, stride=1, padding=grow)[:, 0] > 0
+    return mask
+
+
+def part_share(rgb: np.ndarray) -> float:
+    """Share of an RGB ``uint8`` image covered by the part (:func:`part_mask`, measured on a small copy)."""
     image = Image.fromarray(rgb_array(rgb))
     height = max(1, round(PART_THUMBNAIL * image.height / image.width))
-    thumb = np.asarray(image.resize((PART_THUMBNAIL, height), Image.BILINEAR).filter(ImageFilter.GaussianBlur(1)),
-                       dtype=np.float32)
-    border = np.concatenate([thumb[0], thumb[-1], thumb[:, 0], thumb[:, -1]])
-    background = np.median(border, axis=0)
-    return float((np.abs(thumb - background).max(axis=2) > PART_CONTRAST).mean())
+    thumb = torch.from_numpy(np.asarray(image.resize((PART_THUMBNAIL, height), Image.BILINEAR)).copy())
+    return float(part_mask(to_float(thumb.permute(2, 0, 1)[None])).float().mean())
 
 
 def pixel_budget(native: tuple[int, int], share: float) -> int:
@@ -121,11 +133,19 @@ def typical_part_share(paths: Sequence[str | Path], sample: int = 16) -> float:
     return float(np.median([part_share(read_rgb(path)) for path in paths[::step][:sample]]))
 
 
-def default_input_size(paths: Sequence[str | Path]) -> tuple[int, int]:
+def default_input_size(paths: Sequence[str | Path], share: float | None = None) -> tuple[int, int]:
     """The input size an image model trains at when none is given: the training images' aspect ratio at the
-    pixel budget of :func:`pixel_budget` (256x256, more for small parts), rounded by :func:`aspect_aware_size`."""
+    pixel budget of :func:`pixel_budget` (256x256, more for small parts), rounded by :func:`aspect_aware_size`.
+    ``share``: the part's share of the frame if already measured (:func:`typical_part_share`)."""
     native = native_size(paths)
-    return aspect_aware_size(*native, pixels=pixel_budget(native, typical_part_share(paths)))
+    share = typical_part_share(paths) if share is None else share
+    return aspect_aware_size(*native, pixels=pixel_budget(native, share))
+
+
+def default_score_region(share: float) -> str:
+    """Where a feature model takes its image score when none is given: "part" when the training images' part
+    covers less than :data:`PART_SHARE_FOR_BUDGET` of the frame (a small part on a plain background), else "image"."""
+    return "part" if share < PART_SHARE_FOR_BUDGET else "image"
 
 
 def native_size(paths: Sequence[str | Path], sample: int = 32) -> tuple[int, int]:

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import torch
 
-from anomalens.data.preprocessing import to_float
+from anomalens.data.preprocessing import part_mask, to_float
 from anomalens.errors import ConfigError
 from anomalens.models.components.anomaly_map import SeparableMapOperator, upsample
 from anomalens.models.components.kernels import gaussian_blur
@@ -35,6 +35,15 @@ class FeatureDetectorConfig(DetectorConfig):
     blur_sigma: float = 4.0  # Gaussian smoothing of the anomaly map, in pixels
     tile: int | None = None  # work at native size on overlapping N x N tiles (None: resize the whole image)
     tile_overlap: int = 32  # pixels shared by neighbouring tiles
+    # where the image score (the map's maximum) is taken: "image" (everywhere) or "part" (on the part and a margin
+    # around it, data/preprocessing.py part_mask); training picks "part" for parts covering little of the frame
+    score_region: str = "image"
+
+
+SCORE_REGIONS = ("image", "part")
+# pixels (at the model's input size, per 256 of its shorter side) around the part that still count for the score:
+# a chip at the outline is background-coloured itself, but its blurred score reaches the part's edge
+PART_MARGIN = 4
 
 
 class FeatureDetector(Detector):
@@ -45,6 +54,8 @@ class FeatureDetector(Detector):
     def __init__(self, config: FeatureDetectorConfig | None = None, device: str | torch.device = "cpu") -> None:
         super().__init__(config, device)
         c = self.config
+        if c.score_region not in SCORE_REGIONS:
+            raise ConfigError(f"score_region must be one of {', '.join(SCORE_REGIONS)}, got {c.score_region!r}")
         self.extractor = PatchFeatureExtractor(c.backbone, c.stages, c.neighbourhood, c.projection_dim, seed=c.seed)
         self.extractor.to(self.device)
         self.grid_: TileGrid | None = None
@@ -89,6 +100,21 @@ class FeatureDetector(Detector):
         tile = (self.grid_.tile, self.grid_.tile)
         maps = self.grid_.stitch(upsample(patch_scores, tile, self.extractor.stride))
         return gaussian_blur(maps.float(), self.config.blur_sigma)
+
+    def image_scores(self, maps: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """The image score of each ``(B, H, W)`` map of ``batch``: its maximum, over the part alone when
+        ``score_region`` is "part" (the whole map where no part is found, e.g. when the part is missing).
+
+        On a plain background around a small part, the background's texture, dust and the image border give the
+        highest normal scores; a defect of the part then has to outscore them. Maps themselves are unchanged.
+        """
+        flat = maps.flatten(1)
+        if self.config.score_region == "image":
+            return flat.amax(dim=1)
+        margin = max(1, round(PART_MARGIN * min(batch.shape[-2:]) / 256))
+        on_part = part_mask(batch, grow=margin).flatten(1)
+        part_max = flat.masked_fill(~on_part, float("-inf")).amax(dim=1)
+        return torch.where(on_part.any(dim=1), part_max, flat.amax(dim=1))
 
     def extractor_state(self) -> dict[str, torch.Tensor]:
         """The random projection, if any: saved so a model never depends on the RNG of another torch version."""
