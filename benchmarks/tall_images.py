@@ -2,9 +2,10 @@
 
 Generates :mod:`anomalens.data.synthetic_tall` twice: ``rod`` (504 x 200 px, the part fills about 40% of the frame)
 and ``pin`` (640 x 320 px, a thin pin covering about 13%, like MVTec's screw); 60 training, 20 good and 30 defective
-test images each. Each set is run through the same path as ``anomalens benchmark`` with the former default input
-(the aspect kept at 256x256 pixels, "before") and the current default (more pixels for small parts, "after");
-when both give the same input size it is run once. Prints a Markdown table.
+test images each. Each set is run through the same path as ``anomalens benchmark`` with the former defaults
+("before": the aspect kept at 256x256 pixels, the image score the maximum of the whole map), with only the image
+score taken on the part ("part score"), and with the current defaults ("after": more pixels and the score on the
+part for small parts); a setting that repeats an earlier row is not run again. Prints a Markdown table.
 
     PYTHONPATH=src python benchmarks/tall_images.py --output /tmp/tall.json
 
@@ -19,7 +20,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from anomalens.data.preprocessing import aspect_aware_size, default_input_size, list_images, native_size
+from anomalens.data.preprocessing import (
+    aspect_aware_size,
+    default_input_size,
+    default_score_region,
+    list_images,
+    native_size,
+    typical_part_share,
+)
 from anomalens.data.synthetic_tall import PARTS, make_tall_synthetic_dataset
 from anomalens.progress import Reporter
 from anomalens.workflows.benchmark import run_benchmark
@@ -40,26 +48,34 @@ def main(argv: list[str] | None = None) -> int:
         data_dir = make_tall_synthetic_dataset(work / part, seed=args.seed, part=part)
         category = next(p.name for p in data_dir.iterdir() if p.is_dir())
         train = list_images(data_dir / category / "train" / "good")
-        sizes = {"before": aspect_aware_size(*native_size(train)), "after": default_input_size(train)}
-        for label, size in sizes.items():
-            if label == "after" and size == sizes["before"]:
-                report[f"{part}/after"] = {**report[f"{part}/before"], "same_as_before": True}
+        share = typical_part_share(train)
+        runs = {"before": (aspect_aware_size(*native_size(train)), "image"),
+                "part score": (aspect_aware_size(*native_size(train)), default_score_region(share)),
+                "after": (default_input_size(train, share), default_score_region(share))}
+        done: dict[tuple, str] = {}
+        for label, (size, region) in runs.items():
+            if (size, region) in done:
+                report[f"{part}/{label}"] = {**report[f"{part}/{done[size, region]}"], "same_as": done[size, region]}
                 continue
+            done[size, region] = label
             result = run_benchmark(data_dir, category, None, work / "results", work / f"{part}_{label}.json",
-                                   seed=args.seed, reporter=Reporter(show_tqdm=False), image_size=list(size))
+                                   seed=args.seed, reporter=Reporter(show_tqdm=False), image_size=list(size),
+                                   score_region=region)
             row = {key: result.get(key) for key in KEYS}
+            row["score_region"] = region
             at = result.get("at_model_threshold") or {}
             row["defective_found_at_threshold"] = at.get("recall")
             row["good_flagged_at_threshold"] = at.get("false_positive_rate")
             report[f"{part}/{label}"] = row
             print(part, label, json.dumps(row), flush=True)
-    print("\n| set | input | input size | image AUROC | pixel AUROC | AUPRO | fit | scoring | peak RSS |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| set | setting | input size | image score on | image AUROC | pixel AUROC | AUPRO "
+          "| defective found / good flagged at the threshold | fit | scoring | peak RSS (this process so far) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, row in report.items():
         part, label = name.split("/")
         size = "x".join(str(s) for s in row["image_size"] or ())
-        print(f"| {part} | {label} | {size} | {row['image_auroc']:.3f} | {row['pixel_auroc']:.3f} | {row['aupro']:.3f} "
-              f"| {row['fit_seconds']:.1f} s | {row['images_per_second']:.1f} images/s | {row['peak_rss_mb']:.0f} MB |")
+        print(f"| {part} | {label} | {size} | {row['score_region']} | {row['image_auroc']:.3f} | {row['pixel_auroc']:.3f} | {row['aupro']:.3f} "
+              f"| {row['defective_found_at_threshold']:.0%} / {row['good_flagged_at_threshold']:.0%} | {row['fit_seconds']:.1f} s | {row['images_per_second']:.1f} images/s | {row['peak_rss_mb']:.0f} MB |")
     if args.output:
         args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 0

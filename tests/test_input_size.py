@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from anomalens.data.preprocessing import (
@@ -99,3 +100,20 @@ def test_training_gives_a_small_part_its_native_size(tmp_path: Path, tiny_model)
         Image.fromarray(_part_on_background(320, 320, (30, 150 + i, 290, 180 + i), seed=i)).save(good / f"{i:03d}.png")
     result = train_image_model(tmp_path, "pins", tiny_model, tmp_path / "results")
     assert read_model_config(result.run_dir)["config"]["image_size"] == [320, 320]  # not 256 x 256
+
+
+def test_part_mask_finds_the_part_and_grows_by_the_margin():
+    from anomalens.data.preprocessing import part_mask, to_float
+
+    image = torch.from_numpy(_part_on_background(64, 64, (20, 30, 40, 34))).permute(2, 0, 1)[None]
+    mask = part_mask(to_float(image))[0]
+    assert mask[20:40, 30:34].all() and not mask[:19].any() and not mask[:, :29].any()  # the box, give or take a pixel
+    grown = part_mask(to_float(image), grow=2)[0]
+    assert grown[18:42, 28:36].all() and not grown[:17].any() and not grown[:, :27].any()
+
+
+def test_default_score_region_follows_the_part_share():
+    from anomalens.data.preprocessing import PART_SHARE_FOR_BUDGET, default_score_region
+
+    assert default_score_region(0.17) == "part"
+    assert default_score_region(PART_SHARE_FOR_BUDGET) == default_score_region(0.65) == "image"

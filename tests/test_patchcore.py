@@ -151,3 +151,17 @@ def test_a_bank_that_does_not_fit_the_backbone_is_a_checkpoint_error(fitted, tmp
     save_file({"memory_bank": torch.zeros(5, 7)}, str(folder / "weights.safetensors"))
     with pytest.raises(CheckpointError, match="weights"):
         load_detector(folder)
+
+
+def test_part_score_ignores_the_background_but_not_a_missing_part():
+    batch = torch.full((2, 3, 64, 64), 0.8)
+    batch[0, :, 10:50, 28:36] = 0.2  # image 0: a dark pin on a bright background; image 1: no part at all
+    maps = torch.zeros(2, 64, 64)
+    maps[:, 2, 2] = 9.0  # the highest score on the background (dust, the image border)
+    maps[:, 30, 31] = 5.0  # a lower one on the pin
+    whole = PatchCore(PatchCoreConfig(image_size=(64, 64))).image_scores(maps, batch)
+    on_part = PatchCore(PatchCoreConfig(image_size=(64, 64), score_region="part")).image_scores(maps, batch)
+    assert whole.tolist() == [9.0, 9.0]
+    assert on_part.tolist() == [5.0, 9.0]  # no part found: the whole map counts
+    with pytest.raises(ConfigError, match="score_region"):
+        PatchCore(PatchCoreConfig(score_region="foreground"))
