@@ -85,21 +85,27 @@ PART_CONTRAST = 40  # levels (of 255) from the border colour that make a pixel p
 PART_THUMBNAIL = 128  # width at which the part's share is measured (cheap; the share does not depend on detail)
 
 
-def part_mask(images01: torch.Tensor, grow: int = 0) -> torch.Tensor:
+def part_mask(images01: torch.Tensor, grow: int = 0, cell: int = 1) -> torch.Tensor:
     """``(B, 3, H, W)`` RGB in [0, 1] -> ``bool`` ``(B, H, W)``: where the part is, not the background.
 
     A pixel is part of the part when its colour (after a 3x3 mean that ignores sensor noise) differs from the
     median colour of the image's outermost pixels by more than :data:`PART_CONTRAST` levels in some channel;
-    ``grow`` widens the mask by that many pixels. So this assumes a part inside the frame on a roughly uniform
-    background; a textured or cluttered background reads as a large part. Plain tensor operations (a sort for
-    the median), so exported scoring graphs compute the same mask.
+    ``grow`` widens the mask by that many pixels. With ``cell`` > 1 the mask is of ``cell`` x ``cell`` blocks
+    (their mean colour; ``grow`` then counts blocks), ``(B, ceil(H / cell), ceil(W / cell))``: far cheaper.
+    This assumes a part inside the frame on a roughly uniform background; a textured or cluttered background reads
+    as a large part. Plain tensor operations (a sort for the median), so exported scoring graphs compute the same.
     """
-    x = F.avg_pool2d(images01.float(), 3, stride=1, padding=1, count_include_pad=False)
+    x = images01.float()
+    if cell > 1:
+        x = F.avg_pool2d(x, cell, ceil_mode=True)
+    else:
+        x = F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
     border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., 1:-1, 0], x[..., 1:-1, -1]], dim=-1)  # (B, 3, n)
     background = border.sort(dim=-1).values[..., border.shape[-1] // 2]  # (B, 3)
     mask = (x - background[..., None, None]).abs().amax(dim=1) > PART_CONTRAST / 255.0
-    if grow > 0:
-        mask = F.max_pool2d(mask[:, None].float(), 2 * grow + 1, stride=1, padding=grow)[:, 0] > 0
+    if grow > 0:  # a square dilation, as two 1-D ones (several times faster)
+        grown = F.max_pool2d(mask[:, None].float(), (1, 2 * grow + 1), stride=1, padding=(0, grow))
+        mask = F.max_pool2d(grown, (2 * grow + 1, 1), stride=1, padding=(grow, 0))[:, 0] > 0
     return mask
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
+from torch.nn import functional as F
 
 from anomalens.data.preprocessing import part_mask, to_float
 from anomalens.errors import ConfigError
@@ -35,15 +36,15 @@ class FeatureDetectorConfig(DetectorConfig):
     blur_sigma: float = 4.0  # Gaussian smoothing of the anomaly map, in pixels
     tile: int | None = None  # work at native size on overlapping N x N tiles (None: resize the whole image)
     tile_overlap: int = 32  # pixels shared by neighbouring tiles
-    # where the image score (the map's maximum) is taken: "image" (everywhere) or "part" (on the part and a margin
-    # around it, data/preprocessing.py part_mask); training picks "part" for parts covering little of the frame
-    score_region: str = "image"
+    # (data/preprocessing.py part_mask; training picks "part" when the part covers less than 0.4 of the frame)
+    score_region: str = "image"  # where the image score (the map's maximum) is taken: image (all of it) or part
 
 
 SCORE_REGIONS = ("image", "part")
 # pixels (at the model's input size, per 256 of its shorter side) around the part that still count for the score:
 # a chip at the outline is background-coloured itself, but its blurred score reaches the part's edge
 PART_MARGIN = 4
+PART_CELL = 4  # the part's mask is made of blocks of this many pixels square
 
 
 class FeatureDetector(Detector):
@@ -108,13 +109,14 @@ class FeatureDetector(Detector):
         On a plain background around a small part, the background's texture, dust and the image border give the
         highest normal scores; a defect of the part then has to outscore them. Maps themselves are unchanged.
         """
-        flat = maps.flatten(1)
         if self.config.score_region == "image":
-            return flat.amax(dim=1)
-        margin = max(1, round(PART_MARGIN * min(batch.shape[-2:]) / 256))
-        on_part = part_mask(batch, grow=margin).flatten(1)
-        part_max = flat.masked_fill(~on_part, float("-inf")).amax(dim=1)
-        return torch.where(on_part.any(dim=1), part_max, flat.amax(dim=1))
+            return maps.flatten(1).amax(dim=1)
+        # on blocks of PART_CELL pixels: the mask costs a sixteenth, and a block's maximum is its pixels' maximum
+        margin = -(-max(1, round(PART_MARGIN * min(batch.shape[-2:]) / 256)) // PART_CELL)
+        on_part = part_mask(batch, grow=margin, cell=PART_CELL).flatten(1)
+        blocks = F.max_pool2d(maps[:, None], PART_CELL, ceil_mode=True).flatten(1)
+        part_max = blocks.masked_fill(~on_part, float("-inf")).amax(dim=1)
+        return torch.where(on_part.any(dim=1), part_max, blocks.amax(dim=1))
 
     def extractor_state(self) -> dict[str, torch.Tensor]:
         """The random projection, if any: saved so a model never depends on the RNG of another torch version."""
