@@ -159,9 +159,11 @@ def test_part_score_ignores_the_background_but_not_a_missing_part():
     maps = torch.zeros(2, 64, 64)
     maps[:, 2, 2] = 9.0  # the highest score on the background (dust, the image border)
     maps[:, 30, 31] = 5.0  # a lower one on the pin
-    whole = PatchCore(PatchCoreConfig(image_size=(64, 64))).image_scores(maps, batch)
-    on_part = PatchCore(PatchCoreConfig(image_size=(64, 64), score_region="part")).image_scores(maps, batch)
-    assert whole.tolist() == [9.0, 9.0]
+    whole, same = PatchCore(PatchCoreConfig(image_size=(64, 64))).scores_and_maps(maps, batch)
+    on_part, focused = PatchCore(PatchCoreConfig(image_size=(64, 64), score_region="part")).scores_and_maps(maps, batch)
+    assert whole.tolist() == [9.0, 9.0] and torch.equal(same, maps)
     assert on_part.tolist() == [5.0, 9.0]  # no part found: the whole map counts
+    assert focused[0, 2, 2] == 0 and focused[0, 30, 31] == 5.0 and focused[0, 8, 31] == maps[0, 8, 31]  # margin kept
+    assert torch.equal(focused[1], maps[1])
     with pytest.raises(ConfigError, match="score_region"):
         PatchCore(PatchCoreConfig(score_region="foreground"))

@@ -102,21 +102,22 @@ class FeatureDetector(Detector):
         maps = self.grid_.stitch(upsample(patch_scores, tile, self.extractor.stride))
         return gaussian_blur(maps.float(), self.config.blur_sigma)
 
-    def image_scores(self, maps: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
-        """The image score of each ``(B, H, W)`` map of ``batch``: its maximum, over the part alone when
-        ``score_region`` is "part" (the whole map where no part is found, e.g. when the part is missing).
+    def scores_and_maps(self, maps: torch.Tensor, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image scores and maps of ``batch`` from its ``(B, H, W)`` maps: the maximum of each map, and with
+        ``score_region`` "part" the maps first set to 0 off the part (unchanged where no part is found, e.g. when
+        the part is missing), so that the score stays the map's highest point and overlays show what it used.
 
         On a plain background around a small part, the background's texture, dust and the image border give the
-        highest normal scores; a defect of the part then has to outscore them. Maps themselves are unchanged.
+        highest normal scores; a defect of the part would have to outscore them.
         """
-        if self.config.score_region == "image":
-            return maps.flatten(1).amax(dim=1)
-        # on blocks of PART_CELL pixels: the mask costs a sixteenth, and a block's maximum is its pixels' maximum
-        margin = -(-max(1, round(PART_MARGIN * min(batch.shape[-2:]) / 256)) // PART_CELL)
-        on_part = part_mask(batch, grow=margin, cell=PART_CELL).flatten(1)
-        blocks = F.max_pool2d(maps[:, None], PART_CELL, ceil_mode=True).flatten(1)
-        part_max = blocks.masked_fill(~on_part, float("-inf")).amax(dim=1)
-        return torch.where(on_part.any(dim=1), part_max, blocks.amax(dim=1))
+        if self.config.score_region == "part":
+            # on blocks of PART_CELL pixels: the mask costs a sixteenth of a pixel mask
+            margin = -(-max(1, round(PART_MARGIN * min(batch.shape[-2:]) / 256)) // PART_CELL)
+            blocks = part_mask(batch, grow=margin, cell=PART_CELL)
+            blocks = blocks | ~blocks.flatten(1).any(dim=1)[:, None, None]  # no part found: keep the whole map
+            on_part = blocks.repeat_interleave(PART_CELL, dim=1).repeat_interleave(PART_CELL, dim=2)
+            maps = maps * on_part[:, : maps.shape[1], : maps.shape[2]]
+        return maps.flatten(1).amax(dim=1), maps
 
     def extractor_state(self) -> dict[str, torch.Tensor]:
         """The random projection, if any: saved so a model never depends on the RNG of another torch version."""

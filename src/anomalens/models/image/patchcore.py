@@ -139,8 +139,8 @@ class PatchCore(FeatureDetector):
         weights = self._reweighting(
             queries.reshape(per_image, -1, channels), distances[:, 0].reshape(per_image, -1), indices[:, 0].reshape(per_image, -1)
         )
-        maps = maps * weights[:, None, None]
-        return self.image_scores(maps, batch), maps, None
+        scores, maps = self.scores_and_maps(maps * weights[:, None, None], batch)
+        return scores, maps, None
 
     def _reweighting(self, queries: torch.Tensor, distances: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """PatchCore's weight ``1 - softmax(||m_test - m||)[m*]`` over the ``b`` bank neighbours of ``m*``.
