@@ -103,12 +103,14 @@ class FeatureDetector(Detector):
         return gaussian_blur(maps.float(), self.config.blur_sigma)
 
     def scores_and_maps(self, maps: torch.Tensor, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Image scores and maps of ``batch`` from its ``(B, H, W)`` maps: the maximum of each map, and with
-        ``score_region`` "part" the maps first set to 0 off the part (unchanged where no part is found, e.g. when
-        the part is missing), so that the score stays the map's highest point and overlays show what it used.
+        """Image scores and maps of ``batch`` from its ``(B, H, W)`` maps: the maximum of each map. With
+        ``score_region`` "part", the map off the part is first capped at its typical level (the median of its
+        ``PART_CELL`` blocks' means), unchanged where no part is found (e.g. when the part is missing).
 
         On a plain background around a small part, the background's texture, dust and the image border give the
-        highest normal scores; a defect of the part would have to outscore them.
+        highest normal scores; a defect of the part would have to outscore them. Capping (not zeroing) keeps the
+        score the map's highest point (regions and overlays show what it used) and keeps the map's typical level,
+        which the drift check (:mod:`anomalens.metrics.drift`) compares with the training data.
         """
         if self.config.score_region == "part":
             # on blocks of PART_CELL pixels: the mask costs a sixteenth of a pixel mask
@@ -116,7 +118,10 @@ class FeatureDetector(Detector):
             blocks = part_mask(batch, grow=margin, cell=PART_CELL)
             blocks = blocks | ~blocks.flatten(1).any(dim=1)[:, None, None]  # no part found: keep the whole map
             on_part = blocks.repeat_interleave(PART_CELL, dim=1).repeat_interleave(PART_CELL, dim=2)
-            maps = maps * on_part[:, : maps.shape[1], : maps.shape[2]]
+            on_part = on_part[:, : maps.shape[1], : maps.shape[2]]
+            means = F.avg_pool2d(maps[:, None], PART_CELL, ceil_mode=True).flatten(1)
+            typical = means.sort(dim=1).values[:, means.shape[1] // 2]  # a sort: exported graphs compute the same
+            maps = torch.where(on_part, maps, torch.minimum(maps, typical[:, None, None]))
         return maps.flatten(1).amax(dim=1), maps
 
     def extractor_state(self) -> dict[str, torch.Tensor]:
