@@ -113,7 +113,7 @@ def test_part_mask_finds_the_part_and_grows_by_the_margin():
 
 
 def test_default_score_region_follows_the_part_share():
-    from anomalens.data.preprocessing import PART_SHARE_FOR_BUDGET, default_score_region
+    from anomalens.data.preprocessing import PART_SHARE_FOR_SCORE, default_score_region
 
     assert default_score_region(0.17) == "part"
-    assert default_score_region(PART_SHARE_FOR_BUDGET) == default_score_region(0.65) == "image"
+    assert default_score_region(PART_SHARE_FOR_SCORE) == default_score_region(0.39) == default_score_region(0.65) == "image"

@@ -93,7 +93,7 @@ def add_image_model_flags(parser: argparse.ArgumentParser) -> None:
                       help="score large images in N x N tiles at native resolution (none = off)")
     feat.add_argument("--score-region", choices=("image", "part"), default=None,
                       help="where the image score (the map's maximum) is taken: image, or part (the part and a small "
-                           "margin; default: part when the part covers less than 0.4 of the training frames)")
+                           "margin; default: part when the part covers less than 0.2 of the training frames)")
 
 
 def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: bool) -> None:

@@ -36,7 +36,7 @@ class FeatureDetectorConfig(DetectorConfig):
     blur_sigma: float = 4.0  # Gaussian smoothing of the anomaly map, in pixels
     tile: int | None = None  # work at native size on overlapping N x N tiles (None: resize the whole image)
     tile_overlap: int = 32  # pixels shared by neighbouring tiles
-    # (data/preprocessing.py part_mask; training picks "part" when the part covers less than 0.4 of the frame)
+    # (data/preprocessing.py part_mask; training picks "part" when the part covers less than 0.2 of the frame)
     score_region: str = "image"  # where the image score (the map's maximum) is taken: image (all of it) or part
 
 
