@@ -117,3 +117,18 @@ def test_default_score_region_follows_the_part_share():
 
     assert default_score_region(0.17) == "part"
     assert default_score_region(PART_SHARE_FOR_SCORE) == default_score_region(0.39) == default_score_region(0.65) == "image"
+
+
+def test_training_records_the_part_score_for_a_small_part(tmp_path: Path):
+    from anomalens.workflows.runs import read_model_config
+    from anomalens.workflows.train import train_image_model
+
+    good = tmp_path / "pins" / "train" / "good"
+    good.mkdir(parents=True)
+    for i in range(8):
+        Image.fromarray(_part_on_background(128, 128, (10, 60 + i, 118, 72 + i), seed=i)).save(good / f"{i:03d}.png")
+    result = train_image_model(tmp_path, "pins", "patchcore", tmp_path / "results", image_size=64, device="cpu")
+    assert read_model_config(result.run_dir)["config"]["score_region"] == "part"
+    forced = train_image_model(tmp_path, "pins", "patchcore", tmp_path / "results", image_size=64, device="cpu",
+                               score_region="image")
+    assert read_model_config(forced.run_dir)["config"]["score_region"] == "image"  # a given setting is kept
