@@ -4,8 +4,9 @@ Generates :mod:`anomalens.data.synthetic_tall` twice: ``rod`` (504 x 200 px, the
 and ``pin`` (640 x 320 px, a thin pin covering about 13%, like MVTec's screw); 60 training, 20 good and 30 defective
 test images each. Each set is run through the same path as ``anomalens benchmark`` with the former defaults
 ("before": the aspect kept at 256x256 pixels, the image score the maximum of the whole map), with only the image
-score taken on the part ("part score"), and with the current defaults ("after": more pixels and the score on the
-part for small parts); a setting that repeats an earlier row is not run again. Prints a Markdown table.
+score taken on the part ("part score", ``--score-region part``, whether or not it is the default there), and with
+the current defaults ("after": more pixels and the score on the part for small parts); a setting that repeats an
+earlier row is not run again. Prints a Markdown table.
 
     PYTHONPATH=src python benchmarks/tall_images.py --output /tmp/tall.json
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         train = list_images(data_dir / category / "train" / "good")
         share = typical_part_share(train)
         runs = {"before": (aspect_aware_size(*native_size(train)), "image"),
-                "part score": (aspect_aware_size(*native_size(train)), default_score_region(share)),
+                "part score": (aspect_aware_size(*native_size(train)), "part"),  # --score-region part, default or not
                 "after": (default_input_size(train, share), default_score_region(share))}
         done: dict[tuple, str] = {}
         for label, (size, region) in runs.items():
