@@ -1,13 +1,15 @@
 """The live watcher: a source's frames through a bounded queue into a causal scorer, events out to the sinks.
 
-Three threads share the work so that the scorer only scores. The reader decodes, resizes each frame to the
+Five threads share the work so that the scorer only scores. The reader decodes, resizes each frame to the
 model's input and hands it to the clip writer (:mod:`~anomalens.live.clips`, every decoded frame, so clips
 play in real time) and to a queue of ``queue_size`` frames. From a live source (a stream, a camera, a file
 played in real time) a frame that finds the queue full pushes out the oldest one, and a frame older than
 ``max_latency`` when the scorer reaches it is skipped: both count as dropped, so the latency stays bounded and
-memory fixed. A file read as fast as possible and a hot folder never drop: the reader waits. The scorer takes
-up to ``batch_size`` waiting frames at a time; after a drop, motion is measured from the frame decoded just
-before (not across the gap). Messages go to the sinks from a publisher thread.
+memory fixed. A file read as fast as possible and a hot folder never drop: the reader waits. A feature thread
+takes up to ``batch_size`` waiting frames at a time through the first half of the scorer (backbone and motion;
+after a drop, motion is measured from the frame decoded just before, not across the gap) while the scorer
+thread runs the second half (memories, smoothing, events) on the batch before. Messages go to the sinks from a
+publisher thread.
 
 Each scored frame goes to the :class:`~anomalens.live.events.EventTracker`; an event is announced
 (``anomaly_started``) once it spans ``min_length`` frames and published in full (``anomaly``, the fields of
@@ -230,30 +232,43 @@ class Watcher:
         self.pending: deque[_Frame] = deque()
         self.fps = self.source.fps
         self.tracker: EventTracker | None = None
-        reader = threading.Thread(target=self._read, name="anomalens-reader", daemon=True)
-        publisher = threading.Thread(target=self._deliver, name="anomalens-publisher", daemon=True)
-        publisher.start()
-        reader.start()
+        # the scorer in two stages on two threads: the next batch's backbone and motion while this one is scored
+        self.prepared: queue.Queue[tuple[list[_Frame], Any] | None] = queue.Queue(maxsize=1)
+        self.stage_error: BaseException | None = None
+        self.scoring_done = threading.Event()
+        threads = [threading.Thread(target=self._read, name="anomalens-reader", daemon=True),
+                   threading.Thread(target=self._features, name="anomalens-features", daemon=True),
+                   threading.Thread(target=self._deliver, name="anomalens-publisher", daemon=True)]
+        for thread in threads:
+            thread.start()
         next_status = time.monotonic()
-        ended = False
         try:
-            while not ended:
-                batch, ended = self._take(s.batch_size)
-                if batch:
-                    self._score(batch)
+            while True:
+                try:
+                    item = self.prepared.get(timeout=0.2)
+                except queue.Empty:
+                    item = ()
+                if item is None:
+                    break
+                if item:
+                    self._score(*item)
                 self._report_gaps()
                 if time.monotonic() >= next_status:
                     self._write_status("watching")
                     next_status = time.monotonic() + STATUS_INTERVAL_S
+            if self.stage_error is not None:
+                raise self.stage_error
             results = self.scorer.finish()
             self._handle(results)
         finally:
+            self.scoring_done.set()
             self.stop()
             self._close_event()
-            reader.join(timeout=10)
+            for thread in threads[:2]:
+                thread.join(timeout=10)
             self._report_gaps()
             self.outbox.put(None)
-            publisher.join(timeout=60)
+            threads[2].join(timeout=60)
             if self.clips is not None:  # every clip is complete when run() returns
                 self.clips.close(timeout=60)
             for sink in self.sinks:
@@ -265,6 +280,40 @@ class Watcher:
                 self.frame_log.close()
             status = self._write_status("stopped")
         return status
+
+    def _features(self) -> None:
+        """The first stage: waiting frames in batches through the scorer's :meth:`features` (backbone, motion)."""
+        try:
+            ended = False
+            while not ended:
+                batch, ended = self._take(self.settings.batch_size)
+                if not batch:
+                    continue
+                steps, before = [], []
+                for frame in batch:
+                    step = max(1, frame.index - self.index)  # > 1 after dropped frames
+                    steps.append(step)
+                    # after a drop, the motion comes from the frame decoded just before, not from across the gap
+                    before.append(frame.before if step > 1 else None)
+                    self.index = frame.index
+                    frame.before = None
+                    self.pending.append(frame)
+                with torch.no_grad():
+                    features = self.scorer.features(torch.stack([frame.tensor for frame in batch]), steps, before)
+                while not self._offer((batch, features)):
+                    pass
+        except BaseException as exc:  # the scorer's thread raises it
+            self.stage_error = exc
+        finally:
+            while not self._offer(None):
+                pass
+
+    def _offer(self, item: tuple[list[_Frame], Any] | None) -> bool:
+        try:
+            self.prepared.put(item, timeout=0.5)
+            return True
+        except queue.Full:  # the scorer is busy; once it has stopped taking for good, give up rather than hang
+            return self.scoring_done.is_set()
 
     def _take(self, limit: int) -> tuple[list[_Frame], bool]:
         """Up to ``limit`` waiting frames (waits a little for the first); True once the source has ended."""
@@ -287,7 +336,7 @@ class Watcher:
             except queue.Empty:
                 return out, False
 
-    def _score(self, batch: list[_Frame]) -> None:
+    def _score(self, batch: list[_Frame], features: Any) -> None:
         s = self.settings
         if self.tracker is None:  # the stream's rate is known once it delivered a frame
             self.fps = self.source.fps or self.fps
@@ -296,19 +345,11 @@ class Watcher:
             gap = EVENT_MERGE_SECONDS if s.close_after is None else s.close_after  # default: analyze-video's merge gap
             close_after = 0 if self.source.kind == "folder" else max(1, round(gap * self.fps))
             self.tracker = EventTracker(cal.threshold, min(close_level, cal.threshold), self.fps, close_after, s.min_length)
-        steps, before = [], []
-        for frame in batch:
-            step = max(1, frame.index - self.index)  # > 1 after dropped frames
-            steps.append(step)
-            # after a drop, the motion comes from the frame decoded just before, not from across the gap
-            before.append(frame.before if step > 1 else None)
-            self.index = frame.index
-            self.pending.append(frame)
         with torch.no_grad():
-            results = self.scorer.push(torch.stack([frame.tensor for frame in batch]), steps, before)
+            results = self.scorer.score(features)
         now = time.time()
         for frame in batch:
-            frame.processed, frame.before = now, None
+            frame.processed = now
         self._handle(results)
 
     def _handle(self, results) -> None:

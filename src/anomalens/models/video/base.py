@@ -14,7 +14,7 @@ from __future__ import annotations
 import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -74,6 +74,18 @@ class CausalScorer(ABC):
         none was dropped in between). ``before``: per frame, the source frame just before it when that one was
         not pushed (dropped), else None; motion is then measured between the two, as at full rate (without it,
         motion across the gap is divided by the step)."""
+
+    def features(
+        self, frames: torch.Tensor, steps: Sequence[int] | None = None, before: Sequence[torch.Tensor | None] | None = None
+    ) -> Any:
+        """:meth:`push` in two halves, for a caller that runs them in two threads: ``features`` (the work that
+        needs only the frames: backbone, motion) for the next batch while ``score`` (memories, smoothing) runs
+        for this one. Each half in order, on one thread each; ``score(features(...))`` equals ``push(...)``."""
+        return frames, steps, before
+
+    def score(self, features: Any) -> list[FrameScore]:
+        """The second half of :meth:`push`, on what :meth:`features` returned."""
+        return self.push(*features)
 
     @abstractmethod
     def finish(self) -> list[FrameScore]:

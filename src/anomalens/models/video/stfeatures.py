@@ -492,10 +492,19 @@ class StreamingScorer(CausalScorer):
         self.first: torch.Tensor | None = None  # the first frame's appearance, waiting for the second's motion
         self.emitted = 0
 
-    @torch.no_grad()
     def push(
         self, frames: torch.Tensor, steps: Sequence[int] | None = None, before: Sequence[torch.Tensor | None] | None = None
     ) -> list[FrameScore]:
+        return self.score(self.features(frames, steps, before))
+
+    def score(self, features: tuple[list[torch.Tensor], list[np.ndarray]]) -> list[FrameScore]:
+        return self._score(*features)
+
+    @torch.no_grad()
+    def features(
+        self, frames: torch.Tensor, steps: Sequence[int] | None = None, before: Sequence[torch.Tensor | None] | None = None
+    ) -> tuple[list[torch.Tensor], list[np.ndarray]]:
+        """Backbone features and optical flow of the frames that are ready (the first waits for the second)."""
         d, c = self.detector, self.detector.config
         if tuple(frames.shape[-2:]) != tuple(c.image_size):
             raise DataError(f"frame of size {frames.shape[-1]}x{frames.shape[-2]}, expected {c.image_size[1]}x{c.image_size[0]}")
@@ -521,7 +530,7 @@ class StreamingScorer(CausalScorer):
                 self.first = None
             ready.append(features)
             flows.append(flow)
-        return self._score(ready, flows)
+        return ready, flows
 
     def finish(self) -> list[FrameScore]:
         out = []
@@ -531,6 +540,7 @@ class StreamingScorer(CausalScorer):
         tails = {name: smoother.finish() for name, smoother in self.smoothers.items()}
         return out + self._emit(tails)
 
+    @torch.no_grad()
     def _score(self, appearance: list[torch.Tensor], flows: list[np.ndarray]) -> list[FrameScore]:
         if not appearance:
             return []
