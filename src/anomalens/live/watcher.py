@@ -141,7 +141,8 @@ class Watcher:
         self.stopping = threading.Event()
         self.frames: queue.Queue[_Frame | None] = queue.Queue(maxsize=max(1, s.queue_size))
         self.state = WatchState(calibration=self.calibration)
-        # each counter has one writer thread: the reader counts what it read and pushed out, the scorer the rest
+        # each counter has one writer thread: the reader counts what it read and pushed out, the feature thread
+        # the frames too late to score, the scorer what it scored
         self.read = self.pushed_out = self.too_late = self.scored = 0
         self.latencies: deque[float] = deque(maxlen=200)
         self.processing: deque[float] = deque(maxlen=200)
