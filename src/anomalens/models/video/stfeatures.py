@@ -65,7 +65,7 @@ from anomalens.models.video.base import (
 )
 from anomalens.models.video.degrade import make_degradation
 from anomalens.progress import SILENT, Phases, Reporter
-from anomalens.runtime import seed_everything
+from anomalens.runtime import run_ahead, seed_everything
 
 
 @dataclass
@@ -379,7 +379,9 @@ class SpatioTemporalFeatures(VideoDetector):
         appearance, motion = [], []
         maps = FrameBuffer(self.grid, np.float16) if outputs else None
         tinted = FrameBuffer((3, *self.view_size)) if outputs and views else None
-        for features, motion_features, view in self._stream(clip, reporter, views=tinted is not None):
+        # decoding, the backbone and the optical flow of the next batch run in a second thread while this one is
+        # searched: each library works in its own short bursts, and two threads keep both cores busy between them
+        for features, motion_features, view in run_ahead(self._stream(clip, reporter, views=tinted is not None)):
             a, m = self._distance_maps(features, motion_features, self.appearance_index_, self.motion_memory_)
             a, m = _local_average(a), _local_average(m)
             appearance.append(a.flatten(1).amax(dim=1))
