@@ -29,7 +29,7 @@ from anomalens.inference.bundle import BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_VERSIO
 from anomalens.inference.engines import open_engine
 from anomalens.inference.inferencer import Inferencer
 from anomalens.metrics.threshold import DEFAULT_PIXEL_TARGET_FPR, calibrate, pixel_threshold
-from anomalens.models.base import FORMAT_VERSION, Detector, load_detector
+from anomalens.models.base import FORMAT_VERSION, BaseDetector, Detector, load_detector
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import atomic_dir, write_json_atomic
 
@@ -68,7 +68,9 @@ def export_model(
         raise ConfigError(f"--precision {precision} is not offered for {format}; choose one of {', '.join(PRECISIONS[format])}"
                           + (" (fp16 has no fast path on CPUs: use bf16 with OpenVINO, or int8)" if precision == "fp16" else ""))
     model_dir, run_dir, run = open_run(checkpoint)
-    detector = load_detector(model_dir, device="cpu", kind="image")
+    detector = load_detector(model_dir, device="cpu")
+    if detector.kind == "video":
+        return _export_video(detector, format, precision, output, run, run_dir, model_dir, reporter)
     check_exportable(detector)
     use_exact_search(detector)
     folder = Path(output) if output is not None else run_dir / EXPORT_DIR / f"{format}_{precision}"
@@ -100,6 +102,125 @@ def export_model(
         write_json_atomic(tmp / BUNDLE_FILE, meta)
     reporter.log(f"wrote the {format} {precision} bundle to {folder}")
     return ExportResult(folder=folder, bundle=meta)
+
+
+def _export_video(detector: BaseDetector, format: str, precision: str, output: str | Path | None, run: dict[str, Any],
+                  run_dir: Path, model_dir: Path, reporter: Reporter) -> ExportResult:
+    """A video bundle: the graphs of :mod:`anomalens.export.video`, checked against ``analyze-video`` on the run's
+    held-out normal clip(s)."""
+    from anomalens.export.video import VIDEO_EXPORTABLE, export_video_graphs, video_constant_inputs
+
+    if detector.name not in VIDEO_EXPORTABLE:
+        raise ConfigError(f"export supports the video models {', '.join(VIDEO_EXPORTABLE)}; {detector.name} cannot be exported")
+    if precision != "fp32":
+        raise ConfigError(f"--precision {precision}: video bundles are exported at fp32 only (int8 and bf16 apply to image models)")
+    if detector.calibration_ is None:
+        raise ConfigError("this model has no threshold (it was never fitted with validation clips)")
+    folder = Path(output) if output is not None else run_dir / EXPORT_DIR / f"{format}_{precision}"
+    constants = video_constant_inputs(detector)
+    with atomic_dir(folder) as tmp:
+        reporter.log(f"tracing the {detector.name} graphs to ONNX")
+        parts = export_video_graphs(detector, tmp)
+        for name, array in constants.items():
+            np.save(tmp / f"{name}.npy", array, allow_pickle=False)
+        if format == "openvino":
+            for graph in parts["graphs"].values():
+                graph["file"] = _to_openvino(tmp, graph["file"])
+        meta = {
+            **_header(detector, format, precision, run, model_dir),
+            "runtime": {"engine": format, "precision": precision, "openvino_precision_hint": "f32" if format == "openvino" else None},
+            "input": {"dtype": "uint8", "layout": "NCHW", "channels": "RGB", "image_size": [int(v) for v in detector.config.image_size]},
+            "preprocessing": _preprocessing(detector),
+            **parts,
+            "outputs": {name: graph["outputs"] for name, graph in parts["graphs"].items()},
+            "postprocessing": {"in_graph": _video_in_graph(detector), "outside_graph": _video_outside_graph(detector)},
+            "constant_inputs": {name: {"file": f"{name}.npy", "shape": list(array.shape), "dtype": "float32"}
+                                for name, array in constants.items()},
+            "calibration": detector.calibration_.to_dict(),
+            "calibration_source": "checkpoint",
+        }
+        write_json_atomic(tmp / BUNDLE_FILE, meta)
+        meta["export_check"] = _check_video(detector, tmp, run, reporter)
+        write_json_atomic(tmp / BUNDLE_FILE, meta)
+    reporter.log(f"wrote the {format} {precision} video bundle to {folder}")
+    return ExportResult(folder=folder, bundle=meta)
+
+
+def _video_in_graph(detector: BaseDetector) -> list[str]:
+    if detector.name == "convlstm":
+        return ["uint8 -> float / 255", "ConvLSTM autoencoder over one window of sequence_length frames",
+                "per-frame squared error, mean over channels, 4x4 average pooling, 3x3 local average"]
+    return ["appearance.onnx: uint8 -> float / 255, input blur, backbone patch features, exact distance to the "
+            "appearance memory, 3x3 local average; grey frames area-resized to the flow size",
+            "motion.onnx: per-cell orientation histograms of the flow, distance to each cell's motion memory, 3x3 "
+            "local average; each cue's frame score (maximum) standardised; the standardised map (sum of both cues)"]
+
+
+def _video_outside_graph(detector: BaseDetector) -> list[str]:
+    common = ["decoding (PyAV) and resizing (Pillow, anomalens.data.pixels)"]
+    tail = ["normalised score = sigmoid((score - threshold) / scale)", "verdict = score > threshold",
+            "events = runs above the threshold, merged across gaps shorter than 0.2 s (anomalens.metrics.events)"]
+    if detector.name == "convlstm":
+        return [*common, "windows every stride frames (plus one flush with the end); each frame's map is the mean "
+                "of the maps of the windows covering it; score = maximum of that map", *tail]
+    return [*common, "DIS optical flow between consecutive grey frames (OpenCV, anomalens.data.flow); the first "
+            "frame borrows the second's flow", "Gaussian smoothing of each cue's series in time (taps in "
+            "video.temporal_kernel, anomalens.metrics.smoothing)", "score = smoothed appearance + smoothed motion", *tail]
+
+
+def _validation_clips(run: dict[str, Any], preprocessing: Any) -> list[Any]:
+    """The run's held-out normal clips (a name, or a name and a frame range for the tail of a single clip)."""
+    import re
+
+    from anomalens.data.video_datasets import discover_video_category
+    from anomalens.data.video_io import open_clip
+
+    try:
+        found = {ref.path.name: ref.path for ref in discover_video_category(run["data_dir"], run["category"]).train}
+    except (KeyError, TypeError, DataError):
+        return []
+    clips = []
+    for name in run.get("validation_clips", []):
+        match = re.fullmatch(r"(.+) \[frames (\d+)-(\d+)\]", name)
+        path = found.get(match.group(1) if match else name)
+        if path is None:
+            continue
+        clip = open_clip(path, preprocessing)
+        clips.append(clip.segment(int(match.group(2)), int(match.group(3)) + 1) if match else clip)
+    return clips
+
+
+def _check_video(detector: BaseDetector, folder: Path, run: dict[str, Any], reporter: Reporter) -> dict[str, Any] | None:
+    """Score the run's held-out normal clips with the checkpoint and the bundle; the largest differences."""
+    from anomalens.inference.video import VideoInferencer
+
+    clips = _validation_clips(run, detector.preprocessing)
+    if not clips:
+        reporter.log("warning: the run's validation clips were not found: no parity check")
+        return None
+    inferencer = VideoInferencer.load(folder)
+    cal = detector.calibration_
+    assert cal is not None
+    scores, reference, maps, reference_maps = [], [], [], []
+    for clip in clips:
+        expected = detector.predict_clip(clip)  # type: ignore[attr-defined]
+        got = inferencer.predict_video(clip.iter_native(), fps=clip.fps)
+        scores.append(got.scores)
+        reference.append(np.asarray(expected.scores, dtype=np.float32))
+        maps.append(cal.normalize(got.maps))
+        reference_maps.append(cal.normalize(np.asarray(expected.maps, dtype=np.float32)))
+    scores_all, reference_all = np.concatenate(scores), np.concatenate(reference)
+    difference = float(np.abs(scores_all - reference_all).max())
+    check = {
+        "clips": len(clips), "frames": int(scores_all.size),
+        "max_score_difference": difference,
+        "max_score_difference_over_threshold": difference / abs(cal.threshold),
+        "max_heatmap_difference": float(max(np.abs(a - b).max() for a, b in zip(maps, reference_maps))),
+        "same_verdicts": bool((cal.is_anomalous(scores_all) == cal.is_anomalous(reference_all)).all()),
+    }
+    reporter.log(f"bundle vs checkpoint on {check['frames']} frames of {len(clips)} validation clip(s): largest score "
+                 f"difference {difference:.3g} ({check['max_score_difference_over_threshold']:.2g} of the threshold)")
+    return check
 
 
 def use_exact_search(detector: Detector) -> bool:
@@ -174,23 +295,12 @@ def _describe(detector: Detector, format: str, precision: str, network: str, con
                      f"normal reference '{config.normal_reference}'"]  # type: ignore[attr-defined]
     in_graph.append("image score = maximum of the map")
     return {
-        "format": BUNDLE_FORMAT,
-        "version": BUNDLE_VERSION,
-        "anomalens_version": __version__,
-        "created": datetime.now().isoformat(timespec="seconds"),
-        "model": {"name": detector.name, "kind": detector.kind, "format_version": FORMAT_VERSION,
-                  "trained_with": run.get("anomalens_version"), "config": config.to_dict(),
-                  "checkpoint": str(model_dir.resolve()), "category": run.get("category")},
+        **_header(detector, format, precision, run, model_dir),
         "runtime": {"engine": format, "precision": precision, "network": network,
                     "openvino_precision_hint": {"fp32": "f32", "bf16": "bf16", "int8": "f32"}[precision] if format == "openvino" else None},
         "input": {"name": INPUT_NAME, "dtype": "uint8", "layout": "NCHW", "channels": "RGB",
                   "image_size": [int(v) for v in config.image_size], "max_batch": max_batch},
-        "preprocessing": {
-            "decode": "Pillow; 16-bit and float images scaled to 8 bits, transparency composited on black, "
-                      "grey repeated to RGB (anomalens.data.pixels)",
-            "resize": RESIZE_METHOD,
-            "image_size": [int(v) for v in config.image_size],
-        },
+        "preprocessing": _preprocessing(detector),
         "outputs": {name: name for name in output_names(detector)},
         "postprocessing": {
             "in_graph": in_graph,
@@ -201,6 +311,29 @@ def _describe(detector: Detector, format: str, precision: str, network: str, con
         "constant_inputs": {name: {"file": f"{name}.npy", "shape": list(array.shape), "dtype": "float32"}
                             for name, array in constants.items()},
         "calibration": detector.calibration_.to_dict(),  # type: ignore[union-attr]  (may be replaced after the check)
+    }
+
+
+def _header(detector: BaseDetector, format: str, precision: str, run: dict[str, Any], model_dir: Path) -> dict[str, Any]:
+    """What every bundle says about itself and the model it holds."""
+    return {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        "anomalens_version": __version__,
+        "created": datetime.now().isoformat(timespec="seconds"),
+        "model": {"name": detector.name, "kind": detector.kind, "format_version": FORMAT_VERSION,
+                  "trained_with": run.get("anomalens_version"), "config": detector.config.to_dict(),
+                  "checkpoint": str(model_dir.resolve()), "category": run.get("category")},
+    }
+
+
+def _preprocessing(detector: BaseDetector) -> dict[str, Any]:
+    return {
+        "decode": "Pillow; 16-bit and float images scaled to 8 bits, transparency composited on black, "
+                  "grey repeated to RGB (anomalens.data.pixels)" + ("; video frames decoded by PyAV "
+                  "(anomalens.data.video_io)" if detector.kind == "video" else ""),
+        "resize": RESIZE_METHOD,
+        "image_size": [int(v) for v in detector.config.image_size],
     }
 
 

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from anomalens.data.pixels import ImageSource, load_rgb, resize_rgb_array
-from anomalens.errors import DataError
+from anomalens.errors import CheckpointError, DataError
 from anomalens.inference.bundle import read_bundle
 from anomalens.inference.engines import Engine, open_engine
 from anomalens.inference.results import InferenceResult, results_from_outputs
@@ -42,6 +42,8 @@ class Inferencer:
         """Open ``folder`` (written by ``anomalens export``) on the engine it was exported for."""
         folder = Path(folder)
         meta = read_bundle(folder)
+        if meta["model"].get("kind") == "video":
+            raise CheckpointError("this bundle holds a video model: use anomalens.inference.VideoInferencer", folder)
         runtime = meta["runtime"]
         engine = open_engine(folder / runtime["network"], runtime["engine"], runtime["precision"], threads)
         constants = {
