@@ -24,17 +24,15 @@ from anomalens import __version__
 from anomalens.data.mvtec import discover_category
 from anomalens.data.pixels import RESIZE_METHOD
 from anomalens.errors import ConfigError, DataError
-from anomalens.export.graph import INPUT_NAME, check_exportable, constant_inputs, export_onnx, output_names
+from anomalens.export.graph import (INPUT_NAME, check_exportable, constant_inputs, export_onnx,
+                                   export_patchcore_graphs, output_names)
 from anomalens.inference.bundle import BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_VERSION, FORMATS, PRECISIONS
-from anomalens.inference.engines import open_engine
 from anomalens.inference.inferencer import Inferencer
 from anomalens.metrics.threshold import DEFAULT_PIXEL_TARGET_FPR, calibrate, pixel_threshold
 from anomalens.models.base import FORMAT_VERSION, BaseDetector, Detector, load_detector
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import atomic_dir, write_json_atomic
 
-# The largest distance matrix (batch x patches x bank entries, float32) one graph run may build
-DISTANCE_BUDGET_BYTES = 256 << 20
 DEFAULT_CALIBRATION_IMAGES = 64
 EXPORT_DIR = "export"
 
@@ -72,36 +70,60 @@ def export_model(
     if detector.kind == "video":
         return _export_video(detector, format, precision, output, run, run_dir, model_dir, reporter)
     check_exportable(detector)
-    use_exact_search(detector)
     folder = Path(output) if output is not None else run_dir / EXPORT_DIR / f"{format}_{precision}"
     validation, training = _run_images(run)
     if precision == "int8" and not training:
         raise DataError("int8 calibration needs the run's training images, which were not found (see run.json data_dir)")
 
+    split = detector.name == "patchcore"  # the search runs between two graphs (see export/graph.py)
     constants = constant_inputs(detector)
-    max_batch = _max_batch(detector, constants)
+    max_batch = int(detector.config.batch_size)
     with atomic_dir(folder) as tmp:
-        reporter.log(f"tracing the {detector.name} scoring graph to ONNX")
-        export_onnx(detector, tmp / "model.onnx")
+        reporter.log(f"tracing the {detector.name} scoring graph{'s' if split else ''} to ONNX")
+        if split:
+            graphs = export_patchcore_graphs(detector, tmp)
+        else:
+            export_onnx(detector, tmp / "model.onnx")
+            graphs = {"network": {"file": "model.onnx"}}
         for name, array in constants.items():
             np.save(tmp / f"{name}.npy", array, allow_pickle=False)
-        network = "model.onnx"
+        network = "features" if split else "network"  # the graph that holds the backbone (quantised for int8)
         if precision == "int8":
             from anomalens.export.quantize import quantize_int8
 
             paths = training[:: max(1, -(-len(training) // calibration_images))][:calibration_images]
             reporter.log(f"quantising to int8, calibrated on {len(paths)} training images")
-            quantize_int8(tmp / "model.onnx", tmp / "model_int8.onnx", _batches(detector, paths, constants, max_batch))
-            (tmp / "model.onnx").unlink()
-            network = "model_int8.onnx"
+            source = tmp / graphs[network]["file"]
+            target = source.with_name(f"{source.stem}_int8.onnx")
+            quantize_int8(source, target, _batches(detector, paths, {} if split else constants, max_batch))
+            source.unlink()
+            graphs[network]["file"] = target.name
         if format == "openvino":
-            network = _to_openvino(tmp, network)
-        meta = _describe(detector, format, precision, network, constants, max_batch, run, model_dir)
-        inferencer = Inferencer(tmp, meta, open_engine(tmp / network, format, precision), constants)
+            for graph in graphs.values():
+                graph["file"] = _to_openvino(tmp, graph["file"])
+        meta = _describe(detector, format, precision, graphs, constants, max_batch, run, model_dir)
+        if split:
+            meta["search"] = _save_search_index(detector, tmp)
+        inferencer = Inferencer.open(tmp, meta)
         meta.update(_check_and_calibrate(detector, inferencer, validation, precision, reporter))
         write_json_atomic(tmp / BUNDLE_FILE, meta)
     reporter.log(f"wrote the {format} {precision} bundle to {folder}")
     return ExportResult(folder=folder, bundle=meta)
+
+
+def _save_search_index(detector: Detector, folder: Path) -> dict[str, Any]:
+    """PatchCore's faiss index as the library built it (faiss's own binary format, never pickle): the runtime then
+    finds the checkpoint's neighbours at the checkpoint's speed. The ``search`` section of bundle.json."""
+    import faiss
+
+    index = detector.index_  # type: ignore[attr-defined]
+    name = None
+    if index.index is not None:
+        name = "search_index.faiss"
+        faiss.write_index(index.index, str(folder / name))
+    return {"index": name, "kind": index.kind, "nprobe": getattr(index.index, "nprobe", None),
+            "num_neighbours": int(detector.config.num_neighbours),  # type: ignore[attr-defined]
+            "without_faiss": "exact search with numpy (slower on large banks; ~99% the same neighbours as an IVF index)"}
 
 
 def _export_video(detector: BaseDetector, format: str, precision: str, output: str | Path | None, run: dict[str, Any],
@@ -223,16 +245,6 @@ def _check_video(detector: BaseDetector, folder: Path, run: dict[str, Any], repo
     return check
 
 
-def use_exact_search(detector: Detector) -> bool:
-    """Make a PatchCore checkpoint search its bank exactly, as the exported graph does (large banks are searched
-    approximately by default: faiss IVF finds the same neighbour for about 99% of patches); True if it changed."""
-    if getattr(detector.config, "exact_search", True):
-        return False
-    detector.config.exact_search = True  # type: ignore[attr-defined]
-    detector._build_index()  # type: ignore[attr-defined]
-    return True
-
-
 def _run_images(run: dict[str, Any]) -> tuple[list[Path], list[Path]]:
     """The run's validation and training images (empty when its data folder is gone)."""
     try:
@@ -243,16 +255,6 @@ def _run_images(run: dict[str, Any]) -> tuple[list[Path], list[Path]]:
     validation = [found.root / name for name in sorted(held_out) if (found.root / name).is_file()]
     training = [p for p in found.train_paths if str(p.relative_to(found.root)) not in held_out]
     return validation, training
-
-
-def _max_batch(detector: Detector, constants: dict[str, np.ndarray]) -> int:
-    """Images per graph run: the model's batch size, fewer when PatchCore's distance matrix would be too big."""
-    batch = int(detector.config.batch_size)
-    if "memory_bank" in constants:
-        h, w = detector.feature_grid()  # type: ignore[attr-defined]
-        per_image = h * w * len(constants["memory_bank"]) * 4
-        batch = min(batch, max(1, DISTANCE_BUDGET_BYTES // per_image))
-    return batch
 
 
 def _prepared(detector: Detector, paths: list[Path]) -> np.ndarray:
@@ -271,22 +273,24 @@ def _to_openvino(folder: Path, onnx_name: str) -> str:
         import openvino as ov
     except ImportError:
         raise ConfigError("--format openvino needs OpenVINO: pip install openvino") from None
+    name = f"{Path(onnx_name).stem}.xml"  # model.xml, features.xml, ... (+ .bin beside it)
     model = ov.convert_model(str(folder / onnx_name))
-    ov.save_model(model, str(folder / "model.xml"), compress_to_fp16=False)  # keep fp32 weights: parity
+    ov.save_model(model, str(folder / name), compress_to_fp16=False)  # keep fp32 weights: parity
     (folder / onnx_name).unlink()
-    return "model.xml"
+    return name
 
 
-def _describe(detector: Detector, format: str, precision: str, network: str, constants: dict[str, np.ndarray],
-              max_batch: int, run: dict[str, Any], model_dir: Path) -> dict[str, Any]:
+def _describe(detector: Detector, format: str, precision: str, graphs: dict[str, dict[str, Any]],
+              constants: dict[str, np.ndarray], max_batch: int, run: dict[str, Any], model_dir: Path) -> dict[str, Any]:
     config = detector.config
-    in_graph = ["uint8 -> float / 255", "the model's scoring code, traced from Detector._score_batch"]
+    split = "network" not in graphs
+    in_graph = ["uint8 -> float / 255", "the model's scoring code, traced from Detector._score_batch"
+                + (" (features.onnx: up to the patch features; maps.onnx: from the patch distances)" if split else "")]
     if detector.name in ("patchcore", "padim"):
         in_graph += [
             f"backbone {config.backbone} input normalisation (x * 255 - 127) / 128",  # type: ignore[attr-defined]
             f"patch features of stages {list(config.stages)}, {config.neighbourhood}x{config.neighbourhood} average",  # type: ignore[attr-defined]
-            "exact nearest-neighbour distance to the memory bank and the image-score reweighting (PatchCore's b = "
-            f"{getattr(config, 'num_neighbours', '')})" if detector.name == "patchcore" else "Mahalanobis distance per position",
+            "maps.onnx: PatchCore's image weight applied to the map" if detector.name == "patchcore" else "Mahalanobis distance per position",
             "bilinear upsampling aligned on the backbone's cell centres",
             f"Gaussian blur sigma {config.blur_sigma}",  # type: ignore[attr-defined]
         ]
@@ -296,15 +300,19 @@ def _describe(detector: Detector, format: str, precision: str, network: str, con
     in_graph.append("image score = maximum of the map")
     return {
         **_header(detector, format, precision, run, model_dir),
-        "runtime": {"engine": format, "precision": precision, "network": network,
+        "runtime": {"engine": format, "precision": precision, "network": None if split else graphs["network"]["file"],
                     "openvino_precision_hint": {"fp32": "f32", "bf16": "bf16", "int8": "f32"}[precision] if format == "openvino" else None},
         "input": {"name": INPUT_NAME, "dtype": "uint8", "layout": "NCHW", "channels": "RGB",
                   "image_size": [int(v) for v in config.image_size], "max_batch": max_batch},
         "preprocessing": _preprocessing(detector),
+        **({"graphs": {name: {**graph, "outputs": ["features"] if name == "features" else output_names(detector)}
+                       for name, graph in graphs.items()}} if split else {}),
         "outputs": {name: name for name in output_names(detector)},
         "postprocessing": {
             "in_graph": in_graph,
-            "outside_graph": ["normalised score = sigmoid((score - threshold) / scale)",
+            "outside_graph": (["between the graphs: nearest-neighbour search of every patch in the memory bank with "
+                               "the library's faiss index (search_index.faiss), and PatchCore's image weight "
+                               "1 - softmax(distances to the b neighbours of m*)[0] (anomalens.inference.search)"] if split else []) + ["normalised score = sigmoid((score - threshold) / scale)",
                               "verdict = score > threshold", "mask = map > pixel_threshold",
                               "regions = 8-connected components of the mask (anomalens.metrics.regions)"],
         },

@@ -7,6 +7,10 @@ A bundle is a folder that scores images without the training stack::
         model.onnx          the scoring graph (or model.xml + model.bin for OpenVINO)
         memory_bank.npy     PatchCore's memory bank, fed to the graph as an input (plain .npy, never pickle)
 
+A PatchCore bundle (version 2) has two graphs, ``features.onnx`` and ``maps.onnx``, with the nearest-neighbour
+search between them in the runtime (``search``: the library's faiss index ``search_index.faiss``, its ``nprobe``
+and PatchCore's ``num_neighbours``; see :mod:`anomalens.inference.search`).
+
 A video bundle (version 2) has several graphs instead of one network, named in ``graphs`` (``stfeatures``:
 ``appearance.onnx`` and ``motion.onnx`` with ``appearance_memory.npy`` and ``motion_memory.npy``;
 ``convlstm``: ``window.onnx``), and a ``video`` section with what runs between and after them (the optical
@@ -31,7 +35,7 @@ from anomalens.errors import CheckpointError
 
 BUNDLE_FILE = "bundle.json"
 BUNDLE_FORMAT = "anomalens-bundle"
-BUNDLE_VERSION = 2  # 2: video bundles (graphs, video); image bundles are unchanged since 1
+BUNDLE_VERSION = 2  # 2: several graphs (video models; PatchCore's search between two graphs, section "search")
 READABLE_VERSIONS = (1, 2)
 FORMATS = ("onnx", "openvino")
 PRECISIONS = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8")}
@@ -63,10 +67,13 @@ def read_bundle(folder: str | Path) -> dict[str, Any]:
     if runtime.get("engine") not in FORMATS or runtime.get("precision") not in PRECISIONS[runtime["engine"]]:
         raise CheckpointError(f"unknown engine or precision: {runtime.get('engine')} {runtime.get('precision')}", path)
     video = isinstance(meta["model"], dict) and meta["model"].get("kind") == "video"
-    networks = [graph.get("file") if isinstance(graph, dict) else None for graph in _graphs(meta, path).values()] if video \
+    split = video or "graphs" in meta  # several graphs (video models; PatchCore since version 2) or one network
+    networks = [graph.get("file") if isinstance(graph, dict) else None for graph in _graphs(meta, path).values()] if split \
         else [runtime.get("network")]
     if video:
         _check_video(meta, path)
+    elif split:
+        networks += _check_search(meta, path)
     for name in [*networks, *[spec["file"] for spec in meta.get("constant_inputs", {}).values()]]:
         if not isinstance(name, str) or Path(name).name != name or not (folder / name).is_file():
             raise CheckpointError(f"the bundle's file {name!r} is missing", folder)
@@ -81,6 +88,23 @@ def _graphs(meta: dict[str, Any], path: Path) -> dict[str, Any]:
     if not isinstance(graphs, dict) or not graphs:
         raise CheckpointError("a video bundle needs its graphs (field 'graphs')", path)
     return graphs
+
+
+def _check_search(meta: dict[str, Any], path: Path) -> list[str]:
+    """PatchCore's two graphs and its ``search`` section; the index file, if any, must exist too."""
+    if set(meta["graphs"]) != {"features", "maps"} or meta["model"].get("name") != "patchcore":
+        raise CheckpointError(f"graphs {sorted(meta['graphs'])} of model {meta['model'].get('name')!r} are not supported", path)
+    search = meta.get("search")
+    if not isinstance(search, dict):
+        raise CheckpointError("a PatchCore bundle needs its 'search' section", path)
+    neighbours, nprobe, index = search.get("num_neighbours"), search.get("nprobe"), search.get("index")
+    if not isinstance(neighbours, int) or isinstance(neighbours, bool) or neighbours < 1:
+        raise CheckpointError(f"search.num_neighbours must be a positive integer, got {neighbours!r}", path)
+    if nprobe is not None and (not isinstance(nprobe, int) or isinstance(nprobe, bool) or nprobe < 1):
+        raise CheckpointError(f"search.nprobe must be a positive integer or null, got {nprobe!r}", path)
+    if index is not None and not isinstance(index, str):
+        raise CheckpointError(f"search.index must be a file name or null, got {index!r}", path)
+    return [] if index is None else [index]
 
 
 def _check_video(meta: dict[str, Any], path: Path) -> None:
