@@ -157,3 +157,19 @@ def test_real_bottle_parity(mvtec_root, tmp_path):
     run = train_image_model(mvtec_root, "bottle", "patchcore", tmp_path, device="cpu", coreset_ratio=0.01).run_dir
     bundle = export_model(run, "onnx", "fp32", tmp_path / "bundle").folder
     assert_parity(run, bundle, _test_paths(mvtec_root, "bottle"))
+
+
+def test_benchmark_compares_exported_runtimes_with_pytorch(patchcore_run, synthetic_image_dataset, tmp_path, capsys):
+    from anomalens.workflows.benchmark import compare_runtimes, format_runtime_table
+
+    root, category = synthetic_image_dataset
+    rows = compare_runtimes(patchcore_run, root, category, ["onnx:fp32"], repeats=1)
+    assert [(r["runtime"], r["precision"]) for r in rows] == [("pytorch", "fp32"), ("onnx", "fp32")]
+    pytorch, onnx = rows
+    assert onnx["max_score_difference_over_threshold"] <= 1e-4 and onnx["same_verdicts"] == 1.0
+    assert abs(onnx["image_auroc"] - pytorch["image_auroc"]) < 1e-9 and onnx["images_per_second"] > 0
+    assert "onnx" in format_runtime_table(rows)
+    # a wrong runtime is refused before any training
+    assert main(["benchmark", "--data-dir", str(root), "--category", category, "--results-dir", str(tmp_path),
+                 "--runtimes", "tensorrt:fp32"]) == 2
+    assert "tensorrt:fp32" in capsys.readouterr().err and not any(tmp_path.iterdir())
