@@ -10,8 +10,9 @@ verdicts, normalised heatmaps and regions with the checkpoint's calibration, sav
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -96,7 +97,26 @@ class Inferencer:
             images = [images]  # type: ignore[list-item]
         if len(images) == 0:  # type: ignore[arg-type]
             raise DataError("no images given")
-        return self.predict_prepared(np.stack([self.prepare(image) for image in images]))  # type: ignore[union-attr]
+        return list(self.iter_predict(images))  # type: ignore[arg-type]
+
+    def iter_predict(self, images: Iterable[ImageSource]) -> Iterator[InferenceResult]:
+        """Score many images in batches of ``max_batch``, in order; the next batch is decoded in a background
+        thread while the current one is scored (Pillow and the engines release the GIL), as the library's
+        ``Preprocessing.iter_images`` does."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        batches = _chunks(iter(images), self.max_batch)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="anomalens-decode") as decoder:
+            pending = decoder.submit(self._decode, next(batches, None))
+            while True:
+                batch = pending.result()
+                if batch is None:
+                    return
+                pending = decoder.submit(self._decode, next(batches, None))
+                yield from self.predict_prepared(batch)
+
+    def _decode(self, sources: list[ImageSource] | None) -> np.ndarray | None:
+        return None if not sources else np.stack([self.prepare(source) for source in sources])
 
     def predict_prepared(self, batch: np.ndarray) -> list[InferenceResult]:
         """``uint8`` ``(N, H, W, 3)`` already at the model's size (see :meth:`prepare`) -> results."""
@@ -128,3 +148,8 @@ class Inferencer:
         distances, indices = distances[:, 0].reshape(n, h * w), indices[:, 0].reshape(n, h * w)
         weights = image_weights(self.search, queries.reshape(n, h * w, channels), distances, indices, self.neighbours)
         return self.engines["maps"].run({"distances": distances.reshape(n, h, w), "weights": weights})
+
+
+def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
