@@ -274,7 +274,9 @@ def _to_openvino(folder: Path, onnx_name: str) -> str:
     except ImportError:
         raise ConfigError("--format openvino needs OpenVINO: pip install openvino") from None
     name = f"{Path(onnx_name).stem}.xml"  # model.xml, features.xml, ... (+ .bin beside it)
-    model = ov.convert_model(str(folder / onnx_name))
+    # read_model, not convert_model: on the int8 (QDQ) graph convert_model's conversion tripled the features'
+    # error (mean relative error 0.32 against 0.093 for ONNX Runtime and read_model, bottle validation images)
+    model = ov.Core().read_model(str(folder / onnx_name))
     ov.save_model(model, str(folder / name), compress_to_fp16=False)  # keep fp32 weights: parity
     (folder / onnx_name).unlink()
     return name
