@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
             distances, indices = distances[:, 0].reshape(n, -1), indices[:, 0].reshape(n, -1)
             weights = timed("image weights", lambda: image_weights(inferencer.search, queries.reshape(n, -1, channels),
                                                                    distances, indices, inferencer.neighbours))
-            out = timed("maps graph", lambda: inferencer.engines["maps"].run({"distances": distances.reshape(n, h, w), "weights": weights}))
+            feeds = {"distances": distances.reshape(n, h, w), "weights": weights, "images": images}
+            feeds = {name: feeds[name] for name in inferencer.meta["graphs"]["maps"]["inputs"]}
+            out = timed("maps graph", lambda: inferencer.engines["maps"].run(feeds))
             timed("verdicts+regions", lambda: results_from_outputs(out["scores"], out["maps"], None, inferencer.calibration))
     total = sum(spent.values())
     images = len(paths) * args.repeats

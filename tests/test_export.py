@@ -173,3 +173,14 @@ def test_benchmark_compares_exported_runtimes_with_pytorch(patchcore_run, synthe
     assert main(["benchmark", "--data-dir", str(root), "--category", category, "--results-dir", str(tmp_path),
                  "--runtimes", "tensorrt:fp32"]) == 2
     assert "tensorrt:fp32" in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
+def test_part_score_region_bundle_reproduces_the_checkpoint(synthetic_image_dataset, tmp_path):
+    """score_region "part" takes the image score on the part alone: the maps graph gets the images too."""
+    from anomalens.workflows.train import train_image_model
+
+    root, category = synthetic_image_dataset
+    run = train_image_model(root, category, "patchcore", tmp_path, image_size=64, device="cpu", score_region="part").run_dir
+    bundle = export_model(run, "onnx", "fp32", tmp_path / "bundle")
+    assert bundle.bundle["graphs"]["maps"]["inputs"] == ["distances", "weights", "images"]
+    assert_parity(run, bundle.folder, _test_paths(root, category))

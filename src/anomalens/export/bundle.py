@@ -299,7 +299,8 @@ def _describe(detector: Detector, format: str, precision: str, graphs: dict[str,
     else:
         in_graph += ["reconstruction, per-pixel error", f"Gaussian blur sigma {config.smoothing_sigma}",  # type: ignore[attr-defined]
                      f"normal reference '{config.normal_reference}'"]  # type: ignore[attr-defined]
-    in_graph.append("image score = maximum of the map")
+    in_graph.append("image score = maximum of the map" + (" (off the part capped at the map's typical level, "
+                     "score_region 'part')" if getattr(config, "score_region", "image") == "part" else ""))
     return {
         **_header(detector, format, precision, run, model_dir),
         "runtime": {"engine": format, "precision": precision, "network": None if split else graphs["network"]["file"],

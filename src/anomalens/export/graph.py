@@ -114,9 +114,19 @@ class MapsGraph(nn.Module):
         self.detector = detector
 
     def forward(self, distances: torch.Tensor, weights: torch.Tensor):  # type: ignore[override]
-        maps = self.detector.scores_to_maps(distances, tuple(self.detector.config.image_size))  # type: ignore[attr-defined]
-        maps = maps * weights[:, None, None]
-        return maps.flatten(1).amax(dim=1), maps
+        return self.scores(distances, weights, None)
+
+    def scores(self, distances: torch.Tensor, weights: torch.Tensor, batch: torch.Tensor | None):
+        d = self.detector
+        maps = d.scores_to_maps(distances, tuple(d.config.image_size))  # type: ignore[attr-defined]
+        return d.scores_and_maps(maps * weights[:, None, None], batch)  # type: ignore[attr-defined]
+
+
+class PartMapsGraph(MapsGraph):
+    """:class:`MapsGraph` for ``score_region`` "part": the images are an input too (the part is found in them)."""
+
+    def forward(self, distances: torch.Tensor, weights: torch.Tensor, images: torch.Tensor):  # type: ignore[override]
+        return self.scores(distances, weights, to_float(images))
 
 
 def export_patchcore_graphs(detector: Detector, folder: Path) -> dict[str, dict]:
@@ -129,10 +139,14 @@ def export_patchcore_graphs(detector: Detector, folder: Path) -> dict[str, dict]
     export_onnx_graph(FeaturesGraph(detector).eval(), (torch.zeros((2, 3, height, width), dtype=torch.uint8),),
                       folder / "features.onnx", [INPUT_NAME], ["features"], ({0: batch},))
     batch = torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)
-    export_onnx_graph(MapsGraph(detector).eval(), (torch.zeros((2, *grid)), torch.ones(2)), folder / "maps.onnx",
-                      ["distances", "weights"], ["scores", "maps"], ({0: batch}, {0: batch}))
+    with_images = getattr(detector.config, "score_region", "image") == "part"
+    inputs = ["distances", "weights", *([INPUT_NAME] if with_images else [])]
+    example = (torch.zeros((2, *grid)), torch.ones(2), *([torch.zeros((2, 3, height, width), dtype=torch.uint8)] if with_images else []))
+    graph = PartMapsGraph(detector) if with_images else MapsGraph(detector)
+    export_onnx_graph(graph.eval(), example, folder / "maps.onnx", inputs, ["scores", "maps"],
+                      tuple({0: batch} for _ in inputs))
     return {"features": {"file": "features.onnx", "inputs": [INPUT_NAME], "outputs": ["features"]},
-            "maps": {"file": "maps.onnx", "inputs": ["distances", "weights"], "outputs": ["scores", "maps"]}}
+            "maps": {"file": "maps.onnx", "inputs": inputs, "outputs": ["scores", "maps"]}}
 
 
 def export_onnx(detector: Detector, path: str | Path) -> None:

@@ -147,7 +147,8 @@ class Inferencer:
         distances, indices = self.search.search(queries, k=1)
         distances, indices = distances[:, 0].reshape(n, h * w), indices[:, 0].reshape(n, h * w)
         weights = image_weights(self.search, queries.reshape(n, h * w, channels), distances, indices, self.neighbours)
-        return self.engines["maps"].run({"distances": distances.reshape(n, h, w), "weights": weights})
+        inputs = {"distances": distances.reshape(n, h, w), "weights": weights, self.input_name: chunk}
+        return self.engines["maps"].run({name: inputs[name] for name in self.meta["graphs"]["maps"]["inputs"]})
 
 
 def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
