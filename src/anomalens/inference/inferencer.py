@@ -23,6 +23,7 @@ from anomalens.inference.engines import Engine, open_engine
 from anomalens.inference.results import InferenceResult, results_from_outputs
 from anomalens.inference.search import BankSearch, image_weights
 from anomalens.metrics.threshold import Calibration
+from anomalens.runtime import run_ahead
 
 
 class Inferencer:
@@ -101,22 +102,10 @@ class Inferencer:
 
     def iter_predict(self, images: Iterable[ImageSource]) -> Iterator[InferenceResult]:
         """Score many images in batches of ``max_batch``, in order; the next batch is decoded in a background
-        thread while the current one is scored (Pillow and the engines release the GIL), as the library's
-        ``Preprocessing.iter_images`` does."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        batches = _chunks(iter(images), self.max_batch)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="anomalens-decode") as decoder:
-            pending = decoder.submit(self._decode, next(batches, None))
-            while True:
-                batch = pending.result()
-                if batch is None:
-                    return
-                pending = decoder.submit(self._decode, next(batches, None))
-                yield from self.predict_prepared(batch)
-
-    def _decode(self, sources: list[ImageSource] | None) -> np.ndarray | None:
-        return None if not sources else np.stack([self.prepare(source) for source in sources])
+        thread while the current one is scored (``anomalens.runtime.run_ahead``, as the library decodes)."""
+        batches = (np.stack([self.prepare(source) for source in chunk]) for chunk in _chunks(iter(images), self.max_batch))
+        for batch in run_ahead(batches):
+            yield from self.predict_prepared(batch)
 
     def predict_prepared(self, batch: np.ndarray) -> list[InferenceResult]:
         """``uint8`` ``(N, H, W, 3)`` already at the model's size (see :meth:`prepare`) -> results."""
