@@ -80,6 +80,9 @@ class SpatioTemporalConfig(DetectorConfig):
     appearance_samples: int = 150_000  # training patches drawn at random to choose that coreset from
     motion_scale: float = 2 / 3  # optical flow runs on frames scaled by this factor (speed; it also denoises)
     flow_preset: str = "medium"  # DIS preset: ultrafast, fast or medium
+    # flow counts only where the frame has texture (gradient in grey levels per pixel at which a vector counts
+    # half; 0 = all flow counts): on flat areas DIS reads codec noise and MJPEG blocking as motion (motion.py)
+    flow_min_contrast: float = 4.0
     orientation_bins: int = 8  # directions of the motion histograms
     motion_cell: int = 8  # pixels of the flow frame per motion cell
     motion_memory: int = 256  # normal motion entries kept per cell
@@ -96,7 +99,7 @@ class SpatioTemporalConfig(DetectorConfig):
     # a coarser codec, an MJPEG camera or a lower resolution are then part of "normal" (empty = none)
     training_degradations: tuple[str, ...] = ()
 
-    SAVED_BEFORE: ClassVar[dict[str, Any]] = {"input_blur": 0.0, "training_degradations": ()}
+    SAVED_BEFORE: ClassVar[dict[str, Any]] = {"input_blur": 0.0, "training_degradations": (), "flow_min_contrast": 0.0}
 
 
 # ---- per-position memory -----------------------------------------------------------------------
@@ -189,8 +192,8 @@ class SpatioTemporalFeatures(VideoDetector):
             raise ConfigError(f"motion_scale must be in (0, 1], got {c.motion_scale}")
         for spec in c.training_degradations:
             make_degradation(spec)  # refuses an unknown spec before any long work
-        if c.input_blur < 0:
-            raise ConfigError(f"input_blur must be >= 0, got {c.input_blur}")
+        if c.input_blur < 0 or c.flow_min_contrast < 0:
+            raise ConfigError(f"input_blur and flow_min_contrast must be >= 0, got {c.input_blur}, {c.flow_min_contrast}")
         if c.flow_preset not in FLOW_PRESETS:
             raise ConfigError(f"flow_preset must be one of {', '.join(FLOW_PRESETS)}, got {c.flow_preset!r}")
         self.extractor = PatchFeatureExtractor(c.backbone, stages=c.stages, neighbourhood=3, seed=c.seed).to(self.device)
@@ -236,8 +239,8 @@ class SpatioTemporalFeatures(VideoDetector):
         With ``degraded`` (a list, training only), the appearance and motion of the batch's frames after each of
         ``training_degradations`` are appended to it before each yield."""
         c = self.config
-        flows = FlowStream(c.flow_preset)
-        chains = [(make_degradation(spec), FlowStream(c.flow_preset)) for spec in c.training_degradations] if degraded is not None else []
+        flows = FlowStream(c.flow_preset, c.flow_min_contrast)
+        chains = [(make_degradation(spec), FlowStream(c.flow_preset, c.flow_min_contrast)) for spec in c.training_degradations] if degraded is not None else []
         any_frames = False
         for count, batch in enumerate(self._batches(clip)):
             if count % 4 == 0:
@@ -485,7 +488,7 @@ class StreamingScorer(CausalScorer):
     def __init__(self, detector: SpatioTemporalFeatures, lookahead: int | None = None) -> None:
         self.detector = detector
         c = detector.config
-        self.flows = FlowStream(c.flow_preset)
+        self.flows = FlowStream(c.flow_preset, c.flow_min_contrast)
         self.smoothers = {name: DelayedGaussian(c.temporal_sigma, lookahead) for name in ("appearance", "motion")}
         self.delay_frames = self.smoothers["appearance"].delay
         self.maps: deque[np.ndarray] = deque()
@@ -498,7 +501,7 @@ class StreamingScorer(CausalScorer):
         if tuple(frames.shape[-2:]) != tuple(c.image_size):
             raise DataError(f"frame of size {frames.shape[-1]}x{frames.shape[-2]}, expected {c.image_size[1]}x{c.image_size[0]}")
         floats = to_float(frames).to(d.device)
-        appearance = d.extractor(floats).cpu()
+        appearance = d.extractor(gaussian_blur(floats, c.input_blur)).cpu()
         ready, flows = [], []
         steps = steps or [1] * len(frames)
         for features, grey, step in zip(appearance, grey_frames(floats, d.flow_size), steps):
