@@ -57,6 +57,21 @@ def test_normal_clip_stays_mostly_below_threshold(fitted):
     assert 0.0 < result.normalized_scores.mean() < 0.5
 
 
+def test_drift_fires_on_footage_unlike_training_and_not_on_new_normal_footage(fitted):
+    """Known inputs: a new normal clip of the same line, and the same clip under light at 40% or seen through
+    fog (contrast halved): the whole frame changes, so the typical distance leaves the fit-time range."""
+    from anomalens.metrics.drift import assess_drift
+
+    frames, _ = clip(210, n_frames=30)
+    normal = assess_drift(fitted.predict_clip(frames).maps, fitted.drift_reference_)
+    assert normal is not None and not normal.drifted
+    darker = [(f.float() * 0.4).round().to(torch.uint8) for f in frames]
+    foggy = [(f.float() * 0.5 + 100).round().to(torch.uint8) for f in frames]
+    for changed in (darker, foggy):
+        verdict = assess_drift(fitted.predict_clip(changed).maps, fitted.drift_reference_)
+        assert verdict.drifted and verdict.deviation > 2.0
+
+
 def test_outputs_have_one_entry_per_frame(fitted):
     frames, _ = clip(300, n_frames=23)
     result = fitted.predict_clip(frames)

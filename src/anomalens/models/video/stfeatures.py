@@ -95,11 +95,17 @@ class SpatioTemporalConfig(DetectorConfig):
     # Off by default: with input_blur 2 and ("h264:35", "jpeg:20", "scale:0.5") a higher bitrate and other
     # resolutions stop raising alarms (benchmarks/reencode.py), but UCSD Ped2's frame AUROC fell from 0.957 to 0.840
     input_blur: float = 0.0
+    # The appearance score is the highest cell's distance above the frame's median (typical) cell distance: another
+    # codec, bitrate or resolution moves every cell of a frame (the same scene in another encoding flagged 100% of
+    # its frames), a foreign object or a wrong part moves a few. Whole-frame shifts are left to the drift warning
+    # (metrics/drift.py), which watches exactly that median
+    appearance_above_typical: bool = True
     # Training frames also pass through these re-encodings (models/video/degrade.py) and join both memories:
     # a coarser codec, an MJPEG camera or a lower resolution are then part of "normal" (empty = none)
     training_degradations: tuple[str, ...] = ()
 
-    SAVED_BEFORE: ClassVar[dict[str, Any]] = {"input_blur": 0.0, "training_degradations": (), "flow_min_contrast": 0.0}
+    SAVED_BEFORE: ClassVar[dict[str, Any]] = {"input_blur": 0.0, "training_degradations": (), "flow_min_contrast": 0.0,
+                                            "appearance_above_typical": False}
 
 
 # ---- per-position memory -----------------------------------------------------------------------
@@ -360,8 +366,9 @@ class SpatioTemporalFeatures(VideoDetector):
                         bank,
                         motion_memory,
                     )
-                    appearance.append(_local_average(a).flatten(1).amax(dim=1))
-                    motion.append(_local_average(m).flatten(1).amax(dim=1))
+                    a_score, m_score = self._frame_scores(_local_average(a), _local_average(m))
+                    appearance.append(a_score)
+                    motion.append(m_score)
         reporter.log(f"cues standardised on {sum(len(a) for a in appearance)} cross-fitted training frames")
         return torch.cat(appearance), torch.cat(motion)
 
@@ -387,8 +394,9 @@ class SpatioTemporalFeatures(VideoDetector):
         for features, motion_features, view in self._stream(clip, reporter, views=outputs):
             a, m = self._distance_maps(features, motion_features, self.appearance_index_, self.motion_memory_)
             a, m = _local_average(a), _local_average(m)
-            appearance.append(a.flatten(1).amax(dim=1))
-            motion.append(m.flatten(1).amax(dim=1))
+            a_score, m_score = self._frame_scores(a, m)
+            appearance.append(a_score)
+            motion.append(m_score)
             if maps is not None and views is not None:
                 maps.append(self._standardised_map(a, m).numpy())
                 views.append(view)
@@ -398,6 +406,14 @@ class SpatioTemporalFeatures(VideoDetector):
             None if maps is None else maps.array(),
             None if views is None else views.array(),
         )
+
+    def _frame_scores(self, appearance: torch.Tensor, motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Locally averaged cell distances ``(B, h, w)``, ``(B, hm, wm)`` -> each cue's raw frame score ``(B,)``:
+        the highest cell; for appearance (with ``appearance_above_typical``) above the frame's median cell."""
+        a_score = appearance.flatten(1).amax(dim=1)
+        if self.config.appearance_above_typical:
+            a_score = a_score - appearance.flatten(1).median(dim=1).values
+        return a_score, motion.flatten(1).amax(dim=1)
 
     def _standardised_map(self, appearance: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
         """Per-cell sum of the two standardised cue maps, on the appearance grid."""
@@ -538,7 +554,8 @@ class StreamingScorer(CausalScorer):
         self.maps.extend(d._standardised_map(a, m).numpy())
         a_mean, a_std, m_mean, m_std = d.standardisation_.tolist()
         smoothed: dict[str, list[float]] = {"appearance": [], "motion": []}
-        for a_score, m_score in zip(a.flatten(1).amax(dim=1).tolist(), m.flatten(1).amax(dim=1).tolist()):
+        a_scores, m_scores = d._frame_scores(a, m)
+        for a_score, m_score in zip(a_scores.tolist(), m_scores.tolist()):
             smoothed["appearance"] += self.smoothers["appearance"].push((a_score - a_mean) / a_std)
             smoothed["motion"] += self.smoothers["motion"].push((m_score - m_mean) / m_std)
         return self._emit(smoothed)
