@@ -72,6 +72,23 @@ def test_drift_fires_on_footage_unlike_training_and_not_on_new_normal_footage(fi
         assert verdict.drifted and verdict.deviation > 2.0
 
 
+def test_the_threshold_also_hears_training_clips_scored_by_memories_that_never_saw_them():
+    """Known inputs: one of four training clips is filmed under dimmer light. The held-out clip is an ordinary one,
+    so alone it would set a threshold that the dim clip's kind of footage exceeds; cross-validated, the dim clip is
+    scored by the fold that did not learn it, and the threshold makes room for it."""
+    from anomalens.metrics.threshold import calibrate
+
+    train = [clip(seed)[0] for seed in range(4)]
+    train[3] = [(f.float() * 0.75).round().to(torch.uint8) for f in train[3]]
+    validation = [clip(10)[0]]
+    detector = create_detector("stfeatures", **SETTINGS).fit_clips(train, validation)
+    extra = detector._cross_validated_scores()
+    held_out = detector.predict_clip(validation[0]).scores
+    assert extra is not None and detector.calibration_.validation_count == len(held_out) + len(extra)
+    held_out_only = calibrate(held_out, series_lengths=[len(held_out)]).threshold
+    assert detector.calibration_.threshold > held_out_only
+
+
 def test_outputs_have_one_entry_per_frame(fitted):
     frames, _ = clip(300, n_frames=23)
     result = fitted.predict_clip(frames)

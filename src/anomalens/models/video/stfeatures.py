@@ -213,6 +213,7 @@ class SpatioTemporalFeatures(VideoDetector):
         self.appearance_index_: NearestNeighbourIndex | None = None  # the appearance memory (K, C) and its search
         self.motion_memory_: PositionalMemory | None = None
         self.standardisation_: torch.Tensor | None = None  # appearance mean, std; motion mean, std (frame scores)
+        self._cross_fitted: np.ndarray | None = None  # cross-fitted normal frame scores, for the threshold (not saved)
         self._typical_flow_cache: tuple[torch.Tensor | None, tuple[np.ndarray, np.ndarray]] = (None, (np.zeros(0), np.zeros(0)))
 
     # ---- streaming features ---------------------------------------------------------------------
@@ -334,6 +335,13 @@ class SpatioTemporalFeatures(VideoDetector):
             scores = [self._score_stream(clip, reporter) for clip in held_out]
             appearance, motion = torch.cat([r.appearance for r in scores]), torch.cat([r.motion for r in scores])
         self.standardisation_ = torch.stack([appearance.mean(), _spread(appearance), motion.mean(), _spread(motion)]).float()
+        a_mean, a_std, m_mean, m_std = self.standardisation_.tolist()
+        # the cross-fitted frames, on the scale of predict_clip, also inform the threshold (not smoothed in time:
+        # drawn one by one, they have no neighbours; unsmoothed scores spread wider, so the threshold errs high)
+        self._cross_fitted = (((appearance - a_mean) / a_std + (motion - m_mean) / m_std).numpy() if two_folds else None)
+
+    def _cross_validated_scores(self) -> np.ndarray | None:
+        return self._cross_fitted
 
     def _memories(self, data: "_NormalData", reporter: Reporter) -> tuple[NearestNeighbourIndex, "PositionalMemory"]:
         c = self.config
