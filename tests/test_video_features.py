@@ -122,6 +122,20 @@ def test_fields_added_later_load_with_the_value_old_models_were_fitted_with(fitt
     assert loaded.config.input_blur == 0.75 and loaded.config.training_degradations == ()
 
 
+def test_models_saved_before_the_robust_cues_score_as_they_were_fitted(fitted, tmp_path):
+    import json
+
+    fitted.save(tmp_path / "model")
+    config_path = tmp_path / "model" / "config.json"
+    meta = json.loads(config_path.read_text())
+    assert meta["config"]["flow_min_contrast"] > 0 and meta["config"]["appearance_above_typical"] is True
+    for field in ("flow_min_contrast", "appearance_above_typical"):
+        del meta["config"][field]
+    config_path.write_text(json.dumps(meta))
+    loaded = load_detector(tmp_path / "model", kind="video")
+    assert loaded.config.flow_min_contrast == 0.0 and loaded.config.appearance_above_typical is False
+
+
 def test_training_re_encodings_make_compressed_normal_video_look_normal():
     """Trained on clean frames, a JPEG-compressed normal clip scores lower on appearance once JPEG copies and the
     low-pass are part of training (the mechanism behind --training-degradations and --input-blur)."""

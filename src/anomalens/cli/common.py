@@ -24,7 +24,7 @@ IMAGE_MODEL_FLAGS = ("batch_size", "target_fpr", "epochs", "lr", "latent_dim", "
                      "normal_reference", "backbone", "coreset_ratio", "memory_bank_size", "exact_search", "tile")
 VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", "latent_dim", "lstm_hidden_dim",
                      "lstm_layers", "target_fpr", "appearance_memory", "motion_memory", "flow_preset", "frame_step",
-                     "temporal_sigma", "input_blur", "training_degradations")
+                     "temporal_sigma", "input_blur", "training_degradations", "flow_min_contrast")
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -112,6 +112,9 @@ def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: 
     group.add_argument("--temporal-sigma", type=float, default=None, help="Gaussian smoothing of frame scores, in frames; 0 = none")
     group.add_argument("--input-blur", type=float, default=None,
                        help="Gaussian low-pass before the appearance features, in pixels; 0 = none")
+    group.add_argument("--flow-min-contrast", type=float, default=None,
+                       help="optical flow counts only on texture: the grey-level gradient per pixel at which a vector "
+                            "counts half (flat areas show codec noise as motion); 0 = all flow counts")
     group.add_argument("--training-degradations", nargs="*", default=None, metavar="SPEC",
                        help="re-encodings training frames also learn from: h264:CRF, jpeg:QUALITY, scale:FACTOR "
                             "(the flag alone: none)")
