@@ -100,8 +100,9 @@ class SpatioTemporalConfig(DetectorConfig):
     # its frames), a foreign object or a wrong part moves a few. Whole-frame shifts are left to the drift warning
     # (metrics/drift.py), which watches exactly that median
     appearance_above_typical: bool = True
-    # Training frames also pass through these re-encodings (models/video/degrade.py) and join both memories:
-    # a coarser codec, an MJPEG camera or a lower resolution are then part of "normal" (empty = none)
+    # Learned training frames also pass through these re-encodings (models/video/degrade.py), one per batch in turn,
+    # and join the appearance memories: a coarser codec, an MJPEG camera or a lower resolution are then part of
+    # "normal" (empty = none)
     training_degradations: tuple[str, ...] = ()
 
     SAVED_BEFORE: ClassVar[dict[str, Any]] = {"input_blur": 0.0, "training_degradations": (), "flow_min_contrast": 0.0,
@@ -237,18 +238,20 @@ class SpatioTemporalFeatures(VideoDetector):
 
     @torch.no_grad()
     def _stream(
-        self, clip: Clip, reporter: Reporter, views: bool = False,
-        degraded: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        self, clip: Clip, reporter: Reporter, views: bool = False, degraded: dict[int, torch.Tensor] | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray | None]]:
         """Decode the clip once, front to back; per batch: appearance ``(B, C, h, w)``, motion ``(B, bins, hm, wm)``
         and (if asked) the motion views ``(B, 3, H/2, W/2)``. The first frame borrows the motion of the second.
 
-        With ``degraded`` (a list, training only), the appearance and motion of the batch's frames after each of
-        ``training_degradations`` are appended to it before each yield."""
+        With ``degraded`` (a dict, training only), the appearance features of re-encoded copies of the batch's
+        learned frames (every ``frame_step``-th) are put in it before each yield, keyed by position in the batch:
+        each batch passes through the next of ``training_degradations`` in turn, so that copies cost one extra
+        backbone pass over the learned frames, whatever the number of re-encodings (and no optical flow: the
+        motion cue trusts only textured flow, which codecs leave alone)."""
         c = self.config
         flows = FlowStream(c.flow_preset, c.flow_min_contrast)
-        chains = [(make_degradation(spec), FlowStream(c.flow_preset, c.flow_min_contrast)) for spec in c.training_degradations] if degraded is not None else []
-        any_frames = False
+        chains = [make_degradation(spec) for spec in c.training_degradations] if degraded is not None else []
+        any_frames, start = False, 0
         for count, batch in enumerate(self._batches(clip)):
             if count % 4 == 0:
                 reporter.check_cancelled()
@@ -256,9 +259,12 @@ class SpatioTemporalFeatures(VideoDetector):
             frames = to_float(batch).to(self.device)
             appearance = self.extractor(gaussian_blur(frames, c.input_blur)).cpu()
             greys, flow, motion = self._motion(frames, flows)
-            for degrade, degraded_flows in chains:
-                copies = to_float(degrade(batch)).to(self.device)
-                degraded.append((self.extractor(gaussian_blur(copies, c.input_blur)).cpu(), self._motion(copies, degraded_flows)[2]))
+            if chains and degraded is not None:
+                learned = [i for i in range(len(batch)) if (start + i) % c.frame_step == 0]
+                if learned:
+                    copies = to_float(chains[count % len(chains)](batch[learned])).to(self.device)
+                    degraded.update(zip(learned, self.extractor(gaussian_blur(copies, c.input_blur)).cpu()))
+            start += len(batch)
             view = None
             if views:
                 usual, tolerance = self._typical_flow()
@@ -300,7 +306,7 @@ class SpatioTemporalFeatures(VideoDetector):
             raise DataError("no training clips")
         everything = _NormalData(c.appearance_samples, 0, c.seed)
         folds = [_NormalData(max(1, c.appearance_samples // 2), CROSS_FIT_FRAMES, c.seed + 1 + f) for f in (0, 1)]
-        degraded: list[tuple[torch.Tensor, torch.Tensor]] = []
+        degraded: dict[int, torch.Tensor] = {}
         for clip_index, clip in enumerate(reporter.iter(train, "features of training clips")):
             start = 0
             for appearance, motion, _ in self._stream(clip, reporter, degraded=degraded):
@@ -308,14 +314,14 @@ class SpatioTemporalFeatures(VideoDetector):
                 start += len(appearance)
                 keep = [i for i, n in enumerate(numbers) if n % c.frame_step == 0]
                 everything.add(appearance[keep], motion[keep])
-                for copy_appearance, copy_motion in degraded:  # re-encoded copies join the memories
-                    everything.add(copy_appearance[keep], copy_motion[keep], frames=False)
+                if degraded:  # re-encoded copies join the appearance memories
+                    everything.add_patches(torch.stack([degraded[i] for i in keep]))
                 for fold in (0, 1):
                     members = [i for i in keep if (clip_index + numbers[i] // FOLD_BLOCK) % 2 == fold]
                     if members:
                         folds[fold].add(appearance[members], motion[members])
-                        for copy_appearance, copy_motion in degraded:
-                            folds[fold].add(copy_appearance[members], copy_motion[members], frames=False)
+                        if degraded:
+                            folds[fold].add_patches(torch.stack([degraded[i] for i in members]))
                 degraded.clear()
         reporter.log(f"choosing {c.appearance_memory} appearance entries from {everything.patches.size} training patches")
         two_folds = all(fold.frames is not None and fold.frames.size for fold in folds)
@@ -488,13 +494,17 @@ class _NormalData:
         self.motions: list[torch.Tensor] = []
         self.frames = Reservoir(frame_capacity, seed=seed + 1) if frame_capacity else None
 
-    def add(self, appearance: torch.Tensor, motion: torch.Tensor, frames: bool = True) -> None:
-        """Patches and motion join the memories; with ``frames``, the whole frames join the cross-fitting sample
-        (re-encoded copies do not: the cues stay standardised on the training video as it is)."""
-        self.patches.add(appearance.permute(0, 2, 3, 1).reshape(-1, appearance.shape[1]))
+    def add(self, appearance: torch.Tensor, motion: torch.Tensor) -> None:
+        """Patches and motion join the memories, the whole frames the cross-fitting sample."""
+        self.add_patches(appearance)
         self.motions.append(motion.half())
-        if frames and self.frames is not None:
+        if self.frames is not None:
             self.frames.add(torch.cat([appearance.flatten(1).half(), motion.flatten(1).half()], dim=1))
+
+    def add_patches(self, appearance: torch.Tensor) -> None:
+        """Patches of ``(N, C, h, w)`` join the appearance memory only (re-encoded copies: the cues stay
+        standardised on the training video as it is)."""
+        self.patches.add(appearance.permute(0, 2, 3, 1).reshape(-1, appearance.shape[1]))
 
 
 def _spread(scores: torch.Tensor) -> torch.Tensor:
