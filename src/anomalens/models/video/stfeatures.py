@@ -103,7 +103,7 @@ class SpatioTemporalConfig(DetectorConfig):
     # Learned training frames also pass through these re-encodings (models/video/degrade.py), one per batch in turn,
     # and join the appearance memories: a coarser codec, an MJPEG camera or a lower resolution are then part of
     # "normal" (empty = none)
-    training_degradations: tuple[str, ...] = ()
+    training_degradations: tuple[str, ...] = ("h264:35", "jpeg:20", "scale:0.5")
 
     SAVED_BEFORE: ClassVar[dict[str, Any]] = {"input_blur": 0.0, "training_degradations": (), "flow_min_contrast": 0.0,
                                             "appearance_above_typical": False}
