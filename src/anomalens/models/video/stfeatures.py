@@ -16,7 +16,13 @@ and spread of its frame scores on normal frames the scoring memories did not see
 into two folds, and each fold is scored by memories built from the other (cross-fitting; never test videos nor
 the analysed video). The standardised scores add up on a common scale, and the sum is smoothed in time with a
 Gaussian. The anomaly map is the per-cell sum of both standardised maps, on the appearance grid. The threshold
-comes, as for every detector, from held-out normal clips.
+comes from held-out normal clips and, through the same two folds, from every training clip as scored by memories
+that did not learn it.
+
+Robust to another encoding of the same scene (``benchmarks/reencode.py``): flow counts only on texture
+(``flow_min_contrast``: flat areas show codec noise as motion), the appearance score is the highest cell above the
+frame's typical one (``appearance_above_typical``: a codec moves every cell, a defect a few), and re-encoded copies
+of the training frames join the appearance memory (``training_degradations``).
 
 On UCSD Ped2 this reaches a frame AUROC of about 0.95 pooled over all test frames (see the README for the
 measured figures and the command).
