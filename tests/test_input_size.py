@@ -1,4 +1,4 @@
-"""Aspect-aware input size: the training images' aspect ratio at about the 256x256 pixel budget."""
+"""Aspect-aware input size: the training images' aspect ratio at about the 256x256 pixel budget, more for small parts."""
 
 from __future__ import annotations
 
@@ -6,9 +6,28 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from anomalens.data.preprocessing import MAX_ASPECT, SIZE_MULTIPLE, aspect_aware_size, native_size
+from anomalens.data.preprocessing import (
+    DEFAULT_PIXEL_BUDGET,
+    MAX_ASPECT,
+    MAX_BUDGET_GROWTH,
+    SIZE_MULTIPLE,
+    aspect_aware_size,
+    native_size,
+    part_share,
+    pixel_budget,
+)
+
+
+def _part_on_background(height: int, width: int, box: tuple[int, int, int, int], seed: int = 0) -> np.ndarray:
+    """A dark box (top, left, bottom, right) on a bright, slightly noisy background."""
+    rng = np.random.default_rng(seed)
+    image = 200 + rng.normal(0, 4, (height, width, 3))
+    top, left, bottom, right = box
+    image[top:bottom, left:right] = 60
+    return np.clip(image, 0, 255).astype(np.uint8)
 
 
 @pytest.mark.parametrize(
@@ -49,3 +68,67 @@ def test_training_records_the_aspect_aware_size(tmp_path: Path, tiny_model):
     result = train_image_model(tmp_path, "tall", tiny_model, tmp_path / "results")
     assert read_model_config(result.run_dir)["config"]["image_size"] == [416, 160]
     assert result.detector.preprocessing.load_image(good / "000.png").shape == (3, 416, 160)
+
+
+def test_part_share_is_the_area_that_differs_from_the_border():
+    screw_like = _part_on_background(384, 384, (40, 170, 344, 214))  # 304 x 44 px: 9.1% of the frame
+    assert part_share(screw_like) == pytest.approx(304 * 44 / 384**2, abs=0.01)
+    filling = _part_on_background(300, 300, (20, 20, 280, 280))
+    assert part_share(filling) == pytest.approx(260**2 / 300**2, abs=0.02)
+    assert part_share(_part_on_background(200, 200, (0, 0, 0, 0))) == 0.0  # sensor noise is not a part
+
+
+@pytest.mark.parametrize(
+    "native, share, expected",
+    [((900, 900), 0.65, DEFAULT_PIXEL_BUDGET),  # a large part: unchanged
+     ((900, 900), 0.2, 2 * DEFAULT_PIXEL_BUDGET),  # half the reference share: twice the pixels
+     ((2000, 2000), 0.01, int(MAX_BUDGET_GROWTH * DEFAULT_PIXEL_BUDGET)),  # growth capped
+     ((384, 384), 0.05, 384 * 384),  # never beyond the native pixels
+     ((100, 100), 0.05, DEFAULT_PIXEL_BUDGET)],  # nor below the default (small images are upsampled as before)
+)
+def test_small_parts_get_more_pixels_within_bounds(native, share, expected):
+    assert pixel_budget(native, share) == expected
+
+
+def test_training_gives_a_small_part_its_native_size(tmp_path: Path, tiny_model):
+    from anomalens.workflows.runs import read_model_config
+    from anomalens.workflows.train import train_image_model
+
+    good = tmp_path / "pins" / "train" / "good"
+    good.mkdir(parents=True)
+    for i in range(8):
+        Image.fromarray(_part_on_background(320, 320, (30, 150 + i, 290, 180 + i), seed=i)).save(good / f"{i:03d}.png")
+    result = train_image_model(tmp_path, "pins", tiny_model, tmp_path / "results")
+    assert read_model_config(result.run_dir)["config"]["image_size"] == [320, 320]  # not 256 x 256
+
+
+def test_part_mask_finds_the_part_and_grows_by_the_margin():
+    from anomalens.data.preprocessing import part_mask, to_float
+
+    image = torch.from_numpy(_part_on_background(64, 64, (20, 30, 40, 34))).permute(2, 0, 1)[None]
+    mask = part_mask(to_float(image))[0]
+    assert mask[20:40, 30:34].all() and not mask[:19].any() and not mask[:, :29].any()  # the box, give or take a pixel
+    grown = part_mask(to_float(image), grow=2)[0]
+    assert grown[18:42, 28:36].all() and not grown[:17].any() and not grown[:, :27].any()
+
+
+def test_default_score_region_follows_the_part_share():
+    from anomalens.data.preprocessing import PART_SHARE_FOR_SCORE, default_score_region
+
+    assert default_score_region(0.17) == "part"
+    assert default_score_region(PART_SHARE_FOR_SCORE) == default_score_region(0.39) == default_score_region(0.65) == "image"
+
+
+def test_training_records_the_part_score_for_a_small_part(tmp_path: Path):
+    from anomalens.workflows.runs import read_model_config
+    from anomalens.workflows.train import train_image_model
+
+    good = tmp_path / "pins" / "train" / "good"
+    good.mkdir(parents=True)
+    for i in range(8):
+        Image.fromarray(_part_on_background(128, 128, (10, 60 + i, 118, 72 + i), seed=i)).save(good / f"{i:03d}.png")
+    result = train_image_model(tmp_path, "pins", "patchcore", tmp_path / "results", image_size=64, device="cpu")
+    assert read_model_config(result.run_dir)["config"]["score_region"] == "part"
+    forced = train_image_model(tmp_path, "pins", "patchcore", tmp_path / "results", image_size=64, device="cpu",
+                               score_region="image")
+    assert read_model_config(forced.run_dir)["config"]["score_region"] == "image"  # a given setting is kept

@@ -151,3 +151,29 @@ def test_a_bank_that_does_not_fit_the_backbone_is_a_checkpoint_error(fitted, tmp
     save_file({"memory_bank": torch.zeros(5, 7)}, str(folder / "weights.safetensors"))
     with pytest.raises(CheckpointError, match="weights"):
         load_detector(folder)
+
+
+def test_part_score_ignores_the_background_but_not_a_missing_part():
+    batch = torch.full((2, 3, 64, 64), 0.8)
+    batch[0, :, 10:50, 28:36] = 0.2  # image 0: a dark pin on a bright background; image 1: no part at all
+    maps = torch.zeros(2, 64, 64)
+    maps[:, 2, 2] = 9.0  # the highest score on the background (dust, the image border)
+    maps[:, 30, 31] = 5.0  # a lower one on the pin
+    whole, same = PatchCore(PatchCoreConfig(image_size=(64, 64))).scores_and_maps(maps, batch)
+    on_part, focused = PatchCore(PatchCoreConfig(image_size=(64, 64), score_region="part")).scores_and_maps(maps, batch)
+    assert whole.tolist() == [9.0, 9.0] and torch.equal(same, maps)
+    assert on_part.tolist() == [5.0, 9.0]  # no part found: the whole map counts
+    assert focused[0, 2, 2] == 0 and focused[0, 30, 31] == 5.0 and focused[0, 8, 31] == maps[0, 8, 31]  # margin kept
+    assert torch.equal(focused[1], maps[1])
+
+
+def test_part_score_keeps_the_typical_level_of_the_map():
+    batch = torch.full((1, 3, 64, 64), 0.8)
+    batch[0, :, 10:50, 28:36] = 0.2
+    maps = 2.0 + torch.rand(1, 64, 64, generator=torch.Generator().manual_seed(0))  # everywhere 2..3, like drift
+    maps[0, 2, 2] = 9.0
+    scores, capped = PatchCore(PatchCoreConfig(image_size=(64, 64), score_region="part")).scores_and_maps(maps, batch)
+    assert capped[0, 2, 2] < 3.0 and scores[0] < 3.0  # the background's peak no longer counts
+    assert abs(capped.median() - maps.median()) < 0.05  # but the map's median (what drift compares) stays
+    with pytest.raises(ConfigError, match="score_region"):
+        PatchCore(PatchCoreConfig(score_region="foreground"))

@@ -21,7 +21,8 @@ from anomalens.runtime import DEVICE_CHOICES
 INTERRUPTED_EXIT_CODE = 130
 # flag dest -> the model config field it sets (the same name, by design)
 IMAGE_MODEL_FLAGS = ("batch_size", "target_fpr", "epochs", "lr", "latent_dim", "loss", "ssim_weight", "num_workers",
-                     "normal_reference", "backbone", "coreset_ratio", "memory_bank_size", "exact_search", "tile")
+                     "normal_reference", "backbone", "coreset_ratio", "memory_bank_size", "exact_search", "tile",
+                     "score_region")
 VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", "latent_dim", "lstm_hidden_dim",
                      "lstm_layers", "target_fpr", "appearance_memory", "motion_memory", "flow_preset", "frame_step",
                      "temporal_sigma", "input_blur", "training_degradations", "flow_min_contrast")
@@ -51,7 +52,8 @@ def add_train_flags(parser: argparse.ArgumentParser, data_help: str, example_cat
     parser.add_argument("--run-name", default=None, help="run folder name (default: [<kind>_]<category>_<timestamp>)")
     parser.add_argument("--image-size", type=int, nargs="+", metavar=("H", "W"), default=None,
                         help="resize images (or frames) to H x W; one number: square (default for images: the "
-                             "training images' aspect ratio at about 256x256 pixels; for video the model's own)")
+                             "training images' aspect ratio at about 256x256 pixels, up to 1.5x per side when the part "
+                             "covers little of the frame; for video the model's own)")
     parser.add_argument("--validation-fraction", type=float, default=None,
                         help="share of the normal training data held out to choose the model and the threshold (video: "
                              "whole clips; with one clip, the share of its frames at the end)")
@@ -89,6 +91,9 @@ def add_image_model_flags(parser: argparse.ArgumentParser) -> None:
                            "index, recall@1 about 0.98)")
     feat.add_argument("--tile", type=int, default=None, metavar="N",
                       help="score large images in N x N tiles at native resolution (none = off)")
+    feat.add_argument("--score-region", choices=("image", "part"), default=None,
+                      help="where the image score (the map's maximum) is taken: image, or part (the part and a small "
+                           "margin; default: part when the part covers less than 0.2 of the training frames)")
 
 
 def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: bool) -> None:

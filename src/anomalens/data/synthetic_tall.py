@@ -13,6 +13,9 @@ Defects, each with a pixel mask, are faint:
 Normal rods also carry what is not a defect: a few short, faint tool marks and specks of dust in random places,
 so that the highest cell of a normal map is not always low.
 
+The ``pin`` variant (category ``synthetic_pin``) is harder still: a pin a third as wide on a wider 640 x 320 mat, so
+the part covers about a seventh of the frame (like MVTec's screw) and its defects shrink with it at any input size.
+
 >>> root = make_tall_synthetic_dataset("/tmp/anomalens_tall")   # doctest: +SKIP
 >>> sorted(p.name for p in (root / "synthetic_rod" / "test").iterdir())   # doctest: +SKIP
 ['crack', 'dent', 'good', 'long_scratch']
@@ -30,6 +33,10 @@ from anomalens.runtime import atomic_dir
 TALL_DEFECT_TYPES = ("long_scratch", "crack", "dent")
 TALL_CATEGORY = "synthetic_rod"
 TALL_SIZE = (504, 200)  # (H, W)
+PIN_CATEGORY = "synthetic_pin"
+PIN_SIZE = (640, 320)
+# part -> (image size, half-width of the part as a share of the image width)
+PARTS: dict[str, tuple[tuple[int, int], float]] = {"rod": (TALL_SIZE, 0.225), "pin": (PIN_SIZE, 0.075)}
 
 
 def _smooth(rng: np.random.Generator, shape: tuple[int, int], cells: tuple[int, int]) -> np.ndarray:
@@ -38,17 +45,20 @@ def _smooth(rng: np.random.Generator, shape: tuple[int, int], cells: tuple[int, 
     return np.asarray(Image.fromarray(coarse).resize(shape[::-1], Image.BICUBIC), dtype=np.float64) / 255.0
 
 
-def tall_synthetic_image(seed: int, defect: str | None = None, size: tuple[int, int] = TALL_SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """One rod image (RGB ``uint8`` ``(H, W, 3)``) and its defect mask (``bool`` ``(H, W)``)."""
+def tall_synthetic_image(seed: int, defect: str | None = None, part: str = "rod") -> tuple[np.ndarray, np.ndarray]:
+    """One rod (or pin) image (RGB ``uint8`` ``(H, W, 3)``) and its defect mask (``bool`` ``(H, W)``)."""
     if defect is not None and defect not in TALL_DEFECT_TYPES:
         raise ValueError(f"unknown defect type {defect!r}; choose from {', '.join(TALL_DEFECT_TYPES)}")
+    if part not in PARTS:
+        raise ValueError(f"unknown part {part!r}; choose from {', '.join(PARTS)}")
+    size, width_share = PARTS[part]
     rng = np.random.default_rng(seed)
     h, w = size
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     # Geometry: centre line x = cx + tilt * (y - h/2), half-width hw, ends at top/bottom margins
     cx = w / 2 + rng.uniform(-0.03, 0.03) * w
     tilt = np.tan(np.radians(rng.uniform(-1.5, 1.5)))
-    half_width = w * 0.225 * rng.uniform(0.96, 1.04)
+    half_width = w * width_share * rng.uniform(0.96, 1.04)
     top, bottom = h * rng.uniform(0.05, 0.07), h * rng.uniform(0.93, 0.95)
     across = (xx - (cx + tilt * (yy - h / 2))) / half_width  # -1..1 across the rod
     rod = (np.abs(across) <= 1.0) & (yy >= top) & (yy <= bottom)
@@ -105,13 +115,17 @@ def tall_synthetic_image(seed: int, defect: str | None = None, size: tuple[int, 
 
 def make_tall_synthetic_dataset(
     root: str | Path,
-    category: str = TALL_CATEGORY,
+    category: str | None = None,
     n_train: int = 60,
     n_test_good: int = 20,
     n_test_per_defect: int = 10,
     seed: int = 0,
+    part: str = "rod",
 ) -> Path:
-    """Write an MVTec-layout category ``root/category`` (atomically) and return ``root`` (the ``--data-dir``)."""
+    """Write an MVTec-layout category ``root/category`` (atomically) and return ``root`` (the ``--data-dir``).
+
+    ``category`` defaults to ``synthetic_rod`` or ``synthetic_pin`` after ``part``."""
+    category = category or (TALL_CATEGORY if part == "rod" else PIN_CATEGORY)
     root = Path(root)
     streams = iter(np.random.SeedSequence(seed).spawn(2 + len(TALL_DEFECT_TYPES)))
     splits = [("train/good", None, n_train), ("test/good", None, n_test_good)]
@@ -121,7 +135,7 @@ def make_tall_synthetic_dataset(
             (tmp / folder).mkdir(parents=True, exist_ok=True)
             seeds = next(streams).generate_state(max(count, 1))
             for i in range(count):
-                image, mask = tall_synthetic_image(int(seeds[i]), defect)
+                image, mask = tall_synthetic_image(int(seeds[i]), defect, part)
                 Image.fromarray(image).save(tmp / folder / f"{i:03d}.png")
                 if defect is not None:
                     (tmp / "ground_truth" / defect).mkdir(parents=True, exist_ok=True)

@@ -71,6 +71,10 @@ def _choices(name: str) -> Callable[[], tuple[str, ...]]:
             from anomalens.models.image.autoencoder import NORMAL_REFERENCES
 
             return tuple(NORMAL_REFERENCES)
+        if name == "score_region":
+            from anomalens.models.image.feature_detector import SCORE_REGIONS
+
+            return SCORE_REGIONS
         if name == "flow_preset":
             from anomalens.models.video.motion import FLOW_PRESETS
 
@@ -129,7 +133,7 @@ RANGES: dict[str, Range] = {
 # Text settings whose syntax their model checks when it is built (refused there, as a CheckpointError on load).
 MODEL_CHECKED: dict[str, str] = {"training_degradations": "models/video/degrade.py parses each entry"}
 CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
-    name: _choices(name) for name in ("backbone", "loss", "normal_reference", "flow_preset")
+    name: _choices(name) for name in ("backbone", "loss", "normal_reference", "flow_preset", "score_region")
 }
 # Fields of a model's config.json besides "config"; "model" is checked against the registry.
 CALIBRATION_RANGES: dict[str, tuple[type, Range]] = {

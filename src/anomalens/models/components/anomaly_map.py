@@ -1,8 +1,8 @@
 """From a coarse grid of patch scores to a full-resolution anomaly map (shared by PatchCore and PaDiM).
 
 Patch scores on the stride-8 grid are upsampled bilinearly to the input size, then smoothed with a Gaussian
-(sigma 4 px as in PatchCore); the image score is the maximum of the smoothed map, so a single small defect
-decides the verdict instead of vanishing in a mean.
+(sigma 4 px as in PatchCore); the image score is the maximum of the smoothed map (of its part alone for small
+parts, ``FeatureDetector.scores_and_maps``), so a single small defect decides the verdict instead of vanishing in a mean.
 
 >>> maps = patch_scores_to_map(torch.rand(2, 32, 32), (256, 256), sigma=4.0)   # (2, 256, 256)
 >>> scores = maps.flatten(1).amax(dim=1)

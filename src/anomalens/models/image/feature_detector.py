@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
+from torch.nn import functional as F
 
-from anomalens.data.preprocessing import to_float
+from anomalens.data.preprocessing import part_mask, to_float
 from anomalens.errors import ConfigError
 from anomalens.models.components.anomaly_map import SeparableMapOperator, upsample
 from anomalens.models.components.kernels import gaussian_blur
@@ -35,6 +36,15 @@ class FeatureDetectorConfig(DetectorConfig):
     blur_sigma: float = 4.0  # Gaussian smoothing of the anomaly map, in pixels
     tile: int | None = None  # work at native size on overlapping N x N tiles (None: resize the whole image)
     tile_overlap: int = 32  # pixels shared by neighbouring tiles
+    # (data/preprocessing.py part_mask; training picks "part" when the part covers less than 0.2 of the frame)
+    score_region: str = "image"  # where the image score (the map's maximum) is taken: image (all of it) or part
+
+
+SCORE_REGIONS = ("image", "part")
+# pixels (at the model's input size, per 256 of its shorter side) around the part that still count for the score:
+# a chip at the outline is background-coloured itself, but its blurred score reaches the part's edge
+PART_MARGIN = 4
+PART_CELL = 4  # the part's mask is made of blocks of this many pixels square
 
 
 class FeatureDetector(Detector):
@@ -45,6 +55,8 @@ class FeatureDetector(Detector):
     def __init__(self, config: FeatureDetectorConfig | None = None, device: str | torch.device = "cpu") -> None:
         super().__init__(config, device)
         c = self.config
+        if c.score_region not in SCORE_REGIONS:
+            raise ConfigError(f"score_region must be one of {', '.join(SCORE_REGIONS)}, got {c.score_region!r}")
         self.extractor = PatchFeatureExtractor(c.backbone, c.stages, c.neighbourhood, c.projection_dim, seed=c.seed)
         self.extractor.to(self.device)
         self.grid_: TileGrid | None = None
@@ -89,6 +101,28 @@ class FeatureDetector(Detector):
         tile = (self.grid_.tile, self.grid_.tile)
         maps = self.grid_.stitch(upsample(patch_scores, tile, self.extractor.stride))
         return gaussian_blur(maps.float(), self.config.blur_sigma)
+
+    def scores_and_maps(self, maps: torch.Tensor, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image scores and maps of ``batch`` from its ``(B, H, W)`` maps: the maximum of each map. With
+        ``score_region`` "part", the map off the part is first capped at its typical level (the median of its
+        ``PART_CELL`` blocks' means), unchanged where no part is found (e.g. when the part is missing).
+
+        On a plain background around a small part, the background's texture, dust and the image border give the
+        highest normal scores; a defect of the part would have to outscore them. Capping (not zeroing) keeps the
+        score the map's highest point (regions and overlays show what it used) and keeps the map's typical level,
+        which the drift check (:mod:`anomalens.metrics.drift`) compares with the training data.
+        """
+        if self.config.score_region == "part":
+            # on blocks of PART_CELL pixels: the mask costs a sixteenth of a pixel mask
+            margin = -(-max(1, round(PART_MARGIN * min(batch.shape[-2:]) / 256)) // PART_CELL)
+            blocks = part_mask(batch, grow=margin, cell=PART_CELL)
+            blocks = blocks | ~blocks.flatten(1).any(dim=1)[:, None, None]  # no part found: keep the whole map
+            on_part = blocks.repeat_interleave(PART_CELL, dim=1).repeat_interleave(PART_CELL, dim=2)
+            on_part = on_part[:, : maps.shape[1], : maps.shape[2]]
+            means = F.avg_pool2d(maps[:, None], PART_CELL, ceil_mode=True).flatten(1)
+            typical = means.sort(dim=1).values[:, means.shape[1] // 2]  # a sort: exported graphs compute the same
+            maps = torch.where(on_part, maps, torch.minimum(maps, typical[:, None, None]))
+        return maps.flatten(1).amax(dim=1), maps
 
     def extractor_state(self) -> dict[str, torch.Tensor]:
         """The random projection, if any: saved so a model never depends on the RNG of another torch version."""

@@ -112,7 +112,8 @@ class Padim(FeatureDetector):
         squared = ((diff @ self.precision_) * diff).sum(dim=2).clamp_(min=0.0)  # (positions, B)
         patch_scores = squared.sqrt().reshape(tiles, h, w, count).permute(3, 0, 1, 2).reshape(n, h, w)
         maps = self.scores_to_maps(patch_scores, tuple(batch.shape[-2:]))
-        return maps.flatten(1).amax(dim=1), maps, None
+        scores, maps = self.scores_and_maps(maps, batch)
+        return scores, maps, None
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.mean_ is None or self.precision_ is None:

@@ -5,8 +5,9 @@ coreset selection to ``coreset_ratio`` of the patches but at most ``memory_bank_
 the saved model and the scoring cost stop growing with the training set. Patches are gathered in passes of
 bounded size; each pass keeps its own coreset, and when the kept rows exceed the cap a last pass takes the
 coreset of those (fit time linear in the number of images, peak memory flat). A test patch's score is the distance to its nearest neighbour in the bank; the map is
-upsampled to the input and blurred; the image score is the map's maximum, reweighted as in the paper: when the
-bank entry nearest to the most anomalous patch is itself in a sparse region of the bank, the score goes up.
+upsampled to the input and blurred; the image score is the map's maximum (on the part alone for small parts on a
+plain background, ``score_region``), reweighted as in the paper: when the bank entry nearest to the most anomalous
+patch is itself in a sparse region of the bank, the score goes up.
 
 >>> detector = PatchCore(PatchCoreConfig(image_size=(256, 256)))
 >>> detector.fit(train_uint8, validation_uint8)                  # doctest: +SKIP
@@ -138,8 +139,8 @@ class PatchCore(FeatureDetector):
         weights = self._reweighting(
             queries.reshape(per_image, -1, channels), distances[:, 0].reshape(per_image, -1), indices[:, 0].reshape(per_image, -1)
         )
-        maps = maps * weights[:, None, None]
-        return maps.flatten(1).amax(dim=1), maps, None
+        scores, maps = self.scores_and_maps(maps * weights[:, None, None], batch)
+        return scores, maps, None
 
     def _reweighting(self, queries: torch.Tensor, distances: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """PatchCore's weight ``1 - softmax(||m_test - m||)[m*]`` over the ``b`` bank neighbours of ``m*``.
