@@ -5,14 +5,14 @@ process per row (so that each row's peak memory is its own):
 
 * MVTec bottle repeated k times (``--bottle-repeats 1 5``: 209 and 1,045 training images), by symbolic links
   to the real data (never copied); the test split is bottle's own;
-* synthetic washers from the project's generator (``--synthetic 1000 3000``), at 128 px, scored at 256 px.
+* synthetic washers from the project's generator (``--synthetic 1000 3000 10000``), at 128 px, scored at 256 px.
 
 ``--exact`` adds, for every bottle set, a row with ``--exact-search`` over the same bank, to show what the
-approximate search changes. Prints a Markdown table (N, bank entries, fit s, peak RSS, images/s, image and pixel
-AUROC) and writes the rows as JSON.
+approximate search changes. Prints a Markdown table for the README (N, bank entries, fit s, peak RSS, images/s and
+its ratio to the first row's, image and pixel AUROC, AUPRO), then the AUROC differences between approximate and
+exact search over the same bank, and writes the rows as JSON. The defaults give the README's whole table:
 
-    PYTHONPATH=src python benchmarks/scale.py --data-dir ../shared/data/mvtec_ad --bottle-repeats 1 5 \\
-        --synthetic 1000 3000 --exact --output /tmp/scale.json
+    PYTHONPATH=src python benchmarks/scale.py --exact --output /tmp/scale.json
 """
 
 from __future__ import annotations
@@ -72,13 +72,33 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     def fmt(value: Any, digits: int = 3) -> str:
         return "n/a" if value is None else (f"{value:.{digits}f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value))
 
-    lines = ["| training set | N (train) | bank entries | search | fit s | peak RSS MB | images/s | image AUROC | pixel AUROC |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    def ratio(rate: Any) -> str:  # scoring rate against the first row's (bottle x1: the 209-image rate)
+        first = rows[0].get("images_per_second") if rows else None
+        return "n/a" if rate is None or not first else f"{rate / first:.0%}"
+
+    lines = ["| training set | N (train) | bank entries | search | fit s | peak RSS MB | images/s | vs first row | "
+             "image AUROC | pixel AUROC | AUPRO |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['set']} | {fmt(r['train_images'])} | {fmt(r['memory_bank'])} | {r['search'] or 'n/a'} | "
                      f"{fmt(r['fit_seconds'], 1)} | {fmt(r['peak_rss_mb'], 0)} | {fmt(r['images_per_second'], 1)} | "
-                     f"{fmt(r['image_auroc'])} | {fmt(r['pixel_auroc'])} |")
+                     f"{ratio(r['images_per_second'])} | {fmt(r['image_auroc'])} | {fmt(r['pixel_auroc'], 4)} | "
+                     f"{fmt(r['aupro'], 4)} |")
     return "\n".join(lines)
+
+
+def exact_differences(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per set run both ways: AUROC of approximate minus exact search over the same bank."""
+    by_set = {r["set"]: r for r in rows}
+    lines = []
+    for name, exact in by_set.items():
+        if not name.endswith(", exact search") or name[: -len(", exact search")] not in by_set:
+            continue
+        approximate = by_set[name[: -len(", exact search")]]
+        parts = [f"{key.replace('_', ' ')} {approximate[key] - exact[key]:+.4f}" for key in ("image_auroc", "pixel_auroc")
+                 if approximate.get(key) is not None and exact.get(key) is not None]
+        lines.append(f"{approximate['set']}: approximate minus exact search: {', '.join(parts)}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data" / "mvtec_ad",
                         help="folder holding MVTec's bottle (default: ../shared/data/mvtec_ad)")
     parser.add_argument("--bottle-repeats", type=int, nargs="*", default=[1, 5], help="bottle sets: k copies (default: 1 5)")
-    parser.add_argument("--synthetic", type=int, nargs="*", default=[1000], help="synthetic sets: N images (default: 1000)")
+    parser.add_argument("--synthetic", type=int, nargs="*", default=[1000, 3000, 10000],
+                        help="synthetic sets: N images (default: 1000 3000 10000)")
     parser.add_argument("--exact", action="store_true", help="also run each bottle set with --exact-search")
     parser.add_argument("--output", type=Path, default=None, help="write the rows as JSON here")
     args = parser.parse_args(argv)
@@ -110,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             print(markdown(rows), flush=True)
     table = markdown(rows)
     print(table)
+    print("\n".join(exact_differences(rows)))
     if args.output is not None:
         args.output.write_text(json.dumps(rows, indent=2))
     return 0

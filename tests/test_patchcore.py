@@ -12,6 +12,7 @@ from anomalens.models import create_detector, load_detector
 from anomalens.models.image.patchcore import PatchCore, PatchCoreConfig
 from anomalens.models.components.sampler import greedy_coreset
 from anomalens.models.components.tiling import TileGrid, tile_starts
+from anomalens.progress import SILENT
 
 
 # ---- coreset ---------------------------------------------------------------------------------------------
@@ -151,6 +152,43 @@ def test_a_bank_that_does_not_fit_the_backbone_is_a_checkpoint_error(fitted, tmp
     save_file({"memory_bank": torch.zeros(5, 7)}, str(folder / "weights.safetensors"))
     with pytest.raises(CheckpointError, match="weights"):
         load_detector(folder)
+
+
+def test_streamed_fit_reads_batches_lazily_and_builds_the_same_model(monkeypatch):
+    # workflows/train.py decodes training images batch by batch during the fit: the bank, threshold and scores
+    # must equal those of the fit on one tensor, and no more than one batch may be waiting beyond the features
+    # already turned into rows (memory flat in the number of images); small passes force several coresets
+    import anomalens.models.image.patchcore as patchcore_module
+
+    monkeypatch.setattr(patchcore_module, "MAX_BUFFERED_PATCHES", 100)
+    train, validation = woven_textures(10, seed=0), woven_textures(4, seed=1)
+    in_memory = PatchCore(PatchCoreConfig(image_size=(64, 64), coreset_ratio=0.25, batch_size=2)).fit(train, validation)
+    handed_out = []
+
+    def batches():
+        for start in range(0, len(train), 2):
+            handed_out.append(start)
+            yield train[start : start + 2]
+
+    streamed = PatchCore(PatchCoreConfig(image_size=(64, 64), coreset_ratio=0.25, batch_size=2))
+    rows_seen = []
+    original = streamed.bank_from_rows
+
+    def watch(row_batches, reporter, first_pass=0):
+        def counted():
+            for rows in row_batches:
+                rows_seen.append(len(rows))
+                assert len(handed_out) == len(rows_seen)  # each batch decoded only when its rows are wanted
+                yield rows
+        return original(counted(), reporter, first_pass)
+
+    monkeypatch.setattr(streamed, "bank_from_rows", watch)
+    streamed.fit_batches(batches, validation, reporter=SILENT)
+    assert sum(rows_seen) == 10 * 64 and len(handed_out) == 5
+    assert torch.equal(streamed.memory_bank_, in_memory.memory_bank_)
+    assert streamed.calibration_.threshold == in_memory.calibration_.threshold
+    probe = woven_textures(2, seed=3)
+    np.testing.assert_array_equal(streamed.predict(probe).scores, in_memory.predict(probe).scores)
 
 
 def test_part_score_ignores_the_background_but_not_a_missing_part():

@@ -76,3 +76,30 @@ def test_results_are_readable_by_colleagues(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "evaluation").stat().st_mode) == 0o755
+
+
+def test_run_ahead_yields_in_order_raises_the_producers_error_and_stops_with_the_consumer():
+    import threading
+
+    from anomalens.runtime import run_ahead
+
+    assert list(run_ahead(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("bad frame 2")
+
+    with pytest.raises(ValueError, match="bad frame 2"):
+        list(run_ahead(failing()))
+    produced = []
+
+    def endless():
+        while True:
+            produced.append(len(produced))
+            yield produced[-1]
+
+    ahead = run_ahead(endless(), depth=1)
+    assert next(ahead) == 0
+    ahead.close()  # the consumer stops: the producer thread ends and produced at most a couple more
+    assert not any(t.name == "anomalens-ahead" for t in threading.enumerate())
+    assert len(produced) <= 4

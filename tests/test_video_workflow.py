@@ -55,7 +55,7 @@ class TinyVideoDetector(VideoDetector):
         q = frame.long() * BINS // 256
         return q[0] * BINS * BINS + q[1] * BINS + q[2]
 
-    def _predict_clip(self, clip, reporter):
+    def _predict_clip(self, clip, reporter, views=True):
         scores, maps, views = [], [], []
         for frame in clip:
             heat = self.rarity_[self._bins(frame)]

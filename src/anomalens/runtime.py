@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import random
 import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, TypeVar
 
 import numpy as np
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+T = TypeVar("T")
 
 
 def share_cpu_fairly() -> None:
@@ -32,6 +34,43 @@ def share_cpu_fairly() -> None:
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("KMP_BLOCKTIME", "0")  # the same for Intel's OpenMP, where a build uses it
+
+
+def run_ahead(items: Iterable[T], depth: int = 1) -> Iterator[T]:
+    """The items of ``items``, produced in a background thread up to ``depth`` ahead of the consumer, so that
+    producing the next one overlaps with consuming this one on another core (the libraries doing the work, PIL,
+    OpenCV, ONNX Runtime, faiss and torch, release the GIL). Errors surface in the consumer's thread; a consumer
+    that stops early stops the producer."""
+    ready: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                ready.put((True, item))
+            ready.put((False, None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            ready.put((False, exc))
+
+    thread = threading.Thread(target=produce, name="anomalens-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, item = ready.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue, then let it finish
+            try:
+                ready.get(timeout=0.05)
+            except queue.Empty:
+                pass
 
 
 def resolve_device(name: str = "auto") -> "torch.device":

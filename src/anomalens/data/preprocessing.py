@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-import queue
-import threading
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -26,6 +24,7 @@ from torch.nn import functional as F
 from anomalens.data.pixels import IMAGE_EXTENSIONS, image_size_of, open_image, read_rgb, resize_rgb_array, rgb_array
 from anomalens.errors import ConfigError, DataError
 from anomalens.limits import MAX_IMAGE_SIDE, MIN_IMAGE_SIDE
+from anomalens.runtime import run_ahead
 
 __all__ = ["IMAGE_EXTENSIONS", "Preprocessing", "list_images", "parse_image_size", "read_rgb", "resize_rgb", "to_float"]
 MIN_IMAGE_SIZE = MIN_IMAGE_SIDE
@@ -206,38 +205,15 @@ class Preprocessing:
 
     def iter_images(self, paths: Sequence[str | Path], batch_size: int, prefetch: int = 2) -> Iterator[torch.Tensor]:
         """Batches ``(B, 3, H, W)`` of decoded images, decoded in a background thread while the caller computes
-        on the previous batch (PIL releases the GIL while decoding). Errors surface in the caller's thread."""
+        on the previous batch (:func:`~anomalens.runtime.run_ahead`; PIL releases the GIL while decoding). Errors
+        surface in the caller's thread."""
         if self.image_size is None:
             raise ConfigError("images of native size cannot be stacked; load them one by one")
         if batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {batch_size}")
-        ready: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
-        stop = threading.Event()
-
-        def decode() -> None:
-            try:
-                for start in range(0, len(paths), batch_size):
-                    if stop.is_set():
-                        return
-                    ready.put(torch.stack([self.load_image(p) for p in paths[start : start + batch_size]]))
-                ready.put(None)
-            except BaseException as exc:  # handed to the consumer, which raises it
-                ready.put(exc)
-
-        thread = threading.Thread(target=decode, name="anomalens-decode", daemon=True)
-        thread.start()
-        try:
-            while (item := ready.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            stop.set()
-            while thread.is_alive():  # unblock a producer waiting on a full queue, then let it finish
-                try:
-                    ready.get(timeout=0.05)
-                except queue.Empty:
-                    pass
+        batches = (torch.stack([self.load_image(p) for p in paths[start : start + batch_size]])
+                   for start in range(0, len(paths), batch_size))
+        yield from run_ahead(batches, depth=prefetch)
 
     def prepare_array(self, array: np.ndarray) -> torch.Tensor:
         """An RGB ``uint8`` array already in memory (an upload, a video frame) -> ``(3, H, W)`` tensor."""

@@ -329,7 +329,7 @@ def _measure_video(detector: BaseDetector, data_dir: Path, category: str, report
     predict_started = time.perf_counter()
     for ref in reporter.iter(found.test, "evaluate clips"):
         clip = ref.open(detector.preprocessing, reporter)
-        prediction = detector.predict_clip(clip, reporter)  # type: ignore[attr-defined]
+        prediction = detector.predict_clip(clip, reporter, views=False)  # type: ignore[attr-defined]
         scores = np.asarray(prediction.scores, dtype=np.float64)
         labels = ref.labels_for(len(scores))
         results.append(_ClipResult(ref, scores, labels, clip.fps, calibrated_events(scores, cal, clip.fps)))

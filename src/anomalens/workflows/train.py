@@ -213,13 +213,23 @@ def _image_data(data_dir, category, detector, options: TrainOptions, seed: int, 
         return _TrainingData(summary=summary, fit=fit_elsewhere, record=record, root=found.root)
     preprocessing = detector.preprocessing
     images: dict[str, Any] = {}
+    # PatchCore reads its training images once, front to back: they are decoded batch by batch during the fit
+    # (the next batch while the current one is computed), so memory stays flat however many there are
+    # (10,000 images of 256 px would be 2 GB held in memory); other models get them all at once
+    streams = bool(getattr(detector, "streams_training", False))
 
     def load(log: Reporter) -> None:
-        images["train"] = preprocessing.load_images(train_paths, reporter=log)
+        if not streams:
+            images["train"] = preprocessing.load_images(train_paths, reporter=log)
         images["validation"] = preprocessing.load_images(validation_paths, reporter=log) if validation_paths else None
 
     def fit(detector: BaseDetector, log: Reporter) -> None:
-        detector.fit(images["train"], images["validation"], reporter=log)  # type: ignore[attr-defined]
+        if streams:
+            batch = detector.training_batch_size()  # type: ignore[attr-defined]
+            detector.fit_batches(lambda: preprocessing.iter_images(train_paths, batch), images["validation"],  # type: ignore[attr-defined]
+                                 reporter=log)
+        else:
+            detector.fit(images["train"], images["validation"], reporter=log)  # type: ignore[attr-defined]
 
     return _TrainingData(summary=summary, fit=fit, record={**record, "engine": {"name": "local"}}, root=found.root,
                          load=load)

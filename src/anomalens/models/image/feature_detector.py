@@ -10,7 +10,7 @@ Mahalanobis distance to a Gaussian). Everything about pixels is here: images are
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch.nn import functional as F
@@ -82,12 +82,41 @@ class FeatureDetector(Detector):
         step = self.config.batch_size
         return torch.cat([self.extractor(tiles[i : i + step]) for i in range(0, len(tiles), step)])
 
-    def training_features(self, images: torch.Tensor, reporter: Reporter) -> Iterator[torch.Tensor]:
-        """Features of ``uint8`` training images, batch by batch, with a progress bar."""
-        step = self.config.batch_size if self.grid_ is None else max(1, self.config.batch_size // self.grid_.count)
-        starts = range(0, len(images), step)
-        for start in reporter.iter(starts, "extract features", total=len(starts)):
-            yield self.features(to_float(images[start : start + step]).to(self.device))
+    # True where _fit reads its training images once, front to back, so that they can come from an iterable of
+    # batches decoded as they are needed (fit_batches) instead of one tensor holding them all
+    streams_training = False
+
+    def training_batch_size(self) -> int:
+        """Images per feature-extraction batch during training (fewer when tiling: each image gives many tiles)."""
+        return self.config.batch_size if self.grid_ is None else max(1, self.config.batch_size // self.grid_.count)
+
+    def training_features(self, images: torch.Tensor | Iterable[torch.Tensor], reporter: Reporter) -> Iterator[torch.Tensor]:
+        """Features of ``uint8`` training images (one tensor, or an iterable of batches), batch by batch, with a
+        progress bar."""
+        if isinstance(images, torch.Tensor):
+            step = self.training_batch_size()
+            starts = range(0, len(images), step)
+            batches: Iterable[torch.Tensor] = reporter.iter((images[s : s + step] for s in starts), "extract features", total=len(starts))
+        else:
+            batches = reporter.iter(images, "extract features")
+        for batch in batches:
+            self._check_input(batch)
+            yield self.features(to_float(batch).to(self.device))
+
+    def fit_batches(self, train: Callable[[], Iterable[torch.Tensor]], validation: torch.Tensor | None,
+                    reporter: Reporter) -> "FeatureDetector":
+        """:meth:`fit` on training images that never all sit in memory: ``train()`` yields ``uint8`` batches
+        ``(B, 3, H, W)`` (e.g. :meth:`Preprocessing.iter_images`, which decodes the next batch meanwhile), once
+        per call, so that peak memory does not grow with the number of training images. Only for detectors with
+        ``streams_training``. The threshold comes from ``validation``, or (with a warning) from a second pass
+        over ``train()``."""
+        if not self.streams_training:
+            raise ConfigError(f"{self.name} learns from all training images at once; call fit() with a tensor")
+        held_out: Any = validation if validation is not None and len(validation) > 0 else None
+        if held_out is None:
+            reporter.log("warning: no validation images; the threshold is set on training images and may be low")
+            held_out = train()
+        return self.fit_with(lambda r: self._fit(train(), validation, r), held_out, reporter)  # type: ignore[arg-type]
 
     def scores_to_maps(self, patch_scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """``(B * tiles, h, w)`` patch scores -> ``(B, H, W)`` smoothed anomaly maps."""

@@ -50,6 +50,7 @@ class PatchCore(FeatureDetector):
     name = "patchcore"
     config_class = PatchCoreConfig
     config: PatchCoreConfig
+    streams_training = True  # the bank is built pass by pass from a stream of feature rows
 
     def __init__(self, config: PatchCoreConfig | None = None, device: str | torch.device = "cpu") -> None:
         super().__init__(config, device)
@@ -62,14 +63,15 @@ class PatchCore(FeatureDetector):
         self.memory_bank_: torch.Tensor | None = None
         self.index_: NearestNeighbourIndex | None = None
 
-    def _fit(self, train: torch.Tensor, validation: torch.Tensor | None, reporter: Reporter) -> None:
+    def _fit(self, train: torch.Tensor | Iterable[torch.Tensor], validation: torch.Tensor | None, reporter: Reporter) -> None:
         bank, patches = self.bank_from_rows(self.feature_rows(train, reporter), reporter)
         self.set_memory_bank(bank, patches, reporter)
 
     # The three steps of building the bank, public so that an engine can spread them over machines
     # (anomalens.distributed: rows and coresets per block of images on the workers, the merge on the driver).
-    def feature_rows(self, images: torch.Tensor, reporter: Reporter) -> Iterator[torch.Tensor]:
-        """Patch-feature rows ``(patches, C)`` on the CPU of ``uint8`` images, one batch at a time."""
+    def feature_rows(self, images: torch.Tensor | Iterable[torch.Tensor], reporter: Reporter) -> Iterator[torch.Tensor]:
+        """Patch-feature rows ``(patches, C)`` on the CPU of ``uint8`` images (a tensor or an iterable of batches),
+        one batch at a time."""
         for features in self.training_features(images, reporter):
             yield features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).cpu()
 

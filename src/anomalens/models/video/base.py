@@ -139,8 +139,9 @@ class VideoDetector(BaseDetector):
         """Learn normal appearance and motion from ``train``; may use ``validation`` for model selection."""
 
     @abstractmethod
-    def _predict_clip(self, clip: Clip, reporter: Reporter) -> ClipPrediction:
-        """Score every frame of one clip (calibration is attached by :meth:`predict_clip`)."""
+    def _predict_clip(self, clip: Clip, reporter: Reporter, views: bool = True) -> ClipPrediction:
+        """Score every frame of one clip (calibration is attached by :meth:`predict_clip`); ``views`` False: the
+        prediction's ``views`` may be None."""
 
     def fit_clips(self, train: Sequence[Clip], validation: Sequence[Clip] = (), reporter: Reporter = SILENT) -> "VideoDetector":
         """Fit on normal clips; the threshold comes from frame scores of ``validation`` clips (normal, held out)."""
@@ -152,7 +153,7 @@ class VideoDetector(BaseDetector):
         def held_out_scores(r: Reporter) -> HeldOutScores:
             scores, typical = [], []
             for clip in held_out:
-                prediction = self._predict_clip(clip, r)
+                prediction = self._predict_clip(clip, r, views=False)
                 scores.append(prediction.scores)
                 typical.append(typical_distances(prediction.maps))
             lengths = [len(s) for s in scores]
@@ -178,8 +179,11 @@ class VideoDetector(BaseDetector):
         return None
 
     @torch.no_grad()
-    def predict_clip(self, clip: Clip, reporter: Reporter = SILENT) -> ClipPrediction:
-        result = self._predict_clip(clip, reporter)
+    def predict_clip(self, clip: Clip, reporter: Reporter = SILENT, views: bool = True) -> ClipPrediction:
+        """Score every frame of ``clip``. ``views``: also what the model saw per frame (the middle panel of
+        ``analyze-video``'s side-by-side video); False, as evaluation passes, skips drawing them (the views may
+        then be None)."""
+        result = self._predict_clip(clip, reporter, views=views)
         result.calibration = self.calibration_
         return result
 

@@ -205,7 +205,8 @@ class ConvLSTMDetector(VideoDetector):
 
     # ---- scoring --------------------------------------------------------------------------------
     @torch.no_grad()
-    def _predict_clip(self, clip: Clip, reporter: Reporter) -> ClipPrediction:
+    def _predict_clip(self, clip: Clip, reporter: Reporter, views: bool = True) -> ClipPrediction:
+        del views  # the reconstructions are a by-product of scoring: always returned
         self.net.eval()
         length, stride = self.config.sequence_length, self.config.stride
         scores: list[float] = []

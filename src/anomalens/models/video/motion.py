@@ -131,6 +131,20 @@ def sector_tolerance(usual: np.ndarray, bins: int) -> np.ndarray:
     return 2.0 * np.hypot(usual[..., 0, :, :], usual[..., 1, :, :]) * math.sin(math.pi / (2 * bins))
 
 
+def flow_views(greys: np.ndarray, flows: list[np.ndarray], size: tuple[int, int], full_speed: float,
+               usual: np.ndarray | None = None, tolerance: np.ndarray | float = 0.0) -> np.ndarray:
+    """:func:`flow_view` of a batch of grey frames ``(B, H, W)`` and their flows (``(2, H, W)`` each), drawn at
+    ``size`` (``usual`` and ``tolerance`` given at that size): frames and flows are area-averaged to it first, so
+    the display costs a fraction of drawing at full size and resizing the result. ``uint8`` ``(B, 3, *size)``."""
+    height, width = size
+    out = np.empty((len(greys), 3, height, width), np.uint8)
+    for i, (grey, flow) in enumerate(zip(greys, flows)):
+        small_grey = cv2.resize(grey, (width, height), interpolation=cv2.INTER_AREA)
+        small_flow = cv2.resize(np.ascontiguousarray(flow.transpose(1, 2, 0)), (width, height), interpolation=cv2.INTER_AREA)
+        out[i] = flow_view(small_grey, small_flow.transpose(2, 0, 1), full_speed, usual, tolerance)
+    return out
+
+
 def flow_view(grey: np.ndarray, flow: np.ndarray, full_speed: float, usual: np.ndarray | None = None,
               tolerance: np.ndarray | float = 0.0) -> np.ndarray:
     """What the motion cue sees, for display: the grey frame tinted by the flow (hue = direction,

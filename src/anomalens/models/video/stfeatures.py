@@ -52,7 +52,7 @@ from anomalens.models.components.kernels import DelayedGaussian, gaussian_blur, 
 from anomalens.models.video.motion import (
     FLOW_PRESETS,
     FlowStream,
-    flow_view,
+    flow_views,
     grey_frames,
     orientation_histograms,
     sector_tolerance,
@@ -71,7 +71,7 @@ from anomalens.models.video.base import (
 )
 from anomalens.models.video.degrade import make_degradation
 from anomalens.progress import SILENT, Phases, Reporter
-from anomalens.runtime import seed_everything
+from anomalens.runtime import run_ahead, seed_everything
 
 
 @dataclass
@@ -128,6 +128,8 @@ class PositionalMemory:
 
     def __init__(self, bank: torch.Tensor | None = None) -> None:
         self.bank = bank  # (h*w, M, C)
+        # the same entries bin by bin, (C, h*w, M), the layout distances() reads
+        self._by_bin = None if bank is None else bank.permute(2, 0, 1).contiguous()
 
     @classmethod
     def build(
@@ -146,15 +148,15 @@ class PositionalMemory:
 
     def distances(self, features: torch.Tensor) -> torch.Tensor:
         """``(B, C, h, w)`` -> ``(B, h, w)`` Euclidean distance to the nearest entry of each cell's memory."""
-        assert self.bank is not None
+        assert self._by_bin is not None
         b, c, h, w = features.shape
-        queries = features.flatten(2).permute(2, 0, 1).to(self.bank.dtype)  # (h*w, B, C)
-        d2 = (
-            queries.pow(2).sum(-1, keepdim=True)
-            - 2 * torch.bmm(queries, self.bank.transpose(1, 2))
-            + self.bank.pow(2).sum(-1).unsqueeze(1)
-        )
-        return d2.amin(dim=2).clamp_min(0).sqrt().permute(1, 0).reshape(b, h, w)
+        queries = features.flatten(2).to(self._by_bin.dtype)  # (B, C, h*w)
+        # squared differences summed one bin at a time: a few large element-wise operations on (B, h*w, M), where
+        # a batched matrix product over the h*w cells made h*w tiny products, 8x slower (each woke the thread pool)
+        squared = (queries[:, 0, :, None] - self._by_bin[0]).square_()  # (B, h*w, M)
+        for k in range(1, c):
+            squared.add_((queries[:, k, :, None] - self._by_bin[k]).square_())
+        return squared.amin(dim=2).sqrt_().reshape(b, h, w)
 
 
 def _cell_samples(features: torch.Tensor, tolerance: int, cells: torch.Tensor) -> torch.Tensor:
@@ -276,11 +278,7 @@ class SpatioTemporalFeatures(VideoDetector):
                     copies = to_float(chains[count % len(chains)](batch[learned])).to(self.device)
                     degraded.update(zip(learned, self.extractor(gaussian_blur(copies, c.input_blur)).cpu()))
             start += len(batch)
-            view = None
-            if views:
-                usual, tolerance = self._typical_flow()
-                tinted = torch.from_numpy(np.stack([flow_view(g, f, self.view_speed, usual, tolerance) for g, f in zip(greys, flow)]))
-                view = F.interpolate(tinted.float(), size=self.view_size, mode="area").round().to(torch.uint8).numpy()
+            view = flow_views(greys, flow, self.view_size, self.view_speed, *self._typical_flow()) if views else None
             yield appearance, motion, view
         if not any_frames:
             raise DataError("the clip has no frames", clip_name(clip))
@@ -289,12 +287,12 @@ class SpatioTemporalFeatures(VideoDetector):
         """The normal flow at each position and its uncertainty (zero before training), taken off in the motion
         view so that motion present in every normal frame (a running conveyor belt) does not saturate it."""
         if self.motion_memory_ is None or self.motion_memory_.bank is None:
-            return np.zeros((2, *self.flow_size), np.float32), np.zeros(self.flow_size, np.float32)
+            return np.zeros((2, *self.view_size), np.float32), np.zeros(self.view_size, np.float32)
         bank = self.motion_memory_.bank  # (h*w, M, bins)
         if self._typical_flow_cache[0] is not bank:  # computed once per memory
             h, w = self.motion_grid
             histograms = bank.permute(1, 2, 0).reshape(bank.shape[1], bank.shape[2], h, w)
-            usual = typical_flow(histograms, self.flow_size, neighbours=max(1, self.config.position_tolerance))
+            usual = typical_flow(histograms, self.view_size, neighbours=max(1, self.config.position_tolerance))
             self._typical_flow_cache = (bank, (usual, sector_tolerance(usual, self.config.orientation_bins)))
         return self._typical_flow_cache[1]
 
@@ -411,27 +409,30 @@ class SpatioTemporalFeatures(VideoDetector):
         return distances, motion_memory.distances(motion)
 
     @torch.no_grad()
-    def _score_stream(self, clip: Clip, reporter: Reporter, outputs: bool = False) -> "_ClipScores":
-        """Each cue's frame scores; with ``outputs``, also the standardised maps and the motion views, collected
-        with bounded memory (an hour of video spills to a temporary file instead of filling RAM)."""
+    def _score_stream(self, clip: Clip, reporter: Reporter, outputs: bool = False, views: bool = True) -> "_ClipScores":
+        """Each cue's frame scores; with ``outputs``, also the standardised maps and (with ``views``) the motion
+        views, collected with bounded memory (an hour of video spills to a temporary file instead of filling RAM)."""
         assert self.appearance_index_ is not None and self.motion_memory_ is not None
         appearance, motion = [], []
         maps = FrameBuffer(self.grid, np.float16) if outputs else None
-        views = FrameBuffer((3, *self.view_size)) if outputs else None
-        for features, motion_features, view in self._stream(clip, reporter, views=outputs):
+        tinted = FrameBuffer((3, *self.view_size)) if outputs and views else None
+        # decoding, the backbone and the optical flow of the next batch run in a second thread while this one is
+        # searched: each library works in its own short bursts, and two threads keep both cores busy between them
+        for features, motion_features, view in run_ahead(self._stream(clip, reporter, views=tinted is not None)):
             a, m = self._distance_maps(features, motion_features, self.appearance_index_, self.motion_memory_)
             a, m = _local_average(a), _local_average(m)
             a_score, m_score = self._frame_scores(a, m)
             appearance.append(a_score)
             motion.append(m_score)
-            if maps is not None and views is not None:
+            if maps is not None:
                 maps.append(self._standardised_map(a, m).numpy())
-                views.append(view)
+            if tinted is not None:
+                tinted.append(view)
         return _ClipScores(
             torch.cat(appearance),
             torch.cat(motion),
             None if maps is None else maps.array(),
-            None if views is None else views.array(),
+            None if tinted is None else tinted.array(),
         )
 
     def _frame_scores(self, appearance: torch.Tensor, motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -450,10 +451,10 @@ class SpatioTemporalFeatures(VideoDetector):
         return (appearance - a_mean) / a_std + (motion_on_grid - m_mean) / m_std
 
     @torch.no_grad()
-    def _predict_clip(self, clip: Clip, reporter: Reporter) -> ClipPrediction:
+    def _predict_clip(self, clip: Clip, reporter: Reporter, views: bool = True) -> ClipPrediction:
         if self.appearance_index_ is None or self.standardisation_ is None:
             raise RuntimeError("stfeatures is not fitted: call fit_clips() first")
-        result = self._score_stream(clip, reporter, outputs=True)
+        result = self._score_stream(clip, reporter, outputs=True, views=views)
         a_mean, a_std, m_mean, m_std = self.standardisation_.tolist()
         sigma = self.config.temporal_sigma
         # smoothing is linear, so the smoothed shares of the two cues still add up to the smoothed score
