@@ -118,16 +118,20 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"threshold": threshold, "settings": settings, "encodings": {}}
     for name in args.encodings:
         spec = ENCODINGS[name]
-        scores, labels, kinds, drifted = [], [], [], []
+        scores, labels, kinds, drifted, cues, deviations = [], [], [], [], {}, []
         for clip_name, kind, frames, frame_labels in test:
             if args.test_kinds and kind not in args.test_kinds:
                 continue
             path = encode(work / "test" / name / f"{clip_name}.{spec[0]}", frames, args.fps, spec)
             result = detector.predict_clip(open_clip(path, detector.preprocessing))
             scores.append(result.scores)
+            for cue, values in (result.cues or {}).items():
+                cues.setdefault(cue, []).append(values)
             verdict = assess_drift(result.maps, detector.drift_reference_)
-            if verdict is not None and verdict.drifted:
-                drifted.append(clip_name)
+            if verdict is not None:
+                deviations.append(verdict.deviation)
+                if verdict.drifted:
+                    drifted.append(clip_name)
             labels.append(frame_labels)
             kinds += [kind] * len(frame_labels)
         scores_all, labels_all, kinds_all = np.concatenate(scores), np.concatenate(labels), np.array(kinds)
@@ -144,11 +148,17 @@ def main(argv: list[str] | None = None) -> int:
             "pooled_frame_auroc": round(image_auroc(labels_all, scores_all), 4) if 0 < labels_all.sum() < labels_all.size else None,
             "median_normal_score": round(float(np.median(scores_all[normal])), 3),
         }
+        # each cue's share of the score on normal frames (standardised units): which cue the encoding disturbs
+        record["median_normal_cue"] = {
+            cue: round(float(np.median(np.concatenate(values)[normal])), 3) for cue, values in cues.items()
+        }
         record["clips_with_drift_warning"] = drifted
+        record["median_drift_deviation"] = round(float(np.median(deviations)), 2) if deviations else None
         report["encodings"][name] = record
         print(f"{name:16s} normal flagged {record['normal_flagged_percent']:5.1f}%  "
               f"median normal {record['median_normal_score']:7.3f}  pooled {record['pooled_frame_auroc']}  "
-              + "  ".join(f"{k} {v:.3f}" for k, v in per_kind.items()) + f"  drift warnings {len(drifted)}", flush=True)
+              + "  ".join(f"{k} {v:.3f}" for k, v in per_kind.items()) + f"  drift warnings {len(drifted)} (deviation {record['median_drift_deviation']})  cues "
+              + " ".join(f"{k} {v:+.2f}" for k, v in record["median_normal_cue"].items()), flush=True)
     report["seconds"] = round(time.perf_counter() - started, 1)
     worst_flagged = max(r["normal_flagged_percent"] for r in report["encodings"].values())
     worst_auroc = min((min(r["per_kind_frame_auroc"].values(), default=1.0) for r in report["encodings"].values()), default=1.0)

@@ -56,7 +56,11 @@ def test_bundle_json_describes_everything_needed(patchcore_run, onnx_bundle):
     meta = read_bundle(onnx_bundle)
     detector = load_detector(patchcore_run)
     assert meta["model"]["name"] == "patchcore" and meta["anomalens_version"]
-    assert meta["runtime"] == {"engine": "onnx", "precision": "fp32", "network": "model.onnx", "openvino_precision_hint": None}
+    assert meta["runtime"] == {"engine": "onnx", "precision": "fp32", "network": None, "openvino_precision_hint": None}
+    # PatchCore: two graphs, the library's own faiss index searched between them
+    assert {name: graph["file"] for name, graph in meta["graphs"].items()} == {"features": "features.onnx", "maps": "maps.onnx"}
+    assert meta["search"]["index"] == "search_index.faiss" and meta["search"]["kind"] == detector.index_.kind
+    assert meta["search"]["num_neighbours"] == detector.config.num_neighbours
     assert meta["input"]["image_size"] == [64, 64] and meta["input"]["dtype"] == "uint8"
     assert "BILINEAR" in meta["preprocessing"]["resize"]
     assert meta["calibration"]["threshold"] == detector.calibration_.threshold  # fp32 keeps the checkpoint's threshold
@@ -91,6 +95,23 @@ def test_runtime_takes_paths_bytes_and_camera_arrays_alike(onnx_bundle, syntheti
     assert by_path.heatmap.shape == (64, 64) and by_path.mask.dtype == bool
 
 
+def test_runtime_search_without_faiss_finds_the_same_neighbours():
+    faiss = pytest.importorskip("faiss")
+    from anomalens.inference.search import BankSearch, image_weights
+
+    rng = np.random.default_rng(0)
+    bank, queries = rng.normal(size=(500, 16)).astype(np.float32), rng.normal(size=(300, 16)).astype(np.float32)
+    flat = faiss.IndexFlatL2(16)
+    flat.add(bank)
+    expected_squared, expected = flat.search(queries, 3)
+    distances, indices = BankSearch(bank).search(queries, k=3)  # numpy, as on a line PC without faiss
+    assert np.array_equal(indices, expected)
+    assert np.allclose(distances, np.sqrt(expected_squared), atol=1e-4)
+    weights = image_weights(BankSearch(bank), queries.reshape(3, 100, 16), distances[:, 0].reshape(3, 100),
+                            indices[:, 0].reshape(3, 100), neighbours=9)
+    assert weights.shape == (3,) and np.all((weights > 0) & (weights < 1))
+
+
 def test_unsupported_precision_and_model_are_refused(patchcore_run, tmp_path, capsys):
     assert main(["export", "--checkpoint", str(patchcore_run), "--precision", "fp16", "--output", str(tmp_path / "b")]) == 2
     assert "fp16" in capsys.readouterr().err
@@ -123,7 +144,7 @@ def test_openvino_fp32_matches_and_int8_recalibrates_on_validation_images(patchc
 
     int8 = export_model(patchcore_run, "onnx", "int8", tmp_path / "int8", calibration_images=16)
     meta = int8.bundle
-    assert meta["runtime"]["network"] == "model_int8.onnx"
+    assert meta["graphs"]["features"]["file"] == "features_int8.onnx"
     assert meta["calibration_source"].startswith("recomputed at int8")
     results = Inferencer.load(int8.folder).predict(paths)
     assert len(results) == len(paths) and all(np.isfinite(r.score) for r in results)
@@ -136,3 +157,30 @@ def test_real_bottle_parity(mvtec_root, tmp_path):
     run = train_image_model(mvtec_root, "bottle", "patchcore", tmp_path, device="cpu", coreset_ratio=0.01).run_dir
     bundle = export_model(run, "onnx", "fp32", tmp_path / "bundle").folder
     assert_parity(run, bundle, _test_paths(mvtec_root, "bottle"))
+
+
+def test_benchmark_compares_exported_runtimes_with_pytorch(patchcore_run, synthetic_image_dataset, tmp_path, capsys):
+    from anomalens.workflows.benchmark import compare_runtimes, format_runtime_table
+
+    root, category = synthetic_image_dataset
+    rows = compare_runtimes(patchcore_run, root, category, ["onnx:fp32"], repeats=1)
+    assert [(r["runtime"], r["precision"]) for r in rows] == [("pytorch", "fp32"), ("onnx", "fp32")]
+    pytorch, onnx = rows
+    assert onnx["max_score_difference_over_threshold"] <= 1e-4 and onnx["same_verdicts"] == 1.0
+    assert abs(onnx["image_auroc"] - pytorch["image_auroc"]) < 1e-9 and onnx["images_per_second"] > 0
+    assert "onnx" in format_runtime_table(rows)
+    # a wrong runtime is refused before any training
+    assert main(["benchmark", "--data-dir", str(root), "--category", category, "--results-dir", str(tmp_path),
+                 "--runtimes", "tensorrt:fp32"]) == 2
+    assert "tensorrt:fp32" in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
+def test_part_score_region_bundle_reproduces_the_checkpoint(synthetic_image_dataset, tmp_path):
+    """score_region "part" takes the image score on the part alone: the maps graph gets the images too."""
+    from anomalens.workflows.train import train_image_model
+
+    root, category = synthetic_image_dataset
+    run = train_image_model(root, category, "patchcore", tmp_path, image_size=64, device="cpu", score_region="part").run_dir
+    bundle = export_model(run, "onnx", "fp32", tmp_path / "bundle")
+    assert bundle.bundle["graphs"]["maps"]["inputs"] == ["distances", "weights", "images"]
+    assert_parity(run, bundle.folder, _test_paths(root, category))

@@ -16,7 +16,9 @@ from anomalens.models.components.kernels import gaussian_smooth_1d
 from anomalens.models.video.stfeatures import PositionalMemory
 
 SIZE = (96, 128)
-SETTINGS = dict(image_size=SIZE, appearance_memory=512, motion_memory=64, batch_size=4)
+# re-encoded training copies are left out of the shared model (at 96x128 a JPEG at quality 20 or half size is
+# not a camera's footage); test_training_re_encodings_* covers them
+SETTINGS = dict(image_size=SIZE, appearance_memory=512, motion_memory=64, batch_size=4, training_degradations=())
 
 
 def clip(seed: int, n_frames: int = 40, anomaly: str | None = None) -> tuple[list[torch.Tensor], np.ndarray]:
@@ -57,6 +59,38 @@ def test_normal_clip_stays_mostly_below_threshold(fitted):
     assert 0.0 < result.normalized_scores.mean() < 0.5
 
 
+def test_drift_fires_on_footage_unlike_training_and_not_on_new_normal_footage(fitted):
+    """Known inputs: a new normal clip of the same line, and the same clip under light at 40% or seen through
+    fog (contrast halved): the whole frame changes, so the typical distance leaves the fit-time range."""
+    from anomalens.metrics.drift import assess_drift
+
+    frames, _ = clip(210, n_frames=30)
+    normal = assess_drift(fitted.predict_clip(frames).maps, fitted.drift_reference_)
+    assert normal is not None and not normal.drifted
+    darker = [(f.float() * 0.4).round().to(torch.uint8) for f in frames]
+    foggy = [(f.float() * 0.5 + 100).round().to(torch.uint8) for f in frames]
+    for changed in (darker, foggy):
+        verdict = assess_drift(fitted.predict_clip(changed).maps, fitted.drift_reference_)
+        assert verdict.drifted and verdict.deviation > 2.0
+
+
+def test_the_threshold_also_hears_training_clips_scored_by_memories_that_never_saw_them():
+    """Known inputs: one of four training clips is filmed under dimmer light. The held-out clip is an ordinary one,
+    so alone it would set a threshold that the dim clip's kind of footage exceeds; cross-validated, the dim clip is
+    scored by the fold that did not learn it, and the threshold makes room for it."""
+    from anomalens.metrics.threshold import calibrate
+
+    train = [clip(seed)[0] for seed in range(4)]
+    train[3] = [(f.float() * 0.75).round().to(torch.uint8) for f in train[3]]
+    validation = [clip(10)[0]]
+    detector = create_detector("stfeatures", **SETTINGS, threshold_from_folds=True).fit_clips(train, validation)
+    extra = detector._cross_validated_scores()
+    held_out = detector.predict_clip(validation[0]).scores
+    assert extra is not None and detector.calibration_.validation_count == len(held_out) + len(extra)
+    held_out_only = calibrate(held_out, series_lengths=[len(held_out)]).threshold
+    assert detector.calibration_.threshold > held_out_only
+
+
 def test_outputs_have_one_entry_per_frame(fitted):
     frames, _ = clip(300, n_frames=23)
     result = fitted.predict_clip(frames)
@@ -90,15 +124,29 @@ def test_fields_added_later_load_with_the_value_old_models_were_fitted_with(fitt
     assert loaded.config.input_blur == 0.75 and loaded.config.training_degradations == ()
 
 
+def test_models_saved_before_the_robust_cues_score_as_they_were_fitted(fitted, tmp_path):
+    import json
+
+    fitted.save(tmp_path / "model")
+    config_path = tmp_path / "model" / "config.json"
+    meta = json.loads(config_path.read_text())
+    assert {"flow_min_contrast", "appearance_above_typical"} <= set(meta["config"])
+    for field in ("flow_min_contrast", "appearance_above_typical"):
+        del meta["config"][field]
+    config_path.write_text(json.dumps(meta))
+    loaded = load_detector(tmp_path / "model", kind="video")
+    assert loaded.config.flow_min_contrast == 0.0 and loaded.config.appearance_above_typical is False
+
+
 def test_training_re_encodings_make_compressed_normal_video_look_normal():
-    """Trained on clean frames, a JPEG-compressed normal clip scores lower on appearance once JPEG copies and the
-    low-pass are part of training (the mechanism behind --training-degradations and --input-blur)."""
+    """Trained on clean frames, a JPEG-compressed normal clip scores lower on appearance once JPEG copies are part
+    of training (the mechanism behind --training-degradations)."""
     from anomalens.models.video.degrade import jpeg_degrade
 
     train = [clip(seed)[0] for seed in range(3)]
     validation = [clip(10)[0]]
     plain = create_detector("stfeatures", **SETTINGS).fit_clips(train, validation)
-    robust = create_detector("stfeatures", **SETTINGS, input_blur=1.0, training_degradations=("jpeg:15",)).fit_clips(train, validation)
+    robust = create_detector("stfeatures", **{**SETTINGS, "training_degradations": ("jpeg:15",)}).fit_clips(train, validation)
     frames = clip(20)[0]
     compressed = list(jpeg_degrade(torch.stack(frames), 15))
     shift = {}
@@ -141,6 +189,25 @@ def test_flow_recovers_a_known_shift():
     assert flow.shape == (2, 64, 96)
     centre = flow[:, 16:48, 24:72]
     assert abs(float(np.median(centre[0])) - 2.0) < 0.25 and abs(float(np.median(centre[1])) + 1.0) < 0.25
+
+
+def test_flow_on_flat_noise_is_not_trusted_and_on_texture_it_is():
+    # codec noise on a flat wall: DIS returns random vectors there; weighted by texture they vanish (motion.py)
+    rng = np.random.default_rng(0)
+    noisy = lambda: np.clip(128 + 3.0 * rng.standard_normal((64, 96)), 0, 255).astype(np.uint8)  # noqa: E731
+    raw, trusted = FlowStream("medium"), FlowStream("medium", min_contrast=4.0)
+    frames = [noisy() for _ in range(4)]
+    raw_speed = [np.hypot(*f) for f in map(raw.push, frames) if f is not None]
+    trusted_speed = [np.hypot(*f) for f in map(trusted.push, frames) if f is not None]
+    assert np.quantile(raw_speed, 0.95) > 3.0  # what the motion memory used to see on a static scene
+    assert np.quantile(trusted_speed, 0.95) < 0.3
+    # a textured pattern moving 2 px per frame keeps its speed
+    y, x = np.mgrid[0:64, 0:96].astype(np.float32)
+    pattern = lambda dx: (127 + 60 * np.sin((x - dx) / 3.0) + 60 * np.cos(y / 4.0)).astype(np.uint8)  # noqa: E731
+    stream = FlowStream("medium", min_contrast=4.0)
+    stream.push(pattern(0))
+    flow = stream.push(pattern(2))[:, 16:48, 24:72]
+    assert float(np.median(flow[0])) > 1.5
 
 
 def test_orientation_histogram_puts_speed_in_the_right_bin():

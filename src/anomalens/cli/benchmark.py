@@ -32,18 +32,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "figures (frame_auroc, frames_per_second, ...).",
         epilog=example_epilog(
             "anomalens benchmark --data-dir ../shared/data/mvtec_ad --category bottle --model autoencoder --epochs 12 "
-            "--output bench.json"),
+            "--output bench.json",
+            "anomalens benchmark --data-dir ../shared/data/mvtec_ad --category bottle --runtimes onnx:fp32 openvino:fp32 "
+            "openvino:bf16 onnx:int8"),
     )
     add_train_flags(bench, "dataset root holding <category>/", "bottle")
     add_image_model_flags(bench)
     add_video_model_flags(bench, with_training_flags=False)
     bench.add_argument("--output", type=Path, default=None, help="JSON file to write (default: RUN_DIR/benchmark.json)")
+    bench.add_argument("--runtimes", nargs="+", default=None, metavar="ENGINE:PRECISION",
+                       help="image models: also export to these runtimes and score the test set with each beside "
+                            "PyTorch (onnx:fp32 onnx:int8 openvino:fp32 openvino:bf16 openvino:int8, or all)")
+    bench.add_argument("--repeats", type=int, default=1, help="with --runtimes: timed passes over the test set, best kept (default: 1)")
     add_common_flags(bench)
     bench.set_defaults(handler=_benchmark)
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from anomalens.workflows.benchmark import run_benchmark
+    from anomalens.workflows.benchmark import format_runtime_table, run_benchmark
     from anomalens.workflows.kinds import DATA_KINDS, detect_kind, layout_help
     from anomalens.workflows.reports import format_benchmark_table
 
@@ -57,8 +63,11 @@ def _benchmark(args: argparse.Namespace) -> int:
         raise ConfigError(f"{', '.join(unused)} only apply to {' or '.join(k for k in DATA_KINDS if k != kind.name)} datasets")
     model = args.model or kind.default_model
     result = run_benchmark(args.data_dir, args.category, model, args.results_dir, args.output, device=args.device,
-                           reporter=cli_reporter(), **train_options(args), **model_settings(args, model, MODEL_FLAGS[kind.name]))
+                           reporter=cli_reporter(), runtimes=args.runtimes or (), repeats=args.repeats,
+                           **train_options(args), **model_settings(args, model, MODEL_FLAGS[kind.name]))
     print(format_benchmark_table(result))
+    if result.get("runtimes"):
+        print(format_runtime_table(result["runtimes"]))
     if args.output is not None:
         print(f"written: {args.output}")
     return 0

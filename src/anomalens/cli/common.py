@@ -25,7 +25,8 @@ IMAGE_MODEL_FLAGS = ("batch_size", "target_fpr", "epochs", "lr", "latent_dim", "
                      "score_region")
 VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", "latent_dim", "lstm_hidden_dim",
                      "lstm_layers", "target_fpr", "appearance_memory", "motion_memory", "flow_preset", "frame_step",
-                     "temporal_sigma", "input_blur", "training_degradations")
+                     "temporal_sigma", "input_blur", "training_degradations", "flow_min_contrast",
+                     "appearance_above_typical", "threshold_from_folds")
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -117,6 +118,13 @@ def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: 
     group.add_argument("--temporal-sigma", type=float, default=None, help="Gaussian smoothing of frame scores, in frames; 0 = none")
     group.add_argument("--input-blur", type=float, default=None,
                        help="Gaussian low-pass before the appearance features, in pixels; 0 = none")
+    group.add_argument("--flow-min-contrast", type=float, default=None,
+                       help="optical flow counts only on texture: the grey-level gradient per pixel at which a vector "
+                            "counts half (flat areas show codec noise as motion); 0 = all flow counts")
+    group.add_argument("--appearance-above-typical", action="store_true", default=None,
+                       help="appearance score = highest cell above the frame's median cell (a codec shifts every cell)")
+    group.add_argument("--threshold-from-folds", action="store_true", default=None,
+                       help="the threshold also hears every training clip scored by memories that did not learn it")
     group.add_argument("--training-degradations", nargs="*", default=None, metavar="SPEC",
                        help="re-encodings training frames also learn from: h264:CRF, jpeg:QUALITY, scale:FACTOR "
                             "(the flag alone: none)")

@@ -15,15 +15,18 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 def register(subparsers: argparse._SubParsersAction) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     export = subparsers.add_parser(
-        "export", formatter_class=fmt, help="export an image model as an ONNX or OpenVINO bundle",
+        "export", formatter_class=fmt, help="export a model as an ONNX or OpenVINO bundle",
         description="Write a self-contained bundle (network, memory bank, bundle.json with preprocessing, "
                     "post-processing, threshold and versions) that the torch-free runtime (anomalens.inference) "
                     "and `anomalens serve` load. Precisions: onnx fp32|int8, openvino fp32|bf16|int8; int8 is "
                     "calibrated on the run's training images, and reduced precisions choose their threshold again "
-                    "on its validation images.",
+                    "on its validation images. Video models (stfeatures, convlstm) export at fp32; their bundles are "
+                    "scored by anomalens.inference.VideoInferencer (optical flow, smoothing in time and events run "
+                    "outside the graphs).",
         epilog=example_epilog(
             "anomalens export --checkpoint results/bottle_20261128_120000 --format onnx",
-            "anomalens export --checkpoint results/bottle_20261128_120000 --format openvino --precision int8 --output bundles/bottle_ov_int8"),
+            "anomalens export --checkpoint results/bottle_20261128_120000 --format openvino --precision int8 --output bundles/bottle_ov_int8",
+            "anomalens export --checkpoint results/video_ucsd_ped2_20261128_120000 --format onnx"),
     )
     export.add_argument("--checkpoint", required=True, type=Path, help="run folder (or its model/ folder)")
     export.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (ONNX Runtime) or openvino (default: onnx)")
@@ -61,7 +64,8 @@ def _export(args: argparse.Namespace) -> int:
                           calibration_images=args.calibration_images, reporter=cli_reporter())
     check = result.check
     if check:
-        print(f"checked on {check['images']} validation images: largest score difference {check['max_score_difference']:.3g} "
+        unit = f"{check['images']} validation images" if "images" in check else f"{check['frames']} frames of validation clips"
+        print(f"checked on {unit}: largest score difference {check['max_score_difference']:.3g} "
               f"({check['max_score_difference_over_threshold']:.2g} x threshold), heatmaps within "
               f"{check['max_heatmap_difference']:.2g}, same verdicts: {check['same_verdicts']}")
     print(f"bundle: {result.folder}")

@@ -22,18 +22,23 @@ import math
 import re
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
-import torch
 from PIL import Image
 
 from anomalens.data.pixels import image_size_of
-from anomalens.data.preprocessing import IMAGE_EXTENSIONS, Preprocessing, read_rgb
+# torch-free at import: the runtime of exported video bundles (anomalens.inference) decodes with this module too
+from anomalens.data.pixels import IMAGE_EXTENSIONS, read_rgb
 from anomalens.errors import ConfigError, DataError
 from anomalens.limits import MAX_FPS, check_image_pixels
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import atomic_path
+
+if TYPE_CHECKING:
+    import torch
+
+    from anomalens.data.preprocessing import Preprocessing
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv")
 DEFAULT_FRAME_FOLDER_FPS = 25.0
@@ -353,7 +358,7 @@ def _short(exc: BaseException) -> str:
 
 
 def _as_hwc(frame: np.ndarray | torch.Tensor) -> np.ndarray:
-    if isinstance(frame, torch.Tensor):
+    if hasattr(frame, "detach"):  # a torch tensor (torch is not imported here: see the imports)
         frame = frame.detach().cpu().numpy()
     frame = np.asarray(frame)
     if frame.ndim == 3 and frame.shape[0] in (1, 3) and frame.shape[2] not in (1, 3):

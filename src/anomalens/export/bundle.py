@@ -24,17 +24,15 @@ from anomalens import __version__
 from anomalens.data.mvtec import discover_category
 from anomalens.data.pixels import RESIZE_METHOD
 from anomalens.errors import ConfigError, DataError
-from anomalens.export.graph import INPUT_NAME, check_exportable, constant_inputs, export_onnx, output_names
+from anomalens.export.graph import (INPUT_NAME, check_exportable, constant_inputs, export_onnx,
+                                   export_patchcore_graphs, output_names)
 from anomalens.inference.bundle import BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_VERSION, FORMATS, PRECISIONS
-from anomalens.inference.engines import open_engine
 from anomalens.inference.inferencer import Inferencer
 from anomalens.metrics.threshold import DEFAULT_PIXEL_TARGET_FPR, calibrate, pixel_threshold
-from anomalens.models.base import FORMAT_VERSION, Detector, load_detector
+from anomalens.models.base import FORMAT_VERSION, BaseDetector, Detector, load_detector
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import atomic_dir, write_json_atomic
 
-# The largest distance matrix (batch x patches x bank entries, float32) one graph run may build
-DISTANCE_BUDGET_BYTES = 256 << 20
 DEFAULT_CALIBRATION_IMAGES = 64
 EXPORT_DIR = "export"
 
@@ -68,48 +66,186 @@ def export_model(
         raise ConfigError(f"--precision {precision} is not offered for {format}; choose one of {', '.join(PRECISIONS[format])}"
                           + (" (fp16 has no fast path on CPUs: use bf16 with OpenVINO, or int8)" if precision == "fp16" else ""))
     model_dir, run_dir, run = open_run(checkpoint)
-    detector = load_detector(model_dir, device="cpu", kind="image")
+    detector = load_detector(model_dir, device="cpu")
+    if detector.kind == "video":
+        return _export_video(detector, format, precision, output, run, run_dir, model_dir, reporter)
     check_exportable(detector)
-    use_exact_search(detector)
     folder = Path(output) if output is not None else run_dir / EXPORT_DIR / f"{format}_{precision}"
     validation, training = _run_images(run)
     if precision == "int8" and not training:
         raise DataError("int8 calibration needs the run's training images, which were not found (see run.json data_dir)")
 
+    split = detector.name == "patchcore"  # the search runs between two graphs (see export/graph.py)
     constants = constant_inputs(detector)
-    max_batch = _max_batch(detector, constants)
+    max_batch = int(detector.config.batch_size)
     with atomic_dir(folder) as tmp:
-        reporter.log(f"tracing the {detector.name} scoring graph to ONNX")
-        export_onnx(detector, tmp / "model.onnx")
+        reporter.log(f"tracing the {detector.name} scoring graph{'s' if split else ''} to ONNX")
+        if split:
+            graphs = export_patchcore_graphs(detector, tmp)
+        else:
+            export_onnx(detector, tmp / "model.onnx")
+            graphs = {"network": {"file": "model.onnx"}}
         for name, array in constants.items():
             np.save(tmp / f"{name}.npy", array, allow_pickle=False)
-        network = "model.onnx"
+        network = "features" if split else "network"  # the graph that holds the backbone (quantised for int8)
         if precision == "int8":
             from anomalens.export.quantize import quantize_int8
 
             paths = training[:: max(1, -(-len(training) // calibration_images))][:calibration_images]
             reporter.log(f"quantising to int8, calibrated on {len(paths)} training images")
-            quantize_int8(tmp / "model.onnx", tmp / "model_int8.onnx", _batches(detector, paths, constants, max_batch))
-            (tmp / "model.onnx").unlink()
-            network = "model_int8.onnx"
+            source = tmp / graphs[network]["file"]
+            target = source.with_name(f"{source.stem}_int8.onnx")
+            quantize_int8(source, target, _batches(detector, paths, {} if split else constants, max_batch))
+            source.unlink()
+            graphs[network]["file"] = target.name
         if format == "openvino":
-            network = _to_openvino(tmp, network)
-        meta = _describe(detector, format, precision, network, constants, max_batch, run, model_dir)
-        inferencer = Inferencer(tmp, meta, open_engine(tmp / network, format, precision), constants)
+            for graph in graphs.values():
+                graph["file"] = _to_openvino(tmp, graph["file"])
+        meta = _describe(detector, format, precision, graphs, constants, max_batch, run, model_dir)
+        if split:
+            meta["search"] = _save_search_index(detector, tmp)
+        inferencer = Inferencer.open(tmp, meta)
         meta.update(_check_and_calibrate(detector, inferencer, validation, precision, reporter))
         write_json_atomic(tmp / BUNDLE_FILE, meta)
     reporter.log(f"wrote the {format} {precision} bundle to {folder}")
     return ExportResult(folder=folder, bundle=meta)
 
 
-def use_exact_search(detector: Detector) -> bool:
-    """Make a PatchCore checkpoint search its bank exactly, as the exported graph does (large banks are searched
-    approximately by default: faiss IVF finds the same neighbour for about 99% of patches); True if it changed."""
-    if getattr(detector.config, "exact_search", True):
-        return False
-    detector.config.exact_search = True  # type: ignore[attr-defined]
-    detector._build_index()  # type: ignore[attr-defined]
-    return True
+def _save_search_index(detector: Detector, folder: Path) -> dict[str, Any]:
+    """PatchCore's faiss index as the library built it (faiss's own binary format, never pickle): the runtime then
+    finds the checkpoint's neighbours at the checkpoint's speed. The ``search`` section of bundle.json."""
+    import faiss
+
+    index = detector.index_  # type: ignore[attr-defined]
+    name = None
+    if index.index is not None:
+        name = "search_index.faiss"
+        faiss.write_index(index.index, str(folder / name))
+    return {"index": name, "kind": index.kind, "nprobe": getattr(index.index, "nprobe", None),
+            "num_neighbours": int(detector.config.num_neighbours),  # type: ignore[attr-defined]
+            "without_faiss": "exact search with numpy (slower on large banks; ~99% the same neighbours as an IVF index)"}
+
+
+def _export_video(detector: BaseDetector, format: str, precision: str, output: str | Path | None, run: dict[str, Any],
+                  run_dir: Path, model_dir: Path, reporter: Reporter) -> ExportResult:
+    """A video bundle: the graphs of :mod:`anomalens.export.video`, checked against ``analyze-video`` on the run's
+    held-out normal clip(s)."""
+    from anomalens.export.video import VIDEO_EXPORTABLE, export_video_graphs, video_constant_inputs
+
+    if detector.name not in VIDEO_EXPORTABLE:
+        raise ConfigError(f"export supports the video models {', '.join(VIDEO_EXPORTABLE)}; {detector.name} cannot be exported")
+    if precision != "fp32":
+        raise ConfigError(f"--precision {precision}: video bundles are exported at fp32 only (int8 and bf16 apply to image models)")
+    if detector.calibration_ is None:
+        raise ConfigError("this model has no threshold (it was never fitted with validation clips)")
+    robust = [name for name in ("flow_min_contrast", "appearance_above_typical") if getattr(detector.config, name, None)]
+    if robust:
+        raise ConfigError(f"stfeatures with {', '.join(robust)} cannot be exported yet (the graphs compute the default cues)")
+    folder = Path(output) if output is not None else run_dir / EXPORT_DIR / f"{format}_{precision}"
+    constants = video_constant_inputs(detector)
+    with atomic_dir(folder) as tmp:
+        reporter.log(f"tracing the {detector.name} graphs to ONNX")
+        parts = export_video_graphs(detector, tmp)
+        for name, array in constants.items():
+            np.save(tmp / f"{name}.npy", array, allow_pickle=False)
+        if format == "openvino":
+            for graph in parts["graphs"].values():
+                graph["file"] = _to_openvino(tmp, graph["file"])
+        meta = {
+            **_header(detector, format, precision, run, model_dir),
+            "runtime": {"engine": format, "precision": precision, "openvino_precision_hint": "f32" if format == "openvino" else None},
+            "input": {"dtype": "uint8", "layout": "NCHW", "channels": "RGB", "image_size": [int(v) for v in detector.config.image_size]},
+            "preprocessing": _preprocessing(detector),
+            **parts,
+            "outputs": {name: graph["outputs"] for name, graph in parts["graphs"].items()},
+            "postprocessing": {"in_graph": _video_in_graph(detector), "outside_graph": _video_outside_graph(detector)},
+            "constant_inputs": {name: {"file": f"{name}.npy", "shape": list(array.shape), "dtype": "float32"}
+                                for name, array in constants.items()},
+            "calibration": detector.calibration_.to_dict(),
+            "calibration_source": "checkpoint",
+        }
+        write_json_atomic(tmp / BUNDLE_FILE, meta)
+        meta["export_check"] = _check_video(detector, tmp, run, reporter)
+        write_json_atomic(tmp / BUNDLE_FILE, meta)
+    reporter.log(f"wrote the {format} {precision} video bundle to {folder}")
+    return ExportResult(folder=folder, bundle=meta)
+
+
+def _video_in_graph(detector: BaseDetector) -> list[str]:
+    if detector.name == "convlstm":
+        return ["uint8 -> float / 255", "ConvLSTM autoencoder over one window of sequence_length frames",
+                "per-frame squared error, mean over channels, 4x4 average pooling, 3x3 local average"]
+    return ["appearance.onnx: uint8 -> float / 255, input blur, backbone patch features, exact distance to the "
+            "appearance memory, 3x3 local average; grey frames area-resized to the flow size",
+            "motion.onnx: per-cell orientation histograms of the flow, distance to each cell's motion memory, 3x3 "
+            "local average; each cue's frame score (maximum) standardised; the standardised map (sum of both cues)"]
+
+
+def _video_outside_graph(detector: BaseDetector) -> list[str]:
+    common = ["decoding (PyAV) and resizing (Pillow, anomalens.data.pixels)"]
+    tail = ["normalised score = sigmoid((score - threshold) / scale)", "verdict = score > threshold",
+            "events = runs above the threshold, merged across gaps shorter than 0.2 s (anomalens.metrics.events)"]
+    if detector.name == "convlstm":
+        return [*common, "windows every stride frames (plus one flush with the end); each frame's map is the mean "
+                "of the maps of the windows covering it; score = maximum of that map", *tail]
+    return [*common, "DIS optical flow between consecutive grey frames (OpenCV, anomalens.data.flow); the first "
+            "frame borrows the second's flow", "Gaussian smoothing of each cue's series in time (taps in "
+            "video.temporal_kernel, anomalens.metrics.smoothing)", "score = smoothed appearance + smoothed motion", *tail]
+
+
+def _validation_clips(run: dict[str, Any], preprocessing: Any) -> list[Any]:
+    """The run's held-out normal clips (a name, or a name and a frame range for the tail of a single clip)."""
+    import re
+
+    from anomalens.data.video_datasets import discover_video_category
+    from anomalens.data.video_io import open_clip
+
+    try:
+        found = {ref.path.name: ref.path for ref in discover_video_category(run["data_dir"], run["category"]).train}
+    except (KeyError, TypeError, DataError):
+        return []
+    clips = []
+    for name in run.get("validation_clips", []):
+        match = re.fullmatch(r"(.+) \[frames (\d+)-(\d+)\]", name)
+        path = found.get(match.group(1) if match else name)
+        if path is None:
+            continue
+        clip = open_clip(path, preprocessing)
+        clips.append(clip.segment(int(match.group(2)), int(match.group(3)) + 1) if match else clip)
+    return clips
+
+
+def _check_video(detector: BaseDetector, folder: Path, run: dict[str, Any], reporter: Reporter) -> dict[str, Any] | None:
+    """Score the run's held-out normal clips with the checkpoint and the bundle; the largest differences."""
+    from anomalens.inference.video import VideoInferencer
+
+    clips = _validation_clips(run, detector.preprocessing)
+    if not clips:
+        reporter.log("warning: the run's validation clips were not found: no parity check")
+        return None
+    inferencer = VideoInferencer.load(folder)
+    cal = detector.calibration_
+    assert cal is not None
+    scores, reference, maps, reference_maps = [], [], [], []
+    for clip in clips:
+        expected = detector.predict_clip(clip)  # type: ignore[attr-defined]
+        got = inferencer.predict_video(clip.iter_native(), fps=clip.fps)
+        scores.append(got.scores)
+        reference.append(np.asarray(expected.scores, dtype=np.float32))
+        maps.append(cal.normalize(got.maps))
+        reference_maps.append(cal.normalize(np.asarray(expected.maps, dtype=np.float32)))
+    scores_all, reference_all = np.concatenate(scores), np.concatenate(reference)
+    difference = float(np.abs(scores_all - reference_all).max())
+    check = {
+        "clips": len(clips), "frames": int(scores_all.size),
+        "max_score_difference": difference,
+        "max_score_difference_over_threshold": difference / abs(cal.threshold),
+        "max_heatmap_difference": float(max(np.abs(a - b).max() for a, b in zip(maps, reference_maps))),
+        "same_verdicts": bool((cal.is_anomalous(scores_all) == cal.is_anomalous(reference_all)).all()),
+    }
+    reporter.log(f"bundle vs checkpoint on {check['frames']} frames of {len(clips)} validation clip(s): largest score "
+                 f"difference {difference:.3g} ({check['max_score_difference_over_threshold']:.2g} of the threshold)")
+    return check
 
 
 def _run_images(run: dict[str, Any]) -> tuple[list[Path], list[Path]]:
@@ -122,16 +258,6 @@ def _run_images(run: dict[str, Any]) -> tuple[list[Path], list[Path]]:
     validation = [found.root / name for name in sorted(held_out) if (found.root / name).is_file()]
     training = [p for p in found.train_paths if str(p.relative_to(found.root)) not in held_out]
     return validation, training
-
-
-def _max_batch(detector: Detector, constants: dict[str, np.ndarray]) -> int:
-    """Images per graph run: the model's batch size, fewer when PatchCore's distance matrix would be too big."""
-    batch = int(detector.config.batch_size)
-    if "memory_bank" in constants:
-        h, w = detector.feature_grid()  # type: ignore[attr-defined]
-        per_image = h * w * len(constants["memory_bank"]) * 4
-        batch = min(batch, max(1, DISTANCE_BUDGET_BYTES // per_image))
-    return batch
 
 
 def _prepared(detector: Detector, paths: list[Path]) -> np.ndarray:
@@ -150,57 +276,78 @@ def _to_openvino(folder: Path, onnx_name: str) -> str:
         import openvino as ov
     except ImportError:
         raise ConfigError("--format openvino needs OpenVINO: pip install openvino") from None
-    model = ov.convert_model(str(folder / onnx_name))
-    ov.save_model(model, str(folder / "model.xml"), compress_to_fp16=False)  # keep fp32 weights: parity
+    name = f"{Path(onnx_name).stem}.xml"  # model.xml, features.xml, ... (+ .bin beside it)
+    # read_model, not convert_model: on the int8 (QDQ) graph convert_model's conversion tripled the features'
+    # error (mean relative error 0.32 against 0.093 for ONNX Runtime and read_model, bottle validation images)
+    model = ov.Core().read_model(str(folder / onnx_name))
+    ov.save_model(model, str(folder / name), compress_to_fp16=False)  # keep fp32 weights: parity
     (folder / onnx_name).unlink()
-    return "model.xml"
+    return name
 
 
-def _describe(detector: Detector, format: str, precision: str, network: str, constants: dict[str, np.ndarray],
-              max_batch: int, run: dict[str, Any], model_dir: Path) -> dict[str, Any]:
+def _describe(detector: Detector, format: str, precision: str, graphs: dict[str, dict[str, Any]],
+              constants: dict[str, np.ndarray], max_batch: int, run: dict[str, Any], model_dir: Path) -> dict[str, Any]:
     config = detector.config
-    in_graph = ["uint8 -> float / 255", "the model's scoring code, traced from Detector._score_batch"]
+    split = "network" not in graphs
+    in_graph = ["uint8 -> float / 255", "the model's scoring code, traced from Detector._score_batch"
+                + (" (features.onnx: up to the patch features; maps.onnx: from the patch distances)" if split else "")]
     if detector.name in ("patchcore", "padim"):
         in_graph += [
             f"backbone {config.backbone} input normalisation (x * 255 - 127) / 128",  # type: ignore[attr-defined]
             f"patch features of stages {list(config.stages)}, {config.neighbourhood}x{config.neighbourhood} average",  # type: ignore[attr-defined]
-            "exact nearest-neighbour distance to the memory bank and the image-score reweighting (PatchCore's b = "
-            f"{getattr(config, 'num_neighbours', '')})" if detector.name == "patchcore" else "Mahalanobis distance per position",
+            "maps.onnx: PatchCore's image weight applied to the map" if detector.name == "patchcore" else "Mahalanobis distance per position",
             "bilinear upsampling aligned on the backbone's cell centres",
             f"Gaussian blur sigma {config.blur_sigma}",  # type: ignore[attr-defined]
         ]
     else:
         in_graph += ["reconstruction, per-pixel error", f"Gaussian blur sigma {config.smoothing_sigma}",  # type: ignore[attr-defined]
                      f"normal reference '{config.normal_reference}'"]  # type: ignore[attr-defined]
-    in_graph.append("image score = maximum of the map")
+    in_graph.append("image score = maximum of the map" + (" (off the part capped at the map's typical level, "
+                     "score_region 'part')" if getattr(config, "score_region", "image") == "part" else ""))
     return {
-        "format": BUNDLE_FORMAT,
-        "version": BUNDLE_VERSION,
-        "anomalens_version": __version__,
-        "created": datetime.now().isoformat(timespec="seconds"),
-        "model": {"name": detector.name, "kind": detector.kind, "format_version": FORMAT_VERSION,
-                  "trained_with": run.get("anomalens_version"), "config": config.to_dict(),
-                  "checkpoint": str(model_dir.resolve()), "category": run.get("category")},
-        "runtime": {"engine": format, "precision": precision, "network": network,
+        **_header(detector, format, precision, run, model_dir),
+        "runtime": {"engine": format, "precision": precision, "network": None if split else graphs["network"]["file"],
                     "openvino_precision_hint": {"fp32": "f32", "bf16": "bf16", "int8": "f32"}[precision] if format == "openvino" else None},
         "input": {"name": INPUT_NAME, "dtype": "uint8", "layout": "NCHW", "channels": "RGB",
                   "image_size": [int(v) for v in config.image_size], "max_batch": max_batch},
-        "preprocessing": {
-            "decode": "Pillow; 16-bit and float images scaled to 8 bits, transparency composited on black, "
-                      "grey repeated to RGB (anomalens.data.pixels)",
-            "resize": RESIZE_METHOD,
-            "image_size": [int(v) for v in config.image_size],
-        },
+        "preprocessing": _preprocessing(detector),
+        **({"graphs": {name: {**graph, "outputs": ["features"] if name == "features" else output_names(detector)}
+                       for name, graph in graphs.items()}} if split else {}),
         "outputs": {name: name for name in output_names(detector)},
         "postprocessing": {
             "in_graph": in_graph,
-            "outside_graph": ["normalised score = sigmoid((score - threshold) / scale)",
+            "outside_graph": (["between the graphs: nearest-neighbour search of every patch in the memory bank with "
+                               "the library's faiss index (search_index.faiss), and PatchCore's image weight "
+                               "1 - softmax(distances to the b neighbours of m*)[0] (anomalens.inference.search)"] if split else []) + ["normalised score = sigmoid((score - threshold) / scale)",
                               "verdict = score > threshold", "mask = map > pixel_threshold",
                               "regions = 8-connected components of the mask (anomalens.metrics.regions)"],
         },
         "constant_inputs": {name: {"file": f"{name}.npy", "shape": list(array.shape), "dtype": "float32"}
                             for name, array in constants.items()},
         "calibration": detector.calibration_.to_dict(),  # type: ignore[union-attr]  (may be replaced after the check)
+    }
+
+
+def _header(detector: BaseDetector, format: str, precision: str, run: dict[str, Any], model_dir: Path) -> dict[str, Any]:
+    """What every bundle says about itself and the model it holds."""
+    return {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        "anomalens_version": __version__,
+        "created": datetime.now().isoformat(timespec="seconds"),
+        "model": {"name": detector.name, "kind": detector.kind, "format_version": FORMAT_VERSION,
+                  "trained_with": run.get("anomalens_version"), "config": detector.config.to_dict(),
+                  "checkpoint": str(model_dir.resolve()), "category": run.get("category")},
+    }
+
+
+def _preprocessing(detector: BaseDetector) -> dict[str, Any]:
+    return {
+        "decode": "Pillow; 16-bit and float images scaled to 8 bits, transparency composited on black, "
+                  "grey repeated to RGB (anomalens.data.pixels)" + ("; video frames decoded by PyAV "
+                  "(anomalens.data.video_io)" if detector.kind == "video" else ""),
+        "resize": RESIZE_METHOD,
+        "image_size": [int(v) for v in detector.config.image_size],
     }
 
 

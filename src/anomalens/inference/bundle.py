@@ -7,6 +7,16 @@ A bundle is a folder that scores images without the training stack::
         model.onnx          the scoring graph (or model.xml + model.bin for OpenVINO)
         memory_bank.npy     PatchCore's memory bank, fed to the graph as an input (plain .npy, never pickle)
 
+A PatchCore bundle (version 2) has two graphs, ``features.onnx`` and ``maps.onnx``, with the nearest-neighbour
+search between them in the runtime (``search``: the library's faiss index ``search_index.faiss``, its ``nprobe``
+and PatchCore's ``num_neighbours``; see :mod:`anomalens.inference.search`).
+
+A video bundle (version 2) has several graphs instead of one network, named in ``graphs`` (``stfeatures``:
+``appearance.onnx`` and ``motion.onnx`` with ``appearance_memory.npy`` and ``motion_memory.npy``;
+``convlstm``: ``window.onnx``), and a ``video`` section with what runs between and after them (the optical
+flow's size and preset, the taps of the temporal smoothing, the window length and stride); see
+:mod:`anomalens.export.video`.
+
 ``bundle.json`` holds everything needed to reproduce the checkpoint's scores: input size and how images are
 decoded and resized, which scoring steps run inside the graph, the threshold and normalisation, the model's
 name, settings and version, the anomalens version that wrote it and the precision the network runs at.
@@ -25,7 +35,8 @@ from anomalens.errors import CheckpointError
 
 BUNDLE_FILE = "bundle.json"
 BUNDLE_FORMAT = "anomalens-bundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2  # 2: several graphs (video models; PatchCore's search between two graphs, section "search")
+READABLE_VERSIONS = (1, 2)
 FORMATS = ("onnx", "openvino")
 PRECISIONS = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8")}
 REQUIRED = ("format", "version", "anomalens_version", "model", "runtime", "input", "outputs", "calibration")
@@ -47,18 +58,83 @@ def read_bundle(folder: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"unreadable {BUNDLE_FILE} ({exc})", path) from None
     if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
         raise CheckpointError(f"{BUNDLE_FILE} does not describe an anomalens bundle", path)
-    if meta.get("version") != BUNDLE_VERSION:
-        raise CheckpointError(f"bundle version {meta.get('version')} is not supported (expects {BUNDLE_VERSION})", path)
+    if meta.get("version") not in READABLE_VERSIONS:
+        raise CheckpointError(f"bundle version {meta.get('version')} is not supported (expects one of {READABLE_VERSIONS})", path)
     missing = [key for key in REQUIRED if key not in meta]
     if missing:
         raise CheckpointError(f"{BUNDLE_FILE} lacks {', '.join(missing)}", path)
     runtime = meta["runtime"]
     if runtime.get("engine") not in FORMATS or runtime.get("precision") not in PRECISIONS[runtime["engine"]]:
         raise CheckpointError(f"unknown engine or precision: {runtime.get('engine')} {runtime.get('precision')}", path)
-    for name in [runtime.get("network"), *[spec["file"] for spec in meta.get("constant_inputs", {}).values()]]:
+    video = isinstance(meta["model"], dict) and meta["model"].get("kind") == "video"
+    split = video or "graphs" in meta  # several graphs (video models; PatchCore since version 2) or one network
+    networks = [graph.get("file") if isinstance(graph, dict) else None for graph in _graphs(meta, path).values()] if split \
+        else [runtime.get("network")]
+    if video:
+        _check_video(meta, path)
+    elif split:
+        networks += _check_search(meta, path)
+    for name in [*networks, *[spec["file"] for spec in meta.get("constant_inputs", {}).values()]]:
         if not isinstance(name, str) or Path(name).name != name or not (folder / name).is_file():
             raise CheckpointError(f"the bundle's file {name!r} is missing", folder)
     size = meta["input"].get("image_size")
     if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
         raise CheckpointError(f"bad input image_size {size!r}", path)
     return meta
+
+
+def _graphs(meta: dict[str, Any], path: Path) -> dict[str, Any]:
+    graphs = meta.get("graphs")
+    if not isinstance(graphs, dict) or not graphs:
+        raise CheckpointError("a video bundle needs its graphs (field 'graphs')", path)
+    return graphs
+
+
+def _check_search(meta: dict[str, Any], path: Path) -> list[str]:
+    """PatchCore's two graphs and its ``search`` section; the index file, if any, must exist too."""
+    if set(meta["graphs"]) != {"features", "maps"} or meta["model"].get("name") != "patchcore":
+        raise CheckpointError(f"graphs {sorted(meta['graphs'])} of model {meta['model'].get('name')!r} are not supported", path)
+    search = meta.get("search")
+    if not isinstance(search, dict):
+        raise CheckpointError("a PatchCore bundle needs its 'search' section", path)
+    neighbours, nprobe, index = search.get("num_neighbours"), search.get("nprobe"), search.get("index")
+    if not isinstance(neighbours, int) or isinstance(neighbours, bool) or neighbours < 1:
+        raise CheckpointError(f"search.num_neighbours must be a positive integer, got {neighbours!r}", path)
+    if nprobe is not None and (not isinstance(nprobe, int) or isinstance(nprobe, bool) or nprobe < 1):
+        raise CheckpointError(f"search.nprobe must be a positive integer or null, got {nprobe!r}", path)
+    if index is not None and not isinstance(index, str):
+        raise CheckpointError(f"search.index must be a file name or null, got {index!r}", path)
+    return [] if index is None else [index]
+
+
+def _check_video(meta: dict[str, Any], path: Path) -> None:
+    """The ``video`` section: the fields the runtime uses, with the right types."""
+    video = meta.get("video")
+    if not isinstance(video, dict):
+        raise CheckpointError("a video bundle needs its 'video' section", path)
+    name = meta["model"].get("name")
+    wanted = {"stfeatures": {"appearance", "motion"}, "convlstm": {"window"}}.get(name)
+    if wanted is None or set(meta["graphs"]) != wanted:
+        raise CheckpointError(f"video model {name!r} with graphs {sorted(meta['graphs'])} is not supported", path)
+
+    def positive_int(field: str) -> int:
+        value = video.get(field)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise CheckpointError(f"video.{field} must be a positive integer, got {value!r}", path)
+        return value
+
+    if name == "convlstm":
+        if positive_int("stride") > positive_int("sequence_length"):
+            raise CheckpointError("video.stride is longer than video.sequence_length", path)
+        return
+    positive_int("batch_size")
+    size = video.get("flow_size")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise CheckpointError(f"bad video.flow_size {size!r}", path)
+    if not isinstance(video.get("flow_preset"), str):
+        raise CheckpointError("video.flow_preset must be a string", path)
+    kernel = video.get("temporal_kernel")
+    if not (isinstance(kernel, list) and len(kernel) % 2 == 1
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in kernel)
+            and abs(sum(kernel) - 1.0) < 1e-6):
+        raise CheckpointError("video.temporal_kernel must be an odd number of non-negative taps summing to 1", path)

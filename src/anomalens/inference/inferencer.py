@@ -10,27 +10,38 @@ verdicts, normalised heatmaps and regions with the checkpoint's calibration, sav
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from anomalens.data.pixels import ImageSource, load_rgb, resize_rgb_array
-from anomalens.errors import DataError
+from anomalens.errors import CheckpointError, DataError
 from anomalens.inference.bundle import read_bundle
 from anomalens.inference.engines import Engine, open_engine
 from anomalens.inference.results import InferenceResult, results_from_outputs
+from anomalens.inference.search import BankSearch, image_weights
 from anomalens.metrics.threshold import Calibration
+from anomalens.runtime import run_ahead
 
 
 class Inferencer:
     """A loaded bundle. ``predict`` takes paths, encoded bytes or RGB ``uint8`` arrays ``(H, W, 3)``."""
 
-    def __init__(self, folder: Path, meta: dict[str, Any], engine: Engine, constants: dict[str, np.ndarray]) -> None:
+    def __init__(self, folder: Path, meta: dict[str, Any], engines: dict[str, Engine], constants: dict[str, np.ndarray],
+                 threads: int | None = None) -> None:
         self.folder = folder
         self.meta = meta
-        self.engine = engine
+        self.engines = engines
+        self.engine = engines.get("network") or engines["features"]  # the one that runs the network (its description)
         self.constants = constants
+        self.search: BankSearch | None = None
+        if "features" in engines:  # PatchCore: the search runs between the two graphs
+            spec = meta["search"]
+            index = folder / spec["index"] if spec.get("index") else None
+            self.search = BankSearch(constants["memory_bank"], index, spec.get("nprobe"), threads)
+            self.neighbours = int(spec["num_neighbours"])
         self.calibration = Calibration.from_dict(meta["calibration"])
         self.image_size: tuple[int, int] = tuple(meta["input"]["image_size"])  # type: ignore[assignment]
         self.max_batch = int(meta["input"].get("max_batch", 16))
@@ -42,12 +53,20 @@ class Inferencer:
         """Open ``folder`` (written by ``anomalens export``) on the engine it was exported for."""
         folder = Path(folder)
         meta = read_bundle(folder)
+        if meta["model"].get("kind") == "video":
+            raise CheckpointError("this bundle holds a video model: use anomalens.inference.VideoInferencer", folder)
+        return cls.open(folder, meta, threads)
+
+    @classmethod
+    def open(cls, folder: Path, meta: dict[str, Any], threads: int | None = None) -> "Inferencer":
+        """The bundle in ``folder`` as ``meta`` (its checked ``bundle.json``) describes it."""
         runtime = meta["runtime"]
-        engine = open_engine(folder / runtime["network"], runtime["engine"], runtime["precision"], threads)
+        files = {name: graph["file"] for name, graph in meta["graphs"].items()} if "graphs" in meta else {"network": runtime["network"]}
+        engines = {name: open_engine(folder / file, runtime["engine"], runtime["precision"], threads) for name, file in files.items()}
         constants = {
             name: np.load(folder / spec["file"], allow_pickle=False) for name, spec in meta.get("constant_inputs", {}).items()
         }
-        return cls(folder, meta, engine, constants)
+        return cls(folder, meta, engines, constants, threads)
 
     @property
     def model_name(self) -> str:
@@ -66,6 +85,7 @@ class Inferencer:
             "threshold": self.calibration.threshold,
             "pixel_threshold": self.calibration.region_threshold(),
             "max_batch": self.max_batch,
+            **({"search": self.search.kind} if self.search is not None else {}),
         }
 
     def prepare(self, source: ImageSource, name: str | None = None) -> np.ndarray:
@@ -78,7 +98,14 @@ class Inferencer:
             images = [images]  # type: ignore[list-item]
         if len(images) == 0:  # type: ignore[arg-type]
             raise DataError("no images given")
-        return self.predict_prepared(np.stack([self.prepare(image) for image in images]))  # type: ignore[union-attr]
+        return list(self.iter_predict(images))  # type: ignore[arg-type]
+
+    def iter_predict(self, images: Iterable[ImageSource]) -> Iterator[InferenceResult]:
+        """Score many images in batches of ``max_batch``, in order; the next batch is decoded in a background
+        thread while the current one is scored (``anomalens.runtime.run_ahead``, as the library decodes)."""
+        batches = (np.stack([self.prepare(source) for source in chunk]) for chunk in _chunks(iter(images), self.max_batch))
+        for batch in run_ahead(batches):
+            yield from self.predict_prepared(batch)
 
     def predict_prepared(self, batch: np.ndarray) -> list[InferenceResult]:
         """``uint8`` ``(N, H, W, 3)`` already at the model's size (see :meth:`prepare`) -> results."""
@@ -92,9 +119,27 @@ class Inferencer:
         scores, maps, views = [], [], []
         for start in range(0, len(batch), self.max_batch):
             chunk = np.ascontiguousarray(batch[start : start + self.max_batch].transpose(0, 3, 1, 2))
-            out = self.engine.run({self.input_name: chunk, **self.constants})
+            out = self._run_searched(chunk) if self.search is not None else \
+                self.engines["network"].run({self.input_name: chunk, **self.constants})
             scores.append(out[self.outputs["scores"]].astype(np.float32).reshape(-1))
             maps.append(out[self.outputs["maps"]].astype(np.float32))
             if self.outputs.get("views"):
                 views.append(out[self.outputs["views"]].astype(np.float32))
         return np.concatenate(scores), np.concatenate(maps), (np.concatenate(views) if views else None)
+
+    def _run_searched(self, chunk: np.ndarray) -> dict[str, np.ndarray]:
+        """PatchCore: features graph, nearest-neighbour search and image weights, maps graph."""
+        assert self.search is not None
+        features = self.engines["features"].run({self.input_name: chunk})["features"]
+        n, channels, h, w = features.shape
+        queries = np.ascontiguousarray(features.transpose(0, 2, 3, 1).reshape(-1, channels))
+        distances, indices = self.search.search(queries, k=1)
+        distances, indices = distances[:, 0].reshape(n, h * w), indices[:, 0].reshape(n, h * w)
+        weights = image_weights(self.search, queries.reshape(n, h * w, channels), distances, indices, self.neighbours)
+        inputs = {"distances": distances.reshape(n, h, w), "weights": weights, self.input_name: chunk}
+        return self.engines["maps"].run({name: inputs[name] for name in self.meta["graphs"]["maps"]["inputs"]})
+
+
+def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk

@@ -19,7 +19,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from anomalens.metrics.classification import image_auroc
 from anomalens.metrics.threshold import Calibration
 
 
@@ -96,11 +95,15 @@ def clip_frame_auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     labels = np.asarray(labels).ravel()
     if labels.size == 0 or labels.min() == labels.max():
         return None
+    from anomalens.metrics.classification import image_auroc  # scipy, imported when needed: the torch-free runtime uses the events alone
+
     return image_auroc(labels, scores)
 
 
 def pooled_frame_auroc(labels: Sequence[np.ndarray], scores: Sequence[np.ndarray]) -> float:
     """Frame AUROC over all frames of all clips pooled into one ranking (the literature's figure)."""
+    from anomalens.metrics.classification import image_auroc  # scipy, imported when needed: the torch-free runtime uses the events alone
+
     return image_auroc(np.concatenate([np.ravel(x) for x in labels]), np.concatenate([np.ravel(s) for s in scores]))
 
 
@@ -120,6 +123,8 @@ def minmax_per_clip_frame_auroc(labels: Sequence[np.ndarray], scores: Sequence[n
 
 def video_auroc(video_labels: Sequence[int], clip_scores: Sequence[float]) -> float:
     """Clip-level AUROC from one score per clip (we use each clip's highest frame score)."""
+    from anomalens.metrics.classification import image_auroc  # scipy, imported when needed: the torch-free runtime uses the events alone
+
     return image_auroc(np.asarray(video_labels), np.asarray(clip_scores, dtype=np.float64))
 
 
@@ -132,6 +137,17 @@ def calibrated_events(
     """The events of a clip at a model's own threshold, merging runs closer than :data:`EVENT_MERGE_SECONDS`."""
     merge_gap = max(1, int(round(EVENT_MERGE_SECONDS * fps)))
     return detect_events(scores, calibration.threshold, fps, merge_gap=merge_gap, normalized_scores=normalized_scores)
+
+
+def attach_peak_cues(events: list[dict], cues: dict[str, np.ndarray]) -> list[dict]:
+    """Add to each event which cue made its peak (models that add several cues): ``peak_cues``, each cue's share
+    of the score at the peak frame (e.g. ``{"appearance": 0.4, "motion": 7.9}`` for a speeding bike), and
+    ``main_cue``, the largest. Events change in place; returned for convenience."""
+    for event in events:
+        event["peak_cues"] = {name: round(float(values[event["peak_frame"]]), 4) for name, values in cues.items()}
+        if cues:
+            event["main_cue"] = max(event["peak_cues"], key=event["peak_cues"].get)
+    return events
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from anomalens.data.preprocessing import IMAGE_EXTENSIONS, Preprocessing
 from anomalens.data.video_io import check_fps, open_clip
 from anomalens.errors import ConfigError, DataError
 from anomalens.metrics.drift import DriftReport, assess_drift, typical_distances
-from anomalens.metrics.events import Event, calibrated_events
+from anomalens.metrics.events import Event, attach_peak_cues, calibrated_events
 from anomalens.metrics.regions import Region, find_regions
 from anomalens.models.base import BaseDetector
 from anomalens.progress import SILENT, Reporter
@@ -358,10 +358,7 @@ def analyze_video(
     anomalous = cal.is_anomalous(scores)
     events = calibrated_events(scores, cal, clip.fps, normalized_scores=normalized)
     cues = {name: np.asarray(values, dtype=np.float64) for name, values in getattr(prediction, "cues", {}).items()}
-    for event in events:  # which cue made the peak: e.g. {"appearance": 0.4, "motion": 7.9} for a speeding bike
-        event["peak_cues"] = {name: round(float(values[event["peak_frame"]]), 4) for name, values in cues.items()}
-        if cues:
-            event["main_cue"] = max(event["peak_cues"], key=event["peak_cues"].get)
+    attach_peak_cues(events, cues)  # which cue made each peak
     reporter.log(
         f"{clip.name}: {scores.size} frames scored in {seconds:.1f} s ({scores.size / max(seconds, 1e-9):.1f} frames/s); "
         f"{int(anomalous.sum())} above the threshold, {len(events)} interval(s)"

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from anomalens.metrics.smoothing import smooth_series
+
 TRUNCATE = 4.0  # kernel radius in sigmas
 
 
@@ -47,13 +49,15 @@ def gaussian_blur(images: torch.Tensor, sigma: float, radius: int | None = None)
 
 def gaussian_smooth_1d(values: np.ndarray, sigma: float) -> np.ndarray:
     """Smooth a series (frame scores) with a Gaussian of ``sigma`` samples, reflecting at both ends."""
-    if sigma <= 0 or len(values) < 2:
+    if sigma <= 0:
         return values.astype(np.float32)
+    return smooth_series(values, series_kernel(sigma))
+
+
+def series_kernel(sigma: float) -> np.ndarray:
+    """The float64 taps :func:`gaussian_smooth_1d` convolves with (saved in exported video bundles)."""
     kernel = gaussian_kernel1d(sigma).double().numpy()
-    kernel /= kernel.sum()
-    radius = len(kernel) // 2
-    padded = np.pad(values.astype(np.float64), radius, mode="reflect" if len(values) > radius else "edge")
-    return np.convolve(padded, kernel, mode="valid").astype(np.float32)
+    return kernel / kernel.sum()
 
 
 class DelayedGaussian:

@@ -242,14 +242,19 @@ class ConvLSTMDetector(VideoDetector):
 
     def _run_window(self, frames: list[torch.Tensor], start: int, pending: dict[int, list], done: int) -> None:
         batch = to_float(torch.stack(frames)).unsqueeze(0).to(self.device)
-        recon = self.net(batch)[0]
-        error = (recon - batch[0]).pow(2).mean(dim=1, keepdim=True)
-        error = F.avg_pool2d(error, MAP_POOL)
+        recon, error = self.window_errors(batch)
         for offset in range(max(0, done - start), len(frames)):  # finished frames keep their score
             entry = pending.setdefault(start + offset, [0.0, 0.0, 0])
             entry[0] = entry[0] + error[offset, 0].cpu()
             entry[1] = entry[1] + recon[offset].cpu()
             entry[2] += 1
+
+    def window_errors(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One window ``(1, T, 3, H, W)`` in [0, 1] -> its reconstruction ``(T, 3, H, W)`` and squared error maps
+        ``(T, 1, H/4, W/4)`` (also traced into exported bundles, :mod:`anomalens.export.video`)."""
+        recon = self.net(batch)[0]
+        error = (recon - batch[0]).pow(2).mean(dim=1, keepdim=True)
+        return recon, F.avg_pool2d(error, MAP_POOL)
 
     def _flush(self, pending: dict[int, list], before: int, scores: list, maps: FrameBuffer, views: FrameBuffer) -> None:
         for index in sorted(i for i in pending if i < before):

@@ -1,0 +1,63 @@
+"""Dense optical flow between consecutive frames (OpenCV's DIS), without torch.
+
+Shared by the video model (:mod:`anomalens.models.video.motion`) and the torch-free runtime of exported video
+bundles (:mod:`anomalens.inference.video`), so that both measure motion with the same code and presets.
+
+>>> stream = FlowStream("medium")
+>>> stream.push(np.zeros((32, 48), np.uint8)) is None       # the first frame has no predecessor
+True
+>>> stream.push(np.zeros((32, 48), np.uint8)).shape          # (2, H, W): dx, dy in pixels per frame
+(2, 32, 48)
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from anomalens.errors import ConfigError
+
+FLOW_PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
+
+
+class FlowStream:
+    """Optical flow of each grey ``uint8`` frame ``(H, W)`` from the one pushed before it.
+
+    With ``min_contrast`` > 0 each vector is weighted by :func:`texture_confidence` of the earlier frame (where
+    the flow is defined)."""
+
+    def __init__(self, preset: str = "medium", min_contrast: float = 0.0) -> None:
+        if preset not in FLOW_PRESETS:
+            raise ConfigError(f"flow preset must be one of {', '.join(FLOW_PRESETS)}, got {preset!r}")
+        if min_contrast < 0:
+            raise ConfigError(f"flow min_contrast must be >= 0, got {min_contrast}")
+        self.dis = cv2.DISOpticalFlow_create(FLOW_PRESETS[preset])
+        self.min_contrast = float(min_contrast)
+        self.previous: np.ndarray | None = None
+
+    def push(self, grey: np.ndarray) -> np.ndarray | None:
+        """The flow ``(2, H, W)`` float32 from the previous frame to ``grey``; None for the first frame."""
+        grey = np.ascontiguousarray(grey, dtype=np.uint8)
+        previous, self.previous = self.previous, grey
+        if previous is None:
+            return None
+        flow = self.dis.calc(previous, grey, None).transpose(2, 0, 1)
+        if self.min_contrast > 0:
+            flow = flow * texture_confidence(previous, self.min_contrast)
+        return flow
+
+
+def texture_confidence(grey: np.ndarray, min_contrast: float) -> np.ndarray:
+    """How far the flow at each pixel of a grey ``uint8`` frame ``(H, W)`` can be trusted, in [0, 1]:
+    ``g^2 / (g^2 + min_contrast^2)``, with ``g`` the local gradient (grey levels per pixel, after a Gaussian of
+    1 px that takes off pixel noise). A gradient of ``min_contrast`` counts half; sensor noise on a flat area
+    (a few levels) counts little, any real edge fully."""
+    smooth = cv2.GaussianBlur(grey.astype(np.float32), (0, 0), 1.0)
+    gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3) * 0.125  # Sobel weights sum to 8 per unit slope
+    gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3) * 0.125
+    g2 = gx * gx + gy * gy
+    return g2 / (g2 + np.float32(min_contrast) ** 2)

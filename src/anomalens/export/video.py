@@ -1,0 +1,146 @@
+"""The graphs of video bundles: what of ``stfeatures`` and ``convlstm`` runs in ONNX, and what stays outside.
+
+``stfeatures`` (the default video model) becomes two graphs, because optical flow (OpenCV's DIS, an iterative
+solver no graph format expresses) sits between them:
+
+* ``appearance.onnx``: ``uint8`` frames -> the input blur, the backbone's patch features, the exact distance of
+  every cell to the appearance memory (a graph input, ``appearance_memory.npy``), the 3x3 local average
+  -> appearance maps; and the grey frames, area-resized to the flow's size, that the flow is computed on.
+* ``motion.onnx``: the flow of each frame and the appearance maps -> per-cell orientation histograms, distances
+  to each cell's motion memory (``motion_memory.npy``), local average -> each cue's standardised frame score and
+  the standardised anomaly map (per-cell sum of both cues, on the appearance grid).
+
+Outside the graphs, in the runtime (:mod:`anomalens.inference.video`): decoding and resizing the frames, the
+DIS optical flow between consecutive grey frames (the first frame borrows the second's), the Gaussian smoothing of
+each cue's series in time (taps saved in ``bundle.json``), the sum of the cues, and verdicts and events.
+
+``convlstm`` becomes one graph, ``window.onnx``: a window of ``sequence_length`` ``uint8`` frames -> each frame's
+squared reconstruction error, pooled to 1/4 and locally averaged. The runtime runs the windows on the model's
+stride and averages, per frame, the maps of the windows that cover it; a frame's score is the maximum of that map.
+
+Every module here calls the detector's own code (feature extractor, ``PositionalMemory.distances``,
+``_standardised_map``, ``window_errors``), so the graphs compute what ``analyze-video`` computes.
+
+>>> export_video_graphs(load_detector("results/video_x"), folder)      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from anomalens.data.preprocessing import to_float
+from anomalens.models.base import BaseDetector
+from anomalens.models.components.kernels import gaussian_blur, series_kernel
+from anomalens.models.components.onnx_backbone import MAX_EXPORT_BATCH, export_onnx_graph
+from anomalens.models.components.search import exact_search_block
+from anomalens.models.video.motion import grey_tensor, orientation_histograms
+
+VIDEO_EXPORTABLE = ("stfeatures", "convlstm")
+
+
+class AppearanceGraph(nn.Module):
+    """stfeatures: frames ``(B, 3, H, W)`` ``uint8`` and the appearance memory -> local-averaged appearance
+    distances ``(B, h, w)`` and grey frames ``(B, hf, wf)`` ``uint8`` for the optical flow."""
+
+    def __init__(self, detector: BaseDetector) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, images: torch.Tensor, appearance_memory: torch.Tensor):  # type: ignore[override]
+        from anomalens.models.video.stfeatures import _local_average
+
+        d = self.detector
+        frames = to_float(images)
+        features = d.extractor(gaussian_blur(frames, d.config.input_blur))  # type: ignore[attr-defined]
+        b, channels, h, w = features.shape
+        queries = features.permute(0, 2, 3, 1).reshape(-1, channels)
+        distances = exact_search_block(queries, appearance_memory, 1)[0].reshape(b, h, w)
+        return _local_average(distances), grey_tensor(frames, d.flow_size)  # type: ignore[attr-defined]
+
+
+class MotionGraph(nn.Module):
+    """stfeatures: flow ``(B, 2, hf, wf)``, appearance maps ``(B, h, w)`` and the motion memory -> standardised
+    appearance and motion frame scores ``(B,)`` (before smoothing in time) and the standardised map ``(B, h, w)``."""
+
+    def __init__(self, detector: BaseDetector) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, flow: torch.Tensor, appearance: torch.Tensor, motion_memory: torch.Tensor):  # type: ignore[override]
+        from anomalens.models.video.stfeatures import PositionalMemory, _local_average
+
+        d, c = self.detector, self.detector.config
+        histograms = orientation_histograms(flow, c.orientation_bins, c.motion_cell)  # type: ignore[attr-defined]
+        motion = _local_average(PositionalMemory(motion_memory).distances(histograms))
+        a_mean, a_std, m_mean, m_std = d.standardisation_.tolist()  # type: ignore[attr-defined]
+        appearance_cue = (appearance.flatten(1).amax(dim=1) - a_mean) / a_std
+        motion_cue = (motion.flatten(1).amax(dim=1) - m_mean) / m_std
+        return appearance_cue, motion_cue, d._standardised_map(appearance, motion)  # type: ignore[attr-defined]
+
+
+class WindowGraph(nn.Module):
+    """convlstm: one window ``(1, T, 3, H, W)`` ``uint8`` -> per-frame error maps ``(T, H/4, W/4)``, locally averaged."""
+
+    def __init__(self, detector: BaseDetector) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, window: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        from anomalens.models.video.stfeatures import _local_average
+
+        _, error = self.detector.window_errors(to_float(window))  # type: ignore[attr-defined]
+        # the local average is linear: averaging it over windows equals the library's average-then-smooth
+        return _local_average(error[:, 0])
+
+
+def video_constant_inputs(detector: BaseDetector) -> dict[str, np.ndarray]:
+    """The memories fed to the graphs as inputs (stfeatures), float32."""
+    if detector.name != "stfeatures":
+        return {}
+    return {"appearance_memory": detector.appearance_index_.bank.float().numpy(),  # type: ignore[attr-defined]
+            "motion_memory": detector.motion_memory_.bank.float().numpy()}  # type: ignore[attr-defined]
+
+
+def export_video_graphs(detector: BaseDetector, folder: Path) -> dict[str, Any]:
+    """Write the graphs of ``detector`` to ``folder``; returns the ``graphs`` and ``video`` parts of ``bundle.json``."""
+    detector.device = torch.device("cpu")
+    c = detector.config
+    height, width = c.image_size
+    if detector.name == "convlstm":
+        length = int(c.sequence_length)  # type: ignore[attr-defined]
+        example = torch.zeros((1, length, 3, height, width), dtype=torch.uint8)
+        export_onnx_graph(WindowGraph(detector).eval(), (example,), folder / "window.onnx", ["window"], ["errors"], ({},))
+        graphs = {"window": {"file": "window.onnx", "inputs": ["window"], "outputs": ["errors"]}}
+        video = {"sequence_length": length, "stride": int(c.stride)}  # type: ignore[attr-defined]
+        return {"graphs": graphs, "video": video}
+    memories = {name: torch.from_numpy(array) for name, array in video_constant_inputs(detector).items()}
+    batch = torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)
+    frames = torch.zeros((2, 3, height, width), dtype=torch.uint8)
+    export_onnx_graph(AppearanceGraph(detector).eval(), (frames, memories["appearance_memory"]), folder / "appearance.onnx",
+                      ["images", "appearance_memory"], ["appearance", "greys"], ({0: batch}, {}))
+    flow = torch.zeros((2, 2, *detector.flow_size))  # type: ignore[attr-defined]
+    appearance = torch.zeros((2, *detector.grid))  # type: ignore[attr-defined]
+    batch = torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)
+    export_onnx_graph(MotionGraph(detector).eval(), (flow, appearance, memories["motion_memory"]), folder / "motion.onnx",
+                      ["flow", "appearance", "motion_memory"], ["appearance_cue", "motion_cue", "maps"],
+                      ({0: batch}, {0: batch}, {}))
+    graphs = {
+        "appearance": {"file": "appearance.onnx", "inputs": ["images", "appearance_memory"], "outputs": ["appearance", "greys"]},
+        "motion": {"file": "motion.onnx", "inputs": ["flow", "appearance", "motion_memory"],
+                   "outputs": ["appearance_cue", "motion_cue", "maps"]},
+    }
+    sigma = float(c.temporal_sigma)  # type: ignore[attr-defined]
+    video = {
+        "batch_size": int(c.batch_size),
+        "flow_size": [int(v) for v in detector.flow_size],  # type: ignore[attr-defined]
+        "flow_preset": c.flow_preset,  # type: ignore[attr-defined]
+        "cues": ["appearance", "motion"],
+        "temporal_sigma": sigma,
+        "temporal_kernel": series_kernel(sigma).tolist() if sigma > 0 else [1.0],
+    }
+    return {"graphs": graphs, "video": video}

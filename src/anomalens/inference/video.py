@@ -1,0 +1,194 @@
+"""Score a video with an exported video bundle, without torch: per-frame scores, verdicts and events.
+
+A video bundle (``anomalens export`` of a ``stfeatures`` or ``convlstm`` run) holds the graphs described in
+:mod:`anomalens.export.video`; this module does what stays outside them, with the library's own torch-free code:
+decoding (PyAV, :mod:`anomalens.data.video_io`) and resizing (:mod:`anomalens.data.pixels`), the DIS optical
+flow (OpenCV, :mod:`anomalens.data.flow`), the temporal smoothing of each cue (:mod:`anomalens.metrics.smoothing`,
+taps from ``bundle.json``), the sliding windows of the ConvLSTM, and the verdicts and events with the model's
+calibration (:mod:`anomalens.metrics.events`). It gives ``analyze-video``'s per-frame scores.
+
+Needs numpy, Pillow, ONNX Runtime or OpenVINO, plus PyAV to read video files and ``opencv-python-headless``
+for the motion cue of ``stfeatures``.
+
+>>> inferencer = VideoInferencer.load("bundles/conveyor_onnx")                # doctest: +SKIP
+>>> result = inferencer.predict_video("line_camera.mp4")                       # doctest: +SKIP
+>>> result.scores.shape, result.anomalous.sum(), result.events[0]["start_time"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from anomalens.data.pixels import resize_rgb_array, rgb_array
+from anomalens.errors import CheckpointError, DataError
+from anomalens.inference.bundle import read_bundle
+from anomalens.inference.engines import Engine, open_engine
+from anomalens.metrics.events import attach_peak_cues, calibrated_events
+from anomalens.metrics.smoothing import smooth_series
+from anomalens.metrics.threshold import Calibration
+
+DEFAULT_FPS = 25.0  # of a sequence of frames given as arrays (as for a folder of frames)
+
+
+@dataclass
+class VideoInferenceResult:
+    """Per-frame results of one video of T frames: raw ``scores`` ``(T,)``, ``normalized_scores`` (0.5 at the
+    threshold), ``anomalous`` verdicts, ``events`` (as ``analyze-video``'s events.json), raw ``maps`` ``(T, h, w)``
+    on the score's scale (float16, as the library keeps them), each cue's share of the score (``stfeatures``), and the frame rate."""
+
+    scores: np.ndarray
+    normalized_scores: np.ndarray
+    anomalous: np.ndarray
+    threshold: float
+    events: list[dict[str, Any]]
+    maps: np.ndarray
+    fps: float
+    cues: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready summary (no maps)."""
+        return {"frames": int(self.scores.size), "fps": self.fps, "threshold": self.threshold,
+                "scores": self.scores.tolist(), "normalized_scores": self.normalized_scores.tolist(),
+                "anomalous": self.anomalous.tolist(), "events": self.events,
+                "cues": {name: values.tolist() for name, values in self.cues.items()}}
+
+
+class VideoInferencer:
+    """A loaded video bundle. ``predict_video`` takes a video file, a folder of frames, or RGB ``uint8`` frames."""
+
+    def __init__(self, folder: Path, meta: dict[str, Any], engines: dict[str, Engine], constants: dict[str, np.ndarray]) -> None:
+        self.folder = folder
+        self.meta = meta
+        self.engines = engines
+        self.constants = constants
+        self.calibration = Calibration.from_dict(meta["calibration"])
+        self.image_size: tuple[int, int] = tuple(meta["input"]["image_size"])  # type: ignore[assignment]
+        self.video = meta["video"]
+
+    @classmethod
+    def load(cls, folder: str | Path, threads: int | None = None) -> "VideoInferencer":
+        """Open ``folder`` (``anomalens export`` of a video run) on the engine it was exported for."""
+        folder = Path(folder)
+        meta = read_bundle(folder)
+        if meta["model"].get("kind") != "video":
+            raise CheckpointError("this bundle holds an image model: use anomalens.inference.Inferencer", folder)
+        runtime = meta["runtime"]
+        engines = {name: open_engine(folder / graph["file"], runtime["engine"], runtime["precision"], threads)
+                   for name, graph in meta["graphs"].items()}
+        constants = {name: np.load(folder / spec["file"], allow_pickle=False)
+                     for name, spec in meta.get("constant_inputs", {}).items()}
+        return cls(folder, meta, engines, constants)
+
+    @property
+    def model_name(self) -> str:
+        return self.meta["model"]["name"]
+
+    def frames(self, source: str | Path | Iterable[np.ndarray], fps: float | None = None) -> tuple[Iterator[np.ndarray], float]:
+        """Frames at the model's size (RGB ``uint8`` ``(H, W, 3)``) of ``source``, decoded front to back, and the rate."""
+        if isinstance(source, (str, Path)):
+            from anomalens.data.video_io import check_fps, open_clip
+
+            clip = open_clip(source, None, fps=check_fps(fps))  # type: ignore[arg-type]  (native frames only)
+            native, rate = clip.iter_native(), clip.fps
+        else:
+            native, rate = iter(source), float(fps or DEFAULT_FPS)
+        return (resize_rgb_array(rgb_array(frame), self.image_size) for frame in native), rate
+
+    def predict_video(self, source: str | Path | Iterable[np.ndarray], fps: float | None = None) -> VideoInferenceResult:
+        """Score every frame of ``source`` with the model's threshold; events as ``analyze-video`` finds them."""
+        frames, rate = self.frames(source, fps)
+        if self.model_name == "stfeatures":
+            scores, maps, cues = self._stfeatures(frames)
+        else:
+            scores, maps, cues = self._convlstm(frames)
+        cal = self.calibration
+        normalized = cal.normalize(scores.astype(np.float64))
+        events = calibrated_events(scores, cal, rate, normalized_scores=normalized)
+        attach_peak_cues(events, cues)
+        return VideoInferenceResult(scores=scores, normalized_scores=normalized, anomalous=cal.is_anomalous(scores),
+                                    threshold=float(cal.threshold), events=events, maps=maps, fps=rate, cues=cues)
+
+    # ---- stfeatures: appearance graph, optical flow, motion graph, smoothing in time -----------------------
+    def _stfeatures(self, frames: Iterator[np.ndarray]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        from anomalens.data.flow import FlowStream
+
+        v = self.video
+        flows = FlowStream(v["flow_preset"])
+        appearance_cue, motion_cue, maps = [], [], []
+        for batch in _batches(frames, int(v["batch_size"])):
+            out = self.engines["appearance"].run({"images": batch, "appearance_memory": self.constants["appearance_memory"]})
+            appearance, greys = out["appearance"], out["greys"]
+            flow = [flows.push(grey) for grey in greys]
+            if flow[0] is None:  # the first frame of the video borrows the second's motion, as the library does
+                flow[0] = flow[1] if len(flow) > 1 else np.zeros((2, *v["flow_size"]), np.float32)
+            out = self.engines["motion"].run({"flow": np.stack(flow), "appearance": appearance,
+                                              "motion_memory": self.constants["motion_memory"]})
+            appearance_cue.append(out["appearance_cue"])
+            motion_cue.append(out["motion_cue"])
+            maps.append(out["maps"].astype(np.float16))
+        if not maps:
+            raise DataError("the video has no frames")
+        kernel = np.asarray(v["temporal_kernel"], dtype=np.float64)
+        cues = {"appearance": smooth_series(np.concatenate(appearance_cue), kernel),
+                "motion": smooth_series(np.concatenate(motion_cue), kernel)}
+        return cues["appearance"] + cues["motion"], np.concatenate(maps), cues
+
+    # ---- convlstm: windows on the model's stride, each frame's maps averaged over its windows ---------------
+    def _convlstm(self, frames: Iterator[np.ndarray]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        length, stride = int(self.video["sequence_length"]), int(self.video["stride"])
+        buffer: deque[np.ndarray] = deque(maxlen=length)
+        pending: dict[int, list] = {}  # frame index -> [sum of its windows' maps, number of windows]
+        scores: list[float] = []
+        maps: list[np.ndarray] = []
+        done = total = 0  # frames before `done` are finished: later windows no longer change them
+        last_start = -1
+        for index, frame in enumerate(frames):
+            buffer.append(frame)
+            total = index + 1
+            start = index - length + 1
+            if start >= 0 and start % stride == 0:
+                self._window(buffer, start, pending, done)
+                last_start = start
+                done = start + stride
+                _finish(pending, done, scores, maps)
+        if total < length:
+            raise DataError(f"the video has {total} frames, fewer than the model's sequence_length {length}")
+        if last_start + length < total:  # frames after the last window on the stride: one window flush with the end
+            self._window(buffer, total - length, pending, done)
+        _finish(pending, total, scores, maps)
+        return np.asarray(scores, dtype=np.float32), np.stack(maps), {}
+
+    def _window(self, buffer: deque, start: int, pending: dict[int, list], done: int) -> None:
+        window = np.ascontiguousarray(np.stack(buffer).transpose(0, 3, 1, 2)[None])
+        errors = self.engines["window"].run({"window": window})["errors"]
+        for offset in range(max(0, done - start), len(buffer)):  # finished frames keep their score
+            entry = pending.setdefault(start + offset, [0.0, 0])
+            entry[0] = entry[0] + errors[offset]
+            entry[1] += 1
+
+
+def _finish(pending: dict[int, list], before: int, scores: list[float], maps: list[np.ndarray]) -> None:
+    for index in sorted(i for i in pending if i < before):
+        total, count = pending.pop(index)
+        error_map = (total / count).astype(np.float32)
+        scores.append(float(error_map.max()))
+        maps.append(error_map.astype(np.float16))
+
+
+def _batches(frames: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """``(B, 3, H, W)`` ``uint8`` batches; the first holds at least two frames (the first frame borrows the
+    second's motion)."""
+    batch: list[np.ndarray] = []
+    first = True
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) >= (max(2, size) if first else size):
+            yield np.ascontiguousarray(np.stack(batch).transpose(0, 3, 1, 2))
+            batch, first = [], False
+    if batch:
+        yield np.ascontiguousarray(np.stack(batch).transpose(0, 3, 1, 2))

@@ -1,0 +1,106 @@
+"""Export of the video models: the torch-free runtime gives ``analyze-video``'s per-frame scores, verdicts and events.
+
+On a small synthetic conveyor (data/synthetic_video.py): the default model ``stfeatures`` (appearance and motion
+graphs, optical flow between them in the runtime) is scored with torch made unimportable; ``convlstm`` (one
+window graph, windows averaged in the runtime) in the same process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from anomalens.data.synthetic_video import DEFAULT_VIDEO_CATEGORY as CATEGORY
+from anomalens.data.synthetic_video import make_synthetic_video_dataset
+from anomalens.errors import CheckpointError, ConfigError
+from anomalens.export import export_model
+from anomalens.inference import Inferencer, VideoInferencer
+from anomalens.workflows.predict import analyze_video
+from anomalens.workflows.train import train_video_model
+
+SIZE = (64, 96)
+
+RUNTIME = r"""
+import json, sys
+sys.modules["torch"] = None          # any `import torch` now raises ImportError
+from anomalens.inference import VideoInferencer
+result = VideoInferencer.load(sys.argv[1]).predict_video(sys.argv[2])
+print(json.dumps({**result.to_dict(), "library_modules": sorted(m for m in sys.modules if m.startswith(("anomalens.models", "anomalens.workflows")))}))
+"""
+
+
+@pytest.fixture(scope="module")
+def conveyor(tmp_path_factory) -> Path:
+    return make_synthetic_video_dataset(tmp_path_factory.mktemp("conveyor"), n_train=2, n_test=1, n_frames=24, size=SIZE)
+
+
+def _test_video(root: Path, kind: str = "foreign_object") -> Path:
+    return root / CATEGORY / "test" / kind / "test_000.mp4"
+
+
+def _train(root: Path, model: str, tmp: Path, **options) -> Path:
+    return train_video_model(root, CATEGORY, model, tmp / "results", image_size=SIZE, device="cpu", run_name=model, **options).run_dir
+
+
+def test_default_video_model_runs_without_torch_and_matches_analyze_video(conveyor, tmp_path):
+    run = _train(conveyor, "stfeatures", tmp_path, appearance_memory=512, appearance_samples=20_000)
+    bundle = export_model(run, "onnx", "fp32", tmp_path / "bundle")
+    meta = json.loads((bundle.folder / "bundle.json").read_text())
+    assert meta["version"] == 2 and meta["model"]["kind"] == "video" and set(meta["graphs"]) == {"appearance", "motion"}
+    assert any("optical flow" in step for step in meta["postprocessing"]["outside_graph"])
+    check = bundle.check  # checkpoint and bundle on the run's held-out clip, measured at export
+    assert check["frames"] > 0 and check["same_verdicts"] and check["max_score_difference_over_threshold"] < 1e-4
+
+    video = _test_video(conveyor)
+    expected = analyze_video(run, video, tmp_path / "analysis", device="cpu")
+    src = Path(__file__).resolve().parents[1] / "src"
+    done = subprocess.run([sys.executable, "-c", RUNTIME, str(bundle.folder), str(video)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(src)}, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["library_modules"] == []
+    threshold = abs(got["threshold"])
+    assert len(got["scores"]) == len(expected.scores) == 24
+    assert np.abs(np.array(got["scores"]) - expected.scores).max() <= 1e-4 * threshold
+    assert got["anomalous"] == expected.anomalous.tolist()
+    assert any(got["anomalous"])  # the foreign object is found: the comparison covers verdicts both ways
+    assert [(e["start_frame"], e["end_frame"], e["peak_frame"], e.get("main_cue")) for e in got["events"]] == \
+        [(e.start_frame, e.end_frame, e.peak_frame, e.main_cue) for e in expected.events]
+    cues = {name: np.array(values) for name, values in got["cues"].items()}
+    assert np.allclose(cues["appearance"] + cues["motion"], got["scores"], atol=1e-5)
+
+
+def test_convlstm_bundle_matches_and_bundles_refuse_the_wrong_runtime(conveyor, tmp_path):
+    run = _train(conveyor, "convlstm", tmp_path, epochs=1, sequence_length=8, stride=3)
+    bundle = export_model(run, "onnx", "fp32", tmp_path / "bundle")
+    inferencer = VideoInferencer.load(bundle.folder)
+    video = _test_video(conveyor)
+    expected = analyze_video(run, video, tmp_path / "analysis", device="cpu")
+    got = inferencer.predict_video(video)
+    assert got.scores.shape == expected.scores.shape == (24,)  # 24 frames, windows of 8 every 3 plus one at the end
+    assert np.abs(got.scores - expected.scores).max() <= 1e-4 * abs(got.threshold)
+    assert (got.anomalous == expected.anomalous).all()
+    frames = [frame for frame in inferencer.frames(video)[0]]  # arrays from a camera give the same scores
+    assert np.array_equal(inferencer.predict_video(frames, fps=10).scores, got.scores)
+
+    with pytest.raises(CheckpointError, match="video model"):
+        Inferencer.load(bundle.folder)
+    with pytest.raises(ConfigError, match="fp32 only"):
+        export_model(run, "onnx", "int8", tmp_path / "int8")
+    broken = tmp_path / "broken"
+    shutil.copytree(bundle.folder, broken)
+    meta = json.loads((broken / "bundle.json").read_text())
+    (broken / "bundle.json").write_text(json.dumps({**meta, "video": {**meta["video"], "stride": 99}}))
+    with pytest.raises(CheckpointError, match="stride"):
+        VideoInferencer.load(broken)
+    (broken / "bundle.json").write_text(json.dumps(meta))
+    (broken / "window.onnx").unlink()
+    with pytest.raises(CheckpointError, match="window.onnx"):
+        VideoInferencer.load(broken)
