@@ -126,17 +126,21 @@ class ClipWriter:
             with self.lock:
                 clips = list(self.open)
             for clip in clips:
-                # from the ring: a new clip's seconds before its event, a joined clip's frames since it paused
-                for earlier, frame in list(self.ring):
-                    if clip.written < earlier <= clip.last:
-                        self._write(clip, earlier, frame)
+                self._catch_up(clip)
                 # kept open ``lead`` frames past its end, so that an event announced meanwhile can still join it
                 if index > clip.last + self.lead:
                     self._finish(clip)
         with self.lock:
             clips, self.open = list(self.open), []
-        for clip in clips:
+        for clip in clips:  # the watch ended: what the ring holds for each clip, then the file
+            self._catch_up(clip)
             self._finish(clip)
+
+    def _catch_up(self, clip: _Clip) -> None:
+        """From the ring: a new clip's seconds before its event, a joined clip's frames since it paused."""
+        for index, frame in list(self.ring):
+            if clip.written < index <= clip.last:
+                self._write(clip, index, frame)
 
     def _write(self, clip: _Clip, index: int, small: np.ndarray) -> None:
         if clip.done or index < clip.first or index <= clip.written:
