@@ -8,7 +8,7 @@ import torch
 
 from _textures import add_spot, woven_textures
 from anomalens.models import load_detector
-from anomalens.models.components import search
+from anomalens import neighbours
 from anomalens.models.components.sampler import bounded_coreset_size, greedy_coreset
 from anomalens.models.components.search import NearestNeighbourIndex, recall_at_1
 from anomalens.models.image import patchcore
@@ -71,7 +71,7 @@ def test_patchcore_bank_stays_under_the_cap_over_several_passes(monkeypatch):
 
 
 def test_save_and_load_with_an_approximate_index_give_identical_scores(monkeypatch, tmp_path):
-    monkeypatch.setattr(search, "EXACT_SEARCH_LIMIT", 100)
+    monkeypatch.setattr(neighbours, "EXACT_SEARCH_LIMIT", 100)
     detector = PatchCore(PatchCoreConfig(image_size=(64, 64), coreset_ratio=0.5))
     detector.fit(woven_textures(8, seed=0), woven_textures(2, seed=1))
     assert detector.index_.kind == "ivf" and len(detector.memory_bank_) == 256
@@ -82,3 +82,21 @@ def test_save_and_load_with_an_approximate_index_give_identical_scores(monkeypat
     assert loaded.index_.kind == "ivf"
     np.testing.assert_array_equal(before.scores, loaded.predict(images).scores)
     np.testing.assert_array_equal(before.maps, loaded.predict(images).maps)
+
+
+def test_the_runtime_search_reads_the_library_index_and_numpy_finds_the_same_neighbours(tmp_path):
+    # one search class for the library and the torch-free runtime: an index written by the library and read back,
+    # and numpy's exact search (a line PC without faiss), give the library's neighbours
+    generator = np.random.default_rng(0)
+    bank = generator.normal(size=(300, 16)).astype(np.float32)
+    queries = generator.normal(size=(50, 16)).astype(np.float32)
+    library = NearestNeighbourIndex(torch.from_numpy(bank), exact=True)
+    expected_distances, expected_indices = library.search(torch.from_numpy(queries), k=3)
+    assert library.cpu_search.write_index(tmp_path / "index.faiss")
+    read_back = neighbours.BankSearch(bank, index_path=tmp_path / "index.faiss")
+    plain = neighbours.BankSearch(bank)
+    plain.index = None  # as without faiss
+    for search_ in (read_back, plain):
+        distances, indices = search_.search(queries, k=3)
+        np.testing.assert_array_equal(indices, expected_indices.numpy())
+        np.testing.assert_allclose(distances, expected_distances.numpy(), rtol=1e-5, atol=1e-5)

@@ -114,13 +114,10 @@ def export_model(
 def _save_search_index(detector: Detector, folder: Path) -> dict[str, Any]:
     """PatchCore's faiss index as the library built it (faiss's own binary format, never pickle): the runtime then
     finds the checkpoint's neighbours at the checkpoint's speed. The ``search`` section of bundle.json."""
-    import faiss
-
     index = detector.index_  # type: ignore[attr-defined]
     name = None
-    if index.index is not None:
+    if index.cpu_search is not None and index.cpu_search.write_index(folder / "search_index.faiss"):
         name = "search_index.faiss"
-        faiss.write_index(index.index, str(folder / name))
     return {"index": name, "kind": index.kind, "nprobe": getattr(index.index, "nprobe", None),
             "num_neighbours": int(detector.config.num_neighbours),  # type: ignore[attr-defined]
             "without_faiss": "exact search with numpy (slower on large banks; ~99% the same neighbours as an IVF index)"}

@@ -40,7 +40,7 @@ class Inferencer:
         if "features" in engines:  # PatchCore: the search runs between the two graphs
             spec = meta["search"]
             index = folder / spec["index"] if spec.get("index") else None
-            self.search = BankSearch(constants["memory_bank"], index, spec.get("nprobe"), threads)
+            self.search = BankSearch(constants["memory_bank"], index_path=index, nprobe=spec.get("nprobe"), threads=threads)
             self.neighbours = int(spec["num_neighbours"])
         self.calibration = Calibration.from_dict(meta["calibration"])
         self.image_size: tuple[int, int] = tuple(meta["input"]["image_size"])  # type: ignore[assignment]

@@ -1,22 +1,15 @@
-"""Nearest-neighbour search over a memory bank: the one place every model finds its closest normal entries.
+"""Nearest-neighbour search for the models, on torch tensors: an adapter over :mod:`anomalens.neighbours`.
 
 PatchCore's patch scores, its score reweighting, the tiling path (through PatchCore) and the video model's
-appearance memory all call :class:`NearestNeighbourIndex`. The search runs through faiss on the CPU:
-
-* banks of up to :data:`EXACT_SEARCH_LIMIT` entries (or any bank with ``exact=True``): exact search
-  (``IndexFlatL2``);
-* larger banks: an inverted-file index (``IndexIVFFlat``, about 64 entries per cell, 4 cells visited per query),
-  which compares a query only with the entries of the cells nearest to it. Measured on bottle patch features
-  against a 16,384-entry PatchCore bank (``benchmarks/search.py``, README "Scale"): recall@1 0.98 at 1/22 of the
-  exact search's time; HNSW was 1.6x slower than IVF at the same recall (M 16, efSearch 16) and 4x slower at 0.998.
-
-Banks on a GPU are searched exactly with batched matrix products in torch (faiss-cpu has no GPU kernels).
-Nothing of the index is saved: models store the bank itself (safetensors) and rebuild the index on load,
-which takes well under a second for the bank sizes used here and keeps checkpoints free of pickles and of
-faiss's version-specific files.
+appearance memory all call :class:`NearestNeighbourIndex`. On the CPU it hands the rows to
+:class:`anomalens.neighbours.BankSearch` (faiss: exact up to 4,096 entries, an IVF index above; the torch-free
+runtime searches with the same class), so the choice of index lives in one file. Banks on a GPU are searched
+exactly with batched matrix products in torch (faiss-cpu has no GPU kernels). Models save the bank itself
+(safetensors) and rebuild the index on load, which keeps checkpoints free of pickles and of faiss's
+version-specific files; an exported bundle carries the index in faiss's own format (``BankSearch.write_index``).
 
 >>> bank = torch.randn(5000, 152)
->>> index = NearestNeighbourIndex(bank)                 # exact: a small bank
+>>> index = NearestNeighbourIndex(bank)                 # IVF: a large bank
 >>> distances, indices = index.search(torch.randn(10, 152), k=1)
 >>> distances.shape, indices.shape
 (torch.Size([10, 1]), torch.Size([10, 1]))
@@ -24,30 +17,25 @@ faiss's version-specific files.
 
 from __future__ import annotations
 
-import faiss
-import numpy as np
 import torch
 
-# Banks up to this many entries are searched exactly; larger ones approximately (unless exact is forced)
-EXACT_SEARCH_LIMIT = 4096
-# Inverted file: about this many bank entries per cell, and this many cells visited per query
-IVF_ENTRIES_PER_CELL = 64
-IVF_PROBES = 4
-# k-means iterations placing the cells: 10 give the recall of faiss's default 25 on bottle (0.988) at 2.5x less time
-IVF_TRAINING_ITERATIONS = 10
+from anomalens import neighbours
+from anomalens.neighbours import EXACT_SEARCH_LIMIT, IVF_ENTRIES_PER_CELL, IVF_PROBES, BankSearch
+
 TORCH_SEARCH_BUDGET = 1 << 23  # distance-matrix elements per step of the torch search (32 MB)
 
 
 def set_search_threads(threads: int | None = None) -> None:
     """Run faiss on as many threads as torch (``threads`` if given), so both libraries share the cores alike."""
-    faiss.omp_set_num_threads(max(1, threads if threads is not None else torch.get_num_threads()))
+    neighbours.set_search_threads(threads if threads is not None else torch.get_num_threads())
 
 
 class NearestNeighbourIndex:
     """Euclidean nearest neighbours of query rows among the rows of ``bank`` ``(K, C)``.
 
     ``exact``: always search exactly (``--exact-search``); otherwise banks larger than ``exact_limit`` (default
-    :data:`EXACT_SEARCH_LIMIT`) get an approximate index. ``seed`` fixes the clustering of the approximate index, so results are reproducible.
+    :data:`anomalens.neighbours.EXACT_SEARCH_LIMIT`) get an approximate index. ``seed`` fixes the clustering of the
+    approximate index, so results are reproducible.
     """
 
     def __init__(
@@ -58,26 +46,19 @@ class NearestNeighbourIndex:
         self.bank = bank.float()
         self.size, self.dim = bank.shape
         self.device = bank.device
-        self.index: faiss.Index | None = None
+        self.cpu_search: BankSearch | None = None
         if self.device.type != "cpu":
             self.kind = "torch-exact"
             self._bank_norms = (self.bank * self.bank).sum(dim=1)
             return
         set_search_threads()
-        rows = np.ascontiguousarray(self.bank.numpy(), dtype=np.float32)
-        if exact or self.size <= (EXACT_SEARCH_LIMIT if exact_limit is None else exact_limit):
-            self.kind = "exact"
-            self.index = faiss.IndexFlatL2(self.dim)
-        else:
-            self.kind = "ivf"
-            cells = max(1, round(self.size / IVF_ENTRIES_PER_CELL))
-            self.index = faiss.IndexIVFFlat(faiss.IndexFlatL2(self.dim), self.dim, cells)
-            self.index.cp.seed = seed
-            self.index.cp.min_points_per_centroid = 1  # no warning about few points per cell: that is the design
-            self.index.cp.niter = IVF_TRAINING_ITERATIONS
-            self.index.train(rows)
-            self.index.nprobe = min(IVF_PROBES, cells)
-        self.index.add(rows)
+        self.cpu_search = BankSearch(self.bank.numpy(), exact=exact, exact_limit=exact_limit, seed=seed, build=True)
+        self.kind = self.cpu_search.kind
+
+    @property
+    def index(self):
+        """The faiss index searched on the CPU (None on a GPU)."""
+        return None if self.cpu_search is None else self.cpu_search.index
 
     def __len__(self) -> int:
         return self.size
@@ -88,18 +69,10 @@ class NearestNeighbourIndex:
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries must have shape (M, {self.dim}), got {tuple(queries.shape)}")
         k = min(k, self.size)
-        if self.index is None:
+        if self.cpu_search is None:
             return self._torch_search(queries.to(self.device), k)
-        rows = np.ascontiguousarray(queries.detach().cpu().numpy(), dtype=np.float32)
-        squared, indices = self.index.search(rows, k)
-        if (indices < 0).any():
-            # an approximate index found fewer than k entries in the cells it visited: ask the exact one
-            missing = (indices < 0).any(axis=1)
-            exact = faiss.IndexFlatL2(self.dim)
-            exact.add(np.ascontiguousarray(self.bank.numpy()))
-            squared[missing], indices[missing] = exact.search(rows[missing], k)
-        distances = torch.from_numpy(np.sqrt(np.maximum(squared, 0.0, out=squared), out=squared))
-        return distances.to(queries.device), torch.from_numpy(indices).to(queries.device)
+        distances, indices = self.cpu_search.search(queries.detach().cpu().numpy(), k)
+        return torch.from_numpy(distances).to(queries.device), torch.from_numpy(indices).to(queries.device)
 
     def _torch_search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         chunk = max(1, TORCH_SEARCH_BUDGET // self.size)
@@ -146,4 +119,4 @@ def recall_at_1(index: NearestNeighbourIndex, queries: torch.Tensor) -> float:
     return float((found_distance <= true_distance * (1 + 1e-5) + 1e-6).float().mean())
 
 
-__all__ = ["EXACT_SEARCH_LIMIT", "NearestNeighbourIndex", "exact_search_block", "nearest_neighbour_distances", "recall_at_1", "set_search_threads"]
+__all__ = ["EXACT_SEARCH_LIMIT", "IVF_ENTRIES_PER_CELL", "IVF_PROBES", "NearestNeighbourIndex", "exact_search_block", "nearest_neighbour_distances", "recall_at_1", "set_search_threads"]
