@@ -3,7 +3,7 @@
 The search itself is :class:`anomalens.neighbours.BankSearch`, the class the library searches with.
 
 The bundle holds the memory bank (``memory_bank.npy``) and the library's own faiss index (``search_index.faiss``,
-faiss's binary format: an IVF index for banks above 4,096 entries, as ``anomalens.models.components.search``
+faiss's binary format: an IVF index for banks above 4,096 entries, as ``anomalens.neighbours``
 builds it), so that the runtime finds the neighbours the checkpoint finds, at the checkpoint's speed. Without
 faiss installed (``pip install faiss-cpu``), the runtime searches exactly with numpy instead: slower on large
 banks, and the same neighbour as the approximate index for about 99% of patches.
