@@ -172,8 +172,8 @@ class FeatureDetector(Detector):
         count, total = int(torch.cat(lowered).sum()), len(held_out)
         region = "part" if total and count >= PART_SCORE_MIN_SHARE * total else "image"
         reporter.log(f"image score on the {'part' if region == 'part' else 'whole map'}: capping the map off the part "
-                     f"lowers {count} of {total} held-out normal scores (the part is chosen from "
-                     f"{PART_SCORE_MIN_SHARE:.0%})")
+                     f"lowers {count} of {total} held-out normal scores by more than {PART_SCORE_DROP:.0%} (the part "
+                     f"from {PART_SCORE_MIN_SHARE:.0%} of them)")
         return region
 
     def scores_to_maps(self, patch_scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
