@@ -47,7 +47,7 @@ from anomalens.live.sinks import EventLog, FrameLog, Sink
 from anomalens.live.sources import Source, SourceFrame, SourceGap, open_source
 from anomalens.metrics.events import EVENT_MERGE_SECONDS
 from anomalens.models.base import BaseDetector
-from anomalens.runtime import resolve_device, write_json_atomic
+from anomalens.runtime import library_threads, resolve_device, write_json_atomic
 from anomalens.visualization.overlays import overlay
 from anomalens.workflows.runs import load_detector
 
@@ -78,6 +78,7 @@ class _Frame:
     tensor: torch.Tensor  # the model's input (prepared by the reader)
     file: str | None
     before: torch.Tensor | None  # the model input of the frame decoded just before this one (motion after drops)
+    resumed: bool = False  # the first frame after the source broke off and came back
     processed: float = 0.0
 
 
@@ -184,7 +185,9 @@ class Watcher:
                         lead = round(s.max_latency * fps) + s.queue_size + s.batch_size + self.scorer.delay_frames + s.min_length
                         self.clips = ClipWriter(fps, s.clip_before, s.clip_after, s.clip_max, s.clip_width, lead, self.log)
                     self.clips.add(index, frame.image)
-                item = _Frame(index, frame.arrived, frame.image, tensor, frame.file, before)
+                # after a break in the source, the frame decoded before it is from another time: no motion from it
+                item = _Frame(index, frame.arrived, frame.image, tensor, frame.file, None if frame.resumed else before,
+                              frame.resumed)
                 before = tensor
                 if self.source.live:
                     while True:
@@ -227,6 +230,10 @@ class Watcher:
     # ---- the loop --------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Watch until the source ends or :meth:`stop`; returns the final status figures."""
+        with library_threads(self.settings.threads):
+            return self._watch()
+
+    def _watch(self) -> dict[str, Any]:
         s = self.settings
         self.started = time.time()
         self.index = -1
@@ -292,7 +299,8 @@ class Watcher:
                     continue
                 steps, before = [], []
                 for frame in batch:
-                    step = max(1, frame.index - self.index)  # > 1 after dropped frames
+                    # > 1 after dropped frames; 0 after a break in the source (motion starts afresh)
+                    step = 0 if frame.resumed else max(1, frame.index - self.index)
                     steps.append(step)
                     # after a drop, the motion comes from the frame decoded just before, not from across the gap
                     before.append(frame.before if step > 1 else None)

@@ -79,7 +79,7 @@ class PatchFeatureExtractor(nn.Module):
 
     @torch.no_grad()
     def forward(self, x01: torch.Tensor) -> torch.Tensor:
-        """Features through ONNX Runtime for CPU inputs (unless the runtime is ``torch``), else PyTorch."""
+        """Features through ONNX Runtime (or OpenVINO) for CPU inputs (unless the runtime is ``torch``), else PyTorch."""
         # an ONNX export (anomalens.export) traces the PyTorch computation: a session cannot be traced
         runner = None if torch.compiler.is_exporting() else self._runner(x01)
         if runner is not None:
@@ -93,9 +93,9 @@ class PatchFeatureExtractor(nn.Module):
         size = (int(x01.shape[-2]), int(x01.shape[-1]))
         if size not in self._runners:
             try:
-                self._runners[size] = OnnxFeatureRunner.for_extractor(self, size)
+                self._runners[size] = OnnxFeatureRunner.for_extractor(self, size, "openvino" if runtime == "openvino" else "onnx")
             except Exception as exc:  # the exporter or ONNX Runtime failed: PyTorch computes the same features
-                if runtime == "onnx":
+                if runtime != "auto":
                     raise
                 logging.getLogger(__name__).warning("ONNX Runtime unavailable for the backbone (%s); using PyTorch", exc)
                 self._runners[size] = None

@@ -567,7 +567,15 @@ class StreamingScorer(CausalScorer):
         known = [frame for frame in before if frame is not None]
         greys_before = iter(grey_frames(to_float(torch.stack(known)).to(d.device), d.flow_size) if known else ())
         for features, grey, step, previous in zip(appearance, grey_frames(floats, d.flow_size), steps, before):
-            if previous is not None:  # motion from the source frame just before, not across the dropped ones
+            if step == 0:  # the source broke off before this frame: its motion starts afresh, as at the first frame
+                if self.first is not None:  # a segment of one frame: it had no motion at all
+                    ready.append(self.first)
+                    flows.append(np.zeros((2, *d.flow_size), np.float32))
+                    self.first = None
+                if previous is not None:  # no frame before a break counts (kept in step with the frames given)
+                    next(greys_before)
+                self.flows.previous, step = None, 1
+            elif previous is not None:  # motion from the source frame just before, not across the dropped ones
                 self.flows.previous, step = next(greys_before), 1
             flow = self.flows.push(grey)
             if flow is not None and step > 1:  # frames were dropped before this one: motion per source frame
