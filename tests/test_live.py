@@ -30,6 +30,7 @@ from anomalens.live.clips import ClipWriter
 from anomalens.live.events import EventTracker
 from anomalens.live.settings import WatchSettings
 from anomalens.live.sinks import MqttSink, WebhookSink
+from anomalens.live.sources import Source, SourceFrame
 from anomalens.live.watcher import Watcher
 from anomalens.metrics.events import detect_events
 from anomalens.models.base import create_detector
@@ -144,6 +145,69 @@ def test_motion_after_dropped_frames_comes_from_the_frame_decoded_just_before(mo
         np.testing.assert_allclose(result.map, full[kept[k]], atol=1e-4)
     # without the frame before, motion across the gap differs (the flow of a jump, divided by its length)
     assert max(float(np.abs(r.map - full[kept[k]]).max()) for k, r in enumerate(divided)) > 0.05
+
+
+def test_motion_after_a_break_in_the_source_starts_afresh(model):
+    """After a reconnect (step 0) motion is not measured across the break: the frames after it get the maps of a
+    scorer that started with them (the first borrows the second's motion); a one-frame segment before the break
+    is still scored, without motion."""
+    detector, _ = model
+    prep = Preprocessing(image_size=SIZE)
+    earlier = [prep.prepare_array(f) for f in frames_of(62, 8)[:5]]
+    later = [prep.prepare_array(f) for f in frames_of(63, 8, "speed_change")]
+    fresh_scorer = detector.causal_scorer(0)
+    fresh = [r.map for frame in later for r in fresh_scorer.push(frame[None])]
+    for first_segment in (earlier, earlier[:1]):
+        resumed, across = detector.causal_scorer(0), detector.causal_scorer(0)
+        results, spanning = [], []
+        for frame in first_segment:
+            results += resumed.push(frame[None])
+            spanning += across.push(frame[None])
+        for k, frame in enumerate(later):
+            results += resumed.push(frame[None], [0 if k == 0 else 1])
+            spanning += across.push(frame[None])
+        assert [r.index for r in results] == list(range(len(first_segment) + len(later)))
+        for result, expected in zip(results[len(first_segment):], fresh):
+            np.testing.assert_allclose(result.map, expected, atol=1e-4)
+        # measured across the break, the first frame's motion is the jump between two scenes
+        assert float(np.abs(spanning[len(first_segment)].map - fresh[0]).max()) > 0.05
+
+
+class _TwoSegments(Source):
+    """A stream that breaks off after ``first`` frames and comes back (the next frame is marked ``resumed``); it
+    waits for the scorer, so that no frame is dropped."""
+
+    kind, live = "stream", False
+
+    def __init__(self, frames: list[np.ndarray], first: int) -> None:
+        super().__init__("two segments")
+        self.images, self.first, self.fps = frames, first, 10.0
+
+    def frames(self):
+        for i, image in enumerate(self.images):
+            yield SourceFrame(image, time.time(), resumed=i == self.first)
+
+
+def test_the_watch_scores_a_reconnected_stream_afresh_with_one_thread_per_library(model):
+    """The frame after a break reaches the scorer with step 0 and no frame from before the break; every frame is
+    scored once; the libraries run one thread each inside the watch and get their counts back after it."""
+    detector, _ = model
+    frames = frames_of(64, 8)[:6] + frames_of(65, 8, "foreign_object")[:6]
+    watcher = Watcher(detector, _TwoSegments(frames, 6), None, device="cpu", settings=WatchSettings(batch_size=1))
+    calls: list[tuple[list[int], bool, int]] = []
+    features = watcher.scorer.features
+
+    def recording(batch, steps=None, before=None):
+        calls.append((list(steps), before[0] is not None, torch.get_num_threads()))
+        return features(batch, steps, before)
+
+    watcher.scorer.features = recording
+    threads = torch.get_num_threads()
+    status = watcher.run()
+    assert status["frames_scored"] == status["frames_read"] == 12 and status["frames_dropped"] == 0
+    assert [c[0] for c in calls] == [[1]] * 6 + [[0]] + [[1]] * 5
+    assert not any(c[1] for c in calls) and {c[2] for c in calls} == {1}
+    assert torch.get_num_threads() == threads
 
 
 def test_clips_keep_the_source_timing_when_frames_are_left_out(tmp_path):
