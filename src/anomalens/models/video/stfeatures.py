@@ -548,14 +548,16 @@ class StreamingScorer(CausalScorer):
     ) -> list[FrameScore]:
         return self.score(self.features(frames, steps, before))
 
-    def score(self, features: tuple[list[torch.Tensor], list[np.ndarray]]) -> list[FrameScore]:
+    def score(self, features: tuple[list[torch.Tensor], torch.Tensor | None]) -> list[FrameScore]:
         return self._score(*features)
 
     @torch.no_grad()
     def features(
         self, frames: torch.Tensor, steps: Sequence[int] | None = None, before: Sequence[torch.Tensor | None] | None = None
-    ) -> tuple[list[torch.Tensor], list[np.ndarray]]:
-        """Backbone features and optical flow of the frames that are ready (the first waits for the second)."""
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Backbone features and motion descriptors (optical flow, orientation histograms) of the frames that are
+        ready (the first waits for the second). The histograms are made here rather than in :meth:`score` so that
+        the two halves cost about the same: the memory search makes the second the heavier one."""
         d, c = self.detector, self.detector.config
         if tuple(frames.shape[-2:]) != tuple(c.image_size):
             raise DataError(f"frame of size {frames.shape[-1]}x{frames.shape[-2]}, expected {c.image_size[1]}x{c.image_size[0]}")
@@ -589,23 +591,28 @@ class StreamingScorer(CausalScorer):
                 self.first = None
             ready.append(features)
             flows.append(flow)
-        return ready, flows
+        return ready, self._motion(flows)
 
     def finish(self) -> list[FrameScore]:
         out = []
         if self.first is not None:  # a one-frame stream: no motion at all
-            out = self._score([self.first], [np.zeros((2, *self.detector.flow_size), np.float32)])
+            out = self._score([self.first], self._motion([np.zeros((2, *self.detector.flow_size), np.float32)]))
             self.first = None
         tails = {name: smoother.finish() for name, smoother in self.smoothers.items()}
         return out + self._emit(tails)
 
     @torch.no_grad()
-    def _score(self, appearance: list[torch.Tensor], flows: list[np.ndarray]) -> list[FrameScore]:
-        if not appearance:
+    def _motion(self, flows: list[np.ndarray]) -> torch.Tensor | None:
+        """Flows ``(2, H, W)`` -> orientation histograms ``(B, bins, hm, wm)`` (None for no frames)."""
+        c = self.detector.config
+        return orientation_histograms(torch.from_numpy(np.stack(flows)), c.orientation_bins, c.motion_cell) if flows else None
+
+    @torch.no_grad()
+    def _score(self, appearance: list[torch.Tensor], motion: torch.Tensor | None) -> list[FrameScore]:
+        if not appearance or motion is None:
             return []
-        d, c = self.detector, self.detector.config
+        d = self.detector
         assert d.appearance_index_ is not None and d.motion_memory_ is not None and d.standardisation_ is not None
-        motion = orientation_histograms(torch.from_numpy(np.stack(flows)), c.orientation_bins, c.motion_cell)
         a, m = d._distance_maps(torch.stack(appearance), motion, d.appearance_index_, d.motion_memory_)
         a, m = _local_average(a), _local_average(m)
         self.maps.extend(d._standardised_map(a, m).numpy())
