@@ -43,7 +43,7 @@ def library_threads(threads: int | None) -> Iterator[None]:
 
     For work that is already split across threads of its own (the live watch's reader, feature and scorer
     threads): a second level of parallelism inside each library only adds synchronisation. On the 640x480
-    stream the watch took 61.5 ms of CPU per frame with one thread per library against 72.9 ms with two
+    stream the watch took 8-16% less CPU per frame with one thread per library than with two
     (``benchmarks/live_soak.py budget``). torch's count is process-wide, so other work of the process sees it too.
     """
     if threads is None:
