@@ -277,13 +277,15 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__} to JSON")
 
 
-def onnxruntime_session(path: str | Path, threads: int | None = None) -> Any:
+def onnxruntime_session(path: str | Path, threads: int | None = None, arena: bool = False) -> Any:
     """An ONNX Runtime CPU session as anomalens runs every graph (the feature cache, exported bundles).
 
     Idle threads sleep instead of spinning (spinning pools collapse throughput when the CPU is shared), and no
     memory arena: the arena keeps the largest batch's buffers for good (150 MB more peak memory for the feature
     extractor; +300 MB of RSS in a server for PatchCore's distance matrix), at the same speed (measured here).
-    Needs only ``onnxruntime`` (the torch-free runtime calls it too).
+    Needs only ``onnxruntime`` (the torch-free runtime calls it too). ``arena``: keep the buffers after all, for a
+    caller that runs the same small batch again and again (a live watch): in a process that maps every block
+    above 256 KB afresh (``anomalens.live.reader.steady_memory``), allocating them anew cost 7-10 ms per frame.
     """
     import onnxruntime as ort
 
@@ -294,5 +296,5 @@ def onnxruntime_session(path: str | Path, threads: int | None = None) -> Any:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.enable_cpu_mem_arena = False
+    options.enable_cpu_mem_arena = arena
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -136,7 +136,7 @@ class OnnxFeatureRunner:
     """The exported extractor run by ONNX Runtime (``engine="onnx"``) or OpenVINO at fp32 (``"openvino"``):
     ``(B, 3, H, W)`` in [0, 1] -> ``(B, C, h, w)``."""
 
-    def __init__(self, model_path: Path, threads: int | None = None, engine: str = "onnx") -> None:
+    def __init__(self, model_path: Path, threads: int | None = None, engine: str = "onnx", keep_buffers: bool = False) -> None:
         self.path, self.engine = model_path, engine
         threads = max(1, threads if threads is not None else torch.get_num_threads())
         if engine == "openvino":
@@ -147,18 +147,20 @@ class OnnxFeatureRunner:
             # compiled at f32: OpenVINO's default on CPUs with bf16 units changes the features by up to 0.5
             self.run = OpenVinoEngine(model_path, "fp32", threads).run
         elif engine == "onnx":
-            session = onnxruntime_session(model_path, threads)
+            session = onnxruntime_session(model_path, threads, arena=keep_buffers)
             self.run = lambda inputs: {"features": session.run(None, inputs)[0]}
         else:
             raise ConfigError(f"feature engine must be onnx or openvino, got {engine!r}")
 
     @classmethod
-    def for_extractor(cls, extractor: "PatchFeatureExtractor", image_size: tuple[int, int], engine: str = "onnx") -> "OnnxFeatureRunner":
-        """The cached export of ``extractor`` at ``image_size`` (exported now if missing), run by ``engine``."""
+    def for_extractor(cls, extractor: "PatchFeatureExtractor", image_size: tuple[int, int], engine: str = "onnx",
+                      keep_buffers: bool = False) -> "OnnxFeatureRunner":
+        """The cached export of ``extractor`` at ``image_size`` (exported now if missing), run by ``engine``
+        (``keep_buffers``: ONNX Runtime keeps its buffers between calls, see :func:`anomalens.runtime.onnxruntime_session`)."""
         path = cache_dir() / f"{type(extractor.backbone).__name__.lower()}-{export_key(extractor, image_size)}.onnx"
         if not path.is_file():
             export_extractor(extractor, image_size, path)
-        return cls(path, engine=engine)
+        return cls(path, engine=engine, keep_buffers=keep_buffers)
 
     def __call__(self, x01: torch.Tensor) -> torch.Tensor:
         images = np.ascontiguousarray(x01.detach().cpu().numpy(), dtype=np.float32)

@@ -154,8 +154,9 @@ class PositionalMemory:
         # squared differences summed one bin at a time: a few large element-wise operations on (B, h*w, M), where
         # a batched matrix product over the h*w cells made h*w tiny products, 8x slower (each woke the thread pool)
         squared = (queries[:, 0, :, None] - self._by_bin[0]).square_()  # (B, h*w, M)
+        term = torch.empty_like(squared)  # one buffer for every bin: a live watch maps each new one afresh
         for k in range(1, c):
-            squared.add_((queries[:, k, :, None] - self._by_bin[k]).square_())
+            squared.add_(torch.sub(queries[:, k, :, None], self._by_bin[k], out=term).square_())
         return squared.amin(dim=2).sqrt_().reshape(b, h, w)
 
 
@@ -536,6 +537,7 @@ class StreamingScorer(CausalScorer):
     def __init__(self, detector: SpatioTemporalFeatures, lookahead: int | None = None) -> None:
         self.detector = detector
         c = detector.config
+        detector.extractor.keep_runtime_buffers()  # a frame or two at a time, again and again
         self.flows = FlowStream(c.flow_preset, c.flow_min_contrast)
         self.smoothers = {name: DelayedGaussian(c.temporal_sigma, lookahead) for name in ("appearance", "motion")}
         self.delay_frames = self.smoothers["appearance"].delay
