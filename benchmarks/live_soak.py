@@ -18,7 +18,7 @@ conveyor clips unless ``--checkpoint`` is given:
 * ``stages``: where that CPU goes, stage by stage (decode, colour, resize, clip encoding, backbone, flow,
   appearance search, motion memory, ...): the stream's video frame by frame through the same functions as the
   watch, one stage after the other on one thread, each timed by the process's CPU time (its library threads
-  included), with the watch's threads per library (``--threads``, default the watch's own).
+  included), with the watch's threads per library (``--threads``, default the watch's own) and its memory setting.
 * ``lookahead``: events with a cut smoothing kernel against the offline ones, for look-ahead 0..8 frames.
 * ``faults``: the same stream with a webhook receiver and a mosquitto broker, while the RTSP server is killed
   and restarted (target: reconnected within 5 s, with a ``source_lost`` message), the broker restarted (every
@@ -295,12 +295,14 @@ def stages(args: argparse.Namespace, checkpoint: Path) -> dict:
     from anomalens.data.preprocessing import to_float
     from anomalens.data.video_io import VideoWriter, frame_to_rgb
     from anomalens.live.clips import CLIP_CRF, CLIP_PRESET, shrink
+    from anomalens.live.reader import steady_memory
     from anomalens.models.components.kernels import gaussian_blur
     from anomalens.models.video.motion import grey_frames, orientation_histograms
     from anomalens.models.video.stfeatures import _local_average
     from anomalens.runtime import library_threads
     from anomalens.workflows.runs import load_detector
 
+    steady_memory()  # the watch's memory setting: every block above 256 KB is mapped afresh
     watch = settings(args)
     detector = load_detector(checkpoint, device=torch.device("cpu"))
     d, c, scorer = detector, detector.config, detector.causal_scorer(watch.lookahead_for(True))

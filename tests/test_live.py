@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from _live_parts import Receiver, free_port, start_mosquitto, start_rtsp_server, stop, wait_until
-from anomalens.data.preprocessing import Preprocessing
+from anomalens.data.preprocessing import Preprocessing, to_float
 from anomalens.data.synthetic_video import DEFAULT_VIDEO_CATEGORY, make_synthetic_video_dataset, synthetic_clip
 from anomalens.data.video_io import probe_video, write_video
 from anomalens.live.clips import ClipWriter
@@ -34,6 +34,7 @@ from anomalens.live.sources import Source, SourceFrame
 from anomalens.live.watcher import Watcher
 from anomalens.metrics.events import detect_events
 from anomalens.models.base import create_detector
+from anomalens.models.components import onnx_backbone
 from anomalens.models.components.kernels import DelayedGaussian, gaussian_smooth_1d
 from anomalens.workflows.predict import analyze_video
 from anomalens.workflows.train import train_video_model
@@ -124,6 +125,28 @@ def test_causal_scores_equal_the_offline_scores(model):
         assert [r.index for r in results] == list(range(len(frames)))
         np.testing.assert_allclose([r.score for r in results], offline.scores, atol=1e-4)
         np.testing.assert_allclose([r.cues["motion"] for r in results], offline.cues["motion"], atol=1e-4)
+
+
+def test_a_streaming_scorer_keeps_the_runtimes_buffers_with_the_same_features(model, tmp_path, monkeypatch):
+    """A live scorer runs a frame or two at a time: ONNX Runtime keeps its buffers (its arena) between calls, where
+    offline scoring creates its session without; the features are the same."""
+    pytest.importorskip("onnxscript", reason="onnxscript (needed by the ONNX exporter) is not installed")
+    monkeypatch.setenv(onnx_backbone.CACHE_ENVIRONMENT, str(tmp_path))
+    monkeypatch.setattr(onnx_backbone, "_runtime", "onnx")
+    detector, _ = model
+    frames = torch.stack([Preprocessing(image_size=SIZE).prepare_array(f) for f in frames_of(66, 8)[:2]])
+    extractor = detector.extractor
+    extractor.keep_buffers = False
+    extractor.reset_runtime()
+    offline = extractor(to_float(frames))
+    runner = extractor._runners[SIZE]
+    assert runner.engine == "onnx" and not runner.session.get_session_options().enable_cpu_mem_arena
+    detector.causal_scorer()
+    assert extractor.keep_buffers and SIZE not in extractor._runners  # a new session from the next frame on
+    live = extractor(to_float(frames))
+    assert extractor._runners[SIZE].session.get_session_options().enable_cpu_mem_arena
+    assert torch.equal(live, offline)
+    extractor.reset_runtime()  # the module's other tests run on the runtime of the test session
 
 
 def test_motion_after_dropped_frames_comes_from_the_frame_decoded_just_before(model):

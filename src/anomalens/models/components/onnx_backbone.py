@@ -147,7 +147,7 @@ class OnnxFeatureRunner:
             # compiled at f32: OpenVINO's default on CPUs with bf16 units changes the features by up to 0.5
             self.run = OpenVinoEngine(model_path, "fp32", threads).run
         elif engine == "onnx":
-            session = onnxruntime_session(model_path, threads, arena=keep_buffers)
+            self.session = session = onnxruntime_session(model_path, threads, arena=keep_buffers)
             self.run = lambda inputs: {"features": session.run(None, inputs)[0]}
         else:
             raise ConfigError(f"feature engine must be onnx or openvino, got {engine!r}")
