@@ -93,9 +93,10 @@ def add_image_model_flags(parser: argparse.ArgumentParser) -> None:
                            "index, recall@1 about 0.98)")
     feat.add_argument("--tile", type=int, default=None, metavar="N",
                       help="score large images in N x N tiles at native resolution (none = off)")
-    feat.add_argument("--score-region", choices=("image", "part"), default=None,
-                      help="where the image score (the map's maximum) is taken: image, or part (the part and a small "
-                           "margin; default: part when the part covers less than 0.2 of the training frames)")
+    feat.add_argument("--score-region", choices=("auto", "image", "part"), default=None,
+                      help="where the image score (the map's maximum) is taken: image, part (the part and a small "
+                           "margin), or auto: decided at training, part when the background gives the highest scores of "
+                           "several validation images")
 
 
 def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: bool) -> None:
