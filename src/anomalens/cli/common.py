@@ -32,9 +32,10 @@ VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where to compute (default: auto = CUDA, then MPS, then CPU)")
     parser.add_argument("--seed", type=int, default=None, help="random seed; the same seed gives the same model")
-    parser.add_argument("--feature-runtime", choices=("auto", "torch", "onnx"), default=None,
+    parser.add_argument("--feature-runtime", choices=("auto", "torch", "onnx", "openvino"), default=None,
                         help="how pretrained feature extractors run: auto = ONNX Runtime on CPU (exported once into "
-                             "~/.cache/anomalens/onnx), PyTorch on GPUs; torch; onnx (default: auto)")
+                             "~/.cache/anomalens/onnx), PyTorch on GPUs; torch; onnx; openvino = the same export "
+                             "compiled by OpenVINO at fp32, on CPU (optional extra) (default: auto)")
 
 
 def add_train_flags(parser: argparse.ArgumentParser, data_help: str, example_category: str,
