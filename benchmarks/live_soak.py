@@ -41,6 +41,7 @@ from anomalens.runtime import share_cpu_fairly
 share_cpu_fairly()  # as the watch command does, before torch starts its thread pools
 
 import argparse  # noqa: E402
+import functools
 import json
 import os
 import shutil
@@ -58,6 +59,8 @@ from anomalens.data.preprocessing import Preprocessing
 from anomalens.data.video_io import open_clip, write_video
 from anomalens.live.sources import Source, SourceFrame
 from anomalens.live.settings import WatchSettings
+from anomalens.live import watcher as watcher_module
+from anomalens.live.reader import MEMORY_SETTINGS, steady_memory
 from anomalens.live.watcher import Watcher
 from anomalens.runtime import write_json_atomic
 
@@ -121,7 +124,7 @@ def default_model(work: Path, size: tuple[int, int]) -> Path:
 
 def soak(args: argparse.Namespace, checkpoint: Path) -> dict:
     source = GeneratedConveyor(args.size or SOAK_SIZE, OUT, realtime=args.realtime)
-    output = None if args.no_output else OUT / "soak_watch"  # without output: no clips, no CSV (to tell their memory apart)
+    output = None if args.no_output else OUT / f"soak_watch_{args.memory}"  # without output: no clips, no CSV (to tell their memory apart)
     watcher = Watcher(checkpoint, source, output, settings=settings(args), device="cpu")
     samples: list[tuple[float, float, int, int]] = []
     timer = threading.Timer(args.minutes * 60, watcher.stop)
@@ -138,7 +141,7 @@ def soak(args: argparse.Namespace, checkpoint: Path) -> dict:
             "rss_mb_after_warmup": warm[0][1] if warm else None, "rss_mb_last": samples[-1][1] if samples else None,
             "rss_growth_mb": round(samples[-1][1] - warm[0][1], 1) if warm else None,
             "rss_mb_max_after_warmup": max(s[1] for s in warm) if warm else None, "warmup_s": args.warmup,
-            "output": not args.no_output, "pid": os.getpid(),
+            "output": not args.no_output, "pid": os.getpid(), "memory": args.memory,
             # (seconds since the start, RSS MB, frames read, frames scored) every 30 s
             "rss_series": samples,
         }
@@ -253,7 +256,7 @@ def budget(args: argparse.Namespace, checkpoint: Path) -> dict:
     """What one 640x480 frame costs in CPU time, by thread, on the stream's video read as fast as possible with
     clips and CSV on. CPU time hardly depends on what else runs (unlike wall time on a shared machine), so
     ``2 cores / CPU seconds per frame`` bounds the rate an idle 2-core machine can hold."""
-    video, out = rtsp_video(), OUT / "budget_watch"
+    video, out = rtsp_video(), OUT / f"budget_watch_{args.memory}"
     watcher = Watcher(checkpoint, str(video), out, device="cpu", settings=settings(args))
     seen: dict[int, float] = {}
     names = {threading.main_thread().native_id: "scorer (main thread)"}
@@ -295,14 +298,13 @@ def stages(args: argparse.Namespace, checkpoint: Path) -> dict:
     from anomalens.data.preprocessing import to_float
     from anomalens.data.video_io import VideoWriter, frame_to_rgb
     from anomalens.live.clips import CLIP_CRF, CLIP_PRESET, shrink
-    from anomalens.live.reader import steady_memory
     from anomalens.models.components.kernels import gaussian_blur
     from anomalens.models.video.motion import grey_frames, orientation_histograms
     from anomalens.models.video.stfeatures import _local_average
     from anomalens.runtime import library_threads
     from anomalens.workflows.runs import load_detector
 
-    steady_memory()  # the watch's memory setting: every block above 256 KB is mapped afresh
+    release_memory = steady_memory(args.memory)  # the watch's memory setting (or --memory)
     watch = settings(args)
     detector = load_detector(checkpoint, device=torch.device("cpu"))
     d, c, scorer = detector, detector.config, detector.causal_scorer(watch.lookahead_for(True))
@@ -322,6 +324,9 @@ def stages(args: argparse.Namespace, checkpoint: Path) -> dict:
                 clock.append(time.process_time())
                 cost[stage] = cost.get(stage, 0.0) + clock[-1] - clock[-2]
 
+            if n % 25 == 0:  # the watch releases free memory about once a second (25 frames)
+                release_memory()
+                done("memory release (once a second)")
             frame = next(decoded)
             done("decode (PyAV)")
             image = frame_to_rgb(frame)
@@ -352,7 +357,7 @@ def stages(args: argparse.Namespace, checkpoint: Path) -> dict:
             done("maps, frame scores, smoothing")
         writer.close()
     per_frame = {stage: round(1000 * seconds / args.frames, 2) for stage, seconds in cost.items()}
-    return {"run": "stages", "frames": args.frames, "threads_per_library": watch.threads,
+    return {"run": "stages", "frames": args.frames, "memory": args.memory, "threads_per_library": watch.threads,
             "feature_runtime": os.environ.get("ANOMALENS_FEATURE_RUNTIME", "auto"), "cpu_ms_per_frame": per_frame,
             "cpu_ms_per_frame_total": round(sum(per_frame.values()), 1),
             "cpu_ms_per_frame_without_clips": round(sum(v for k, v in per_frame.items() if not k.startswith("clip")), 1)}
@@ -469,8 +474,13 @@ def main() -> None:
     parser.add_argument("--webhook-down", type=float, default=30.0, help="faults: seconds the webhook receiver is down")
     parser.add_argument("--lookahead", type=int, default=None,
                         help="frames of look-ahead smoothing (default: watch's own, 3 frames from a live source)")
+    parser.add_argument("--memory", choices=MEMORY_SETTINGS, default="trim",
+                        help="the watch's memory setting (default its own, trim; mmap: the former 256 KB threshold; "
+                             "glibc: nothing done)")
     args = parser.parse_args()
+    watcher_module.steady_memory = functools.partial(steady_memory, args.memory)  # what every Watcher here uses
     OUT.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(OUT / f"{args.run}_watch_{args.memory}", ignore_errors=True)
     shutil.rmtree(OUT / f"{args.run}_watch", ignore_errors=True)  # events.jsonl appends: start each run afresh
     size = (args.size or SOAK_SIZE) if args.run == "soak" else RTSP_SIZE
     checkpoint = args.checkpoint or default_model(OUT / "model", size)
@@ -478,7 +488,7 @@ def main() -> None:
     result = runs[args.run](args, checkpoint)
     result.update(lookahead=args.lookahead, cpu_count=os.cpu_count(), load_average=os.getloadavg()[0],
                   command=" ".join(["python", *sys.argv]))
-    (OUT / f"live_{args.run}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (OUT / f"live_{args.run}_{args.memory}.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
 
 

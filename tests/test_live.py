@@ -556,3 +556,34 @@ def test_frames_that_cannot_be_scored_in_time_are_dropped_and_counted(model, tmp
         clip = probe_video(out / event["clip"])
         last = min(299, event["end_frame"] + 3 * 300)  # 3 s after, at most to the end of the video
         assert clip["frames"] >= (last - event["clip_first_frame"] + 1) * 0.9
+
+
+def _rss_mb() -> float:
+    return int(next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmRSS:")).split()[1]) / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file() or sys.platform != "linux", reason="needs Linux's /proc (glibc)")
+def test_the_watch_hands_back_frames_freed_on_another_thread():
+    """Frames (1 MB) allocated on one thread and freed on another, the last one kept, leave 200 MB of free heap
+    that glibc keeps; the watch's once-a-second release hands it back to the system."""
+    from anomalens.live.reader import steady_memory
+
+    release = steady_memory()
+    with pytest.raises(ValueError, match="memory setting"):
+        steady_memory("none")
+    frames: list[np.ndarray] = []
+
+    def reader() -> None:
+        first = np.ones(1 << 20, np.uint8)
+        del first  # the first free raises glibc's mmap threshold above a frame
+        frames.extend(np.ones(1 << 20, np.uint8) for _ in range(200))  # written: resident
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    thread.join()
+    before = _rss_mb()
+    del frames[:-1]  # freed on this thread; the last frame pins the heap's top
+    freed = _rss_mb()
+    release()
+    released = _rss_mb()
+    assert before - freed < 50 < freed - released, (before, freed, released)

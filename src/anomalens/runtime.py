@@ -284,8 +284,9 @@ def onnxruntime_session(path: str | Path, threads: int | None = None, arena: boo
     memory arena: the arena keeps the largest batch's buffers for good (150 MB more peak memory for the feature
     extractor; +300 MB of RSS in a server for PatchCore's distance matrix), at the same speed (measured here).
     Needs only ``onnxruntime`` (the torch-free runtime calls it too). ``arena``: keep the buffers after all, for a
-    caller that runs the same small batch again and again (a live watch): in a process that maps every block
-    above 256 KB afresh (``anomalens.live.reader.steady_memory``), allocating them anew cost 7-10 ms per frame.
+    caller that runs the same small batch again and again (a live watch): in a process that mapped every block
+    above 256 KB afresh (the watch's former memory setting, ``steady_memory("mmap")`` in
+    ``anomalens.live.reader``), allocating them anew cost 7-10 ms per frame.
     """
     import onnxruntime as ort
 

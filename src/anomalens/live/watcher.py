@@ -71,7 +71,7 @@ class Watcher:
         status_line: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = s = settings or WatchSettings()
-        steady_memory()
+        self.release_memory = steady_memory()
         self.log = log or (lambda message: None)
         self.status_line = status_line
         self.detector = checkpoint if isinstance(checkpoint, BaseDetector) else load_detector(checkpoint, device=resolve_device(device))
@@ -167,6 +167,7 @@ class Watcher:
                 self._report_gaps()
                 if time.monotonic() >= next_status:
                     self._write_status("watching")
+                    self.release_memory()
                     next_status = time.monotonic() + STATUS_INTERVAL_S
             if self.stage_error is not None:
                 raise self.stage_error

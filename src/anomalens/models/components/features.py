@@ -77,8 +77,8 @@ class PatchFeatureExtractor(nn.Module):
     def keep_runtime_buffers(self) -> None:
         """From now on ONNX Runtime keeps its buffers between calls (its memory arena), for callers that run one
         or two images at a time, again and again (a live stream): allocating them anew for every frame cost 7-10 ms
-        of a 640x480 stream's frame in the watch's process, which maps every block above 256 KB afresh. Costs the
-        largest batch's buffers for good, so training and offline scoring leave it off."""
+        of a 640x480 stream's frame in a process that maps every block above 256 KB afresh (the watch's former
+        memory setting). Costs the largest batch's buffers for good, so training and offline scoring leave it off."""
         if not self.keep_buffers:
             self.keep_buffers = True
             self._runners.clear()
