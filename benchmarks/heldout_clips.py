@@ -37,6 +37,9 @@ from anomalens.metrics.threshold import calibrate
 from anomalens.models.base import create_detector
 from anomalens.progress import Reporter
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reencode import model_settings  # noqa: E402  (the sibling benchmark: the same KEY=VALUE settings)
+
 # Inserted anomalies are kept subtle, so that settings can be told apart (a fast, coloured blob or a 2.5x speed-up
 # gave a frame AUROC of 1.000 on Ped2 whatever the settings): a grey blob at about walking speed, and a stretch
 # played 1.5x faster (Ped2's skateboarders and cyclists are about that much faster than its pedestrians)
@@ -104,13 +107,7 @@ def synthetic_clips(count: int, frames: int, size: tuple[int, int], seed: int, p
 
 
 def run(args: argparse.Namespace) -> dict:
-    settings = {}
-    for item in args.model_setting:
-        key, _, value = item.partition("=")
-        try:
-            settings[key] = json.loads(value)
-        except json.JSONDecodeError:
-            settings[key] = value
+    settings = model_settings(args.model_setting)
     if args.image_size:
         settings["image_size"] = tuple(args.image_size)
     # the threshold from the folds is computed beside the plain one, from the same fit
