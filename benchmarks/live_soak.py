@@ -15,6 +15,10 @@ conveyor clips unless ``--checkpoint`` is given:
 * ``budget``: the stream's video read as fast as possible (no drops, clips and CSV on); CPU milliseconds per
   frame by thread, a figure that the other jobs on a shared machine hardly change, and the rate it allows on
   two idle cores.
+* ``stages``: where that CPU goes, stage by stage (decode, colour, resize, clip encoding, backbone, flow,
+  appearance search, motion memory, ...): the stream's video frame by frame through the same functions as the
+  watch, one stage after the other on one thread, each timed by the process's CPU time (its library threads
+  included), with the watch's threads per library (``--threads``, default the watch's own) and its memory setting.
 * ``lookahead``: events with a cut smoothing kernel against the offline ones, for look-ahead 0..8 frames.
 * ``faults``: the same stream with a webhook receiver and a mosquitto broker, while the RTSP server is killed
   and restarted (target: reconnected within 5 s, with a ``source_lost`` message), the broker restarted (every
@@ -23,6 +27,8 @@ conveyor clips unless ``--checkpoint`` is given:
     PYTHONPATH=src python benchmarks/live_soak.py soak --minutes 5
     PYTHONPATH=src python benchmarks/live_soak.py soak --minutes 60 --realtime --size 480x640 --samples soak.json
     PYTHONPATH=src python benchmarks/live_soak.py rtsp --seconds 60
+    PYTHONPATH=src python benchmarks/live_soak.py budget
+    PYTHONPATH=src python benchmarks/live_soak.py stages --frames 300
     PYTHONPATH=src python benchmarks/live_soak.py faults
 
 Results print as JSON and go to ``benchmarks/out/live_<run>.json``. Say that the machine was shared when it was.
@@ -280,9 +286,81 @@ def budget(args: argparse.Namespace, checkpoint: Path) -> dict:
     }
 
 
+def stages(args: argparse.Namespace, checkpoint: Path) -> dict:
+    """CPU milliseconds per 640x480 frame of each stage of the watch (see the module doc), after 10 warm-up frames;
+    every frame is also encoded into a clip, which the watch does only around events."""
+    import av
+    import torch
+
+    from anomalens.data.preprocessing import to_float
+    from anomalens.data.video_io import VideoWriter, frame_to_rgb
+    from anomalens.live.clips import CLIP_CRF, CLIP_PRESET, shrink
+    from anomalens.live.reader import steady_memory
+    from anomalens.models.components.kernels import gaussian_blur
+    from anomalens.models.video.motion import grey_frames, orientation_histograms
+    from anomalens.models.video.stfeatures import _local_average
+    from anomalens.runtime import library_threads
+    from anomalens.workflows.runs import load_detector
+
+    steady_memory()  # the watch's memory setting: every block above 256 KB is mapped afresh
+    watch = settings(args)
+    detector = load_detector(checkpoint, device=torch.device("cpu"))
+    d, c, scorer = detector, detector.config, detector.causal_scorer(watch.lookahead_for(True))
+    cost: dict[str, float] = {}
+    warmup = 10
+    with library_threads(watch.threads), torch.no_grad(), av.open(str(rtsp_video())) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "SLICE"  # as the watch's reader
+        decoded = container.decode(stream)
+        writer = VideoWriter(OUT / "stages_clip.mp4", 25, crf=CLIP_CRF, preset=CLIP_PRESET, threads=1)
+        for n in range(args.frames + warmup):
+            if n == warmup:
+                cost.clear()
+            clock = [time.process_time()]
+
+            def done(stage: str) -> None:
+                clock.append(time.process_time())
+                cost[stage] = cost.get(stage, 0.0) + clock[-1] - clock[-2]
+
+            frame = next(decoded)
+            done("decode (PyAV)")
+            image = frame_to_rgb(frame)
+            done("colour conversion")
+            tensor = d.preprocessing.prepare_array(image)
+            done("resize to the model input")
+            writer.write(shrink(image, watch.clip_width), pts=n)
+            done("clip encoding (only around events)")
+            floats = to_float(tensor[None])
+            appearance = d.extractor(gaussian_blur(floats, c.input_blur))
+            done("backbone")
+            grey = grey_frames(floats, d.flow_size)
+            done("grey frame for the flow")
+            flow = scorer.flows.push(grey[0])
+            done("optical flow (DIS)")
+            flow = np.zeros((2, *d.flow_size), np.float32) if flow is None else flow
+            motion = orientation_histograms(torch.from_numpy(flow[None]), c.orientation_bins, c.motion_cell)
+            done("orientation histograms")
+            a = d.appearance_index_.search(appearance.permute(0, 2, 3, 1).reshape(-1, appearance.shape[1]))[0]
+            done("appearance search")
+            m = d.motion_memory_.distances(motion)
+            done("motion memory")
+            a, m = _local_average(a.reshape(1, *appearance.shape[-2:])), _local_average(m)
+            d._standardised_map(a, m)
+            a_score, m_score = d._frame_scores(a, m)
+            scorer.smoothers["appearance"].push(float(a_score[0]))
+            scorer.smoothers["motion"].push(float(m_score[0]))
+            done("maps, frame scores, smoothing")
+        writer.close()
+    per_frame = {stage: round(1000 * seconds / args.frames, 2) for stage, seconds in cost.items()}
+    return {"run": "stages", "frames": args.frames, "threads_per_library": watch.threads,
+            "feature_runtime": os.environ.get("ANOMALENS_FEATURE_RUNTIME", "auto"), "cpu_ms_per_frame": per_frame,
+            "cpu_ms_per_frame_total": round(sum(per_frame.values()), 1),
+            "cpu_ms_per_frame_without_clips": round(sum(v for k, v in per_frame.items() if not k.startswith("clip")), 1)}
+
+
 def settings(args: argparse.Namespace) -> WatchSettings:
     """The watch's settings: its defaults, unless the command line says otherwise."""
-    chosen = {name: getattr(args, name) for name in ("lookahead", "queue_size", "batch_size") if getattr(args, name) is not None}
+    chosen = {name: getattr(args, name) for name in ("lookahead", "queue_size", "batch_size", "threads") if getattr(args, name) is not None}
     return WatchSettings(**chosen)
 
 
@@ -373,7 +451,7 @@ def faults(args: argparse.Namespace, checkpoint: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", choices=("soak", "rtsp", "faults", "budget", "lookahead"))
+    parser.add_argument("run", choices=("soak", "rtsp", "faults", "budget", "stages", "lookahead"))
     parser.add_argument("--checkpoint", type=Path, default=None, help="a video run folder (default: train the default model)")
     parser.add_argument("--minutes", type=float, default=5.0, help="soak: minutes of generated stream (target: 60)")
     parser.add_argument("--warmup", type=float, default=30.0, help="soak: seconds before the first RSS reading")
@@ -381,6 +459,8 @@ def main() -> None:
     parser.add_argument("--no-output", action="store_true", help="soak: write nothing (no event clips, no CSV)")
     parser.add_argument("--queue-size", type=int, default=None, help="watch's --queue-size (default: its own)")
     parser.add_argument("--batch-size", type=int, default=None, help="watch's --batch-size (default: its own)")
+    parser.add_argument("--threads", type=int, default=None, help="watch's --threads per library (default: its own)")
+    parser.add_argument("--frames", type=int, default=300, help="stages: frames to time")
     parser.add_argument("--realtime", action="store_true", help="soak: play the generated stream at 25 fps")
     parser.add_argument("--size", type=lambda v: tuple(int(x) for x in v.split("x")), default=None,
                         help="soak: frame size HxW of the generated stream (default 240x360)")
@@ -394,7 +474,8 @@ def main() -> None:
     shutil.rmtree(OUT / f"{args.run}_watch", ignore_errors=True)  # events.jsonl appends: start each run afresh
     size = (args.size or SOAK_SIZE) if args.run == "soak" else RTSP_SIZE
     checkpoint = args.checkpoint or default_model(OUT / "model", size)
-    result = {"soak": soak, "rtsp": rtsp, "faults": faults, "budget": budget, "lookahead": lookahead}[args.run](args, checkpoint)
+    runs = {"soak": soak, "rtsp": rtsp, "faults": faults, "budget": budget, "stages": stages, "lookahead": lookahead}
+    result = runs[args.run](args, checkpoint)
     result.update(lookahead=args.lookahead, cpu_count=os.cpu_count(), load_average=os.getloadavg()[0],
                   command=" ".join(["python", *sys.argv]))
     (OUT / f"live_{args.run}.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -5,8 +5,9 @@ and ``pin`` (640 x 320 px, a thin pin covering about 13%, like MVTec's screw); 6
 test images each. Each set is run through the same path as ``anomalens benchmark`` with the former defaults
 ("before": the aspect kept at 256x256 pixels, the image score the maximum of the whole map), with only the image
 score taken on the part ("part score", ``--score-region part``, whether or not it is the default there), and with
-the current defaults ("after": more pixels and the score on the part for small parts); a setting that repeats an
-earlier row is not run again. Prints a Markdown table.
+the current defaults ("after": more pixels for small parts, and the score region chosen at training on the
+validation images, ``score_region`` "auto"); "after" always runs, the others not when they repeat an earlier row.
+Prints a Markdown table.
 
     PYTHONPATH=src python benchmarks/tall_images.py --output /tmp/tall.json
 
@@ -24,7 +25,6 @@ from pathlib import Path
 from anomalens.data.preprocessing import (
     aspect_aware_size,
     default_input_size,
-    default_score_region,
     list_images,
     native_size,
     typical_part_share,
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         share = typical_part_share(train)
         runs = {"before": (aspect_aware_size(*native_size(train)), "image"),
                 "part score": (aspect_aware_size(*native_size(train)), "part"),  # --score-region part, default or not
-                "after": (default_input_size(train, share), default_score_region(share))}
+                "after": (default_input_size(train, share), None)}  # None: the config's default (auto)
         done: dict[tuple, str] = {}
         for label, (size, region) in runs.items():
             if (size, region) in done:
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                                    seed=args.seed, reporter=Reporter(show_tqdm=False), image_size=list(size),
                                    score_region=region)
             row = {key: result.get(key) for key in KEYS}
-            row["score_region"] = region
+            row["score_region"] = (result.get("config") or {}).get("score_region", region)  # what auto chose
             at = result.get("at_model_threshold") or {}
             row["defective_found_at_threshold"] = at.get("recall")
             row["good_flagged_at_threshold"] = at.get("false_positive_rate")

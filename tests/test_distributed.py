@@ -308,3 +308,45 @@ def test_job_completes_when_the_second_node_dies(ray_cluster, image_run, many_im
     assert len({r["path"] for r in rows}) == len(rows) == 400
     assert stale_files(output) == []
     assert np.isfinite([r["score"] for r in rows]).all()
+
+
+def test_nodes_stop_themselves_when_their_owner_is_killed(tmp_path):
+    """A test run killed by SIGKILL cannot stop its cluster: the nodes notice that their owner is gone and stop."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'anomalens[ray]')")
+    owner_code = (
+        "import sys, time; from anomalens.distributed.local_cluster import LocalCluster\n"
+        "cluster = LocalCluster(nodes=1).start()\n"
+        "print(' '.join(str(p.pid) for p in cluster.processes), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", owner_code], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(SRC)})
+    try:
+        line = owner.stdout.readline().strip()
+        if not line:
+            pytest.skip("could not start a local Ray cluster")
+        groups = [int(pid) for pid in line.split()]
+        assert _processes_in_groups(groups), "the node's processes should be running"
+    finally:
+        owner.kill()  # SIGKILL: no cleanup runs in the owner
+        owner.wait()
+    deadline = time.monotonic() + 60
+    while _processes_in_groups(groups) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = _processes_in_groups(groups)
+    for pid in left:  # never leave a cluster behind, even when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes of the killed owner's cluster still running: {left}"
+
+
+def _processes_in_groups(groups: list[int]) -> list[int]:
+    """PIDs of live processes (not zombies) whose process group is one of ``groups``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) in groups:
+            found.append(int(stat.parent.name))
+    return found

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,7 +164,13 @@ def test_benchmark_compares_exported_runtimes_with_pytorch(patchcore_run, synthe
     from anomalens.workflows.benchmark import compare_runtimes, format_runtime_table
 
     root, category = synthetic_image_dataset
+    exported = Path(patchcore_run) / "export" / "onnx_fp32"
+    exported.mkdir(parents=True, exist_ok=True)
+    (exported / "mine.txt").write_text("a bundle the user exported")
     rows = compare_runtimes(patchcore_run, root, category, ["onnx:fp32"], repeats=1)
+    # the benchmark's bundles live in a temporary folder: the user's export is left as it was
+    assert [p.name for p in exported.iterdir()] == ["mine.txt"]
+    assert rows[1]["bundle_megabytes"] > 0
     assert [(r["runtime"], r["precision"]) for r in rows] == [("pytorch", "fp32"), ("onnx", "fp32")]
     pytorch, onnx = rows
     assert onnx["max_score_difference_over_threshold"] <= 1e-4 and onnx["same_verdicts"] == 1.0

@@ -112,23 +112,38 @@ def test_part_mask_finds_the_part_and_grows_by_the_margin():
     assert grown[18:42, 28:36].all() and not grown[:17].any() and not grown[:, :27].any()
 
 
-def test_default_score_region_follows_the_part_share():
-    from anomalens.data.preprocessing import PART_SHARE_FOR_SCORE, default_score_region
+def _pins(folder: Path, textured: str, count: int = 10) -> None:
+    """Training images of a pin on a background; ``textured`` says which of them varies from image to image
+    (sensor noise of 12 levels), the other is flat."""
+    folder.mkdir(parents=True)
+    for i in range(count):
+        rng = np.random.default_rng(i)
+        image = np.full((128, 128, 3), 200.0) + (rng.normal(0, 12, (128, 128, 3)) if textured == "background" else 0)
+        pin = (slice(10, 118), slice(56 + i % 4, 72 + i % 4))
+        image[pin] = 60 + (rng.normal(0, 12, (108, 16, 3)) if textured == "part" else 0)
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(folder / f"{i:03d}.png")
 
-    assert default_score_region(0.17) == "part"
-    assert default_score_region(PART_SHARE_FOR_SCORE) == default_score_region(0.39) == default_score_region(0.65) == "image"
 
-
-def test_training_records_the_part_score_for_a_small_part(tmp_path: Path):
+@pytest.mark.parametrize("textured, region", [("background", "part"), ("part", "image")])
+def test_training_chooses_the_score_region_on_the_validation_images(tmp_path: Path, textured, region):
+    """The region follows where the held-out normal images' highest scores lie, not the part's share of the frame
+    (the same thin pin both times): on a noisy background around a flat pin the background's peaks set every
+    normal score, so the score is taken on the pin; on a flat background the whole map loses nothing."""
     from anomalens.workflows.runs import read_model_config
     from anomalens.workflows.train import train_image_model
 
-    good = tmp_path / "pins" / "train" / "good"
-    good.mkdir(parents=True)
-    for i in range(8):
-        Image.fromarray(_part_on_background(128, 128, (10, 60 + i, 118, 72 + i), seed=i)).save(good / f"{i:03d}.png")
-    result = train_image_model(tmp_path, "pins", "patchcore", tmp_path / "results", image_size=64, device="cpu")
-    assert read_model_config(result.run_dir)["config"]["score_region"] == "part"
+    _pins(tmp_path / "pins" / "train" / "good", textured)
+    result = train_image_model(tmp_path, "pins", "patchcore", tmp_path / "results", image_size=128, device="cpu",
+                               validation_fraction=0.3)
+    assert read_model_config(result.run_dir)["config"]["score_region"] == region
     forced = train_image_model(tmp_path, "pins", "patchcore", tmp_path / "results", image_size=64, device="cpu",
-                               score_region="image")
-    assert read_model_config(forced.run_dir)["config"]["score_region"] == "image"  # a given setting is kept
+                               score_region="image" if region == "part" else "part")
+    assert read_model_config(forced.run_dir)["config"]["score_region"] != region  # a given setting is kept
+
+
+def test_models_saved_before_the_score_region_take_the_whole_map():
+    from anomalens.models.image.patchcore import PatchCoreConfig
+
+    assert PatchCoreConfig().score_region == "auto"  # decided when fitting, saved resolved
+    saved_before = PatchCoreConfig.from_dict({**PatchCoreConfig.SAVED_BEFORE, "image_size": [64, 64]})
+    assert saved_before.score_region == "image"

@@ -23,16 +23,18 @@ import torch
 from PIL import Image
 
 from _live_parts import Receiver, free_port, start_mosquitto, start_rtsp_server, stop, wait_until
-from anomalens.data.preprocessing import Preprocessing
+from anomalens.data.preprocessing import Preprocessing, to_float
 from anomalens.data.synthetic_video import DEFAULT_VIDEO_CATEGORY, make_synthetic_video_dataset, synthetic_clip
 from anomalens.data.video_io import probe_video, write_video
 from anomalens.live.clips import ClipWriter
 from anomalens.live.events import EventTracker
 from anomalens.live.settings import WatchSettings
 from anomalens.live.sinks import MqttSink, WebhookSink
+from anomalens.live.sources import Source, SourceFrame
 from anomalens.live.watcher import Watcher
 from anomalens.metrics.events import detect_events
 from anomalens.models.base import create_detector
+from anomalens.models.components import onnx_backbone
 from anomalens.models.components.kernels import DelayedGaussian, gaussian_smooth_1d
 from anomalens.workflows.predict import analyze_video
 from anomalens.workflows.train import train_video_model
@@ -125,6 +127,28 @@ def test_causal_scores_equal_the_offline_scores(model):
         np.testing.assert_allclose([r.cues["motion"] for r in results], offline.cues["motion"], atol=1e-4)
 
 
+def test_a_streaming_scorer_keeps_the_runtimes_buffers_with_the_same_features(model, tmp_path, monkeypatch):
+    """A live scorer runs a frame or two at a time: ONNX Runtime keeps its buffers (its arena) between calls, where
+    offline scoring creates its session without; the features are the same."""
+    pytest.importorskip("onnxscript", reason="onnxscript (needed by the ONNX exporter) is not installed")
+    monkeypatch.setenv(onnx_backbone.CACHE_ENVIRONMENT, str(tmp_path))
+    monkeypatch.setattr(onnx_backbone, "_runtime", "onnx")
+    detector, _ = model
+    frames = torch.stack([Preprocessing(image_size=SIZE).prepare_array(f) for f in frames_of(66, 8)[:2]])
+    extractor = detector.extractor
+    extractor.keep_buffers = False
+    extractor.reset_runtime()
+    offline = extractor(to_float(frames))
+    runner = extractor._runners[SIZE]
+    assert runner.engine == "onnx" and not runner.session.get_session_options().enable_cpu_mem_arena
+    detector.causal_scorer()
+    assert extractor.keep_buffers and SIZE not in extractor._runners  # a new session from the next frame on
+    live = extractor(to_float(frames))
+    assert extractor._runners[SIZE].session.get_session_options().enable_cpu_mem_arena
+    assert torch.equal(live, offline)
+    extractor.reset_runtime()  # the module's other tests run on the runtime of the test session
+
+
 def test_motion_after_dropped_frames_comes_from_the_frame_decoded_just_before(model):
     """A scorer that skips frames but is given the frame decoded just before each one sees the same motion as a
     scorer that took every frame (maps are not smoothed in time, so they compare frame by frame)."""
@@ -144,6 +168,69 @@ def test_motion_after_dropped_frames_comes_from_the_frame_decoded_just_before(mo
         np.testing.assert_allclose(result.map, full[kept[k]], atol=1e-4)
     # without the frame before, motion across the gap differs (the flow of a jump, divided by its length)
     assert max(float(np.abs(r.map - full[kept[k]]).max()) for k, r in enumerate(divided)) > 0.05
+
+
+def test_motion_after_a_break_in_the_source_starts_afresh(model):
+    """After a reconnect (step 0) motion is not measured across the break: the frames after it get the maps of a
+    scorer that started with them (the first borrows the second's motion); a one-frame segment before the break
+    is still scored, without motion."""
+    detector, _ = model
+    prep = Preprocessing(image_size=SIZE)
+    earlier = [prep.prepare_array(f) for f in frames_of(62, 8)[:5]]
+    later = [prep.prepare_array(f) for f in frames_of(63, 8, "speed_change")]
+    fresh_scorer = detector.causal_scorer(0)
+    fresh = [r.map for frame in later for r in fresh_scorer.push(frame[None])]
+    for first_segment in (earlier, earlier[:1]):
+        resumed, across = detector.causal_scorer(0), detector.causal_scorer(0)
+        results, spanning = [], []
+        for frame in first_segment:
+            results += resumed.push(frame[None])
+            spanning += across.push(frame[None])
+        for k, frame in enumerate(later):
+            results += resumed.push(frame[None], [0 if k == 0 else 1])
+            spanning += across.push(frame[None])
+        assert [r.index for r in results] == list(range(len(first_segment) + len(later)))
+        for result, expected in zip(results[len(first_segment):], fresh):
+            np.testing.assert_allclose(result.map, expected, atol=1e-4)
+        # measured across the break, the first frame's motion is the jump between two scenes
+        assert float(np.abs(spanning[len(first_segment)].map - fresh[0]).max()) > 0.05
+
+
+class _TwoSegments(Source):
+    """A stream that breaks off after ``first`` frames and comes back (the next frame is marked ``resumed``); it
+    waits for the scorer, so that no frame is dropped."""
+
+    kind, live = "stream", False
+
+    def __init__(self, frames: list[np.ndarray], first: int) -> None:
+        super().__init__("two segments")
+        self.images, self.first, self.fps = frames, first, 10.0
+
+    def frames(self):
+        for i, image in enumerate(self.images):
+            yield SourceFrame(image, time.time(), resumed=i == self.first)
+
+
+def test_the_watch_scores_a_reconnected_stream_afresh_with_one_thread_per_library(model):
+    """The frame after a break reaches the scorer with step 0 and no frame from before the break; every frame is
+    scored once; the libraries run one thread each inside the watch and get their counts back after it."""
+    detector, _ = model
+    frames = frames_of(64, 8)[:6] + frames_of(65, 8, "foreign_object")[:6]
+    watcher = Watcher(detector, _TwoSegments(frames, 6), None, device="cpu", settings=WatchSettings(batch_size=1))
+    calls: list[tuple[list[int], bool, int]] = []
+    features = watcher.scorer.features
+
+    def recording(batch, steps=None, before=None):
+        calls.append((list(steps), before[0] is not None, torch.get_num_threads()))
+        return features(batch, steps, before)
+
+    watcher.scorer.features = recording
+    threads = torch.get_num_threads()
+    status = watcher.run()
+    assert status["frames_scored"] == status["frames_read"] == 12 and status["frames_dropped"] == 0
+    assert [c[0] for c in calls] == [[1]] * 6 + [[0]] + [[1]] * 5
+    assert not any(c[1] for c in calls) and {c[2] for c in calls} == {1}
+    assert torch.get_num_threads() == threads
 
 
 def test_clips_keep_the_source_timing_when_frames_are_left_out(tmp_path):

@@ -56,3 +56,21 @@ def test_patchcore_scores_agree_between_runtimes(onnx_cache, monkeypatch):
 def test_unknown_runtime_is_a_config_error():
     with pytest.raises(ConfigError, match="feature-runtime"):
         onnx_backbone.set_feature_runtime("tensorrt")
+
+
+def test_openvino_gives_onnx_runtimes_features_at_fp32(onnx_cache, monkeypatch):
+    """``--feature-runtime openvino`` runs the same cached export, compiled at f32 (this CPU's default, bf16,
+    moved these features by 0.5): within 1e-4 of the features' scale of ONNX Runtime's and PyTorch's."""
+    pytest.importorskip("openvino", reason="OpenVINO (an optional extra) is not installed")
+    images = torch.rand(2, 3, 96, 128, generator=torch.Generator().manual_seed(1))
+    extractor = PatchFeatureExtractor("lite0", stages=(2, 3))
+    expected = extractor(images)  # ONNX Runtime (the fixture's runtime)
+    monkeypatch.setattr(onnx_backbone, "_runtime", "openvino")
+    extractor.reset_runtime()
+    features = extractor(images)
+    runner = extractor._runners[(96, 128)]
+    assert runner.engine == "openvino" and len(list(onnx_cache.iterdir())) == 1  # the same exported file
+    scale = float(expected.abs().max())
+    assert features.shape == expected.shape == (2, 120, 12, 16)
+    assert float((features - expected).abs().max()) <= 1e-4 * scale
+    assert float((features - extractor.torch_forward(images)).abs().max()) <= 1e-4 * scale

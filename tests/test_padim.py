@@ -9,7 +9,8 @@ import torch
 from _textures import add_spot, woven_textures
 from anomalens.errors import ConfigError
 from anomalens.models import create_detector
-from anomalens.models.image.padim import Padim, PadimConfig, ledoit_wolf_covariance
+from anomalens.models.image.padim import GaussianStatistics, Padim, PadimConfig, ledoit_wolf_covariance
+from anomalens.progress import SILENT
 
 
 def test_ledoit_wolf_matches_scikit_learn():
@@ -61,3 +62,31 @@ def test_spd_inverse_inverts():
     matrices = x.transpose(1, 2) @ x + 0.1 * torch.eye(6, dtype=torch.float64)
     identity = torch.eye(6, dtype=torch.float64).expand(3, -1, -1)
     assert torch.allclose(spd_inverse(matrices) @ matrices, identity, atol=1e-10)
+
+
+def test_running_statistics_equal_the_all_at_once_estimate():
+    """Sums folded in batch by batch give the same mean and shrunk covariance as all samples at once, even with a
+    mean far from zero (where naive sums of squares would cancel the variance out)."""
+    generator = torch.Generator().manual_seed(0)
+    mixing = torch.randn(3, 6, 6, dtype=torch.float64, generator=generator)
+    samples = torch.randn(3, 50, 6, dtype=torch.float64, generator=generator) @ mixing + 1000.0
+    statistics = GaussianStatistics()
+    for start, stop in [(0, 1), (1, 17), (17, 50)]:
+        statistics.add(samples[:, start:stop])
+    assert statistics.count == 50
+    torch.testing.assert_close(statistics.mean(), samples.mean(dim=1), rtol=0, atol=1e-9)
+    expected = ledoit_wolf_covariance(samples - samples.mean(dim=1, keepdim=True))
+    torch.testing.assert_close(statistics.shrunk_covariance(0, 3), expected, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(statistics.shrunk_covariance(1, 2), expected[1:2], rtol=1e-9, atol=1e-9)
+
+
+def test_streamed_fit_equals_the_in_memory_fit(fitted):
+    """fit_batches (images decoded batch by batch, never all in memory) learns the same Gaussians as fit."""
+    train, validation = woven_textures(12, seed=0), woven_textures(4, seed=1)
+    streamed = Padim(PadimConfig(image_size=(64, 64)))
+    streamed.fit_batches(lambda: (train[i : i + 5] for i in range(0, 12, 5)), validation, reporter=SILENT)
+    torch.testing.assert_close(streamed.mean_, fitted.mean_, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(streamed.precision_, fitted.precision_, rtol=1e-4, atol=1e-3)
+    assert streamed.history_[-1]["training_images"] == 12
+    test = woven_textures(3, seed=2)
+    np.testing.assert_allclose(streamed.predict(test).scores, fitted.predict(test).scores, rtol=1e-4)

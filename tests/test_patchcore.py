@@ -197,7 +197,7 @@ def test_part_score_ignores_the_background_but_not_a_missing_part():
     maps = torch.zeros(2, 64, 64)
     maps[:, 2, 2] = 9.0  # the highest score on the background (dust, the image border)
     maps[:, 30, 31] = 5.0  # a lower one on the pin
-    whole, same = PatchCore(PatchCoreConfig(image_size=(64, 64))).scores_and_maps(maps, batch)
+    whole, same = PatchCore(PatchCoreConfig(image_size=(64, 64), score_region="image")).scores_and_maps(maps, batch)
     on_part, focused = PatchCore(PatchCoreConfig(image_size=(64, 64), score_region="part")).scores_and_maps(maps, batch)
     assert whole.tolist() == [9.0, 9.0] and torch.equal(same, maps)
     assert on_part.tolist() == [5.0, 9.0]  # no part found: the whole map counts

@@ -210,8 +210,11 @@ def test_train_tab_image_size_follows_the_model_kind(page):
     page.get_by_role("tab", name="Train").click()
     size = page.locator("#train-size textarea")
     assert size.get_attribute("placeholder") == "256 256"
+    region = page.locator("#train-score-region")  # patchcore: where its image score is taken, auto by default
+    assert region.get_by_label("auto").is_checked() and region.get_by_label("image").is_visible()
     page.locator("#train-kind").get_by_text("video").click()
     page.wait_for_function("document.querySelector('#train-size textarea').placeholder === '240 360'")
+    region.wait_for(state="hidden")  # video models have no such setting
     page.get_by_text("What these settings mean").click()
     page.locator("#train-settings-help").get_by_text(re.compile("motion_scale")).wait_for()
     _shot(page, "12_train_video_settings")

@@ -178,6 +178,21 @@ def test_model_settings_come_from_the_model_and_are_validated(trained, image_dat
         h.train_model(settings, dataset, "autoencoder", image_size=64, advanced={"no_such_setting": 1})
 
 
+@pytest.mark.parametrize("region", ["image", "part"])
+def test_training_takes_the_score_region_chosen_in_the_tab(trained, image_data, region):
+    """The tab's score-region choice reaches the model's config field (auto is its default; image or part force it)."""
+    from anomalens.workflows.runs import read_model_config
+
+    settings, _ = trained
+    assert h.score_regions("patchcore") == ("auto", "image", "part") and h.score_regions("autoencoder") == ()
+    assert "score_region" not in h.default_settings("patchcore")  # its own widget, not the settings box
+    dataset = h.choose_dataset(settings, str(image_data / "images" / "widget"), None, "t", "image")
+    outcome = h.train_model(settings, dataset, "patchcore", image_size=64, score_region=region)
+    assert read_model_config(outcome.run_dir)["config"]["score_region"] == region
+    with pytest.raises(Exception, match="score_region"):
+        h.train_model(settings, dataset, "patchcore", image_size=64, score_region="foreground")
+
+
 def test_video_analysis_gives_a_playable_video_timeline_and_intervals(workspace):
     from anomalens.data.video_io import probe_video
 

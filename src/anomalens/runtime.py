@@ -36,6 +36,37 @@ def share_cpu_fairly() -> None:
     os.environ.setdefault("KMP_BLOCKTIME", "0")  # the same for Intel's OpenMP, where a build uses it
 
 
+@contextlib.contextmanager
+def library_threads(threads: int | None) -> Iterator[None]:
+    """Within the block, the thread pools of torch, faiss, OpenCV and ONNX Runtime sessions created meanwhile run
+    ``threads`` threads each (None: left as they are); afterwards torch's and OpenCV's counts are restored.
+
+    For work that is already split across threads of its own (the live watch's reader, feature and scorer
+    threads): a second level of parallelism inside each library only adds synchronisation. On the 640x480
+    stream the watch took 8-16% less CPU per frame with one thread per library than with two
+    (``benchmarks/live_soak.py budget``). torch's count is process-wide, so other work of the process sees it too.
+    """
+    if threads is None:
+        yield
+        return
+    import cv2
+    import torch
+
+    from anomalens.neighbours import set_search_threads
+
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    threads = max(1, int(threads))
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    set_search_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
+        set_search_threads(before[0])
+
+
 def run_ahead(items: Iterable[T], depth: int = 1) -> Iterator[T]:
     """The items of ``items``, produced in a background thread up to ``depth`` ahead of the consumer, so that
     producing the next one overlaps with consuming this one on another core (the libraries doing the work, PIL,
@@ -246,13 +277,15 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__} to JSON")
 
 
-def onnxruntime_session(path: str | Path, threads: int | None = None) -> Any:
+def onnxruntime_session(path: str | Path, threads: int | None = None, arena: bool = False) -> Any:
     """An ONNX Runtime CPU session as anomalens runs every graph (the feature cache, exported bundles).
 
     Idle threads sleep instead of spinning (spinning pools collapse throughput when the CPU is shared), and no
     memory arena: the arena keeps the largest batch's buffers for good (150 MB more peak memory for the feature
     extractor; +300 MB of RSS in a server for PatchCore's distance matrix), at the same speed (measured here).
-    Needs only ``onnxruntime`` (the torch-free runtime calls it too).
+    Needs only ``onnxruntime`` (the torch-free runtime calls it too). ``arena``: keep the buffers after all, for a
+    caller that runs the same small batch again and again (a live watch): in a process that maps every block
+    above 256 KB afresh (``anomalens.live.reader.steady_memory``), allocating them anew cost 7-10 ms per frame.
     """
     import onnxruntime as ort
 
@@ -263,5 +296,5 @@ def onnxruntime_session(path: str | Path, threads: int | None = None) -> Any:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.enable_cpu_mem_arena = False
+    options.enable_cpu_mem_arena = arena
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -32,9 +32,10 @@ VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where to compute (default: auto = CUDA, then MPS, then CPU)")
     parser.add_argument("--seed", type=int, default=None, help="random seed; the same seed gives the same model")
-    parser.add_argument("--feature-runtime", choices=("auto", "torch", "onnx"), default=None,
+    parser.add_argument("--feature-runtime", choices=("auto", "torch", "onnx", "openvino"), default=None,
                         help="how pretrained feature extractors run: auto = ONNX Runtime on CPU (exported once into "
-                             "~/.cache/anomalens/onnx), PyTorch on GPUs; torch; onnx (default: auto)")
+                             "~/.cache/anomalens/onnx), PyTorch on GPUs; torch; onnx; openvino = the same export "
+                             "compiled by OpenVINO at fp32, on CPU (optional extra) (default: auto)")
 
 
 def add_train_flags(parser: argparse.ArgumentParser, data_help: str, example_category: str,
@@ -92,9 +93,10 @@ def add_image_model_flags(parser: argparse.ArgumentParser) -> None:
                            "index, recall@1 about 0.98)")
     feat.add_argument("--tile", type=int, default=None, metavar="N",
                       help="score large images in N x N tiles at native resolution (none = off)")
-    feat.add_argument("--score-region", choices=("image", "part"), default=None,
-                      help="where the image score (the map's maximum) is taken: image, or part (the part and a small "
-                           "margin; default: part when the part covers less than 0.2 of the training frames)")
+    feat.add_argument("--score-region", choices=("auto", "image", "part"), default=None,
+                      help="where the image score (the map's maximum) is taken: image, part (the part and a small "
+                           "margin), or auto: decided at training, part when the background gives the highest scores of "
+                           "several validation images")
 
 
 def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: bool) -> None:

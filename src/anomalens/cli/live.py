@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"frames waiting for the scorer; more are dropped (default: {d.queue_size})")
     tuning.add_argument("--batch-size", type=int, default=d.batch_size,
                         help=f"waiting frames scored together (default: {d.batch_size})")
+    tuning.add_argument("--threads", type=int, default=d.threads,
+                        help="threads of each library (torch, ONNX Runtime, faiss, OpenCV) inside the watch's own "
+                             f"reader, feature and scorer threads (default: {d.threads})")
     tuning.add_argument("--max-latency", type=float, default=d.max_latency,
                         help=f"seconds after which a live frame is dropped instead of scored (default: {d.max_latency:g})")
     tuning.add_argument("--lookahead", type=int, default=None,
@@ -81,8 +84,8 @@ def _watch(args: argparse.Namespace) -> int:
     from anomalens.live.settings import WatchSettings
     from anomalens.live.watcher import Watcher
 
-    if args.queue_size < 1 or args.batch_size < 1 or args.min_length < 1 or args.max_latency <= 0:
-        raise ConfigError("--queue-size, --batch-size and --min-length must be >= 1, --max-latency > 0")
+    if min(args.queue_size, args.batch_size, args.min_length, args.threads) < 1 or args.max_latency <= 0:
+        raise ConfigError("--queue-size, --batch-size, --min-length and --threads must be >= 1, --max-latency > 0")
     if not 0.0 < args.close_level <= 0.5 or (args.close_after or 0) < 0 or min(args.clip_before, args.clip_after) < 0:
         raise ConfigError("--close-level must be in (0, 0.5], --close-after, --clip-before and --clip-after >= 0")
     if args.lookahead is not None and args.lookahead < 0:
@@ -95,7 +98,7 @@ def _watch(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise DataError(f"cannot create the output folder ({exc.strerror})", args.output) from None
     settings = WatchSettings(
-        realtime=args.realtime, queue_size=args.queue_size, batch_size=args.batch_size, max_latency=args.max_latency,
+        realtime=args.realtime, queue_size=args.queue_size, batch_size=args.batch_size, threads=args.threads, max_latency=args.max_latency,
         lookahead=args.lookahead, close_level=args.close_level, close_after=args.close_after,
         min_length=args.min_length, clip_before=args.clip_before, clip_after=args.clip_after,
         csv_rows=args.csv_rows, csv_keep=args.csv_keep,

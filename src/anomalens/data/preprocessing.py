@@ -79,11 +79,6 @@ def aspect_aware_size(height: int, width: int, pixels: int = DEFAULT_PIXEL_BUDGE
 # beyond the images' native pixels. 0.4 is where a large part (bottle 0.65, the synthetic rods 0.39) gets (almost) no
 # change.
 PART_SHARE_FOR_BUDGET = 0.4
-# Below this share the image score comes from the part alone (FeatureDetectorConfig.score_region). Stricter than the
-# budget's: more pixels only cost time, but where the colour rule misses some of the part (uneven light, a part
-# close to the background's colour) a score on the part misses its defects. The synthetic washers (0.21: the
-# rule loses their darker, shaded half) stay on the whole map; a screw (0.17) and the synthetic pins (0.13) do not.
-PART_SHARE_FOR_SCORE = 0.2
 MAX_BUDGET_GROWTH = 2.25
 PART_CONTRAST = 40  # levels (of 255) from the border colour that make a pixel part of the part, not background
 PART_THUMBNAIL = 128  # width at which the part's share is measured (cheap; the share does not depend on detail)
@@ -150,12 +145,6 @@ def default_input_size(paths: Sequence[str | Path], share: float | None = None) 
     native = native_size(paths)
     share = typical_part_share(paths) if share is None else share
     return aspect_aware_size(*native, pixels=pixel_budget(native, share))
-
-
-def default_score_region(share: float) -> str:
-    """Where a feature model takes its image score when none is given: "part" when the training images' part
-    covers less than :data:`PART_SHARE_FOR_SCORE` of the frame (a small part on a plain background), else "image"."""
-    return "part" if share < PART_SHARE_FOR_SCORE else "image"
 
 
 def native_size(paths: Sequence[str | Path], sample: int = 32) -> tuple[int, int]:

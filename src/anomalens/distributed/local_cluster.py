@@ -5,6 +5,9 @@ Each node is a ``ray start ... --block`` process in its own session (``setsid``)
 PID (SIGTERM, then SIGKILL to its process group) ends exactly the processes it started (gcs_server, raylet,
 workers) and nothing else: never a broad ``ray stop``. Ray's files go to a private temporary folder.
 
+A node also watches the process that started it (:data:`OWNER_GUARD`): when that process dies without stopping the
+cluster (a test run killed by ``timeout`` or SIGKILL), the node stops itself within seconds instead of living on.
+
 >>> with LocalCluster(nodes=2) as cluster:                           # doctest: +SKIP
 ...     predict_images_on_ray(run_dir, ["images/"], "out/", address=cluster.address)
 """
@@ -25,6 +28,17 @@ from pathlib import Path
 HOST = "127.0.0.1"
 # Ray refuses less; the nodes of a test cluster need little, and /dev/shm is shared with other work
 OBJECT_STORE_BYTES = 200 * 1024 * 1024
+
+
+# A node's launcher: runs the node (the arguments after the owner's PID) and, once a second, checks that its owner
+# still lives; when the owner is gone it asks the node to stop, removes Ray's temporary folder and ends what is left
+# of the node's process group.
+OWNER_GUARD = (
+    'owner=$1; temp=$2; shift 2; "$@" & node=$!; '
+    'while kill -0 "$node" 2>/dev/null; do '
+    'if ! kill -0 "$owner" 2>/dev/null; then kill -TERM "$node"; sleep 5; rm -rf "$temp"; kill -KILL 0; fi; sleep 1; '
+    'done; wait "$node"'
+)
 
 
 def free_port() -> int:
@@ -84,7 +98,8 @@ class LocalCluster:
                    "--node-ip-address", HOST, "--temp-dir", str(self.temp_dir),
                    "--object-store-memory", str(OBJECT_STORE_BYTES), "--disable-usage-stats", "--block"]
         log = open(Path(str(self.temp_dir)) / f"node{len(self.processes)}.log", "wb")
-        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        guarded = ["/bin/sh", "-c", OWNER_GUARD, "ray-node", str(os.getpid()), str(self.temp_dir), *command]
+        return subprocess.Popen(guarded, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def alive_nodes(self) -> int:
         """Nodes the head counts as alive (``ray status`` would need the dashboard; the GCS client does not)."""

@@ -23,6 +23,10 @@ class WatchSettings:
     # frame periods (4 = 0.16 s at 25 fps) before it is dropped, so the queue bounds the latency, not the drop rate
     queue_size: int = 4
     batch_size: int = 2  # at most this many waiting frames are scored together (a batch adds its own compute time)
+    # threads of each library's pool (torch, ONNX Runtime, faiss, OpenCV) while watching: the watch's own threads
+    # already run its stages side by side, and a second level inside each library only added synchronisation
+    # (8-16% more CPU per 640x480 frame with 2; benchmarks/live_soak.py budget, README "Watch the line live")
+    threads: int = 1
     max_latency: float = 1.0  # seconds: older frames from a live source are dropped, not scored late
     # frames of look-ahead smoothing for video models; None: LIVE_LOOKAHEAD from a live source (a stream, a
     # camera, a file played in real time), the model's full kernel otherwise (a file read as fast as it goes:

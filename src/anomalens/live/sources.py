@@ -42,6 +42,7 @@ class SourceFrame:
     arrived: float  # time.time() when the frame was read
     file: str | None = None  # the image file, for hot folders
     index: int = -1  # the frame's number among all frames read (set by the watcher's reader; drops leave gaps)
+    resumed: bool = False  # the first frame after the source broke off and came back (no motion across the break)
 
 
 @dataclass
@@ -156,9 +157,11 @@ class StreamSource(Source):
                 lost_at, reason, attempts, retry = None, "", 0, FIRST_RETRY_S
                 # slice threads only: frame threads would hold each frame back by one frame per thread
                 stream.thread_type = "SLICE"
+                resumed = self.connections > 1
                 for frame in container.decode(stream):
                     # colours converted as analyze-video converts them (the stream's own matrix and range)
-                    yield SourceFrame(frame_to_rgb(frame), time.time())
+                    yield SourceFrame(frame_to_rgb(frame), time.time(), resumed=resumed)
+                    resumed = False
                     if self.stopping.is_set():
                         break
                 else:

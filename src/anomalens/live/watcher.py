@@ -1,21 +1,21 @@
 """The live watcher: a source's frames through a bounded queue into a causal scorer, events out to the sinks.
 
-Five threads share the work so that the scorer only scores. The reader decodes, resizes each frame to the
-model's input and hands it to the clip writer (:mod:`~anomalens.live.clips`, every decoded frame, so clips
-play in real time) and to a queue of ``queue_size`` frames. From a live source (a stream, a camera, a file
-played in real time) a frame that finds the queue full pushes out the oldest one, and a frame older than
-``max_latency`` when the scorer reaches it is skipped: both count as dropped, so the latency stays bounded and
-memory fixed. A file read as fast as possible and a hot folder never drop: the reader waits. A feature thread
-takes up to ``batch_size`` waiting frames at a time through the first half of the scorer (backbone and motion;
-after a drop, motion is measured from the frame decoded just before, not across the gap) while the scorer
-thread runs the second half (memories, smoothing, events) on the batch before. Messages go to the sinks from a
-publisher thread.
+Five threads share the work so that the scorer only scores. The reader (:mod:`~anomalens.live.reader`) decodes,
+resizes each frame to the model's input and hands it to the clip writer (:mod:`~anomalens.live.clips`, every
+decoded frame, so clips play in real time) and to a bounded queue that drops frames from a live source when the
+scorer falls behind. A feature thread takes up to ``batch_size`` waiting frames at a time through the first half
+of the scorer (backbone and motion; after a drop, motion is measured from the frame decoded just before, not
+across the gap; after a break in the source it starts afresh) while the scorer thread runs the second half
+(memories, smoothing, events) on the batch before. Messages go to the sinks from a publisher thread
+(:mod:`~anomalens.live.publisher`). Inside these threads each library (torch, ONNX Runtime, faiss, OpenCV) runs
+``threads`` threads of its own (default 1).
 
 Each scored frame goes to the :class:`~anomalens.live.events.EventTracker`; an event is announced
 (``anomaly_started``) once it spans ``min_length`` frames and published in full (``anomaly``, the fields of
 ``analyze-video``'s events.json plus the cue, wall-clock times and its clip or overlay) when it closes. A gap
 in a stream becomes a ``source_lost`` message. Figures (fps in and scored, dropped, latency, the open event)
-go to ``status.json`` once a second and to :attr:`Watcher.state` for the UI.
+go to ``status.json`` once a second (:mod:`~anomalens.live.status`) and to :attr:`Watcher.state` for the UI
+(:mod:`~anomalens.live.state`).
 
 >>> watcher = Watcher("results/video_line3", "rtsp://127.0.0.1:8554/live", "watch_out")   # doctest: +SKIP
 >>> summary = watcher.run()          # until the stream is stopped or watcher.stop() is called    # doctest: +SKIP
@@ -23,14 +23,11 @@ go to ``status.json`` once a second and to :attr:`Watcher.state` for the UI.
 
 from __future__ import annotations
 
-import ctypes
 import math
 import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,69 +38,21 @@ from PIL import Image
 from anomalens.errors import CheckpointError
 from anomalens.live.clips import ClipWriter
 from anomalens.live.events import EventTracker, Transition
+from anomalens.live.publisher import Publisher
+from anomalens.live.reader import FrameReader, QueuedFrame, steady_memory
 from anomalens.live.scoring import frame_scorer
 from anomalens.live.settings import WatchSettings
 from anomalens.live.sinks import EventLog, FrameLog, Sink
-from anomalens.live.sources import Source, SourceFrame, SourceGap, open_source
+from anomalens.live.sources import Source, SourceGap, open_source
+from anomalens.live.state import WatchState
+from anomalens.live.status import WatchFigures, iso_time, status_text
 from anomalens.metrics.events import EVENT_MERGE_SECONDS
 from anomalens.models.base import BaseDetector
-from anomalens.runtime import resolve_device, write_json_atomic
+from anomalens.runtime import library_threads, resolve_device, write_json_atomic
 from anomalens.visualization.overlays import overlay
 from anomalens.workflows.runs import load_detector
 
 STATUS_INTERVAL_S = 1.0
-MMAP_THRESHOLD = 256 << 10  # bytes: larger blocks (every decoded frame) are mapped and unmapped, never pooled
-
-
-def steady_memory() -> None:
-    """Keep a long watch's memory flat: glibc raises its mmap threshold each time a large block is freed, after
-    which decoded frames (about 1 MB each at 640x480, allocated by the reader and freed by other threads) come
-    from per-thread heaps that fragment and grow: a soak grew by 200 MB in 90 s and kept growing. A fixed
-    threshold returns every frame to the system when freed (the same soak stayed within 590-610 MB). Process-wide
-    and harmless to the rest; does nothing where the C library is not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD (setting it also stops glibc from raising it)
-    except (OSError, AttributeError):
-        pass
-
-
-@dataclass
-class _Frame:
-    """A decoded frame on its way from the reader to the scorer."""
-
-    index: int  # among all frames read (drops leave gaps)
-    arrived: float
-    image: np.ndarray  # native RGB, for the UI and image models' overlays
-    tensor: torch.Tensor  # the model's input (prepared by the reader)
-    file: str | None
-    before: torch.Tensor | None  # the model input of the frame decoded just before this one (motion after drops)
-    processed: float = 0.0
-
-
-@dataclass
-class WatchState:
-    """What the watcher shows while it runs (for the UI): read under ``lock``."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    status: dict[str, Any] = field(default_factory=dict)
-    image: np.ndarray | None = None  # the latest scored frame
-    heatmap: np.ndarray | None = None  # and its raw map
-    calibration: Any = None  # to normalise the map when it is shown
-    scores: deque = field(default_factory=lambda: deque(maxlen=600))  # (frame, normalised score)
-    events: deque = field(default_factory=lambda: deque(maxlen=50))  # latest messages, newest last
-
-    def latest_overlay(self, width: int = 480) -> np.ndarray | None:
-        """The latest scored frame with its heatmap blended in, ``width`` pixels wide (computed when asked)."""
-        with self.lock:
-            image, heatmap = self.image, self.heatmap
-        if image is None or heatmap is None:
-            return None
-        heatmap = self.calibration.normalize(heatmap.astype(np.float32))
-        h, w = image.shape[:2]
-        if w != width:
-            image = np.asarray(Image.fromarray(image).resize((width, max(1, round(h * width / w))), Image.BILINEAR))
-        return overlay(image, heatmap)
 
 
 class Watcher:
@@ -139,16 +88,11 @@ class Watcher:
         self.source_spec = self.source.name
         self.scorer = frame_scorer(self.detector, s.lookahead_for(self.source.live))
         self.stopping = threading.Event()
-        self.frames: queue.Queue[_Frame | None] = queue.Queue(maxsize=max(1, s.queue_size))
+        self.reader = FrameReader(self.source, self.detector.preprocessing.prepare_array, s.queue_size, s.max_latency,
+                                  self.stopping, self._clip_frame, self.log)
         self.state = WatchState(calibration=self.calibration)
-        # each counter has one writer thread: the reader counts what it read and pushed out, the feature thread
-        # the frames too late to score, the scorer what it scored
-        self.read = self.pushed_out = self.too_late = self.scored = 0
-        self.latencies: deque[float] = deque(maxlen=200)
-        self.processing: deque[float] = deque(maxlen=200)
-        self.announce_delays: deque[float] = deque(maxlen=1000)
+        self.scored = 0  # written by the scorer's thread only
         self.clips: ClipWriter | None = None  # created by the reader once the stream's frame rate is known
-        self.outbox: queue.Queue[tuple[dict[str, Any], Callable[[], dict[str, Any]] | None] | None] = queue.Queue()
         self.event_count = 0
         self.per_image = self.source.kind == "folder" and self.detector.kind == "image"
         self.frame_log: FrameLog | None = None
@@ -160,10 +104,15 @@ class Watcher:
                 self.output, ["frame", "arrived", "scored", "score", "normalized_score", "anomalous", *cues, "file"],
                 s.csv_rows, s.csv_keep,
             )
+        self.publisher = Publisher(self.sinks, self.state, self.log)
+
+    @property
+    def read(self) -> int:
+        return self.reader.read
 
     @property
     def dropped(self) -> int:
-        return self.pushed_out + self.too_late
+        return self.reader.dropped
 
     def stop(self) -> None:
         """Ask the watch to end: the source stops, waiting frames are scored, the open event is closed."""
@@ -171,77 +120,39 @@ class Watcher:
         self.source.stop()
 
     # ---- reading ---------------------------------------------------------------------------------
-    def _read(self) -> None:
-        s = self.settings
-        before: torch.Tensor | None = None
-        try:
-            for frame in self.source.frames():
-                index, self.read = self.read, self.read + 1
-                tensor = self.detector.preprocessing.prepare_array(frame.image)
-                if self.output is not None and self.source.kind != "folder":
-                    if self.clips is None:  # the stream's rate is known once it delivered a frame
-                        fps = self.source.fps or self.fps
-                        lead = round(s.max_latency * fps) + s.queue_size + s.batch_size + self.scorer.delay_frames + s.min_length
-                        self.clips = ClipWriter(fps, s.clip_before, s.clip_after, s.clip_max, s.clip_width, lead, self.log)
-                    self.clips.add(index, frame.image)
-                item = _Frame(index, frame.arrived, frame.image, tensor, frame.file, before)
-                before = tensor
-                if self.source.live:
-                    while True:
-                        try:
-                            self.frames.put_nowait(item)
-                            break
-                        except queue.Full:
-                            try:  # a camera does not wait: the oldest waiting frame gives way
-                                self.frames.get_nowait()
-                                self.pushed_out += 1
-                            except queue.Empty:
-                                pass
-                else:
-                    while not self.stopping.is_set():
-                        try:
-                            self.frames.put(item, timeout=0.2)
-                            break
-                        except queue.Full:
-                            continue
-                if self.stopping.is_set():
-                    break
-        except Exception as exc:  # the scorer must hear that the source died, whatever the reason
-            self.log(f"the source stopped: {exc.__class__.__name__}: {exc}")
-            self.read_error = f"{exc.__class__.__name__}: {exc}"
-        finally:
-            while True:
-                try:
-                    self.frames.put(None, timeout=0.5)
-                    break
-                except queue.Full:
-                    if self.stopping.is_set():
-                        try:
-                            self.frames.get_nowait()
-                            self.pushed_out += 1
-                        except queue.Empty:
-                            pass
-
-    read_error: str | None = None
+    def _clip_frame(self, index: int, image: np.ndarray) -> None:
+        """Every decoded frame of a stream or file goes to the clip writer (on the reader's thread)."""
+        if self.output is None or self.source.kind == "folder":
+            return
+        if self.clips is None:  # the stream's rate is known once it delivered a frame
+            s, fps = self.settings, self.source.fps or self.fps
+            lead = round(s.max_latency * fps) + s.queue_size + s.batch_size + self.scorer.delay_frames + s.min_length
+            self.clips = ClipWriter(fps, s.clip_before, s.clip_after, s.clip_max, s.clip_width, lead, self.log)
+        self.clips.add(index, image)
 
     # ---- the loop --------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Watch until the source ends or :meth:`stop`; returns the final status figures."""
+        with library_threads(self.settings.threads):
+            return self._watch()
+
+    def _watch(self) -> dict[str, Any]:
         s = self.settings
         self.started = time.time()
         self.index = -1
-        self.pending: deque[_Frame] = deque()
+        self.pending: deque[QueuedFrame] = deque()
         self.fps = self.source.fps
         self.tracker: EventTracker | None = None
         # the scorer in two stages on two threads: the next batch's backbone and motion while this one is scored
-        self.prepared: queue.Queue[tuple[list[_Frame], Any] | None] = queue.Queue(maxsize=1)
+        self.prepared: queue.Queue[tuple[list[QueuedFrame], Any] | None] = queue.Queue(maxsize=1)
         self.stage_error: BaseException | None = None
         self.scoring_done = threading.Event()
-        threads = [threading.Thread(target=self._read, name="anomalens-reader", daemon=True),
-                   threading.Thread(target=self._features, name="anomalens-features", daemon=True),
-                   threading.Thread(target=self._deliver, name="anomalens-publisher", daemon=True)]
+        self.figures = WatchFigures(self.started)
+        threads = [threading.Thread(target=self.reader.run, name="anomalens-reader", daemon=True),
+                   threading.Thread(target=self._features, name="anomalens-features", daemon=True)]
         for thread in threads:
             thread.start()
+        self.publisher.start()
         next_status = time.monotonic()
         try:
             while True:
@@ -265,11 +176,10 @@ class Watcher:
             self.scoring_done.set()
             self.stop()
             self._close_event()
-            for thread in threads[:2]:
+            for thread in threads:
                 thread.join(timeout=10)
             self._report_gaps()
-            self.outbox.put(None)
-            threads[2].join(timeout=60)
+            self.publisher.close(timeout=60)
             if self.clips is not None:  # every clip is complete when run() returns
                 self.clips.close(timeout=60)
             for sink in self.sinks:
@@ -287,12 +197,13 @@ class Watcher:
         try:
             ended = False
             while not ended:
-                batch, ended = self._take(self.settings.batch_size)
+                batch, ended = self.reader.take(self.settings.batch_size)
                 if not batch:
                     continue
                 steps, before = [], []
                 for frame in batch:
-                    step = max(1, frame.index - self.index)  # > 1 after dropped frames
+                    # > 1 after dropped frames; 0 after a break in the source (motion starts afresh)
+                    step = 0 if frame.resumed else max(1, frame.index - self.index)
                     steps.append(step)
                     # after a drop, the motion comes from the frame decoded just before, not from across the gap
                     before.append(frame.before if step > 1 else None)
@@ -309,35 +220,14 @@ class Watcher:
             while not self._offer(None):
                 pass
 
-    def _offer(self, item: tuple[list[_Frame], Any] | None) -> bool:
+    def _offer(self, item: tuple[list[QueuedFrame], Any] | None) -> bool:
         try:
             self.prepared.put(item, timeout=0.5)
             return True
         except queue.Full:  # the scorer is busy; once it has stopped taking for good, give up rather than hang
             return self.scoring_done.is_set()
 
-    def _take(self, limit: int) -> tuple[list[_Frame], bool]:
-        """Up to ``limit`` waiting frames (waits a little for the first); True once the source has ended."""
-        out: list[_Frame] = []
-        try:
-            item = self.frames.get(timeout=0.2)
-        except queue.Empty:
-            return out, False
-        while True:
-            if item is None:
-                return out, True
-            if self.source.live and time.time() - item.arrived > self.settings.max_latency:
-                self.too_late += 1  # too old to be worth scoring now
-            else:
-                out.append(item)
-            if len(out) >= limit:
-                return out, False
-            try:
-                item = self.frames.get_nowait()
-            except queue.Empty:
-                return out, False
-
-    def _score(self, batch: list[_Frame], features: Any) -> None:
+    def _score(self, batch: list[QueuedFrame], features: Any) -> None:
         s = self.settings
         if self.tracker is None:  # the stream's rate is known once it delivered a frame
             self.fps = self.source.fps or self.fps
@@ -359,8 +249,7 @@ class Watcher:
             item = self.pending.popleft()
             now = time.time()
             self.scored += 1
-            self.latencies.append(now - item.arrived)
-            self.processing.append((item.processed or now) - item.arrived)
+            self.figures.scored(item.arrived, item.processed or now, now)
             normalized = float(cal.normalize(result.score))
             anomalous = result.score > cal.threshold
             if self.frame_log is not None:
@@ -373,7 +262,7 @@ class Watcher:
             event = self.tracker.current
             if event is not None and item.index >= event.start:  # this frame is part of the open event
                 if not event.extra:
-                    event.extra.update(first_arrived=item.arrived, started_at=_iso(item.arrived), file=item.file)
+                    event.extra.update(first_arrived=item.arrived, started_at=iso_time(item.arrived), file=item.file)
                 peak = event.extra.get("peak_score")
                 if peak is None or result.score > peak:
                     event.extra.update(peak_score=result.score, cues=dict(result.cues), image=item.image,
@@ -397,7 +286,7 @@ class Watcher:
             self.event_count += 1
             event.extra["id"] = self.event_count
             delay = time.time() - event.extra["first_arrived"]
-            self.announce_delays.append(delay)
+            self.figures.announce_delays.append(delay)
             message = self._base_message("anomaly_started")
             message.update(id=self.event_count, start_frame=event.start, start_time=round(event.start / self.fps, 4),
                            started_at=event.extra.get("started_at"), detection_delay_s=round(delay, 3))
@@ -418,7 +307,7 @@ class Watcher:
             message["peak_cues"] = {name: round(float(v), 4) for name, v in cues.items()}
             message["main_cue"] = max(cues, key=cues.get)
         message["started_at"] = event.extra.get("started_at")
-        message["ended_at"] = _iso(time.time())
+        message["ended_at"] = iso_time(time.time())
         if event.extra.get("closed_by"):
             message["closed_by"] = event.extra["closed_by"]
         if event.extra.get("file"):
@@ -456,91 +345,40 @@ class Watcher:
             except queue.Empty:
                 return
             message = self._base_message("source_lost")
-            message.update(lost_at=_iso(gap.started), back_at=_iso(gap.ended), seconds=round(gap.ended - gap.started, 3),
+            message.update(lost_at=iso_time(gap.started), back_at=iso_time(gap.ended), seconds=round(gap.ended - gap.started, 3),
                            reason=gap.reason, after_frame=self.index, reconnected=gap.reconnected)
             self._publish(message)
 
     def _publish(self, message: dict[str, Any], saving: Callable[[], dict[str, Any]] | None = None) -> None:
         """Hand a message to the publisher thread (``saving``: files to write first, whose names join it)."""
-        self.outbox.put((message, saving))
-
-    def _deliver(self) -> None:
-        """The publisher thread: each message to every sink, in order, until the outbox's end (None)."""
-        while (item := self.outbox.get()) is not None:
-            message, saving = item
-            if saving is not None:
-                try:
-                    message.update(saving())
-                except Exception as exc:  # evidence that cannot be saved must not lose the message
-                    self.log(f"could not save the event's images ({exc})")
-            for sink in self.sinks:
-                try:
-                    sink.send(message)
-                except Exception as exc:  # a broken sink must never stop the watch
-                    self.log(f"{sink.name}: could not take the message ({exc})")
-            with self.state.lock:
-                self.state.events.append(message)
+        self.publisher.publish(message, saving)
 
     # ---- status ----------------------------------------------------------------------------------
     def _write_status(self, state: str) -> dict[str, Any]:
         now = time.time()
-        previous = getattr(self, "_last_counts", (self.started, 0, 0))
-        span = max(now - previous[0], 1e-6)
-        latencies = sorted(self.latencies)
-        processing = sorted(self.processing)
         event = self.tracker.current if self.tracker is not None else None
-        status = {
-            "state": state,
-            "source": self.source_spec,
-            "source_kind": self.source.kind,
-            "model": self.detector.name,
-            "updated_at": _iso(now),
-            "uptime_s": round(now - self.started, 1),
-            "frames_read": self.read,
-            "frames_scored": self.scored,
-            "frames_dropped": self.dropped,
-            "dropped_queue_full": self.pushed_out,
-            "dropped_too_late": self.too_late,
-            "dropped_percent": round(100 * self.dropped / max(self.read, 1), 2),
-            "fps_in": round((self.read - previous[1]) / span, 2),
-            "fps_scored": round((self.scored - previous[2]) / span, 2),
-            "latency_ms_p50": _ms(latencies, 0.5),
-            "latency_ms_p95": _ms(latencies, 0.95),
-            "processing_ms_p50": _ms(processing, 0.5),
+        status = {"state": state, "source": self.source_spec, "source_kind": self.source.kind,
+                  "model": self.detector.name, "updated_at": iso_time(now), "uptime_s": round(now - self.started, 1)}
+        status.update(self.figures.report(read=self.reader.read, scored=self.scored, pushed_out=self.reader.pushed_out,
+                                          too_late=self.reader.too_late, now=now))
+        status.update({
             "score_delay_frames": self.scorer.delay_frames,
             "open_event": None if event is None or not event.announced else {
                 "id": event.extra.get("id"), "start_frame": event.start, "started_at": event.extra.get("started_at")},
             "events": self.event_count,
-            "announce_delay_ms_max": round(1000 * max(self.announce_delays), 1) if self.announce_delays else None,
             "sinks": {sink.name: sink.stats() for sink in self.sinks},
-        }
+        })
         if self.clips is not None:
             status["clips"] = self.clips.stats()
-        if self.read_error:
-            status["source_error"] = self.read_error
-        self._last_counts = (now, self.read, self.scored)
+        if self.reader.error:
+            status["source_error"] = self.reader.error
         if self.output is not None:
             write_json_atomic(self.output / "status.json", status)
         with self.state.lock:
             self.state.status = status
         if self.status_line is not None:
-            open_text = f"event {status['open_event']['id']} open" if status["open_event"] else "no open event"
-            self.status_line(
-                f"{status['fps_in']:5.1f} fps in, {status['fps_scored']:5.1f} scored, {self.dropped} dropped "
-                f"({status['dropped_percent']:.1f}%), latency {status['latency_ms_p50'] or 0:.0f} ms, "
-                f"{self.event_count} events, {open_text}"
-            )
+            self.status_line(status_text(status))
         return status
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _ms(sorted_values: list[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    return round(1000 * sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))], 1)
 
 
 def watch(checkpoint: str | Path | BaseDetector, source: str, output_dir: str | Path | None = None, **options: Any) -> dict[str, Any]:

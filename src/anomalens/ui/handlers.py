@@ -19,13 +19,14 @@ from anomalens.ui.tabs.inspect import (
     inspection_summary,
     reconstruction_gallery,
 )
-from anomalens.ui.tabs.train import DatasetChoice, TrainOutcome, choose_dataset, default_settings, model_types, parse_advanced, train_model
+from anomalens.ui.tabs.train import (DatasetChoice, TrainOutcome, choose_dataset, default_settings, model_types, parse_advanced,
+                                     score_regions, train_model)
 from anomalens.ui.tabs.video import EVENT_HEADERS, VideoView, analyze_video_file
 
 __all__ = [
     "UISettings", "list_models", "model_choices", "model_rows", "threshold_text", "ImageItem", "ImageInspection",
     "INSPECTION_HEADERS", "inspect_images", "inspection_rows", "inspection_gallery", "reconstruction_gallery",
     "inspection_summary", "inspection_downloads", "VideoView", "EVENT_HEADERS", "analyze_video_file", "DatasetChoice",
-    "choose_dataset", "model_types", "default_settings", "parse_advanced", "TrainOutcome", "train_model",
+    "choose_dataset", "model_types", "default_settings", "parse_advanced", "TrainOutcome", "train_model", "score_regions",
     "EvaluationView", "evaluate_model", "read_report",
 ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -207,27 +208,39 @@ def compare_runtimes(run_dir: str | Path, data_dir: str | Path, category: str, r
 
     One row each: images/s, image and pixel AUROC, the largest score difference from PyTorch (also over the
     threshold), the largest heatmap difference (normalised scale), the share of identical verdicts (bundles at a
-    reduced precision use their own recalibrated threshold). The test split is read only to measure.
+    reduced precision use their own recalibrated threshold), the bundle's size. The test split is read only to measure.
+
+    The bundles are written to a temporary folder and removed afterwards: a benchmark never replaces the bundles a
+    user exported into ``RUN_DIR/export``.
     """
     from anomalens.data.mvtec import discover_category, load_test_set
     from anomalens.export import export_model
     from anomalens.inference import Inferencer
-    from anomalens.metrics.classification import image_auroc
-    from anomalens.metrics.segmentation import pixel_auroc
     from anomalens.workflows.runs import load_detector
 
     runtimes = parse_runtimes(runtimes)
     detector = load_detector(run_dir, device="cpu", kind="image")
     test = load_test_set(discover_category(data_dir, category, require_test=True), detector.preprocessing)
-    labels, masks, known = test.labels, test.masks.numpy(), test.has_mask
     nhwc = test.images.permute(0, 2, 3, 1).numpy().copy()
-    bundles, export_seconds = {}, {}
-    for spec in runtimes:
-        engine, precision = spec.split(":")
-        started = time.perf_counter()
-        bundle = export_model(run_dir, engine, precision, Path(run_dir) / "export" / f"{engine}_{precision}", reporter=reporter)
-        export_seconds[spec] = time.perf_counter() - started
-        bundles[spec] = Inferencer.load(bundle.folder)
+    with tempfile.TemporaryDirectory(prefix="anomalens-runtimes-") as scratch:
+        bundles, export_seconds, bundle_bytes = {}, {}, {}
+        for spec in runtimes:
+            engine, precision = spec.split(":")
+            started = time.perf_counter()
+            bundle = export_model(run_dir, engine, precision, Path(scratch) / f"{engine}_{precision}", reporter=reporter)
+            export_seconds[spec] = time.perf_counter() - started
+            bundle_bytes[spec] = sum(f.stat().st_size for f in bundle.folder.rglob("*") if f.is_file())
+            bundles[spec] = Inferencer.load(bundle.folder)
+        return _runtime_rows(detector, test, nhwc, bundles, export_seconds, bundle_bytes, repeats, reporter)
+
+
+def _runtime_rows(detector: Any, test: Any, nhwc: np.ndarray, bundles: dict[str, Any], export_seconds: dict[str, float],
+                  bundle_bytes: dict[str, int], repeats: int, reporter: Reporter) -> list[dict[str, Any]]:
+    """Time PyTorch and every loaded bundle side by side and compare each with PyTorch (see compare_runtimes)."""
+    from anomalens.metrics.classification import image_auroc
+    from anomalens.metrics.segmentation import pixel_auroc
+
+    labels, masks, known = test.labels, test.masks.numpy(), test.has_mask
     scorers: dict[str, Callable[[np.ndarray], Any]] = {"pytorch": lambda x: detector.predict(test.images[: len(x)])}
     scorers.update({spec: inferencer.run for spec, inferencer in bundles.items()})
     timed = _timed_side_by_side(scorers, nhwc, repeats)
@@ -253,7 +266,7 @@ def compare_runtimes(run_dir: str | Path, data_dir: str | Path, category: str, r
             "threshold": bundle_cal.threshold, "export_seconds": round(export_seconds[spec], 1),
             "engine_details": inferencer.engine.description,  # type: ignore[attr-defined]
             "search": inferencer.search.kind if inferencer.search is not None else None,
-            "bundle": str(inferencer.folder),
+            "bundle_megabytes": round(bundle_bytes[spec] / 2**20, 1),
         })
         reporter.log(f"{spec}: {rate:.1f} images/s, image AUROC {rows[-1]['image_auroc']:.4f}, largest score difference {difference:.3g}")
     return rows

@@ -28,9 +28,7 @@ from anomalens import __version__
 from anomalens.data.preprocessing import (
     Preprocessing,
     default_input_size,
-    default_score_region,
     parse_image_size,
-    typical_part_share,
 )
 from anomalens.errors import Cancelled, ConfigError
 from anomalens.models.base import BaseDetector, create_detector
@@ -235,14 +233,6 @@ def _image_data(data_dir, category, detector, options: TrainOptions, seed: int, 
                          load=load)
 
 
-def _config_fields(model: str) -> set[str]:
-    from dataclasses import fields
-
-    from anomalens.models.base import detector_class
-
-    return {f.name for f in fields(detector_class(model).config_class)}
-
-
 def train_image_model(data_dir: str | Path, category: str, model: str | None = None, results_dir: str | Path = "results",
                       **options: Any) -> TrainResult:
     """Train an image model on ``data_dir/category/train/good`` minus a validation split (see :func:`train_model`).
@@ -250,19 +240,13 @@ def train_image_model(data_dir: str | Path, category: str, model: str | None = N
     On Ctrl-C or Cancel, a model that can keep its best epoch (the autoencoder) is saved with ``interrupted``
     True; PatchCore and PaDiM keep nothing and the interruption propagates. Without ``image_size`` the input
     keeps the training images' aspect ratio at about 256x256 pixels, more when the part covers little of the frame
-    (:func:`default_input_size`); the model records the size it was trained at. Feature models without a
-    ``score_region`` take their image score on the part alone for such small parts (:func:`default_score_region`).
+    (:func:`default_input_size`); the model records the size it was trained at. Feature models decide where they
+    take the image score (``score_region`` "auto") on the validation images when fitting.
     """
-    wants_region = options.get("score_region") is None and "score_region" in _config_fields(model or data_kind("image").default_model)
-    if options.get("image_size") is None or wants_region:
+    if options.get("image_size") is None:
         from anomalens.data.mvtec import discover_category
 
-        paths = discover_category(data_dir, category).train_paths
-        share = typical_part_share(paths)
-        if options.get("image_size") is None:
-            options["image_size"] = default_input_size(paths, share)
-        if wants_region:
-            options["score_region"] = default_score_region(share)
+        options["image_size"] = default_input_size(discover_category(data_dir, category).train_paths)
     return train_model("image", data_dir, category, model, results_dir, **options)
 
 

@@ -6,6 +6,10 @@ coreset), so it is faster to train; it assumes roughly aligned parts. Covariance
 identity with the Ledoit-Wolf rule (plus a small ridge), since a few hundred images cannot pin down ~150 x 150
 entries on their own.
 
+Training streams: each batch's features are folded into running sums per position (:class:`GaussianStatistics`)
+and dropped, so peak memory is the statistics' size, whatever the number of training images (the images
+themselves come batch by batch through :meth:`~FeatureDetector.fit_batches`).
+
 >>> detector = Padim(PadimConfig(image_size=(256, 256)))
 >>> detector.fit(train_uint8, validation_uint8).predict(test_uint8).scores   # doctest: +SKIP
 """
@@ -13,6 +17,7 @@ entries on their own.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import torch
 
@@ -20,7 +25,10 @@ from anomalens.errors import ConfigError
 from anomalens.models.image.feature_detector import FeatureDetector, FeatureDetectorConfig
 from anomalens.progress import Reporter
 
-MAX_STATISTICS_BYTES = 2 << 30  # refuse settings whose covariances alone would take more than 2 GiB
+# refuse settings whose statistics would take more than 4 GiB: float64 running sums while fitting (8 bytes per
+# covariance entry) plus the float32 precision matrices they become (4 bytes)
+MAX_STATISTICS_BYTES = 4 << 30
+BYTES_PER_ENTRY = 8 + 4
 POSITIONS_PER_STEP = 64
 
 
@@ -31,12 +39,18 @@ class PadimConfig(FeatureDetectorConfig):
 
 def ledoit_wolf_covariance(centered: torch.Tensor) -> torch.Tensor:
     """Shrunk covariances of centred samples ``(P, n, C)`` -> ``(P, C, C)`` (Ledoit & Wolf 2004, as scikit-learn)."""
-    _, n, c = centered.shape
+    n = centered.shape[1]
     cov = centered.transpose(1, 2) @ centered / n
+    return shrink_covariance(cov, ((centered**2).sum(dim=2) ** 2).sum(dim=1), n)
+
+
+def shrink_covariance(cov: torch.Tensor, fourth: torch.Tensor, n: int) -> torch.Tensor:
+    """The Ledoit-Wolf shrinkage of empirical covariances ``(P, C, C)`` of ``n`` samples, given ``fourth`` ``(P,)``:
+    the sum over samples of their squared distance to the mean, squared (the rule's one higher-moment term)."""
+    c = cov.shape[-1]
     mu = torch.diagonal(cov, dim1=1, dim2=2).sum(dim=1) / c
     delta_ = (cov**2).sum(dim=(1, 2))
-    beta_ = ((centered**2).sum(dim=2) ** 2).sum(dim=1)
-    beta = (beta_ / n - delta_) / (c * n)
+    beta = (fourth / n - delta_) / (c * n)
     delta = (delta_ - 2.0 * mu * mu * c + c * mu**2) / c
     beta = torch.minimum(beta, delta)
     shrinkage = torch.where(delta > 0, beta / delta.clamp(min=1e-12), torch.zeros_like(delta))
@@ -56,47 +70,99 @@ def spd_inverse(matrices: torch.Tensor) -> torch.Tensor:
     return inverse_lower.transpose(-1, -2) @ inverse_lower
 
 
+class GaussianStatistics:
+    """Running sums of samples per position, from which the mean and the Ledoit-Wolf covariance follow exactly as
+    from all the samples at once (:func:`ledoit_wolf_covariance`), in memory that does not grow with their number.
+
+    Sums are float64 and taken about a shift (the first batch's mean), so that large means do not cancel the
+    variance out. With ``d = x - mean``, the rule's fourth-moment term ``sum ||d||^4`` expands into sums of
+    ``||x||^4``, ``||x||^2 x`` and ``x x^T``, all kept here.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.shift: torch.Tensor | None = None
+
+    def add(self, samples: torch.Tensor) -> None:
+        """Fold in ``samples`` ``(P, n, C)``: ``n`` samples at each of ``P`` positions."""
+        x = samples.double()
+        if self.shift is None:
+            positions, _, channels = x.shape
+            self.shift = x.mean(dim=1)
+            zeros = dict(dtype=torch.float64, device=x.device)
+            self.sum = torch.zeros(positions, channels, **zeros)
+            self.outer = torch.zeros(positions, channels, channels, **zeros)
+            self.norm2 = torch.zeros(positions, **zeros)
+            self.norm4 = torch.zeros(positions, **zeros)
+            self.norm2_weighted = torch.zeros(positions, channels, **zeros)
+        x = x - self.shift[:, None, :]
+        squared = (x * x).sum(dim=2)  # (P, n)
+        self.count += x.shape[1]
+        self.sum += x.sum(dim=1)
+        self.outer.baddbmm_(x.transpose(1, 2), x)
+        self.norm2 += squared.sum(dim=1)
+        self.norm4 += (squared * squared).sum(dim=1)
+        self.norm2_weighted += torch.bmm(squared[:, None, :], x)[:, 0]
+
+    def mean(self) -> torch.Tensor:
+        assert self.shift is not None, "no samples were added"
+        return self.shift + self.sum / self.count
+
+    def shrunk_covariance(self, start: int, stop: int) -> torch.Tensor:
+        """Ledoit-Wolf covariances ``(stop - start, C, C)`` of positions ``start:stop``, float64."""
+        n, part = self.count, slice(start, stop)
+        m = self.sum[part] / n  # the mean about the shift
+        outer = self.outer[part]
+        cov = outer / n - m[:, :, None] * m[:, None, :]
+        c2 = (m * m).sum(dim=1)  # ||m||^2
+        quadratic = (m[:, None, :] @ outer @ m[:, :, None])[:, 0, 0]  # sum (x.m)^2
+        # sum ||x - m||^4 = sum ||x||^4 + 4 sum (x.m)^2 - 4 sum ||x||^2 x.m + 2 ||m||^2 sum ||x||^2 - 3 n ||m||^4
+        fourth = (self.norm4[part] + 4 * quadratic - 4 * (self.norm2_weighted[part] * m).sum(dim=1)
+                  + 2 * c2 * self.norm2[part] - 3 * n * c2 * c2)
+        return shrink_covariance(cov, fourth, n)
+
+
 class Padim(FeatureDetector):
     """Mahalanobis distance of each patch feature to the Gaussian of its position."""
 
     name = "padim"
     config_class = PadimConfig
     config: PadimConfig
+    streams_training = True  # one pass of running sums (GaussianStatistics)
 
     def __init__(self, config: PadimConfig | None = None, device: str | torch.device = "cpu") -> None:
         super().__init__(config, device)
         h, w = self.feature_grid()
         tiles = self.grid_.count if self.grid_ is not None else 1
         channels = self.extractor.out_channels
-        needed = tiles * h * w * channels * channels * 4
+        needed = tiles * h * w * channels * channels * BYTES_PER_ENTRY
         if needed > MAX_STATISTICS_BYTES:
             raise ConfigError(
-                f"padim at this size needs {needed / 2**30:.1f} GiB of covariances ({tiles * h * w} positions x "
+                f"padim at this size needs {needed / 2**30:.1f} GiB of statistics ({tiles * h * w} positions x "
                 f"{channels}^2); use patchcore, a smaller image_size, or a projection_dim"
             )
         self.mean_: torch.Tensor | None = None
         self.precision_: torch.Tensor | None = None
 
-    def _fit(self, train: torch.Tensor, validation: torch.Tensor | None, reporter: Reporter) -> None:
-        # (N * tiles, C, h, w) -> positions-first (tiles * h * w, N, C); tile position is part of the location
-        per_batch = [f.cpu() for f in self.training_features(train, reporter)]
-        features = torch.cat(per_batch)
-        del per_batch
+    def _fit(self, train: torch.Tensor | Iterable[torch.Tensor], validation: torch.Tensor | None, reporter: Reporter) -> None:
         tiles = self.grid_.count if self.grid_ is not None else 1
-        n_images, (channels, h, w) = len(features) // tiles, features.shape[1:]
-        samples = features.reshape(n_images, tiles, channels, h * w).permute(1, 3, 0, 2).reshape(-1, n_images, channels)
-        del features
-        positions = len(samples)
-        mean = samples.mean(dim=1)
-        precision = torch.empty((positions, channels, channels))
-        eye = torch.eye(channels, dtype=torch.float64)
+        statistics = GaussianStatistics()
+        for features in self.training_features(train, reporter):
+            # (B * tiles, C, h, w) -> positions-first (tiles * h * w, B, C); tile position is part of the location
+            images, (channels, h, w) = len(features) // tiles, features.shape[1:]
+            statistics.add(features.reshape(images, tiles, channels, h * w).permute(1, 3, 0, 2).reshape(-1, images, channels))
+        if statistics.count == 0:
+            raise ConfigError("padim needs at least one training image")
+        mean = statistics.mean()
+        positions, channels = mean.shape
+        precision = torch.empty((positions, channels, channels), device=mean.device)
+        eye = torch.eye(channels, dtype=torch.float64, device=mean.device)
         steps = range(0, positions, POSITIONS_PER_STEP)
         for start in reporter.iter(steps, "fit gaussians", total=len(steps)):
-            block = samples[start : start + POSITIONS_PER_STEP].double()
-            cov = ledoit_wolf_covariance(block - block.mean(dim=1, keepdim=True)) + self.config.ridge * eye
+            cov = statistics.shrunk_covariance(start, start + POSITIONS_PER_STEP) + self.config.ridge * eye
             precision[start : start + POSITIONS_PER_STEP] = spd_inverse(cov).float()
-        self.mean_, self.precision_ = mean.to(self.device), precision.to(self.device)
-        self.history_.append({"positions": positions, "training_images": n_images})
+        self.mean_, self.precision_ = mean.float().to(self.device), precision.to(self.device)
+        self.history_.append({"positions": positions, "training_images": statistics.count})
 
     def _score_batch(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         if self.mean_ is None or self.precision_ is None:

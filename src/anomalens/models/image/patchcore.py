@@ -5,8 +5,8 @@ coreset selection to ``coreset_ratio`` of the patches but at most ``memory_bank_
 the saved model and the scoring cost stop growing with the training set. Patches are gathered in passes of
 bounded size; each pass keeps its own coreset, and when the kept rows exceed the cap a last pass takes the
 coreset of those (fit time linear in the number of images, peak memory flat). A test patch's score is the distance to its nearest neighbour in the bank; the map is
-upsampled to the input and blurred; the image score is the map's maximum (on the part alone for small parts on a
-plain background, ``score_region``), reweighted as in the paper: when the bank entry nearest to the most anomalous
+upsampled to the input and blurred; the image score is the map's maximum (on the part alone where the background gives normal images their
+highest scores, ``score_region``), reweighted as in the paper: when the bank entry nearest to the most anomalous
 patch is itself in a sparse region of the bank, the score goes up.
 
 >>> detector = PatchCore(PatchCoreConfig(image_size=(256, 256)))

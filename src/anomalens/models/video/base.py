@@ -71,7 +71,8 @@ class CausalScorer(ABC):
         """Add preprocessed frames ``(B, 3, H, W)`` ``uint8``, in order; returns the frames now scored.
 
         ``steps``: per frame, how many source frames it is after the one pushed before it (1, the default, when
-        none was dropped in between). ``before``: per frame, the source frame just before it when that one was
+        none was dropped in between; 0 when the source broke off before it and came back, e.g. a reconnected stream:
+        motion then starts afresh, as at the first frame, instead of spanning the break). ``before``: per frame, the source frame just before it when that one was
         not pushed (dropped), else None; motion is then measured between the two, as at full rate (without it,
         motion across the gap is divided by the step)."""
 

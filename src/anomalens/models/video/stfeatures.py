@@ -156,8 +156,9 @@ class PositionalMemory:
         # squared differences summed one bin at a time: a few large element-wise operations on (B, h*w, M), where
         # a batched matrix product over the h*w cells made h*w tiny products, 8x slower (each woke the thread pool)
         squared = (queries[:, 0, :, None] - self._by_bin[0]).square_()  # (B, h*w, M)
+        term = torch.empty_like(squared)  # one buffer for every bin: a live watch maps each new one afresh
         for k in range(1, c):
-            squared.add_((queries[:, k, :, None] - self._by_bin[k]).square_())
+            squared.add_(torch.sub(queries[:, k, :, None], self._by_bin[k], out=term).square_())
         return squared.amin(dim=2).sqrt_().reshape(b, h, w)
 
 
@@ -572,6 +573,7 @@ class StreamingScorer(CausalScorer):
     def __init__(self, detector: SpatioTemporalFeatures, lookahead: int | None = None) -> None:
         self.detector = detector
         c = detector.config
+        detector.extractor.keep_runtime_buffers()  # a frame or two at a time, again and again
         self.flows = FlowStream(c.flow_preset, c.flow_min_contrast)
         self.smoothers = {name: DelayedGaussian(c.temporal_sigma, lookahead) for name in ("appearance", "motion")}
         self.delay_frames = self.smoothers["appearance"].delay
@@ -584,14 +586,16 @@ class StreamingScorer(CausalScorer):
     ) -> list[FrameScore]:
         return self.score(self.features(frames, steps, before))
 
-    def score(self, features: tuple[list[torch.Tensor], list[np.ndarray]]) -> list[FrameScore]:
+    def score(self, features: tuple[list[torch.Tensor], torch.Tensor | None]) -> list[FrameScore]:
         return self._score(*features)
 
     @torch.no_grad()
     def features(
         self, frames: torch.Tensor, steps: Sequence[int] | None = None, before: Sequence[torch.Tensor | None] | None = None
-    ) -> tuple[list[torch.Tensor], list[np.ndarray]]:
-        """Backbone features and optical flow of the frames that are ready (the first waits for the second)."""
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Backbone features and motion descriptors (optical flow, orientation histograms) of the frames that are
+        ready (the first waits for the second). The histograms are made here rather than in :meth:`score` so that
+        the two halves cost about the same: the memory search makes the second the heavier one."""
         d, c = self.detector, self.detector.config
         if tuple(frames.shape[-2:]) != tuple(c.image_size):
             raise DataError(f"frame of size {frames.shape[-1]}x{frames.shape[-2]}, expected {c.image_size[1]}x{c.image_size[0]}")
@@ -603,7 +607,15 @@ class StreamingScorer(CausalScorer):
         known = [frame for frame in before if frame is not None]
         greys_before = iter(grey_frames(to_float(torch.stack(known)).to(d.device), d.flow_size) if known else ())
         for features, grey, step, previous in zip(appearance, grey_frames(floats, d.flow_size), steps, before):
-            if previous is not None:  # motion from the source frame just before, not across the dropped ones
+            if step == 0:  # the source broke off before this frame: its motion starts afresh, as at the first frame
+                if self.first is not None:  # a segment of one frame: it had no motion at all
+                    ready.append(self.first)
+                    flows.append(np.zeros((2, *d.flow_size), np.float32))
+                    self.first = None
+                if previous is not None:  # no frame before a break counts (kept in step with the frames given)
+                    next(greys_before)
+                self.flows.previous, step = None, 1
+            elif previous is not None:  # motion from the source frame just before, not across the dropped ones
                 self.flows.previous, step = next(greys_before), 1
             flow = self.flows.push(grey)
             if flow is not None and step > 1:  # frames were dropped before this one: motion per source frame
@@ -617,23 +629,28 @@ class StreamingScorer(CausalScorer):
                 self.first = None
             ready.append(features)
             flows.append(flow)
-        return ready, flows
+        return ready, self._motion(flows)
 
     def finish(self) -> list[FrameScore]:
         out = []
         if self.first is not None:  # a one-frame stream: no motion at all
-            out = self._score([self.first], [np.zeros((2, *self.detector.flow_size), np.float32)])
+            out = self._score([self.first], self._motion([np.zeros((2, *self.detector.flow_size), np.float32)]))
             self.first = None
         tails = {name: smoother.finish() for name, smoother in self.smoothers.items()}
         return out + self._emit(tails)
 
     @torch.no_grad()
-    def _score(self, appearance: list[torch.Tensor], flows: list[np.ndarray]) -> list[FrameScore]:
-        if not appearance:
+    def _motion(self, flows: list[np.ndarray]) -> torch.Tensor | None:
+        """Flows ``(2, H, W)`` -> orientation histograms ``(B, bins, hm, wm)`` (None for no frames)."""
+        c = self.detector.config
+        return orientation_histograms(torch.from_numpy(np.stack(flows)), c.orientation_bins, c.motion_cell) if flows else None
+
+    @torch.no_grad()
+    def _score(self, appearance: list[torch.Tensor], motion: torch.Tensor | None) -> list[FrameScore]:
+        if not appearance or motion is None:
             return []
-        d, c = self.detector, self.detector.config
+        d = self.detector
         assert d.appearance_index_ is not None and d.motion_memory_ is not None and d.standardisation_ is not None
-        motion = orientation_histograms(torch.from_numpy(np.stack(flows)), c.orientation_bins, c.motion_cell)
         a, m = d._distance_maps(torch.stack(appearance), motion, d.appearance_index_, d.motion_memory_)
         a, m = _local_average(a), _local_average(m)
         self.maps.extend(d._standardised_map(a, m).numpy())

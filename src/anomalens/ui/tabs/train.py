@@ -25,7 +25,7 @@ from anomalens.ui.jobs import JobBoard, new_workspace, unique_run_name
 from anomalens.ui.security import check_upload_size, confine_path, safe_extract_zip, user_message
 
 # Settings that have their own widget in the tab; every other config field is "advanced".
-COMMON_SETTINGS = ("image_size", "seed")
+COMMON_SETTINGS = ("image_size", "seed", "score_region")
 
 
 @dataclass
@@ -209,9 +209,11 @@ def train_model(
     validation_fraction: float | None = None,
     seed: int | None = None,
     advanced: dict[str, Any] | None = None,
+    score_region: str | None = None,
     reporter: Reporter = SILENT,
 ) -> TrainOutcome:
-    """Train one model on a checked dataset into a uniquely named run folder; None = the model's default."""
+    """Train one model on a checked dataset into a uniquely named run folder; None = the model's default.
+    ``score_region`` only reaches models that have the setting (PatchCore, PaDiM: :func:`score_regions`)."""
     from anomalens.errors import Cancelled
     from anomalens.progress import format_duration
     from anomalens.models.base import detector_class
@@ -223,6 +225,9 @@ def train_model(
     if taken:
         raise ConfigError(f"set {', '.join(taken)} with its own field above, not in the model settings JSON")
     check_settings(detector_class(model).config_class, advanced, model)  # unknown keys, types and ranges by name
+    if score_region is not None and score_regions(model):
+        check_settings(detector_class(model).config_class, {"score_region": score_region}, model)
+        advanced["score_region"] = score_region
     started = time.monotonic()
     try:
         result = data_kind(dataset.kind).train(
@@ -230,7 +235,7 @@ def train_model(
             image_size=None if image_size is None else (int(image_size) if isinstance(image_size, int) else tuple(image_size)),
             validation_fraction=None if validation_fraction is None else float(validation_fraction),
             seed=None if seed is None else int(seed), device=settings.device, reporter=reporter,
-            run_name=unique_run_name(dataset.category, dataset.kind), **changed_settings(model, advanced or {}),
+            run_name=unique_run_name(dataset.category, dataset.kind), **changed_settings(model, advanced),
         )
     except Cancelled:
         took = format_duration(time.monotonic() - started)
@@ -253,6 +258,29 @@ def _threshold_summary(detector: Any) -> str:
     if cal is None:
         return ""
     return f"Threshold {cal.threshold:.4g} (raw score); {cal.false_alarm_text().rstrip('.')}."
+
+
+def score_regions(model: str | None) -> tuple[str, ...]:
+    """The choices of ``model``'s ``score_region`` (where the image score is taken), or () when it has none."""
+    from dataclasses import fields
+
+    from anomalens.models.base import detector_class
+
+    if not model or "score_region" not in {f.name for f in fields(detector_class(model).config_class)}:
+        return ()
+    from anomalens.models.image.feature_detector import SCORE_REGIONS
+
+    return SCORE_REGIONS
+
+
+def _score_region_state(model: str | None) -> dict[str, Any]:
+    """The score-region radio for ``model``: its choices and the config's default, hidden where it has none."""
+    from anomalens.models.base import detector_class
+
+    choices = score_regions(model)
+    if not choices:
+        return {"visible": False, "choices": [], "value": None}
+    return {"visible": True, "choices": list(choices), "value": detector_class(model).config_class().score_region}
 
 
 def _defaults_json(model: str | None) -> str:
@@ -309,6 +337,10 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
                                       placeholder=image_size_hint(first_model), elem_id="train-size")
                     validation = gr.Slider(0.05, 0.5, value=TrainOptions.validation_fraction, step=0.05, label="Held-out normal share (threshold)")
                     seed = gr.Number(value=None, label="Seed (empty = the model's default)", precision=0)
+                region = gr.Radio(label="Image score taken on", **_score_region_state(first_model),
+                                  info="auto: chosen at training (the part when the background gives the highest "
+                                       "normal scores); image: the whole map; part: the part and a small margin",
+                                  elem_id="train-score-region")
                 advanced = gr.Code(value=_defaults_json(first_model), language="json", label="Model settings (defaults of this model type; edit to change)", lines=6, elem_id="train-advanced")
                 with gr.Accordion("What these settings mean", open=False):
                     explained = gr.Markdown(settings_help(first_model), elem_id="train-settings-help")
@@ -318,15 +350,16 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
         lists.table = gr.Dataframe(headers=MODEL_TABLE_HEADERS, label="Trained models", interactive=False, wrap=True, elem_id="models-table")
 
     def on_model(model_value):
-        return _defaults_json(model_value), settings_help(model_value), gr.update(placeholder=image_size_hint(model_value))
+        return (_defaults_json(model_value), settings_help(model_value), gr.update(placeholder=image_size_hint(model_value)),
+                gr.update(**_score_region_state(model_value)))
 
     def on_kind(kind_value):
         names = model_types(kind_value)
         first = names[0] if names else None
         return (gr.update(choices=names, value=first),) + on_model(first)
 
-    kind.change(on_kind, [kind], [model, advanced, explained, size])
-    model.input(on_model, [model], [advanced, explained, size])
+    kind.change(on_kind, [kind], [model, advanced, explained, size, region])
+    model.input(on_model, [model], [advanced, explained, size, region])
 
     def check_dataset(kind_value, folder_value, upload_value, request: gr.Request):
         try:
@@ -337,8 +370,8 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
 
     check_button.click(check_dataset, [kind, folder, upload], [status])
 
-    def run(kind_value, folder_value, upload_value, model_value, size_value, validation_value, seed_value, advanced_value,
-            image_choice, video_choice, request: gr.Request, progress=gr.Progress()):
+    def run(kind_value, folder_value, upload_value, model_value, size_value, validation_value, seed_value, region_value,
+            advanced_value, image_choice, video_choice, request: gr.Request, progress=gr.Progress()):
         key = request_key(request)
         run_dir = None
         try:
@@ -347,7 +380,9 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
                 dataset = choose_dataset(settings, folder_value, upload_value, key, kind_value)
                 outcome = train_model(
                     settings, dataset, model_value, image_size=parse_size_field(size_value), validation_fraction=validation_value,
-                    seed=_given(seed_value), advanced=parse_advanced(advanced_value), reporter=job.reporter(progress_sink(progress)),
+                    seed=_given(seed_value), advanced=parse_advanced(advanced_value),
+                    score_region=region_value if score_regions(model_value) else None,
+                    reporter=job.reporter(progress_sink(progress)),
                 )
             message = ("**Stopped.** " if outcome.interrupted else "**Done.** ") + outcome.message
             run_dir = str(outcome.run_dir) if outcome.run_dir else None
@@ -366,6 +401,6 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
 
     cancel_button.click(cancel, None, [status], concurrency_limit=None, show_progress="hidden")
     lists.wire_later(lambda: train_button.click(
-        run, [kind, folder, upload, model, size, validation, seed, advanced, lists.pickers["image"], lists.pickers["video"]],
+        run, [kind, folder, upload, model, size, validation, seed, region, advanced, lists.pickers["image"], lists.pickers["video"]],
         [status] + lists.outputs,
         concurrency_id=TRAIN_LANE[0], concurrency_limit=TRAIN_LANE[1], show_progress_on=[status]))

@@ -1,0 +1,148 @@
+"""The watch's reader: frames from the source, prepared for the model, into a bounded queue that the scorer
+takes from. From a live source (a stream, a camera, a file played in real time) a frame that finds the queue full
+pushes out the oldest one, and a frame older than ``max_latency`` when the scorer reaches it is skipped: both
+count as dropped, so the latency stays bounded and memory fixed. A file read as fast as possible and a hot folder
+never drop: the reader waits.
+
+>>> reader = FrameReader(source, preprocessing.prepare_array, queue_size=4, max_latency=1.0)   # doctest: +SKIP
+>>> threading.Thread(target=reader.run).start()                                              # doctest: +SKIP
+>>> frames, ended = reader.take(2)           # up to 2 waiting frames; True once the source has ended   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import ctypes
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from anomalens.live.sources import Source
+
+MMAP_THRESHOLD = 256 << 10  # bytes: larger blocks (every decoded frame) are mapped and unmapped, never pooled
+
+
+def steady_memory() -> None:
+    """Keep a long watch's memory flat: glibc raises its mmap threshold each time a large block is freed, after
+    which decoded frames (about 1 MB each at 640x480, allocated by the reader and freed by other threads) come
+    from per-thread heaps that fragment and grow: a soak grew by 200 MB in 90 s and kept growing. A fixed
+    threshold returns every frame to the system when freed (the same soak stayed within 590-610 MB). Process-wide
+    and harmless to the rest; does nothing where the C library is not glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD (setting it also stops glibc from raising it)
+    except (OSError, AttributeError):
+        pass
+
+
+@dataclass
+class QueuedFrame:
+    """A decoded frame on its way from the reader to the scorer."""
+
+    index: int  # among all frames read (drops leave gaps)
+    arrived: float
+    image: np.ndarray  # native RGB, for the UI and image models' overlays
+    tensor: torch.Tensor  # the model's input (prepared by the reader)
+    file: str | None
+    before: torch.Tensor | None  # the model input of the frame decoded just before this one (motion after drops)
+    resumed: bool = False  # the first frame after the source broke off and came back
+    processed: float = 0.0
+
+
+class FrameReader:
+    """Reads ``source`` on the thread that calls :meth:`run`, each frame prepared by ``prepare`` (the model's input)
+    and handed to ``on_frame`` (index, native image: the clip writer) before it is queued; :meth:`take` gives the
+    waiting frames to the scorer. Each counter has one writer: :meth:`run` counts what it read and pushed out,
+    :meth:`take` the frames too late to score."""
+
+    def __init__(self, source: Source, prepare: Callable[[np.ndarray], torch.Tensor], queue_size: int,
+                 max_latency: float, stopping: threading.Event | None = None,
+                 on_frame: Callable[[int, np.ndarray], None] | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.source, self.prepare, self.max_latency = source, prepare, max_latency
+        self.stopping = stopping or threading.Event()
+        self.on_frame = on_frame or (lambda index, image: None)
+        self.log = log or (lambda message: None)
+        self.frames: queue.Queue[QueuedFrame | None] = queue.Queue(maxsize=max(1, queue_size))
+        self.read = self.pushed_out = self.too_late = 0
+        self.error: str | None = None
+
+    @property
+    def dropped(self) -> int:
+        return self.pushed_out + self.too_late
+
+    def run(self) -> None:
+        """Read until the source ends or ``stopping`` is set; then queue None (the end)."""
+        before: torch.Tensor | None = None
+        try:
+            for frame in self.source.frames():
+                index, self.read = self.read, self.read + 1
+                tensor = self.prepare(frame.image)
+                self.on_frame(index, frame.image)
+                # after a break in the source, the frame decoded before it is from another time: no motion from it
+                item = QueuedFrame(index, frame.arrived, frame.image, tensor, frame.file,
+                                   None if frame.resumed else before, frame.resumed)
+                before = tensor
+                if self.source.live:
+                    self._push_out_oldest(item)
+                else:
+                    while not self.stopping.is_set():
+                        try:
+                            self.frames.put(item, timeout=0.2)
+                            break
+                        except queue.Full:
+                            continue
+                if self.stopping.is_set():
+                    break
+        except Exception as exc:  # the scorer must hear that the source died, whatever the reason
+            self.log(f"the source stopped: {exc.__class__.__name__}: {exc}")
+            self.error = f"{exc.__class__.__name__}: {exc}"
+        finally:
+            while True:
+                try:
+                    self.frames.put(None, timeout=0.5)
+                    break
+                except queue.Full:
+                    if self.stopping.is_set():
+                        self._discard_oldest()
+
+    def _push_out_oldest(self, item: QueuedFrame) -> None:
+        while True:
+            try:
+                self.frames.put_nowait(item)
+                return
+            except queue.Full:  # a camera does not wait: the oldest waiting frame gives way
+                self._discard_oldest()
+
+    def _discard_oldest(self) -> None:
+        try:
+            self.frames.get_nowait()
+            self.pushed_out += 1
+        except queue.Empty:
+            pass
+
+    def take(self, limit: int) -> tuple[list[QueuedFrame], bool]:
+        """Up to ``limit`` waiting frames (waits a little for the first, never for more); True once the source
+        has ended."""
+        out: list[QueuedFrame] = []
+        try:
+            item = self.frames.get(timeout=0.2)
+        except queue.Empty:
+            return out, False
+        while True:
+            if item is None:
+                return out, True
+            if self.source.live and time.time() - item.arrived > self.max_latency:
+                self.too_late += 1  # too old to be worth scoring now
+            else:
+                out.append(item)
+            if len(out) >= limit:
+                return out, False
+            try:
+                item = self.frames.get_nowait()
+            except queue.Empty:
+                return out, False
