@@ -73,6 +73,18 @@ def make_clips(n_train: int, n_normal_test: int, n_frames: int, size: tuple[int,
     return train, test
 
 
+def model_settings(items: list[str]) -> dict:
+    """``KEY=VALUE`` words -> model settings (values read as JSON where they parse: numbers, true, lists)."""
+    settings = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=None, help="write the figures as JSON here")
@@ -95,13 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     train, test = make_clips(args.train_clips, args.normal_test_clips, args.frames, tuple(args.size), args.seed)
 
-    settings = {}
-    for item in args.model_setting:
-        key, _, value = item.partition("=")
-        try:
-            settings[key] = json.loads(value)
-        except json.JSONDecodeError:
-            settings[key] = value
+    settings = model_settings(args.model_setting)
     if args.checkpoint is not None:
         detector = load_detector(args.checkpoint)
     else:

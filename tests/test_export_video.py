@@ -104,3 +104,16 @@ def test_convlstm_bundle_matches_and_bundles_refuse_the_wrong_runtime(conveyor, 
     (broken / "window.onnx").unlink()
     with pytest.raises(CheckpointError, match="window.onnx"):
         VideoInferencer.load(broken)
+
+
+def test_appearance_above_typical_exports_and_texture_weighted_flow_is_refused(conveyor, tmp_path):
+    """The appearance score above the frame's median cell runs in the exported graphs (the median by sorting):
+    the bundle's check on the held-out clip matches the checkpoint; the texture-weighted flow is refused by name."""
+    run = _train(conveyor, "stfeatures", tmp_path, appearance_memory=512, appearance_samples=20_000,
+                 appearance_above_typical=True)
+    check = export_model(run, "onnx", "fp32", tmp_path / "bundle").check
+    assert check["frames"] > 0 and check["same_verdicts"] and check["max_score_difference_over_threshold"] < 1e-4
+    flat = _train(conveyor, "stfeatures", tmp_path / "flat", appearance_memory=512, appearance_samples=20_000,
+                  flow_min_contrast=4.0)
+    with pytest.raises(ConfigError, match="flow_min_contrast"):
+        export_model(flat, "onnx", "fp32", tmp_path / "flat_bundle")

@@ -141,3 +141,28 @@ def test_measured_rate_and_old_calibrations_load():
     assert loaded.threshold == cal.threshold and loaded.measured_fpr is None and loaded.warning == ""
     with pytest.raises(KeyError):
         Calibration.from_dict({"threshold": 1.0})
+
+
+def test_leaving_one_clip_out_measures_what_a_new_clip_can_expect():
+    """Known inputs: five clips of identical-looking normal scores and one clip that runs higher throughout. In
+    sample the threshold covers the high clip (it is part of its data), so the in-sample rate is near the target;
+    judged by the threshold of the other clips, every frame of the high clip is above it."""
+    from anomalens.metrics.threshold import clip_held_out_rate
+
+    rng = np.random.default_rng(0)
+    clips = [rng.normal(0.0, 1.0, 200) for _ in range(5)] + [rng.normal(6.0, 1.0, 200)]
+    scores, lengths = np.concatenate(clips), [200] * 6
+    cal = calibrate(scores, 0.01, series_lengths=lengths)
+    assert cal.measured_fpr <= 0.02
+    rate = clip_held_out_rate(scores, lengths, 0.01)
+    assert cal.clip_held_out_fpr == rate
+    # the high clip's 200 frames (about 1/6 of all) are all above the others' threshold; the rest barely
+    assert 1 / 6 <= rate < 1 / 6 + 0.03
+    # alike clips: leaving one out changes little
+    alike = np.concatenate(clips[:5])
+    assert clip_held_out_rate(alike, [200] * 5, 0.01) < 0.02
+    # one clip, or images (no series): nothing to leave out
+    assert clip_held_out_rate(clips[0], [200], 0.01) is None
+    assert calibrate(scores, 0.01).clip_held_out_fpr is None
+    assert "judged by the threshold of the others" in cal.false_alarm_text()
+    assert cal.false_alarm_summary()["measured_fpr_on_clips_left_out"] == rate

@@ -76,9 +76,9 @@ def test_drift_fires_on_footage_unlike_training_and_not_on_new_normal_footage(fi
 
 def test_the_threshold_also_hears_training_clips_scored_by_memories_that_never_saw_them():
     """Known inputs: one of four training clips is filmed under dimmer light. The held-out clip is an ordinary one,
-    so alone it would set a threshold that the dim clip's kind of footage exceeds; cross-validated, the dim clip is
-    scored by the fold that did not learn it, and the threshold makes room for it."""
-    from anomalens.metrics.threshold import calibrate
+    so alone it sets a threshold from one scene; cross-validated, the dim clip is scored by the fold that did not
+    learn it, at its own higher level (its frame noise shrunk as predict_clip's smoothing would), and the
+    threshold makes room for it."""
 
     train = [clip(seed)[0] for seed in range(4)]
     train[3] = [(f.float() * 0.75).round().to(torch.uint8) for f in train[3]]
@@ -86,9 +86,14 @@ def test_the_threshold_also_hears_training_clips_scored_by_memories_that_never_s
     detector = create_detector("stfeatures", **SETTINGS, threshold_from_folds=True).fit_clips(train, validation)
     extra = detector._cross_validated_scores()
     held_out = detector.predict_clip(validation[0]).scores
-    assert extra is not None and detector.calibration_.validation_count == len(held_out) + len(extra)
-    held_out_only = calibrate(held_out, series_lengths=[len(held_out)]).threshold
-    assert detector.calibration_.threshold > held_out_only
+    assert extra is not None and detector.calibration_.validation_count == len(held_out) + len(extra[0])
+    # clip by clip: each of the four training clips is one series of the threshold's autocorrelation count
+    assert len(extra[1]) == 4 and sum(extra[1]) == len(extra[0])
+    dim = extra[0][-extra[1][-1]:]  # the last clip's frames come last
+    assert np.median(dim) > np.median(held_out) + 0.5  # the dim footage runs higher than the ordinary clip ...
+    assert dim.max() < detector.calibration_.threshold  # ... and stays below the threshold
+    # the rate with each clip judged by the threshold of the others is measured and saved
+    assert detector.calibration_.clip_held_out_fpr is not None
 
 
 def test_outputs_have_one_entry_per_frame(fitted):
@@ -258,6 +263,21 @@ def test_reservoir_keeps_a_uniform_bounded_sample():
     assert torch.equal(again.sample, reservoir.sample)
 
 
+def test_reservoir_tags_travel_with_their_rows():
+    """Known inputs: row i carries the value i and the tags (i // 100, i); after sampling, every kept row still has
+    its own tags (how cross-fitted frames are put back in their clip)."""
+    reservoir = Reservoir(capacity=64, seed=3)
+    for start in range(0, 1000, 90):
+        numbers = torch.arange(start, min(start + 90, 1000))
+        reservoir.add(numbers.float()[:, None], torch.stack([numbers // 100, numbers], dim=1))
+    rows, tags = reservoir.sample[:, 0].long(), reservoir.sample_tags
+    assert tags is not None and tags.shape == (64, 2)
+    assert torch.equal(tags[:, 1], rows) and torch.equal(tags[:, 0], rows // 100)
+    untagged = Reservoir(capacity=4)
+    untagged.add(torch.zeros(10, 1))
+    assert untagged.sample_tags is None
+
+
 def test_coreset_keeps_outliers_and_memory_finds_them():
     generator = torch.Generator().manual_seed(0)
     points = torch.randn(3, 200, 8, generator=generator) * 0.1
@@ -309,3 +329,20 @@ def test_low_pass_and_jpeg_degradation_keep_shape_and_content():
     assert blurred.mean().item() == pytest.approx(floats.mean().item(), abs=2e-3)  # a low-pass keeps the mean
     noise = torch.randn(1, 3, 64, 64) * 0.1
     assert low_pass(noise, 1.5).std() < 0.3 * noise.std()  # and removes pixel noise
+
+
+def test_cross_fitted_scores_keep_each_clips_level_and_lose_frame_noise():
+    """Known inputs: two clips of white noise around levels 0 and 5. Smoothing in time (sigma 2) would shrink the
+    noise by sqrt(sum of squared taps) = 0.376 and keep the levels: so does as_if_smoothed, clip by clip."""
+    from anomalens.models.components.kernels import gaussian_smooth_1d
+    from anomalens.models.video.stfeatures import as_if_smoothed
+
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0.0, 1.0, (2, 4000))
+    scores = np.concatenate([noise[0], 5.0 + noise[1]])
+    out = as_if_smoothed(scores, [4000, 4000], 2.0)
+    assert abs(np.median(out[:4000])) < 0.05 and abs(np.median(out[4000:]) - 5.0) < 0.05
+    assert np.std(out[4000:]) == pytest.approx(0.376 * np.std(scores[4000:]), rel=0.01)
+    # what the smoothing of a whole series does to white noise: the same spread
+    assert np.std(out[:4000]) == pytest.approx(np.std(gaussian_smooth_1d(noise[0], 2.0)), rel=0.05)
+    assert np.array_equal(as_if_smoothed(scores, [8000], 0.0), scores)

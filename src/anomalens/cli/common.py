@@ -123,9 +123,9 @@ def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: 
     group.add_argument("--flow-min-contrast", type=float, default=None,
                        help="optical flow counts only on texture: the grey-level gradient per pixel at which a vector "
                             "counts half (flat areas show codec noise as motion); 0 = all flow counts")
-    group.add_argument("--appearance-above-typical", action="store_true", default=None,
+    group.add_argument("--appearance-above-typical", action=argparse.BooleanOptionalAction, default=None,
                        help="appearance score = highest cell above the frame's median cell (a codec shifts every cell)")
-    group.add_argument("--threshold-from-folds", action="store_true", default=None,
+    group.add_argument("--threshold-from-folds", action=argparse.BooleanOptionalAction, default=None,
                        help="the threshold also hears every training clip scored by memories that did not learn it")
     group.add_argument("--training-degradations", nargs="*", default=None, metavar="SPEC",
                        help="re-encodings training frames also learn from: h264:CRF, jpeg:QUALITY, scale:FACTOR "

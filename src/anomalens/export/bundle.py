@@ -135,9 +135,8 @@ def _export_video(detector: BaseDetector, format: str, precision: str, output: s
         raise ConfigError(f"--precision {precision}: video bundles are exported at fp32 only (int8 and bf16 apply to image models)")
     if detector.calibration_ is None:
         raise ConfigError("this model has no threshold (it was never fitted with validation clips)")
-    robust = [name for name in ("flow_min_contrast", "appearance_above_typical") if getattr(detector.config, name, None)]
-    if robust:
-        raise ConfigError(f"stfeatures with {', '.join(robust)} cannot be exported yet (the graphs compute the default cues)")
+    if getattr(detector.config, "flow_min_contrast", None):
+        raise ConfigError("stfeatures with flow_min_contrast cannot be exported yet (the runtime's optical flow counts all vectors)")
     folder = Path(output) if output is not None else run_dir / EXPORT_DIR / f"{format}_{precision}"
     constants = video_constant_inputs(detector)
     with atomic_dir(folder) as tmp:

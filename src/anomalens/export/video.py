@@ -78,8 +78,9 @@ class MotionGraph(nn.Module):
         histograms = orientation_histograms(flow, c.orientation_bins, c.motion_cell)  # type: ignore[attr-defined]
         motion = _local_average(PositionalMemory(motion_memory).distances(histograms))
         a_mean, a_std, m_mean, m_std = d.standardisation_.tolist()  # type: ignore[attr-defined]
-        appearance_cue = (appearance.flatten(1).amax(dim=1) - a_mean) / a_std
-        motion_cue = (motion.flatten(1).amax(dim=1) - m_mean) / m_std
+        a_score, m_score = d._frame_scores(appearance, motion)  # type: ignore[attr-defined]
+        appearance_cue = (a_score - a_mean) / a_std
+        motion_cue = (m_score - m_mean) / m_std
         return appearance_cue, motion_cue, d._standardised_map(appearance, motion)  # type: ignore[attr-defined]
 
 

@@ -69,6 +69,9 @@ class Calibration:
     effective_count: float | None = None  # validation scores counted as independent (autocorrelation removed)
     needed_count: int | None = None  # independent normal scores needed to measure target_fpr
     warning: str = ""  # set when the validation set is too small to measure the target rate
+    # video: each validation clip judged by the threshold chosen from the other clips (leave one clip out), the
+    # share of all their frames above it: what a new clip can expect, where measured_fpr is in-sample
+    clip_held_out_fpr: float | None = None
 
     def normalize(self, values: np.ndarray | float) -> np.ndarray:
         """Raw scores or maps -> (0, 1), 0.5 at the threshold."""
@@ -109,6 +112,7 @@ class Calibration:
             "effective_validation_count": self.effective_count,
             "needed_validation_count": self.needed_count,
             "tail_model": self.tail_model,
+            "measured_fpr_on_clips_left_out": self.clip_held_out_fpr,
             "warning": self.warning or None,
         }
 
@@ -117,6 +121,8 @@ class Calibration:
         text = f"target false-alarm rate {self.target_fpr:.2%}"
         if self.measured_fpr is not None:
             text += f"; measured on {self.validation_count} held-out normal samples: {self.measured_fpr:.2%}"
+        if self.clip_held_out_fpr is not None:
+            text += f"; each clip judged by the threshold of the others: {self.clip_held_out_fpr:.2%}"
         text += f" (tail model: {self.tail_model.replace('_', ' ')})"
         if self.warning:
             text += f". Warning: {self.warning}"
@@ -224,13 +230,7 @@ def calibrate(
     scores = scores[finite]
     mean, std = float(scores.mean()), float(scores.std())
     spread = std if std > 0 else max(abs(mean) * 0.05, 1e-6)
-    quantile = float(np.quantile(scores, 1.0 - target_fpr))
-    pareto = generalized_pareto_quantile(scores, target_fpr)
-    if pareto is not None:
-        tail_model, modelled = "generalized_pareto", pareto
-    else:
-        tail_model, modelled = "normal", mean + NormalDist().inv_cdf(1.0 - target_fpr) * spread
-    threshold = max(quantile, modelled)
+    threshold, tail_model = _threshold(scores, target_fpr)
     effective = effective_sample_size(scores, series_lengths)
     needed = needed_validation_count(target_fpr)
     warning = ""
@@ -254,9 +254,38 @@ def calibrate(
         effective_count=round(effective, 1),
         needed_count=needed,
         warning=warning,
+        clip_held_out_fpr=None if series_lengths is None else clip_held_out_rate(scores, series_lengths, target_fpr),
         pixel_threshold=None if normal_maps is None else pixel_threshold(normal_maps, threshold, pixel_target_fpr),
         pixel_target_fpr=None if normal_maps is None else pixel_target_fpr,
     )
+
+
+def _threshold(scores: np.ndarray, target_fpr: float) -> tuple[float, str]:
+    """The rule: the larger of the empirical ``1 - target_fpr`` quantile and the tail model's; and the model's name."""
+    quantile = float(np.quantile(scores, 1.0 - target_fpr))
+    pareto = generalized_pareto_quantile(scores, target_fpr)
+    if pareto is not None:
+        return max(quantile, pareto), "generalized_pareto"
+    std = float(scores.std())
+    spread = std if std > 0 else max(abs(float(scores.mean())) * 0.05, 1e-6)
+    return max(quantile, float(scores.mean()) + NormalDist().inv_cdf(1.0 - target_fpr) * spread), "normal"
+
+
+def clip_held_out_rate(scores: np.ndarray, series_lengths: Sequence[int], target_fpr: float = DEFAULT_TARGET_FPR) -> float | None:
+    """Leave one clip out: each series (clip) of ``scores`` is judged by the threshold the same rule chooses from
+    all other series; the share of all scores above their clip's threshold. Frames of one clip resemble each other
+    far more than frames of two clips do, so this (not the in-sample rate) says what a new clip can expect.
+    None with fewer than two series."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    bounds = np.cumsum([0, *[int(n) for n in series_lengths]])
+    if len(series_lengths) < 2 or bounds[-1] != scores.size:
+        return None
+    above = 0
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        others = np.r_[scores[:start], scores[end:]]
+        if end > start and others.size:
+            above += int(np.sum(scores[start:end] > _threshold(others, target_fpr)[0]))
+    return above / scores.size
 
 
 def pixel_threshold(normal_maps: np.ndarray, image_threshold: float, target_fpr: float = DEFAULT_PIXEL_TARGET_FPR) -> float:
@@ -284,6 +313,8 @@ def false_alarm_line(summary: dict[str, Any] | None, at_threshold: dict[str, Any
         normal = at_threshold["false_positives"] + at_threshold["true_negatives"]
         if normal:
             text += f"; measured on the {normal} normal test items: {at_threshold['false_positives'] / normal:.2%}"
+    if summary.get("measured_fpr_on_clips_left_out") is not None:
+        text += f"; each validation clip judged by the threshold of the others: {summary['measured_fpr_on_clips_left_out']:.2%}"
     text += f" (tail model: {str(summary.get('tail_model', 'normal')).replace('_', ' ')})."
     if summary.get("warning"):
         text += f" Warning: {summary['warning']}."

@@ -329,7 +329,7 @@ def check_calibration(data: Any, prefix: str = "calibration.") -> dict[str, Any]
             _number(f"{prefix}{f.name}", data[f.name], kind, rule)
         else:
             _value(f"{prefix}{f.name}", data[f.name], hints[f.name], f.name)
-    for name in ("pixel_threshold", "pixel_target_fpr", "measured_fpr", "effective_count", "needed_count"):
+    for name in ("pixel_threshold", "pixel_target_fpr", "measured_fpr", "effective_count", "needed_count", "clip_held_out_fpr"):
         if data.get(name) is not None:
             rule = RANGES["target_fpr"] if name == "pixel_target_fpr" else (Range(0.0) if name != "pixel_threshold" else None)
             _number(f"{prefix}{name}", data[name], float, rule)

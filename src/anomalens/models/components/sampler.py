@@ -134,15 +134,21 @@ class Reservoir:
         self.capacity = capacity
         self.seen = 0
         self.rows: torch.Tensor | None = None
+        self.tags: torch.Tensor | None = None  # where each kept row came from (e.g. clip and frame), if given
         self.generator = torch.Generator().manual_seed(seed)
 
-    def add(self, rows: torch.Tensor) -> None:
-        """Offer a batch of rows ``(N, C)``; each row seen so far stays in the sample with equal probability."""
+    def add(self, rows: torch.Tensor, tags: torch.Tensor | None = None) -> None:
+        """Offer a batch of rows ``(N, C)``; each row seen so far stays in the sample with equal probability.
+        ``tags`` ``(N, K)`` integers travel with their rows (the same in every call, or never)."""
         if self.rows is None:
             self.rows = torch.empty(self.capacity, rows.shape[1], dtype=rows.dtype)
+            if tags is not None:
+                self.tags = torch.empty(self.capacity, tags.shape[1], dtype=torch.long)
         filled = min(self.seen, self.capacity)
         take = min(len(rows), self.capacity - filled)
         self.rows[filled : filled + take] = rows[:take]
+        if self.tags is not None and tags is not None:
+            self.tags[filled : filled + take] = tags[:take]
         rest = rows[take:]
         if len(rest):
             # row number i (0-based over the whole stream) replaces a random slot with probability capacity/(i+1)
@@ -154,6 +160,8 @@ class Reservoir:
             winner.scatter_reduce_(0, slot[kept], torch.arange(len(rest))[kept], reduce="amax")
             replaced = (winner >= 0).nonzero().squeeze(1)
             self.rows[replaced] = rest[winner[replaced]]
+            if self.tags is not None and tags is not None:
+                self.tags[replaced] = tags[take:][winner[replaced]]
         self.seen += len(rows)
 
     @property
@@ -167,3 +175,8 @@ class Reservoir:
         if self.rows is None:
             raise ValueError("the reservoir is empty")
         return self.rows[: min(self.seen, self.capacity)]
+
+    @property
+    def sample_tags(self) -> torch.Tensor | None:
+        """The tags of the kept rows, in the order of :attr:`sample` (None if rows came without tags)."""
+        return None if self.tags is None else self.tags[: min(self.seen, self.capacity)]

@@ -175,22 +175,22 @@ class VideoDetector(BaseDetector):
                 typical.append(typical_distances(prediction.maps))
             lengths = [len(s) for s in scores]
             extra = self._cross_validated_scores()
-            if extra is not None and len(extra):
+            if extra is not None and len(extra[0]):
                 # normal frames of every training clip scored by memories built without it (see the method)
-                r.log(f"threshold: {sum(lengths)} frames of {len(held_out)} held-out clip(s) and {len(extra)} "
-                      "cross-validated frames of the training clips")
-                scores.append(extra)
-                lengths += [1] * len(extra)  # single frames drawn at random: counted as independent
+                r.log(f"threshold: {sum(lengths)} frames of {len(held_out)} held-out clip(s) and {len(extra[0])} "
+                      f"cross-validated frames of {len(extra[1])} training clips")
+                scores.append(extra[0])
+                lengths += extra[1]  # a series per training clip: its frames in time order
             # clip by clip: the threshold counts correlated frames by their effective number
             return HeldOutScores(np.concatenate(scores), np.concatenate(typical), lengths)
 
         self._learn_then_calibrate(lambda r: self._fit_clips(train, validation, r), held_out_scores, reporter)
         return self
 
-    def _cross_validated_scores(self) -> np.ndarray | None:
+    def _cross_validated_scores(self) -> tuple[np.ndarray, list[int]] | None:
         """Frame scores of training clips by a model that did not learn them (cross-validation folds), on the
-        scale of :meth:`predict_clip`, to join the held-out clips in choosing the threshold; None if the model
-        has none. A few held-out clips show a few scenes: on UCSD Ped2 the 2 held-out clips put the threshold
+        scale of :meth:`predict_clip`, clip after clip, and the number of scores of each clip, to join the held-out
+        clips in choosing the threshold; None if the model has none. A few held-out clips show a few scenes: on UCSD Ped2 the 2 held-out clips put the threshold
         where 18% of the frames of 4 further normal training clips scored above it (one clip alone averaged
         far above the rest); every training clip seen this way brings that variation into the threshold."""
         return None

@@ -1,0 +1,207 @@
+"""Leave-clips-out check of the default video model on normal clips it never saw, without any test set.
+
+The training clips of a category (UCSD Ped2's, or the project's synthetic conveyor) are split by whole clips:
+``--train-clips`` train the model (with the usual held-out validation clips among them, as ``train-video``
+does), the remaining clips are held out. Reported on the held-out clips:
+
+* **false alarms**: the share of their (normal) frames above the saved threshold, beside its target;
+* **an AUROC proxy**: synthetic anomalies inserted into copies of the held-out clips, each kind's anomalous
+  frames against all normal held-out frames (pooled): a ``foreign_object`` (a grey blob crossing the scene
+  slowly) and a ``speed_change`` (a stretch played 1.5 times faster); on the synthetic conveyor its own four
+  kinds are rendered instead;
+* the share of inserted anomalous frames found at the threshold.
+
+No test clip is read: it is how model settings are chosen without touching Ped2's test set.
+
+    PYTHONPATH=src python benchmarks/heldout_clips.py --source ucsd_ped2 --data-dir ../shared/data \
+        --model-setting flow_min_contrast=4 --output /tmp/heldout.json
+
+Slow on a CPU (minutes per run: one training run and the held-out clips three times).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from anomalens.data.synthetic_video import ANOMALY_TYPES, synthetic_clip
+from anomalens.data.video_datasets import discover_video_category
+from anomalens.metrics.classification import image_auroc
+from anomalens.metrics.threshold import calibrate
+from anomalens.models.base import create_detector
+from anomalens.progress import Reporter
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reencode import model_settings  # noqa: E402  (the sibling benchmark: the same KEY=VALUE settings)
+
+# Inserted anomalies are kept subtle, so that settings can be told apart (a fast, coloured blob or a 2.5x speed-up
+# gave a frame AUROC of 1.000 on Ped2 whatever the settings): a grey blob at about walking speed, and a stretch
+# played 1.5x faster (Ped2's skateboarders and cyclists are about that much faster than its pedestrians)
+SPEED_FACTOR = 1.5
+BLOB_GREY = 60.0  # the grey level of the inserted object (Ped2's pedestrians are dark grey too)
+
+
+class ListClip(list):
+    """Preprocessed frames held in memory, re-iterable like a clip, with a name for messages."""
+
+    def __init__(self, frames, name: str) -> None:
+        super().__init__(frames)
+        self.name = name
+
+
+def insert_foreign_object(frames: list[torch.Tensor], rng: np.random.Generator) -> tuple[list[torch.Tensor], np.ndarray]:
+    """A grey blob (radius 5% of the height) crossing the frame slowly, from a quarter of the clip to its end."""
+    n = len(frames)
+    _, h, w = frames[0].shape
+    start = int(rng.integers(n // 6, n // 3))
+    end = n
+    radius, y = 0.05 * h, rng.uniform(0.35, 0.75) * h
+    speed = (w + 4 * radius) / (end - start)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    out, labels = [f.clone() for f in frames], np.zeros(n, np.int64)
+    for t in range(start, end):
+        x = -2 * radius + speed * (t - start)
+        inside = torch.from_numpy((xx - x) ** 2 + ((yy - y) * 1.3) ** 2 <= radius * radius)
+        if inside.sum() < 6:
+            continue
+        colour = torch.full((3, 1), BLOB_GREY + float(rng.normal(0, 4)))
+        out[t][:, inside] = colour.clamp(0, 255).to(torch.uint8)
+        labels[t] = 1
+    return out, labels
+
+
+def insert_speed_change(frames: list[torch.Tensor], rng: np.random.Generator) -> tuple[list[torch.Tensor], np.ndarray]:
+    """A stretch of the clip played ``SPEED_FACTOR`` times faster (frames skipped), the rest as it was."""
+    n = len(frames)
+    start = int(rng.integers(n // 6, n // 3))
+    span = max(8, n // 4)
+    fast = [frames[min(n - 1, start + int(round(SPEED_FACTOR * i)))] for i in range(span)]
+    resume = min(n, start + int(round(SPEED_FACTOR * span)))
+    out = frames[:start] + fast + frames[resume:]
+    labels = np.zeros(len(out), np.int64)
+    labels[start : start + span] = 1
+    return out, labels
+
+
+INSERTIONS = {"foreign_object": insert_foreign_object, "speed_change": insert_speed_change}
+
+
+def ped2_clips(data_dir: Path, category: str, preprocessing) -> list[ListClip]:
+    found = discover_video_category(data_dir, category)
+    return [ListClip(list(ref.open(preprocessing)), ref.path.name) for ref in found.train]
+
+
+def synthetic_clips(count: int, frames: int, size: tuple[int, int], seed: int, preprocessing) -> list[ListClip]:
+    seeds = np.random.SeedSequence(seed).generate_state(count)
+    out = []
+    for i, s in enumerate(seeds):
+        raw = synthetic_clip(int(s), frames, size)[0]
+        out.append(ListClip([preprocessing.prepare_array(f) for f in raw], f"synthetic_{i:02d}"))
+    return out
+
+
+def run(args: argparse.Namespace) -> dict:
+    settings = model_settings(args.model_setting)
+    if args.image_size:
+        settings["image_size"] = tuple(args.image_size)
+    # the threshold from the folds is computed beside the plain one, from the same fit
+    settings["threshold_from_folds"] = True
+    detector = create_detector("stfeatures", seed=args.seed, **settings)
+    started = time.perf_counter()
+    if args.source == "synthetic":
+        clips = synthetic_clips(args.train_clips + args.heldout_clips, args.frames, tuple(args.synthetic_size), args.seed,
+                                detector.preprocessing)
+    else:
+        clips = ped2_clips(args.data_dir, args.source, detector.preprocessing)
+    order = np.random.default_rng(args.split_seed).permutation(len(clips))
+    heldout = [clips[i] for i in order[: args.heldout_clips]]
+    rest = [clips[i] for i in order[args.heldout_clips :]][: args.train_clips]
+    n_validation = max(1, int(round(len(rest) * 0.1)))
+    validation, train = rest[:n_validation], rest[n_validation:]
+    print(f"train {[c.name for c in train]} validation {[c.name for c in validation]} held out {[c.name for c in heldout]}",
+          flush=True)
+    detector.fit_clips(train, validation, reporter=Reporter(show_tqdm=False))
+    fit_seconds = time.perf_counter() - started
+    # the two thresholds: held-out validation clips alone, and with the cross-validated training frames
+    validation_scores = [detector.predict_clip(c, views=False).scores for c in validation]
+    plain = calibrate(np.concatenate(validation_scores), series_lengths=[len(s) for s in validation_scores])
+    thresholds = {"validation_clips": plain.threshold, "with_folds": detector.calibration_.threshold}
+
+    normal_scores, anomalous = [], {}
+    rng = np.random.default_rng(args.seed)
+    for clip in heldout:
+        normal_scores.append(detector.predict_clip(clip, views=False).scores)
+    if args.source == "synthetic":
+        seeds = np.random.SeedSequence(args.seed + 1000).generate_state(len(heldout))
+        for kind in args.kinds or ANOMALY_TYPES:
+            for s in seeds:
+                raw, labels = synthetic_clip(int(s), args.frames, tuple(args.synthetic_size), kind)
+                clip = ListClip([detector.preprocessing.prepare_array(f) for f in raw], kind)
+                anomalous.setdefault(kind, []).append(detector.predict_clip(clip, views=False).scores[labels == 1])
+    else:
+        for kind in args.kinds or INSERTIONS:
+            for clip in heldout:
+                frames, labels = INSERTIONS[kind](list(clip), rng)
+                scores = detector.predict_clip(ListClip(frames, kind), views=False).scores
+                anomalous.setdefault(kind, []).append(scores[labels == 1])
+    normal = np.concatenate(normal_scores)
+    per_clip_flagged = {}
+    report: dict = {"source": args.source, "settings": {k: v for k, v in settings.items() if k != "threshold_from_folds"},
+                    "held_out_clips": [c.name for c in heldout], "held_out_frames": int(normal.size),
+                    "target_fpr": plain.target_fpr, "fit_seconds": round(fit_seconds, 1), "per_kind_frame_auroc": {},
+                    "thresholds": {}}
+    for kind, parts in anomalous.items():
+        bad = np.concatenate(parts)
+        labels = np.r_[np.zeros(normal.size), np.ones(bad.size)]
+        report["per_kind_frame_auroc"][kind] = round(image_auroc(labels, np.r_[normal, bad]), 4)
+    for name, threshold in thresholds.items():
+        for clip, scores in zip(heldout, normal_scores):
+            per_clip_flagged[clip.name] = round(100.0 * float(np.mean(scores > threshold)), 1)
+        report["thresholds"][name] = {
+            "threshold": round(float(threshold), 3),
+            "held_out_normal_flagged_percent": round(100.0 * float(np.mean(normal > threshold)), 2),
+            "per_clip_flagged_percent": dict(per_clip_flagged),
+            "inserted_found_percent": {k: round(100.0 * float(np.mean(np.concatenate(v) > threshold)), 1)
+                                       for k, v in anomalous.items()},
+        }
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    if args.output:  # the raw scores, to compare threshold rules without refitting
+        cross_fitted, cross_fitted_lengths = detector._cross_validated_scores() or (np.zeros(0), [])
+        np.savez(args.output.with_suffix(".npz"), validation=np.concatenate(validation_scores),
+                 validation_lengths=[len(s) for s in validation_scores], cross_fitted=cross_fitted,
+                 cross_fitted_lengths=cross_fitted_lengths,
+                 held_out=normal, held_out_lengths=[len(s) for s in normal_scores],
+                 **{f"anomalous_{k}": np.concatenate(v) for k, v in anomalous.items()})
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", default="ucsd_ped2", help="a video category under --data-dir, or 'synthetic'")
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--train-clips", type=int, default=12, help="clips for training and validation (the rest held out)")
+    parser.add_argument("--heldout-clips", type=int, default=4)
+    parser.add_argument("--split-seed", type=int, default=0, help="which clips are held out")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kinds", nargs="*", default=None, help="anomaly kinds to insert (default: all)")
+    parser.add_argument("--frames", type=int, default=90, help="synthetic: frames per clip")
+    parser.add_argument("--synthetic-size", type=int, nargs=2, default=(240, 320), metavar=("H", "W"))
+    parser.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"))
+    parser.add_argument("--model-setting", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args(argv)
+    report = run(args)
+    print(json.dumps(report, indent=1), flush=True)
+    if args.output:
+        args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
