@@ -280,3 +280,19 @@ def test_train_tab_image_size_follows_the_model_kind(workspace):
     run = json.loads((outcome.run_dir / "run.json").read_text())
     assert run["image_size"] == [48, 64]
     assert " in " in outcome.message and "Threshold" in outcome.message and "0.0 min" not in outcome.message
+
+
+def test_settings_help_from_many_threads_at_once():
+    """Gradio runs handlers on several threads; the help (read from the config classes' source) must come out the
+    same from each, with no error (CPython 3.11's parser failed when two threads parsed at once)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from anomalens.models.base import MODEL_REGISTRY
+    from anomalens.ui.tabs.train import _settings_help, settings_help
+
+    models = sorted(MODEL_REGISTRY)
+    _settings_help.cache_clear()
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(settings_help, models * 8))
+    assert answers == [settings_help(m) for m in models] * 8
+    assert all(text.startswith("Settings: `") for text in answers)

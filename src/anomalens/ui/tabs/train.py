@@ -10,9 +10,11 @@ own default (a video model's frame size, for instance), exactly as on the comman
 # No `from __future__ import annotations`: Gradio reads the `gr.Request` annotation of handlers at run time.
 
 import contextlib
+import functools
 import json
 import math
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,16 +122,28 @@ def default_settings(model: str) -> dict[str, Any]:
             for k, v in config.to_dict().items() if k not in COMMON_SETTINGS}
 
 
+# Gradio calls handlers from several worker threads, and CPython 3.11's ast.parse (under inspect.getsource) can fail
+# with "AST constructor recursion depth mismatch" when two threads parse at once: the help is built under a lock,
+# once per model.
+_HELP_LOCK = threading.Lock()
+
+
 def settings_help(model: str | None) -> str:
     """What each setting of ``model`` means, from the comments beside its config fields (the one place they are
     written), as a short Markdown list under the settings box."""
+    if not model:
+        return ""
+    with _HELP_LOCK:
+        return _settings_help(model)
+
+
+@functools.lru_cache(maxsize=None)
+def _settings_help(model: str) -> str:
     import inspect
     import re
 
     from anomalens.models.base import DetectorConfig, detector_class
 
-    if not model:
-        return ""
     notes: dict[str, str] = {}
     for cls in reversed(detector_class(model).config_class.__mro__):
         if not (isinstance(cls, type) and issubclass(cls, DetectorConfig)):
