@@ -143,6 +143,9 @@ def test_train_shows_progress_cancels_cleanly_and_lists_the_new_model(page, serv
     page.locator("#train-size textarea").fill("64")
     editor = page.locator("#train-advanced .cm-content")
     editor.wait_for()
+    # the box fills with the chosen model's defaults when the choice reaches the server: type only after that, or
+    # a late answer (on a busy machine) overwrites what was typed
+    page.wait_for_function("document.querySelector('#train-advanced .cm-content').innerText.includes('latent_dim')")
 
     # a long run: progress appears, then Cancel stops it and keeps the best epoch so far
     editor.fill('{"epochs": 5000, "batch_size": 8, "latent_dim": 32, "patience": 0}')
