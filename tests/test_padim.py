@@ -90,3 +90,20 @@ def test_streamed_fit_equals_the_in_memory_fit(fitted):
     assert streamed.history_[-1]["training_images"] == 12
     test = woven_textures(3, seed=2)
     np.testing.assert_allclose(streamed.predict(test).scores, fitted.predict(test).scores, rtol=1e-4)
+
+
+def test_a_saved_model_must_say_where_its_image_score_is_taken(fitted, tmp_path):
+    """Training saves the region it chose ("image" or "part"); a file saying "auto" is refused by name, not guessed."""
+    import json
+
+    from anomalens.errors import CheckpointError
+    from anomalens.models.base import load_detector
+
+    fitted.save(tmp_path / "model")
+    config_file = tmp_path / "model" / "config.json"
+    meta = json.loads(config_file.read_text())
+    assert meta["config"]["score_region"] in ("image", "part")
+    meta["config"]["score_region"] = "auto"
+    config_file.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="score_region"):
+        load_detector(tmp_path / "model")

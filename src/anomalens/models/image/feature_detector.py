@@ -218,6 +218,8 @@ class FeatureDetector(Detector):
         return {} if projection is None else {"feature_projection": projection}
 
     def load_extractor_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        if self.config.score_region == "auto":  # training saves the region it chose; scoring "auto" would guess
+            raise ValueError('score_region "auto" in a fitted model: training saves "image" or "part" in its place')
         if "feature_projection" in tensors:
             projection = tensors["feature_projection"]
             if self.extractor.projection is None or projection.shape != self.extractor.projection.shape:
