@@ -117,3 +117,16 @@ def test_appearance_above_typical_exports_and_texture_weighted_flow_is_refused(c
                   flow_min_contrast=4.0)
     with pytest.raises(ConfigError, match="flow_min_contrast"):
         export_model(flat, "onnx", "fp32", tmp_path / "flat_bundle")
+
+
+def test_typical_appearance_ceiling_runs_in_the_exported_graphs(conveyor, tmp_path):
+    """The default discount of a whole-frame shift (typical_appearance_ceiling) is part of the motion graph: with the
+    saved ceiling lowered so that every frame is discounted, the bundle still matches the checkpoint."""
+    from safetensors.torch import load_file, save_file
+
+    run = _train(conveyor, "stfeatures", tmp_path, appearance_memory=512, appearance_samples=20_000)
+    weights_file = run / "model" / "weights.safetensors"
+    weights = load_file(str(weights_file))
+    save_file({**weights, "appearance_typical_ceiling": weights["appearance_typical_ceiling"] * 0.5}, str(weights_file))
+    check = export_model(run, "onnx", "fp32", tmp_path / "bundle").check
+    assert check["frames"] > 0 and check["same_verdicts"] and check["max_score_difference_over_threshold"] < 1e-4
