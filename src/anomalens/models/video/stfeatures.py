@@ -377,7 +377,9 @@ class SpatioTemporalFeatures(VideoDetector):
         if two_folds:
             appearance, motion, origin, typical = self._cross_fitted_scores(folds, reporter, phases)
             # the highest, not a quantile: no cross-fitted frame is discounted, so the standardisation and the
-            # threshold are exactly those of a model without the ceiling
+            # threshold are exactly those of a model without the ceiling. Not the drift reference's range
+            # (metrics/drift.py): that one describes the held-out clips' map of both cues, standardised; this is
+            # the raw appearance cue on the frames that standardise it, compared frame by frame with its own median
             ceiling = typical.max().reshape(1).float()
         else:
             # too little training video for two folds: held-out clips (or, failing those, the training clips)
