@@ -57,6 +57,7 @@ from anomalens.models.video.motion import (
     grey_frames,
     orientation_histograms,
     sector_tolerance,
+    still_texture,
     typical_flow,
 )
 from anomalens.models.components.sampler import Reservoir, batched_greedy_coreset, greedy_coreset
@@ -93,6 +94,11 @@ class SpatioTemporalConfig(DetectorConfig):
     # the next two, which alone hold the re-encoding target (benchmarks/reencode.py), to 0.940 (README)
     flow_min_contrast: float = 0.0
     orientation_bins: int = 8  # directions of the motion histograms
+    # Texture that does not move becomes one more motion channel, this many "pixels per frame" for a window of
+    # fully textured, still pixels (motion.still_texture; 0 = none): a stopped belt is textured and still, a part's
+    # flat interior on a running belt is neither, where both gave empty histograms and a stop went unseen (README).
+    # Off by default: not yet measured on UCSD Ped2, and exported bundles cannot compute it yet
+    still_texture_weight: float = 0.0
     motion_cell: int = 8  # pixels of the flow frame per motion cell
     motion_memory: int = 256  # normal motion entries kept per cell
     position_tolerance: int = 1  # a cell's motion memory also holds what its neighbours within this many cells saw
@@ -129,7 +135,7 @@ class SpatioTemporalConfig(DetectorConfig):
 
     SAVED_BEFORE: ClassVar[dict[str, Any]] = {"input_blur": 0.0, "training_degradations": (), "flow_min_contrast": 0.0,
                                             "appearance_above_typical": False, "threshold_from_folds": False,
-                                            "typical_appearance_ceiling": False}
+                                            "typical_appearance_ceiling": False, "still_texture_weight": 0.0}
 
 
 # ---- per-position memory -----------------------------------------------------------------------
@@ -237,8 +243,9 @@ class SpatioTemporalFeatures(VideoDetector):
             raise ConfigError(f"motion_scale must be in (0, 1], got {c.motion_scale}")
         for spec in c.training_degradations:
             make_degradation(spec)  # refuses an unknown spec before any long work
-        if c.input_blur < 0 or c.flow_min_contrast < 0:
-            raise ConfigError(f"input_blur and flow_min_contrast must be >= 0, got {c.input_blur}, {c.flow_min_contrast}")
+        if c.input_blur < 0 or c.flow_min_contrast < 0 or c.still_texture_weight < 0:
+            raise ConfigError("input_blur, flow_min_contrast and still_texture_weight must be >= 0, got "
+                              f"{c.input_blur}, {c.flow_min_contrast}, {c.still_texture_weight}")
         if c.flow_preset not in FLOW_PRESETS:
             raise ConfigError(f"flow_preset must be one of {', '.join(FLOW_PRESETS)}, got {c.flow_preset!r}")
         self.extractor = PatchFeatureExtractor(c.backbone, stages=c.stages, neighbourhood=3, seed=c.seed).to(self.device)
@@ -246,6 +253,8 @@ class SpatioTemporalFeatures(VideoDetector):
         height, width = c.image_size
         self.flow_size = (max(8, round(height * c.motion_scale)), max(8, round(width * c.motion_scale)))
         self.motion_grid = (math.ceil(self.flow_size[0] / c.motion_cell), math.ceil(self.flow_size[1] / c.motion_cell))
+        # channels of a motion descriptor: the orientation bins, and still texture when weighted
+        self.motion_channels = c.orientation_bins + (1 if c.still_texture_weight > 0 else 0)
         self.view_size = (max(1, height // 2), max(1, width // 2))
         # full colour in the motion view at 1% of the frame diagonal per frame
         self.view_speed = 0.01 * math.hypot(*self.flow_size)
@@ -317,10 +326,11 @@ class SpatioTemporalFeatures(VideoDetector):
         view so that motion present in every normal frame (a running conveyor belt) does not saturate it."""
         if self.motion_memory_ is None or self.motion_memory_.bank is None:
             return np.zeros((2, *self.view_size), np.float32), np.zeros(self.view_size, np.float32)
-        bank = self.motion_memory_.bank  # (h*w, M, bins)
+        bank = self.motion_memory_.bank  # (h*w, M, channels)
         if self._typical_flow_cache[0] is not bank:  # computed once per memory
             h, w = self.motion_grid
-            histograms = bank.permute(1, 2, 0).reshape(bank.shape[1], bank.shape[2], h, w)
+            bins = self.config.orientation_bins  # the still-texture channel, if any, is no direction
+            histograms = bank[..., :bins].permute(1, 2, 0).reshape(bank.shape[1], bins, h, w)
             usual = typical_flow(histograms, self.view_size, neighbours=max(1, self.config.position_tolerance))
             self._typical_flow_cache = (bank, (usual, sector_tolerance(usual, self.config.orientation_bins)))
         return self._typical_flow_cache[1]
@@ -332,8 +342,15 @@ class SpatioTemporalFeatures(VideoDetector):
         flow = [flows.push(grey) for grey in greys]
         if flow[0] is None:
             flow[0] = flow[1] if len(flow) > 1 else np.zeros((2, *self.flow_size), np.float32)
-        motion = orientation_histograms(torch.from_numpy(np.stack(flow)), c.orientation_bins, c.motion_cell)
-        return greys, flow, motion
+        return greys, flow, self.motion_descriptors(flow, greys)
+
+    def motion_descriptors(self, flows: Sequence[np.ndarray], greys: Sequence[np.ndarray]) -> torch.Tensor:
+        """Flows ``(2, H, W)`` and their grey frames -> descriptors ``(B, motion_channels, hm, wm)``."""
+        c = self.config
+        still = None
+        if c.still_texture_weight > 0:
+            still = torch.from_numpy(np.stack([still_texture(g, f, c.still_texture_weight) for g, f in zip(greys, flows)]))
+        return orientation_histograms(torch.from_numpy(np.stack(flows)), c.orientation_bins, c.motion_cell, still)
 
     # ---- training -------------------------------------------------------------------------------
     def _fit_clips(self, train: Sequence[Clip], validation: Sequence[Clip], reporter: Reporter) -> None:
@@ -435,7 +452,7 @@ class SpatioTemporalFeatures(VideoDetector):
                 for rows in reporter.iter(scored.frames.sample.split(16), "score the frames these memories never saw"):
                     a, m = self._distance_maps(
                         rows[:, :split].float().view(-1, channels, h, w),
-                        rows[:, split:].float().view(-1, self.config.orientation_bins, *self.motion_grid),
+                        rows[:, split:].float().view(-1, self.motion_channels, *self.motion_grid),
                         bank,
                         motion_memory,
                     )
@@ -545,8 +562,8 @@ class SpatioTemporalFeatures(VideoDetector):
         cells = self.motion_grid[0] * self.motion_grid[1]
         if appearance.ndim != 2 or appearance.shape[1] != self.extractor.out_channels:
             raise ValueError(f"appearance memory of shape {tuple(appearance.shape)} does not fit {self.extractor.out_channels} channels")
-        if motion.ndim != 3 or motion.shape[0] != cells or motion.shape[2] != self.config.orientation_bins:
-            raise ValueError(f"motion memory of shape {tuple(motion.shape)} does not fit {cells} cells of {self.config.orientation_bins} bins")
+        if motion.ndim != 3 or motion.shape[0] != cells or motion.shape[2] != self.motion_channels:
+            raise ValueError(f"motion memory of shape {tuple(motion.shape)} does not fit {cells} cells of {self.motion_channels} channels")
         standardisation = tensors["standardisation"].float()
         if standardisation.shape != (4,):
             raise ValueError(f"standardisation of shape {tuple(standardisation.shape)}, expected (4,)")
@@ -626,7 +643,8 @@ class StreamingScorer(CausalScorer):
         self.smoothers = {name: DelayedGaussian(c.temporal_sigma, lookahead) for name in ("appearance", "motion")}
         self.delay_frames = self.smoothers["appearance"].delay
         self.maps: deque[np.ndarray] = deque()
-        self.first: torch.Tensor | None = None  # the first frame's appearance, waiting for the second's motion
+        # the first frame's appearance and grey frame, waiting for the second's motion
+        self.first: tuple[torch.Tensor, np.ndarray] | None = None
         self.emitted = 0
 
     def push(
@@ -649,7 +667,7 @@ class StreamingScorer(CausalScorer):
             raise DataError(f"frame of size {frames.shape[-1]}x{frames.shape[-2]}, expected {c.image_size[1]}x{c.image_size[0]}")
         floats = to_float(frames).to(d.device)
         appearance = d.extractor(gaussian_blur(floats, c.input_blur)).cpu()  # as predict_clip sees them
-        ready, flows = [], []
+        ready, flows, greys = [], [], []
         steps = steps or [1] * len(frames)
         before = before or [None] * len(frames)
         known = [frame for frame in before if frame is not None]
@@ -657,8 +675,9 @@ class StreamingScorer(CausalScorer):
         for features, grey, step, previous in zip(appearance, grey_frames(floats, d.flow_size), steps, before):
             if step == 0:  # the source broke off before this frame: its motion starts afresh, as at the first frame
                 if self.first is not None:  # a segment of one frame: it had no motion at all
-                    ready.append(self.first)
+                    ready.append(self.first[0])
                     flows.append(np.zeros((2, *d.flow_size), np.float32))
+                    greys.append(self.first[1])
                     self.first = None
                 if previous is not None:  # no frame before a break counts (kept in step with the frames given)
                     next(greys_before)
@@ -669,29 +688,31 @@ class StreamingScorer(CausalScorer):
             if flow is not None and step > 1:  # frames were dropped before this one: motion per source frame
                 flow = flow / step
             if flow is None:
-                self.first = features
+                self.first = (features, grey)
                 continue
             if self.first is not None:
-                ready.append(self.first)
+                ready.append(self.first[0])
                 flows.append(flow)
+                greys.append(self.first[1])
                 self.first = None
             ready.append(features)
             flows.append(flow)
-        return ready, self._motion(flows)
+            greys.append(grey)
+        return ready, self._motion(flows, greys)
 
     def finish(self) -> list[FrameScore]:
         out = []
         if self.first is not None:  # a one-frame stream: no motion at all
-            out = self._score([self.first], self._motion([np.zeros((2, *self.detector.flow_size), np.float32)]))
+            features, grey = self.first
+            out = self._score([features], self._motion([np.zeros((2, *self.detector.flow_size), np.float32)], [grey]))
             self.first = None
         tails = {name: smoother.finish() for name, smoother in self.smoothers.items()}
         return out + self._emit(tails)
 
     @torch.no_grad()
-    def _motion(self, flows: list[np.ndarray]) -> torch.Tensor | None:
-        """Flows ``(2, H, W)`` -> orientation histograms ``(B, bins, hm, wm)`` (None for no frames)."""
-        c = self.detector.config
-        return orientation_histograms(torch.from_numpy(np.stack(flows)), c.orientation_bins, c.motion_cell) if flows else None
+    def _motion(self, flows: list[np.ndarray], greys: list[np.ndarray]) -> torch.Tensor | None:
+        """Flows ``(2, H, W)`` and grey frames -> motion descriptors ``(B, channels, hm, wm)`` (None for no frames)."""
+        return self.detector.motion_descriptors(flows, greys) if flows else None
 
     @torch.no_grad()
     def _score(self, appearance: list[torch.Tensor], motion: torch.Tensor | None) -> list[FrameScore]:
