@@ -1,5 +1,6 @@
 """Still texture as a motion channel of ``stfeatures`` (``still_texture_weight``): textured and not moving (a
-stopped belt) counts, flat or moving does not; the live scorer and a saved model keep it."""
+stopped belt) counts, flat or moving does not; the live scorer and a saved model keep it (the exported bundle:
+tests/test_export_video.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import torch
 
 from anomalens.errors import ConfigError
 from anomalens.models.base import create_detector, load_detector
-from anomalens.models.video.motion import orientation_histograms, still_texture
+from anomalens.data.flow import still_texture
+from anomalens.models.video.motion import orientation_histograms
 from test_video_features import SETTINGS, clip
 
 
@@ -51,11 +53,3 @@ def test_a_stopped_belt_stands_out_more_with_still_texture_and_live_scores_match
     np.testing.assert_allclose(loaded.predict_clip(frames, views=False).scores, offline.scores, atol=1e-5)
     with pytest.raises(ConfigError, match="still_texture_weight"):
         create_detector("stfeatures", **SETTINGS, still_texture_weight=-1.0)
-
-
-def test_export_refuses_still_texture_by_name(still_model, tmp_path):
-    from anomalens.export.bundle import _export_video
-    from anomalens.progress import SILENT
-
-    with pytest.raises(ConfigError, match="still_texture_weight"):
-        _export_video(still_model, "onnx", "fp32", tmp_path / "bundle", {}, tmp_path, tmp_path, SILENT)

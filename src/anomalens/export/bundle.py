@@ -137,8 +137,6 @@ def _export_video(detector: BaseDetector, format: str, precision: str, output: s
         raise ConfigError("this model has no threshold (it was never fitted with validation clips)")
     if getattr(detector.config, "flow_min_contrast", None):
         raise ConfigError("stfeatures with flow_min_contrast cannot be exported yet (the runtime's optical flow counts all vectors)")
-    if getattr(detector.config, "still_texture_weight", None):
-        raise ConfigError("stfeatures with still_texture_weight cannot be exported yet (the motion graph sees no grey frames)")
     folder = Path(output) if output is not None else run_dir / EXPORT_DIR / f"{format}_{precision}"
     constants = video_constant_inputs(detector)
     with atomic_dir(folder) as tmp:

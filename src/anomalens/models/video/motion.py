@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from anomalens.data.flow import FLOW_PRESETS, FlowStream, texture_confidence  # noqa: F401  (torch-free, shared with the runtime)
+from anomalens.data.flow import FLOW_PRESETS, FlowStream, still_texture, texture_confidence  # noqa: F401  (torch-free, shared with the runtime)
 
 
 def grey_frames(frames01: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -50,28 +50,12 @@ def grey_tensor(frames01: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return grey[:, 0].mul(255).round().clamp(0, 255).to(torch.uint8)
 
 
-STILL_SPEED = 0.5  # pixels per frame at which a textured pixel counts as still by exp(-1) (see still_texture)
-STILL_CONTRAST = 4.0  # grey-level gradient at which a pixel counts as half textured (texture_confidence)
-
-
-def still_texture(grey: np.ndarray, flow: np.ndarray, weight: float) -> np.ndarray:
-    """``(H, W)``: ``weight`` where a grey ``uint8`` frame has texture that does not move, falling to 0 on flat
-    areas and where it moves: ``weight * texture_confidence * exp(-speed / STILL_SPEED)``.
-
-    A stopped conveyor belt gives empty orientation histograms, and so does a part's flat interior riding a
-    running belt (flow is undetermined there): both looked like normal "no motion" in every belt cell, so a stop
-    raised the motion cue by a fraction of a standard unit. The belt's stripes are textured, the interior is not;
-    on the synthetic conveyor this map averaged 0.0000 over the running belt and 0.21 over the stopped one."""
-    speed = np.hypot(flow[0], flow[1])
-    return (weight * texture_confidence(grey, STILL_CONTRAST) * np.exp(-speed / STILL_SPEED)).astype(np.float32)
-
-
 def orientation_histograms(flow: torch.Tensor, bins: int, cell: int, still: torch.Tensor | None = None) -> torch.Tensor:
     """Flow ``(B, 2, H, W)`` -> ``(B, bins, ceil(H/cell), ceil(W/cell))`` magnitude per orientation bin.
 
     Each bin holds the mean over a ``2*cell`` window (centred on the cell) of the flow magnitude pointing into
     that bin's sector, so a fast object that covers part of the window still stands out. With ``still``
-    ``(B, H, W)`` (:func:`still_texture`) its window mean is one more channel, after the bins.
+    ``(B, H, W)`` (:func:`~anomalens.data.flow.still_texture`) its window mean is one more channel, after the bins.
     """
     magnitude = flow.norm(dim=1, keepdim=True)
     angle = torch.atan2(flow[:, 1:2], flow[:, 0:1])  # image coordinates: y points down
