@@ -53,3 +53,70 @@ def test_a_stopped_belt_stands_out_more_with_still_texture_and_live_scores_match
     np.testing.assert_allclose(loaded.predict_clip(frames, views=False).scores, offline.scores, atol=1e-5)
     with pytest.raises(ConfigError, match="still_texture_weight"):
         create_detector("stfeatures", **SETTINGS, still_texture_weight=-1.0)
+
+
+def test_still_texture_counts_only_where_training_frames_move():
+    from anomalens.models.video.stfeatures import moving_share_gate
+
+    histograms = torch.zeros(10, 8, 2, 3)  # 10 training frames, a 2x3 motion grid
+    histograms[:, 4, 0, 0] = 2.0  # moves 2 px per frame in every frame: a belt
+    histograms[:7, 2, 0, 1] = 1.0  # moves in 7 of 10 frames: halfway between "unreliable" (0.5) and "reliable" (0.9)
+    histograms[:3, 0, 0, 2] = 3.0  # moves in 3 of 10: someone passing now and then
+    histograms[:, 1, 1, 0] = 0.3  # always a little motion, below the moving speed: codec noise
+    gate = moving_share_gate(histograms)
+    expected = torch.tensor([[1.0, 0.5, 0.0], [0.0, 0.0, 0.0]])
+    torch.testing.assert_close(gate, expected)
+
+
+@pytest.fixture(scope="module")
+def gated_model():
+    train = [clip(seed, n_frames=24)[0] for seed in range(4)]
+    return create_detector("stfeatures", **SETTINGS, still_texture_weight=10.0, still_texture_where_moving=True).fit_clips(
+        train, [clip(10, n_frames=24)[0]])
+
+
+def test_gated_still_texture_is_learned_saved_and_scored_alike_live(gated_model, tmp_path):
+    import json
+
+    from anomalens.errors import CheckpointError
+
+    gate = gated_model.still_gate_
+    assert gate.shape == gated_model.motion_grid and 0.0 <= float(gate.min()) and float(gate.max()) <= 1.0
+    assert float(gate.max()) == 1.0 and float(gate.min()) == 0.0  # the belt moves in every frame, the housing never
+    frames, _ = clip(30, n_frames=30, anomaly="stop")
+    offline = gated_model.predict_clip(frames, views=False)
+    scorer = gated_model.causal_scorer()
+    live = [r for i in range(0, 30, 4) for r in scorer.push(torch.stack(frames[i:i + 4]))] + scorer.finish()
+    np.testing.assert_allclose([r.score for r in live], offline.scores, atol=1e-4)
+    # a still, striped frame: its still texture counts fully on the belt and not at all on the housing above it
+    height, width = gated_model.flow_size
+    stripes = np.where((np.arange(width) // 2) % 2 == 0, 40, 160).astype(np.uint8)
+    descriptors = gated_model.motion_descriptors([np.zeros((2, height, width), np.float32)],
+                                                 [np.broadcast_to(stripes, (height, width)).copy()])
+    still = descriptors[0, 8]
+    assert float(still[gate == 0].abs().max()) == 0.0 and float(still[gate == 1].min()) > 2.0  # edge windows are part padding
+
+    gated_model.save(tmp_path / "model")
+    loaded = load_detector(tmp_path / "model", kind="video")
+    assert loaded.config.still_texture_where_moving is True
+    torch.testing.assert_close(loaded.still_gate_, gate)
+    np.testing.assert_allclose(loaded.predict_clip(frames, views=False).scores, offline.scores, atol=1e-5)
+
+    # a model saved before the setting existed (no field in its config) loads without a gate, as it scored then
+    config_path = tmp_path / "model" / "config.json"
+    meta = json.loads(config_path.read_text())
+    del meta["config"]["still_texture_where_moving"]
+    config_path.write_text(json.dumps(meta))
+    old = load_detector(tmp_path / "model", kind="video")
+    assert old.config.still_texture_where_moving is False and old.still_gate_ is None
+    # and a gated model whose saved gate is missing is refused, not scored without it
+    meta["config"]["still_texture_where_moving"] = True
+    config_path.write_text(json.dumps(meta))
+    from safetensors.torch import load_file, save_file
+
+    weights = tmp_path / "model" / "weights.safetensors"
+    tensors = load_file(weights)
+    tensors["still_texture_gate"] = tensors["still_texture_gate"] * 2.0  # out of [0, 1]
+    save_file(tensors, weights)
+    with pytest.raises(CheckpointError, match="still_texture_gate"):
+        load_detector(tmp_path / "model", kind="video")

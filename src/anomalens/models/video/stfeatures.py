@@ -101,6 +101,10 @@ class SpatioTemporalConfig(DetectorConfig):
     # UCSD Ped2 the frame AUROC fell from 0.957 to 0.931 (and a 1.5x speed-up in its training clips from 0.936 to
     # 0.651): the still background's channel outweighs pedestrians' slow motion (README)
     still_texture_weight: float = 0.0
+    # Still texture counts only in cells where the normal training frames reliably move (a weight per cell, learned
+    # at fit time and saved: moving_share_gate): a conveyor belt moves in nearly every frame, so a stop there is news;
+    # a still background (UCSD Ped2's) never moves, so its still texture, and the noise on it, count nothing
+    still_texture_where_moving: bool = False
     motion_cell: int = 8  # pixels of the flow frame per motion cell
     motion_memory: int = 256  # normal motion entries kept per cell
     position_tolerance: int = 1  # a cell's motion memory also holds what its neighbours within this many cells saw
@@ -137,7 +141,8 @@ class SpatioTemporalConfig(DetectorConfig):
 
     SAVED_BEFORE: ClassVar[dict[str, Any]] = {"input_blur": 0.0, "training_degradations": (), "flow_min_contrast": 0.0,
                                             "appearance_above_typical": False, "threshold_from_folds": False,
-                                            "typical_appearance_ceiling": False, "still_texture_weight": 0.0}
+                                            "typical_appearance_ceiling": False, "still_texture_weight": 0.0,
+                                            "still_texture_where_moving": False}
 
 
 # ---- per-position memory -----------------------------------------------------------------------
@@ -266,6 +271,9 @@ class SpatioTemporalFeatures(VideoDetector):
         # (1,): the highest typical appearance cell distance of normal training frames (typical_appearance_ceiling;
         # +inf = nothing discounted); None for models saved before it existed
         self.appearance_ceiling_: torch.Tensor | None = None
+        # (hm, wm) in [0, 1]: how much each cell's still-texture channel counts (still_texture_where_moving), learned
+        # from the training frames' motion; None = fully everywhere
+        self.still_gate_: torch.Tensor | None = None
         # cross-fitted normal frame scores clip by clip and the count per clip, for the threshold (not saved)
         self._cross_fitted: tuple[np.ndarray, list[int]] | None = None
         self._typical_flow_cache: tuple[torch.Tensor | None, tuple[np.ndarray, np.ndarray]] = (None, (np.zeros(0), np.zeros(0)))
@@ -352,7 +360,17 @@ class SpatioTemporalFeatures(VideoDetector):
         still = None
         if c.still_texture_weight > 0:
             still = torch.from_numpy(np.stack([still_texture(g, f, c.still_texture_weight) for g, f in zip(greys, flows)]))
-        return orientation_histograms(torch.from_numpy(np.stack(flows)), c.orientation_bins, c.motion_cell, still)
+        return self._gate_still(orientation_histograms(torch.from_numpy(np.stack(flows)), c.orientation_bins, c.motion_cell, still))
+
+    def _gate_still(self, descriptors: torch.Tensor) -> torch.Tensor:
+        """Descriptors ``(B, motion_channels, hm, wm)`` with the still-texture channel weighted per cell by
+        :attr:`still_gate_` (unchanged without it). Linear, so that training can weight the descriptors it kept
+        before the gate was known exactly as scoring weights new ones."""
+        if self.still_gate_ is None or self.motion_channels == self.config.orientation_bins:
+            return descriptors
+        out = descriptors.clone()
+        out[:, -1] = out[:, -1] * self.still_gate_.to(out.dtype)
+        return out
 
     # ---- training -------------------------------------------------------------------------------
     def _fit_clips(self, train: Sequence[Clip], validation: Sequence[Clip], reporter: Reporter) -> None:
@@ -362,6 +380,7 @@ class SpatioTemporalFeatures(VideoDetector):
         if not train:
             raise DataError("no training clips")
         self.appearance_ceiling_ = None  # the cross-fitted frames below are scored as they are
+        self.still_gate_ = None  # learned below from what the training frames keep, then applied to all of them
         everything = _NormalData(c.appearance_samples, 0, c.seed)
         folds = [_NormalData(max(1, c.appearance_samples // 2), CROSS_FIT_FRAMES, c.seed + 1 + f) for f in (0, 1)]
         degraded: dict[int, torch.Tensor] = {}
@@ -382,6 +401,10 @@ class SpatioTemporalFeatures(VideoDetector):
                         if degraded:
                             folds[fold].add_patches(torch.stack([degraded[i] for i in members]))
                 degraded.clear()
+        if c.still_texture_where_moving and c.still_texture_weight > 0:
+            self.still_gate_ = moving_share_gate(torch.cat(everything.motions)[:, : c.orientation_bins].float())
+            reporter.log(f"still texture counts in {float(self.still_gate_.mean()):.1%} of the motion grid (mean weight; "
+                         f"{int((self.still_gate_ >= 1).sum())} of {self.still_gate_.numel()} cells fully)")
         reporter.log(f"choosing {c.appearance_memory} appearance entries from {everything.patches.size} training patches")
         two_folds = all(fold.frames is not None and fold.frames.size for fold in folds)
         # each fold's memories come from half the data: half the work of the memories of all of it
@@ -432,7 +455,7 @@ class SpatioTemporalFeatures(VideoDetector):
         # kept at float16 precision, as saved, so that a reloaded model scores exactly the same
         bank = sample[keep].half().float()
         motion = PositionalMemory.build(
-            torch.cat(data.motions).float(), c.motion_memory, c.position_tolerance, c.seed, reporter=reporter
+            self._gate_still(torch.cat(data.motions).float()), c.motion_memory, c.position_tolerance, c.seed, reporter=reporter
         )
         return NearestNeighbourIndex(bank), motion
 
@@ -454,7 +477,7 @@ class SpatioTemporalFeatures(VideoDetector):
                 for rows in reporter.iter(scored.frames.sample.split(16), "score the frames these memories never saw"):
                     a, m = self._distance_maps(
                         rows[:, :split].float().view(-1, channels, h, w),
-                        rows[:, split:].float().view(-1, self.motion_channels, *self.motion_grid),
+                        self._gate_still(rows[:, split:].float().view(-1, self.motion_channels, *self.motion_grid)),
                         bank,
                         motion_memory,
                     )
@@ -557,6 +580,8 @@ class SpatioTemporalFeatures(VideoDetector):
         }
         if self.appearance_ceiling_ is not None:
             tensors["appearance_typical_ceiling"] = self.appearance_ceiling_
+        if self.still_gate_ is not None:
+            tensors["still_texture_gate"] = self.still_gate_
         return tensors
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -575,7 +600,14 @@ class SpatioTemporalFeatures(VideoDetector):
             if ceiling.shape != (1,) or torch.isnan(ceiling).any() or float(ceiling) == -math.inf:
                 raise ValueError(f"appearance_typical_ceiling {ceiling.tolist()} of shape {tuple(ceiling.shape)}, "
                                  "expected one number (finite, or +inf for none)")
+        gate = None
+        if self.config.still_texture_where_moving and self.config.still_texture_weight > 0:  # required when it is on
+            gate = tensors["still_texture_gate"].float()
+            if gate.shape != self.motion_grid or not bool(((gate >= 0) & (gate <= 1)).all()):
+                raise ValueError(f"still_texture_gate of shape {tuple(gate.shape)} (values {float(gate.min()):.3g} to "
+                                 f"{float(gate.max()):.3g}), expected {self.motion_grid} with values in [0, 1]")
         self.appearance_ceiling_ = ceiling
+        self.still_gate_ = gate
         self.appearance_index_ = NearestNeighbourIndex(appearance.float())  # rebuilt from the saved memory
         self.motion_memory_ = PositionalMemory(motion.float())
         self.standardisation_ = standardisation
@@ -602,6 +634,24 @@ class _NormalData:
         """Patches of ``(N, C, h, w)`` join the appearance memory only (re-encoded copies: the cues stay
         standardised on the training video as it is)."""
         self.patches.add(appearance.permute(0, 2, 3, 1).reshape(-1, appearance.shape[1]))
+
+
+MOVING_SPEED = 0.5  # pixels per frame (window mean) above which a cell counts as moving in a frame (data/flow.py STILL_SPEED)
+# share of training frames in which a cell moves: still texture counts nothing below the first, fully from the second
+RELIABLE_MOTION = (0.5, 0.9)
+
+
+def moving_share_gate(histograms: torch.Tensor) -> torch.Tensor:
+    """Orientation histograms ``(N, bins, hm, wm)`` of normal frames -> ``(hm, wm)`` in [0, 1]: how reliably each
+    cell moves in normal operation, the weight of its still-texture channel (``still_texture_where_moving``).
+
+    A cell moves in a frame when its window's mean flow magnitude (the bins' sum) exceeds :data:`MOVING_SPEED`;
+    the share of frames in which it moves maps linearly from ``RELIABLE_MOTION[0]`` (weight 0) to
+    ``RELIABLE_MOTION[1]`` (weight 1). A belt that always runs gets 1, a background that never moves 0, a walkway
+    that moves only when someone passes little or nothing: its stillness is normal, not a stop."""
+    share = (histograms.sum(dim=1) > MOVING_SPEED).float().mean(dim=0)
+    low, high = RELIABLE_MOTION
+    return ((share - low) / (high - low)).clamp(0.0, 1.0)
 
 
 def as_if_smoothed(scores: np.ndarray, lengths: Sequence[int], sigma: float) -> np.ndarray:
