@@ -108,7 +108,8 @@ def test_convlstm_bundle_matches_and_bundles_refuse_the_wrong_runtime(conveyor, 
 
 def test_appearance_above_typical_exports_and_texture_weighted_flow_is_refused(conveyor, tmp_path):
     """The appearance score above the frame's median cell runs in the exported graphs (the median by sorting):
-    the bundle's check on the held-out clip matches the checkpoint; the texture-weighted flow is refused by name."""
+    the bundle's check on the held-out clip matches the checkpoint; the texture-weighted flow and the still texture
+    counted only where training moves are refused by name."""
     run = _train(conveyor, "stfeatures", tmp_path, appearance_memory=512, appearance_samples=20_000,
                  appearance_above_typical=True)
     check = export_model(run, "onnx", "fp32", tmp_path / "bundle").check
@@ -117,6 +118,10 @@ def test_appearance_above_typical_exports_and_texture_weighted_flow_is_refused(c
                   flow_min_contrast=4.0)
     with pytest.raises(ConfigError, match="flow_min_contrast"):
         export_model(flat, "onnx", "fp32", tmp_path / "flat_bundle")
+    gated = _train(conveyor, "stfeatures", tmp_path / "gated", appearance_memory=512, appearance_samples=20_000,
+                   still_texture_weight=25.0, still_texture_where_moving=True)
+    with pytest.raises(ConfigError, match="still_texture_where_moving"):
+        export_model(gated, "onnx", "fp32", tmp_path / "gated_bundle")
 
 
 def test_typical_appearance_ceiling_runs_in_the_exported_graphs(conveyor, tmp_path):
