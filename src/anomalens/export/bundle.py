@@ -137,8 +137,6 @@ def _export_video(detector: BaseDetector, format: str, precision: str, output: s
         raise ConfigError("this model has no threshold (it was never fitted with validation clips)")
     if getattr(detector.config, "flow_min_contrast", None):
         raise ConfigError("stfeatures with flow_min_contrast cannot be exported yet (the runtime's optical flow counts all vectors)")
-    if getattr(detector.config, "still_texture_where_moving", False) and getattr(detector.config, "still_texture_weight", 0.0):
-        raise ConfigError("stfeatures with still_texture_where_moving cannot be exported yet (the motion graph has no per-cell gate)")
     folder = Path(output) if output is not None else run_dir / EXPORT_DIR / f"{format}_{precision}"
     constants = video_constant_inputs(detector)
     with atomic_dir(folder) as tmp:

@@ -78,6 +78,8 @@ class MotionGraph(nn.Module):
         d, c = self.detector, self.detector.config
         # still: the still-texture map of each frame (still_texture_weight), computed in the runtime beside the flow
         histograms = orientation_histograms(flow, c.orientation_bins, c.motion_cell, still)  # type: ignore[attr-defined]
+        # weighted per cell where the training frames moved (still_texture_where_moving): the gate is a constant of the graph
+        histograms = d._gate_still(histograms)  # type: ignore[attr-defined]
         motion = _local_average(PositionalMemory(motion_memory).distances(histograms))
         a_mean, a_std, m_mean, m_std = d.standardisation_.tolist()  # type: ignore[attr-defined]
         a_score, m_score = d._frame_scores(appearance, motion)  # type: ignore[attr-defined]

@@ -365,12 +365,11 @@ class SpatioTemporalFeatures(VideoDetector):
     def _gate_still(self, descriptors: torch.Tensor) -> torch.Tensor:
         """Descriptors ``(B, motion_channels, hm, wm)`` with the still-texture channel weighted per cell by
         :attr:`still_gate_` (unchanged without it). Linear, so that training can weight the descriptors it kept
-        before the gate was known exactly as scoring weights new ones."""
+        before the gate was known exactly as scoring weights new ones (and the exported motion graph, export/video.py)."""
         if self.still_gate_ is None or self.motion_channels == self.config.orientation_bins:
             return descriptors
-        out = descriptors.clone()
-        out[:, -1] = out[:, -1] * self.still_gate_.to(out.dtype)
-        return out
+        # concatenated rather than assigned in place, so that it also traces into the exported motion graph
+        return torch.cat([descriptors[:, :-1], descriptors[:, -1:] * self.still_gate_.to(descriptors.dtype)], dim=1)
 
     # ---- training -------------------------------------------------------------------------------
     def _fit_clips(self, train: Sequence[Clip], validation: Sequence[Clip], reporter: Reporter) -> None:
