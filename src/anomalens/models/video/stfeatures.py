@@ -103,7 +103,10 @@ class SpatioTemporalConfig(DetectorConfig):
     still_texture_weight: float = 0.0
     # Still texture counts only in cells where the normal training frames reliably move (a weight per cell, learned
     # at fit time and saved: moving_share_gate): a conveyor belt moves in nearly every frame, so a stop there is news;
-    # a still background (UCSD Ped2's) never moves, so its still texture, and the noise on it, count nothing
+    # a still background never moves, so its still texture, and the noise on it, count nothing. On UCSD Ped2 no cell
+    # moves in over 25% of training frames: the gate is 0 everywhere, the model as without still texture. With weight
+    # 25 every kind on the re-encoded conveyor, the stop included, reached AUROC 0.96+ in all seven encodings (pooled
+    # 0.986+). Off by default: normal frames flagged rose in four encodings (half resolution 2.0% -> 2.8%) (README)
     still_texture_where_moving: bool = False
     motion_cell: int = 8  # pixels of the flow frame per motion cell
     motion_memory: int = 256  # normal motion entries kept per cell
