@@ -57,6 +57,7 @@ SCORE_REGIONS = ("auto", "image", "part")
 # held-out image's score comes from off the part (MVTec AD bottle: 0 of 21), the part score could only lose defects
 # that lie beside the part or where the colour rule misses some of it, so the whole map stays.
 PART_SCORE_MIN_SHARE = 0.1
+PART_SCORE_MIN_COUNT = 2  # ... and of at least two of them: one image's background outscoring its part is chance
 PART_SCORE_DROP = 0.01  # relative: smaller changes of the maximum are the blur's tails, not the background
 # pixels (at the model's input size, per 256 of its shorter side) around the part that still count for the score:
 # a chip at the outline is background-coloured itself, but its blurred score reaches the part's edge
@@ -241,8 +242,8 @@ class FeatureDetector(Detector):
         """"part" or "image" for ``score_region`` "auto", from the fitted model's maps of held-out normal
         ``uint8`` images ``(N, 3, H, W)`` and of the training images scored by memories without them (``cross``:
         their scores per region, :meth:`cross_fitted_scores`): "part" when capping the map off the part
-        (:meth:`scores_and_maps`) lowers the image score of at least :data:`PART_SCORE_MIN_SHARE` of them by more
-        than :data:`PART_SCORE_DROP`. Warns when fewer than :data:`MIN_REGION_IMAGES` images decide.
+        (:meth:`scores_and_maps`) lowers the image score of at least :data:`PART_SCORE_MIN_SHARE` of them (and at
+        least :data:`PART_SCORE_MIN_COUNT`) by more than :data:`PART_SCORE_DROP`. Warns when fewer than :data:`MIN_REGION_IMAGES` images decide.
 
         The share of the frame that the part covers does not say this: capping lowers 5 of 6 held-out scores of
         the synthetic rods (0.39 of the frame, on a textured mat), none of 21 of MVTec AD bottle (0.65). Uses no
@@ -258,7 +259,7 @@ class FeatureDetector(Detector):
             lowered.append(cross["part"] < cross["image"] * (1 - PART_SCORE_DROP))
         flags = np.concatenate(lowered) if lowered else np.zeros(0, bool)
         count, total = int(flags.sum()), len(flags)
-        region = "part" if total and count >= PART_SCORE_MIN_SHARE * total else "image"
+        region = "part" if total and count >= max(PART_SCORE_MIN_COUNT, PART_SCORE_MIN_SHARE * total) else "image"
         if not total:
             reporter.log("image score on the whole map (no held-out images to choose the score region on)")
             return region
