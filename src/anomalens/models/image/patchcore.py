@@ -218,8 +218,8 @@ FOLD_PASSES = 2 * MAX_PASSES
 class FoldBanks:
     """PatchCore's memories for cross-fitting (:mod:`~anomalens.models.image.cross_fit`): each fold's patch rows
     get their own coreset passes (a share of the bank's buffer each, so that memory stays bounded), and the memory
-    without fold ``j`` is the union of the other folds' coresets, reduced to the size the bank would have from
-    their rows (:meth:`PatchCore.set_memory_bank`'s rule) and searched as the bank is. Where the bank is capped, a
+    without fold ``j`` is the union of the other folds' coresets (``coreset_ratio`` of their rows), reduced to the
+    bank's cap when it holds more, and searched as the bank is. Where the bank is capped, a
     fold's pass keeps at most its share of the cap (``cap / (folds - 1)``): the other folds' coresets then make a
     memory of the cap's size without a further reduction (on MVTec AD screw's 477k training patches the folds'
     coresets and reductions cost about six times the bank's own; with the share, 1.5 times)."""
@@ -250,9 +250,9 @@ class FoldBanks:
             yield False
             return
         bank, patches = torch.cat([b for b, _ in others]), sum(n for _, n in others)
-        target = d._pass_size(patches)
-        if len(bank) > target:
-            bank = d._coreset(bank, target, FOLD_PASSES - 1 - fold, SILENT)
+        cap = d.config.memory_bank_size
+        if cap is not None and len(bank) > cap:  # (below the cap the union is the ratio of their rows already)
+            bank = d._coreset(bank, d._pass_size(patches), FOLD_PASSES - 1 - fold, SILENT)
         saved = d.memory_bank_, d.index_
         d.memory_bank_ = bank.float().to(d.device)
         d._build_index()
