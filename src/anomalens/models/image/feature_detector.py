@@ -42,8 +42,8 @@ class FeatureDetectorConfig(DetectorConfig):
     # or auto: decided at fit on the held-out normal images (FeatureDetector.choose_score_region); saved resolved
     score_region: str = "auto"
     # the threshold and the score region also hear the training images, each scored by a memory built from the
-    # other folds only (models/image/cross_fit.py), not only the ~10% held out: 6 of 60 images placed the threshold
-    # where the synthetic pins' defects were found 17% of the time (README, "The threshold")
+    # other folds only (models/image/cross_fit.py), not only the ~10% held out: thresholds from the 6 held out of 60
+    # synthetic rods or pins flagged 0-20% of further normal images (1% promised), with the folds 0-1.3% (README)
     threshold_from_folds: bool = True  # the threshold also hears training images scored by memories without them
 
     # models saved before these fields existed took the maximum of the whole map, the threshold from validation alone
@@ -243,7 +243,8 @@ class FeatureDetector(Detector):
         ``uint8`` images ``(N, 3, H, W)`` and of the training images scored by memories without them (``cross``:
         their scores per region, :meth:`cross_fitted_scores`): "part" when capping the map off the part
         (:meth:`scores_and_maps`) lowers the image score of at least :data:`PART_SCORE_MIN_SHARE` of them (and at
-        least :data:`PART_SCORE_MIN_COUNT`) by more than :data:`PART_SCORE_DROP`. Warns when fewer than :data:`MIN_REGION_IMAGES` images decide.
+        least :data:`PART_SCORE_MIN_COUNT`) by more than :data:`PART_SCORE_DROP`. Warns when fewer than
+        :data:`MIN_REGION_IMAGES` images decide.
 
         The share of the frame that the part covers does not say this: capping lowers 5 of 6 held-out scores of
         the synthetic rods (0.39 of the frame, on a textured mat), none of 21 of MVTec AD bottle (0.65). Uses no
