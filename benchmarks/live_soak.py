@@ -299,7 +299,7 @@ def stages(args: argparse.Namespace, checkpoint: Path) -> dict:
     from anomalens.data.video_io import VideoWriter, frame_to_rgb
     from anomalens.live.clips import CLIP_CRF, CLIP_PRESET, shrink
     from anomalens.models.components.kernels import gaussian_blur
-    from anomalens.models.video.motion import grey_frames, orientation_histograms
+    from anomalens.models.video.motion import grey_frames
     from anomalens.models.video.stfeatures import _local_average
     from anomalens.runtime import library_threads
     from anomalens.workflows.runs import load_detector
@@ -343,8 +343,8 @@ def stages(args: argparse.Namespace, checkpoint: Path) -> dict:
             flow = scorer.flows.push(grey[0])
             done("optical flow (DIS)")
             flow = np.zeros((2, *d.flow_size), np.float32) if flow is None else flow
-            motion = orientation_histograms(torch.from_numpy(flow[None]), c.orientation_bins, c.motion_cell)
-            done("orientation histograms")
+            motion = d.motion_descriptors([flow], [grey[0]])
+            done("orientation histograms (and still texture)")
             a = d.appearance_index_.search(appearance.permute(0, 2, 3, 1).reshape(-1, appearance.shape[1]))[0]
             done("appearance search")
             m = d.motion_memory_.distances(motion)

@@ -117,3 +117,35 @@ def test_appearance_above_typical_exports_and_texture_weighted_flow_is_refused(c
                   flow_min_contrast=4.0)
     with pytest.raises(ConfigError, match="flow_min_contrast"):
         export_model(flat, "onnx", "fp32", tmp_path / "flat_bundle")
+
+
+def test_typical_appearance_ceiling_runs_in_the_exported_graphs(conveyor, tmp_path):
+    """The default discount of a whole-frame shift (typical_appearance_ceiling) is part of the motion graph: with the
+    saved ceiling lowered so that every frame is discounted, the bundle still matches the checkpoint."""
+    from safetensors.torch import load_file, save_file
+
+    run = _train(conveyor, "stfeatures", tmp_path, appearance_memory=512, appearance_samples=20_000)
+    weights_file = run / "model" / "weights.safetensors"
+    weights = load_file(str(weights_file))
+    save_file({**weights, "appearance_typical_ceiling": weights["appearance_typical_ceiling"] * 0.5}, str(weights_file))
+    check = export_model(run, "onnx", "fp32", tmp_path / "bundle").check
+    assert check["frames"] > 0 and check["same_verdicts"] and check["max_score_difference_over_threshold"] < 1e-4
+
+
+def test_still_texture_runs_in_the_bundle_and_matches_analyze_video(conveyor, tmp_path):
+    """The still-texture channel is computed by the runtime beside the optical flow and fed to the motion graph:
+    the bundle's scores equal analyze-video's on a test clip."""
+    run = _train(conveyor, "stfeatures", tmp_path, appearance_memory=512, appearance_samples=20_000, still_texture_weight=25.0)
+    bundle = export_model(run, "onnx", "fp32", tmp_path / "bundle")
+    meta = json.loads((bundle.folder / "bundle.json").read_text())
+    assert meta["video"]["still_texture_weight"] == 25.0 and "still" in meta["graphs"]["motion"]["inputs"]
+    video = _test_video(conveyor)
+    expected = analyze_video(run, video, tmp_path / "analysis", device="cpu")
+    got = VideoInferencer.load(bundle.folder).predict_video(video)
+    assert np.abs(got.scores - expected.scores).max() <= 1e-4 * abs(got.threshold)
+    assert (got.anomalous == expected.anomalous).all()
+    broken = tmp_path / "broken"
+    shutil.copytree(bundle.folder, broken)
+    (broken / "bundle.json").write_text(json.dumps({**meta, "video": {**meta["video"], "still_texture_weight": 0.0}}))
+    with pytest.raises(CheckpointError, match="still_texture_weight"):
+        VideoInferencer.load(broken)

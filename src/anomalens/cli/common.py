@@ -26,7 +26,7 @@ IMAGE_MODEL_FLAGS = ("batch_size", "target_fpr", "epochs", "lr", "latent_dim", "
 VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", "latent_dim", "lstm_hidden_dim",
                      "lstm_layers", "target_fpr", "appearance_memory", "motion_memory", "flow_preset", "frame_step",
                      "temporal_sigma", "input_blur", "training_degradations", "flow_min_contrast",
-                     "appearance_above_typical", "threshold_from_folds")
+                     "appearance_above_typical", "threshold_from_folds", "typical_appearance_ceiling", "still_texture_weight")
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -128,6 +128,12 @@ def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: 
                             "counts half (flat areas show codec noise as motion); 0 = all flow counts")
     group.add_argument("--appearance-above-typical", action=argparse.BooleanOptionalAction, default=None,
                        help="appearance score = highest cell above the frame's median cell (a codec shifts every cell)")
+    group.add_argument("--still-texture-weight", type=float, default=None,
+                       help="texture that does not move becomes one more motion channel, worth this many pixels per "
+                            "frame (a stopped belt is textured and still); 0 = none")
+    group.add_argument("--typical-appearance-ceiling", action=argparse.BooleanOptionalAction, default=None,
+                       help="the appearance score discounts a frame's typical cell distance where it lies above the "
+                            "highest seen on normal training frames (a whole-frame shift: another codec or bitrate)")
     group.add_argument("--training-degradations", nargs="*", default=None, metavar="SPEC",
                        help="re-encodings training frames also learn from: h264:CRF, jpeg:QUALITY, scale:FACTOR "
                             "(the flag alone: none)")

@@ -71,11 +71,13 @@ class MotionGraph(nn.Module):
         super().__init__()
         self.detector = detector
 
-    def forward(self, flow: torch.Tensor, appearance: torch.Tensor, motion_memory: torch.Tensor):  # type: ignore[override]
+    def forward(self, flow: torch.Tensor, appearance: torch.Tensor, motion_memory: torch.Tensor,  # type: ignore[override]
+                still: torch.Tensor | None = None):
         from anomalens.models.video.stfeatures import PositionalMemory, _local_average
 
         d, c = self.detector, self.detector.config
-        histograms = orientation_histograms(flow, c.orientation_bins, c.motion_cell)  # type: ignore[attr-defined]
+        # still: the still-texture map of each frame (still_texture_weight), computed in the runtime beside the flow
+        histograms = orientation_histograms(flow, c.orientation_bins, c.motion_cell, still)  # type: ignore[attr-defined]
         motion = _local_average(PositionalMemory(motion_memory).distances(histograms))
         a_mean, a_std, m_mean, m_std = d.standardisation_.tolist()  # type: ignore[attr-defined]
         a_score, m_score = d._frame_scores(appearance, motion)  # type: ignore[attr-defined]
@@ -127,19 +129,23 @@ def export_video_graphs(detector: BaseDetector, folder: Path) -> dict[str, Any]:
     flow = torch.zeros((2, 2, *detector.flow_size))  # type: ignore[attr-defined]
     appearance = torch.zeros((2, *detector.grid))  # type: ignore[attr-defined]
     batch = torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)
-    export_onnx_graph(MotionGraph(detector).eval(), (flow, appearance, memories["motion_memory"]), folder / "motion.onnx",
-                      ["flow", "appearance", "motion_memory"], ["appearance_cue", "motion_cue", "maps"],
-                      ({0: batch}, {0: batch}, {}))
+    still_weight = float(getattr(c, "still_texture_weight", 0.0))
+    inputs, examples, shapes = ["flow", "appearance", "motion_memory"], [flow, appearance, memories["motion_memory"]], [{0: batch}, {0: batch}, {}]
+    if still_weight > 0:
+        inputs, shapes = inputs + ["still"], shapes + [{0: batch}]
+        examples.append(torch.zeros((2, *detector.flow_size)))  # type: ignore[attr-defined]
+    export_onnx_graph(MotionGraph(detector).eval(), tuple(examples), folder / "motion.onnx", inputs,
+                      ["appearance_cue", "motion_cue", "maps"], tuple(shapes))
     graphs = {
         "appearance": {"file": "appearance.onnx", "inputs": ["images", "appearance_memory"], "outputs": ["appearance", "greys"]},
-        "motion": {"file": "motion.onnx", "inputs": ["flow", "appearance", "motion_memory"],
-                   "outputs": ["appearance_cue", "motion_cue", "maps"]},
+        "motion": {"file": "motion.onnx", "inputs": inputs, "outputs": ["appearance_cue", "motion_cue", "maps"]},
     }
     sigma = float(c.temporal_sigma)  # type: ignore[attr-defined]
     video = {
         "batch_size": int(c.batch_size),
         "flow_size": [int(v) for v in detector.flow_size],  # type: ignore[attr-defined]
         "flow_preset": c.flow_preset,  # type: ignore[attr-defined]
+        "still_texture_weight": still_weight,  # 0: the motion graph has no "still" input
         "cues": ["appearance", "motion"],
         "temporal_sigma": sigma,
         "temporal_kernel": series_kernel(sigma).tolist() if sigma > 0 else [1.0],

@@ -133,6 +133,12 @@ def _check_video(meta: dict[str, Any], path: Path) -> None:
         raise CheckpointError(f"bad video.flow_size {size!r}", path)
     if not isinstance(video.get("flow_preset"), str):
         raise CheckpointError("video.flow_preset must be a string", path)
+    still = video.get("still_texture_weight", 0.0)  # absent in bundles exported before it existed
+    if not isinstance(still, (int, float)) or isinstance(still, bool) or not 0.0 <= still <= 1000.0:
+        raise CheckpointError(f"video.still_texture_weight must be a number in [0, 1000], got {still!r}", path)
+    motion = meta["graphs"].get("motion")
+    if ("still" in (motion.get("inputs") or [] if isinstance(motion, dict) else [])) != (still > 0):
+        raise CheckpointError("the motion graph's inputs do not match video.still_texture_weight", path)
     kernel = video.get("temporal_kernel")
     if not (isinstance(kernel, list) and len(kernel) % 2 == 1
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in kernel)

@@ -115,10 +115,11 @@ class VideoInferencer:
 
     # ---- stfeatures: appearance graph, optical flow, motion graph, smoothing in time -----------------------
     def _stfeatures(self, frames: Iterator[np.ndarray]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        from anomalens.data.flow import FlowStream
+        from anomalens.data.flow import FlowStream, still_texture
 
         v = self.video
         flows = FlowStream(v["flow_preset"])
+        still_weight = float(v.get("still_texture_weight", 0.0))  # absent in bundles exported before it existed
         appearance_cue, motion_cue, maps = [], [], []
         for batch in _batches(frames, int(v["batch_size"])):
             out = self.engines["appearance"].run({"images": batch, "appearance_memory": self.constants["appearance_memory"]})
@@ -126,8 +127,10 @@ class VideoInferencer:
             flow = [flows.push(grey) for grey in greys]
             if flow[0] is None:  # the first frame of the video borrows the second's motion, as the library does
                 flow[0] = flow[1] if len(flow) > 1 else np.zeros((2, *v["flow_size"]), np.float32)
-            out = self.engines["motion"].run({"flow": np.stack(flow), "appearance": appearance,
-                                              "motion_memory": self.constants["motion_memory"]})
+            inputs = {"flow": np.stack(flow), "appearance": appearance, "motion_memory": self.constants["motion_memory"]}
+            if still_weight > 0:
+                inputs["still"] = np.stack([still_texture(g, f, still_weight) for g, f in zip(greys, flow)])
+            out = self.engines["motion"].run(inputs)
             appearance_cue.append(out["appearance_cue"])
             motion_cue.append(out["motion_cue"])
             maps.append(out["maps"].astype(np.float16))

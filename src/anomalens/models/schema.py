@@ -129,6 +129,7 @@ RANGES: dict[str, Range] = {
     "temporal_sigma": Range(0.0, 10_000.0),
     "input_blur": Range(0.0, 64.0),
     "flow_min_contrast": Range(0.0, 255.0),
+    "still_texture_weight": Range(0.0, 1000.0),
 }
 # Text settings whose syntax their model checks when it is built (refused there, as a CheckpointError on load).
 MODEL_CHECKED: dict[str, str] = {"training_degradations": "models/video/degrade.py parses each entry"}

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from anomalens.data.flow import FLOW_PRESETS, FlowStream, texture_confidence  # noqa: F401  (torch-free, shared with the runtime)
+from anomalens.data.flow import FLOW_PRESETS, FlowStream, still_texture, texture_confidence  # noqa: F401  (torch-free, shared with the runtime)
 
 
 def grey_frames(frames01: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -50,16 +50,19 @@ def grey_tensor(frames01: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return grey[:, 0].mul(255).round().clamp(0, 255).to(torch.uint8)
 
 
-def orientation_histograms(flow: torch.Tensor, bins: int, cell: int) -> torch.Tensor:
+def orientation_histograms(flow: torch.Tensor, bins: int, cell: int, still: torch.Tensor | None = None) -> torch.Tensor:
     """Flow ``(B, 2, H, W)`` -> ``(B, bins, ceil(H/cell), ceil(W/cell))`` magnitude per orientation bin.
 
     Each bin holds the mean over a ``2*cell`` window (centred on the cell) of the flow magnitude pointing into
-    that bin's sector, so a fast object that covers part of the window still stands out.
+    that bin's sector, so a fast object that covers part of the window still stands out. With ``still``
+    ``(B, H, W)`` (:func:`~anomalens.data.flow.still_texture`) its window mean is one more channel, after the bins.
     """
     magnitude = flow.norm(dim=1, keepdim=True)
     angle = torch.atan2(flow[:, 1:2], flow[:, 0:1])  # image coordinates: y points down
     index = ((angle + math.pi) * (bins / (2 * math.pi))).long().clamp_(0, bins - 1)
     weighted = torch.zeros(flow.shape[0], bins, *flow.shape[2:], dtype=flow.dtype).scatter_(1, index, magnitude)
+    if still is not None:
+        weighted = torch.cat([weighted, still[:, None].to(flow.dtype)], dim=1)
     pooled = F.avg_pool2d(weighted, 2 * cell, stride=cell, padding=cell // 2, ceil_mode=True)
     return pooled[..., : math.ceil(flow.shape[2] / cell), : math.ceil(flow.shape[3] / cell)]
 
