@@ -27,7 +27,7 @@ def _dealt_and_learned(model: str, train: torch.Tensor, **settings) -> tuple[obj
     """A model that learned ``train`` while dealing it to folds (the first half of a fit, stopped before the
     threshold)."""
     detector = create_detector(model, image_size=tuple(train.shape[-2:]), **settings)
-    detector._deal_to_folds(SILENT)
+    detector._deal_to_folds(0, SILENT)
     folds = detector._training_folds
     detector._fit(train, None, SILENT)
     detector._training_folds = None
@@ -102,6 +102,18 @@ def test_the_threshold_hears_every_training_image_not_a_tenth(model):
     assert torch.equal(with_folds.state_tensors()[next(iter(without.state_tensors()))],
                        without.state_tensors()[next(iter(without.state_tensors()))])
     assert with_folds.calibration_.validation_mean != without.calibration_.validation_mean
+
+
+def test_enough_held_out_images_set_the_threshold_alone():
+    """At a 30% target, 10 held-out normal images measure the rate (3 / 0.3 = 10 needed): no cross-fitting, the
+    threshold comes from them alone, and training says why; at 10% (30 needed) the 40 training images join them."""
+    images = woven_textures(50, seed=2)
+    reporter, lines = _logged()
+    enough = create_detector("patchcore", image_size=(64, 64), target_fpr=0.3).fit(images[:40], images[40:], reporter)
+    assert enough.calibration_.validation_count == 10
+    assert any("10 held-out images alone" in line and "no cross-fitting" in line for line in lines)
+    few = create_detector("patchcore", image_size=(64, 64), target_fpr=0.1).fit(images[:40], images[40:])
+    assert few.calibration_.validation_count == 50
 
 
 def test_streamed_fit_gives_the_threshold_of_the_fit_on_one_tensor():

@@ -194,7 +194,8 @@ def image_metrics(scores: np.ndarray, labels: np.ndarray, defect_types: list[str
         "f1_max_threshold_normalized": float(cal.normalize(f1_threshold)),
         "threshold": cal.threshold,
         "threshold_rule": (f"from normal training images only (held-out validation images"
-                           + (", and training images scored by memories that did not learn them"
+                           + (", and, when those are too few to measure the target rate, training images scored "
+                              "by memories that did not learn them"
                               if getattr(detector.config, "threshold_from_folds", False) else "")
                            + f"), target false-positive rate {cal.target_fpr:g}"),
         "false_alarm_rate": cal.false_alarm_summary(),
