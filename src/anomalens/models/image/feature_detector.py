@@ -276,8 +276,8 @@ class FeatureDetector(Detector):
             return region
         what = "held-out normal scores" if not cross else "normal scores (held-out, and training images scored by memories without them)"
         reporter.log(f"image score on the {'part' if region == 'part' else 'whole map'}: capping the map off the part "
-                     f"lowers {count} of {total} {what} by more than {PART_SCORE_DROP:.0%} (the part from "
-                     f"{PART_SCORE_MIN_SHARE:.0%} of them, at least {PART_SCORE_MIN_COUNT})")
+                     f"lowers {count} of {total} {what} by more than {PART_SCORE_DROP:.0%} (the part is chosen when "
+                     f"at least {PART_SCORE_MIN_SHARE:.0%} of them, and at least {PART_SCORE_MIN_COUNT}, are lowered)")
         if total < MIN_REGION_IMAGES:
             reporter.log(f"warning: the score region was decided on {total} normal images (fewer than "
                          f"{MIN_REGION_IMAGES}: one or two of them decide it); hold out more normal images, or choose "
