@@ -103,7 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-setting", nargs="*", default=[], metavar="KEY=VALUE",
                         help="model settings to compare against the default (numbers or words)")
     args = parser.parse_args(argv)
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="anomalens_reencode_"))
+    if args.work_dir is not None:
+        return run(args, args.work_dir)
+    # the encoded clips and the run are only needed while scoring: a temporary folder goes away afterwards
+    with tempfile.TemporaryDirectory(prefix="anomalens_reencode_") as work:
+        return run(args, Path(work))
+
+
+def run(args: argparse.Namespace, work: Path) -> int:
+    """Train (or load) the model, score every encoding of the test clips, print and write the report."""
     started = time.perf_counter()
     train, test = make_clips(args.train_clips, args.normal_test_clips, args.frames, tuple(args.size), args.seed)
 

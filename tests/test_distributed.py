@@ -210,14 +210,16 @@ def test_ray_training_matches_local_accuracy(ray_cluster, larger_test_set, tmp_p
     from anomalens.distributed.training import ray_memory_bank_fit
 
     data = larger_test_set
+    # the Ray engine sets the threshold on the validation images alone (no cross-fitting of the training images)
     local = train_image_model(data, DEFAULT_CATEGORY, "patchcore", tmp_path / "local", image_size=128, device="cpu",
-                              coreset_ratio=ratio)
+                              coreset_ratio=ratio, threshold_from_folds=False)
     distributed = train_image_model(data, DEFAULT_CATEGORY, "patchcore", tmp_path / "ray", image_size=128,
                                     device="cpu", coreset_ratio=ratio,
                                     engine=ray_memory_bank_fit(ray_cluster.address, block_size=7))
     run = json.loads((distributed.run_dir / "run.json").read_text())
     assert run["engine"]["name"] == "ray" and run["engine"]["blocks"] == 4 and run["engine"]["nodes"] == 2
     assert run["validation_files"] == json.loads((local.run_dir / "run.json").read_text())["validation_files"]
+    assert distributed.detector.config.threshold_from_folds is False  # what the model records is what was done
     local_bank, ray_bank = local.detector.memory_bank_, distributed.detector.memory_bank_
     assert abs(len(ray_bank) - len(local_bank)) <= 4  # one rounding per block
     a = evaluate_image_model(local.run_dir, device="cpu").metrics

@@ -566,10 +566,11 @@ def _rss_mb() -> float:
 def test_the_watch_hands_back_frames_freed_on_another_thread():
     """Frames (1 MB) allocated on one thread and freed on another, the last one kept, leave 200 MB of free heap
     that glibc keeps; the watch's once-a-second release hands it back to the system."""
+    from anomalens.errors import ConfigError
     from anomalens.live.reader import steady_memory
 
     release = steady_memory()
-    with pytest.raises(ValueError, match="memory setting"):
+    with pytest.raises(ConfigError, match="memory setting"):
         steady_memory("none")
     frames: list[np.ndarray] = []
 

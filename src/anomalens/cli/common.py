@@ -22,7 +22,7 @@ INTERRUPTED_EXIT_CODE = 130
 # flag dest -> the model config field it sets (the same name, by design)
 IMAGE_MODEL_FLAGS = ("batch_size", "target_fpr", "epochs", "lr", "latent_dim", "loss", "ssim_weight", "num_workers",
                      "normal_reference", "backbone", "coreset_ratio", "memory_bank_size", "exact_search", "tile",
-                     "score_region")
+                     "score_region", "threshold_from_folds")
 VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", "latent_dim", "lstm_hidden_dim",
                      "lstm_layers", "target_fpr", "appearance_memory", "motion_memory", "flow_preset", "frame_step",
                      "temporal_sigma", "input_blur", "training_degradations", "flow_min_contrast",
@@ -62,6 +62,9 @@ def add_train_flags(parser: argparse.ArgumentParser, data_help: str, example_cat
                              "whole clips; with one clip, the share of its frames at the end)")
     parser.add_argument("--batch-size", type=int, default=None, help="images, frames or windows per batch")
     parser.add_argument("--target-fpr", type=float, default=None, help="share of normal samples allowed above the threshold")
+    parser.add_argument("--threshold-from-folds", action=argparse.BooleanOptionalAction, default=None,
+                        help="the threshold also hears the training images or clips, each scored by memories that did not "
+                             "learn it (cross-fitting; patchcore, padim, stfeatures)")
 
 
 def add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
@@ -135,8 +138,6 @@ def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: 
     group.add_argument("--typical-appearance-ceiling", action=argparse.BooleanOptionalAction, default=None,
                        help="the appearance score discounts a frame's typical cell distance where it lies above the "
                             "highest seen on normal training frames (a whole-frame shift: another codec or bitrate)")
-    group.add_argument("--threshold-from-folds", action=argparse.BooleanOptionalAction, default=None,
-                       help="the threshold also hears every training clip scored by memories that did not learn it")
     group.add_argument("--training-degradations", nargs="*", default=None, metavar="SPEC",
                        help="re-encodings training frames also learn from: h264:CRF, jpeg:QUALITY, scale:FACTOR "
                             "(the flag alone: none)")

@@ -56,6 +56,10 @@ def _fit_on_ray(detector: Any, train_paths: list[Path], validation_paths: list[P
     blocks = [train_paths[i : i + block_size] for i in range(0, len(train_paths), block_size)]
     log.log(f"building the memory bank on Ray: {len(train_paths)} images in {len(blocks)} blocks of {block_size} "
             f"on {len(alive_nodes())} node(s)")
+    if getattr(detector.config, "threshold_from_folds", False):  # folds are dealt in one process's pass
+        log.log("the threshold comes from the validation images alone: --engine ray does not score the training "
+                "images by memories without them (the model records threshold_from_folds false)")
+        detector.config.threshold_from_folds = False
     config = detector.config.to_dict()
     pending = [task.remote(detector.name, config, [str(p.resolve()) for p in block], index, device, cpus_per_task)
                for index, block in enumerate(blocks)]  # the workers start while the driver decodes held_out

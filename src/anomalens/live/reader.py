@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from anomalens.errors import ConfigError
 from anomalens.live.sources import Source
 
 MMAP_THRESHOLD = 256 << 10  # bytes: the former setting (``"mmap"``): larger blocks are mapped and unmapped afresh
@@ -40,7 +41,7 @@ def steady_memory(setting: str = "trim") -> Callable[[], None]:
     for all threads (only effective before a second thread allocates). Nothing happens where the C library is
     not glibc."""
     if setting not in MEMORY_SETTINGS:
-        raise ValueError(f"memory setting must be one of {', '.join(MEMORY_SETTINGS)}, got {setting!r}")
+        raise ConfigError(f"memory setting must be one of {', '.join(MEMORY_SETTINGS)}, got {setting!r}")
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt, libc.malloc_trim  # noqa: B018 (glibc only)

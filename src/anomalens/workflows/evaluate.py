@@ -193,7 +193,11 @@ def image_metrics(scores: np.ndarray, labels: np.ndarray, defect_types: list[str
         "f1_max_threshold": f1_threshold,
         "f1_max_threshold_normalized": float(cal.normalize(f1_threshold)),
         "threshold": cal.threshold,
-        "threshold_rule": f"from validation-normal scores only, target false-positive rate {cal.target_fpr:g}",
+        "threshold_rule": (f"from normal training images only (held-out validation images"
+                           + (", and, when those are too few to measure the target rate, training images scored "
+                              "by memories that did not learn them"
+                              if getattr(detector.config, "threshold_from_folds", False) else "")
+                           + f"), target false-positive rate {cal.target_fpr:g}"),
         "false_alarm_rate": cal.false_alarm_summary(),
         "at_model_threshold": confusion_at(labels, scores, cal.threshold),
         "counts": {"test_images": int(labels.size), "normal": int((labels == 0).sum()), "anomalous": int(labels.sum())},

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -22,6 +23,8 @@ from anomalens.models.components.kernels import gaussian_blur
 from anomalens.models.base import Detector, DetectorConfig
 from anomalens.models.components.features import PatchFeatureExtractor
 from anomalens.models.components.tiling import TileGrid
+from anomalens.models.image.cross_fit import FOLDS, FoldMemories, TrainingFolds
+from anomalens.metrics.threshold import needed_validation_count
 from anomalens.progress import SILENT, Reporter
 
 
@@ -39,9 +42,14 @@ class FeatureDetectorConfig(DetectorConfig):
     # where the image score (the map's maximum) is taken: image (all of it), part (data/preprocessing.py part_mask)
     # or auto: decided at fit on the held-out normal images (FeatureDetector.choose_score_region); saved resolved
     score_region: str = "auto"
+    # the threshold and the score region also hear the training images, each scored by a memory built from the
+    # other folds only (models/image/cross_fit.py), not only the ~10% held out: thresholds from the 6 held out of 60
+    # synthetic rods or pins flagged 0-20% of further normal images (1% promised), with the folds 0-1.3% (README).
+    # Only while the held-out images are too few to measure target_fpr (300 at 1%): beyond, they suffice
+    threshold_from_folds: bool = True  # the threshold also hears training images scored by memories without them
 
-    # models saved before score_region existed took the maximum of the whole map
-    SAVED_BEFORE: ClassVar[dict[str, Any]] = {"score_region": "image"}
+    # models saved before these fields existed took the maximum of the whole map, the threshold from validation alone
+    SAVED_BEFORE: ClassVar[dict[str, Any]] = {"score_region": "image", "threshold_from_folds": False}
 
 
 SCORE_REGIONS = ("auto", "image", "part")
@@ -51,11 +59,14 @@ SCORE_REGIONS = ("auto", "image", "part")
 # held-out image's score comes from off the part (MVTec AD bottle: 0 of 21), the part score could only lose defects
 # that lie beside the part or where the colour rule misses some of it, so the whole map stays.
 PART_SCORE_MIN_SHARE = 0.1
+PART_SCORE_MIN_COUNT = 2  # ... and of at least two of them: one image's background outscoring its part is chance
 PART_SCORE_DROP = 0.01  # relative: smaller changes of the maximum are the blur's tails, not the background
 # pixels (at the model's input size, per 256 of its shorter side) around the part that still count for the score:
 # a chip at the outline is background-coloured itself, but its blurred score reaches the part's edge
 PART_MARGIN = 4
 PART_CELL = 4  # the part's mask is made of blocks of this many pixels square
+# with fewer held-out normal images than this, one or two of them decide the score region: training warns
+MIN_REGION_IMAGES = 20
 
 
 class FeatureDetector(Detector):
@@ -72,6 +83,9 @@ class FeatureDetector(Detector):
         self.extractor.to(self.device)
         self.grid_: TileGrid | None = None
         self._map_operators: dict[tuple[int, int, int, int], SeparableMapOperator] = {}
+        self._training_folds: TrainingFolds | None = None  # set while a local fit deals its images to folds
+        self._cross_fitted: np.ndarray | None = None  # the training images' scores by memories without them
+        self._dealt = False  # True from _deal_to_folds to the end of fit_with
         if c.tile is not None:
             height, width = c.image_size
             self.grid_ = TileGrid.for_image(height, width, c.tile, c.tile_overlap)
@@ -93,6 +107,9 @@ class FeatureDetector(Detector):
         step = self.config.batch_size
         return torch.cat([self.extractor(tiles[i : i + step]) for i in range(0, len(tiles), step)])
 
+    # folds of the training images for threshold_from_folds (models/image/cross_fit.py)
+    cross_fit_folds: ClassVar[int] = FOLDS
+
     # True where _fit reads its training images once, front to back, so that they can come from an iterable of
     # batches decoded as they are needed (fit_batches) instead of one tensor holding them all
     streams_training = False
@@ -112,7 +129,40 @@ class FeatureDetector(Detector):
             batches = reporter.iter(images, "extract features")
         for batch in batches:
             self._check_input(batch)
-            yield self.features(to_float(batch).to(self.device))
+            features = self.features(to_float(batch).to(self.device))
+            if self._training_folds is not None:  # the same features also build the cross-fitting memories
+                self._training_folds.add(batch, features)
+            yield features
+
+    def fold_memories(self, folds: int) -> FoldMemories | None:
+        """What the model builds, beside its own memory, to score training images by memories without them
+        (:mod:`~anomalens.models.image.cross_fit`); None where it cannot."""
+        return None
+
+    def _deal_to_folds(self, held_out: int, reporter: Reporter) -> None:
+        """Before a local fit: deal the training images to folds, when ``threshold_from_folds`` asks for it and
+        the ``held_out`` validation images are too few to measure the target rate. From that count on (300 at
+        1%) the held-out images alone place the threshold, and cross-fitting would only cost time (2.4x the fit
+        on bottle): with thousands of training images the 10% split is large enough."""
+        self._training_folds, self._dealt = None, True
+        if not self.config.threshold_from_folds:
+            return
+        needed = needed_validation_count(self.config.target_fpr)
+        if held_out >= needed:
+            reporter.log(f"threshold from the {held_out} held-out images alone: they are enough to measure a "
+                         f"false-alarm rate of {self.config.target_fpr:g} (from {needed} on), so no cross-fitting")
+            return
+        height, width = self.config.image_size
+        folds = TrainingFolds(3 * height * width, self.config.seed, self.cross_fit_folds)
+        folds.memories = self.fold_memories(folds.folds)
+        if folds.memories is None:
+            reporter.log(f"{self.name} builds no cross-fitting memories: the threshold comes from the held-out images")
+            return
+        self._training_folds = folds
+
+    def fit(self, train: torch.Tensor, validation: torch.Tensor | None = None, reporter: Reporter = SILENT) -> "FeatureDetector":
+        self._deal_to_folds(0 if validation is None else len(validation), reporter)
+        return super().fit(train, validation, reporter)  # type: ignore[return-value]
 
     def fit_batches(self, train: Callable[[], Iterable[torch.Tensor]], validation: torch.Tensor | None,
                     reporter: Reporter) -> "FeatureDetector":
@@ -127,54 +177,111 @@ class FeatureDetector(Detector):
         if held_out is None:
             reporter.log("warning: no validation images; the threshold is set on training images and may be low")
             held_out = train()
+        self._deal_to_folds(0 if validation is None else len(validation), reporter)
         return self.fit_with(lambda r: self._fit(train(), validation, r), held_out, reporter)  # type: ignore[arg-type]
 
     def fit_with(self, learn: Callable[[Reporter], None], held_out: Any, reporter: Reporter = SILENT) -> "FeatureDetector":
-        """:meth:`ImageDetector.fit_with`; with ``score_region`` "auto", the region is chosen on ``held_out``
-        (:meth:`choose_score_region`) between the learning and the threshold, which is then set for that region."""
-        if self.config.score_region != "auto":
-            return super().fit_with(learn, held_out, reporter)  # type: ignore[return-value]
+        """:meth:`ImageDetector.fit_with`; after the learning, the training images dealt to folds (:meth:`fit`,
+        :meth:`fit_batches` with ``threshold_from_folds``) are scored by memories without them, and with
+        ``score_region`` "auto" the region is chosen on ``held_out`` and those images together
+        (:meth:`choose_score_region`); the threshold is then set for that region on both."""
+        folds, self._cross_fitted = self._training_folds, None
+        auto = self.config.score_region == "auto"
+        if self.config.threshold_from_folds and not self._dealt:  # fitted elsewhere (anomalens.distributed)
+            reporter.log("threshold from the held-out images alone: training images are scored by memories without "
+                         "them only when the model is fitted in this process")
 
-        def learn_then_choose(r: Reporter) -> None:
-            learn(r)
-            if isinstance(held_out, torch.Tensor):
-                self.config.score_region = self.choose_score_region(held_out, r)
-            else:  # training images streamed twice, no validation split: nothing held out to decide on
-                self.config.score_region = "image"
-                r.log("image score on the whole map (no held-out images to choose the score region on)")
+        def learn_then_cross_fit(r: Reporter) -> None:
+            try:
+                learn(r)
+            finally:
+                self._training_folds = None  # the features of later passes (scoring) are not training images
+            regions = ("image", "part") if auto else (self.config.score_region,)
+            cross = self.cross_fitted_scores(folds, regions, r) if folds is not None else {}
+            if auto:
+                self.config.score_region = self.choose_score_region(
+                    held_out if isinstance(held_out, torch.Tensor) else None, r, cross=cross)
+            self._cross_fitted = cross.get(self.config.score_region)
 
         try:
-            return super().fit_with(learn_then_choose, held_out, reporter)  # type: ignore[return-value]
+            return super().fit_with(learn_then_cross_fit, held_out, reporter)  # type: ignore[return-value]
         except BaseException:  # stopped (or failed) before the threshold: the next fit chooses again
-            self.config.score_region = "auto"
+            if auto:
+                self.config.score_region = "auto"
             raise
+        finally:
+            self._training_folds = self._cross_fitted = None
+            self._dealt = False
+
+    def _cross_validated_scores(self) -> np.ndarray | None:
+        return self._cross_fitted
 
     @torch.no_grad()
-    def choose_score_region(self, held_out: torch.Tensor, reporter: Reporter = SILENT) -> str:
+    def cross_fitted_scores(self, folds: TrainingFolds, regions: tuple[str, ...], reporter: Reporter = SILENT) -> dict[str, np.ndarray]:
+        """Image scores (per region of ``regions``) of the training images sampled by ``folds``, each scored by
+        the memory built from the other folds (:meth:`FoldMemories.without`), in fold order."""
+        found: dict[str, list[np.ndarray]] = {region: [] for region in regions}
+        assert folds.memories is not None
+        for fold in reporter.iter(range(folds.folds), "score training images by memories without them", total=folds.folds):
+            reporter.check_cancelled()
+            with folds.memories.without(fold) as ready:
+                if not ready:
+                    continue
+                for images in folds.sampled(fold, self.config.batch_size):
+                    for region, scores in self._scores_by_region(to_float(images).to(self.device), regions).items():
+                        found[region].append(scores.float().cpu().numpy())
+        return {region: np.concatenate(parts) for region, parts in found.items() if parts}
+
+    def _scores_by_region(self, batch: torch.Tensor, regions: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """Image scores of a float batch with the score taken on each of ``regions`` ("image", "part")."""
+        given = self.config.score_region
+        try:
+            self.config.score_region = "image"
+            scores, maps, _ = self._score_batch(batch)  # the whole map: its maximum, PatchCore's reweighting
+            found = {"image": scores}
+            if "part" in regions:
+                self.config.score_region = "part"
+                found["part"], _ = self.scores_and_maps(maps, batch)
+        finally:
+            self.config.score_region = given
+        return {region: found[region] for region in regions}
+
+    @torch.no_grad()
+    def choose_score_region(self, held_out: torch.Tensor | None, reporter: Reporter = SILENT,
+                            cross: dict[str, np.ndarray] | None = None) -> str:
         """"part" or "image" for ``score_region`` "auto", from the fitted model's maps of held-out normal
-        ``uint8`` images ``(N, 3, H, W)``: "part" when capping the map off the part (:meth:`scores_and_maps`) lowers
-        the image score of at least :data:`PART_SCORE_MIN_SHARE` of them by more than :data:`PART_SCORE_DROP`.
+        ``uint8`` images ``(N, 3, H, W)`` and of the training images scored by memories without them (``cross``:
+        their scores per region, :meth:`cross_fitted_scores`): "part" when capping the map off the part
+        (:meth:`scores_and_maps`) lowers the image score of at least :data:`PART_SCORE_MIN_SHARE` of them (and at
+        least :data:`PART_SCORE_MIN_COUNT`) by more than :data:`PART_SCORE_DROP`. Warns when fewer than
+        :data:`MIN_REGION_IMAGES` images decide.
 
         The share of the frame that the part covers does not say this: capping lowers 5 of 6 held-out scores of
         the synthetic rods (0.39 of the frame, on a textured mat), none of 21 of MVTec AD bottle (0.65). Uses no
         labels and no defects; leaves ``score_region`` as it was.
         """
-        given, lowered = self.config.score_region, []
-        try:
-            for start in range(0, len(held_out), self.config.batch_size):
-                batch = to_float(held_out[start : start + self.config.batch_size]).to(self.device)
-                self.config.score_region = "image"
-                scores, maps, _ = self._score_batch(batch)  # the whole map: its maximum, PatchCore's reweighting
-                self.config.score_region = "part"
-                on_part, _ = self.scores_and_maps(maps, batch)
-                lowered.append((on_part < scores * (1 - PART_SCORE_DROP)).cpu())
-        finally:
-            self.config.score_region = given
-        count, total = int(torch.cat(lowered).sum()) if lowered else 0, len(held_out)
-        region = "part" if total and count >= PART_SCORE_MIN_SHARE * total else "image"
+        lowered = []
+        step = self.config.batch_size
+        for start in range(0, 0 if held_out is None else len(held_out), step):
+            batch = to_float(held_out[start : start + step]).to(self.device)  # type: ignore[index]
+            scores = self._scores_by_region(batch, ("image", "part"))
+            lowered.append((scores["part"] < scores["image"] * (1 - PART_SCORE_DROP)).cpu().numpy())
+        if cross and "part" in cross:
+            lowered.append(cross["part"] < cross["image"] * (1 - PART_SCORE_DROP))
+        flags = np.concatenate(lowered) if lowered else np.zeros(0, bool)
+        count, total = int(flags.sum()), len(flags)
+        region = "part" if total and count >= max(PART_SCORE_MIN_COUNT, PART_SCORE_MIN_SHARE * total) else "image"
+        if not total:
+            reporter.log("image score on the whole map (no held-out images to choose the score region on)")
+            return region
+        what = "held-out normal scores" if not cross else "normal scores (held-out, and training images scored by memories without them)"
         reporter.log(f"image score on the {'part' if region == 'part' else 'whole map'}: capping the map off the part "
-                     f"lowers {count} of {total} held-out normal scores by more than {PART_SCORE_DROP:.0%} (the part "
-                     f"from {PART_SCORE_MIN_SHARE:.0%} of them)")
+                     f"lowers {count} of {total} {what} by more than {PART_SCORE_DROP:.0%} (the part is chosen when "
+                     f"at least {PART_SCORE_MIN_SHARE:.0%} of them, and at least {PART_SCORE_MIN_COUNT}, are lowered)")
+        if total < MIN_REGION_IMAGES:
+            reporter.log(f"warning: the score region was decided on {total} normal images (fewer than "
+                         f"{MIN_REGION_IMAGES}: one or two of them decide it); hold out more normal images, or choose "
+                         "it with --score-region image or part")
         return region
 
     def scores_to_maps(self, patch_scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

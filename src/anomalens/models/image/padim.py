@@ -16,14 +16,15 @@ themselves come batch by batch through :meth:`~FeatureDetector.fit_batches`).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import torch
 
 from anomalens.errors import ConfigError
 from anomalens.models.image.feature_detector import FeatureDetector, FeatureDetectorConfig
-from anomalens.progress import Reporter
+from anomalens.progress import SILENT, Reporter
 
 # refuse settings whose statistics would take more than 4 GiB: float64 running sums while fitting (8 bytes per
 # covariance entry) plus the float32 precision matrices they become (4 bytes)
@@ -79,16 +80,18 @@ class GaussianStatistics:
     ``||x||^4``, ``||x||^2 x`` and ``x x^T``, all kept here.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, shift: torch.Tensor | None = None) -> None:
         self.count = 0
-        self.shift: torch.Tensor | None = None
+        self.shift = shift  # None: the first batch's mean; given, statistics of several sets add up (combined)
+        self.sum: torch.Tensor | None = None
 
     def add(self, samples: torch.Tensor) -> None:
         """Fold in ``samples`` ``(P, n, C)``: ``n`` samples at each of ``P`` positions."""
         x = samples.double()
-        if self.shift is None:
+        if self.sum is None:
             positions, _, channels = x.shape
-            self.shift = x.mean(dim=1)
+            if self.shift is None:
+                self.shift = x.mean(dim=1)
             zeros = dict(dtype=torch.float64, device=x.device)
             self.sum = torch.zeros(positions, channels, **zeros)
             self.outer = torch.zeros(positions, channels, channels, **zeros)
@@ -103,6 +106,15 @@ class GaussianStatistics:
         self.norm2 += squared.sum(dim=1)
         self.norm4 += (squared * squared).sum(dim=1)
         self.norm2_weighted += torch.bmm(squared[:, None, :], x)[:, 0]
+
+    @classmethod
+    def combined(cls, parts: list["GaussianStatistics"]) -> "GaussianStatistics":
+        """The statistics of the samples of all ``parts`` together (each with samples, all about one shift)."""
+        total = cls(parts[0].shift)
+        total.count = sum(p.count for p in parts)
+        for name in ("sum", "outer", "norm2", "norm4", "norm2_weighted"):
+            setattr(total, name, sum(getattr(p, name) for p in parts))
+        return total
 
     def mean(self) -> torch.Tensor:
         assert self.shift is not None, "no samples were added"
@@ -129,6 +141,9 @@ class Padim(FeatureDetector):
     config_class = PadimConfig
     config: PadimConfig
     streams_training = True  # one pass of running sums (GaussianStatistics)
+    # cross-fitting keeps running sums per fold (as large as the model's own) and inverts their covariances once
+    # per fold: two folds cost two more sets of sums and two more inversions
+    cross_fit_folds = 2
 
     def __init__(self, config: PadimConfig | None = None, device: str | torch.device = "cpu") -> None:
         super().__init__(config, device)
@@ -145,14 +160,29 @@ class Padim(FeatureDetector):
         self.precision_: torch.Tensor | None = None
 
     def _fit(self, train: torch.Tensor | Iterable[torch.Tensor], validation: torch.Tensor | None, reporter: Reporter) -> None:
-        tiles = self.grid_.count if self.grid_ is not None else 1
         statistics = GaussianStatistics()
         for features in self.training_features(train, reporter):
-            # (B * tiles, C, h, w) -> positions-first (tiles * h * w, B, C); tile position is part of the location
-            images, (channels, h, w) = len(features) // tiles, features.shape[1:]
-            statistics.add(features.reshape(images, tiles, channels, h * w).permute(1, 3, 0, 2).reshape(-1, images, channels))
+            statistics.add(self.position_samples(features))
         if statistics.count == 0:
             raise ConfigError("padim needs at least one training image")
+        self.mean_, self.precision_ = self._gaussians(statistics, reporter)
+        self.history_.append({"positions": self.mean_.shape[0], "training_images": statistics.count})
+
+    def position_samples(self, features: torch.Tensor) -> torch.Tensor:
+        """Features ``(B * tiles, C, h, w)`` -> positions-first ``(tiles * h * w, B, C)``; the tile is part of the
+        position."""
+        tiles = self.grid_.count if self.grid_ is not None else 1
+        images, (channels, h, w) = len(features) // tiles, features.shape[1:]
+        return features.reshape(images, tiles, channels, h * w).permute(1, 3, 0, 2).reshape(-1, images, channels)
+
+    def fold_memories(self, folds: int) -> "FoldGaussians | None":
+        h, w = self.feature_grid()
+        tiles = self.grid_.count if self.grid_ is not None else 1
+        needed = (1 + folds) * tiles * h * w * self.extractor.out_channels**2 * BYTES_PER_ENTRY
+        return FoldGaussians(self, folds) if needed <= MAX_STATISTICS_BYTES else None  # each fold: its own sums
+
+    def _gaussians(self, statistics: GaussianStatistics, reporter: Reporter) -> tuple[torch.Tensor, torch.Tensor]:
+        """The means and precision matrices of ``statistics``."""
         mean = statistics.mean()
         positions, channels = mean.shape
         precision = torch.empty((positions, channels, channels), device=mean.device)
@@ -161,8 +191,7 @@ class Padim(FeatureDetector):
         for start in reporter.iter(steps, "fit gaussians", total=len(steps)):
             cov = statistics.shrunk_covariance(start, start + POSITIONS_PER_STEP) + self.config.ridge * eye
             precision[start : start + POSITIONS_PER_STEP] = spd_inverse(cov).float()
-        self.mean_, self.precision_ = mean.float().to(self.device), precision.to(self.device)
-        self.history_.append({"positions": positions, "training_images": statistics.count})
+        return mean.float().to(self.device), precision.to(self.device)
 
     def _score_batch(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         if self.mean_ is None or self.precision_ is None:
@@ -193,3 +222,35 @@ class Padim(FeatureDetector):
             raise ValueError(f"statistics of shape {tuple(mean.shape)} do not fit {channels} channels")
         self.load_extractor_state(tensors)
         self.mean_, self.precision_ = mean.float().to(self.device), precision.float().to(self.device)
+
+
+class FoldGaussians:
+    """PaDiM's memories for cross-fitting (:mod:`~anomalens.models.image.cross_fit`): running sums per fold, all
+    about one shift, so that the Gaussians without fold ``j`` are those of the other folds' sums added up."""
+
+    def __init__(self, detector: Padim, folds: int) -> None:
+        self.detector = detector
+        self.statistics: list[GaussianStatistics] = []
+        self.folds = folds
+
+    def add(self, features: torch.Tensor, folds: torch.Tensor) -> None:
+        samples = self.detector.position_samples(features)
+        if not self.statistics:  # the first batch's mean, as the model's own statistics take it
+            shift = samples.double().mean(dim=1)
+            self.statistics = [GaussianStatistics(shift) for _ in range(self.folds)]
+        for fold in folds.unique().tolist():
+            self.statistics[fold].add(samples[:, folds == fold])
+
+    @contextmanager
+    def without(self, fold: int) -> Iterator[bool]:
+        d = self.detector
+        others = [s for f, s in enumerate(self.statistics) if f != fold and s.count]
+        if not others:
+            yield False
+            return
+        saved = d.mean_, d.precision_
+        d.mean_, d.precision_ = d._gaussians(GaussianStatistics.combined(others), SILENT)
+        try:
+            yield True
+        finally:
+            d.mean_, d.precision_ = saved
