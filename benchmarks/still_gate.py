@@ -2,7 +2,7 @@
 
 For every normal *training* clip of a video category, the optical flow and the orientation histograms exactly as
 ``stfeatures`` keeps them at fit time (every ``frame_step``-th frame), then per motion cell the share of those
-frames in which the cell moves (window mean flow above ``MOVING_SPEED``) and the gate that share gives
+frames in which the cell moves (``moving_share``: window mean flow above ``STILL_SPEED``) and the gate that share gives
 (``moving_share_gate``: 0 below a share of 0.5, 1 from 0.9). Reads no test clip and no label. Where the gate is 0
 in every cell of every clip, the gated still-texture channel is identically zero for any choice of training clips,
 so the model scores exactly as without still texture (UCSD Ped2).
@@ -24,7 +24,7 @@ from anomalens.data.preprocessing import to_float
 from anomalens.data.video_datasets import discover_video_category
 from anomalens.models.base import create_detector
 from anomalens.models.video.motion import grey_frames
-from anomalens.models.video.stfeatures import MOVING_SPEED, moving_share_gate
+from anomalens.models.video.stfeatures import moving_share, moving_share_gate
 from anomalens.runtime import write_json_atomic
 
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     clips, histograms = {}, []
     for ref in found.train:
         hist = clip_histograms(detector, list(ref.open(detector.preprocessing)))
-        share = (hist.sum(dim=1) > MOVING_SPEED).float().mean(dim=0)
+        share = moving_share(hist)
         clips[ref.path.name] = {"frames": len(hist), "highest_moving_share": round(float(share.max()), 4),
                                 "gate_max": float(moving_share_gate(hist).max())}
         histograms.append(hist)

@@ -137,7 +137,8 @@ def _check_video(meta: dict[str, Any], path: Path) -> None:
     if not isinstance(still, (int, float)) or isinstance(still, bool) or not 0.0 <= still <= 1000.0:
         raise CheckpointError(f"video.still_texture_weight must be a number in [0, 1000], got {still!r}", path)
     motion = meta["graphs"].get("motion")
-    if ("still" in (motion.get("inputs") or [] if isinstance(motion, dict) else [])) != (still > 0):
+    motion_inputs = (motion.get("inputs") or []) if isinstance(motion, dict) else []
+    if ("still" in motion_inputs) != (still > 0):
         raise CheckpointError("the motion graph's inputs do not match video.still_texture_weight", path)
     kernel = video.get("temporal_kernel")
     if not (isinstance(kernel, list) and len(kernel) % 2 == 1

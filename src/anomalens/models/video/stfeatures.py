@@ -52,6 +52,7 @@ from anomalens.models.components.features import PatchFeatureExtractor
 from anomalens.models.components.kernels import DelayedGaussian, gaussian_blur, gaussian_smooth_1d, series_kernel
 from anomalens.models.video.motion import (
     FLOW_PRESETS,
+    STILL_SPEED,
     FlowStream,
     flow_views,
     grey_frames,
@@ -639,22 +640,27 @@ class _NormalData:
         self.patches.add(appearance.permute(0, 2, 3, 1).reshape(-1, appearance.shape[1]))
 
 
-MOVING_SPEED = 0.5  # pixels per frame (window mean) above which a cell counts as moving in a frame (data/flow.py STILL_SPEED)
 # share of training frames in which a cell moves: still texture counts nothing below the first, fully from the second
 RELIABLE_MOTION = (0.5, 0.9)
+
+
+def moving_share(histograms: torch.Tensor) -> torch.Tensor:
+    """Orientation histograms ``(N, bins, hm, wm)`` -> ``(hm, wm)``: the share of the frames in which each cell
+    moves, i.e. its window's mean flow magnitude (the bins' sum) exceeds the speed below which
+    :func:`~anomalens.data.flow.still_texture` counts a pixel as still (``STILL_SPEED``): one line between still
+    and moving for both."""
+    return (histograms.sum(dim=1) > STILL_SPEED).float().mean(dim=0)
 
 
 def moving_share_gate(histograms: torch.Tensor) -> torch.Tensor:
     """Orientation histograms ``(N, bins, hm, wm)`` of normal frames -> ``(hm, wm)`` in [0, 1]: how reliably each
     cell moves in normal operation, the weight of its still-texture channel (``still_texture_where_moving``).
 
-    A cell moves in a frame when its window's mean flow magnitude (the bins' sum) exceeds :data:`MOVING_SPEED`;
-    the share of frames in which it moves maps linearly from ``RELIABLE_MOTION[0]`` (weight 0) to
-    ``RELIABLE_MOTION[1]`` (weight 1). A belt that always runs gets 1, a background that never moves 0, a walkway
-    that moves only when someone passes little or nothing: its stillness is normal, not a stop."""
-    share = (histograms.sum(dim=1) > MOVING_SPEED).float().mean(dim=0)
+    The share of frames in which a cell moves (:func:`moving_share`) maps linearly from ``RELIABLE_MOTION[0]``
+    (weight 0) to ``RELIABLE_MOTION[1]`` (weight 1). A belt that always runs gets 1, a background that never moves
+    0, a walkway that moves only when someone passes little or nothing: its stillness is normal, not a stop."""
     low, high = RELIABLE_MOTION
-    return ((share - low) / (high - low)).clamp(0.0, 1.0)
+    return ((moving_share(histograms) - low) / (high - low)).clamp(0.0, 1.0)
 
 
 def as_if_smoothed(scores: np.ndarray, lengths: Sequence[int], sigma: float) -> np.ndarray:
