@@ -95,6 +95,18 @@ class MotionGraph(nn.Module):
         return appearance_cue, motion_cue, d._standardised_map(appearance, motion)  # type: ignore[attr-defined]
 
 
+class _WithoutStill(nn.Module):
+    """The motion graph of a model with a codec memory and no still texture: ``coded`` is its fourth input."""
+
+    def __init__(self, graph: MotionGraph) -> None:
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, flow: torch.Tensor, appearance: torch.Tensor, motion_memory: torch.Tensor,  # type: ignore[override]
+                coded: torch.Tensor):
+        return self.graph(flow, appearance, motion_memory, None, coded)
+
+
 class WindowGraph(nn.Module):
     """convlstm: one window ``(1, T, 3, H, W)`` ``uint8`` -> per-frame error maps ``(T, H/4, W/4)``, locally averaged."""
 
@@ -151,12 +163,13 @@ def export_video_graphs(detector: BaseDetector, folder: Path) -> dict[str, Any]:
     if still_weight > 0:
         inputs, shapes = inputs + ["still"], shapes + [{0: batch}]
         examples.append(torch.zeros((2, *detector.flow_size)))  # type: ignore[attr-defined]
+    motion_graph: nn.Module = MotionGraph(detector)
     if "codec_memory" in memories:
-        if still_weight <= 0:  # positional: "coded" follows "still" in MotionGraph.forward
-            raise ValueError("a codec memory without still texture cannot be exported yet")
         inputs, shapes = inputs + ["coded"], shapes + [{0: batch}]
         examples.append(torch.zeros((2, *detector.grid)))  # type: ignore[attr-defined]
-    export_onnx_graph(MotionGraph(detector).eval(), tuple(examples), folder / "motion.onnx", inputs,
+        if still_weight <= 0:
+            motion_graph = _WithoutStill(motion_graph)
+    export_onnx_graph(motion_graph.eval(), tuple(examples), folder / "motion.onnx", inputs,
                       ["appearance_cue", "motion_cue", "maps"], tuple(shapes))
     graphs = {
         "appearance": {"file": "appearance.onnx", "inputs": appearance_inputs, "outputs": appearance_outputs},
@@ -168,6 +181,8 @@ def export_video_graphs(detector: BaseDetector, folder: Path) -> dict[str, Any]:
         "flow_size": [int(v) for v in detector.flow_size],  # type: ignore[attr-defined]
         "flow_preset": c.flow_preset,  # type: ignore[attr-defined]
         "still_texture_weight": still_weight,  # 0: the motion graph has no "still" input
+        # false when the gate is 0 in every cell: the runtime feeds zeros instead of computing the map
+        "still_texture_counted": bool(still_weight > 0 and not getattr(detector, "still_texture_gated_off", False)),
         "cues": ["appearance", "motion"],
         "temporal_sigma": sigma,
         "temporal_kernel": series_kernel(sigma).tolist() if sigma > 0 else [1.0],
