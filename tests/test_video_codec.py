@@ -112,13 +112,15 @@ def test_the_codec_memory_is_validated_on_load_and_absent_from_models_saved_befo
 
 
 @pytest.mark.slow
-def test_the_codec_memory_runs_in_the_exported_graphs(tmp_path):
+@pytest.mark.parametrize("still_texture_weight", [25.0, 0.0])  # with and without the motion graph's "still" input
+def test_the_codec_memory_runs_in_the_exported_graphs(tmp_path, still_texture_weight):
     """With the saved ceiling lowered so that every frame consults the codec memory, the bundle (a second memory
     input to the appearance graph, its distances passed to the motion graph) matches the checkpoint."""
     size = (64, 96)
     root = make_synthetic_video_dataset(tmp_path / "conveyor", n_train=2, n_test=1, n_frames=24, size=size)
     run = train_video_model(root, CATEGORY, "stfeatures", tmp_path / "results", image_size=size, device="cpu",
-                            run_name="codec", appearance_memory=512, appearance_samples=20_000, codec_memory=CODEC).run_dir
+                            run_name="codec", appearance_memory=512, appearance_samples=20_000, codec_memory=CODEC,
+                            still_texture_weight=still_texture_weight).run_dir
     weights_file = run / "model" / "weights.safetensors"
     weights = load_file(str(weights_file))
     save_file({**weights, "appearance_typical_ceiling": weights["appearance_typical_ceiling"] * 0.5}, str(weights_file))
