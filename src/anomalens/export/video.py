@@ -95,16 +95,12 @@ class MotionGraph(nn.Module):
         return appearance_cue, motion_cue, d._standardised_map(appearance, motion)  # type: ignore[attr-defined]
 
 
-class _WithoutStill(nn.Module):
+class _MotionGraphWithoutStill(MotionGraph):
     """The motion graph of a model with a codec memory and no still texture: ``coded`` is its fourth input."""
-
-    def __init__(self, graph: MotionGraph) -> None:
-        super().__init__()
-        self.graph = graph
 
     def forward(self, flow: torch.Tensor, appearance: torch.Tensor, motion_memory: torch.Tensor,  # type: ignore[override]
                 coded: torch.Tensor):
-        return self.graph(flow, appearance, motion_memory, None, coded)
+        return super().forward(flow, appearance, motion_memory, None, coded)
 
 
 class WindowGraph(nn.Module):
@@ -163,12 +159,12 @@ def export_video_graphs(detector: BaseDetector, folder: Path) -> dict[str, Any]:
     if still_weight > 0:
         inputs, shapes = inputs + ["still"], shapes + [{0: batch}]
         examples.append(torch.zeros((2, *detector.flow_size)))  # type: ignore[attr-defined]
-    motion_graph: nn.Module = MotionGraph(detector)
+    motion_graph = MotionGraph(detector)
     if "codec_memory" in memories:
         inputs, shapes = inputs + ["coded"], shapes + [{0: batch}]
         examples.append(torch.zeros((2, *detector.grid)))  # type: ignore[attr-defined]
         if still_weight <= 0:
-            motion_graph = _WithoutStill(motion_graph)
+            motion_graph = _MotionGraphWithoutStill(detector)
     export_onnx_graph(motion_graph.eval(), tuple(examples), folder / "motion.onnx", inputs,
                       ["appearance_cue", "motion_cue", "maps"], tuple(shapes))
     graphs = {
