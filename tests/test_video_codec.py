@@ -134,7 +134,7 @@ def test_the_codec_memory_runs_in_the_exported_graphs(tmp_path, still_texture_we
 def test_the_clean_memories_threshold_and_ceiling_are_those_of_a_model_without_it(fitted):
     """The copies have their own sample: what a model without the codec memory learns is learned bit for bit."""
     train = [clip(seed)[0] for seed in range(4)]
-    plain = create_detector("stfeatures", **SETTINGS).fit_clips(train, [clip(10)[0]])
+    plain = create_detector("stfeatures", **{**SETTINGS, "codec_memory": ()}).fit_clips(train, [clip(10)[0]])
     assert plain.codec_index_ is None
     assert torch.equal(plain.appearance_index_.bank, fitted.appearance_index_.bank)
     assert torch.equal(plain.motion_memory_.bank, fitted.motion_memory_.bank)
