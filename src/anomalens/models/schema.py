@@ -99,6 +99,7 @@ RANGES: dict[str, Range] = {
     "blur_sigma": Range(0.0, 256.0),
     "tile": SIDE,
     "tile_overlap": Range(0, limits.MAX_IMAGE_SIDE - 1),
+    "score_window": Range(1, limits.MAX_IMAGE_SIDE),
     "coreset_ratio": Range(0.0, 1.0, open_low=True),
     "coreset_projection_dim": Range(1, limits.MAX_CHANNELS),
     "num_neighbours": Range(1, 1000),
