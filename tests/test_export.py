@@ -183,11 +183,14 @@ def test_benchmark_compares_exported_runtimes_with_pytorch(patchcore_run, synthe
 
 
 def test_part_score_region_bundle_reproduces_the_checkpoint(synthetic_image_dataset, tmp_path):
-    """score_region "part" takes the image score on the part alone: the maps graph gets the images too."""
+    """score_region "part" takes the image score on the part alone: the maps graph gets the images too, and
+    averages the capped map over score_window squares (the default 20 px: 5 blocks of 4 px) as the checkpoint does."""
+    from anomalens.workflows.runs import read_model_config
     from anomalens.workflows.train import train_image_model
 
     root, category = synthetic_image_dataset
     run = train_image_model(root, category, "patchcore", tmp_path, image_size=64, device="cpu", score_region="part").run_dir
     bundle = export_model(run, "onnx", "fp32", tmp_path / "bundle")
     assert bundle.bundle["graphs"]["maps"]["inputs"] == ["distances", "weights", "images"]
+    assert read_model_config(run)["config"]["score_window"] == 20
     assert_parity(run, bundle.folder, _test_paths(root, category))
