@@ -13,7 +13,7 @@ Prints a Markdown table.
 
     PYTHONPATH=src python benchmarks/tall_images.py --output /tmp/tall.json
 
-About ten minutes on a 2-core CPU.
+About fifteen minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
