@@ -74,7 +74,7 @@ class Calibration:
     clip_held_out_fpr: float | None = None
     # cross-fitting (training items scored by memories that did not learn them) errs high: a memory that learned
     # fewer items scores normal data higher. How far those scores stood above the final model's, measured on the
-    # held-out items (unseen by both) and taken off before they joined the threshold (:func:`fold_shift`), in
+    # held-out items (unseen by both) and taken off before they joined the threshold (:func:`score_shift`), in
     # score units of the final model; and how many independent held-out items measured it (None: no folds, or a
     # model saved before this correction)
     fold_shift: float | None = None
@@ -155,57 +155,59 @@ def needed_validation_count(target_fpr: float) -> int:
     return int(math.ceil(EXPECTED_EXCEEDANCES / target_fpr))
 
 
-# the shift of cross-fitted scores is measured on at least this many independent held-out items, else not applied
+# a score shift is measured on at least this many independent items, else not applied
 MIN_SHIFT_ITEMS = 3
 
 
 @dataclass(frozen=True)
-class FoldShift:
-    """How far scores by cross-fitting memories stand above the final model's on the same unseen normal items."""
+class ScoreShift:
+    """How far one scorer's scores stand above another's on the same normal items (paired)."""
 
-    shift: float  # what to subtract from cross-fitted scores (the measured mean, shrunk by its uncertainty)
+    shift: float  # what to subtract from the first scorer's scores (the measured mean, shrunk by its uncertainty)
     measured: float  # the mean difference as measured
-    items: float  # independent held-out items it was measured on (autocorrelation removed for clips)
-    note: str  # one line for the training log: what was measured and what was applied, or why nothing
+    items: float  # independent items it was measured on (autocorrelation removed for clips)
+    note: str  # one line for the log: what was measured and what was applied, or why nothing
 
 
-def fold_shift(by_folds: np.ndarray, full: np.ndarray, series_lengths: Sequence[int] | None = None) -> FoldShift:
-    """The bias of cross-fitted scores, from held-out normal items that neither the final model nor any fold's
-    memory learned: ``by_folds`` ``(folds, N)`` their scores by each fold's memory (the memory without that
-    fold), ``full`` ``(N,)`` by the final model. Every training item's cross-fitted score comes from one such
-    memory, so their mean difference is the expected excess of a cross-fitted score over what the final model
-    gives unseen normal data.
+def score_shift(others: np.ndarray, reference: np.ndarray, series_lengths: Sequence[int] | None = None,
+                what: str = "cross-fitted scores") -> ScoreShift:
+    """The mean excess of ``others`` ``(K, N)`` (each row: the same ``N`` normal items scored another way) over
+    ``reference`` ``(N,)``, to subtract from scores of that other kind before they are compared with the reference.
 
-    Paired differences vary far less than the scores, yet a few held-out items measure them roughly: the mean
-    is shrunk towards 0 by its standard error (``mean * max(0, 1 - se^2 / mean^2)``, the positive-part
-    James-Stein factor), so that an uncertain shift is applied only in part; with fewer than
-    :data:`MIN_SHIFT_ITEMS` independent items (or clips counted by their effective size, ``series_lengths``)
-    nothing is applied.
+    Cross-fitting: held-out normal items that neither the final model nor any fold's memory learned, scored by
+    each fold's memory (the memory without that fold) and by the final model. Every training item's cross-fitted
+    score comes from one such memory, and a memory that learned fewer items scores normal data higher: the mean
+    difference is the expected excess of a cross-fitted score over what the final model gives unseen normal data.
+    Export: a quantised bundle's scores against the checkpoint's, on the same validation images.
 
-    >>> shift = fold_shift(np.array([[1.3, 2.6, 3.4, 4.7], [1.5, 2.6, 3.2, 4.7]]), np.array([1.0, 2.0, 3.0, 4.0]))
+    Paired differences vary far less than the scores, yet a few items measure them roughly: the mean is shrunk
+    towards 0 by its standard error (``mean * max(0, 1 - se^2 / mean^2)``, the positive-part James-Stein factor),
+    so that an uncertain shift is applied only in part; with fewer than :data:`MIN_SHIFT_ITEMS` independent items
+    (clips counted by their effective size, ``series_lengths``) nothing is applied.
+
+    >>> shift = score_shift(np.array([[1.3, 2.6, 3.4, 4.7], [1.5, 2.6, 3.2, 4.7]]), np.array([1.0, 2.0, 3.0, 4.0]))
     >>> round(shift.measured, 3), round(shift.shift, 3)
     (0.5, 0.483)
     """
-    full = np.asarray(full, dtype=np.float64).ravel()
-    by_folds = np.asarray(by_folds, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64).ravel()
+    others = np.asarray(others, dtype=np.float64)
     differences = np.zeros(0)
-    if full.size and by_folds.size:
-        differences = (by_folds.reshape(-1, full.size) - full[None]).mean(axis=0)
+    if reference.size and others.size:
+        differences = (others.reshape(-1, reference.size) - reference[None]).mean(axis=0)
         differences = differences[np.isfinite(differences)]
     if differences.size == 0:
-        return FoldShift(0.0, 0.0, 0.0, "cross-fitted scores taken as they are: no held-out item to measure their bias on")
+        return ScoreShift(0.0, 0.0, 0.0, f"{what} taken as they are: no normal item to measure their shift on")
     lengths = series_lengths if series_lengths is not None and sum(series_lengths) == differences.size else None
     items = effective_sample_size(differences, lengths)
     measured = float(differences.mean())
     if items < MIN_SHIFT_ITEMS:
-        return FoldShift(0.0, measured, items, f"cross-fitted scores taken as they are: {items:.0f} independent held-out "
-                         f"item(s) cannot measure their bias (at least {MIN_SHIFT_ITEMS}; measured {measured:+.3g})")
+        return ScoreShift(0.0, measured, items, f"{what} taken as they are: {items:.0f} independent item(s) cannot "
+                          f"measure their shift (at least {MIN_SHIFT_ITEMS}; measured {measured:+.3g})")
     squared_error = float(differences.var(ddof=1)) / items if differences.size > 1 else math.inf
     factor = max(0.0, 1.0 - squared_error / measured**2) if measured else 0.0
     shift = measured * factor
-    return FoldShift(shift, measured, items, f"cross-fitted scores lowered by {shift:.3g}: on {items:.0f} independent "
-                     f"held-out normal items they stood {measured:+.3g} above the final model's scores "
-                     f"(standard error {math.sqrt(squared_error):.2g})")
+    return ScoreShift(shift, measured, items, f"{what} lowered by {shift:.3g}: on {items:.0f} independent normal "
+                      f"items they stood {measured:+.3g} above the reference scores (standard error {math.sqrt(squared_error):.2g})")
 
 
 def effective_sample_size(scores: np.ndarray, series_lengths: Sequence[int] | None = None) -> float:

@@ -25,8 +25,7 @@ from anomalens.models.base import Detector, DetectorConfig
 from anomalens.models.components.features import PatchFeatureExtractor
 from anomalens.models.components.tiling import TileGrid
 from anomalens.models.image.cross_fit import FOLDS, FoldMemories, TrainingFolds
-from anomalens.metrics.threshold import FoldShift, needed_validation_count
-from anomalens.metrics.threshold import fold_shift as threshold_fold_shift
+from anomalens.metrics.threshold import ScoreShift, needed_validation_count, score_shift
 from anomalens.progress import SILENT, Reporter
 
 
@@ -198,7 +197,7 @@ class FeatureDetector(Detector):
         scores lowered by how far the folds' memories score the held-out images above the model
         (:meth:`fold_shift`), which the calibration keeps (``fold_shift``)."""
         folds, self._cross_fitted = self._training_folds, None
-        shift: FoldShift | None = None
+        shift: ScoreShift | None = None
         unseen = held_out if self._held_out_unseen and isinstance(held_out, torch.Tensor) else None
         auto = self.config.score_region == "auto"
         if self.config.threshold_from_folds and not self._dealt:  # fitted elsewhere (anomalens.distributed)
@@ -240,15 +239,15 @@ class FeatureDetector(Detector):
         return self._cross_fitted
 
     @torch.no_grad()
-    def fold_shift(self, folds: TrainingFolds, held_out: torch.Tensor | None, reporter: Reporter = SILENT) -> FoldShift:
+    def fold_shift(self, folds: TrainingFolds, held_out: torch.Tensor | None, reporter: Reporter = SILENT) -> ScoreShift:
         """How far the folds' memories score unseen normal images above the fitted model, in its score region:
         the held-out ``uint8`` images (at most :data:`SHIFT_IMAGES`), which no memory learned, scored by the model
-        and by each fold's memory (:func:`~anomalens.metrics.threshold.fold_shift`). A memory that learned fewer
+        and by each fold's memory (:func:`~anomalens.metrics.threshold.score_shift`). A memory that learned fewer
         images scores normal images higher, and each training image's cross-fitted score comes from such a memory;
         uncorrected, the threshold erred high (the synthetic pins of seed 1: their mean stood 0.39 above that of
         unseen normal images, README). No held-out images: no shift."""
         if held_out is None or not len(held_out) or folds.memories is None:
-            return threshold_fold_shift(np.zeros((0, 0)), np.zeros(0))
+            return score_shift(np.zeros((0, 0)), np.zeros(0))
         held_out = held_out[:SHIFT_IMAGES]
         region = (self.config.score_region,)
         step = self.config.batch_size
@@ -264,7 +263,7 @@ class FeatureDetector(Detector):
             with folds.memories.without(fold) as ready:
                 if ready:
                     by_folds.append(scores())
-        return threshold_fold_shift(np.stack(by_folds) if by_folds else np.zeros((0, len(full))), full)
+        return score_shift(np.stack(by_folds) if by_folds else np.zeros((0, len(full))), full)
 
     @torch.no_grad()
     def cross_fitted_scores(self, folds: TrainingFolds, regions: tuple[str, ...], reporter: Reporter = SILENT) -> dict[str, np.ndarray]:
