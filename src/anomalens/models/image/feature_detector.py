@@ -210,14 +210,14 @@ class FeatureDetector(Detector):
             finally:
                 self._training_folds = None  # the features of later passes (scoring) are not training images
             regions = ("image", "part") if auto else (self.config.score_region,)
-            cross = self.cross_fitted_scores(folds, regions, r) if folds is not None else {}
+            cross, held_out_by_folds = self._score_by_fold_memories(folds, regions, unseen, r) if folds is not None else ({}, {})
             if auto:
                 self.config.score_region = self.choose_score_region(
                     held_out if isinstance(held_out, torch.Tensor) else None, r, cross=cross)
             self._cross_fitted = cross.get(self.config.score_region)
             if self._cross_fitted is not None and folds is not None:
                 nonlocal shift
-                shift = self.fold_shift(folds, unseen, r)
+                shift = self._shift_of(held_out_by_folds.get(self.config.score_region), unseen)
                 r.log(shift.note)
                 self._cross_fitted = self._cross_fitted - shift.shift
 
@@ -238,38 +238,46 @@ class FeatureDetector(Detector):
     def _cross_validated_scores(self) -> np.ndarray | None:
         return self._cross_fitted
 
-    @torch.no_grad()
     def fold_shift(self, folds: TrainingFolds, held_out: torch.Tensor | None, reporter: Reporter = SILENT) -> ScoreShift:
         """How far the folds' memories score unseen normal images above the fitted model, in its score region:
         the held-out ``uint8`` images (at most :data:`SHIFT_IMAGES`), which no memory learned, scored by the model
         and by each fold's memory (:func:`~anomalens.metrics.threshold.score_shift`). A memory that learned fewer
         images scores normal images higher, and each training image's cross-fitted score comes from such a memory;
         uncorrected, the threshold erred high (the synthetic pins of seed 1: their mean stood 0.39 above that of
-        unseen normal images, README). No held-out images: no shift."""
-        if held_out is None or not len(held_out) or folds.memories is None:
-            return score_shift(np.zeros((0, 0)), np.zeros(0))
-        held_out = held_out[:SHIFT_IMAGES]
-        region = (self.config.score_region,)
-        step = self.config.batch_size
-
-        def scores() -> np.ndarray:
-            parts = [self._scores_by_region(to_float(held_out[s : s + step]).to(self.device), region)[region[0]]
-                     for s in range(0, len(held_out), step)]
-            return torch.cat(parts).float().cpu().numpy()
-
-        full, by_folds = scores(), []
-        for fold in reporter.iter(range(folds.folds), "score the held-out images by each fold's memory", total=folds.folds):
-            reporter.check_cancelled()
-            with folds.memories.without(fold) as ready:
-                if ready:
-                    by_folds.append(scores())
-        return score_shift(np.stack(by_folds) if by_folds else np.zeros((0, len(full))), full)
+        unseen normal images, README). No held-out images: no shift. (:meth:`fit_with` scores the held-out images
+        in the same pass as the training images, while each fold's memory is built once.)"""
+        region = self.config.score_region
+        by_folds = self._score_by_fold_memories(folds, (region,), held_out, reporter)[1].get(region)
+        return self._shift_of(by_folds, held_out)
 
     @torch.no_grad()
+    def _shift_of(self, by_folds: np.ndarray | None, held_out: torch.Tensor | None) -> ScoreShift:
+        """:func:`~anomalens.metrics.threshold.score_shift` of the held-out images' scores by the folds' memories
+        ``(folds, N)`` against the model's own (in its score region)."""
+        if held_out is None or by_folds is None or not by_folds.size:
+            return score_shift(np.zeros((0, 0)), np.zeros(0))
+        return score_shift(by_folds, self._region_scores(held_out[:SHIFT_IMAGES], (self.config.score_region,))[self.config.score_region])
+
+    def _region_scores(self, images: torch.Tensor, regions: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Image scores of ``uint8`` images per region, by the memory the model holds now."""
+        step, found = self.config.batch_size, {region: [] for region in regions}
+        for start in range(0, len(images), step):
+            for region, scores in self._scores_by_region(to_float(images[start : start + step]).to(self.device), regions).items():
+                found[region].append(scores.float().cpu().numpy())
+        return {region: np.concatenate(parts) for region, parts in found.items() if parts}
+
     def cross_fitted_scores(self, folds: TrainingFolds, regions: tuple[str, ...], reporter: Reporter = SILENT) -> dict[str, np.ndarray]:
         """Image scores (per region of ``regions``) of the training images sampled by ``folds``, each scored by
         the memory built from the other folds (:meth:`FoldMemories.without`), in fold order."""
+        return self._score_by_fold_memories(folds, regions, None, reporter)[0]
+
+    @torch.no_grad()
+    def _score_by_fold_memories(self, folds: TrainingFolds, regions: tuple[str, ...], held_out: torch.Tensor | None,
+                                reporter: Reporter = SILENT) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """:meth:`cross_fitted_scores`, and (given ``held_out`` images) their scores by each fold's memory,
+        ``(folds, N)`` per region, for :meth:`fold_shift`: each memory is built once for both."""
         found: dict[str, list[np.ndarray]] = {region: [] for region in regions}
+        by_folds: dict[str, list[np.ndarray]] = {region: [] for region in regions}
         assert folds.memories is not None
         for fold in reporter.iter(range(folds.folds), "score training images by memories without them", total=folds.folds):
             reporter.check_cancelled()
@@ -279,7 +287,11 @@ class FeatureDetector(Detector):
                 for images in folds.sampled(fold, self.config.batch_size):
                     for region, scores in self._scores_by_region(to_float(images).to(self.device), regions).items():
                         found[region].append(scores.float().cpu().numpy())
-        return {region: np.concatenate(parts) for region, parts in found.items() if parts}
+                if held_out is not None and len(held_out):
+                    for region, scores in self._region_scores(held_out[:SHIFT_IMAGES], regions).items():
+                        by_folds[region].append(scores)
+        return ({region: np.concatenate(parts) for region, parts in found.items() if parts},
+                {region: np.stack(parts) for region, parts in by_folds.items() if parts})
 
     def _scores_by_region(self, batch: torch.Tensor, regions: tuple[str, ...]) -> dict[str, torch.Tensor]:
         """Image scores of a float batch with the score taken on each of ``regions`` ("image", "part")."""
