@@ -36,8 +36,15 @@ def test_a_known_shift_is_recovered_and_an_unmeasurable_one_is_not_applied():
     few = score_shift(np.array([[1.0, 1.2]]), np.zeros(2))
     assert few.shift == 0.0 and few.measured == pytest.approx(1.1) and f"at least {MIN_SHIFT_ITEMS}" in few.note
     # frames of one clip: 200 smoothed frames count as a few independent ones
-    series = np.convolve(rng.normal(size=260), np.ones(30) / 30, mode="valid")[:200]
-    assert score_shift(series[None] + 1.0, series * 0 + rng.normal(0, 0.01, 200), [200]).items < 20
+    noise = np.convolve(rng.normal(size=460), np.ones(30) / 30, mode="valid")[:400]
+    clips = score_shift(noise[None] + 1.0, np.zeros(400), [200, 200])
+    assert clips.items < 40 and clips.shift > 0.5
+    # one clip: its frames cannot say how the shift varies between clips, so nothing is applied
+    one = score_shift(noise[None] + 1.0, np.zeros(400), [400])
+    assert one.shift == 0.0 and "one held-out clip" in one.note
+    # two clips that disagree: the shift is shrunk by the spread of the clips' own shifts, not their frames'
+    disagree = score_shift(np.r_[noise[:200] + 1.5, noise[200:] - 0.5][None], np.zeros(400), [200, 200])
+    assert abs(disagree.shift) < 0.5 * abs(disagree.measured)
     assert score_shift(np.zeros((0, 0)), np.zeros(0)).shift == 0.0
 
 
@@ -117,17 +124,18 @@ def test_a_quantised_bundle_keeps_the_checkpoint_threshold_moved_by_its_score_sh
 
 def test_video_cues_are_standardised_at_the_level_the_final_model_gives_normal_frames(monkeypatch):
     """stfeatures standardises each cue on training frames scored by the other fold's memories, which learned half
-    the clips and score normal frames higher (measured on the held-out clip: a positive shift). Corrected, the cues'
-    normal level is the final model's: every score of a new clip rises by the shift (standard units, saved in the
-    calibration), while the cross-fitted frames keep theirs, so the threshold lies lower against the same frames."""
+    the clips (their coresets, of a fixed size, may score normal frames higher or lower). The shift is measured on
+    the two held-out clips and the cues' means are moved by it: every score of the final model moves by the shift
+    (standard units, saved in the calibration), the cross-fitted frames keep theirs, and the threshold is the rule's
+    on both as they now stand."""
     from test_video_features import SETTINGS, clip
 
     from anomalens.models.video.stfeatures import SpatioTemporalFeatures
 
-    train, validation, new = [clip(seed)[0] for seed in range(4)], [clip(10)[0]], clip(11, n_frames=40)[0]
+    train, validation, new = [clip(seed)[0] for seed in range(4)], [clip(10)[0], clip(12)[0]], clip(11, n_frames=40)[0]
     corrected = create_detector("stfeatures", **SETTINGS).fit_clips(train, validation)
     shift = corrected.calibration_.fold_shift
-    assert shift is not None and shift > 0 and corrected.calibration_.fold_shift_items > 0
+    assert shift is not None and shift != 0.0 and corrected.calibration_.fold_shift_items > 0
     unmeasured = SpatioTemporalFeatures._cue_shifts
 
     def no_shift(self, held_out, memories, reporter):
@@ -138,5 +146,8 @@ def test_video_cues_are_standardised_at_the_level_the_final_model_gives_normal_f
     assert plain.calibration_.fold_shift == 0.0
     level, plain_level = np.mean(corrected.predict_clip(new).scores), np.mean(plain.predict_clip(new).scores)
     assert level == pytest.approx(plain_level + shift, abs=1e-3)  # the same scores, on the corrected scale
-    assert np.allclose(corrected._cross_validated_scores()[0], plain._cross_validated_scores()[0], atol=1e-4)
-    assert corrected.calibration_.threshold - shift < plain.calibration_.threshold - 1e-3
+    cross, lengths = corrected._cross_validated_scores()
+    assert np.allclose(cross, plain._cross_validated_scores()[0], atol=1e-4)
+    held_out = [plain.predict_clip(v).scores + shift for v in validation]
+    expected = calibrate(np.concatenate([*held_out, cross]), series_lengths=[len(h) for h in held_out] + list(lengths))
+    assert corrected.calibration_.threshold == pytest.approx(expected.threshold, abs=1e-3)
