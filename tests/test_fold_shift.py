@@ -151,3 +151,13 @@ def test_video_cues_are_standardised_at_the_level_the_final_model_gives_normal_f
     held_out = [plain.predict_clip(v).scores + shift for v in validation]
     expected = calibrate(np.concatenate([*held_out, cross]), series_lengths=[len(h) for h in held_out] + list(lengths))
     assert corrected.calibration_.threshold == pytest.approx(expected.threshold, abs=1e-3)
+
+
+def test_report_and_ui_lines_say_what_was_taken_off():
+    from anomalens.metrics.threshold import Calibration, false_alarm_line
+
+    cal = Calibration(threshold=2.0, scale=1.0, target_fpr=0.01, validation_mean=0.0, validation_std=1.0,
+                      validation_max=2.5, validation_count=60, fold_shift=0.43, fold_shift_items=6.0)
+    assert "cross-fitted scores lowered by 0.43" in cal.false_alarm_text()
+    assert "cross-fitted scores lowered by 0.43" in false_alarm_line(cal.false_alarm_summary())
+    assert "lowered" not in false_alarm_line({**cal.false_alarm_summary(), "cross_fitted_shift": None})

@@ -390,7 +390,10 @@ def false_alarm_line(summary: dict[str, Any] | None, at_threshold: dict[str, Any
             text += f"; measured on the {normal} normal test items: {at_threshold['false_positives'] / normal:.2%}"
     if summary.get("measured_fpr_on_clips_left_out") is not None:
         text += f"; each validation clip judged by the threshold of the others: {summary['measured_fpr_on_clips_left_out']:.2%}"
-    text += f" (tail model: {str(summary.get('tail_model', 'normal')).replace('_', ' ')})."
+    text += f" (tail model: {str(summary.get('tail_model', 'normal')).replace('_', ' ')})"
+    if summary.get("cross_fitted_shift"):
+        text += f"; cross-fitted scores lowered by {summary['cross_fitted_shift']:.3g} (their measured excess over the final model's)"
+    text += "."
     if summary.get("warning"):
         text += f" Warning: {summary['warning']}."
     return text
