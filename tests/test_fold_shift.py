@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from _textures import woven_textures
+from test_cross_fit import _dealt_and_learned
 from anomalens.errors import CheckpointError
 from anomalens.export.bundle import quantised_calibration
 from anomalens.metrics.threshold import MIN_SHIFT_ITEMS, calibrate, score_shift
 from anomalens.models import create_detector, load_detector
-from anomalens.progress import SILENT, Reporter
+from anomalens.progress import Reporter
 
 
 def _logged() -> tuple[Reporter, list[str]]:
@@ -48,15 +49,6 @@ def test_a_known_shift_is_recovered_and_an_unmeasurable_one_is_not_applied():
     assert score_shift(np.zeros((0, 0)), np.zeros(0)).shift == 0.0
 
 
-def _dealt_and_learned(train: torch.Tensor, **settings):
-    detector = create_detector("patchcore", image_size=tuple(train.shape[-2:]), score_region="image", **settings)
-    detector._deal_to_folds(0, SILENT)
-    folds = detector._training_folds
-    detector._fit(train, None, SILENT)
-    detector._training_folds = None
-    return detector, folds
-
-
 def test_a_memory_known_to_be_biased_is_corrected_to_within_a_tolerance():
     """Every patch kept, one neighbour: a memory without a third of the images scores normal images higher than
     the model's. Its bias, measured on 40 unseen normal images (each scored by every fold's memory and by the
@@ -64,7 +56,8 @@ def test_a_memory_known_to_be_biased_is_corrected_to_within_a_tolerance():
     corrected cross-fitted scores' mean lies nearer what unseen normal images score."""
     images = woven_textures(82, seed=7)
     train, held_out, unseen = images[:30], images[30:42], images[42:]
-    detector, folds = _dealt_and_learned(train, coreset_ratio=1.0, exact_search=True, num_neighbours=1)
+    detector, folds = _dealt_and_learned("patchcore", train, coreset_ratio=1.0, exact_search=True, num_neighbours=1,
+                                         score_region="image")
     truth = detector.fold_shift(folds, unseen).measured
     shift = detector.fold_shift(folds, held_out)
     assert truth > 1.0 and shift.items == 12
