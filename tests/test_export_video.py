@@ -145,6 +145,7 @@ def test_still_texture_runs_in_the_bundle_and_matches_analyze_video(conveyor, tm
     bundle = export_model(run, "onnx", "fp32", tmp_path / "bundle")
     meta = json.loads((bundle.folder / "bundle.json").read_text())
     assert meta["video"]["still_texture_weight"] == 25.0 and "still" in meta["graphs"]["motion"]["inputs"]
+    assert meta["video"]["still_texture_counted"] is True  # the gate is 1 on the belt: the runtime computes the map
     video = _test_video(conveyor)
     expected = analyze_video(run, video, tmp_path / "analysis", device="cpu")
     got = VideoInferencer.load(bundle.folder).predict_video(video)
@@ -155,3 +156,17 @@ def test_still_texture_runs_in_the_bundle_and_matches_analyze_video(conveyor, tm
     (broken / "bundle.json").write_text(json.dumps({**meta, "video": {**meta["video"], "still_texture_weight": 0.0}}))
     with pytest.raises(CheckpointError, match="still_texture_weight"):
         VideoInferencer.load(broken)
+    (broken / "bundle.json").write_text(json.dumps({**meta, "video": {**meta["video"], "still_texture_counted": "yes"}}))
+    with pytest.raises(CheckpointError, match="still_texture_counted"):
+        VideoInferencer.load(broken)
+    # a gate that is 0 in every cell (UCSD Ped2): the runtime feeds zeros instead of the map, and still matches
+    import torch
+    from safetensors.torch import save_file
+
+    tensors = load_file(str(run / "model" / "weights.safetensors"))
+    save_file({**tensors, "still_texture_gate": torch.zeros_like(gate)}, str(run / "model" / "weights.safetensors"))
+    still_bundle = export_model(run, "onnx", "fp32", tmp_path / "bundle_gated_off")
+    assert json.loads((still_bundle.folder / "bundle.json").read_text())["video"]["still_texture_counted"] is False
+    expected = analyze_video(run, video, tmp_path / "analysis_gated_off", device="cpu")
+    got = VideoInferencer.load(still_bundle.folder).predict_video(video)
+    assert np.abs(got.scores - expected.scores).max() <= 1e-4 * abs(got.threshold)

@@ -120,3 +120,27 @@ def test_gated_still_texture_is_learned_saved_and_scored_alike_live(gated_model,
     save_file(tensors, weights)
     with pytest.raises(CheckpointError, match="still_texture_gate"):
         load_detector(tmp_path / "model", kind="video")
+
+
+def test_a_gate_that_is_zero_everywhere_skips_the_still_texture_map_and_scores_the_same(gated_model, monkeypatch):
+    """On footage where no cell moves in nearly every training frame (UCSD Ped2) the gate zeroes the channel in
+    every cell: scoring skips computing the map (0.5-1 ms per frame) and gives the scores of computing it."""
+    import copy
+
+    from anomalens.models.video import stfeatures
+
+    zeroed = copy.deepcopy(gated_model)
+    zeroed.still_gate_ = torch.zeros_like(gated_model.still_gate_)
+    assert zeroed.still_texture_gated_off and not gated_model.still_texture_gated_off
+    frames, _ = clip(31, n_frames=20, anomaly="stop")
+    with monkeypatch.context() as patch:  # the reference: the map computed, then zeroed by the gate
+        patch.setattr(type(zeroed), "still_texture_gated_off", property(lambda self: False))
+        computed = zeroed.predict_clip(frames, views=False).scores
+
+    def never(*args, **kwargs):
+        raise AssertionError("still_texture computed although the gate is zero everywhere")
+
+    monkeypatch.setattr(stfeatures, "still_texture", never)
+    np.testing.assert_allclose(zeroed.predict_clip(frames, views=False).scores, computed, atol=1e-6)
+    with pytest.raises(AssertionError, match="gate is zero"):
+        gated_model.predict_clip(frames, views=False)  # a gate with a moving cell still computes it

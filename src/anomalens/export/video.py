@@ -148,6 +148,8 @@ def export_video_graphs(detector: BaseDetector, folder: Path) -> dict[str, Any]:
         "flow_size": [int(v) for v in detector.flow_size],  # type: ignore[attr-defined]
         "flow_preset": c.flow_preset,  # type: ignore[attr-defined]
         "still_texture_weight": still_weight,  # 0: the motion graph has no "still" input
+        # false when the gate is 0 in every cell: the runtime feeds zeros instead of computing the map
+        "still_texture_counted": bool(still_weight > 0 and not getattr(detector, "still_texture_gated_off", False)),
         "cues": ["appearance", "motion"],
         "temporal_sigma": sigma,
         "temporal_kernel": series_kernel(sigma).tolist() if sigma > 0 else [1.0],

@@ -140,6 +140,9 @@ def _check_video(meta: dict[str, Any], path: Path) -> None:
     motion_inputs = (motion.get("inputs") or []) if isinstance(motion, dict) else []
     if ("still" in motion_inputs) != (still > 0):
         raise CheckpointError("the motion graph's inputs do not match video.still_texture_weight", path)
+    counted = video.get("still_texture_counted", still > 0)  # absent in bundles exported before it existed
+    if not isinstance(counted, bool) or (counted and not still > 0):
+        raise CheckpointError(f"video.still_texture_counted must be a boolean, false without still texture, got {counted!r}", path)
     kernel = video.get("temporal_kernel")
     if not (isinstance(kernel, list) and len(kernel) % 2 == 1
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in kernel)

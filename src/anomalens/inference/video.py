@@ -120,6 +120,7 @@ class VideoInferencer:
         v = self.video
         flows = FlowStream(v["flow_preset"])
         still_weight = float(v.get("still_texture_weight", 0.0))  # absent in bundles exported before it existed
+        still_counted = bool(v.get("still_texture_counted", still_weight > 0))  # false: the gate zeroes it everywhere
         appearance_cue, motion_cue, maps = [], [], []
         for batch in _batches(frames, int(v["batch_size"])):
             out = self.engines["appearance"].run({"images": batch, "appearance_memory": self.constants["appearance_memory"]})
@@ -128,8 +129,10 @@ class VideoInferencer:
             if flow[0] is None:  # the first frame of the video borrows the second's motion, as the library does
                 flow[0] = flow[1] if len(flow) > 1 else np.zeros((2, *v["flow_size"]), np.float32)
             inputs = {"flow": np.stack(flow), "appearance": appearance, "motion_memory": self.constants["motion_memory"]}
-            if still_weight > 0:
+            if still_counted:
                 inputs["still"] = np.stack([still_texture(g, f, still_weight) for g, f in zip(greys, flow)])
+            elif still_weight > 0:
+                inputs["still"] = np.zeros((len(flow), *v["flow_size"]), np.float32)
             out = self.engines["motion"].run(inputs)
             appearance_cue.append(out["appearance_cue"])
             motion_cue.append(out["motion_cue"])
