@@ -1,9 +1,13 @@
-"""Does the typical-appearance ceiling touch footage like the training data? A check that reads no labels.
+"""Do the typical-appearance ceiling and the codec memory touch footage like the training data? A check that reads
+no labels.
 
 Trains the default video model on a category's normal training clips (as ``anomalens train-video`` does), or loads
 a trained run, then scores every *test* clip and counts the frames whose typical (median) appearance cell distance
 lies above the ceiling saved with the model, i.e. the frames whose score ``typical_appearance_ceiling`` changes,
-and the largest change (standardised units, before smoothing in time; smoothing only averages these). No frame
+and the largest change (standardised units, before smoothing in time; smoothing only averages these). The codec
+memory (``codec_memory``) counts only for those same frames (its weight is 0 at or below the ceiling), and the
+clean memories, standardisation, ceiling and threshold of a model with it are bit for bit those of one without
+(tests/test_video_codec.py), so zero frames changed means no score changed by either. No frame
 label, anomaly type or test metric is read: on a test set this measures what the setting does, not how well it
 scores, so it does not count as a read of that test set's results.
 
@@ -69,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         print(ref.name, per_clip[ref.name], flush=True)
     report = {
         "ceiling": float(ceiling), "appearance_std": a_std,
+        "codec_memory": list(getattr(detector.config, "codec_memory", ())),
         "frames": sum(c["frames"] for c in per_clip.values()),
         "frames_changed": sum(c["changed"] for c in per_clip.values()),
         "largest_change_standard_units": max(c["largest_change"] for c in per_clip.values()),

@@ -8,7 +8,7 @@ import torch
 
 from anomalens.data.synthetic_video import synthetic_clip
 from anomalens.errors import ConfigError
-from anomalens.models.video.degrade import H264Reencode, make_degradation
+from anomalens.models.video.degrade import make_degradation
 
 pytest.importorskip("av")
 
@@ -29,8 +29,9 @@ def test_each_degradation_keeps_frames_and_changes_detail_not_content(frames, sp
     assert (out.float().mean((0, 2, 3)) - frames.float().mean((0, 2, 3))).abs().max() < 3  # ... same colours
 
 
-def test_h264_keeps_its_state_across_batches_and_odd_sizes(frames):
-    codec = H264Reencode(30)
+@pytest.mark.parametrize("spec", ["h264:30", "mpeg4:12"])
+def test_video_codecs_keep_their_state_across_batches_and_odd_sizes(frames, spec):
+    codec = make_degradation(spec)
     first, second = codec(frames[:3, :, :95, :127]), codec(frames[3:6, :, :95, :127])
     assert first.shape == (3, 3, 95, 127) and second.shape == (3, 3, 95, 127)
     assert codec._count == 6  # one encoder for the whole clip

@@ -27,7 +27,7 @@ VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", 
                      "lstm_layers", "target_fpr", "appearance_memory", "motion_memory", "flow_preset", "frame_step",
                      "temporal_sigma", "input_blur", "training_degradations", "flow_min_contrast",
                      "appearance_above_typical", "threshold_from_folds", "typical_appearance_ceiling", "still_texture_weight",
-                     "still_texture_where_moving")
+                     "still_texture_where_moving", "codec_memory")
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -144,6 +144,10 @@ def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: 
     group.add_argument("--training-degradations", nargs="*", default=None, metavar="SPEC",
                        help="re-encodings training frames also learn from: h264:CRF, jpeg:QUALITY, scale:FACTOR "
                             "(the flag alone: none)")
+    group.add_argument("--codec-memory", nargs="*", default=None, metavar="SPEC",
+                       help="re-encodings of training frames (h264:CRF, jpeg:QUALITY, scale:FACTOR) that make a second "
+                            "appearance memory, consulted only where a frame as a whole lies above the normal range "
+                            "(another codec or bitrate; the flag alone: none)")
 
 
 def example_epilog(*lines: str) -> str:

@@ -5,7 +5,8 @@ solver no graph format expresses) sits between them:
 
 * ``appearance.onnx``: ``uint8`` frames -> the input blur, the backbone's patch features, the exact distance of
   every cell to the appearance memory (a graph input, ``appearance_memory.npy``), the 3x3 local average
-  -> appearance maps; and the grey frames, area-resized to the flow's size, that the flow is computed on.
+  -> appearance maps (and, with ``codec_memory``, the same to the memory of re-encoded training patches,
+  ``codec_memory.npy``); and the grey frames, area-resized to the flow's size, that the flow is computed on.
 * ``motion.onnx``: the flow of each frame and the appearance maps -> per-cell orientation histograms, distances
   to each cell's motion memory (``motion_memory.npy``), local average -> each cue's standardised frame score and
   the standardised anomaly map (per-cell sum of both cues, on the appearance grid).
@@ -51,7 +52,8 @@ class AppearanceGraph(nn.Module):
         super().__init__()
         self.detector = detector
 
-    def forward(self, images: torch.Tensor, appearance_memory: torch.Tensor):  # type: ignore[override]
+    def forward(self, images: torch.Tensor, appearance_memory: torch.Tensor,  # type: ignore[override]
+                codec_memory: torch.Tensor | None = None):
         from anomalens.models.video.stfeatures import _local_average
 
         d = self.detector
@@ -60,7 +62,11 @@ class AppearanceGraph(nn.Module):
         b, channels, h, w = features.shape
         queries = features.permute(0, 2, 3, 1).reshape(-1, channels)
         distances = exact_search_block(queries, appearance_memory, 1)[0].reshape(b, h, w)
-        return _local_average(distances), grey_tensor(frames, d.flow_size)  # type: ignore[attr-defined]
+        greys = grey_tensor(frames, d.flow_size)  # type: ignore[attr-defined]
+        if codec_memory is None:
+            return _local_average(distances), greys
+        coded = exact_search_block(queries, codec_memory, 1)[0].reshape(b, h, w)
+        return _local_average(distances), greys, _local_average(coded)
 
 
 class MotionGraph(nn.Module):
@@ -72,7 +78,7 @@ class MotionGraph(nn.Module):
         self.detector = detector
 
     def forward(self, flow: torch.Tensor, appearance: torch.Tensor, motion_memory: torch.Tensor,  # type: ignore[override]
-                still: torch.Tensor | None = None):
+                still: torch.Tensor | None = None, coded: torch.Tensor | None = None):
         from anomalens.models.video.stfeatures import PositionalMemory, _local_average
 
         d, c = self.detector, self.detector.config
@@ -82,10 +88,19 @@ class MotionGraph(nn.Module):
         histograms = d._gate_still(histograms)  # type: ignore[attr-defined]
         motion = _local_average(PositionalMemory(motion_memory).distances(histograms))
         a_mean, a_std, m_mean, m_std = d.standardisation_.tolist()  # type: ignore[attr-defined]
-        a_score, m_score = d._frame_scores(appearance, motion)  # type: ignore[attr-defined]
+        # coded: the appearance graph's distances to the codec memory (codec_memory), consulted above the ceiling
+        a_score, m_score = d._frame_scores(appearance, motion, coded)  # type: ignore[attr-defined]
         appearance_cue = (a_score - a_mean) / a_std
         motion_cue = (m_score - m_mean) / m_std
         return appearance_cue, motion_cue, d._standardised_map(appearance, motion)  # type: ignore[attr-defined]
+
+
+class _MotionGraphWithoutStill(MotionGraph):
+    """The motion graph of a model with a codec memory and no still texture: ``coded`` is its fourth input."""
+
+    def forward(self, flow: torch.Tensor, appearance: torch.Tensor, motion_memory: torch.Tensor,  # type: ignore[override]
+                coded: torch.Tensor):
+        return super().forward(flow, appearance, motion_memory, None, coded)
 
 
 class WindowGraph(nn.Module):
@@ -107,8 +122,12 @@ def video_constant_inputs(detector: BaseDetector) -> dict[str, np.ndarray]:
     """The memories fed to the graphs as inputs (stfeatures), float32."""
     if detector.name != "stfeatures":
         return {}
-    return {"appearance_memory": detector.appearance_index_.bank.float().numpy(),  # type: ignore[attr-defined]
-            "motion_memory": detector.motion_memory_.bank.float().numpy()}  # type: ignore[attr-defined]
+    constants = {"appearance_memory": detector.appearance_index_.bank.float().numpy(),  # type: ignore[attr-defined]
+                 "motion_memory": detector.motion_memory_.bank.float().numpy()}  # type: ignore[attr-defined]
+    codec = getattr(detector, "codec_index_", None)
+    if codec is not None:
+        constants["codec_memory"] = codec.bank.float().numpy()
+    return constants
 
 
 def export_video_graphs(detector: BaseDetector, folder: Path) -> dict[str, Any]:
@@ -126,8 +145,12 @@ def export_video_graphs(detector: BaseDetector, folder: Path) -> dict[str, Any]:
     memories = {name: torch.from_numpy(array) for name, array in video_constant_inputs(detector).items()}
     batch = torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)
     frames = torch.zeros((2, 3, height, width), dtype=torch.uint8)
-    export_onnx_graph(AppearanceGraph(detector).eval(), (frames, memories["appearance_memory"]), folder / "appearance.onnx",
-                      ["images", "appearance_memory"], ["appearance", "greys"], ({0: batch}, {}))
+    appearance_inputs, appearance_outputs = ["images", "appearance_memory"], ["appearance", "greys"]
+    if "codec_memory" in memories:  # a second memory, and its distances passed on to the motion graph
+        appearance_inputs, appearance_outputs = appearance_inputs + ["codec_memory"], appearance_outputs + ["coded"]
+    export_onnx_graph(AppearanceGraph(detector).eval(), tuple(memories.get(n, frames) for n in appearance_inputs),
+                      folder / "appearance.onnx", appearance_inputs, appearance_outputs,
+                      tuple({0: batch} if n == "images" else {} for n in appearance_inputs))
     flow = torch.zeros((2, 2, *detector.flow_size))  # type: ignore[attr-defined]
     appearance = torch.zeros((2, *detector.grid))  # type: ignore[attr-defined]
     batch = torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)
@@ -136,10 +159,16 @@ def export_video_graphs(detector: BaseDetector, folder: Path) -> dict[str, Any]:
     if still_weight > 0:
         inputs, shapes = inputs + ["still"], shapes + [{0: batch}]
         examples.append(torch.zeros((2, *detector.flow_size)))  # type: ignore[attr-defined]
-    export_onnx_graph(MotionGraph(detector).eval(), tuple(examples), folder / "motion.onnx", inputs,
+    motion_graph = MotionGraph(detector)
+    if "codec_memory" in memories:
+        inputs, shapes = inputs + ["coded"], shapes + [{0: batch}]
+        examples.append(torch.zeros((2, *detector.grid)))  # type: ignore[attr-defined]
+        if still_weight <= 0:
+            motion_graph = _MotionGraphWithoutStill(detector)
+    export_onnx_graph(motion_graph.eval(), tuple(examples), folder / "motion.onnx", inputs,
                       ["appearance_cue", "motion_cue", "maps"], tuple(shapes))
     graphs = {
-        "appearance": {"file": "appearance.onnx", "inputs": ["images", "appearance_memory"], "outputs": ["appearance", "greys"]},
+        "appearance": {"file": "appearance.onnx", "inputs": appearance_inputs, "outputs": appearance_outputs},
         "motion": {"file": "motion.onnx", "inputs": inputs, "outputs": ["appearance_cue", "motion_cue", "maps"]},
     }
     sigma = float(c.temporal_sigma)  # type: ignore[attr-defined]

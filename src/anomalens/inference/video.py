@@ -122,8 +122,11 @@ class VideoInferencer:
         still_weight = float(v.get("still_texture_weight", 0.0))  # absent in bundles exported before it existed
         still_counted = bool(v.get("still_texture_counted", still_weight > 0))  # false: the gate zeroes it everywhere
         appearance_cue, motion_cue, maps = [], [], []
+        # a model with a codec memory (codec_memory) feeds it to the appearance graph, whose distances to it go on
+        # to the motion graph; bundles exported before it existed have neither
+        memories = {name: self.constants[name] for name in ("appearance_memory", "codec_memory") if name in self.constants}
         for batch in _batches(frames, int(v["batch_size"])):
-            out = self.engines["appearance"].run({"images": batch, "appearance_memory": self.constants["appearance_memory"]})
+            out = self.engines["appearance"].run({"images": batch, **memories})
             appearance, greys = out["appearance"], out["greys"]
             flow = [flows.push(grey) for grey in greys]
             if flow[0] is None:  # the first frame of the video borrows the second's motion, as the library does
@@ -133,6 +136,8 @@ class VideoInferencer:
                 inputs["still"] = np.stack([still_texture(g, f, still_weight) for g, f in zip(greys, flow)])
             elif still_weight > 0:
                 inputs["still"] = np.zeros((len(flow), *v["flow_size"]), np.float32)
+            if "coded" in out:
+                inputs["coded"] = out["coded"]
             out = self.engines["motion"].run(inputs)
             appearance_cue.append(out["appearance_cue"])
             motion_cue.append(out["motion_cue"])

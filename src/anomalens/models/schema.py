@@ -133,7 +133,8 @@ RANGES: dict[str, Range] = {
     "still_texture_weight": Range(0.0, 1000.0),
 }
 # Text settings whose syntax their model checks when it is built (refused there, as a CheckpointError on load).
-MODEL_CHECKED: dict[str, str] = {"training_degradations": "models/video/degrade.py parses each entry"}
+MODEL_CHECKED: dict[str, str] = {"training_degradations": "models/video/degrade.py parses each entry",
+                                 "codec_memory": "models/video/degrade.py parses each entry"}
 CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
     name: _choices(name) for name in ("backbone", "loss", "normal_reference", "flow_preset", "score_region")
 }
@@ -331,9 +332,10 @@ def check_calibration(data: Any, prefix: str = "calibration.") -> dict[str, Any]
             _number(f"{prefix}{f.name}", data[f.name], kind, rule)
         else:
             _value(f"{prefix}{f.name}", data[f.name], hints[f.name], f.name)
-    for name in ("pixel_threshold", "pixel_target_fpr", "measured_fpr", "effective_count", "needed_count", "clip_held_out_fpr"):
+    for name in ("pixel_threshold", "pixel_target_fpr", "measured_fpr", "effective_count", "needed_count", "clip_held_out_fpr",
+                 "fold_shift", "fold_shift_items"):
         if data.get(name) is not None:
-            rule = RANGES["target_fpr"] if name == "pixel_target_fpr" else (Range(0.0) if name != "pixel_threshold" else None)
+            rule = RANGES["target_fpr"] if name == "pixel_target_fpr" else (Range(0.0) if name not in ("pixel_threshold", "fold_shift") else None)
             _number(f"{prefix}{name}", data[name], float, rule)
     if "tail_model" in data and data["tail_model"] not in ("normal", "generalized_pareto"):
         raise _Invalid(f"{prefix}tail_model", f"{_show(data['tail_model'])} is not one of normal, generalized_pareto")

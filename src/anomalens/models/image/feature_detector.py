@@ -9,6 +9,7 @@ Mahalanobis distance to a Gaussian). Everything about pixels is here: images are
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
@@ -24,7 +25,7 @@ from anomalens.models.base import Detector, DetectorConfig
 from anomalens.models.components.features import PatchFeatureExtractor
 from anomalens.models.components.tiling import TileGrid
 from anomalens.models.image.cross_fit import FOLDS, FoldMemories, TrainingFolds
-from anomalens.metrics.threshold import needed_validation_count
+from anomalens.metrics.threshold import ScoreShift, needed_validation_count, score_shift
 from anomalens.progress import SILENT, Reporter
 
 
@@ -75,6 +76,9 @@ PART_MARGIN = 4
 PART_CELL = 4  # the part's mask is made of blocks of this many pixels square
 # with fewer held-out normal images than this, one or two of them decide the score region: training warns
 MIN_REGION_IMAGES = 20
+# held-out images scored by each fold's memory to measure the folds' bias (fold_shift): a paired difference, whose
+# spread is a fraction of the scores', is measured well by a few hundred
+SHIFT_IMAGES = 256
 # the key of the part's highest pixel among the scores by region: what "auto" compares with the whole map's maximum
 # (whether the background gives the highest scores), whatever score_window the part score then averages over
 CAPPED = "capped"
@@ -116,6 +120,9 @@ class FeatureDetector(Detector):
         self._training_folds: TrainingFolds | None = None  # set while a local fit deals its images to folds
         self._cross_fitted: np.ndarray | None = None  # the training images' scores by memories without them
         self._dealt = False  # True from _deal_to_folds to the end of fit_with
+        # set by fit/fit_batches: the held-out images are validation images, unseen by every memory, so that they
+        # can measure how far the folds' scores stand above the model's (with no validation they are training images)
+        self._held_out_unseen = False
         if c.tile is not None:
             height, width = c.image_size
             self.grid_ = TileGrid.for_image(height, width, c.tile, c.tile_overlap)
@@ -192,6 +199,7 @@ class FeatureDetector(Detector):
 
     def fit(self, train: torch.Tensor, validation: torch.Tensor | None = None, reporter: Reporter = SILENT) -> "FeatureDetector":
         self._deal_to_folds(0 if validation is None else len(validation), reporter)
+        self._held_out_unseen = validation is not None and len(validation) > 0
         return super().fit(train, validation, reporter)  # type: ignore[return-value]
 
     def fit_batches(self, train: Callable[[], Iterable[torch.Tensor]], validation: torch.Tensor | None,
@@ -208,14 +216,19 @@ class FeatureDetector(Detector):
             reporter.log("warning: no validation images; the threshold is set on training images and may be low")
             held_out = train()
         self._deal_to_folds(0 if validation is None else len(validation), reporter)
+        self._held_out_unseen = validation is not None and len(validation) > 0
         return self.fit_with(lambda r: self._fit(train(), validation, r), held_out, reporter)  # type: ignore[arg-type]
 
     def fit_with(self, learn: Callable[[Reporter], None], held_out: Any, reporter: Reporter = SILENT) -> "FeatureDetector":
         """:meth:`ImageDetector.fit_with`; after the learning, the training images dealt to folds (:meth:`fit`,
         :meth:`fit_batches` with ``threshold_from_folds``) are scored by memories without them, and with
         ``score_region`` "auto" the region is chosen on ``held_out`` and those images together
-        (:meth:`choose_score_region`); the threshold is then set for that region on both."""
+        (:meth:`choose_score_region`); the threshold is then set for that region on both, the training images'
+        scores lowered by how far the folds' memories score the held-out images above the model
+        (:meth:`fold_shift`), which the calibration keeps (``fold_shift``)."""
         folds, self._cross_fitted = self._training_folds, None
+        shift: ScoreShift | None = None
+        unseen = held_out if self._held_out_unseen and isinstance(held_out, torch.Tensor) else None
         auto = self.config.score_region == "auto"
         if self.config.threshold_from_folds and not self._dealt:  # fitted elsewhere (anomalens.distributed)
             reporter.log("threshold from the held-out images alone: training images are scored by memories without "
@@ -227,30 +240,74 @@ class FeatureDetector(Detector):
             finally:
                 self._training_folds = None  # the features of later passes (scoring) are not training images
             regions = ("image", "part", CAPPED) if auto else (self.config.score_region,)
-            cross = self.cross_fitted_scores(folds, regions, r) if folds is not None else {}
+            cross, held_out_by_folds = self._score_by_fold_memories(folds, regions, unseen, r) if folds is not None else ({}, {})
             if auto:
                 self.config.score_region = self.choose_score_region(
                     held_out if isinstance(held_out, torch.Tensor) else None, r, cross=cross)
             self._cross_fitted = cross.get(self.config.score_region)
+            if self._cross_fitted is not None and folds is not None:
+                nonlocal shift
+                shift = self._shift_of(held_out_by_folds.get(self.config.score_region), unseen)
+                r.log(shift.note)
+                self._cross_fitted = self._cross_fitted - shift.shift
 
         try:
-            return super().fit_with(learn_then_cross_fit, held_out, reporter)  # type: ignore[return-value]
+            super().fit_with(learn_then_cross_fit, held_out, reporter)
+            if shift is not None and self.calibration_ is not None:
+                self.calibration_ = dataclasses.replace(self.calibration_, fold_shift=shift.shift,
+                                                        fold_shift_items=round(shift.items, 1))
+            return self
         except BaseException:  # stopped (or failed) before the threshold: the next fit chooses again
             if auto:
                 self.config.score_region = "auto"
             raise
         finally:
             self._training_folds = self._cross_fitted = None
-            self._dealt = False
+            self._dealt = self._held_out_unseen = False
 
     def _cross_validated_scores(self) -> np.ndarray | None:
         return self._cross_fitted
 
+    def fold_shift(self, folds: TrainingFolds, held_out: torch.Tensor | None, reporter: Reporter = SILENT) -> ScoreShift:
+        """How far the folds' memories score unseen normal images above the fitted model, in its score region:
+        the held-out ``uint8`` images (at most :data:`SHIFT_IMAGES`), which no memory learned, scored by the model
+        and by each fold's memory (:func:`~anomalens.metrics.threshold.score_shift`). A memory that learned fewer
+        images scores normal images higher, and each training image's cross-fitted score comes from such a memory;
+        uncorrected, the threshold erred high (the synthetic pins of seed 1: their mean stood 0.39 above that of
+        unseen normal images, README). No held-out images: no shift. (:meth:`fit_with` scores the held-out images
+        in the same pass as the training images, while each fold's memory is built once.)"""
+        region = self.config.score_region
+        by_folds = self._score_by_fold_memories(folds, (region,), held_out, reporter)[1].get(region)
+        return self._shift_of(by_folds, held_out)
+
     @torch.no_grad()
+    def _shift_of(self, by_folds: np.ndarray | None, held_out: torch.Tensor | None) -> ScoreShift:
+        """:func:`~anomalens.metrics.threshold.score_shift` of the held-out images' scores by the folds' memories
+        ``(folds, N)`` against the model's own (in its score region)."""
+        if held_out is None or by_folds is None or not by_folds.size:
+            return score_shift(np.zeros((0, 0)), np.zeros(0))
+        return score_shift(by_folds, self._region_scores(held_out[:SHIFT_IMAGES], (self.config.score_region,))[self.config.score_region])
+
+    def _region_scores(self, images: torch.Tensor, regions: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Image scores of ``uint8`` images per region, by the memory the model holds now."""
+        step, found = self.config.batch_size, {region: [] for region in regions}
+        for start in range(0, len(images), step):
+            for region, scores in self._scores_by_region(to_float(images[start : start + step]).to(self.device), regions).items():
+                found[region].append(scores.float().cpu().numpy())
+        return {region: np.concatenate(parts) for region, parts in found.items() if parts}
+
     def cross_fitted_scores(self, folds: TrainingFolds, regions: tuple[str, ...], reporter: Reporter = SILENT) -> dict[str, np.ndarray]:
         """Image scores (per region of ``regions``) of the training images sampled by ``folds``, each scored by
         the memory built from the other folds (:meth:`FoldMemories.without`), in fold order."""
+        return self._score_by_fold_memories(folds, regions, None, reporter)[0]
+
+    @torch.no_grad()
+    def _score_by_fold_memories(self, folds: TrainingFolds, regions: tuple[str, ...], held_out: torch.Tensor | None,
+                                reporter: Reporter = SILENT) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """:meth:`cross_fitted_scores`, and (given ``held_out`` images) their scores by each fold's memory,
+        ``(folds, N)`` per region, for :meth:`fold_shift`: each memory is built once for both."""
         found: dict[str, list[np.ndarray]] = {region: [] for region in regions}
+        by_folds: dict[str, list[np.ndarray]] = {region: [] for region in regions}
         assert folds.memories is not None
         for fold in reporter.iter(range(folds.folds), "score training images by memories without them", total=folds.folds):
             reporter.check_cancelled()
@@ -260,7 +317,11 @@ class FeatureDetector(Detector):
                 for images in folds.sampled(fold, self.config.batch_size):
                     for region, scores in self._scores_by_region(to_float(images).to(self.device), regions).items():
                         found[region].append(scores.float().cpu().numpy())
-        return {region: np.concatenate(parts) for region, parts in found.items() if parts}
+                if held_out is not None and len(held_out):
+                    for region, scores in self._region_scores(held_out[:SHIFT_IMAGES], regions).items():
+                        by_folds[region].append(scores)
+        return ({region: np.concatenate(parts) for region, parts in found.items() if parts},
+                {region: np.stack(parts) for region, parts in by_folds.items() if parts})
 
     def _scores_by_region(self, batch: torch.Tensor, regions: tuple[str, ...]) -> dict[str, torch.Tensor]:
         """Image scores of a float batch with the score taken on each of ``regions`` ("image", "part", and

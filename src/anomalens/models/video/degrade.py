@@ -6,7 +6,8 @@ from copies of its training frames passed through such a chain (see ``training_d
 differences are part of "normal". Each degradation streams: one object per clip, fed batches in order, so that
 a video codec keeps its state from frame to frame as a real encoder does.
 
-Specs are short strings: ``h264:35`` (libx264 at CRF 35, in memory), ``jpeg:20`` (JPEG quality 20, 4:2:0, as an
+Specs are short strings: ``h264:35`` (libx264 at CRF 35, in memory), ``mpeg4:12`` (MPEG-4 Part 2 at quantiser
+12, in memory), ``jpeg:20`` (JPEG quality 20, 4:2:0, as an
 MJPEG camera), ``scale:0.5`` (down to half size and back up, bilinear).
 
 >>> degrade = make_degradation("jpeg:20")
@@ -48,11 +49,13 @@ def rescale_degrade(frames: torch.Tensor, factor: float) -> torch.Tensor:
     return back.round().clamp(0, 255).to(torch.uint8)
 
 
-class H264Reencode:
-    """Streams frames through libx264 (constant quality ``crf``, no B-frames, zero latency) and back."""
+class StreamReencode:
+    """Streams frames through a video encoder (PyAV; no B-frames, one packet per frame) and its decoder, and back:
+    ``libx264`` at constant quality (``h264:CRF``) or MPEG-4 Part 2 at a fixed quantiser (``mpeg4:Q``, as many
+    older DVRs and IP cameras write it)."""
 
-    def __init__(self, crf: int) -> None:
-        self.crf = int(crf)
+    def __init__(self, encoder: str, decoder: str, options: dict[str, str]) -> None:
+        self.encoder_name, self.decoder_name, self.options = encoder, decoder, options
         self._encoder = None
         self._decoder = None
         self._count = 0
@@ -60,12 +63,12 @@ class H264Reencode:
     def _open(self, height: int, width: int) -> None:
         import av
 
-        self._encoder = av.CodecContext.create("libx264", "w")
+        self._encoder = av.CodecContext.create(self.encoder_name, "w")
         self._encoder.width, self._encoder.height = width + width % 2, height + height % 2
         self._encoder.pix_fmt = "yuv420p"
         self._encoder.time_base = Fraction(1, 25)
-        self._encoder.options = {"crf": str(self.crf), "preset": "veryfast", "tune": "zerolatency"}
-        self._decoder = av.CodecContext.create("h264", "r")
+        self._encoder.options = dict(self.options)
+        self._decoder = av.CodecContext.create(self.decoder_name, "r")
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         import av
@@ -84,7 +87,7 @@ class H264Reencode:
             decoded = []
             for packet in self._encoder.encode(video_frame):
                 decoded += self._decoder.decode(packet)
-            if not decoded:  # zero latency should give one frame per frame; keep the input if not
+            if not decoded:  # no B-frames should give one frame per frame; keep the input if not
                 out.append(frame)
                 continue
             rgb = decoded[-1].reformat(format="rgb24", src_colorspace="ITU601", src_color_range="MPEG").to_ndarray()
@@ -93,18 +96,21 @@ class H264Reencode:
 
 
 def make_degradation(spec: str) -> Degradation:
-    """A fresh (per clip) degradation from its spec: ``h264:CRF``, ``jpeg:QUALITY`` or ``scale:FACTOR``."""
+    """A fresh (per clip) degradation from its spec: ``h264:CRF``, ``mpeg4:QUANTISER``, ``jpeg:QUALITY`` or
+    ``scale:FACTOR``."""
     kind, _, value = spec.partition(":")
     try:
         number = float(value)
     except ValueError:
         raise ConfigError(f"training_degradations: {spec!r} needs a number after the colon") from None
     if kind == "h264" and 0 <= number <= 51:
-        return H264Reencode(int(number))
+        return StreamReencode("libx264", "h264", {"crf": str(int(number)), "preset": "veryfast", "tune": "zerolatency"})
+    if kind == "mpeg4" and 2 <= number <= 31:  # a fixed quantiser: qmin = qmax (2 best ... 31 worst)
+        return StreamReencode("mpeg4", "mpeg4", {"qmin": str(int(number)), "qmax": str(int(number))})
     if kind == "jpeg" and 1 <= number <= 100:
         return lambda frames: jpeg_degrade(frames, int(number))
     if kind == "scale" and 0.1 <= number < 1:
         return lambda frames: rescale_degrade(frames, number)
     raise ConfigError(
-        f"training_degradations: unknown or out-of-range {spec!r}; use h264:0-51, jpeg:1-100 or scale:0.1-0.99"
+        f"training_degradations: unknown or out-of-range {spec!r}; use h264:0-51, mpeg4:2-31, jpeg:1-100 or scale:0.1-0.99"
     )
