@@ -132,6 +132,14 @@ def run(args: argparse.Namespace) -> dict:
     validation_scores = [detector.predict_clip(c, views=False).scores for c in validation]
     plain = calibrate(np.concatenate(validation_scores), series_lengths=[len(s) for s in validation_scores])
     thresholds = {"validation_clips": plain.threshold, "with_folds": detector.calibration_.threshold}
+    shift = detector.calibration_.fold_shift
+    cross = detector._cross_validated_scores()
+    if shift and cross is not None:
+        # the threshold the folds gave before their bias was taken off (fold_shift), on the same scale: the model's
+        # scores were lower by the shift (the cues' means stood higher), the cross-fitted frames the same
+        lengths = [len(s) for s in validation_scores] + list(cross[1])
+        uncorrected = calibrate(np.concatenate([np.concatenate(validation_scores) - shift, cross[0]]), series_lengths=lengths)
+        thresholds["with_folds_uncorrected"] = uncorrected.threshold + shift
 
     normal_scores, anomalous = [], {}
     rng = np.random.default_rng(args.seed)
@@ -154,7 +162,7 @@ def run(args: argparse.Namespace) -> dict:
     per_clip_flagged = {}
     report: dict = {"source": args.source, "settings": {k: v for k, v in settings.items() if k != "threshold_from_folds"},
                     "held_out_clips": [c.name for c in heldout], "held_out_frames": int(normal.size),
-                    "target_fpr": plain.target_fpr, "fit_seconds": round(fit_seconds, 1), "per_kind_frame_auroc": {},
+                    "target_fpr": plain.target_fpr, "fold_shift": detector.calibration_.fold_shift, "fit_seconds": round(fit_seconds, 1), "per_kind_frame_auroc": {},
                     "thresholds": {}}
     for kind, parts in anomalous.items():
         bad = np.concatenate(parts)

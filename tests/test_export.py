@@ -17,6 +17,8 @@ from anomalens.cli import main
 from anomalens.data.mvtec import discover_category
 from anomalens.errors import CheckpointError, ConfigError
 from anomalens.export import export_model
+from anomalens.models import load_detector
+from anomalens.workflows.runs import open_run
 from anomalens.inference import Inferencer, read_bundle
 from anomalens.workflows.runs import load_detector
 from anomalens.workflows.predict import predict_images
@@ -135,7 +137,7 @@ def test_padim_and_autoencoder_bundles_reproduce_their_checkpoints(model, synthe
 
 
 @pytest.mark.slow
-def test_openvino_fp32_matches_and_int8_recalibrates_on_validation_images(patchcore_run, synthetic_image_dataset, tmp_path):
+def test_openvino_fp32_matches_and_int8_keeps_the_checkpoint_calibration_moved(patchcore_run, synthetic_image_dataset, tmp_path):
     pytest.importorskip("openvino")
     paths = _test_paths(*synthetic_image_dataset)
     ov_bundle = export_model(patchcore_run, "openvino", "fp32", tmp_path / "ov").folder
@@ -146,7 +148,12 @@ def test_openvino_fp32_matches_and_int8_recalibrates_on_validation_images(patchc
     int8 = export_model(patchcore_run, "onnx", "int8", tmp_path / "int8", calibration_images=16)
     meta = int8.bundle
     assert meta["graphs"]["features"]["file"] == "features_int8.onnx"
-    assert meta["calibration_source"].startswith("recomputed at int8")
+    # the checkpoint's calibration, moved by the int8 graph's score shift on the validation images
+    assert meta["calibration_source"].startswith("checkpoint, threshold moved by")
+    checkpoint = load_detector(open_run(patchcore_run)[0]).calibration_
+    moved = meta["calibration"]["threshold"] - checkpoint.threshold
+    assert meta["calibration"]["validation_count"] == checkpoint.validation_count
+    assert abs(moved) <= meta["export_check"]["max_score_difference"] + 1e-6
     results = Inferencer.load(int8.folder).predict(paths)
     assert len(results) == len(paths) and all(np.isfinite(r.score) for r in results)
 
@@ -183,11 +190,14 @@ def test_benchmark_compares_exported_runtimes_with_pytorch(patchcore_run, synthe
 
 
 def test_part_score_region_bundle_reproduces_the_checkpoint(synthetic_image_dataset, tmp_path):
-    """score_region "part" takes the image score on the part alone: the maps graph gets the images too."""
+    """score_region "part" takes the image score on the part alone: the maps graph gets the images too, and
+    averages the capped map over score_window squares (the default 20 px: 5 blocks of 4 px) as the checkpoint does."""
+    from anomalens.workflows.runs import read_model_config
     from anomalens.workflows.train import train_image_model
 
     root, category = synthetic_image_dataset
     run = train_image_model(root, category, "patchcore", tmp_path, image_size=64, device="cpu", score_region="part").run_dir
     bundle = export_model(run, "onnx", "fp32", tmp_path / "bundle")
     assert bundle.bundle["graphs"]["maps"]["inputs"] == ["distances", "weights", "images"]
+    assert read_model_config(run)["config"]["score_window"] == 20
     assert_parity(run, bundle.folder, _test_paths(root, category))

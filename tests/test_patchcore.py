@@ -198,7 +198,9 @@ def test_part_score_ignores_the_background_but_not_a_missing_part():
     maps[:, 2, 2] = 9.0  # the highest score on the background (dust, the image border)
     maps[:, 30, 31] = 5.0  # a lower one on the pin
     whole, same = PatchCore(PatchCoreConfig(image_size=(64, 64), score_region="image")).scores_and_maps(maps, batch)
-    on_part, focused = PatchCore(PatchCoreConfig(image_size=(64, 64), score_region="part")).scores_and_maps(maps, batch)
+    # the highest pixel (score_window 1): the single-pixel peaks here stand for whole defects
+    part = PatchCoreConfig(image_size=(64, 64), score_region="part", score_window=1)
+    on_part, focused = PatchCore(part).scores_and_maps(maps, batch)
     assert whole.tolist() == [9.0, 9.0] and torch.equal(same, maps)
     assert on_part.tolist() == [5.0, 9.0]  # no part found: the whole map counts
     assert focused[0, 2, 2] == 0 and focused[0, 30, 31] == 5.0 and focused[0, 8, 31] == maps[0, 8, 31]  # margin kept
@@ -210,7 +212,7 @@ def test_part_score_keeps_the_typical_level_of_the_map():
     batch[0, :, 10:50, 28:36] = 0.2
     maps = 2.0 + torch.rand(1, 64, 64, generator=torch.Generator().manual_seed(0))  # everywhere 2..3, like drift
     maps[0, 2, 2] = 9.0
-    scores, capped = PatchCore(PatchCoreConfig(image_size=(64, 64), score_region="part")).scores_and_maps(maps, batch)
+    scores, capped = PatchCore(PatchCoreConfig(image_size=(64, 64), score_region="part", score_window=1)).scores_and_maps(maps, batch)
     assert capped[0, 2, 2] < 3.0 and scores[0] < 3.0  # the background's peak no longer counts
     assert abs(capped.median() - maps.median()) < 0.05  # but the map's median (what drift compares) stays
     with pytest.raises(ConfigError, match="score_region"):

@@ -22,7 +22,7 @@ INTERRUPTED_EXIT_CODE = 130
 # flag dest -> the model config field it sets (the same name, by design)
 IMAGE_MODEL_FLAGS = ("batch_size", "target_fpr", "epochs", "lr", "latent_dim", "loss", "ssim_weight", "num_workers",
                      "normal_reference", "backbone", "coreset_ratio", "memory_bank_size", "exact_search", "tile",
-                     "score_region", "threshold_from_folds")
+                     "score_region", "score_window", "threshold_from_folds")
 VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", "latent_dim", "lstm_hidden_dim",
                      "lstm_layers", "target_fpr", "appearance_memory", "motion_memory", "flow_preset", "frame_step",
                      "temporal_sigma", "input_blur", "training_degradations", "flow_min_contrast",
@@ -101,6 +101,9 @@ def add_image_model_flags(parser: argparse.ArgumentParser) -> None:
                       help="where the image score (the map's maximum) is taken: image, part (the part and a small "
                            "margin), or auto: decided at training, part when the background gives the highest scores of "
                            "several validation images")
+    feat.add_argument("--score-window", type=int, default=None, metavar="PX",
+                      help="with the score on the part: the image score is the highest mean of the map over PX x PX "
+                           "pixels (1 = its highest pixel; default 20)")
 
 
 def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: bool) -> None:

@@ -4,8 +4,9 @@ Steps: trace the detector's scoring code to ONNX (``graph.py``); for ``int8`` qu
 training images (``quantize.py``); for OpenVINO convert the ONNX graph to OpenVINO IR; then score the run's
 held-out normal validation images with both the checkpoint and the bundle and record the largest differences
 in ``bundle.json`` (``export_check``). At fp32 the bundle keeps the checkpoint's calibration; at a reduced
-precision (int8, bf16) its scores shift a little, so the threshold is chosen again by the same rule on the
-bundle's own scores of those validation images (normal, held out from training: never the test set).
+precision (int8, bf16) its scores shift a little: the bundle keeps the checkpoint's calibration (chosen from the
+held-out and the cross-fitted training images), moved by how far the bundle's scores of those validation images
+(normal, held out from training: never the test set) stand above the checkpoint's (:func:`quantised_calibration`).
 
 >>> export_model("results/bottle_x", "openvino", "bf16", "bundles/bottle_bf16")   # doctest: +SKIP
 """
@@ -28,7 +29,7 @@ from anomalens.export.graph import (INPUT_NAME, check_exportable, constant_input
                                    export_patchcore_graphs, output_names)
 from anomalens.inference.bundle import BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_VERSION, FORMATS, PRECISIONS
 from anomalens.inference.inferencer import Inferencer
-from anomalens.metrics.threshold import DEFAULT_PIXEL_TARGET_FPR, calibrate, pixel_threshold
+from anomalens.metrics.threshold import DEFAULT_PIXEL_TARGET_FPR, Calibration, pixel_threshold, score_shift
 from anomalens.models.base import FORMAT_VERSION, BaseDetector, Detector, load_detector
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import atomic_dir, write_json_atomic
@@ -360,8 +361,8 @@ def _check_and_calibrate(detector: Detector, inferencer: Inferencer, validation:
     scores, maps, _ = inferencer.run(images)
     source = "checkpoint"
     if precision != "fp32":
-        calibration = calibrate(scores, calibration.target_fpr, normal_maps=maps)
-        source = f"recomputed at {precision} on the run's {len(validation)} validation images (normal, held out)"
+        calibration, source = quantised_calibration(calibration, reference.scores, reference.maps, scores, maps, precision)
+        reporter.log(f"calibration: {source}")
     elif calibration.pixel_threshold is None:  # a model saved before pixel thresholds: add one, same rule
         calibration = dataclasses.replace(calibration, pixel_threshold=pixel_threshold(reference.maps, calibration.threshold),
                                           pixel_target_fpr=DEFAULT_PIXEL_TARGET_FPR)
@@ -377,6 +378,32 @@ def _check_and_calibrate(detector: Detector, inferencer: Inferencer, validation:
     reporter.log(f"bundle vs checkpoint on {len(validation)} validation images: largest score difference "
                  f"{check['max_score_difference']:.3g} ({check['max_score_difference_over_threshold']:.2g} of the threshold)")
     return {"calibration": calibration.to_dict(), "calibration_source": source, "export_check": check}
+
+
+def quantised_calibration(calibration: Calibration, reference_scores: np.ndarray, reference_maps: np.ndarray,
+                          scores: np.ndarray, maps: np.ndarray, precision: str) -> tuple[Calibration, str]:
+    """The checkpoint's ``calibration`` carried over to a quantised graph, and what ``calibration_source`` says.
+
+    The checkpoint's threshold heard every normal score the fit had (held-out images, and the training images
+    scored by memories without them); the bundle cannot re-score those, only the run's few validation images. So
+    rather than choosing a threshold again from those alone, the checkpoint's is moved by the quantised graph's
+    score shift measured on them (the paired mean difference, :func:`~anomalens.metrics.threshold.score_shift`):
+    the same promise at the graph's own scale. The pixel threshold moves by the shift of the same rule's quantile
+    on the validation maps (:func:`~anomalens.metrics.threshold.pixel_threshold`), capped at the image threshold.
+    """
+    shift = score_shift(np.asarray(scores)[None], reference_scores, what=f"{precision} scores")
+    moved = {"threshold": calibration.threshold + shift.shift, "validation_mean": calibration.validation_mean + shift.shift,
+             "validation_max": calibration.validation_max + shift.shift}
+    pixel_note = ""
+    if calibration.pixel_threshold is not None:
+        rule = lambda m: pixel_threshold(m, np.inf, calibration.pixel_target_fpr or DEFAULT_PIXEL_TARGET_FPR)  # noqa: E731
+        pixel_shift = rule(maps) - rule(reference_maps)
+        moved["pixel_threshold"] = min(calibration.pixel_threshold + pixel_shift, moved["threshold"])
+        pixel_note = f", pixel threshold by {pixel_shift:+.3g}"
+    source = (f"checkpoint, threshold moved by {shift.shift:+.3g}{pixel_note} for {precision}: on the run's "
+              f"{len(reference_scores)} validation images (normal, held out) the {precision} scores stood "
+              f"{shift.measured:+.3g} above the checkpoint's" + ("" if shift.shift else " (too few or too varied to move it)"))
+    return dataclasses.replace(calibration, **moved), source
 
 
 def _tensor(images: np.ndarray):

@@ -99,6 +99,7 @@ RANGES: dict[str, Range] = {
     "blur_sigma": Range(0.0, 256.0),
     "tile": SIDE,
     "tile_overlap": Range(0, limits.MAX_IMAGE_SIDE - 1),
+    "score_window": Range(1, limits.MAX_IMAGE_SIDE),
     "coreset_ratio": Range(0.0, 1.0, open_low=True),
     "coreset_projection_dim": Range(1, limits.MAX_CHANNELS),
     "num_neighbours": Range(1, 1000),
@@ -331,9 +332,10 @@ def check_calibration(data: Any, prefix: str = "calibration.") -> dict[str, Any]
             _number(f"{prefix}{f.name}", data[f.name], kind, rule)
         else:
             _value(f"{prefix}{f.name}", data[f.name], hints[f.name], f.name)
-    for name in ("pixel_threshold", "pixel_target_fpr", "measured_fpr", "effective_count", "needed_count", "clip_held_out_fpr"):
+    for name in ("pixel_threshold", "pixel_target_fpr", "measured_fpr", "effective_count", "needed_count", "clip_held_out_fpr",
+                 "fold_shift", "fold_shift_items"):
         if data.get(name) is not None:
-            rule = RANGES["target_fpr"] if name == "pixel_target_fpr" else (Range(0.0) if name != "pixel_threshold" else None)
+            rule = RANGES["target_fpr"] if name == "pixel_target_fpr" else (Range(0.0) if name not in ("pixel_threshold", "fold_shift") else None)
             _number(f"{prefix}{name}", data[name], float, rule)
     if "tail_model" in data and data["tail_model"] not in ("normal", "generalized_pareto"):
         raise _Invalid(f"{prefix}tail_model", f"{_show(data['tail_model'])} is not one of normal, generalized_pareto")

@@ -7,7 +7,8 @@ bounded with any number of images), a random sample of them is kept (:data:`SAMP
 :data:`SAMPLE_BYTES`), and after the fit each sampled image is scored by a memory built from the other folds'
 images only (the model builds those memories from the same features as its own, in the same pass:
 ``FoldMemories``). Their scores join the held-out validation scores for the threshold and the score-region choice,
-as the video model's cross-fitted clips do (:meth:`ImageDetector.fit_with`).
+as the video model's cross-fitted clips do (:meth:`ImageDetector.fit_with`), lowered for the threshold by how far
+the folds' memories score the held-out images above the final model (:meth:`FeatureDetector.fold_shift`).
 
 >>> folds = TrainingFolds(image_bytes=3 * 256 * 256, seed=0)
 >>> folds.fold_of(torch.arange(6)).tolist()
@@ -28,6 +29,8 @@ from anomalens.models.components.sampler import Reservoir
 # unseen normal images by 0.95 with two folds, 0.39 with three, 0.21 with eight, while the threshold moved by less
 # than 0.9 and the share of normal images flagged not at all; each fold costs one more coreset and search index
 # (pins: 19.8, 18.3 and 38.9 s of CPU with 2, 3 and 8 folds against 10.2 s without; README, "The threshold").
+# What bias remains is measured on the held-out images (each also scored by every fold's memory) and taken off the
+# folds' scores before the threshold (FeatureDetector.fold_shift, metrics/threshold.py score_shift).
 FOLDS = 3
 FOLD_IMAGES = 2048  # training images dealt to the folds (the first of the stream; the model learns from all)
 SAMPLE_IMAGES = 512  # training images scored by a memory without them, at most (a random sample of the stream) ...

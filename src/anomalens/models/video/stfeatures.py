@@ -38,6 +38,7 @@ measured figures and the command).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ import torch.nn.functional as F
 
 from anomalens.data.preprocessing import to_float
 from anomalens.errors import ConfigError, DataError
+from anomalens.metrics.threshold import ScoreShift, score_shift
 from anomalens.models.base import DetectorConfig
 from anomalens.models.components.features import PatchFeatureExtractor
 from anomalens.models.components.kernels import DelayedGaussian, gaussian_blur, gaussian_smooth_1d, series_kernel
@@ -217,6 +219,9 @@ def _cell_samples(features: torch.Tensor, tolerance: int, cells: torch.Tensor) -
 # ---- the detector ------------------------------------------------------------------------------
 
 CROSS_FIT_FRAMES = 256  # normal frames per fold scored by the other fold's memories, to standardise the cues
+# learned frames of the held-out clips (every frame_step-th, the first of each clip in turn) scored by the final and
+# by both folds' memories, to measure how far the folds' cue scores stand above the final model's (fold_shift)
+SHIFT_FRAMES = 256
 FOLD_BLOCK = 256  # training frames are dealt to the two folds in blocks of this many (whole clips when shorter)
 FOLD_NAMES = ("fold 1 of 2", "fold 2 of 2")  # labels of the two cross-fitting passes in progress lines
 
@@ -308,6 +313,9 @@ class SpatioTemporalFeatures(VideoDetector):
         self.still_gate_: torch.Tensor | None = None
         # cross-fitted normal frame scores clip by clip and the count per clip, for the threshold (not saved)
         self._cross_fitted: tuple[np.ndarray, list[int]] | None = None
+        # the cross-fitted frames' measured excess (standard units) and the held-out frames it was measured on,
+        # for the calibration (not saved otherwise)
+        self._fold_shift: tuple[float, float] | None = None
         self._typical_flow_cache: tuple[torch.Tensor | None, tuple[np.ndarray, np.ndarray]] = (None, (np.zeros(0), np.zeros(0)))
 
     # ---- streaming features ---------------------------------------------------------------------
@@ -464,6 +472,7 @@ class SpatioTemporalFeatures(VideoDetector):
                          f"{int((self.still_gate_ >= 1).sum())} of {self.still_gate_.numel()} cells fully)")
         reporter.log(f"choosing {c.appearance_memory} appearance entries from {everything.patches.size} training patches")
         two_folds = all(fold.frames is not None and fold.frames.size for fold in folds)
+        self._fold_shift = None
         # each fold's memories come from half the data: half the work of the memories of all of it
         costs = {"memories of all training clips": 1.0, **({name: 0.5 for name in FOLD_NAMES} if two_folds else {})}
         phases = Phases(reporter, costs, title="stfeatures")
@@ -475,7 +484,11 @@ class SpatioTemporalFeatures(VideoDetector):
         # without two folds the normal range of typical distances is unknown: nothing is discounted (+inf)
         ceiling = torch.tensor([math.inf])
         if two_folds:
-            appearance, motion, origin, typical = self._cross_fitted_scores(folds, reporter, phases)
+            appearance, motion, origin, typical, fold_memories = self._cross_fitted_scores(folds, reporter, phases)
+            # memories that learned half the clips score normal frames higher than the final model does: the cues
+            # are standardised (and the threshold hears them) as the final model would score those frames
+            shifts = self._cue_shifts(list(validation), fold_memories, reporter)
+            appearance, motion = appearance - shifts[0].shift, motion - shifts[1].shift
             # the highest, not a quantile: no cross-fitted frame is discounted, so the standardisation and the
             # threshold are exactly those of a model without the ceiling. Not the drift reference's range
             # (metrics/drift.py): that one describes the held-out clips' map of both cues, standardised; this is
@@ -492,6 +505,8 @@ class SpatioTemporalFeatures(VideoDetector):
         # set only now: the held-out clips that set the threshold are scored with it, as every later clip
         self.appearance_ceiling_ = ceiling if c.typical_appearance_ceiling else None
         a_mean, a_std, m_mean, m_std = self.standardisation_.tolist()
+        if two_folds:  # in standard units: how far the (uncorrected) cross-fitted frame scores stood too high
+            self._fold_shift = (shifts[0].shift / a_std + shifts[1].shift / m_std, min(s.items for s in shifts))
         # the cross-fitted frames, on the scale of predict_clip, also inform the threshold (not smoothed in time:
         # drawn one by one, they have no neighbours; unsmoothed scores spread wider, so the threshold errs high)
         self._cross_fitted = None
@@ -516,6 +531,56 @@ class SpatioTemporalFeatures(VideoDetector):
     def _cross_validated_scores(self) -> tuple[np.ndarray, list[int]] | None:
         return self._cross_fitted
 
+    def fit_clips(self, train: Sequence[Clip], validation: Sequence[Clip] = (), reporter: Reporter = SILENT) -> "SpatioTemporalFeatures":
+        """:meth:`VideoDetector.fit_clips`; the calibration also keeps how far the cross-fitted frames' scores
+        stood above the final model's (``fold_shift``, standard units), taken off before the threshold."""
+        self._fold_shift = None
+        super().fit_clips(train, validation, reporter)
+        if self._fold_shift is not None and self.calibration_ is not None:
+            shift, items = self._fold_shift
+            self.calibration_ = dataclasses.replace(self.calibration_, fold_shift=float(shift), fold_shift_items=round(float(items), 1))
+        return self
+
+    @torch.no_grad()
+    def _cue_shifts(self, held_out: Sequence[Clip], fold_memories: list[tuple[NearestNeighbourIndex, "PositionalMemory"]],
+                    reporter: Reporter) -> tuple[ScoreShift, ScoreShift]:
+        """Each cue's bias of the cross-fitted scores (:func:`~anomalens.metrics.threshold.score_shift`): the held-out
+        normal clips, which neither the final memories nor the folds' learned, scored by both (their first
+        :data:`SHIFT_FRAMES` learned frames; raw cue scores, before any ceiling). Each clip's frames form a series,
+        so that the shift's uncertainty counts them by their effective number. No held-out clip: no shift."""
+        assert self.appearance_index_ is not None and self.motion_memory_ is not None
+        if not held_out:
+            reporter.log("cross-fitted cue scores taken as they are: no held-out clip to measure their bias on")
+            return score_shift(np.zeros((0, 0)), np.zeros(0)), score_shift(np.zeros((0, 0)), np.zeros(0))
+        memories = [(self.appearance_index_, self.motion_memory_), *fold_memories]
+        scores: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in memories]  # per memory, per batch
+        lengths, quota = [], SHIFT_FRAMES
+        for clip in held_out[: SHIFT_FRAMES]:
+            per_clip = max(1, -(-quota // max(1, len(held_out) - len(lengths))))  # an equal share of what is left
+            taken, start = 0, 0
+            for appearance, motion, _ in self._stream(clip, reporter):
+                keep = [i for i in range(len(appearance)) if (start + i) % self.config.frame_step == 0][: per_clip - taken]
+                start += len(appearance)
+                if keep:
+                    for found, (bank, motion_memory) in zip(scores, memories):
+                        a, m = self._distance_maps(appearance[keep], motion[keep], bank, motion_memory)
+                        found.append(self._frame_scores(_local_average(a), _local_average(m)))
+                    taken += len(keep)
+                if taken >= per_clip:
+                    break
+            lengths.append(taken)
+            quota -= taken
+            if quota <= 0:
+                break
+        if not scores[0]:
+            reporter.log("cross-fitted cue scores taken as they are: the held-out clips gave no frame to measure their bias on")
+            return score_shift(np.zeros((0, 0)), np.zeros(0)), score_shift(np.zeros((0, 0)), np.zeros(0))
+        cues = [[torch.cat([batch[cue] for batch in found]).numpy() for found in scores] for cue in (0, 1)]
+        shifts = tuple(score_shift(np.stack(cue[1:]), cue[0], lengths) for cue in cues)
+        for name, shift in zip(("appearance", "motion"), shifts):
+            reporter.log(f"{name} cue: {shift.note}")
+        return shifts  # type: ignore[return-value]
+
     def _memories(self, data: "_NormalData", reporter: Reporter) -> tuple[NearestNeighbourIndex, "PositionalMemory"]:
         c = self.config
         sample = data.patches.sample
@@ -529,19 +594,21 @@ class SpatioTemporalFeatures(VideoDetector):
 
     def _cross_fitted_scores(
         self, folds: list["_NormalData"], reporter: Reporter, phases: Phases
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[NearestNeighbourIndex, "PositionalMemory"]]]:
         """Cue frame scores of normal frames that the scoring memories never saw: each fold of the training data
         is scored by memories built from the other. Hundreds of frames from every training clip give a stable
         scale for each cue, where two held-out clips alone left the motion scale varying by a factor of 2.6.
-        Also each frame's origin ``(N, 2)``: clip and frame number, and its typical appearance cell distance."""
+        Also each frame's origin ``(N, 2)``: clip and frame number, its typical appearance cell distance, and the
+        two folds' memories (:meth:`_cue_shifts` scores the held-out clips by them)."""
         channels, (h, w) = self.extractor.out_channels, self.grid
         split = channels * h * w
-        appearance, motion, origins, typical = [], [], [], []
+        appearance, motion, origins, typical, memories = [], [], [], [], []
         for name, (scored, other) in zip(FOLD_NAMES, ((folds[0], folds[1]), (folds[1], folds[0]))):
             reporter.check_cancelled()
             with phases.run(name):
                 origins.append(scored.frames.sample_tags)
                 bank, motion_memory = self._memories(other, reporter)
+                memories.append((bank, motion_memory))
                 for rows in reporter.iter(scored.frames.sample.split(16), "score the frames these memories never saw"):
                     a, m = self._distance_maps(
                         rows[:, :split].float().view(-1, channels, h, w),
@@ -555,7 +622,7 @@ class SpatioTemporalFeatures(VideoDetector):
                     motion.append(m_score)
                     typical.append(typical_cell(a.flatten(1)))
         reporter.log(f"cues standardised on {sum(len(a) for a in appearance)} cross-fitted training frames")
-        return torch.cat(appearance), torch.cat(motion), torch.cat(origins), torch.cat(typical)
+        return torch.cat(appearance), torch.cat(motion), torch.cat(origins), torch.cat(typical), memories
 
     # ---- scoring --------------------------------------------------------------------------------
     @staticmethod
