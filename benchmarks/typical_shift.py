@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     seen: list[np.ndarray] = []
     score_frames = detector._frame_scores
 
-    def recording(appearance: torch.Tensor, motion: torch.Tensor):  # the scorer's own maps, frame by frame
-        seen.append(typical_cell(appearance.flatten(1)).numpy())
-        return score_frames(appearance, motion)
+    def recording(appearance: torch.Tensor, motion: torch.Tensor, coded: torch.Tensor | None = None):
+        seen.append(typical_cell(appearance.flatten(1)).numpy())  # the scorer's own maps, frame by frame
+        return score_frames(appearance, motion, coded)
 
     detector._frame_scores = recording  # type: ignore[method-assign]
     per_clip = {}
