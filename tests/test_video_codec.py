@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from anomalens.data.synthetic_video import DEFAULT_VIDEO_CATEGORY as CATEGORY
 from anomalens.data.synthetic_video import make_synthetic_video_dataset
-from anomalens.errors import CheckpointError
+from anomalens.errors import CheckpointError, ConfigError
 from anomalens.export import export_model
 from anomalens.models.base import create_detector, load_detector
 from anomalens.models.video.degrade import jpeg_degrade
@@ -107,8 +107,10 @@ def test_the_codec_memory_is_validated_on_load_and_absent_from_models_saved_befo
     assert before.config.codec_memory == () and before.codec_index_ is None
     meta["config"]["codec_memory"] = ["mpeg2:4"]
     (folder / "config.json").write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match="mpeg2"):
+    with pytest.raises(CheckpointError, match="codec_memory: unknown or out-of-range 'mpeg2:4'"):  # names its field
         load_detector(folder)
+    with pytest.raises(ConfigError, match="codec_memory: 'h264:x' needs a number"):
+        create_detector("stfeatures", **SETTINGS, codec_memory=("h264:x",))
 
 
 @pytest.mark.slow

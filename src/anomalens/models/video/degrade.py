@@ -95,14 +95,14 @@ class StreamReencode:
         return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
 
 
-def make_degradation(spec: str) -> Degradation:
+def make_degradation(spec: str, setting: str = "training_degradations") -> Degradation:
     """A fresh (per clip) degradation from its spec: ``h264:CRF``, ``mpeg4:QUANTISER``, ``jpeg:QUALITY`` or
-    ``scale:FACTOR``."""
+    ``scale:FACTOR``. ``setting`` names the configuration field the spec came from, in errors."""
     kind, _, value = spec.partition(":")
     try:
         number = float(value)
     except ValueError:
-        raise ConfigError(f"training_degradations: {spec!r} needs a number after the colon") from None
+        raise ConfigError(f"{setting}: {spec!r} needs a number after the colon") from None
     if kind == "h264" and 0 <= number <= 51:
         return StreamReencode("libx264", "h264", {"crf": str(int(number)), "preset": "veryfast", "tune": "zerolatency"})
     if kind == "mpeg4" and 2 <= number <= 31:  # a fixed quantiser: qmin = qmax (2 best ... 31 worst)
@@ -112,5 +112,5 @@ def make_degradation(spec: str) -> Degradation:
     if kind == "scale" and 0.1 <= number < 1:
         return lambda frames: rescale_degrade(frames, number)
     raise ConfigError(
-        f"training_degradations: unknown or out-of-range {spec!r}; use h264:0-51, mpeg4:2-31, jpeg:1-100 or scale:0.1-0.99"
+        f"{setting}: unknown or out-of-range {spec!r}; use h264:0-51, mpeg4:2-31, jpeg:1-100 or scale:0.1-0.99"
     )

@@ -136,7 +136,7 @@ class SpatioTemporalConfig(DetectorConfig):
     # Ped2's 2010 test frames: none changed, checked without labels), while a whole-frame shift is taken off as
     # appearance_above_typical does, which cost Ped2 (0.957 -> 0.940 with the re-encodings). On the re-encoded
     # conveyor (benchmarks/reencode.py) normal frames flagged fell from 100% to 0-2% under H.264 CRF 18, MJPEG and
-    # other resolutions; the coarse codecs (CRF 35: 51%, MPEG-4: 16%) still need more (README)
+    # other resolutions; the coarse codecs (CRF 35: 51%, MPEG-4: 16%) needed the codec memory below (README)
     typical_appearance_ceiling: bool = True
     # Learned training frames also pass through these re-encodings (models/video/degrade.py), one per batch in turn,
     # and join the appearance memories: a coarser codec, an MJPEG camera or a lower resolution are then part of
@@ -149,7 +149,8 @@ class SpatioTemporalConfig(DetectorConfig):
     # it and a wrong colour or a foreign object is not. The clean memory is not diluted, and footage like the training
     # data (typical cell within the ceiling: every UCSD Ped2 test frame) scores exactly as without it (empty = none).
     # On by default (issue 16, fourth round): on the re-encoded conveyor normal frames flagged under H.264 CRF 35
-    # fell from 57% to 0%, MPEG-4 from 18% to 1.2%, half resolution from 2.8% to 0%; every kind at AUROC 0.982+ (README)
+    # fell from 57% to 0%, MPEG-4 from 18% to 1.2-2.0%, half resolution from 2.8% to 0%; every kind at AUROC 0.979+
+    # (README). UCSD Ped2: the same scores, fit 107 -> 111 s
     codec_memory: tuple[str, ...] = ("h264:35", "jpeg:20", "scale:0.5", "mpeg4:12")
     # The threshold also hears every training clip scored by the fold that did not learn it (cross-validation),
     # clip by clip, shrunk to the smoothed scale (as_if_smoothed): clips differ more than frames. On by default
@@ -283,8 +284,9 @@ class SpatioTemporalFeatures(VideoDetector):
             raise ConfigError("position_tolerance must be >= 0, orientation_bins >= 2 and motion_cell >= 1")
         if not 0.0 < c.motion_scale <= 1.0:
             raise ConfigError(f"motion_scale must be in (0, 1], got {c.motion_scale}")
-        for spec in (*c.training_degradations, *c.codec_memory):
-            make_degradation(spec)  # refuses an unknown spec before any long work
+        for setting in ("training_degradations", "codec_memory"):
+            for spec in getattr(c, setting):
+                make_degradation(spec, setting)  # refuses an unknown spec before any long work
         if c.input_blur < 0 or c.flow_min_contrast < 0 or c.still_texture_weight < 0:
             raise ConfigError("input_blur, flow_min_contrast and still_texture_weight must be >= 0, got "
                               f"{c.input_blur}, {c.flow_min_contrast}, {c.still_texture_weight}")
@@ -354,7 +356,7 @@ class SpatioTemporalFeatures(VideoDetector):
         c = self.config
         flows = FlowStream(c.flow_preset, c.flow_min_contrast)
         chains = [make_degradation(spec) for spec in c.training_degradations] if degraded is not None else []
-        codecs = [make_degradation(spec) for spec in c.codec_memory] if coded is not None else []
+        codecs = [make_degradation(spec, "codec_memory") for spec in c.codec_memory] if coded is not None else []
         any_frames, start = False, 0
         for count, batch in enumerate(self._batches(clip)):
             if count % 4 == 0:
