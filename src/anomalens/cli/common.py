@@ -142,12 +142,12 @@ def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: 
                        help="the appearance score discounts a frame's typical cell distance where it lies above the "
                             "highest seen on normal training frames (a whole-frame shift: another codec or bitrate)")
     group.add_argument("--training-degradations", nargs="*", default=None, metavar="SPEC",
-                       help="re-encodings training frames also learn from: h264:CRF, jpeg:QUALITY, scale:FACTOR "
+                       help="re-encodings training frames also learn from: h264:CRF, mpeg4:QUANTISER, jpeg:QUALITY, scale:FACTOR "
                             "(the flag alone: none)")
     group.add_argument("--codec-memory", nargs="*", default=None, metavar="SPEC",
-                       help="re-encodings of training frames (h264:CRF, jpeg:QUALITY, scale:FACTOR) that make a second "
-                            "appearance memory, consulted only where a frame as a whole lies above the normal range "
-                            "(another codec or bitrate; the flag alone: none)")
+                       help="re-encodings of training frames (h264:CRF, mpeg4:QUANTISER, jpeg:QUALITY, scale:FACTOR) that make a "
+                            "second appearance memory, consulted only where a frame as a whole lies above the normal "
+                            "range (another codec or bitrate; the flag alone: none)")
 
 
 def example_epilog(*lines: str) -> str:

@@ -33,6 +33,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import MISSING, asdict, dataclass, fields
 from statistics import NormalDist
@@ -79,6 +80,10 @@ class Calibration:
     # model saved before this correction)
     fold_shift: float | None = None
     fold_shift_items: float | None = None
+
+    def with_fold_shift(self, shift: float, items: float) -> "Calibration":
+        """This calibration, recording the folds' measured shift taken off before the threshold (``fold_shift``)."""
+        return dataclasses.replace(self, fold_shift=float(shift), fold_shift_items=round(float(items), 1))
 
     def normalize(self, values: np.ndarray | float) -> np.ndarray:
         """Raw scores or maps -> (0, 1), 0.5 at the threshold."""
@@ -169,6 +174,11 @@ class ScoreShift:
     note: str  # one line for the log: what was measured and what was applied, or why nothing
 
 
+def no_shift(what: str = "cross-fitted scores") -> ScoreShift:
+    """The shift of scores with no normal item to measure it on: none."""
+    return ScoreShift(0.0, 0.0, 0.0, f"{what} taken as they are: no normal item to measure their shift on")
+
+
 def score_shift(others: np.ndarray, reference: np.ndarray, series_lengths: Sequence[int] | None = None,
                 what: str = "cross-fitted scores") -> ScoreShift:
     """The mean excess of ``others`` ``(K, N)`` (each row: the same ``N`` normal items scored another way) over
@@ -198,7 +208,7 @@ def score_shift(others: np.ndarray, reference: np.ndarray, series_lengths: Seque
         differences = (others.reshape(-1, reference.size) - reference[None]).mean(axis=0)
         differences = differences[np.isfinite(differences)]
     if differences.size == 0:
-        return ScoreShift(0.0, 0.0, 0.0, f"{what} taken as they are: no normal item to measure their shift on")
+        return no_shift(what)
     lengths = series_lengths if series_lengths is not None and sum(series_lengths) == differences.size else None
     items = effective_sample_size(differences, lengths)
     measured = float(differences.mean())
@@ -375,6 +385,18 @@ def pixel_threshold(normal_maps: np.ndarray, image_threshold: float, target_fpr:
         return float(image_threshold)
     normal_tail = pixels.mean() + NormalDist().inv_cdf(1.0 - target_fpr) * pixels.std()
     return float(min(max(float(np.quantile(pixels, 1.0 - target_fpr)), normal_tail), float(image_threshold)))
+
+
+def threshold_rule(kind: str, from_folds: bool, target_fpr: float) -> str:
+    """One line for ``metrics.json``, ``events.json`` and ``report.md``: which normal data chose the threshold of an
+    ``"image"`` or ``"video"`` model (``from_folds``: its ``threshold_from_folds``)."""
+    if kind == "video":
+        data = ("normal training clips only (held-out validation clips, and every training clip's frames scored by "
+                "the memories of the fold that did not learn them)" if from_folds else "frames of held-out normal training clips only")
+    else:
+        data = ("normal training images only (held-out validation images" + (", and, when those are too few to measure "
+                "the target rate, training images scored by memories that did not learn them" if from_folds else "") + ")")
+    return f"from {data}, target false-positive rate {target_fpr:g}"
 
 
 def false_alarm_line(summary: dict[str, Any] | None, at_threshold: dict[str, Any] | None = None) -> str:

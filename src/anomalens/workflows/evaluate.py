@@ -31,7 +31,7 @@ from anomalens.metrics.events import (
     video_auroc,
 )
 from anomalens.metrics.segmentation import aupro, pixel_auroc
-from anomalens.metrics.threshold import Calibration
+from anomalens.metrics.threshold import Calibration, threshold_rule
 from anomalens.models.base import BaseDetector
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import atomic_dir, write_json_atomic, write_text_atomic
@@ -193,11 +193,7 @@ def image_metrics(scores: np.ndarray, labels: np.ndarray, defect_types: list[str
         "f1_max_threshold": f1_threshold,
         "f1_max_threshold_normalized": float(cal.normalize(f1_threshold)),
         "threshold": cal.threshold,
-        "threshold_rule": (f"from normal training images only (held-out validation images"
-                           + (", and, when those are too few to measure the target rate, training images scored "
-                              "by memories that did not learn them"
-                              if getattr(detector.config, "threshold_from_folds", False) else "")
-                           + f"), target false-positive rate {cal.target_fpr:g}"),
+        "threshold_rule": threshold_rule("image", getattr(detector.config, "threshold_from_folds", False), cal.target_fpr),
         "false_alarm_rate": cal.false_alarm_summary(),
         "at_model_threshold": confusion_at(labels, scores, cal.threshold),
         "counts": {"test_images": int(labels.size), "normal": int((labels == 0).sum()), "anomalous": int(labels.sum())},
@@ -339,7 +335,7 @@ def _measure_video(detector: BaseDetector, data_dir: Path, category: str, report
         results.append(_ClipResult(ref, scores, labels, clip.fps, calibrated_events(scores, cal, clip.fps)))
         frames_total += len(scores)
     predict_seconds = time.perf_counter() - predict_started
-    metrics = video_metrics(results, cal)
+    metrics = video_metrics(results, cal, getattr(detector.config, "threshold_from_folds", False))
     metrics["timing"] = {
         "predict_seconds": round(predict_seconds, 3),
         "frames": frames_total,
@@ -374,8 +370,9 @@ def evaluate_video_model(checkpoint: str | Path, data_dir: str | Path | None = N
     return evaluate_model("video", checkpoint, data_dir, category, **options)
 
 
-def video_metrics(results: list[_ClipResult], cal: Calibration) -> dict[str, Any]:
-    """Frame-level (pooled, per clip, at the threshold), video-level and per-type figures."""
+def video_metrics(results: list[_ClipResult], cal: Calibration, from_folds: bool = False) -> dict[str, Any]:
+    """Frame-level (pooled, per clip, at the threshold), video-level and per-type figures (``from_folds``: the
+    model's ``threshold_from_folds``, for the threshold's rule)."""
     warnings: list[str] = []
     labelled = [r for r in results if r.labels is not None]
     frame_auroc = frame_auroc_minmax = at_threshold = None
@@ -438,7 +435,7 @@ def video_metrics(results: list[_ClipResult], cal: Calibration) -> dict[str, Any
         "mean_clip_frame_auroc": float(np.mean(clip_aurocs)) if clip_aurocs else None,
         "video_auroc": auroc_video,
         "threshold": cal.threshold,
-        "threshold_rule": f"from frames of held-out normal training clips only, target false-positive rate {cal.target_fpr:g}",
+        "threshold_rule": threshold_rule("video", from_folds, cal.target_fpr),
         "false_alarm_rate": cal.false_alarm_summary(),
         "at_model_threshold": at_threshold,
         "counts": {

@@ -26,6 +26,7 @@ from anomalens.errors import ConfigError, DataError
 from anomalens.metrics.drift import DriftReport, assess_drift, typical_distances
 from anomalens.metrics.events import Event, attach_peak_cues, calibrated_events
 from anomalens.metrics.regions import Region, find_regions
+from anomalens.metrics.threshold import threshold_rule
 from anomalens.models.base import BaseDetector
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import atomic_path, write_json_atomic, write_text_atomic
@@ -384,7 +385,7 @@ def analyze_video(
                 "fps": clip.fps,
                 "frames": int(scores.size),
                 "threshold": cal.threshold,
-                "threshold_rule": f"from held-out normal training clips, target false-positive rate {cal.target_fpr:g}",
+                "threshold_rule": threshold_rule("video", getattr(detector.config, "threshold_from_folds", False), cal.target_fpr),
                 "truncated": clip.truncated,
                 "drift": drift.to_dict() if drift is not None else None,
                 "events": events,

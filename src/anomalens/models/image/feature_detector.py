@@ -9,7 +9,6 @@ Mahalanobis distance to a Gaussian). Everything about pixels is here: images are
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
@@ -25,7 +24,7 @@ from anomalens.models.base import Detector, DetectorConfig
 from anomalens.models.components.features import PatchFeatureExtractor
 from anomalens.models.components.tiling import TileGrid
 from anomalens.models.image.cross_fit import FOLDS, FoldMemories, TrainingFolds
-from anomalens.metrics.threshold import ScoreShift, needed_validation_count, score_shift
+from anomalens.metrics.threshold import ScoreShift, needed_validation_count, no_shift, score_shift
 from anomalens.progress import SILENT, Reporter
 
 
@@ -254,8 +253,7 @@ class FeatureDetector(Detector):
         try:
             super().fit_with(learn_then_cross_fit, held_out, reporter)
             if shift is not None and self.calibration_ is not None:
-                self.calibration_ = dataclasses.replace(self.calibration_, fold_shift=shift.shift,
-                                                        fold_shift_items=round(shift.items, 1))
+                self.calibration_ = self.calibration_.with_fold_shift(shift.shift, shift.items)
             return self
         except BaseException:  # stopped (or failed) before the threshold: the next fit chooses again
             if auto:
@@ -285,7 +283,7 @@ class FeatureDetector(Detector):
         """:func:`~anomalens.metrics.threshold.score_shift` of the held-out images' scores by the folds' memories
         ``(folds, N)`` against the model's own (in its score region)."""
         if held_out is None or by_folds is None or not by_folds.size:
-            return score_shift(np.zeros((0, 0)), np.zeros(0))
+            return no_shift()
         return score_shift(by_folds, self._region_scores(held_out[:SHIFT_IMAGES], (self.config.score_region,))[self.config.score_region])
 
     def _region_scores(self, images: torch.Tensor, regions: tuple[str, ...]) -> dict[str, np.ndarray]:

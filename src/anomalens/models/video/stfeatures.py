@@ -38,7 +38,6 @@ measured figures and the command).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ import torch.nn.functional as F
 
 from anomalens.data.preprocessing import to_float
 from anomalens.errors import ConfigError, DataError
-from anomalens.metrics.threshold import ScoreShift, score_shift
+from anomalens.metrics.threshold import ScoreShift, no_shift, score_shift
 from anomalens.models.base import DetectorConfig
 from anomalens.models.components.features import PatchFeatureExtractor
 from anomalens.models.components.kernels import DelayedGaussian, gaussian_blur, gaussian_smooth_1d, series_kernel
@@ -526,9 +525,7 @@ class SpatioTemporalFeatures(VideoDetector):
             return None
         reporter.log(f"choosing {self.config.appearance_memory} codec-memory entries from {data.patches.size} "
                      f"re-encoded training patches ({', '.join(self.config.codec_memory)})")
-        sample = data.patches.sample
-        keep = greedy_coreset(sample, n_keep=self.config.appearance_memory, seed=self.config.seed, reporter=reporter)
-        return NearestNeighbourIndex(sample[keep].half().float())  # float16 precision, as saved
+        return self._appearance_bank(data, reporter)
 
     def _cross_validated_scores(self) -> tuple[np.ndarray, list[int]] | None:
         return self._cross_fitted
@@ -540,7 +537,7 @@ class SpatioTemporalFeatures(VideoDetector):
         super().fit_clips(train, validation, reporter)
         if self._fold_shift is not None and self.calibration_ is not None:
             shift, items = self._fold_shift
-            self.calibration_ = dataclasses.replace(self.calibration_, fold_shift=float(shift), fold_shift_items=round(float(items), 1))
+            self.calibration_ = self.calibration_.with_fold_shift(shift, items)
         return self
 
     @torch.no_grad()
@@ -553,7 +550,7 @@ class SpatioTemporalFeatures(VideoDetector):
         assert self.appearance_index_ is not None and self.motion_memory_ is not None
         if not held_out:
             reporter.log("cross-fitted cue scores taken as they are: no held-out clip to measure their bias on")
-            return score_shift(np.zeros((0, 0)), np.zeros(0)), score_shift(np.zeros((0, 0)), np.zeros(0))
+            return no_shift(), no_shift()
         memories = [(self.appearance_index_, self.motion_memory_), *fold_memories]
         scores: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in memories]  # per memory, per batch
         lengths, quota = [], SHIFT_FRAMES
@@ -576,23 +573,28 @@ class SpatioTemporalFeatures(VideoDetector):
                 break
         if not scores[0]:
             reporter.log("cross-fitted cue scores taken as they are: the held-out clips gave no frame to measure their bias on")
-            return score_shift(np.zeros((0, 0)), np.zeros(0)), score_shift(np.zeros((0, 0)), np.zeros(0))
+            return no_shift(), no_shift()
         cues = [[torch.cat([batch[cue] for batch in found]).numpy() for found in scores] for cue in (0, 1)]
         shifts = tuple(score_shift(np.stack(cue[1:]), cue[0], lengths) for cue in cues)
         for name, shift in zip(("appearance", "motion"), shifts):
             reporter.log(f"{name} cue: {shift.note}")
         return shifts  # type: ignore[return-value]
 
-    def _memories(self, data: "_NormalData", reporter: Reporter) -> tuple[NearestNeighbourIndex, "PositionalMemory"]:
+    def _appearance_bank(self, data: "_NormalData", reporter: Reporter) -> NearestNeighbourIndex:
+        """A coreset of ``appearance_memory`` entries of the sampled patches, searchable."""
         c = self.config
         sample = data.patches.sample
         keep = greedy_coreset(sample, n_keep=c.appearance_memory, seed=c.seed, reporter=reporter)
         # kept at float16 precision, as saved, so that a reloaded model scores exactly the same
-        bank = sample[keep].half().float()
+        return NearestNeighbourIndex(sample[keep].half().float())
+
+    def _memories(self, data: "_NormalData", reporter: Reporter) -> tuple[NearestNeighbourIndex, "PositionalMemory"]:
+        c = self.config
+        bank = self._appearance_bank(data, reporter)  # first, as always: the same random draws in the same order
         motion = PositionalMemory.build(
             self._gate_still(torch.cat(data.motions).float()), c.motion_memory, c.position_tolerance, c.seed, reporter=reporter
         )
-        return NearestNeighbourIndex(bank), motion
+        return bank, motion
 
     def _cross_fitted_scores(
         self, folds: list["_NormalData"], reporter: Reporter, phases: Phases
