@@ -1,8 +1,9 @@
 """The same frames stored in different pixel formats, ranges and matrices decode to the same RGB.
 
 Frames of the synthetic conveyor are encoded as limited-range BT.601 H.264 (``yuv420p``), full-range MJPEG in
-an AVI (``yuvj420p``), BT.709-tagged H.264, full-range H.264, and untagged HD H.264 encoded with BT.709 (the
-convention for HD); each must decode within a few levels of the originals and of each other.
+an AVI (``yuvj420p``), BT.709-tagged H.264, full-range H.264, untagged HD H.264 encoded with BT.709 (the
+convention for HD), 4:2:2 full-range MJPEG, HEVC, VP9, AV1 and MPEG-2; each must decode within a few levels of the
+originals and of each other.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ ENCODINGS = [
     ("mjpeg_full.avi", "avi", "mjpeg", "yuvj420p", "ITU601", "JPEG", True, {"q:v": "2"}),
     ("h264_709_tagged.mp4", "mp4", "libx264", "yuv420p", "ITU709", "MPEG", True, {"crf": "8"}),
     ("h264_full_range.mp4", "mp4", "libx264", "yuv420p", "ITU601", "JPEG", True, {"crf": "8"}),
+    # the codecs of benchmarks/reencode.py that no training degradation replays: 4:2:2 full-range MJPEG, HEVC,
+    # VP9 (WebM), AV1 (decoded by libdav1d), MPEG-2 (program stream)
+    ("mjpeg_422_full.avi", "avi", "mjpeg", "yuvj422p", "ITU601", "JPEG", True, {"qmin": "2", "qmax": "2"}),
+    ("hevc.mp4", "mp4", "libx265", "yuv420p", "ITU601", "MPEG", True, {"crf": "8", "x265-params": "log-level=error"}),
+    ("vp9.webm", "webm", "libvpx-vp9", "yuv420p", "ITU601", "MPEG", True, {"crf": "8", "b": "0", "deadline": "realtime"}),
+    ("av1.mp4", "mp4", "libsvtav1", "yuv420p", "ITU709", "MPEG", True, {"crf": "10", "preset": "10"}),
+    ("mpeg2.mpeg", "mpeg", "mpeg2video", "yuv420p", "ITU601", "MPEG", True, {"qmin": "2", "qmax": "2"}),
 ]
 def _encode(path: Path, frames: list[np.ndarray], container: str, codec: str, pix_fmt: str, matrix: str,
             color_range: str, tag: bool, options: dict[str, str]) -> Path:
