@@ -1,6 +1,7 @@
 """The codec memory of ``stfeatures`` (``codec_memory``): a second appearance memory of re-encoded training patches,
-consulted only by frames whose typical cell lies above the ceiling; footage within the normal range scores exactly
-as without it, and the live scorer, a reloaded model and the exported bundle score as ``predict_clip`` does."""
+consulted only by frames whose typical cell lies above the ceiling, and the low-pass over the cells of those same
+frames (``above_ceiling_lowpass``); footage within the normal range scores exactly as without them, and the live
+scorer, a reloaded model and the exported bundle score as ``predict_clip`` does."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def _appearance_scores(detector, maps: torch.Tensor, coded: torch.Tensor) -> tor
 
 
 def test_the_codec_memory_counts_only_above_the_ceiling_and_more_the_further_above():
-    detector = create_detector("stfeatures", **SETTINGS, codec_memory=CODEC)
+    detector = create_detector("stfeatures", **SETTINGS, codec_memory=CODEC, above_ceiling_lowpass=0)
     detector.appearance_ceiling_ = torch.tensor([1.0])
     detector.standardisation_ = torch.tensor([0.0, 2.0, 0.0, 1.0])  # the appearance cue's spread: 2.0
     cells = torch.full((1, 5, 5), 0.8)
@@ -46,10 +47,36 @@ def test_the_codec_memory_counts_only_above_the_ceiling_and_more_the_further_abo
     assert _appearance_scores(detector, cells + 5.2, None).item() == pytest.approx(8.2 - 5.0)  # none: the ceiling alone
 
 
+def test_the_lowpass_above_the_ceiling_lowers_a_lone_cell_more_than_a_patch_and_only_above_the_ceiling():
+    detector = create_detector("stfeatures", **SETTINGS, codec_memory=CODEC, above_ceiling_lowpass=3)
+    detector.appearance_ceiling_ = torch.tensor([1.0])
+    detector.standardisation_ = torch.tensor([0.0, 2.0, 0.0, 1.0])  # the appearance cue's spread: 2.0
+    lone = torch.full((1, 7, 7), 0.8)
+    lone[0, 3, 3] = 9.8  # one cell 9 above the rest, as a codec's stray block
+    patch = torch.full((1, 7, 7), 0.8)
+    patch[0, 2:5, 2:5] = 9.8  # a 3 x 3 patch as high, as a defect
+    far = torch.full((1, 7, 7), 1e6)  # a codec memory farther than the clean one: it changes nothing
+    # within the ceiling (typical 0.8): not one digit changes
+    assert _appearance_scores(detector, lone, far).item() == lone.max().item()
+    # two spreads above the ceiling (typical 4.8, excess 3.8, weight 1): the lone cell becomes its 3 x 3 mean,
+    # the patch's centre keeps its height; both less the excess, as the ceiling alone
+    assert _appearance_scores(detector, lone + 4.0, far).item() == pytest.approx(4.8 + 9.0 / 9 - 3.8)
+    assert _appearance_scores(detector, patch + 4.0, far).item() == pytest.approx(13.8 - 3.8)
+    # one spread above (weight 0.5 at excess 1.0): half way to the mean
+    assert _appearance_scores(detector, lone + 1.2, far).item() == pytest.approx(2.0 + 0.5 * 9.0 + 0.5 * 1.0 - 1.0)
+    off = create_detector("stfeatures", **SETTINGS, codec_memory=CODEC, above_ceiling_lowpass=0)
+    off.appearance_ceiling_, off.standardisation_ = detector.appearance_ceiling_, detector.standardisation_
+    assert _appearance_scores(off, lone + 4.0, far).item() == pytest.approx(13.8 - 3.8)
+    with pytest.raises(ConfigError, match="above_ceiling_lowpass must be 0, 1 or an odd"):
+        create_detector("stfeatures", **SETTINGS, above_ceiling_lowpass=4)
+
+
 @pytest.fixture(scope="module")
 def fitted():
     train = [clip(seed)[0] for seed in range(4)]
-    return create_detector("stfeatures", **SETTINGS, codec_memory=CODEC).fit_clips(train, [clip(10)[0]])
+    # the low-pass above the ceiling scaled to this 12 x 16 grid (the default's 5 cells suit the default's 30 x 45)
+    return create_detector("stfeatures", **SETTINGS, codec_memory=CODEC, above_ceiling_lowpass=3).fit_clips(
+        train, [clip(10)[0]])
 
 
 def _without_codec_memory(detector, frames_list):
@@ -79,6 +106,7 @@ def test_normal_footage_scores_as_without_it_and_compressed_footage_lower_while_
 
 def test_the_live_scorer_and_a_reloaded_model_use_it_as_predict_clip_does(fitted, tmp_path):
     frames = list(jpeg_degrade(torch.stack(clip(21, n_frames=24)[0]), 8))  # above the ceiling: the memory counts
+    assert fitted.config.above_ceiling_lowpass > 1  # and the low-pass above the ceiling
     offline = fitted.predict_clip(frames, views=False)
     assert not np.array_equal(offline.cues["appearance"], _without_codec_memory(fitted, [frames])[0])
     scorer = fitted.causal_scorer()
@@ -89,7 +117,7 @@ def test_the_live_scorer_and_a_reloaded_model_use_it_as_predict_clip_does(fitted
     np.testing.assert_allclose(reloaded.cues["appearance"], offline.cues["appearance"], atol=1e-5)
 
 
-def test_the_codec_memory_is_validated_on_load_and_absent_from_models_saved_before_it(fitted, tmp_path):
+def test_the_codec_memory_and_lowpass_are_validated_on_load_and_absent_from_models_saved_before_them(fitted, tmp_path):
     folder = tmp_path / "model"
     fitted.save(folder)
     weights = load_file(str(folder / "weights.safetensors"))
@@ -97,10 +125,16 @@ def test_the_codec_memory_is_validated_on_load_and_absent_from_models_saved_befo
     assert_refused_when_damaged_or_missing(folder, weights, "codec_appearance_memory",
                                            [weights["codec_appearance_memory"][:, :5]])  # the wrong width
     meta = json.loads((folder / "config.json").read_text())
-    del meta["config"]["codec_memory"]  # saved before the setting existed: no codec memory, none needed
+    # saved before the settings existed: no codec memory (none needed) and no low-pass above the ceiling
+    del meta["config"]["codec_memory"], meta["config"]["above_ceiling_lowpass"]
     (folder / "config.json").write_text(json.dumps(meta))
     before = load_detector(folder, kind="video")
-    assert before.config.codec_memory == () and before.codec_index_ is None
+    assert before.config.codec_memory == () and before.codec_index_ is None and before.config.above_ceiling_lowpass == 0
+    meta["config"]["above_ceiling_lowpass"] = 4
+    (folder / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="above_ceiling_lowpass must be"):
+        load_detector(folder)
+    del meta["config"]["above_ceiling_lowpass"]
     meta["config"]["codec_memory"] = ["mpeg2:4"]
     (folder / "config.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="codec_memory: unknown or out-of-range 'mpeg2:4'"):  # names its field
@@ -132,7 +166,8 @@ def test_the_codec_memory_runs_in_the_exported_graphs(tmp_path, still_texture_we
 def test_the_clean_memories_threshold_and_ceiling_are_those_of_a_model_without_it(fitted):
     """The copies have their own sample: what a model without the codec memory learns is learned bit for bit."""
     train = [clip(seed)[0] for seed in range(4)]
-    plain = create_detector("stfeatures", **{**SETTINGS, "codec_memory": ()}).fit_clips(train, [clip(10)[0]])
+    plain = create_detector("stfeatures", **{**SETTINGS, "codec_memory": (), "above_ceiling_lowpass": 3}).fit_clips(
+        train, [clip(10)[0]])
     assert plain.codec_index_ is None
     assert torch.equal(plain.appearance_index_.bank, fitted.appearance_index_.bank)
     assert torch.equal(plain.motion_memory_.bank, fitted.motion_memory_.bank)

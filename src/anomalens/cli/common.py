@@ -27,7 +27,7 @@ VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", 
                      "lstm_layers", "target_fpr", "appearance_memory", "motion_memory", "flow_preset", "frame_step",
                      "temporal_sigma", "input_blur", "training_degradations", "flow_min_contrast",
                      "appearance_above_typical", "threshold_from_folds", "typical_appearance_ceiling", "still_texture_weight",
-                     "still_texture_where_moving", "codec_memory")
+                     "still_texture_where_moving", "codec_memory", "above_ceiling_lowpass")
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -148,6 +148,10 @@ def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: 
                        help="re-encodings of training frames (h264:CRF, mpeg4:QUANTISER, jpeg:QUALITY, scale:FACTOR) that make a "
                             "second appearance memory, consulted only where a frame as a whole lies above the normal "
                             "range (another codec or bitrate; the flag alone: none)")
+    group.add_argument("--above-ceiling-lowpass", type=int, default=None, metavar="CELLS",
+                       help="where a frame as a whole lies above the normal range, each appearance cell is also averaged "
+                            "with its neighbours over this many cells (odd; a codec leaves isolated cells, a defect fills "
+                            "a patch); 0 = none")
 
 
 def example_epilog(*lines: str) -> str:
