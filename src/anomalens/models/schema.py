@@ -131,6 +131,7 @@ RANGES: dict[str, Range] = {
     "input_blur": Range(0.0, 64.0),
     "flow_min_contrast": Range(0.0, 255.0),
     "still_texture_weight": Range(0.0, 1000.0),
+    "above_ceiling_lowpass": Range(0, 63),  # odd (or 0, 1): the model checks that
 }
 # Text settings whose syntax their model checks when it is built (refused there, as a CheckpointError on load).
 MODEL_CHECKED: dict[str, str] = {"training_degradations": "models/video/degrade.py parses each entry",
