@@ -24,8 +24,9 @@ Robust to another encoding of the same scene (``benchmarks/reencode.py``): flow 
 frame's typical (median) cell distance above the highest seen on normal training frames (``typical_appearance_ceiling``,
 the default: a codec moves every cell, a defect a few) or all of it (``appearance_above_typical``); above the ceiling,
 each cell may also be as near a second memory of re-encoded training patches as it is (``codec_memory``, the default:
-a coarse codec smears edges unevenly, which no frame-wide subtraction removes); and re-encoded copies of the training
-frames can join the appearance memory itself (``training_degradations``).
+a coarse codec smears edges unevenly, which no frame-wide subtraction removes), and is averaged with its neighbours
+(``above_ceiling_lowpass``, the default: a codec nobody trained against leaves isolated cells, a defect fills a
+patch); and re-encoded copies of the training frames can join the appearance memory itself (``training_degradations``).
 
 On UCSD Ped2 this reaches a frame AUROC of about 0.95 pooled over all test frames (see the README for the
 measured figures and the command).
