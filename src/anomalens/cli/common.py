@@ -27,7 +27,7 @@ VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", 
                      "lstm_layers", "target_fpr", "appearance_memory", "motion_memory", "flow_preset", "frame_step",
                      "temporal_sigma", "input_blur", "training_degradations", "flow_min_contrast",
                      "appearance_above_typical", "threshold_from_folds", "typical_appearance_ceiling", "still_texture_weight",
-                     "still_texture_where_moving", "codec_memory", "above_ceiling_lowpass")
+                     "still_texture_where_moving", "codec_memory", "above_ceiling_lowpass", "motion_per_second")
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -152,6 +152,9 @@ def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: 
                        help="where a frame as a whole lies above the normal range, each appearance cell is also averaged "
                             "with its neighbours over this many cells (odd; a codec leaves isolated cells, a defect fills "
                             "a patch); 0 = none")
+    group.add_argument("--motion-per-second", action=argparse.BooleanOptionalAction, default=None,
+                       help="measure motion per frame of the training footage's rate: a video at another known frame "
+                            "rate (25 -> 12.5 fps) has its optical flow scaled by training fps / its fps")
 
 
 def example_epilog(*lines: str) -> str:

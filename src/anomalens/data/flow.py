@@ -12,6 +12,8 @@ True
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -63,7 +65,33 @@ def texture_confidence(grey: np.ndarray, min_contrast: float) -> np.ndarray:
     return g2 / (g2 + np.float32(min_contrast) ** 2)
 
 
-STILL_SPEED = 0.5  # pixels per frame at which a textured pixel counts as still by exp(-1) (see still_texture)
+def rate_scale(training_fps: float | None, fps: float | None) -> float:
+    """The factor that turns flow measured between frames of a clip at ``fps`` frames per second into pixels per
+    frame of footage at ``training_fps`` (the rate a model learned motion at): ``fps / training_fps`` (pixels per
+    second, ``flow * fps``, over the training rate). At half the rate each step spans twice the time, so its flow is
+    halved. Exactly 1 when either rate is unknown (None, 0) or they agree to a millionth (a rate saved and read back),
+    so that such clips are measured exactly as before rates were considered.
+
+    >>> rate_scale(10.0, 5.0), rate_scale(25.0, 25.0), rate_scale(None, 12.5), rate_scale(25.0, None)
+    (0.5, 1.0, 1.0, 1.0)
+    """
+    if not training_fps or not fps or not math.isfinite(training_fps) or not math.isfinite(fps) or training_fps <= 0 or fps <= 0:
+        return 1.0
+    ratio = float(fps) / float(training_fps)
+    return 1.0 if abs(ratio - 1.0) < 1e-6 else ratio
+
+
+def scale_flow(flow: np.ndarray | None, scale: float) -> np.ndarray | None:
+    """A flow ``(2, H, W)`` times ``scale`` (:func:`rate_scale`), float32; the very same array when ``scale`` is 1."""
+    if flow is None or scale == 1.0:
+        return flow
+    return flow * np.float32(scale)
+
+
+# pixels per frame at which a textured pixel counts as still by exp(-1) (see still_texture). A speed, like the flow
+# it is compared with: with a rescaled flow (rate_scale, the model's motion_per_second) it is per frame of the
+# training footage, so a belt that still runs at half the frame rate does not count as still
+STILL_SPEED = 0.5
 STILL_CONTRAST = 4.0  # grey-level gradient at which a pixel counts as half textured (texture_confidence)
 
 

@@ -179,6 +179,9 @@ def export_video_graphs(detector: BaseDetector, folder: Path) -> dict[str, Any]:
         "still_texture_weight": still_weight,  # 0: the motion graph has no "still" input
         # false when the gate is 0 in every cell: the runtime feeds zeros instead of computing the map
         "still_texture_counted": bool(still_weight > 0 and not getattr(detector, "still_texture_gated_off", False)),
+        # the training clips' frame rate (motion_per_second; null: unknown or off): the runtime scales the flow of a
+        # video at another known rate by fps / training_fps, as the library does (data/flow.py rate_scale)
+        "training_fps": getattr(detector, "training_fps_", None) if getattr(c, "motion_per_second", False) else None,
         "cues": ["appearance", "motion"],
         "temporal_sigma": sigma,
         "temporal_kernel": series_kernel(sigma).tolist() if sigma > 0 else [1.0],

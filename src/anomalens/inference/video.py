@@ -103,7 +103,9 @@ class VideoInferencer:
         """Score every frame of ``source`` with the model's threshold; events as ``analyze-video`` finds them."""
         frames, rate = self.frames(source, fps)
         if self.model_name == "stfeatures":
-            scores, maps, cues = self._stfeatures(frames)
+            # arrays without a stated rate have none: their motion is measured per frame, as the library does
+            known = rate if isinstance(source, (str, Path)) or fps else None
+            scores, maps, cues = self._stfeatures(frames, known)
         else:
             scores, maps, cues = self._convlstm(frames)
         cal = self.calibration
@@ -114,11 +116,12 @@ class VideoInferencer:
                                     threshold=float(cal.threshold), events=events, maps=maps, fps=rate, cues=cues)
 
     # ---- stfeatures: appearance graph, optical flow, motion graph, smoothing in time -----------------------
-    def _stfeatures(self, frames: Iterator[np.ndarray]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        from anomalens.data.flow import FlowStream, still_texture
+    def _stfeatures(self, frames: Iterator[np.ndarray], fps: float | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        from anomalens.data.flow import FlowStream, rate_scale, scale_flow, still_texture
 
         v = self.video
         flows = FlowStream(v["flow_preset"])
+        scale = rate_scale(v.get("training_fps"), fps)  # pixels per frame of the training footage (motion_per_second)
         still_weight = float(v.get("still_texture_weight", 0.0))  # absent in bundles exported before it existed
         still_counted = bool(v.get("still_texture_counted", still_weight > 0))  # false: the gate zeroes it everywhere
         appearance_cue, motion_cue, maps = [], [], []
@@ -128,7 +131,7 @@ class VideoInferencer:
         for batch in _batches(frames, int(v["batch_size"])):
             out = self.engines["appearance"].run({"images": batch, **memories})
             appearance, greys = out["appearance"], out["greys"]
-            flow = [flows.push(grey) for grey in greys]
+            flow = [scale_flow(flows.push(grey), scale) for grey in greys]
             if flow[0] is None:  # the first frame of the video borrows the second's motion, as the library does
                 flow[0] = flow[1] if len(flow) > 1 else np.zeros((2, *v["flow_size"]), np.float32)
             inputs = {"flow": np.stack(flow), "appearance": appearance, "motion_memory": self.constants["motion_memory"]}

@@ -211,6 +211,8 @@ class Watcher:
                     self.index = frame.index
                     frame.before = None
                     self.pending.append(frame)
+                # the source's rate as it knows it now (a stream's once connected): motion per second of training footage
+                self.scorer.set_rate(self.source.fps)
                 with torch.no_grad():
                     features = self.scorer.features(torch.stack([frame.tensor for frame in batch]), steps, before)
                 while not self._offer((batch, features)):

@@ -92,6 +92,10 @@ class CausalScorer(ABC):
     def finish(self) -> list[FrameScore]:
         """The end of the stream: score what is still waiting for later frames."""
 
+    def set_rate(self, fps: float | None) -> None:
+        """The stream's frame rate once it is known (None: unknown), before the frames it concerns are pushed: a model
+        that measures motion per second of its training footage (stfeatures) rescales the stream's motion by it."""
+
 
 class FrameBuffer:
     """Collects per-frame arrays (views, maps) of a clip of unknown length with bounded memory.
@@ -204,7 +208,8 @@ class VideoDetector(BaseDetector):
         result.calibration = self.calibration_
         return result
 
-    def causal_scorer(self, lookahead: int | None = None) -> CausalScorer:
+    def causal_scorer(self, lookahead: int | None = None, fps: float | None = None) -> CausalScorer:
         """A scorer for live streams (see :class:`CausalScorer`) that looks at most ``lookahead`` frames ahead
-        (None: the model's own choice); models without one cannot watch a stream."""
+        (None: the model's own choice), for a stream at ``fps`` frames per second (None: unknown, or set later with
+        :meth:`CausalScorer.set_rate`); models without one cannot watch a stream."""
         raise ConfigError(f"{self.name} has no causal scoring path for live streams; use stfeatures")

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from anomalens.data.flow import FLOW_PRESETS, STILL_SPEED, FlowStream, still_texture, texture_confidence  # noqa: F401  (torch-free, shared with the runtime)
+from anomalens.data.flow import FLOW_PRESETS, STILL_SPEED, FlowStream, rate_scale, scale_flow, still_texture, texture_confidence  # noqa: F401  (torch-free, shared with the runtime)
 
 
 def grey_frames(frames01: torch.Tensor, size: tuple[int, int]) -> np.ndarray:

@@ -1,0 +1,109 @@
+"""Motion per second of the training footage (``motion_per_second``): the same conveyor stored at half the frame rate
+moves as fast as in training once its flow is scaled by ``fps / training_fps``; clips at the training rate, or of
+unknown rate, score exactly as without the setting; the saved rate round-trips, a bad one is refused, and the live
+scorer agrees with predict_clip (the exported bundle: tests/test_export_video.py)."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from anomalens.errors import CheckpointError
+from anomalens.models.base import create_detector, load_detector
+from test_video_features import SETTINGS, SIZE
+
+TRAINING_FPS = 10.0
+
+
+class RatedClip(list):
+    """Preprocessed frames with a frame rate, as a decoded VideoClip carries one."""
+
+    def __init__(self, frames, fps: float) -> None:
+        super().__init__(frames)
+        self.fps = fps
+
+
+def sliding_texture(seed: int, n_frames: int, speed: int = 2) -> list[torch.Tensor]:
+    """A smooth random texture sliding right by ``speed`` pixels per frame, at the model's size: every window has
+    texture and none repeats, so DIS measures twice the step exactly (the conveyor's stripes repeat every 12 pixels,
+    where a doubled step can alias)."""
+    height, width = SIZE
+    rng = np.random.default_rng(seed)
+    noise = cv2.GaussianBlur(rng.uniform(0, 255, (height, width + speed * n_frames)).astype(np.float32), (0, 0), 2.0)
+    grey = cv2.normalize(noise, None, 20, 235, cv2.NORM_MINMAX).astype(np.uint8)
+    frames = [grey[:, speed * (n_frames - t) : speed * (n_frames - t) + width] for t in range(n_frames)]
+    return [torch.from_numpy(np.repeat(frame[None], 3, axis=0).copy()) for frame in frames]
+
+
+@pytest.fixture(scope="module")
+def model():
+    train = [RatedClip(sliding_texture(seed, 32), TRAINING_FPS) for seed in range(4)]
+    return create_detector("stfeatures", **SETTINGS).fit_clips(train, [RatedClip(sliding_texture(10, 32), TRAINING_FPS)])
+
+
+@pytest.fixture(scope="module")
+def normal_clip():
+    return sliding_texture(200, 48)
+
+
+def test_half_the_frame_rate_moves_as_in_training_once_rescaled(model, normal_clip):
+    assert model.training_fps_ == TRAINING_FPS
+    full = model.predict_clip(RatedClip(normal_clip, TRAINING_FPS), views=False).cues["motion"]
+    half_frames = normal_clip[::2]  # a recorder at half the rate: every second frame, each step twice as far
+    rescaled = model.predict_clip(RatedClip(half_frames, TRAINING_FPS / 2), views=False).cues["motion"]
+    per_frame = model.predict_clip(half_frames, views=False).cues["motion"]  # rate unknown: per frame, as before
+    inner = slice(2, -2)  # away from the ends, where the temporal Gaussian sees fewer frames in the shorter clip
+    gap_rescaled = np.abs(rescaled - full[::2])[inner].mean()
+    gap_per_frame = np.abs(per_frame - full[::2])[inner].mean()
+    # doubled speeds are far from every normal motion of the cells; rescaled, they are the training footage's own
+    assert per_frame[inner].mean() > full[::2][inner].mean() + 3.0
+    # close in standard units: this scene's normal motion hardly varies (a spread of a few hundredths of a pixel),
+    # so DIS's sub-pixel error at twice the step still reads as a few units; per frame it reads as a hundred
+    assert gap_rescaled < 0.1 * gap_per_frame
+
+
+def test_equal_or_unknown_rates_score_exactly_as_without_rescaling(model, normal_clip):
+    unknown = model.predict_clip(normal_clip, views=False)
+    same_rate = model.predict_clip(RatedClip(normal_clip, TRAINING_FPS), views=False)
+    assert np.array_equal(unknown.scores, same_rate.scores) and np.array_equal(unknown.maps, same_rate.maps)
+    assert model.flow_scale(TRAINING_FPS) == 1.0 and model.flow_scale(None) == 1.0 and model.flow_scale(5.0) == 0.5
+
+
+def test_live_scorer_rescales_as_predict_clip(model, normal_clip):
+    half = normal_clip[::2]
+    offline = model.predict_clip(RatedClip(half, TRAINING_FPS / 2), views=False)
+    scorer = model.causal_scorer(fps=TRAINING_FPS / 2)
+    live = [r for i in range(0, len(half), 4) for r in scorer.push(torch.stack(half[i:i + 4]))] + scorer.finish()
+    np.testing.assert_allclose([r.score for r in live], offline.scores, atol=1e-4)
+
+
+def test_training_rate_round_trips_and_a_bad_one_is_refused(model, normal_clip, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    half = RatedClip(normal_clip[::2], TRAINING_FPS / 2)
+    expected = model.predict_clip(half, views=False).scores
+    model.save(tmp_path / "model")
+    loaded = load_detector(tmp_path / "model", kind="video")
+    assert loaded.training_fps_ == TRAINING_FPS and loaded.config.motion_per_second is True
+    np.testing.assert_allclose(loaded.predict_clip(half, views=False).scores, expected, atol=1e-5)
+
+    weights = tmp_path / "model" / "weights.safetensors"
+    tensors = load_file(weights)
+    for bad in (-10.0, float("nan"), 1e9):
+        save_file({**tensors, "training_fps": torch.tensor([bad], dtype=torch.float64)}, weights)
+        with pytest.raises(CheckpointError, match="training_fps"):
+            load_detector(tmp_path / "model", kind="video")
+    save_file({name: value for name, value in tensors.items() if name != "training_fps"}, weights)
+    with pytest.raises(CheckpointError, match="training_fps"):
+        load_detector(tmp_path / "model", kind="video")
+    # a model saved before the setting existed (no field, no rate): motion per frame, as it scored then
+    config_path = tmp_path / "model" / "config.json"
+    meta = json.loads(config_path.read_text())
+    del meta["config"]["motion_per_second"]
+    config_path.write_text(json.dumps(meta))
+    old = load_detector(tmp_path / "model", kind="video")
+    assert old.config.motion_per_second is False and old.training_fps_ is None and old.flow_scale(5.0) == 1.0
