@@ -76,6 +76,17 @@ def test_default_video_model_runs_without_torch_and_matches_analyze_video(convey
     cues = {name: np.array(values) for name, values in got["cues"].items()}
     assert np.allclose(cues["appearance"] + cues["motion"], got["scores"], atol=1e-5)
 
+    # the same video said to run at half the training rate: the runtime scales its flow as the library does
+    from anomalens.data.video_io import open_clip
+    from anomalens.models.base import load_detector
+
+    assert meta["video"]["training_fps"] == 10.0  # the synthetic conveyor's rate
+    detector = load_detector(run / "model", kind="video")
+    library = detector.predict_clip(open_clip(video, detector.preprocessing, fps=5.0), views=False)
+    halved = VideoInferencer.load(bundle.folder).predict_video(video, fps=5.0)
+    assert np.abs(halved.scores - library.scores).max() <= 1e-4 * threshold
+    assert np.abs(halved.cues["motion"] - np.array(got["cues"]["motion"])).max() > 0.1  # the rescaling changed them
+
 
 def test_convlstm_bundle_matches_and_bundles_refuse_the_wrong_runtime(conveyor, tmp_path):
     run = _train(conveyor, "convlstm", tmp_path, epochs=1, sequence_length=8, stride=3)
@@ -159,6 +170,10 @@ def test_still_texture_runs_in_the_bundle_and_matches_analyze_video(conveyor, tm
     (broken / "bundle.json").write_text(json.dumps({**meta, "video": {**meta["video"], "still_texture_counted": "yes"}}))
     with pytest.raises(CheckpointError, match="still_texture_counted"):
         VideoInferencer.load(broken)
+    for rate in (-5, "25", True):
+        (broken / "bundle.json").write_text(json.dumps({**meta, "video": {**meta["video"], "training_fps": rate}}))
+        with pytest.raises(CheckpointError, match="training_fps"):
+            VideoInferencer.load(broken)
     # a gate that is 0 in every cell (UCSD Ped2): the runtime feeds zeros instead of the map, and still matches
     import torch
     from safetensors.torch import save_file
