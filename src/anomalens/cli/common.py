@@ -154,7 +154,7 @@ def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: 
                             "a patch); 0 = none")
     group.add_argument("--motion-per-second", action=argparse.BooleanOptionalAction, default=None,
                        help="measure motion per frame of the training footage's rate: a video at another known frame "
-                            "rate (25 -> 12.5 fps) has its optical flow scaled by training fps / its fps")
+                            "rate (25 -> 12.5 fps) has its optical flow scaled by its fps / the training fps")
 
 
 def example_epilog(*lines: str) -> str:
