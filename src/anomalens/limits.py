@@ -14,6 +14,8 @@ DataError: bomb.png: image is 50000x50000 pixels (2500.0 megapixels); at most 64
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 from anomalens.errors import DataError
@@ -23,7 +25,7 @@ MIN_IMAGE_SIDE = 32
 MAX_IMAGE_SIDE = 4096
 # decoded images and video frames at their native size (8192 x 8192 = 64 megapixels = 192 MB as RGB)
 MAX_IMAGE_PIXELS = 8192 * 8192
-# frames per second a user may give for a clip
+# frames per second a user may give for a clip, and a model may save as its training footage's rate
 MAX_FPS = 1000.0
 # items per batch (images, frames or windows)
 MAX_BATCH_SIZE = 4096
@@ -49,6 +51,11 @@ MIN_FREE_BYTES_FOR_RUN = 256 * 1024**2
 MAX_CHECKPOINT_JSON_BYTES = 64 * 1024**2
 # file and folder names (most file systems stop at 255 bytes per name)
 MAX_NAME_BYTES = 255
+
+
+def is_frame_rate(fps: object) -> bool:
+    """Whether ``fps`` is a usable frame rate: a finite number in (0, :data:`MAX_FPS`] (not a bool)."""
+    return isinstance(fps, (int, float)) and not isinstance(fps, bool) and math.isfinite(fps) and 0.0 < fps <= MAX_FPS
 
 
 def check_image_pixels(width: int, height: int, source: str | Path | None = None) -> None:

@@ -12,10 +12,10 @@ True
 
 from __future__ import annotations
 
-import math
-
 import cv2
 import numpy as np
+
+from anomalens.limits import is_frame_rate
 
 from anomalens.errors import ConfigError
 
@@ -75,9 +75,9 @@ def rate_scale(training_fps: float | None, fps: float | None) -> float:
     >>> rate_scale(10.0, 5.0), rate_scale(25.0, 25.0), rate_scale(None, 12.5), rate_scale(25.0, None)
     (0.5, 1.0, 1.0, 1.0)
     """
-    if not training_fps or not fps or not math.isfinite(training_fps) or not math.isfinite(fps) or training_fps <= 0 or fps <= 0:
+    if not (is_frame_rate(training_fps) and is_frame_rate(fps)):
         return 1.0
-    ratio = float(fps) / float(training_fps)
+    ratio = float(fps) / float(training_fps)  # type: ignore[arg-type]
     return 1.0 if abs(ratio - 1.0) < 1e-6 else ratio
 
 

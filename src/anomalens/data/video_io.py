@@ -18,7 +18,6 @@ height, written to a temporary file and renamed.
 
 from __future__ import annotations
 
-import math
 import re
 from fractions import Fraction
 from pathlib import Path
@@ -31,7 +30,7 @@ from anomalens.data.pixels import image_size_of
 # torch-free at import: the runtime of exported video bundles (anomalens.inference) decodes with this module too
 from anomalens.data.pixels import IMAGE_EXTENSIONS, read_rgb
 from anomalens.errors import ConfigError, DataError
-from anomalens.limits import MAX_FPS, check_image_pixels
+from anomalens.limits import MAX_FPS, check_image_pixels, is_frame_rate
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import atomic_path
 
@@ -294,7 +293,7 @@ def check_fps(fps: float | None) -> float | None:
     """A frame rate given by the user: None (the file's own) or a finite number in (0, MAX_FPS]."""
     if fps is None:
         return None
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or not 0 < fps <= MAX_FPS:
+    if not is_frame_rate(fps):
         raise ConfigError(f"--fps {fps}: must be a frame rate above 0 and at most {MAX_FPS:g}")
     return float(fps)
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from anomalens.errors import CheckpointError
+from anomalens.limits import MAX_FPS, is_frame_rate
 
 BUNDLE_FILE = "bundle.json"
 BUNDLE_FORMAT = "anomalens-bundle"
@@ -144,8 +145,8 @@ def _check_video(meta: dict[str, Any], path: Path) -> None:
     if not isinstance(counted, bool) or (counted and not still > 0):
         raise CheckpointError(f"video.still_texture_counted must be a boolean, false without still texture, got {counted!r}", path)
     rate = video.get("training_fps")  # absent in bundles exported before it existed: motion per frame, as then
-    if rate is not None and (not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0.0 < rate <= 10_000.0):
-        raise CheckpointError(f"video.training_fps must be null or a frame rate in (0, 10000], got {rate!r}", path)
+    if rate is not None and not is_frame_rate(rate):
+        raise CheckpointError(f"video.training_fps must be null or a frame rate in (0, {MAX_FPS:g}], got {rate!r}", path)
     kernel = video.get("temporal_kernel")
     if not (isinstance(kernel, list) and len(kernel) % 2 == 1
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in kernel)

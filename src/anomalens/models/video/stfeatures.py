@@ -50,6 +50,7 @@ import torch.nn.functional as F
 
 from anomalens.data.preprocessing import to_float
 from anomalens.errors import ConfigError, DataError
+from anomalens.limits import MAX_FPS, is_frame_rate
 from anomalens.metrics.threshold import ScoreShift, no_shift, score_shift
 from anomalens.models.base import DetectorConfig
 from anomalens.models.components.features import PatchFeatureExtractor
@@ -834,9 +835,9 @@ class SpatioTemporalFeatures(VideoDetector):
         training_fps = None
         if self.config.motion_per_second:  # saved since the setting exists; required when it is on
             rate = tensors["training_fps"]
-            if rate.shape != (1,) or not math.isfinite(float(rate)) or float(rate) < 0 or float(rate) > MAX_TRAINING_FPS:
+            if rate.shape != (1,) or not (float(rate) == 0.0 or is_frame_rate(float(rate))):
                 raise ValueError(f"training_fps {rate.tolist()} of shape {tuple(rate.shape)}, expected one frame rate "
-                                 f"in (0, {MAX_TRAINING_FPS:g}] (or 0 for unknown)")
+                                 f"in (0, {MAX_FPS:g}] (or 0 for unknown)")
             training_fps = float(rate) or None
         self.training_fps_ = training_fps
         self.appearance_ceiling_ = ceiling
@@ -870,14 +871,11 @@ class _NormalData:
         self.patches.add(appearance.permute(0, 2, 3, 1).reshape(-1, appearance.shape[1]))
 
 
-MAX_TRAINING_FPS = 10_000.0  # a saved training rate above this is refused on load (a damaged checkpoint)
-
-
 def clip_rate(clip: Clip) -> float | None:
     """A clip's frame rate when it carries one (a :class:`~anomalens.data.video_io.VideoClip`: its container's,
     or 25 / ``labels_frame.json``'s for a folder of frames), else None (frames given as tensors)."""
     fps = getattr(clip, "fps", None)
-    return float(fps) if isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0 else None
+    return float(fps) if is_frame_rate(fps) else None
 
 
 def training_rate(clips: Sequence[Clip]) -> float | None:
