@@ -69,10 +69,12 @@ def test_flag_of_another_model_is_refused(data_dir, tmp_path, capsys):
 def test_stfeatures_flags_reach_its_config(data_dir, tmp_path):
     results = tmp_path / "results"
     assert main(["train-video", "--data-dir", str(data_dir), "--category", CATEGORY, "--results-dir", str(results),
-                 "--image-size", "48", "64", "--appearance-memory", "64", "--motion-memory", "16", "--flow-preset", "fast",
+                 "--image-size", "48", "64", "--appearance-memory", "64", "--appearance-samples", "500", "--motion-memory", "16",
+                 "--flow-preset", "fast",
                  "--frame-step", "3", "--temporal-sigma", "0", "--device", "cpu"]) == 0
     config = json.loads((next(results.iterdir()) / "run.json").read_text())["config"]
-    assert (config["appearance_memory"], config["motion_memory"], config["flow_preset"]) == (64, 16, "fast")
+    assert (config["appearance_memory"], config["appearance_samples"], config["motion_memory"]) == (64, 500, 16)
+    assert config["flow_preset"] == "fast"
     assert (config["frame_step"], config["temporal_sigma"]) == (3, 0.0)
     # its analysis says which cue (appearance or motion) makes each frame's score
     out = tmp_path / "analysis"

@@ -24,7 +24,7 @@ IMAGE_MODEL_FLAGS = ("batch_size", "target_fpr", "epochs", "lr", "latent_dim", "
                      "normal_reference", "backbone", "coreset_ratio", "memory_bank_size", "exact_search", "tile",
                      "score_region", "score_window", "threshold_from_folds")
 VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", "latent_dim", "lstm_hidden_dim",
-                     "lstm_layers", "target_fpr", "appearance_memory", "motion_memory", "flow_preset", "frame_step",
+                     "lstm_layers", "target_fpr", "appearance_memory", "appearance_samples", "motion_memory", "flow_preset", "frame_step",
                      "temporal_sigma", "input_blur", "training_degradations", "flow_min_contrast",
                      "appearance_above_typical", "threshold_from_folds", "typical_appearance_ceiling", "still_texture_weight",
                      "still_texture_where_moving", "codec_memory", "above_ceiling_lowpass", "motion_per_second")
@@ -120,6 +120,9 @@ def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: 
     lstm.add_argument("--lstm-layers", type=int, default=None, help="ConvLSTM layers")
     group = parser.add_argument_group("stfeatures (the default video model)")
     group.add_argument("--appearance-memory", type=int, default=None, help="entries of the appearance memory; fewer = faster scoring")
+    group.add_argument("--appearance-samples", type=int, default=None,
+                       help="training patches drawn at random to choose the appearance memory from; raise it with "
+                            "--appearance-memory, so that the coreset has enough to choose from")
     group.add_argument("--motion-memory", type=int, default=None, help="normal motions kept per cell")
     group.add_argument("--flow-preset", choices=("ultrafast", "fast", "medium"), default=None,
                        help="optical-flow quality against speed")
