@@ -66,7 +66,7 @@ def _export(args: argparse.Namespace) -> int:
     if check:
         unit = f"{check['images']} validation images" if "images" in check else f"{check['frames']} frames of validation clips"
         print(f"checked on {unit}: largest score difference {check['max_score_difference']:.3g} "
-              f"({check['max_score_difference_over_threshold']:.2g} x threshold), heatmaps within "
+              f"({check['max_score_difference_over_scale']:.2g} of the calibration's scale), heatmaps within "
               f"{check['max_heatmap_difference']:.2g}, same verdicts: {check['same_verdicts']}")
     print(f"bundle: {result.folder}")
     return 0

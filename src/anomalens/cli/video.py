@@ -65,7 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="video file or folder of frames; with --engine ray several, analysed in parallel")
     analyze.add_argument("--output-dir", type=Path, default=None,
                          help="where to write (default: RUN_DIR/analysis/<video>_<timestamp>/)")
-    analyze.add_argument("--fps", type=float, default=None, help="frame rate of a folder of frames (default: 25)")
+    analyze.add_argument("--fps", type=float, default=None, help="frame rate of a folder of frames or of a video that states none (default: "
+                         "the video's own; else 25 is assumed for timing and motion is measured per frame)")
     add_common_flags(analyze)
     add_engine_flags(analyze)
     analyze.set_defaults(handler=_analyze)
