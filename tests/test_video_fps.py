@@ -149,3 +149,14 @@ def test_an_unstated_rate_leaves_motion_per_frame_and_a_stated_one_rescales_it(m
     stated = model.predict_clip(open_clip(camera_files["mjpeg"], model.preprocessing, fps=5), views=False).scores
     assert np.array_equal(stated, model.predict_clip(RatedClip(frames, 5.0), views=False).scores)
     assert np.abs(stated - unstated).max() > 0.1  # the rate matters for this model: the comparison can fail
+
+
+def test_ped2_frame_folders_state_no_rate_so_their_flow_is_untouched(ped2_root, model):
+    """UCSD Ped2 (frame folders; its labels_frame.json has no _meta.fps): unknown rate, so a scale of exactly 1, as the
+    25 / 25 of before: its scores are bit-identical, and a model trained on it now saves no training_fps."""
+    from anomalens.data.video_datasets import discover_video_category
+
+    category = discover_video_category(ped2_root, "ucsd_ped2")
+    clips = [ref.open(model.preprocessing) for ref in (category.train[0], category.test[0])]
+    assert [clip.stated_fps for clip in clips] == [None, None] and training_rate(clips) is None
+    assert model.flow_scale(clips[1].stated_fps) == 1.0
