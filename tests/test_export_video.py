@@ -130,6 +130,27 @@ def test_appearance_above_typical_exports_and_texture_weighted_flow_is_refused(c
         export_model(flat, "onnx", "fp32", tmp_path / "flat_bundle")
 
 
+def test_tail_surprise_of_the_cues_runs_in_the_exported_graphs(conveyor, tmp_path):
+    """With ``cue_combination`` "sum+tail" the motion graph outputs each cue's standardised score plus its tail
+    surprise (elementary operations, no erfc): the bundle's per-frame scores and cues equal analyze-video's."""
+    run = _train(conveyor, "stfeatures", tmp_path, appearance_memory=512, appearance_samples=20_000,
+                 cue_combination="sum+tail")
+    bundle = export_model(run, "onnx", "fp32", tmp_path / "bundle")
+    check = bundle.check
+    assert check["frames"] > 0 and check["same_verdicts"] and check["max_score_difference_over_threshold"] < 1e-4
+    from anomalens.data.video_io import open_clip
+    from anomalens.models.base import load_detector
+
+    video = _test_video(conveyor)
+    detector = load_detector(run / "model", kind="video")
+    expected = detector.predict_clip(open_clip(video, detector.preprocessing), views=False)
+    got = VideoInferencer.load(bundle.folder).predict_video(video)
+    assert np.abs(got.scores - expected.scores).max() <= 1e-4 * abs(got.threshold)
+    for cue in ("appearance", "motion"):
+        assert np.abs(got.cues[cue] - expected.cues[cue]).max() <= 1e-4 * abs(got.threshold)
+    assert expected.scores.max() > 5.0  # the foreign object's frames reach the surprise's quadratic part
+
+
 def test_typical_appearance_ceiling_runs_in_the_exported_graphs(conveyor, tmp_path):
     """The default discount of a whole-frame shift (typical_appearance_ceiling) is part of the motion graph: with the
     saved ceiling lowered so that every frame is discounted, the bundle still matches the checkpoint."""

@@ -27,7 +27,8 @@ VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", 
                      "lstm_layers", "target_fpr", "appearance_memory", "motion_memory", "flow_preset", "frame_step",
                      "temporal_sigma", "input_blur", "training_degradations", "flow_min_contrast",
                      "appearance_above_typical", "threshold_from_folds", "typical_appearance_ceiling", "still_texture_weight",
-                     "still_texture_where_moving", "codec_memory", "above_ceiling_lowpass", "motion_per_second")
+                     "still_texture_where_moving", "codec_memory", "above_ceiling_lowpass", "motion_per_second",
+                     "cue_combination")
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -155,6 +156,11 @@ def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: 
     group.add_argument("--motion-per-second", action=argparse.BooleanOptionalAction, default=None,
                        help="measure motion per frame of the training footage's rate: a video at another known frame "
                             "rate (25 -> 12.5 fps) has its optical flow scaled by its fps / the training fps")
+    # the model checks the value (CUE_COMBINATIONS in models/video/stfeatures.py), so that it is listed once
+    group.add_argument("--cue-combination", default=None, metavar="RULE",
+                       help="how the appearance and motion cues make a frame score: sum (of the standardised scores) or "
+                            "tail (of their Gaussian tail surprises, -log P(Z > z): one clear cue outweighs two mildly "
+                            "high ones)")
 
 
 def example_epilog(*lines: str) -> str:

@@ -8,7 +8,8 @@ solver no graph format expresses) sits between them:
   -> appearance maps (and, with ``codec_memory``, the same to the memory of re-encoded training patches,
   ``codec_memory.npy``); and the grey frames, area-resized to the flow's size, that the flow is computed on.
 * ``motion.onnx``: the flow of each frame and the appearance maps -> per-cell orientation histograms, distances
-  to each cell's motion memory (``motion_memory.npy``), local average -> each cue's standardised frame score and
+  to each cell's motion memory (``motion_memory.npy``), local average -> each cue's share of the frame score
+  (standardised, or its tail surprise with ``cue_combination`` "tail") and
   the standardised anomaly map (per-cell sum of both cues, on the appearance grid).
 
 Outside the graphs, in the runtime (:mod:`anomalens.inference.video`): decoding and resizing the frames, the
@@ -70,8 +71,8 @@ class AppearanceGraph(nn.Module):
 
 
 class MotionGraph(nn.Module):
-    """stfeatures: flow ``(B, 2, hf, wf)``, appearance maps ``(B, h, w)`` and the motion memory -> standardised
-    appearance and motion frame scores ``(B,)`` (before smoothing in time) and the standardised map ``(B, h, w)``."""
+    """stfeatures: flow ``(B, 2, hf, wf)``, appearance maps ``(B, h, w)`` and the motion memory -> each cue's share
+    of the frame scores ``(B,)`` (before smoothing in time; ``_cue_values``) and the standardised map ``(B, h, w)``."""
 
     def __init__(self, detector: BaseDetector) -> None:
         super().__init__()
@@ -87,11 +88,10 @@ class MotionGraph(nn.Module):
         # weighted per cell where the training frames moved (still_texture_where_moving): the gate is a constant of the graph
         histograms = d._gate_still(histograms)  # type: ignore[attr-defined]
         motion = _local_average(PositionalMemory(motion_memory).distances(histograms))
-        a_mean, a_std, m_mean, m_std = d.standardisation_.tolist()  # type: ignore[attr-defined]
         # coded: the appearance graph's distances to the codec memory (codec_memory), consulted above the ceiling
         a_score, m_score = d._frame_scores(appearance, motion, coded)  # type: ignore[attr-defined]
-        appearance_cue = (a_score - a_mean) / a_std
-        motion_cue = (m_score - m_mean) / m_std
+        # each cue's share of the frame score (cue_combination), as the library adds them up before smoothing
+        appearance_cue, motion_cue = d._cue_values(a_score, m_score)  # type: ignore[attr-defined]
         return appearance_cue, motion_cue, d._standardised_map(appearance, motion)  # type: ignore[attr-defined]
 
 

@@ -79,6 +79,10 @@ def _choices(name: str) -> Callable[[], tuple[str, ...]]:
             from anomalens.models.video.motion import FLOW_PRESETS
 
             return tuple(FLOW_PRESETS)
+        if name == "cue_combination":
+            from anomalens.models.video.stfeatures import CUE_COMBINATIONS
+
+            return CUE_COMBINATIONS
         raise KeyError(name)
 
     return read
@@ -137,7 +141,7 @@ RANGES: dict[str, Range] = {
 MODEL_CHECKED: dict[str, str] = {"training_degradations": "models/video/degrade.py parses each entry",
                                  "codec_memory": "models/video/degrade.py parses each entry"}
 CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
-    name: _choices(name) for name in ("backbone", "loss", "normal_reference", "flow_preset", "score_region")
+    name: _choices(name) for name in ("backbone", "loss", "normal_reference", "flow_preset", "score_region", "cue_combination")
 }
 # Fields of a model's config.json besides "config"; "model" is checked against the registry.
 CALIBRATION_RANGES: dict[str, tuple[type, Range]] = {
