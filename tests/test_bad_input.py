@@ -120,6 +120,29 @@ def test_missing_checkpoint(tmp_path, capsys):
     assert "not an anomalens model folder" in _error_line(capsys)
 
 
+def test_a_run_folder_or_its_model_folder_loads_the_same_model_everywhere(tiny_run, tmp_path):
+    """One resolver (models.base.resolve_model_dir) for the library, the CLI's workflows, the server and the UI."""
+    from anomalens.errors import CheckpointError
+    from anomalens.models.base import load_detector
+    from anomalens.serve.backends import load_predictor
+    from anomalens.ui.common import DetectorCache
+
+    from_run, from_model = load_detector(tiny_run), load_detector(tiny_run / "model")
+    assert from_run.name == from_model.name and torch_equal(from_run.state_tensors(), from_model.state_tensors())
+    assert load_predictor(tiny_run, device="cpu").describe() == load_predictor(tiny_run / "model", device="cpu").describe()
+    cache = DetectorCache(2)
+    assert cache.get(tiny_run, "cpu", "image") is cache.get(tiny_run / "model", "cpu", "image")
+    (tmp_path / "empty").mkdir()
+    for path, reason in ((tmp_path / "empty", "no config.json in it or in model/"), (tmp_path / "gone", "checkpoint not found")):
+        with pytest.raises(CheckpointError) as caught:
+            load_detector(path)
+        assert str(path) in str(caught.value) and reason in str(caught.value) and "\n" not in str(caught.value)
+
+
+def torch_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
+
+
 def _edit_config(run_dir, **changes):
     path = run_dir / "model" / "config.json"
     config = json.loads(path.read_text())

@@ -204,7 +204,7 @@ class _TwoSegments(Source):
 
     def __init__(self, frames: list[np.ndarray], first: int) -> None:
         super().__init__("two segments")
-        self.images, self.first, self.fps = frames, first, 10.0
+        self.images, self.first, self.stated_fps = frames, first, 10.0
 
     def frames(self):
         for i, image in enumerate(self.images):

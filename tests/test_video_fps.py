@@ -1,7 +1,8 @@
 """Motion per second of the training footage (``motion_per_second``): the same conveyor stored at half the frame rate
 moves as fast as in training once its flow is scaled by ``fps / training_fps``; clips at the training rate, or of
 unknown rate, score exactly as without the setting; the saved rate round-trips, a bad one is refused, and the live
-scorer agrees with predict_clip (the exported bundle: tests/test_export_video.py)."""
+scorer agrees with predict_clip (the exported bundle: tests/test_export_video.py). A rate counts only when stated (by
+the file, labels_frame.json or the user): a raw MJPEG stream's "25 fps" is FFmpeg's guess, so it is unknown."""
 
 from __future__ import annotations
 
@@ -12,19 +13,22 @@ import numpy as np
 import pytest
 import torch
 
+from anomalens.data.video_io import encode_video, open_clip, probe_video
 from anomalens.errors import CheckpointError
+from anomalens.live.sources import VideoFileSource
 from anomalens.models.base import create_detector, load_detector
+from anomalens.models.video.stfeatures import training_rate
 from test_video_features import SETTINGS, SIZE
 
 TRAINING_FPS = 10.0
 
 
 class RatedClip(list):
-    """Preprocessed frames with a frame rate, as a decoded VideoClip carries one."""
+    """Preprocessed frames with a stated frame rate, as a decoded VideoClip carries one."""
 
     def __init__(self, frames, fps: float) -> None:
         super().__init__(frames)
-        self.fps = fps
+        self.fps = self.stated_fps = fps
 
 
 def sliding_texture(seed: int, n_frames: int, speed: int = 2) -> list[torch.Tensor]:
@@ -107,3 +111,52 @@ def test_training_rate_round_trips_and_a_bad_one_is_refused(model, normal_clip, 
     config_path.write_text(json.dumps(meta))
     old = load_detector(tmp_path / "model", kind="video")
     assert old.config.motion_per_second is False and old.training_fps_ is None and old.flow_scale(5.0) == 1.0
+
+
+@pytest.fixture(scope="module")
+def camera_files(tmp_path_factory):
+    """The same 5 fps footage as a raw MJPEG elementary stream (no timestamps, no rate anywhere), in AVI (rate in the
+    header) and as a raw H.264 stream (rate in its VUI timing; FFmpeg's average rate still says 25)."""
+    folder = tmp_path_factory.mktemp("camera")
+    frames = [frame.permute(1, 2, 0).numpy() for frame in sliding_texture(300, 20)]
+    mjpeg = dict(codec="mjpeg", pix_fmt="yuvj420p")
+    return {"mjpeg": encode_video(folder / "camera.mjpeg", frames, 5, container="mjpeg", **mjpeg),
+            "avi": encode_video(folder / "camera.avi", frames, 5, container="avi", **mjpeg),
+            "h264": encode_video(folder / "camera.h264", frames, 5, codec="libx264", pix_fmt="yuv420p", container="h264")}
+
+
+def test_only_a_stated_rate_counts_and_the_user_states_one(model, camera_files):
+    prep = model.preprocessing
+    raw = open_clip(camera_files["mjpeg"], prep)
+    assert raw.stated_fps is None and raw.fps == 25.0  # 25 for timing only
+    assert open_clip(camera_files["mjpeg"], prep, fps=5).stated_fps == 5.0  # --fps states it
+    assert open_clip(camera_files["avi"], prep).stated_fps == 5.0
+    assert open_clip(camera_files["h264"], prep).stated_fps == 5.0  # was read as FFmpeg's 25 before
+    assert probe_video(camera_files["mjpeg"])["fps"] == 0.0 and probe_video(camera_files["h264"])["fps"] == 5.0
+    source = VideoFileSource(camera_files["mjpeg"])  # the watcher's file source: the same rule
+    assert source.stated_fps is None and source.fps == 25.0
+    # a model trained on such clips saves no guessed rate; a stated one among them is theirs
+    assert training_rate([raw, raw]) is None and training_rate([raw, open_clip(camera_files["avi"], prep)]) == 5.0
+
+
+def test_an_unstated_rate_leaves_motion_per_frame_and_a_stated_one_rescales_it(model, camera_files):
+    """Trained at 10 fps: the raw stream scores exactly as its frames given with no rate (scale 1, not 25 / 10);
+    stated at 5 fps (the user's --fps, or the AVI) it scores as those frames at 5 fps."""
+    raw = open_clip(camera_files["mjpeg"], model.preprocessing)
+    frames = list(raw)
+    unstated = model.predict_clip(raw, views=False).scores
+    assert np.array_equal(unstated, model.predict_clip(frames, views=False).scores)
+    stated = model.predict_clip(open_clip(camera_files["mjpeg"], model.preprocessing, fps=5), views=False).scores
+    assert np.array_equal(stated, model.predict_clip(RatedClip(frames, 5.0), views=False).scores)
+    assert np.abs(stated - unstated).max() > 0.1  # the rate matters for this model: the comparison can fail
+
+
+def test_ped2_frame_folders_state_no_rate_so_their_flow_is_untouched(ped2_root, model):
+    """UCSD Ped2 (frame folders; its labels_frame.json has no _meta.fps): unknown rate, so a scale of exactly 1, as the
+    25 / 25 of before: its scores are bit-identical, and a model trained on it now saves no training_fps."""
+    from anomalens.data.video_datasets import discover_video_category
+
+    category = discover_video_category(ped2_root, "ucsd_ped2")
+    clips = [ref.open(model.preprocessing) for ref in (category.train[0], category.test[0])]
+    assert [clip.stated_fps for clip in clips] == [None, None] and training_rate(clips) is None
+    assert model.flow_scale(clips[1].stated_fps) == 1.0

@@ -58,9 +58,10 @@ def test_frame_folder_natural_order_and_fps(tmp_path):
     for i, frame in enumerate(_frames(12)):
         Image.fromarray(frame).save(folder / f"f{i}.png")  # f10 must come after f9
     clip = open_clip(folder, PREP, fps=7.5)
-    assert clip.fps == 7.5 and clip.num_frames == 12 and clip.name == "clip"
+    assert clip.fps == clip.stated_fps == 7.5 and clip.num_frames == 12 and clip.name == "clip"
     assert np.all(np.diff(_brightness(clip.iter_native())) > 0)
-    assert open_clip(folder, PREP).fps == 25.0
+    unstated = open_clip(folder, PREP)  # image files state no rate: 25 for timing, unknown for motion
+    assert unstated.fps == 25.0 and unstated.stated_fps is None
 
 
 def test_mixed_frame_sizes_name_the_frame(tmp_path):

@@ -27,7 +27,7 @@ _EXPORTS = {
     "analyze_video": "anomalens.workflows.predict",
     "run_benchmark": "anomalens.workflows.benchmark",
     "list_runs": "anomalens.workflows.runs",
-    "load_detector": "anomalens.workflows.runs",
+    "load_detector": "anomalens.models.base",
     "create_detector": "anomalens.models.base",
     "Detector": "anomalens.models.base",
     "ImageDetector": "anomalens.models.base",

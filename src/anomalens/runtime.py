@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
@@ -203,16 +203,20 @@ def glob_escape(text: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
+def _fresh_temporary(target: Path, make: Callable[..., Path]) -> Path:
+    """A new temporary file or folder (``make``) beside ``target``, once those that dead processes left are gone."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_temporaries(target.parent, target.name)
+    return make(target.parent, prefix=temporary_prefix(target.name))
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it over ``target`` only if the block succeeds.
 
     Readers never see a half-written file, and a failure or Ctrl-C leaves the old file untouched.
     """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_temporaries(target.parent, target.name)
-    tmp_path = make_temp_file(target.parent, prefix=temporary_prefix(target.name))
+    tmp_path = _fresh_temporary(Path(target), make_temp_file)
     try:
         yield tmp_path
         os.replace(tmp_path, target)
@@ -250,9 +254,7 @@ def _finite(value: Any) -> Any:
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Like :func:`atomic_path` for a folder: fill a temporary folder, then swap it in whole."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_temporaries(target.parent, target.name)
-    tmp = make_temp_dir(target.parent, prefix=temporary_prefix(target.name))
+    tmp = _fresh_temporary(target, make_temp_dir)
     try:
         yield tmp
         old = None

@@ -68,9 +68,14 @@ def add_train_flags(parser: argparse.ArgumentParser, data_help: str, example_cat
                              "learn it (cross-fitting; patchcore, padim, stfeatures)")
 
 
+def add_checkpoint_flag(parser: argparse.ArgumentParser) -> None:
+    """The trained model to use: a run folder or its model/ folder (models.base.resolve_model_dir accepts either)."""
+    parser.add_argument("--checkpoint", required=True, type=Path, help="run folder (or its model/ folder)")
+
+
 def add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
     """A trained run to evaluate, on the data it was trained on unless told otherwise."""
-    parser.add_argument("--checkpoint", required=True, type=Path, help="run folder (or its model/ folder)")
+    add_checkpoint_flag(parser)
     parser.add_argument("--data-dir", type=Path, default=None, help="dataset root (default: the one in run.json)")
     parser.add_argument("--category", default=None, help="category (default: the one in run.json)")
     add_common_flags(parser)

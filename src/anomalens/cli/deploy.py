@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from anomalens.cli.common import cli_reporter, example_epilog
+from anomalens.cli.common import add_checkpoint_flag, cli_reporter, example_epilog
 
 FORMATS = ("onnx", "openvino")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "anomalens export --checkpoint results/bottle_20261128_120000 --format openvino --precision int8 --output bundles/bottle_ov_int8",
             "anomalens export --checkpoint results/video_ucsd_ped2_20261128_120000 --format onnx"),
     )
-    export.add_argument("--checkpoint", required=True, type=Path, help="run folder (or its model/ folder)")
+    add_checkpoint_flag(export)
     export.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (ONNX Runtime) or openvino (default: onnx)")
     export.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fp32 (same scores as the checkpoint, default), bf16 (openvino), int8; fp16 is refused on CPU")
@@ -66,7 +66,7 @@ def _export(args: argparse.Namespace) -> int:
     if check:
         unit = f"{check['images']} validation images" if "images" in check else f"{check['frames']} frames of validation clips"
         print(f"checked on {unit}: largest score difference {check['max_score_difference']:.3g} "
-              f"({check['max_score_difference_over_threshold']:.2g} x threshold), heatmaps within "
+              f"({check['max_score_difference_over_scale']:.2g} of the calibration's scale), heatmaps within "
               f"{check['max_heatmap_difference']:.2g}, same verdicts: {check['same_verdicts']}")
     print(f"bundle: {result.folder}")
     return 0

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from anomalens.cli.common import (
+    add_checkpoint_flag,
     add_common_flags,
     add_evaluate_flags,
     add_image_model_flags,
@@ -56,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "model's threshold), verdict and an overlay PNG per image; predictions.csv and predictions.json.",
         epilog=example_epilog("anomalens predict --checkpoint results/bottle_20261128_120000 photos/ extra.png"),
     )
-    predict.add_argument("--checkpoint", required=True, type=Path, help="run folder (or its model/ folder)")
+    add_checkpoint_flag(predict)
     predict.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
     predict.add_argument("--output-dir", "--output", type=Path, default=None,
                          help="where to write (default: a new RUN_DIR/predictions/<YYYYmmdd_HHMMSS>/ per call; "

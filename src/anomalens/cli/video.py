@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from anomalens.cli.common import (
+    add_checkpoint_flag,
     add_common_flags,
     add_evaluate_flags,
     add_train_flags,
@@ -60,12 +61,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "anomalens analyze-video --checkpoint results/video_ucsd_ped2_20261128_120000 --video clip.mp4",
             "anomalens analyze-video --checkpoint RUN_DIR --video frames_dir/ --fps 10 --output-dir out/"),
     )
-    analyze.add_argument("--checkpoint", required=True, type=Path, help="run folder (or its model/ folder)")
+    add_checkpoint_flag(analyze)
     analyze.add_argument("--video", required=True, type=Path, nargs="+", metavar="VIDEO",
                          help="video file or folder of frames; with --engine ray several, analysed in parallel")
     analyze.add_argument("--output-dir", type=Path, default=None,
                          help="where to write (default: RUN_DIR/analysis/<video>_<timestamp>/)")
-    analyze.add_argument("--fps", type=float, default=None, help="frame rate of a folder of frames (default: 25)")
+    analyze.add_argument("--fps", type=float, default=None, help="frame rate of a folder of frames or of a video that states none (default: "
+                         "the video's own; else 25 is assumed for timing and motion is measured per frame)")
     add_common_flags(analyze)
     add_engine_flags(analyze)
     analyze.set_defaults(handler=_analyze)

@@ -135,11 +135,15 @@ def _scratch(rng: np.random.Generator, scene: _Scene, image: np.ndarray, metal: 
     return mask
 
 
-def _spot(rng: np.random.Generator, scene: _Scene, image: np.ndarray, metal: np.ndarray) -> np.ndarray:
-    s = scene.size
+def _blob_on_metal(rng: np.random.Generator, scene: _Scene, metal: np.ndarray, radius: tuple[float, float]) -> np.ndarray:
+    """An ellipse at a random point of the metal, its radius a random share in ``radius`` of the image size."""
     x0, y0 = _point_on_metal(rng, scene, metal)
-    radius = s * rng.uniform(0.04, 0.06)
-    mask = _ellipse(scene, x0, y0, radius, radius * rng.uniform(0.6, 1.0), rng.uniform(0, np.pi)) & metal
+    r = scene.size * rng.uniform(*radius)
+    return _ellipse(scene, x0, y0, r, r * rng.uniform(0.6, 1.0), rng.uniform(0, np.pi)) & metal
+
+
+def _spot(rng: np.random.Generator, scene: _Scene, image: np.ndarray, metal: np.ndarray) -> np.ndarray:
+    mask = _blob_on_metal(rng, scene, metal, (0.04, 0.06))
     image[mask] = np.array([120.0, 62.0, 30.0]) * rng.uniform(0.8, 1.1)
     return mask
 
@@ -157,12 +161,8 @@ def _missing_piece(rng: np.random.Generator, scene: _Scene, image: np.ndarray, m
 
 
 def _colour_shift(rng: np.random.Generator, scene: _Scene, image: np.ndarray, metal: np.ndarray) -> np.ndarray:
-    s = scene.size
-    x0, y0 = _point_on_metal(rng, scene, metal)
-    radius = s * rng.uniform(0.07, 0.10)
-    mask = _ellipse(scene, x0, y0, radius, radius * rng.uniform(0.6, 1.0), rng.uniform(0, np.pi)) & metal
-    tint = np.array([1.25, 0.95, 0.55])
-    image[mask] = image[mask] * tint
+    mask = _blob_on_metal(rng, scene, metal, (0.07, 0.10))
+    image[mask] = image[mask] * np.array([1.25, 0.95, 0.55])
     return mask
 
 

@@ -14,7 +14,8 @@ Frame labels (1 = anomalous), first found wins: ``labels_frame.json`` in the cat
 ``test_label/<clip>.npy`` (IPAD) or ``test_frame_mask/<clip>.npy`` (ShanghaiTech), or a sidecar
 ``<clip>.labels.csv`` beside the clip with header ``start_frame,end_frame`` (0-based, inclusive intervals).
 A test clip of an anomaly type without frame labels is evaluated at video level only. Frame folders play
-at ``_meta.fps`` of ``labels_frame.json`` when given, else 25 frames/s.
+at ``_meta.fps`` of ``labels_frame.json`` when given (a stated rate); else their rate is unknown (25 frames/s
+assumed for timing only, see ``VideoClip.stated_fps``).
 
 >>> category = discover_video_category("../shared/data", "ucsd_ped2")   # doctest: +SKIP
 >>> len(category.train), len(category.test), category.test[0].frame_labels.shape   # doctest: +SKIP
@@ -57,7 +58,7 @@ class ClipRef:
     frame_labels: np.ndarray | None
     video_label: int
     num_frames: int | None = None
-    fps: float | None = None  # frame folders: from ``_meta.fps`` of labels_frame.json, else 25 when opened
+    fps: float | None = None  # frame folders: ``_meta.fps`` of labels_frame.json, else None (unknown) when opened
 
     @property
     def has_frame_labels(self) -> bool:

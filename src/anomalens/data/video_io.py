@@ -40,7 +40,10 @@ if TYPE_CHECKING:
     from anomalens.data.preprocessing import Preprocessing
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv")
+# the rate assumed for timing (events, timelines, the written video) when nothing states one: a folder of frames, a
+# raw elementary stream without timing, arrays. An assumed rate is no measurement: ``stated_fps`` stays None
 DEFAULT_FRAME_FOLDER_FPS = 25.0
+_AVFMT_NOTIMESTAMPS = 0x80  # FFmpeg's flag of containers that carry no timestamps (raw H.264, HEVC, MJPEG, MPEG-4)
 
 
 def natural_key(path: Path) -> list[Any]:
@@ -90,7 +93,10 @@ class VideoClip:
         self.start = int(start)
         self.end = None if end is None else int(end)
         self._source = _source if _source is not None else _open_source(self.path, fps)
-        self.fps: float = self._source.fps
+        # the rate the file (its container or bitstream), labels_frame.json or the user states; None when nothing
+        # does. ``fps`` is then DEFAULT_FRAME_FOLDER_FPS, good for timing, never for measuring motion per second
+        self.stated_fps: float | None = self._source.stated_fps
+        self.fps: float = self.stated_fps or DEFAULT_FRAME_FOLDER_FPS
         self.frame_size: tuple[int, int] = self._source.frame_size  # native (H, W)
         self.truncated = False  # set once a decode stopped early
         self.decoded_frames: int | None = None  # set after a full pass
@@ -171,7 +177,8 @@ def open_clip(
 ) -> VideoClip:
     """Open a video file or a folder of frames; raise :class:`DataError` naming the file if it cannot be used.
 
-    ``fps`` sets the rate of a frame folder (default 25) or overrides a file's.
+    ``fps`` states the rate of a frame folder or a file that states none (then ``clip.fps`` assumes 25 and
+    ``clip.stated_fps`` is None) or overrides a file's.
     """
     return VideoClip(path, preprocessing, reporter, fps=fps)
 
@@ -180,7 +187,7 @@ def open_clip(
 
 
 class _Source:
-    fps: float
+    stated_fps: float | None  # None: nothing states the rate (see VideoClip.stated_fps)
     frame_size: tuple[int, int]
     num_frames: int | None
     count_is_estimate: bool = False
@@ -198,7 +205,7 @@ class _FolderSource(_Source):
             raise DataError(
                 f"no frames in this folder (expected image files: {', '.join(IMAGE_EXTENSIONS)})", folder
             )
-        self.fps = float(fps) if fps else DEFAULT_FRAME_FOLDER_FPS
+        self.stated_fps = fps  # image files carry no rate: only the user or labels_frame.json states one
         self.num_frames = len(self.paths)
         self.frame_size = _header_size(self.paths[0])
         # Headers only (no pixel decode): catch mixed sizes before any long work starts
@@ -239,11 +246,11 @@ class _FileSource(_Source):
                                     "video, whatever its name says; give a video file or a folder of frames", path)
                 stream = container.streams.video[0]
                 check_image_pixels(stream.codec_context.width or 1, stream.codec_context.height or 1, path)
-                rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-                self.fps = float(fps) if fps else (float(rate) if rate else DEFAULT_FRAME_FOLDER_FPS)
+                rate = stated_rate(container, stream)
+                self.stated_fps = fps or rate
                 self.num_frames = int(stream.frames) if stream.frames else None
                 if self.num_frames is None and stream.duration and stream.time_base and rate:
-                    self.num_frames = int(round(float(stream.duration * stream.time_base) * float(rate)))
+                    self.num_frames = int(round(float(stream.duration * stream.time_base) * rate))
                     self.count_is_estimate = True
                 first = next(container.decode(stream), None)
                 if first is None:
@@ -287,6 +294,20 @@ class _FileSource(_Source):
 # demuxers of single images that FFmpeg opens as one-frame "videos"
 def _is_image_format(name: str) -> bool:
     return name.endswith("_pipe") or name in ("image2", "png", "apng")
+
+
+def stated_rate(container: Any, stream: Any) -> float | None:
+    """The frame rate an opened PyAV video ``stream`` of ``container`` states, or None when nothing does.
+
+    A container with timestamps (MP4, MKV, AVI, RTSP, ...) states it. A raw elementary stream (``.h264``,
+    ``.mjpeg``, ...) has no timestamps: FFmpeg reports its demuxer's default 25 as the average rate whatever the
+    footage, so only the bitstream's own timing counts there (H.264/HEVC VUI, the MPEG-4 VOL header; MJPEG has none).
+    """
+    if container.format.flags & _AVFMT_NOTIMESTAMPS:
+        rate = stream.codec_context.framerate
+    else:
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate and is_frame_rate(float(rate)) else None
 
 
 def check_fps(fps: float | None) -> float | None:
@@ -529,7 +550,8 @@ def encode_video(
 
 
 def probe_video(path: str | Path) -> dict[str, Any]:
-    """Codec, pixel format, frame count, fps, size of a video file, plus whether its MP4 index is up front."""
+    """Codec, pixel format, frame count, fps (0 when the file states none), size of a video file, plus whether its
+    MP4 index is up front."""
     import av
 
     path = Path(path)
@@ -540,7 +562,7 @@ def probe_video(path: str | Path) -> dict[str, Any]:
                 "codec": stream.codec_context.name,
                 "pix_fmt": stream.codec_context.pix_fmt,
                 "frames": int(stream.frames),
-                "fps": float(stream.average_rate or stream.guessed_rate or 0),
+                "fps": stated_rate(container, stream) or 0.0,
                 "width": stream.codec_context.width,
                 "height": stream.codec_context.height,
             }

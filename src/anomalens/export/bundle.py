@@ -226,7 +226,7 @@ def _check_video(detector: BaseDetector, folder: Path, run: dict[str, Any], repo
     scores, reference, maps, reference_maps = [], [], [], []
     for clip in clips:
         expected = detector.predict_clip(clip)  # type: ignore[attr-defined]
-        got = inferencer.predict_video(clip.iter_native(), fps=clip.fps)
+        got = inferencer.predict_video(clip.iter_native(), fps=clip.stated_fps)
         scores.append(got.scores)
         reference.append(np.asarray(expected.scores, dtype=np.float32))
         maps.append(cal.normalize(got.maps))
@@ -236,12 +236,12 @@ def _check_video(detector: BaseDetector, folder: Path, run: dict[str, Any], repo
     check = {
         "clips": len(clips), "frames": int(scores_all.size),
         "max_score_difference": difference,
-        "max_score_difference_over_threshold": difference / abs(cal.threshold),
+        "max_score_difference_over_scale": difference / cal.scale,
         "max_heatmap_difference": float(max(np.abs(a - b).max() for a, b in zip(maps, reference_maps))),
         "same_verdicts": bool((cal.is_anomalous(scores_all) == cal.is_anomalous(reference_all)).all()),
     }
     reporter.log(f"bundle vs checkpoint on {check['frames']} frames of {len(clips)} validation clip(s): largest score "
-                 f"difference {difference:.3g} ({check['max_score_difference_over_threshold']:.2g} of the threshold)")
+                 f"difference {difference:.3g} ({check['max_score_difference_over_scale']:.2g} of the calibration's scale)")
     return check
 
 
@@ -371,12 +371,12 @@ def _check_and_calibrate(detector: Detector, inferencer: Inferencer, validation:
     check = {
         "images": len(validation),
         "max_score_difference": float(np.abs(scores - reference.scores).max()),
-        "max_score_difference_over_threshold": float(np.abs(scores - reference.scores).max() / abs(ref_cal.threshold)),
+        "max_score_difference_over_scale": float(np.abs(scores - reference.scores).max() / ref_cal.scale),
         "max_heatmap_difference": float(np.abs(ref_cal.normalize(maps) - ref_cal.normalize(reference.maps)).max()),
         "same_verdicts": bool((calibration.is_anomalous(scores) == ref_cal.is_anomalous(reference.scores)).all()),
     }
     reporter.log(f"bundle vs checkpoint on {len(validation)} validation images: largest score difference "
-                 f"{check['max_score_difference']:.3g} ({check['max_score_difference_over_threshold']:.2g} of the threshold)")
+                 f"{check['max_score_difference']:.3g} ({check['max_score_difference_over_scale']:.2g} of the calibration's scale)")
     return {"calibration": calibration.to_dict(), "calibration_source": source, "export_check": check}
 
 

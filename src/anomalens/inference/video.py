@@ -32,14 +32,12 @@ from anomalens.metrics.events import attach_peak_cues, calibrated_events
 from anomalens.metrics.smoothing import smooth_series
 from anomalens.metrics.threshold import Calibration
 
-DEFAULT_FPS = 25.0  # of a sequence of frames given as arrays (as for a folder of frames)
-
-
 @dataclass
 class VideoInferenceResult:
     """Per-frame results of one video of T frames: raw ``scores`` ``(T,)``, ``normalized_scores`` (0.5 at the
     threshold), ``anomalous`` verdicts, ``events`` (as ``analyze-video``'s events.json), raw ``maps`` ``(T, h, w)``
-    on the score's scale (float16, as the library keeps them), each cue's share of the score (``stfeatures``), and the frame rate."""
+    on the score's scale (float16, as the library keeps them), each cue's share of the score (``stfeatures``), and the frame rate
+    (``fps_stated`` false: nothing stated it, 25 is assumed for the events' times and motion is measured per frame)."""
 
     scores: np.ndarray
     normalized_scores: np.ndarray
@@ -48,11 +46,12 @@ class VideoInferenceResult:
     events: list[dict[str, Any]]
     maps: np.ndarray
     fps: float
+    fps_stated: bool
     cues: dict[str, np.ndarray] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready summary (no maps)."""
-        return {"frames": int(self.scores.size), "fps": self.fps, "threshold": self.threshold,
+        return {"frames": int(self.scores.size), "fps": self.fps, "fps_stated": self.fps_stated, "threshold": self.threshold,
                 "scores": self.scores.tolist(), "normalized_scores": self.normalized_scores.tolist(),
                 "anomalous": self.anomalous.tolist(), "events": self.events,
                 "cues": {name: values.tolist() for name, values in self.cues.items()}}
@@ -88,24 +87,26 @@ class VideoInferencer:
     def model_name(self) -> str:
         return self.meta["model"]["name"]
 
-    def frames(self, source: str | Path | Iterable[np.ndarray], fps: float | None = None) -> tuple[Iterator[np.ndarray], float]:
-        """Frames at the model's size (RGB ``uint8`` ``(H, W, 3)``) of ``source``, decoded front to back, and the rate."""
-        if isinstance(source, (str, Path)):
-            from anomalens.data.video_io import check_fps, open_clip
+    def frames(self, source: str | Path | Iterable[np.ndarray], fps: float | None = None) -> tuple[Iterator[np.ndarray], float | None]:
+        """Frames at the model's size (RGB ``uint8`` ``(H, W, 3)``) of ``source``, decoded front to back, and the
+        rate stated by ``fps`` or the file (as ``VideoClip.stated_fps``); None when nothing states one."""
+        from anomalens.data.video_io import check_fps, open_clip
 
+        if isinstance(source, (str, Path)):
             clip = open_clip(source, None, fps=check_fps(fps))  # type: ignore[arg-type]  (native frames only)
-            native, rate = clip.iter_native(), clip.fps
+            native, stated = clip.iter_native(), clip.stated_fps
         else:
-            native, rate = iter(source), float(fps or DEFAULT_FPS)
-        return (resize_rgb_array(rgb_array(frame), self.image_size) for frame in native), rate
+            native, stated = iter(source), check_fps(fps)
+        return (resize_rgb_array(rgb_array(frame), self.image_size) for frame in native), stated
 
     def predict_video(self, source: str | Path | Iterable[np.ndarray], fps: float | None = None) -> VideoInferenceResult:
         """Score every frame of ``source`` with the model's threshold; events as ``analyze-video`` finds them."""
-        frames, rate = self.frames(source, fps)
+        from anomalens.data.video_io import DEFAULT_FRAME_FOLDER_FPS
+
+        frames, stated = self.frames(source, fps)
+        rate = stated or DEFAULT_FRAME_FOLDER_FPS  # an unstated rate times the events only: motion stays per frame
         if self.model_name == "stfeatures":
-            # arrays without a stated rate have none: their motion is measured per frame, as the library does
-            known = rate if isinstance(source, (str, Path)) or fps else None
-            scores, maps, cues = self._stfeatures(frames, known)
+            scores, maps, cues = self._stfeatures(frames, stated)
         else:
             scores, maps, cues = self._convlstm(frames)
         cal = self.calibration
@@ -113,7 +114,7 @@ class VideoInferencer:
         events = calibrated_events(scores, cal, rate, normalized_scores=normalized)
         attach_peak_cues(events, cues)
         return VideoInferenceResult(scores=scores, normalized_scores=normalized, anomalous=cal.is_anomalous(scores),
-                                    threshold=float(cal.threshold), events=events, maps=maps, fps=rate, cues=cues)
+                                    threshold=float(cal.threshold), events=events, maps=maps, fps=rate, fps_stated=stated is not None, cues=cues)
 
     # ---- stfeatures: appearance graph, optical flow, motion graph, smoothing in time -----------------------
     def _stfeatures(self, frames: Iterator[np.ndarray], fps: float | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:

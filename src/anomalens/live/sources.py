@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from anomalens.data.preprocessing import IMAGE_EXTENSIONS, Preprocessing, read_rgb
-from anomalens.data.video_io import DEFAULT_FRAME_FOLDER_FPS, frame_to_rgb, natural_key, open_clip
+from anomalens.data.video_io import DEFAULT_FRAME_FOLDER_FPS, frame_to_rgb, natural_key, open_clip, stated_rate
 from anomalens.data.video_io import _short as short_error
 from anomalens.errors import AnomalensError, DataError
 
@@ -61,12 +61,18 @@ LogCallback = Callable[[str], None]
 
 
 class Source:
-    """A source of live frames; subclasses set ``kind``, ``fps``, ``live`` (frames may be dropped when the
-    scorer cannot keep up: a camera does not wait) and implement :meth:`frames`."""
+    """A source of live frames; subclasses set ``kind``, ``stated_fps`` (None: the source states no rate, and
+    ``fps`` assumes 25 for timing), ``live`` (frames may be dropped when the scorer cannot keep up: a camera does
+    not wait) and implement :meth:`frames`."""
 
     kind = "source"
     live = True
-    fps: float = DEFAULT_FRAME_FOLDER_FPS
+    stated_fps: float | None = None
+
+    @property
+    def fps(self) -> float:
+        """The rate for timing (events, clips, real-time playback): the stated one, else 25."""
+        return self.stated_fps or DEFAULT_FRAME_FOLDER_FPS
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -89,7 +95,7 @@ class VideoFileSource(Source):
     def __init__(self, path: Path, realtime: bool = False) -> None:
         super().__init__(str(path))
         self.clip = open_clip(path, Preprocessing(image_size=None))  # native frames: iter_native() only
-        self.fps, self.realtime, self.live = self.clip.fps, realtime, realtime
+        self.stated_fps, self.realtime, self.live = self.clip.stated_fps, realtime, realtime
 
     def frames(self) -> Iterator[SourceFrame]:
         started = time.monotonic()
@@ -119,7 +125,7 @@ class StreamSource(Source):
         self.url, self.kind = url, kind
         self.on_lost, self.log = on_lost or (lambda gap: None), log or (lambda message: None)
         self.open_timeout, self.read_timeout = open_timeout, read_timeout
-        self.fps = DEFAULT_FRAME_FOLDER_FPS  # replaced by the stream's own rate once connected
+        self.stated_fps = None  # the stream's own rate once connected, if it states one
         self.connections = 0
 
     def _open(self):
@@ -148,9 +154,7 @@ class StreamSource(Source):
             self.connections += 1
             try:
                 stream = container.streams.video[0]
-                rate = stream.average_rate or stream.guessed_rate
-                if rate:
-                    self.fps = float(rate)
+                self.stated_fps = stated_rate(container, stream) or self.stated_fps
                 if lost_at is not None:
                     self.on_lost(SourceGap(lost_at, time.time(), reason, attempts))
                     self.log(f"{self.name}: reconnected after {time.time() - lost_at:.1f} s")

@@ -212,7 +212,7 @@ class Watcher:
                     frame.before = None
                     self.pending.append(frame)
                 # the source's rate as it knows it now (a stream's once connected): motion per second of training footage
-                self.scorer.set_rate(self.source.fps)
+                self.scorer.set_rate(self.source.stated_fps)
                 with torch.no_grad():
                     features = self.scorer.features(torch.stack([frame.tensor for frame in batch]), steps, before)
                 while not self._offer((batch, features)):
@@ -234,6 +234,9 @@ class Watcher:
         s = self.settings
         if self.tracker is None:  # the stream's rate is known once it delivered a frame
             self.fps = self.source.fps or self.fps
+            if self.source.stated_fps is None and self.source.kind != "folder":
+                self.log(f"{self.source.name}: states no frame rate: times assume {self.fps:g} fps and motion is "
+                         "measured per frame as it comes")
             cal = self.calibration
             close_level = cal.threshold + cal.scale * math.log(s.close_level / (1 - s.close_level))
             gap = EVENT_MERGE_SECONDS if s.close_after is None else s.close_after  # default: analyze-video's merge gap

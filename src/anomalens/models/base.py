@@ -36,6 +36,7 @@ from anomalens.runtime import atomic_dir, resolve_device, write_json_atomic
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
+MODEL_DIR = "model"  # a run folder's model subfolder (workflows/runs.py), which every loader also accepts
 
 # name -> "module:Class"; imported lazily so that loading one model never imports the others
 MODEL_REGISTRY: dict[str, str] = {
@@ -337,17 +338,16 @@ def create_detector(name: str, device: str | torch.device = "cpu", **settings: A
 
 
 def resolve_model_dir(path: str | Path) -> Path:
-    """``path`` itself, checked to be a model folder (one holding ``config.json``).
-
-    Run folders (``results/<run>/`` with the model in a subfolder) are resolved by
-    :func:`anomalens.workflows.runs.resolve_model_dir`, which knows that layout.
-    """
+    """The model folder (the one holding ``config.json``) of ``path``: a model folder itself, or a run folder
+    (``results/<run>/``, see :mod:`anomalens.workflows.runs`) whose model is in its ``model/`` subfolder."""
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError("checkpoint not found", path)
+    if (path / MODEL_DIR / CONFIG_FILE).is_file():
+        return path / MODEL_DIR
     if (path / CONFIG_FILE).is_file():
         return path
-    raise CheckpointError(f"not an anomalens model folder (no {CONFIG_FILE} in it)", path)
+    if not path.exists():
+        raise CheckpointError("checkpoint not found", path)
+    raise CheckpointError(f"not an anomalens model folder (no {CONFIG_FILE} in it or in {MODEL_DIR}/)", path)
 
 
 def read_model_config(path: str | Path) -> dict[str, Any]:
@@ -368,7 +368,8 @@ def read_model_config(path: str | Path) -> dict[str, Any]:
 
 
 def load_detector(path: str | Path, device: str | torch.device = "cpu", kind: str | None = None) -> BaseDetector:
-    """Rebuild a saved detector. ``kind="image"``/``"video"`` refuses a model of the other kind."""
+    """Rebuild a saved detector from its model folder or its run folder. ``kind="image"``/``"video"`` refuses a
+    model of the other kind."""
     folder = resolve_model_dir(path)
     meta = read_model_config(folder)
     if kind is not None and meta.get("kind") != kind:

@@ -260,7 +260,7 @@ def _runtime_rows(detector: Any, test: Any, nhwc: np.ndarray, bundles: dict[str,
         rows.append({
             "runtime": engine, "precision": precision, "images_per_second": round(rate, 2),
             "image_auroc": image_auroc(labels, scores), "pixel_auroc": pixel_auroc(masks[known], maps[known]),
-            "max_score_difference": difference, "max_score_difference_over_threshold": difference / abs(cal.threshold),
+            "max_score_difference": difference, "max_score_difference_over_scale": difference / cal.scale,
             "max_heatmap_difference": float(np.abs(cal.normalize(maps) - cal.normalize(ref_maps)).max()),
             "same_verdicts": float((bundle_cal.is_anomalous(scores) == cal.is_anomalous(ref_scores)).mean()),
             "threshold": bundle_cal.threshold, "export_seconds": round(export_seconds[spec], 1),

@@ -20,6 +20,7 @@ import torch
 
 from anomalens.data.mvtec import NORMAL_TYPE
 from anomalens.data.video_datasets import ClipRef
+from anomalens.data.video_io import DEFAULT_FRAME_FOLDER_FPS
 from anomalens.errors import ConfigError, DataError
 from anomalens.metrics.classification import confusion_at, f1_max, image_auroc, roc_curve, verdict_word
 from anomalens.metrics.drift import assess_drift
@@ -325,16 +326,20 @@ def _measure_video(detector: BaseDetector, data_dir: Path, category: str, report
     cal = detector.calibration_
     assert cal is not None
     results: list[_ClipResult] = []
-    frames_total = 0
+    frames_total, unstated = 0, 0
     predict_started = time.perf_counter()
     for ref in reporter.iter(found.test, "evaluate clips"):
         clip = ref.open(detector.preprocessing, reporter)
+        unstated += clip.stated_fps is None
         prediction = detector.predict_clip(clip, reporter, views=False)  # type: ignore[attr-defined]
         scores = np.asarray(prediction.scores, dtype=np.float64)
         labels = ref.labels_for(len(scores))
         results.append(_ClipResult(ref, scores, labels, clip.fps, calibrated_events(scores, cal, clip.fps)))
         frames_total += len(scores)
     predict_seconds = time.perf_counter() - predict_started
+    if unstated:
+        reporter.log(f"{unstated} of {len(found.test)} test clips state no frame rate: event times assume "
+                     f"{DEFAULT_FRAME_FOLDER_FPS:g} fps and motion is measured per frame")
     metrics = video_metrics(results, cal, getattr(detector.config, "threshold_from_folds", False))
     metrics["timing"] = {
         "predict_seconds": round(predict_seconds, 3),

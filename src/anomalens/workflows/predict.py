@@ -319,6 +319,7 @@ class VideoAnalysis:
     anomalous: np.ndarray
     events: list[Event]
     fps: float
+    fps_stated: bool  # false: nothing stated the rate; ``fps`` (25) is assumed for timing, motion measured per frame
     drift: DriftReport | None = None  # None for models saved before drift was recorded
 
 
@@ -334,14 +335,17 @@ def analyze_video(
     """Score every frame of ``video`` (file or frame folder) with the model's own threshold and write the outputs.
 
     ``output_dir`` defaults to ``RUN_DIR/analysis/<video>_<timestamp>/`` (``results/analysis/...`` for a
-    detector object). ``fps`` sets the rate of a folder of frames (default 25). Files appear only once all of
-    them are written.
+    detector object). ``fps`` states the rate of a folder of frames or a video that states none (else 25 is assumed
+    for timing and motion is measured per frame). Files appear only once all of them are written.
     """
     fps = check_fps(fps)  # before the model is loaded
     detector = load_fitted_detector(checkpoint_or_detector, "video", device)
     cal = detector.calibration_
     assert cal is not None
     clip = open_clip(video, detector.preprocessing, reporter, fps=fps)
+    if clip.stated_fps is None:
+        reporter.log(f"{clip.name}: no frame rate stated: times assume {clip.fps:g} fps and motion is measured per "
+                     "frame (--fps states the rate)")
     if output_dir is None:
         base = Path("results")
         if not isinstance(checkpoint_or_detector, BaseDetector):
@@ -383,6 +387,7 @@ def analyze_video(
                 "video": str(Path(video)),
                 "model": detector.name,
                 "fps": clip.fps,
+                "fps_stated": clip.stated_fps is not None,
                 "frames": int(scores.size),
                 "threshold": cal.threshold,
                 "threshold_rule": threshold_rule("video", getattr(detector.config, "threshold_from_folds", False), cal.target_fpr),
@@ -402,5 +407,6 @@ def analyze_video(
         anomalous=anomalous,
         events=[Event.from_dict(event) for event in events],
         fps=clip.fps,
+        fps_stated=clip.stated_fps is not None,
         drift=drift,
     )

@@ -28,20 +28,24 @@ def format_number(value: Any, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _report_head(title: str, metrics: dict[str, Any], run: dict[str, Any], details: list[str]) -> list[str]:
+    """report.md's opening lines: the title, the checkpoint, ``details`` (data, input size, ...) and a note when the
+    training was stopped early."""
+    lines = [f"# {title}: {metrics['model']} on {metrics['category']}", "", f"- checkpoint: `{metrics['checkpoint']}`", *details]
+    if run.get("interrupted"):
+        lines.append("- note: training was stopped early; the best model up to then was kept")
+    return lines
+
+
 # ---- images ---------------------------------------------------------------------------------------
 def evaluation_report(metrics: dict[str, Any], run: dict[str, Any]) -> str:
     """``report.md``: headline metrics, the threshold rule and the per-defect-type table."""
 
     at = metrics["at_model_threshold"]
-    lines = [
-        f"# Evaluation: {metrics['model']} on {metrics['category']}",
-        "",
-        f"- checkpoint: `{metrics['checkpoint']}`",
+    lines = _report_head("Evaluation", metrics, run, [
         f"- data: `{metrics['data_dir']}` ({metrics['counts']['normal']} normal, {metrics['counts']['anomalous']} anomalous test images)",
         f"- image size: {metrics['image_size'][0]}x{metrics['image_size'][1]}, device {metrics['device']}",
-    ]
-    if run.get("interrupted"):
-        lines.append("- note: training was stopped early; the best model up to then was kept")
+    ])
     lines += [
         "",
         "| metric | value |",
@@ -149,19 +153,14 @@ def video_report(metrics: dict[str, Any], run: dict[str, Any]) -> str:
     """``report.md``: headline metrics, the threshold rule and the per-type and per-clip tables."""
 
     counts = metrics["counts"]
-    lines = [
-        f"# Video evaluation: {metrics['model']} on {metrics['category']}",
-        "",
-        f"- checkpoint: `{metrics['checkpoint']}`",
+    held_out = run.get("validation_clips")
+    lines = _report_head("Video evaluation", metrics, run, [
         f"- data: `{metrics['data_dir']}` ({counts['test_clips']} test clips, {counts['labelled_frames']} labelled frames, "
         f"{counts['anomalous_frames']} anomalous)",
         f"- frame size {metrics['image_size'][0]}x{metrics['image_size'][1]}, device {metrics['device']}, "
         f"{metrics['timing']['frames_per_second']:.1f} frames/s (decode + score)",
-    ]
-    if run.get("validation_clips"):
-        lines.append(f"- threshold and model selection from held-out training clips: {', '.join(run['validation_clips'])}")
-    if run.get("interrupted"):
-        lines.append("- note: training was stopped early; the best model up to then was kept")
+        *([f"- threshold and model selection from held-out training clips: {', '.join(held_out)}"] if held_out else []),
+    ])
     at = metrics.get("at_model_threshold")
     lines += [
         "",

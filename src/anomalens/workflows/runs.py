@@ -29,13 +29,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
 from safetensors import SafetensorError
 
 from anomalens import limits
 from anomalens.errors import CheckpointError, OutputError
-from anomalens.models import base as models
-from anomalens.models.base import CONFIG_FILE, WEIGHTS_FILE, BaseDetector
+# a run folder or its model folder: resolved, read and loaded in one place, the models' own (importable from here too)
+from anomalens.models.base import (  # noqa: F401
+    CONFIG_FILE,
+    MODEL_DIR,
+    WEIGHTS_FILE,
+    BaseDetector,
+    load_detector,
+    read_model_config,
+    resolve_model_dir,
+)
 from anomalens.models.schema import check_run_record, read_json
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import make_temp_dir, remove_dead_temporaries, temporary_prefix, write_json_atomic, write_text_atomic
@@ -49,28 +56,12 @@ from anomalens.workflows.storage import (
 )
 
 RUN_FILE = "run.json"
-MODEL_DIR = "model"
 HISTORY_FILE = "history.json"
 LOG_FILE = "train.log"
 EVALUATION_DIR = "evaluation"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_DIR = "predictions"
 ANALYSIS_DIR = "analysis"
-
-
-def resolve_model_dir(path: str | Path) -> Path:
-    """Accept a run folder (``results/bottle_.../``) or its ``model/`` subfolder (or any model folder)."""
-    path = Path(path)
-    if (path / MODEL_DIR / CONFIG_FILE).is_file():
-        return path / MODEL_DIR
-    if path.exists() and not (path / CONFIG_FILE).is_file():
-        raise CheckpointError(f"not an anomalens model folder (no {CONFIG_FILE} in it or in {MODEL_DIR}/)", path)
-    return models.resolve_model_dir(path)
-
-
-def load_detector(path: str | Path, device: str | torch.device = "cpu", kind: str | None = None) -> BaseDetector:
-    """Rebuild the detector of a run folder or model folder (``kind`` refuses a model of the other kind)."""
-    return models.load_detector(resolve_model_dir(path), device=device, kind=kind)
 
 
 def load_fitted_detector(checkpoint: str | Path | BaseDetector, kind: str, device: str = "auto") -> BaseDetector:
@@ -91,11 +82,6 @@ def load_fitted_detector(checkpoint: str | Path | BaseDetector, kind: str, devic
 def safe_name(name: str) -> str:
     """``name`` usable as a file or folder name (a clip or video name in an output path)."""
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "clip"
-
-
-def read_model_config(path: str | Path) -> dict[str, Any]:
-    """The saved ``config.json`` of the model of a run folder or model folder."""
-    return models.read_model_config(resolve_model_dir(path))
 
 
 def read_run_file(run_dir: str | Path) -> dict[str, Any]:

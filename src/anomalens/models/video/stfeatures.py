@@ -502,6 +502,9 @@ class SpatioTemporalFeatures(VideoDetector):
         self.training_fps_ = training_rate(train) if c.motion_per_second else None
         if self.training_fps_ is not None:
             reporter.log(f"motion measured per frame at {self.training_fps_:g} fps (the training clips' median rate)")
+        elif c.motion_per_second:  # said once: a guessed rate would rescale every later clip's motion by a guess
+            reporter.log("the training clips state no frame rate: motion is measured per frame as it comes and no "
+                         "training rate is saved (a folder of frames states one in labels_frame.json's _meta.fps)")
         everything = _NormalData(c.appearance_samples, 0, c.seed)
         folds = [_NormalData(max(1, c.appearance_samples // 2), CROSS_FIT_FRAMES, c.seed + 1 + f) for f in (0, 1)]
         degraded: dict[int, torch.Tensor] = {}
@@ -899,9 +902,10 @@ class _NormalData:
 
 
 def clip_rate(clip: Clip) -> float | None:
-    """A clip's frame rate when it carries one (a :class:`~anomalens.data.video_io.VideoClip`: its container's,
-    or 25 / ``labels_frame.json``'s for a folder of frames), else None (frames given as tensors)."""
-    fps = getattr(clip, "fps", None)
+    """A clip's frame rate when something states it (a :class:`~anomalens.data.video_io.VideoClip`'s
+    ``stated_fps``: its file's, ``labels_frame.json``'s or the user's ``--fps``), else None: frames given as tensors,
+    a folder of frames or a raw stream that nobody gave a rate (their ``fps`` of 25 is assumed, not stated)."""
+    fps = getattr(clip, "stated_fps", None)
     return float(fps) if is_frame_rate(fps) else None
 
 

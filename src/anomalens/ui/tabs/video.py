@@ -72,7 +72,8 @@ def analyze_video_file(
     flagged = int(analysis.anomalous.sum())
     summary = (
         f"**{len(rows)} anomalous interval(s)**; {flagged} of {frames} frames above the threshold "
-        f"({frames / analysis.fps:.1f} s at {analysis.fps:g} fps). {threshold_text(run)}"
+        f"({frames / analysis.fps:.1f} s at {analysis.fps:g} fps{'' if analysis.fps_stated else ', assumed: the video states no rate'}). "
+        f"{threshold_text(run)}"
     )
     if analysis.drift is not None and analysis.drift.drifted:
         summary += f"\n\n{drift_note(analysis.drift)}"
