@@ -2,8 +2,8 @@
 
 Frames of the synthetic conveyor are encoded as limited-range BT.601 H.264 (``yuv420p``), full-range MJPEG in
 an AVI (``yuvj420p``), BT.709-tagged H.264, full-range H.264, untagged HD H.264 encoded with BT.709 (the
-convention for HD), 4:2:2 full-range MJPEG, HEVC, VP9, AV1 and MPEG-2; each must decode within a few levels of the
-originals and of each other.
+convention for HD), 4:2:2 full-range MJPEG, HEVC, VP9, AV1, MPEG-2, VP8, WMV2 and H.263+; each must decode within
+a few levels of the originals and of each other.
 """
 
 from __future__ import annotations
@@ -32,6 +32,11 @@ ENCODINGS = [
     ("vp9.webm", "webm", "libvpx-vp9", "yuv420p", "ITU601", "MPEG", True, {"crf": "8", "b": "0", "deadline": "realtime"}),
     ("av1.mp4", "mp4", "libsvtav1", "yuv420p", "ITU709", "MPEG", True, {"crf": "10", "preset": "10"}),
     ("mpeg2.mpeg", "mpeg", "mpeg2video", "yuv420p", "ITU601", "MPEG", True, {"qmin": "2", "qmax": "2"}),
+    # the three held out from the design: VP8 (WebM), WMV2 (ASF), H.263+ (AVI); WMV2 loses the conveyor's colour
+    # change (README), and its colours decode as right as the others'
+    ("vp8.webm", "webm", "libvpx", "yuv420p", "ITU601", "MPEG", True, {"crf": "4", "b": "2M", "deadline": "realtime"}),
+    ("wmv2.asf", "asf", "wmv2", "yuv420p", "ITU601", "MPEG", True, {"qmin": "2", "qmax": "2"}),
+    ("h263p.avi", "avi", "h263p", "yuv420p", "ITU601", "MPEG", True, {"qmin": "2", "qmax": "2"}),
 ]
 def _encode(path: Path, frames: list[np.ndarray], container: str, codec: str, pix_fmt: str, matrix: str,
             color_range: str, tag: bool, options: dict[str, str]) -> Path:
