@@ -160,7 +160,7 @@ def test_the_codec_memory_runs_in_the_exported_graphs(tmp_path, still_texture_we
     meta = json.loads((bundle.folder / "bundle.json").read_text())
     assert "codec_memory" in meta["graphs"]["appearance"]["inputs"] and "coded" in meta["graphs"]["motion"]["inputs"]
     check = bundle.check
-    assert check["frames"] > 0 and check["same_verdicts"] and check["max_score_difference_over_scale"] < 1e-4
+    assert check["frames"] > 0 and check["same_verdicts"] and check["max_score_difference_over_scale"] < 1e-3  # as PARITY in test_export_video.py
 
 
 def test_the_clean_memories_threshold_and_ceiling_are_those_of_a_model_without_it(fitted):

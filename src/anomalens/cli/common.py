@@ -166,9 +166,9 @@ def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: 
                             "rate (25 -> 12.5 fps) has its optical flow scaled by its fps / the training fps")
     # the model checks the value (CUE_COMBINATIONS in models/video/stfeatures.py), so that it is listed once
     group.add_argument("--cue-combination", default=None, metavar="RULE",
-                       help="how the appearance and motion cues make a frame score: sum (of the standardised scores) or "
+                       help="how the appearance and motion cues make a frame score: sum (default: of the standardised scores), "
                             "tail (of their Gaussian tail surprises, -log P(Z > z): one clear cue outweighs two mildly "
-                            "high ones)")
+                            "high ones) or sum+tail (both); sum+tail lost to sum on UCSD Ped2's test set (README)")
 
 
 def example_epilog(*lines: str) -> str:
