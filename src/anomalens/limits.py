@@ -15,7 +15,6 @@ DataError: bomb.png: image is 50000x50000 pixels (2500.0 megapixels); at most 64
 from __future__ import annotations
 
 import math
-
 from pathlib import Path
 
 from anomalens.errors import DataError

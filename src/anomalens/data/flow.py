@@ -15,9 +15,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from anomalens.limits import is_frame_rate
-
 from anomalens.errors import ConfigError
+from anomalens.limits import is_frame_rate
 
 FLOW_PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,

@@ -46,6 +46,12 @@ DEFAULT_FRAME_FOLDER_FPS = 25.0
 _AVFMT_NOTIMESTAMPS = 0x80  # FFmpeg's flag of containers that carry no timestamps (raw H.264, HEVC, MJPEG, MPEG-4)
 
 
+def timing_fps(stated_fps: float | None) -> float:
+    """The rate that times events, timelines and written videos: the stated one, else DEFAULT_FRAME_FOLDER_FPS
+    (assumed, so never used to measure motion per second)."""
+    return stated_fps or DEFAULT_FRAME_FOLDER_FPS
+
+
 def natural_key(path: Path) -> list[Any]:
     """Sort ``frame2.png`` before ``frame10.png`` (plain name order would not)."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
@@ -96,7 +102,7 @@ class VideoClip:
         # the rate the file (its container or bitstream), labels_frame.json or the user states; None when nothing
         # does. ``fps`` is then DEFAULT_FRAME_FOLDER_FPS, good for timing, never for measuring motion per second
         self.stated_fps: float | None = self._source.stated_fps
-        self.fps: float = self.stated_fps or DEFAULT_FRAME_FOLDER_FPS
+        self.fps: float = timing_fps(self.stated_fps)
         self.frame_size: tuple[int, int] = self._source.frame_size  # native (H, W)
         self.truncated = False  # set once a decode stopped early
         self.decoded_frames: int | None = None  # set after a full pass

@@ -101,10 +101,10 @@ class VideoInferencer:
 
     def predict_video(self, source: str | Path | Iterable[np.ndarray], fps: float | None = None) -> VideoInferenceResult:
         """Score every frame of ``source`` with the model's threshold; events as ``analyze-video`` finds them."""
-        from anomalens.data.video_io import DEFAULT_FRAME_FOLDER_FPS
+        from anomalens.data.video_io import timing_fps
 
         frames, stated = self.frames(source, fps)
-        rate = stated or DEFAULT_FRAME_FOLDER_FPS  # an unstated rate times the events only: motion stays per frame
+        rate = timing_fps(stated)  # an unstated rate times the events only: motion stays per frame
         if self.model_name == "stfeatures":
             scores, maps, cues = self._stfeatures(frames, stated)
         else:

@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from anomalens.data.preprocessing import IMAGE_EXTENSIONS, Preprocessing, read_rgb
-from anomalens.data.video_io import DEFAULT_FRAME_FOLDER_FPS, frame_to_rgb, natural_key, open_clip, stated_rate
+from anomalens.data.video_io import frame_to_rgb, natural_key, open_clip, stated_rate, timing_fps
 from anomalens.data.video_io import _short as short_error
 from anomalens.errors import AnomalensError, DataError
 
@@ -72,7 +72,7 @@ class Source:
     @property
     def fps(self) -> float:
         """The rate for timing (events, clips, real-time playback): the stated one, else 25."""
-        return self.stated_fps or DEFAULT_FRAME_FOLDER_FPS
+        return timing_fps(self.stated_fps)
 
     def __init__(self, name: str) -> None:
         self.name = name
