@@ -513,13 +513,18 @@ _COLORSPACE_TAG = {"ITU601": 6, "ITU709": 1}
 
 def encode_video(
     path: str | Path, frames: Iterable[np.ndarray], fps: float, *, codec: str, pix_fmt: str, container: str | None = None,
-    options: dict[str, str] | None = None, matrix: str = "ITU601", tag: bool = True,
+    options: dict[str, str] | None = None, matrix: str = "ITU601", tag: bool = True, threads: int = 1,
 ) -> Path:
     """Store RGB frames as a camera or recorder of another kind would (tests and robustness benchmarks).
 
     Any encoder PyAV has (``libx264``, ``mjpeg``, ``mpeg4``...), any pixel format; ``yuvj*`` formats hold full
     range, others limited. ``matrix`` is the YUV matrix (``ITU601`` or ``ITU709``); ``tag`` False leaves matrix
     and range unspecified in the stream, as many encoders do. For playable output use :func:`write_video`.
+
+    ``threads`` is the encoder's thread count (an explicit ``threads`` in ``options`` wins). It is fixed rather than
+    left to FFmpeg because libx264, MPEG-4, MPEG-2, H.263+ and VP8 write other frames with another count, and
+    FFmpeg's own choice follows the CPUs the process may use: left to it, the same seed gave another benchmark on
+    another machine, or under ``taskset``.
     """
     import av
 
@@ -533,7 +538,7 @@ def encode_video(
             if stream is None:
                 stream = output.add_stream(codec, rate=Fraction(float(fps)).limit_denominator(1001))
                 stream.width, stream.height, stream.pix_fmt = frame.shape[1], frame.shape[0], pix_fmt
-                stream.options = dict(options or {})
+                stream.options = {"threads": str(int(threads)), **(options or {})}
                 if tag:
                     stream.codec_context.colorspace = _COLORSPACE_TAG[matrix]
                     stream.codec_context.color_range = _COLOR_RANGE_JPEG if full else _COLOR_RANGE_MPEG

@@ -1,0 +1,75 @@
+"""The same seed gives the same encoded frames on any machine: encoders that write other frames with another thread
+count (libx264, MPEG-4 Part 2) run a fixed count, whatever CPUs the process may use.
+
+Each check encodes in a child process allowed one CPU (``os.sched_setaffinity``) and compares the decoded frames with
+the same encoding made here, where the process may use every CPU. Before the counts were fixed, FFmpeg chose them from
+the CPUs available, and both the benchmarks' encodings and the video model's codec memory came out otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("av")
+
+if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+    pytest.skip("needs a process that may use two CPUs and a way to restrict a child to one (Linux)",
+                allow_module_level=True)
+
+# Frames of the project's conveyor, big enough that slices and frame threads change what the encoders write.
+_COMMON = textwrap.dedent("""
+    import hashlib, os, sys, tempfile
+    from pathlib import Path
+    import numpy as np, torch
+    from anomalens.data.synthetic_video import synthetic_clip
+    frames = synthetic_clip(3, n_frames=20, size=(240, 320))[0]
+""")
+
+_ENCODE_VIDEO = _COMMON + textwrap.dedent("""
+    import av
+    from anomalens.data.video_io import encode_video
+    codec, pix_fmt, container, options = sys.argv[1], sys.argv[2], sys.argv[3], dict(a.split("=") for a in sys.argv[4:])
+    digest = hashlib.md5()
+    with tempfile.TemporaryDirectory() as folder:
+        path = encode_video(Path(folder) / f"clip.{container}", frames, 10.0, codec=codec, pix_fmt=pix_fmt,
+                            container=container, options=options)
+        with av.open(str(path)) as video:
+            for frame in video.decode(video=0):
+                digest.update(frame.to_ndarray(format="rgb24").tobytes())
+    print(digest.hexdigest())
+""")
+
+_DEGRADE = _COMMON + textwrap.dedent("""
+    from anomalens.models.video.degrade import make_degradation
+    batch = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
+    print(hashlib.md5(make_degradation(sys.argv[1])(batch).numpy().tobytes()).hexdigest())
+""")
+
+
+def _digest(script: str, args: list[str], one_cpu: bool) -> str:
+    prefix = "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n" if one_cpu else ""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.abspath("src"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", prefix + script, *args], capture_output=True, text=True, env=env,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip()
+
+
+@pytest.mark.parametrize("codec, pix_fmt, container, options", [
+    ("libx264", "yuv420p", "mp4", ["crf=23", "preset=veryfast"]),
+    ("mpeg4", "yuv420p", "avi", ["qmin=8", "qmax=8"]),
+])
+def test_encode_video_writes_the_same_frames_whatever_cpus_the_process_may_use(codec, pix_fmt, container, options):
+    args = [codec, pix_fmt, container, *options]
+    assert _digest(_ENCODE_VIDEO, args, one_cpu=True) == _digest(_ENCODE_VIDEO, args, one_cpu=False)
+
+
+@pytest.mark.parametrize("spec", ["h264:35", "mpeg4:12"])
+def test_codec_memory_degradations_do_not_depend_on_the_cpus_either(spec):
+    assert _digest(_DEGRADE, [spec], one_cpu=True) == _digest(_DEGRADE, [spec], one_cpu=False)
