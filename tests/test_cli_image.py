@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -106,8 +107,12 @@ def test_benchmark_prints_a_table_and_writes_json(tiny_model, synthetic_image_da
     assert result["model"] == tiny_model and result["category"] == category
     assert result["fit_seconds"] >= 0 and result["images_per_second"] > 0 and result["peak_rss_mb"] > 0
     assert result["validation_images"] == 4 and result["train_images"] == 36
+    # CPU time of the scoring beside its wall-clock rate, in the evaluation's metrics.json too
+    timing = json.loads((Path(result["evaluation_dir"]) / "metrics.json").read_text())["timing"]
+    assert timing["cpu_seconds"] > 0 and result["cpu_ms_per_image"] == timing["cpu_ms_per_image"] > 0
+    assert timing["cpu_ms_per_image"] == pytest.approx(1000 * timing["cpu_seconds"] / 24, abs=0.01)  # 24 test images
     out = capsys.readouterr().out
-    assert "image_auroc" in out and "peak_rss_mb" in out
+    assert "image_auroc" in out and "peak_rss_mb" in out and "cpu_ms_per_image" in out
 
 
 def test_benchmark_hands_video_datasets_to_the_video_workflow(monkeypatch, tmp_path, capsys):

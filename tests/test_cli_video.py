@@ -108,3 +108,30 @@ def test_bad_inputs_exit_2_naming_the_file(data_dir, tmp_path, capsys):
     assert "a video model is needed" in capsys.readouterr().err
     assert main(["evaluate-video", "--checkpoint", str(tmp_path / "missing_run")]) == 2
     assert "missing_run" in capsys.readouterr().err
+
+
+def test_flow_preset_choices_come_from_the_flow_module(tmp_path, capsys):
+    from anomalens.data.flow import FLOW_PRESETS
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train-video", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "--flow-preset {" + ",".join(FLOW_PRESETS) + "}" in text
+    assert "--flow-preset {ultrafast,fast,medium}" in text  # as the help read when the CLI listed them itself
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train-video", "--data-dir", str(tmp_path), "--category", CATEGORY, "--flow-preset", "slow"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'slow' (choose from 'ultrafast', 'fast', 'medium')" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_building_the_parser_imports_neither_opencv_nor_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from anomalens.cli import build_parser; build_parser(); "
+            "print(sorted({'cv2', 'torch'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -28,8 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "benchmark", formatter_class=formatter_for("image", "video"), help="train, evaluate and time a model in one run",
         description="Train (on the normal training data minus the validation split), evaluate on the test part and "
                     "time; print a table and write JSON (model, category, image_auroc, pixel_auroc, aupro, f1_max, "
-                    "fit_seconds, images_per_second, peak_rss_mb, epochs, ...). Video datasets get the video "
-                    "figures (frame_auroc, frames_per_second, ...).",
+                    "fit_seconds, images_per_second, cpu_ms_per_image, peak_rss_mb, epochs, ...). Video datasets get "
+                    "the video figures (frame_auroc, frames_per_second, ...).",
         epilog=example_epilog(
             "anomalens benchmark --data-dir ../shared/data/mvtec_ad --category bottle --model autoencoder --epochs 12 "
             "--output bench.json",

@@ -31,6 +31,29 @@ VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", 
                      "cue_combination")
 
 
+class LibraryChoices:
+    """A flag's allowed values, read from the library where they are defined (``module.NAME``, any iterable of the
+    names), and only when argparse needs them (a value to check, ``--help``), so that building the parser imports
+    nothing heavy (``anomalens.data.flow`` imports OpenCV)."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+    def _values(self) -> tuple[str, ...]:
+        import importlib
+
+        return tuple(getattr(importlib.import_module(self.module), self.name))
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._values())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._values()
+
+    def __repr__(self) -> str:
+        return f"LibraryChoices({self.module}.{self.name})"
+
+
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where to compute (default: auto = CUDA, then MPS, then CPU)")
     parser.add_argument("--seed", type=int, default=None, help="random seed; the same seed gives the same model")
@@ -130,7 +153,7 @@ def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: 
                        help="training patches drawn at random to choose the appearance memory from; raise it with "
                             "--appearance-memory, so that the coreset has enough to choose from")
     group.add_argument("--motion-memory", type=int, default=None, help="normal motions kept per cell")
-    group.add_argument("--flow-preset", choices=("ultrafast", "fast", "medium"), default=None,
+    group.add_argument("--flow-preset", choices=LibraryChoices("anomalens.data.flow", "FLOW_PRESETS"), default=None,
                        help="optical-flow quality against speed")
     group.add_argument("--frame-step", type=int, default=None, help="learn from every n-th training frame")
     group.add_argument("--temporal-sigma", type=float, default=None, help="Gaussian smoothing of frame scores, in frames; 0 = none")

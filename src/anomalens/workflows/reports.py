@@ -247,8 +247,8 @@ def format_benchmark_table(result: dict[str, Any]) -> str:
 
     rows = [("model", result.get("model")), ("category", result.get("category"))]
     rows += [(key, result.get(key)) for key in IMAGE_HEADLINE_KEYS + VIDEO_HEADLINE_KEYS if key in result]
-    rows += [(key, result.get(key)) for key in ("fit_seconds", "images_per_second", "frames_per_second", "peak_rss_mb",
-                                                "epochs", "device") if key in result]
+    rows += [(key, result.get(key)) for key in ("fit_seconds", "images_per_second", "cpu_ms_per_image",
+                                                "frames_per_second", "peak_rss_mb", "epochs", "device") if key in result]
     width = max(len(name) for name, _ in rows)
     lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -----"]
     lines += [f"{name:<{width}}  {fmt(value)}" for name, value in rows]
