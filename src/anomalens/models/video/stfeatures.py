@@ -192,13 +192,12 @@ class SpatioTemporalConfig(DetectorConfig):
     cue_combination: str = "sum"
     # The motion score discounts the part of a frame's typical (median) motion cell distance that lies above the
     # highest typical motion distance of the cross-fitted normal training frames (saved with the model as
-    # motion_typical_ceiling), as typical_appearance_ceiling does for appearance: a codec that reads its noise as
-    # motion on flat areas (VP9 realtime lifted every frame's motion cue by +0.9 standard units on the conveyor)
-    # moves every cell, a wrong-way part the cells it covers. Footage like the training data scores exactly as without
-    # it. Off by default, measured and not taken (issue 16, eighth round; README, "A motion ceiling, measured"): on the
-    # conveyor 480 of 600 motion cells move in normal operation, so the typical cell lies on the belt and a speed change
-    # lifts it (its AUROC under H.264 CRF 35 fell from 0.991 to 0.558), while VP9 lifts the highest motion cells, not
-    # the typical one (normal clip: median cell 0.079 against 0.083 under H.264 CRF 18)
+    # motion_typical_ceiling), as typical_appearance_ceiling does for appearance: meant for a codec whose noise reads
+    # as motion everywhere. Footage like the training data scores exactly as without it. Off by default, measured and
+    # not taken (issue 16, eighth round; README, "A motion ceiling, measured and not taken"): on the conveyor 480 of
+    # 600 motion cells move in normal operation, so the typical cell lies on the belt and a speed change lifts it (its
+    # AUROC under MJPEG fell from 0.997-0.998 to 0.52-0.56), while VP9 lifts the highest motion cells, not the typical
+    # one (normal clip: median cell 0.079 against 0.083 under H.264 CRF 18)
     typical_motion_ceiling: bool = False
 
     SAVED_BEFORE: ClassVar[dict[str, Any]] = {"input_blur": 0.0, "training_degradations": (), "flow_min_contrast": 0.0,
@@ -565,7 +564,7 @@ class SpatioTemporalFeatures(VideoDetector):
         del everything
         origin = None
         # without two folds the normal range of typical distances is unknown: nothing is discounted (+inf)
-        ceiling = motion_ceiling = torch.tensor([math.inf])
+        ceiling, motion_ceiling = torch.tensor([math.inf]), torch.tensor([math.inf])  # two tensors: both may be saved
         if two_folds:
             appearance, motion, origin, typical, typical_motion, fold_memories = self._cross_fitted_scores(folds, reporter, phases)
             # memories that learned half the clips score normal frames higher than the final model does: the cues
