@@ -26,8 +26,8 @@ TORCH_SEARCH_BUDGET = 1 << 23  # distance-matrix elements per step of the torch 
 
 
 def set_search_threads(threads: int | None = None) -> None:
-    """Run faiss on as many threads as torch (``threads`` if given), so both libraries share the cores alike."""
-    neighbours.set_search_threads(threads if threads is not None else torch.get_num_threads())
+    """Run faiss on its fixed thread count (:data:`anomalens.neighbours.SEARCH_THREADS`; ``threads`` is ignored)."""
+    neighbours.set_search_threads()
 
 
 class NearestNeighbourIndex:
