@@ -85,6 +85,7 @@ def test_scores_do_not_depend_on_library_threads_or_on_the_searching_thread():
     reference = index.search(queries, k=1)[0].numpy()
     with library_threads(1):
         assert np.array_equal(index.search(queries, k=1)[0].numpy(), reference)
+        assert torch.get_num_threads() == 1  # torch reads the OpenMP count faiss sets: restored after the search
     found = []
     worker = threading.Thread(target=lambda: found.append(index.search(queries, k=1)[0].numpy()))
     worker.start()

@@ -26,7 +26,9 @@ threshold on PatchCore's scores; ``tests/test_thread_counts.py``).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -41,22 +43,30 @@ IVF_TRAINING_ITERATIONS = 10
 EXACT_SEARCH_BUDGET = 1 << 23
 
 
-# faiss's thread count, fixed: the exact search's distances and the IVF cells depend on it (not on the CPUs, given
-# the count). 2 is what faiss chose on the two-core machine that measured the published figures, so those stay
-# bit-identical; a process allowed one CPU runs the two threads in turn at the same CPU time (measured). A library
-# user may set another count, trading equality with models and scores made elsewhere for speed on many cores.
+# faiss's thread count during its calls, fixed: the exact search's distances and the IVF cells depend on it (not on
+# the CPUs, given the count). 2 is what faiss ran on the two-core machine that measured the published figures, so
+# those stay bit-identical; a process allowed one CPU runs the two threads in turn at the same CPU time (measured).
+# A library user may set another count, trading equality with models and scores made elsewhere for speed.
 SEARCH_THREADS = 2
 
 
-def set_search_threads(threads: int | None = None) -> None:
-    """Make faiss run :data:`SEARCH_THREADS` threads in the calling thread (OpenMP counts are per thread: a
-    server's or live watch's worker threads would otherwise run as many as the process has CPUs). ``threads`` is
-    ignored, kept for callers that pass torch's count; nothing to do without faiss."""
+@contextlib.contextmanager
+def search_threads() -> Iterator[None]:
+    """faiss runs :data:`SEARCH_THREADS` threads within the block, in the calling thread (OpenMP counts are per
+    thread: a server's or live watch's worker threads would otherwise run as many as the process has CPUs); the
+    count before is restored afterwards, for torch shares it (``torch.get_num_threads`` reads the same OpenMP
+    setting). Nothing to do without faiss."""
     try:
         import faiss
     except ImportError:
+        yield
         return
+    before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(max(1, int(SEARCH_THREADS)))
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 class BankSearch:
@@ -65,7 +75,7 @@ class BankSearch:
     Build an index from the bank (the library: ``exact`` forces exact search, otherwise banks larger than
     ``exact_limit`` get an IVF index whose clustering ``seed`` fixes), or read one that was written beside a bundle
     (``index_path``, faiss's own binary format, never pickle), or, without faiss, search exactly with numpy.
-    ``threads`` is ignored: faiss runs :data:`SEARCH_THREADS`, set again in each searching thread.
+    ``threads`` is ignored: faiss runs :data:`SEARCH_THREADS` during each call (:func:`search_threads`).
     """
 
     def __init__(self, bank: np.ndarray, *, exact: bool = False, exact_limit: int | None = None, seed: int = 0,
@@ -107,8 +117,8 @@ class BankSearch:
         if self.index is None:
             squared, indices = self._exact(queries, k)
         else:
-            set_search_threads()  # in this thread, which may not be the one that built the index
-            squared, indices = self.index.search(queries, k)
+            with search_threads():
+                squared, indices = self.index.search(queries, k)
             missing = (indices < 0).any(axis=1)  # an approximate index found too few in the cells it visited
             if missing.any():
                 squared[missing], indices[missing] = self._exact(queries[missing], k)
@@ -141,10 +151,14 @@ class BankSearch:
 
 
 def _build_index(rows: np.ndarray, exact: bool, exact_limit: int | None, seed: int):
+    with search_threads():  # the IVF's k-means (BLAS products) depends on the count too
+        return _build(rows, exact, exact_limit, seed)
+
+
+def _build(rows: np.ndarray, exact: bool, exact_limit: int | None, seed: int):
     import faiss
 
     size, dim = rows.shape
-    set_search_threads()
     if exact or size <= (EXACT_SEARCH_LIMIT if exact_limit is None else exact_limit):
         index = faiss.IndexFlatL2(dim)
     else:
@@ -159,4 +173,4 @@ def _build_index(rows: np.ndarray, exact: bool, exact_limit: int | None, seed: i
     return index
 
 
-__all__ = ["BankSearch", "EXACT_SEARCH_LIMIT", "IVF_ENTRIES_PER_CELL", "IVF_PROBES", "SEARCH_THREADS", "set_search_threads"]
+__all__ = ["BankSearch", "EXACT_SEARCH_LIMIT", "IVF_ENTRIES_PER_CELL", "IVF_PROBES", "SEARCH_THREADS", "search_threads"]
