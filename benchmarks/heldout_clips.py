@@ -16,6 +16,11 @@ does), the remaining clips are held out. Reported on the held-out clips:
 
 No test clip is read: it is how model settings are chosen without touching Ped2's test set.
 
+``--variant KEY=VALUE[,KEY=VALUE]`` (repeatable) also reports, for scoring settings that act on the cell maps
+(``typical_motion_ceiling``...), the same AUROC proxies and low-rate figures replayed on the same maps
+(``reencode.FrameScoreRecorder``), and how many frames of the validation, held-out and inserted clips the variant
+scores differently at all: 0 in every group means it changes no score and no threshold there.
+
     PYTHONPATH=src python benchmarks/heldout_clips.py --source ucsd_ped2 --data-dir ../shared/data \
         --model-setting flow_min_contrast=4 --output /tmp/heldout.json
 
@@ -41,7 +46,7 @@ from anomalens.models.base import create_detector
 from anomalens.progress import Reporter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reencode import model_settings  # noqa: E402  (the sibling benchmark: the same KEY=VALUE settings)
+from reencode import FrameScoreRecorder, model_settings, variant_settings  # noqa: E402  (the sibling benchmark)
 
 # Inserted anomalies are kept subtle, so that settings can be told apart (a fast, coloured blob or a 2.5x speed-up
 # gave a frame AUROC of 1.000 on Ped2 whatever the settings): a grey blob at about walking speed, and a stretch
@@ -216,8 +221,28 @@ def run(args: argparse.Namespace) -> dict:
     train, validation, heldout = split_clips(clips, args)
     detector.fit_clips(train, validation, reporter=Reporter(show_tqdm=False))
     fit_seconds = time.perf_counter() - started
+    variants = {text: variant_settings(text) for text in getattr(args, "variant", None) or []}
+    recorder = FrameScoreRecorder(detector) if variants else None
+    # per variant: its replayed scores (held-out normal, anomalous per kind) and the frames it changes per group
+    replayed = {text: {"normal": [], "anomalous": {}, "changed": {"validation": 0, "held_out": 0, "inserted": 0}}
+                for text in variants}
+
+    def replay(group: str, scores: np.ndarray, kind: str | None = None, labels: np.ndarray | None = None) -> None:
+        if recorder is None:
+            return
+        batches = recorder.take()
+        for text, settings_v in variants.items():
+            again = recorder.replay(batches, settings_v)
+            replayed[text]["changed"][group] += int(np.sum(again != scores))
+            if group == "held_out":
+                replayed[text]["normal"].append(again)
+            elif group == "inserted":
+                replayed[text]["anomalous"].setdefault(kind, []).append(again[labels == 1])
     # the two thresholds: held-out validation clips alone, and with the cross-validated training frames
-    validation_scores = [detector.predict_clip(c, views=False).scores for c in validation]
+    validation_scores = []
+    for c in validation:
+        validation_scores.append(detector.predict_clip(c, views=False).scores)
+        replay("validation", validation_scores[-1])
     plain = calibrate(np.concatenate(validation_scores), series_lengths=[len(s) for s in validation_scores])
     thresholds = {"validation_clips": plain.threshold, "with_folds": detector.calibration_.threshold}
     shift = detector.calibration_.fold_shift
@@ -233,17 +258,21 @@ def run(args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(args.seed)
     for clip in heldout:
         normal_scores.append(detector.predict_clip(clip, views=False).scores)
+        replay("held_out", normal_scores[-1])
     if args.source == "synthetic":
         seeds = np.random.SeedSequence(args.seed + 1000).generate_state(len(heldout))
         for kind in args.kinds or ANOMALY_TYPES:
             for s in seeds:
                 raw, labels = synthetic_clip(int(s), args.frames, tuple(args.synthetic_size), kind)
                 clip = ListClip([detector.preprocessing.prepare_array(f) for f in raw], kind)
-                anomalous.setdefault(kind, []).append(detector.predict_clip(clip, views=False).scores[labels == 1])
+                scores = detector.predict_clip(clip, views=False).scores
+                anomalous.setdefault(kind, []).append(scores[labels == 1])
+                replay("inserted", scores, kind, labels)
     else:
         for kind, _, frames, labels in inserted(heldout, args.kinds or list(INSERTIONS), rng):
             scores = detector.predict_clip(ListClip(frames, kind), views=False).scores
             anomalous.setdefault(kind, []).append(scores[labels == 1])
+            replay("inserted", scores, kind, labels)
     normal = np.concatenate(normal_scores)
     per_clip_flagged = {}
     report: dict = {"source": args.source, "settings": {k: v for k, v in settings.items() if k != "threshold_from_folds"},
@@ -268,6 +297,17 @@ def run(args: argparse.Namespace) -> dict:
             "inserted_found_percent": {k: round(100.0 * float(np.mean(np.concatenate(v) > threshold)), 1)
                                        for k, v in anomalous.items()},
         }
+    for text, found in replayed.items():
+        held = np.concatenate(found["normal"])
+        entry: dict = {"settings": variants[text], "frames_changed": found["changed"], "per_kind_frame_auroc": {}}
+        for kind, parts in found["anomalous"].items():
+            bad = np.concatenate(parts)
+            entry["per_kind_frame_auroc"][kind] = round(image_auroc(np.r_[np.zeros(held.size), np.ones(bad.size)],
+                                                                    np.r_[held, bad]), 4)
+            for fpr in LOW_FPRS:
+                entry.setdefault(f"found_percent_at_{fpr:.0%}_flagged", {})[kind] = round(100 * found_at_fpr(held, bad, fpr), 1)
+        entry["held_out_normal_flagged_percent"] = round(100.0 * float(np.mean(held > detector.calibration_.threshold)), 2)
+        report.setdefault("variants", {})[text] = entry
     report["seconds"] = round(time.perf_counter() - started, 1)
     if args.output:  # the raw scores, to compare threshold rules without refitting
         cross_fitted, cross_fitted_lengths = detector._cross_validated_scores() or (np.zeros(0), [])
@@ -292,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic-size", type=int, nargs=2, default=(240, 320), metavar=("H", "W"))
     parser.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"))
     parser.add_argument("--model-setting", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                        help="also report the figures with these scoring settings, replayed on the same cell maps; repeatable")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
     report = run(args)

@@ -18,6 +18,12 @@ split out (``flagged_normal_frames``): in the normal clips, in an anomaly clip w
 reach of an anomalous frame (``round(4 * temporal_sigma)`` frames, where the anomaly's own score spreads), or
 elsewhere in an anomaly clip; the headline share counts them all.
 
+``--variant KEY=VALUE[,KEY=VALUE...]`` (repeatable) also reports the same figures for scoring settings that act on
+the cell maps (``typical_motion_ceiling``, ``above_ceiling_lowpass``, ``cue_combination``): each batch's maps are
+recorded while the model scores and scored again with the setting changed (:class:`FrameScoreRecorder`), the very
+arithmetic of ``predict_clip`` on the very same maps, without decoding or searching again. Variants share the
+model's threshold (as ``--checkpoint`` with ``--model-setting`` does).
+
     PYTHONPATH=src python benchmarks/reencode.py --output /tmp/reencode.json
 
 Slow on a CPU (several minutes: one training run and 18 encodings of the test clips; ``--encodings`` picks some).
@@ -36,11 +42,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import torch
 
 from anomalens.data.synthetic_video import ANOMALY_TYPES, DEFAULT_VIDEO_CATEGORY, synthetic_clip
 from anomalens.data.video_io import encode_video, open_clip
 from anomalens.metrics.classification import image_auroc
 from anomalens.metrics.drift import assess_drift
+from anomalens.models.components.kernels import gaussian_smooth_1d
 from anomalens.models.base import load_detector
 from anomalens.progress import Reporter
 from anomalens.workflows.train import train_video_model
@@ -142,6 +150,93 @@ def model_settings(items: list[str]) -> dict:
     return settings
 
 
+class FrameScoreRecorder:
+    """Records what a detector's frame scores are made from (each batch's locally averaged appearance and motion
+    cell maps, and the codec memory's when searched) while it scores, so that scoring settings that act on those
+    maps can be replayed on the same frames (:meth:`replay`) without decoding, extracting or searching again."""
+
+    def __init__(self, detector) -> None:
+        self.detector = detector
+        self.batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+        self._frame_scores = detector._frame_scores  # the bound method, before it is wrapped
+        detector._frame_scores = self._recording
+
+    def _recording(self, appearance: torch.Tensor, motion: torch.Tensor, coded: torch.Tensor | None = None):
+        self.batches.append((appearance.clone(), motion.clone(), None if coded is None else coded.clone()))
+        return self._frame_scores(appearance, motion, coded)
+
+    def take(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """The batches recorded since the last call (one clip's, called after each clip)."""
+        batches, self.batches = self.batches, []
+        return batches
+
+    def replay(self, batches, settings: dict) -> np.ndarray:
+        """A clip's frame scores, smoothed in time as ``predict_clip`` gives them, had the model's config carried
+        ``settings``."""
+        d = self.detector
+        config = d.config
+        d.config = dataclasses.replace(config, **settings)
+        try:
+            parts = [self._frame_scores(*batch) for batch in batches]
+            appearance, motion = d._cue_values(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+            sigma = d.config.temporal_sigma
+            return gaussian_smooth_1d(appearance.numpy(), sigma) + gaussian_smooth_1d(motion.numpy(), sigma)
+        finally:
+            d.config = config
+
+
+def validation_changes(detector, recorder: FrameScoreRecorder, variants: dict[str, dict], run_dir: Path,
+                       work: Path) -> dict[str, int | None]:
+    """Per variant, how many frames of the run's held-out validation clips (which set the threshold) it scores
+    differently: 0 means the variant's threshold would be the model's (variants share the model's threshold).
+    None where the clips are not in ``work`` (a checkpoint of another work folder)."""
+    run_file = next((f / "run.json" for f in (run_dir, run_dir.parent) if (f / "run.json").is_file()), None)
+    names = json.loads(run_file.read_text(encoding="utf-8")).get("validation_clips") or [] if run_file else []
+    paths = [work / "data" / DEFAULT_VIDEO_CATEGORY / "train" / "normal" / name for name in names]
+    if not paths or not all(path.is_file() for path in paths):
+        return {text: None for text in variants}
+    changed = dict.fromkeys(variants, 0)
+    for path in paths:
+        recorder.take()
+        detector.predict_clip(open_clip(path, detector.preprocessing), views=False)
+        batches = recorder.take()
+        base = recorder.replay(batches, {})
+        for text, settings in variants.items():
+            changed[text] += int(np.sum(recorder.replay(batches, settings) != base))
+    print("validation frames a variant scores differently (0: its threshold is the model's): "
+          + ", ".join(f"{k} {v}" for k, v in changed.items()), flush=True)
+    return changed
+
+
+def variant_settings(text: str) -> dict:
+    """``KEY=VALUE,KEY=VALUE`` -> settings (values as in ``--model-setting``)."""
+    return model_settings([item for item in text.split(",") if item])
+
+
+def score_figures(scores: list[np.ndarray], labels: list[np.ndarray], kinds: list[str], threshold: float,
+                  reach: int) -> dict:
+    """One encoding's figures from its clips' frame scores and labels and each frame's kind."""
+    scores_all, labels_all, kinds_all = np.concatenate(scores), np.concatenate(labels), np.array(kinds)
+    normal = labels_all == 0
+    per_kind = {}
+    for kind in ANOMALY_TYPES:
+        if not ((kinds_all == kind) & (labels_all == 1)).any():
+            continue
+        chosen = normal | ((kinds_all == kind) & (labels_all == 1))
+        per_kind[kind] = round(image_auroc(labels_all[chosen], scores_all[chosen]), 4)
+    where_flagged = {"normal_clips": 0, "near_anomaly": 0, "elsewhere_in_anomaly_clips": 0}
+    for clip_scores, clip_labels in zip(scores, labels):
+        for place, count in flagged_places(clip_scores, clip_labels, threshold, reach).items():
+            where_flagged[place] += count
+    return {
+        "normal_flagged_percent": round(100.0 * float(np.mean(scores_all[normal] > threshold)), 2),
+        "per_kind_frame_auroc": per_kind,
+        "pooled_frame_auroc": round(image_auroc(labels_all, scores_all), 4) if 0 < labels_all.sum() < labels_all.size else None,
+        "median_normal_score": round(float(np.median(scores_all[normal])), 3),
+        "flagged_normal_frames": where_flagged,
+    }
+
+
 def flagged_places(scores: np.ndarray, labels: np.ndarray, threshold: float, reach: int) -> dict[str, int]:
     """Where one clip's flagged normal frames lie: all in ``normal_clips`` for a clip without anomalous frames,
     else ``near_anomaly`` (within ``reach`` frames of an anomalous one) or ``elsewhere_in_anomaly_clips``."""
@@ -185,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="model settings to compare against the default (numbers or words); with --checkpoint, "
                              "scoring settings (above_ceiling_lowpass...) that replace the trained model's: the same "
                              "model, memories and threshold scored another way")
+    parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                        help="also report the figures with these scoring settings, replayed on the same cell maps "
+                             "(typical_motion_ceiling, above_ceiling_lowpass, cue_combination); repeatable")
     args = parser.parse_args(argv)
     os.environ.setdefault("SVT_LOG", "1")  # the AV1 encoder prints its whole configuration otherwise
     if args.work_dir is not None:
@@ -203,6 +301,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     if args.checkpoint is not None:
         detector = load_detector(args.checkpoint)
         detector.config = dataclasses.replace(detector.config, **settings)
+        run_dir = args.checkpoint
     else:
         data_dir = work / "data"
         root = data_dir / DEFAULT_VIDEO_CATEGORY
@@ -211,22 +310,33 @@ def run(args: argparse.Namespace, work: Path) -> int:
         trained = train_video_model(data_dir, DEFAULT_VIDEO_CATEGORY, results_dir=work / "results", run_name="reencode",
                                     reporter=Reporter(show_tqdm=False), **settings)
         detector = trained.detector
+        run_dir = trained.run_dir
     threshold = detector.calibration_.threshold
     print(f"trained in {time.perf_counter() - started:.0f} s; threshold {threshold:.3f}", flush=True)
 
+    variants = {text: variant_settings(text) for text in args.variant}
+    recorder = FrameScoreRecorder(detector) if variants else None
     seen = seen_families(detector.config)
+    if recorder is not None:
+        report_validation = validation_changes(detector, recorder, variants, run_dir, work)
     reach = int(round(4 * detector.config.temporal_sigma))  # the temporal Gaussian's radius, in frames
     report: dict = {"threshold": threshold, "settings": settings, "seen_families": sorted(seen), "encodings": {}}
+    if recorder is not None:
+        report["variant_validation_frames_changed"] = report_validation
     for name in args.encodings:
         spec = ENCODINGS[name]
         scores, labels, kinds, drifted, cues, deviations = [], [], [], [], {}, []
-        where_flagged = {"normal_clips": 0, "near_anomaly": 0, "elsewhere_in_anomaly_clips": 0}
+        replayed: dict[str, list[np.ndarray]] = {text: [] for text in variants}
         for clip_name, kind, frames, frame_labels in test:
             if args.test_kinds and kind not in args.test_kinds:
                 continue
             path = encode(work / "test" / name / f"{clip_name}.{spec.container}", frames, args.fps, spec)
             result = detector.predict_clip(open_clip(path, detector.preprocessing))
             scores.append(result.scores)
+            if recorder is not None:
+                batches = recorder.take()
+                for text, settings_v in variants.items():
+                    replayed[text].append(recorder.replay(batches, settings_v))
             for cue, values in (result.cues or {}).items():
                 cues.setdefault(cue, []).append(values)
             verdict = assess_drift(result.maps, detector.drift_reference_)
@@ -236,25 +346,11 @@ def run(args: argparse.Namespace, work: Path) -> int:
                     drifted.append(clip_name)
             frame_labels = frame_labels[:: spec.frame_step]
             labels.append(frame_labels)
-            for place, count in flagged_places(result.scores, frame_labels, threshold, reach).items():
-                where_flagged[place] += count
             kinds += [kind] * len(frame_labels)
-        scores_all, labels_all, kinds_all = np.concatenate(scores), np.concatenate(labels), np.array(kinds)
-        normal = labels_all == 0
-        per_kind = {}
-        for kind in ANOMALY_TYPES:
-            if not ((kinds_all == kind) & (labels_all == 1)).any():
-                continue
-            chosen = normal | ((kinds_all == kind) & (labels_all == 1))
-            per_kind[kind] = round(image_auroc(labels_all[chosen], scores_all[chosen]), 4)
-        record = {
-            "seen": set(spec.families) <= seen,
-            "families": list(spec.families),
-            "normal_flagged_percent": round(100.0 * float(np.mean(scores_all[normal] > threshold)), 2),
-            "per_kind_frame_auroc": per_kind,
-            "pooled_frame_auroc": round(image_auroc(labels_all, scores_all), 4) if 0 < labels_all.sum() < labels_all.size else None,
-            "median_normal_score": round(float(np.median(scores_all[normal])), 3),
-        }
+        normal = np.concatenate(labels) == 0
+        figures = score_figures(scores, labels, kinds, threshold, reach)
+        per_kind, where_flagged = figures["per_kind_frame_auroc"], figures.pop("flagged_normal_frames")
+        record = {"seen": set(spec.families) <= seen, "families": list(spec.families), **figures}
         # each cue's share of the score on normal frames (standardised units): which cue the encoding disturbs
         record["median_normal_cue"] = {
             cue: round(float(np.median(np.concatenate(values)[normal])), 3) for cue, values in cues.items()
@@ -263,6 +359,14 @@ def run(args: argparse.Namespace, work: Path) -> int:
         record["clips_with_drift_warning"] = drifted
         record["median_drift_deviation"] = round(float(np.median(deviations)), 2) if deviations else None
         report["encodings"][name] = record
+        for text, replayed_scores in replayed.items():
+            figures = score_figures(replayed_scores, labels, kinds, threshold, reach)
+            report.setdefault("variants", {}).setdefault(text, {"settings": variants[text], "encodings": {}})
+            report["variants"][text]["encodings"][name] = {"seen": record["seen"], **figures}
+            print(f"  variant {text}: normal flagged {figures['normal_flagged_percent']:5.1f}%  pooled "
+                  f"{figures['pooled_frame_auroc']}  " + "  ".join(f"{k} {v:.3f}" for k, v in figures["per_kind_frame_auroc"].items())
+                  + "  flagged normal frames: " + ", ".join(f"{k} {v}" for k, v in figures["flagged_normal_frames"].items()),
+                  flush=True)
         print(f"{name:16s} {'seen  ' if record['seen'] else 'UNSEEN'} normal flagged {record['normal_flagged_percent']:5.1f}%  "
               f"median normal {record['median_normal_score']:7.3f}  pooled {record['pooled_frame_auroc']}  "
               + "  ".join(f"{k} {v:.3f}" for k, v in per_kind.items()) + f"  drift warnings {len(drifted)} (deviation {record['median_drift_deviation']})  cues "
@@ -277,6 +381,14 @@ def run(args: argparse.Namespace, work: Path) -> int:
             print(f"worst {group}: {report[f'worst_{group}']['normal_flagged_percent']:.1f}% normal frames flagged "
                   f"(target <= 2%), per-kind AUROC {report[f'worst_{group}']['per_kind_frame_auroc']:.3f} (target >= 0.95), "
                   f"pooled {report[f'worst_{group}']['pooled_frame_auroc']:.3f}")
+    for text, variant in report.get("variants", {}).items():
+        for group, seen_group in (("seen", True), ("unseen", False)):
+            records = [r for r in variant["encodings"].values() if r["seen"] == seen_group]
+            if records:
+                variant[f"worst_{group}"] = worst(records)
+                print(f"variant {text}, worst {group}: {variant[f'worst_{group}']['normal_flagged_percent']:.1f}% flagged, "
+                      f"per-kind AUROC {variant[f'worst_{group}']['per_kind_frame_auroc']:.3f}, "
+                      f"pooled {variant[f'worst_{group}']['pooled_frame_auroc']:.3f}")
     print(f"{report['seconds']:.0f} s")
     if args.output:
         args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -182,6 +182,21 @@ def test_typical_appearance_ceiling_runs_in_the_exported_graphs(conveyor, tmp_pa
     assert check["frames"] > 0 and check["same_verdicts"] and check["max_score_difference_over_scale"] < PARITY
 
 
+def test_typical_motion_ceiling_runs_in_the_exported_graphs(conveyor, tmp_path):
+    """The discount of a whole-frame motion shift (typical_motion_ceiling) is part of the motion graph: with the saved
+    motion ceiling at 0, so that every frame is discounted, the bundle still matches the checkpoint."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    run = _train(conveyor, "stfeatures", tmp_path, appearance_memory=512, appearance_samples=20_000,
+                 typical_motion_ceiling=True)
+    weights_file = run / "model" / "weights.safetensors"
+    weights = load_file(str(weights_file))
+    save_file({**weights, "motion_typical_ceiling": torch.zeros(1)}, str(weights_file))
+    check = export_model(run, "onnx", "fp32", tmp_path / "bundle").check
+    assert check["frames"] > 0 and check["same_verdicts"] and check["max_score_difference_over_scale"] < PARITY
+
+
 def test_still_texture_runs_in_the_bundle_and_matches_analyze_video(conveyor, tmp_path):
     """The still-texture channel is computed by the runtime beside the optical flow and fed to the motion graph,
     which weights it by the cells' learned gate (still_texture_where_moving, 0 on the housing, 1 on the belt): the

@@ -13,6 +13,11 @@ the index file an exported bundle carries.
   exact search's time; HNSW was 1.6x slower than IVF at the same recall (M 16, efSearch 16) and 4x slower at 0.998;
 * no faiss (a runtime installed without it): exact search with numpy, in blocks of bounded memory.
 
+faiss always runs :data:`SEARCH_THREADS` threads, whatever CPUs the process may use: its exact search (a BLAS
+product) and the k-means placing the IVF cells come out in other bits with another thread count, and its default
+count is the number of CPUs available, so scores and thresholds depended on the machine (up to 1e-5 of the
+threshold on PatchCore's scores; ``tests/test_thread_counts.py``).
+
 >>> bank = np.eye(3, dtype=np.float32)
 >>> distances, indices = BankSearch(bank).search(np.array([[0.9, 0.0, 0.0]], np.float32), k=1)
 >>> indices.tolist(), round(float(distances[0, 0]), 3)
@@ -21,7 +26,9 @@ the index file an exported bundle carries.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -36,14 +43,30 @@ IVF_TRAINING_ITERATIONS = 10
 EXACT_SEARCH_BUDGET = 1 << 23
 
 
-def set_search_threads(threads: int) -> None:
-    """Run faiss on ``threads`` threads (the callers pass torch's or ONNX Runtime's count, so the libraries share
-    the cores alike); nothing to do without faiss."""
+# faiss's thread count during its calls, fixed: the exact search's distances and the IVF cells depend on it (not on
+# the CPUs, given the count). 2 is what faiss ran on the two-core machine that measured the published figures, so
+# those stay bit-identical; a process allowed one CPU runs the two threads in turn at the same CPU time (measured).
+# A library user may set another count, trading equality with models and scores made elsewhere for speed.
+SEARCH_THREADS = 2
+
+
+@contextlib.contextmanager
+def search_threads() -> Iterator[None]:
+    """faiss runs :data:`SEARCH_THREADS` threads within the block, in the calling thread (OpenMP counts are per
+    thread: a server's or live watch's worker threads would otherwise run as many as the process has CPUs); the
+    count before is restored afterwards, for torch shares it (``torch.get_num_threads`` reads the same OpenMP
+    setting). Nothing to do without faiss."""
     try:
         import faiss
     except ImportError:
+        yield
         return
-    faiss.omp_set_num_threads(max(1, int(threads)))
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(max(1, int(SEARCH_THREADS)))
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 class BankSearch:
@@ -52,6 +75,7 @@ class BankSearch:
     Build an index from the bank (the library: ``exact`` forces exact search, otherwise banks larger than
     ``exact_limit`` get an IVF index whose clustering ``seed`` fixes), or read one that was written beside a bundle
     (``index_path``, faiss's own binary format, never pickle), or, without faiss, search exactly with numpy.
+    ``threads`` is ignored: faiss runs :data:`SEARCH_THREADS` during each call (:func:`search_threads`).
     """
 
     def __init__(self, bank: np.ndarray, *, exact: bool = False, exact_limit: int | None = None, seed: int = 0,
@@ -71,8 +95,6 @@ class BankSearch:
             if build:
                 raise
             return
-        if threads:
-            set_search_threads(threads)
         if index_path is not None and Path(index_path).is_file():
             self.index = faiss.read_index(str(index_path))
             if nprobe is not None and hasattr(self.index, "nprobe"):
@@ -95,7 +117,8 @@ class BankSearch:
         if self.index is None:
             squared, indices = self._exact(queries, k)
         else:
-            squared, indices = self.index.search(queries, k)
+            with search_threads():
+                squared, indices = self.index.search(queries, k)
             missing = (indices < 0).any(axis=1)  # an approximate index found too few in the cells it visited
             if missing.any():
                 squared[missing], indices[missing] = self._exact(queries[missing], k)
@@ -128,6 +151,11 @@ class BankSearch:
 
 
 def _build_index(rows: np.ndarray, exact: bool, exact_limit: int | None, seed: int):
+    with search_threads():  # the IVF's k-means (BLAS products) depends on the count too
+        return _build(rows, exact, exact_limit, seed)
+
+
+def _build(rows: np.ndarray, exact: bool, exact_limit: int | None, seed: int):
     import faiss
 
     size, dim = rows.shape
@@ -145,4 +173,4 @@ def _build_index(rows: np.ndarray, exact: bool, exact_limit: int | None, seed: i
     return index
 
 
-__all__ = ["BankSearch", "EXACT_SEARCH_LIMIT", "IVF_ENTRIES_PER_CELL", "IVF_PROBES", "set_search_threads"]
+__all__ = ["BankSearch", "EXACT_SEARCH_LIMIT", "IVF_ENTRIES_PER_CELL", "IVF_PROBES", "SEARCH_THREADS", "search_threads"]

@@ -38,8 +38,9 @@ def share_cpu_fairly() -> None:
 
 @contextlib.contextmanager
 def library_threads(threads: int | None) -> Iterator[None]:
-    """Within the block, the thread pools of torch, faiss, OpenCV and ONNX Runtime sessions created meanwhile run
-    ``threads`` threads each (None: left as they are); afterwards torch's and OpenCV's counts are restored.
+    """Within the block, the thread pools of torch, OpenCV and ONNX Runtime sessions created meanwhile run
+    ``threads`` threads each (None: left as they are); afterwards torch's and OpenCV's counts are restored. faiss
+    keeps its fixed count (:data:`anomalens.neighbours.SEARCH_THREADS`): its results depend on it.
 
     For work that is already split across threads of its own (the live watch's reader, feature and scorer
     threads): a second level of parallelism inside each library only adds synchronisation. On the 640x480
@@ -52,19 +53,36 @@ def library_threads(threads: int | None) -> Iterator[None]:
     import cv2
     import torch
 
-    from anomalens.neighbours import set_search_threads
-
     before = torch.get_num_threads(), cv2.getNumThreads()
     threads = max(1, int(threads))
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
-    set_search_threads(threads)
     try:
         yield
     finally:
         torch.set_num_threads(before[0])
         cv2.setNumThreads(before[1])
-        set_search_threads(before[0])
+
+
+# torch's thread count for the CPU operations whose bits depend on it (MKL's LAPACK: PaDiM's Cholesky factorisation
+# wrote other precision matrices with another count, and torch's default count is the number of CPUs available).
+# 2 is that default on the two-core machine that measured the published figures, so its models stay bit-identical.
+LAPACK_THREADS = 2
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Within the block torch runs ``threads`` threads (its count restored afterwards), whatever CPUs the process
+    may use: for work whose result depends on the count. Given the count, MKL writes the same bits with one CPU as
+    with many (``tests/test_thread_counts.py``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(threads)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def run_ahead(items: Iterable[T], depth: int = 1) -> Iterator[T]:

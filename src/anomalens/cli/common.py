@@ -28,7 +28,7 @@ VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", 
                      "temporal_sigma", "input_blur", "training_degradations", "flow_min_contrast",
                      "appearance_above_typical", "threshold_from_folds", "typical_appearance_ceiling", "still_texture_weight",
                      "still_texture_where_moving", "codec_memory", "above_ceiling_lowpass", "motion_per_second",
-                     "cue_combination")
+                     "cue_combination", "typical_motion_ceiling")
 
 
 class LibraryChoices:
@@ -187,6 +187,10 @@ def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: 
     group.add_argument("--motion-per-second", action=argparse.BooleanOptionalAction, default=None,
                        help="measure motion per frame of the training footage's rate: a video at another known frame "
                             "rate (25 -> 12.5 fps) has its optical flow scaled by its fps / the training fps")
+    group.add_argument("--typical-motion-ceiling", action=argparse.BooleanOptionalAction, default=None,
+                       help="the motion score discounts a frame's typical motion cell distance where it lies above the "
+                            "highest seen on normal training frames (a codec reading its noise as motion everywhere); "
+                            "loses belt-wide motion anomalies where most of the frame moves (README)")
     # the model checks the value (CUE_COMBINATIONS in models/video/stfeatures.py), so that it is listed once
     group.add_argument("--cue-combination", default=None, metavar="RULE",
                        help="how the appearance and motion cues make a frame score: sum (default: of the standardised scores), "

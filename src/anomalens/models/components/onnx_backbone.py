@@ -110,7 +110,8 @@ def export_onnx_graph(module: torch.nn.Module, args: tuple, path: Path, input_na
 def export_extractor(extractor: "PatchFeatureExtractor", image_size: tuple[int, int], path: Path) -> Path:
     """Export ``extractor`` (on the CPU) for ``(B, 3, *image_size)`` inputs (any B) to ``path``, atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.rand(2, 3, *image_size)
+    example = torch.rand(2, 3, *image_size, generator=torch.Generator().manual_seed(0))  # not the global stream: a
+    # first training, which exports, would otherwise draw other random numbers afterwards than the next, which does not
     batch = torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

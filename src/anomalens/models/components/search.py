@@ -19,15 +19,9 @@ from __future__ import annotations
 
 import torch
 
-from anomalens import neighbours
 from anomalens.neighbours import EXACT_SEARCH_LIMIT, IVF_ENTRIES_PER_CELL, IVF_PROBES, BankSearch
 
 TORCH_SEARCH_BUDGET = 1 << 23  # distance-matrix elements per step of the torch search (32 MB)
-
-
-def set_search_threads(threads: int | None = None) -> None:
-    """Run faiss on as many threads as torch (``threads`` if given), so both libraries share the cores alike."""
-    neighbours.set_search_threads(threads if threads is not None else torch.get_num_threads())
 
 
 class NearestNeighbourIndex:
@@ -51,7 +45,6 @@ class NearestNeighbourIndex:
             self.kind = "torch-exact"
             self._bank_norms = (self.bank * self.bank).sum(dim=1)
             return
-        set_search_threads()
         self.cpu_search = BankSearch(self.bank.numpy(), exact=exact, exact_limit=exact_limit, seed=seed, build=True)
         self.kind = self.cpu_search.kind
 
@@ -119,4 +112,4 @@ def recall_at_1(index: NearestNeighbourIndex, queries: torch.Tensor) -> float:
     return float((found_distance <= true_distance * (1 + 1e-5) + 1e-6).float().mean())
 
 
-__all__ = ["EXACT_SEARCH_LIMIT", "IVF_ENTRIES_PER_CELL", "IVF_PROBES", "NearestNeighbourIndex", "exact_search_block", "nearest_neighbour_distances", "recall_at_1", "set_search_threads"]
+__all__ = ["EXACT_SEARCH_LIMIT", "IVF_ENTRIES_PER_CELL", "IVF_PROBES", "NearestNeighbourIndex", "exact_search_block", "nearest_neighbour_distances", "recall_at_1"]

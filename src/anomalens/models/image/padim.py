@@ -25,6 +25,7 @@ import torch
 from anomalens.errors import ConfigError
 from anomalens.models.image.feature_detector import FeatureDetector, FeatureDetectorConfig
 from anomalens.progress import SILENT, Reporter
+from anomalens.runtime import LAPACK_THREADS, torch_threads
 
 # refuse settings whose statistics would take more than 4 GiB: float64 running sums while fitting (8 bytes per
 # covariance entry) plus the float32 precision matrices they become (4 bytes)
@@ -63,12 +64,14 @@ def spd_inverse(matrices: torch.Tensor) -> torch.Tensor:
     """Inverse of symmetric positive definite matrices ``(P, C, C)`` via Cholesky: ``inv = L^-T L^-1``.
 
     (Shrunk covariances are SPD by construction. Two triangular steps are 10x faster here than
-    ``torch.cholesky_inverse``, and batched LU failed inside MKL on some batches.)
+    ``torch.cholesky_inverse``, and batched LU failed inside MKL on some batches.) On a fixed thread count
+    (:data:`anomalens.runtime.LAPACK_THREADS`): MKL's factorisation writes other bits with another count.
     """
-    lower = torch.linalg.cholesky(matrices)
-    eye = torch.eye(matrices.shape[-1], dtype=matrices.dtype, device=matrices.device).expand_as(matrices)
-    inverse_lower = torch.linalg.solve_triangular(lower, eye, upper=False)
-    return inverse_lower.transpose(-1, -2) @ inverse_lower
+    with torch_threads(LAPACK_THREADS):
+        lower = torch.linalg.cholesky(matrices)
+        eye = torch.eye(matrices.shape[-1], dtype=matrices.dtype, device=matrices.device).expand_as(matrices)
+        inverse_lower = torch.linalg.solve_triangular(lower, eye, upper=False)
+        return inverse_lower.transpose(-1, -2) @ inverse_lower
 
 
 class GaussianStatistics:

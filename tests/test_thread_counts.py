@@ -1,0 +1,93 @@
+"""The same seed gives the same model and the same scores whatever CPUs the process may use.
+
+faiss, MKL (torch's LAPACK) and OpenBLAS write other bits with another thread count, and each takes its default count
+from the CPUs the process may use. Each check computes in a child process allowed one CPU (``os.sched_setaffinity``)
+and compares with the same computation here, where the process may use every CPU. Before the counts were fixed,
+PatchCore's scores and threshold (faiss's exact search), its IVF cells (faiss's k-means) and PaDiM's precision
+matrices (MKL's Cholesky factorisation) came out otherwise. README, "Reproducibility".
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("faiss")
+
+if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+    pytest.skip("needs a process that may use two CPUs and a way to restrict a child to one (Linux)",
+                allow_module_level=True)
+
+# A memory bank and queries like PatchCore's (152 channels, patch features clustered around training patches)
+_DATA = textwrap.dedent("""
+    import hashlib, sys
+    import numpy as np, torch
+    rng = np.random.default_rng(0)
+    bank = rng.normal(0, 3, (int(sys.argv[1]), 152)).astype(np.float32)
+    queries = (bank[rng.integers(0, len(bank), 2048)] + rng.normal(0, 1, (2048, 152))).astype(np.float32)
+""")
+
+_SEARCH = _DATA + textwrap.dedent("""
+    from anomalens.models.components.search import NearestNeighbourIndex
+    index = NearestNeighbourIndex(torch.from_numpy(bank))
+    distances, indices = index.search(torch.from_numpy(queries), k=3)
+    digest = hashlib.md5(distances.numpy().tobytes() + indices.numpy().tobytes())
+    print(index.kind, digest.hexdigest())
+""")
+
+_PADIM = _DATA + textwrap.dedent("""
+    from anomalens.models.image.padim import GaussianStatistics, spd_inverse
+    samples = torch.from_numpy(queries[:64 * 30].reshape(64, 30, 152))
+    statistics = GaussianStatistics()
+    statistics.add(samples)
+    covariance = statistics.shrunk_covariance(0, 64) + 0.01 * torch.eye(152, dtype=torch.float64)
+    print(hashlib.md5(spd_inverse(covariance).numpy().tobytes()).hexdigest())
+""")
+
+
+def _run(script: str, args: list[str], one_cpu: bool) -> str:
+    prefix = "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n" if one_cpu else ""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.abspath("src"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", prefix + script, *args], capture_output=True, text=True, env=env,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip()
+
+
+def test_nearest_neighbours_do_not_depend_on_the_cpus_the_process_may_use():
+    here = _run(_SEARCH, ["3000"], one_cpu=False)
+    assert here.split()[0] == "exact"
+    assert _run(_SEARCH, ["3000"], one_cpu=True) == here
+
+
+def test_padim_precision_matrices_do_not_depend_on_the_cpus_either():
+    assert _run(_PADIM, ["16"], one_cpu=True) == _run(_PADIM, ["16"], one_cpu=False)
+
+
+def test_scores_do_not_depend_on_library_threads_or_on_the_searching_thread():
+    """The live watch runs its libraries on fewer threads (``library_threads``) and searches in a thread of its own;
+    a server searches in worker threads. faiss's count is per thread, so each search sets it again."""
+    from anomalens.models.components.search import NearestNeighbourIndex
+    from anomalens.runtime import library_threads
+
+    rng = np.random.default_rng(1)
+    bank = torch.from_numpy(rng.normal(0, 3, (3000, 152)).astype(np.float32))
+    queries = bank[torch.from_numpy(rng.integers(0, 3000, 2048))] + torch.from_numpy(
+        rng.normal(0, 1, (2048, 152)).astype(np.float32))
+    index = NearestNeighbourIndex(bank)
+    reference = index.search(queries, k=1)[0].numpy()
+    with library_threads(1):
+        assert np.array_equal(index.search(queries, k=1)[0].numpy(), reference)
+        assert torch.get_num_threads() == 1  # torch reads the OpenMP count faiss sets: restored after the search
+    found = []
+    worker = threading.Thread(target=lambda: found.append(index.search(queries, k=1)[0].numpy()))
+    worker.start()
+    worker.join()
+    assert np.array_equal(found[0], reference)
