@@ -374,21 +374,14 @@ def run(args: argparse.Namespace, work: Path) -> int:
               + "  flagged normal frames: " + ", ".join(f"{k} {v}" for k, v in where_flagged.items()), flush=True)
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["worst"] = worst(report["encodings"].values())
-    for group, seen_group in (("seen", True), ("unseen", False)):
-        records = [r for r in report["encodings"].values() if r["seen"] == seen_group]
-        if records:
-            report[f"worst_{group}"] = worst(records)
-            print(f"worst {group}: {report[f'worst_{group}']['normal_flagged_percent']:.1f}% normal frames flagged "
-                  f"(target <= 2%), per-kind AUROC {report[f'worst_{group}']['per_kind_frame_auroc']:.3f} (target >= 0.95), "
-                  f"pooled {report[f'worst_{group}']['pooled_frame_auroc']:.3f}")
-    for text, variant in report.get("variants", {}).items():
+    for label, figures in [("", report)] + [(f"variant {text}, ", v) for text, v in report.get("variants", {}).items()]:
         for group, seen_group in (("seen", True), ("unseen", False)):
-            records = [r for r in variant["encodings"].values() if r["seen"] == seen_group]
+            records = [r for r in figures["encodings"].values() if r["seen"] == seen_group]
             if records:
-                variant[f"worst_{group}"] = worst(records)
-                print(f"variant {text}, worst {group}: {variant[f'worst_{group}']['normal_flagged_percent']:.1f}% flagged, "
-                      f"per-kind AUROC {variant[f'worst_{group}']['per_kind_frame_auroc']:.3f}, "
-                      f"pooled {variant[f'worst_{group}']['pooled_frame_auroc']:.3f}")
+                figures[f"worst_{group}"] = low = worst(records)
+                print(f"{label}worst {group}: {low['normal_flagged_percent']:.1f}% normal frames flagged (target <= 2%), "
+                      f"per-kind AUROC {low['per_kind_frame_auroc']:.3f} (target >= 0.95), "
+                      f"pooled {low['pooled_frame_auroc']:.3f}")
     print(f"{report['seconds']:.0f} s")
     if args.output:
         args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -8,19 +8,15 @@ the CPUs available, and both the benchmarks' encodings and the video model's cod
 
 from __future__ import annotations
 
-import hashlib
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
+from _one_cpu import run_script, skip_unless_comparable
+
 pytest.importorskip("av")
 
-if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
-    pytest.skip("needs a process that may use two CPUs and a way to restrict a child to one (Linux)",
-                allow_module_level=True)
+skip_unless_comparable()
 
 # Frames of the project's conveyor, big enough that slices and frame threads change what the encoders write.
 _COMMON = textwrap.dedent("""
@@ -52,24 +48,15 @@ _DEGRADE = _COMMON + textwrap.dedent("""
 """)
 
 
-def _digest(script: str, args: list[str], one_cpu: bool) -> str:
-    prefix = "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n" if one_cpu else ""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.abspath("src"), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", prefix + script, *args], capture_output=True, text=True, env=env,
-                          timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout.strip()
-
-
 @pytest.mark.parametrize("codec, pix_fmt, container, options", [
     ("libx264", "yuv420p", "mp4", ["crf=23", "preset=veryfast"]),
     ("mpeg4", "yuv420p", "avi", ["qmin=8", "qmax=8"]),
 ])
 def test_encode_video_writes_the_same_frames_whatever_cpus_the_process_may_use(codec, pix_fmt, container, options):
     args = [codec, pix_fmt, container, *options]
-    assert _digest(_ENCODE_VIDEO, args, one_cpu=True) == _digest(_ENCODE_VIDEO, args, one_cpu=False)
+    assert run_script(_ENCODE_VIDEO, args, one_cpu=True) == run_script(_ENCODE_VIDEO, args, one_cpu=False)
 
 
 @pytest.mark.parametrize("spec", ["h264:35", "mpeg4:12"])
 def test_codec_memory_degradations_do_not_depend_on_the_cpus_either(spec):
-    assert _digest(_DEGRADE, [spec], one_cpu=True) == _digest(_DEGRADE, [spec], one_cpu=False)
+    assert run_script(_DEGRADE, [spec], one_cpu=True) == run_script(_DEGRADE, [spec], one_cpu=False)

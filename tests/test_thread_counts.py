@@ -9,9 +9,6 @@ matrices (MKL's Cholesky factorisation) came out otherwise. README, "Reproducibi
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 import threading
 
@@ -19,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
+from _one_cpu import run_script, skip_unless_comparable
+
 pytest.importorskip("faiss")
 
-if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
-    pytest.skip("needs a process that may use two CPUs and a way to restrict a child to one (Linux)",
-                allow_module_level=True)
+skip_unless_comparable()
 
 # A memory bank and queries like PatchCore's (152 channels, patch features clustered around training patches)
 _DATA = textwrap.dedent("""
@@ -52,23 +49,14 @@ _PADIM = _DATA + textwrap.dedent("""
 """)
 
 
-def _run(script: str, args: list[str], one_cpu: bool) -> str:
-    prefix = "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n" if one_cpu else ""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.abspath("src"), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", prefix + script, *args], capture_output=True, text=True, env=env,
-                          timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout.strip()
-
-
 def test_nearest_neighbours_do_not_depend_on_the_cpus_the_process_may_use():
-    here = _run(_SEARCH, ["3000"], one_cpu=False)
+    here = run_script(_SEARCH, ["3000"], one_cpu=False)
     assert here.split()[0] == "exact"
-    assert _run(_SEARCH, ["3000"], one_cpu=True) == here
+    assert run_script(_SEARCH, ["3000"], one_cpu=True) == here
 
 
 def test_padim_precision_matrices_do_not_depend_on_the_cpus_either():
-    assert _run(_PADIM, ["16"], one_cpu=True) == _run(_PADIM, ["16"], one_cpu=False)
+    assert run_script(_PADIM, ["16"], one_cpu=True) == run_script(_PADIM, ["16"], one_cpu=False)
 
 
 def test_scores_do_not_depend_on_library_threads_or_on_the_searching_thread():

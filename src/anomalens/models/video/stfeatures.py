@@ -291,6 +291,15 @@ def typical_cell(cells: torch.Tensor) -> torch.Tensor:
     return cells.sort(dim=1).values[:, (cells.shape[1] - 1) // 2]
 
 
+def _saved_ceiling(tensors: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+    """A typical-cell ceiling read from a checkpoint: one number, finite or +inf (none), else a clear error."""
+    ceiling = tensors[name].float()
+    if ceiling.shape != (1,) or torch.isnan(ceiling).any() or float(ceiling) == -math.inf:
+        raise ValueError(f"{name} {ceiling.tolist()} of shape {tuple(ceiling.shape)}, "
+                         "expected one number (finite, or +inf for none)")
+    return ceiling
+
+
 def codec_memory_weight(excess: torch.Tensor, spread: float) -> torch.Tensor:
     """How much the codec memory (and the low-pass above the ceiling) counts for frames whose typical cell lies
     ``excess`` above the ceiling: 0 within
@@ -875,18 +884,9 @@ class SpatioTemporalFeatures(VideoDetector):
         standardisation = tensors["standardisation"].float()
         if standardisation.shape != (4,):
             raise ValueError(f"standardisation of shape {tuple(standardisation.shape)}, expected (4,)")
-        ceiling = None
-        if self.config.typical_appearance_ceiling:  # saved since the setting exists; required when it is on
-            ceiling = tensors["appearance_typical_ceiling"].float()
-            if ceiling.shape != (1,) or torch.isnan(ceiling).any() or float(ceiling) == -math.inf:
-                raise ValueError(f"appearance_typical_ceiling {ceiling.tolist()} of shape {tuple(ceiling.shape)}, "
-                                 "expected one number (finite, or +inf for none)")
-        motion_ceiling = None
-        if self.config.typical_motion_ceiling:  # saved since the setting exists; required when it is on
-            motion_ceiling = tensors["motion_typical_ceiling"].float()
-            if motion_ceiling.shape != (1,) or torch.isnan(motion_ceiling).any() or float(motion_ceiling) == -math.inf:
-                raise ValueError(f"motion_typical_ceiling {motion_ceiling.tolist()} of shape {tuple(motion_ceiling.shape)}, "
-                                 "expected one number (finite, or +inf for none)")
+        # each ceiling is saved since its setting exists, and required when it is on
+        ceiling = _saved_ceiling(tensors, "appearance_typical_ceiling") if self.config.typical_appearance_ceiling else None
+        motion_ceiling = _saved_ceiling(tensors, "motion_typical_ceiling") if self.config.typical_motion_ceiling else None
         gate = None
         if self.config.still_texture_where_moving and self.config.still_texture_weight > 0:  # required when it is on
             gate = tensors["still_texture_gate"].float()
