@@ -19,11 +19,12 @@ def skip_unless_comparable() -> None:
         pytest.skip(WHY_NOT, allow_module_level=True)
 
 
-def run_script(script: str, args: list[str], one_cpu: bool) -> str:
-    """The script's standard output (stripped), run with this repository's ``src`` first on the path; the child is
-    restricted to one CPU before anything else runs when ``one_cpu``."""
+def run_script(script: str, args: list[str], one_cpu: bool, env: dict[str, str] | None = None) -> str:
+    """The script's standard output (stripped), run with this repository's ``src`` first on the path and ``env``
+    added to the environment; the child is restricted to one CPU before anything else runs when ``one_cpu``."""
     prefix = "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n" if one_cpu else ""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.abspath("src"), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, **(env or {}),
+           "PYTHONPATH": os.pathsep.join([os.path.abspath("src"), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", prefix + script, *args], capture_output=True, text=True, env=env,
                           timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]

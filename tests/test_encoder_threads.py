@@ -1,5 +1,6 @@
 """The same seed gives the same encoded frames on any machine: encoders that write other frames with another thread
-count (libx264, MPEG-4 Part 2) run a fixed count, whatever CPUs the process may use.
+count (libx264, MPEG-4 Part 2) run a fixed count, whatever CPUs the process may use, and libx264 runs without the
+AVX-512 code that let unwritten memory into its bitstream.
 
 Each check encodes in a child process allowed one CPU (``os.sched_setaffinity``) and compares the decoded frames with
 the same encoding made here, where the process may use every CPU. Before the counts were fixed, FFmpeg chose them from
@@ -60,3 +61,22 @@ def test_encode_video_writes_the_same_frames_whatever_cpus_the_process_may_use(c
 @pytest.mark.parametrize("spec", ["h264:35", "mpeg4:12"])
 def test_codec_memory_degradations_do_not_depend_on_the_cpus_either(spec):
     assert run_script(_DEGRADE, [spec], one_cpu=True) == run_script(_DEGRADE, [spec], one_cpu=False)
+
+
+@pytest.mark.parametrize("options", [["crf=23", "preset=veryfast"], ["crf=35", "preset=faster"]])
+def test_libx264_writes_the_same_frames_whatever_the_memory_held_before(options):
+    # MALLOC_PERTURB_ fills memory that malloc hands out (and frees) with a byte of its own: an encoder that reads
+    # memory it never wrote writes other frames under another byte. libx264's AVX-512 code did, on these frames.
+    args = ["libx264", "yuv420p", "mp4", *options]
+    digests = {run_script(_ENCODE_VIDEO, args, one_cpu=False, env={"MALLOC_PERTURB_": str(byte)}) for byte in (0, 77, 165)}
+    assert len(digests) == 1
+
+
+def test_stable_encoder_options_keep_the_callers_choices():
+    from anomalens.data import video_io
+
+    options = {"crf": "23", "x264-params": "asm=sse4"}
+    assert video_io.stable_encoder_options("libx264", options) == options  # the caller's own asm wins
+    assert video_io.stable_encoder_options("mpeg4", {"qmin": "8"}) == {"qmin": "8"}
+    if video_io._has_avx512():
+        assert video_io.stable_encoder_options("libx264", {"x264-params": "ref=2"})["x264-params"] == "ref=2:asm=avx2"

@@ -398,6 +398,30 @@ def _as_hwc(frame: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(frame[:, :, :3])
 
 
+# libx264's AVX-512 code (x264 core 165, as PyAV's wheels build it) lets memory it never wrote reach the bitstream
+# when the lookahead's macroblock tree is on (every preset but ``tune=zerolatency``): the same frames, encoded twice
+# in one process, came out in other bits now and then, and always otherwise under another MALLOC_PERTURB_
+# (tests/test_encoder_threads.py). Up to AVX2 the output is a function of the frames alone, and the same bits
+# as with SSE4 only, so machines with and without AVX-512 agree. Costs little: x264 has few AVX-512 kernels.
+_X264_STABLE_ASM = "asm=avx2"
+
+
+def _has_avx512() -> bool:
+    try:
+        return " avx512f" in Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: no way to ask, and Apple silicon has no AVX-512 anyway
+        return False
+
+
+def stable_encoder_options(codec: str, options: dict[str, str]) -> dict[str, str]:
+    """``options`` plus what makes ``codec`` write the same bits for the same frames on every run and machine:
+    libx264 runs without its AVX-512 code where the CPU has it (an ``asm`` of the caller's own wins)."""
+    params = options.get("x264-params", "")
+    if codec != "libx264" or "asm" in params or not _has_avx512():
+        return dict(options)
+    return {**options, "x264-params": f"{params}:{_X264_STABLE_ASM}" if params else _X264_STABLE_ASM}
+
+
 def write_video(path: str | Path, frames: Iterable[np.ndarray | torch.Tensor], fps: float, *, crf: int = 20) -> Path:
     """Encode RGB frames ``(H, W, 3)`` (or ``(3, H, W)``) as a browser-playable MP4.
 
@@ -454,7 +478,8 @@ class VideoWriter:
             # say which matrix and range the pixels use, so that every decoder reads the colours back
             stream.codec_context.colorspace = _WRITTEN_COLORSPACE
             stream.codec_context.color_range = _COLOR_RANGE_MPEG
-            stream.options = {"crf": str(self.crf), "preset": self.preset, **({"threads": str(self.threads)} if self.threads else {})}
+            stream.options = stable_encoder_options("libx264", {
+                "crf": str(self.crf), "preset": self.preset, **({"threads": str(self.threads)} if self.threads else {})})
             stream.codec_context.time_base = 1 / self.rate
             self.stream = stream
         elif array.shape[:2] != self.size:
@@ -538,7 +563,7 @@ def encode_video(
             if stream is None:
                 stream = output.add_stream(codec, rate=Fraction(float(fps)).limit_denominator(1001))
                 stream.width, stream.height, stream.pix_fmt = frame.shape[1], frame.shape[0], pix_fmt
-                stream.options = {"threads": str(int(threads)), **(options or {})}
+                stream.options = stable_encoder_options(codec, {"threads": str(int(threads)), **(options or {})})
                 if tag:
                     stream.codec_context.colorspace = _COLORSPACE_TAG[matrix]
                     stream.codec_context.color_range = _COLOR_RANGE_JPEG if full else _COLOR_RANGE_MPEG
