@@ -1,7 +1,8 @@
 """The same seed gives the same model and the same scores whatever CPUs the process may use.
 
-faiss, MKL (torch's LAPACK) and OpenBLAS write other bits with another thread count, and each takes its default count
-from the CPUs the process may use. Each check computes in a child process allowed one CPU (``os.sched_setaffinity``)
+faiss (its BLAS products and k-means) and MKL (torch's LAPACK) write other bits with another thread count, and each
+takes its default count from the CPUs the process may use; numpy's OpenBLAS product, the search without faiss, does
+not (the last check). Each check computes in a child process allowed one CPU (``os.sched_setaffinity``)
 and compares with the same computation here, where the process may use every CPU. Before the counts were fixed,
 PatchCore's scores and threshold (faiss's exact search), its IVF cells (faiss's k-means) and PaDiM's precision
 matrices (MKL's Cholesky factorisation) came out otherwise. README, "Reproducibility".
@@ -79,3 +80,22 @@ def test_scores_do_not_depend_on_library_threads_or_on_the_searching_thread():
     worker.start()
     worker.join()
     assert np.array_equal(found[0], reference)
+
+
+_NUMPY_SEARCH = _DATA + textwrap.dedent("""
+    sys.modules["faiss"] = None  # a runtime installed without faiss: BankSearch's exact search in numpy
+    from anomalens.neighbours import BankSearch
+    search = BankSearch(bank)
+    assert search.index is None
+    distances, indices = search.search(queries, k=3)
+    print(hashlib.md5(distances.tobytes() + indices.tobytes()).hexdigest())
+""")
+
+
+def test_the_search_without_faiss_does_not_depend_on_blas_threads_either():
+    # numpy's OpenBLAS takes its count from the CPUs (or OPENBLAS_NUM_THREADS); its matrix product gave the same
+    # bits at 1 to 16 threads (OpenBLAS 0.3.31), so no count is fixed there: this keeps it so
+    results = {run_script(_NUMPY_SEARCH, ["3000"], one_cpu=False, env={"OPENBLAS_NUM_THREADS": str(threads)})
+               for threads in (1, 4)}
+    results.add(run_script(_NUMPY_SEARCH, ["3000"], one_cpu=True))
+    assert len(results) == 1
