@@ -140,8 +140,12 @@ def test_disk_full_while_saving_keeps_the_model_in_a_rescue_folder(hostile_datas
 def _python(code: str, *args: str, log: Path | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_WAIT_POLICY": "PASSIVE"}
     sink = open(log, "w") if log is not None else subprocess.DEVNULL  # noqa: SIM115 (closed with the process)
+    # Ctrl-C's default action, as in a terminal: a process started in the background by a shell without job
+    # control (`cmd &` in a script, as a CI runner may start the tests) inherits SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt handler (seen: the Ctrl-C test's training ran on to its last epoch)
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env=env, cwd=str(REPO),
-                            stdout=sink, stderr=subprocess.STDOUT)
+                            stdout=sink, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for(path: Path, text: str, timeout: float = 120) -> None:
