@@ -39,7 +39,7 @@ print-system-packages:
 
 # Two worker processes, a test file each at a time (pytest-xdist, --dist loadfile: a file's module fixtures are built
 # once): one process left a core idle most of the time (subprocess waits, servers starting, Python between the
-# libraries' parallel bursts). On the idle 2-core machine: 10.6 min in one process, 7.4 min in two. TEST_WORKERS=0
+# libraries' parallel bursts). On the idle 2-core machine: 10.6 min in one process, 6.2-7.4 min in two. TEST_WORKERS=0
 # runs in this process, as before (for a debugger).
 TEST_WORKERS ?= 2
 
