@@ -2,8 +2,8 @@
 count (libx264, MPEG-4 Part 2) run a fixed count, whatever CPUs the process may use, and libx264 runs without the
 AVX-512 code that let unwritten memory into its bitstream.
 
-Each check encodes in a child process allowed one CPU (``os.sched_setaffinity``) and compares the decoded frames with
-the same encoding made here, where the process may use every CPU. Before the counts were fixed, FFmpeg chose them from
+The thread checks encode in a child process allowed one CPU (``os.sched_setaffinity``) and compare the decoded frames
+with the same encoding made where the process may use every CPU; the memory check encodes under three fill bytes. Before the counts were fixed, FFmpeg chose them from
 the CPUs available, and both the benchmarks' encodings and the video model's codec memory came out otherwise.
 """
 
