@@ -48,10 +48,10 @@ def capture(args: argparse.Namespace) -> None:
     state: dict = {"mode": None, "cross": [], "clip": []}
     frame_scores, cross_fitted = detector._frame_scores, detector._cross_fitted_scores
 
-    def recording_frame_scores(appearance, motion, coded=None):
+    def recording_frame_scores(appearance, motion, *coded):
         if state["mode"] is not None:
             state[state["mode"]].append((appearance.half().numpy(), motion.half().numpy()))
-        return frame_scores(appearance, motion, coded)
+        return frame_scores(appearance, motion, *coded)
 
     def recording_cross_fitted(*a, **k):
         state["mode"] = "cross"

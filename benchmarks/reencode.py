@@ -152,20 +152,22 @@ def model_settings(items: list[str]) -> dict:
 
 class FrameScoreRecorder:
     """Records what a detector's frame scores are made from (each batch's locally averaged appearance and motion
-    cell maps, and the codec memory's when searched) while it scores, so that scoring settings that act on those
+    cell maps, and the codec memories' when searched) while it scores, so that scoring settings that act on those
     maps can be replayed on the same frames (:meth:`replay`) without decoding, extracting or searching again."""
 
     def __init__(self, detector) -> None:
         self.detector = detector
-        self.batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+        self.batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]] = []
         self._frame_scores = detector._frame_scores  # the bound method, before it is wrapped
         detector._frame_scores = self._recording
 
-    def _recording(self, appearance: torch.Tensor, motion: torch.Tensor, coded: torch.Tensor | None = None):
-        self.batches.append((appearance.clone(), motion.clone(), None if coded is None else coded.clone()))
-        return self._frame_scores(appearance, motion, coded)
+    def _recording(self, appearance: torch.Tensor, motion: torch.Tensor, coded: torch.Tensor | None = None,
+                   coded_motion: torch.Tensor | None = None):
+        self.batches.append((appearance.clone(), motion.clone(), None if coded is None else coded.clone(),
+                             None if coded_motion is None else coded_motion.clone()))
+        return self._frame_scores(appearance, motion, coded, coded_motion)
 
-    def take(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    def take(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:
         """The batches recorded since the last call (one clip's, called after each clip)."""
         batches, self.batches = self.batches, []
         return batches

@@ -61,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     seen: list[np.ndarray] = []
     score_frames = detector._frame_scores
 
-    def recording(appearance: torch.Tensor, motion: torch.Tensor, coded: torch.Tensor | None = None):
+    def recording(appearance: torch.Tensor, motion: torch.Tensor, *coded: torch.Tensor | None):
         seen.append(typical_cell(appearance.flatten(1)).numpy())  # the scorer's own maps, frame by frame
-        return score_frames(appearance, motion, coded)
+        return score_frames(appearance, motion, *coded)
 
     detector._frame_scores = recording  # type: ignore[method-assign]
     per_clip, held_out_clips = {}, {}

@@ -8,7 +8,7 @@ import torch
 
 from anomalens.data.synthetic_video import synthetic_clip
 from anomalens.errors import ConfigError
-from anomalens.models.video.degrade import make_degradation
+from anomalens.models.video.degrade import jpeg_degrade, make_degradation
 
 pytest.importorskip("av")
 
@@ -41,3 +41,19 @@ def test_video_codecs_keep_their_state_across_batches_and_odd_sizes(frames, spec
 def test_bad_specs_are_refused_by_name(spec):
     with pytest.raises(ConfigError, match="training_degradations"):
         make_degradation(spec)
+
+
+def test_noise_is_seeded_per_clip_and_a_chain_applies_its_steps_in_order(frames):
+    batch = frames[:4]
+    first, again, other = (make_degradation("noise:3", seed=s)(batch) for s in (1, 1, 2))
+    assert torch.equal(first, again) and not torch.equal(first, other)  # the same clip, the same noise
+    assert 2.5 < float((first.float() - batch.float()).std()) < 3.5  # three grey levels
+    noisy_then_jpeg = make_degradation("noise:3+jpeg:50", seed=1)(batch)
+    assert torch.equal(noisy_then_jpeg, jpeg_degrade(first, 50))
+
+
+@pytest.mark.parametrize("spec, part", [("noise:3+blur:1", "'blur:1' in 'noise:3\\+blur:1'"), ("noise:0", "'noise:0'"),
+                                        ("jpeg:50+noise:x", "'noise:x' needs a number")])
+def test_a_bad_step_of_a_chain_is_named(spec, part):
+    with pytest.raises(ConfigError, match=f"motion_codec_memory: .*{part}"):
+        make_degradation(spec, "motion_codec_memory")

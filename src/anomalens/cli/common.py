@@ -28,7 +28,7 @@ VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", 
                      "temporal_sigma", "input_blur", "training_degradations", "flow_min_contrast",
                      "appearance_above_typical", "threshold_from_folds", "typical_appearance_ceiling", "still_texture_weight",
                      "still_texture_where_moving", "codec_memory", "above_ceiling_lowpass", "motion_per_second",
-                     "cue_combination", "typical_motion_ceiling")
+                     "cue_combination", "typical_motion_ceiling", "motion_codec_memory")
 
 
 class LibraryChoices:
@@ -174,12 +174,18 @@ def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: 
                        help="the appearance score discounts a frame's typical cell distance where it lies above the "
                             "highest seen on normal training frames (a whole-frame shift: another codec or bitrate)")
     group.add_argument("--training-degradations", nargs="*", default=None, metavar="SPEC",
-                       help="re-encodings training frames also learn from: h264:CRF, mpeg4:QUANTISER, jpeg:QUALITY, scale:FACTOR "
+                       help="re-encodings training frames also learn from: h264:CRF, mpeg4:QUANTISER, jpeg:QUALITY, scale:FACTOR, "
+                            "noise:SIGMA, joined by + to chain them "
                             "(the flag alone: none)")
     group.add_argument("--codec-memory", nargs="*", default=None, metavar="SPEC",
                        help="re-encodings of training frames (h264:CRF, mpeg4:QUANTISER, jpeg:QUALITY, scale:FACTOR) that make a "
                             "second appearance memory, consulted only where a frame as a whole lies above the normal "
                             "range (another codec or bitrate; the flag alone: none)")
+    group.add_argument("--motion-codec-memory", nargs="*", default=None, metavar="SPEC",
+                       help="degradations of whole training clips (chains such as noise:3+jpeg:50; noise:SIGMA and the "
+                            "kinds above) whose motion makes a second motion memory, consulted only where a frame as a "
+                            "whole lies above the normal range (an MJPEG camera's flicker where nothing moves; the flag "
+                            "alone: none)")
     group.add_argument("--above-ceiling-lowpass", type=int, default=None, metavar="CELLS",
                        help="where a frame as a whole lies above the normal range, each appearance cell is also averaged "
                             "with its neighbours over this many cells (odd; a codec leaves isolated cells, a defect fills "

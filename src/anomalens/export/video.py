@@ -8,7 +8,8 @@ solver no graph format expresses) sits between them:
   -> appearance maps (and, with ``codec_memory``, the same to the memory of re-encoded training patches,
   ``codec_memory.npy``); and the grey frames, area-resized to the flow's size, that the flow is computed on.
 * ``motion.onnx``: the flow of each frame and the appearance maps -> per-cell orientation histograms, distances
-  to each cell's motion memory (``motion_memory.npy``), local average -> each cue's share of the frame score
+  to each cell's motion memory (``motion_memory.npy``; with ``motion_codec_memory`` also to the motion of degraded
+  training clips, ``codec_motion_memory.npy``), local average -> each cue's share of the frame score
   (standardised, or its tail surprise with ``cue_combination`` "tail") and
   the standardised anomaly map (per-cell sum of both cues, on the appearance grid).
 
@@ -72,35 +73,41 @@ class AppearanceGraph(nn.Module):
 
 class MotionGraph(nn.Module):
     """stfeatures: flow ``(B, 2, hf, wf)``, appearance maps ``(B, h, w)`` and the motion memory -> each cue's share
-    of the frame scores ``(B,)`` (before smoothing in time; ``_cue_values``) and the standardised map ``(B, h, w)``."""
+    of the frame scores ``(B,)`` (before smoothing in time; ``_cue_values``) and the standardised map ``(B, h, w)``.
 
-    def __init__(self, detector: BaseDetector) -> None:
+    ``extra`` names the further inputs the model needs, in order (:data:`MOTION_EXTRAS`): ``still`` (the
+    still-texture map, still_texture_weight), ``coded`` (the appearance graph's distances to the codec memory) and
+    ``codec_motion_memory`` (motion_codec_memory). Given positionally after the first three, so that each model's
+    graph has exactly the inputs it uses."""
+
+    def __init__(self, detector: BaseDetector, extra: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.detector = detector
+        self.extra = extra
 
     def forward(self, flow: torch.Tensor, appearance: torch.Tensor, motion_memory: torch.Tensor,  # type: ignore[override]
-                still: torch.Tensor | None = None, coded: torch.Tensor | None = None):
+                first: torch.Tensor | None = None, second: torch.Tensor | None = None, third: torch.Tensor | None = None):
         from anomalens.models.video.stfeatures import PositionalMemory, _local_average
 
         d, c = self.detector, self.detector.config
+        given = dict(zip(self.extra, (first, second, third)))
         # still: the still-texture map of each frame (still_texture_weight), computed in the runtime beside the flow
-        histograms = orientation_histograms(flow, c.orientation_bins, c.motion_cell, still)  # type: ignore[attr-defined]
+        histograms = orientation_histograms(flow, c.orientation_bins, c.motion_cell, given.get("still"))  # type: ignore[attr-defined]
         # weighted per cell where the training frames moved (still_texture_where_moving): the gate is a constant of the graph
         histograms = d._gate_still(histograms)  # type: ignore[attr-defined]
         motion = _local_average(PositionalMemory(motion_memory).distances(histograms))
-        # coded: the appearance graph's distances to the codec memory (codec_memory), consulted above the ceiling
-        a_score, m_score = d._frame_scores(appearance, motion, coded)  # type: ignore[attr-defined]
+        # coded, coded_motion: distances to the codec memories, consulted above the ceiling (always searched here;
+        # the weight is 0 within the ceiling, where the library skips the search, so the scores are the same)
+        coded_motion = None
+        if "codec_motion_memory" in given:
+            coded_motion = _local_average(PositionalMemory(given["codec_motion_memory"]).distances(histograms))
+        a_score, m_score = d._frame_scores(appearance, motion, given.get("coded"), coded_motion)  # type: ignore[attr-defined]
         # each cue's share of the frame score (cue_combination), as the library adds them up before smoothing
         appearance_cue, motion_cue = d._cue_values(a_score, m_score)  # type: ignore[attr-defined]
         return appearance_cue, motion_cue, d._standardised_map(appearance, motion)  # type: ignore[attr-defined]
 
 
-class _MotionGraphWithoutStill(MotionGraph):
-    """The motion graph of a model with a codec memory and no still texture: ``coded`` is its fourth input."""
-
-    def forward(self, flow: torch.Tensor, appearance: torch.Tensor, motion_memory: torch.Tensor,  # type: ignore[override]
-                coded: torch.Tensor):
-        return super().forward(flow, appearance, motion_memory, None, coded)
+MOTION_EXTRAS = ("still", "coded", "codec_motion_memory")  # the motion graph's optional inputs, in their order
 
 
 class WindowGraph(nn.Module):
@@ -127,6 +134,9 @@ def video_constant_inputs(detector: BaseDetector) -> dict[str, np.ndarray]:
     codec = getattr(detector, "codec_index_", None)
     if codec is not None:
         constants["codec_memory"] = codec.bank.float().numpy()
+    codec_motion = getattr(detector, "codec_motion_memory_", None)
+    if codec_motion is not None:
+        constants["codec_motion_memory"] = codec_motion.bank.float().numpy()
     return constants
 
 
@@ -155,18 +165,18 @@ def export_video_graphs(detector: BaseDetector, folder: Path) -> dict[str, Any]:
     appearance = torch.zeros((2, *detector.grid))  # type: ignore[attr-defined]
     batch = torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)
     still_weight = float(getattr(c, "still_texture_weight", 0.0))
-    inputs, examples, shapes = ["flow", "appearance", "motion_memory"], [flow, appearance, memories["motion_memory"]], [{0: batch}, {0: batch}, {}]
-    if still_weight > 0:
-        inputs, shapes = inputs + ["still"], shapes + [{0: batch}]
-        examples.append(torch.zeros((2, *detector.flow_size)))  # type: ignore[attr-defined]
-    motion_graph = MotionGraph(detector)
-    if "codec_memory" in memories:
-        inputs, shapes = inputs + ["coded"], shapes + [{0: batch}]
-        examples.append(torch.zeros((2, *detector.grid)))  # type: ignore[attr-defined]
-        if still_weight <= 0:
-            motion_graph = _MotionGraphWithoutStill(detector)
-    export_onnx_graph(motion_graph.eval(), tuple(examples), folder / "motion.onnx", inputs,
-                      ["appearance_cue", "motion_cue", "maps"], tuple(shapes))
+    examples = {"flow": flow, "appearance": appearance, "motion_memory": memories["motion_memory"],
+                "still": torch.zeros((2, *detector.flow_size)),  # type: ignore[attr-defined]
+                "coded": torch.zeros((2, *detector.grid)),  # type: ignore[attr-defined]
+                "codec_motion_memory": memories.get("codec_motion_memory")}
+    present = {"still": still_weight > 0, "coded": "codec_memory" in memories,
+               "codec_motion_memory": "codec_motion_memory" in memories}
+    extra = tuple(name for name in MOTION_EXTRAS if present[name])
+    inputs = ["flow", "appearance", "motion_memory", *extra]
+    # the frames' own inputs vary in number, the memories are constants fed whole
+    shapes = tuple({0: batch} if name not in ("motion_memory", "codec_motion_memory") else {} for name in inputs)
+    export_onnx_graph(MotionGraph(detector, extra).eval(), tuple(examples[name] for name in inputs),
+                      folder / "motion.onnx", inputs, ["appearance_cue", "motion_cue", "maps"], shapes)
     graphs = {
         "appearance": {"file": "appearance.onnx", "inputs": appearance_inputs, "outputs": appearance_outputs},
         "motion": {"file": "motion.onnx", "inputs": inputs, "outputs": ["appearance_cue", "motion_cue", "maps"]},

@@ -142,6 +142,8 @@ class VideoInferencer:
                 inputs["still"] = np.zeros((len(flow), *v["flow_size"]), np.float32)
             if "coded" in out:
                 inputs["coded"] = out["coded"]
+            if "codec_motion_memory" in self.constants:  # motion_codec_memory; absent in bundles exported before it
+                inputs["codec_motion_memory"] = self.constants["codec_motion_memory"]
             out = self.engines["motion"].run(inputs)
             appearance_cue.append(out["appearance_cue"])
             motion_cue.append(out["motion_cue"])

@@ -139,7 +139,8 @@ RANGES: dict[str, Range] = {
 }
 # Text settings whose syntax their model checks when it is built (refused there, as a CheckpointError on load).
 MODEL_CHECKED: dict[str, str] = {"training_degradations": "models/video/degrade.py parses each entry",
-                                 "codec_memory": "models/video/degrade.py parses each entry"}
+                                 "codec_memory": "models/video/degrade.py parses each entry",
+                                 "motion_codec_memory": "models/video/degrade.py parses each entry"}
 CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
     name: _choices(name) for name in ("backbone", "loss", "normal_reference", "flow_preset", "score_region", "cue_combination")
 }

@@ -8,7 +8,9 @@ a video codec keeps its state from frame to frame as a real encoder does.
 
 Specs are short strings: ``h264:35`` (libx264 at CRF 35, in memory), ``mpeg4:12`` (MPEG-4 Part 2 at quantiser
 12, in memory), ``jpeg:20`` (JPEG quality 20, 4:2:0, as an
-MJPEG camera), ``scale:0.5`` (down to half size and back up, bilinear).
+MJPEG camera), ``scale:0.5`` (down to half size and back up, bilinear), ``noise:3`` (Gaussian sensor noise of
+standard deviation 3 grey levels, seeded per clip). ``+`` chains them: ``noise:3+jpeg:50`` is a noisy sensor behind an
+MJPEG encoder, whose blocks then flicker from frame to frame where the scene stands still.
 
 >>> degrade = make_degradation("jpeg:20")
 >>> degrade(torch.zeros(2, 3, 64, 64, dtype=torch.uint8)).shape
@@ -47,6 +49,18 @@ def rescale_degrade(frames: torch.Tensor, factor: float) -> torch.Tensor:
     small = F.interpolate(frames.float(), size=(max(8, round(h * factor)), max(8, round(w * factor))), mode="area")
     back = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
     return back.round().clamp(0, 255).to(torch.uint8)
+
+
+class SensorNoise:
+    """Adds Gaussian noise of ``sigma`` grey levels, drawn by a generator of its own (seeded per clip), so that the
+    same clip is degraded the same way in every training run and no other random draw moves."""
+
+    def __init__(self, sigma: float, seed: int) -> None:
+        self.sigma, self.generator = sigma, np.random.default_rng(seed)
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        noise = self.generator.normal(0.0, self.sigma, size=tuple(frames.shape)).astype(np.float32)
+        return torch.from_numpy((frames.numpy().astype(np.float32) + noise).round().clip(0, 255).astype(np.uint8))
 
 
 class StreamReencode:
@@ -95,14 +109,28 @@ class StreamReencode:
         return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
 
 
-def make_degradation(spec: str, setting: str = "training_degradations") -> Degradation:
-    """A fresh (per clip) degradation from its spec: ``h264:CRF``, ``mpeg4:QUANTISER``, ``jpeg:QUALITY`` or
-    ``scale:FACTOR``. ``setting`` names the configuration field the spec came from, in errors."""
-    kind, _, value = spec.partition(":")
+def make_degradation(spec: str, setting: str = "training_degradations", seed: int = 0) -> Degradation:
+    """A fresh (per clip) degradation from its spec: ``h264:CRF``, ``mpeg4:QUANTISER``, ``jpeg:QUALITY``,
+    ``scale:FACTOR`` or ``noise:SIGMA``, or several joined by ``+`` (applied left to right). ``setting`` names the
+    configuration field the spec came from, in errors; ``seed`` seeds the noise."""
+    steps = [_one_degradation(part, spec, setting, seed) for part in spec.split("+")]
+    if len(steps) == 1:
+        return steps[0]
+
+    def chain(frames: torch.Tensor) -> torch.Tensor:
+        for step in steps:
+            frames = step(frames)
+        return frames
+
+    return chain
+
+
+def _one_degradation(part: str, spec: str, setting: str, seed: int) -> Degradation:
+    kind, _, value = part.partition(":")
     try:
         number = float(value)
     except ValueError:
-        raise ConfigError(f"{setting}: {spec!r} needs a number after the colon") from None
+        raise ConfigError(f"{setting}: {part!r} needs a number after the colon") from None
     # The thread counts are fixed: both encoders write other frames with another count, and FFmpeg's own choice
     # follows the CPUs the process may use, so a model trained on another machine (or under taskset) differed.
     # 2 and 3 are what FFmpeg chose on the two-core machines every published figure was measured on, so those
@@ -116,6 +144,10 @@ def make_degradation(spec: str, setting: str = "training_degradations") -> Degra
         return lambda frames: jpeg_degrade(frames, int(number))
     if kind == "scale" and 0.1 <= number < 1:
         return lambda frames: rescale_degrade(frames, number)
+    if kind == "noise" and 0 < number <= 64:
+        return SensorNoise(number, seed)
+    where = "" if part == spec else f" in {spec!r}"
     raise ConfigError(
-        f"{setting}: unknown or out-of-range {spec!r}; use h264:0-51, mpeg4:2-31, jpeg:1-100 or scale:0.1-0.99"
+        f"{setting}: unknown or out-of-range {part!r}{where}; use h264:0-51, mpeg4:2-31, jpeg:1-100, "
+        "scale:0.1-0.99 or noise:0-64, joined by + to chain them"
     )

@@ -199,6 +199,19 @@ class SpatioTemporalConfig(DetectorConfig):
     # AUROC under MJPEG fell from 0.997-0.998 to 0.52-0.56), while VP9 lifts the highest motion cells, not the typical
     # one (normal clip: median cell 0.079 against 0.083 under H.264 CRF 18)
     typical_motion_ceiling: bool = False
+    # The motion cue's codec memory: whole training clips also pass through these degradations (one per clip in turn,
+    # models/video/degrade.py; the noise seeded per clip), their optical flow is taken as the clips' own is, and each
+    # motion cell gets a second memory of what it saw there. Consulted exactly as the appearance codec memory is:
+    # only by frames whose typical appearance cell lies above the ceiling (a frame in another encoding), and the more
+    # the further above, each motion cell lowered towards its distance to this memory where that is smaller. What it
+    # is for: an MJPEG camera on a noisy sensor quantises the noise differently in every frame, so its blocks
+    # flicker where the scene stands still, and the flow reads the flicker as motion in cells that never move in
+    # training; H.264 training footage has no such flicker, so no other memory holds it (empty = none). Noise comes
+    # first because JPEG of identical pixels is identical: H.264 training footage has a still background.
+    # On by default (issue 16, tenth round): conveyor seed 1's MJPEG quantiser 12 fell from 4.9% to 0.0% of normal
+    # frames flagged, MJPEG 4:2:2 2.9% -> 0.0%, VP9 5.7% -> 4.1%; it can only lower a frame's score, and only above the
+    # ceiling: footage like the training data (every UCSD Ped2 test frame) scores exactly as without it (README)
+    motion_codec_memory: tuple[str, ...] = ("noise:3+jpeg:50",)
 
     SAVED_BEFORE: ClassVar[dict[str, Any]] = {"input_blur": 0.0, "training_degradations": (), "flow_min_contrast": 0.0,
                                             "appearance_above_typical": False, "threshold_from_folds": False,
@@ -206,7 +219,7 @@ class SpatioTemporalConfig(DetectorConfig):
                                             "still_texture_where_moving": False,
                                             "codec_memory": (), "above_ceiling_lowpass": 0,
                                             "motion_per_second": False, "cue_combination": "sum",
-                                            "typical_motion_ceiling": False}
+                                            "typical_motion_ceiling": False, "motion_codec_memory": ()}
 
 
 # ---- per-position memory -----------------------------------------------------------------------
@@ -347,7 +360,7 @@ class SpatioTemporalFeatures(VideoDetector):
             raise ConfigError("position_tolerance must be >= 0, orientation_bins >= 2 and motion_cell >= 1")
         if not 0.0 < c.motion_scale <= 1.0:
             raise ConfigError(f"motion_scale must be in (0, 1], got {c.motion_scale}")
-        for setting in ("training_degradations", "codec_memory"):
+        for setting in ("training_degradations", "codec_memory", "motion_codec_memory"):
             for spec in getattr(c, setting):
                 make_degradation(spec, setting)  # refuses an unknown spec before any long work
         if c.above_ceiling_lowpass < 0 or (c.above_ceiling_lowpass > 1 and c.above_ceiling_lowpass % 2 == 0):
@@ -380,6 +393,9 @@ class SpatioTemporalFeatures(VideoDetector):
         self.motion_ceiling_: torch.Tensor | None = None
         # the memory of re-encoded training patches (codec_memory), consulted above the ceiling; None = none
         self.codec_index_: NearestNeighbourIndex | None = None
+        # the per-cell memory of the motion in degraded training clips (motion_codec_memory), consulted above the
+        # ceiling; None = none
+        self.codec_motion_memory_: PositionalMemory | None = None
         # (hm, wm) in [0, 1]: how much each cell's still-texture channel counts (still_texture_where_moving), learned
         # from the training frames' motion; None = fully everywhere
         self.still_gate_: torch.Tensor | None = None
@@ -415,7 +431,8 @@ class SpatioTemporalFeatures(VideoDetector):
     @torch.no_grad()
     def _stream(
         self, clip: Clip, reporter: Reporter, views: bool = False, degraded: dict[int, torch.Tensor] | None = None,
-        coded: dict[int, torch.Tensor] | None = None,
+        coded: dict[int, torch.Tensor] | None = None, coded_motion: list[torch.Tensor] | None = None,
+        clip_index: int = 0,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray | None]]:
         """Decode the clip once, front to back; per batch: appearance ``(B, C, h, w)``, motion ``(B, bins, hm, wm)``
         and (if asked) the motion views ``(B, 3, H/2, W/2)``. The first frame borrows the motion of the second.
@@ -425,12 +442,19 @@ class SpatioTemporalFeatures(VideoDetector):
         each batch passes through the next of ``training_degradations`` in turn, so that copies cost one extra
         backbone pass over the learned frames, whatever the number of re-encodings (and no optical flow: the
         motion cue trusts only textured flow, which codecs leave alone). ``coded`` does the same with ``codec_memory``'s
-        re-encodings, for the second memory."""
+        re-encodings, for the second memory. ``coded_motion`` (a list, training only) receives, before each yield,
+        the motion descriptors ``(B, channels, hm, wm)`` of the whole batch as degraded by this clip's
+        ``motion_codec_memory`` chain (the ``clip_index``-th in turn; flow needs every frame, so all are degraded)."""
         c = self.config
         flows = FlowStream(c.flow_preset, c.flow_min_contrast)
         scale = self.flow_scale(clip_rate(clip))
         chains = [make_degradation(spec) for spec in c.training_degradations] if degraded is not None else []
         codecs = [make_degradation(spec, "codec_memory") for spec in c.codec_memory] if coded is not None else []
+        motion_chain, coded_flows = None, None
+        if coded_motion is not None and c.motion_codec_memory:
+            spec = c.motion_codec_memory[clip_index % len(c.motion_codec_memory)]
+            motion_chain = make_degradation(spec, "motion_codec_memory", seed=c.seed + clip_index)
+            coded_flows = FlowStream(c.flow_preset, c.flow_min_contrast)
         any_frames, start = False, 0
         for count, batch in enumerate(self._batches(clip)):
             if count % 4 == 0:
@@ -442,6 +466,8 @@ class SpatioTemporalFeatures(VideoDetector):
             for chain_list, copies in ((chains, degraded), (codecs, coded)):
                 if chain_list and copies is not None:
                     copies.update(self._copy_features(batch, start, chain_list[count % len(chain_list)]))
+            if motion_chain is not None and coded_flows is not None and coded_motion is not None:
+                coded_motion.append(self._motion(to_float(motion_chain(batch)).to(self.device), coded_flows, scale)[2])
             start += len(batch)
             view = flow_views(greys, flow, self.view_size, self.view_speed, *self._typical_flow()) if views else None
             yield appearance, motion, view
@@ -523,6 +549,7 @@ class SpatioTemporalFeatures(VideoDetector):
         self.appearance_ceiling_ = None  # the cross-fitted frames below are scored as they are
         self.motion_ceiling_ = None
         self.codec_index_ = None  # consulted only above the ceiling, which cross-fitted frames never are
+        self.codec_motion_memory_ = None
         self.still_gate_ = None  # learned below from what the training frames keep, then applied to all of them
         # set first: every clip, training ones included, is measured per frame of the training footage's median rate
         self.training_fps_ = training_rate(train) if c.motion_per_second else None
@@ -537,9 +564,13 @@ class SpatioTemporalFeatures(VideoDetector):
         # re-encoded copies for the codec memory (its own sample: the clean memories and folds stay as without it)
         coded: dict[int, torch.Tensor] | None = {} if c.codec_memory else None
         codec_patches = _NormalData(c.appearance_samples, 0, c.seed + 3)
+        # motion descriptors of degraded training clips (motion_codec_memory), each batch's, then its learned frames'
+        coded_motion: list[torch.Tensor] | None = [] if c.motion_codec_memory else None
+        codec_motions: list[torch.Tensor] = []
         for clip_index, clip in enumerate(reporter.iter(train, "features of training clips")):
             start = 0
-            for appearance, motion, _ in self._stream(clip, reporter, degraded=degraded, coded=coded):
+            for appearance, motion, _ in self._stream(clip, reporter, degraded=degraded, coded=coded,
+                                                       coded_motion=coded_motion, clip_index=clip_index):
                 if coded:
                     codec_patches.add_patches(torch.stack(list(coded.values())))
                     coded.clear()
@@ -547,6 +578,8 @@ class SpatioTemporalFeatures(VideoDetector):
                 start += len(appearance)
                 keep = [i for i, n in enumerate(numbers) if n % c.frame_step == 0]
                 everything.add(appearance[keep], motion[keep])
+                if coded_motion:
+                    codec_motions.append(coded_motion.pop()[keep].half())
                 if degraded:  # re-encoded copies join the appearance memories
                     everything.add_patches(torch.stack([degraded[i] for i in keep]))
                 for fold in (0, 1):
@@ -570,7 +603,8 @@ class SpatioTemporalFeatures(VideoDetector):
         with phases.run("memories of all training clips"):
             self.appearance_index_, self.motion_memory_ = self._memories(everything, reporter)
             self.codec_index_ = self._codec_memory(codec_patches, reporter)
-        del everything
+            self.codec_motion_memory_ = self._codec_motion_memory(codec_motions, reporter)
+        del everything, codec_motions
         origin = None
         # without two folds the normal range of typical distances is unknown: nothing is discounted (+inf)
         ceiling, motion_ceiling = torch.tensor([math.inf]), torch.tensor([math.inf])  # two tensors: both may be saved
@@ -620,6 +654,17 @@ class SpatioTemporalFeatures(VideoDetector):
         reporter.log(f"choosing {self.config.appearance_memory} codec-memory entries from {data.patches.size} "
                      f"re-encoded training patches ({', '.join(self.config.codec_memory)})")
         return self._appearance_bank(data, reporter)
+
+    def _codec_motion_memory(self, motions: list[torch.Tensor], reporter: Reporter) -> "PositionalMemory | None":
+        """The per-cell memory of the degraded training clips' motion (``motion_codec_memory``), as large as the
+        clean one; built last, so that every other memory draws the same random numbers as without it."""
+        c = self.config
+        if not c.motion_codec_memory or not motions:
+            return None
+        reporter.log(f"choosing {c.motion_memory} codec motion entries per cell from the motion of degraded training "
+                     f"clips ({', '.join(c.motion_codec_memory)})")
+        return PositionalMemory.build(self._gate_still(torch.cat(motions).float()), c.motion_memory,
+                                      c.position_tolerance, c.seed + 4, reporter=reporter)
 
     def _cross_validated_scores(self) -> tuple[np.ndarray, list[int]] | None:
         return self._cross_fitted
@@ -749,7 +794,8 @@ class SpatioTemporalFeatures(VideoDetector):
         for features, motion_features, view in run_ahead(self._stream(clip, reporter, views=tinted is not None)):
             a, m = self._distance_maps(features, motion_features, self.appearance_index_, self.motion_memory_)
             a, m = _local_average(a), _local_average(m)
-            a_score, m_score = self._frame_scores(a, m, self._coded_map(features, a))
+            a_score, m_score = self._frame_scores(a, m, self._coded_map(features, a),
+                                                  self._coded_motion_map(motion_features, a))
             appearance.append(a_score)
             motion.append(m_score)
             if maps is not None:
@@ -762,6 +808,17 @@ class SpatioTemporalFeatures(VideoDetector):
             None if maps is None else maps.array(),
             None if tinted is None else tinted.array(),
         )
+
+    def _coded_motion_map(self, motion: torch.Tensor, appearance: torch.Tensor) -> torch.Tensor | None:
+        """Motion descriptors ``(B, channels, hm, wm)`` -> locally averaged distances ``(B, hm, wm)`` to the motion
+        codec memory; None without one, or when no frame's typical appearance cell (of ``appearance``, the clean
+        map) lies above the ceiling (footage like the training data pays no second search), as :meth:`_coded_map`."""
+        ceiling = self.appearance_ceiling_
+        if self.codec_motion_memory_ is None or ceiling is None:
+            return None
+        if not bool((above_ceiling(typical_cell(appearance.flatten(1)), ceiling) > 0).any()):
+            return None
+        return _local_average(self.codec_motion_memory_.distances(motion))
 
     def _coded_map(self, features: torch.Tensor, appearance: torch.Tensor) -> torch.Tensor | None:
         """Appearance features ``(B, C, h, w)`` -> locally averaged distances ``(B, h, w)`` to the codec memory;
@@ -778,27 +835,31 @@ class SpatioTemporalFeatures(VideoDetector):
         return _local_average(distances.reshape(b, h, w))
 
     def _frame_scores(
-        self, appearance: torch.Tensor, motion: torch.Tensor, coded: torch.Tensor | None = None
+        self, appearance: torch.Tensor, motion: torch.Tensor, coded: torch.Tensor | None = None,
+        coded_motion: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Locally averaged cell distances ``(B, h, w)``, ``(B, hm, wm)`` -> each cue's raw frame score ``(B,)``:
         the highest cell; for appearance (with ``appearance_above_typical``) above the frame's median cell, or (the
         ceiling) less the part of the median above the ceiling, with each cell first lowered towards its distance
         to the codec memory ``coded`` ``(B, h, w)``, then towards its neighbours' mean (``above_ceiling_lowpass``),
-        as far as that part reaches (:func:`codec_memory_weight`)."""
+        as far as that part reaches (:func:`codec_memory_weight`). Each motion cell is lowered by the same weight
+        towards its distance to the motion codec memory, ``coded_motion`` ``(B, hm, wm)``."""
         cells = appearance.flatten(1)
         a_score = cells.amax(dim=1)
+        m_cells = motion.flatten(1)
         if self.config.appearance_above_typical:
             a_score = a_score - typical_cell(cells)
         elif self.appearance_ceiling_ is not None and math.isfinite(float(self.appearance_ceiling_)):
             excess = above_ceiling(typical_cell(cells), self.appearance_ceiling_)
             lowpass = self.config.above_ceiling_lowpass
-            if (coded is not None or lowpass > 1) and self.standardisation_ is not None:
+            if (coded is not None or coded_motion is not None or lowpass > 1) and self.standardisation_ is not None:
                 weight = codec_memory_weight(excess, float(self.standardisation_[1]))
                 if coded is not None:
                     cells = with_codec_memory(cells, coded.flatten(1), weight)
                 a_score = lowpass_above_ceiling(cells.reshape(appearance.shape), weight, lowpass).flatten(1).amax(dim=1)
+                if coded_motion is not None:
+                    m_cells = with_codec_memory(m_cells, coded_motion.flatten(1), weight)
             a_score = a_score - excess
-        m_cells = motion.flatten(1)
         m_score = m_cells.amax(dim=1)
         if self.config.typical_motion_ceiling and self.motion_ceiling_ is not None and math.isfinite(float(self.motion_ceiling_)):
             # typical_motion_ceiling: the part of the frame's typical motion cell above the normal range's highest
@@ -868,6 +929,9 @@ class SpatioTemporalFeatures(VideoDetector):
             tensors["still_texture_gate"] = self.still_gate_
         if self.codec_index_ is not None:
             tensors["codec_appearance_memory"] = self.codec_index_.bank.half()
+        if self.codec_motion_memory_ is not None:
+            assert self.codec_motion_memory_.bank is not None
+            tensors["codec_motion_memory"] = self.codec_motion_memory_.bank.half()
         if self.motion_ceiling_ is not None:
             tensors["motion_typical_ceiling"] = self.motion_ceiling_
         if self.config.motion_per_second:  # float64: the rate read back equals the training clips' exactly; 0 = unknown
@@ -899,6 +963,13 @@ class SpatioTemporalFeatures(VideoDetector):
             if codec.ndim != 2 or codec.shape[1] != self.extractor.out_channels or not bool(torch.isfinite(codec).all()):
                 raise ValueError(f"codec_appearance_memory of shape {tuple(codec.shape)} does not fit "
                                  f"{self.extractor.out_channels} channels (or is not finite)")
+        codec_motion = None
+        if self.config.motion_codec_memory:  # required when it is on
+            codec_motion = tensors["codec_motion_memory"].float()
+            if codec_motion.ndim != 3 or codec_motion.shape[0] != cells or codec_motion.shape[2] != self.motion_channels \
+                    or not bool(torch.isfinite(codec_motion).all()):
+                raise ValueError(f"codec_motion_memory of shape {tuple(codec_motion.shape)} does not fit {cells} cells "
+                                 f"of {self.motion_channels} channels (or is not finite)")
         training_fps = None
         if self.config.motion_per_second:  # saved since the setting exists; required when it is on
             rate = tensors["training_fps"]
@@ -911,6 +982,7 @@ class SpatioTemporalFeatures(VideoDetector):
         self.motion_ceiling_ = motion_ceiling
         self.still_gate_ = gate
         self.codec_index_ = None if codec is None else NearestNeighbourIndex(codec)
+        self.codec_motion_memory_ = None if codec_motion is None else PositionalMemory(codec_motion)
         self.appearance_index_ = NearestNeighbourIndex(appearance.float())  # rebuilt from the saved memory
         self.motion_memory_ = PositionalMemory(motion.float())
         self.standardisation_ = standardisation
@@ -1127,7 +1199,7 @@ class StreamingScorer(CausalScorer):
         a, m = _local_average(a), _local_average(m)
         self.maps.extend(d._standardised_map(a, m).numpy())
         smoothed: dict[str, list[float]] = {"appearance": [], "motion": []}
-        a_values, m_values = d._cue_values(*d._frame_scores(a, m, d._coded_map(features, a)))
+        a_values, m_values = d._cue_values(*d._frame_scores(a, m, d._coded_map(features, a), d._coded_motion_map(motion, a)))
         for a_value, m_value in zip(a_values.tolist(), m_values.tolist()):
             smoothed["appearance"] += self.smoothers["appearance"].push(a_value)
             smoothed["motion"] += self.smoothers["motion"].push(m_value)
