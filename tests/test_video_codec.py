@@ -109,12 +109,17 @@ def test_the_live_scorer_and_a_reloaded_model_use_it_as_predict_clip_does(fitted
     assert fitted.config.above_ceiling_lowpass > 1  # and the low-pass above the ceiling
     offline = fitted.predict_clip(frames, views=False)
     assert not np.array_equal(offline.cues["appearance"], _without_codec_memory(fitted, [frames])[0])
+    assert_live_and_reloaded_score_as_offline(fitted, frames, offline, "appearance", tmp_path)
+
+
+def assert_live_and_reloaded_score_as_offline(fitted, frames, offline, cue: str, tmp_path) -> None:
+    """The live scorer (four frames at a time) and the model saved and loaded give ``cue`` as ``offline`` did."""
     scorer = fitted.causal_scorer()
-    live = [r for i in range(0, 24, 4) for r in scorer.push(torch.stack(frames[i:i + 4]))] + scorer.finish()
-    np.testing.assert_allclose([r.cues["appearance"] for r in live], offline.cues["appearance"], atol=1e-4)
+    live = [r for i in range(0, len(frames), 4) for r in scorer.push(torch.stack(frames[i:i + 4]))] + scorer.finish()
+    np.testing.assert_allclose([r.cues[cue] for r in live], offline.cues[cue], atol=1e-4)
     fitted.save(tmp_path / "model")
     reloaded = load_detector(tmp_path / "model", kind="video").predict_clip(frames, views=False)
-    np.testing.assert_allclose(reloaded.cues["appearance"], offline.cues["appearance"], atol=1e-5)
+    np.testing.assert_allclose(reloaded.cues[cue], offline.cues[cue], atol=1e-5)
 
 
 def test_the_codec_memory_and_lowpass_are_validated_on_load_and_absent_from_models_saved_before_them(fitted, tmp_path):

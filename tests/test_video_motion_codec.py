@@ -21,6 +21,7 @@ from anomalens.models.base import create_detector, load_detector
 from anomalens.models.video.degrade import make_degradation
 from anomalens.workflows.train import train_video_model
 from _saved_tensors import assert_refused_when_damaged_or_missing
+from test_video_codec import assert_live_and_reloaded_score_as_offline
 from test_video_features import SETTINGS, auroc, clip
 
 SPEC = ("noise:3+jpeg:50",)
@@ -84,12 +85,7 @@ def test_the_live_scorer_and_a_reloaded_model_use_it_as_predict_clip_does(fitted
     frames = _mjpeg_camera(clip(21, n_frames=24)[0], seed=7)  # above the ceiling: the memory counts
     offline = fitted.predict_clip(frames, views=False)
     assert not np.array_equal(offline.cues["motion"], _without_it(fitted, [frames])[0])
-    scorer = fitted.causal_scorer()
-    live = [r for i in range(0, 24, 4) for r in scorer.push(torch.stack(frames[i:i + 4]))] + scorer.finish()
-    np.testing.assert_allclose([r.cues["motion"] for r in live], offline.cues["motion"], atol=1e-4)
-    fitted.save(tmp_path / "model")
-    reloaded = load_detector(tmp_path / "model", kind="video").predict_clip(frames, views=False)
-    np.testing.assert_allclose(reloaded.cues["motion"], offline.cues["motion"], atol=1e-5)
+    assert_live_and_reloaded_score_as_offline(fitted, frames, offline, "motion", tmp_path)
 
 
 def test_the_rest_of_the_model_is_learned_bit_for_bit_as_without_it(fitted):

@@ -178,7 +178,7 @@ def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: 
                             "noise:SIGMA, joined by + to chain them "
                             "(the flag alone: none)")
     group.add_argument("--codec-memory", nargs="*", default=None, metavar="SPEC",
-                       help="re-encodings of training frames (h264:CRF, mpeg4:QUANTISER, jpeg:QUALITY, scale:FACTOR) that make a "
+                       help="re-encodings of training frames (the kinds above) that make a "
                             "second appearance memory, consulted only where a frame as a whole lies above the normal "
                             "range (another codec or bitrate; the flag alone: none)")
     group.add_argument("--motion-codec-memory", nargs="*", default=None, metavar="SPEC",

@@ -813,22 +813,22 @@ class SpatioTemporalFeatures(VideoDetector):
         """Motion descriptors ``(B, channels, hm, wm)`` -> locally averaged distances ``(B, hm, wm)`` to the motion
         codec memory; None without one, or when no frame's typical appearance cell (of ``appearance``, the clean
         map) lies above the ceiling (footage like the training data pays no second search), as :meth:`_coded_map`."""
-        ceiling = self.appearance_ceiling_
-        if self.codec_motion_memory_ is None or ceiling is None:
-            return None
-        if not bool((above_ceiling(typical_cell(appearance.flatten(1)), ceiling) > 0).any()):
+        if self.codec_motion_memory_ is None or not self._any_above_ceiling(appearance):
             return None
         return _local_average(self.codec_motion_memory_.distances(motion))
+
+    def _any_above_ceiling(self, appearance: torch.Tensor) -> bool:
+        """Whether any frame's typical cell of the clean appearance map ``(B, h, w)`` lies above the ceiling: only
+        then do the codec memories count, so only then are they searched."""
+        ceiling = self.appearance_ceiling_
+        return ceiling is not None and bool((above_ceiling(typical_cell(appearance.flatten(1)), ceiling) > 0).any())
 
     def _coded_map(self, features: torch.Tensor, appearance: torch.Tensor) -> torch.Tensor | None:
         """Appearance features ``(B, C, h, w)`` -> locally averaged distances ``(B, h, w)`` to the codec memory;
         None without one, or when no frame's typical cell (of ``appearance``, the clean map) lies above the ceiling,
         where it would count nothing: footage like the training data pays no second search (the exported graphs
         always search both, with the same scores)."""
-        ceiling = self.appearance_ceiling_
-        if self.codec_index_ is None or ceiling is None:
-            return None
-        if not bool((above_ceiling(typical_cell(appearance.flatten(1)), ceiling) > 0).any()):
+        if self.codec_index_ is None or not self._any_above_ceiling(appearance):
             return None
         b, channels, h, w = features.shape
         distances = self.codec_index_.search(features.permute(0, 2, 3, 1).reshape(-1, channels))[0]
