@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.ndimage import maximum_filter1d, median_filter
 
 from anomalens.metrics.classification import image_auroc
 from anomalens.models.base import create_detector
@@ -173,8 +174,24 @@ def combined(appearance: np.ndarray, motion: np.ndarray, a_rule: str, m_rule: st
     return (score - j_centre) / j_spread + float(fraction) * (a + m - s_centre) / s_spread
 
 
+def in_time(values: np.ndarray, sigma: float, rule: str) -> np.ndarray:
+    """A frame-score series smoothed in time by ``rule``: ``gaussian`` (the Gaussian alone), ``medianK`` (a running
+    median of K frames first: a spike of fewer than K/2 frames, such as a codec's one-frame jump of the flow, goes
+    before the Gaussian spreads it) and ``+capD`` (no frame more than D above its own, median-filtered, score: the
+    Gaussian lowers a frame but lifts it by at most D with its neighbours' scores); e.g. ``median3+cap2``."""
+    parts = rule.split("+")
+    if parts[0].startswith("median"):
+        values = median_filter(values, int(parts.pop(0)[6:]), mode="nearest")
+    elif parts[0] == "gaussian":
+        parts.pop(0)
+    smoothed = gaussian_smooth_1d(values.astype(np.float32), sigma)
+    for part in parts:
+        smoothed = np.minimum(smoothed, values + float(part[3:] or 0))
+    return smoothed
+
+
 def evaluate(paths: list[Path], rules: list[tuple[str, str, str, float]], lookahead: int | None = None,
-             combines: list[str] = ["sum"]) -> None:
+             combines: list[str] = ["sum"], temporal: str = "gaussian", clip_normals: bool = False) -> None:
     datasets = [np.load(p) for p in paths]
     print("rule (appearance agg, motion agg, scale, sigma, combine) | per kind: AUROC / found at <=1% / <=5% flagged "
           "(mean over splits) | mean over kinds found at <=1% / <=5%: mean, per split, splits beating the first rule")
@@ -195,12 +212,14 @@ def evaluate(paths: list[Path], rules: list[tuple[str, str, str, float]], lookah
             for c in clips:
                 frame = combined(data[f"{c}_appearance"], data[f"{c}_motion"], a_rule, m_rule, scales, combine)
                 frame = frame.astype(np.float32)
-                s = gaussian_smooth_1d(frame, sigma) if lookahead is None else causal(frame, sigma, lookahead)
+                s = in_time(frame, sigma, temporal) if lookahead is None else causal(frame, sigma, lookahead)
                 kind, labels = str(data[f"{c}_kind"]), data[f"{c}_labels"]
                 if kind == "normal":
                     normal.append(s)
                 else:
                     per_kind.setdefault(kind, []).append(s[labels == 1])
+                    if clip_normals:  # the frames around an inserted anomaly, normal by their labels
+                        normal.append(s[labels == 0])
             normal_all = np.concatenate(normal)
             for kind, parts in per_kind.items():
                 bad = np.concatenate(parts)
@@ -238,10 +257,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--combine", nargs="*", default=["sum"], metavar="RULE",
                         help="how the two cues make a frame score: sum, tail, sum+tail, tippett, jointK, tailjointK, jointK+F "
                              "(see combined(); default: sum)")
+    parser.add_argument("--in-time", default="gaussian", metavar="RULE",
+                        help="smoothing in time (see in_time()): gaussian, medianK, gaussian+capD, medianK+capD (default: gaussian)")
+    parser.add_argument("--clip-normals", action="store_true",
+                        help="count the normal frames of the clips with an inserted anomaly as normal too")
     args = parser.parse_args(argv)
     if args.evaluate:
         rules = [(a, m, s, float(g)) for a, m, s, g in (r.split(",") for r in args.rules)] if args.rules else grid()
-        evaluate(args.evaluate, rules, args.lookahead, args.combine)
+        evaluate(args.evaluate, rules, args.lookahead, args.combine, args.in_time, args.clip_normals)
     else:
         capture(args)
     return 0

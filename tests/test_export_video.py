@@ -241,3 +241,39 @@ def test_still_texture_runs_in_the_bundle_and_matches_analyze_video(conveyor, tm
     inferencer = VideoInferencer.load(still_bundle.folder)
     got = inferencer.predict_video(video)
     assert np.abs(got.scores - expected.scores).max() <= PARITY * inferencer.calibration.scale
+
+
+def test_the_running_median_and_cap_in_time_run_in_the_bundle(conveyor, tmp_path):
+    """``temporal_median`` and ``temporal_cap`` are recorded in bundle.json and applied by the runtime as by the
+    library; a bundle exported before them (no such keys) smooths with the Gaussian alone, and wrong values are
+    refused on load."""
+    import dataclasses
+
+    from anomalens.data.video_io import open_clip
+    from anomalens.models.base import load_detector
+
+    run = _train(conveyor, "stfeatures", tmp_path, appearance_memory=512, appearance_samples=20_000,
+                 temporal_median=3, temporal_cap=0.0)
+    bundle = export_model(run, "onnx", "fp32", tmp_path / "bundle")
+    check = bundle.check
+    assert check["frames"] > 0 and check["same_verdicts"] and check["max_score_difference_over_scale"] < PARITY
+    meta_file = bundle.folder / "bundle.json"
+    meta = json.loads(meta_file.read_text())
+    assert (meta["video"]["temporal_median"], meta["video"]["temporal_cap"]) == (3, 0.0)
+
+    video = _test_video(conveyor)
+    detector = load_detector(run / "model", kind="video")
+    smoothed = detector.predict_clip(open_clip(video, detector.preprocessing), views=False)
+    detector.config = dataclasses.replace(detector.config, temporal_median=1, temporal_cap=None)
+    gaussian_alone = detector.predict_clip(open_clip(video, detector.preprocessing), views=False)
+    scale = VideoInferencer.load(bundle.folder).calibration.scale
+    assert np.abs(smoothed.scores - gaussian_alone.scores).max() > 10 * PARITY * scale  # the two rules differ
+    del meta["video"]["temporal_median"], meta["video"]["temporal_cap"]
+    meta_file.write_text(json.dumps(meta))
+    inferencer = VideoInferencer.load(bundle.folder)
+    got = inferencer.predict_video(video)
+    assert np.abs(got.scores - gaussian_alone.scores).max() <= PARITY * scale
+    for field, value in (("temporal_median", 4), ("temporal_cap", "high")):
+        meta_file.write_text(json.dumps({**meta, "video": {**meta["video"], field: value}}))
+        with pytest.raises(CheckpointError, match=field):
+            VideoInferencer.load(bundle.folder)

@@ -28,7 +28,7 @@ VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", 
                      "temporal_sigma", "input_blur", "training_degradations", "flow_min_contrast",
                      "appearance_above_typical", "threshold_from_folds", "typical_appearance_ceiling", "still_texture_weight",
                      "still_texture_where_moving", "codec_memory", "above_ceiling_lowpass", "motion_per_second",
-                     "cue_combination", "typical_motion_ceiling", "motion_codec_memory")
+                     "cue_combination", "typical_motion_ceiling", "motion_codec_memory", "temporal_median", "temporal_cap")
 
 
 class LibraryChoices:
@@ -157,6 +157,13 @@ def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: 
                        help="optical-flow quality against speed")
     group.add_argument("--frame-step", type=int, default=None, help="learn from every n-th training frame")
     group.add_argument("--temporal-sigma", type=float, default=None, help="Gaussian smoothing of frame scores, in frames; 0 = none")
+    group.add_argument("--temporal-median", type=int, default=None, metavar="FRAMES",
+                       help="running median of each cue's frame scores before the Gaussian (odd; a shorter spike, such "
+                            "as a codec's one-frame jump of the flow, goes; 1 = none)")
+    group.add_argument("--temporal-cap", type=float, default=None, metavar="UNITS",
+                       help="no frame's smoothed cue more than this many standard units above its own (median) score: "
+                            "the smoothing no longer lifts the normal frames next to an anomaly with its score, but a "
+                            "noisy anomaly's low frames stay low (default: no cap)")
     group.add_argument("--input-blur", type=float, default=None,
                        help="Gaussian low-pass before the appearance features, in pixels; 0 = none")
     group.add_argument("--flow-min-contrast", type=float, default=None,

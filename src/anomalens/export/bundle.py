@@ -186,8 +186,10 @@ def _video_outside_graph(detector: BaseDetector) -> list[str]:
         return [*common, "windows every stride frames (plus one flush with the end); each frame's map is the mean "
                 "of the maps of the windows covering it; score = maximum of that map", *tail]
     return [*common, "DIS optical flow between consecutive grey frames (OpenCV, anomalens.data.flow); the first "
-            "frame borrows the second's flow", "Gaussian smoothing of each cue's series in time (taps in "
-            "video.temporal_kernel, anomalens.metrics.smoothing)", "score = smoothed appearance + smoothed motion", *tail]
+            "frame borrows the second's flow", "each cue's series smoothed in time: a running median of "
+            "video.temporal_median frames, the Gaussian taps in video.temporal_kernel, then no frame more than "
+            "video.temporal_cap (when set) above its own median (anomalens.metrics.smoothing.smooth_scores)",
+            "score = smoothed appearance + smoothed motion", *tail]
 
 
 def _validation_clips(run: dict[str, Any], preprocessing: Any) -> list[Any]:

@@ -195,5 +195,9 @@ def export_video_graphs(detector: BaseDetector, folder: Path) -> dict[str, Any]:
         "cues": ["appearance", "motion"],
         "temporal_sigma": sigma,
         "temporal_kernel": series_kernel(sigma).tolist() if sigma > 0 else [1.0],
+        # before the taps, a running median of this many frames; then no frame more than the cap above its own
+        # median (null: no cap)
+        "temporal_median": int(getattr(c, "temporal_median", 1)),
+        "temporal_cap": getattr(c, "temporal_cap", None),
     }
     return {"graphs": graphs, "video": video}

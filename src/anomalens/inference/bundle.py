@@ -152,3 +152,9 @@ def _check_video(meta: dict[str, Any], path: Path) -> None:
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in kernel)
             and abs(sum(kernel) - 1.0) < 1e-6):
         raise CheckpointError("video.temporal_kernel must be an odd number of non-negative taps summing to 1", path)
+    median = video.get("temporal_median", 1)  # both absent in bundles exported before them
+    if isinstance(median, bool) or not isinstance(median, int) or median < 1 or median % 2 == 0 or median > 999:
+        raise CheckpointError(f"video.temporal_median must be an odd number of frames from 1 to 999, got {median!r}", path)
+    cap = video.get("temporal_cap")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 0 <= cap <= 1000):
+        raise CheckpointError(f"video.temporal_cap must be null or a number from 0 to 1000, got {cap!r}", path)

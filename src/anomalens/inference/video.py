@@ -4,7 +4,7 @@ A video bundle (``anomalens export`` of a ``stfeatures`` or ``convlstm`` run) ho
 :mod:`anomalens.export.video`; this module does what stays outside them, with the library's own torch-free code:
 decoding (PyAV, :mod:`anomalens.data.video_io`) and resizing (:mod:`anomalens.data.pixels`), the DIS optical
 flow (OpenCV, :mod:`anomalens.data.flow`), the temporal smoothing of each cue (:mod:`anomalens.metrics.smoothing`,
-taps from ``bundle.json``), the sliding windows of the ConvLSTM, and the verdicts and events with the model's
+taps, median width and cap from ``bundle.json``), the sliding windows of the ConvLSTM, and the verdicts and events with the model's
 calibration (:mod:`anomalens.metrics.events`). It gives ``analyze-video``'s per-frame scores.
 
 Needs numpy, Pillow, ONNX Runtime or OpenVINO, plus PyAV to read video files and ``opencv-python-headless``
@@ -29,7 +29,7 @@ from anomalens.errors import CheckpointError, DataError
 from anomalens.inference.bundle import read_bundle
 from anomalens.inference.engines import Engine, open_engine
 from anomalens.metrics.events import attach_peak_cues, calibrated_events
-from anomalens.metrics.smoothing import smooth_series
+from anomalens.metrics.smoothing import smooth_scores
 from anomalens.metrics.threshold import Calibration
 
 @dataclass
@@ -151,8 +151,10 @@ class VideoInferencer:
         if not maps:
             raise DataError("the video has no frames")
         kernel = np.asarray(v["temporal_kernel"], dtype=np.float64)
-        cues = {"appearance": smooth_series(np.concatenate(appearance_cue), kernel),
-                "motion": smooth_series(np.concatenate(motion_cue), kernel)}
+        # the median and the cap are absent in bundles exported before them: the Gaussian alone, as then
+        median, cap = int(v.get("temporal_median", 1)), v.get("temporal_cap")
+        cues = {name: smooth_scores(np.concatenate(values), kernel, median, cap)
+                for name, values in (("appearance", appearance_cue), ("motion", motion_cue))}
         return cues["appearance"] + cues["motion"], np.concatenate(maps), cues
 
     # ---- convlstm: windows on the model's stride, each frame's maps averaged over its windows ---------------

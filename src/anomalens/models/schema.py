@@ -132,6 +132,8 @@ RANGES: dict[str, Range] = {
     "position_tolerance": Range(0, 16),
     "frame_step": Range(1, 10_000),
     "temporal_sigma": Range(0.0, 10_000.0),
+    "temporal_median": Range(1, 999),  # odd: the model checks that
+    "temporal_cap": Range(0.0, 1000.0),
     "input_blur": Range(0.0, 64.0),
     "flow_min_contrast": Range(0.0, 255.0),
     "still_texture_weight": Range(0.0, 1000.0),

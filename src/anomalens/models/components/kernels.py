@@ -1,5 +1,6 @@
 """The one Gaussian kernel, and the blurs built on it: anomaly maps, SSIM windows, frame-score series (offline,
-and causally for live streams: :class:`DelayedGaussian`).
+and causally for live streams: :class:`DelayedGaussian`, and with the running median and cap of
+:func:`anomalens.metrics.smoothing.smooth_scores`, :class:`DelayedSmoothing`).
 
 The kernel is truncated at ``round(4 * sigma)`` taps each side (scipy's and anomalib's default) unless a caller
 needs a fixed window (SSIM's 11 pixels). Borders reflect, so an edge does not look darker than the middle;
@@ -111,3 +112,74 @@ class DelayedGaussian:
                     j = 2 * (total - 1) - j
             value += weight * self.window[j - first]
         return value
+
+
+class DelayedMedian:
+    """:func:`~anomalens.metrics.smoothing.running_median` one value at a time: each median comes out ``delay``
+    values after its own. With the full look-ahead (``width // 2``; the default) it equals the offline result, ends
+    included; a shorter ``lookahead`` takes the window further back (``lookahead`` 0: the value and the
+    ``width - 1`` before it)."""
+
+    def __init__(self, width: int, lookahead: int | None = None) -> None:
+        if width < 1 or width % 2 == 0:
+            raise ValueError(f"the running median's width must be odd and positive, got {width}")
+        half = width // 2
+        self.delay = half if lookahead is None else max(0, min(int(lookahead), half))
+        self.behind = width - 1 - self.delay
+        self.window: deque[float] = deque(maxlen=width)
+        self.count = self.emitted = 0
+
+    def push(self, value: float) -> list[float]:
+        self.window.append(float(value))
+        self.count += 1
+        out = []
+        while self.emitted + self.delay <= self.count - 1:
+            out.append(self._at(self.emitted, self.count - 1))
+            self.emitted += 1
+        return out
+
+    def finish(self) -> list[float]:
+        out = []
+        while self.emitted < self.count:
+            out.append(self._at(self.emitted, self.count - 1))
+            self.emitted += 1
+        return out
+
+    def _at(self, t: int, last: int) -> float:
+        if self.count < 2:  # the offline rule: fewer than two values are kept as they are
+            return self.window[-1]
+        first = self.count - len(self.window)
+        picked = [self.window[min(max(j, 0), last) - first] for j in range(t - self.behind, t + self.delay + 1)]
+        return float(np.median(np.asarray(picked, dtype=np.float32)))
+
+
+class DelayedSmoothing:
+    """:func:`~anomalens.metrics.smoothing.smooth_scores` one value at a time: the running median, the Gaussian
+    and the cap, each value out ``delay`` values after its own (the median's ``width // 2`` plus the Gaussian's
+    radius with the full look-ahead, which gives the offline result). A shorter ``lookahead`` goes to the median
+    first (it needs one frame), the rest to the Gaussian."""
+
+    def __init__(self, sigma: float, median_width: int = 1, cap: float | None = None, lookahead: int | None = None) -> None:
+        self.median = DelayedMedian(median_width, lookahead)
+        rest = None if lookahead is None else max(0, int(lookahead) - self.median.delay)
+        self.gaussian = DelayedGaussian(sigma, rest)
+        self.cap = cap
+        self.delay = self.median.delay + self.gaussian.delay
+        self.medians: deque[float] = deque()  # medians whose smoothed value is not out yet (the cap needs them)
+
+    def push(self, value: float) -> list[float]:
+        return self._through([v for m in self.median.push(value) for v in self._gauss(m)])
+
+    def finish(self) -> list[float]:
+        out = [v for m in self.median.finish() for v in self._gauss(m)]
+        return self._through(out + self.gaussian.finish())
+
+    def _gauss(self, median: float) -> list[float]:
+        self.medians.append(median)
+        return self.gaussian.push(median)
+
+    def _through(self, smoothed: list[float]) -> list[float]:
+        own = [self.medians.popleft() for _ in smoothed]
+        if self.cap is None:
+            return smoothed
+        return [min(s, float(np.float32(m) + np.float32(self.cap))) for s, m in zip(smoothed, own)]

@@ -1,0 +1,120 @@
+"""Smoothing stfeatures' frame scores in time: a running median of each cue's series, the Gaussian, and a cap a
+given number of standard units above each frame's own (median) value (``temporal_median``, ``temporal_cap``; both
+opt-in). A one-frame spike of a normal series goes instead of being spread over its neighbours; the normal frames
+next to an anomaly are not lifted by its score (by at most the cap) while the anomaly keeps its height; the live
+scorer smooths one frame at a time as ``predict_clip`` does; a reloaded model smooths as it was trained to, and
+models saved before the two settings with the Gaussian alone, as they did."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from anomalens.errors import CheckpointError, ConfigError
+from anomalens.metrics.smoothing import running_median, smooth_scores, smooth_series
+from anomalens.models.base import create_detector, load_detector
+from anomalens.models.components.kernels import DelayedMedian, DelayedSmoothing, gaussian_smooth_1d, series_kernel
+from anomalens.progress import SILENT
+from test_video_codec import assert_live_and_reloaded_score_as_offline
+from test_video_features import SETTINGS, clip
+
+KERNEL = series_kernel(2.0)  # the default temporal_sigma's taps, radius 8
+
+
+def test_a_one_frame_spike_goes_and_a_step_stays_where_it_is():
+    flat = np.zeros(40, np.float32)
+    spike = flat.copy()
+    spike[20] = 10.0
+    assert smooth_series(spike, KERNEL)[14:27].min() > 0.01  # the Gaussian alone spreads it over 13 frames
+    assert np.array_equal(smooth_scores(spike, KERNEL, median_width=3), flat)
+    two = flat.copy()
+    two[20:22] = 10.0
+    assert smooth_scores(two, KERNEL, median_width=3).max() > 2.0  # two frames outlast a median of three
+    step = flat.copy()
+    step[20:] = 10.0
+    assert np.array_equal(running_median(step, 3), step) and np.array_equal(running_median(step, 5), step)
+
+
+def test_the_cap_keeps_an_anomalys_score_off_its_normal_neighbours_and_its_own_height():
+    series = np.full(60, -1.0, np.float32)
+    series[30:45] = 8.0
+    plain = smooth_scores(series, KERNEL)
+    capped = smooth_scores(series, KERNEL, median_width=3, cap=0.0)
+    assert plain[26:30].min() > -0.9 and plain[45:49].min() > -0.9  # lifted by the anomaly beside them
+    assert np.array_equal(capped[:30], series[:30]) and np.array_equal(capped[45:], series[45:])
+    assert capped[36:39].min() == pytest.approx(8.0, abs=0.01)  # the middle of the anomaly keeps its height
+    assert np.all(capped <= series + 1e-6)
+    loose = smooth_scores(series, KERNEL, median_width=3, cap=1.5)  # lifted by at most 1.5 units
+    assert np.all(loose <= series + 1.5 + 1e-6) and loose[29] == pytest.approx(0.5) and loose[20] == plain[20]
+
+
+def test_an_even_median_is_refused():
+    with pytest.raises(ValueError, match="odd"):
+        running_median(np.zeros(5), 2)
+    with pytest.raises(ValueError, match="odd"):
+        DelayedMedian(4)
+    with pytest.raises(ConfigError, match="temporal_median must be an odd number"):
+        create_detector("stfeatures", **SETTINGS, temporal_median=4)
+
+
+@pytest.mark.parametrize("width,cap", [(1, None), (3, None), (3, 0.0), (5, 0.7)])
+def test_one_value_at_a_time_equals_the_offline_smoothing(width, cap):
+    for n in (1, 2, 3, 6, 11, 40):
+        values = np.random.default_rng(n).normal(size=n).astype(np.float32)
+        smoother = DelayedSmoothing(2.0, width, cap)
+        assert smoother.delay == width // 2 + 8
+        out = [y for v in values for y in smoother.push(v)]
+        assert len(out) == max(0, n - smoother.delay)  # each value comes `delay` values later
+        out += smoother.finish()
+        np.testing.assert_allclose(out, smooth_scores(values, KERNEL, width, cap), atol=1e-5)
+
+
+def test_a_shorter_lookahead_goes_to_the_median_first():
+    one = DelayedSmoothing(2.0, 3, 0.0, lookahead=1)
+    assert (one.median.delay, one.gaussian.delay, one.delay) == (1, 0, 1)
+    causal = DelayedSmoothing(2.0, 3, 0.0, lookahead=0)
+    assert causal.delay == 0 and causal.push(1.0) == [1.0]
+    # the median of each frame and the two before it: a one-frame spike goes at once, a lasting step shows
+    causal = DelayedSmoothing(2.0, 3, 0.0, lookahead=0)
+    out = [y for v in [0.0] * 10 + [9.0] + [0.0] * 5 + [9.0] * 3 for y in causal.push(v)]
+    assert max(out[:16]) == 0.0 and 0.0 < out[-1] < 9.0
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    train = [clip(seed)[0] for seed in range(4)]
+    return create_detector("stfeatures", **SETTINGS, temporal_median=3, temporal_cap=0.5).fit_clips(
+        train, [clip(10)[0], clip(11)[0]])
+
+
+def test_each_cue_is_smoothed_so_live_reloaded_and_before_the_settings(fitted, tmp_path):
+    frames, _ = clip(21, anomaly="stop")
+    result = fitted.predict_clip(frames, views=False)
+    raw = fitted._score_stream(frames, SILENT)
+    cues = dict(zip(("appearance", "motion"), (c.numpy() for c in fitted._cue_values(raw.appearance, raw.motion))))
+    for name, cue in cues.items():
+        np.testing.assert_allclose(result.cues[name], smooth_scores(cue, KERNEL, 3, cap=0.5), atol=1e-5)
+    np.testing.assert_allclose(result.scores, result.cues["appearance"] + result.cues["motion"], atol=1e-5)
+    assert fitted.causal_scorer().delay_frames == 9  # the median's one frame and the Gaussian's eight
+    for cue in ("appearance", "motion"):  # four frames at a time, and saved and loaded
+        assert_live_and_reloaded_score_as_offline(fitted, frames, result, cue, tmp_path / cue)
+
+    folder = tmp_path / "model"
+    fitted.save(folder)
+    meta = json.loads((folder / "config.json").read_text())
+    assert (meta["config"]["temporal_median"], meta["config"]["temporal_cap"]) == (3, 0.5)
+    del meta["config"]["temporal_median"], meta["config"]["temporal_cap"]
+    (folder / "config.json").write_text(json.dumps(meta))
+    before = load_detector(folder, kind="video")
+    assert (before.config.temporal_median, before.config.temporal_cap) == (1, None)
+    old = before.predict_clip(frames, views=False)
+    for name, cue in cues.items():
+        np.testing.assert_allclose(old.cues[name], gaussian_smooth_1d(cue, 2.0), atol=1e-5)
+    assert np.abs(old.scores - result.scores).max() > 0.01  # the smoothing is what changed
+
+    for field, value in (("temporal_median", 2), ("temporal_cap", -1.0)):
+        (folder / "config.json").write_text(json.dumps({**meta, "config": {**meta["config"], field: value}}))
+        with pytest.raises(CheckpointError, match=field):
+            load_detector(folder, kind="video")
