@@ -1,13 +1,14 @@
-"""Do the typical-appearance ceiling, the codec memory and the low-pass above the ceiling touch footage like the
+"""Do the typical-appearance ceiling, the codec memories and the low-pass above the ceiling touch footage like the
 training data? A check that reads no labels.
 
 Trains the default video model on a category's normal training clips (as ``anomalens train-video`` does), or loads
 a trained run, then scores every *test* clip and counts the frames whose typical (median) appearance cell distance
 lies above the ceiling saved with the model, i.e. the frames whose score ``typical_appearance_ceiling`` changes,
 and the largest change (standardised units, before smoothing in time; smoothing only averages these). The codec
-memory (``codec_memory``) and the low-pass above the ceiling (``above_ceiling_lowpass``) count only for those same
-frames (their weight is 0 at or below the ceiling), and the clean memories, standardisation and ceiling of a model
-with them are bit for bit those of one without (tests/test_video_codec.py). The threshold also hears the held-out
+memories (``codec_memory``, ``motion_codec_memory``) and the low-pass above the ceiling (``above_ceiling_lowpass``)
+count only for those same frames (their weight is 0 at or below the ceiling), and the clean memories,
+standardisation and ceiling of a model with them are bit for bit those of one without (tests/test_video_codec.py,
+tests/test_video_motion_codec.py). The threshold also hears the held-out
 training clips (``validation_clips`` of the run), scored with the ceiling: they are counted the same way. So zero
 frames changed, in the test and the held-out clips, means no score and no threshold changed by any of them. No frame
 label, anomaly type or test metric is read: on a test set this measures what the setting does, not how well it
