@@ -55,8 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tuning.add_argument("--lookahead", type=int, default=None,
                         help="frames a video model may wait for its time smoothing (default: "
                              f"{LIVE_LOOKAHEAD} from a stream, camera or --realtime file; for a file read as fast as it "
-                             "goes the full kernel, round(4 x temporal_sigma) frames for stfeatures, which gives "
-                             "analyze-video's scores; 0 = none)")
+                             "goes the full kernel, round(4 x temporal_sigma) frames for stfeatures (plus "
+                             "temporal_median // 2), which gives analyze-video's scores; 0 = none)")
     tuning.add_argument("--close-level", type=float, default=d.close_level,
                         help="normalised score below which an open event counts as quiet; below 0.5 = hysteresis "
                              f"(default: {d.close_level:g}, the threshold)")

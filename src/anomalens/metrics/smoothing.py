@@ -4,7 +4,8 @@ The Gaussian taps come from :func:`anomalens.models.components.kernels.series_ke
 is the convolution both the library (``gaussian_smooth_1d``) and the torch-free runtime of exported video
 bundles (which reads the taps from ``bundle.json``) apply to them. :func:`smooth_scores` is the whole rule by
 which stfeatures smooths each cue: a running median, the Gaussian, and optionally the cap a little above each
-frame's own (median) value; :class:`anomalens.models.components.kernels.DelayedSmoothing` is the same rule one frame at a time.
+frame's own (median) value; :class:`anomalens.models.components.kernels.DelayedSmoothing` is the same rule one
+frame at a time.
 
 >>> smooth_series(np.array([0.0, 0.0, 3.0, 0.0, 0.0]), np.array([0.25, 0.5, 0.25])).tolist()
 [0.0, 0.75, 1.5, 0.75, 0.0]
