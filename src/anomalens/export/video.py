@@ -194,7 +194,7 @@ def export_video_graphs(detector: BaseDetector, folder: Path) -> dict[str, Any]:
         "training_fps": getattr(detector, "training_fps_", None) if getattr(c, "motion_per_second", False) else None,
         "cues": ["appearance", "motion"],
         "temporal_sigma": sigma,
-        "temporal_kernel": series_kernel(sigma).tolist() if sigma > 0 else [1.0],
+        "temporal_kernel": series_kernel(sigma).tolist(),
         # before the taps, a running median of this many frames; then no frame more than the cap above its own
         # median (null: no cap)
         "temporal_median": int(getattr(c, "temporal_median", 1)),

@@ -50,13 +50,14 @@ def gaussian_blur(images: torch.Tensor, sigma: float, radius: int | None = None)
 
 def gaussian_smooth_1d(values: np.ndarray, sigma: float) -> np.ndarray:
     """Smooth a series (frame scores) with a Gaussian of ``sigma`` samples, reflecting at both ends."""
-    if sigma <= 0:
-        return values.astype(np.float32)
     return smooth_series(values, series_kernel(sigma))
 
 
 def series_kernel(sigma: float) -> np.ndarray:
-    """The float64 taps :func:`gaussian_smooth_1d` convolves with (saved in exported video bundles)."""
+    """The float64 taps :func:`gaussian_smooth_1d` convolves with (saved in exported video bundles); a single tap
+    of 1 for ``sigma <= 0`` (no smoothing)."""
+    if sigma <= 0:
+        return np.ones(1)
     kernel = gaussian_kernel1d(sigma).double().numpy()
     return kernel / kernel.sum()
 
@@ -69,9 +70,8 @@ class DelayedGaussian:
     scores; 0 makes it a one-sided (purely causal) filter."""
 
     def __init__(self, sigma: float, lookahead: int | None = None) -> None:
-        kernel = gaussian_kernel1d(sigma).double().numpy() if sigma > 0 else np.ones(1)
-        self.kernel = kernel / kernel.sum()
-        self.radius = len(kernel) // 2
+        self.kernel = series_kernel(sigma)
+        self.radius = len(self.kernel) // 2
         self.delay = self.radius if lookahead is None else max(0, min(int(lookahead), self.radius))
         self.window: deque[float] = deque(maxlen=2 * self.radius + 1)
         self.count = self.emitted = 0

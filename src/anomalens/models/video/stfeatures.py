@@ -920,8 +920,7 @@ class SpatioTemporalFeatures(VideoDetector):
     def _in_time(self, cue: np.ndarray) -> np.ndarray:
         """One cue's frame scores smoothed in time: running median, Gaussian, cap (:func:`smooth_scores`)."""
         c = self.config
-        kernel = series_kernel(c.temporal_sigma) if c.temporal_sigma > 0 else np.ones(1)
-        return smooth_scores(cue, kernel, c.temporal_median, c.temporal_cap)
+        return smooth_scores(cue, series_kernel(c.temporal_sigma), c.temporal_median, c.temporal_cap)
 
     def causal_scorer(self, lookahead: int | None = None, fps: float | None = None) -> "StreamingScorer":
         """Score a live stream frame by frame; by default the scores equal :meth:`predict_clip`'s, given
