@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.ndimage import maximum_filter1d, median_filter
 
 from anomalens.metrics.classification import image_auroc
+from anomalens.metrics.smoothing import smooth_scores
 from anomalens.models.base import create_detector
-from anomalens.models.components.kernels import DelayedGaussian, gaussian_smooth_1d
+from anomalens.models.components.kernels import DelayedGaussian, series_kernel
 from anomalens.models.video.stfeatures import cue_surprise
 from anomalens.progress import Reporter
 
@@ -175,19 +175,15 @@ def combined(appearance: np.ndarray, motion: np.ndarray, a_rule: str, m_rule: st
 
 
 def in_time(values: np.ndarray, sigma: float, rule: str) -> np.ndarray:
-    """A frame-score series smoothed in time by ``rule``: ``gaussian`` (the Gaussian alone), ``medianK`` (a running
-    median of K frames first: a spike of fewer than K/2 frames, such as a codec's one-frame jump of the flow, goes
-    before the Gaussian spreads it) and ``+capD`` (no frame more than D above its own, median-filtered, score: the
-    Gaussian lowers a frame but lifts it by at most D with its neighbours' scores); e.g. ``median3+cap2``."""
-    parts = rule.split("+")
-    if parts[0].startswith("median"):
-        values = median_filter(values, int(parts.pop(0)[6:]), mode="nearest")
-    elif parts[0] == "gaussian":
-        parts.pop(0)
-    smoothed = gaussian_smooth_1d(values.astype(np.float32), sigma)
-    for part in parts:
-        smoothed = np.minimum(smoothed, values + float(part[3:] or 0))
-    return smoothed
+    """A frame-score series smoothed in time by ``rule``, the library's :func:`smooth_scores` with: ``gaussian``
+    (the Gaussian alone), ``medianK`` (a running median of K frames first: a spike of fewer than K/2 frames, such as
+    a codec's one-frame jump of the flow, goes before the Gaussian spreads it) and ``+capD`` (no frame more than D
+    above its own, median-filtered, score: the Gaussian lowers a frame but lifts it by at most D with its
+    neighbours' scores); e.g. ``median3+cap2``."""
+    first, *rest = rule.split("+")
+    width = int(first[6:]) if first.startswith("median") else 1
+    caps = [float(part[3:] or 0) for part in rest]
+    return smooth_scores(values, series_kernel(sigma), width, min(caps) if caps else None)
 
 
 def evaluate(paths: list[Path], rules: list[tuple[str, str, str, float]], lookahead: int | None = None,
