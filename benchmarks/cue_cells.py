@@ -174,16 +174,27 @@ def combined(appearance: np.ndarray, motion: np.ndarray, a_rule: str, m_rule: st
     return (score - j_centre) / j_spread + float(fraction) * (a + m - s_centre) / s_spread
 
 
-def in_time(values: np.ndarray, sigma: float, rule: str) -> np.ndarray:
+def in_time(values: np.ndarray, sigma: float, rule: str, spill: float | None = None) -> np.ndarray:
     """A frame-score series smoothed in time by ``rule``, the library's :func:`smooth_scores` with: ``gaussian``
     (the Gaussian alone), ``medianK`` (a running median of K frames first: a spike of fewer than K/2 frames, such as
-    a codec's one-frame jump of the flow, goes before the Gaussian spreads it) and ``+capD`` (no frame more than D
+    a codec's one-frame jump of the flow, goes before the Gaussian spreads it), ``+capD`` (no frame more than D
     above its own, median-filtered, score: the Gaussian lowers a frame but lifts it by at most D with its
-    neighbours' scores); e.g. ``median3+cap2``."""
+    neighbours' scores) and ``+spillX`` / ``+spillnormal`` (the Gaussian spreads only the part of each value up to
+    ``spill``, X or each cue's highest cross-fitted normal value, see :func:`spill_limit`); e.g. ``median3+cap2``,
+    ``gaussian+spillnormal``."""
     first, *rest = rule.split("+")
     width = int(first[6:]) if first.startswith("median") else 1
-    caps = [float(part[3:] or 0) for part in rest]
-    return smooth_scores(values, series_kernel(sigma), width, min(caps) if caps else None)
+    caps = [float(part[3:] or 0) for part in rest if part.startswith("cap")]
+    return smooth_scores(values, series_kernel(sigma), width, min(caps) if caps else None, spill)
+
+
+def spill_limit(rule: str, cross: np.ndarray) -> float | None:
+    """The spill limit that ``rule`` sets for a cue whose standardised cross-fitted normal frame scores are ``cross``:
+    ``spillX`` X, ``spillnormal`` their highest (the library's ``temporal_spill`` "normal"), none without either."""
+    part = next((p for p in rule.split("+") if p.startswith("spill")), None)
+    if part is None:
+        return None
+    return float(cross.max()) if part == "spillnormal" else float(part[5:])
 
 
 def evaluate(paths: list[Path], rules: list[tuple[str, str, str, float]], lookahead: int | None = None,
@@ -205,10 +216,20 @@ def evaluate(paths: list[Path], rules: list[tuple[str, str, str, float]], lookah
             per_kind: dict[str, list[np.ndarray]] = {}
             normal = []
             clips = sorted({k.split("_")[0] for k in data.files if k.startswith("clip")})
+            per_cue = "spill" in temporal  # the library's rule, each cue smoothed with its own limit, then added
+            if per_cue and (combine != "sum" or lookahead is not None):
+                raise ValueError("a spill rule is evaluated with --combine sum and without --lookahead")
+            cues = ((data["cross_appearance"], a_rule, a_centre, a_spread), (data["cross_motion"], m_rule, m_centre, m_spread))
+            limits = [spill_limit(temporal, (aggregate(x, rule) - centre) / spread) for x, rule, centre, spread in cues]
             for c in clips:
-                frame = combined(data[f"{c}_appearance"], data[f"{c}_motion"], a_rule, m_rule, scales, combine)
-                frame = frame.astype(np.float32)
-                s = in_time(frame, sigma, temporal) if lookahead is None else causal(frame, sigma, lookahead)
+                if per_cue:
+                    s = sum(in_time(((aggregate(data[f"{c}_{name}"], rule) - centre) / spread).astype(np.float32),
+                                    sigma, temporal, limit)
+                            for name, (_, rule, centre, spread), limit in zip(("appearance", "motion"), cues, limits))
+                else:
+                    frame = combined(data[f"{c}_appearance"], data[f"{c}_motion"], a_rule, m_rule, scales, combine)
+                    frame = frame.astype(np.float32)
+                    s = in_time(frame, sigma, temporal) if lookahead is None else causal(frame, sigma, lookahead)
                 kind, labels = str(data[f"{c}_kind"]), data[f"{c}_labels"]
                 if kind == "normal":
                     normal.append(s)
@@ -254,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="how the two cues make a frame score: sum, tail, sum+tail, tippett, jointK, tailjointK, jointK+F "
                              "(see combined(); default: sum)")
     parser.add_argument("--in-time", default="gaussian", metavar="RULE",
-                        help="smoothing in time (see in_time()): gaussian, medianK, gaussian+capD, medianK+capD (default: gaussian)")
+                        help="smoothing in time (see in_time()): gaussian, medianK, gaussian+capD, medianK+capD, "
+                             "gaussian+spillX, gaussian+spillnormal (default: gaussian)")
     parser.add_argument("--clip-normals", action="store_true",
                         help="count the normal frames of the clips with an inserted anomaly as normal too")
     args = parser.parse_args(argv)

@@ -48,7 +48,6 @@ from anomalens.data.synthetic_video import ANOMALY_TYPES, DEFAULT_VIDEO_CATEGORY
 from anomalens.data.video_io import encode_video, open_clip
 from anomalens.metrics.classification import image_auroc
 from anomalens.metrics.drift import assess_drift
-from anomalens.models.components.kernels import gaussian_smooth_1d
 from anomalens.models.base import load_detector
 from anomalens.progress import Reporter
 from anomalens.workflows.train import train_video_model
@@ -181,8 +180,7 @@ class FrameScoreRecorder:
         try:
             parts = [self._frame_scores(*batch) for batch in batches]
             appearance, motion = d._cue_values(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
-            sigma = d.config.temporal_sigma
-            return gaussian_smooth_1d(appearance.numpy(), sigma) + gaussian_smooth_1d(motion.numpy(), sigma)
+            return d._in_time(appearance.numpy(), "appearance") + d._in_time(motion.numpy(), "motion")
         finally:
             d.config = config
 

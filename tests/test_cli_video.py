@@ -71,11 +71,11 @@ def test_stfeatures_flags_reach_its_config(data_dir, tmp_path):
     assert main(["train-video", "--data-dir", str(data_dir), "--category", CATEGORY, "--results-dir", str(results),
                  "--image-size", "48", "64", "--appearance-memory", "64", "--appearance-samples", "500", "--motion-memory", "16",
                  "--flow-preset", "fast",
-                 "--frame-step", "3", "--temporal-sigma", "0", "--device", "cpu"]) == 0
+                 "--frame-step", "3", "--temporal-sigma", "0", "--temporal-spill", "2.5", "--device", "cpu"]) == 0
     config = json.loads((next(results.iterdir()) / "run.json").read_text())["config"]
     assert (config["appearance_memory"], config["appearance_samples"], config["motion_memory"]) == (64, 500, 16)
     assert config["flow_preset"] == "fast"
-    assert (config["frame_step"], config["temporal_sigma"]) == (3, 0.0)
+    assert (config["frame_step"], config["temporal_sigma"], config["temporal_spill"]) == (3, 0.0, 2.5)
     # its analysis says which cue (appearance or motion) makes each frame's score
     out = tmp_path / "analysis"
     video = data_dir / CATEGORY / "test" / "stop" / "test_001.mp4"
@@ -96,6 +96,11 @@ def test_stfeatures_flag_is_refused_for_convlstm(data_dir, tmp_path, capsys):
     code = main(["train-video", "--data-dir", str(data_dir), "--category", CATEGORY, "--results-dir", str(tmp_path),
                  "--model", "convlstm", "--flow-preset", "fast"])
     assert code == 2 and "--flow-preset does not apply to model convlstm" in capsys.readouterr().err
+    code = main(["train-video", "--data-dir", str(data_dir), "--category", CATEGORY, "--results-dir", str(tmp_path),
+                 "--temporal-spill", "sometimes"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "--temporal-spill sometimes is not one of normal, off" in err
+    assert not any(tmp_path.iterdir())
 
 
 def test_bad_inputs_exit_2_naming_the_file(data_dir, tmp_path, capsys):

@@ -243,10 +243,10 @@ def test_still_texture_runs_in_the_bundle_and_matches_analyze_video(conveyor, tm
     assert np.abs(got.scores - expected.scores).max() <= PARITY * inferencer.calibration.scale
 
 
-def test_the_running_median_and_cap_in_time_run_in_the_bundle(conveyor, tmp_path):
-    """``temporal_median`` and ``temporal_cap`` are recorded in bundle.json and applied by the runtime as by the
-    library; a bundle exported before them (no such keys) smooths with the Gaussian alone, and wrong values are
-    refused on load."""
+def test_the_running_median_cap_and_spill_in_time_run_in_the_bundle(conveyor, tmp_path):
+    """``temporal_median``, ``temporal_cap`` and the learned ``temporal_spill`` limits are recorded in bundle.json
+    and applied by the runtime as by the library; a bundle exported before them (no such keys) smooths with the
+    Gaussian alone, and wrong values are refused on load."""
     import dataclasses
 
     from anomalens.data.video_io import open_clip
@@ -260,20 +260,22 @@ def test_the_running_median_and_cap_in_time_run_in_the_bundle(conveyor, tmp_path
     meta_file = bundle.folder / "bundle.json"
     meta = json.loads(meta_file.read_text())
     assert (meta["video"]["temporal_median"], meta["video"]["temporal_cap"]) == (3, 0.0)
+    detector = load_detector(run / "model", kind="video")
+    assert meta["video"]["temporal_spill"] == pytest.approx(dict(zip(("appearance", "motion"), detector.spill_limits_.tolist())))
 
     video = _test_video(conveyor)
-    detector = load_detector(run / "model", kind="video")
     smoothed = detector.predict_clip(open_clip(video, detector.preprocessing), views=False)
-    detector.config = dataclasses.replace(detector.config, temporal_median=1, temporal_cap=None)
+    detector.config = dataclasses.replace(detector.config, temporal_median=1, temporal_cap=None, temporal_spill="off")
     gaussian_alone = detector.predict_clip(open_clip(video, detector.preprocessing), views=False)
     scale = VideoInferencer.load(bundle.folder).calibration.scale
     assert np.abs(smoothed.scores - gaussian_alone.scores).max() > 10 * PARITY * scale  # the two rules differ
-    del meta["video"]["temporal_median"], meta["video"]["temporal_cap"]
+    del meta["video"]["temporal_median"], meta["video"]["temporal_cap"], meta["video"]["temporal_spill"]
     meta_file.write_text(json.dumps(meta))
     inferencer = VideoInferencer.load(bundle.folder)
     got = inferencer.predict_video(video)
     assert np.abs(got.scores - gaussian_alone.scores).max() <= PARITY * scale
-    for field, value in (("temporal_median", 4), ("temporal_cap", "high")):
+    for field, value in (("temporal_median", 4), ("temporal_cap", "high"), ("temporal_spill", {"appearance": 2.0}),
+                         ("temporal_spill", "normal")):
         meta_file.write_text(json.dumps({**meta, "video": {**meta["video"], field: value}}))
         with pytest.raises(CheckpointError, match=field):
             VideoInferencer.load(bundle.folder)

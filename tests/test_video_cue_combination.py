@@ -104,6 +104,7 @@ def test_the_combination_is_saved_and_older_models_add_the_cues_up(tail_model, t
     assert np.abs(result.scores - expected).max() > 0.1  # the combination is what changed
     c = before.config
     kernel = series_kernel(c.temporal_sigma)
-    smoothed = sum(smooth_scores(cue.numpy(), kernel, c.temporal_median, c.temporal_cap) for cue in standardised)
+    smoothed = sum(smooth_scores(cue.numpy(), kernel, c.temporal_median, c.temporal_cap, before.spill_limit(name))
+                   for name, cue in zip(("appearance", "motion"), standardised))
     np.testing.assert_allclose(result.scores, smoothed, atol=1e-5)
 

@@ -28,7 +28,16 @@ VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", 
                      "temporal_sigma", "input_blur", "training_degradations", "flow_min_contrast",
                      "appearance_above_typical", "threshold_from_folds", "typical_appearance_ceiling", "still_texture_weight",
                      "still_texture_where_moving", "codec_memory", "above_ceiling_lowpass", "motion_per_second",
-                     "cue_combination", "typical_motion_ceiling", "motion_codec_memory", "temporal_median", "temporal_cap")
+                     "cue_combination", "typical_motion_ceiling", "motion_codec_memory", "temporal_median", "temporal_cap",
+                     "temporal_spill")
+
+
+def word_or_number(text: str) -> str | float:
+    """A flag's value that is a word or a number (the model checks which words it knows)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 class LibraryChoices:
@@ -164,6 +173,11 @@ def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: 
                        help="no frame's smoothed cue more than this many standard units above its own (median) score: "
                             "the smoothing no longer lifts the normal frames next to an anomaly with its score, but a "
                             "noisy anomaly's low frames stay low (default: no cap)")
+    group.add_argument("--temporal-spill", type=word_or_number, default=None, metavar="normal|off|UNITS",
+                       help="how much of each frame's cue the smoothing in time spreads to its neighbours; the part "
+                            "above passes a running median of 3 frames, so that an anomaly keeps its height without "
+                            "lifting the normal frames beside it: 'normal' (default) the highest value of the normal "
+                            "training frames, per cue; a number of standard units; 'off' all of it")
     group.add_argument("--input-blur", type=float, default=None,
                        help="Gaussian low-pass before the appearance features, in pixels; 0 = none")
     group.add_argument("--flow-min-contrast", type=float, default=None,

@@ -187,8 +187,9 @@ def _video_outside_graph(detector: BaseDetector) -> list[str]:
                 "of the maps of the windows covering it; score = maximum of that map", *tail]
     return [*common, "DIS optical flow between consecutive grey frames (OpenCV, anomalens.data.flow); the first "
             "frame borrows the second's flow", "each cue's series smoothed in time: a running median of "
-            "video.temporal_median frames, the Gaussian taps in video.temporal_kernel, then no frame more than "
-            "video.temporal_cap (when set) above its own median (anomalens.metrics.smoothing.smooth_scores)",
+            "video.temporal_median frames, the Gaussian taps in video.temporal_kernel (when video.temporal_spill is "
+            "set, on the part of each value up to it, the part above through a running median of 3), then no frame "
+            "more than video.temporal_cap (when set) above its own median (anomalens.metrics.smoothing.smooth_scores)",
             "score = smoothed appearance + smoothed motion", *tail]
 
 

@@ -195,9 +195,19 @@ def export_video_graphs(detector: BaseDetector, folder: Path) -> dict[str, Any]:
         "cues": ["appearance", "motion"],
         "temporal_sigma": sigma,
         "temporal_kernel": series_kernel(sigma).tolist(),
-        # before the taps, a running median of this many frames; then no frame more than the cap above its own
-        # median (null: no cap)
+        # before the taps, a running median of this many frames; the taps smooth only the part of each cue's value up
+        # to its spill limit, the part above it passes a running median of 3 (null: all of it); then no frame more
+        # than the cap above its own median (null: no cap)
         "temporal_median": int(getattr(c, "temporal_median", 1)),
+        "temporal_spill": _spill_limits(detector),
         "temporal_cap": getattr(c, "temporal_cap", None),
     }
     return {"graphs": graphs, "video": video}
+
+
+def _spill_limits(detector: BaseDetector) -> dict[str, float] | None:
+    """Each cue's spill limit as the model smooths with it (learned or set), or None where it spreads all of it."""
+    limit = getattr(detector, "spill_limit", None)
+    if limit is None or limit("appearance") is None:
+        return None
+    return {cue: float(limit(cue)) for cue in ("appearance", "motion")}

@@ -156,5 +156,15 @@ def _check_video(meta: dict[str, Any], path: Path) -> None:
     if isinstance(median, bool) or not isinstance(median, int) or median < 1 or median % 2 == 0 or median > 999:
         raise CheckpointError(f"video.temporal_median must be an odd number of frames from 1 to 999, got {median!r}", path)
     cap = video.get("temporal_cap")
-    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 0 <= cap <= 1000):
+    if cap is not None and not _number_within(cap, 0, 1000):
         raise CheckpointError(f"video.temporal_cap must be null or a number from 0 to 1000, got {cap!r}", path)
+    spill = video.get("temporal_spill")  # absent in bundles exported before it
+    if spill is not None and not (isinstance(spill, dict) and set(spill) == {"appearance", "motion"}
+                                  and all(_number_within(v, 0, 1000) for v in spill.values())):
+        raise CheckpointError("video.temporal_spill must be null or an object of appearance and motion, each a number "
+                              f"from 0 to 1000, got {str(spill)[:60]}", path)
+
+
+def _number_within(value: Any, low: float, high: float) -> bool:
+    """A JSON number (not a boolean) from ``low`` to ``high``."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and low <= value <= high

@@ -151,9 +151,9 @@ class VideoInferencer:
         if not maps:
             raise DataError("the video has no frames")
         kernel = np.asarray(v["temporal_kernel"], dtype=np.float64)
-        # the median and the cap are absent in bundles exported before them: the Gaussian alone, as then
-        median, cap = int(v.get("temporal_median", 1)), v.get("temporal_cap")
-        cues = {name: smooth_scores(np.concatenate(values), kernel, median, cap)
+        # the median, the cap and the spill are absent in bundles exported before them: the Gaussian alone, as then
+        median, cap, spill = int(v.get("temporal_median", 1)), v.get("temporal_cap"), v.get("temporal_spill") or {}
+        cues = {name: smooth_scores(np.concatenate(values), kernel, median, cap, spill.get(name))
                 for name, values in (("appearance", appearance_cue), ("motion", motion_cue))}
         return cues["appearance"] + cues["motion"], np.concatenate(maps), cues
 

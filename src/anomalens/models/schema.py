@@ -83,6 +83,10 @@ def _choices(name: str) -> Callable[[], tuple[str, ...]]:
             from anomalens.models.video.stfeatures import CUE_COMBINATIONS
 
             return CUE_COMBINATIONS
+        if name == "temporal_spill":
+            from anomalens.models.video.stfeatures import TEMPORAL_SPILLS
+
+            return TEMPORAL_SPILLS
         raise KeyError(name)
 
     return read
@@ -134,6 +138,7 @@ RANGES: dict[str, Range] = {
     "temporal_sigma": Range(0.0, 10_000.0),
     "temporal_median": Range(1, 999),  # odd: the model checks that
     "temporal_cap": Range(0.0, 1000.0),
+    "temporal_spill": Range(0.0, 1000.0),
     "input_blur": Range(0.0, 64.0),
     "flow_min_contrast": Range(0.0, 255.0),
     "still_texture_weight": Range(0.0, 1000.0),
@@ -144,7 +149,8 @@ MODEL_CHECKED: dict[str, str] = {"training_degradations": "models/video/degrade.
                                  "codec_memory": "models/video/degrade.py parses each entry",
                                  "motion_codec_memory": "models/video/degrade.py parses each entry"}
 CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
-    name: _choices(name) for name in ("backbone", "loss", "normal_reference", "flow_preset", "score_region", "cue_combination")
+    name: _choices(name) for name in ("backbone", "loss", "normal_reference", "flow_preset", "score_region", "cue_combination",
+                                         "temporal_spill")
 }
 # Fields of a model's config.json besides "config"; "model" is checked against the registry.
 CALIBRATION_RANGES: dict[str, tuple[type, Range]] = {
@@ -198,11 +204,18 @@ def _value(field: str, value: Any, annotation: Any, name: str) -> Any:
             return None
         if len(options) == 1:
             return _value(field, value, options[0], name)
+        problems = []
         for option in options:
             try:
                 return _value(field, value, option, name)
-            except _Invalid:
-                continue
+            except _Invalid as exc:
+                problems.append((option, exc))
+        # the option of the value's own kind says what is wrong with it (a word that is not a choice, a number out
+        # of range) better than "wrong type"
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        for option, exc in problems:
+            if (option is str and isinstance(value, str)) or (option in (int, float) and number):
+                raise exc
         raise _Invalid(field, f"has the wrong type ({type(value).__name__})")
     if origin is tuple:
         args = typing.get_args(annotation)

@@ -155,31 +155,54 @@ class DelayedMedian:
 
 class DelayedSmoothing:
     """:func:`~anomalens.metrics.smoothing.smooth_scores` one value at a time: the running median, the Gaussian
-    and the cap, each value out ``delay`` values after its own (the median's ``width // 2`` plus the Gaussian's
-    radius with the full look-ahead, which gives the offline result). A shorter ``lookahead`` goes to the median
-    first (it needs one frame), the rest to the Gaussian."""
+    (with a ``spill``, of the part of each value up to it, the part above through a running median of 3) and the
+    cap, each value out ``delay`` values after its own (the median's ``width // 2`` plus the Gaussian's radius with
+    the full look-ahead, which gives the offline result). A shorter ``lookahead`` goes to the median first (it needs
+    one frame), the rest to the Gaussian and the spill's median."""
 
-    def __init__(self, sigma: float, median_width: int = 1, cap: float | None = None, lookahead: int | None = None) -> None:
+    def __init__(self, sigma: float, median_width: int = 1, cap: float | None = None, lookahead: int | None = None,
+                 spill: float | None = None) -> None:
         self.median = DelayedMedian(median_width, lookahead)
         rest = None if lookahead is None else max(0, int(lookahead) - self.median.delay)
         self.gaussian = DelayedGaussian(sigma, rest)
-        self.cap = cap
-        self.delay = self.median.delay + self.gaussian.delay
-        self.medians: deque[float] = deque()  # medians whose smoothed value is not out yet (the cap needs them)
+        self.cap, self.spill = cap, spill
+        self.excess = None if spill is None else DelayedMedian(3, rest)
+        self.delay = self.median.delay + max(self.gaussian.delay, self.excess.delay if self.excess else 0)
+        # what is not out yet: each frame's median (the cap needs it), its Gaussian part, its part above the spill
+        self.medians: deque[float] = deque()
+        self.smoothed: deque[float] = deque()
+        self.excesses: deque[float] = deque()
 
     def push(self, value: float) -> list[float]:
-        return self._through([v for m in self.median.push(value) for v in self._gauss(m)])
+        for median in self.median.push(value):
+            self._split(median)
+        return self._out()
 
     def finish(self) -> list[float]:
-        out = [v for m in self.median.finish() for v in self._gauss(m)]
-        return self._through(out + self.gaussian.finish())
+        for median in self.median.finish():
+            self._split(median)
+        self.smoothed.extend(self.gaussian.finish())
+        if self.excess is not None:
+            self.excesses.extend(self.excess.finish())
+        return self._out()
 
-    def _gauss(self, median: float) -> list[float]:
+    def _split(self, median: float) -> None:
         self.medians.append(median)
-        return self.gaussian.push(median)
+        if self.excess is None:
+            self.smoothed.extend(self.gaussian.push(median))
+            return
+        limit = float(np.float32(self.spill))
+        self.smoothed.extend(self.gaussian.push(min(median, limit)))
+        self.excesses.extend(self.excess.push(max(median - limit, 0.0)))
 
-    def _through(self, smoothed: list[float]) -> list[float]:
-        own = [self.medians.popleft() for _ in smoothed]
-        if self.cap is None:
-            return smoothed
-        return [min(s, float(np.float32(m) + np.float32(self.cap))) for s, m in zip(smoothed, own)]
+    def _out(self) -> list[float]:
+        ready = len(self.smoothed) if self.excess is None else min(len(self.smoothed), len(self.excesses))
+        out = []
+        for _ in range(ready):
+            value, own = self.smoothed.popleft(), self.medians.popleft()
+            if self.excess is not None:
+                value += self.excesses.popleft()
+            if self.cap is not None:
+                value = min(value, float(np.float32(own) + np.float32(self.cap)))
+            out.append(value)
+        return out
