@@ -1171,10 +1171,11 @@ def _spread(scores: torch.Tensor) -> torch.Tensor:
 
 class StreamingScorer(CausalScorer):
     """stfeatures on a stream: the same features, memories and standardisation as :meth:`predict_clip`, with the
-    smoothing in time (running median, Gaussian, cap) applied causally. A frame's score is known ``delay_frames`` =
-    ``temporal_median // 2 + round(4 * temporal_sigma)`` frames after it arrives (8 frames, 0.32 s at 25 fps, with
-    the defaults; one more with a median of 3; ``lookahead`` shortens it at the cost of a cut kernel), and the very
-    first frame also waits for the second, whose motion it borrows. Maps are not smoothed in time."""
+    smoothing in time (running median, Gaussian up to the spill limit, cap) applied causally. A frame's score is
+    known ``delay_frames`` = ``temporal_median // 2 + round(4 * temporal_sigma)`` frames after it arrives (at least
+    one more than the median's with a spill limit, whose median of 3 needs the next frame) (8 frames, 0.32 s at 25
+    fps, with the defaults; one more with a median of 3; ``lookahead`` shortens it at the cost of a cut kernel), and
+    the very first frame also waits for the second, whose motion it borrows. Maps are not smoothed in time."""
 
     def __init__(self, detector: SpatioTemporalFeatures, lookahead: int | None = None) -> None:
         self.detector = detector
