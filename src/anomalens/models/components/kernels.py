@@ -165,7 +165,8 @@ class DelayedSmoothing:
         self.median = DelayedMedian(median_width, lookahead)
         rest = None if lookahead is None else max(0, int(lookahead) - self.median.delay)
         self.gaussian = DelayedGaussian(sigma, rest)
-        self.cap, self.spill = cap, spill
+        self.cap = cap
+        self.limit = None if spill is None else float(np.float32(spill))  # float32, as the offline rule splits
         self.excess = None if spill is None else DelayedMedian(3, rest)
         self.delay = self.median.delay + max(self.gaussian.delay, self.excess.delay if self.excess else 0)
         # what is not out yet: each frame's median (the cap needs it), its Gaussian part, its part above the spill
@@ -188,12 +189,11 @@ class DelayedSmoothing:
 
     def _split(self, median: float) -> None:
         self.medians.append(median)
-        if self.excess is None:
+        if self.excess is None or self.limit is None:
             self.smoothed.extend(self.gaussian.push(median))
             return
-        limit = float(np.float32(self.spill))
-        self.smoothed.extend(self.gaussian.push(min(median, limit)))
-        self.excesses.extend(self.excess.push(max(median - limit, 0.0)))
+        self.smoothed.extend(self.gaussian.push(min(median, self.limit)))
+        self.excesses.extend(self.excess.push(max(median - self.limit, 0.0)))
 
     def _out(self) -> list[float]:
         ready = len(self.smoothed) if self.excess is None else min(len(self.smoothed), len(self.excesses))
