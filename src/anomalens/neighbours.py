@@ -75,12 +75,12 @@ class BankSearch:
     Build an index from the bank (the library: ``exact`` forces exact search, otherwise banks larger than
     ``exact_limit`` get an IVF index whose clustering ``seed`` fixes), or read one that was written beside a bundle
     (``index_path``, faiss's own binary format, never pickle), or, without faiss, search exactly with numpy.
-    ``threads`` is ignored: faiss runs :data:`SEARCH_THREADS` during each call (:func:`search_threads`).
+    faiss runs :data:`SEARCH_THREADS` threads during each call (:func:`search_threads`), whatever the caller's
+    thread setting, so that its distances do not depend on the machine.
     """
 
     def __init__(self, bank: np.ndarray, *, exact: bool = False, exact_limit: int | None = None, seed: int = 0,
-                 index_path: Path | None = None, nprobe: int | None = None, threads: int | None = None,
-                 build: bool = False) -> None:
+                 index_path: Path | None = None, nprobe: int | None = None, build: bool = False) -> None:
         bank = np.ascontiguousarray(bank, dtype=np.float32)
         if bank.ndim != 2 or bank.shape[0] == 0:
             raise ValueError(f"the memory bank must be a non-empty (K, C) matrix, got shape {tuple(bank.shape)}")

@@ -29,8 +29,7 @@ from anomalens.runtime import run_ahead
 class Inferencer:
     """A loaded bundle. ``predict`` takes paths, encoded bytes or RGB ``uint8`` arrays ``(H, W, 3)``."""
 
-    def __init__(self, folder: Path, meta: dict[str, Any], engines: dict[str, Engine], constants: dict[str, np.ndarray],
-                 threads: int | None = None) -> None:
+    def __init__(self, folder: Path, meta: dict[str, Any], engines: dict[str, Engine], constants: dict[str, np.ndarray]) -> None:
         self.folder = folder
         self.meta = meta
         self.engines = engines
@@ -40,7 +39,7 @@ class Inferencer:
         if "features" in engines:  # PatchCore: the search runs between the two graphs
             spec = meta["search"]
             index = folder / spec["index"] if spec.get("index") else None
-            self.search = BankSearch(constants["memory_bank"], index_path=index, nprobe=spec.get("nprobe"), threads=threads)
+            self.search = BankSearch(constants["memory_bank"], index_path=index, nprobe=spec.get("nprobe"))
             self.neighbours = int(spec["num_neighbours"])
         self.calibration = Calibration.from_dict(meta["calibration"])
         self.image_size: tuple[int, int] = tuple(meta["input"]["image_size"])  # type: ignore[assignment]
@@ -66,7 +65,7 @@ class Inferencer:
         constants = {
             name: np.load(folder / spec["file"], allow_pickle=False) for name, spec in meta.get("constant_inputs", {}).items()
         }
-        return cls(folder, meta, engines, constants, threads)
+        return cls(folder, meta, engines, constants)
 
     @property
     def model_name(self) -> str:
