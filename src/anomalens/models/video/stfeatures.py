@@ -337,7 +337,7 @@ def _saved_ceiling(tensors: dict[str, torch.Tensor], name: str) -> torch.Tensor:
     return ceiling
 
 
-def codec_memory_weight(excess: torch.Tensor, spread: float) -> torch.Tensor:
+def codec_memory_weight(excess: torch.Tensor, spread: float | torch.Tensor) -> torch.Tensor:
     """How much the codec memory (and the low-pass above the ceiling) counts for frames whose typical cell lies
     ``excess`` above the ceiling: 0 within
     the normal range, rising linearly to 1 at one ``spread`` (the appearance cue's standard deviation on normal
@@ -888,7 +888,8 @@ class SpatioTemporalFeatures(VideoDetector):
             excess = above_ceiling(typical_cell(cells), self.appearance_ceiling_)
             lowpass = self.config.above_ceiling_lowpass
             if (coded is not None or coded_motion is not None or lowpass > 1) and self.standardisation_ is not None:
-                weight = codec_memory_weight(excess, float(self.standardisation_[1]))
+                # the spread as a tensor: float() of it would stop the export's tracer (a value it cannot know)
+                weight = codec_memory_weight(excess, self.standardisation_[1])
                 if coded is not None:
                     cells = with_codec_memory(cells, coded.flatten(1), weight)
                 a_score = lowpass_above_ceiling(cells.reshape(appearance.shape), weight, lowpass).flatten(1).amax(dim=1)
