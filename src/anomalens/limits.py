@@ -9,7 +9,7 @@ that no single input can make the process allocate tens of gigabytes before it i
 (32, 4096)
 >>> check_image_pixels(50_000, 50_000, "bomb.png")   # doctest: +SKIP
 Traceback (most recent call last):
-DataError: bomb.png: image is 50000x50000 pixels (2500.0 megapixels); at most 64.0 megapixels are accepted
+DataError: bomb.png: image is 50000x50000 pixels (2500.0 megapixels); at most 67.1 megapixels are accepted (8192x8192)
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from anomalens.errors import DataError
 # model input size (--image-size, image_size in config.json / run.json): each side
 MIN_IMAGE_SIDE = 32
 MAX_IMAGE_SIDE = 4096
-# decoded images and video frames at their native size (8192 x 8192 = 64 megapixels = 192 MB as RGB)
+# decoded images and video frames at their native size (8192 x 8192 = 67.1 megapixels = 201 MB as RGB)
 MAX_IMAGE_PIXELS = 8192 * 8192
 # frames per second a user may give for a clip, and a model may save as its training footage's rate
 MAX_FPS = 1000.0
@@ -65,6 +65,6 @@ def check_image_pixels(width: int, height: int, source: str | Path | None = None
     if pixels > MAX_IMAGE_PIXELS:
         raise DataError(
             f"image is {width}x{height} pixels ({pixels / 1e6:.1f} megapixels); at most "
-            f"{MAX_IMAGE_PIXELS / 1e6:.1f} megapixels are accepted",
+            f"{MAX_IMAGE_PIXELS / 1e6:.1f} megapixels are accepted (8192x8192)",
             source,
         )

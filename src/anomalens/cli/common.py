@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,6 +31,22 @@ VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", 
                      "still_texture_where_moving", "codec_memory", "above_ceiling_lowpass", "motion_per_second",
                      "cue_combination", "typical_motion_ceiling", "motion_codec_memory", "temporal_median", "temporal_cap",
                      "temporal_spill")
+
+
+def check_number(flag: str, value: float | None, *, at_least: float | None = None, above: float | None = None,
+                 at_most: float | None = None) -> None:
+    """The one check of a numeric flag (None: not given): a finite number within the bounds, else one line naming
+    the flag. NaN passes no comparison and infinity no arithmetic downstream, so both are refused here, first."""
+    if value is None:
+        return
+    if not math.isfinite(value):
+        raise ConfigError(f"{flag} must be a finite number, got {value}")
+    if at_least is not None and value < at_least:
+        raise ConfigError(f"{flag} must be at least {at_least:g}, got {value:g}")
+    if above is not None and value <= above:
+        raise ConfigError(f"{flag} must be above {above:g}, got {value:g}")
+    if at_most is not None and value > at_most:
+        raise ConfigError(f"{flag} must be at most {at_most:g}, got {value:g}")
 
 
 def word_or_number(text: str) -> str | float:
@@ -304,7 +321,12 @@ def model_settings(args: argparse.Namespace, model: str, flags: Sequence[str]) -
 
 
 def train_options(args: argparse.Namespace) -> dict[str, Any]:
-    """What the user set of the settings every training takes (None = the library's default)."""
+    """What the user set of the settings every training takes (None = the library's default); the run name is
+    checked here, before hours of training, not when the run is saved."""
+    from anomalens.workflows.runs import check_run_name
+
+    if args.run_name is not None:
+        check_run_name(args.run_name)
     return {"image_size": args.image_size, "validation_fraction": args.validation_fraction, "seed": args.seed,
             "run_name": args.run_name}
 

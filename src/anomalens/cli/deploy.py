@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from anomalens.cli.common import add_checkpoint_flag, cli_reporter, example_epilog
+from anomalens.cli.common import add_checkpoint_flag, check_number, cli_reporter, example_epilog
 
 FORMATS = ("onnx", "openvino")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -75,6 +75,12 @@ def _export(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from anomalens.serve import ServeSettings, serve
 
+    # before the model loads: a bad value would otherwise stop the server with a traceback, or be taken as is
+    check_number("--port", args.port, at_least=1, at_most=65535)
+    for flag, value in (("--max-batch", args.max_batch), ("--queue-size", args.queue_size), ("--threads", args.threads)):
+        check_number(flag, value, at_least=1)
+    check_number("--max-wait-ms", args.max_wait_ms, at_least=0)
+    check_number("--max-request-mb", args.max_request_mb, above=0)
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
                              max_request_bytes=int(args.max_request_mb * (1 << 20)))
     serve(args.model, host=args.host, port=args.port, token=args.token, settings=settings, device=args.device,

@@ -15,6 +15,7 @@ from anomalens.cli.common import (
     add_evaluate_flags,
     add_image_model_flags,
     add_train_flags,
+    check_number,
     cli_reporter,
     example_epilog,
     formatter_for,
@@ -68,7 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="also write each defect mask (pixels above the pixel threshold) as <name>_mask.png")
     predict.add_argument("--overlays", action="store_true",
                          help="with --engine ray: also write an overlay PNG per image (local predict always does)")
-    predict.add_argument("--batch-size", type=int, default=None, help="images scored together (default: 32)")
+    # predict_images' own default, given here: left at None, the help would show the models' training batch sizes
+    predict.add_argument("--batch-size", type=int, default=32, help="images scored together (default: 32)")
     add_common_flags(predict)
     add_engine_flags(predict, block_help="images per block, the unit of work and of resuming (default: 64)")
     predict.set_defaults(handler=_predict)
@@ -90,6 +92,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from anomalens.workflows.evaluate import evaluate_image_model
     from anomalens.workflows.reports import format_number as fmt
 
+    check_number("--batch-size", args.batch_size, at_least=1)
     result = evaluate_image_model(args.checkpoint, args.data_dir, args.category, device=args.device,
                                   reporter=cli_reporter(), batch_size=args.batch_size)
     m = result.metrics
@@ -108,13 +111,13 @@ def _predict(args: argparse.Namespace) -> int:
     from anomalens.workflows.predict import predict_images
 
     check_engine_flags(args)
+    check_number("--batch-size", args.batch_size, at_least=1)
     if args.engine == "ray":
         from anomalens.cli.distributed import predict_on_ray
 
         return predict_on_ray(args)
     report = predict_images(args.checkpoint, args.paths, args.output_dir, device=args.device, reporter=cli_reporter(),
-                            overwrite=args.overwrite, save_masks=args.masks,
-                            **({} if args.batch_size is None else {"batch_size": args.batch_size}))
+                            overwrite=args.overwrite, save_masks=args.masks, batch_size=args.batch_size)
     for r in report.results:
         verdict = verdict_word(r.anomalous)
         print(f"{r.path}\tscore {r.score:.5g}\tnormalised {r.normalized_score:.3f}\t{verdict}\tregions {len(r.regions)}")

@@ -7,7 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
-from anomalens.cli.common import example_epilog
+from anomalens.cli.common import check_number, example_epilog
 from anomalens.runtime import DEVICE_CHOICES
 
 
@@ -84,6 +84,9 @@ def _watch(args: argparse.Namespace) -> int:
     from anomalens.live.settings import WatchSettings
     from anomalens.live.watcher import Watcher
 
+    # NaN passes every comparison below (and inf breaks the watch's arithmetic): refused first, by name
+    for flag in ("--max-latency", "--close-level", "--close-after", "--clip-before", "--clip-after"):
+        check_number(flag, getattr(args, flag[2:].replace("-", "_")))
     if min(args.queue_size, args.batch_size, args.min_length, args.threads) < 1 or args.max_latency <= 0:
         raise ConfigError("--queue-size, --batch-size, --min-length and --threads must be >= 1, --max-latency > 0")
     if not 0.0 < args.close_level <= 0.5 or (args.close_after or 0) < 0 or min(args.clip_before, args.clip_after) < 0:

@@ -66,6 +66,8 @@ def export_model(
     if precision not in PRECISIONS[format]:
         raise ConfigError(f"--precision {precision} is not offered for {format}; choose one of {', '.join(PRECISIONS[format])}"
                           + (" (fp16 has no fast path on CPUs: use bf16 with OpenVINO, or int8)" if precision == "fp16" else ""))
+    if calibration_images < 1:  # the int8 calibration takes every n-th training image: n would divide by it
+        raise ConfigError(f"--calibration-images must be at least 1, got {calibration_images}")
     model_dir, run_dir, run = open_run(checkpoint)
     detector = load_detector(model_dir, device="cpu")
     if detector.kind == "video":

@@ -83,8 +83,15 @@ def result_json(name: str, result: InferenceResult, heatmap: bool, mask: bool) -
     return data
 
 
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def _flag(request: Request, name: str) -> bool:
-    return request.query_params.get(name, "false").lower() in ("1", "true", "yes")
+    """A boolean query parameter; a value that is neither (``?heatmap=maybe``) is a 400 naming it, not false."""
+    value = request.query_params.get(name, "false").strip().lower()
+    if value not in TRUE_WORDS + FALSE_WORDS:
+        raise ApiError(400, f"query parameter {name}={value[:40]!r} is not a boolean: use true or false")
+    return value in TRUE_WORDS
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
@@ -193,6 +200,7 @@ def create_app(predictor: Predictor, settings: ServeSettings = ServeSettings()) 
     @app.post("/v1/predict")
     async def predict(request: Request) -> dict[str, Any]:
         authorize(request)
+        heatmap, mask = _flag(request, "heatmap"), _flag(request, "mask")  # before the work, not after it
         body = await _read_limited(request, settings.max_request_bytes)
         try:
             uploads = await _uploads(request, body, settings)
@@ -216,7 +224,6 @@ def create_app(predictor: Predictor, settings: ServeSettings = ServeSettings()) 
             raise ApiError(503, f"server busy: {exc}", {"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
         metrics.images.inc(len(results))
         metrics.anomalies.inc(sum(r.anomalous for r in results))
-        heatmap, mask = _flag(request, "heatmap"), _flag(request, "mask")
         return {"model": model_info.get("model"),
                 "results": [result_json(name, r, heatmap, mask) for (name, _), r in zip(uploads, results)]}
 

@@ -32,7 +32,7 @@ from typing import Any, Iterator
 from safetensors import SafetensorError
 
 from anomalens import limits
-from anomalens.errors import CheckpointError, OutputError
+from anomalens.errors import CheckpointError, ConfigError, OutputError
 # a run folder or its model folder: resolved, read and loaded in one place, the models' own (importable from here too)
 from anomalens.models.base import (  # noqa: F401
     CONFIG_FILE,
@@ -72,7 +72,8 @@ def load_fitted_detector(checkpoint: str | Path | BaseDetector, kind: str, devic
             article = "an" if detector.kind == "image" else "a"
             raise CheckpointError(f"this is {article} {detector.kind} model ({detector.name}); a {kind} model is needed here")
     else:
-        detector = load_detector(checkpoint, device=device, kind=kind)
+        model_dir, _, _ = open_run(checkpoint)  # run.json too, checked here as evaluate checks it
+        detector = load_detector(model_dir, device=device, kind=kind)
     if detector.calibration_ is None:
         unit = "images" if kind == "image" else "clips"
         raise CheckpointError(f"this model has no threshold (it was never fitted with validation {unit})")
@@ -82,6 +83,18 @@ def load_fitted_detector(checkpoint: str | Path | BaseDetector, kind: str, devic
 def safe_name(name: str) -> str:
     """``name`` usable as a file or folder name (a clip or video name in an output path)."""
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "clip"
+
+
+def check_run_name(name: str) -> str:
+    """``name`` if it is a plain folder name for a run, else a one-line ConfigError: a separator or ``..`` would
+    put the run outside the results folder, a leading dot hides it from :func:`list_runs`. Checked before
+    training (and again when saving), so that no training is lost to a name that cannot be saved."""
+    separators = {"/", "\\"} | ({os.sep, os.altsep} - {None})
+    if (not name.strip() or name.startswith(".") or any(sep in name for sep in separators)
+            or any(ord(ch) < 32 for ch in name)):
+        raise ConfigError(f"run_name {name!r} is not a plain folder name (no / or \\, no leading dot, no control "
+                          "characters)")
+    return name
 
 
 def read_run_file(run_dir: str | Path) -> dict[str, Any]:
@@ -112,7 +125,7 @@ def save_run(results_dir: Path, name: str, detector: BaseDetector, run: dict[str
     If the results folder cannot take it (disk full, made read-only during training), the run is written to a
     rescue folder instead and the error names it, so that hours of training are not lost.
     """
-    name = short_name(name, limits.MAX_NAME_BYTES - 60)
+    name = short_name(check_run_name(name), limits.MAX_NAME_BYTES - 60)
     try:
         return _write_run(results_dir, name, detector, run, log_lines)
     except (OSError, SafetensorError) as exc:
@@ -155,19 +168,31 @@ def open_run(checkpoint: str | Path) -> tuple[Path, Path, dict[str, Any]]:
 def staged_dir(output_dir: str | Path | None) -> Iterator[Path | None]:
     """Write into a hidden folder inside ``output_dir``, then move the files in only if all went well.
 
-    Unlike :func:`atomic_dir` this never removes what else the user keeps in that folder.
+    Unlike :func:`atomic_dir` this never removes what else the user keeps in that folder; if the work fails,
+    the folders this call created for it (a new ``predictions/<time>/``) go again, when empty.
     """
     if output_dir is None:
         yield None
         return
-    output_dir = check_writable(output_dir, create=True)
-    remove_dead_temporaries(output_dir, "partial")
-    tmp = make_temp_dir(output_dir, prefix=temporary_prefix("partial"))
+    output_dir = Path(output_dir)
+    missing = [folder for folder in (output_dir, *output_dir.parents) if not folder.exists()]  # deepest first
+    done = False
     try:
-        yield tmp
-        _move_into(tmp, output_dir)
+        output_dir = check_writable(output_dir, create=True)
+        remove_dead_temporaries(output_dir, "partial")
+        tmp = make_temp_dir(output_dir, prefix=temporary_prefix("partial"))
+        try:
+            yield tmp
+            _move_into(tmp, output_dir)
+            done = True
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for folder in missing if not done else ():
+            try:
+                folder.rmdir()  # only an empty folder: never what another writer put there meanwhile
+            except OSError:
+                break
 
 
 def _move_into(source: Path, target: Path) -> None:

@@ -35,7 +35,7 @@ from anomalens.models.base import BaseDetector, create_detector
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import seed_everything
 from anomalens.workflows.kinds import data_kind, model_names
-from anomalens.workflows.runs import check_results_dir, save_run
+from anomalens.workflows.runs import check_results_dir, check_run_name, save_run
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,8 @@ def train_model(
     """
     started = datetime.now()
     check_results_dir(results_dir, reporter=reporter)  # before the work: writable, with room
+    if run_name is not None:
+        check_run_name(run_name)  # before the work too: the UI and the API, not only the CLI
     table = data_kind(kind)
     prepare = _PREPARE[table.name]
     model = model or table.default_model
