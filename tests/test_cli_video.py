@@ -108,7 +108,10 @@ def test_bad_inputs_exit_2_naming_the_file(data_dir, tmp_path, capsys):
     assert "nowhere" in capsys.readouterr().err
     image_run = tmp_path / "image_run" / "model"
     image_run.mkdir(parents=True)
-    (image_run / "config.json").write_text(json.dumps({"format_version": 1, "model": "patchcore", "kind": "image", "config": {}}))
+    from anomalens.models.image.patchcore import PatchCoreConfig
+
+    (image_run / "config.json").write_text(json.dumps({"format_version": 1, "model": "patchcore", "kind": "image",
+                                                       "config": PatchCoreConfig().to_dict()}))
     assert main(["analyze-video", "--checkpoint", str(image_run.parent), "--video", str(tmp_path / "x.mp4")]) == 2
     assert "a video model is needed" in capsys.readouterr().err
     assert main(["evaluate-video", "--checkpoint", str(tmp_path / "missing_run")]) == 2

@@ -187,7 +187,10 @@ def test_single_training_clip_holds_out_its_tail(dataset):
 def test_wrong_kind_of_checkpoint_is_refused(tiny_run, tmp_path):
     image_model = tmp_path / "image_run" / "model"
     image_model.mkdir(parents=True)
-    (image_model / "config.json").write_text(json.dumps({"format_version": 1, "model": "patchcore", "kind": "image", "config": {}}))
+    from anomalens.models.image.patchcore import PatchCoreConfig
+
+    (image_model / "config.json").write_text(json.dumps({"format_version": 1, "model": "patchcore", "kind": "image",
+                                                         "config": PatchCoreConfig().to_dict()}))
     with pytest.raises(CheckpointError, match="image model"):
         analyze_video(image_model.parent, tmp_path / "any.mp4", device="cpu")
     with pytest.raises(CheckpointError, match="image model"):

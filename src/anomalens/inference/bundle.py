@@ -29,10 +29,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from anomalens.errors import CheckpointError
+import numpy as np
+
+from anomalens.errors import AnomalensError, CheckpointError
 from anomalens.limits import MAX_FPS, is_frame_rate
+
+if TYPE_CHECKING:
+    from anomalens.inference.engines import Engine
 
 BUNDLE_FILE = "bundle.json"
 BUNDLE_FORMAT = "anomalens-bundle"
@@ -75,13 +80,52 @@ def read_bundle(folder: str | Path) -> dict[str, Any]:
         _check_video(meta, path)
     elif split:
         networks += _check_search(meta, path)
-    for name in [*networks, *[spec["file"] for spec in meta.get("constant_inputs", {}).values()]]:
+    constants = meta.get("constant_inputs", {})
+    if not isinstance(constants, dict) or not all(isinstance(spec, dict) and "file" in spec for spec in constants.values()):
+        raise CheckpointError("constant_inputs must be an object of {\"file\": ...} entries", path)
+    for name in [*networks, *[spec["file"] for spec in constants.values()]]:
         if not isinstance(name, str) or Path(name).name != name or not (folder / name).is_file():
             raise CheckpointError(f"the bundle's file {name!r} is missing", folder)
     size = meta["input"].get("image_size")
     if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
         raise CheckpointError(f"bad input image_size {size!r}", path)
     return meta
+
+
+def open_graphs(folder: Path, files: dict[str, str], runtime: dict[str, Any], threads: int | None = None) -> dict[str, Engine]:
+    """The engines of the bundle's graphs (name -> file); a graph the engine cannot read (damaged, truncated, not
+    a graph) is a CheckpointError naming its file."""
+    from anomalens.inference.engines import open_engine
+
+    engines = {}
+    for name, file in files.items():
+        try:
+            engines[name] = open_engine(folder / file, runtime["engine"], runtime["precision"], threads)
+        except AnomalensError:  # the engine is not installed: its own message says which to install
+            raise
+        except Exception:  # ONNX Runtime and OpenVINO raise their own error types, with their internals in the text
+            raise CheckpointError(f"the bundle's graph {name!r} cannot be read by {runtime['engine']} (damaged or not a "
+                                  "graph file); export the model again", folder / file) from None
+    return engines
+
+
+def load_constants(folder: Path, meta: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The arrays fed to the graphs (``constant_inputs``: memory banks, plain ``.npy``, never pickle), each of the
+    dtype and shape that ``bundle.json`` records; a damaged file is a CheckpointError naming it."""
+    constants = {}
+    for name, spec in meta.get("constant_inputs", {}).items():
+        path = folder / spec["file"]
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError):  # numpy's messages name its internals (format versions, pickle)
+            raise CheckpointError(f"constant input {name!r} is not a readable .npy array (damaged, truncated or saved "
+                                  "with pickle); export the model again", path) from None
+        shape = spec.get("shape")  # the graphs take float32 (export writes every constant so)
+        if not isinstance(array, np.ndarray) or array.dtype != np.float32 or (shape is not None and list(array.shape) != shape):
+            found = f"{array.dtype} {list(array.shape)}" if isinstance(array, np.ndarray) else "an .npz archive"
+            raise CheckpointError(f"constant input {name!r} must be a float32 array of shape {shape}, got {found}", path)
+        constants[name] = array
+    return constants
 
 
 def _graphs(meta: dict[str, Any], path: Path) -> dict[str, Any]:

@@ -18,8 +18,8 @@ import numpy as np
 
 from anomalens.data.pixels import ImageSource, load_rgb, resize_rgb_array
 from anomalens.errors import CheckpointError, DataError
-from anomalens.inference.bundle import read_bundle
-from anomalens.inference.engines import Engine, open_engine
+from anomalens.inference.bundle import load_constants, open_graphs, read_bundle
+from anomalens.inference.engines import Engine
 from anomalens.inference.results import InferenceResult, results_from_outputs
 from anomalens.inference.search import BankSearch, image_weights
 from anomalens.metrics.threshold import Calibration
@@ -39,7 +39,11 @@ class Inferencer:
         if "features" in engines:  # PatchCore: the search runs between the two graphs
             spec = meta["search"]
             index = folder / spec["index"] if spec.get("index") else None
-            self.search = BankSearch(constants["memory_bank"], index_path=index, nprobe=spec.get("nprobe"))
+            try:
+                self.search = BankSearch(constants["memory_bank"], index_path=index, nprobe=spec.get("nprobe"))
+            except (KeyError, ValueError, RuntimeError):  # faiss raises RuntimeError for a damaged index
+                raise CheckpointError("the memory bank or its search index cannot be read (damaged, or not what "
+                                      "bundle.json describes); export the model again", index or folder) from None
             self.neighbours = int(spec["num_neighbours"])
         self.calibration = Calibration.from_dict(meta["calibration"])
         self.image_size: tuple[int, int] = tuple(meta["input"]["image_size"])  # type: ignore[assignment]
@@ -61,11 +65,8 @@ class Inferencer:
         """The bundle in ``folder`` as ``meta`` (its checked ``bundle.json``) describes it."""
         runtime = meta["runtime"]
         files = {name: graph["file"] for name, graph in meta["graphs"].items()} if "graphs" in meta else {"network": runtime["network"]}
-        engines = {name: open_engine(folder / file, runtime["engine"], runtime["precision"], threads) for name, file in files.items()}
-        constants = {
-            name: np.load(folder / spec["file"], allow_pickle=False) for name, spec in meta.get("constant_inputs", {}).items()
-        }
-        return cls(folder, meta, engines, constants)
+        engines = open_graphs(folder, files, runtime, threads)
+        return cls(folder, meta, engines, load_constants(folder, meta))
 
     @property
     def model_name(self) -> str:

@@ -26,8 +26,8 @@ import numpy as np
 
 from anomalens.data.pixels import resize_rgb_array, rgb_array
 from anomalens.errors import CheckpointError, DataError
-from anomalens.inference.bundle import read_bundle
-from anomalens.inference.engines import Engine, open_engine
+from anomalens.inference.bundle import load_constants, open_graphs, read_bundle
+from anomalens.inference.engines import Engine
 from anomalens.metrics.events import attach_peak_cues, calibrated_events
 from anomalens.metrics.smoothing import smooth_scores
 from anomalens.metrics.threshold import Calibration
@@ -77,11 +77,8 @@ class VideoInferencer:
         if meta["model"].get("kind") != "video":
             raise CheckpointError("this bundle holds an image model: use anomalens.inference.Inferencer", folder)
         runtime = meta["runtime"]
-        engines = {name: open_engine(folder / graph["file"], runtime["engine"], runtime["precision"], threads)
-                   for name, graph in meta["graphs"].items()}
-        constants = {name: np.load(folder / spec["file"], allow_pickle=False)
-                     for name, spec in meta.get("constant_inputs", {}).items()}
-        return cls(folder, meta, engines, constants)
+        engines = open_graphs(folder, {name: graph["file"] for name, graph in meta["graphs"].items()}, runtime, threads)
+        return cls(folder, meta, engines, load_constants(folder, meta))
 
     @property
     def model_name(self) -> str:

@@ -359,6 +359,8 @@ def read_model_config(path: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or "model" not in meta:
         raise CheckpointError(f"{CONFIG_FILE} does not describe an anomalens model", folder / CONFIG_FILE)
     version = meta.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int):  # "1" is not version 1 (nor is true)
+        raise CheckpointError(f"field format_version: must be an integer, got {version!r:.40}", folder / CONFIG_FILE)
     if version != FORMAT_VERSION:
         raise CheckpointError(
             f"model format version {version} is not supported by anomalens {__version__} (expects {FORMAT_VERSION})",
@@ -398,9 +400,8 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu", kind: st
         raise CheckpointError(f"weights do not match the saved config ({exc})", weights) from None
     if meta.get("calibration"):
         detector.calibration_ = Calibration.from_dict(meta["calibration"])
-    try:  # absent in models saved before drift was recorded: they load and score as before, without the check
-        detector.drift_reference_ = DriftReference.from_dict(meta.get("drift_reference"))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"invalid drift_reference ({exc})", folder / CONFIG_FILE) from None
+    # absent in models saved before drift was recorded: they load and score as before, without the check (each
+    # field was checked by check_model_config)
+    detector.drift_reference_ = DriftReference.from_dict(meta.get("drift_reference"))
     detector.interrupted_ = bool(meta.get("interrupted", False))
     return detector

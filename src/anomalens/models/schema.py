@@ -152,6 +152,14 @@ CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
     name: _choices(name) for name in ("backbone", "loss", "normal_reference", "flow_preset", "score_region", "cue_combination",
                                          "temporal_spill")
 }
+# Config fields added after models were first saved whose default is how the older models were fitted, so that
+# they need no SAVED_BEFORE entry (PatchCore's bounded bank and faiss search, commit 5b9c6c0): a model saved
+# before them may lack them. Every other field has been saved by every checkpoint since its model existed, so
+# a file without it was edited, and its default (image_size 256, say) would silently change the scores.
+ADDED_WITH_DEFAULT: frozenset[str] = frozenset({"memory_bank_size", "exact_search"})
+# Top-level fields of a model's config.json (what BaseDetector.describe writes; "preprocessing" in older files).
+MODEL_CONFIG_FIELDS = ("format_version", "anomalens_version", "model", "kind", "config", "preprocessing", "calibration",
+                       "drift_reference", "interrupted")
 # Fields of a model's config.json besides "config"; "model" is checked against the registry.
 CALIBRATION_RANGES: dict[str, tuple[type, Range]] = {
     "threshold": (float, Range()),
@@ -300,7 +308,12 @@ def _model_config(meta: Any, format_version: int) -> dict[str, Any]:
 
     if not isinstance(meta, dict):
         raise _Invalid("(top level)", f"must be an object, got {type(meta).__name__}")
+    unknown = sorted(str(k) for k in meta if k not in MODEL_CONFIG_FIELDS)
+    if unknown:  # refused like an unknown config.* setting: a misspelt field would otherwise be silently ignored
+        raise _Invalid(unknown[0][:40], f"is not a field of config.json (known: {', '.join(MODEL_CONFIG_FIELDS)})")
     version = meta.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise _Invalid("format_version", f"must be an integer, got {_show(version)}")
     if version != format_version:
         raise _Invalid("format_version", f"{_show(version)} is not supported (this anomalens reads {format_version})")
     for name in ("model", "kind", "config"):
@@ -315,6 +328,10 @@ def _model_config(meta: Any, format_version: int) -> dict[str, Any]:
         raise _Invalid("kind", f"this file says {kind}, but {model} is an {cls.kind} model"
                        if cls.kind == "image" else f"this file says {kind}, but {model} is a {cls.kind} model")
     _settings(cls.config_class, meta["config"], "config.")
+    optional = set(cls.config_class.SAVED_BEFORE) | ADDED_WITH_DEFAULT
+    for f in dataclasses.fields(cls.config_class):
+        if f.name not in meta["config"] and f.name not in optional:
+            raise _Invalid(f"config.{f.name}", "is missing")
     if "anomalens_version" in meta and not isinstance(meta["anomalens_version"], str):
         raise _Invalid("anomalens_version", f"must be a string, got {_show(meta['anomalens_version'])}")
     if not isinstance(meta.get("interrupted", False), bool):
@@ -330,9 +347,33 @@ def _model_config(meta: Any, format_version: int) -> dict[str, Any]:
     if calibration is not None:
         check_calibration(calibration, "calibration.")
     drift = meta.get("drift_reference")
-    if drift is not None and not isinstance(drift, dict):
-        raise _Invalid("drift_reference", f"must be an object or null, got {_show(drift)}")
+    if drift is not None:
+        check_drift_reference(drift)
     return meta
+
+
+def check_drift_reference(data: Any, prefix: str = "drift_reference.") -> dict[str, Any]:
+    """The fit-time range of typical distances (:class:`~anomalens.metrics.drift.DriftReference`): finite numbers,
+    ``low <= high``, a positive ``width`` (the unit deviations are counted in; absent in early files, which take
+    ``high - low``) and a ``count`` of at least one held-out item."""
+    from anomalens.metrics.drift import DriftReference
+
+    if not isinstance(data, dict):
+        raise _Invalid(prefix.rstrip("."), f"must be an object or null, got {_show(data)}")
+    known = [f.name for f in dataclasses.fields(DriftReference)]
+    unknown = sorted(str(k) for k in data if k not in known)
+    if unknown:
+        raise _Invalid(f"{prefix}{unknown[0][:40]}", f"is not a field of the drift reference (known: {', '.join(known)})")
+    for name in known:
+        if name not in data:
+            if name != "width":
+                raise _Invalid(f"{prefix}{name}", "is missing")
+            continue
+        rule = {"count": Range(1, 2**63 - 1), "width": Range(0.0, None, open_low=True)}.get(name)
+        _number(f"{prefix}{name}", data[name], int if name == "count" else float, rule)
+    if data["low"] > data["high"]:
+        raise _Invalid(f"{prefix}low", f"must not be above drift_reference.high ({_show(data['low'])} > {_show(data['high'])})")
+    return data
 
 
 def check_calibration(data: Any, prefix: str = "calibration.") -> dict[str, Any]:
