@@ -101,7 +101,7 @@ def analyze_on_ray(args: argparse.Namespace) -> int:
 
     outcomes = analyze_videos_on_ray(args.checkpoint, args.video, args.output_dir, address=args.address,
                                      cpus_per_task=_cpus(args), reporter=cli_reporter(),
-                                     device=args.device, fps=args.fps)
+                                     device=args.device, fps=args.fps, overwrite=args.overwrite)
     for o in outcomes:
         if o.error:
             print(f"{o.name}: error: {o.error}")

@@ -65,7 +65,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     analyze.add_argument("--video", required=True, type=Path, nargs="+", metavar="VIDEO",
                          help="video file or folder of frames; with --engine ray several, analysed in parallel")
     analyze.add_argument("--output-dir", type=Path, default=None,
-                         help="where to write (default: RUN_DIR/analysis/<video>_<timestamp>/)")
+                         help="where to write (default: RUN_DIR/analysis/<video>_<timestamp>/); not the run folder itself")
+    analyze.add_argument("--overwrite", action="store_true",
+                         help="replace the analysis already in --output-dir (refused without this flag), once the new one "
+                              "is written")
     analyze.add_argument("--fps", type=float, default=None, help="frame rate of a folder of frames or of a video that states none (default: "
                          "the video's own; else 25 is assumed for timing and motion is measured per frame)")
     add_common_flags(analyze)
@@ -99,7 +102,7 @@ def _analyze(args: argparse.Namespace) -> int:
     if len(args.video) > 1:
         raise ConfigError("several videos are analysed in parallel with --engine ray; locally give one")
     analysis = analyze_video(args.checkpoint, args.video[0], args.output_dir, device=args.device, reporter=cli_reporter(),
-                             fps=args.fps)
+                             fps=args.fps, overwrite=args.overwrite)
     frames = len(analysis.scores)
     print(f"{int(analysis.anomalous.sum())} of {frames} frames above the threshold; {len(analysis.events)} interval(s):")
     for event in analysis.events:

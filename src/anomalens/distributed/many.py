@@ -73,9 +73,10 @@ def analyze_videos_on_ray(
     reporter: Reporter = SILENT,
     device: str = "auto",
     fps: float | None = None,
+    overwrite: bool = False,
 ) -> list[TaskOutcome]:
     """Analyse each video in its own Ray task; outputs go to ``output_dir/<video name>/`` (default: the run's
-    ``analysis/`` folder, as for one video)."""
+    ``analysis/`` folder, as for one video); ``overwrite`` as for :func:`~anomalens.workflows.predict.analyze_video`."""
     from anomalens.workflows.runs import safe_name
 
     from anomalens.distributed.cluster import cluster_device, connect
@@ -87,7 +88,7 @@ def analyze_videos_on_ray(
     jobs = []
     for video, folder in zip(videos, folders):
         target = str((Path(output_dir) / folder).resolve()) if output_dir is not None else None
-        jobs.append((str(video), (checkpoint, str(Path(video).resolve()), target, device, fps)))
+        jobs.append((str(video), (checkpoint, str(Path(video).resolve()), target, device, fps, overwrite)))
     return _run_tasks(_analyze_one, jobs, address, cpus_per_task, reporter, "analyse videos", gpu=device == "cuda")
 
 
@@ -131,14 +132,14 @@ def _train_one(threads: float, data_dir: str, category: str, model: str, results
 
 
 def _analyze_one(threads: float, checkpoint: str, video: str, output_dir: str | None, device: str,
-                 fps: float | None) -> TaskOutcome:
+                 fps: float | None, overwrite: bool = False) -> TaskOutcome:
     import torch
 
     from anomalens.workflows.predict import analyze_video
 
     torch.set_num_threads(max(1, int(threads)))
     try:
-        analysis = analyze_video(checkpoint, video, output_dir, device=device, fps=fps)
+        analysis = analyze_video(checkpoint, video, output_dir, device=device, fps=fps, overwrite=overwrite)
     except AnomalensError as exc:
         return TaskOutcome(video, None, str(exc), _node(), {})
     return TaskOutcome(video, analysis.output_dir, None, _node(), {

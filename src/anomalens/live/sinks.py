@@ -72,6 +72,29 @@ class EventLog(Sink):
         return {"written": self.written}
 
 
+def last_event_id(folder: Path) -> int:
+    """The highest event number an earlier watch left in ``folder`` (its ``events.jsonl`` ids and its
+    ``events/event_NNNNN.*`` files; 0 for a new folder), so that a watch restarted into the same folder numbers
+    its events after them and never overwrites an earlier event's clip or images."""
+    highest = 0
+    try:
+        with open(folder / "events.jsonl", encoding="utf-8", errors="replace") as log:
+            for line in log:
+                try:
+                    number = json.loads(line).get("id")
+                except (ValueError, AttributeError):  # a line cut short by a crash, or not a message
+                    continue
+                if isinstance(number, int) and not isinstance(number, bool):
+                    highest = max(highest, number)
+    except FileNotFoundError:
+        pass
+    for path in (folder / "events").glob("event_*.*"):
+        digits = path.name[len("event_"):].split(".")[0].split("_")[0]
+        if digits.isdigit():
+            highest = max(highest, int(digits))
+    return highest
+
+
 class FrameLog:
     """Per-frame scores in ``frames_00001.csv``, ``frames_00002.csv``, ...: a new file every ``rows`` rows,
     only the last ``keep`` files kept, so a week of watching does not fill the disk."""

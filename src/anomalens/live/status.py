@@ -1,5 +1,6 @@
-"""The watch's running figures: frames in, scored and dropped, rates since the last report, latency and
-processing time of the last 200 scored frames, and the one-line text of the terminal's status line.
+"""The watch's running figures: frames in, scored and dropped, rates since the last report (the final report:
+since the start), latency and processing time of the last 200 scored frames, and the one-line text of the
+terminal's status line.
 
 >>> figures = WatchFigures(started=0.0)
 >>> figures.scored(arrived=1.0, processed=1.05, now=1.2)
@@ -22,6 +23,7 @@ class WatchFigures:
         self.latencies: deque[float] = deque(maxlen=window)
         self.processing: deque[float] = deque(maxlen=window)
         self.announce_delays: deque[float] = deque(maxlen=1000)
+        self.started = started
         self.last = (started, 0, 0)  # time, frames read, frames scored at the last report
 
     def scored(self, arrived: float, processed: float, now: float) -> None:
@@ -29,8 +31,12 @@ class WatchFigures:
         self.latencies.append(now - arrived)
         self.processing.append(processed - arrived)
 
-    def report(self, *, read: int, scored: int, pushed_out: int, too_late: int, now: float) -> dict[str, Any]:
-        """The counts, rates since the last report, latency and processing percentiles (ms)."""
+    def report(self, *, read: int, scored: int, pushed_out: int, too_late: int, now: float,
+               whole_run: bool = False) -> dict[str, Any]:
+        """The counts, rates since the last report (``whole_run``: since the start), latency and processing
+        percentiles (ms)."""
+        if whole_run:
+            self.last = (self.started, 0, 0)
         span = max(now - self.last[0], 1e-6)
         latencies, processing = sorted(self.latencies), sorted(self.processing)
         dropped = pushed_out + too_late

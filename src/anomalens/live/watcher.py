@@ -42,13 +42,13 @@ from anomalens.live.publisher import Publisher
 from anomalens.live.reader import FrameReader, QueuedFrame, steady_memory
 from anomalens.live.scoring import frame_scorer
 from anomalens.live.settings import WatchSettings
-from anomalens.live.sinks import EventLog, FrameLog, Sink
+from anomalens.live.sinks import EventLog, FrameLog, Sink, last_event_id
 from anomalens.live.sources import Source, SourceGap, open_source
 from anomalens.live.state import WatchState
 from anomalens.live.status import WatchFigures, iso_time, status_text
 from anomalens.metrics.events import EVENT_MERGE_SECONDS
 from anomalens.models.base import BaseDetector
-from anomalens.runtime import library_threads, resolve_device, write_json_atomic
+from anomalens.runtime import atomic_path, library_threads, resolve_device, write_json_atomic
 from anomalens.visualization.overlays import overlay
 from anomalens.workflows.runs import load_detector
 
@@ -93,11 +93,13 @@ class Watcher:
         self.state = WatchState(calibration=self.calibration)
         self.scored = 0  # written by the scorer's thread only
         self.clips: ClipWriter | None = None  # created by the reader once the stream's frame rate is known
-        self.event_count = 0
+        self.event_count = 0  # events of this watch
+        self.first_event_id = 0  # numbers before it: taken by an earlier watch into the same output folder
         self.per_image = self.source.kind == "folder" and self.detector.kind == "image"
         self.frame_log: FrameLog | None = None
         if self.output is not None:
             (self.output / "events").mkdir(parents=True, exist_ok=True)
+            self.first_event_id = last_event_id(self.output)
             self.sinks.insert(0, EventLog(self.output))
             cues = ["appearance", "motion"] if self.detector.kind == "video" and self.detector.name == "stfeatures" else []
             self.frame_log = FrameLog(
@@ -290,23 +292,23 @@ class Watcher:
         event = transition.open_event
         if transition.kind == "started":
             self.event_count += 1
-            event.extra["id"] = self.event_count
+            number = event.extra["id"] = self.first_event_id + self.event_count
             delay = time.time() - event.extra["first_arrived"]
             self.figures.announce_delays.append(delay)
             message = self._base_message("anomaly_started")
-            message.update(id=self.event_count, start_frame=event.start, start_time=round(event.start / self.fps, 4),
+            message.update(id=number, start_frame=event.start, start_time=round(event.start / self.fps, 4),
                            started_at=event.extra.get("started_at"), detection_delay_s=round(delay, 3))
             if event.extra.get("file"):
                 message["file"] = event.extra["file"]
             if self.clips is not None:
-                clip = self.output / "events" / f"event_{self.event_count:05d}.mp4"  # type: ignore[operator]
+                clip = self.output / "events" / f"event_{number:05d}.mp4"  # type: ignore[operator]
                 # a clip still recording (an event a few seconds before) is shared rather than a second one opened
-                event.extra["clip"], event.extra["clip_first_frame"] = self.clips.start(self.event_count, clip, event.start)
+                event.extra["clip"], event.extra["clip_first_frame"] = self.clips.start(number, clip, event.start)
             self._publish(message)
             return
         record = dict(transition.event)
         message = self._base_message("anomaly")
-        message.update(id=event.extra.get("id", self.event_count), **record)
+        message.update(id=event.extra.get("id", self.first_event_id + self.event_count), **record)
         message["peak_normalized_score"] = float(self.calibration.normalize(record["peak_score"]))
         cues = event.extra.get("cues") or {}
         if cues:  # which cue made the peak, as analyze-video says it
@@ -324,7 +326,9 @@ class Watcher:
             message["clip"] = str(event.extra["clip"].relative_to(self.output))
             message["clip_first_frame"] = event.extra["clip_first_frame"]
         saving = None
-        if self.output is not None and self.detector.kind == "image" and event.extra.get("image") is not None:
+        # an image model's anomalous frame, or a hot folder's peak image (it has no clip), is saved with its overlay
+        evidence = self.detector.kind == "image" or self.source.kind == "folder"
+        if self.output is not None and evidence and event.extra.get("image") is not None:
             number, image, raw_map = message["id"], event.extra["image"], event.extra["map"]
             saving = lambda: self._save_overlay(number, image, raw_map)  # noqa: E731 - PNGs written off the scorer
         self._publish(message, saving)
@@ -332,8 +336,10 @@ class Watcher:
     def _save_overlay(self, number: int, image: np.ndarray, raw_map: np.ndarray) -> dict[str, str]:
         assert self.output is not None
         names = {"image": f"events/event_{number:05d}.png", "overlay": f"events/event_{number:05d}_overlay.png"}
-        Image.fromarray(image).save(self.output / names["image"])
-        Image.fromarray(overlay(image, self.calibration.normalize(raw_map.astype(np.float32)))).save(self.output / names["overlay"])
+        views = {"image": image, "overlay": overlay(image, self.calibration.normalize(raw_map.astype(np.float32)))}
+        for key, view in views.items():
+            with atomic_path(self.output / names[key]) as tmp:  # never a half-written PNG
+                Image.fromarray(view).save(tmp, format="PNG")
         return names
 
     def _close_event(self) -> None:
@@ -365,8 +371,9 @@ class Watcher:
         event = self.tracker.current if self.tracker is not None else None
         status = {"state": state, "source": self.source_spec, "source_kind": self.source.kind,
                   "model": self.detector.name, "updated_at": iso_time(now), "uptime_s": round(now - self.started, 1)}
+        # the last status gives the rates over the whole watch: the last second alone may have read nothing
         status.update(self.figures.report(read=self.reader.read, scored=self.scored, pushed_out=self.reader.pushed_out,
-                                          too_late=self.reader.too_late, now=now))
+                                          too_late=self.reader.too_late, now=now, whole_run=state == "stopped"))
         status.update({
             "score_delay_frames": self.scorer.delay_frames,
             "open_event": None if event is None or not event.announced else {

@@ -121,16 +121,19 @@ def predict_images(
     regions above the threshold outlined), named after the input's path relative to the inputs' common
     folder (``good/000.png`` -> ``good/000_overlay.png``), and ``predictions.csv`` / ``predictions.json``,
     moved in only once every image has been scored. A folder that already holds predictions is refused
-    unless ``overwrite``, which first removes the earlier call's tables, overlays and masks (nothing else).
+    unless ``overwrite``, which then removes the earlier call's tables, overlays and masks (nothing else), but
+    only once the new ones are ready: a call that fails leaves the earlier results as they were.
     Each result lists its defect regions (pixels above the model's pixel threshold, chosen on normal validation
     images); ``save_masks`` also writes each binary mask as ``<name>_mask.png`` beside its overlay.
     """
+    if batch_size < 1:  # a step of 0 fails in range(), a negative one scores nothing
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     detector = load_fitted_detector(checkpoint_or_detector, "image", device)
     if output_dir is None and not isinstance(checkpoint_or_detector, BaseDetector):
         output_dir = new_predictions_dir(open_run(checkpoint_or_detector)[1] / PREDICTIONS_DIR)
     items = _prediction_inputs(inputs)
     if output_dir is not None:
-        _clear_earlier_predictions(Path(output_dir), overwrite)
+        _refuse_earlier_predictions(Path(output_dir), overwrite)
 
     results: list[ImageResult] = []
     relative = relative_names([p for p, _ in items])
@@ -157,6 +160,8 @@ def predict_images(
                 r.mask_path = final / r.mask_path.relative_to(folder) if r.mask_path is not None else None
             write_prediction_tables(folder, results, detector, checkpoint_or_detector, drift)
             csv_path, json_path = final / PREDICTIONS_CSV, final / PREDICTIONS_JSON
+            if overwrite:
+                _clear_earlier_predictions(final)  # only now: everything new is written, ready to move in
     if output_dir is not None:
         reporter.log(f"wrote {len(results)} predictions to {output_dir}")
     return PredictionReport(results=results, csv_path=csv_path, json_path=json_path, drift=drift)
@@ -274,27 +279,40 @@ def new_predictions_dir(parent: Path) -> Path:
     return target
 
 
-def _clear_earlier_predictions(folder: Path, overwrite: bool) -> None:
-    """Refuse to mix two calls' results in one folder; with ``overwrite``, remove the earlier call's own files."""
-    tables = [folder / PREDICTIONS_CSV, folder / PREDICTIONS_JSON]
-    if not any(t.exists() for t in tables):
-        return
-    if not overwrite:
+def _refuse_earlier_predictions(folder: Path, overwrite: bool) -> None:
+    """Refuse to mix two calls' results in one folder, before any work (``overwrite`` replaces them later)."""
+    if not overwrite and any((folder / table).exists() for table in (PREDICTIONS_CSV, PREDICTIONS_JSON)):
         raise ConfigError("already holds predictions of an earlier call; choose another output folder or "
-                          "pass --overwrite (overwrite=True) to replace them", folder)
+                          "pass --overwrite to replace them", folder)
+
+
+def _clear_earlier_predictions(folder: Path) -> None:
+    """Remove the earlier call's tables, overlays and masks from ``folder``, nothing else.
+
+    The tables store overlay paths as the earlier call was given its folder (relative to its working directory),
+    so the files are found from each entry's ``relative_path``, named the way :func:`overlay_names` names them.
+    """
     try:
         earlier = json.loads((folder / PREDICTIONS_JSON).read_text(encoding="utf-8")).get("results", [])
     except (OSError, ValueError, AttributeError):
         earlier = []
-    for entry in earlier:
-        for key in ("overlay", "mask"):
-            written = entry.get(key) if isinstance(entry, dict) else None
-            if written:
-                path = Path(written)
-                if path.is_file() and folder.resolve() in path.resolve().parents:  # never outside the folder
-                    path.unlink()
-    for table in tables:
-        table.unlink(missing_ok=True)
+    inside = folder.resolve()
+    for entry in earlier if isinstance(earlier, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        candidates = [Path(entry[key]) for key in ("overlay", "mask") if isinstance(entry.get(key), str)]
+        if isinstance(entry.get("relative_path"), str) and entry["relative_path"]:
+            stem = str(Path(entry["relative_path"]).with_suffix(""))
+            candidates += [folder / f"{stem}_overlay.png", folder / f"{stem}_mask.png"]
+        for path in candidates:
+            # only our own file names, never outside the folder nor in a hidden one (the new results wait in one;
+            # the table may have been edited)
+            resolved = path.resolve()
+            if (path.name.endswith(("_overlay.png", "_mask.png")) and path.is_file() and inside in resolved.parents
+                    and not any(part.startswith(".") for part in resolved.relative_to(inside).parts)):
+                path.unlink()
+    for table in (PREDICTIONS_CSV, PREDICTIONS_JSON):
+        (folder / table).unlink(missing_ok=True)
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
@@ -305,6 +323,20 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 
 
 # ---- one video ----------------------------------------------------------------------------------------
+ANALYSIS_FILES = ("side_by_side.mp4", "timeline.png", "scores.csv", "events.json")
+
+
+def _check_analysis_dir(folder: Path, checkpoint: str | Path | BaseDetector, overwrite: bool) -> None:
+    """Refuse the run or model folder itself, and (unless ``overwrite``) a folder holding an earlier analysis."""
+    if not isinstance(checkpoint, BaseDetector):
+        model_dir, run_dir, _ = open_run(checkpoint)
+        if folder.resolve() in (model_dir.resolve(), run_dir.resolve()):
+            raise ConfigError("is the model's own run or model folder; choose another output folder", folder)
+    if not overwrite and any((folder / name).exists() for name in ANALYSIS_FILES):
+        raise ConfigError("already holds an analysis of an earlier call; choose another output folder or "
+                          "pass --overwrite to replace it", folder)
+
+
 @dataclass
 class VideoAnalysis:
     """What :func:`analyze_video` wrote and found."""
@@ -331,14 +363,19 @@ def analyze_video(
     device: str = "auto",
     reporter: Reporter = SILENT,
     fps: float | None = None,
+    overwrite: bool = False,
 ) -> VideoAnalysis:
     """Score every frame of ``video`` (file or frame folder) with the model's own threshold and write the outputs.
 
     ``output_dir`` defaults to ``RUN_DIR/analysis/<video>_<timestamp>/`` (``results/analysis/...`` for a
     detector object). ``fps`` states the rate of a folder of frames or a video that states none (else 25 is assumed
-    for timing and motion is measured per frame). Files appear only once all of them are written.
+    for timing and motion is measured per frame). Files appear only once all of them are written. An
+    ``output_dir`` that already holds an analysis is refused unless ``overwrite``; its files are then replaced only
+    once the new ones are all written.
     """
     fps = check_fps(fps)  # before the model is loaded
+    if output_dir is not None:  # before the video is read and scored, not after
+        _check_analysis_dir(Path(output_dir), checkpoint_or_detector, overwrite)
     detector = load_fitted_detector(checkpoint_or_detector, "video", device)
     cal = detector.calibration_
     assert cal is not None
@@ -350,7 +387,10 @@ def analyze_video(
         base = Path("results")
         if not isinstance(checkpoint_or_detector, BaseDetector):
             base = open_run(checkpoint_or_detector)[1]
-        output_dir = base / ANALYSIS_DIR / f"{safe_name(clip.name)}_{datetime.now():%Y%m%d_%H%M%S}"
+        stamped = f"{safe_name(clip.name)}_{datetime.now():%Y%m%d_%H%M%S}"
+        output_dir, n = base / ANALYSIS_DIR / stamped, 2
+        while output_dir.exists():  # the same video twice within a second: each call keeps its own results
+            output_dir, n = base / ANALYSIS_DIR / f"{stamped}_{n}", n + 1
     output_dir = check_writable(output_dir)  # before scoring, not after it
     started = time.perf_counter()
     prediction = detector.predict_clip(clip, reporter)  # type: ignore[attr-defined]
