@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -28,6 +29,7 @@ from anomalens.data.synthetic_video import DEFAULT_VIDEO_CATEGORY, make_syntheti
 from anomalens.data.video_io import probe_video, write_video
 from anomalens.live.clips import ClipWriter
 from anomalens.live.events import EventTracker
+from anomalens.live.scoring import frame_scorer
 from anomalens.live.settings import WatchSettings
 from anomalens.live.sinks import MqttSink, WebhookSink
 from anomalens.live.sources import Source, SourceFrame
@@ -36,6 +38,7 @@ from anomalens.metrics.events import detect_events
 from anomalens.models.base import create_detector
 from anomalens.models.components import onnx_backbone
 from anomalens.models.components.kernels import DelayedGaussian, gaussian_smooth_1d
+from anomalens.models.video.stfeatures import typical_cell
 from anomalens.workflows.predict import analyze_video
 from anomalens.workflows.train import train_video_model
 
@@ -111,13 +114,68 @@ def test_hysteresis_keeps_an_event_open_above_the_lower_level():
     assert [(e["start_frame"], e["end_frame"]) for e in closed] == [(1, 3)]
 
 
-def test_causal_scores_equal_the_offline_scores(model):
+class StatedClip(list):
+    """Frames whose rate something states (as ``open_clip(..., fps=)`` does): what offline scoring rescales motion by."""
+
+    def __init__(self, frames, fps: float) -> None:
+        super().__init__(frames)
+        self.stated_fps = fps
+
+
+@pytest.mark.parametrize("case", ["as trained", "far above the ceiling", "about the ceiling", "at half the training rate"])
+def test_causal_scores_equal_the_offline_scores(model, monkeypatch, case):
+    """Also with the codec memories and the low-pass counting fully (a ceiling of 0: every frame far above it) and
+    by a part (a ceiling at the clip's median typical cell: frames within it and a little above it side by side,
+    so that some batches search the codec memories and others not), and for a stream at 5 fps scored by a model
+    trained at 10 (motion_per_second: the flow halved)."""
     detector, _ = model
     prep = Preprocessing(image_size=SIZE)
     frames = [prep.prepare_array(f) for f in frames_of(60, 30, "stop")]
+    fps, searched = None, []
+    if case.endswith("ceiling"):
+        assert detector.codec_index_ is not None and detector.codec_motion_memory_ is not None
+        assert detector.config.above_ceiling_lowpass > 1 and math.isfinite(float(detector.appearance_ceiling_))
+        typical = []  # each frame's typical appearance cell, as the ceiling sees it
+        with monkeypatch.context() as patch:
+            frame_scores = detector._frame_scores
+
+            def recording(appearance, *rest):
+                typical.extend(typical_cell(appearance.flatten(1)).tolist())
+                return frame_scores(appearance, *rest)
+
+            patch.setattr(detector, "_frame_scores", recording)
+            as_trained = detector.predict_clip(frames, views=False)
+        ceiling = 0.0 if case == "far above the ceiling" else float(np.median(typical))
+        weights = np.clip((np.asarray(typical) - ceiling) / float(detector.standardisation_[1]), 0.0, 1.0)
+        if ceiling:
+            assert (weights == 0).sum() >= 10 and ((weights > 0.05) & (weights < 0.95)).sum() >= 3
+        else:
+            assert np.all(weights == 1.0)
+        monkeypatch.setattr(detector, "appearance_ceiling_", torch.tensor([ceiling]))
+
+        def recorded(name, original):
+            def coded_map(*args):
+                searched.append((name, original(*args)))
+                return searched[-1][1]
+            return coded_map
+
+        for name in ("_coded_map", "_coded_motion_map"):  # each batch's codec-memory maps (None: not searched)
+            monkeypatch.setattr(detector, name, recorded(name, getattr(detector, name)))
+    elif case == "at half the training rate":
+        assert detector.training_fps_ == 10.0 and detector.flow_scale(5.0) == 0.5
+        as_trained = detector.predict_clip(frames, views=False)
+        fps, frames = 5.0, StatedClip(frames, 5.0)
     offline = detector.predict_clip(frames)
+    if case.endswith("ceiling"):
+        assert {n for n, coded in searched if coded is not None} == {"_coded_map", "_coded_motion_map"}
+        assert np.abs(offline.cues["appearance"] - as_trained.cues["appearance"]).max() > 0.1
+    elif case == "at half the training rate":
+        assert np.abs(offline.cues["motion"] - as_trained.cues["motion"]).max() > 0.1
     for batch in (1, 3):
-        scorer = detector.causal_scorer()
+        searched.clear()
+        scorer = detector.causal_scorer(fps=fps) if batch == 1 else frame_scorer(detector)
+        if batch == 3:  # as the watch gives it: the source's rate, set before the frames
+            scorer.set_rate(fps)
         assert scorer.delay_frames == 8  # the kernel radius, round(4 * temporal_sigma 2)
         results = [r for i in range(0, len(frames), batch) for r in scorer.push(torch.stack(frames[i:i + batch]))]
         assert len(results) == len(frames) - 8
@@ -125,6 +183,10 @@ def test_causal_scores_equal_the_offline_scores(model):
         assert [r.index for r in results] == list(range(len(frames)))
         np.testing.assert_allclose([r.score for r in results], offline.scores, atol=1e-4)
         np.testing.assert_allclose([r.cues["motion"] for r in results], offline.cues["motion"], atol=1e-4)
+        np.testing.assert_allclose([r.cues["appearance"] for r in results], offline.cues["appearance"], atol=1e-4)
+        if case.endswith("ceiling"):  # the live scorer searched the codec memories too; about it, not every batch
+            coded = [c is not None for n, c in searched if n == "_coded_map"]
+            assert any(coded) and (all(coded) if case == "far above the ceiling" else not all(coded))
 
 
 def test_a_streaming_scorer_keeps_the_runtimes_buffers_with_the_same_features(model, tmp_path, monkeypatch):

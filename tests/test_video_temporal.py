@@ -172,3 +172,53 @@ def test_the_learned_spill_lowers_the_normal_frames_next_to_an_anomaly_and_not_t
     assert np.median(spilled[inside]) >= np.median(plain[inside]) - 1e-3
     with pytest.raises(ConfigError, match="temporal_spill"):
         create_detector("stfeatures", **SETTINGS, temporal_spill="sometimes")
+
+
+def cut_gaussian(values: np.ndarray, sigma: float, lookahead: int) -> np.ndarray:
+    """The live Gaussian, written out: each frame the kernel's taps from ``radius`` frames back to ``lookahead``
+    ahead that exist (none before the first frame, none after the last), renormalised to sum 1."""
+    kernel, n = series_kernel(sigma), len(values)
+    radius = len(kernel) // 2
+    out = []
+    for t in range(n):
+        js = np.arange(max(0, t - radius), min(n - 1, t + lookahead) + 1)
+        taps = kernel[js - t + radius]
+        out.append(float(np.dot(taps, values[js]) / taps.sum()))
+    return np.asarray(out)
+
+
+def test_the_live_lookahead_with_the_spill_smooths_up_to_the_limit_and_medians_the_rest():
+    """The watch's default (LIVE_LOOKAHEAD 3 frames, temporal_spill "normal", median 1): the part of each value up to
+    the limit through the Gaussian cut 3 frames ahead, the part above through the full running median of 3 (it needs
+    one frame ahead, which the 3 leave), the two added, each 3 frames after its own."""
+    from anomalens.live.settings import LIVE_LOOKAHEAD
+
+    assert LIVE_LOOKAHEAD == 3
+    limit = 2.0
+    rng = np.random.default_rng(7)
+    spike, run2, run3 = (np.zeros(40, np.float32) for _ in range(3))
+    spike[20], run2[20:22], run3[[0, 1, 2, 30, 31, 32]] = 10.0, 9.0, 7.0
+    noisy = (3 * rng.normal(size=40)).astype(np.float32)
+    series = [spike, run2, run3, noisy] + [noisy[:n] for n in (1, 2, 3, 4, 5, 9)]
+    for values in series:
+        smoother = DelayedSmoothing(2.0, lookahead=LIVE_LOOKAHEAD, spill=limit)
+        assert (smoother.median.delay, smoother.gaussian.delay, smoother.excess.delay, smoother.delay) == (0, 3, 1, 3)
+        out = [y for v in values for y in smoother.push(v)]
+        assert len(out) == max(0, len(values) - 3)
+        out += smoother.finish()
+        below, above = np.minimum(values, limit), np.maximum(values - limit, 0)
+        expected = cut_gaussian(below, 2.0, 3) + running_median(above, 3)
+        np.testing.assert_allclose(out, expected, atol=1e-5)
+        if len(values) > 3:  # not what the full look-ahead gives: the kernel is really cut
+            assert np.abs(np.asarray(out) - smooth_scores(values, KERNEL, spill=limit)).max() > 1e-3
+    # known values: a one-frame spike lends its neighbours at most the limit and keeps no more than it itself
+    out = DelayedSmoothing(2.0, lookahead=3, spill=limit)
+    got = np.asarray([y for v in spike for y in out.push(v)] + out.finish())
+    assert got.max() <= limit and got[20] == pytest.approx(limit * KERNEL[8] / KERNEL[:12].sum(), abs=1e-6)
+    # seen 3 frames ahead, left 8 frames behind (the kernel's radius), nothing beyond
+    assert np.all(got[:17] == 0.0) and np.all(got[17:29] > 0.0) and np.all(got[29:] == 0.0)
+    # a run of two above the limit keeps its height above it: 7 = 9 - limit through the median of 3, on each frame
+    out = DelayedSmoothing(2.0, lookahead=3, spill=limit)
+    got = np.asarray([y for v in run2 for y in out.push(v)] + out.finish())
+    np.testing.assert_allclose(got[20:22] - cut_gaussian(np.minimum(run2, limit), 2.0, 3)[20:22], 7.0, atol=1e-5)
+    assert np.all(got[[19, 22]] < limit)
