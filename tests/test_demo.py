@@ -97,8 +97,12 @@ def test_ui_command_flags_auth_and_defaults(tmp_path, monkeypatch, capsys):
     assert calls[-1][1]["auth"] == ("env", "secret") and calls[-1][1]["host"] == "0.0.0.0"
 
     monkeypatch.delenv("ANOMALENS_UI_AUTH")
-    assert main(["ui", "--host", "0.0.0.0"]) == 0
-    assert "without a login" in capsys.readouterr().err  # exposed without auth: warned
+    capsys.readouterr()
+    launched = len(calls)
+    assert main(["ui", "--host", "0.0.0.0"]) == 2  # exposed without auth: refused, nothing started
+    err = capsys.readouterr().err.strip()
+    assert "refusing to listen on 0.0.0.0 without a login" in err and len(err.splitlines()) == 1
+    assert len(calls) == launched
 
     assert main(["ui", "--auth", "no-colon"]) == 2
     err = capsys.readouterr().err.strip()

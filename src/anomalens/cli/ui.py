@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import sys
 from pathlib import Path
 
@@ -51,22 +50,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.set_defaults(handler=run_demo)
 
 
-def _warn_if_exposed(host: str, auth: tuple[str, str] | None) -> None:
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback and auth is None:
-        print(f"anomalens: warning: listening on {host} without a login; anyone who can reach it can use it "
-              f"(set {AUTH_ENV}=user:password)", file=sys.stderr)
-
-
 def _launch(args: argparse.Namespace, data_roots: list[Path], image_examples=(), video_examples=()) -> int:
     from anomalens.runtime import resolve_device
     from anomalens.ui import UISettings, launch
-    from anomalens.ui.security import resolve_auth
+    from anomalens.ui.security import require_login_beyond_loopback, resolve_auth
 
     auth = resolve_auth(args.auth)
+    require_login_beyond_loopback(args.host, auth)  # launch() checks too; here it fails before any output
     if args.auth:
         print(f"anomalens: warning: --auth is visible to every user of this machine (ps); on a shared machine set "
               f"{AUTH_ENV}=user:password instead", file=sys.stderr)
@@ -75,7 +65,6 @@ def _launch(args: argparse.Namespace, data_roots: list[Path], image_examples=(),
         results_dir=args.results_dir, data_roots=data_roots, device=args.device, max_upload_mb=args.max_upload_mb,
         image_examples=list(image_examples), video_examples=list(video_examples),
     )
-    _warn_if_exposed(args.host, auth)
     print(f"anomalens: UI at http://{args.host}:{args.port} (models in {settings.results_dir}; Ctrl-C stops)")
     launch(settings, host=args.host, port=args.port, auth=auth)
     return 0
@@ -88,10 +77,12 @@ def run_ui(args: argparse.Namespace) -> int:
 
 def run_demo(args: argparse.Namespace) -> int:
     from anomalens.progress import Reporter
-    from anomalens.ui.security import resolve_auth
+    from anomalens.ui.security import require_login_beyond_loopback, resolve_auth
     from anomalens.workflows.demo import prepare_demo
 
-    resolve_auth(args.auth)  # a malformed login fails before minutes of training
+    auth = resolve_auth(args.auth)  # a malformed login, or none beyond loopback, fails before minutes of training
+    if not args.no_launch:
+        require_login_beyond_loopback(args.host, auth)
     seed = {} if args.seed is None else {"seed": args.seed}  # not given: prepare_demo's own
     assets = prepare_demo(args.demo_dir, args.results_dir, device=args.device, force=args.force,
                           video=not args.no_video, reporter=Reporter(), **seed)

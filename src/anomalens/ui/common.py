@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -134,14 +135,28 @@ def examples_for_run(settings: UISettings, run_dir: str | Path | None, kind: str
     if not test.is_dir() or not any(test.is_relative_to(root) for root in settings.data_roots):
         return []
     extensions = IMAGE_EXTENSIONS if kind == "image" else VIDEO_EXTENSIONS
-    folders = sorted((d for d in test.iterdir() if d.is_dir()), key=lambda d: (d.name not in ("good", "normal"), d.name))
-    files = [sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in extensions) for d in folders]
+    # no links below the test folder: a link to any file the server can read would be copied and served
+    folders = sorted((d for d in test.iterdir() if _real_under(d, settings) and d.is_dir()),
+                     key=lambda d: (d.name not in ("good", "normal"), d.name))
+    files = [sorted(p for p in d.iterdir() if p.suffix.lower() in extensions and _real_under(p, settings) and p.is_file())
+             for d in folders]
     picked: list[Path] = []
     for rank in range(max((len(f) for f in files), default=0)):  # round robin over the types
         picked += [f[rank] for f in files if rank < len(f)]
         if len(picked) >= limit:
             break
     return picked[:limit]
+
+
+def _real_under(path: Path, settings: UISettings) -> bool:
+    """``path`` is no symlink and lies (resolved) under an allowed data root."""
+    if path.is_symlink():
+        return False
+    try:
+        confine_path(path, settings.data_roots)
+    except (AnomalensError, OSError):
+        return False
+    return True
 
 
 def example_label(path: Path) -> str:
@@ -170,7 +185,13 @@ def stage_examples(settings: UISettings, run_dir: str | Path | None, kind: str, 
     staged = []
     for path in chosen:
         target = folder / f"{path.parent.name}_{path.name}"
-        shutil.copyfile(path, target)
+        # O_NOFOLLOW: a file replaced by a link since it was listed fails to open instead of being copied
+        try:
+            source = os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), "rb")
+        except OSError:
+            raise DataError("this example is no longer available: choose the model again") from None
+        with source, open(target, "wb") as sink:
+            shutil.copyfileobj(source, sink)
         staged.append(target)
     return staged
 

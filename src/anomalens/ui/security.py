@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import stat
+import struct
 import tempfile
 import time
 import zipfile
@@ -56,6 +57,15 @@ def resolve_auth(flag: str | None, environ: dict[str, str] | None = None) -> tup
     """The login from ``--auth``, else from the ``ANOMALENS_UI_AUTH`` environment variable, else none."""
     environ = os.environ if environ is None else environ
     return parse_auth(flag if flag else environ.get(AUTH_ENV))
+
+
+def require_login_beyond_loopback(host: str, auth: tuple[str, str] | None) -> None:
+    """Refuse to listen beyond this machine without a login (as ``anomalens serve`` refuses without a token)."""
+    from anomalens.serve import is_loopback  # the one loopback test of both servers
+
+    if auth is None and not is_loopback(host):
+        raise ConfigError(f"refusing to listen on {host} without a login: set {AUTH_ENV}=user:password, "
+                          "or listen on 127.0.0.1")
 
 
 def resolve_roots(roots: Sequence[str | Path]) -> list[Path]:
@@ -96,11 +106,52 @@ class ZipLimits:
     max_unpacked_bytes: int = MAX_ZIP_UNPACKED_BYTES
     max_ratio: float = MAX_ZIP_RATIO
     min_ratio_check_bytes: int = MIN_RATIO_CHECK_BYTES
+    # a central directory entry is 46 bytes plus its name, extra field and comment: 1 KiB is generous for
+    # dataset paths, and bounds what zipfile reads (and turns into ZipInfo objects) before we count members
+    max_directory_bytes_per_member: int = 1024
+
+
+_EOCD = struct.Struct("<4s4H2LH")  # end of central directory record
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")
+_ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
+
+
+def _check_central_directory(archive: Path, limits: ZipLimits) -> None:
+    """Refuse a zip whose end record declares too many entries or too large a central directory, before
+    :class:`zipfile.ZipFile` reads that directory whole into memory. Finds the end record as zipfile does
+    (at the very end, else the last one within a 64 KiB comment); a file without one is left to zipfile."""
+    try:
+        with open(archive, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            tail_start = max(0, size - (_EOCD.size + 0xFFFF + _ZIP64_LOCATOR.size + _ZIP64_EOCD.size))
+            handle.seek(tail_start)
+            tail = handle.read()
+    except OSError:
+        return  # zipfile says why in its own words
+    at = len(tail) - _EOCD.size
+    if at < 0:
+        return
+    if tail[at:at + 4] != b"PK\x05\x06":
+        at = tail.rfind(b"PK\x05\x06", 0, at)
+        if at < 0:
+            return
+    _, _, _, _, entries, directory_bytes, _, _ = _EOCD.unpack_from(tail, at)
+    locator = at - _ZIP64_LOCATOR.size
+    record = locator - _ZIP64_EOCD.size
+    if record >= 0 and tail[locator:locator + 4] == b"PK\x06\x07" and tail[record:record + 4] == b"PK\x06\x06":
+        fields = _ZIP64_EOCD.unpack_from(tail, record)  # zip64: the real counts are here, not 0xFFFF
+        entries, directory_bytes = fields[7], fields[8]
+    if entries > limits.max_members:
+        raise DataError(f"the zip declares {entries} entries; at most {limits.max_members} are accepted", archive.name)
+    max_bytes = limits.max_members * limits.max_directory_bytes_per_member
+    if directory_bytes > max_bytes:
+        raise DataError(f"the zip's table of contents is {directory_bytes / 1e6:.0f} MB; at most "
+                        f"{max_bytes / 1e6:.0f} MB is accepted (too many or too long entries)", archive.name)
 
 
 def _check_member(info: zipfile.ZipInfo, archive: Path, limits: ZipLimits) -> PurePosixPath | None:
     name = info.filename.replace("\\", "/")
-    if info.is_dir():
+    if not name or info.is_dir():  # an empty name first: is_dir() indexes its last character
         return None
     member = PurePosixPath(name)
     if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in member.parts or "\x00" in name:
@@ -114,6 +165,8 @@ def _check_member(info: zipfile.ZipInfo, archive: Path, limits: ZipLimits) -> Pu
     if info.file_size >= limits.min_ratio_check_bytes and info.file_size > limits.max_ratio * max(info.compress_size, 1):
         raise DataError(f"{info.filename!r} unpacks to {info.file_size / max(info.compress_size, 1):.0f}x its packed "
                         f"size (at most {limits.max_ratio:g}x is accepted: zip bomb?)", archive)
+    if not member.parts:
+        return None  # named "." or "./.": nothing to write (and no folder to put it in)
     if member.parts[0] == "__MACOSX" or member.name.startswith("._") or member.name == ".DS_Store":
         return None  # Finder droppings, not data
     return member
@@ -146,6 +199,7 @@ def safe_extract_zip(archive: str | Path, destination: str | Path, limits: ZipLi
     """
     archive = Path(archive)
     destination = Path(destination)
+    _check_central_directory(archive, limits)
     try:
         bundle = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
@@ -225,12 +279,13 @@ class LoginThrottle:
     """
 
     def __init__(self, user: str, password: str, free_attempts: int = 3, max_delay: float = 30.0,
-                 window: float = 900.0) -> None:
+                 window: float = 900.0, max_names: int = 10_000) -> None:
         self._user = user.encode("utf-8")
         self._password = password.encode("utf-8")
         self.free_attempts = free_attempts
         self.max_delay = max_delay
         self.window = window
+        self.max_names = max_names
         self._failures: dict[str, list[float]] = {}
         self._locks: dict[str, Any] = {}
 
@@ -260,10 +315,25 @@ class LoginThrottle:
             else:
                 recent = [t for t in self._failures.get(key, []) if now - t < self.window]
                 self._failures[key] = recent[-64:] + [now]
-                if len(self._failures) > 10_000:  # a flood of made-up names: forget the oldest
-                    self._failures.pop(next(iter(self._failures)))
                 log.warning("failed login for user %r (%d recent failures)", key, len(self._failures[key]))
+                if len(self._failures) > self.max_names:
+                    self._forget(now)
             return bool(ok)
+
+    def _forget(self, now: float) -> None:
+        """A flood of made-up names filled the table: forget the tenth that matters least, with their locks.
+
+        Fewest recent failures go first, then the least recently failed, so made-up names cannot push out a
+        name that is being guessed (forgetting the oldest record would reset its delay). Once per tenth of the
+        table, so a flood costs a sort per thousand failures, not a scan per failure.
+        """
+        def weight(name: str) -> tuple[int, float]:
+            times = self._failures[name]
+            return sum(now - t < self.window for t in times), times[-1]
+
+        for name in sorted(self._failures, key=weight)[: len(self._failures) - self.max_names * 9 // 10]:
+            del self._failures[name]
+            self._locks.pop(name, None)  # a waiting attempt keeps its own reference; the table stays bounded
 
 
 # Gradio routes that answer without a login even when the app has one (checked against every route in the
