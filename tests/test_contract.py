@@ -113,3 +113,31 @@ def test_atomic_writes_keep_the_old_content_on_failure(tmp_path):
     assert (folder / "x").read_text() == "old"
     assert json.loads(target.read_text()) == {"a": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "out.json"]  # no temp files left
+
+
+def test_two_writers_of_one_folder_each_swap_it_in_whole(tmp_path):
+    """Two threads replacing the same folder (two evaluations of one model in the UI): every swap succeeds, the
+    folder always holds one writer's complete set, and nothing is left beside it."""
+    import threading
+
+    folder = tmp_path / "evaluation"
+    errors: list[BaseException] = []
+
+    def writer(name: str) -> None:
+        try:
+            for i in range(150):
+                with atomic_dir(folder) as tmp:
+                    for part in ("a", "b", "c"):
+                        (tmp / part).write_text(f"{name}{i}")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(name,)) for name in "xy"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    contents = {p.name: p.read_text() for p in folder.iterdir()}
+    assert sorted(contents) == ["a", "b", "c"] and len(set(contents.values())) == 1  # one writer's whole set
+    assert [p.name for p in tmp_path.iterdir()] == ["evaluation"]  # no folder moved aside is left

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import queue
@@ -36,6 +37,13 @@ def share_cpu_fairly() -> None:
     os.environ.setdefault("KMP_BLOCKTIME", "0")  # the same for Intel's OpenMP, where a build uses it
 
 
+# library_threads' users now and the counts to restore when the last one leaves: torch's count is process-wide, and
+# two watches that overlap must not restore in the wrong order (the first to stop left torch at 1 thread for good).
+_LIBRARY_THREADS_LOCK = threading.Lock()
+_library_users = 0
+_library_before: tuple[int, int] = (0, 0)
+
+
 @contextlib.contextmanager
 def library_threads(threads: int | None) -> Iterator[None]:
     """Within the block, the thread pools of torch, OpenCV and ONNX Runtime sessions created meanwhile run
@@ -45,23 +53,31 @@ def library_threads(threads: int | None) -> Iterator[None]:
     For work that is already split across threads of its own (the live watch's reader, feature and scorer
     threads): a second level of parallelism inside each library only adds synchronisation. On the 640x480
     stream the watch took 8-16% less CPU per frame with one thread per library than with two
-    (``benchmarks/live_soak.py budget``). torch's count is process-wide, so other work of the process sees it too.
+    (``benchmarks/live_soak.py budget``). torch's count is process-wide, so other work of the process sees it too;
+    blocks that overlap (two watches) share it, and the counts from before the first are restored when the last ends.
     """
+    global _library_users, _library_before
     if threads is None:
         yield
         return
     import cv2
     import torch
 
-    before = torch.get_num_threads(), cv2.getNumThreads()
     threads = max(1, int(threads))
-    torch.set_num_threads(threads)
-    cv2.setNumThreads(threads)
+    with _LIBRARY_THREADS_LOCK:
+        if _library_users == 0:
+            _library_before = torch.get_num_threads(), cv2.getNumThreads()
+        _library_users += 1
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(threads)
     try:
         yield
     finally:
-        torch.set_num_threads(before[0])
-        cv2.setNumThreads(before[1])
+        with _LIBRARY_THREADS_LOCK:
+            _library_users -= 1
+            if _library_users == 0:
+                torch.set_num_threads(_library_before[0])
+                cv2.setNumThreads(_library_before[1])
 
 
 # torch's thread count for the CPU operations whose bits depend on it (MKL's LAPACK: PaDiM's Cholesky factorisation
@@ -270,21 +286,40 @@ def _finite(value: Any) -> Any:
 
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
-    """Like :func:`atomic_path` for a folder: fill a temporary folder, then swap it in whole."""
+    """Like :func:`atomic_path` for a folder: fill a temporary folder, then swap it in whole.
+
+    Two writers of one folder (two evaluations of a model in the UI's threads) each move the folder they replace
+    aside under a name of their own (a fixed one made the second fail, and blocked every later swap), and the last
+    to finish wins, as with a file."""
     target = Path(target)
     tmp = _fresh_temporary(target, make_temp_dir)
     try:
         yield tmp
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        for attempt in range(SWAP_ATTEMPTS):
+            old = None
+            if target.exists():
+                # an empty folder of its own to rename over (a killed writer's is found by its PID, as temporaries are)
+                old = make_temp_dir(target.parent, prefix=temporary_prefix(target.name), suffix=".old.tmp")
+                try:
+                    os.replace(target, old)
+                except FileNotFoundError:  # another writer moved it aside first
+                    pass
+            try:
+                os.replace(tmp, target)
+                break
+            except OSError as exc:  # another writer swapped its folder in meanwhile: move that one aside too
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or attempt == SWAP_ATTEMPTS - 1:
+                    raise
+            finally:
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+# how often atomic_dir moves a folder aside that another writer swapped in while it did the same
+SWAP_ATTEMPTS = 20
 
 
 def _json_default(value: Any) -> Any:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from anomalens.ui.common import ModelLists, UISettings
-from anomalens.ui.jobs import JobBoard, prune_workspaces
+from anomalens.ui.jobs import JobBoard, prune_workspaces, remove_session
 from anomalens.ui.tabs import evaluate, help, inspect, live, train, video
 
 log = logging.getLogger("anomalens.ui")
@@ -65,6 +65,15 @@ def allowed_paths(settings: UISettings) -> list[str]:
     return sorted({str(Path(p).resolve()) for p in settings.image_examples + settings.video_examples})
 
 
+def close_session(settings: UISettings, key: str) -> None:
+    """A browser session ended (its page was closed or reloaded): stop its live watch, then delete its outputs.
+
+    The watch first: a hot folder or a stream never ends by itself, and no later page can stop it (a reload is a
+    new session), so it would hold one of the server's few watch slots until the server stops."""
+    live.WATCHES.close(key)
+    remove_session(settings.sessions_dir, key)
+
+
 def launch(
     settings: UISettings,
     host: str = "127.0.0.1",
@@ -77,8 +86,12 @@ def launch(
     Files: each session's outputs go to a private folder outside the results folder, removed when its page
     closes (and all of them kept under a size cap); Gradio serves only the copies it makes of what a view
     returned. Login: failed attempts are slowed down (:class:`LoginThrottle`) and Gradio's routes that
-    answer without a login are closed (:class:`LoginGate`); no run history is recorded.
+    answer without a login are closed (:class:`LoginGate`); no run history is recorded. A host beyond
+    loopback without a login raises :class:`~anomalens.errors.ConfigError`.
     """
+    from anomalens.ui.security import require_login_beyond_loopback
+
+    require_login_beyond_loopback(host, auth)
     for name, value in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_OFFLINE", "1"), ("HF_HUB_DISABLE_TELEMETRY", "1")):
         os.environ.setdefault(name, value)
     import atexit
@@ -89,7 +102,6 @@ def launch(
     from starlette.middleware import Middleware
 
     from anomalens.ui.common import request_key
-    from anomalens.ui.jobs import remove_session
     from anomalens.ui.security import LoginGate, LoginThrottle, served_sessions_root
 
     if settings.sessions_root is None:
@@ -101,8 +113,8 @@ def launch(
         log.info("removed %d UI output folders older than a week", removed)
     app = build_app(settings)
 
-    def end_session(request):  # the page was closed: its outputs go with it
-        remove_session(settings.sessions_dir, request_key(request))
+    def end_session(request):  # the page was closed: its live watch stops and its outputs go with it
+        close_session(settings, request_key(request))
 
     end_session.__annotations__ = {"request": gr.Request}  # a real class, not a postponed string: Gradio injects it
     with app:

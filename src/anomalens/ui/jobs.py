@@ -44,6 +44,7 @@ class Job:
     messages: list[str] = field(default_factory=list)
     last_stage: str = ""
     last_fraction: float | None = None
+    folders: list[Path] = field(default_factory=list)  # output folders made during the job: never trimmed meanwhile
 
     def reporter(self, sink: ProgressSink | None = None) -> Reporter:
         """A Reporter for library calls: progress goes to ``sink``, news lines to :attr:`messages`."""
@@ -65,6 +66,37 @@ class Job:
         return Reporter(callback=callback, cancel_event=self.cancel_event, show_tqdm=False)
 
 
+# Output folders that a running job or live watch still writes: the size trim passes them by (it took the folder of
+# another session's analysis, or a watch's clips, while they were being written). Folder -> how many holders.
+_IN_USE: dict[Path, int] = {}
+_IN_USE_LOCK = threading.Lock()
+# the job each handler thread runs now: new_workspace holds its folders until the job ends
+_CURRENT = threading.local()
+
+
+def hold_workspace(folder: Path) -> None:
+    """Keep ``folder`` from :func:`trim_workspaces` until :func:`release_workspace` (as often as held)."""
+    folder = Path(folder).resolve()
+    with _IN_USE_LOCK:
+        _IN_USE[folder] = _IN_USE.get(folder, 0) + 1
+
+
+def release_workspace(folder: Path) -> None:
+    folder = Path(folder).resolve()
+    with _IN_USE_LOCK:
+        left = _IN_USE.get(folder, 0) - 1
+        if left > 0:
+            _IN_USE[folder] = left
+        else:
+            _IN_USE.pop(folder, None)
+
+
+def _in_use(folder: Path) -> bool:
+    folder = folder.resolve()
+    with _IN_USE_LOCK:
+        return any(held == folder or held.is_relative_to(folder) for held in _IN_USE)
+
+
 class JobBoard:
     """Which tab runs what; thread-safe, because Gradio runs handlers in worker threads."""
 
@@ -78,9 +110,14 @@ class JobBoard:
             if key in self._jobs:
                 raise JobBusy("this tab is still busy with the previous request of this kind; wait for it to finish")
             job = self._jobs[key] = Job(key)
+        outer = getattr(_CURRENT, "job", None)
+        _CURRENT.job = job
         try:
             yield job
         finally:
+            _CURRENT.job = outer
+            for folder in job.folders:
+                release_workspace(folder)
             with self._lock:
                 self._jobs.pop(key, None)
 
@@ -110,6 +147,10 @@ def new_workspace(base: str | Path, key: str, label: str) -> Path:
     label = re.sub(r"[^A-Za-z0-9_-]", "_", label)[:40]
     folder = Path(base) / session_key(key) / f"{stamp}_{label}_{secrets.token_hex(3)}"
     folder.mkdir(parents=True, exist_ok=False)
+    job = getattr(_CURRENT, "job", None)
+    if job is not None:  # made inside a running job: kept until the job ends
+        hold_workspace(folder)
+        job.folders.append(folder)
     trim_workspaces(base, MAX_UI_SESSIONS_BYTES, keep=folder)  # all sessions together stay under the cap
     return folder
 
@@ -163,7 +204,8 @@ def _size(folder: Path) -> int:
 def trim_workspaces(base: str | Path, max_bytes: int, keep: Path | None = None) -> int:
     """Remove the least recently used output folders until all of them together fit in ``max_bytes``.
 
-    ``keep`` (the folder being filled now) is never removed. Returns how many folders went.
+    ``keep`` (the folder being filled now) and the folders of running jobs and watches (:func:`hold_workspace`)
+    are never removed. Returns how many folders went.
     """
     import shutil
 
@@ -177,7 +219,7 @@ def trim_workspaces(base: str | Path, max_bytes: int, keep: Path | None = None) 
     for folder in sorted(folders, key=lambda f: f.stat().st_mtime):
         if total <= max_bytes:
             break
-        if keep is not None and (folder == keep or keep.is_relative_to(folder)):
+        if keep is not None and (folder == keep or keep.is_relative_to(folder)) or _in_use(folder):
             continue
         shutil.rmtree(folder, ignore_errors=True)
         total -= sizes[folder]

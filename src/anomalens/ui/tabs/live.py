@@ -18,7 +18,7 @@ from typing import Any
 
 from anomalens.errors import ConfigError, DataError
 from anomalens.ui.common import DETECTORS, ModelLists, UISettings, chosen_run, model_choices, request_key
-from anomalens.ui.jobs import JobBoard, new_workspace
+from anomalens.ui.jobs import JobBoard, hold_workspace, new_workspace, release_workspace
 from anomalens.ui.security import confine_path, user_message
 
 STREAMS_ENV = "ANOMALENS_UI_STREAMS"
@@ -61,6 +61,9 @@ class LiveWatches:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.watches: dict[str, _Watch] = {}
+        # starts past the slot check that are still loading their model: they count against MAX_WATCHES, so that
+        # two starts at once cannot both pass the check
+        self.starting = 0
 
     def start(self, settings: UISettings, key: str, run_dir: str | None, source: str | None) -> str:
         from anomalens.live import Watcher, WatchSettings
@@ -69,25 +72,38 @@ class LiveWatches:
         source = resolve_source(settings, source)
         run = chosen_run(settings, run_dir)
         with self.lock:
-            running = sum(w.thread.is_alive() for w in self.watches.values())
+            running = sum(w.thread.is_alive() for w in self.watches.values()) + self.starting
             if running >= MAX_WATCHES:
                 raise ConfigError(f"{running} live watches already run on this server; stop one first")
-        detector = DETECTORS.get(run, settings.device, _kind(run))
-        output = new_workspace(settings.sessions_dir, key, "live")
-        # a file is played at its own rate, as a camera would deliver it
-        watcher = Watcher(detector, source, output, settings=WatchSettings(realtime=True), device=settings.device)
-        watch = _Watch(watcher, threading.Thread(target=lambda: self._run(key), name="anomalens-live", daemon=True), output)
-        with self.lock:
-            self.watches[key] = watch
-        watch.thread.start()
+            self.starting += 1  # the slot is reserved until the watch runs or the start fails
+        output = None
+        try:
+            detector = DETECTORS.get(run, settings.device, _kind(run))
+            output = new_workspace(settings.sessions_dir, key, "live")
+            hold_workspace(output)  # the size trim leaves its clips alone while it runs
+            # a file is played at its own rate, as a camera would deliver it
+            watcher = Watcher(detector, source, output, settings=WatchSettings(realtime=True), device=settings.device)
+            thread = threading.Thread(target=lambda: self._run(watch), name="anomalens-live", daemon=True)
+            watch = _Watch(watcher, thread, output)
+            with self.lock:
+                self.watches[key] = watch
+                watch.thread.start()
+        except BaseException:
+            if output is not None:
+                release_workspace(output)
+            raise
+        finally:
+            with self.lock:
+                self.starting -= 1
         return f"Watching `{source}` with **{detector.name}**…"
 
-    def _run(self, key: str) -> None:
-        watch = self.watches[key]
+    def _run(self, watch: _Watch) -> None:
         try:
             watch.watcher.run()
         except Exception as exc:  # shown in the page, not lost in a thread
             watch.error = user_message(exc)
+        finally:
+            release_workspace(watch.output)
 
     def stop(self, key: str) -> bool:
         with self.lock:
@@ -97,6 +113,14 @@ class LiveWatches:
         watch.watcher.stop()
         watch.thread.join(timeout=30)
         return True
+
+    def close(self, key: str) -> bool:
+        """The session's page was closed: stop its watch and forget it (no page is left to stop it or to show it).
+        True when a watch was running."""
+        stopped = self.stop(key)
+        with self.lock:
+            self.watches.pop(key, None)
+        return stopped
 
     def view(self, key: str) -> dict[str, Any]:
         """What the page shows: status text, the latest overlay, the recent scores, event rows and the newest clip."""

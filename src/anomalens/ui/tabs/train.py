@@ -28,6 +28,9 @@ from anomalens.ui.security import check_upload_size, confine_path, safe_extract_
 
 # Settings that have their own widget in the tab; every other config field is "advanced".
 COMMON_SETTINGS = ("image_size", "seed", "score_region")
+# Datasets unpacked from uploaded zips for training, under the results folder: the run records their folder and
+# Evaluate reads it later, so they outlive the page's session (whose outputs go when it closes) and are never trimmed.
+UPLOADS_FOLDER = "uploads"
 
 
 @dataclass
@@ -36,6 +39,7 @@ class DatasetChoice:
     category: str
     kind: str  # "image" or "video"
     description: str
+    unpacked: Path | None = None  # the folder an uploaded zip was unpacked into, if any
 
 
 def _layout_kind(folder: Path) -> str | None:
@@ -54,18 +58,27 @@ def _find_category(root: Path) -> Path | None:
 
 
 def choose_dataset(
-    settings: UISettings, folder: str | None, upload: str | Path | None, key: str, expected_kind: str
+    settings: UISettings, folder: str | None, upload: str | Path | None, key: str, expected_kind: str,
+    keep: bool = False,
 ) -> DatasetChoice:
     """A dataset folder under the allowed roots, or an uploaded zip unpacked safely; layout checked.
 
-    A refused upload is deleted, with whatever was unpacked from it.
+    ``keep``: the upload is for a training, whose model will need it again (Evaluate): it is unpacked into a
+    folder of its own under ``<results>/uploads/`` that outlives the session; a check alone unpacks into the
+    session's outputs. A refused upload is deleted, with whatever was unpacked from it.
     """
     if upload:
-        target = new_workspace(settings.sessions_dir, key, "upload")
+        if keep:
+            target = settings.results_dir / UPLOADS_FOLDER / unique_run_name(Path(upload).stem, expected_kind)
+            target.mkdir(parents=True, exist_ok=False)
+        else:
+            target = new_workspace(settings.sessions_dir, key, "upload")
         try:
             archive = check_upload_size(upload, settings.max_upload_bytes)
             root = safe_extract_zip(archive, target)
-            return _dataset_in(root, Path(archive).name, expected_kind)
+            choice = _dataset_in(root, Path(archive).name, expected_kind)
+            choice.unpacked = target
+            return choice
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             with contextlib.suppress(OSError):
@@ -387,11 +400,11 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
     def run(kind_value, folder_value, upload_value, model_value, size_value, validation_value, seed_value, region_value,
             advanced_value, image_choice, video_choice, request: gr.Request, progress=gr.Progress()):
         key = request_key(request)
-        run_dir = None
+        run_dir, dataset = None, None
         try:
             with board.job(f"{key}:train") as job:
                 progress(0.0, desc="checking the dataset")
-                dataset = choose_dataset(settings, folder_value, upload_value, key, kind_value)
+                dataset = choose_dataset(settings, folder_value, upload_value, key, kind_value, keep=True)
                 outcome = train_model(
                     settings, dataset, model_value, image_size=parse_size_field(size_value), validation_fraction=validation_value,
                     seed=_given(seed_value), advanced=parse_advanced(advanced_value),
@@ -402,6 +415,8 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
             run_dir = str(outcome.run_dir) if outcome.run_dir else None
         except Exception as exc:
             message = f"**Error:** {user_message(exc)}"
+        if dataset is not None and dataset.unpacked is not None and not run_dir:
+            shutil.rmtree(dataset.unpacked, ignore_errors=True)  # an upload no saved model uses
         if run_dir:
             message += (" It is listed in the Inspect and Video tabs (the models chosen there stay selected) and "
                         "is chosen in the Evaluate tab: evaluate it before you rely on it.")
