@@ -84,15 +84,13 @@ def _watch(args: argparse.Namespace) -> int:
     from anomalens.live.settings import WatchSettings
     from anomalens.live.watcher import Watcher
 
-    # NaN passes every comparison below (and inf breaks the watch's arithmetic): refused first, by name
-    for flag in ("--max-latency", "--close-level", "--close-after", "--clip-before", "--clip-after"):
-        check_number(flag, getattr(args, flag[2:].replace("-", "_")))
-    if min(args.queue_size, args.batch_size, args.min_length, args.threads) < 1 or args.max_latency <= 0:
-        raise ConfigError("--queue-size, --batch-size, --min-length and --threads must be >= 1, --max-latency > 0")
-    if not 0.0 < args.close_level <= 0.5 or (args.close_after or 0) < 0 or min(args.clip_before, args.clip_after) < 0:
-        raise ConfigError("--close-level must be in (0, 0.5], --close-after, --clip-before and --clip-after >= 0")
-    if args.lookahead is not None and args.lookahead < 0:
-        raise ConfigError("--lookahead must be >= 0")
+    # each flag by name, NaN and infinity first (NaN passes every comparison, infinity breaks the watch's arithmetic)
+    for flag in ("--queue-size", "--batch-size", "--min-length", "--threads"):
+        check_number(flag, getattr(args, flag[2:].replace("-", "_")), at_least=1)
+    check_number("--max-latency", args.max_latency, above=0)
+    check_number("--close-level", args.close_level, above=0, at_most=0.5)
+    for flag in ("--close-after", "--clip-before", "--clip-after", "--lookahead"):
+        check_number(flag, getattr(args, flag[2:].replace("-", "_")), at_least=0)
     if args.output is None and args.webhook is None and args.mqtt is None:
         raise ConfigError("nowhere to send events: give --output, --webhook and/or --mqtt")
     if args.output is not None:

@@ -103,9 +103,12 @@ def open_graphs(folder: Path, files: dict[str, str], runtime: dict[str, Any], th
             engines[name] = open_engine(folder / file, runtime["engine"], runtime["precision"], threads)
         except AnomalensError:  # the engine is not installed: its own message says which to install
             raise
-        except Exception:  # ONNX Runtime and OpenVINO raise their own error types, with their internals in the text
-            raise CheckpointError(f"the bundle's graph {name!r} cannot be read by {runtime['engine']} (damaged or not a "
-                                  "graph file); export the model again", folder / file) from None
+        except Exception as exc:  # ONNX Runtime and OpenVINO raise their own error types, internals in the text:
+            # the type's name only, for a graph may also be fine but newer than the installed engine reads
+            raise CheckpointError(f"the bundle's graph {name!r} cannot be read by {runtime['engine']} "
+                                  f"({type(exc).__name__}: damaged, not a graph file, or made for a newer "
+                                  f"{runtime['engine']}); export the model again or update {runtime['engine']}",
+                                  folder / file) from None
     return engines
 
 

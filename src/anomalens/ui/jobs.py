@@ -219,7 +219,7 @@ def trim_workspaces(base: str | Path, max_bytes: int, keep: Path | None = None) 
     for folder in sorted(folders, key=lambda f: f.stat().st_mtime):
         if total <= max_bytes:
             break
-        if keep is not None and (folder == keep or keep.is_relative_to(folder)) or _in_use(folder):
+        if (keep is not None and (folder == keep or keep.is_relative_to(folder))) or _in_use(folder):
             continue
         shutil.rmtree(folder, ignore_errors=True)
         total -= sizes[folder]
