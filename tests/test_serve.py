@@ -49,10 +49,12 @@ def test_predict_gives_the_runtime_verdicts_with_heatmap_and_mask(server, images
     result = raw.json()["results"][0]
     assert result["score"] == pytest.approx(expected[-1].score, rel=1e-6)
     assert result["anomalous"] == expected[-1].anomalous and result["threshold"] == pytest.approx(expected[-1].threshold)
-    assert len(result["regions"]) == len(expected[-1].regions)
+    assert result["regions"] == [r.to_dict() for r in expected[-1].regions]
+    assert (result["image_height"], result["image_width"]) == expected[-1].image_size == (128, 128)  # the upload's own
     heatmap = np.asarray(Image.open(io.BytesIO(base64.b64decode(result["heatmap_png"]))))
     mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(result["mask_png"])))) > 0
-    assert heatmap.shape == (64, 64) and np.array_equal(mask, expected[-1].mask)
+    assert heatmap.shape == (64, 64)  # the model's input size
+    assert mask.shape == (128, 128) and np.array_equal(mask, expected[-1].image_mask())  # the image's, as the regions
 
     files = [("files", (p.name, p.read_bytes(), "image/png")) for p in images]
     multi = httpx.post(f"{server}/v1/predict", files=files, headers=AUTH, timeout=30)
@@ -126,7 +128,8 @@ def test_refuses_to_listen_beyond_loopback_without_a_token(onnx_bundle, monkeypa
 def test_batcher_refuses_when_full_and_batches_what_waits():
     seen: list[int] = []
 
-    def slow(batch: np.ndarray) -> list[int]:
+    def slow(batch: np.ndarray, sizes: list) -> list[int]:
+        assert sizes == [None] * len(batch)  # submitted without sizes
         seen.append(len(batch))
         time.sleep(0.2)
         return [int(x[0, 0, 0]) for x in batch]

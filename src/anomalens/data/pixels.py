@@ -138,6 +138,13 @@ def resize_rgb_array(array: np.ndarray, size: tuple[int, int] | None) -> np.ndar
     return array
 
 
+def prepare_rgb(source: ImageSource, size: tuple[int, int], name: str | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """One image -> (RGB ``uint8`` at the model's ``size``, the image's own ``(height, width)``): the size that
+    defect regions are given in (``anomalens.metrics.regions``)."""
+    image = load_rgb(source, name)
+    return resize_rgb_array(image, size), (int(image.shape[0]), int(image.shape[1]))
+
+
 def _to_rgb_array(img: Image.Image) -> np.ndarray:
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         # 16/32-bit or float: scale the full range of the type down to 8 bits, not by clipping

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from anomalens.data.pixels import ImageSource, load_rgb, resize_rgb_array
+from anomalens.data.pixels import ImageSource, prepare_rgb
 from anomalens.errors import CheckpointError, DataError
 from anomalens.inference.bundle import load_constants, open_graphs, read_bundle
 from anomalens.inference.engines import Engine
@@ -90,7 +90,11 @@ class Inferencer:
 
     def prepare(self, source: ImageSource, name: str | None = None) -> np.ndarray:
         """One image -> RGB ``uint8`` ``(H, W, 3)`` at the model's size, exactly as the library prepares it."""
-        return resize_rgb_array(load_rgb(source, name), self.image_size)
+        return self.prepare_sized(source, name)[0]
+
+    def prepare_sized(self, source: ImageSource, name: str | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+        """:meth:`prepare`, and the image's own ``(height, width)`` for :meth:`predict_prepared`."""
+        return prepare_rgb(source, self.image_size, name)
 
     def predict(self, images: ImageSource | Sequence[ImageSource]) -> list[InferenceResult]:
         """Score images (one or a list); one :class:`InferenceResult` each, in order."""
@@ -103,14 +107,15 @@ class Inferencer:
     def iter_predict(self, images: Iterable[ImageSource]) -> Iterator[InferenceResult]:
         """Score many images in batches of ``max_batch``, in order; the next batch is decoded in a background
         thread while the current one is scored (``anomalens.runtime.run_ahead``, as the library decodes)."""
-        batches = (np.stack([self.prepare(source) for source in chunk]) for chunk in _chunks(iter(images), self.max_batch))
-        for batch in run_ahead(batches):
-            yield from self.predict_prepared(batch)
+        batches = ([self.prepare_sized(source) for source in chunk] for chunk in _chunks(iter(images), self.max_batch))
+        for prepared in run_ahead(batches):
+            yield from self.predict_prepared(np.stack([array for array, _ in prepared]), [size for _, size in prepared])
 
-    def predict_prepared(self, batch: np.ndarray) -> list[InferenceResult]:
-        """``uint8`` ``(N, H, W, 3)`` already at the model's size (see :meth:`prepare`) -> results."""
+    def predict_prepared(self, batch: np.ndarray, image_sizes: Sequence[tuple[int, int]] | None = None) -> list[InferenceResult]:
+        """``uint8`` ``(N, H, W, 3)`` already at the model's size (see :meth:`prepare_sized`) -> results, with
+        regions in pixels of each image's own ``image_sizes`` (of the model's input without them)."""
         scores, maps, views = self.run(batch)
-        return results_from_outputs(scores, maps, views, self.calibration)
+        return results_from_outputs(scores, maps, views, self.calibration, image_sizes=image_sizes)
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Raw scores ``(N,)``, maps ``(N, H, W)`` and views (or None) of a prepared ``(N, H, W, 3)`` batch."""

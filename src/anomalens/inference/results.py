@@ -7,11 +7,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-from anomalens.metrics.regions import Region, find_regions
+from anomalens.metrics.regions import Region, find_regions, mask_at_size
 from anomalens.metrics.threshold import Calibration
 
 
@@ -21,8 +21,10 @@ class InferenceResult:
 
     ``score``: raw image score; ``normalized_score``: in (0, 1), 0.5 at the threshold; ``anomalous``: score above
     the threshold; ``heatmap``: normalised anomaly map ``(H, W)`` at the model's input size (same scale for every
-    image); ``mask``: ``bool`` ``(H, W)``, pixels above the pixel threshold; ``regions``: connected parts of the
-    mask, largest first; ``view``: the model's reconstruction (RGB ``uint8``) for reconstruction models.
+    image); ``mask``: ``bool`` ``(H, W)``, pixels above the pixel threshold, at the model's input size too;
+    ``regions``: connected parts of the mask, largest first, in pixels of the image as given (``image_size``,
+    its ``(height, width)``; of the model's input where it is not known: arrays already resized by the caller);
+    ``view``: the model's reconstruction (RGB ``uint8``) for reconstruction models.
     """
 
     score: float
@@ -34,6 +36,11 @@ class InferenceResult:
     mask: np.ndarray
     regions: list[Region] = field(default_factory=list)
     view: np.ndarray | None = None
+    image_size: tuple[int, int] | None = None
+
+    def image_mask(self) -> np.ndarray:
+        """The defect mask at the image's own size (the pixels its regions count), or at the model's if unknown."""
+        return mask_at_size(self.mask, self.image_size) if self.image_size is not None else self.mask
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready summary (no arrays)."""
@@ -44,13 +51,16 @@ class InferenceResult:
             "threshold": self.threshold,
             "pixel_threshold": self.pixel_threshold,
             "regions": [r.to_dict() for r in self.regions],
+            **({"image_height": self.image_size[0], "image_width": self.image_size[1]} if self.image_size else {}),
         }
 
 
 def results_from_outputs(
-    scores: np.ndarray, maps: np.ndarray, views: np.ndarray | None, calibration: Calibration, min_region_area: int = 1
+    scores: np.ndarray, maps: np.ndarray, views: np.ndarray | None, calibration: Calibration, min_region_area: int = 1,
+    image_sizes: Sequence[tuple[int, int] | None] | None = None,
 ) -> list[InferenceResult]:
-    """Raw scores ``(N,)``, maps ``(N, H, W)`` and views ``(N, 3, H, W)`` in [0, 1] (or None) -> one result each."""
+    """Raw scores ``(N,)``, maps ``(N, H, W)`` and views ``(N, 3, H, W)`` in [0, 1] (or None) -> one result each;
+    ``image_sizes``: each image's own ``(height, width)``, in whose pixels its regions are given."""
     normalized_scores = calibration.normalize(scores)
     normalized_maps = calibration.normalize(maps)
     region_threshold = calibration.region_threshold()
@@ -60,6 +70,7 @@ def results_from_outputs(
         if views is not None:
             view = (np.clip(views[i], 0.0, 1.0).transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)
         score = float(scores[i])
+        size = tuple(int(v) for v in image_sizes[i]) if image_sizes is not None and image_sizes[i] is not None else None
         results.append(InferenceResult(
             score=score,
             normalized_score=float(normalized_scores[i]),
@@ -68,7 +79,8 @@ def results_from_outputs(
             pixel_threshold=float(region_threshold),
             heatmap=normalized_maps[i],
             mask=maps[i] > region_threshold,
-            regions=find_regions(maps[i], region_threshold, min_region_area),
+            regions=find_regions(maps[i], region_threshold, min_region_area, image_size=size),  # type: ignore[arg-type]
             view=view,
+            image_size=size,  # type: ignore[arg-type]
         ))
     return results

@@ -23,7 +23,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Region:
-    """One connected defect region of an anomaly map, in pixels of the map (the model's input size).
+    """One connected defect region of an anomaly map, in pixels of the image it was scored from (of the map, the
+    model's input size, where the image's size is not known).
 
     ``x``, ``y``, ``width``, ``height``: bounding box (top-left corner, inclusive); ``area``: pixel count;
     ``peak_score``: the highest raw map value inside; ``peak_x``, ``peak_y``: where it is.
@@ -94,31 +95,82 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, int(component.max()) + 1
 
 
-def find_regions(score_map: np.ndarray, threshold: float, min_area: int = 1) -> list[Region]:
-    """Connected regions of ``score_map > threshold`` (``(H, W)`` raw map), largest first."""
+def pixel_cells(pixels: int, cells: int) -> np.ndarray:
+    """For each of ``pixels`` image pixels along one side, the map cell (of ``cells``) it falls in: the nearest by
+    centres, as resizing between the image and the model's input maps them.
+
+    >>> pixel_cells(6, 3).tolist(), pixel_cells(2, 4).tolist()
+    ([0, 0, 1, 1, 2, 2], [0, 2])
+    """
+    if pixels < 1 or cells < 1:
+        raise ValueError(f"sizes must be positive, got {pixels} pixels and {cells} cells")
+    return np.minimum(((np.arange(pixels) + 0.5) * (cells / pixels)).astype(np.int64), cells - 1)
+
+
+def mask_at_size(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A map-sized ``bool`` mask ``(h, w)`` -> the image's own ``size`` (H, W), each pixel taking its cell's value:
+    the pixels that :func:`find_regions` counts with ``image_size=size``."""
+    mask = np.asarray(mask)
+    return mask[np.ix_(pixel_cells(size[0], mask.shape[0]), pixel_cells(size[1], mask.shape[1]))]
+
+
+def _spans(pixels: int, cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per cell: how many image pixels fall in it, the first and the last of them (an empty cell: H and -1)."""
+    owner = pixel_cells(pixels, cells)
+    first, last = np.full(cells, pixels), np.full(cells, -1)
+    np.minimum.at(first, owner, np.arange(pixels))
+    np.maximum.at(last, owner, np.arange(pixels))
+    return np.bincount(owner, minlength=cells), first, last
+
+
+def find_regions(score_map: np.ndarray, threshold: float, min_area: int = 1,
+                 image_size: tuple[int, int] | None = None) -> list[Region]:
+    """Connected regions of ``score_map > threshold`` (``(h, w)`` raw map), largest first.
+
+    With ``image_size`` (H, W), the size of the image the map was scored from, each region is given in that image's
+    pixels: the pixels whose nearest map cell (:func:`pixel_cells`) lies in the region, exactly the region of
+    :func:`mask_at_size` (box, area, the peak at the centre of its cell); ``min_area`` counts those pixels too. A
+    region no image pixel falls in (an image smaller than the model's input) is left out.
+    """
     score_map = np.asarray(score_map, dtype=np.float32)
     labels, count = label_components(score_map > threshold)
     if count == 0:
         return []
+    h, w = score_map.shape
     flat = labels.ravel()
     inside = flat > 0
     ids = flat[inside] - 1
-    positions = np.flatnonzero(inside)
-    ys, xs = np.divmod(positions, score_map.shape[1])
+    ys, xs = np.divmod(np.flatnonzero(inside), w)
     values = score_map.ravel()[inside]
-    area = np.bincount(ids, minlength=count)
-    y0 = np.full(count, score_map.shape[0]); np.minimum.at(y0, ids, ys)
-    y1 = np.zeros(count, int); np.maximum.at(y1, ids, ys)
-    x0 = np.full(count, score_map.shape[1]); np.minimum.at(x0, ids, xs)
-    x1 = np.zeros(count, int); np.maximum.at(x1, ids, xs)
+    if image_size is None or tuple(image_size) == (h, w):
+        weight = np.ones(len(ids))
+        y_first = y_last = ys
+        x_first = x_last = xs
+        bound = (h, w)
+    else:
+        height, width = int(image_size[0]), int(image_size[1])
+        row_count, row_first, row_last = _spans(height, h)
+        col_count, col_first, col_last = _spans(width, w)
+        weight = (row_count[ys] * col_count[xs]).astype(float)
+        seen = weight > 0  # cells no image pixel falls in add nothing, not even to the box
+        ids, ys, xs, values, weight = ids[seen], ys[seen], xs[seen], values[seen], weight[seen]
+        y_first, y_last, x_first, x_last = row_first[ys], row_last[ys], col_first[xs], col_last[xs]
+        bound = (height, width)
+    area = np.rint(np.bincount(ids, weights=weight, minlength=count)).astype(np.int64)
+    y0 = np.full(count, bound[0]); np.minimum.at(y0, ids, y_first)
+    y1 = np.full(count, -1); np.maximum.at(y1, ids, y_last)
+    x0 = np.full(count, bound[1]); np.minimum.at(x0, ids, x_first)
+    x1 = np.full(count, -1); np.maximum.at(x1, ids, x_last)
     # the peak of each region: sort by (region, value) and take the last entry of each region
     order = np.lexsort((values, ids))
     last = np.flatnonzero(np.r_[ids[order][1:] != ids[order][:-1], True])
-    peak = order[last]
+    peak = np.full(count, -1)
+    peak[ids[order][last]] = order[last]
     regions = [
         Region(x=int(x0[i]), y=int(y0[i]), width=int(x1[i] - x0[i] + 1), height=int(y1[i] - y0[i] + 1), area=int(area[i]),
-               peak_score=float(values[peak[i]]), peak_x=int(xs[peak[i]]), peak_y=int(ys[peak[i]]))
+               peak_score=float(values[peak[i]]), peak_x=int((x_first[peak[i]] + x_last[peak[i]]) // 2),
+               peak_y=int((y_first[peak[i]] + y_last[peak[i]]) // 2))
         for i in range(count)
-        if area[i] >= min_area
+        if area[i] >= max(min_area, 1)
     ]
     return sorted(regions, key=lambda r: (-r.area, r.y, r.x))

@@ -78,8 +78,8 @@ def result_json(name: str, result: InferenceResult, heatmap: bool, mask: bool) -
     data = {"name": name, **result.to_dict()}
     if heatmap:  # normalised map, 0.5 at the threshold, as an 8-bit grey PNG at the model's input size
         data["heatmap_png"] = _png_base64((np.clip(result.heatmap, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
-    if mask:
-        data["mask_png"] = _png_base64(result.mask.astype(np.uint8) * 255)
+    if mask:  # at the image's own size, like the regions: the pixels they count
+        data["mask_png"] = _png_base64(result.image_mask().astype(np.uint8) * 255)
     return data
 
 
@@ -212,14 +212,16 @@ def create_app(predictor: Predictor, settings: ServeSettings = ServeSettings()) 
             raise ApiError(400, "no image: send it as the request body or as multipart file parts")
         if len(uploads) > settings.max_images_per_request:
             raise ApiError(413, f"{len(uploads)} images in one request; the limit is {settings.max_images_per_request}")
-        images = []
+        images, sizes = [], []
         for name, data in uploads:
             try:
-                images.append(await run_in_threadpool(predictor.prepare, data, name))
+                image, size = await run_in_threadpool(predictor.prepare_sized, data, name)
             except DataError as exc:
                 raise ApiError(400, str(exc)) from None
+            images.append(image)
+            sizes.append(size)
         try:
-            results = await batcher.submit(images)
+            results = await batcher.submit(images, sizes)
         except Busy as exc:
             raise ApiError(503, f"server busy: {exc}", {"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
         metrics.images.inc(len(results))

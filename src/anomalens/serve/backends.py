@@ -5,17 +5,18 @@ resizing (``anomalens.data.pixels``) and the same verdict, normalisation and reg
 (``anomalens.inference.results``).
 
 >>> predictor = load_predictor("bundles/bottle_onnx")           # or a run folder  # doctest: +SKIP
->>> predictor.predict_prepared(np.stack([predictor.prepare(png_bytes)]))           # doctest: +SKIP
+>>> array, size = predictor.prepare_sized(png_bytes)                              # doctest: +SKIP
+>>> predictor.predict_prepared(np.stack([array]), [size])                          # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from anomalens.data.pixels import ImageSource, load_rgb, resize_rgb_array
+from anomalens.data.pixels import ImageSource, prepare_rgb
 from anomalens.inference.bundle import is_bundle
 from anomalens.inference.results import InferenceResult, results_from_outputs
 
@@ -24,9 +25,9 @@ class Predictor(Protocol):
     max_batch: int
     image_size: tuple[int, int]
 
-    def prepare(self, source: ImageSource, name: str | None = None) -> np.ndarray: ...
+    def prepare_sized(self, source: ImageSource, name: str | None = None) -> tuple[np.ndarray, tuple[int, int]]: ...
 
-    def predict_prepared(self, batch: np.ndarray) -> list[InferenceResult]: ...
+    def predict_prepared(self, batch: np.ndarray, image_sizes: Sequence[tuple[int, int]] | None = None) -> list[InferenceResult]: ...
 
     def describe(self) -> dict[str, Any]: ...
 
@@ -43,13 +44,17 @@ class CheckpointPredictor:
         self.max_batch = int(self.detector.config.batch_size)
 
     def prepare(self, source: ImageSource, name: str | None = None) -> np.ndarray:
-        return resize_rgb_array(load_rgb(source, name), self.image_size)  # type: ignore[arg-type]
+        return self.prepare_sized(source, name)[0]
 
-    def predict_prepared(self, batch: np.ndarray) -> list[InferenceResult]:
+    def prepare_sized(self, source: ImageSource, name: str | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+        return prepare_rgb(source, self.image_size, name)  # type: ignore[arg-type]
+
+    def predict_prepared(self, batch: np.ndarray, image_sizes: Sequence[tuple[int, int]] | None = None) -> list[InferenceResult]:
         import torch
 
         prediction = self.detector.predict(torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))))
-        return results_from_outputs(prediction.scores, prediction.maps, prediction.views, self.calibration)
+        return results_from_outputs(prediction.scores, prediction.maps, prediction.views, self.calibration,
+                                    image_sizes=image_sizes)
 
     def describe(self) -> dict[str, Any]:
         from anomalens import __version__

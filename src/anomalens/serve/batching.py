@@ -26,13 +26,15 @@ class Busy(Exception):
 @dataclass
 class _Item:
     image: np.ndarray
+    size: Any  # what run_batch needs beside the pixels: the image's own (height, width)
     future: asyncio.Future
 
 
 class MicroBatcher:
-    """Collects images from concurrent callers into batches for ``run_batch`` (``(N, H, W, 3)`` -> N results)."""
+    """Collects images from concurrent callers into batches for ``run_batch`` (``(N, H, W, 3)`` and the N images'
+    own sizes -> N results)."""
 
-    def __init__(self, run_batch: Callable[[np.ndarray], list[Any]], max_batch: int, max_wait: float, queue_size: int,
+    def __init__(self, run_batch: Callable[[np.ndarray, list[Any]], list[Any]], max_batch: int, max_wait: float, queue_size: int,
                  on_batch: Callable[[int], None] | None = None) -> None:
         if max_batch < 1 or queue_size < 1 or max_wait < 0:
             raise ValueError("max_batch and queue_size must be >= 1 and max_wait >= 0")
@@ -62,13 +64,15 @@ class MicroBatcher:
                 pass
         self.executor.shutdown(wait=True)
 
-    async def submit(self, images: list[np.ndarray]) -> list[Any]:
-        """Queue ``images`` (all or none) and wait for their results, in order; :class:`Busy` when full."""
+    async def submit(self, images: list[np.ndarray], sizes: list[Any] | None = None) -> list[Any]:
+        """Queue ``images`` with their own ``sizes`` (all or none) and wait for their results, in order;
+        :class:`Busy` when full."""
         assert self.queue is not None, "start() the batcher first"
         if self.queue.qsize() + len(images) > self.queue_size:
             raise Busy(f"{self.queue.qsize()} images are waiting (limit {self.queue_size})")
         loop = asyncio.get_running_loop()
-        items = [_Item(image, loop.create_future()) for image in images]
+        sizes = sizes if sizes is not None else [None] * len(images)
+        items = [_Item(image, size, loop.create_future()) for image, size in zip(images, sizes)]
         for item in items:
             self.queue.put_nowait(item)
         return list(await asyncio.gather(*(item.future for item in items)))
@@ -94,7 +98,8 @@ class MicroBatcher:
             if not live:
                 continue
             try:
-                results = await loop.run_in_executor(self.executor, self.run_batch, np.stack([i.image for i in live]))
+                results = await loop.run_in_executor(self.executor, self.run_batch, np.stack([i.image for i in live]),
+                                                     [i.size for i in live])
             except Exception as exc:  # every waiting request hears about it; the worker keeps going
                 for item in live:
                     if not item.future.done():

@@ -19,13 +19,13 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from anomalens.data.pixels import read_rgb
+from anomalens.data.pixels import image_size_of, read_rgb
 from anomalens.data.preprocessing import IMAGE_EXTENSIONS, Preprocessing
 from anomalens.data.video_io import check_fps, open_clip
 from anomalens.errors import ConfigError, DataError
 from anomalens.metrics.drift import DriftReport, assess_drift, typical_distances
 from anomalens.metrics.events import Event, attach_peak_cues, calibrated_events
-from anomalens.metrics.regions import Region, find_regions
+from anomalens.metrics.regions import Region, find_regions, mask_at_size
 from anomalens.metrics.threshold import threshold_rule
 from anomalens.models.base import BaseDetector
 from anomalens.progress import SILENT, Reporter
@@ -54,10 +54,11 @@ class ImageResult:
     heatmap: np.ndarray  # normalised anomaly map (H, W) in [0, 1]
     reconstruction: np.ndarray | None  # model view RGB uint8, if the model has one
     relative_path: str = ""  # the input's path relative to the inputs' common folder ("good/000.png")
-    mask: np.ndarray | None = None  # bool (H, W): pixels above the pixel threshold
-    regions: list[Region] = field(default_factory=list)  # connected parts of the mask, largest first
-    mask_path: Path | None = None
+    mask: np.ndarray | None = None  # bool (H, W): pixels above the pixel threshold, at the model's input size
+    regions: list[Region] = field(default_factory=list)  # connected parts of the mask, largest first, in image pixels
+    mask_path: Path | None = None  # the mask at the image's own size
     typical_distance: float = float("nan")  # median of the raw map: what the drift check compares
+    image_size: tuple[int, int] | None = None  # the input's own (height, width): regions, overlay and mask file
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +70,7 @@ class ImageResult:
             "overlay": str(self.overlay_path) if self.overlay_path is not None else None,
             "mask": str(self.mask_path) if self.mask_path is not None else None,
             "regions": [r.to_dict() for r in self.regions],
+            **({"image_height": self.image_size[0], "image_width": self.image_size[1]} if self.image_size else {}),
         }
 
 
@@ -185,8 +187,8 @@ def score_image_batch(
 ) -> list[ImageResult]:
     """Score and judge one batch of decoded ``images`` (from :func:`read_image_batch`); write an overlay PNG per
     image to ``overlay_paths`` when given, at the image's own size (decoded again from its file: the model saw
-    it resized), and the defect mask to ``mask_paths``; list each image's defect regions. The one scoring path
-    of :func:`predict_images` and of the Ray engine."""
+    it resized), and the defect mask to ``mask_paths``, at that size too; list each image's defect regions in its
+    own pixels. The one scoring path of :func:`predict_images` and of the Ray engine."""
     cal = detector.calibration_
     assert cal is not None
     prediction = detector.predict(images, reporter=reporter)  # type: ignore[attr-defined]
@@ -202,11 +204,15 @@ def score_image_batch(
             original = to_hwc(array if array is not None else read_rgb(path))
             full = resize_map(heatmaps[j], original.shape[:2])
             _write_png(overlay_path, anomaly_contours(overlay(original, full, 0.45), full))
+            own_size = original.shape[:2]
+        else:  # the header is enough
+            own_size = to_hwc(array).shape[:2] if array is not None else image_size_of(path)
+        own_size = (int(own_size[0]), int(own_size[1]))
         mask = cal.defect_mask(prediction.maps[j])
         mask_path = None
         if mask_paths is not None:
             mask_path = mask_paths[j]
-            _write_png(mask_path, mask.astype(np.uint8) * 255)
+            _write_png(mask_path, mask_at_size(mask, own_size).astype(np.uint8) * 255)
         score = float(prediction.scores[j])
         results.append(ImageResult(
             path=path,
@@ -218,9 +224,10 @@ def score_image_batch(
             heatmap=heatmap,
             reconstruction=to_hwc(prediction.views[j]) if prediction.views is not None else None,
             mask=mask,
-            regions=find_regions(prediction.maps[j], cal.region_threshold()),
+            regions=find_regions(prediction.maps[j], cal.region_threshold(), image_size=own_size),
             mask_path=mask_path,
             typical_distance=float(typical[j]),
+            image_size=own_size,
         ))
     return results
 
