@@ -276,6 +276,36 @@ def test_several_videos_in_one_command(ray_cluster, tmp_path, capsys):
         assert json.loads((folder / "events.json").read_text())["frames"] == 12
 
 
+def test_the_default_video_model_scores_the_same_on_ray_as_locally(ray_cluster, tmp_path):
+    """The default model (stfeatures: backbone, optical flow, codec memories) in Ray's worker processes: the same
+    per-frame scores and events as analysing the video in this process (the test above uses convlstm)."""
+    from anomalens.data.synthetic_video import DEFAULT_VIDEO_CATEGORY, make_synthetic_video_dataset
+    from anomalens.workflows.predict import analyze_video
+
+    data = make_synthetic_video_dataset(tmp_path / "video", n_train=3, n_test=1, n_frames=24, size=(48, 64))
+    results = tmp_path / "results"
+    assert main(["train-video", "--data-dir", str(data), "--category", DEFAULT_VIDEO_CATEGORY, "--results-dir",
+                 str(results), "--device", "cpu", "--image-size", "48", "64"]) == 0
+    run_dir = next(results.iterdir())
+    assert json.loads((run_dir / "run.json").read_text())["model"] == "stfeatures"
+    video = sorted((data / DEFAULT_VIDEO_CATEGORY / "test").rglob("*.mp4"))[0]
+    local = analyze_video(run_dir, video, tmp_path / "local", device="cpu")
+    assert main(["analyze-video", "--checkpoint", str(run_dir), "--video", str(video), "--engine", "ray",
+                 "--address", ray_cluster.address, "--output-dir", str(tmp_path / "ray"), "--device", "cpu"]) == 0
+    (folder,) = sorted((tmp_path / "ray").iterdir())
+
+    def rows(path: Path) -> list[list[str]]:
+        return [line.split(",") for line in path.read_text().splitlines()[1:]]
+
+    here, there = rows(tmp_path / "local" / "scores.csv"), rows(folder / "scores.csv")
+    assert len(here) == len(there) == 24
+    assert [float(r[2]) for r in there] == pytest.approx([float(r[2]) for r in here], rel=1e-4, abs=1e-5)
+    assert [r[4] for r in there] == [r[4] for r in here]  # the verdicts
+    assert json.loads((folder / "events.json").read_text())["events"] == \
+        json.loads((tmp_path / "local" / "events.json").read_text())["events"]
+    assert local.scores.size == 24
+
+
 # ---- faults (last: it kills the second node, then starts a new one) -----------------------------------
 @pytest.mark.slow
 def test_job_completes_when_the_second_node_dies(ray_cluster, image_run, many_images, tmp_path):
