@@ -413,6 +413,40 @@ def test_hot_folder_scores_each_dropped_image_once(tmp_path, tiny_model):
     assert Image.open(out / event["overlay"]).size == (64, 64) and (out / event["image"]).is_file()
 
 
+def test_an_image_model_event_says_where_in_the_frame(tmp_path, tiny_model):
+    """The peak frame's defect regions travel with the event, in the pixels of the frame as it arrived (here
+    96x128, the model sees 64x64)."""
+    from anomalens.models.base import create_detector as create
+
+    rng = np.random.default_rng(1)
+    normal = [np.full((96, 128, 3), 120, np.uint8) + rng.integers(0, 6, (96, 128, 3), dtype=np.uint8) for _ in range(4)]
+    train = [np.full((64, 64, 3), 120, np.uint8) + rng.integers(0, 6, (64, 64, 3), dtype=np.uint8) for _ in range(12)]
+    tensors = torch.stack([torch.from_numpy(x).permute(2, 0, 1) for x in train])
+    detector = create(tiny_model, image_size=(64, 64)).fit(tensors[:8], tensors[8:])
+    folder, out = tmp_path / "incoming", tmp_path / "out"
+    folder.mkdir()
+    defect = normal[1].copy()
+    defect[30:60, 80:112] = 250  # rows 30-59, columns 80-111 of the camera's 96x128
+    for i, image in enumerate([normal[0], defect, normal[2]]):
+        Image.fromarray(image).save(folder / f"b_{i:03d}.png")
+    watcher = Watcher(detector, str(folder), out, device="cpu")
+    thread = threading.Thread(target=watcher.run)
+    thread.start()
+    try:
+        assert wait_until(lambda: watcher.scored >= 3, 20)
+    finally:
+        watcher.stop()
+        thread.join(30)
+    (event,) = [m for m in read_jsonl(out / "events.jsonl") if m["type"] == "anomaly"]
+    assert Path(event["file"]).name == "b_001.png" and (event["image_height"], event["image_width"]) == (96, 128)
+    top = event["peak_regions"][0]
+    # the tiny model pools by 4 of its 64 pixels (6 x 8 of the camera's) and interpolates between pooled cells:
+    # the box holds the defect and reaches at most two pooled cells beyond it
+    assert 30 - 12 <= top["y"] <= 30 and 60 <= top["y"] + top["height"] <= 60 + 12
+    assert 80 - 16 <= top["x"] <= 80 and 112 <= top["x"] + top["width"] <= 112 + 16
+    assert 30 <= top["peak_y"] < 60 and 80 <= top["peak_x"] < 112
+
+
 # ---- sinks against real receivers --------------------------------------------------------------------------
 def test_webhook_delivers_once_the_receiver_is_up(tmp_path):
     port = free_port()
