@@ -142,12 +142,17 @@ def test_batch_scoring_equals_local_predict(ray_cluster, image_run, tmp_path):
         assert got["normalized_score"] == pytest.approx(r.normalized_score, abs=1e-4)
         assert got["anomalous"] == r.anomalous
         assert Path(got["overlay"]).is_file()
+        # the same regions, in the image's own pixels, and that size
+        assert [(g["x"], g["y"], g["width"], g["height"], g["area"]) for g in got["regions"] or []] == \
+            [(g.x, g.y, g.width, g.height, g.area) for g in r.regions]
+        assert (got["image_height"], got["image_width"]) == r.image_size
     assert report.anomalous == sum(r.anomalous for r in local.results) > 0
     assert stale_files(output) == []
     import pyarrow.parquet as pq
 
     table = pq.read_table(output / "blocks")
-    assert table.num_rows == 24 and set(table.column_names) >= {"path", "score", "normalized_score", "anomalous", "regions"}
+    assert table.num_rows == 24 and set(table.column_names) >= {"path", "score", "normalized_score", "anomalous", "regions",
+                                                                        "image_height", "image_width"}
 
     # the same job again: nothing left to score, same results
     shards = _shards(output)

@@ -12,7 +12,8 @@ rows. At the end the driver reads every shard, checks that each input appears ex
 
     OUTPUT/
         manifest.json                 the job: checkpoint, inputs in order, block size
-        blocks/block-000000.parquet   path, score, normalized_score, anomalous, threshold, overlay, regions, block
+        blocks/block-000000.parquet   path, score, normalized_score, anomalous, threshold, overlay, regions,
+                                      image_height, image_width, block
         overlays/<name>_overlay.png   with overlays=True
         predictions.csv, predictions.json   all results, and the per-stage times of this run
 
@@ -181,10 +182,18 @@ def write_block(target: Path, index: int, results: Sequence[Any], threshold: flo
         "threshold": pa.array([threshold] * len(results), pa.float64()),
         "overlay": [str(r.overlay_path) if r.overlay_path is not None else None for r in results],
         "regions": [json.dumps(x, default=_plain) if x is not None else None for x in regions],
+        # the size the regions are given in: the image's own
+        "image_height": pa.array([_side(r, 0) for r in results], pa.int32()),
+        "image_width": pa.array([_side(r, 1) for r in results], pa.int32()),
         "block": pa.array([index] * len(results), pa.int32()),
     })
     with atomic_path(target) as tmp:
         pq.write_table(table, tmp)
+
+
+def _side(result: Any, axis: int) -> int | None:
+    size = getattr(result, "image_size", None)
+    return int(size[axis]) if size is not None else None
 
 
 def _plain(value: Any) -> Any:
@@ -345,7 +354,9 @@ def write_summary(output_dir: Path, job: BatchJob, rows: list[dict[str, Any]], r
         "threshold": rows[0]["threshold"] if rows else None,
         "normalized_threshold": 0.5,
         "results": [{k: r[k] for k in ("path", "score", "normalized_score", "anomalous", "overlay")}
-                    | {"regions": json.loads(r["regions"]) if r["regions"] else None} for r in rows],
+                    | {"regions": json.loads(r["regions"]) if r["regions"] else None}
+                    | {k: r[k] for k in ("image_height", "image_width") if r.get(k) is not None}  # blocks of older jobs lack them
+                    for r in rows],
     })
     return csv_path, json_path
 
