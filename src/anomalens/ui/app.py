@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from anomalens.ui.common import ModelLists, UISettings
-from anomalens.ui.jobs import JobBoard, prune_workspaces, remove_session
+from anomalens.ui.jobs import CLOSE_WAIT_S, JOBS, JobBoard, prune_workspaces, remove_session
 from anomalens.ui.tabs import evaluate, help, inspect, live, train, video
+from anomalens.ui.tabs.train import prune_uploads
 
 log = logging.getLogger("anomalens.ui")
 
@@ -37,11 +38,11 @@ CSS = """
 """
 
 
-def build_app(settings: UISettings) -> Any:
-    """The whole page as a ``gr.Blocks``; nothing runs until it is launched."""
+def build_app(settings: UISettings, board: JobBoard = JOBS) -> Any:
+    """The whole page as a ``gr.Blocks``; nothing runs until it is launched. ``board``: where the tabs' jobs
+    register; closing a page (:func:`close_session`) looks for its jobs on the same board."""
     import gradio as gr
 
-    board = JobBoard()
     lists = ModelLists(settings)
     with gr.Blocks(title="anomalens", analytics_enabled=False) as app:
         with gr.Row(elem_id="al-header"):
@@ -65,13 +66,17 @@ def allowed_paths(settings: UISettings) -> list[str]:
     return sorted({str(Path(p).resolve()) for p in settings.image_examples + settings.video_examples})
 
 
-def close_session(settings: UISettings, key: str) -> None:
-    """A browser session ended (its page was closed or reloaded): stop its live watch, then delete its outputs.
+def close_session(settings: UISettings, key: str, board: JobBoard = JOBS, wait_s: float = CLOSE_WAIT_S) -> bool:
+    """A browser session ended (its page was closed or reloaded): stop its live watch and its running analyses,
+    then delete its outputs. True when they are gone now, False when the deletion waits for a job to end.
 
     The watch first: a hot folder or a stream never ends by itself, and no later page can stop it (a reload is a
-    new session), so it would hold one of the server's few watch slots until the server stops."""
+    new session), so it would hold one of the server's few watch slots until the server stops. Then the page's
+    inspections, video analyses and evaluations are cancelled (no one can see their results any more) and awaited
+    for up to ``wait_s``: deleting the folder under a running job made it fail, or recreate the folder and leave it
+    behind. A training goes on: its model is saved in the results folder, for every page."""
     live.WATCHES.close(key)
-    remove_session(settings.sessions_dir, key)
+    return board.close_session(key, lambda: remove_session(settings.sessions_dir, key), wait_s)
 
 
 def launch(
@@ -111,9 +116,12 @@ def launch(
     removed = prune_workspaces(settings.sessions_dir)
     if removed:
         log.info("removed %d UI output folders older than a week", removed)
+    removed = prune_uploads(settings.results_dir)
+    if removed:
+        log.info("removed %d uploaded training datasets that no model uses any more", removed)
     app = build_app(settings)
 
-    def end_session(request):  # the page was closed: its live watch stops and its outputs go with it
+    def end_session(request):  # the page was closed: its watch and analyses stop, then its outputs go
         close_session(settings, request_key(request))
 
     end_session.__annotations__ = {"request": gr.Request}  # a real class, not a postponed string: Gradio injects it

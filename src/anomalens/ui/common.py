@@ -29,6 +29,10 @@ from anomalens.ui.security import DEFAULT_MAX_UPLOAD_MB, confine_path, resolve_r
 log = logging.getLogger("anomalens.ui")
 
 SESSIONS_FOLDER = "ui_sessions"
+# Datasets unpacked from uploaded zips for training, under the results folder: the run records their folder and
+# Evaluate reads it later, so they outlive the page's session (whose outputs go when it closes); the Train tab's
+# prune_uploads removes one only once no run refers to it.
+UPLOADS_FOLDER = "uploads"
 # Heavy work shares two lanes for the whole server: training (one at a time) and analysis (two at a time).
 TRAIN_LANE = ("train", 1)
 ANALYSIS_LANE = ("analysis", 2)

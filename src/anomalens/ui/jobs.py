@@ -3,7 +3,8 @@
 Gradio's queue decides when a job runs (limited concurrency for the whole server); this module gives each
 tab its own cancel flag and workspace, and turns the library's :class:`~anomalens.progress.Reporter` callbacks
 into progress updates for the page. Nothing here imports Gradio: the progress sink is any callable
-``sink(fraction_or_None, text)``.
+``sink(fraction_or_None, text)``. Closing a page cancels its jobs and deletes its outputs only once they stopped
+(:meth:`JobBoard.close_session`).
 
 >>> board = JobBoard()
 >>> with board.job("tab-1") as job:
@@ -17,19 +18,26 @@ anomalens.errors.Cancelled: stopped on request
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import secrets
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Generic, Iterator, TypeVar
 
-from anomalens.errors import AnomalensError
+from anomalens.errors import AnomalensError, Cancelled
 from anomalens.limits import MAX_UI_SESSIONS_BYTES
-from anomalens.progress import Reporter
+from anomalens.progress import Reporter, format_duration
 
+log = logging.getLogger("anomalens.ui")
 ProgressSink = Callable[["float | None", str], None]
+T = TypeVar("T")
+
+# How long closing a page waits for its cancelled jobs to stop before its outputs are deleted; a job still running
+# then (stuck in a step that cannot be interrupted) has the deletion deferred until it ends.
+CLOSE_WAIT_S = 10.0
 
 
 class JobBusy(AnomalensError):
@@ -39,7 +47,11 @@ class JobBusy(AnomalensError):
 @dataclass
 class Job:
     key: str
+    # a job whose result outlives its page (a trained model, in the results folder) is not cancelled when the page
+    # closes; analyses are, since only their page could show what they write
+    outlives_page: bool = False
     cancel_event: threading.Event = field(default_factory=threading.Event)
+    ended: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.time)
     messages: list[str] = field(default_factory=list)
     last_stage: str = ""
@@ -64,6 +76,15 @@ class Job:
                 sink(done / total if total else None, text)
 
         return Reporter(callback=callback, cancel_event=self.cancel_event, show_tqdm=False)
+
+    @property
+    def session(self) -> str:
+        return job_session(self.key)
+
+
+def job_session(key: str) -> str:
+    """The browser session of a job key ``<session>:<tab>`` (session keys never hold a colon)."""
+    return key.split(":", 1)[0]
 
 
 # Output folders that a running job or live watch still writes: the size trim passes them by (it took the folder of
@@ -91,8 +112,9 @@ def release_workspace(folder: Path) -> None:
             _IN_USE.pop(folder, None)
 
 
-def _in_use(folder: Path) -> bool:
-    folder = folder.resolve()
+def is_held(folder: Path) -> bool:
+    """``folder``, or a folder inside it, is held (:func:`hold_workspace`)."""
+    folder = Path(folder).resolve()
     with _IN_USE_LOCK:
         return any(held == folder or held.is_relative_to(folder) for held in _IN_USE)
 
@@ -103,13 +125,15 @@ class JobBoard:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
+        # closed sessions whose clean-up waits for their last page-bound job to end: session -> clean-up
+        self._after_close: dict[str, Callable[[], object]] = {}
 
     @contextlib.contextmanager
-    def job(self, key: str) -> Iterator[Job]:
+    def job(self, key: str, outlives_page: bool = False) -> Iterator[Job]:
         with self._lock:
             if key in self._jobs:
                 raise JobBusy("this tab is still busy with the previous request of this kind; wait for it to finish")
-            job = self._jobs[key] = Job(key)
+            job = self._jobs[key] = Job(key, outlives_page)
         outer = getattr(_CURRENT, "job", None)
         _CURRENT.job = job
         try:
@@ -120,6 +144,39 @@ class JobBoard:
                 release_workspace(folder)
             with self._lock:
                 self._jobs.pop(key, None)
+                clean_up = None
+                if job.session in self._after_close and not self._page_jobs(job.session):
+                    clean_up = self._after_close.pop(job.session)
+            job.ended.set()
+            if clean_up is not None:  # the page closed while this job ran: its outputs go now
+                try:
+                    clean_up()
+                except OSError as exc:  # never in place of the job's own outcome; the size trim takes them later
+                    log.warning("could not delete the outputs of a closed page: %s", exc)
+
+    def _page_jobs(self, session: str) -> list[Job]:
+        """The running jobs of ``session`` that end with its page (call under the lock)."""
+        return [job for job in self._jobs.values() if job.session == session and not job.outlives_page]
+
+    def close_session(self, session: str, clean_up: Callable[[], object], wait_s: float = CLOSE_WAIT_S) -> bool:
+        """A page closed: cancel its page-bound jobs, wait up to ``wait_s`` for them to stop, then ``clean_up``.
+
+        A job that has not stopped by then keeps writing into its folder: ``clean_up`` then runs when the last such
+        job ends instead. True when it ran now.
+        """
+        with self._lock:
+            jobs = self._page_jobs(session)
+        for job in jobs:
+            job.cancel_event.set()
+        deadline = time.monotonic() + wait_s
+        for job in jobs:
+            job.ended.wait(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            if self._page_jobs(session):
+                self._after_close[session] = clean_up
+                return False
+        clean_up()
+        return True
 
     def cancel(self, key: str) -> bool:
         """Ask the tab's running job to stop at its next step; False when nothing runs there."""
@@ -133,6 +190,53 @@ class JobBoard:
     def running(self, key: str) -> bool:
         with self._lock:
             return key in self._jobs
+
+    def running_keys(self) -> list[str]:
+        """The keys of every running job (``<session>:<tab>``)."""
+        with self._lock:
+            return list(self._jobs)
+
+
+# The server's board: the tabs register their jobs here and closing a page finds them here.
+JOBS = JobBoard()
+
+
+@dataclass
+class JobOutcome(Generic[T]):
+    """What a cancellable job gave: its ``value``, or None and a ``message`` for the tab's status when cancelled."""
+
+    value: T | None
+    message: str = ""
+    cancelled: bool = False
+    seconds: float = 0.0  # how long it ran
+
+
+def run_cancellable(
+    board: JobBoard, key: str, work: Callable[[Reporter], T], sink: ProgressSink | None, what: str,
+    kept: str | Callable[[], str] = "nothing was saved",
+) -> JobOutcome[T]:
+    """Run ``work(reporter)`` as the job ``key``: the tab's Cancel stops it at its next step.
+
+    ``what`` names the job in the message (``Inspection``), ``kept`` says what a cancelled job left (a callable is
+    asked only then, once the library has cleaned up). Other errors pass through.
+    """
+    with board.job(key) as job:
+        started = time.monotonic()
+        try:
+            value = work(job.reporter(sink))
+            return JobOutcome(value, seconds=time.monotonic() - started)
+        except Cancelled:
+            seconds = time.monotonic() - started
+            left = kept() if callable(kept) else kept
+            return JobOutcome(None, f"**Cancelled.** {what} cancelled after {format_duration(seconds)}; {left}.",
+                              cancelled=True, seconds=seconds)
+
+
+def cancel_text(board: JobBoard, key: str, what: str) -> str:
+    """The status line of a tab's Cancel button: ``what`` is the job's name in lower case (``inspection``)."""
+    if board.cancel(key):
+        return f"**Stopping** the {what} at its next step…"
+    return f"No {what} is running in this tab."
 
 
 def session_key(raw: str | None) -> str:
@@ -180,13 +284,23 @@ def prune_workspaces(base: str | Path, max_age_days: float = 7.0) -> int:
 
 
 def remove_session(base: str | Path, key: str) -> bool:
-    """Delete every output folder of one browser session (called when its page is closed)."""
+    """Delete every output folder of one browser session (called when its page is closed), except those a job or
+    watch still holds (:func:`hold_workspace`): the size trim takes those once they are released."""
     import shutil
 
     folder = Path(base) / session_key(key)
     if not folder.is_dir() or folder.is_symlink():
         return False
-    shutil.rmtree(folder, ignore_errors=True)
+    held = False
+    for entry in folder.iterdir():
+        if entry.is_dir() and not entry.is_symlink() and is_held(entry):
+            held = True
+        elif entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    if not held:
+        shutil.rmtree(folder, ignore_errors=True)
     return True
 
 
@@ -219,7 +333,7 @@ def trim_workspaces(base: str | Path, max_bytes: int, keep: Path | None = None) 
     for folder in sorted(folders, key=lambda f: f.stat().st_mtime):
         if total <= max_bytes:
             break
-        if (keep is not None and (folder == keep or keep.is_relative_to(folder))) or _in_use(folder):
+        if (keep is not None and (folder == keep or keep.is_relative_to(folder))) or is_held(folder):
             continue
         shutil.rmtree(folder, ignore_errors=True)
         total -= sizes[folder]

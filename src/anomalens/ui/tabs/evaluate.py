@@ -12,19 +12,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anomalens.progress import SILENT, Reporter
+from anomalens.errors import DataError
+from anomalens.progress import SILENT, Reporter, format_duration
 from anomalens.ui.common import (
     ANALYSIS_LANE,
     HEADLINE_METRICS,
+    UPLOADS_FOLDER,
     ModelLists,
     UISettings,
     chosen_run,
     progress_sink,
     request_key,
     rounded,
-    ui_error,
 )
-from anomalens.ui.jobs import JobBoard, new_workspace
+from anomalens.ui.jobs import JobBoard, cancel_text, new_workspace, run_cancellable
+from anomalens.ui.security import user_message
 
 # The per-type table of each kind's metrics.json, and the entries that are tables or curves, not numbers.
 TYPE_TABLES = {"image": "per_defect_type", "video": "per_type"}
@@ -74,12 +76,15 @@ def evaluate_model(settings: UISettings, run_dir: str | Path | None, reporter: R
     """Evaluate a model on the test split of the data it was trained on (read only here, never in training).
 
     The figures are copied into the session's own folder: the page never serves files from the run folder.
+    A stop through ``reporter`` (the tab's Cancel) raises :class:`~anomalens.errors.Cancelled`; the library swaps
+    the run's ``evaluation/`` folder in whole only at the end, so an earlier evaluation stays as it was.
     """
     from anomalens.workflows.kinds import data_kind
     from anomalens.workflows.runs import read_model_config
 
     run = chosen_run(settings, run_dir)
     kind = read_model_config(run)["kind"]
+    check_training_data(settings, run)
     result = data_kind(kind).evaluate(run, device=settings.device, reporter=reporter)
     # headline metrics first, then everything else in the evaluation's own order
     metrics = {**{k: result.metrics[k] for k in HEADLINE_METRICS if k in result.metrics}, **result.metrics}
@@ -92,6 +97,37 @@ def evaluate_model(settings: UISettings, run_dir: str | Path | None, reporter: R
     # served from the session workspace like the figures: the results folder itself is never exposed
     downloads = [str(shutil.copy2(path, served / path.name)) for path in tables if path.is_file()]
     return EvaluationView(_flatten_scalars(metrics), type_rows, headers, figures, str(result.report_path), timelines, downloads)
+
+
+def check_training_data(settings: UISettings, run: Path) -> None:
+    """The dataset the run was trained on must still be there; a missing one is named, with how to bring it back
+    (a dataset uploaded as a zip was unpacked under ``<results>/uploads/``, where it may have been removed by hand).
+    """
+    from anomalens.workflows.runs import read_run_file
+
+    record = read_run_file(run)
+    if not record.get("data_dir") or not record.get("category"):
+        return  # the library names what it needs
+    data_dir = Path(record["data_dir"])
+    if (data_dir / record["category"]).is_dir():
+        return
+    uploads = (settings.results_dir / UPLOADS_FOLDER).resolve()
+    if data_dir.resolve().is_relative_to(uploads):
+        upload = uploads / data_dir.resolve().relative_to(uploads).parts[0]
+        raise DataError(f"the dataset this model was trained on is gone: it came from an uploaded zip, unpacked into "
+                        f"{upload}, and that folder was removed. Unpack the same zip into that folder again to "
+                        f"evaluate this model, or train a new model on it")
+    raise DataError(f"the dataset this model was trained on is gone (no folder {data_dir / record['category']}): "
+                    "put it back there to evaluate this model")
+
+
+def kept_after_cancel(run_dir: str | Path) -> str:
+    """What a cancelled evaluation left: nothing new, and the run's earlier evaluation (if any) as it was."""
+    from anomalens.workflows.runs import EVALUATION_DIR, METRICS_FILE
+
+    if (Path(run_dir) / EVALUATION_DIR / METRICS_FILE).is_file():
+        return "nothing was saved: the model's earlier evaluation stays as it was"
+    return "nothing was saved: the model is still not evaluated"
 
 
 def read_report(view: EvaluationView) -> str:
@@ -108,6 +144,8 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
         with gr.Row():
             model = gr.Dropdown(label="Model (evaluated on the test split of its dataset)", choices=[], scale=5, elem_id="eval-model")
             button = gr.Button("Evaluate", variant="primary", scale=1, elem_id="eval-button")
+            cancel_button = gr.Button("Cancel", variant="stop", scale=1, elem_id="eval-cancel")
+        status = gr.Markdown(elem_classes="al-summary", elem_id="eval-status")
         # each table on its own full-width row, so that its last column stays visible on a laptop screen
         types = gr.Dataframe(label="Per defect / anomaly type", interactive=False, wrap=True, elem_id="eval-types")
         with gr.Row():
@@ -133,10 +171,16 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
     def run(run_dir, request: gr.Request, progress=gr.Progress()):
         key = request_key(request)
         try:
-            with board.job(f"{key}:evaluate") as job:
-                view = evaluate_model(settings, run_dir, job.reporter(progress_sink(progress)), key=key)
+            outcome = run_cancellable(board, f"{key}:evaluate",
+                                      lambda reporter: evaluate_model(settings, run_dir, reporter, key=key),
+                                      progress_sink(progress), "Evaluation",
+                                      kept=lambda: kept_after_cancel(chosen_run(settings, run_dir)))
+            if outcome.value is None:  # cancelled: the earlier results stay on the page
+                return (outcome.message,) + (gr.update(),) * 11
+            view = outcome.value
             figures = view.figures
-            return (view.metric_rows, gr.update(value=view.type_rows, headers=view.type_headers),
+            done = f"**Done.** Evaluated `{Path(run_dir).name}` in {format_duration(outcome.seconds)}."
+            return (done, view.metric_rows, gr.update(value=view.type_rows, headers=view.type_headers),
                     gr.update(value=figures.get("roc_curve"), visible="roc_curve" in figures),
                     gr.update(value=figures.get("score_distribution"), visible="score_distribution" in figures),
                     gr.update(value=figures.get("samples"), visible="samples" in figures),
@@ -145,10 +189,15 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
                     gr.update(value=figures.get("hardest_cases"), visible="hardest_cases" in figures),
                     gr.update(visible="hardest_cases" in figures),
                     view.downloads) + lists.refresh(None, None, run_dir)[3:]
-        except Exception as exc:
-            raise ui_error(exc) from None
+        except Exception as exc:  # one clear line in the status, as in the other tabs; the earlier results stay
+            return (f"**Error:** {user_message(exc)}",) + (gr.update(),) * 11
+
+    def cancel(request: gr.Request):
+        return cancel_text(board, f"{request_key(request)}:evaluate", "evaluation")
 
     lists.wire_later(lambda: button.click(
-        run, [model], [metrics, types, roc, distribution, samples, timelines, report, hardest, hardest_title, downloads,
-                       lists.table],
+        run, [model], [status, metrics, types, roc, distribution, samples, timelines, report, hardest, hardest_title,
+                       downloads, lists.table],
         concurrency_id=ANALYSIS_LANE[0], concurrency_limit=ANALYSIS_LANE[1]))
+    # outside the analysis lane: a Cancel must not queue behind the jobs it is meant to stop
+    cancel_button.click(cancel, None, [status], concurrency_limit=None, show_progress="hidden")

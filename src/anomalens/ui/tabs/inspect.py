@@ -11,6 +11,7 @@ scale by the model's own calibration (:meth:`~anomalens.metrics.threshold.Calibr
 # No `from __future__ import annotations`: Gradio reads the `gr.Request` annotation of handlers at run time.
 
 import csv
+import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ from anomalens.ui.common import (
     threshold_text,
     ui_error,
 )
-from anomalens.ui.jobs import JobBoard, new_workspace
+from anomalens.ui.jobs import JobBoard, cancel_text, new_workspace, run_cancellable
 from anomalens.ui.security import check_upload_size, user_message
 
 INSPECTION_HEADERS = ["image", "raw score", "normalised score", "verdict"]
@@ -86,7 +87,10 @@ def _save_rgb(array: Any, target: Path) -> Path | None:
 def inspect_images(
     settings: UISettings, run_dir: str | Path | None, files: Sequence[str | Path] | None, key: str, reporter: Reporter = SILENT
 ) -> ImageInspection:
-    """Score uploaded images with a trained image model; overlays go to a fresh per-tab folder."""
+    """Score uploaded images with a trained image model; overlays go to a fresh per-tab folder.
+
+    A stop through ``reporter`` (the tab's Cancel) raises :class:`~anomalens.errors.Cancelled` and, like any
+    failure, leaves no output folder behind (the library writes nothing until every image is scored)."""
     from anomalens.workflows.predict import predict_images
 
     run = chosen_run(settings, run_dir)
@@ -95,7 +99,11 @@ def inspect_images(
         raise DataError("upload one or more images first (or click an example)")
     detector = DETECTORS.get(run, settings.device, "image")
     output_dir = new_workspace(settings.sessions_dir, key, "inspect")
-    report = predict_images(detector, paths, output_dir, device=settings.device, reporter=reporter)
+    try:
+        report = predict_images(detector, paths, output_dir, device=settings.device, reporter=reporter)
+    except BaseException:
+        shutil.rmtree(output_dir, ignore_errors=True)  # an empty folder would only count against the size cap
+        raise
     items = []
     seen: dict[str, int] = {}
     for index, result in enumerate(report.results):
@@ -196,7 +204,9 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
                 files = gr.File(label="Images (one or many)", file_count="multiple", file_types=["image"], elem_id="image-files")
                 examples = gr.Dataset(components=["textbox"], samples=[], type="index", visible=False,
                                       label="Examples from this model's test data (click one)", elem_id="image-examples")
-                button = gr.Button("Inspect", variant="primary", elem_id="inspect-button")
+                with gr.Row():
+                    button = gr.Button("Inspect", variant="primary", elem_id="inspect-button")
+                    cancel_button = gr.Button("Cancel", variant="stop", elem_id="inspect-cancel")
                 threshold = gr.Slider(0.01, 0.99, value=0.5, step=0.01, label="Threshold on the normalised score (0.5 = the model's calibrated threshold)", elem_id="threshold")
                 downloads = gr.File(label="Downloads: results.csv (at this threshold) and overlays.zip", file_count="multiple", interactive=False)
             with gr.Column(scale=5):
@@ -219,8 +229,12 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
     def run(run_dir, uploaded, threshold_value, request: gr.Request, progress=gr.Progress()):
         key = request_key(request)
         try:
-            with board.job(f"{key}:inspect") as job:
-                inspection = inspect_images(settings, run_dir, uploaded, key, job.reporter(progress_sink(progress)))
+            outcome = run_cancellable(board, f"{key}:inspect",
+                                      lambda reporter: inspect_images(settings, run_dir, uploaded, key, reporter),
+                                      progress_sink(progress), "Inspection")
+            if outcome.value is None:  # cancelled: the earlier results stay on the page
+                return (outcome.message,) + (gr.update(),) * 5
+            inspection = outcome.value
             views = reconstruction_gallery(inspection)
             return relabel(inspection, threshold_value) + (gr.update(value=views, visible=bool(views)), inspection)
         except Exception as exc:  # one clear line in the summary; no error badges on every other output
@@ -239,8 +253,13 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
     model.change(show_examples, [model], [examples], show_progress="hidden")
     examples.click(load_example, [model, examples], [files], show_progress="hidden")
 
+    def cancel(request: gr.Request):
+        return cancel_text(board, f"{request_key(request)}:inspect", "inspection")
+
     outputs = [summary, gallery, table, downloads]
     button.click(run, [model, files, threshold], outputs + [reconstructions, inspection_state],
                  concurrency_id=ANALYSIS_LANE[0], concurrency_limit=ANALYSIS_LANE[1])
+    # outside the analysis lane: a Cancel must not queue behind the jobs it is meant to stop
+    cancel_button.click(cancel, None, [summary], concurrency_limit=None, show_progress="hidden")
     threshold.change(relabel, [inspection_state, threshold], outputs, show_progress="hidden", trigger_mode="always_last")
     lists.wire_later(lambda: refresh.click(lists.refresh, [lists.pickers["image"], lists.pickers["video"], lists.pickers["any"]], lists.outputs))

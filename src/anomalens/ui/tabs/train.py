@@ -20,17 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from anomalens.errors import ConfigError, DataError
+from anomalens.errors import AnomalensError, ConfigError, DataError
 from anomalens.progress import SILENT, Reporter
-from anomalens.ui.common import MODEL_TABLE_HEADERS, TRAIN_LANE, ModelLists, UISettings, progress_sink, request_key
-from anomalens.ui.jobs import JobBoard, new_workspace, unique_run_name
+from anomalens.ui.common import (MODEL_TABLE_HEADERS, TRAIN_LANE, UPLOADS_FOLDER, ModelLists, UISettings, log,
+                                 progress_sink, request_key)
+from anomalens.ui.jobs import JobBoard, cancel_text, hold_workspace, is_held, new_workspace, unique_run_name
 from anomalens.ui.security import check_upload_size, confine_path, safe_extract_zip, user_message
 
 # Settings that have their own widget in the tab; every other config field is "advanced".
 COMMON_SETTINGS = ("image_size", "seed", "score_region")
-# Datasets unpacked from uploaded zips for training, under the results folder: the run records their folder and
-# Evaluate reads it later, so they outlive the page's session (whose outputs go when it closes) and are never trimmed.
-UPLOADS_FOLDER = "uploads"
+# An uploaded dataset no run refers to is removed once it is this old: younger, it may be one that a training (of
+# another server on the same results folder) is still learning from, whose run.json is not written yet.
+UPLOAD_MIN_AGE_DAYS = 7.0
 
 
 @dataclass
@@ -92,6 +93,46 @@ def choose_dataset(
             raise DataError("no such folder", shown)
         return _dataset_in(root, shown, expected_kind)
     raise DataError("give a dataset folder or upload a zip")
+
+
+def prune_uploads(results_dir: str | Path, min_age_days: float = UPLOAD_MIN_AGE_DAYS) -> int:
+    """Remove the datasets unpacked from uploaded zips (``<results>/uploads/<name>/``) that no run refers to any
+    more (its run folders were deleted) and that are older than ``min_age_days``; returns how many went.
+
+    Kept: every upload a run's ``run.json`` names as its data (Evaluate reads it again), also in the hidden folders
+    of unfinished runs, which the next training recovers; one a training of this server holds now
+    (:func:`~anomalens.ui.jobs.hold_workspace`); a young one; and all of them when a ``run.json`` cannot be read
+    (which upload it names is then unknown).
+    """
+    from anomalens.workflows.runs import read_run_file
+
+    results_dir = Path(results_dir)
+    uploads = results_dir / UPLOADS_FOLDER
+    if not uploads.is_dir() or uploads.is_symlink():
+        return 0
+    used: list[Path] = []
+    for folder in results_dir.iterdir():
+        if not folder.is_dir() or folder.is_symlink() or folder == uploads:
+            continue
+        try:
+            data_dir = read_run_file(folder).get("data_dir")
+        except (AnomalensError, OSError):
+            return 0
+        if data_dir:
+            used.append(Path(data_dir).resolve())
+    cutoff = time.time() - min_age_days * 86400
+    removed = 0
+    for upload in uploads.iterdir():
+        if not upload.is_dir() or upload.is_symlink():
+            continue
+        real = upload.resolve()
+        if any(path == real or path.is_relative_to(real) for path in used) or is_held(upload):
+            continue
+        if upload.stat().st_mtime >= cutoff:
+            continue
+        shutil.rmtree(upload, ignore_errors=True)
+        removed += 1
+    return removed
 
 
 def _dataset_in(root: Path, shown: str, expected_kind: str) -> DatasetChoice:
@@ -402,9 +443,13 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
         key = request_key(request)
         run_dir, dataset = None, None
         try:
-            with board.job(f"{key}:train") as job:
+            # the model outlives the page: closing it does not cancel the training (Cancel does)
+            with board.job(f"{key}:train", outlives_page=True) as job:
                 progress(0.0, desc="checking the dataset")
                 dataset = choose_dataset(settings, folder_value, upload_value, key, kind_value, keep=True)
+                if dataset.unpacked is not None:  # prune_uploads passes it by while the model learns from it
+                    hold_workspace(dataset.unpacked)
+                    job.folders.append(dataset.unpacked)
                 outcome = train_model(
                     settings, dataset, model_value, image_size=parse_size_field(size_value), validation_fraction=validation_value,
                     seed=_given(seed_value), advanced=parse_advanced(advanced_value),
@@ -417,6 +462,10 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
             message = f"**Error:** {user_message(exc)}"
         if dataset is not None and dataset.unpacked is not None and not run_dir:
             shutil.rmtree(dataset.unpacked, ignore_errors=True)  # an upload no saved model uses
+        try:
+            prune_uploads(settings.results_dir)  # those of models deleted since
+        except OSError as exc:
+            log.warning("could not prune the uploaded datasets: %s", exc)
         if run_dir:
             message += (" It is listed in the Inspect and Video tabs (the models chosen there stay selected) and "
                         "is chosen in the Evaluate tab: evaluate it before you rely on it.")
@@ -424,9 +473,7 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
         return (message,) + lists.refresh(image_choice, video_choice, run_dir)
 
     def cancel(request: gr.Request):
-        if board.cancel(f"{request_key(request)}:train"):
-            return "**Stopping** at the next step…"
-        return "No training is running in this tab."
+        return cancel_text(board, f"{request_key(request)}:train", "training")
 
     cancel_button.click(cancel, None, [status], concurrency_limit=None, show_progress="hidden")
     lists.wire_later(lambda: train_button.click(

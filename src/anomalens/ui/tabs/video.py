@@ -7,6 +7,7 @@
 
 # No `from __future__ import annotations`: Gradio reads the `gr.Request` annotation of handlers at run time.
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from anomalens.ui.common import (
     threshold_text,
     ui_error,
 )
-from anomalens.ui.jobs import JobBoard, new_workspace
+from anomalens.ui.jobs import JobBoard, cancel_text, new_workspace, run_cancellable
 from anomalens.ui.security import check_upload_size, user_message
 
 EVENT_HEADERS = ["#", "start (s)", "end (s)", "start frame", "end frame", "duration (s)", "peak (normalised)", "peak frame",
@@ -50,7 +51,11 @@ class VideoView:
 def analyze_video_file(
     settings: UISettings, run_dir: str | Path | None, video: str | Path | None, key: str, reporter: Reporter = SILENT
 ) -> VideoView:
-    """Run a video model over one uploaded video; side-by-side, timeline, scores and events per tab."""
+    """Run a video model over one uploaded video; side-by-side, timeline, scores and events per tab.
+
+    A stop through ``reporter`` (the tab's Cancel) raises :class:`~anomalens.errors.Cancelled` within a few frames,
+    while scoring or while drawing the side-by-side video, and, like any failure, leaves no output folder behind
+    (the library moves its files in only once all of them are written)."""
     from anomalens.workflows.predict import analyze_video
 
     run = chosen_run(settings, run_dir)
@@ -61,7 +66,11 @@ def analyze_video_file(
         raise DataError(f"not a video type this page takes ({', '.join(VIDEO_EXTENSIONS)})", video.name)
     detector = DETECTORS.get(run, settings.device, "video")
     output_dir = new_workspace(settings.sessions_dir, key, "video")
-    analysis = analyze_video(detector, video, output_dir, device=settings.device, reporter=reporter)
+    try:
+        analysis = analyze_video(detector, video, output_dir, device=settings.device, reporter=reporter)
+    except BaseException:
+        shutil.rmtree(output_dir, ignore_errors=True)  # an empty folder would only count against the size cap
+        raise
     rows = [
         [index, rounded(event.start_time), rounded(event.end_time), event.start_frame, event.end_frame,
          rounded(event.duration), rounded(event.peak_normalized_score, 3), event.peak_frame,
@@ -95,7 +104,9 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
                                      file_types=list(VIDEO_EXTENSIONS), elem_id="video-file")
                 examples = gr.Dataset(components=["textbox"], samples=[], type="index", visible=False,
                                       label="Examples from this model's test data (click one)", elem_id="video-examples")
-                button = gr.Button("Analyse", variant="primary", elem_id="video-button")
+                with gr.Row():
+                    button = gr.Button("Analyse", variant="primary", elem_id="video-button")
+                    cancel_button = gr.Button("Cancel", variant="stop", elem_id="video-cancel")
                 downloads = gr.File(label="Downloads: scores.csv, events.json, side-by-side video", file_count="multiple", interactive=False)
             with gr.Column(scale=5):
                 summary = gr.Markdown(elem_classes="al-summary", elem_id="video-summary")
@@ -108,8 +119,12 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
     def run(run_dir, video, request: gr.Request, progress=gr.Progress()):
         key = request_key(request)
         try:
-            with board.job(f"{key}:video") as job:
-                view = analyze_video_file(settings, run_dir, video, key, job.reporter(progress_sink(progress)))
+            outcome = run_cancellable(board, f"{key}:video",
+                                      lambda reporter: analyze_video_file(settings, run_dir, video, key, reporter),
+                                      progress_sink(progress), "Video analysis")
+            if outcome.value is None:  # cancelled: the earlier results stay on the page
+                return (outcome.message,) + (gr.update(),) * 4
+            view = outcome.value
             return view.summary, str(view.video_path), str(view.timeline_path), view.event_rows, view.downloads
         except Exception as exc:  # one clear line in the summary; no error badges on every other output
             return (f"**Error:** {user_message(exc)}",) + (gr.update(),) * 4
@@ -129,6 +144,11 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
     model.change(show_examples, [model], [examples], show_progress="hidden")
     examples.click(load_example, [model, examples], [video_file], show_progress="hidden")
 
+    def cancel(request: gr.Request):
+        return cancel_text(board, f"{request_key(request)}:video", "video analysis")
+
     button.click(run, [model, video_file], [summary, player, timeline, events, downloads],
                  concurrency_id=ANALYSIS_LANE[0], concurrency_limit=ANALYSIS_LANE[1])
+    # outside the analysis lane: a Cancel must not queue behind the jobs it is meant to stop
+    cancel_button.click(cancel, None, [summary], concurrency_limit=None, show_progress="hidden")
     lists.wire_later(lambda: refresh.click(lists.refresh, [lists.pickers["image"], lists.pickers["video"], lists.pickers["any"]], lists.outputs))
