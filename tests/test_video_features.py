@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -105,6 +107,23 @@ def test_outputs_have_one_entry_per_frame(fitted):
     assert np.isfinite(result.scores).all()
     assert set(result.cues) == {"appearance", "motion"}
     np.testing.assert_allclose(result.cues["appearance"] + result.cues["motion"], result.scores, atol=1e-5)
+
+
+def test_scoring_a_clip_shows_its_progress_and_stops_on_request(fitted):
+    from anomalens.errors import Cancelled
+    from anomalens.progress import Reporter
+
+    frames, _ = clip(302, n_frames=23)  # batches of 4: 4 + 4 x 4 + 3 -> 6 steps
+    steps: list[tuple[str, int, int | None]] = []
+    fitted.predict_clip(frames, Reporter(callback=lambda stage, done, total, info: steps.append((stage, done, total)),
+                                         show_tqdm=False))
+    scoring = [(done, total) for stage, done, total in steps if stage.startswith("score frames")]
+    assert scoring == [(i, 6) for i in range(7)]
+    stop = threading.Event()
+    stopping = Reporter(callback=lambda stage, done, total, info: stop.set() if done == 2 else None, cancel_event=stop,
+                        show_tqdm=False)
+    with pytest.raises(Cancelled):  # the UI's Cancel, within a step of the press
+        fitted.predict_clip(frames, stopping)
 
 
 def test_single_frame_clip_is_scored(fitted):

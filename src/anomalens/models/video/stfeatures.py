@@ -826,7 +826,11 @@ class SpatioTemporalFeatures(VideoDetector):
         tinted = FrameBuffer((3, *self.view_size)) if outputs and views else None
         # decoding, the backbone and the optical flow of the next batch run in a second thread while this one is
         # searched: each library works in its own short bursts, and two threads keep both cores busy between them
-        for features, motion_features, view in run_ahead(self._stream(clip, reporter, views=tinted is not None)):
+        stream = run_ahead(self._stream(clip, reporter, views=tinted is not None))
+        if outputs:  # a video being analysed: an hour of it takes many minutes, so show how far it got
+            stream = reporter.iter(stream, f"score frames, {self.config.batch_size} at a time",
+                                   total=_batch_count(_frame_count(clip), self.config.batch_size))
+        for features, motion_features, view in stream:
             a, m = self._distance_maps(features, motion_features, self.appearance_index_, self.motion_memory_)
             a, m = _local_average(a), _local_average(m)
             a_score, m_score = self._frame_scores(a, m, self._coded_map(features, a),
@@ -1288,3 +1292,17 @@ class StreamingScorer(CausalScorer):
             out.append(FrameScore(self.emitted, appearance + motion, self.maps.popleft(), cues))
             self.emitted += 1
         return out
+
+
+def _frame_count(clip: Clip) -> int | None:
+    """The clip's frames when known before decoding it (a video's header may not say)."""
+    count = getattr(clip, "num_frames", None)
+    return count if count is not None or not hasattr(clip, "__len__") else len(clip)  # type: ignore[arg-type]
+
+
+def _batch_count(frames: int | None, batch_size: int) -> int | None:
+    """How many batches :meth:`SpatioTemporalFeatures._batches` makes of ``frames`` (the first holds at least two)."""
+    if not frames:
+        return None
+    first = max(2, batch_size)
+    return 1 if frames <= first else 1 + math.ceil((frames - first) / batch_size)
