@@ -132,7 +132,9 @@ def test_background_decoding_gives_the_same_batches_in_order_and_raises_in_the_c
         Image.fromarray(np.full((20, 30, 3), i * 30, np.uint8)).save(path)
         paths.append(path)
     pre = Preprocessing(image_size=(16, 16))
-    batches = list(pre.iter_images(paths, batch_size=3))
+    batches = pre.iter_images(paths, batch_size=3)
+    assert len(batches) == 3  # known before decoding: progress bars show a total
+    batches = list(batches)
     assert [len(b) for b in batches] == [3, 3, 1]
     assert torch.equal(torch.cat(batches), pre.load_images(paths))
     (tmp_path / "bad.png").write_bytes(b"not a png")

@@ -192,17 +192,15 @@ class Preprocessing:
             return torch.empty((0, 3, *self.image_size), dtype=torch.uint8)
         return torch.stack([self.load_image(p) for p in iterator])
 
-    def iter_images(self, paths: Sequence[str | Path], batch_size: int, prefetch: int = 2) -> Iterator[torch.Tensor]:
+    def iter_images(self, paths: Sequence[str | Path], batch_size: int, prefetch: int = 2) -> "ImageBatches":
         """Batches ``(B, 3, H, W)`` of decoded images, decoded in a background thread while the caller computes
         on the previous batch (:func:`~anomalens.runtime.run_ahead`; PIL releases the GIL while decoding). Errors
-        surface in the caller's thread."""
+        surface in the caller's thread. ``len()`` is the number of batches (progress bars show a total)."""
         if self.image_size is None:
             raise ConfigError("images of native size cannot be stacked; load them one by one")
         if batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {batch_size}")
-        batches = (torch.stack([self.load_image(p) for p in paths[start : start + batch_size]])
-                   for start in range(0, len(paths), batch_size))
-        yield from run_ahead(batches, depth=prefetch)
+        return ImageBatches(self, list(paths), batch_size, prefetch)
 
     def prepare_array(self, array: np.ndarray) -> torch.Tensor:
         """An RGB ``uint8`` array already in memory (an upload, a video frame) -> ``(3, H, W)`` tensor."""
@@ -246,3 +244,19 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(
         p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
     )
+
+
+class ImageBatches:
+    """What :meth:`Preprocessing.iter_images` gives: iterable (each pass decodes again) and sized in batches."""
+
+    def __init__(self, preprocessing: Preprocessing, paths: list[str | Path], batch_size: int, prefetch: int) -> None:
+        self.preprocessing, self.paths, self.batch_size, self.prefetch = preprocessing, paths, batch_size, prefetch
+
+    def __len__(self) -> int:
+        return -(-len(self.paths) // self.batch_size)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        size, load = self.batch_size, self.preprocessing.load_image
+        batches = (torch.stack([load(p) for p in self.paths[start : start + size]])
+                   for start in range(0, len(self.paths), size))
+        return iter(run_ahead(batches, depth=self.prefetch))
