@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from _saved_tensors import refresh_bundle_checksums
 from anomalens.errors import CheckpointError
 from anomalens.inference import Inferencer, VideoInferencer
 from anomalens.models.base import CONFIG_FILE, load_detector
@@ -155,18 +156,21 @@ def _bad_npy(path: Path, how: str) -> None:
 def test_a_damaged_memory_bank_is_one_checkpoint_error_naming_it(onnx_bundle, tmp_path, how):
     broken = _broken_bundle(onnx_bundle, tmp_path)
     _bad_npy(broken / "memory_bank.npy", how)
+    refresh_bundle_checksums(broken)  # the .npy checks answer, not the checksum
     with pytest.raises(CheckpointError, match="memory_bank.npy") as caught:
         Inferencer.load(broken)
-    assert "\n" not in str(caught.value) and "(1,0)" not in str(caught.value)
+    assert "\n" not in str(caught.value) and "(1,0)" not in str(caught.value) and "checksum" not in str(caught.value)
 
 
 def test_a_damaged_graph_is_one_checkpoint_error_naming_it(onnx_bundle, tmp_path):
     broken = _broken_bundle(onnx_bundle, tmp_path)
     graph = json.loads((broken / "bundle.json").read_text())["graphs"]["maps"]["file"]
     (broken / graph).write_bytes(b"\x08\x07garbage, not a protobuf" * 10)
+    refresh_bundle_checksums(broken)  # the engine's check answers, not the checksum
     with pytest.raises(CheckpointError, match=graph) as caught:
         Inferencer.load(broken)
     assert "\n" not in str(caught.value) and "onnxruntime" not in str(caught.value).lower()
+    assert "checksum" not in str(caught.value)
 
 
 def test_a_video_bundle_with_a_damaged_constant_is_one_checkpoint_error(onnx_bundle, tmp_path):
@@ -180,5 +184,7 @@ def test_a_video_bundle_with_a_damaged_constant_is_one_checkpoint_error(onnx_bun
     (broken / "bundle.json").write_text(json.dumps(meta))
     np.save(broken / "memory.npy", np.zeros((2, 2), np.float32))
     _bad_npy(broken / "memory.npy", "bad header version")
-    with pytest.raises(CheckpointError, match="memory.npy"):
+    refresh_bundle_checksums(broken)
+    with pytest.raises(CheckpointError, match="memory.npy") as caught:
         VideoInferencer.load(broken)
+    assert "checksum" not in str(caught.value)

@@ -176,13 +176,14 @@ def test_typical_appearance_ceiling_runs_in_the_exported_graphs(conveyor, tmp_pa
     folds, so the fitted ceiling is infinite and would leave the branch out: a default model trained on more
     clips once failed to export here.)"""
     import torch
-    from safetensors.torch import load_file, save_file
+    from _saved_tensors import rewrite_weights
+    from safetensors.torch import load_file
 
     run = _train(conveyor, "stfeatures", tmp_path, appearance_memory=512, appearance_samples=20_000)
     weights_file = run / "model" / "weights.safetensors"
     weights = load_file(str(weights_file))
     assert {"codec_appearance_memory", "codec_motion_memory"} <= set(weights)  # the default's codec memories
-    save_file({**weights, "appearance_typical_ceiling": torch.zeros(1)}, str(weights_file))
+    rewrite_weights(weights_file, {**weights, "appearance_typical_ceiling": torch.zeros(1)})
     check = export_model(run, "onnx", "fp32", tmp_path / "bundle").check
     assert check["frames"] > 0 and check["same_verdicts"] and check["max_score_difference_over_scale"] < PARITY
 
@@ -191,13 +192,14 @@ def test_typical_motion_ceiling_runs_in_the_exported_graphs(conveyor, tmp_path):
     """The discount of a whole-frame motion shift (typical_motion_ceiling) is part of the motion graph: with the saved
     motion ceiling at 0, so that every frame is discounted, the bundle still matches the checkpoint."""
     import torch
-    from safetensors.torch import load_file, save_file
+    from _saved_tensors import rewrite_weights
+    from safetensors.torch import load_file
 
     run = _train(conveyor, "stfeatures", tmp_path, appearance_memory=512, appearance_samples=20_000,
                  typical_motion_ceiling=True)
     weights_file = run / "model" / "weights.safetensors"
     weights = load_file(str(weights_file))
-    save_file({**weights, "motion_typical_ceiling": torch.zeros(1)}, str(weights_file))
+    rewrite_weights(weights_file, {**weights, "motion_typical_ceiling": torch.zeros(1)})
     check = export_model(run, "onnx", "fp32", tmp_path / "bundle").check
     assert check["frames"] > 0 and check["same_verdicts"] and check["max_score_difference_over_scale"] < PARITY
 
@@ -236,10 +238,10 @@ def test_still_texture_runs_in_the_bundle_and_matches_analyze_video(conveyor, tm
             VideoInferencer.load(broken)
     # a gate that is 0 in every cell (UCSD Ped2): the runtime feeds zeros instead of the map, and still matches
     import torch
-    from safetensors.torch import save_file
+    from _saved_tensors import rewrite_weights
 
     tensors = load_file(str(run / "model" / "weights.safetensors"))
-    save_file({**tensors, "still_texture_gate": torch.zeros_like(gate)}, str(run / "model" / "weights.safetensors"))
+    rewrite_weights(run / "model" / "weights.safetensors", {**tensors, "still_texture_gate": torch.zeros_like(gate)})
     still_bundle = export_model(run, "onnx", "fp32", tmp_path / "bundle_gated_off")
     assert json.loads((still_bundle.folder / "bundle.json").read_text())["video"]["still_texture_counted"] is False
     expected = analyze_video(run, video, tmp_path / "analysis_gated_off", device="cpu")

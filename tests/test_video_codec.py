@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from anomalens.data.synthetic_video import DEFAULT_VIDEO_CATEGORY as CATEGORY
 from anomalens.data.synthetic_video import make_synthetic_video_dataset
@@ -19,7 +19,7 @@ from anomalens.export import export_model
 from anomalens.models.base import create_detector, load_detector
 from anomalens.models.video.degrade import jpeg_degrade
 from anomalens.workflows.train import train_video_model
-from _saved_tensors import assert_refused_when_damaged_or_missing
+from _saved_tensors import assert_refused_when_damaged_or_missing, rewrite_weights
 from test_video_features import SETTINGS, auroc, clip
 
 CODEC = ("jpeg:8",)
@@ -161,7 +161,7 @@ def test_the_codec_memory_runs_in_the_exported_graphs(tmp_path, still_texture_we
     weights_file = run / "model" / "weights.safetensors"
     weights = load_file(str(weights_file))
     # at 0, not a fraction of the fitted one: two short clips make no two folds, and their ceiling is infinite
-    save_file({**weights, "appearance_typical_ceiling": torch.zeros(1)}, str(weights_file))
+    rewrite_weights(weights_file, {**weights, "appearance_typical_ceiling": torch.zeros(1)})
     bundle = export_model(run, "onnx", "fp32", tmp_path / "bundle")
     meta = json.loads((bundle.folder / "bundle.json").read_text())
     assert "codec_memory" in meta["graphs"]["appearance"]["inputs"] and "coded" in meta["graphs"]["motion"]["inputs"]

@@ -86,7 +86,8 @@ def test_live_scorer_rescales_as_predict_clip(model, normal_clip):
 
 
 def test_training_rate_round_trips_and_a_bad_one_is_refused(model, normal_clip, tmp_path):
-    from safetensors.torch import load_file, save_file
+    from _saved_tensors import rewrite_weights
+    from safetensors.torch import load_file
 
     half = RatedClip(normal_clip[::2], TRAINING_FPS / 2)
     expected = model.predict_clip(half, views=False).scores
@@ -98,10 +99,10 @@ def test_training_rate_round_trips_and_a_bad_one_is_refused(model, normal_clip, 
     weights = tmp_path / "model" / "weights.safetensors"
     tensors = load_file(weights)
     for bad in (-10.0, float("nan"), 1e9):
-        save_file({**tensors, "training_fps": torch.tensor([bad], dtype=torch.float64)}, weights)
+        rewrite_weights(weights, {**tensors, "training_fps": torch.tensor([bad], dtype=torch.float64)})
         with pytest.raises(CheckpointError, match="training_fps"):
             load_detector(tmp_path / "model", kind="video")
-    save_file({name: value for name, value in tensors.items() if name != "training_fps"}, weights)
+    rewrite_weights(weights, {name: value for name, value in tensors.items() if name != "training_fps"})
     with pytest.raises(CheckpointError, match="training_fps"):
         load_detector(tmp_path / "model", kind="video")
     # a model saved before the setting existed (no field, no rate): motion per frame, as it scored then

@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from anomalens.data.synthetic_video import DEFAULT_VIDEO_CATEGORY as CATEGORY
 from anomalens.data.synthetic_video import make_synthetic_video_dataset
@@ -20,7 +20,7 @@ from anomalens.export import export_model
 from anomalens.models.base import create_detector, load_detector
 from anomalens.models.video.degrade import make_degradation
 from anomalens.workflows.train import train_video_model
-from _saved_tensors import assert_refused_when_damaged_or_missing
+from _saved_tensors import assert_refused_when_damaged_or_missing, rewrite_weights
 from test_video_codec import assert_live_and_reloaded_score_as_offline
 from test_video_features import SETTINGS, auroc, clip
 
@@ -134,7 +134,7 @@ def test_it_runs_in_the_exported_motion_graph(tmp_path, codec_memory, still_text
                             still_texture_weight=still_texture_weight).run_dir
     weights_file = run / "model" / "weights.safetensors"
     weights = load_file(str(weights_file))
-    save_file({**weights, "appearance_typical_ceiling": weights["appearance_typical_ceiling"] * 0.5}, str(weights_file))
+    rewrite_weights(weights_file, {**weights, "appearance_typical_ceiling": weights["appearance_typical_ceiling"] * 0.5})
     bundle = export_model(run, "onnx", "fp32", tmp_path / "bundle")
     meta = json.loads((bundle.folder / "bundle.json").read_text())
     assert meta["graphs"]["motion"]["inputs"][-1] == "codec_motion_memory"

@@ -112,12 +112,13 @@ def test_gated_still_texture_is_learned_saved_and_scored_alike_live(gated_model,
     # and a gated model whose saved gate is missing is refused, not scored without it
     meta["config"]["still_texture_where_moving"] = True
     config_path.write_text(json.dumps(meta))
-    from safetensors.torch import load_file, save_file
+    from _saved_tensors import rewrite_weights
+    from safetensors.torch import load_file
 
     weights = tmp_path / "model" / "weights.safetensors"
     tensors = load_file(weights)
     tensors["still_texture_gate"] = tensors["still_texture_gate"] * 2.0  # out of [0, 1]
-    save_file(tensors, weights)
+    rewrite_weights(weights, tensors)
     with pytest.raises(CheckpointError, match="still_texture_gate"):
         load_detector(tmp_path / "model", kind="video")
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import queue
 import random
+import re
 import shutil
 import tempfile
 import threading
@@ -263,6 +265,20 @@ def write_text_atomic(target: str | Path, text: str) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(target)
+
+
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")  # how checkpoints and bundles record a file's checksum
+HASH_CHUNK_BYTES = 1 << 20  # streamed, so a file of any size is hashed in constant memory
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file as lowercase hex, read in chunks (``config.json``'s ``weights_sha256``, a bundle's
+    ``files_sha256``: neither safetensors, ONNX, OpenVINO nor ``.npy`` has a checksum of its own)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_json_atomic(target: str | Path, payload: Any) -> Path:

@@ -3,10 +3,11 @@
 Steps: trace the detector's scoring code to ONNX (``graph.py``); for ``int8`` quantise its convolutions on
 training images (``quantize.py``); for OpenVINO convert the ONNX graph to OpenVINO IR; then score the run's
 held-out normal validation images with both the checkpoint and the bundle and record the largest differences
-in ``bundle.json`` (``export_check``). At fp32 the bundle keeps the checkpoint's calibration; at a reduced
-precision (int8, bf16) its scores shift a little: the bundle keeps the checkpoint's calibration (chosen from the
-held-out and the cross-fitted training images), moved by how far the bundle's scores of those validation images
-(normal, held out from training: never the test set) stand above the checkpoint's (:func:`quantised_calibration`).
+in ``bundle.json`` (``export_check``), with the SHA-256 of every file (``files_sha256``, checked on load). At fp32
+the bundle keeps the checkpoint's calibration; at a reduced precision (int8, bf16) its scores shift a little: the
+bundle keeps the checkpoint's calibration (chosen from the held-out and the cross-fitted training images), moved by
+how far the bundle's scores of those validation images (normal, held out from training: never the test set) stand
+above the checkpoint's (:func:`quantised_calibration`).
 
 >>> export_model("results/bottle_x", "openvino", "bf16", "bundles/bottle_bf16")   # doctest: +SKIP
 """
@@ -27,7 +28,8 @@ from anomalens.data.pixels import RESIZE_METHOD
 from anomalens.errors import ConfigError, DataError
 from anomalens.export.graph import (INPUT_NAME, check_exportable, constant_inputs, export_onnx,
                                    export_patchcore_graphs, output_names)
-from anomalens.inference.bundle import BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_VERSION, FORMATS, PRECISIONS
+from anomalens.inference.bundle import (BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_VERSION, CHECKSUMS, FORMATS, PRECISIONS,
+                                        bundle_checksums)
 from anomalens.inference.inferencer import Inferencer
 from anomalens.metrics.threshold import DEFAULT_PIXEL_TARGET_FPR, Calibration, pixel_threshold, score_shift
 from anomalens.models.base import FORMAT_VERSION, BaseDetector, Detector, load_detector
@@ -109,6 +111,7 @@ def export_model(
             meta["search"] = _save_search_index(detector, tmp)
         inferencer = Inferencer.open(tmp, meta)
         meta.update(_check_and_calibrate(detector, inferencer, validation, precision, reporter))
+        meta[CHECKSUMS] = bundle_checksums(tmp)  # every file is final now; the runtime checks them on load
         write_json_atomic(tmp / BUNDLE_FILE, meta)
     reporter.log(f"wrote the {format} {precision} bundle to {folder}")
     return ExportResult(folder=folder, bundle=meta)
@@ -162,6 +165,7 @@ def _export_video(detector: BaseDetector, format: str, precision: str, output: s
                                 for name, array in constants.items()},
             "calibration": detector.calibration_.to_dict(),
             "calibration_source": "checkpoint",
+            CHECKSUMS: bundle_checksums(tmp),  # every file is final now (the parity check below reads them)
         }
         write_json_atomic(tmp / BUNDLE_FILE, meta)
         meta["export_check"] = _check_video(detector, tmp, run, reporter)
@@ -322,7 +326,7 @@ def _describe(detector: Detector, format: str, precision: str, graphs: dict[str,
                                "the library's faiss index (search_index.faiss), and PatchCore's image weight "
                                "1 - softmax(distances to the b neighbours of m*)[0] (anomalens.inference.search)"] if split else []) + ["normalised score = sigmoid((score - threshold) / scale)",
                               "verdict = score > threshold", "mask = map > pixel_threshold",
-                              "regions = 8-connected components of the mask (anomalens.metrics.regions)"],
+                              "regions = 8-connected components of the mask, in pixels of the image given (anomalens.metrics.regions)"],
         },
         "constant_inputs": {name: {"file": f"{name}.npy", "shape": list(array.shape), "dtype": "float32"}
                             for name, array in constants.items()},

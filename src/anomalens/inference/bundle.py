@@ -21,6 +21,11 @@ flow's size and preset, the taps of the temporal smoothing, the window length an
 decoded and resized, which scoring steps run inside the graph, the threshold and normalisation, the model's
 name, settings and version, the anomalens version that wrote it and the precision the network runs at.
 
+It also records the SHA-256 of every other file of the bundle (``files_sha256``, name -> hex digest): neither
+ONNX, OpenVINO nor ``.npy`` has a checksum, so a bit flipped on a copy to the line PC would load silently and
+score differently. :func:`read_bundle` checks every recorded file before anything is opened (bundles exported
+before the field existed load unchecked).
+
 >>> description = read_bundle("bundles/bottle_onnx")        # doctest: +SKIP
 >>> description["calibration"]["threshold"]                 # doctest: +SKIP
 """
@@ -35,6 +40,7 @@ import numpy as np
 
 from anomalens.errors import AnomalensError, CheckpointError
 from anomalens.limits import MAX_FPS, is_frame_rate
+from anomalens.runtime import SHA256_HEX, file_sha256
 
 if TYPE_CHECKING:
     from anomalens.inference.engines import Engine
@@ -46,6 +52,13 @@ READABLE_VERSIONS = (1, 2)
 FORMATS = ("onnx", "openvino")
 PRECISIONS = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8")}
 REQUIRED = ("format", "version", "anomalens_version", "model", "runtime", "input", "outputs", "calibration")
+CHECKSUMS = "files_sha256"  # file name -> SHA-256 of every file of the bundle but bundle.json (absent in older bundles)
+
+
+def bundle_checksums(folder: str | Path) -> dict[str, str]:
+    """``files_sha256`` of the bundle being written in ``folder``: every file in it but ``bundle.json``."""
+    return {path.name: file_sha256(path) for path in sorted(Path(folder).iterdir())
+            if path.is_file() and path.name != BUNDLE_FILE}
 
 
 def is_bundle(path: str | Path) -> bool:
@@ -53,7 +66,8 @@ def is_bundle(path: str | Path) -> bool:
 
 
 def read_bundle(folder: str | Path) -> dict[str, Any]:
-    """``bundle.json`` of ``folder``, checked for format, version and the files it names."""
+    """``bundle.json`` of ``folder``, checked for format, version and the files it names, and each file against the
+    SHA-256 that ``bundle.json`` records for it (``files_sha256``)."""
     folder = Path(folder)
     path = folder / BUNDLE_FILE
     if not path.is_file():
@@ -89,7 +103,37 @@ def read_bundle(folder: str | Path) -> dict[str, Any]:
     size = meta["input"].get("image_size")
     if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
         raise CheckpointError(f"bad input image_size {size!r}", path)
+    # last: the description's own refusals cost nothing, hashing reads every file once
+    _check_checksums(meta, folder, [*networks, *[spec["file"] for spec in constants.values()]])
     return meta
+
+
+def _check_checksums(meta: dict[str, Any], folder: Path, used: list[str]) -> None:
+    """Every file that ``files_sha256`` records has that SHA-256, and every file the runtime opens is recorded
+    (else a file swapped in under a new name would escape the check)."""
+    path = folder / BUNDLE_FILE
+    if CHECKSUMS not in meta:  # exported before checksums: loads as it did
+        return
+    recorded = meta[CHECKSUMS]
+    if not isinstance(recorded, dict) or not all(_is_file_checksum(name, digest) for name, digest in recorded.items()):
+        raise CheckpointError(f"{CHECKSUMS} must be an object of file names and SHA-256 hex digests", path)
+    weights = [Path(name).with_suffix(".bin").name for name in used if name.endswith(".xml")]  # OpenVINO's beside it
+    unrecorded = [name for name in [*used, *weights] if name not in recorded]
+    if unrecorded:
+        raise CheckpointError(f"{BUNDLE_FILE} records no checksum for {unrecorded[0]!r}: the bundle was changed after "
+                              "export; export the model again", path)
+    for name, expected in recorded.items():
+        file = folder / name
+        if not file.is_file():
+            raise CheckpointError(f"the bundle's file {name!r} is missing", folder)
+        if file_sha256(file) != expected:
+            raise CheckpointError(f"{name} does not match the checksum in {BUNDLE_FILE}: damaged or changed after "
+                                  "export; copy the bundle again or export the model again", file)
+
+
+def _is_file_checksum(name: Any, digest: Any) -> bool:
+    """A file name of the bundle's own folder (no path) and a SHA-256 as lowercase hex."""
+    return isinstance(name, str) and Path(name).name == name and isinstance(digest, str) and bool(SHA256_HEX.fullmatch(digest))
 
 
 def open_graphs(folder: Path, files: dict[str, str], runtime: dict[str, Any], threads: int | None = None) -> dict[str, Engine]:

@@ -4,8 +4,10 @@ Two contracts share one persistence base (:class:`BaseDetector`): :class:`ImageD
 ``Detector``: ``fit``/``predict`` on image tensors) and ``VideoDetector`` in :mod:`anomalens.models.video.base`
 (``fit_clips``/``predict_clip`` on clips). A detector looks like a scikit-learn estimator: its constructor takes one config dataclass, ``fit`` learns
 from normal images and returns ``self``, ``predict`` scores images, ``save``/``load`` use a folder with
-``config.json`` (config, preprocessing, calibration, versions) and ``weights.safetensors`` (tensors only,
-so loading never executes code). Learned state ends in an underscore (``calibration_``, ``history_``).
+``config.json`` (config, preprocessing, calibration, versions, the SHA-256 of the weights) and
+``weights.safetensors`` (tensors only, so loading never executes code; it has no checksum of its own, so a
+damaged copy would load silently and score differently: loading refuses weights whose SHA-256 differs from the
+one recorded). Learned state ends in an underscore (``calibration_``, ``history_``).
 
 >>> detector = load_detector("results/bottle_20261128_120000/model")   # doctest: +SKIP
 >>> prediction = detector.predict(images)                              # doctest: +SKIP
@@ -31,11 +33,12 @@ from anomalens.errors import Cancelled, CheckpointError, ConfigError
 from anomalens.metrics.drift import DriftReference, typical_distances
 from anomalens.metrics.threshold import DEFAULT_TARGET_FPR, Calibration, calibrate
 from anomalens.progress import SILENT, Reporter
-from anomalens.runtime import atomic_dir, resolve_device, write_json_atomic
+from anomalens.runtime import atomic_dir, file_sha256, resolve_device, write_json_atomic
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
+WEIGHTS_CHECKSUM = "weights_sha256"  # config.json's SHA-256 of WEIGHTS_FILE (absent in models saved before it)
 MODEL_DIR = "model"  # a run folder's model subfolder (workflows/runs.py), which every loader also accepts
 
 # name -> "module:Class"; imported lazily so that loading one model never imports the others
@@ -193,12 +196,13 @@ class BaseDetector(ABC):
         self.drift_reference_ = DriftReference.from_typical(scores.typical, self.calibration_.validation_std)
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``config.json`` and ``weights.safetensors`` into ``folder``, atomically as a whole."""
+        """Write ``config.json`` and ``weights.safetensors`` into ``folder``, atomically as a whole; the config
+        records the weights' SHA-256, which :func:`load_detector` checks."""
         folder = Path(folder)
         with atomic_dir(folder) as tmp:
             tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_tensors().items()}
             save_file(tensors, str(tmp / WEIGHTS_FILE))
-            write_json_atomic(tmp / CONFIG_FILE, self.describe())
+            write_json_atomic(tmp / CONFIG_FILE, {**self.describe(), WEIGHTS_CHECKSUM: file_sha256(tmp / WEIGHTS_FILE)})
         return folder
 
     def describe(self) -> dict[str, Any]:
@@ -390,6 +394,7 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu", kind: st
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{WEIGHTS_FILE} is missing", folder)
+    _check_weights_checksum(weights, meta.get(WEIGHTS_CHECKSUM))  # schema-checked: a SHA-256, or absent
     try:
         tensors = load_file(str(weights), device="cpu")
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
@@ -405,3 +410,11 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu", kind: st
     detector.drift_reference_ = DriftReference.from_dict(meta.get("drift_reference"))
     detector.interrupted_ = bool(meta.get("interrupted", False))
     return detector
+
+
+def _check_weights_checksum(weights: Path, expected: str | None) -> None:
+    """Refuse weights whose SHA-256 is not the one ``config.json`` recorded: safetensors has no checksum, and a
+    flipped bit in a tensor loads fine and silently changes scores. ``None``: saved before checksums, not checked."""
+    if expected is not None and file_sha256(weights) != expected:
+        raise CheckpointError(f"{WEIGHTS_FILE} does not match the checksum in {CONFIG_FILE}: damaged or changed after "
+                              "saving; restore the model folder from a good copy or train again", weights)

@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping
 
 from anomalens import limits
 from anomalens.errors import AnomalensError, CheckpointError, ConfigError
+from anomalens.runtime import SHA256_HEX
 
 
 @dataclass(frozen=True)
@@ -157,9 +158,11 @@ CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
 # before them may lack them. Every other field has been saved by every checkpoint since its model existed, so
 # a file without it was edited, and its default (image_size 256, say) would silently change the scores.
 ADDED_WITH_DEFAULT: frozenset[str] = frozenset({"memory_bank_size", "exact_search"})
-# Top-level fields of a model's config.json (what BaseDetector.describe writes; "preprocessing" in older files).
+# Top-level fields of a model's config.json (what BaseDetector.save writes; "preprocessing" in older files). Only
+# model, kind and config are required: drift_reference and weights_sha256 (the SHA-256 of weights.safetensors) came
+# later, and a checkpoint saved before them loads as it did then, without the drift or the checksum check.
 MODEL_CONFIG_FIELDS = ("format_version", "anomalens_version", "model", "kind", "config", "preprocessing", "calibration",
-                       "drift_reference", "interrupted")
+                       "drift_reference", "interrupted", "weights_sha256")
 # Fields of a model's config.json besides "config"; "model" is checked against the registry.
 CALIBRATION_RANGES: dict[str, tuple[type, Range]] = {
     "threshold": (float, Range()),
@@ -336,6 +339,9 @@ def _model_config(meta: Any, format_version: int) -> dict[str, Any]:
         raise _Invalid("anomalens_version", f"must be a string, got {_show(meta['anomalens_version'])}")
     if not isinstance(meta.get("interrupted", False), bool):
         raise _Invalid("interrupted", f"must be true or false, got {_show(meta['interrupted'])}")
+    checksum = meta.get("weights_sha256")  # absent in checkpoints saved before it; null would skip the check
+    if "weights_sha256" in meta and not (isinstance(checksum, str) and SHA256_HEX.fullmatch(checksum)):
+        raise _Invalid("weights_sha256", f"must be a SHA-256 as 64 lowercase hex digits, got {_show(checksum)}")
     preprocessing = meta.get("preprocessing")
     if preprocessing is not None:
         if not isinstance(preprocessing, dict):
