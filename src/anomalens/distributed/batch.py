@@ -24,7 +24,6 @@ rows. At the end the driver reads every shard, checks that each input appears ex
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import time
@@ -35,7 +34,7 @@ from typing import Any, Iterable, Sequence
 
 from anomalens.errors import ConfigError, DataError
 from anomalens.progress import SILENT, Reporter
-from anomalens.runtime import atomic_path, write_json_atomic, write_text_atomic
+from anomalens.runtime import atomic_path, file_sha256, write_json_atomic, write_text_atomic
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_VERSION = 1
@@ -89,17 +88,14 @@ def block_path(output_dir: Path, index: int) -> Path:
 
 def plan_job(model_dir: Path, inputs: Iterable[str | Path], block_size: int, overlays: bool) -> BatchJob:
     """The job for ``inputs`` (files or folders): each image once, sorted, so the blocks are the same every run."""
+    from anomalens.models.base import WEIGHTS_FILE
     from anomalens.workflows.predict import collect_image_paths
 
     if block_size < 1:
         raise ConfigError(f"--block-size must be at least 1, got {block_size}")
     paths = sorted({str(p.resolve()) for p in collect_image_paths(list(inputs))})
-    weights = model_dir / "weights.safetensors"
-    digest = hashlib.sha256()
-    with open(weights, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return BatchJob(str(model_dir.resolve()), digest.hexdigest(), paths, block_size, overlays)
+    # the weights' own checksum: a resumed job must be scored by the same model
+    return BatchJob(str(model_dir.resolve()), file_sha256(model_dir / WEIGHTS_FILE), paths, block_size, overlays)
 
 
 def open_output(output_dir: Path, job: BatchJob) -> set[int]:
