@@ -167,6 +167,22 @@ def test_batch_scoring_equals_local_predict(ray_cluster, image_run, tmp_path):
         predict_images_on_ray(image_run.run_dir, [test_dir / "good"], output, address=ray_cluster.address, block_size=5)
 
 
+def test_blocks_of_an_older_version_are_scored_again(tmp_path):
+    """Blocks written before regions were in the image's pixels (no image size column) are not counted as done,
+    so a resumed job does not mix the two; a damaged block is scored again too."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from anomalens.distributed.batch import _finished_block
+
+    pq.write_table(pa.table({"path": ["a.png"], "regions": ["[]"]}), tmp_path / "old.parquet")
+    pq.write_table(pa.table({"path": ["a.png"], "regions": ["[]"], "image_height": [5], "image_width": [6]}),
+                   tmp_path / "new.parquet")
+    (tmp_path / "damaged.parquet").write_bytes(b"PAR1 not a parquet file")
+    assert [_finished_block(tmp_path / f"{n}.parquet") for n in ("old", "new", "damaged", "missing")] == \
+        [False, True, False, False]
+
+
 @pytest.mark.slow
 def test_resume_after_the_driver_is_killed(ray_cluster, image_run, many_images, tmp_path):
     """A driver killed half way (SIGKILL), the same command again: finished blocks are not scored again."""

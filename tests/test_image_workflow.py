@@ -311,3 +311,13 @@ def test_cancel_before_the_first_epoch_leaves_no_folder(tiny_model, synthetic_im
         train_image_model(root, category, tiny_model, tmp_path / "results", image_size=SIZE, epochs=5,
                           reporter=Reporter(callback=on_progress, cancel_event=stop, show_tqdm=False))
     assert not (tmp_path / "results").exists()
+
+
+def test_evaluation_shows_how_far_scoring_is(tiny_model, synthetic_image_dataset, tmp_path):
+    root, category = synthetic_image_dataset
+    run = train_image_model(root, category, tiny_model, tmp_path, image_size=SIZE).run_dir
+    steps: list[tuple[str, int, int | None]] = []
+    evaluate_image_model(run, reporter=Reporter(callback=lambda stage, done, total, info: steps.append((stage, done, total)),
+                                                show_tqdm=False))
+    scoring = [(done, total) for stage, done, total in steps if stage == "score images"]
+    assert scoring == [(i, 3) for i in range(4)]  # 24 test images in batches of 8: a total, not a bare count

@@ -51,6 +51,21 @@ def test_an_image_smaller_than_the_map_keeps_only_regions_its_pixels_fall_in():
     assert pixel_cells(4, 8).tolist() == [1, 3, 5, 7]
     (region,) = find_regions(score_map, 0.5, image_size=(4, 4))
     assert (region.x, region.y, region.width, region.height, region.area) == (0, 0, 2, 2, 4)
+    speck = np.zeros((256, 256), np.float32)
+    speck[100, 100] = 1.0  # a 128-pixel image reaches only odd cells of a 256-pixel map
+    assert find_regions(speck, 0.5, image_size=(128, 128)) == []
+    assert find_regions(speck, 0.5, image_size=(256, 256))[0].area == 1
+
+
+def test_arrays_of_any_channel_count_give_regions_in_their_own_size(patchcore_run):
+    from anomalens.models.base import load_detector
+    from anomalens.workflows.predict import predict_images
+
+    detector = load_detector(patchcore_run / "model")
+    rgba = np.full((90, 150, 4), 200, np.uint8)  # RGBA and grey arrays, as a camera SDK may give them
+    grey = np.full((70, 110), 90, np.uint8)
+    results = predict_images(detector, [rgba, grey]).results  # a detector object: no files, the header-free path
+    assert [r.image_size for r in results] == [(90, 150), (70, 110)]
 
 
 def _flat_category(root, size: tuple[int, int], count: int = 12):

@@ -125,6 +125,20 @@ def test_refuses_to_listen_beyond_loopback_without_a_token(onnx_bundle, monkeypa
     assert "without authentication" in capsys.readouterr().err
 
 
+def test_batcher_refuses_sizes_that_do_not_match_the_images():
+    async def scenario() -> None:
+        batcher = MicroBatcher(lambda batch, sizes: list(sizes), max_batch=4, max_wait=0.01, queue_size=8)
+        await batcher.start()
+        try:
+            with pytest.raises(ValueError, match="2 images but 1 sizes"):
+                await batcher.submit([np.zeros((2, 2, 3), np.uint8)] * 2, [(5, 6)])
+            assert await batcher.submit([np.zeros((2, 2, 3), np.uint8)] * 2, [(5, 6), (7, 8)]) == [(5, 6), (7, 8)]
+        finally:
+            await batcher.stop()
+
+    asyncio.run(scenario())
+
+
 def test_batcher_refuses_when_full_and_batches_what_waits():
     seen: list[int] = []
 

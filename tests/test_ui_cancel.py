@@ -238,12 +238,14 @@ def test_closing_the_page_lets_its_training_run_on(tmp_path):
 
 
 # ---- 3: datasets uploaded for training ----------------------------------------------------------------------
-def _run_on(workspace, results: Path, name: str, data_dir: Path) -> Path:
-    """A copy of the workspace's image run that records ``data_dir`` as the data it was trained on."""
+def _run_on(workspace, results: Path, name: str, data_dir: Path, category: str | None = None) -> Path:
+    """A copy of the workspace's image run that records ``data_dir`` (and ``category``) as the data it was trained on."""
     run = results / name
     shutil.copytree(workspace.image_run, run, ignore=shutil.ignore_patterns("evaluation", "predictions"))
     record = json.loads((run / "run.json").read_text())
     record["data_dir"] = str(data_dir)
+    if category is not None:
+        record["category"] = category
     (run / "run.json").write_text(json.dumps(record))
     return run
 
@@ -282,6 +284,13 @@ def test_prune_uploads_removes_only_old_uploads_no_run_uses(workspace, tmp_path)
     assert prune_uploads(results) == 1 and not used.exists()  # its model was deleted: the upload goes too
     assert young.is_dir()
 
+    # a zip without a top folder is the category itself: the run names uploads/ as its data_dir
+    flat = uploads / "flat_5"
+    (flat / "train" / "good").mkdir(parents=True)
+    _run_on(workspace, results, "flat_used", uploads, category="flat_5")
+    _old(flat)
+    assert prune_uploads(results) == 0 and flat.is_dir()
+
 
 def test_evaluate_names_an_uploaded_dataset_that_was_removed(workspace, tmp_path):
     settings = h.UISettings(results_dir=tmp_path / "results", data_roots=[workspace.data_root], device="cpu",
@@ -292,6 +301,10 @@ def test_evaluate_names_an_uploaded_dataset_that_was_removed(workspace, tmp_path
         h.evaluate_model(settings, str(run), key="eval-gone")
     message = str(raised.value)
     assert "uploaded zip" in message and str(gone) in message and "Unpack the same zip into that folder" in message
+    flat = _run_on(workspace, settings.results_dir, "flat_on_upload", settings.results_dir / UPLOADS_FOLDER, "flat_6")
+    with pytest.raises(DataError) as raised:  # a zip without a top folder: uploads/<name> is the category itself
+        h.evaluate_model(settings, str(flat), key="eval-gone")
+    assert str(settings.results_dir / UPLOADS_FOLDER / "flat_6") in str(raised.value)
     elsewhere = _run_on(workspace, settings.results_dir, "widget_moved", tmp_path / "moved_away")
     with pytest.raises(DataError, match=r"trained on is gone \(no folder .*moved_away/widget\): put it back there"):
         h.evaluate_model(settings, str(elsewhere), key="eval-gone")

@@ -109,21 +109,31 @@ def test_outputs_have_one_entry_per_frame(fitted):
     np.testing.assert_allclose(result.cues["appearance"] + result.cues["motion"], result.scores, atol=1e-5)
 
 
-def test_scoring_a_clip_shows_its_progress_and_stops_on_request(fitted):
+def test_scoring_a_long_clip_shows_its_progress_and_stops_on_request(fitted, monkeypatch):
     from anomalens.errors import Cancelled
+    from anomalens.models.video import stfeatures
     from anomalens.progress import Reporter
 
     frames, _ = clip(302, n_frames=23)  # batches of 4: 4 + 4 x 4 + 3 -> 6 steps
     steps: list[tuple[str, int, int | None]] = []
-    fitted.predict_clip(frames, Reporter(callback=lambda stage, done, total, info: steps.append((stage, done, total)),
-                                         show_tqdm=False))
+    record = Reporter(callback=lambda stage, done, total, info: steps.append((stage, done, total)), show_tqdm=False)
+    fitted.predict_clip(frames, record)
+    assert not [s for s in steps if s[0].startswith("score frames")]  # a short clip: no bar of its own
+    monkeypatch.setattr(stfeatures, "LONG_CLIP_FRAMES", 20)  # as if it were long
+    fitted.predict_clip(frames, record)
     scoring = [(done, total) for stage, done, total in steps if stage.startswith("score frames")]
     assert scoring == [(i, 6) for i in range(7)]
     stop = threading.Event()
-    stopping = Reporter(callback=lambda stage, done, total, info: stop.set() if done == 2 else None, cancel_event=stop,
-                        show_tqdm=False)
-    with pytest.raises(Cancelled):  # the UI's Cancel, within a step of the press
-        fitted.predict_clip(frames, stopping)
+    presses: list[int] = []
+
+    def press_after_two(stage: str, done: int, total: int | None, info: str) -> None:
+        presses.append(done)
+        if done == 2:
+            stop.set()
+
+    with pytest.raises(Cancelled):  # the UI's Cancel: the next step stops
+        fitted.predict_clip(frames, Reporter(callback=press_after_two, cancel_event=stop, show_tqdm=False))
+    assert presses[-1] == 2
 
 
 def test_single_frame_clip_is_scored(fitted):

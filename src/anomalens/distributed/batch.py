@@ -117,7 +117,20 @@ def open_output(output_dir: Path, job: BatchJob) -> set[int]:
     for folder in (output_dir / BLOCKS_DIR, output_dir / OVERLAYS_DIR, output_dir):
         for stale in folder.glob(".*.tmp") if folder.is_dir() else ():
             stale.unlink(missing_ok=True)
-    return {i for i in range(job.block_count) if block_path(output_dir, i).is_file()}
+    return {i for i in range(job.block_count) if _finished_block(block_path(output_dir, i))}
+
+
+def _finished_block(path: Path) -> bool:
+    """A block written whole by this version: blocks of older versions hold regions in the model's pixels and no
+    image size, so a resumed job scores them again rather than mix the two."""
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        return False
+    try:
+        return "image_height" in pq.read_schema(path).names
+    except (OSError, ValueError):  # pyarrow's ArrowInvalid is a ValueError: a damaged block is scored again
+        return False
 
 
 class BlockScorer:

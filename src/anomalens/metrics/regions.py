@@ -100,7 +100,7 @@ def pixel_cells(pixels: int, cells: int) -> np.ndarray:
     centres, as resizing between the image and the model's input maps them.
 
     >>> pixel_cells(6, 3).tolist(), pixel_cells(2, 4).tolist()
-    ([0, 0, 1, 1, 2, 2], [0, 2])
+    ([0, 0, 1, 1, 2, 2], [1, 3])
     """
     if pixels < 1 or cells < 1:
         raise ValueError(f"sizes must be positive, got {pixels} pixels and {cells} cells")
@@ -128,9 +128,11 @@ def find_regions(score_map: np.ndarray, threshold: float, min_area: int = 1,
     """Connected regions of ``score_map > threshold`` (``(h, w)`` raw map), largest first.
 
     With ``image_size`` (H, W), the size of the image the map was scored from, each region is given in that image's
-    pixels: the pixels whose nearest map cell (:func:`pixel_cells`) lies in the region, exactly the region of
-    :func:`mask_at_size` (box, area, the peak at the centre of its cell); ``min_area`` counts those pixels too. A
-    region no image pixel falls in (an image smaller than the model's input) is left out.
+    pixels: the pixels whose nearest map cell (:func:`pixel_cells`) lies in the region (box, area, the peak at the
+    centre of its cell), the pixels :func:`mask_at_size` marks; ``min_area`` counts those pixels too. Regions are
+    connected on the map: for an image at least as large, exactly the regions of the map resized to it. For a
+    smaller one, cells no image pixel falls in add nothing (the peak is the highest cell that some pixel has), and a
+    region with none of them is left out.
     """
     score_map = np.asarray(score_map, dtype=np.float32)
     labels, count = label_components(score_map > threshold)
@@ -156,6 +158,8 @@ def find_regions(score_map: np.ndarray, threshold: float, min_area: int = 1,
         ids, ys, xs, values, weight = ids[seen], ys[seen], xs[seen], values[seen], weight[seen]
         y_first, y_last, x_first, x_last = row_first[ys], row_last[ys], col_first[xs], col_last[xs]
         bound = (height, width)
+        if ids.size == 0:  # a small image none of whose pixels fall in a region's cells
+            return []
     area = np.rint(np.bincount(ids, weights=weight, minlength=count)).astype(np.int64)
     y0 = np.full(count, bound[0]); np.minimum.at(y0, ids, y_first)
     y1 = np.full(count, -1); np.maximum.at(y1, ids, y_last)

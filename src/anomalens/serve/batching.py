@@ -72,6 +72,8 @@ class MicroBatcher:
             raise Busy(f"{self.queue.qsize()} images are waiting (limit {self.queue_size})")
         loop = asyncio.get_running_loop()
         sizes = sizes if sizes is not None else [None] * len(images)
+        if len(sizes) != len(images):
+            raise ValueError(f"{len(images)} images but {len(sizes)} sizes")
         items = [_Item(image, size, loop.create_future()) for image, size in zip(images, sizes)]
         for item in items:
             self.queue.put_nowait(item)

@@ -116,7 +116,11 @@ def launch(
     removed = prune_workspaces(settings.sessions_dir)
     if removed:
         log.info("removed %d UI output folders older than a week", removed)
-    removed = prune_uploads(settings.results_dir)
+    try:  # housekeeping: a folder it cannot read must not keep the page from starting
+        removed = prune_uploads(settings.results_dir)
+    except OSError as exc:
+        log.warning("could not look for unused uploaded datasets: %s", exc)
+        removed = 0
     if removed:
         log.info("removed %d uploaded training datasets that no model uses any more", removed)
     app = build_app(settings)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -118,18 +118,33 @@ def evaluate_model(
 
 
 # ---- images -------------------------------------------------------------------------------------------
+class _Kept:
+    """Batches passed on as they are decoded and kept, so that the test images are decoded once; sized, so that
+    the scoring's progress bar has a total."""
+
+    def __init__(self, batches: Any) -> None:
+        self.batches, self.kept = batches, []
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for batch in self.batches:
+            self.kept.append(batch)
+            yield batch
+
+
 def _measure_images(detector: BaseDetector, data_dir: Path, category: str, reporter: Reporter) -> _Measured:
     from anomalens.data.mvtec import discover_category, load_test_set
 
     found = discover_category(data_dir, category, require_test=True)
     # timed as a user meets it: decoding included, overlapped with scoring (a background thread decodes ahead)
-    decoded: list[torch.Tensor] = []
     paths = [s.path for s in found.test_samples]
     predict_started, cpu_started = time.perf_counter(), time.process_time()
-    batches = detector.preprocessing.iter_images(paths, detector.config.batch_size)
-    prediction = detector.predict((decoded.append(b) or b for b in batches), reporter=reporter)  # type: ignore[attr-defined]
+    batches = _Kept(detector.preprocessing.iter_images(paths, detector.config.batch_size))
+    prediction = detector.predict(batches, reporter=reporter)  # type: ignore[attr-defined]
     predict_seconds, cpu_seconds = time.perf_counter() - predict_started, time.process_time() - cpu_started
-    test = load_test_set(found, detector.preprocessing, reporter, images=torch.cat(decoded))
+    test = load_test_set(found, detector.preprocessing, reporter, images=torch.cat(batches.kept))
 
     maps = prediction.maps
     if maps.shape[-2:] != test.masks.shape[-2:]:

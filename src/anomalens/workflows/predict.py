@@ -205,8 +205,8 @@ def score_image_batch(
             full = resize_map(heatmaps[j], original.shape[:2])
             _write_png(overlay_path, anomaly_contours(overlay(original, full, 0.45), full))
             own_size = original.shape[:2]
-        else:  # the header is enough
-            own_size = to_hwc(array).shape[:2] if array is not None else image_size_of(path)
+        else:  # the header is enough (an array is (H, W[, C]), as the preprocessing reads it)
+            own_size = np.asarray(array).shape[:2] if array is not None else image_size_of(path)
         own_size = (int(own_size[0]), int(own_size[1]))
         mask = cal.defect_mask(prediction.maps[j])
         mask_path = None

@@ -827,9 +827,11 @@ class SpatioTemporalFeatures(VideoDetector):
         # decoding, the backbone and the optical flow of the next batch run in a second thread while this one is
         # searched: each library works in its own short bursts, and two threads keep both cores busy between them
         stream = run_ahead(self._stream(clip, reporter, views=tinted is not None))
-        if outputs:  # a video being analysed: an hour of it takes many minutes, so show how far it got
+        frames = _frame_count(clip)
+        if outputs and (frames is None or frames >= LONG_CLIP_FRAMES):  # an hour of video takes many minutes: show
+            # how far it got (a short clip, e.g. one of an evaluation's, has no bar under the evaluation's own)
             stream = reporter.iter(stream, f"score frames, {self.config.batch_size} at a time",
-                                   total=_batch_count(_frame_count(clip), self.config.batch_size))
+                                   total=_batch_count(frames, self.config.batch_size))
         for features, motion_features, view in stream:
             a, m = self._distance_maps(features, motion_features, self.appearance_index_, self.motion_memory_)
             a, m = _local_average(a), _local_average(m)
@@ -1292,6 +1294,9 @@ class StreamingScorer(CausalScorer):
             out.append(FrameScore(self.emitted, appearance + motion, self.maps.popleft(), cues))
             self.emitted += 1
         return out
+
+
+LONG_CLIP_FRAMES = 500  # 20 s at 25 fps, about 15 s of scoring on a laptop CPU: from here on, a progress bar
 
 
 def _frame_count(clip: Clip) -> int | None:

@@ -112,8 +112,9 @@ def check_training_data(settings: UISettings, run: Path) -> None:
     if (data_dir / record["category"]).is_dir():
         return
     uploads = (settings.results_dir / UPLOADS_FOLDER).resolve()
-    if data_dir.resolve().is_relative_to(uploads):
-        upload = uploads / data_dir.resolve().relative_to(uploads).parts[0]
+    dataset = (data_dir / record["category"]).resolve()  # a zip without a top folder: data_dir is uploads/ itself
+    if dataset.is_relative_to(uploads) and dataset != uploads:
+        upload = uploads / dataset.relative_to(uploads).parts[0]
         raise DataError(f"the dataset this model was trained on is gone: it came from an uploaded zip, unpacked into "
                         f"{upload}, and that folder was removed. Unpack the same zip into that folder again to "
                         f"evaluate this model, or train a new model on it")

@@ -111,15 +111,15 @@ def prune_uploads(results_dir: str | Path, min_age_days: float = UPLOAD_MIN_AGE_
     if not uploads.is_dir() or uploads.is_symlink():
         return 0
     used: list[Path] = []
-    for folder in results_dir.iterdir():
-        if not folder.is_dir() or folder.is_symlink() or folder == uploads:
+    for folder in results_dir.iterdir():  # linked run folders too (list_runs shows them): reading deletes nothing
+        if not folder.is_dir() or folder == uploads:
             continue
         try:
-            data_dir = read_run_file(folder).get("data_dir")
+            record = read_run_file(folder)
         except (AnomalensError, OSError):
             return 0
-        if data_dir:
-            used.append(Path(data_dir).resolve())
+        if record.get("data_dir"):  # the category's folder: a zip without a top folder is the category itself
+            used.append((Path(record["data_dir"]) / str(record.get("category") or "")).resolve())
     cutoff = time.time() - min_age_days * 86400
     removed = 0
     for upload in uploads.iterdir():
