@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -64,6 +65,12 @@ def test_a_model_from_an_older_version_is_rebuilt_not_loaded(prepared, tmp_path)
     assert not demo._model_ready(stale)
     (stale / "model" / "config.json").write_text("{not json")
     assert not demo._model_ready(stale)
+    damaged = tmp_path / "damaged"  # weights that no longer match their checksum: rebuilt, not loaded
+    shutil.copytree(assets.image_run / "model", damaged / "model")
+    data = bytearray((damaged / "model" / "weights.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (damaged / "model" / "weights.safetensors").write_bytes(bytes(data))
+    assert not demo._model_ready(damaged)
 
 
 def test_demo_command_starts_the_ui_with_models_and_examples(prepared, monkeypatch, capsys):

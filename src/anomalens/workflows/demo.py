@@ -53,17 +53,20 @@ class DemoAssets:
 def _model_ready(run_dir: Path) -> bool:
     """A demo model that this version can load (one saved by an older version with other settings is rebuilt)."""
     from anomalens.errors import AnomalensError
-    from anomalens.models.base import WEIGHTS_FILE, detector_class
+    from anomalens.models.base import WEIGHTS_CHECKSUM, WEIGHTS_FILE, detector_class
+    from anomalens.runtime import file_sha256
     from anomalens.workflows.runs import MODEL_DIR, read_model_config
 
-    if not (run_dir / MODEL_DIR / WEIGHTS_FILE).is_file():
+    weights = run_dir / MODEL_DIR / WEIGHTS_FILE
+    if not weights.is_file():
         return False
     try:
         meta = read_model_config(run_dir)
         detector_class(meta["model"]).config_class.from_dict(meta["config"])
     except (AnomalensError, TypeError, ValueError, KeyError):
         return False
-    return True
+    # damaged weights would fail to load in the UI: rebuilt instead, like a model of another version
+    return meta.get(WEIGHTS_CHECKSUM) is None or file_sha256(weights) == meta[WEIGHTS_CHECKSUM]
 
 
 def _image_examples(category_dir: Path) -> list[Path]:
