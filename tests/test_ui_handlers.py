@@ -96,6 +96,19 @@ def test_inspection_scores_overlays_and_relabels_without_rescoring(trained, imag
     csv_path, zip_path = h.inspection_downloads(view, middle)
     rows = list(csv.DictReader(open(csv_path, encoding="utf-8")))
     assert [int(r["anomalous"]) for r in rows] == [int(i.normalized_score > middle) for i in view.items]
+    # where: each image's regions in its own pixels, in the table (count and largest box) and the CSV (every box)
+    assert [json.loads(r["regions"]) for r in rows] == [[g.to_dict() for g in i.regions] for i in view.items]
+    assert [row[4] for row in h.inspection_rows(view, middle)] == ["none"] * 3  # this tiny model finds none
+    from dataclasses import replace
+
+    from anomalens.metrics.regions import Region
+
+    boxes = [Region(x=173, y=11, width=80, height=71, area=4689, peak_score=21.7, peak_x=217, peak_y=53),
+             Region(x=80, y=79, width=28, height=41, area=700, peak_score=19.0, peak_x=100, peak_y=83)]
+    marked = replace(view, items=[replace(view.items[0], regions=boxes), *view.items[1:]])
+    assert h.inspection_rows(marked, middle)[0][4] == "2; largest 80x71 px at x 173, y 11"
+    rows = list(csv.DictReader(open(h.inspection_downloads(marked, middle)[0], encoding="utf-8")))
+    assert json.loads(rows[0]["regions"]) == [b.to_dict() for b in boxes] and json.loads(rows[1]["regions"]) == []
     with zipfile.ZipFile(zip_path) as bundle:
         assert len(bundle.namelist()) == 6  # three overlays and three reconstructions
     gallery = h.inspection_gallery(view, middle)

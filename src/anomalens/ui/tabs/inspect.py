@@ -11,9 +11,10 @@ scale by the model's own calibration (:meth:`~anomalens.metrics.threshold.Calibr
 # No `from __future__ import annotations`: Gradio reads the `gr.Request` annotation of handlers at run time.
 
 import csv
+import json
 import shutil
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,6 +23,7 @@ from PIL import Image
 
 from anomalens.errors import DataError
 from anomalens.metrics.classification import ANOMALOUS, verdict_word
+from anomalens.metrics.regions import Region
 from anomalens.metrics.threshold import Calibration
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import atomic_path
@@ -44,7 +46,7 @@ from anomalens.ui.common import (
 from anomalens.ui.jobs import JobBoard, cancel_text, new_workspace, run_cancellable
 from anomalens.ui.security import check_upload_size, user_message
 
-INSPECTION_HEADERS = ["image", "raw score", "normalised score", "verdict"]
+INSPECTION_HEADERS = ["image", "raw score", "normalised score", "verdict", "defect regions"]
 
 
 @dataclass
@@ -54,6 +56,9 @@ class ImageItem:
     normalized_score: float
     overlay_path: Path | None
     reconstruction_path: Path | None = None
+    # where: connected parts above the model's pixel threshold, in the image's own pixels (the slider does not move
+    # them: it relabels images, the pixel threshold is the model's)
+    regions: list[Region] = field(default_factory=list)
 
 
 @dataclass
@@ -112,7 +117,8 @@ def inspect_images(
         if seen[name] > 1:  # browsers send bare file names: keep same-named uploads apart
             name = f"{name} #{seen[name]}"
         recon_path = _save_rgb(result.reconstruction, output_dir / "reconstructions" / f"{index:03d}_{Path(name).stem}.png")
-        items.append(ImageItem(name, result.score, result.normalized_score, result.overlay_path, recon_path))
+        items.append(ImageItem(name, result.score, result.normalized_score, result.overlay_path, recon_path,
+                               result.regions))
     return ImageInspection(run, output_dir, items, threshold_text(run), calibration_of(run), drift_note(report.drift))
 
 
@@ -132,9 +138,18 @@ def verdict(normalized_score: float, threshold: float) -> str:
 def inspection_rows(inspection: ImageInspection, threshold: float = 0.5) -> list[list[Any]]:
     """The results table at a normalised ``threshold``; relabelling never rescores."""
     return [
-        [item.name, round(item.score, 5), round(item.normalized_score, 4), verdict(item.normalized_score, threshold)]
+        [item.name, round(item.score, 5), round(item.normalized_score, 4), verdict(item.normalized_score, threshold),
+         regions_text(item.regions)]
         for item in inspection.items
     ]
+
+
+def regions_text(regions: Sequence[Region]) -> str:
+    """``none``, or how many and where the largest lies: ``2; largest 80x71 px at x 173, y 11``."""
+    if not regions:
+        return "none"
+    largest = regions[0]  # find_regions sorts them largest first
+    return f"{len(regions)}; largest {largest.width}x{largest.height} px at x {largest.x}, y {largest.y}"
 
 
 def inspection_gallery(inspection: ImageInspection, threshold: float = 0.5) -> list[tuple[str, str]]:
@@ -167,10 +182,11 @@ def inspection_downloads(inspection: ImageInspection, threshold: float = 0.5) ->
     with atomic_path(csv_path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["image", "score", "normalized_score", "threshold_normalized", "anomalous"])
+            writer.writerow(["image", "score", "normalized_score", "threshold_normalized", "anomalous", "regions"])
             for item in inspection.items:
                 flagged = verdict(item.normalized_score, threshold) == ANOMALOUS
-                writer.writerow([item.name, f"{item.score:.6g}", f"{item.normalized_score:.6f}", f"{threshold:.4f}", int(flagged)])
+                writer.writerow([item.name, f"{item.score:.6g}", f"{item.normalized_score:.6f}", f"{threshold:.4f}",
+                                 int(flagged), json.dumps([r.to_dict() for r in item.regions])])
     zip_path = inspection.output_dir / "overlays.zip"
     if not zip_path.exists():
         with atomic_path(zip_path) as tmp:
