@@ -141,11 +141,13 @@ def test_batcher_refuses_sizes_that_do_not_match_the_images():
 
 def test_batcher_refuses_when_full_and_batches_what_waits():
     seen: list[int] = []
+    running, release = threading.Event(), threading.Event()
 
     def slow(batch: np.ndarray, sizes: list) -> list[int]:
         assert sizes == [None] * len(batch)  # submitted without sizes
         seen.append(len(batch))
-        time.sleep(0.2)
+        running.set()
+        release.wait(10)  # the first batch holds until the test has filled the queue (no timing guesses)
         return [int(x[0, 0, 0]) for x in batch]
 
     async def scenario() -> tuple[list, bool]:
@@ -153,14 +155,18 @@ def test_batcher_refuses_when_full_and_batches_what_waits():
         await batcher.start()
         image = lambda v: np.full((2, 2, 3), v, np.uint8)  # noqa: E731
         first = asyncio.create_task(batcher.submit([image(1)]))
-        await asyncio.sleep(0.05)  # the first batch is running; these three wait and go together
+        assert await asyncio.get_running_loop().run_in_executor(None, running.wait, 10)  # the first batch runs
         waiting = [asyncio.create_task(batcher.submit([image(v)])) for v in (2, 3, 4)]
-        await asyncio.sleep(0.01)
+        for _ in range(1000):  # until the three wait in the queue
+            if batcher.depth == 3:
+                break
+            await asyncio.sleep(0.001)
         try:
             await batcher.submit([image(5)])
             refused = False
         except Busy:
             refused = True
+        release.set()  # the three that waited then go together
         results = [await first] + [await w for w in waiting]
         await batcher.stop()
         return results, refused
