@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from anomalens.metrics.regions import Region, find_regions, mask_at_size
+from anomalens.metrics.regions import Region, find_regions, mask_at_size, size_fields
 from anomalens.metrics.threshold import Calibration
 
 
@@ -51,7 +51,7 @@ class InferenceResult:
             "threshold": self.threshold,
             "pixel_threshold": self.pixel_threshold,
             "regions": [r.to_dict() for r in self.regions],
-            **({"image_height": self.image_size[0], "image_width": self.image_size[1]} if self.image_size else {}),
+            **size_fields(self.image_size),
         }
 
 

@@ -47,7 +47,7 @@ from anomalens.live.sources import Source, SourceGap, open_source
 from anomalens.live.state import WatchState
 from anomalens.live.status import WatchFigures, iso_time, status_text
 from anomalens.metrics.events import EVENT_MERGE_SECONDS
-from anomalens.metrics.regions import find_regions
+from anomalens.metrics.regions import find_regions, size_fields
 from anomalens.models.base import BaseDetector
 from anomalens.runtime import atomic_path, library_threads, resolve_device, write_json_atomic
 from anomalens.visualization.overlays import overlay
@@ -333,7 +333,7 @@ class Watcher:
             height, width = event.extra["image"].shape[:2]
             regions = find_regions(event.extra["map"], self.calibration.region_threshold(), image_size=(height, width))
             message["peak_regions"] = [r.to_dict() for r in regions[:MAX_EVENT_REGIONS]]
-            message["image_height"], message["image_width"] = int(height), int(width)
+            message.update(size_fields((height, width)))
         saving = None
         # an image model's anomalous frame, or a hot folder's peak image (it has no clip), is saved with its overlay
         evidence = self.detector.kind == "image" or self.source.kind == "folder"

@@ -107,6 +107,11 @@ def pixel_cells(pixels: int, cells: int) -> np.ndarray:
     return np.minimum(((np.arange(pixels) + 0.5) * (cells / pixels)).astype(np.int64), cells - 1)
 
 
+def size_fields(size: tuple[int, int] | None) -> dict[str, int]:
+    """The JSON fields naming the size regions are given in (``image_height``, ``image_width``); none if unknown."""
+    return {} if size is None else {"image_height": int(size[0]), "image_width": int(size[1])}
+
+
 def mask_at_size(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A map-sized ``bool`` mask ``(h, w)`` -> the image's own ``size`` (H, W), each pixel taking its cell's value:
     the pixels that :func:`find_regions` counts with ``image_size=size``."""

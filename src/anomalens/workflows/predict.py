@@ -25,7 +25,7 @@ from anomalens.data.video_io import check_fps, open_clip
 from anomalens.errors import ConfigError, DataError
 from anomalens.metrics.drift import DriftReport, assess_drift, typical_distances
 from anomalens.metrics.events import Event, attach_peak_cues, calibrated_events
-from anomalens.metrics.regions import Region, find_regions, mask_at_size
+from anomalens.metrics.regions import Region, find_regions, mask_at_size, size_fields
 from anomalens.metrics.threshold import threshold_rule
 from anomalens.models.base import BaseDetector
 from anomalens.progress import SILENT, Reporter
@@ -70,7 +70,7 @@ class ImageResult:
             "overlay": str(self.overlay_path) if self.overlay_path is not None else None,
             "mask": str(self.mask_path) if self.mask_path is not None else None,
             "regions": [r.to_dict() for r in self.regions],
-            **({"image_height": self.image_size[0], "image_width": self.image_size[1]} if self.image_size else {}),
+            **size_fields(self.image_size),
         }
 
 
