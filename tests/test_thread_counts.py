@@ -1,8 +1,8 @@
 """The same seed gives the same model and the same scores whatever CPUs the process may use.
 
 faiss (its BLAS products and k-means) and MKL (torch's LAPACK) write other bits with another thread count, and each
-takes its default count from the CPUs the process may use; numpy's OpenBLAS product, the search without faiss, does
-not (the last check). Each check computes in a child process allowed one CPU (``os.sched_setaffinity``)
+takes its default count from the CPUs the process may use; the search without faiss recomputes its distances in
+float64 after numpy's OpenBLAS product, which wrote other bits too on some CPUs (the last check). Each check computes in a child process allowed one CPU (``os.sched_setaffinity``)
 and compares with the same computation here, where the process may use every CPU. Before the counts were fixed,
 PatchCore's scores and threshold (faiss's exact search), its IVF cells (faiss's k-means) and PaDiM's precision
 matrices (MKL's Cholesky factorisation) came out otherwise. README, "Reproducibility".
@@ -93,8 +93,9 @@ _NUMPY_SEARCH = _DATA + textwrap.dedent("""
 
 
 def test_the_search_without_faiss_does_not_depend_on_blas_threads_either():
-    # numpy's OpenBLAS takes its count from the CPUs (or OPENBLAS_NUM_THREADS); its matrix product gave the same
-    # bits at 1 to 16 threads (OpenBLAS 0.3.31), so no count is fixed there: this keeps it so
+    # numpy's OpenBLAS takes its count from the CPUs (or OPENBLAS_NUM_THREADS); its float32 product gave the same bits
+    # at 1 to 16 threads on an Intel machine but not on an AMD EPYC (1 against 2 or more, OpenBLAS 0.3.31), so the
+    # search computes the chosen rows' distances again in float64, which no thread count changes: this keeps it so
     results = {run_script(_NUMPY_SEARCH, ["3000"], one_cpu=False, env={"OPENBLAS_NUM_THREADS": str(threads)})
                for threads in (1, 4)}
     results.add(run_script(_NUMPY_SEARCH, ["3000"], one_cpu=True))

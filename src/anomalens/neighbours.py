@@ -143,10 +143,14 @@ class BankSearch:
                 nearest = np.argpartition(partial, k - 1, axis=1)[:, :k]
             else:
                 nearest = np.tile(np.arange(partial.shape[1]), (len(q), 1))
-            values = np.take_along_axis(partial, nearest, axis=1)
-            order = np.argsort(values, axis=1)
+            # the chosen rows' distances again, directly and in float64: OpenBLAS's float32 product writes other last
+            # bits with one thread than with two on some CPUs (an AMD EPYC: OpenBLAS 0.3.31), and the expansion
+            # above loses digits to cancellation for near neighbours; recomputed, they are the same at any count
+            diff = q[:, None, :].astype(np.float64) - self.bank[nearest].astype(np.float64)
+            exact = np.einsum("mkc,mkc->mk", diff, diff)
+            order = np.lexsort((nearest, exact), axis=1) if k > 1 else np.zeros((len(q), 1), np.int64)
             indices.append(np.take_along_axis(nearest, order, axis=1))
-            squared.append(np.take_along_axis(values, order, axis=1) + (q * q).sum(axis=1, keepdims=True))
+            squared.append(np.take_along_axis(exact, order, axis=1))
         return np.concatenate(squared).astype(np.float32), np.concatenate(indices).astype(np.int64)
 
 
