@@ -17,6 +17,7 @@ from anomalens.errors import Cancelled, DataError
 from anomalens.ui import handlers as h
 from anomalens.ui.app import close_session
 from anomalens.ui.jobs import JobBoard, cancel_text, hold_workspace, new_workspace, release_workspace, run_cancellable
+from anomalens.ui.tabs import inspect as inspect_tab
 from anomalens.ui.tabs.evaluate import kept_after_cancel
 from anomalens.ui.tabs.train import UPLOADS_FOLDER, prune_uploads
 
@@ -63,6 +64,129 @@ def test_cancel_says_when_nothing_runs():
     with board.job("page:inspect"):
         assert cancel_text(board, "page:inspect", "inspection") == "**Stopping** the inspection at its next step…"
         assert cancel_text(board, "page:video", "video analysis") == "No video analysis is running in this tab."
+
+
+WAITING = "**Cancelled before it started:** the inspection was still waiting for its turn; it will not run."
+NOT_STARTED = ("**Cancelled before it started.** Inspection was cancelled while it waited for its turn; nothing ran, "
+               "nothing was saved.")
+
+
+class Work:
+    """A job's work that counts how often it ran."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def __call__(self, reporter) -> str:
+        self.runs += 1
+        return f"run {self.runs}"
+
+
+def test_cancel_of_a_run_still_waiting_for_its_turn_means_it_never_runs():
+    """Before, a Cancel pressed while Gradio's queue still held the run answered "No inspection is running" and
+    the run started later all the same."""
+    board, key, work = JobBoard(), "queued-page:inspect", Work()
+    ticket = board.enqueue(key)  # Run pressed: the lane is full, the run waits in the queue
+    assert board.waiting_keys() == [key] and not board.running(key)
+    assert cancel_text(board, key, "inspection") == WAITING
+    outcome = run_cancellable(board, key, work, None, "Inspection", ticket=ticket)  # its turn comes
+    assert work.runs == 0 and outcome.value is None and outcome.cancelled and outcome.message == NOT_STARTED
+    assert not board.running(key) and board.waiting_keys() == []
+    # the next press is a run of its own
+    outcome = run_cancellable(board, key, work, None, "Inspection", ticket=board.enqueue(key))
+    assert (work.runs, outcome.value, outcome.cancelled) == (1, "run 1", False)
+
+
+def test_a_cancel_while_nothing_waits_or_runs_leaves_the_next_run_alone():
+    board, key, work = JobBoard(), "idle-page:inspect", Work()
+    assert cancel_text(board, key, "inspection") == "No inspection is running in this tab."
+    outcome = run_cancellable(board, key, work, None, "Inspection", ticket=board.enqueue(key))
+    assert (work.runs, outcome.value, outcome.message) == (1, "run 1", "")
+    assert cancel_text(board, key, "inspection") == "No inspection is running in this tab."  # after it ended
+    outcome = run_cancellable(board, key, work, None, "Inspection", ticket=board.enqueue(key))
+    assert (work.runs, outcome.value) == (2, "run 2")
+    assert board.waiting_keys() == []
+
+
+def test_run_pressed_again_while_its_run_waits_or_runs_repeats_nothing():
+    """Gradio holds a second press back until the pending run ended; it then finds its ticket used and changes
+    nothing on the page (message "", no value), as a second press did before."""
+    board, key, work = JobBoard(), "twice-page:inspect", Work()
+    ticket = board.enqueue(key)
+    assert board.enqueue(key) == ticket  # pressed again while it waits
+    with board.job(key, ticket=ticket):
+        assert board.enqueue(key) == ticket  # ...and while it runs
+    repeated = run_cancellable(board, key, work, None, "Inspection", ticket=ticket)
+    assert work.runs == 0 and repeated.value is None and repeated.message == ""
+    assert board.waiting_keys() == []
+
+
+def test_run_cancel_run_while_the_first_still_waits_runs_only_the_second():
+    board, key, work = JobBoard(), "changed-mind:inspect", Work()
+    first = board.enqueue(key)
+    assert cancel_text(board, key, "inspection") == WAITING
+    assert cancel_text(board, key, "inspection") == WAITING  # pressed twice: still the same answer
+    second = board.enqueue(key)  # the first still waits in the queue: the new press is another run
+    assert second != first
+    assert run_cancellable(board, key, work, None, "Inspection", ticket=first).message == NOT_STARTED
+    assert run_cancellable(board, key, work, None, "Inspection", ticket=second).value == "run 1"
+    assert work.runs == 1
+
+
+def test_cancel_while_running_also_withdraws_the_run_pressed_after_it():
+    board, key, work = JobBoard(), "both-page:inspect", Work()
+    with board.job(key, ticket=board.enqueue(key)) as running:
+        assert cancel_text(board, key, "inspection").startswith("**Stopping**")
+        following = board.enqueue(key)  # pressed once more while the cancelled one still stops
+        assert cancel_text(board, key, "inspection").startswith("**Stopping**")
+        assert running.cancel_event.is_set()
+    assert run_cancellable(board, key, work, None, "Inspection", ticket=following).message == NOT_STARTED
+    assert work.runs == 0
+
+
+def test_the_pages_cancel_answers_before_the_job_stops():
+    """The job stops only once the page shows "Stopping…" (the second step of the Cancel): before, a job that
+    stopped at once could have its own "Cancelled after …" arrive first, and "Stopping…" stayed on the page."""
+    board, key = JobBoard(), "answer-first:video"
+    first = board.enqueue(key)
+    with board.job(key, ticket=first) as running:
+        assert cancel_text(board, key, "video analysis", stop_now=False).startswith("**Stopping**")
+        assert not running.cancel_event.is_set()  # the answer goes out first...
+        assert board.enqueue(key) != first  # (Run pressed now is a run of its own, not a repeat of the stopping one)
+        board.stop_marked(key)
+        assert running.cancel_event.is_set()  # ...then the job stops
+    with board.job(key) as later:  # a job started after the press is not the one it stopped
+        board.stop_marked(key)
+        assert not later.cancel_event.is_set()
+
+
+def test_closing_the_page_drops_its_waiting_runs_and_no_other_pages(tmp_path):
+    """Gradio drops a closed page's queued events (a training's too): their tickets go, another page's stay."""
+    settings = h.UISettings(results_dir=tmp_path / "results", sessions_root=tmp_path / "sessions")
+    board, work = JobBoard(), Work()
+    analysis = board.enqueue("gone-page:video")
+    board.enqueue("gone-page:train")
+    other = board.enqueue("other-page:video")
+    assert close_session(settings, "gone-page", board=board, wait_s=1) is True
+    assert board.waiting_keys() == ["other-page:video"]
+    dropped = run_cancellable(board, "gone-page:video", work, None, "Video analysis", ticket=analysis)
+    assert work.runs == 0 and dropped.value is None and dropped.message == ""  # no page to show it
+    assert run_cancellable(board, "other-page:video", work, None, "Video analysis", ticket=other).value == "run 1"
+
+
+def test_tickets_gradio_never_hands_in_are_freed_by_the_run_after_them():
+    """Run, Cancel, Run, Cancel, Run while the first still waits: Gradio hands in only the last press's ticket.
+    The withdrawn ones before it go when it starts, so a later Cancel on the idle tab finds nothing waiting."""
+    board, work, key = JobBoard(), Work(), "page:inspect"
+    tickets = []
+    for _ in range(3):
+        tickets.append(board.enqueue(key))
+        if len(tickets) < 3:
+            assert board.cancel(key) == "waiting"
+    assert len(set(tickets)) == 3
+    assert run_cancellable(board, key, work, None, "Inspection", ticket=tickets[-1]).value == "run 1"
+    assert board.waiting_keys() == [] and board.cancel(key) == ""
+    assert cancel_text(board, key, "inspection") == "No inspection is running in this tab."
 
 
 def test_inspection_cancel_stops_within_the_batch_and_keeps_nothing(workspace):
@@ -226,6 +350,56 @@ def test_a_job_that_does_not_stop_in_time_has_its_folder_deleted_when_it_ends(tm
     assert written and not written[0].parent.exists()  # the job wrote its last file, then its folder went
 
 
+def test_an_inspection_that_ignores_cancel_writes_nothing_after_its_closed_pages_folder_went(tmp_path, monkeypatch):
+    """Before, the tab wrote results.csv and overlays.zip after its job had ended, so after the deferred deletion
+    of the closed page's folder, which the write made again and left behind; now they are written inside the job,
+    the folder goes after them, and the handler gets no value to show."""
+    from PIL import Image
+
+    settings = h.UISettings(results_dir=tmp_path / "results", sessions_root=tmp_path / "sessions")
+    board = JobBoard()
+    started, finish = threading.Event(), threading.Event()
+
+    def stubborn_inspection(settings_, run_dir, files, key, reporter):  # never asks its reporter
+        folder = new_workspace(settings_.sessions_dir, key, "inspect")
+        overlay = folder / "overlays" / "000.png"
+        overlay.parent.mkdir()
+        Image.new("RGB", (8, 8)).save(overlay)
+        started.set()
+        finish.wait(30)
+        return h.ImageInspection(tmp_path, folder, [h.ImageItem("000.png", 1.0, 0.7, overlay)])
+
+    monkeypatch.setattr(inspect_tab, "inspect_images", stubborn_inspection)
+    outcomes: list = []
+    worker = threading.Thread(target=lambda: outcomes.append(
+        inspect_tab.run_inspection(settings, board, "closed-inspect", None, ["part.png"], 0.5)))
+    worker.start()
+    try:
+        assert started.wait(10)
+        assert close_session(settings, "closed-inspect", board=board, wait_s=0.2) is False  # deletion deferred
+    finally:
+        finish.set()
+        worker.join(30)
+    assert len(outcomes) == 1, "the handler failed"
+    assert not (settings.sessions_dir / "closed-inspect").exists()  # not made again by a late write
+    assert outcomes[0].value is None and outcomes[0].cancelled  # nothing for a closed page to show
+
+
+def test_an_open_pages_inspection_shows_what_it_wrote(tmp_path, monkeypatch):
+    settings = h.UISettings(results_dir=tmp_path / "results", sessions_root=tmp_path / "sessions")
+
+    def quick_inspection(settings_, run_dir, files, key, reporter):
+        folder = new_workspace(settings_.sessions_dir, key, "inspect")
+        return h.ImageInspection(tmp_path, folder, [h.ImageItem("000.png", 1.0, 0.7, None)])
+
+    monkeypatch.setattr(inspect_tab, "inspect_images", quick_inspection)
+    outcome = inspect_tab.run_inspection(settings, JobBoard(), "open-inspect", None, ["part.png"], 0.8)
+    inspection, (summary, gallery, _table, downloads) = outcome.value
+    assert summary.startswith("**0 of 1 images flagged** at threshold 0.80") and gallery == []
+    assert [Path(p).name for p in downloads] == ["results.csv", "overlays.zip"]
+    assert all(Path(p).is_file() and Path(p).parent == inspection.output_dir for p in downloads)
+
+
 def test_closing_the_page_lets_its_training_run_on(tmp_path):
     """A model outlives the page that trains it: only the tab's Cancel stops a training."""
     settings = h.UISettings(results_dir=tmp_path / "results", sessions_root=tmp_path / "sessions")
@@ -363,6 +537,64 @@ def test_the_video_tabs_cancel_button_stops_a_long_analysis(page, workspace, tmp
     assert time.monotonic() - started < 30
     assert not _running_jobs()
     assert page.locator("#video-player video").count() == 0  # no result shown for the cancelled analysis
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_cancel_of_an_inspection_waiting_for_a_free_slot_means_it_never_runs(page, monkeypatch):
+    """Two other pages fill the analysis lane; this page's Inspect waits in Gradio's queue, its Cancel answers at
+    once, and when the lane frees the run ends as it starts: the inspection is never called for this page."""
+    from anomalens.ui.common import ANALYSIS_LANE
+    from anomalens.ui.jobs import JOBS
+
+    release = threading.Event()
+    called: list[str] = []
+
+    def occupying(settings, run_dir, files, key, reporter):  # holds a slot of the lane until released
+        called.append(key)
+        release.wait(120)
+        raise DataError("released by the test")
+
+    monkeypatch.setattr(inspect_tab, "inspect_images", occupying)
+    page.get_by_role("tab", name="Inspect images").click()
+    page.wait_for_function(MODEL_CHOSEN)
+    others = []
+    try:
+        for _ in range(ANALYSIS_LANE[1]):
+            other = page.context.browser.new_page()  # a page of its own: another session
+            others.append(other)
+            other.set_default_timeout(120_000)
+            other.goto(page.url)
+            other.wait_for_function(MODEL_CHOSEN)  # the page's load event is done: a click now reaches the server
+            other.locator("#inspect-button").click()
+        _wait_for(lambda: len(called) == ANALYSIS_LANE[1])
+        before = set(JOBS.waiting_keys())
+        page.locator("#inspect-button").click()
+        _wait_for(lambda: set(JOBS.waiting_keys()) - before)  # this page has its ticket; its run waits for a slot
+        (key,) = set(JOBS.waiting_keys()) - before
+        assert key.endswith(":inspect") and key.split(":")[0] not in called
+        summary = page.locator("#image-summary")
+        page.locator("#inspect-cancel").click()
+        summary.get_by_text("Cancelled before it started: the inspection was still waiting").wait_for()
+        release.set()
+        summary.get_by_text("Inspection was cancelled while it waited for its turn").wait_for()  # its turn came
+        assert len(called) == ANALYSIS_LANE[1]  # ...and it never ran
+        assert key not in JOBS.waiting_keys() and key not in JOBS.running_keys()
+    finally:
+        release.set()
+        for other in others:
+            other.close()
+
+
+MODEL_CHOSEN = "document.querySelector('#image-model input') && document.querySelector('#image-model input').value !== ''"
+
+
+def _wait_for(condition, timeout_s: float = 120) -> None:
+    """Poll a condition of the server (its job board) that the page cannot show."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 def _running_jobs() -> list[str]:

@@ -6,6 +6,11 @@ into progress updates for the page. Nothing here imports Gradio: the progress si
 ``sink(fraction_or_None, text)``. Closing a page cancels its jobs and deletes its outputs only once they stopped
 (:meth:`JobBoard.close_session`).
 
+A Cancel also reaches a run that still waits in Gradio's queue: the page takes a ticket for each run outside the
+queue (:meth:`JobBoard.enqueue`, wired by :func:`wire_run`), a Cancel withdraws the tickets of runs not started yet,
+and a run whose ticket was withdrawn ends as it starts (:class:`NotStarted`). Nothing else is withdrawn: a Cancel
+pressed while nothing waits or runs leaves the next run alone.
+
 >>> board = JobBoard()
 >>> with board.job("tab-1") as job:
 ...     reporter = job.reporter(lambda fraction, text: None)
@@ -18,6 +23,7 @@ anomalens.errors.Cancelled: stopped on request
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import re
 import secrets
@@ -25,7 +31,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterator, Literal, TypeVar
 
 from anomalens.errors import AnomalensError, Cancelled
 from anomalens.limits import MAX_UI_SESSIONS_BYTES
@@ -44,6 +50,22 @@ class JobBusy(AnomalensError):
     """This tab already runs a job; one at a time keeps its results unambiguous."""
 
 
+class NotStarted(Cancelled):
+    """A run that did not start: it was cancelled while it waited for its turn in the queue, or (``repeat``) it is
+    a second press of Run that Gradio held back until the first run ended, which already ran it or was cancelled."""
+
+    def __init__(self, repeat: bool = False) -> None:
+        super().__init__("a repeated press of Run" if repeat else "cancelled before it started")
+        self.repeat = repeat
+
+
+@dataclass
+class Ticket:
+    """A run that the page has pressed Run for and that has not started yet."""
+
+    withdrawn: bool = False  # a Cancel was pressed meanwhile: it ends as it starts
+
+
 @dataclass
 class Job:
     key: str
@@ -57,6 +79,9 @@ class Job:
     last_stage: str = ""
     last_fraction: float | None = None
     folders: list[Path] = field(default_factory=list)  # output folders made during the job: never trimmed meanwhile
+    ticket: int | None = None  # the page's ticket for this run (:meth:`JobBoard.enqueue`); None when run without one
+    page_closed: bool = False  # its page closed meanwhile: nothing may show or write its result any more
+    stop_marked: bool = False  # the page's Cancel answered and stops it next (JobBoard.cancel with stop_now=False)
 
     def reporter(self, sink: ProgressSink | None = None) -> Reporter:
         """A Reporter for library calls: progress goes to ``sink``, news lines to :attr:`messages`."""
@@ -127,13 +152,58 @@ class JobBoard:
         self._jobs: dict[str, Job] = {}
         # closed sessions whose clean-up waits for their last page-bound job to end: session -> clean-up
         self._after_close: dict[str, Callable[[], object]] = {}
+        # runs pressed but not started yet (they wait in Gradio's queue): key -> {ticket: Ticket}
+        self._waiting: dict[str, dict[int, Ticket]] = {}
+        self._numbers = itertools.count(1)
+
+    def enqueue(self, key: str) -> int:
+        """The tab's Run was pressed: the ticket that the run hands to :meth:`job` when its turn comes.
+
+        While the page's previous run still waits or runs (and was not cancelled) its own ticket comes back: Gradio
+        holds a second press back until that run ended, and the press then finds its ticket used (:class:`NotStarted`
+        with ``repeat``), as a second press did nothing before.
+        """
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is not None and job.ticket is not None and not (job.stop_marked or job.cancel_event.is_set()):
+                return job.ticket
+            waiting = self._waiting.setdefault(key, {})
+            pending = [number for number, ticket in waiting.items() if not ticket.withdrawn]
+            if pending:
+                return pending[0]
+            number = next(self._numbers)
+            waiting[number] = Ticket()
+            return number
+
+    def _take_ticket(self, key: str, number: int) -> None:
+        """A run with ticket ``number`` starts (call under the lock): raise :class:`NotStarted` when it must not.
+
+        A page's runs reach their turn in the order they were pressed, and Gradio keeps only the last of the presses
+        it held back: tickets numbered below this one will never be handed in, so they go too (else a withdrawn one
+        stayed for good, and every later Cancel on an idle tab said a run was waiting)."""
+        waiting = self._waiting.get(key, {})
+        ticket = waiting.pop(number, None)
+        for older in [n for n in waiting if n < number]:
+            del waiting[older]
+        if not waiting:
+            self._waiting.pop(key, None)
+        if ticket is None:  # used already (a repeated press), or its page closed
+            raise NotStarted(repeat=True)
+        if ticket.withdrawn:
+            raise NotStarted()
 
     @contextlib.contextmanager
-    def job(self, key: str, outlives_page: bool = False) -> Iterator[Job]:
+    def job(self, key: str, outlives_page: bool = False, ticket: int | None = None) -> Iterator[Job]:
+        """Run as the tab's job ``key``; ``ticket``: the one :meth:`enqueue` gave when Run was pressed, which raises
+        :class:`NotStarted` (before anything runs) when a Cancel withdrew it meanwhile. Without one (None or 0: a
+        call through Gradio's API) only a Cancel while it runs stops it."""
+        ticket = int(ticket) if ticket else None  # Gradio's number field may hand it as a float
         with self._lock:
+            if ticket is not None:
+                self._take_ticket(key, ticket)
             if key in self._jobs:
                 raise JobBusy("this tab is still busy with the previous request of this kind; wait for it to finish")
-            job = self._jobs[key] = Job(key, outlives_page)
+            job = self._jobs[key] = Job(key, outlives_page, ticket=ticket)
         outer = getattr(_CURRENT, "job", None)
         _CURRENT.job = job
         try:
@@ -166,6 +236,12 @@ class JobBoard:
         """
         with self._lock:
             jobs = self._page_jobs(session)
+            for job in jobs:
+                job.page_closed = True
+            for key in [key for key in self._waiting if job_session(key) == session]:
+                # runs still waiting for their turn: Gradio drops a closed page's queued events (a training's too),
+                # so none of them will be handed in
+                del self._waiting[key]
         for job in jobs:
             job.cancel_event.set()
         deadline = time.monotonic() + wait_s
@@ -178,14 +254,33 @@ class JobBoard:
         clean_up()
         return True
 
-    def cancel(self, key: str) -> bool:
-        """Ask the tab's running job to stop at its next step; False when nothing runs there."""
+    def cancel(self, key: str, stop_now: bool = True) -> Literal["running", "waiting", ""]:
+        """The tab's Cancel: ask its running job to stop at its next step, and withdraw the runs it pressed Run for
+        that have not started yet. Which of them there was: ``running``, else ``waiting``, else "" (falsy).
+
+        ``stop_now=False`` only marks the running job, and :meth:`stop_marked` stops it once the page shows the
+        Cancel's answer: a job stops within milliseconds, and its own last word ("Cancelled after …") raced the
+        answer ("Stopping …"), which could arrive last and stay on the page for good.
+        """
         with self._lock:
             job = self._jobs.get(key)
-        if job is None:
-            return False
-        job.cancel_event.set()
-        return True
+            waiting = self._waiting.get(key, {})
+            for ticket in waiting.values():
+                ticket.withdrawn = True
+            if job is not None and not stop_now:
+                job.stop_marked = True
+                return "running"
+        if job is not None:
+            job.cancel_event.set()
+            return "running"
+        return "waiting" if waiting else ""
+
+    def stop_marked(self, key: str) -> None:
+        """Stop the tab's running job if :meth:`cancel` marked it (a job started since then runs on)."""
+        with self._lock:
+            job = self._jobs.get(key)
+        if job is not None and job.stop_marked:
+            job.cancel_event.set()
 
     def running(self, key: str) -> bool:
         with self._lock:
@@ -195,6 +290,11 @@ class JobBoard:
         """The keys of every running job (``<session>:<tab>``)."""
         with self._lock:
             return list(self._jobs)
+
+    def waiting_keys(self) -> list[str]:
+        """The keys of every tab with a run pressed but not started yet (withdrawn ones too, until their turn)."""
+        with self._lock:
+            return list(self._waiting)
 
 
 # The server's board: the tabs register their jobs here and closing a page finds them here.
@@ -213,30 +313,73 @@ class JobOutcome(Generic[T]):
 
 def run_cancellable(
     board: JobBoard, key: str, work: Callable[[Reporter], T], sink: ProgressSink | None, what: str,
-    kept: str | Callable[[], str] = "nothing was saved",
+    kept: str | Callable[[], str] = "nothing was saved", ticket: int | None = None,
 ) -> JobOutcome[T]:
-    """Run ``work(reporter)`` as the job ``key``: the tab's Cancel stops it at its next step.
+    """Run ``work(reporter)`` as the job ``key``: the tab's Cancel stops it at its next step, or before it starts.
 
     ``what`` names the job in the message (``Inspection``), ``kept`` says what a cancelled job left (a callable is
-    asked only then, once the library has cleaned up). Other errors pass through.
+    asked only then, once the library has cleaned up); ``ticket``: the page's (:meth:`JobBoard.enqueue`). Everything
+    that writes the job's outputs belongs in ``work``: a closed page's folder is deleted only once the job ended. A
+    job whose page closed meanwhile gives no value (no page shows it, its files go). Other errors pass through.
     """
-    with board.job(key) as job:
-        started = time.monotonic()
-        try:
-            value = work(job.reporter(sink))
-            return JobOutcome(value, seconds=time.monotonic() - started)
-        except Cancelled:
+    try:
+        with board.job(key, ticket=ticket) as job:
+            started = time.monotonic()
+            try:
+                value = work(job.reporter(sink))
+            except Cancelled:
+                seconds = time.monotonic() - started
+                left = kept() if callable(kept) else kept
+                return JobOutcome(None, f"**Cancelled.** {what} cancelled after {format_duration(seconds)}; {left}.",
+                                  cancelled=True, seconds=seconds)
             seconds = time.monotonic() - started
-            left = kept() if callable(kept) else kept
-            return JobOutcome(None, f"**Cancelled.** {what} cancelled after {format_duration(seconds)}; {left}.",
-                              cancelled=True, seconds=seconds)
+    except NotStarted as exc:
+        return JobOutcome(None, not_started_text(exc, what), cancelled=True)
+    if job.page_closed:
+        return JobOutcome(None, cancelled=True, seconds=seconds)
+    return JobOutcome(value, seconds=seconds)
 
 
-def cancel_text(board: JobBoard, key: str, what: str) -> str:
-    """The status line of a tab's Cancel button: ``what`` is the job's name in lower case (``inspection``)."""
-    if board.cancel(key):
+def not_started_text(exc: NotStarted, what: str) -> str:
+    """The status line of a run that did not start (``what``: ``Inspection``); "" for a repeated press, which
+    leaves the page as the run before it left it."""
+    if exc.repeat:
+        return ""
+    return (f"**Cancelled before it started.** {what} was cancelled while it waited for its turn; nothing ran, "
+            "nothing was saved.")
+
+
+def cancel_text(board: JobBoard, key: str, what: str, stop_now: bool = True) -> str:
+    """The status line of a tab's Cancel button: ``what`` is the job's name in lower case (``inspection``);
+    ``stop_now``: as for :meth:`JobBoard.cancel`."""
+    found = board.cancel(key, stop_now)
+    if found == "running":
         return f"**Stopping** the {what} at its next step…"
+    if found == "waiting":
+        return f"**Cancelled before it started:** the {what} was still waiting for its turn; it will not run."
     return f"No {what} is running in this tab."
+
+
+def wire_run(button: Any, enqueue: Callable[..., int], ticket: Any, run: Callable[..., Any], inputs: list[Any],
+             outputs: list[Any], **lane: Any) -> Any:
+    """Wire a tab's Run ``button``: ``enqueue`` (the tab's :meth:`JobBoard.enqueue`, taking Gradio's request) puts
+    the run's ticket into the hidden ``ticket`` component, then ``run(*inputs, ticket)`` joins its ``lane``
+    (``concurrency_id``, ``concurrency_limit``, ...). Gradio objects come in; this module still imports none.
+    """
+    # the ticket is taken outside every lane, so that it exists at once: a Cancel pressed while the run still waits
+    # for a free slot finds it. "always_last": a press while the previous run is pending is held back until it
+    # ended (not dropped), so that Run, Cancel, Run while the first still waits in the queue runs the second press
+    # with its own inputs; a press that only repeats the pending run finds its ticket used and changes nothing.
+    return button.click(enqueue, None, [ticket], concurrency_limit=None, show_progress="hidden").then(
+        run, [*inputs, ticket], outputs, trigger_mode="always_last", **lane)
+
+
+def wire_cancel(button: Any, answer: Callable[..., str], stop: Callable[..., None], status: Any) -> Any:
+    """Wire a tab's Cancel ``button``: ``answer`` (:func:`cancel_text` with ``stop_now=False``) writes the ``status``
+    line, and only then ``stop`` (:meth:`JobBoard.stop_marked`) stops the running job, whose own last word thus
+    comes after the answer. Both outside every lane: a Cancel must not queue behind the jobs it is meant to stop."""
+    return button.click(answer, None, [status], concurrency_limit=None, show_progress="hidden").then(
+        stop, None, None, concurrency_limit=None, show_progress="hidden")
 
 
 def session_key(raw: str | None) -> str:

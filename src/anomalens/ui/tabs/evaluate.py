@@ -25,7 +25,7 @@ from anomalens.ui.common import (
     request_key,
     rounded,
 )
-from anomalens.ui.jobs import JobBoard, cancel_text, new_workspace, run_cancellable
+from anomalens.ui.jobs import JobBoard, cancel_text, new_workspace, run_cancellable, wire_cancel, wire_run
 from anomalens.ui.security import user_message
 
 # The per-type table of each kind's metrics.json, and the entries that are tables or curves, not numbers.
@@ -146,6 +146,7 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
             model = gr.Dropdown(label="Model (evaluated on the test split of its dataset)", choices=[], scale=5, elem_id="eval-model")
             button = gr.Button("Evaluate", variant="primary", scale=1, elem_id="eval-button")
             cancel_button = gr.Button("Cancel", variant="stop", scale=1, elem_id="eval-cancel")
+            ticket = gr.Number(visible=False, precision=0)  # of the run pressed last (JobBoard.enqueue)
         status = gr.Markdown(elem_classes="al-summary", elem_id="eval-status")
         # each table on its own full-width row, so that its last column stays visible on a laptop screen
         types = gr.Dataframe(label="Per defect / anomaly type", interactive=False, wrap=True, elem_id="eval-types")
@@ -169,15 +170,18 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
             report = gr.Markdown()
     lists.pickers["any"] = model
 
-    def run(run_dir, request: gr.Request, progress=gr.Progress()):
+    def queue_run(request: gr.Request):
+        return board.enqueue(f"{request_key(request)}:evaluate")
+
+    def run(run_dir, ticket_value, request: gr.Request, progress=gr.Progress()):
         key = request_key(request)
         try:
             outcome = run_cancellable(board, f"{key}:evaluate",
                                       lambda reporter: evaluate_model(settings, run_dir, reporter, key=key),
                                       progress_sink(progress), "Evaluation",
-                                      kept=lambda: kept_after_cancel(chosen_run(settings, run_dir)))
-            if outcome.value is None:  # cancelled: the earlier results stay on the page
-                return (outcome.message,) + (gr.update(),) * 11
+                                      kept=lambda: kept_after_cancel(chosen_run(settings, run_dir)), ticket=ticket_value)
+            if outcome.value is None:  # cancelled, or a repeated press: the earlier results stay on the page
+                return (outcome.message or gr.update(),) + (gr.update(),) * 11
             view = outcome.value
             figures = view.figures
             done = f"**Done.** Evaluated `{Path(run_dir).name}` in {format_duration(outcome.seconds)}."
@@ -194,11 +198,14 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
             return (f"**Error:** {user_message(exc)}",) + (gr.update(),) * 11
 
     def cancel(request: gr.Request):
-        return cancel_text(board, f"{request_key(request)}:evaluate", "evaluation")
+        return cancel_text(board, f"{request_key(request)}:evaluate", "evaluation", stop_now=False)
 
-    lists.wire_later(lambda: button.click(
-        run, [model], [status, metrics, types, roc, distribution, samples, timelines, report, hardest, hardest_title,
-                       downloads, lists.table],
+    def stop(request: gr.Request):
+        board.stop_marked(f"{request_key(request)}:evaluate")
+
+    lists.wire_later(lambda: wire_run(
+        button, queue_run, ticket, run, [model],
+        [status, metrics, types, roc, distribution, samples, timelines, report, hardest, hardest_title, downloads,
+         lists.table],
         concurrency_id=ANALYSIS_LANE[0], concurrency_limit=ANALYSIS_LANE[1]))
-    # outside the analysis lane: a Cancel must not queue behind the jobs it is meant to stop
-    cancel_button.click(cancel, None, [status], concurrency_limit=None, show_progress="hidden")
+    wire_cancel(cancel_button, cancel, stop, status)

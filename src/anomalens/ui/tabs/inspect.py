@@ -43,7 +43,8 @@ from anomalens.ui.common import (
     threshold_text,
     ui_error,
 )
-from anomalens.ui.jobs import JobBoard, cancel_text, new_workspace, run_cancellable
+from anomalens.ui.jobs import (JobBoard, JobOutcome, ProgressSink, cancel_text, new_workspace, run_cancellable,
+                               wire_cancel, wire_run)
 from anomalens.ui.security import check_upload_size, user_message
 
 INSPECTION_HEADERS = ["image", "raw score", "normalised score", "verdict", "defect regions"]
@@ -198,6 +199,31 @@ def inspection_downloads(inspection: ImageInspection, threshold: float = 0.5) ->
     return [str(csv_path), str(zip_path)]
 
 
+def shown_inspection(
+    inspection: ImageInspection, threshold: float = 0.5
+) -> tuple[str, list[tuple[str, str]], Any, list[str]]:
+    """What the page shows at ``threshold``: the summary, the overlays, the table and the downloads (written here)."""
+    return (inspection_summary(inspection, threshold), inspection_gallery(inspection, threshold),
+            _verdict_table(inspection_rows(inspection, threshold), INSPECTION_HEADERS),
+            inspection_downloads(inspection, threshold))
+
+
+def run_inspection(
+    settings: UISettings, board: JobBoard, key: str, run_dir: str | Path | None, files: Sequence[str | Path] | None,
+    threshold: float = 0.5, sink: ProgressSink | None = None, ticket: int | None = None,
+) -> JobOutcome[tuple[ImageInspection, tuple[Any, ...]]]:
+    """The Inspect button: score ``files`` as the tab's job, then what the page shows (:func:`shown_inspection`).
+
+    The downloads are written inside the job too: a page closed meanwhile has its folder deleted only once the job
+    ended (:meth:`~anomalens.ui.jobs.JobBoard.close_session`), so no write comes after the deletion."""
+
+    def work(reporter: Reporter) -> tuple[ImageInspection, tuple[Any, ...]]:
+        inspection = inspect_images(settings, run_dir, files, key, reporter)
+        return inspection, shown_inspection(inspection, threshold)
+
+    return run_cancellable(board, f"{key}:inspect", work, sink, "Inspection", ticket=ticket)
+
+
 def _verdict_table(rows: list[list[Any]], headers: list[str]) -> Any:
     """The results as a table whose ANOMALOUS verdicts stand out in red."""
     import pandas as pd
@@ -223,6 +249,7 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
                 with gr.Row():
                     button = gr.Button("Inspect", variant="primary", elem_id="inspect-button")
                     cancel_button = gr.Button("Cancel", variant="stop", elem_id="inspect-cancel")
+                ticket = gr.Number(visible=False, precision=0)  # of the run pressed last (JobBoard.enqueue)
                 threshold = gr.Slider(0.01, 0.99, value=0.5, step=0.01, label="Threshold on the normalised score (0.5 = the model's calibrated threshold)", elem_id="threshold")
                 downloads = gr.File(label="Downloads: results.csv (at this threshold) and overlays.zip", file_count="multiple", interactive=False)
             with gr.Column(scale=5):
@@ -236,23 +263,22 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
         if inspection is None:
             return gr.update(), gr.update(), gr.update(), gr.update()
         try:
-            return (inspection_summary(inspection, threshold_value), inspection_gallery(inspection, threshold_value),
-                    _verdict_table(inspection_rows(inspection, threshold_value), INSPECTION_HEADERS),
-                    inspection_downloads(inspection, threshold_value))
+            return shown_inspection(inspection, threshold_value)
         except Exception as exc:
             raise ui_error(exc) from None
 
-    def run(run_dir, uploaded, threshold_value, request: gr.Request, progress=gr.Progress()):
-        key = request_key(request)
+    def queue_run(request: gr.Request):
+        return board.enqueue(f"{request_key(request)}:inspect")
+
+    def run(run_dir, uploaded, threshold_value, ticket_value, request: gr.Request, progress=gr.Progress()):
         try:
-            outcome = run_cancellable(board, f"{key}:inspect",
-                                      lambda reporter: inspect_images(settings, run_dir, uploaded, key, reporter),
-                                      progress_sink(progress), "Inspection")
-            if outcome.value is None:  # cancelled: the earlier results stay on the page
-                return (outcome.message,) + (gr.update(),) * 5
-            inspection = outcome.value
+            outcome = run_inspection(settings, board, request_key(request), run_dir, uploaded, threshold_value,
+                                     progress_sink(progress), ticket_value)
+            if outcome.value is None:  # cancelled, or a repeated press: the earlier results stay on the page
+                return (outcome.message or gr.update(),) + (gr.update(),) * 5
+            inspection, shown = outcome.value
             views = reconstruction_gallery(inspection)
-            return relabel(inspection, threshold_value) + (gr.update(value=views, visible=bool(views)), inspection)
+            return shown + (gr.update(value=views, visible=bool(views)), inspection)
         except Exception as exc:  # one clear line in the summary; no error badges on every other output
             return (f"**Error:** {user_message(exc)}",) + (gr.update(),) * 4 + (None,)
 
@@ -270,12 +296,14 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
     examples.click(load_example, [model, examples], [files], show_progress="hidden")
 
     def cancel(request: gr.Request):
-        return cancel_text(board, f"{request_key(request)}:inspect", "inspection")
+        return cancel_text(board, f"{request_key(request)}:inspect", "inspection", stop_now=False)
+
+    def stop(request: gr.Request):
+        board.stop_marked(f"{request_key(request)}:inspect")
 
     outputs = [summary, gallery, table, downloads]
-    button.click(run, [model, files, threshold], outputs + [reconstructions, inspection_state],
-                 concurrency_id=ANALYSIS_LANE[0], concurrency_limit=ANALYSIS_LANE[1])
-    # outside the analysis lane: a Cancel must not queue behind the jobs it is meant to stop
-    cancel_button.click(cancel, None, [summary], concurrency_limit=None, show_progress="hidden")
+    wire_run(button, queue_run, ticket, run, [model, files, threshold], outputs + [reconstructions, inspection_state],
+             concurrency_id=ANALYSIS_LANE[0], concurrency_limit=ANALYSIS_LANE[1])
+    wire_cancel(cancel_button, cancel, stop, summary)
     threshold.change(relabel, [inspection_state, threshold], outputs, show_progress="hidden", trigger_mode="always_last")
     lists.wire_later(lambda: refresh.click(lists.refresh, [lists.pickers["image"], lists.pickers["video"], lists.pickers["any"]], lists.outputs))

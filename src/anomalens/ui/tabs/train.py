@@ -24,7 +24,8 @@ from anomalens.errors import AnomalensError, ConfigError, DataError
 from anomalens.progress import SILENT, Reporter
 from anomalens.ui.common import (MODEL_TABLE_HEADERS, TRAIN_LANE, UPLOADS_FOLDER, ModelLists, UISettings, log,
                                  progress_sink, request_key)
-from anomalens.ui.jobs import JobBoard, cancel_text, hold_workspace, is_held, new_workspace, unique_run_name
+from anomalens.ui.jobs import (JobBoard, NotStarted, cancel_text, hold_workspace, is_held, new_workspace,
+                                not_started_text, unique_run_name, wire_cancel, wire_run)
 from anomalens.ui.security import check_upload_size, confine_path, safe_extract_zip, user_message
 
 # Settings that have their own widget in the tab; every other config field is "advanced".
@@ -415,6 +416,7 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
         with gr.Row():
             train_button = gr.Button("Train", variant="primary", elem_id="train-button")
             cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel-button")
+            ticket = gr.Number(visible=False, precision=0)  # of the run pressed last (JobBoard.enqueue)
         lists.table = gr.Dataframe(headers=MODEL_TABLE_HEADERS, label="Trained models", interactive=False, wrap=True, elem_id="models-table")
 
     def on_model(model_value):
@@ -438,13 +440,16 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
 
     check_button.click(check_dataset, [kind, folder, upload], [status])
 
+    def queue_run(request: gr.Request):
+        return board.enqueue(f"{request_key(request)}:train")
+
     def run(kind_value, folder_value, upload_value, model_value, size_value, validation_value, seed_value, region_value,
-            advanced_value, image_choice, video_choice, request: gr.Request, progress=gr.Progress()):
+            advanced_value, image_choice, video_choice, ticket_value, request: gr.Request, progress=gr.Progress()):
         key = request_key(request)
         run_dir, dataset = None, None
         try:
             # the model outlives the page: closing it does not cancel the training (Cancel does)
-            with board.job(f"{key}:train", outlives_page=True) as job:
+            with board.job(f"{key}:train", outlives_page=True, ticket=ticket_value) as job:
                 progress(0.0, desc="checking the dataset")
                 dataset = choose_dataset(settings, folder_value, upload_value, key, kind_value, keep=True)
                 if dataset.unpacked is not None:  # prune_uploads passes it by while the model learns from it
@@ -458,6 +463,10 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
                 )
             message = ("**Stopped.** " if outcome.interrupted else "**Done.** ") + outcome.message
             run_dir = str(outcome.run_dir) if outcome.run_dir else None
+        except NotStarted as exc:
+            if exc.repeat:  # a second press of Train: the page stays as the training before it left it
+                return (gr.update(),) * (1 + len(lists.outputs))
+            message = not_started_text(exc, "Training")
         except Exception as exc:
             message = f"**Error:** {user_message(exc)}"
         if dataset is not None and dataset.unpacked is not None and not run_dir:
@@ -473,10 +482,14 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
         return (message,) + lists.refresh(image_choice, video_choice, run_dir)
 
     def cancel(request: gr.Request):
-        return cancel_text(board, f"{request_key(request)}:train", "training")
+        return cancel_text(board, f"{request_key(request)}:train", "training", stop_now=False)
 
-    cancel_button.click(cancel, None, [status], concurrency_limit=None, show_progress="hidden")
-    lists.wire_later(lambda: train_button.click(
-        run, [kind, folder, upload, model, size, validation, seed, region, advanced, lists.pickers["image"], lists.pickers["video"]],
+    def stop(request: gr.Request):
+        board.stop_marked(f"{request_key(request)}:train")
+
+    wire_cancel(cancel_button, cancel, stop, status)
+    lists.wire_later(lambda: wire_run(
+        train_button, queue_run, ticket, run,
+        [kind, folder, upload, model, size, validation, seed, region, advanced, lists.pickers["image"], lists.pickers["video"]],
         [status] + lists.outputs,
         concurrency_id=TRAIN_LANE[0], concurrency_limit=TRAIN_LANE[1], show_progress_on=[status]))
