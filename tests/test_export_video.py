@@ -76,6 +76,11 @@ def test_default_video_model_runs_without_torch_and_matches_analyze_video(convey
     assert any(got["anomalous"])  # the foreign object is found: the comparison covers verdicts both ways
     assert [(e["start_frame"], e["end_frame"], e["peak_frame"], e.get("main_cue")) for e in got["events"]] == \
         [(e.start_frame, e.end_frame, e.peak_frame, e.main_cue) for e in expected.events]
+    # and where, in the video's own pixels
+    assert meta["video"]["map_places_events"] is True
+    assert [(e["peak_regions"], e["image_height"], e["image_width"]) for e in got["events"]] == \
+        [(e.peak_regions, e.image_height, e.image_width) for e in expected.events]
+    assert all(e["peak_regions"] for e in got["events"])
     cues = {name: np.array(values) for name, values in got["cues"].items()}
     assert np.allclose(cues["appearance"] + cues["motion"], got["scores"], atol=1e-5)
 

@@ -184,6 +184,9 @@ def test_causal_scores_equal_the_offline_scores(model, monkeypatch, case):
         np.testing.assert_allclose([r.score for r in results], offline.scores, atol=1e-4)
         np.testing.assert_allclose([r.cues["motion"] for r in results], offline.cues["motion"], atol=1e-4)
         np.testing.assert_allclose([r.cues["appearance"] for r in results], offline.cues["appearance"], atol=1e-4)
+        # the maps too (offline kept as float16), so that a live event's regions are analyze-video's
+        np.testing.assert_allclose(np.stack([r.map for r in results]).astype(np.float32),
+                                   offline.maps.astype(np.float32), rtol=1e-3, atol=1e-2)
         if case.endswith("ceiling"):  # the live scorer searched the codec memories too; about it, not every batch
             coded = [c is not None for n, c in searched if n == "_coded_map"]
             assert any(coded) and (all(coded) if case == "far above the ceiling" else not all(coded))
@@ -356,12 +359,19 @@ def test_watch_finds_the_events_of_analyze_video(model, line_video, tmp_path):
     messages = read_jsonl(out / "events.jsonl")
     live = [m for m in messages if m["type"] == "anomaly"]
     assert len(offline) >= 2 and len(live) == len(offline)
+    same_peaks = 0
     for event, twin in zip(live, offline):
         assert iou(event, twin) >= 0.8
         assert set(twin) <= set(event)  # every field of analyze-video's events.json
         assert event["main_cue"] in ("appearance", "motion")
+        # where: the peak frame's regions in the frame's pixels, as analyze-video gives them
+        assert (event["image_height"], event["image_width"]) == SIZE and event["peak_regions"]
+        if event["peak_frame"] == twin["peak_frame"]:
+            assert event["peak_regions"] == twin["peak_regions"]
+            same_peaks += 1
         clip = probe_video(out / event["clip"])
         assert clip["codec"] == "h264" and clip["frames"] >= event["frames"]
+    assert same_peaks >= 1  # the regions were compared at least once
     # a foreign object is an appearance anomaly, a speed change a motion anomaly
     cues = {m["main_cue"] for m in live if m["frames"] > 5}
     assert cues == {"appearance", "motion"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import json
 import threading
 import zipfile
@@ -206,6 +207,19 @@ def test_training_takes_the_score_region_chosen_in_the_tab(trained, image_data, 
         h.train_model(settings, dataset, "patchcore", image_size=64, score_region="foreground")
 
 
+def test_the_video_tab_says_where_an_event_is_as_the_inspect_tab_does():
+    from anomalens.metrics.events import Event
+    from anomalens.ui.tabs.video import where_text
+
+    timing = dict(start_frame=3, end_frame=9, start_time=0.3, end_time=1.0, duration=0.7, frames=7, peak_frame=5,
+                  peak_time=0.5, peak_score=7.2)
+    region = {"x": 72, "y": 48, "width": 24, "height": 32, "area": 576, "peak_score": 7.2, "peak_x": 83, "peak_y": 59}
+    assert where_text(Event(**timing, peak_regions=[region], image_height=96, image_width=128)) == \
+        "1; largest 24x32 px at x 72, y 48"
+    assert where_text(Event(**timing, peak_regions=[], image_height=96, image_width=128)) == "none"
+    assert where_text(Event(**timing)) == ""  # a model whose map cannot place events
+
+
 def test_video_analysis_gives_a_playable_video_timeline_and_intervals(workspace):
     from anomalens.data.video_io import probe_video
 
@@ -220,8 +234,12 @@ def test_video_analysis_gives_a_playable_video_timeline_and_intervals(workspace)
     assert len(rows) == 24
     flagged = sum(int(r["anomalous"]) for r in rows)
     assert f"{flagged} of 24 frames above the threshold" in view.summary
-    for row in view.event_rows:  # each interval is a run of flagged frames
+    for row in view.event_rows:  # each interval is a run of flagged frames, placed in the video's 96x64 pixels
         assert all(int(rows[i]["anomalous"]) for i in range(row[3], row[4] + 1))
+        where = re.fullmatch(r"\d+; largest (\d+)x(\d+) px at x (\d+), y (\d+)", row[9])
+        assert where, row[9]
+        width, height, x, y = map(int, where.groups())
+        assert x + width <= 96 and y + height <= 64
     with pytest.raises(AnomalensError, match="image model"):  # an image model cannot analyse video
         h.analyze_video_file(settings, str(workspace.image_run), str(video), "tab-v")
     text = workspace.data_root / "notes.txt"

@@ -67,12 +67,12 @@ def test_drift_fires_on_footage_unlike_training_and_not_on_new_normal_footage(fi
     from anomalens.metrics.drift import assess_drift
 
     frames, _ = clip(210, n_frames=30)
-    normal = assess_drift(fitted.predict_clip(frames).maps, fitted.drift_reference_)
+    normal = assess_drift(fitted.predict_clip(frames), fitted.drift_reference_)
     assert normal is not None and not normal.drifted
     darker = [(f.float() * 0.4).round().to(torch.uint8) for f in frames]
     foggy = [(f.float() * 0.5 + 100).round().to(torch.uint8) for f in frames]
     for changed in (darker, foggy):
-        verdict = assess_drift(fitted.predict_clip(changed).maps, fitted.drift_reference_)
+        verdict = assess_drift(fitted.predict_clip(changed), fitted.drift_reference_)
         assert verdict.drifted and verdict.deviation > 2.0
 
 

@@ -30,7 +30,7 @@ VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", 
                      "appearance_above_typical", "threshold_from_folds", "typical_appearance_ceiling", "still_texture_weight",
                      "still_texture_where_moving", "codec_memory", "above_ceiling_lowpass", "motion_per_second",
                      "cue_combination", "typical_motion_ceiling", "motion_codec_memory", "temporal_median", "temporal_cap",
-                     "temporal_spill")
+                     "temporal_spill", "anomaly_map")
 
 
 def check_number(flag: str, value: float | None, *, at_least: float | None = None, above: float | None = None,
@@ -240,6 +240,10 @@ def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: 
                        help="how the appearance and motion cues make a frame score: sum (default: of the standardised scores), "
                             "tail (of their Gaussian tail surprises, -log P(Z > z): one clear cue outweighs two mildly "
                             "high ones) or sum+tail (both); sum+tail lost to sum on UCSD Ped2's test set (README)")
+    group.add_argument("--anomaly-map", default=None, metavar="RULE",
+                       help="what each frame's map holds: shortfall (default: the frame's score less each cell's "
+                            "shortfall from its cue's strongest cell, so events get regions) or sum (the summed "
+                            "standardised cue maps of older models); scores are the same")
 
 
 def example_epilog(*lines: str) -> str:

@@ -22,7 +22,7 @@ squared reconstruction error, pooled to 1/4 and locally averaged. The runtime ru
 stride and averages, per frame, the maps of the windows that cover it; a frame's score is the maximum of that map.
 
 Every module here calls the detector's own code (feature extractor, ``PositionalMemory.distances``,
-``_standardised_map``, ``window_errors``), so the graphs compute what ``analyze-video`` computes.
+``_anomaly_map``, ``window_errors``), so the graphs compute what ``analyze-video`` computes.
 
 >>> export_video_graphs(load_detector("results/video_x"), folder)      # doctest: +SKIP
 """
@@ -104,7 +104,7 @@ class MotionGraph(nn.Module):
         a_score, m_score = d._frame_scores(appearance, motion, given.get("coded"), coded_motion)  # type: ignore[attr-defined]
         # each cue's share of the frame score (cue_combination), as the library adds them up before smoothing
         appearance_cue, motion_cue = d._cue_values(a_score, m_score)  # type: ignore[attr-defined]
-        return appearance_cue, motion_cue, d._standardised_map(appearance, motion)  # type: ignore[attr-defined]
+        return appearance_cue, motion_cue, d._anomaly_map(appearance, motion, a_score, m_score)  # type: ignore[attr-defined]
 
 
 MOTION_EXTRAS = ("still", "coded", "codec_motion_memory")  # the motion graph's optional inputs, in their order
@@ -150,7 +150,8 @@ def export_video_graphs(detector: BaseDetector, folder: Path) -> dict[str, Any]:
         example = torch.zeros((1, length, 3, height, width), dtype=torch.uint8)
         export_onnx_graph(WindowGraph(detector).eval(), (example,), folder / "window.onnx", ["window"], ["errors"], ({},))
         graphs = {"window": {"file": "window.onnx", "inputs": ["window"], "outputs": ["errors"]}}
-        video = {"sequence_length": length, "stride": int(c.stride)}  # type: ignore[attr-defined]
+        video = {"sequence_length": length, "stride": int(c.stride),  # type: ignore[attr-defined]
+                 "map_places_events": True}  # a frame's score is the highest cell of its error map
         return {"graphs": graphs, "video": video}
     memories = {name: torch.from_numpy(array) for name, array in video_constant_inputs(detector).items()}
     batch = torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)
@@ -193,6 +194,9 @@ def export_video_graphs(detector: BaseDetector, folder: Path) -> dict[str, Any]:
         # video at another known rate by fps / training_fps, as the library does (data/flow.py rate_scale)
         "training_fps": getattr(detector, "training_fps_", None) if getattr(c, "motion_per_second", False) else None,
         "cues": ["appearance", "motion"],
+        # the maps' highest cell is the frame's score, where the evidence is (anomaly_map "shortfall"): the runtime
+        # gives each event's regions; absent (older bundles) or false: the summed map, which cannot place them
+        "map_places_events": bool(getattr(detector, "map_places_events", False)),
         "temporal_sigma": sigma,
         "temporal_kernel": series_kernel(sigma).tolist(),
         # before the taps, a running median of this many frames; the taps smooth only the part of each cue's value up

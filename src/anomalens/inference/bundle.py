@@ -215,6 +215,8 @@ def _check_video(meta: dict[str, Any], path: Path) -> None:
             raise CheckpointError(f"video.{field} must be a positive integer, got {value!r}", path)
         return value
 
+    if not isinstance(video.get("map_places_events", False), bool):  # absent in bundles exported before it
+        raise CheckpointError(f"video.map_places_events must be true or false, got {video['map_places_events']!r}", path)
     if name == "convlstm":
         if positive_int("stride") > positive_int("sequence_length"):
             raise CheckpointError("video.stride is longer than video.sequence_length", path)

@@ -28,7 +28,7 @@ from anomalens.data.pixels import resize_rgb_array, rgb_array
 from anomalens.errors import CheckpointError, DataError
 from anomalens.inference.bundle import load_constants, open_graphs, read_bundle
 from anomalens.inference.engines import Engine
-from anomalens.metrics.events import attach_peak_cues, calibrated_events
+from anomalens.metrics.events import attach_peak_cues, attach_peak_regions, calibrated_events
 from anomalens.metrics.smoothing import smooth_scores
 from anomalens.metrics.threshold import Calibration
 
@@ -87,6 +87,12 @@ class VideoInferencer:
     def frames(self, source: str | Path | Iterable[np.ndarray], fps: float | None = None) -> tuple[Iterator[np.ndarray], float | None]:
         """Frames at the model's size (RGB ``uint8`` ``(H, W, 3)``) of ``source``, decoded front to back, and the
         rate stated by ``fps`` or the file (as ``VideoClip.stated_fps``); None when nothing states one."""
+        frames, stated, _ = self._frames(source, fps)
+        return frames, stated
+
+    def _frames(self, source: str | Path | Iterable[np.ndarray], fps: float | None) -> tuple[Iterator[np.ndarray], float | None, list[tuple[int, int]]]:
+        """:meth:`frames`, and a list that holds the first frame's own (H, W) once it was decoded (the events'
+        regions are given in it); the call's own, so that two videos scored at once keep their sizes apart."""
         from anomalens.data.video_io import check_fps, open_clip
 
         if isinstance(source, (str, Path)):
@@ -94,13 +100,20 @@ class VideoInferencer:
             native, stated = clip.iter_native(), clip.stated_fps
         else:
             native, stated = iter(source), check_fps(fps)
-        return (resize_rgb_array(rgb_array(frame), self.image_size) for frame in native), stated
+        size: list[tuple[int, int]] = []
+
+        def at_model_size(frame: np.ndarray) -> np.ndarray:
+            if not size:
+                size.append((int(frame.shape[0]), int(frame.shape[1])))
+            return resize_rgb_array(frame, self.image_size)
+
+        return (at_model_size(rgb_array(frame)) for frame in native), stated, size
 
     def predict_video(self, source: str | Path | Iterable[np.ndarray], fps: float | None = None) -> VideoInferenceResult:
         """Score every frame of ``source`` with the model's threshold; events as ``analyze-video`` finds them."""
         from anomalens.data.video_io import timing_fps
 
-        frames, stated = self.frames(source, fps)
+        frames, stated, frame_size = self._frames(source, fps)
         rate = timing_fps(stated)  # an unstated rate times the events only: motion stays per frame
         if self.model_name == "stfeatures":
             scores, maps, cues = self._stfeatures(frames, stated)
@@ -110,6 +123,10 @@ class VideoInferencer:
         normalized = cal.normalize(scores.astype(np.float64))
         events = calibrated_events(scores, cal, rate, normalized_scores=normalized)
         attach_peak_cues(events, cues)
+        # absent in bundles exported before it: a convlstm's error map peaks at its score (regions), stfeatures' summed
+        # map did not (none)
+        if self.video.get("map_places_events", self.model_name == "convlstm"):
+            attach_peak_regions(events, maps, cal.region_threshold(), frame_size[0] if frame_size else None)
         return VideoInferenceResult(scores=scores, normalized_scores=normalized, anomalous=cal.is_anomalous(scores),
                                     threshold=float(cal.threshold), events=events, maps=maps, fps=rate, fps_stated=stated is not None, cues=cues)
 

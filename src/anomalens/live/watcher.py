@@ -46,15 +46,14 @@ from anomalens.live.sinks import EventLog, FrameLog, Sink, last_event_id
 from anomalens.live.sources import Source, SourceGap, open_source
 from anomalens.live.state import WatchState
 from anomalens.live.status import WatchFigures, iso_time, status_text
-from anomalens.metrics.events import EVENT_MERGE_SECONDS
-from anomalens.metrics.regions import find_regions, size_fields
+from anomalens.metrics.events import EVENT_MERGE_SECONDS, video_event_regions
+from anomalens.metrics.regions import event_regions
 from anomalens.models.base import BaseDetector
 from anomalens.runtime import atomic_path, library_threads, resolve_device, write_json_atomic
 from anomalens.visualization.overlays import overlay
 from anomalens.workflows.runs import load_detector
 
 STATUS_INTERVAL_S = 1.0
-MAX_EVENT_REGIONS = 20  # the largest regions of an event's peak frame sent with it (a noisy frame can have hundreds)
 
 
 class Watcher:
@@ -327,13 +326,13 @@ class Watcher:
             self.clips.end(event.extra["id"], record["end_frame"])
             message["clip"] = str(event.extra["clip"].relative_to(self.output))
             message["clip_first_frame"] = event.extra["clip_first_frame"]
-        if self.detector.kind == "image" and event.extra.get("map") is not None and event.extra.get("image") is not None:
-            # where: the peak frame's defect regions in its own pixels, as predict gives them (a video model's map
-            # does not carry the motion cue, so its regions would miss what made many events)
-            height, width = event.extra["image"].shape[:2]
-            regions = find_regions(event.extra["map"], self.calibration.region_threshold(), image_size=(height, width))
-            message["peak_regions"] = [r.to_dict() for r in regions[:MAX_EVENT_REGIONS]]
-            message.update(size_fields((height, width)))
+        places = self.detector.kind == "image" or getattr(self.detector, "map_places_events", False)
+        if places and event.extra.get("map") is not None and event.extra.get("image") is not None:
+            # where: the peak frame's regions in its own pixels, as predict and analyze-video give them (not for a
+            # video model saved before its map could place events)
+            size, raw_map = event.extra["image"].shape[:2], event.extra["map"]
+            message.update(event_regions(raw_map, self.calibration.region_threshold(), size) if self.detector.kind == "image"
+                           else video_event_regions(raw_map, self.calibration.threshold, size))
         saving = None
         # an image model's anomalous frame, or a hot folder's peak image (it has no clip), is saved with its overlay
         evidence = self.detector.kind == "image" or self.source.kind == "folder"

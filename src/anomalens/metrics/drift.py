@@ -93,14 +93,20 @@ class DriftReport:
         return asdict(self)
 
 
-def assess_drift(maps_or_typical: np.ndarray, reference: DriftReference | None, *, typical: bool = False) -> DriftReport | None:
+def assess_drift(maps_or_typical: Any, reference: DriftReference | None, *, typical: bool = False) -> DriftReport | None:
     """Compare a batch with the fit-time reference; ``None`` when the model has no reference or the batch is empty.
 
-    ``maps_or_typical``: raw anomaly maps ``(N, ...)``, or (``typical=True``) typical distances ``(N,)``.
+    ``maps_or_typical``: a model's prediction (its ``typical_cells()``: a video model may measure them on another
+    map than the one it shows), raw anomaly maps ``(N, ...)``, or (``typical=True``) typical distances ``(N,)``.
     """
     if reference is None:
         return None
-    values = np.asarray(maps_or_typical, dtype=np.float64).ravel() if typical else typical_distances(maps_or_typical)
+    if hasattr(maps_or_typical, "typical_cells"):
+        values = np.asarray(maps_or_typical.typical_cells(), dtype=np.float64)
+    elif typical:
+        values = np.asarray(maps_or_typical, dtype=np.float64).ravel()
+    else:
+        values = typical_distances(maps_or_typical)
     values = values[np.isfinite(values)]
     if values.size == 0:
         return None

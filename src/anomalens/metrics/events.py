@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from anomalens.metrics.regions import event_regions, half_excess_level
 from anomalens.metrics.threshold import Calibration
 
 
@@ -150,12 +151,34 @@ def attach_peak_cues(events: list[dict], cues: dict[str, np.ndarray]) -> list[di
     return events
 
 
+def attach_peak_regions(events: list[dict], maps: np.ndarray, threshold: float, frame_size: tuple[int, int] | None) -> list[dict]:
+    """Add to each event where it is (:func:`~anomalens.metrics.regions.event_regions`): the regions of its peak
+    frame's raw map ``maps[peak_frame]`` above half its excess over ``threshold`` (:func:`half_excess_level`,
+    saved as ``region_level``), in pixels of frames of ``frame_size`` (H, W). Only for maps whose highest cell is
+    the frame's score (a video model's anomaly map), so that a frame above the threshold has a region; one lifted
+    over it only by its neighbours' smoothing in time may have none. Events change in place; returned for
+    convenience."""
+    for event in events:
+        event.update(video_event_regions(maps[event["peak_frame"]], threshold, frame_size))
+    return events
+
+
+def video_event_regions(peak_map: np.ndarray, threshold: float, frame_size: tuple[int, int] | None) -> dict[str, Any]:
+    """A video event's ``peak_regions`` (its peak frame's map ``(h, w)`` cut at :func:`half_excess_level`), the
+    frame's size and ``region_level``, the level used."""
+    peak_map = np.asarray(peak_map, dtype=np.float32)
+    level = half_excess_level(peak_map, threshold)
+    return {**event_regions(peak_map, level, frame_size), "region_level": round(level, 6)}
+
+
 @dataclass(frozen=True)
 class Event:
     """One anomalous interval of a video, as :func:`detect_events` describes it (typed, for code that shows it).
 
     ``peak_cues``/``main_cue``: for models that add several cues, each cue's share of the score at the peak
-    and the largest of them (why the moment was flagged).
+    and the largest of them (why the moment was flagged). ``peak_regions``: where, the regions of the peak frame
+    (dicts as :class:`~anomalens.metrics.regions.Region` gives them) in pixels of a frame of ``image_height`` x
+    ``image_width``; empty for models whose map cannot place an event (stfeatures saved before ``anomaly_map``).
     """
 
     start_frame: int
@@ -170,6 +193,10 @@ class Event:
     peak_normalized_score: float | None = None
     peak_cues: dict[str, float] = field(default_factory=dict)
     main_cue: str | None = None
+    peak_regions: list[dict[str, Any]] = field(default_factory=list)
+    region_level: float | None = None  # the map value the regions were cut at (half the peak's excess)
+    image_height: int | None = None
+    image_width: int | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Event":

@@ -112,6 +112,27 @@ def size_fields(size: tuple[int, int] | None) -> dict[str, int]:
     return {} if size is None else {"image_height": int(size[0]), "image_width": int(size[1])}
 
 
+MAX_EVENT_REGIONS = 20  # the largest regions of an event's peak frame sent with it (a noisy frame can have hundreds)
+
+
+def event_regions(score_map: np.ndarray, threshold: float, image_size: tuple[int, int] | None) -> dict[str, Any]:
+    """Where an event is: ``peak_regions``, the :data:`MAX_EVENT_REGIONS` largest regions of its peak frame's raw
+    map above ``threshold`` (as dicts, in the frame's own pixels when ``image_size`` is known), and that size."""
+    regions = find_regions(score_map, threshold, image_size=image_size)
+    return {"peak_regions": [r.to_dict() for r in regions[:MAX_EVENT_REGIONS]], **size_fields(image_size)}
+
+
+def half_excess_level(score_map: np.ndarray, threshold: float) -> float:
+    """The level a video event's regions are cut at: half-way between ``threshold`` and the map's highest cell
+    (the threshold itself when nothing exceeds it). A video map is coarse (8-pixel cells, the motion cue's 16 and
+    more, each averaged with its neighbours), so a strong event's spill passes the threshold far from its source: a
+    conveyor belt that stops, 224 standard units at the belt, still stood 15 above a threshold of 2 at the top of
+    the frame, and the region was the whole frame; at half its excess it is the belt. The same idea as a peak's
+    full width at half maximum, measured from the threshold."""
+    peak = float(np.max(score_map)) if np.size(score_map) else threshold
+    return threshold if not peak > threshold else threshold + 0.5 * (peak - threshold)
+
+
 def mask_at_size(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A map-sized ``bool`` mask ``(h, w)`` -> the image's own ``size`` (H, W), each pixel taking its cell's value:
     the pixels that :func:`find_regions` counts with ``image_size=size``."""

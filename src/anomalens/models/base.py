@@ -107,6 +107,11 @@ class Prediction:
     def labels(self) -> np.ndarray:
         return self._calibrated().is_anomalous(self.scores)
 
+    def typical_cells(self) -> np.ndarray:
+        """Each item's typical map value ``(N,)`` (the median of its map), what the drift warning compares with the
+        fit-time range (:func:`~anomalens.metrics.drift.assess_drift` takes the prediction itself)."""
+        return typical_distances(self.maps)
+
     @property
     def defect_masks(self) -> np.ndarray:
         """``bool`` ``(N, H, W)``: the pixels above the pixel threshold (see ``metrics.regions`` for regions)."""

@@ -84,6 +84,10 @@ def _choices(name: str) -> Callable[[], tuple[str, ...]]:
             from anomalens.models.video.stfeatures import CUE_COMBINATIONS
 
             return CUE_COMBINATIONS
+        if name == "anomaly_map":
+            from anomalens.models.video.stfeatures import ANOMALY_MAPS
+
+            return ANOMALY_MAPS
         if name == "temporal_spill":
             from anomalens.models.video.stfeatures import TEMPORAL_SPILLS
 
@@ -151,7 +155,7 @@ MODEL_CHECKED: dict[str, str] = {"training_degradations": "models/video/degrade.
                                  "motion_codec_memory": "models/video/degrade.py parses each entry"}
 CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
     name: _choices(name) for name in ("backbone", "loss", "normal_reference", "flow_preset", "score_region", "cue_combination",
-                                         "temporal_spill")
+                                         "temporal_spill", "anomaly_map")
 }
 # Config fields added after models were first saved whose default is how the older models were fitted, so that
 # they need no SAVED_BEFORE entry (PatchCore's bounded bank and faiss search, commit 5b9c6c0): a model saved

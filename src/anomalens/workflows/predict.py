@@ -24,7 +24,7 @@ from anomalens.data.preprocessing import IMAGE_EXTENSIONS, Preprocessing
 from anomalens.data.video_io import check_fps, open_clip
 from anomalens.errors import ConfigError, DataError
 from anomalens.metrics.drift import DriftReport, assess_drift, typical_distances
-from anomalens.metrics.events import Event, attach_peak_cues, calibrated_events
+from anomalens.metrics.events import Event, attach_peak_cues, attach_peak_regions, calibrated_events
 from anomalens.metrics.regions import Region, find_regions, mask_at_size, size_fields
 from anomalens.metrics.threshold import threshold_rule
 from anomalens.models.base import BaseDetector
@@ -411,11 +411,13 @@ def analyze_video(
     events = calibrated_events(scores, cal, clip.fps, normalized_scores=normalized)
     cues = {name: np.asarray(values, dtype=np.float64) for name, values in getattr(prediction, "cues", {}).items()}
     attach_peak_cues(events, cues)  # which cue made each peak
+    if getattr(detector, "map_places_events", False):  # and where, in the video's own pixels
+        attach_peak_regions(events, prediction.maps, cal.region_threshold(), clip.frame_size)
     reporter.log(
         f"{clip.name}: {scores.size} frames scored in {seconds:.1f} s ({scores.size / max(seconds, 1e-9):.1f} frames/s); "
         f"{int(anomalous.sum())} above the threshold, {len(events)} interval(s)"
     )
-    drift = assess_drift(prediction.maps, detector.drift_reference_)
+    drift = assess_drift(prediction, detector.drift_reference_)  # its typical cells, as fitted
     if drift is not None and drift.drifted:
         reporter.log(f"warning: {clip.name}: {drift.message}")
     view_label = getattr(detector, "view_label", "Reconstruction" if detector.name == "convlstm" else "Model view")

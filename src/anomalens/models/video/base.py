@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from anomalens.errors import ConfigError
-from anomalens.metrics.drift import typical_distances
 from anomalens.models.base import BaseDetector, HeldOutScores, Prediction
 from anomalens.progress import SILENT, Reporter
 
@@ -40,6 +39,12 @@ class ClipPrediction(Prediction):
     """
 
     cues: dict[str, np.ndarray] = field(default_factory=dict)
+    # each frame's typical cell for the drift warning, where the model measures it on another map than ``maps``
+    # (stfeatures: the summed cue maps); None: the median of ``maps``
+    typical: np.ndarray | None = None
+
+    def typical_cells(self) -> np.ndarray:
+        return super().typical_cells() if self.typical is None else np.asarray(self.typical, dtype=np.float64)
 
 
 @dataclass
@@ -176,7 +181,7 @@ class VideoDetector(BaseDetector):
             for clip in held_out:
                 prediction = self._predict_clip(clip, r, views=False)
                 scores.append(prediction.scores)
-                typical.append(typical_distances(prediction.maps))
+                typical.append(prediction.typical_cells())
             lengths = [len(s) for s in scores]
             extra = self._cross_validated_scores()
             if extra is not None and len(extra[0]):
@@ -207,6 +212,12 @@ class VideoDetector(BaseDetector):
         result = self._predict_clip(clip, reporter, views=views)
         result.calibration = self.calibration_
         return result
+
+    @property
+    def map_places_events(self) -> bool:
+        """Whether each frame's map has its highest cell at the frame's score, where the evidence is, so that the
+        regions above the threshold say where an event is (``peak_regions``); models say so themselves."""
+        return False
 
     def causal_scorer(self, lookahead: int | None = None, fps: float | None = None) -> CausalScorer:
         """A scorer for live streams (see :class:`CausalScorer`) that looks at most ``lookahead`` frames ahead

@@ -204,6 +204,10 @@ class ConvLSTMDetector(VideoDetector):
         self.net.eval()
 
     # ---- scoring --------------------------------------------------------------------------------
+    @property
+    def map_places_events(self) -> bool:
+        return True  # a frame's score is the highest cell of its (smoothed) error map
+
     @torch.no_grad()
     def _predict_clip(self, clip: Clip, reporter: Reporter, views: bool = True) -> ClipPrediction:
         del views  # the reconstructions are a by-product of scoring: always returned

@@ -14,6 +14,8 @@ from typing import Any
 
 from anomalens.data.video_io import VIDEO_EXTENSIONS
 from anomalens.errors import DataError
+from anomalens.metrics.events import Event
+from anomalens.metrics.regions import Region
 from anomalens.progress import SILENT, Reporter
 from anomalens.ui.common import (
     ANALYSIS_LANE,
@@ -32,10 +34,11 @@ from anomalens.ui.common import (
     ui_error,
 )
 from anomalens.ui.jobs import JobBoard, cancel_text, new_workspace, run_cancellable
+from anomalens.ui.tabs.inspect import regions_text
 from anomalens.ui.security import check_upload_size, user_message
 
 EVENT_HEADERS = ["#", "start (s)", "end (s)", "start frame", "end frame", "duration (s)", "peak (normalised)", "peak frame",
-                 "main cue"]
+                 "main cue", "where (peak frame)"]
 
 
 @dataclass
@@ -74,7 +77,7 @@ def analyze_video_file(
     rows = [
         [index, rounded(event.start_time), rounded(event.end_time), event.start_frame, event.end_frame,
          rounded(event.duration), rounded(event.peak_normalized_score, 3), event.peak_frame,
-         event.main_cue or ""]  # appearance or motion, for models that add cues
+         event.main_cue or "", where_text(event)]  # appearance or motion, for models that add cues
         for index, event in enumerate(analysis.events, start=1)
     ]
     frames = len(analysis.scores)
@@ -90,9 +93,19 @@ def analyze_video_file(
     return VideoView(output_dir, analysis.side_by_side_path, analysis.timeline_path, rows, downloads, summary)
 
 
+def where_text(event: Event) -> str:
+    """The event's regions in the video's pixels, as the Inspect tab words an image's (``1; largest 24x32 px at x
+    72, y 48``); empty for a model whose map cannot place events (stfeatures saved before ``anomaly_map``)."""
+    if event.image_width is None:
+        return ""
+    return regions_text([Region(**region) for region in event.peak_regions])
+
+
 def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
     """The tab's layout and wiring (inside a ``gr.Blocks``)."""
     import gradio as gr
+
+    from anomalens.ui.jobs import wire_cancel, wire_run
 
     with gr.Tab("Analyse video", id="video"):
         with gr.Row():
@@ -107,6 +120,7 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
                 with gr.Row():
                     button = gr.Button("Analyse", variant="primary", elem_id="video-button")
                     cancel_button = gr.Button("Cancel", variant="stop", elem_id="video-cancel")
+                ticket = gr.Number(visible=False, precision=0)  # of the run pressed last (JobBoard.enqueue)
                 downloads = gr.File(label="Downloads: scores.csv, events.json, side-by-side video", file_count="multiple", interactive=False)
             with gr.Column(scale=5):
                 summary = gr.Markdown(elem_classes="al-summary", elem_id="video-summary")
@@ -116,14 +130,17 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
                 events = gr.Dataframe(headers=EVENT_HEADERS, label="Detected intervals", interactive=False, elem_id="video-events")
     lists.pickers["video"] = model
 
-    def run(run_dir, video, request: gr.Request, progress=gr.Progress()):
+    def queue_run(request: gr.Request):
+        return board.enqueue(f"{request_key(request)}:video")
+
+    def run(run_dir, video, ticket_value, request: gr.Request, progress=gr.Progress()):
         key = request_key(request)
         try:
             outcome = run_cancellable(board, f"{key}:video",
                                       lambda reporter: analyze_video_file(settings, run_dir, video, key, reporter),
-                                      progress_sink(progress), "Video analysis")
-            if outcome.value is None:  # cancelled: the earlier results stay on the page
-                return (outcome.message,) + (gr.update(),) * 4
+                                      progress_sink(progress), "Video analysis", ticket=ticket_value)
+            if outcome.value is None:  # cancelled, or a repeated press: the earlier results stay on the page
+                return (outcome.message or gr.update(),) + (gr.update(),) * 4
             view = outcome.value
             return view.summary, str(view.video_path), str(view.timeline_path), view.event_rows, view.downloads
         except Exception as exc:  # one clear line in the summary; no error badges on every other output
@@ -145,10 +162,12 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
     examples.click(load_example, [model, examples], [video_file], show_progress="hidden")
 
     def cancel(request: gr.Request):
-        return cancel_text(board, f"{request_key(request)}:video", "video analysis")
+        return cancel_text(board, f"{request_key(request)}:video", "video analysis", stop_now=False)
 
-    button.click(run, [model, video_file], [summary, player, timeline, events, downloads],
-                 concurrency_id=ANALYSIS_LANE[0], concurrency_limit=ANALYSIS_LANE[1])
-    # outside the analysis lane: a Cancel must not queue behind the jobs it is meant to stop
-    cancel_button.click(cancel, None, [summary], concurrency_limit=None, show_progress="hidden")
+    def stop(request: gr.Request):
+        board.stop_marked(f"{request_key(request)}:video")
+
+    wire_run(button, queue_run, ticket, run, [model, video_file], [summary, player, timeline, events, downloads],
+             concurrency_id=ANALYSIS_LANE[0], concurrency_limit=ANALYSIS_LANE[1])
+    wire_cancel(cancel_button, cancel, stop, summary)
     lists.wire_later(lambda: refresh.click(lists.refresh, [lists.pickers["image"], lists.pickers["video"], lists.pickers["any"]], lists.outputs))
