@@ -218,6 +218,13 @@ def test_the_video_tab_says_where_an_event_is_as_the_inspect_tab_does():
         "1; largest 24x32 px at x 72, y 48"
     assert where_text(Event(**timing, peak_regions=[], image_height=96, image_width=128)) == "none"
     assert where_text(Event(**timing)) == ""  # a model whose map cannot place events
+    # the Live tab words a watch's anomaly message (a dict) the same way
+    from anomalens.ui.common import event_where_text
+
+    message = {"type": "anomaly", **timing, "peak_regions": [region, {**region, "width": 8, "height": 8, "area": 64}],
+               "image_height": 96, "image_width": 128}
+    assert event_where_text(message) == "2; largest 24x32 px at x 72, y 48"
+    assert event_where_text({"type": "anomaly", **timing}) == ""
 
 
 def test_video_analysis_gives_a_playable_video_timeline_and_intervals(workspace):

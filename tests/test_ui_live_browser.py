@@ -3,6 +3,8 @@ its heatmap, the score chart and the event with its clip; a source outside the a
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from test_ui_browser import _shot, _table, browser, server  # noqa: F401 - the same server and browser fixtures
@@ -35,6 +37,7 @@ def test_live_tab_watches_a_video_and_shows_events(live_page, server):  # noqa: 
     page.locator("#live-status").get_by_text("Stopped").wait_for()
     rows = _table(page, "#live-events")
     assert rows and rows[0][0] == "1" and float(rows[0][5]) > 0.5
+    assert re.fullmatch(r"\d+; largest \d+x\d+ px at x \d+, y \d+", rows[0][8]), rows[0]  # where, in the frame's pixels
     page.wait_for_selector("#live-clip video")
     _shot(page, "7_live_tab")
 

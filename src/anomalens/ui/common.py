@@ -18,7 +18,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -316,3 +316,23 @@ class ModelLists:
     def wire(self) -> None:
         for wiring in self._wiring:
             wiring()
+
+
+def regions_text(regions: Sequence[Any]) -> str:
+    """``none``, or how many and where the largest lies: ``2; largest 80x71 px at x 173, y 11``. ``regions``: an
+    image's :class:`~anomalens.metrics.regions.Region` objects or an event's ``peak_regions`` dicts, largest first
+    (as ``find_regions`` sorts them)."""
+    if not regions:
+        return "none"
+    largest = regions[0]
+    box = largest if isinstance(largest, dict) else vars(largest)
+    return f"{len(regions)}; largest {box['width']}x{box['height']} px at x {box['x']}, y {box['y']}"
+
+
+def event_where_text(event: dict[str, Any]) -> str:
+    """A video event's regions in the frame's pixels, worded as :func:`regions_text` (the Analyse video and Live
+    tabs); empty for an event of a model whose map cannot place events (no ``image_width``)."""
+    if event.get("image_width") is None:
+        return ""
+    return regions_text(event.get("peak_regions") or [])
+

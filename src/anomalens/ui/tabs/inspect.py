@@ -38,6 +38,7 @@ from anomalens.ui.common import (
     examples_for_run,
     stage_examples,
     progress_sink,
+    regions_text,
     request_key,
     drift_note,
     threshold_text,
@@ -143,14 +144,6 @@ def inspection_rows(inspection: ImageInspection, threshold: float = 0.5) -> list
          regions_text(item.regions)]
         for item in inspection.items
     ]
-
-
-def regions_text(regions: Sequence[Region]) -> str:
-    """``none``, or how many and where the largest lies: ``2; largest 80x71 px at x 173, y 11``."""
-    if not regions:
-        return "none"
-    largest = regions[0]  # find_regions sorts them largest first
-    return f"{len(regions)}; largest {largest.width}x{largest.height} px at x {largest.x}, y {largest.y}"
 
 
 def inspection_gallery(inspection: ImageInspection, threshold: float = 0.5) -> list[tuple[str, str]]:

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from anomalens.errors import ConfigError, DataError
-from anomalens.ui.common import DETECTORS, ModelLists, UISettings, chosen_run, model_choices, request_key
+from anomalens.ui.common import DETECTORS, ModelLists, UISettings, chosen_run, event_where_text, model_choices, request_key
 from anomalens.ui.jobs import JobBoard, hold_workspace, new_workspace, release_workspace
 from anomalens.ui.security import confine_path, user_message
 
 STREAMS_ENV = "ANOMALENS_UI_STREAMS"
 MAX_WATCHES = 2  # live watches the whole server runs at once (each takes a CPU core when the source is fast)
-EVENT_HEADERS = ["#", "start frame", "end frame", "start (s)", "duration (s)", "peak (0.5 = threshold)", "cue", "started at"]
+EVENT_HEADERS = ["#", "start frame", "end frame", "start (s)", "duration (s)", "peak (0.5 = threshold)", "cue", "started at",
+                 "where (peak frame)"]
 
 
 def allowed_streams(environ: dict[str, str] | None = None) -> list[str]:
@@ -139,12 +140,13 @@ class LiveWatches:
         for m in messages:
             if m.get("type") == "anomaly":
                 rows.append([m.get("id"), m.get("start_frame"), m.get("end_frame"), m.get("start_time"), m.get("duration"),
-                             round(m.get("peak_normalized_score", 0.0), 3), m.get("main_cue", ""), m.get("started_at")])
+                             round(m.get("peak_normalized_score", 0.0), 3), m.get("main_cue", ""), m.get("started_at"),
+                             event_where_text(m)])
                 path = watch.output / m["clip"] if m.get("clip") else (watch.output / m["overlay"] if m.get("overlay") else None)
                 if path is not None and path.is_file() and path.suffix == ".mp4":
                     clip = str(path)
             elif m.get("type") == "source_lost":
-                rows.append(["lost", "", m.get("after_frame"), "", m.get("seconds"), "", m.get("reason", ""), m.get("lost_at")])
+                rows.append(["lost", "", m.get("after_frame"), "", m.get("seconds"), "", m.get("reason", ""), m.get("lost_at"), ""])
         if clip == watch.clip_shown:
             clip = None  # unchanged: the page keeps playing what it shows
         else:

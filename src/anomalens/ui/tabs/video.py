@@ -7,6 +7,7 @@
 
 # No `from __future__ import annotations`: Gradio reads the `gr.Request` annotation of handlers at run time.
 
+import dataclasses
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,6 @@ from typing import Any
 from anomalens.data.video_io import VIDEO_EXTENSIONS
 from anomalens.errors import DataError
 from anomalens.metrics.events import Event
-from anomalens.metrics.regions import Region
 from anomalens.progress import SILENT, Reporter
 from anomalens.ui.common import (
     ANALYSIS_LANE,
@@ -32,9 +32,9 @@ from anomalens.ui.common import (
     drift_note,
     threshold_text,
     ui_error,
+    event_where_text,
 )
 from anomalens.ui.jobs import JobBoard, cancel_text, new_workspace, run_cancellable
-from anomalens.ui.tabs.inspect import regions_text
 from anomalens.ui.security import check_upload_size, user_message
 
 EVENT_HEADERS = ["#", "start (s)", "end (s)", "start frame", "end frame", "duration (s)", "peak (normalised)", "peak frame",
@@ -96,9 +96,7 @@ def analyze_video_file(
 def where_text(event: Event) -> str:
     """The event's regions in the video's pixels, as the Inspect tab words an image's (``1; largest 24x32 px at x
     72, y 48``); empty for a model whose map cannot place events (stfeatures saved before ``anomaly_map``)."""
-    if event.image_width is None:
-        return ""
-    return regions_text([Region(**region) for region in event.peak_regions])
+    return event_where_text(dataclasses.asdict(event))
 
 
 def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
