@@ -121,6 +121,29 @@ def test_convlstm_bundle_matches_and_bundles_refuse_the_wrong_runtime(conveyor, 
     assert (got.anomalous == expected.anomalous).all()
     frames = [frame for frame in inferencer.frames(video)[0]]  # arrays from a camera give the same scores
     assert np.array_equal(inferencer.predict_video(frames, fps=10).scores, got.scores)
+    # where: a convlstm's error map peaks at its score, so its events get regions, the library's and the runtime's
+    # alike, also from a bundle exported before bundle.json said so (the same map). Known input: a white square
+    # painted on 8 frames at rows 20-39, columns 30-49
+    from anomalens.data.video_io import write_video
+
+    painted = [frame.copy() for frame in frames]
+    for frame in painted[10:18]:
+        frame[20:40, 30:50] = 255
+    marked = write_video(tmp_path / "marked.mp4", painted, 10)
+    library = analyze_video(run, marked, tmp_path / "marked_analysis", device="cpu").events
+    runtime = inferencer.predict_video(marked).events
+    assert library and [e["peak_regions"] for e in runtime] == [e.peak_regions for e in library]
+    square = [e for e in library if 10 <= e.peak_frame < 18]  # (a one-epoch model also flags a stretch elsewhere)
+    assert len(square) == 1 and square[0].image_width == SIZE[1]
+    largest = square[0].peak_regions[0]
+    assert largest["x"] < 50 and largest["x"] + largest["width"] > 30 and largest["y"] < 40 and largest["y"] + largest["height"] > 20
+    older = tmp_path / "older"
+    shutil.copytree(bundle.folder, older)
+    meta = json.loads((older / "bundle.json").read_text())
+    del meta["video"]["map_places_events"]
+    (older / "bundle.json").write_text(json.dumps(meta))
+    assert [e["peak_regions"] for e in VideoInferencer.load(older).predict_video(marked).events] == \
+        [e["peak_regions"] for e in runtime]
 
     with pytest.raises(CheckpointError, match="video model"):
         Inferencer.load(bundle.folder)
