@@ -184,3 +184,28 @@ def test_the_map_measures_each_cell_in_the_scores_own_units(combination):
     assert float(got.max()) == pytest.approx(score, rel=1e-5) and divmod(int(got.argmax()), w) == (5, 7)
     regions = find_regions(got, half_excess_level(got, 5.0))
     assert len(regions) == 1 and regions[0].area == 1
+
+
+def test_the_side_by_side_outlines_what_the_events_regions_hold():
+    """A frame whose map peaks at one cell (normalised 0.99) while its top row spills just above the threshold
+    (0.6): outlined at the threshold, the top row is outlined too; at the level an event's regions are cut at, only
+    the peak's cell is."""
+    from anomalens.visualization.video_render import TITLE_HEIGHT, SideBySideRenderer
+
+    renderer = SideBySideRenderer((96, 128), view_label=None)
+    h, w = renderer.panel
+    frame = np.full((96, 128, 3), 90, np.uint8)
+    heat = np.full((12, 16), 0.1, np.float32)
+    heat[0, :] = 0.6
+    heat[6, 8] = 0.99
+
+    def outlined(level: float) -> tuple[int, int]:
+        canvas = renderer.render(frame, heat, None, 9.0, 0.99, 0, 25.0, contour_level=level)
+        blended = canvas[TITLE_HEIGHT:TITLE_HEIGHT + h, 2 * w:3 * w]
+        white = (blended == 255).all(axis=2)
+        return int(white[: h // 6].sum()), int(white[h // 3:].sum())  # the top row's band, the rest with the peak
+
+    top, rest = outlined(0.5)
+    assert top > 0 and rest > 0
+    top, rest = outlined(0.8)
+    assert top == 0 and rest > 0

@@ -73,13 +73,15 @@ class SideBySideRenderer:
         normalized_score: float,
         index: int,
         fps: float,
+        contour_level: float = 0.5,
     ) -> np.ndarray:
-        """RGB ``uint8`` canvas ``(H, W, 3)``; ``normalized_map`` in [0, 1] at any resolution."""
+        """RGB ``uint8`` canvas ``(H, W, 3)``; ``normalized_map`` in [0, 1] at any resolution; the overlay outlines
+        where it exceeds ``contour_level`` (0.5: the threshold)."""
         h, w = self.panel
         original = self._fit(to_hwc(frame))
         heat = resize_map(np.asarray(normalized_map, dtype=np.float32), (h, w))
         middle = self._fit(to_hwc(view)) if view is not None else heatmap_rgb(heat)
-        blended = anomaly_contours(overlay(original, heat, alpha=0.45), heat, level=0.5)
+        blended = anomaly_contours(overlay(original, heat, alpha=0.45), heat, level=contour_level)
         canvas = np.empty((*self.size, 3), dtype=np.uint8)
         canvas[:TITLE_HEIGHT] = self.header
         canvas[TITLE_HEIGHT : TITLE_HEIGHT + h] = np.concatenate([original, middle, blended], axis=1)
@@ -119,10 +121,13 @@ def render_side_by_side(
     fps: float,
     view_label: str | None = "Reconstruction",
     reporter: Reporter = SILENT,
+    contour_levels: Iterable[float] | None = None,
 ) -> Path:
     """Write the side-by-side MP4: exactly one output frame per score, at ``fps``.
 
-    ``native_frames`` is re-decoded video (not held in memory); ``normalized_maps`` yields one map per frame.
+    ``native_frames`` is re-decoded video (not held in memory); ``normalized_maps`` yields one map per frame, and
+    ``contour_levels`` (None: the threshold, 0.5) the normalised level each frame's outline is drawn at: a video
+    event's regions are cut at half the map's excess over the threshold, and the outline shows the same.
     """
     renderer = SideBySideRenderer(native_size, view_label if views is not None else None)
     total = len(scores)
@@ -130,11 +135,14 @@ def render_side_by_side(
     def frames() -> Iterator[np.ndarray]:
         count = 0
         maps = iter(normalized_maps)
+        levels = iter(contour_levels) if contour_levels is not None else None
         for index, frame in enumerate(reporter.iter(native_frames, "render video", total=total)):
             if index >= total:
                 raise RuntimeError(f"the video decoded more frames than were scored ({total})")
             view = views[index] if views is not None else None
-            yield renderer.render(frame, next(maps), view, float(scores[index]), float(normalized_scores[index]), index, fps)
+            level = 0.5 if levels is None else float(next(levels))
+            yield renderer.render(frame, next(maps), view, float(scores[index]), float(normalized_scores[index]), index, fps,
+                                  contour_level=level)
             count += 1
         if count != total:
             raise RuntimeError(f"the video decoded {count} frames on the second pass but {total} were scored")

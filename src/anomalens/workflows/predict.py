@@ -25,7 +25,7 @@ from anomalens.data.video_io import check_fps, open_clip
 from anomalens.errors import ConfigError, DataError
 from anomalens.metrics.drift import DriftReport, assess_drift, typical_distances
 from anomalens.metrics.events import Event, attach_peak_cues, attach_peak_regions, calibrated_events
-from anomalens.metrics.regions import Region, find_regions, mask_at_size, size_fields
+from anomalens.metrics.regions import Region, find_regions, half_excess_level, mask_at_size, size_fields
 from anomalens.metrics.threshold import threshold_rule
 from anomalens.models.base import BaseDetector
 from anomalens.progress import SILENT, Reporter
@@ -422,11 +422,14 @@ def analyze_video(
         reporter.log(f"warning: {clip.name}: {drift.message}")
     view_label = getattr(detector, "view_label", "Reconstruction" if detector.name == "convlstm" else "Model view")
     maps = (cal.normalize(m.astype(np.float32)) for m in prediction.maps)
+    # the overlay outlines what an event's regions hold: half the map's excess over the threshold, frame by frame
+    levels = ((float(cal.normalize(half_excess_level(m, cal.region_threshold()))) for m in prediction.maps)
+              if getattr(detector, "map_places_events", False) else None)
     with staged_dir(output_dir) as tmp:
         assert tmp is not None
         render_side_by_side(
             tmp / "side_by_side.mp4", clip.iter_native(), clip.frame_size, scores, normalized, maps, prediction.views,
-            clip.fps, view_label=view_label, reporter=reporter,
+            clip.fps, view_label=view_label, reporter=reporter, contour_levels=levels,
         )
         plot_timeline(scores, cal.threshold, clip.fps, tmp / "timeline.png", events=events, title=f"{clip.name}: anomaly score per frame")
         write_text_atomic(tmp / "scores.csv", scores_csv(scores, normalized, anomalous, clip.fps, cues))
