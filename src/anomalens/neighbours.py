@@ -148,7 +148,7 @@ class BankSearch:
             # above loses digits to cancellation for near neighbours; recomputed, they are the same at any count
             diff = q[:, None, :].astype(np.float64) - self.bank[nearest].astype(np.float64)
             exact = np.einsum("mkc,mkc->mk", diff, diff)
-            order = np.lexsort((nearest, exact), axis=1) if k > 1 else np.zeros((len(q), 1), np.int64)
+            order = np.lexsort((nearest, exact), axis=1)  # nearest first; a tie goes to the lower row
             indices.append(np.take_along_axis(nearest, order, axis=1))
             squared.append(np.take_along_axis(exact, order, axis=1))
         return np.concatenate(squared).astype(np.float32), np.concatenate(indices).astype(np.int64)

@@ -326,13 +326,14 @@ class Watcher:
             self.clips.end(event.extra["id"], record["end_frame"])
             message["clip"] = str(event.extra["clip"].relative_to(self.output))
             message["clip_first_frame"] = event.extra["clip_first_frame"]
-        places = self.detector.kind == "image" or getattr(self.detector, "map_places_events", False)
-        if places and event.extra.get("map") is not None and event.extra.get("image") is not None:
+        if event.extra.get("map") is not None and event.extra.get("image") is not None:
             # where: the peak frame's regions in its own pixels, as predict and analyze-video give them (not for a
             # video model saved before its map could place events)
-            size, raw_map = event.extra["image"].shape[:2], event.extra["map"]
-            message.update(event_regions(raw_map, self.calibration.region_threshold(), size) if self.detector.kind == "image"
-                           else video_event_regions(raw_map, self.calibration.threshold, size))
+            size, raw_map, level = event.extra["image"].shape[:2], event.extra["map"], self.calibration.region_threshold()
+            if self.detector.kind == "image":
+                message.update(event_regions(raw_map, level, size))
+            elif getattr(self.detector, "map_places_events", False):
+                message.update(video_event_regions(raw_map, level, size))
         saving = None
         # an image model's anomalous frame, or a hot folder's peak image (it has no clip), is saved with its overlay
         evidence = self.detector.kind == "image" or self.source.kind == "folder"
