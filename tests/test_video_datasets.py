@@ -99,3 +99,38 @@ def test_real_ped2_layout(ped2_root):
     assert len(category.train) == 16 and len(category.test) == 12
     assert sum(len(c.frame_labels) for c in category.test) == 2010
     assert all(c.frame_labels is not None for c in category.test)
+
+
+@pytest.mark.parametrize("meta", [{"fps": 1e9}, {"fps": -5}, {"fps": 0}, {"fps": "25"}, {"fps": True},
+                                  {"fps": float("nan")}, [25]])
+def test_a_bad_meta_fps_names_labels_frame_json_and_its_field(tmp_path, meta):
+    """A bad rate in labels_frame.json was reported as a bad --fps, a flag the user never passed."""
+    root = tmp_path / "ped"
+    _frame_folder(root / "training" / "frames" / "01", 3)
+    _frame_folder(root / "testing" / "frames" / "07", 3)
+    (root / "labels_frame.json").write_text(json.dumps({"_meta": meta, "07": [0, 1, 1]}))
+    with pytest.raises(DataError, match="_meta") as error:
+        discover_video_category(tmp_path, "ped")
+    assert error.value.path == root / "labels_frame.json" and "--fps" not in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_a_good_or_absent_meta_fps_states_the_folders_rate(tmp_path):
+    root = tmp_path / "ped"
+    _frame_folder(root / "training" / "frames" / "01", 3)
+    (root / "labels_frame.json").write_text(json.dumps({"_meta": {"fps": 12.5}}))
+    assert discover_video_category(tmp_path, "ped").train[0].fps == 12.5
+    (root / "labels_frame.json").write_text(json.dumps({"_meta": {"fps": None, "x": 1}}))
+    assert discover_video_category(tmp_path, "ped").train[0].fps is None
+
+
+def test_train_video_with_a_bad_meta_fps_exits_2_naming_the_file(tmp_path, capsys):
+    from anomalens.cli import main
+
+    root = tmp_path / "ped"
+    _frame_folder(root / "training" / "frames" / "01", 3)
+    (root / "labels_frame.json").write_text(json.dumps({"_meta": {"fps": 1e9}}))
+    assert main(["train-video", "--data-dir", str(tmp_path), "--category", "ped", "--results-dir",
+                 str(tmp_path / "results"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "labels_frame.json" in err and "_meta.fps" in err and "--fps" not in err

@@ -34,6 +34,7 @@ import numpy as np
 from anomalens.data.preprocessing import Preprocessing
 from anomalens.data.video_io import VideoClip, is_frame_folder, is_video_file, list_frames, natural_key, open_clip
 from anomalens.errors import DataError
+from anomalens.limits import MAX_FPS, is_frame_rate
 from anomalens.progress import SILENT, Reporter
 
 NORMAL_TYPE = "normal"
@@ -232,9 +233,19 @@ def _read_labels_json(root: Path) -> tuple[dict[str, list[int]], float | None]:
     if not isinstance(data, dict):
         raise DataError("expected a JSON object {clip: [0/1 per frame]}", path)
     meta = data.get("_meta")
-    fps = meta.get("fps") if isinstance(meta, dict) else None
-    fps = float(fps) if isinstance(fps, (int, float)) and fps > 0 else None
-    return {k: v for k, v in data.items() if not k.startswith("_") and isinstance(v, list)}, fps
+    if meta is not None and not isinstance(meta, dict):
+        raise DataError(f"_meta must be an object such as {{\"fps\": 25}}, got {_kind(meta)}", path)
+    fps = (meta or {}).get("fps")
+    # checked here, so that a bad rate names this file and field rather than a --fps the user never passed
+    if fps is not None and not is_frame_rate(fps):
+        raise DataError(f"_meta.fps {fps!r}: must be a frame rate above 0 and at most {MAX_FPS:g} (or absent: unknown)",
+                        path)
+    return {k: v for k, v in data.items() if not k.startswith("_") and isinstance(v, list)}, (
+        None if fps is None else float(fps))
+
+
+def _kind(value: object) -> str:
+    return "a list" if isinstance(value, list) else f"{type(value).__name__} {value!r}"[:60]
 
 
 def _video_frame_count(path: Path) -> int:

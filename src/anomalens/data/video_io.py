@@ -6,6 +6,11 @@ never seeks, and yields frames prepared by the shared :class:`~anomalens.data.pr
 (``uint8`` tensors ``(3, H, W)``), so memory stays bounded on long videos. ``iter_native()`` yields the
 original RGB frames for rendering.
 
+Frame ``t`` of a clip is at ``t / fps`` seconds, unless the file's own timestamps say otherwise (a variable frame
+rate: a camera that skips frames when nothing moves, a recorder that drops some): then
+:meth:`VideoClip.frame_times` gives each frame's presentation time, which events, tables, timelines and the
+side-by-side video use in place of ``t / fps``.
+
 :func:`write_video` writes what browsers play: H.264, yuv420p, MP4 with ``+faststart``, even width and
 height, written to a temporary file and renamed.
 
@@ -22,7 +27,7 @@ import functools
 import re
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -106,6 +111,7 @@ class VideoClip:
         self.fps: float = timing_fps(self.stated_fps)
         self.frame_size: tuple[int, int] = self._source.frame_size  # native (H, W)
         self.truncated = False  # set once a decode stopped early
+        self._segment_times: Any = _NOT_YET  # frame times up to self.end, read by a pass that stopped there
         self.decoded_frames: int | None = None  # set after a full pass
 
     @property
@@ -141,18 +147,44 @@ class VideoClip:
         clip = VideoClip(self.path, self.preprocessing, self.reporter, start=new_start, end=new_end, _source=self._source)
         return clip
 
+    def frame_times(self) -> np.ndarray | None:
+        """Seconds from this clip's first frame to each of its frames, as the file's timestamps say, where they
+        are uneven (a variable frame rate); None where frame ``t`` is at ``t / fps``: frames evenly spaced at the
+        clip's rate (to half a frame), a frame folder, a file without timestamps, or a rate the user stated
+        (``fps``, which overrides the file's timing). Decodes the clip once unless a full pass already ran."""
+        if self._source.times is _NOT_YET and self._segment_times is _NOT_YET:
+            for _ in self.iter_native():
+                pass
+        # a segment that ends before the file stops its pass early: the times read up to its end serve it
+        times = self._source.times if self._source.times is not _NOT_YET else self._segment_times
+        if times is None:
+            return None
+        # a segment's pass that stopped at its end leaves the count unknown: its times say how many it holds
+        count = min(self.num_frames or len(times) - self.start, len(times) - self.start)
+        if count <= 0:
+            return None
+        times = times[self.start : self.start + count] - times[self.start]
+        # evenly timed: exactly t / fps, so that a constant-rate video keeps the times it always had, bit for bit
+        if np.all(np.abs(times - np.arange(count) / self.fps) < 0.5 / self.fps):
+            return None
+        return times
+
     def iter_native(self) -> Iterator[np.ndarray]:
         """Native RGB ``uint8`` frames ``(H, W, 3)`` of this clip, front to back."""
         index = -1
         stopped_early = False
-        for index, frame in enumerate(self._source.frames(self._warn_truncated)):
+        times: list[float | None] = []  # every decoded frame's, from the stream's first: kept after a full pass
+        for index, (frame, seconds) in enumerate(self._source.frames(self._warn_truncated)):
+            times.append(seconds)
             if index < self.start:
                 continue
             if self.end is not None and index >= self.end:
                 stopped_early = True
+                self._segment_times = _usable_times(times[: self.end])
                 break
             yield frame
         if not stopped_early:
+            self._source.times = _usable_times(times)
             decoded = index + 1
             if decoded == 0:
                 raise DataError("no frame could be decoded (zero frames)", self.path)
@@ -193,15 +225,30 @@ def open_clip(
 # ---- sources: where native frames come from ------------------------------------------------------------
 
 
+_NOT_YET: Any = object()  # _Source.times before a full pass
+
+
 class _Source:
     stated_fps: float | None  # None: nothing states the rate (see VideoClip.stated_fps)
     frame_size: tuple[int, int]
     num_frames: int | None
     count_is_estimate: bool = False
     warned: bool = False
+    # seconds of every frame from the stream's first, set by a full pass; None where the frames carry no usable times
+    times: np.ndarray | None = _NOT_YET
 
-    def frames(self, warn) -> Iterator[np.ndarray]:  # pragma: no cover - interface
+    def frames(self, warn) -> Iterator[tuple[np.ndarray, float | None]]:  # pragma: no cover - interface
+        """Native frames, each with its presentation time in seconds from the stream's first (None: unknown)."""
         raise NotImplementedError
+
+
+def _usable_times(times: list[float | None]) -> np.ndarray | None:
+    """A full pass's frame times, or None when any is unknown or they do not increase (broken timestamps time the
+    frames at ``t / fps``, as before timestamps were read)."""
+    if not times or any(t is None for t in times):
+        return None
+    array = np.asarray(times, dtype=np.float64)
+    return array if np.all(np.diff(array) > 0) else None
 
 
 class _FolderSource(_Source):
@@ -225,12 +272,12 @@ class _FolderSource(_Source):
                     path,
                 )
 
-    def frames(self, warn) -> Iterator[np.ndarray]:
+    def frames(self, warn) -> Iterator[tuple[np.ndarray, float | None]]:
         for path in self.paths:
             frame = read_rgb(path)
             if frame.shape[:2] != self.frame_size:
                 raise DataError("frame size differs from the clip's first frame", path)
-            yield frame
+            yield frame, None  # image files carry no time: t / fps
 
 
 def _header_size(path: Path) -> tuple[int, int]:
@@ -255,6 +302,9 @@ class _FileSource(_Source):
                 check_image_pixels(stream.codec_context.width or 1, stream.codec_context.height or 1, path)
                 rate = stated_rate(container, stream)
                 self.stated_fps = fps or rate
+                # a raw elementary stream's timestamps are FFmpeg's own, made up at 25 fps; a rate the user states
+                # times the frames evenly, whatever the file says
+                self.timestamped = fps is None and not container.format.flags & _AVFMT_NOTIMESTAMPS
                 self.num_frames = int(stream.frames) if stream.frames else None
                 if self.num_frames is None and stream.duration and stream.time_base and rate:
                     self.num_frames = int(round(float(stream.duration * stream.time_base) * rate))
@@ -271,7 +321,7 @@ class _FileSource(_Source):
         except (av.FFmpegError, OSError, ValueError, StopIteration) as exc:
             raise DataError(f"cannot read this video ({_short(exc)})", path) from None
 
-    def frames(self, warn) -> Iterator[np.ndarray]:
+    def frames(self, warn) -> Iterator[tuple[np.ndarray, float | None]]:
         import av
 
         try:
@@ -281,6 +331,8 @@ class _FileSource(_Source):
         with container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            time_base = stream.time_base if self.timestamped else None
+            first_pts: int | None = None
             decoded = container.decode(stream)
             while True:
                 try:
@@ -295,7 +347,12 @@ class _FileSource(_Source):
                 if array.shape[:2] != self.frame_size:
                     # A stream that changes resolution mid-way: resize to the first frame's size
                     array = np.asarray(Image.fromarray(array).resize(self.frame_size[::-1], Image.BILINEAR))
-                yield array
+                seconds = None
+                if time_base and frame.pts is not None:
+                    # from the first frame's: a stream may start late (an edit list, B-frames), its frame 0 is at 0 s
+                    first_pts = frame.pts if first_pts is None else first_pts
+                    seconds = float((frame.pts - first_pts) * time_base)  # exact Fraction, rounded once
+                yield array, seconds
 
 
 # demuxers of single images that FFmpeg opens as one-frame "videos"
@@ -425,16 +482,33 @@ def stable_encoder_options(codec: str, options: dict[str, str]) -> dict[str, str
     return {**options, "x264-params": f"{params}:{_X264_STABLE_ASM}" if params else _X264_STABLE_ASM}
 
 
-def write_video(path: str | Path, frames: Iterable[np.ndarray | torch.Tensor], fps: float, *, crf: int = 20) -> Path:
+# the clock of a video written with its frames' own times (write_video's ``times``): MPEG's 90 kHz, fine enough for
+# any rate up to MAX_FPS and a time base every MP4 player knows
+TIMED_CLOCK = 90000
+
+
+def write_video(
+    path: str | Path, frames: Iterable[np.ndarray | torch.Tensor], fps: float, *, crf: int = 20,
+    times: Sequence[float] | np.ndarray | None = None,
+) -> Path:
     """Encode RGB frames ``(H, W, 3)`` (or ``(3, H, W)``) as a browser-playable MP4.
 
     H.264 (libx264), yuv420p, ``movflags=+faststart``; odd sizes are padded by one edge pixel to even.
-    Exactly one output frame per input frame at ``fps``. The file appears only once complete.
+    Exactly one output frame per input frame at ``fps``, or, given ``times`` (seconds, increasing, one per frame:
+    :meth:`VideoClip.frame_times` of a variable-rate source), each frame shown at its own time, so that the video
+    plays as long as its source. The file appears only once complete.
     """
-    writer = VideoWriter(path, fps, crf=crf)
+    clock = None if times is None else Fraction(1, TIMED_CLOCK)
+    writer = VideoWriter(path, fps, crf=crf, time_base=clock)
     try:
-        for frame in frames:
-            writer.write(frame)
+        for index, frame in enumerate(frames):
+            if times is None:
+                writer.write(frame)
+                continue
+            if index >= len(times):
+                raise ValueError(f"more frames than times ({len(times)})")
+            # never two frames on one tick of the clock (times closer than 1/90000 s): each a tick after the last
+            writer.write(frame, max(int(round(float(times[index]) * TIMED_CLOCK)), writer.last_pts + 1))
     except BaseException:
         writer.abort()
         raise
@@ -445,17 +519,22 @@ class VideoWriter:
     """:func:`write_video` one frame at a time, for a writer that is fed as frames come (a live event's clip).
 
     ``write(frame, pts)``: ``pts`` counts frame periods of ``1/fps`` from the clip's start (default: the next
-    one), so frames that a live watch dropped leave their time in the clip instead of speeding it up. ``threads``
-    caps libx264's threads (0: its own choice). The file appears only at :meth:`close`; :meth:`abort` drops it.
+    one), so frames that a live watch dropped leave their time in the clip instead of speeding it up; or units of
+    ``time_base`` (seconds) where one is given. ``threads`` caps libx264's threads (0: its own choice). The file
+    appears only at :meth:`close`; :meth:`abort` drops it.
     """
 
-    def __init__(self, path: str | Path, fps: float, *, crf: int = 20, preset: str = "veryfast", threads: int = 0) -> None:
+    def __init__(
+        self, path: str | Path, fps: float, *, crf: int = 20, preset: str = "veryfast", threads: int = 0,
+        time_base: Fraction | None = None,
+    ) -> None:
         import av
 
         self.path = Path(path)
         if not fps or fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
         self.rate = Fraction(float(fps)).limit_denominator(1001)
+        self.time_base = time_base or 1 / self.rate
         self.crf, self.preset, self.threads = crf, preset, threads
         self.count, self.last_pts = 0, -1
         self._atomic = atomic_path(self.path)
@@ -483,7 +562,7 @@ class VideoWriter:
             stream.codec_context.color_range = _COLOR_RANGE_MPEG
             stream.options = stable_encoder_options("libx264", {
                 "crf": str(self.crf), "preset": self.preset, **({"threads": str(self.threads)} if self.threads else {})})
-            stream.codec_context.time_base = 1 / self.rate
+            stream.codec_context.time_base = self.time_base
             self.stream = stream
         elif array.shape[:2] != self.size:
             raise ValueError(f"frame {self.count} is {array.shape[1]}x{array.shape[0]}, expected {self.size[1]}x{self.size[0]}")
@@ -500,7 +579,7 @@ class VideoWriter:
         video_frame.colorspace = _WRITTEN_COLORSPACE
         video_frame.color_range = _COLOR_RANGE_MPEG
         video_frame.pts = pts
-        video_frame.time_base = 1 / self.rate
+        video_frame.time_base = self.time_base
         for packet in self.stream.encode(video_frame):
             self.container.mux(packet)
         self.count, self.last_pts = self.count + 1, pts

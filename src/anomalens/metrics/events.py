@@ -2,7 +2,8 @@
 
 An event is a run of frames whose score exceeds the threshold; runs separated by at most ``merge_gap``
 normal frames are merged, runs shorter than ``min_length`` frames are dropped. Times are in seconds:
-an event covers ``[start_frame / fps, (end_frame + 1) / fps)``.
+an event covers ``[start_frame / fps, (end_frame + 1) / fps)``, or, given a variable-rate video's own frame
+``times`` (:meth:`~anomalens.data.video_io.VideoClip.frame_times`), its frames' times (:func:`frame_edges`).
 
 Frame-level AUROC, as the literature reports it, pools every test frame of every clip into one ranking
 (:func:`pooled_frame_auroc`). Per clip AUROC exists only for clips with both normal and anomalous frames.
@@ -37,10 +38,12 @@ def detect_events(
     min_length: int = 1,
     merge_gap: int = 0,
     normalized_scores: np.ndarray | None = None,
+    times: np.ndarray | None = None,
 ) -> list[dict]:
     """Intervals where ``scores > threshold``: start/end frame and time, duration, peak score and its frame.
 
-    ``normalized_scores`` (optional, same length) adds the peak's normalised score (0.5 = threshold).
+    ``normalized_scores`` (optional, same length) adds the peak's normalised score (0.5 = threshold); ``times``
+    (optional, same length) are the frames' own seconds, for a variable frame rate (None: frame ``t`` at ``t / fps``).
     """
     scores = np.asarray(scores, dtype=np.float64).ravel()
     if fps <= 0:
@@ -57,28 +60,42 @@ def detect_events(
     for start, end in merged:
         if end - start + 1 < min_length:
             continue
-        event = event_record(start, scores[start : end + 1], fps)
+        event = event_record(start, scores[start : end + 1], fps, times)
         if normalized_scores is not None:
             event["peak_normalized_score"] = float(np.asarray(normalized_scores).ravel()[event["peak_frame"]])
         events.append(event)
     return events
 
 
-def event_record(start: int, scores: np.ndarray, fps: float) -> dict:
+def frame_edges(times: np.ndarray, fps: float) -> np.ndarray:
+    """When each frame of a variable-rate video starts (its ``times``, seconds) and when the last ends: a frame
+    period ``1 / fps`` after it starts, as no later frame says when it ends."""
+    times = np.asarray(times, dtype=np.float64).ravel()
+    return np.append(times, times[-1] + 1.0 / fps) if times.size else np.zeros(1)
+
+
+def event_record(start: int, scores: np.ndarray, fps: float, times: np.ndarray | None = None) -> dict:
     """The fields of one event over frames ``start .. start + len(scores) - 1`` (its frames' scores), shared by
-    the offline analysis and the live watcher, so that both describe an event the same way."""
+    the offline analysis and the live watcher, so that both describe an event the same way. ``times``: every
+    frame's own seconds (a variable frame rate), else frame ``t`` is at ``t / fps``."""
     scores = np.asarray(scores, dtype=np.float64).ravel()
     end = start + len(scores) - 1
     peak = start + int(np.argmax(scores))
+    if times is None:  # the formulas of before, so that evenly timed videos keep their times bit for bit
+        start_time, end_time, duration, peak_time = start / fps, (end + 1) / fps, (end - start + 1) / fps, peak / fps
+    else:
+        edges = frame_edges(np.asarray(times, dtype=np.float64)[start : end + 2], fps)
+        start_time, end_time, peak_time = float(edges[0]), float(edges[end - start + 1]), float(edges[peak - start])
+        duration = end_time - start_time
     return {
         "start_frame": start,
         "end_frame": end,
-        "start_time": round(start / fps, 4),
-        "end_time": round((end + 1) / fps, 4),
-        "duration": round((end - start + 1) / fps, 4),
+        "start_time": round(start_time, 4),
+        "end_time": round(end_time, 4),
+        "duration": round(duration, 4),
         "frames": end - start + 1,
         "peak_frame": peak,
-        "peak_time": round(peak / fps, 4),
+        "peak_time": round(peak_time, 4),
         "peak_score": float(scores[peak - start]),
     }
 
@@ -133,11 +150,14 @@ EVENT_MERGE_SECONDS = 0.2  # events closer than this are one event (a one-frame 
 
 
 def calibrated_events(
-    scores: np.ndarray, calibration: Calibration, fps: float, normalized_scores: np.ndarray | None = None
+    scores: np.ndarray, calibration: Calibration, fps: float, normalized_scores: np.ndarray | None = None,
+    times: np.ndarray | None = None,
 ) -> list[dict]:
-    """The events of a clip at a model's own threshold, merging runs closer than :data:`EVENT_MERGE_SECONDS`."""
+    """The events of a clip at a model's own threshold, merging runs closer than :data:`EVENT_MERGE_SECONDS`
+    (counted in frames at ``fps``); ``times`` as :func:`detect_events`."""
     merge_gap = max(1, int(round(EVENT_MERGE_SECONDS * fps)))
-    return detect_events(scores, calibration.threshold, fps, merge_gap=merge_gap, normalized_scores=normalized_scores)
+    return detect_events(scores, calibration.threshold, fps, merge_gap=merge_gap, normalized_scores=normalized_scores,
+                         times=times)
 
 
 def attach_peak_cues(events: list[dict], cues: dict[str, np.ndarray]) -> list[dict]:

@@ -1,6 +1,7 @@
 """The side-by-side video: Original | Reconstruction (or the model's view) | Heatmap overlay, with a score bar.
 
-One output frame per input frame, at the input frame rate: the renderer walks the decoded video and the
+One output frame per input frame, at the input frame rate, or at each frame's own time for a variable-rate video
+(``times``), so that the output plays as long as the input: the renderer walks the decoded video and the
 per-frame results together and fails loudly if their lengths differ. Heatmaps use the model's calibration
 (0.5 = threshold, fixed colour scale), so a normal frame stays blue and an anomalous one glows; the bar at
 the bottom shows the normalised frame score with a tick at the threshold.
@@ -74,9 +75,11 @@ class SideBySideRenderer:
         index: int,
         fps: float,
         contour_level: float = 0.5,
+        time: float | None = None,
     ) -> np.ndarray:
         """RGB ``uint8`` canvas ``(H, W, 3)``; ``normalized_map`` in [0, 1] at any resolution; the overlay outlines
-        where it exceeds ``contour_level`` (0.5: the threshold)."""
+        where it exceeds ``contour_level`` (0.5: the threshold). The bar shows ``time`` (seconds; None:
+        ``index / fps``)."""
         h, w = self.panel
         original = self._fit(to_hwc(frame))
         heat = resize_map(np.asarray(normalized_map, dtype=np.float32), (h, w))
@@ -85,15 +88,15 @@ class SideBySideRenderer:
         canvas = np.empty((*self.size, 3), dtype=np.uint8)
         canvas[:TITLE_HEIGHT] = self.header
         canvas[TITLE_HEIGHT : TITLE_HEIGHT + h] = np.concatenate([original, middle, blended], axis=1)
-        canvas[TITLE_HEIGHT + h :] = self._bar(score, normalized_score, index, fps)
+        canvas[TITLE_HEIGHT + h :] = self._bar(score, normalized_score, index, index / fps if time is None else time)
         return canvas
 
-    def _bar(self, score: float, normalized_score: float, index: int, fps: float) -> np.ndarray:
+    def _bar(self, score: float, normalized_score: float, index: int, seconds: float) -> np.ndarray:
         width = self.size[1]
         bar = Image.new("RGB", (width, BAR_HEIGHT), (24, 24, 24))
         draw = ImageDraw.Draw(bar)
         anomalous = normalized_score > 0.5
-        text = f"frame {index}  {index / fps:6.2f} s  score {score:.4g}"
+        text = f"frame {index}  {seconds:6.2f} s  score {score:.4g}"
         draw.text((6, 8), text, fill=(235, 235, 235), font=_font(13))
         left = min(width // 2, 250)
         right = width - 100
@@ -122,8 +125,10 @@ def render_side_by_side(
     view_label: str | None = "Reconstruction",
     reporter: Reporter = SILENT,
     contour_levels: Iterable[float] | None = None,
+    times: np.ndarray | None = None,
 ) -> Path:
-    """Write the side-by-side MP4: exactly one output frame per score, at ``fps``.
+    """Write the side-by-side MP4: exactly one output frame per score, at ``fps``, or each at its own time in
+    ``times`` (seconds, one per score: a variable-rate video's, see ``VideoClip.frame_times``).
 
     ``native_frames`` is re-decoded video (not held in memory); ``normalized_maps`` yields one map per frame, and
     ``contour_levels`` (None: the threshold, 0.5) the normalised level each frame's outline is drawn at: a video
@@ -131,6 +136,8 @@ def render_side_by_side(
     """
     renderer = SideBySideRenderer(native_size, view_label if views is not None else None)
     total = len(scores)
+    if times is not None and len(times) != total:
+        raise ValueError(f"{len(times)} frame times for {total} scores")
 
     def frames() -> Iterator[np.ndarray]:
         count = 0
@@ -142,9 +149,9 @@ def render_side_by_side(
             view = views[index] if views is not None else None
             level = 0.5 if levels is None else float(next(levels))
             yield renderer.render(frame, next(maps), view, float(scores[index]), float(normalized_scores[index]), index, fps,
-                                  contour_level=level)
+                                  contour_level=level, time=None if times is None else float(times[index]))
             count += 1
         if count != total:
             raise RuntimeError(f"the video decoded {count} frames on the second pass but {total} were scored")
 
-    return write_video(path, frames(), fps)
+    return write_video(path, frames(), fps, times=times)

@@ -220,15 +220,20 @@ def frame_scores_csv(results: list[Any], cal: Calibration) -> str:
 
 
 def scores_csv(
-    scores: np.ndarray, normalized: np.ndarray, anomalous: np.ndarray, fps: float, cues: dict[str, np.ndarray]
+    scores: np.ndarray, normalized: np.ndarray, anomalous: np.ndarray, fps: float, cues: dict[str, np.ndarray],
+    times: np.ndarray | None = None,
 ) -> str:
-    """One row per frame; a column per cue (``<cue>_score``) for models that add several cues."""
+    """One row per frame; a column per cue (``<cue>_score``) for models that add several cues. ``time``: the frame's
+    own seconds in ``times`` (a variable frame rate, see ``VideoClip.frame_times``), else ``frame / fps``."""
+    if times is not None and len(times) != len(scores):
+        raise ValueError(f"{len(times)} frame times for {len(scores)} scores")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["frame", "time", "score", "normalized_score", "anomalous", *(f"{name}_score" for name in cues)])
     for t, score in enumerate(scores):
         shares = [f"{values[t]:.6g}" for values in cues.values()]
-        writer.writerow([t, f"{t / fps:.4f}", f"{score:.6g}", f"{normalized[t]:.4f}", int(anomalous[t]), *shares])
+        seconds = t / fps if times is None else float(times[t])
+        writer.writerow([t, f"{seconds:.4f}", f"{score:.6g}", f"{normalized[t]:.4f}", int(anomalous[t]), *shares])
     return buffer.getvalue()
 
 
