@@ -154,6 +154,14 @@ def test_predict_help_shows_its_batch_default_once(capsys):
     assert "images scored together (default: 32)" in out and "(default: 32) (default:" not in out
 
 
+def test_train_help_states_the_aspect_aware_size_default_alone(capsys):
+    """The help explained the aspect-aware default, then the dataclass's 256x256 was appended as "the" default."""
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "training images' aspect ratio at about 256x256 pixels" in out and "(default: 256x256)" not in out
+
+
 def test_the_overwrite_refusal_names_the_flag_once(run_dir, good, tmp_path, capsys):
     assert _predict(run_dir, good / "000.png", "--output-dir", tmp_path) == 0
     capsys.readouterr()
@@ -195,3 +203,15 @@ def test_predict_refuses_a_damaged_run_json_as_evaluate_does(run_dir, good, tmp_
     assert _predict(copy, good / "000.png", "--output-dir", tmp_path / "out") == 2
     assert "run.json" in _error_line(capsys)
     assert not (tmp_path / "out" / "predictions.json").exists()
+
+
+def test_benchmark_refuses_a_folder_as_its_output_before_training(synthetic_image_dataset, tiny_model, tmp_path, capsys):
+    """A folder given as --output once failed with a traceback after the whole train and evaluate, losing both."""
+    root, category = synthetic_image_dataset
+    results = tmp_path / "results"
+    (tmp_path / "outdir").mkdir()
+    rc = main(["benchmark", "--data-dir", str(root), "--category", category, "--model", tiny_model, "--image-size", "32",
+               "--results-dir", str(results), "--device", "cpu", "--output", str(tmp_path / "outdir")])
+    err = _error_line(capsys)
+    assert rc == 2 and "--output file" in err and str(tmp_path / "outdir") in err
+    assert not results.exists()  # refused before any training

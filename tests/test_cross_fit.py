@@ -104,6 +104,27 @@ def test_the_threshold_hears_every_training_image_not_a_tenth(model):
     assert with_folds.calibration_.validation_mean != without.calibration_.validation_mean
 
 
+@pytest.mark.parametrize("streamed", [False, True])
+def test_without_held_out_images_each_training_image_counts_once(streamed):
+    """No validation images: the threshold once heard every training image twice, scored by the memory that learned
+    it (low) and by one that did not, and called the first "held-out"; now only the fair scores count."""
+    images = woven_textures(40, seed=4)
+    reporter, lines = _logged()
+    detector = create_detector("patchcore", image_size=(64, 64))
+    if streamed:
+        detector.fit_batches(lambda: (images[i : i + 8] for i in range(0, 40, 8)), None, reporter)
+    else:
+        detector.fit(images, None, reporter)
+    cal = detector.calibration_
+    assert cal.validation_count == 40
+    assert any("40 training images scored by memories that did not learn them (no held-out images)" in line
+               for line in lines)
+    assert not any("held-out images and" in line for line in lines)
+    # the fair scores alone: higher than the model's own scores of the images it learned
+    own = detector.predict(images).scores
+    assert cal.validation_mean > float(own.mean())
+
+
 def test_enough_held_out_images_set_the_threshold_alone():
     """At a 30% target, 10 held-out normal images measure the rate (3 / 0.3 = 10 needed): no cross-fitting, the
     threshold comes from them alone, and training says why; at 10% (30 needed) the 40 training images join them."""

@@ -403,3 +403,26 @@ def _processes_in_groups(groups: list[int]) -> list[int]:
         if fields[0] != "Z" and int(fields[2]) in groups:
             found.append(int(stat.parent.name))
     return found
+
+
+def test_a_task_that_crashes_fails_alone(ray_cluster):
+    """A task raising anything but the project's errors once made ray.get raise in the driver, throwing away every
+    other task's result."""
+    from anomalens.distributed.many import _run_tasks
+    from anomalens.progress import SILENT
+
+    def crashes_for_b(threads: float, name: str):
+        """Fails for one job with an error that is not the project's own (a bug, a worker's crash); defined here so
+        that Ray ships it by value (the workers cannot import this test module)."""
+        from anomalens.distributed.many import TaskOutcome
+
+        if name == "b":
+            raise RuntimeError(f"boom in {name}")
+        return TaskOutcome(name, None, None, "node", {"done": name})
+
+    jobs = [(name, (name,)) for name in ("a", "b", "c")]
+    outcomes = _run_tasks(crashes_for_b, jobs, ray_cluster.address, 1.0, SILENT, "crash test")
+    assert [o.name for o in outcomes] == ["a", "b", "c"]
+    assert [o.details for o in outcomes] == [{"done": "a"}, {}, {"done": "c"}]
+    assert outcomes[0].error is None and outcomes[2].error is None
+    assert outcomes[1].error.startswith("task failed: ") and "boom in b" in outcomes[1].error

@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -74,6 +75,10 @@ def _mutations(base: dict) -> list[tuple[str, str, object]]:
     cases.append(("config.batch_size", "-1", {**base, "config": {**base["config"], "batch_size": -1}}))
     cases.append(("config.target_fpr", "2", {**base, "config": {**base["config"], "target_fpr": 2}}))
     cases.append(("config.surprise", "unknown key", {**base, "config": {**base["config"], "surprise": 1}}))
+    if "stages" in base["config"]:  # out of order once crashed the loader ("negative shift count")
+        cases.append(("config.stages", "descending", {**base, "config": {**base["config"], "stages": [4, 2]}}))
+        cases.append(("config.stages", "repeated", {**base, "config": {**base["config"], "stages": [2, 2]}}))
+        cases.append(("config.stages", "empty", {**base, "config": {**base["config"], "stages": []}}))
     import dataclasses
 
     from anomalens.metrics.threshold import Calibration
@@ -220,6 +225,29 @@ def test_wrong_tensor_shape_is_refused(real_run, tmp_path, capsys):
     assert str(weights) in line and "checksum" not in line
 
 
+def test_nan_weights_are_refused_and_a_nan_score_is_never_normal(real_run, tmp_path, capsys):
+    """A NaN in a memory once loaded and scored NaN, which `score > threshold` called normal."""
+    import torch
+    from _saved_tensors import rewrite_weights
+    from safetensors.torch import load_file
+
+    from anomalens.metrics.threshold import Calibration
+
+    run = copy_run(real_run, tmp_path / "run")
+    weights = run / "model" / "weights.safetensors"
+    tensors = load_file(str(weights))
+    name = max((n for n, t in tensors.items() if t.is_floating_point()), key=lambda n: tensors[n].numel())
+    damaged = tensors[name].clone()
+    damaged.view(-1)[0] = float("nan")
+    rewrite_weights(weights, {**tensors, name: damaged})  # the checksum matches: the values answer
+    assert main(["evaluate", "--checkpoint", str(run)]) == 2
+    line = error_line(capsys)
+    assert str(weights) in line and name[:60] in line and "NaN" in line
+    calibration = Calibration(threshold=1.0, scale=1.0, target_fpr=0.01, validation_mean=0.0, validation_std=1.0,
+                              validation_max=1.0, validation_count=10)
+    assert calibration.is_anomalous(np.array([0.5, 1.0, 1.5, np.nan])).tolist() == [False, False, True, True]
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats() | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
@@ -276,6 +304,9 @@ def test_training_settings_use_the_same_rules():
     with pytest.raises(ConfigError, match="surprise is not a setting of this model"):
         check_settings(PatchCoreConfig, {"surprise": 1})
     assert check_settings(PatchCoreConfig, {"batch_size": 8, "image_size": [64, 96]}) == {"batch_size": 8, "image_size": (64, 96)}
+    with pytest.raises(ConfigError, match=r"stages must be strictly increasing, got \[3, 2\] \(model patchcore\)"):
+        check_settings(PatchCoreConfig, {"stages": [3, 2]}, "patchcore")
+    assert check_settings(PatchCoreConfig, {"stages": [1, 3]}) == {"stages": (1, 3)}
 
 
 def test_cli_and_checkpoint_share_the_image_size_cap(hostile_dataset, tmp_path, capsys):

@@ -249,3 +249,84 @@ def test_pixel_cap_is_the_same_everywhere():
     assert pixels.check_image_pixels is video_io.check_image_pixels
     assert MAX_IMAGE_PIXELS >= 8192 * 8192  # a real 8k inspection image still works
     Image.MAX_IMAGE_PIXELS  # Pillow's own guard stays on (its error is turned into ours)
+
+
+def test_only_the_accepted_formats_are_decoded(tmp_path):
+    """Pillow would try every plugin it has (an EPS ran Ghostscript): only those of IMAGE_EXTENSIONS are used,
+    whatever the file is named."""
+    import io
+
+    from anomalens.data.pixels import IMAGE_FORMATS, decode_rgb
+    from test_serve_hardening import EPS
+
+    assert IMAGE_FORMATS == ("PNG", "JPEG", "BMP", "TIFF", "WEBP")
+    for fmt in ("GIF", "PPM", "TGA", "PCX"):  # formats Pillow decodes without help
+        path = tmp_path / f"{fmt.lower()}_named.png"
+        Image.new("RGB", (40, 40), (90, 90, 90)).save(path, format=fmt)
+        with pytest.raises(DataError, match="corrupt or unknown format; accepted: PNG, JPEG, BMP, TIFF, WEBP") as info:
+            read_rgb(path)
+        assert info.value.path == path
+    with pytest.raises(DataError, match=r"^part\.eps: not an image anomalens reads"):
+        decode_rgb(EPS, "part.eps")
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 40), (90, 90, 90)).save(buffer, format="TIFF")
+    assert decode_rgb(buffer.getvalue()).shape == (40, 40, 3)
+
+
+def test_a_decoder_error_of_any_type_is_a_data_error_naming_the_file(tmp_path):
+    from anomalens.data.pixels import decode_rgb
+    from test_serve_hardening import tiff_with_rational_strip_offsets
+
+    path = tmp_path / "damaged.tif"
+    path.write_bytes(tiff_with_rational_strip_offsets())  # Pillow raises TypeError
+    with pytest.raises(DataError, match=r"cannot decode image \('IFDRational'") as info:
+        read_rgb(path)
+    assert info.value.path == path
+    with pytest.raises(DataError, match=r"^upload\.tif: cannot decode image"):
+        decode_rgb(path.read_bytes(), "upload.tif")
+
+
+def _tiff(path: Path, values) -> Path:
+    Image.fromarray(values).save(path)
+    return path
+
+
+def test_float_and_32_bit_images_are_scaled_by_their_range_or_refused(tmp_path):
+    """Float (mode F) and 32-bit integer (mode I) images are scaled by the smallest range that holds their values
+    ([0, 1] for floats, 0-255, 0-65535, and 0-2147483647 for integers); NaN, infinities, negative values and
+    floats above 65535 are refused naming the file (they all became black before)."""
+    import numpy as np
+
+    ramp = np.linspace(0.0, 1.0, 64 * 64).reshape(64, 64)
+    expected = (ramp * 255 + 0.5).astype(np.uint8)
+    assert np.array_equal(read_rgb(_tiff(tmp_path / "unit.tif", ramp.astype(np.float32)))[:, :, 0], expected)
+    f255 = (ramp * 255).astype(np.float32)
+    assert np.array_equal(read_rgb(_tiff(tmp_path / "f255.tif", f255))[:, :, 0], (f255.astype(np.float64) + 0.5).astype(np.uint8))
+    f16 = np.full((64, 64), 65535.0, np.float32)
+    assert (read_rgb(_tiff(tmp_path / "f16.tif", f16)) == 255).all()
+    int32 = np.full((64, 64), 2**31 - 1, np.int32)
+    int32[0, 0], int32[0, 1] = 2**30, 0
+    grey = read_rgb(_tiff(tmp_path / "i32.tif", int32))[:, :, 0]
+    assert grey[0, 0] == 128 and grey[0, 1] == 0 and grey[1, 1] == 255  # was 255 for everything above 65535
+    int16 = np.full((64, 64), 65535, np.int32)
+    assert (read_rgb(_tiff(tmp_path / "i16.tif", int16)) == 255).all()
+    for name, values, says in [
+        ("nan.tif", np.full((64, 64), np.nan, np.float32), "float image holds NaN or infinite values (4096 pixels)"),
+        ("inf.tif", np.full((64, 64), np.inf, np.float32), "float image holds NaN or infinite values"),
+        ("negative.tif", np.full((64, 64), -5, np.float32), "float image holds negative values (lowest -5)"),
+        ("negative_int.tif", np.full((64, 64), -5, np.int32), "32-bit integer image holds negative values (lowest -5)"),
+        ("huge.tif", np.full((64, 64), 1e6, np.float32), "float image holds values up to 1e+06"),
+    ]:
+        path = _tiff(tmp_path / name, values)
+        with pytest.raises(DataError) as info:
+            read_rgb(path)
+        assert info.value.path == path and says in info.value.message, info.value
+
+
+def test_16_bit_scaling_in_float32_gives_the_float64_bits():
+    import numpy as np
+
+    from anomalens.data.pixels import _scaled_to_uint8
+
+    every = np.arange(65536, dtype=np.uint16)
+    assert np.array_equal(_scaled_to_uint8(every, 65535.0), np.clip(every / 65535 * 255.0 + 0.5, 0, 255).astype(np.uint8))

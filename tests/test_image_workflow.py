@@ -144,6 +144,23 @@ def test_defect_type_without_masks_gets_a_warning_and_no_pixel_truth(trained_run
     assert any("spot" in line and "no masks" in line for line in messages)
 
 
+def test_a_defect_image_whose_mask_marks_nothing_gets_a_warning(trained_run, synthetic_image_dataset, tmp_path):
+    import shutil
+
+    root, category = synthetic_image_dataset
+    copy = tmp_path / "data"
+    shutil.copytree(root / category, copy / category)
+    blank = sorted((copy / category / "ground_truth" / "scratch").glob("*.png"))[0]
+    Image.fromarray(np.zeros(Image.open(blank).size[::-1], np.uint8)).save(blank)
+    messages = []
+    reporter = Reporter(callback=lambda stage, *rest: messages.append(stage), show_tqdm=False)
+    evaluate_image_model(trained_run.run_dir, copy, category, device="cpu", reporter=reporter)
+    assert any("1 anomalous image(s) of scratch have a mask that marks no pixel" in line for line in messages)
+    messages.clear()
+    evaluate_image_model(trained_run.run_dir, root, category, device="cpu", reporter=reporter)
+    assert not any("marks no pixel" in line for line in messages)
+
+
 def test_predict_files_and_folders_writes_overlays_csv_and_json(trained_run, synthetic_image_dataset):
     root, category = synthetic_image_dataset
     test = root / category / "test"
@@ -185,6 +202,25 @@ def test_predict_keeps_other_files_in_the_output_folder(trained_run, synthetic_i
     keep.write_text("do not delete")
     report = predict_images(trained_run.run_dir, [root / category / "test" / "good" / "001.png"], tmp_path)
     assert keep.read_text() == "do not delete" and report.csv_path == tmp_path / "predictions.csv"
+
+
+def test_inputs_of_one_stem_keep_their_own_overlays_and_masks(trained_run, synthetic_image_dataset, tmp_path):
+    """a.png and a.jpg (a camera writing both) once both became a_overlay.png: one overlay lost, both rows on it."""
+    root, category = synthetic_image_dataset
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    Image.open(root / category / "test" / "good" / "000.png").save(inputs / "a.png")
+    Image.open(root / category / "test" / "scratch" / "000.png").convert("RGB").save(inputs / "a.jpg", quality=95)
+    report = predict_images(trained_run.run_dir, [inputs / "a.png", inputs / "a.jpg"], tmp_path / "out", save_masks=True)
+    overlays = [r.overlay_path for r in report.results]
+    assert [p.name for p in overlays] == ["a_overlay.png", "a_jpg_overlay.png"]
+    # each overlay is its own image's: the scratch shows in the second, not the first
+    assert not np.array_equal(np.asarray(Image.open(overlays[0])), np.asarray(Image.open(overlays[1])))
+    assert sorted(p.name for p in (tmp_path / "out").glob("*_mask.png")) == ["a_jpg_mask.png", "a_mask.png"]
+    # replaced by another call: the earlier call's overlays and masks go, the renamed ones too
+    predict_images(trained_run.run_dir, [root / category / "test" / "good" / "001.png"], tmp_path / "out",
+                   overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["001_overlay.png"]
 
 
 def test_predict_never_mixes_two_calls_in_one_folder(trained_run, synthetic_image_dataset, tmp_path):

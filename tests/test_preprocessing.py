@@ -91,6 +91,50 @@ def test_mask_is_resized_like_its_image_and_checked(tmp_path, gradient):
         Preprocessing(image_size=(40, 60)).load_mask(tmp_path / "bad_mask.png", image_path=image)
 
 
+def test_thin_defects_survive_the_mask_resize_and_large_ones_resize_as_before(tmp_path):
+    """A 1-3 px scratch shrunk 4x covers a quarter of each pixel: "more than half covered" once erased it, and the
+    image counted as all-normal pixels. Each trace now keeps its most covered pixels; a large defect is unchanged."""
+    from anomalens.data.preprocessing import resize_mask
+    from anomalens.metrics.regions import label_components
+
+    mask = np.zeros((512, 512), bool)
+    mask[100, 50:400] = True  # 1 px
+    mask[200:202, 50:400] = True  # 2 px
+    mask[300:303, 50:400] = True  # 3 px
+    mask[400:460, 100:200] = True  # a blob
+    for size in [(256, 256), (128, 128)]:
+        resized = resize_mask(mask, size)
+        labels, count = label_components(resized)
+        assert count == 4, size
+        # one row or two per scratch, along its whole length; the blob as "more than half covered" makes it
+        scale = size[0] / 512
+        for row in (100, 200, 300):
+            trace = resized[max(0, int(row * scale) - 1) : int(row * scale) + 3]
+            assert 1 <= trace.any(axis=1).sum() <= 2 and trace.any(axis=0).sum() >= int(340 * scale)
+        blob = np.asarray(Image.fromarray(mask[380:480].astype(np.uint8) * 255).resize((size[1], int(100 * scale)), Image.BILINEAR)) > 127
+        assert np.array_equal(resized[int(380 * scale) : int(480 * scale)], blob)
+
+
+def test_masks_of_zeros_and_ones_are_read_as_defects(tmp_path, gradient):
+    """0/1 masks (other datasets than MVTec) read as all-normal under "> 127", with no warning."""
+    image = tmp_path / "img.png"
+    Image.fromarray(gradient).save(image)
+    mask = np.zeros((40, 60), np.uint8)
+    mask[10:30, 20:40] = 1
+    Image.fromarray(mask).save(tmp_path / "img_mask.png")
+    loaded = Preprocessing(image_size=(40, 60)).load_mask(tmp_path / "img_mask.png", image_path=image)
+    assert np.array_equal(loaded.numpy(), mask == 1)
+    mask[10:30, 20:40] = 255
+    mask[0, 0] = 60  # JPEG-like ringing of a 0/255 mask stays below half
+    Image.fromarray(mask).save(tmp_path / "img_mask.png")
+    loaded = Preprocessing(image_size=(40, 60)).load_mask(tmp_path / "img_mask.png", image_path=image)
+    assert np.array_equal(loaded.numpy(), mask == 255)
+    # an empty mask stored as JPEG: faint noise of many values, no defect
+    noise = np.random.default_rng(0).integers(0, 40, (40, 60)).astype(np.uint8)
+    Image.fromarray(noise).save(tmp_path / "img_mask.png")
+    assert not Preprocessing(image_size=(40, 60)).load_mask(tmp_path / "img_mask.png", image_path=image).any()
+
+
 def test_unreadable_files_name_the_file(tmp_path):
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
@@ -140,3 +184,47 @@ def test_background_decoding_gives_the_same_batches_in_order_and_raises_in_the_c
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match="bad.png"):
         list(pre.iter_images([*paths, tmp_path / "bad.png"], batch_size=4))
+
+
+def test_a_photo_stored_sideways_is_read_the_way_it_is_shown(tmp_path):
+    """EXIF orientation 6 (a phone held upright stores the pixels turned): the image, its header size and its
+    mask are read upright, so overlays and regions match what a viewer shows and where the mask was drawn."""
+    from anomalens.data.pixels import decode_rgb, encoded_image_size, image_size_of, read_rgb
+
+    stored = np.zeros((64, 96, 3), np.uint8)
+    stored[:16, :24] = 255  # stored top-left: shown top-right after turning 90 degrees clockwise
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    path = tmp_path / "sideways.jpg"
+    image.save(path, exif=exif.tobytes(), quality=95)
+    shown = read_rgb(path)
+    assert shown.shape == (96, 64, 3) and image_size_of(path) == (96, 64)
+    assert shown[:8, -8:].mean() > 240 and shown[:8, :8].mean() < 15
+    data = path.read_bytes()
+    assert np.array_equal(decode_rgb(data), shown) and encoded_image_size(data) == (96, 64)
+    mask = np.zeros((96, 64), np.uint8)  # drawn on the image as shown
+    mask[:24, -16:] = 255
+    Image.fromarray(mask).save(tmp_path / "sideways_mask.png")
+    loaded = Preprocessing(image_size=(96, 64)).load_mask(tmp_path / "sideways_mask.png", image_path=path)
+    assert np.array_equal(loaded.numpy(), mask > 127)
+    upright = tmp_path / "upright.jpg"
+    image.save(upright, quality=95)  # no orientation: read as stored, as before
+    assert read_rgb(upright).shape == (64, 96, 3) and image_size_of(upright) == (64, 96)
+
+
+def test_header_sizes_of_pngs_decode_no_pixels(monkeypatch):
+    """Looking for an EXIF orientation once made Pillow decode every PNG in full (its getexif reads past the pixels
+    for a late eXIf chunk): the server's decode gate, which admits images by their header's size, came too late."""
+    import io
+
+    from PIL import ImageFile
+
+    from anomalens.data.pixels import encoded_image_size
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((3000, 2000), np.uint8)).save(buffer, format="PNG")
+    loads: list[int] = []
+    original = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self, *a: loads.append(1) or original(self, *a))
+    assert encoded_image_size(buffer.getvalue()) == (3000, 2000) and loads == []

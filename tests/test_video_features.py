@@ -98,6 +98,21 @@ def test_the_threshold_also_hears_training_clips_scored_by_memories_that_never_s
     assert detector.calibration_.clip_held_out_fpr is not None
 
 
+def test_without_held_out_clips_each_training_frame_counts_once():
+    """No validation clips: the threshold once heard the training clips twice, scored by the memories that learned
+    them (low) and cross-validated, and called the first "held-out"; now only the cross-validated frames count."""
+    from anomalens.progress import Reporter
+
+    lines: list[str] = []
+    train = [clip(seed)[0] for seed in range(4)]
+    detector = create_detector("stfeatures", **SETTINGS).fit_clips(
+        train, [], Reporter(show_tqdm=False, callback=lambda message, *_: lines.append(message)))
+    extra = detector._cross_validated_scores()
+    assert extra is not None and detector.calibration_.validation_count == len(extra[0]) > 0
+    assert any("cross-validated frames of 4 training clips (no held-out clips)" in line for line in lines)
+    assert not any("held-out clip(s) and" in line for line in lines)
+
+
 def test_outputs_have_one_entry_per_frame(fitted):
     frames, _ = clip(300, n_frames=23)
     result = fitted.predict_clip(frames)

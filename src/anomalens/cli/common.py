@@ -264,7 +264,7 @@ class SettingsHelpFormatter(argparse.RawDescriptionHelpFormatter):
         text = action.help or ""
         if action.default is None and action.dest != "help" and self.kinds:
             default = setting_default(action.dest, self.kinds)
-            if default:
+            if default and "(default" not in text:  # a help that explains its default itself keeps its words
                 text = f"{text} (default: {default})"
         return text.replace("%", "%%")
 

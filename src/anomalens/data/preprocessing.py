@@ -21,7 +21,8 @@ from PIL import Image
 from torch.nn import functional as F
 
 # decoding and resizing are torch-free, shared with the runtime of exported models (anomalens.inference)
-from anomalens.data.pixels import IMAGE_EXTENSIONS, image_size_of, open_image, read_rgb, resize_rgb_array, rgb_array
+from anomalens.data.pixels import (IMAGE_EXTENSIONS, image_size_of, open_image, read_rgb, resize_rgb_array, rgb_array,
+                                   upright)
 from anomalens.errors import ConfigError, DataError
 from anomalens.limits import MAX_IMAGE_SIDE, MIN_IMAGE_SIDE
 from anomalens.runtime import run_ahead
@@ -171,6 +172,30 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float()
 
 
+# a mask with at most this many distinct values, all 127 or below, holds labels (0 = normal, any other = defect)
+MAX_MASK_LABELS = 16
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A ``bool`` defect mask at ``size`` ``(H, W)``: a pixel is defective where more than half of it was, and a
+    defect too thin for that anywhere (a 1-3 px scratch shrunk 4x covers a quarter of each pixel) keeps its most
+    covered pixels instead of vanishing, which once counted such images as all-normal in pixel AUROC and left
+    their regions out of AUPRO."""
+    from anomalens.metrics.regions import label_components
+
+    coverage = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((size[1], size[0]), Image.BILINEAR))
+    kept = coverage > 127
+    labels, count = label_components(coverage > 0)
+    if count:
+        peak = np.zeros(count + 1, np.int32)
+        np.maximum.at(peak, labels, coverage)
+        majority = np.zeros(count + 1, bool)
+        majority[labels[kept]] = True
+        thin = ~majority[labels] & (labels > 0)  # pixels of traces with no pixel more than half covered
+        kept |= thin & (2 * coverage.astype(np.int32) >= peak[labels])
+    return kept
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How every image is prepared; saved with each model so that scoring matches training.
@@ -211,7 +236,12 @@ class Preprocessing:
         path = Path(path)
         with open_image(path, "mask") as img:
             img.load()
-            mask = np.asarray(img.convert("L")) > 127
+            grey = np.asarray(upright(img).convert("L"))
+        # 0/255 masks (MVTec; a JPEG's ringing stays below half), or 0/1 and label-index masks (other datasets,
+        # which "> 127" read as all-normal without a word): a few distinct values, none above 127. Many faint
+        # values are a JPEG's noise on an empty mask, not labels
+        low_labels = grey.max(initial=0) <= 127 and np.unique(grey).size <= MAX_MASK_LABELS
+        mask = grey > (0 if low_labels else 127)
         if image_path is not None:
             native = image_size_of(image_path)
             if mask.shape != native:
@@ -221,10 +251,7 @@ class Preprocessing:
                     path,
                 )
         if self.image_size is not None and mask.shape != tuple(self.image_size):
-            resized = Image.fromarray(mask.astype(np.uint8) * 255).resize(
-                (self.image_size[1], self.image_size[0]), Image.BILINEAR
-            )
-            mask = np.asarray(resized) > 127
+            mask = resize_mask(mask, self.image_size)
         return torch.from_numpy(mask.copy())
 
     def to_dict(self) -> dict[str, Any]:

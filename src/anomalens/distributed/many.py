@@ -104,7 +104,13 @@ def _run_tasks(function: Any, jobs: list[tuple[str, tuple]], address: str | None
     pending = list(refs)
     for _ in reporter.iter(range(len(jobs)), desc):
         ready, pending = ray.wait(pending, num_returns=1)
-        outcome = ray.get(ready[0])
+        try:
+            outcome = ray.get(ready[0])
+        except Exception as exc:  # noqa: BLE001  a task's crash (a bug, a worker killed for memory) is that
+            # task's failure: the others' results, finished or still running, must not be thrown away with it
+            lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+            outcome = TaskOutcome(refs[ready[0]], None, f"task failed: {(lines[-1] if lines else type(exc).__name__)[:300]}",
+                                  "?", {})
         outcomes[refs[ready[0]]] = outcome
         reporter.log(f"{outcome.name}: {outcome.error or outcome.output}")
     return [outcomes[name] for name, _ in jobs]

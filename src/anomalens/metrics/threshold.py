@@ -96,8 +96,9 @@ class Calibration:
         return self.threshold + self.scale * np.log(p / (1.0 - p))
 
     def is_anomalous(self, values: np.ndarray | float) -> np.ndarray:
-        """The one decision rule: a raw score (or map value) strictly above the threshold is anomalous."""
-        return np.asarray(values) > self.threshold
+        """The one decision rule: a raw score (or map value) strictly above the threshold is anomalous, and so is
+        one that is not a number (fail safe: a NaN compares false with everything and would pass as normal)."""
+        return ~(np.asarray(values) <= self.threshold)
 
     def region_threshold(self) -> float:
         """The map value above which a pixel belongs to a defect region (the image threshold in older models)."""

@@ -260,6 +260,7 @@ class ImageDetector(BaseDetector):
         """
         self._check_input(train)
         held_out = validation if validation is not None and len(validation) > 0 else None
+        self._no_held_out = held_out is None  # read once by fit_with's threshold
         if held_out is None:
             reporter.log("warning: no validation images; the threshold is set on training images and may be low")
             held_out = train
@@ -269,10 +270,19 @@ class ImageDetector(BaseDetector):
         """:meth:`fit` with the learning done by ``learn(reporter)`` (an engine that spreads it over machines, see
         anomalens.distributed), then the threshold and the drift reference set on the ``held_out`` normal images."""
 
+        # set by fit / fit_batches when there are no validation images, and ``held_out`` is the training set
+        no_held_out, self._no_held_out = getattr(self, "_no_held_out", False), False
+
         def held_out_scores(r: Reporter) -> HeldOutScores:
             prediction = self.predict(held_out, reporter=r)
             scores, extra = prediction.scores, self._cross_validated_scores()
-            if extra is not None and len(extra):
+            if extra is not None and len(extra) and no_held_out:
+                # no held-out images: "held_out" is the training set scored by the memory that learned it, whose
+                # low scores would count twice beside the same images scored fairly
+                r.log(f"threshold: {len(extra)} training images scored by memories that did not learn them "
+                      "(no held-out images)")
+                scores = extra
+            elif extra is not None and len(extra):
                 # normal training images scored by memories built without them (see the method), as video does
                 r.log(f"threshold: {len(scores)} held-out images and {len(extra)} training images scored by memories "
                       "that did not learn them")
@@ -404,6 +414,10 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu", kind: st
         tensors = load_file(str(weights), device="cpu")
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise CheckpointError(f"corrupt weights file ({exc})", weights) from None
+    for name, tensor in tensors.items():  # a NaN weight scores NaN, which no threshold flags
+        if tensor.is_floating_point() and bool(torch.isnan(tensor).any()):
+            raise CheckpointError(f"tensor {name[:60]} holds NaN values: damaged or badly edited; restore the model "
+                                  "folder from a good copy or train again", weights)
     try:
         detector.load_state_tensors(tensors)
     except (KeyError, RuntimeError, ValueError) as exc:

@@ -98,6 +98,8 @@ def _choices(name: str) -> Callable[[], tuple[str, ...]]:
 
 
 SIDE = Range(limits.MIN_IMAGE_SIDE, limits.MAX_IMAGE_SIDE)
+# list settings whose values must rise (backbone stages, shallow to deep)
+INCREASING = ("stages",)
 POSITIVE_COUNT = Range(1, limits.MAX_MEMORY_ENTRIES)
 # Range of every config field of the built-in models; a test checks that none is missing.
 RANGES: dict[str, Range] = {
@@ -239,7 +241,13 @@ def _value(field: str, value: Any, annotation: Any, name: str) -> Any:
         if len(args) == 2 and args[1] is Ellipsis:
             if len(value) > 16:
                 raise _Invalid(field, f"must be a list of at most 16 values, got {len(value)}")
-            return tuple(_value(f"{field}[{i}]", v, args[0], name) for i, v in enumerate(value))
+            items = tuple(_value(f"{field}[{i}]", v, args[0], name) for i, v in enumerate(value))
+            if name in INCREASING and any(b <= a for a, b in zip(items, items[1:])):
+                # the feature extractor takes its grid from the first stage: out of order, no grid fits
+                raise _Invalid(field, f"must be strictly increasing, got {_show(value)}")
+            if name in INCREASING and not items:
+                raise _Invalid(field, "must list at least one value")
+            return items
         if len(value) != len(args):
             raise _Invalid(field, f"must be a list of {len(args)} values, got {_show(value)}")
         return tuple(_value(f"{field}[{i}]", v, a, name) for i, (v, a) in enumerate(zip(value, args)))

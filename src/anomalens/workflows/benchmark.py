@@ -31,6 +31,7 @@ from anomalens.runtime import write_json_atomic
 from anomalens.workflows.kinds import detect_kind, layout_help
 from anomalens.workflows.reports import IMAGE_HEADLINE_KEYS, format_benchmark_table  # noqa: F401 (public here too)
 from anomalens.workflows.runs import read_run_file
+from anomalens.workflows.storage import check_writable_file
 
 BENCHMARK_FILE = "benchmark.json"
 # every exported runtime, engine:precision (what --runtimes all means)
@@ -72,6 +73,8 @@ def run_benchmark(
     kind = detect_kind(data_dir, category)
     if kind is None:
         raise DataError(layout_help(), Path(data_dir) / category)
+    if output is not None:
+        check_writable_file(output, "--output file")  # before the training, not after it
     if runtimes:
         runtimes = parse_runtimes(runtimes)  # refused before any training
         if kind.name != "image":

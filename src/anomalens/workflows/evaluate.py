@@ -285,6 +285,11 @@ def pixel_metrics(
     known = np.asarray(has_mask, bool)
     result: dict[str, Any] = {"pixel_auroc": None, "aupro": None, "aupro_max_fpr": PRO_MAX_FPR,
                               "pixel_metric_images": int(known.sum()), "warnings": warnings}
+    blank = known & (np.asarray(labels) == 1) & ~np.asarray(masks).reshape(len(known), -1).any(axis=1)
+    if blank.any():  # e.g. a defect below a pixel of the model's size, or a mask drawn in another colour
+        types = sorted({defect_types[i] for i in np.flatnonzero(blank)})
+        warnings.append(f"{int(blank.sum())} anomalous image(s) of {', '.join(types)} have a mask that marks no pixel: "
+                        "they count as all-normal pixels in pixel AUROC and add no region to AUPRO; check their masks")
     if not (known & (labels == 1)).any() or not masks[known].any():
         warnings.append("no ground-truth masks of anomalous images: pixel AUROC and AUPRO are not computed")
         return result

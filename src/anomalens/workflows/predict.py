@@ -273,8 +273,25 @@ def relative_names(paths: list[Path]) -> list[str]:
 
 
 def overlay_names(paths: list[Path]) -> list[str]:
-    """``<relative path without suffix>_overlay.png`` (``good/000_overlay.png``), see :func:`relative_names`."""
-    return [str(Path(name).with_suffix("")) + "_overlay.png" for name in relative_names(paths)]
+    """``<relative path without suffix>_overlay.png`` (``good/000_overlay.png``), see :func:`relative_names`; a
+    file whose stem an earlier input already took keeps its suffix in the name (``a.png``, ``a.jpg`` ->
+    ``a_overlay.png``, ``a_jpg_overlay.png``), so that no overlay or mask overwrites another's."""
+    return _overlay_names_of(relative_names(paths))
+
+
+def _overlay_names_of(relative: list[str]) -> list[str]:
+    """:func:`overlay_names` of inputs already named relative to their common folder (a table's relative_path)."""
+    names, used = [], set()
+    for name in relative:
+        stem = Path(name).with_suffix("").as_posix()
+        if stem.casefold() in used:  # casefold: a.PNG and a.png are one file on case-insensitive disks
+            stem = f"{stem}_{Path(name).suffix.lstrip('.')}"
+            n = 2
+            while stem.casefold() in used:
+                stem, n = f"{Path(name).with_suffix('').as_posix()}_{Path(name).suffix.lstrip('.')}_{n}", n + 1
+        used.add(stem.casefold())
+        names.append(stem + "_overlay.png")
+    return names
 
 
 def new_predictions_dir(parent: Path) -> Path:
@@ -304,13 +321,14 @@ def _clear_earlier_predictions(folder: Path) -> None:
     except (OSError, ValueError, AttributeError):
         earlier = []
     inside = folder.resolve()
-    for entry in earlier if isinstance(earlier, list) else []:
-        if not isinstance(entry, dict):
-            continue
+    entries = [e for e in earlier if isinstance(e, dict)] if isinstance(earlier, list) else []
+    relative = [e["relative_path"] for e in entries if isinstance(e.get("relative_path"), str) and e["relative_path"]]
+    named = dict(zip(relative, _overlay_names_of(relative)))  # as that call named them, collisions included
+    for entry in entries:
         candidates = [Path(entry[key]) for key in ("overlay", "mask") if isinstance(entry.get(key), str)]
-        if isinstance(entry.get("relative_path"), str) and entry["relative_path"]:
-            stem = str(Path(entry["relative_path"]).with_suffix(""))
-            candidates += [folder / f"{stem}_overlay.png", folder / f"{stem}_mask.png"]
+        if isinstance(entry.get("relative_path"), str) and entry["relative_path"] in named:
+            overlay = named[entry["relative_path"]]
+            candidates += [folder / overlay, folder / overlay.replace("_overlay.png", "_mask.png")]
         for path in candidates:
             # only our own file names, never outside the folder nor in a hidden one (the new results wait in one;
             # the table may have been edited)
@@ -408,7 +426,10 @@ def analyze_video(
         raise RuntimeError(f"{detector.name} returned {scores.size} scores for {count} frames")
     normalized = cal.normalize(scores)
     anomalous = cal.is_anomalous(scores)
-    events = calibrated_events(scores, cal, clip.fps, normalized_scores=normalized)
+    times = clip.frame_times()  # a variable frame rate's own times (read in the pass just done); None: t / fps
+    if times is not None:
+        reporter.log(f"{clip.name}: variable frame rate: times are the file's own timestamps")
+    events = calibrated_events(scores, cal, clip.fps, normalized_scores=normalized, times=times)
     cues = {name: np.asarray(values, dtype=np.float64) for name, values in getattr(prediction, "cues", {}).items()}
     attach_peak_cues(events, cues)  # which cue made each peak
     if getattr(detector, "map_places_events", False):  # and where, in the video's own pixels
@@ -429,10 +450,11 @@ def analyze_video(
         assert tmp is not None
         render_side_by_side(
             tmp / "side_by_side.mp4", clip.iter_native(), clip.frame_size, scores, normalized, maps, prediction.views,
-            clip.fps, view_label=view_label, reporter=reporter, contour_levels=levels,
+            clip.fps, view_label=view_label, reporter=reporter, contour_levels=levels, times=times,
         )
-        plot_timeline(scores, cal.threshold, clip.fps, tmp / "timeline.png", events=events, title=f"{clip.name}: anomaly score per frame")
-        write_text_atomic(tmp / "scores.csv", scores_csv(scores, normalized, anomalous, clip.fps, cues))
+        plot_timeline(scores, cal.threshold, clip.fps, tmp / "timeline.png", events=events,
+                      title=f"{clip.name}: anomaly score per frame", times=times)
+        write_text_atomic(tmp / "scores.csv", scores_csv(scores, normalized, anomalous, clip.fps, cues, times))
         write_json_atomic(
             tmp / "events.json",
             {
@@ -440,6 +462,7 @@ def analyze_video(
                 "model": detector.name,
                 "fps": clip.fps,
                 "fps_stated": clip.stated_fps is not None,
+                "variable_frame_rate": times is not None,  # times from the file's timestamps, not frame / fps
                 "frames": int(scores.size),
                 "threshold": cal.threshold,
                 "threshold_rule": threshold_rule("video", getattr(detector.config, "threshold_from_folds", False), cal.target_fpr),

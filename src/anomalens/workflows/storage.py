@@ -51,6 +51,16 @@ def check_writable(folder: str | Path, what: str = "output folder", create: bool
     return folder
 
 
+def check_writable_file(path: str | Path, what: str = "output file") -> Path:
+    """Prove ``path`` can be written as a file, before the work that fills it (a folder there, or an unwritable
+    parent, once surfaced only after a whole benchmark); one-line OutputError if not."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"the {what} is a folder; give a file name (e.g. {path / 'benchmark.json'})", path)
+    check_writable(path.parent, f"folder of the {what}")
+    return path
+
+
 def check_free_space(folder: str | Path, min_free_bytes: int, what: str = "results folder") -> None:
     """Refuse to start when the disk of ``folder`` has less than ``min_free_bytes`` free."""
     free = shutil.disk_usage(_existing_ancestor(Path(folder))).free

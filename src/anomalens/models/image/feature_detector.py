@@ -211,6 +211,7 @@ class FeatureDetector(Detector):
         if not self.streams_training:
             raise ConfigError(f"{self.name} learns from all training images at once; call fit() with a tensor")
         held_out: Any = validation if validation is not None and len(validation) > 0 else None
+        self._no_held_out = held_out is None  # read once by fit_with's threshold
         if held_out is None:
             reporter.log("warning: no validation images; the threshold is set on training images and may be low")
             held_out = train()

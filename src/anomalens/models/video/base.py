@@ -172,6 +172,7 @@ class VideoDetector(BaseDetector):
     def fit_clips(self, train: Sequence[Clip], validation: Sequence[Clip] = (), reporter: Reporter = SILENT) -> "VideoDetector":
         """Fit on normal clips; the threshold comes from frame scores of ``validation`` clips (normal, held out)."""
         held_out = list(validation)
+        given = bool(held_out)  # validation may be an iterator, consumed here
         if not held_out:
             reporter.log("warning: no validation clips; the threshold is set on training clips and may be low")
             held_out = list(train)
@@ -184,7 +185,13 @@ class VideoDetector(BaseDetector):
                 typical.append(prediction.typical_cells())
             lengths = [len(s) for s in scores]
             extra = self._cross_validated_scores()
-            if extra is not None and len(extra[0]):
+            if extra is not None and len(extra[0]) and not given:
+                # no held-out clips: the training clips scored by the memories that learned them run low and would
+                # count twice beside the same clips scored fairly
+                r.log(f"threshold: {len(extra[0])} cross-validated frames of {len(extra[1])} training clips "
+                      "(no held-out clips)")
+                scores, lengths = [extra[0]], list(extra[1])
+            elif extra is not None and len(extra[0]):
                 # normal frames of every training clip scored by memories built without it (see the method)
                 r.log(f"threshold: {sum(lengths)} frames of {len(held_out)} held-out clip(s) and {len(extra[0])} "
                       f"cross-validated frames of {len(extra[1])} training clips")
