@@ -202,3 +202,142 @@ def test_part_score_region_bundle_reproduces_the_checkpoint(synthetic_image_data
     assert bundle.bundle["graphs"]["maps"]["inputs"] == ["distances", "weights", "images"]
     assert read_model_config(run)["config"]["score_window"] == 20
     assert_parity(run, bundle.folder, _test_paths(root, category))
+
+
+def test_export_refuses_a_folder_whose_replacement_would_lose_files(patchcore_run, onnx_bundle, tmp_path, capsys):
+    """Export swaps the whole --output folder for the bundle: the run folder itself, a folder holding it, or any
+    folder with other files are refused (exit 2, one line naming it, nothing touched); an earlier bundle is
+    replaced, as is an empty folder."""
+    run = shutil.copytree(patchcore_run, tmp_path / "runs" / "patchcore")
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    others = tmp_path / "bundles"
+    others.mkdir()
+    (others / "notes.txt").write_text("the user's own file")
+    a_file = tmp_path / "bundle.zip"
+    a_file.write_text("not a folder")
+    for output, says in [(run, "holds the checkpoint"), (run / "model", "holds the checkpoint"),
+                         (tmp_path / "runs", "holds the checkpoint"), (others, "holds other files and no earlier bundle"),
+                         (a_file, "is not a folder")]:
+        assert main(["export", "--checkpoint", str(run), "--output", str(output)]) == 2, output
+        err = capsys.readouterr().err
+        assert says in err and str(output) in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+    assert (others / "notes.txt").read_text() == "the user's own file" and a_file.read_text() == "not a folder"
+
+    earlier = shutil.copytree(onnx_bundle, tmp_path / "earlier")
+    (earlier / "stale.txt").write_text("left by the earlier export")
+    assert main(["export", "--checkpoint", str(run), "--output", str(earlier)]) == 0
+    assert not (earlier / "stale.txt").exists() and Inferencer.load(earlier).predict(np.zeros((64, 64, 3), np.uint8))
+
+
+def test_a_failed_swap_keeps_the_old_folder(tmp_path):
+    """atomic_dir moves the old folder aside before renaming the new one in: if that rename fails, the old one
+    comes back (a real failure: the new folder is gone when the rename is attempted)."""
+    from anomalens.runtime import atomic_dir
+
+    target = tmp_path / "bundle"
+    target.mkdir()
+    (target / "bundle.json").write_text("the earlier bundle")
+    with pytest.raises(FileNotFoundError):
+        with atomic_dir(target) as tmp:
+            (tmp / "bundle.json").write_text("the new one")
+            shutil.rmtree(tmp)
+    assert (target / "bundle.json").read_text() == "the earlier bundle"
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # nothing left aside
+
+
+def _tampered(bundle: Path, folder: Path, edit) -> Path:
+    folder = shutil.copytree(bundle, folder)
+    meta = json.loads((folder / "bundle.json").read_text())
+    edit(meta)
+    (folder / "bundle.json").write_text(json.dumps(meta))  # bundle.json is the one file no checksum covers
+    return folder
+
+
+def _set(*path_and_value):
+    *path, value = path_and_value
+
+    def edit(meta):
+        for key in path[:-1]:
+            meta = meta[key]
+        if value is _DELETE:
+            del meta[path[-1]]
+        else:
+            meta[path[-1]] = value
+    return edit
+
+
+_DELETE = object()
+TAMPERED = {  # bundle.json edit -> the field the one-line refusal names
+    "runtime a string": (_set("runtime", "onnx"), "field runtime: must be an object"),
+    "input a list": (_set("input", [64, 64]), "field input: must be an object"),
+    "model a string": (_set("model", "patchcore"), "field model: must be an object"),
+    "a graph a string": (_set("graphs", "features", "features.onnx"), "field graphs.features: must be an object"),
+    "no threshold": (_set("calibration", "threshold", _DELETE), "field calibration.threshold: is missing"),
+    "threshold a string": (_set("calibration", "threshold", "23.4"), "field calibration.threshold: must be a number"),
+    "threshold NaN": (_set("calibration", "threshold", float("nan")), "field calibration.threshold: must be a finite number"),
+    "scale 0": (_set("calibration", "scale", 0), "field calibration.scale: must be in (0, inf)"),
+    "scale -1": (_set("calibration", "scale", -1.0), "field calibration.scale: must be in (0, inf)"),
+    "pixel threshold a string": (_set("calibration", "pixel_threshold", "x"), "field calibration.pixel_threshold"),
+    "max_batch 0": (_set("input", "max_batch", 0), "field input.max_batch: must be 1..4096"),
+    "no input name": (_set("input", "name", _DELETE), "field input.name"),
+    "image_size 100000": (_set("input", "image_size", [100000, 100000]), "field input.image_size[0]: must be 32..4096"),
+    "image_size changed": (_set("input", "image_size", [32, 32]), "field input.image_size: [32, 32] differs from model.config"),
+    "no scores output": (_set("outputs", "scores", _DELETE), "field outputs.scores"),
+    "an output the graph lacks": (_set("outputs", "maps", "heat"), "field outputs.maps: the graph has no output 'heat'"),
+    "nprobe 10**9": (_set("search", "nprobe", 10**9), "field search.nprobe: must be 1.."),
+    "num_neighbours 10**9": (_set("search", "num_neighbours", 10**9), "field search.num_neighbours: must be 1..1000"),
+    "num_neighbours changed": (_set("search", "num_neighbours", 3), "field search.num_neighbours: 3 differs from the exported"),
+    "maps inputs changed": (_set("graphs", "maps", "inputs", ["distances"]), "field graphs.maps.inputs"),
+    "constant shape null": (_set("constant_inputs", "memory_bank", "shape", None), "field constant_inputs.memory_bank.shape"),
+    "checksums removed": (_set("files_sha256", _DELETE), "field files_sha256: is missing (every bundle of version 3"),
+    "version 1 with graphs": (_set("version", 1), "field graphs: a version 1 bundle has one network"),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERED))
+def test_a_tampered_bundle_json_is_one_error_naming_the_field(onnx_bundle, tmp_path, case):
+    edit, says = TAMPERED[case]
+    with pytest.raises(CheckpointError) as caught:
+        Inferencer.load(_tampered(onnx_bundle, tmp_path / "tampered", edit))
+    assert says in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_serve_refuses_a_tampered_bundle_in_one_line(onnx_bundle, tmp_path, capsys):
+    from anomalens.serve.process import free_port
+
+    broken = _tampered(onnx_bundle, tmp_path / "tampered", _set("calibration", "scale", 0))
+    assert main(["serve", "--model", str(broken), "--port", str(free_port())]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"anomalens: error: {broken / 'bundle.json'}: field calibration.scale: must be in (0, inf), got 0"
+
+
+def test_a_version_2_bundle_without_checksums_still_loads(onnx_bundle, tmp_path):
+    def older(meta):
+        meta["version"] = 2  # exported before files_sha256 existed, which version 3 always records
+        del meta["files_sha256"]
+
+    image = np.zeros((64, 64, 3), np.uint8)
+    old = _tampered(onnx_bundle, tmp_path / "old", older)
+    assert Inferencer.load(old).predict(image)[0].score == Inferencer.load(onnx_bundle).predict(image)[0].score
+
+
+def test_arrays_are_uint8_uint16_or_bool_and_uint16_is_read_as_16_bit_files_are(onnx_bundle, synthetic_image_dataset):
+    import io
+
+    from PIL import Image
+
+    from anomalens.data.pixels import read_rgb
+    from anomalens.errors import DataError
+
+    grey = read_rgb(_test_paths(*synthetic_image_dataset)[-1])[:, :, 0]
+    mono16 = grey.astype(np.uint16) * 257  # a Mono16 camera frame of the same scene: 8-bit v is v * 257
+    buffer = io.BytesIO()
+    Image.fromarray(mono16).save(buffer, "PNG")
+    inferencer = Inferencer.load(onnx_bundle)
+    as_array, as_file, as_8_bit = inferencer.predict([mono16, buffer.getvalue(), grey])
+    assert as_array.score == as_file.score == as_8_bit.score  # 28004 was cast to 100 by wrapping around
+    assert inferencer.predict(grey > 127)[0].score == inferencer.predict((grey > 127).astype(np.uint8) * 255)[0].score
+    for array in (grey / 255.0, grey.astype(np.float32), grey.astype(np.int64)):
+        with pytest.raises(DataError, match=rf"image arrays must be uint8 .* got {array.dtype}: convert first"):
+            inferencer.predict(array)

@@ -22,6 +22,7 @@ from anomalens.data.synthetic_video import make_synthetic_video_dataset
 from anomalens.errors import CheckpointError, ConfigError
 from anomalens.export import export_model
 from anomalens.inference import Inferencer, VideoInferencer
+from anomalens.inference.bundle import BUNDLE_VERSION
 from anomalens.workflows.predict import analyze_video
 from anomalens.workflows.train import train_video_model
 
@@ -56,7 +57,7 @@ def test_default_video_model_runs_without_torch_and_matches_analyze_video(convey
     run = _train(conveyor, "stfeatures", tmp_path, appearance_memory=512, appearance_samples=20_000)
     bundle = export_model(run, "onnx", "fp32", tmp_path / "bundle")
     meta = json.loads((bundle.folder / "bundle.json").read_text())
-    assert meta["version"] == 2 and meta["model"]["kind"] == "video" and set(meta["graphs"]) == {"appearance", "motion"}
+    assert meta["version"] == BUNDLE_VERSION and meta["model"]["kind"] == "video" and set(meta["graphs"]) == {"appearance", "motion"}
     assert any("optical flow" in step for step in meta["postprocessing"]["outside_graph"])
     check = bundle.check  # checkpoint and bundle on the run's held-out clip, measured at export
     assert check["frames"] > 0 and check["same_verdicts"] and check["max_score_difference_over_scale"] < PARITY
@@ -68,7 +69,7 @@ def test_default_video_model_runs_without_torch_and_matches_analyze_video(convey
                           env={**os.environ, "PYTHONPATH": str(src)}, timeout=600)  # generous: a loaded 2-core machine
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
-    assert got["library_modules"] == []
+    assert got["library_modules"] == ["anomalens.models", "anomalens.models.schema"]  # the schema's checks only
     scale = VideoInferencer.load(bundle.folder).calibration.scale  # differences in units of the validation spread
     assert len(got["scores"]) == len(expected.scores) == 24
     assert np.abs(np.array(got["scores"]) - expected.scores).max() <= PARITY * scale
@@ -144,6 +145,17 @@ def test_convlstm_bundle_matches_and_bundles_refuse_the_wrong_runtime(conveyor, 
     (older / "bundle.json").write_text(json.dumps(meta))
     assert [e["peak_regions"] for e in VideoInferencer.load(older).predict_video(marked).events] == \
         [e["peak_regions"] for e in runtime]
+    # a variable frame rate: the runtime times events by the file's timestamps, as analyze-video does
+    times = [i / 10 + (2.0 if i >= 12 else 0.0) for i in range(len(painted))]  # a 2 s gap after frame 11
+    uneven = write_video(tmp_path / "uneven.mp4", painted, 10, times=times)
+    library = analyze_video(run, uneven, tmp_path / "uneven_analysis", device="cpu").events
+    timed = inferencer.predict_video(uneven)
+    assert timed.to_dict()["variable_frame_rate"] is True and np.allclose(timed.times, times, atol=1e-3)
+    assert [(e["start_time"], e["end_time"], e["peak_time"]) for e in timed.events] == \
+        [(e.start_time, e.end_time, e.peak_time) for e in library]
+    late = [e for e in timed.events if e["end_frame"] >= 12]  # the painted square runs over the gap
+    assert late and all(e["end_time"] >= 3.2 for e in late)  # not frame / fps (1.2 s and on)
+    assert inferencer.predict_video(marked).to_dict()["variable_frame_rate"] is False
 
     with pytest.raises(CheckpointError, match="video model"):
         Inferencer.load(bundle.folder)

@@ -306,32 +306,49 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
 
     Two writers of one folder (two evaluations of a model in the UI's threads) each move the folder they replace
     aside under a name of their own (a fixed one made the second fail, and blocked every later swap), and the last
-    to finish wins, as with a file."""
+    to finish wins, as with a file. If the new folder cannot be renamed into place, the one moved aside is put back:
+    a failed swap leaves the old folder, never none (the old copy went before it was known whether the new one
+    would arrive)."""
     target = Path(target)
     tmp = _fresh_temporary(target, make_temp_dir)
     try:
         yield tmp
         for attempt in range(SWAP_ATTEMPTS):
-            old = None
+            old, moved = None, False
             if target.exists():
                 # an empty folder of its own to rename over (a killed writer's is found by its PID, as temporaries are)
                 old = make_temp_dir(target.parent, prefix=temporary_prefix(target.name), suffix=".old.tmp")
                 try:
                     os.replace(target, old)
+                    moved = True
                 except FileNotFoundError:  # another writer moved it aside first
                     pass
+            swapped = False
             try:
                 os.replace(tmp, target)
+                swapped = True
                 break
             except OSError as exc:  # another writer swapped its folder in meanwhile: move that one aside too
                 if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or attempt == SWAP_ATTEMPTS - 1:
                     raise
             finally:
                 if old is not None:
-                    shutil.rmtree(old, ignore_errors=True)
+                    if moved and not swapped and not target.exists():
+                        _put_back(old, target)
+                    else:  # replaced (or another writer's folder stands there now, the newer one): the old copy goes
+                        shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _put_back(old: Path, target: Path) -> None:
+    """Rename the folder ``old`` back to ``target`` after a failed swap; if even that fails it stays under its
+    temporary name (``.<name>.pid<PID>.*.old.tmp``, recoverable while this process runs) rather than being deleted."""
+    try:
+        os.replace(old, target)
+    except OSError:
+        pass
 
 
 # how often atomic_dir moves a folder aside that another writer swapped in while it did the same

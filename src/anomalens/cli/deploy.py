@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from anomalens.cli.common import add_checkpoint_flag, check_number, cli_reporter, example_epilog
+from anomalens.limits import MAX_IMAGE_PIXELS
 
 FORMATS = ("onnx", "openvino")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -50,8 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--token", default=None, help="bearer token clients must send (or set ANOMALENS_SERVE_TOKEN)")
     serve.add_argument("--max-batch", type=int, default=None, help="images per forward pass (default: the model's)")
     serve.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits for more images (default: 10)")
-    serve.add_argument("--queue-size", type=int, default=64, help="images allowed to wait; beyond it 503 (default: 64)")
+    serve.add_argument("--queue-size", type=int, default=64,
+                       help="images allowed to wait; beyond it 503; a request may carry at most this many (default: 64)")
     serve.add_argument("--max-request-mb", type=float, default=20.0, help="largest request body in MB (default: 20)")
+    serve.add_argument("--max-decode-mp", type=float, default=2 * MAX_IMAGE_PIXELS / 1e6,
+                       help="megapixels of uploads decoded at once, all requests together; beyond it 503, a single "
+                            f"larger image 413 (default: {2 * MAX_IMAGE_PIXELS / 1e6:.1f}, two 8192x8192 images)")
     serve.add_argument("--threads", type=int, default=None, help="engine threads for a bundle (default: the engine's)")
     serve.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="for a run folder (default: auto)")
     serve.set_defaults(handler=_serve)
@@ -81,8 +86,10 @@ def _serve(args: argparse.Namespace) -> int:
         check_number(flag, value, at_least=1)
     check_number("--max-wait-ms", args.max_wait_ms, at_least=0)
     check_number("--max-request-mb", args.max_request_mb, above=0)
+    check_number("--max-decode-mp", args.max_decode_mp, above=0)
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
-                             max_request_bytes=int(args.max_request_mb * (1 << 20)))
+                             max_request_bytes=int(args.max_request_mb * (1 << 20)),
+                             max_decode_pixels=max(1, int(args.max_decode_mp * 1e6)))
     serve(args.model, host=args.host, port=args.port, token=args.token, settings=settings, device=args.device,
           threads=args.threads, announce=lambda line: print(f"anomalens: {line} (Ctrl-C stops)", flush=True))
     return 0

@@ -25,11 +25,11 @@ import numpy as np
 from anomalens import __version__
 from anomalens.data.mvtec import discover_category
 from anomalens.data.pixels import RESIZE_METHOD
-from anomalens.errors import ConfigError, DataError
+from anomalens.errors import ConfigError, DataError, OutputError
 from anomalens.export.graph import (INPUT_NAME, check_exportable, constant_inputs, export_onnx,
                                    export_patchcore_graphs, output_names)
 from anomalens.inference.bundle import (BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_VERSION, CHECKSUMS, FORMATS, PRECISIONS,
-                                        bundle_checksums)
+                                        bundle_checksums, is_bundle)
 from anomalens.inference.inferencer import Inferencer
 from anomalens.metrics.threshold import DEFAULT_PIXEL_TARGET_FPR, Calibration, pixel_threshold, score_shift
 from anomalens.models.base import FORMAT_VERSION, BaseDetector, Detector, load_detector
@@ -76,6 +76,7 @@ def export_model(
         return _export_video(detector, format, precision, output, run, run_dir, model_dir, reporter)
     check_exportable(detector)
     folder = Path(output) if output is not None else run_dir / EXPORT_DIR / f"{format}_{precision}"
+    check_output_folder(folder, model_dir)
     validation, training = _run_images(run)
     if precision == "int8" and not training:
         raise DataError("int8 calibration needs the run's training images, which were not found (see run.json data_dir)")
@@ -117,6 +118,29 @@ def export_model(
     return ExportResult(folder=folder, bundle=meta)
 
 
+def check_output_folder(folder: Path, model_dir: Path) -> None:
+    """Refuse a bundle folder whose replacement would lose something: export swaps the whole folder for the new
+    bundle (``atomic_dir``), so everything in it goes. Allowed: a new or empty folder, or an earlier bundle (it has
+    ``bundle.json``). Refused: the checkpoint's own folder or one that contains it (``--output`` = the run folder
+    deleted the model being exported), any other folder with files in it (the parent of all bundles lost them
+    all), and a path that is a file. An OutputError naming the folder, before any work."""
+    try:
+        resolved, model = folder.resolve(), model_dir.resolve()
+        if resolved == model or resolved in model.parents:
+            raise OutputError(f"refusing to export into the folder that holds the checkpoint being exported "
+                              f"({model}): export replaces the whole folder; choose another --output", folder)
+        if not folder.exists():
+            return
+        if not folder.is_dir():
+            raise OutputError("exists and is not a folder: choose another --output for the bundle", folder)
+        if is_bundle(folder) or next(folder.iterdir(), None) is None:
+            return
+    except OSError as exc:  # an unreadable folder, a loop of links: its own message, in one line
+        raise OutputError(f"cannot use this folder for the bundle ({exc.strerror or exc})", folder) from None
+    raise OutputError("refusing to export into a folder that holds other files and no earlier bundle (bundle.json): "
+                      "export replaces the whole folder; choose a new or empty folder, or an earlier bundle's", folder)
+
+
 def _save_search_index(detector: Detector, folder: Path) -> dict[str, Any]:
     """PatchCore's faiss index as the library built it (faiss's own binary format, never pickle): the runtime then
     finds the checkpoint's neighbours at the checkpoint's speed. The ``search`` section of bundle.json."""
@@ -144,6 +168,7 @@ def _export_video(detector: BaseDetector, format: str, precision: str, output: s
     if getattr(detector.config, "flow_min_contrast", None):
         raise ConfigError("stfeatures with flow_min_contrast cannot be exported yet (the runtime's optical flow counts all vectors)")
     folder = Path(output) if output is not None else run_dir / EXPORT_DIR / f"{format}_{precision}"
+    check_output_folder(folder, model_dir)
     constants = video_constant_inputs(detector)
     with atomic_dir(folder) as tmp:
         reporter.log(f"tracing the {detector.name} graphs to ONNX")

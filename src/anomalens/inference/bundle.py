@@ -23,8 +23,15 @@ name, settings and version, the anomalens version that wrote it and the precisio
 
 It also records the SHA-256 of every other file of the bundle (``files_sha256``, name -> hex digest): neither
 ONNX, OpenVINO nor ``.npy`` has a checksum, so a bit flipped on a copy to the line PC would load silently and
-score differently. :func:`read_bundle` checks every recorded file before anything is opened (bundles exported
-before the field existed load unchecked).
+score differently. :func:`read_bundle` checks every recorded file before anything is opened. Version 3 bundles
+always record it and are refused without it; versions 1 and 2 (some exported before the field existed) load
+unchecked when it is absent.
+
+``bundle.json`` itself is the one file no checksum covers, so every field the runtime reads is checked for its
+type and range on load (:func:`check_description`: the calibration by the checkpoint schema's own
+:func:`~anomalens.models.schema.check_calibration`), and against the rest of the description and the graphs
+(PatchCore's ``num_neighbours`` against the model's settings, the graphs' inputs and outputs against the files):
+a wrong field is one CheckpointError naming it, not a crash or a silently different score at the first image.
 
 >>> description = read_bundle("bundles/bottle_onnx")        # doctest: +SKIP
 >>> description["calibration"]["threshold"]                 # doctest: +SKIP
@@ -32,14 +39,16 @@ before the field existed load unchecked).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from anomalens import limits
 from anomalens.errors import AnomalensError, CheckpointError
 from anomalens.limits import MAX_FPS, is_frame_rate
+# the checkpoint schema's checks (a torch-free module): one definition of a valid calibration, number and range
+from anomalens.models.schema import RANGES, Range, _Invalid, _number, _show, check_calibration, read_json
 from anomalens.runtime import SHA256_HEX, file_sha256
 
 if TYPE_CHECKING:
@@ -47,8 +56,11 @@ if TYPE_CHECKING:
 
 BUNDLE_FILE = "bundle.json"
 BUNDLE_FORMAT = "anomalens-bundle"
-BUNDLE_VERSION = 2  # 2: several graphs (video models; PatchCore's search between two graphs, section "search")
-READABLE_VERSIONS = (1, 2)
+# 2: several graphs (video models; PatchCore's search between two graphs, section "search");
+# 3: files_sha256 always written (version 2 bundles were exported both before and after it existed)
+BUNDLE_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+CHECKSUMS_REQUIRED_FROM = 3
 FORMATS = ("onnx", "openvino")
 PRECISIONS = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8")}
 REQUIRED = ("format", "version", "anomalens_version", "model", "runtime", "input", "outputs", "calibration")
@@ -66,46 +78,130 @@ def is_bundle(path: str | Path) -> bool:
 
 
 def read_bundle(folder: str | Path) -> dict[str, Any]:
-    """``bundle.json`` of ``folder``, checked for format, version and the files it names, and each file against the
-    SHA-256 that ``bundle.json`` records for it (``files_sha256``)."""
+    """``bundle.json`` of ``folder``, checked for format, version, every field the runtime reads
+    (:func:`check_description`) and the files it names, and each file against the SHA-256 that ``bundle.json``
+    records for it (``files_sha256``)."""
     folder = Path(folder)
     path = folder / BUNDLE_FILE
     if not path.is_file():
         raise CheckpointError(f"not an exported anomalens bundle (no {BUNDLE_FILE})", folder)
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"unreadable {BUNDLE_FILE} ({exc})", path) from None
+    meta = read_json(path)  # size-capped; unreadable or not JSON: one CheckpointError naming the file
     if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
         raise CheckpointError(f"{BUNDLE_FILE} does not describe an anomalens bundle", path)
-    if meta.get("version") not in READABLE_VERSIONS:
+    if meta.get("version") not in READABLE_VERSIONS or isinstance(meta.get("version"), bool):
         raise CheckpointError(f"bundle version {meta.get('version')} is not supported (expects one of {READABLE_VERSIONS})", path)
     missing = [key for key in REQUIRED if key not in meta]
     if missing:
         raise CheckpointError(f"{BUNDLE_FILE} lacks {', '.join(missing)}", path)
+    check_description(meta, path)
     runtime = meta["runtime"]
     if runtime.get("engine") not in FORMATS or runtime.get("precision") not in PRECISIONS[runtime["engine"]]:
         raise CheckpointError(f"unknown engine or precision: {runtime.get('engine')} {runtime.get('precision')}", path)
-    video = isinstance(meta["model"], dict) and meta["model"].get("kind") == "video"
+    video = meta["model"]["kind"] == "video"
     split = video or "graphs" in meta  # several graphs (video models; PatchCore since version 2) or one network
-    networks = [graph.get("file") if isinstance(graph, dict) else None for graph in _graphs(meta, path).values()] if split \
-        else [runtime.get("network")]
+    networks = [graph["file"] for graph in _graphs(meta, path).values()] if split else [runtime.get("network")]
     if video:
         _check_video(meta, path)
     elif split:
         networks += _check_search(meta, path)
     constants = meta.get("constant_inputs", {})
-    if not isinstance(constants, dict) or not all(isinstance(spec, dict) and "file" in spec for spec in constants.values()):
-        raise CheckpointError("constant_inputs must be an object of {\"file\": ...} entries", path)
     for name in [*networks, *[spec["file"] for spec in constants.values()]]:
         if not isinstance(name, str) or Path(name).name != name or not (folder / name).is_file():
             raise CheckpointError(f"the bundle's file {name!r} is missing", folder)
-    size = meta["input"].get("image_size")
-    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
-        raise CheckpointError(f"bad input image_size {size!r}", path)
     # last: the description's own refusals cost nothing, hashing reads every file once
     _check_checksums(meta, folder, [*networks, *[spec["file"] for spec in constants.values()]])
     return meta
+
+
+def check_description(meta: dict[str, Any], path: Path) -> None:
+    """The fields of a parsed ``bundle.json`` that the runtime reads, by type and range, and against each other;
+    a CheckpointError naming the first wrong field (``field calibration.scale: must be in (0, inf), got 0``).
+    The sections of video models (``video``) and PatchCore's search (``search``) have checks of their own."""
+    try:
+        _description(meta)
+    except _Invalid as exc:
+        raise CheckpointError(f"field {exc.field}: {exc.message}", path) from None
+
+
+def _object(value: Any, field: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _Invalid(field, f"must be an object, got {_show(value)}")
+    return value
+
+
+def _string(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise _Invalid(field, f"must be a non-empty string, got {_show(value)}")
+    return value
+
+
+def _strings(value: Any, field: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise _Invalid(field, f"must be a list of names, got {_show(value)}")
+    return value
+
+
+def _size(value: Any, field: str) -> list[int]:
+    """(height, width) of a model input: the range the checkpoint schema allows for ``image_size``."""
+    if not isinstance(value, list) or len(value) != 2:
+        raise _Invalid(field, f"must be [height, width], got {_show(value)}")
+    return [int(_number(f"{field}[{i}]", v, int, RANGES["image_size"])) for i, v in enumerate(value)]
+
+
+def _description(meta: dict[str, Any]) -> None:
+    version = meta["version"]
+    _string(meta["anomalens_version"], "anomalens_version")
+    model = _object(meta["model"], "model")
+    _string(model.get("name"), "model.name")
+    if model.get("kind") not in ("image", "video"):
+        raise _Invalid("model.kind", f"must be image or video, got {_show(model.get('kind'))}")
+    config = _object(model.get("config", {}), "model.config")
+    runtime = _object(meta["runtime"], "runtime")
+    video = model["kind"] == "video"
+    if version == 1 and ("graphs" in meta or video):  # one network only, until version 2 (video, PatchCore's search)
+        raise _Invalid("graphs", "a version 1 bundle has one network and no graphs: the description was changed")
+    if version >= CHECKSUMS_REQUIRED_FROM and CHECKSUMS not in meta:
+        raise _Invalid(CHECKSUMS, f"is missing (every bundle of version {CHECKSUMS_REQUIRED_FROM} records it): the "
+                                  "description was changed after export; export the model again")
+    spec = _object(meta["input"], "input")
+    size = _size(spec.get("image_size"), "input.image_size")
+    for where, other in (("model.config.image_size", config.get("image_size")),
+                         ("preprocessing.image_size", _object(meta.get("preprocessing", {}), "preprocessing").get("image_size"))):
+        if other is not None and other != size:  # export writes all three from the model's image_size
+            raise _Invalid("input.image_size", f"{size} differs from {where} {_show(other)}: the description was changed")
+    if not video:
+        _string(spec.get("name"), "input.name")
+        if "max_batch" in spec:
+            _number("input.max_batch", spec["max_batch"], int, RANGES["batch_size"])
+        outputs = _object(meta["outputs"], "outputs")
+        for name in ("scores", "maps"):
+            _string(outputs.get(name), f"outputs.{name}")
+        if outputs.get("views") is not None:
+            _string(outputs["views"], "outputs.views")
+    if "graphs" in meta or video:
+        graphs = _object(meta.get("graphs"), "graphs")
+        if not graphs:
+            raise _Invalid("graphs", "must name at least one graph")
+        for name, graph in graphs.items():
+            graph = _object(graph, f"graphs.{name}")
+            _string(graph.get("file"), f"graphs.{name}.file")
+            for key in ("inputs", "outputs"):
+                if key in graph:
+                    _strings(graph[key], f"graphs.{name}.{key}")
+    elif runtime.get("network") is None:
+        raise _Invalid("runtime.network", "must name the network's file, got None")
+    check_calibration(meta["calibration"], "calibration.")
+    constants = _object(meta.get("constant_inputs", {}), "constant_inputs")
+    for name, entry in constants.items():
+        entry = _object(entry, f"constant_inputs.{name}")
+        _string(entry.get("file"), f"constant_inputs.{name}.file")
+        shape = entry.get("shape")  # load_constants holds the array to it
+        if not isinstance(shape, list):
+            raise _Invalid(f"constant_inputs.{name}.shape", f"must be a list of sizes, got {_show(shape)}")
+        for i, v in enumerate(shape):
+            _number(f"constant_inputs.{name}.shape[{i}]", v, int, Range(1, limits.MAX_MEMORY_ENTRIES))
+        if entry.get("dtype", "float32") != "float32":  # the graphs take float32 (export writes every constant so)
+            raise _Invalid(f"constant_inputs.{name}.dtype", f"must be float32, got {_show(entry.get('dtype'))}")
 
 
 def _check_checksums(meta: dict[str, Any], folder: Path, used: list[str]) -> None:
@@ -189,14 +285,58 @@ def _check_search(meta: dict[str, Any], path: Path) -> list[str]:
     search = meta.get("search")
     if not isinstance(search, dict):
         raise CheckpointError("a PatchCore bundle needs its 'search' section", path)
+    bank_shape = meta.get("constant_inputs", {}).get("memory_bank", {}).get("shape")
+    if not (isinstance(bank_shape, list) and len(bank_shape) == 2):
+        raise CheckpointError(f"field constant_inputs.memory_bank.shape: PatchCore searches a memory bank of "
+                              f"[entries, channels], got {_show(bank_shape)}", path)
     neighbours, nprobe, index = search.get("num_neighbours"), search.get("nprobe"), search.get("index")
-    if not isinstance(neighbours, int) or isinstance(neighbours, bool) or neighbours < 1:
-        raise CheckpointError(f"search.num_neighbours must be a positive integer, got {neighbours!r}", path)
-    if nprobe is not None and (not isinstance(nprobe, int) or isinstance(nprobe, bool) or nprobe < 1):
-        raise CheckpointError(f"search.nprobe must be a positive integer or null, got {nprobe!r}", path)
-    if index is not None and not isinstance(index, str):
-        raise CheckpointError(f"search.index must be a file name or null, got {index!r}", path)
+    bank = bank_shape[0]
+    try:
+        _number("search.num_neighbours", neighbours, int, RANGES["num_neighbours"])
+        exported = meta["model"].get("config", {}).get("num_neighbours")
+        if exported is not None and neighbours != exported:  # the score's image weight depends on it
+            raise _Invalid("search.num_neighbours", f"{_show(neighbours)} differs from the exported model's "
+                                                    f"model.config.num_neighbours {_show(exported)}: the description was changed")
+        if nprobe is not None:  # an IVF index has at most one cell per bank entry
+            _number("search.nprobe", nprobe, int, Range(1, bank))
+        if index is not None:
+            _string(index, "search.index")
+    except _Invalid as exc:
+        raise CheckpointError(f"field {exc.field}: {exc.message}", path) from None
     return [] if index is None else [index]
+
+
+def check_graph_signatures(meta: dict[str, Any], engines: dict[str, Engine], folder: Path) -> None:
+    """Each graph's inputs and outputs as ``bundle.json`` names them, against the graph files themselves (inputs
+    fed, outputs read, the model input's height and width where the graph fixes them): a description that does not
+    fit its graphs is a CheckpointError naming the field at load, not an engine's error at the first image."""
+    path = folder / BUNDLE_FILE
+    spec, outputs = meta["input"], meta["outputs"]
+    declared = {name: graph for name, graph in meta.get("graphs", {}).items()} or {"network": {}}
+    for name, engine in engines.items():
+        inputs = getattr(engine, "inputs", None)
+        if inputs is None:
+            continue
+        graph = declared.get(name, {})
+        if "inputs" in graph and set(graph["inputs"]) != set(inputs):
+            raise CheckpointError(f"field graphs.{name}.inputs: {sorted(graph['inputs'])} are not the inputs of "
+                                  f"{graph.get('file', name)} ({sorted(inputs)}): the description was changed", path)
+        if "inputs" not in graph and not set(inputs) <= {spec["name"], *meta.get("constant_inputs", {})}:
+            raise CheckpointError(f"field input.name: the network's inputs are {sorted(inputs)}, bundle.json feeds "
+                                  f"{spec['name']!r} and constant_inputs", path)
+        shape = inputs.get(spec["name"])
+        if shape is not None and len(shape) == 4:
+            fixed = [d if isinstance(d, int) and d > 0 else None for d in shape[2:]]
+            if any(d is not None and d != want for d, want in zip(fixed, spec["image_size"])):
+                raise CheckpointError(f"field input.image_size: {spec['image_size']} is not what the graph "
+                                      f"{graph.get('file', name)} takes ({shape[2:]}): the description was changed", path)
+    final = engines.get("maps") or engines.get("network")
+    names = getattr(final, "output_names", None)
+    if names is not None:
+        for key, value in outputs.items():
+            if value is not None and value not in names:
+                raise CheckpointError(f"field outputs.{key}: the graph has no output {value!r} (it has "
+                                      f"{', '.join(names)})", path)
 
 
 def _check_video(meta: dict[str, Any], path: Path) -> None:

@@ -25,6 +25,11 @@ OPENVINO_PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 
 
 class Engine(Protocol):
+    # each input's name and shape as the graph declares it (None or a name for a free dimension), and the outputs'
+    # names: what bundle.json's description is checked against on load (inference.bundle.check_graph_signatures)
+    inputs: dict[str, list[int | str | None]]
+    output_names: list[str]
+
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
@@ -37,6 +42,7 @@ class OnnxRuntimeEngine:
         except ImportError:
             raise ConfigError("this bundle needs ONNX Runtime: pip install onnxruntime") from None
         self.session = onnxruntime_session(path, threads)  # the library's session settings (anomalens.runtime)
+        self.inputs = {i.name: list(i.shape) for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.description = f"onnxruntime {ort.__version__} CPUExecutionProvider"
 
@@ -58,6 +64,7 @@ class OpenVinoEngine:
         core = ov.Core()
         self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
         self.request = self.compiled.create_infer_request()
+        self.inputs = {i.get_any_name(): _dimensions(i.get_partial_shape()) for i in self.compiled.inputs}
         self.output_names = [o.get_any_name() for o in self.compiled.outputs]
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         hint = hint.to_string() if hasattr(hint, "to_string") else str(hint)  # an ov.Type: "f32", "bf16"
@@ -66,6 +73,13 @@ class OpenVinoEngine:
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = self.request.infer(inputs)
         return {name: np.asarray(results[output]) for name, output in zip(self.output_names, self.compiled.outputs)}
+
+
+def _dimensions(shape: object) -> list[int | str | None]:
+    """An OpenVINO partial shape as a list: a fixed dimension's length, None for a free one (or [] for a free rank)."""
+    if not getattr(shape, "rank", None) or not shape.rank.is_static:  # type: ignore[attr-defined]
+        return []
+    return [d.get_length() if d.is_static else None for d in shape]  # type: ignore[attr-defined]
 
 
 def open_engine(path: str | Path, engine: str, precision: str, threads: int | None = None) -> Engine:

@@ -18,7 +18,7 @@ import numpy as np
 
 from anomalens.data.pixels import ImageSource, prepare_rgb
 from anomalens.errors import CheckpointError, DataError
-from anomalens.inference.bundle import load_constants, open_graphs, read_bundle
+from anomalens.inference.bundle import check_graph_signatures, load_constants, open_graphs, read_bundle
 from anomalens.inference.engines import Engine
 from anomalens.inference.results import InferenceResult, results_from_outputs
 from anomalens.inference.search import BankSearch, image_weights
@@ -66,6 +66,7 @@ class Inferencer:
         runtime = meta["runtime"]
         files = {name: graph["file"] for name, graph in meta["graphs"].items()} if "graphs" in meta else {"network": runtime["network"]}
         engines = open_graphs(folder, files, runtime, threads)
+        check_graph_signatures(meta, engines, folder)
         return cls(folder, meta, engines, load_constants(folder, meta))
 
     @property

@@ -48,10 +48,14 @@ class VideoInferenceResult:
     fps: float
     fps_stated: bool
     cues: dict[str, np.ndarray] = field(default_factory=dict)
+    # seconds from the first frame to each, where the file's timestamps are uneven (a variable frame rate); None:
+    # frame t is at t / fps
+    times: np.ndarray | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready summary (no maps)."""
         return {"frames": int(self.scores.size), "fps": self.fps, "fps_stated": self.fps_stated, "threshold": self.threshold,
+                "variable_frame_rate": self.times is not None,
                 "scores": self.scores.tolist(), "normalized_scores": self.normalized_scores.tolist(),
                 "anomalous": self.anomalous.tolist(), "events": self.events,
                 "cues": {name: values.tolist() for name, values in self.cues.items()}}
@@ -87,19 +91,20 @@ class VideoInferencer:
     def frames(self, source: str | Path | Iterable[np.ndarray], fps: float | None = None) -> tuple[Iterator[np.ndarray], float | None]:
         """Frames at the model's size (RGB ``uint8`` ``(H, W, 3)``) of ``source``, decoded front to back, and the
         rate stated by ``fps`` or the file (as ``VideoClip.stated_fps``); None when nothing states one."""
-        frames, stated, _ = self._frames(source, fps)
+        frames, stated, _, _ = self._frames(source, fps)
         return frames, stated
 
-    def _frames(self, source: str | Path | Iterable[np.ndarray], fps: float | None) -> tuple[Iterator[np.ndarray], float | None, list[tuple[int, int]]]:
-        """:meth:`frames`, and a list that holds the first frame's own (H, W) once it was decoded (the events'
-        regions are given in it); the call's own, so that two videos scored at once keep their sizes apart."""
+    def _frames(self, source: str | Path | Iterable[np.ndarray], fps: float | None) -> tuple[Iterator[np.ndarray], float | None, list[tuple[int, int]], Any]:
+        """:meth:`frames`, a list that holds the first frame's own (H, W) once it was decoded (the events'
+        regions are given in it; the call's own, so that two videos scored at once keep their sizes apart), and
+        the opened clip of a file (None for frames in memory), whose ``frame_times()`` time a variable rate."""
         from anomalens.data.video_io import check_fps, open_clip
 
         if isinstance(source, (str, Path)):
             clip = open_clip(source, None, fps=check_fps(fps))  # type: ignore[arg-type]  (native frames only)
             native, stated = clip.iter_native(), clip.stated_fps
         else:
-            native, stated = iter(source), check_fps(fps)
+            native, stated, clip = iter(source), check_fps(fps), None
         size: list[tuple[int, int]] = []
 
         def at_model_size(frame: np.ndarray) -> np.ndarray:
@@ -107,13 +112,13 @@ class VideoInferencer:
                 size.append((int(frame.shape[0]), int(frame.shape[1])))
             return resize_rgb_array(frame, self.image_size)
 
-        return (at_model_size(rgb_array(frame)) for frame in native), stated, size
+        return (at_model_size(rgb_array(frame)) for frame in native), stated, size, clip
 
     def predict_video(self, source: str | Path | Iterable[np.ndarray], fps: float | None = None) -> VideoInferenceResult:
         """Score every frame of ``source`` with the model's threshold; events as ``analyze-video`` finds them."""
         from anomalens.data.video_io import timing_fps
 
-        frames, stated, frame_size = self._frames(source, fps)
+        frames, stated, frame_size, clip = self._frames(source, fps)
         rate = timing_fps(stated)  # an unstated rate times the events only: motion stays per frame
         if self.model_name == "stfeatures":
             scores, maps, cues = self._stfeatures(frames, stated)
@@ -121,14 +126,17 @@ class VideoInferencer:
             scores, maps, cues = self._convlstm(frames)
         cal = self.calibration
         normalized = cal.normalize(scores.astype(np.float64))
-        events = calibrated_events(scores, cal, rate, normalized_scores=normalized)
+        # a variable frame rate's own times, read in the pass just made (as analyze-video); None: frame / fps
+        times = clip.frame_times() if clip is not None else None
+        events = calibrated_events(scores, cal, rate, normalized_scores=normalized, times=times)
         attach_peak_cues(events, cues)
         # absent in bundles exported before it: a convlstm's error map peaks at its score (regions), stfeatures' summed
         # map did not (none)
         if self.video.get("map_places_events", self.model_name == "convlstm"):
             attach_peak_regions(events, maps, cal.region_threshold(), frame_size[0] if frame_size else None)
         return VideoInferenceResult(scores=scores, normalized_scores=normalized, anomalous=cal.is_anomalous(scores),
-                                    threshold=float(cal.threshold), events=events, maps=maps, fps=rate, fps_stated=stated is not None, cues=cues)
+                                    threshold=float(cal.threshold), events=events, maps=maps, fps=rate, fps_stated=stated is not None, cues=cues,
+                                    times=times)
 
     # ---- stfeatures: appearance graph, optical flow, motion graph, smoothing in time -----------------------
     def _stfeatures(self, frames: Iterator[np.ndarray], fps: float | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:

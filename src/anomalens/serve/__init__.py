@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from anomalens.errors import ConfigError
-from anomalens.serve.app import ServeSettings, create_app
+from anomalens.serve.app import ServeSettings, check_token, create_app
 from anomalens.serve.backends import load_predictor
 
 TOKEN_ENV = "ANOMALENS_SERVE_TOKEN"
@@ -70,6 +70,7 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, token: s
     import uvicorn
 
     token = resolve_token(token)
+    check_token(token)  # before the port is bound and the model loaded
     if not is_loopback(host) and token is None:
         raise ConfigError(f"refusing to listen on {host} without authentication: give a token (or set {TOKEN_ENV}), "
                           "or listen on 127.0.0.1")

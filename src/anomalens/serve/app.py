@@ -13,6 +13,7 @@ import asyncio
 import base64
 import io
 import logging
+import os
 import secrets
 import time
 from contextlib import asynccontextmanager
@@ -28,10 +29,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from anomalens.errors import DataError
+from anomalens.data.pixels import encoded_image_size
+from anomalens.errors import ConfigError, DataError
 from anomalens.inference.results import InferenceResult
+from anomalens.limits import MAX_IMAGE_PIXELS
 from anomalens.serve.backends import Predictor
-from anomalens.serve.batching import Busy, MicroBatcher
+from anomalens.serve.batching import Busy, DecodeGate, MicroBatcher, TooLarge
 
 log = logging.getLogger("anomalens.serve")
 RETRY_AFTER_SECONDS = 1
@@ -46,7 +49,29 @@ class ServeSettings:
     max_wait_ms: float = 10.0
     queue_size: int = 64
     max_request_bytes: int = 20 << 20
-    max_images_per_request: int = 16
+    max_images_per_request: int = 16  # at most queue_size: a larger request could never be queued (413)
+    # native pixels of uploads admitted to decoding at once (two of the largest images accepted), and how many
+    # decode at a time (default: the CPUs this process may use); see batching.DecodeGate
+    max_decode_pixels: int = 2 * MAX_IMAGE_PIXELS
+    decode_workers: int | None = None
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity, which containers and taskset narrow), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def check_token(token: str | None) -> None:
+    """Refuse a token that clients cannot send as the server reads it: HTTP headers carry ASCII, and a client
+    encodes anything else its own way (curl sends UTF-8, the server reads the header as Latin-1), so a token such
+    as ``s3crét`` could never match. Also refused: control characters and spaces at either end (the server
+    strips those from the header). The token itself is never shown."""
+    if token is not None and not (token.isascii() and token.isprintable() and token == token.strip()):
+        raise ConfigError("token must be printable ASCII without spaces at either end: clients send HTTP headers "
+                          "as ASCII, so none could send it as the server reads it")
 
 
 class ApiError(Exception):
@@ -107,17 +132,16 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _uploads(request: Request, body: bytes, settings: ServeSettings) -> list[tuple[str, bytes]]:
+async def _uploads(request: Request, body: bytes, max_images: int) -> list[tuple[str, bytes]]:
     """(name, bytes) of each image: every file part of a multipart form, or the raw body as one image."""
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+    # media types are case-insensitive (RFC 9110): "Multipart/Form-Data" was read as one raw image
+    if not request.headers.get("content-type", "").lstrip().lower().startswith("multipart/form-data"):
         return [("body", body)] if body else []
 
     async def replay() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
 
-    form = await Request(request.scope, receive=replay).form(
-        max_files=settings.max_images_per_request, max_fields=settings.max_images_per_request + 8
-    )
+    form = await Request(request.scope, receive=replay).form(max_files=max_images, max_fields=max_images + 8)
     files = []
     for key, value in form.multi_items():
         if hasattr(value, "read"):
@@ -126,11 +150,16 @@ async def _uploads(request: Request, body: bytes, settings: ServeSettings) -> li
 
 
 def create_app(predictor: Predictor, settings: ServeSettings = ServeSettings()) -> FastAPI:
-    """The FastAPI application serving ``predictor``."""
+    """The FastAPI application serving ``predictor``; a setting it cannot serve with is a ConfigError."""
+    check_token(settings.token)
     metrics = _Metrics()
     max_batch = settings.max_batch or predictor.max_batch
     batcher = MicroBatcher(predictor.predict_prepared, max_batch=max_batch, max_wait=settings.max_wait_ms / 1000.0,
                            queue_size=settings.queue_size, on_batch=metrics.batch_size.observe)
+    # a request of more images than the queue holds would be refused as busy forever: its limit is the queue's
+    max_images = min(settings.max_images_per_request, settings.queue_size)
+    decode_workers = settings.decode_workers or usable_cpus()
+    decoding = DecodeGate(decode_workers, settings.max_decode_pixels)
     model_info = predictor.describe()
 
     @asynccontextmanager
@@ -189,7 +218,8 @@ def create_app(predictor: Predictor, settings: ServeSettings = ServeSettings()) 
     @app.get("/v1/model")
     async def model(request: Request) -> dict[str, Any]:
         authorize(request)
-        return {**model_info, "server": {k: v for k, v in asdict(settings).items() if k != "token"} | {"max_batch": max_batch}}
+        return {**model_info, "server": {k: v for k, v in asdict(settings).items() if k != "token"}
+                | {"max_batch": max_batch, "max_images_per_request": max_images, "decode_workers": decode_workers}}
 
     @app.get("/metrics")
     async def prometheus(request: Request) -> Response:
@@ -202,28 +232,41 @@ def create_app(predictor: Predictor, settings: ServeSettings = ServeSettings()) 
         authorize(request)
         heatmap, mask = _flag(request, "heatmap"), _flag(request, "mask")  # before the work, not after it
         body = await _read_limited(request, settings.max_request_bytes)
+        why = " (the server's queue size)" if max_images < settings.max_images_per_request else ""
         try:
-            uploads = await _uploads(request, body, settings)
-        except StarletteHTTPException:
+            uploads = await _uploads(request, body, max_images)
+        except StarletteHTTPException as exc:
+            # Starlette's own refusal past max_files: the same 413 as a count we see ourselves
+            if exc.status_code == 400 and str(exc.detail).startswith("Too many files"):
+                raise ApiError(413, f"more than {max_images} images in one request; the limit is {max_images}{why}") from None
             raise
         except Exception:
             raise ApiError(400, "malformed multipart body") from None
         if not uploads:
             raise ApiError(400, "no image: send it as the request body or as multipart file parts")
-        if len(uploads) > settings.max_images_per_request:
-            raise ApiError(413, f"{len(uploads)} images in one request; the limit is {settings.max_images_per_request}")
+        if len(uploads) > max_images:
+            raise ApiError(413, f"{len(uploads)} images in one request; the limit is {max_images}{why}")
         images, sizes = [], []
         for name, data in uploads:
             try:
-                image, size = await run_in_threadpool(predictor.prepare_sized, data, name)
+                # the header only (off the event loop: some formats scan far for it): what decoding will hold
+                height, width = await run_in_threadpool(encoded_image_size, data, name)
+                async with decoding.admit(height * width):
+                    image, size = await run_in_threadpool(predictor.prepare_sized, data, name)
             except DataError as exc:
                 raise ApiError(400, str(exc)) from None
+            except TooLarge as exc:
+                raise ApiError(413, f"{name}: {exc}") from None
+            except Busy as exc:
+                raise ApiError(503, f"server busy: {exc}", {"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
             images.append(image)
             sizes.append(size)
         try:
             results = await batcher.submit(images, sizes)
         except Busy as exc:
             raise ApiError(503, f"server busy: {exc}", {"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+        except TooLarge as exc:  # not reached: max_images is at most the queue's size
+            raise ApiError(413, str(exc)) from None
         metrics.images.inc(len(results))
         metrics.anomalies.inc(sum(r.anomalous for r in results))
         return {"model": model_info.get("model"),

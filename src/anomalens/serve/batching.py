@@ -12,9 +12,10 @@ the server turns into ``503`` with ``Retry-After``, instead of letting latency g
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 import numpy as np
 
@@ -23,11 +24,57 @@ class Busy(Exception):
     """The queue is full: try again later."""
 
 
+class TooLarge(Exception):
+    """More than the server could ever take at once (not worth retrying): a request larger than the queue, an
+    image larger than the decode budget."""
+
+
+class DecodeGate:
+    """Admission to decoding uploads: at most ``workers`` decode at once (about the CPU count: more only share the
+    same cores), and at most ``max_pixels`` native pixels are admitted at a time, waiting or decoding.
+
+    The queue of :class:`MicroBatcher` bounds images at the model's size; this bounds the step before, where a
+    215 KB PNG of 8192x8192 pixels becomes 200 MB and more: four of them decoded in parallel took +900 MB. The
+    pixels come from the header (``anomalens.data.pixels.encoded_image_size``) before anything is decoded. Over the
+    budget is :class:`Busy` (the server answers 503 with Retry-After, as for a full queue); a single image above
+    the whole budget is :class:`TooLarge` (413). Used from the event loop's thread only, so no lock.
+
+    >>> async with gate.admit(height * width):                                   # doctest: +SKIP
+    ...     image = await run_in_threadpool(decode, data)
+    """
+
+    def __init__(self, workers: int, max_pixels: int) -> None:
+        if workers < 1 or max_pixels < 1:
+            raise ValueError("workers and max_pixels must be >= 1")
+        self.workers = workers
+        self.max_pixels = max_pixels
+        self.pixels = 0  # admitted now
+        self._slots = asyncio.Semaphore(workers)
+
+    @contextlib.asynccontextmanager
+    async def admit(self, pixels: int) -> AsyncIterator[None]:
+        if pixels > self.max_pixels:
+            raise TooLarge(f"an image of {_megapixels(pixels)} is more than this server decodes at once "
+                           f"({_megapixels(self.max_pixels)})")
+        if self.pixels + pixels > self.max_pixels:
+            raise Busy(f"{_megapixels(self.pixels)} of images are being decoded (limit {_megapixels(self.max_pixels)})")
+        self.pixels += pixels
+        try:
+            async with self._slots:
+                yield
+        finally:
+            self.pixels -= pixels
+
+
 @dataclass
 class _Item:
     image: np.ndarray
     size: Any  # what run_batch needs beside the pixels: the image's own (height, width)
     future: asyncio.Future
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:.3g} megapixels"
 
 
 class MicroBatcher:
@@ -66,8 +113,10 @@ class MicroBatcher:
 
     async def submit(self, images: list[np.ndarray], sizes: list[Any] | None = None) -> list[Any]:
         """Queue ``images`` with their own ``sizes`` (all or none) and wait for their results, in order;
-        :class:`Busy` when full."""
+        :class:`Busy` when full, :class:`TooLarge` for more images than the queue holds."""
         assert self.queue is not None, "start() the batcher first"
+        if len(images) > self.queue_size:  # would be Busy forever, even with an empty queue
+            raise TooLarge(f"{len(images)} images at once; the queue holds {self.queue_size}")
         if self.queue.qsize() + len(images) > self.queue_size:
             raise Busy(f"{self.queue.qsize()} images are waiting (limit {self.queue_size})")
         loop = asyncio.get_running_loop()
