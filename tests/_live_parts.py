@@ -94,18 +94,23 @@ def start_mosquitto(port: int, folder: Path) -> subprocess.Popen:
 
 
 class Receiver:
-    """An HTTP server on 127.0.0.1 that records the JSON bodies POSTed to it, in order."""
+    """An HTTP server on 127.0.0.1 that records the JSON bodies POSTed to it, in order (only those it accepts)."""
 
-    def __init__(self, port: int, messages: list | None = None) -> None:
-        """``messages``: a list to go on appending to (a receiver that comes back after being down)."""
+    def __init__(self, port: int, messages: list | None = None, answer=None) -> None:
+        """``messages``: a list to go on appending to (a receiver that comes back after being down). ``answer``:
+        the HTTP status for each message (a dict; default 204), as a receiver with its own checks gives it."""
         self.port, self.messages = port, [] if messages is None else messages
-        received = self.messages
+        self.answers: list[int] = []  # every status answered, in order
+        received, answers = self.messages, self.answers
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - the http.server API
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                received.append(json.loads(body))
-                self.send_response(204)
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                status = 204 if answer is None else answer(body)
+                answers.append(status)
+                if status < 300:
+                    received.append(body)
+                self.send_response(status)
                 self.end_headers()
 
             def log_message(self, *args):
@@ -127,3 +132,15 @@ def wait_until(condition, timeout: float, step: float = 0.05) -> bool:
             return True
         time.sleep(step)
     return bool(condition())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The messages of a watch's ``events.jsonl``, in order."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def as_batch(frames: list) -> "torch.Tensor":
+    """RGB ``uint8`` frames ``(H, W, 3)`` -> one ``(N, 3, H, W)`` batch, as detectors fit on."""
+    import torch
+
+    return torch.stack([torch.from_numpy(x).permute(2, 0, 1) for x in frames])

@@ -23,7 +23,7 @@ import pytest
 import torch
 from PIL import Image
 
-from _live_parts import Receiver, free_port, start_mosquitto, start_rtsp_server, stop, wait_until
+from _live_parts import Receiver, free_port, read_jsonl, start_mosquitto, start_rtsp_server, stop, wait_until
 from anomalens.data.preprocessing import Preprocessing, to_float
 from anomalens.data.synthetic_video import DEFAULT_VIDEO_CATEGORY, make_synthetic_video_dataset, synthetic_clip
 from anomalens.data.video_io import probe_video, write_video
@@ -66,10 +66,6 @@ def line_video(tmp_path_factory) -> Path:
     """300 frames at 10 fps: normal, a foreign object, normal, a speed change, normal."""
     frames = [f for seed, kind in LINE for f in frames_of(seed, 60, kind)]
     return write_video(tmp_path_factory.mktemp("line") / "line.mp4", frames, 10)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def iou(a: dict, b: dict) -> float:

@@ -7,17 +7,15 @@ little noise; a bright square is the anomaly.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from _live_parts import wait_until
+from _live_parts import as_batch, read_jsonl, wait_until
 from _tiny_detector import TinyDetector
 from anomalens.data.video_io import write_video
 from anomalens.live.sinks import last_event_id
@@ -39,18 +37,12 @@ def with_square(frame: np.ndarray, level: int = 250) -> np.ndarray:
     return frame
 
 
-def as_batch(frames: list[np.ndarray]) -> torch.Tensor:
-    return torch.stack([torch.from_numpy(x).permute(2, 0, 1) for x in frames])
-
 
 @pytest.fixture()
 def detector(tiny_model):
     frames = normal_frames(0, 12)
     return create_detector(tiny_model, image_size=SIZE).fit(as_batch(frames[:8]), as_batch(frames[8:]))
 
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_a_restarted_watch_numbers_its_events_after_the_earlier_ones(detector, tmp_path):

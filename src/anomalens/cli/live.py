@@ -61,9 +61,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="normalised score below which an open event counts as quiet; below 0.5 = hysteresis "
                              f"(default: {d.close_level:g}, the threshold)")
     tuning.add_argument("--close-after", type=float, default=d.close_after,
-                        help="seconds of quiet that close an event (default: analyze-video's merge gap)")
+                        help="seconds of quiet that close an event (default: analyze-video's merge gap; not for a "
+                             "hot folder)")
     tuning.add_argument("--min-length", type=int, default=d.min_length,
-                        help=f"frames an event must span to be reported (default: {d.min_length})")
+                        help=f"frames an event must span to be reported (default: {d.min_length}; a hot folder with "
+                             "an image model takes only 1: each anomalous image is an event)")
     tuning.add_argument("--clip-before", type=float, default=d.clip_before,
                         help=f"seconds of video saved before an event (default: {d.clip_before:g})")
     tuning.add_argument("--clip-after", type=float, default=d.clip_after,
@@ -129,6 +131,11 @@ def _watch(args: argparse.Namespace) -> int:
         print(file=sys.stderr)
     print(f"{status['frames_scored']} frames scored, {status['frames_dropped']} dropped, {status['events']} event(s); "
           f"median latency {status['latency_ms_p50']} ms")
+    for name, figures in status.get("sinks", {}).items():
+        if figures.get("rejected"):  # each one was logged when it happened; the count is easy to miss there
+            print(f"{name}: {figures['rejected']} message(s) refused by the receiver and dropped")
+    if status.get("files_unreadable"):
+        print(f"{status['files_unreadable']} file(s) of the hot folder skipped as unreadable")
     if args.output is not None:
         print(f"events: {args.output / 'events.jsonl'}")
     return 0

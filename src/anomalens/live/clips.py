@@ -12,6 +12,7 @@ after another joins its clip; libx264 on a single thread, so the writer never ta
 >>> writer.add(index, frame)                                        # from the reader, every frame   # doctest: +SKIP
 >>> writer.start(7, Path("events/event_00007.mp4"), first_frame)    # the scorer announces an event  # doctest: +SKIP
 >>> writer.end(7, last_frame)                                       # ... and closes it              # doctest: +SKIP
+>>> writer.cut(last_frame)                     # the stream dropped: no clip runs on across the outage  # doctest: +SKIP
 >>> writer.close()                                                  # the watch ends: every clip is written  # doctest: +SKIP
 """
 
@@ -68,6 +69,7 @@ class ClipWriter:
         self.of_event: dict[int, _Clip] = {}  # event -> its clip, while the clip is open
         self.closing = threading.Event()
         self.skipped = self.written = self.failed = 0
+        self.cut_after = -1  # the last frame before the latest drop of the source: no clip spans it
         self.thread = threading.Thread(target=self._run, name="anomalens-clips", daemon=True)
         self.thread.start()
 
@@ -82,8 +84,8 @@ class ClipWriter:
     def start(self, event: int, path: Path, first_event_frame: int) -> tuple[Path, int]:
         """An event began at ``first_event_frame``: its clip (``path``, or the clip it joins) and the clip's
         first frame, ``before`` frames ahead of the event's (or earlier, for a joined clip)."""
-        first = max(0, first_event_frame - self.before)
         with self.lock:
+            first = max(0, first_event_frame - self.before, self.cut_after + 1)
             latest = self.open[-1] if self.open else None
             # a clip never runs past its first frame + max_seconds, so an event joins only the first half of one
             joinable = latest is not None and first_event_frame < latest.first + self.max_frames // 2
@@ -103,6 +105,14 @@ class ClipWriter:
             if clip is not None and clip.owner == event:
                 clip.last = min(clip.last, last_event_frame + self.after)
 
+    def cut(self, last_frame: int) -> None:
+        """The source dropped after ``last_frame``: every open clip ends there (and is written out while the source
+        is away), and no later clip starts before it, so that no clip joins the two sides of an outage."""
+        with self.lock:
+            self.cut_after = last_frame
+            for clip in self.open:
+                clip.last = min(clip.last, last_frame)
+
     def close(self, timeout: float = 30.0) -> None:
         """The watch ended: the frames still queued are written, the clips end there; waits until written."""
         self.closing.set()
@@ -120,6 +130,11 @@ class ClipWriter:
             except queue.Empty:
                 if self.closing.is_set():
                     break
+                with self.lock:
+                    cut = [clip for clip in self.open if clip.last <= self.cut_after]
+                for clip in cut:  # nothing comes while the source is away: finish what ended at the drop
+                    self._catch_up(clip)
+                    self._finish(clip)
                 continue
             small = shrink(image, self.width)
             self.ring.append((index, small))

@@ -1,12 +1,14 @@
 """The watch's reader: frames from the source, prepared for the model, into a bounded queue that the scorer
 takes from. From a live source (a stream, a camera, a file played in real time) a frame that finds the queue full
 pushes out the oldest one, and a frame older than ``max_latency`` when the scorer reaches it is skipped: both
-count as dropped, so the latency stays bounded and memory fixed. A file read as fast as possible and a hot folder
-never drop: the reader waits.
+count as dropped, so the latency stays bounded and memory fixed (ages by the monotonic clock: a wall-clock step
+drops nothing). A file read as fast as possible and a hot folder never drop: the reader waits. A drop of the
+source (:class:`~anomalens.live.sources.SourceBreak`) is queued as a :class:`Break` in order with the frames and
+is never pushed out, so the scorer closes what was open after the last frame before it.
 
 >>> reader = FrameReader(source, preprocessing.prepare_array, queue_size=4, max_latency=1.0)   # doctest: +SKIP
 >>> threading.Thread(target=reader.run).start()                                              # doctest: +SKIP
->>> frames, ended = reader.take(2)           # up to 2 waiting frames; True once the source has ended   # doctest: +SKIP
+>>> frames, ended, lost = reader.take(2)     # up to 2 waiting frames; the end; a break right after them  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import ctypes
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
@@ -22,7 +25,7 @@ import numpy as np
 import torch
 
 from anomalens.errors import ConfigError
-from anomalens.live.sources import Source
+from anomalens.live.sources import Source, SourceBreak
 
 MMAP_THRESHOLD = 256 << 10  # bytes: the former setting (``"mmap"``): larger blocks are mapped and unmapped afresh
 M_ARENA_MAX, M_MMAP_THRESHOLD = -8, -3  # mallopt's parameters (glibc's malloc.h)
@@ -61,13 +64,81 @@ class QueuedFrame:
     """A decoded frame on its way from the reader to the scorer."""
 
     index: int  # among all frames read (drops leave gaps)
-    arrived: float
+    arrived: float  # time.time(): what is reported
     image: np.ndarray  # native RGB, for the UI and image models' overlays
     tensor: torch.Tensor  # the model's input (prepared by the reader)
     file: str | None
     before: torch.Tensor | None  # the model input of the frame decoded just before this one (motion after drops)
     resumed: bool = False  # the first frame after the source broke off and came back
-    processed: float = 0.0
+    processed: float = 0.0  # time.monotonic() when its raw score was known
+    clock: float = 0.0  # time.monotonic() when it arrived: its age (too late?) and latency
+    stamp: tuple[str, int, int] | None = None  # a hot folder's file: (name, size, mtime_ns) when it was read
+
+
+@dataclass
+class Break:
+    """The source dropped after frame ``after_frame``: queued in order with the frames, never dropped."""
+
+    after_frame: int
+    lost_at: float  # time.time() of that frame's arrival
+    reason: str
+
+
+_END = None  # queued last: the source has ended
+
+
+class FrameQueue:
+    """The frames between the reader and the scorer, at most ``size`` of them; markers (a :class:`Break`, the
+    end) are queued in order with them but never dropped and never counted against the size."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self.items: deque[QueuedFrame | Break | None] = deque()
+        self.frames = 0
+        self.ready = threading.Condition()
+
+    def put(self, item: QueuedFrame, stopping: threading.Event) -> None:
+        """Wait for room (a file, a hot folder: nothing is dropped), unless the watch is stopping."""
+        with self.ready:
+            while self.frames >= self.size and not stopping.is_set():
+                self.ready.wait(0.2)
+            self._append(item)
+
+    def push(self, item: QueuedFrame) -> int:
+        """Queue at once, the oldest waiting frame giving way when full (a camera does not wait); returns how
+        many frames were pushed out (0 or 1)."""
+        with self.ready:
+            out = 0
+            if self.frames >= self.size:
+                oldest = next(i for i, queued in enumerate(self.items) if isinstance(queued, QueuedFrame))
+                del self.items[oldest]
+                self.frames -= 1
+                out = 1
+            self._append(item)
+            return out
+
+    def mark(self, marker: Break | None) -> None:
+        with self.ready:
+            self.items.append(marker)
+            self.ready.notify_all()
+
+    def _append(self, item: QueuedFrame) -> None:
+        self.items.append(item)
+        self.frames += 1
+        self.ready.notify_all()
+
+    def get(self, timeout: float | None) -> QueuedFrame | Break | None:
+        """The next item (waits up to ``timeout`` s; 0: not at all); raises queue.Empty when there is none."""
+        with self.ready:
+            if not self.items and timeout:
+                self.ready.wait(timeout)
+            if not self.items:
+                raise queue.Empty
+            item = self.items.popleft()
+            if isinstance(item, QueuedFrame):
+                self.frames -= 1
+                self.ready.notify_all()
+            return item
 
 
 class FrameReader:
@@ -84,7 +155,7 @@ class FrameReader:
         self.stopping = stopping or threading.Event()
         self.on_frame = on_frame or (lambda index, image: None)
         self.log = log or (lambda message: None)
-        self.frames: queue.Queue[QueuedFrame | None] = queue.Queue(maxsize=max(1, queue_size))
+        self.frames = FrameQueue(queue_size)
         self.read = self.pushed_out = self.too_late = 0
         self.error: str | None = None
 
@@ -93,73 +164,50 @@ class FrameReader:
         return self.pushed_out + self.too_late
 
     def run(self) -> None:
-        """Read until the source ends or ``stopping`` is set; then queue None (the end)."""
+        """Read until the source ends or ``stopping`` is set; then queue the end."""
         before: torch.Tensor | None = None
         try:
             for frame in self.source.frames():
+                if isinstance(frame, SourceBreak):  # after the frames read so far, before any that come later
+                    self.frames.mark(Break(self.read - 1, frame.lost_at, frame.reason))
+                    continue
                 index, self.read = self.read, self.read + 1
                 tensor = self.prepare(frame.image)
                 self.on_frame(index, frame.image)
                 # after a break in the source, the frame decoded before it is from another time: no motion from it
                 item = QueuedFrame(index, frame.arrived, frame.image, tensor, frame.file,
-                                   None if frame.resumed else before, frame.resumed)
+                                   None if frame.resumed else before, frame.resumed, clock=frame.clock,
+                                   stamp=frame.stamp)
                 before = tensor
                 if self.source.live:
-                    self._push_out_oldest(item)
+                    self.pushed_out += self.frames.push(item)
                 else:
-                    while not self.stopping.is_set():
-                        try:
-                            self.frames.put(item, timeout=0.2)
-                            break
-                        except queue.Full:
-                            continue
+                    self.frames.put(item, self.stopping)
                 if self.stopping.is_set():
                     break
         except Exception as exc:  # the scorer must hear that the source died, whatever the reason
             self.log(f"the source stopped: {exc.__class__.__name__}: {exc}")
             self.error = f"{exc.__class__.__name__}: {exc}"
         finally:
-            while True:
-                try:
-                    self.frames.put(None, timeout=0.5)
-                    break
-                except queue.Full:
-                    if self.stopping.is_set():
-                        self._discard_oldest()
+            self.frames.mark(_END)
 
-    def _push_out_oldest(self, item: QueuedFrame) -> None:
-        while True:
-            try:
-                self.frames.put_nowait(item)
-                return
-            except queue.Full:  # a camera does not wait: the oldest waiting frame gives way
-                self._discard_oldest()
-
-    def _discard_oldest(self) -> None:
-        try:
-            self.frames.get_nowait()
-            self.pushed_out += 1
-        except queue.Empty:
-            pass
-
-    def take(self, limit: int) -> tuple[list[QueuedFrame], bool]:
-        """Up to ``limit`` waiting frames (waits a little for the first, never for more); True once the source
-        has ended."""
+    def take(self, limit: int) -> tuple[list[QueuedFrame], bool, Break | None]:
+        """Up to ``limit`` waiting frames (waits a little for the first, never for more), True once the source has
+        ended, and a break in the source that comes right after these frames (taken with them)."""
         out: list[QueuedFrame] = []
-        try:
-            item = self.frames.get(timeout=0.2)
-        except queue.Empty:
-            return out, False
-        while True:
+        wait = 0.2
+        while len(out) < limit:
+            try:
+                item = self.frames.get(wait)
+            except queue.Empty:
+                return out, False, None
+            wait = 0
             if item is None:
-                return out, True
-            if self.source.live and time.time() - item.arrived > self.max_latency:
+                return out, True, None
+            if isinstance(item, Break):
+                return out, False, item
+            if self.source.live and time.monotonic() - item.clock > self.max_latency:
                 self.too_late += 1  # too old to be worth scoring now
             else:
                 out.append(item)
-            if len(out) >= limit:
-                return out, False
-            try:
-                item = self.frames.get_nowait()
-            except queue.Empty:
-                return out, False
+        return out, False, None

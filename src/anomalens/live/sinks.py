@@ -3,7 +3,9 @@ an HTTP webhook and an MQTT topic.
 
 Network sinks never block scoring: :meth:`Sink.send` puts the message in a bounded queue (the oldest message
 is dropped and counted when it is full) and a thread of the sink delivers it, retrying with back-off until the
-receiver or broker answers. :meth:`Sink.close` waits up to a timeout for the queue to drain.
+receiver or broker answers. A message the receiver refuses for good (a webhook's 400, 413, 415 or 422) is
+logged, counted as ``rejected`` and dropped, so it cannot hold up the ones after it. :meth:`Sink.close` waits up
+to a timeout for the queue to drain.
 
 >>> log = EventLog(Path("watch_out"))                                   # doctest: +SKIP
 >>> hook = WebhookSink("http://127.0.0.1:9000/events")                  # doctest: +SKIP
@@ -107,22 +109,29 @@ class FrameLog:
         self.number = int(existing[-1].stem.split("_")[1]) if existing else 0
         self.file = None
         self.count = 0
-        self.last_flush = time.monotonic()
+        self.unflushed = 0
 
     def write(self, row: list[Any]) -> None:
         if self.file is None or self.count >= self.rows:
             self._rotate()
         self.writer.writerow(row)
         self.count += 1
-        if time.monotonic() - self.last_flush > 1.0:  # at most a second of rows in the buffer
+        self.unflushed += 1
+
+    def flush(self) -> None:
+        """Rows written so far to disk; the watcher calls it once a second, so the file is at most a second behind
+        even when no further row comes (a hot folder between bursts)."""
+        if self.file is not None and self.unflushed:
             self.file.flush()
-            self.last_flush = time.monotonic()
+            self.unflushed = 0
 
     def _rotate(self) -> None:
         if self.file is not None:
             self.file.close()
         self.number += 1
-        self.file = open(self.folder / f"frames_{self.number:05d}.csv", "w", newline="", encoding="utf-8")
+        # a file name that is not UTF-8 is written with \xNN escapes, as in the JSON messages, never a crash
+        self.file = open(self.folder / f"frames_{self.number:05d}.csv", "w", newline="", encoding="utf-8",
+                         errors="backslashreplace")
         self.writer = csv.writer(self.file, lineterminator="\n")
         self.writer.writerow(self.columns)
         self.count = 0
@@ -135,8 +144,17 @@ class FrameLog:
             self.file = None
 
 
+# HTTP answers that refuse the message itself (bad request, too large, wrong media type, unprocessable): dropped
+MESSAGE_REFUSED = (400, 413, 415, 422)
+
+
+class Refused(Exception):
+    """The receiver refused a message for good (sending it again would get the same answer)."""
+
+
 class _QueuedSink(Sink):
-    """A bounded queue and a delivery thread; subclasses implement :meth:`_deliver` (True = delivered)."""
+    """A bounded queue and a delivery thread; subclasses implement :meth:`_deliver` (True = delivered, False =
+    try again later, :class:`Refused` = drop it)."""
 
     def __init__(self, queue_size: int, log: Callable[[str], None] | None) -> None:
         if queue_size < 1:
@@ -146,7 +164,7 @@ class _QueuedSink(Sink):
         self.log = log or (lambda message: None)
         self.lock = threading.Condition()
         self.closing, self.abandon, self.wake = threading.Event(), threading.Event(), threading.Event()
-        self.delivered = self.dropped = self.failures = 0
+        self.delivered = self.dropped = self.failures = self.rejected = 0
         self.thread = threading.Thread(target=self._run, name=f"anomalens-{self.name}", daemon=True)
 
     def send(self, message: dict[str, Any]) -> None:
@@ -166,11 +184,19 @@ class _QueuedSink(Sink):
                 if not self.queue:
                     return
                 message = self.queue[0]
-            if self._deliver(message):
+            try:
+                done = self._deliver(message)
+            except Refused as exc:  # once, with the receiver's answer; the messages after it go on
+                what = message.get("message_id") or message.get("id", "")
+                self.log(f"{self.name}: message {what} dropped: {exc}")
+                self.rejected += 1
+                done = True
+            else:
+                self.delivered += done
+            if done:
                 with self.lock:
                     if self.queue and self.queue[0] is message:
                         self.queue.popleft()
-                self.delivered += 1
                 retry = FIRST_RETRY_S
             else:
                 self.failures += 1
@@ -193,7 +219,8 @@ class _QueuedSink(Sink):
             self.log(f"{self.name}: {len(self.queue)} message(s) not delivered before the watch ended")
 
     def stats(self) -> dict[str, Any]:
-        return {"delivered": self.delivered, "queued": len(self.queue), "dropped": self.dropped, "failures": self.failures}
+        return {"delivered": self.delivered, "queued": len(self.queue), "dropped": self.dropped,
+                "failures": self.failures, "rejected": self.rejected}
 
 
 class WebhookSink(_QueuedSink):
@@ -215,6 +242,15 @@ class WebhookSink(_QueuedSink):
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return 200 <= response.status < 300
+        except urllib.error.HTTPError as exc:
+            # these say this message is wrong for the receiver (a schema check, a size limit): sending it again
+            # would block every later one forever. Other 4xx (401/403 expired credentials, 404 an endpoint being
+            # redeployed, 408, 429) are about the receiver, not the message: retried, as a 5xx, until it is fixed
+            if exc.code in MESSAGE_REFUSED:
+                raise Refused(f"the receiver answered HTTP {exc.code} ({exc.reason})") from None
+            if self.failures % 10 == 0:
+                self.log(f"webhook {self.url}: HTTP {exc.code} ({exc.reason}); retrying")
+            return False
         except (urllib.error.URLError, OSError, ValueError) as exc:
             if self.failures % 10 == 0:  # one line per ten failures, not a flood while the receiver is down
                 self.log(f"webhook {self.url}: {getattr(exc, 'reason', exc)}; retrying")
@@ -240,6 +276,9 @@ class MqttSink(_QueuedSink):
             raise ConfigError(f"--mqtt-topic must be a plain topic without wildcards, got {topic!r}")
         self.topic, self.timeout = topic, timeout
         self.connected = threading.Event()
+        # the message being published and paho's handle on it: while the broker has not acknowledged it, the sink
+        # waits on that handle again rather than publishing a second copy (paho resends it by itself on reconnect)
+        self.in_flight: tuple[dict[str, Any], Any] | None = None
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
         self.client.reconnect_delay_set(min_delay=1, max_delay=int(MAX_RETRY_S))
         self.client.on_connect = lambda client, userdata, flags, reason, properties: self._on_connect(reason)
@@ -256,14 +295,28 @@ class MqttSink(_QueuedSink):
             self.log(f"mqtt: connection refused ({reason})")
 
     def _deliver(self, message: dict[str, Any]) -> bool:
-        if not self.connected.wait(self.timeout):
-            return False
-        info = self.client.publish(self.topic, to_json(message), qos=1)
+        import paho.mqtt.client as mqtt
+
+        if self.in_flight is not None and self.in_flight[0] is message:
+            info = self.in_flight[1]
+        else:
+            if not self.connected.wait(self.timeout):
+                return False
+            info = self.client.publish(self.topic, to_json(message), qos=1)
+            if info.rc == mqtt.MQTT_ERR_NO_CONN:  # the link dropped just now: paho keeps it and sends it once back
+                info.rc = mqtt.MQTT_ERR_SUCCESS
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:  # not queued (paho's own queue is full): publish it again later
+                return False
+            self.in_flight = (message, info)
         try:
             info.wait_for_publish(self.timeout)
-        except (RuntimeError, ValueError):  # not queued: the connection dropped meanwhile
+            published = info.is_published()
+        except (RuntimeError, ValueError):  # paho gave it up: publish it again
+            self.in_flight = None
             return False
-        return info.is_published()
+        if published:
+            self.in_flight = None
+        return published
 
     def close(self, timeout: float = 5.0) -> None:
         super().close(timeout)

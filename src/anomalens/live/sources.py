@@ -1,9 +1,10 @@
 """Where live frames come from: a video file, an RTSP/HTTP(S) stream, a V4L2 camera or a hot folder of images.
 
-Every source yields :class:`SourceFrame` objects (native RGB ``uint8`` ``(H, W, 3)``, the wall-clock time it
-arrived, and for hot folders the file it came from) until it ends or :meth:`Source.stop` is called.
-Streams and cameras reconnect with back-off when they drop; each gap is reported to ``on_lost`` with its
-start, end and reason, so the watcher can log a ``source_lost`` event.
+Every source yields :class:`SourceFrame` objects (native RGB ``uint8`` ``(H, W, 3)``, the time it arrived, and for
+hot folders the file it came from) until it ends or :meth:`Source.stop` is called. Streams and cameras reconnect
+with back-off when they drop: at the drop they yield a :class:`SourceBreak` (so that the watcher closes an open
+event then, not when the stream is back), and each gap is reported to ``on_lost`` with its start (the last
+frame's arrival), end, reason and the last frame before it, so the watcher can log a ``source_lost`` event.
 
 >>> source = open_source("rtsp://127.0.0.1:8554/live")          # doctest: +SKIP
 >>> for frame in source.frames(): ...                            # doctest: +SKIP
@@ -13,11 +14,15 @@ start, end and reason, so the watcher can log a ``source_lost`` event.
 
 from __future__ import annotations
 
+import json
+import os
+import stat as file_mode
 import threading
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -25,6 +30,7 @@ from anomalens.data.preprocessing import IMAGE_EXTENSIONS, Preprocessing, read_r
 from anomalens.data.video_io import frame_to_rgb, natural_key, open_clip, stated_rate, timing_fps
 from anomalens.data.video_io import _short as short_error
 from anomalens.errors import AnomalensError, DataError
+from anomalens.runtime import write_text_atomic
 
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://")
 OPEN_TIMEOUT_S = 10.0  # seconds to wait for a stream to answer
@@ -32,28 +38,52 @@ READ_TIMEOUT_S = 5.0  # seconds without a packet before a stream counts as lost
 # reconnection back-off: doubles from the first to the cap; a 4 s cap means a stream that comes back is
 # picked up within about 4 s however long it was away
 FIRST_RETRY_S, MAX_RETRY_S = 0.5, 4.0
-FOLDER_POLL_S = 0.2  # a hot folder is listed this often; a file is taken once its size held still for one poll
-UNREADABLE_AFTER_S = 10.0  # a file that does not decode and does not change for this long is skipped as broken
+FOLDER_POLL_S = 0.2  # a hot folder is looked at this often
+# a file is read once its size and modification time held still this long: a copier that pauses for less is not
+# read mid-file (formats with an end marker, PNG and JPEG, are also checked for it, so a longer pause is safe there)
+FOLDER_SETTLE_S = 0.5
+UNREADABLE_AFTER_S = 10.0  # a file that is not a complete image and does not change for this long is skipped as broken
+# the folder is listed again only when its modification time changed (a file added, removed or renamed), and at
+# least this often in any case (file systems whose folder times lag, e.g. network shares)
+FOLDER_RELIST_S = 2.0
+# files already scored whose size and time are checked per poll, in turn: one rewritten in place under the same
+# name (a camera's "latest.bmp") is scored again, without a stat of every file of a large folder every poll
+RECHECK_PER_POLL = 256
+TEMPORARY_SUFFIXES = (".tmp", ".part", "~", ".crdownload")  # names of files still being written (write, then rename)
+STATE_FILE = "hot_folder_state.json"  # in the watch's output folder: the hot folder's files already scored
 
 
 @dataclass
 class SourceFrame:
     image: np.ndarray  # RGB uint8 (H, W, 3)
-    arrived: float  # time.time() when the frame was read
-    file: str | None = None  # the image file, for hot folders
+    arrived: float  # time.time() when the frame was read: what is reported (CSV, started_at)
+    file: str | None = None  # the image file, for hot folders (non-UTF-8 bytes of its name as \xNN: see shown_name)
     index: int = -1  # the frame's number among all frames read (set by the watcher's reader; drops leave gaps)
     resumed: bool = False  # the first frame after the source broke off and came back (no motion across the break)
+    # time.monotonic() when it was read: ages and latencies (a wall-clock step must not drop or delay frames)
+    clock: float = field(default_factory=time.monotonic)
+    stamp: tuple[str, int, int] | None = None  # a hot folder's file: (its name, size, mtime_ns) when it was read
+
+
+@dataclass
+class SourceBreak:
+    """Yielded by a stream at the moment it drops, after its last frame: what was open then is closed then."""
+
+    lost_at: float  # time.time() when the last data came (when the drop began, as far as anyone can tell)
+    reason: str
 
 
 @dataclass
 class SourceGap:
     """A stretch of time without frames: the stream dropped and came back (or the watch ended first)."""
 
-    started: float
+    started: float  # time.time(): when the last data came before the gap (or the first failed connection)
     ended: float
     reason: str
     attempts: int
     reconnected: bool = True  # False: the watch ended before the source came back
+    after_frame: int = -1  # the number of the last frame before the gap (-1: none yet)
+    seconds: float | None = None  # its length, by time.monotonic() (None: ended - started)
 
 
 LossCallback = Callable[[SourceGap], None]
@@ -78,7 +108,8 @@ class Source:
         self.name = name
         self.stopping = threading.Event()
 
-    def frames(self) -> Iterator[SourceFrame]:  # pragma: no cover - interface
+    def frames(self) -> Iterator[SourceFrame | SourceBreak]:  # pragma: no cover - interface
+        """The frames, in order; a source that can drop and come back yields a :class:`SourceBreak` at the drop."""
         raise NotImplementedError
 
     def stop(self) -> None:
@@ -127,6 +158,25 @@ class StreamSource(Source):
         self.open_timeout, self.read_timeout = open_timeout, read_timeout
         self.stated_fps = None  # the stream's own rate once connected, if it states one
         self.connections = 0
+        # (time.time(), time.monotonic()) when the latest two packets with data came out of the demuxer
+        self.data_times: deque[tuple[float, float]] = deque(maxlen=2)
+
+    def _decoded(self, container: Any, stream: Any) -> Iterator[Any]:
+        """The stream's frames as decoded (as ``container.decode`` gives them), noting when packets came."""
+        for packet in container.demux(stream):
+            if packet.size:
+                self.data_times.append((time.time(), time.monotonic()))
+            yield from packet.decode()
+
+    def _last_data(self) -> tuple[float, float]:
+        """When the source last sent data, (time.time(), time.monotonic()). RTSP's depacketiser holds each frame
+        until the next one begins, so after a stall the last frame comes out only when the read times out, seconds
+        later; its data came about a frame period after the frame before it."""
+        if not self.data_times:
+            return time.time(), time.monotonic()
+        (wall, clock), period = self.data_times[0], 1.0 / self.fps
+        last_wall, last_clock = self.data_times[-1]
+        return min(last_wall, wall + period), min(last_clock, clock + period)
 
     def _open(self):
         import av
@@ -136,15 +186,18 @@ class StreamSource(Source):
         options = {"rtsp_transport": "tcp"} if self.url.startswith(("rtsp://", "rtsps://")) else {}
         return av.open(self.url, options=options, timeout=(self.open_timeout, self.read_timeout))
 
-    def frames(self) -> Iterator[SourceFrame]:
+    def frames(self) -> Iterator[SourceFrame | SourceBreak]:
         import av
 
-        retry, lost_at, reason, attempts = FIRST_RETRY_S, None, "", 0
+        # gap: when frames stopped (the last one's arrival, or the first failed connection), and the last frame before
+        retry, gap_start, gap_clock, reason, attempts = FIRST_RETRY_S, None, 0.0, "", 0
+        count = 0  # frames yielded so far
         while not self.stopping.is_set():
             try:
                 container = self._open()
             except (av.FFmpegError, OSError) as exc:
-                lost_at = lost_at or time.time()
+                if gap_start is None:
+                    gap_start, gap_clock = time.time(), time.monotonic()
                 reason, attempts = reason or f"cannot connect ({short_error(exc)})", attempts + 1
                 self.log(f"{self.name}: {short_error(exc)}; retrying in {retry:.1f} s")
                 if self.stopping.wait(retry):
@@ -152,19 +205,25 @@ class StreamSource(Source):
                 retry = min(retry * 2, MAX_RETRY_S)
                 continue
             self.connections += 1
+            delivered = False
+            self.data_times.clear()
             try:
                 stream = container.streams.video[0]
                 self.stated_fps = stated_rate(container, stream) or self.stated_fps
-                if lost_at is not None:
-                    self.on_lost(SourceGap(lost_at, time.time(), reason, attempts))
-                    self.log(f"{self.name}: reconnected after {time.time() - lost_at:.1f} s")
-                lost_at, reason, attempts, retry = None, "", 0, FIRST_RETRY_S
+                if gap_start is not None:
+                    seconds = time.monotonic() - gap_clock
+                    self.on_lost(SourceGap(gap_start, time.time(), reason, attempts, after_frame=count - 1,
+                                           seconds=seconds))
+                    self.log(f"{self.name}: reconnected after {seconds:.1f} s")
+                gap_start, reason, attempts, retry = None, "", 0, FIRST_RETRY_S
                 # slice threads only: frame threads would hold each frame back by one frame per thread
                 stream.thread_type = "SLICE"
                 resumed = self.connections > 1
-                for frame in container.decode(stream):
+                for frame in self._decoded(container, stream):
                     # colours converted as analyze-video converts them (the stream's own matrix and range)
-                    yield SourceFrame(frame_to_rgb(frame), time.time(), resumed=resumed)
+                    image = frame_to_rgb(frame)
+                    count, delivered = count + 1, True
+                    yield SourceFrame(image, time.time(), resumed=resumed)
                     resumed = False
                     if self.stopping.is_set():
                         break
@@ -175,73 +234,262 @@ class StreamSource(Source):
             finally:
                 container.close()
             if not self.stopping.is_set():
-                lost_at, attempts = time.time(), 0
+                # the drop began when the last data came, not when a read timeout noticed it seconds later (the
+                # decoder's last frame comes out only then)
+                gap_start, gap_clock = self._last_data() if delivered else (time.time(), time.monotonic())
+                attempts = 0
                 self.log(f"{self.name}: {reason}; reconnecting")
-        if lost_at is not None:  # stopped while the stream was away: the gap is still worth logging
-            self.on_lost(SourceGap(lost_at, time.time(), reason or "stopped while disconnected", attempts, reconnected=False))
+                if delivered:  # an event open now is closed now, not merged with what comes after the outage
+                    yield SourceBreak(gap_start, reason)
+        if gap_start is not None:  # stopped while the stream was away: the gap is still worth logging
+            self.on_lost(SourceGap(gap_start, time.time(), reason or "stopped while disconnected", attempts,
+                                   reconnected=False, after_frame=count - 1, seconds=time.monotonic() - gap_clock))
+
+
+def shown_name(path: str) -> str:
+    """A file name as reports show it: valid UTF-8 always, bytes that are not UTF-8 (a Latin-1 name from a network
+    share) written as ``\\xNN``, the same in the CSV and in every JSON message."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def temporary_name(name: str) -> bool:
+    """Names of files still being written by write-then-rename copiers (hidden, ``.tmp``, ``.part``, ``~``, ...)."""
+    return name.startswith(".") or name.lower().endswith(TEMPORARY_SUFFIXES)
+
+
+NO_END = "no end marker:"  # how missing_end's reasons begin
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk (no data, fixed CRC): the last bytes of every PNG
+JPEG_END = b"\xff\xd9"  # the end-of-image marker
+
+
+def missing_end(path: str, size: int) -> str | None:
+    """Why a PNG or JPEG file is not complete yet (no end marker at its end), else None. A file preallocated to its
+    full size and filled in later (a Windows copy to a share, some FTP servers) decodes while still half zeros;
+    its end marker comes last. Zero bytes after the marker (padding some cameras add) are allowed. Other formats
+    (BMP, TIFF, WebP) have no end marker: for them only the settle time and the decode count."""
+    suffix = os.path.splitext(path)[1].lower()
+    end = PNG_END if suffix == ".png" else JPEG_END if suffix in (".jpg", ".jpeg") else None
+    if end is None:
+        return None
+    with open(path, "rb") as file:
+        file.seek(max(0, size - 65536))
+        tail = file.read().rstrip(b"\x00")
+    if tail.endswith(end):
+        return None
+    return f"{NO_END} {'PNG IEND chunk' if end is PNG_END else 'JPEG end marker'} at the end (incomplete or corrupt)"
+
+
+@dataclass
+class _Waiting:
+    """A file seen in the hot folder, not taken yet."""
+
+    signature: tuple[int, int]  # (size, mtime_ns) when first seen unchanged
+    since: float  # time.monotonic() since when it has been unchanged
+    problem: str | None = None  # why it could not be read with this signature (retried only when it changes)
 
 
 class FolderSource(Source):
-    """A hot folder: images that a camera or PLC drops in are taken once fully written, each exactly once, in
-    name order. Files already there at the start are taken too. "Fully written" means the same size and
-    modification time on two polls in a row *and* a complete decode: a writer that pauses mid-file leaves a file
-    that fails to decode, which is retried when it changes and reported unreadable only after it stayed
-    unchanged for ``give_up`` seconds. Frames never drop: the folder keeps the files, so the reader waits."""
+    """A hot folder: images that a camera or PLC drops in are taken once fully written, each once, in name
+    order. Files already there at the start are taken too (except those an earlier watch into the same output
+    folder scored and that did not change since: :meth:`skip_unchanged`). "Fully written" means: the same size and
+    modification time for ``settle`` seconds, the format's end marker where it has one (PNG, JPEG), a complete
+    decode, and the same size and time again after the decode (else the result is dropped and the file read again
+    once it settles). A file that is not a complete image and stays unchanged for ``give_up`` seconds is skipped
+    with one logged line. Temporary names (``.name``, ``*.tmp``, ``*.part``, ``*~``, ``*.crdownload``) are left
+    alone, so write-then-rename works. A name seen again with another file behind it (the old one moved away, a
+    rename over it, a rewrite in place) is a new image. Frames never drop: the folder keeps the files, so the
+    reader waits."""
 
     kind = "folder"
     live = False
 
     def __init__(self, folder: Path, poll: float = FOLDER_POLL_S, give_up: float = UNREADABLE_AFTER_S,
-                 log: LogCallback | None = None) -> None:
+                 log: LogCallback | None = None, settle: float = FOLDER_SETTLE_S,
+                 relist: float = FOLDER_RELIST_S) -> None:
         super().__init__(str(folder))
         if not folder.is_dir():
             raise DataError("hot folder not found", folder)
-        self.folder, self.poll, self.give_up = folder, poll, give_up
+        self.folder, self.poll, self.give_up, self.settle, self.relist = folder, poll, give_up, settle, relist
         self.log = log or (lambda message: None)
-        self.taken: set[str] = set()
+        # name -> (inode, size, mtime_ns) of each file taken (scored or skipped), only while it is still listed
+        self.taken: dict[str, tuple[int, int, int]] = {}
+        self.listed: frozenset[str] = frozenset()  # the image names of the latest listing
         self.unreadable = 0
+        self.polls = self.listings = 0  # how often it looked, how often it listed the folder (status, tests)
+        self.earlier: dict[str, tuple[int, int]] = {}  # name -> (size, mtime_ns) an earlier watch scored
+        self._folder_time: int | None = None  # the folder's mtime_ns at the latest listing
+        self._listed_at = 0.0  # time.monotonic() and time.time_ns() of the latest listing
+        self._listed_ns = 0
+        self._rechecks: list[str] = []  # taken names still to re-check in this round
+        self._list_error: str | None = None  # the latest listing's error, logged once
+
+    def skip_unchanged(self, files: dict[str, tuple[int, int]]) -> None:
+        """Files (name -> (size, mtime_ns)) an earlier watch scored: not scored again while unchanged."""
+        self.earlier = dict(files)
 
     def frames(self) -> Iterator[SourceFrame]:
-        seen: dict[str, tuple[int, int]] = {}  # name -> (size, mtime) at the last poll
-        failed: dict[str, tuple[tuple[int, int], float]] = {}  # name -> (signature, when) of a failed decode
+        waiting: dict[str, _Waiting] = {}
+        first = True
         while not self.stopping.is_set():
-            for path in sorted(self._images(), key=natural_key):
-                if path.name in self.taken:
-                    continue
-                try:
-                    stat = path.stat()
-                except FileNotFoundError:
-                    seen.pop(path.name, None)
-                    continue
-                signature = (stat.st_size, stat.st_mtime_ns)
-                stable, seen[path.name] = stat.st_size > 0 and seen.get(path.name) == signature, signature
-                if not stable:
-                    continue
-                if path.name in failed and failed[path.name][0] == signature:
-                    if time.monotonic() - failed[path.name][1] > self.give_up:
-                        self.taken.add(path.name)
-                        self.unreadable += 1
-                        self.log(f"{path}: skipped, still not a readable image after {self.give_up:g} s")
-                    continue
-                try:
-                    image = read_rgb(path)
-                except (AnomalensError, OSError):
-                    failed[path.name] = (signature, time.monotonic())  # perhaps still being written
-                    continue
-                self.taken.add(path.name)
-                seen.pop(path.name, None)
-                failed.pop(path.name, None)
-                yield SourceFrame(image, time.time(), file=str(path))
+            self.polls += 1
+            candidates = self._rechecked() | set(waiting)
+            listing = self._list()
+            if listing is not None:
+                self.listed = frozenset(listing)
+                self.listings += 1  # after `listed`: a reader of both never sees a count without its names
+                for gone in [name for name in self.taken if name not in listing]:
+                    del self.taken[gone]  # moved away or deleted: a new file under its name is a new image
+                for gone in [name for name in waiting if name not in listing]:
+                    del waiting[gone]
+                for name, inode in listing.items():
+                    taken = self.taken.get(name)
+                    if taken is None or taken[0] != inode:  # new, or another file renamed over it
+                        candidates.add(name)
+            # only the files not taken are sorted and looked at: polling costs little however many are scored
+            for name in sorted(candidates, key=lambda n: natural_key(Path(n))):
+                frame = self._try(name, waiting)
+                if frame is not None:
+                    yield frame
                 if self.stopping.is_set():
                     return
+            if first and listing is not None:
+                first, self.earlier = False, {}  # checked against the first listing; the rest are gone
             self.stopping.wait(self.poll)
 
-    def _images(self) -> list[Path]:
+    def _list(self) -> dict[str, int] | None:
+        """Image name -> inode of the folder's files (None: the folder did not change since the latest listing)."""
         try:
-            return [p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")]
+            folder_time = os.stat(self.folder).st_mtime_ns
+            # an unchanged folder time is trusted only if it is older than the listing by a second, so that a file
+            # added in the same clock tick as the latest listing is not missed
+            if (folder_time == self._folder_time and self._listed_ns - folder_time > 1_000_000_000
+                    and time.monotonic() - self._listed_at < self.relist):
+                return None
+            listed_ns, listed_at = time.time_ns(), time.monotonic()
+            names: dict[str, int] = {}
+            with os.scandir(self.folder) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and not temporary_name(name):
+                        names[name] = entry.inode()
         except OSError as exc:
-            self.log(f"cannot list the hot folder ({exc})")
-            return []
+            if str(exc) != self._list_error:  # once, not five times a second while the share is away
+                self.log(f"cannot list the hot folder ({exc})")
+            self._list_error = str(exc)
+            return None
+        self._folder_time, self._listed_ns, self._listed_at, self._list_error = folder_time, listed_ns, listed_at, None
+        return names
+
+    def _rechecked(self) -> set[str]:
+        """Taken files (a few per poll, in turn) that changed since: to be read again."""
+        if not self._rechecks:
+            self._rechecks = list(self.taken)
+        batch, self._rechecks = self._rechecks[:RECHECK_PER_POLL], self._rechecks[RECHECK_PER_POLL:]
+        changed = set()
+        for name in batch:
+            taken = self.taken.get(name)
+            if taken is None:
+                continue
+            try:
+                st = os.stat(os.path.join(self.folder, name))
+            except OSError:
+                continue  # gone: the next listing forgets it
+            if (st.st_ino, st.st_size, st.st_mtime_ns) != taken:
+                del self.taken[name]
+                changed.add(name)
+        return changed
+
+    def _try(self, name: str, waiting: dict[str, _Waiting]) -> SourceFrame | None:
+        """The file's frame if it is complete now; else it waits (or is skipped as broken) and None."""
+        path = os.path.join(self.folder, name)
+        try:
+            st = os.stat(path)
+        except OSError:
+            waiting.pop(name, None)
+            return None
+        signature, now = (st.st_size, st.st_mtime_ns), time.monotonic()
+        if self.earlier.pop(name, None) == signature:  # scored by an earlier watch, unchanged since
+            self.taken[name] = (st.st_ino, *signature)
+            return None
+        seen = waiting.get(name)
+        if seen is None or seen.signature != signature:  # new or still changing: wait for it to settle
+            waiting[name] = _Waiting(signature, now)
+            return None
+        if now - seen.since < self.settle:
+            return None
+        if seen.problem is None:
+            image, problem = self._read(path, st)
+            if problem is None:
+                try:
+                    after = os.stat(path)
+                except OSError:
+                    waiting.pop(name, None)
+                    return None
+                if (after.st_size, after.st_mtime_ns) != signature:  # written to while it was read: not this image
+                    waiting[name] = _Waiting((after.st_size, after.st_mtime_ns), time.monotonic())
+                    return None
+                del waiting[name]
+                self.taken[name] = (st.st_ino, *signature)
+                return SourceFrame(image, time.time(), file=shown_name(path), stamp=(name, *signature))
+            seen.problem = problem
+        if now - seen.since >= self.give_up:  # unchanged all this time: broken, not still being written
+            del waiting[name]
+            self.taken[name] = (st.st_ino, *signature)
+            if seen.problem.startswith(NO_END):
+                # finished after all: some cameras append data after the end marker, and a complete image
+                # skipped would be a part never inspected, worse than one scored late
+                image, problem = self._read(path, st, check_end=False)
+                if problem is None:
+                    self.log(f"{shown_name(path)}: {seen.problem}, but unchanged for {self.give_up:g} s and "
+                             "readable: scored")
+                    return SourceFrame(image, time.time(), file=shown_name(path), stamp=(name, *signature))
+            self.unreadable += 1
+            self.log(f"{shown_name(path)}: skipped, {seen.problem}; unchanged for {self.give_up:g} s")
+        return None
+
+    def _read(self, path: str, st: os.stat_result, check_end: bool = True) -> tuple[np.ndarray | None, str | None]:
+        """The image, or why it is not a complete image (yet); ``check_end`` False: the end marker is not asked."""
+        if not file_mode.S_ISREG(st.st_mode):
+            return None, "not a regular file"
+        if st.st_size == 0:
+            return None, "empty file (0 bytes)"
+        try:
+            problem = missing_end(path, st.st_size) if check_end else None
+            if problem is not None:
+                return None, problem
+            return read_rgb(path), None
+        except (AnomalensError, OSError) as exc:
+            return None, f"not a readable image ({short_error(exc)})"
+
+
+def load_folder_state(output: Path, folder: Path, log: LogCallback | None = None) -> dict[str, tuple[int, int]]:
+    """The files (name -> (size, mtime_ns)) an earlier watch of ``folder`` into ``output`` scored ({} when none).
+    A state that cannot be read is logged and ignored: then every image in the folder is scored again."""
+    log = log or (lambda message: None)
+    path = output / STATE_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log(f"{path}: not readable ({short_error(exc)}); every image in the hot folder is scored again")
+        return {}
+    files = state.get("files") if isinstance(state, dict) else None
+    if not isinstance(files, dict) or not all(
+            isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) for x in v) for v in files.values()):
+        log(f"{path}: field 'files' is not a map of names to [size, mtime_ns]; every image in the hot folder is "
+            "scored again")
+        return {}
+    if state.get("folder") != str(folder.resolve()):  # the output folder was used for another hot folder before
+        return {}
+    return {name: (size, mtime) for name, (size, mtime) in files.items()}
+
+
+def save_folder_state(output: Path, folder: Path, files: dict[str, tuple[int, int]]) -> None:
+    """Write the files scored (name -> (size, mtime_ns)) atomically, for :func:`load_folder_state`."""
+    state: dict[str, Any] = {"folder": str(folder.resolve()), "files": {name: list(sig) for name, sig in files.items()}}
+    # compact: a folder of 50,000 files is 3.7 MB indented, a third of it less without the indentation
+    write_text_atomic(output / STATE_FILE, json.dumps(state, separators=(",", ":")) + "\n")
 
 
 def open_source(

@@ -4,7 +4,8 @@ a rolling score chart with the threshold, and the recent events with their clips
 The watching itself is :class:`anomalens.live.Watcher` in a background thread, one per browser session and at
 most :data:`MAX_WATCHES` on the server. Sources are confined like every path the UI takes: files and hot
 folders under the allowed data folders, streams only from the URL prefixes the server allows
-(``ANOMALENS_UI_STREAMS``, comma-separated, e.g. ``rtsp://127.0.0.1:8554/``; none by default).
+(``ANOMALENS_UI_STREAMS``, comma-separated, e.g. ``rtsp://127.0.0.1:8554/``; none by default), compared parsed:
+the same scheme, host and port, and a path under the prefix's (:func:`stream_allowed`).
 
 >>> build(settings, board, lists)       # inside the page's gr.Blocks                # doctest: +SKIP
 """
@@ -15,6 +16,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from anomalens.errors import ConfigError, DataError
 from anomalens.ui.common import DETECTORS, ModelLists, UISettings, chosen_run, event_where_text, model_choices, request_key
@@ -23,6 +25,7 @@ from anomalens.ui.security import confine_path, user_message
 
 STREAMS_ENV = "ANOMALENS_UI_STREAMS"
 MAX_WATCHES = 2  # live watches the whole server runs at once (each takes a CPU core when the source is fast)
+DEFAULT_PORTS = {"http": 80, "https": 443, "rtsp": 554, "rtsps": 322, "rtmp": 1935}
 EVENT_HEADERS = ["#", "start frame", "end frame", "start (s)", "duration (s)", "peak (0.5 = threshold)", "cue", "started at",
                  "where (peak frame)"]
 
@@ -40,11 +43,41 @@ def resolve_source(settings: UISettings, text: str | None, environ: dict[str, st
         raise DataError("give a source: a video file or hot folder under the data folders, or an allowed stream URL")
     if "://" in text or text.startswith("/dev/"):
         prefixes = allowed_streams(environ)
-        if not any(text.startswith(prefix) for prefix in prefixes):
+        if not any(stream_allowed(text, prefix) for prefix in prefixes):
             allowed = ", ".join(prefixes) if prefixes else f"none (the server sets them in {STREAMS_ENV})"
-            raise DataError(f"this stream is not allowed on this server; allowed: {allowed}", text)
+            # the URL in the message as given (as a path it would lose a slash: "rtsp:/host")
+            raise DataError(f"{text}: this stream is not allowed on this server; allowed: {allowed}")
         return text
     return str(confine_path(text, settings.data_roots))
+
+
+def stream_allowed(text: str, prefix: str) -> bool:
+    """Whether the stream URL (or camera device) ``text`` lies under the allowed ``prefix``: the same scheme, host
+    and port, and a path under the prefix's path, compared parsed rather than as text, so that an allowed
+    ``http://cam.local`` does not admit ``http://cam.local@evil/`` (a user name) or ``http://cam.local.evil/``."""
+    if any(ch.isspace() or ch == "\\" or ord(ch) < 32 for ch in text):  # parsers disagree on these: never allowed
+        return False
+    if "://" not in prefix:  # a device: itself, or what lies in a folder given with a trailing slash
+        return text == prefix or (prefix.endswith("/") and text.startswith(prefix) and _plain_path(text))
+    try:
+        url, allowed = urlsplit(text), urlsplit(prefix)
+        same_place = (url.scheme.lower() == allowed.scheme.lower() and url.hostname is not None
+                      and url.hostname == allowed.hostname and _port(url) == _port(allowed))
+    except ValueError:  # a port that is not a number, a malformed IPv6 address
+        return False
+    if not same_place or url.fragment or not _plain_path(url.path):
+        return False
+    base = allowed.path or "/"
+    return url.path == base.rstrip("/") or url.path.startswith(base if base.endswith("/") else base + "/")
+
+
+def _port(url: SplitResult) -> int | None:
+    return url.port if url.port is not None else DEFAULT_PORTS.get(url.scheme.lower())
+
+
+def _plain_path(path: str) -> bool:
+    """No ``..`` segment (also percent-encoded): a path under the prefix stays under it."""
+    return ".." not in unquote(path).split("/")
 
 
 @dataclass
