@@ -146,9 +146,15 @@ def detector():
 
 
 def test_analyze_video_times_a_variable_rate_video_by_its_timestamps(detector, vfr_files, tmp_path):
-    analysis = analyze_video(detector, vfr_files["mkv"], tmp_path / "out", device="cpu")
+    from anomalens.progress import Reporter
+
+    lines: list[str] = []
+    analysis = analyze_video(detector, vfr_files["mkv"], tmp_path / "out", device="cpu",
+                             reporter=Reporter(show_tqdm=False, callback=lambda message, *_: lines.append(message)))
     rows = list(csv.DictReader(open(analysis.scores_csv)))
     assert [float(row["time"]) for row in rows] == TIMES  # frame 23 at 6.2 s, not 2.3 s
+    # the user is told that motion between frames does not follow the timestamps
+    assert any("variable frame rate (frames 100-800 ms apart)" in line and "after long gaps" in line for line in lines)
     payload = json.loads(analysis.events_json.read_text())
     assert payload["fps"] == 10.0 and payload["variable_frame_rate"] is True
     [event] = payload["events"]

@@ -428,7 +428,11 @@ def analyze_video(
     anomalous = cal.is_anomalous(scores)
     times = clip.frame_times()  # a variable frame rate's own times (read in the pass just done); None: t / fps
     if times is not None:
-        reporter.log(f"{clip.name}: variable frame rate: times are the file's own timestamps")
+        gaps = np.diff(times)
+        uneven = f" (frames {gaps.min() * 1000:.0f}-{gaps.max() * 1000:.0f} ms apart)" if gaps.size else ""
+        # motion is compared per frame at one rate: a frame after a long gap moved further than one after a short
+        reporter.log(f"warning: {clip.name}: variable frame rate{uneven}: times are the file's own timestamps, but "
+                     "motion is measured between consecutive frames, so frames after long gaps can score high")
     events = calibrated_events(scores, cal, clip.fps, normalized_scores=normalized, times=times)
     cues = {name: np.asarray(values, dtype=np.float64) for name, values in getattr(prediction, "cues", {}).items()}
     attach_peak_cues(events, cues)  # which cue made each peak

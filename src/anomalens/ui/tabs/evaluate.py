@@ -25,7 +25,7 @@ from anomalens.ui.common import (
     request_key,
     rounded,
 )
-from anomalens.ui.jobs import JobBoard, cancel_text, new_workspace, run_cancellable, wire_cancel, wire_run
+from anomalens.ui.jobs import JobBoard, new_workspace, run_cancellable, wire_run
 from anomalens.ui.security import user_message
 
 # The per-type table of each kind's metrics.json, and the entries that are tables or curves, not numbers.
@@ -141,6 +141,8 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
     """The tab's layout and wiring (inside a ``gr.Blocks``)."""
     import gradio as gr
 
+    from anomalens.ui.tabs.controls import enqueue_for, wire_cancel_button
+
     with gr.Tab("Evaluate", id="evaluate"):
         with gr.Row():
             model = gr.Dropdown(label="Model (evaluated on the test split of its dataset)", choices=[], scale=5, elem_id="eval-model")
@@ -170,9 +172,6 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
             report = gr.Markdown()
     lists.pickers["any"] = model
 
-    def queue_run(request: gr.Request):
-        return board.enqueue(f"{request_key(request)}:evaluate")
-
     def run(run_dir, ticket_value, request: gr.Request, progress=gr.Progress()):
         key = request_key(request)
         try:
@@ -197,15 +196,9 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
         except Exception as exc:  # one clear line in the status, as in the other tabs; the earlier results stay
             return (f"**Error:** {user_message(exc)}",) + (gr.update(),) * 11
 
-    def cancel(request: gr.Request):
-        return cancel_text(board, f"{request_key(request)}:evaluate", "evaluation", stop_now=False)
-
-    def stop(request: gr.Request):
-        board.stop_marked(f"{request_key(request)}:evaluate")
-
     lists.wire_later(lambda: wire_run(
-        button, queue_run, ticket, run, [model],
+        button, enqueue_for(board, "evaluate"), ticket, run, [model],
         [status, metrics, types, roc, distribution, samples, timelines, report, hardest, hardest_title, downloads,
          lists.table],
         concurrency_id=ANALYSIS_LANE[0], concurrency_limit=ANALYSIS_LANE[1]))
-    wire_cancel(cancel_button, cancel, stop, status)
+    wire_cancel_button(cancel_button, board, "evaluate", "evaluation", status)

@@ -44,8 +44,7 @@ from anomalens.ui.common import (
     threshold_text,
     ui_error,
 )
-from anomalens.ui.jobs import (JobBoard, JobOutcome, ProgressSink, cancel_text, new_workspace, run_cancellable,
-                               wire_cancel, wire_run)
+from anomalens.ui.jobs import JobBoard, JobOutcome, ProgressSink, new_workspace, run_cancellable, wire_run
 from anomalens.ui.security import check_upload_size, user_message
 
 INSPECTION_HEADERS = ["image", "raw score", "normalised score", "verdict", "defect regions"]
@@ -229,6 +228,8 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
     """The tab's layout and wiring (inside a ``gr.Blocks``)."""
     import gradio as gr
 
+    from anomalens.ui.tabs.controls import enqueue_for, wire_cancel_button
+
     with gr.Tab("Inspect images", id="inspect"):
         inspection_state = gr.State(None)
         with gr.Row():
@@ -260,9 +261,6 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
         except Exception as exc:
             raise ui_error(exc) from None
 
-    def queue_run(request: gr.Request):
-        return board.enqueue(f"{request_key(request)}:inspect")
-
     def run(run_dir, uploaded, threshold_value, ticket_value, request: gr.Request, progress=gr.Progress()):
         try:
             outcome = run_inspection(settings, board, request_key(request), run_dir, uploaded, threshold_value,
@@ -288,15 +286,9 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
     model.change(show_examples, [model], [examples], show_progress="hidden")
     examples.click(load_example, [model, examples], [files], show_progress="hidden")
 
-    def cancel(request: gr.Request):
-        return cancel_text(board, f"{request_key(request)}:inspect", "inspection", stop_now=False)
-
-    def stop(request: gr.Request):
-        board.stop_marked(f"{request_key(request)}:inspect")
-
     outputs = [summary, gallery, table, downloads]
-    wire_run(button, queue_run, ticket, run, [model, files, threshold], outputs + [reconstructions, inspection_state],
+    wire_run(button, enqueue_for(board, "inspect"), ticket, run, [model, files, threshold], outputs + [reconstructions, inspection_state],
              concurrency_id=ANALYSIS_LANE[0], concurrency_limit=ANALYSIS_LANE[1])
-    wire_cancel(cancel_button, cancel, stop, summary)
+    wire_cancel_button(cancel_button, board, "inspect", "inspection", summary)
     threshold.change(relabel, [inspection_state, threshold], outputs, show_progress="hidden", trigger_mode="always_last")
     lists.wire_later(lambda: refresh.click(lists.refresh, [lists.pickers["image"], lists.pickers["video"], lists.pickers["any"]], lists.outputs))

@@ -24,8 +24,8 @@ from anomalens.errors import AnomalensError, ConfigError, DataError
 from anomalens.progress import SILENT, Reporter
 from anomalens.ui.common import (MODEL_TABLE_HEADERS, TRAIN_LANE, UPLOADS_FOLDER, ModelLists, UISettings, log,
                                  progress_sink, request_key)
-from anomalens.ui.jobs import (JobBoard, NotStarted, cancel_text, hold_workspace, is_held, new_workspace,
-                                not_started_text, unique_run_name, wire_cancel, wire_run)
+from anomalens.ui.jobs import (JobBoard, NotStarted, hold_workspace, is_held, new_workspace, not_started_text,
+                                unique_run_name, wire_run)
 from anomalens.ui.security import check_upload_size, confine_path, safe_extract_zip, user_message
 
 # Settings that have their own widget in the tab; every other config field is "advanced".
@@ -384,6 +384,8 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
     """The tab's layout and wiring (inside a ``gr.Blocks``)."""
     import gradio as gr
 
+    from anomalens.ui.tabs.controls import enqueue_for, wire_cancel_button
+
     from anomalens.workflows.train import TrainOptions
 
     first_model = (model_types("image") or [None])[0]
@@ -440,9 +442,6 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
 
     check_button.click(check_dataset, [kind, folder, upload], [status])
 
-    def queue_run(request: gr.Request):
-        return board.enqueue(f"{request_key(request)}:train")
-
     def run(kind_value, folder_value, upload_value, model_value, size_value, validation_value, seed_value, region_value,
             advanced_value, image_choice, video_choice, ticket_value, request: gr.Request, progress=gr.Progress()):
         key = request_key(request)
@@ -481,15 +480,9 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
         # the Inspect and Video tabs keep their choice: a new, not yet evaluated model is never swapped in silently
         return (message,) + lists.refresh(image_choice, video_choice, run_dir)
 
-    def cancel(request: gr.Request):
-        return cancel_text(board, f"{request_key(request)}:train", "training", stop_now=False)
-
-    def stop(request: gr.Request):
-        board.stop_marked(f"{request_key(request)}:train")
-
-    wire_cancel(cancel_button, cancel, stop, status)
+    wire_cancel_button(cancel_button, board, "train", "training", status)
     lists.wire_later(lambda: wire_run(
-        train_button, queue_run, ticket, run,
+        train_button, enqueue_for(board, "train"), ticket, run,
         [kind, folder, upload, model, size, validation, seed, region, advanced, lists.pickers["image"], lists.pickers["video"]],
         [status] + lists.outputs,
         concurrency_id=TRAIN_LANE[0], concurrency_limit=TRAIN_LANE[1], show_progress_on=[status]))

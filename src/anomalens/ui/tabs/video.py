@@ -34,7 +34,7 @@ from anomalens.ui.common import (
     ui_error,
     event_where_text,
 )
-from anomalens.ui.jobs import JobBoard, cancel_text, new_workspace, run_cancellable
+from anomalens.ui.jobs import JobBoard, new_workspace, run_cancellable
 from anomalens.ui.security import check_upload_size, user_message
 
 EVENT_HEADERS = ["#", "start (s)", "end (s)", "start frame", "end frame", "duration (s)", "peak (normalised)", "peak frame",
@@ -103,7 +103,9 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
     """The tab's layout and wiring (inside a ``gr.Blocks``)."""
     import gradio as gr
 
-    from anomalens.ui.jobs import wire_cancel, wire_run
+    from anomalens.ui.tabs.controls import enqueue_for, wire_cancel_button
+
+    from anomalens.ui.jobs import wire_run
 
     with gr.Tab("Analyse video", id="video"):
         with gr.Row():
@@ -127,9 +129,6 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
                 timeline = gr.Image(label="Score per frame", show_label=False, interactive=False, elem_id="video-timeline")
                 events = gr.Dataframe(headers=EVENT_HEADERS, label="Detected intervals", interactive=False, elem_id="video-events")
     lists.pickers["video"] = model
-
-    def queue_run(request: gr.Request):
-        return board.enqueue(f"{request_key(request)}:video")
 
     def run(run_dir, video, ticket_value, request: gr.Request, progress=gr.Progress()):
         key = request_key(request)
@@ -159,13 +158,7 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
     model.change(show_examples, [model], [examples], show_progress="hidden")
     examples.click(load_example, [model, examples], [video_file], show_progress="hidden")
 
-    def cancel(request: gr.Request):
-        return cancel_text(board, f"{request_key(request)}:video", "video analysis", stop_now=False)
-
-    def stop(request: gr.Request):
-        board.stop_marked(f"{request_key(request)}:video")
-
-    wire_run(button, queue_run, ticket, run, [model, video_file], [summary, player, timeline, events, downloads],
+    wire_run(button, enqueue_for(board, "video"), ticket, run, [model, video_file], [summary, player, timeline, events, downloads],
              concurrency_id=ANALYSIS_LANE[0], concurrency_limit=ANALYSIS_LANE[1])
-    wire_cancel(cancel_button, cancel, stop, summary)
+    wire_cancel_button(cancel_button, board, "video", "video analysis", summary)
     lists.wire_later(lambda: refresh.click(lists.refresh, [lists.pickers["image"], lists.pickers["video"], lists.pickers["any"]], lists.outputs))
