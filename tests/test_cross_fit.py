@@ -123,6 +123,10 @@ def test_without_held_out_images_each_training_image_counts_once(streamed):
     # the fair scores alone: higher than the model's own scores of the images it learned
     own = detector.predict(images).scores
     assert cal.validation_mean > float(own.mean())
+    # the maps of images scored by the memory that learned them set neither the regions nor the drift range
+    # (they gave 6 of 20 fresh normal images defect regions): regions at the image threshold, no drift check
+    assert cal.pixel_threshold is None and cal.region_threshold() == cal.threshold
+    assert detector.drift_reference_ is None
 
 
 def test_enough_held_out_images_set_the_threshold_alone():

@@ -168,6 +168,21 @@ def test_aupro_threshold_grid_matches_brute_force():
     assert aupro(masks, rounded) == pytest.approx(_brute_force_aupro(masks, rounded), abs=1e-12)
 
 
+def test_aupro_does_not_depend_on_the_maps_magnitude():
+    """Maps of raw distances near 1e9 (float32): "lowest value - 1" was the lowest value itself, the curve never
+    reached FPR 1, and AUPRO came out 1.63 by extrapolation; both threshold grids end below every pixel now."""
+    masks = np.zeros((1, 10, 10), bool)
+    masks[0, 0, :3] = True
+    maps = np.full((1, 10, 10), 1e9, np.float32)
+    maps[0, 0, :3] = 2e9
+    maps[0, 5, :] = 1.5e9
+    assert aupro(masks, maps) == pytest.approx(aupro(masks, maps / np.float32(1e9))) == pytest.approx(1.0)
+    masks, small = _random_case(seed=1)  # the quantile grid
+    assert aupro(masks, small * np.float32(1e9) + np.float32(1e9)) == pytest.approx(aupro(masks, small), abs=2e-3)
+    fpr, _ = pro_curve(masks, small * np.float32(1e9) + np.float32(1e9))
+    assert fpr[-1] == pytest.approx(1.0)
+
+
 def test_pro_curve_is_monotone_from_origin_to_one():
     masks, maps = _random_case(seed=2)
     fpr, pro = pro_curve(masks, maps)

@@ -166,3 +166,23 @@ def test_leaving_one_clip_out_measures_what_a_new_clip_can_expect():
     assert calibrate(scores, 0.01).clip_held_out_fpr is None
     assert "judged by the threshold of the others" in cal.false_alarm_text()
     assert cal.false_alarm_summary()["measured_fpr_on_clips_left_out"] == rate
+
+
+def test_a_lost_frame_shortens_its_clip_and_keeps_the_series_apart():
+    """One NaN frame once dropped the clip structure: 2000 frames of ~100 independent values counted as 2000
+    independent ones, and the "too few" warning went away; the same NaN in a shift kept a lone clip's shift."""
+    from anomalens.metrics.threshold import score_shift
+
+    rng = np.random.default_rng(2)
+    frames = np.repeat(rng.normal(size=100), 20)  # two clips of 1000 frames, 20 equal frames in a row
+    whole = calibrate(frames, 0.01, series_lengths=[1000, 1000])
+    lost = frames.copy()
+    lost[5] = np.nan
+    holed = calibrate(lost, 0.01, series_lengths=[1000, 1000])
+    assert holed.effective_count == pytest.approx(whole.effective_count, rel=0.02)
+    assert holed.effective_count < 300  # the series kept: far fewer than 1999 independent frames
+    assert holed.warning and whole.warning and holed.clip_held_out_fpr is not None
+    reference = rng.normal(size=200)
+    others = reference[None] + 0.4 + rng.normal(0, 0.05, (2, 200))
+    others[:, 7] = np.nan
+    assert score_shift(others, reference, series_lengths=[200]).shift == 0.0  # one clip measures no shift

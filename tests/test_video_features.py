@@ -111,6 +111,7 @@ def test_without_held_out_clips_each_training_frame_counts_once():
     assert extra is not None and detector.calibration_.validation_count == len(extra[0]) > 0
     assert any("cross-validated frames of 4 training clips (no held-out clips)" in line for line in lines)
     assert not any("held-out clip(s) and" in line for line in lines)
+    assert detector.drift_reference_ is None  # the training clips' own maps run low: no range is claimed
 
 
 def test_outputs_have_one_entry_per_frame(fitted):

@@ -118,6 +118,27 @@ def test_evaluate_reports_pooled_and_per_clip_frame_auroc(tiny_run):
     assert "frame AUROC (all test frames pooled)" in result.report_path.read_text()
 
 
+def test_clips_of_two_types_with_one_name_stay_apart(tiny_run, dataset, tmp_path):
+    """test/<type>/01.mp4 in every type folder (the layout invites it) once became one row of per_clip, one
+    timeline, and a mean per-clip AUROC over the last clip only."""
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(dataset / CATEGORY, copy / CATEGORY)
+    for video in sorted((copy / CATEGORY / "test").rglob("*.mp4")):
+        for suffix in (".mp4", ".labels.csv"):
+            source = video.with_suffix(suffix)
+            if source.exists():
+                source.rename(video.with_name("01" + suffix))
+    result = evaluate_video_model(tiny_run, copy, CATEGORY, device="cpu")
+    m = json.loads((result.output_dir / "metrics.json").read_text())
+    types = sorted(p.name for p in (copy / CATEGORY / "test").iterdir())
+    assert sorted(m["per_clip"]) == [f"{t}/01" for t in types] and m["counts"]["test_clips"] == len(types)
+    assert sorted(p.name for p in result.output_dir.glob("timeline_*.png")) == [f"timeline_{t}_01.png" for t in types]
+    aurocs = [v["frame_auroc"] for v in m["per_clip"].values() if v["frame_auroc"] is not None]
+    assert len(aurocs) >= 2 and m["mean_clip_frame_auroc"] == pytest.approx(float(np.mean(aurocs)))
+
+
 def test_analyze_writes_one_output_frame_per_input_frame(tiny_run, dataset, tmp_path):
     video = dataset / CATEGORY / "test" / "foreign_object" / "test_000.mp4"
     truth = discover_video_category(dataset, CATEGORY)

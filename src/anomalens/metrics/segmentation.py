@@ -77,7 +77,8 @@ def _thresholds(masks: np.ndarray, maps: np.ndarray, max_fpr: float, num_thresho
     if maps.size <= EXACT_CHECK_PIXELS:
         distinct = np.unique(maps)
         if distinct.size <= EXACT_THRESHOLD_LIMIT:
-            return np.r_[distinct[::-1], distinct[0] - 1.0]  # the last one flags every pixel: FPR 1
+            # the last one flags every pixel: FPR 1 (-inf: "lowest - 1" is the lowest itself in float32 above 1.7e7)
+            return np.r_[distinct[::-1].astype(np.float64), -np.inf]
     # a strided sample of the normal pixels, image by image, places the grid; the counts stay exact
     step = max(1, int(np.ceil(maps.size / QUANTILE_SAMPLE)))
     samples, top = [], -np.inf
@@ -89,7 +90,7 @@ def _thresholds(masks: np.ndarray, maps: np.ndarray, max_fpr: float, num_thresho
     levels = np.linspace(0.0, min(1.0, max_fpr * 1.05), num_thresholds)
     grid = np.quantile(np.concatenate(samples), 1.0 - levels)
     # the exact maximum of the normal pixels gives FPR 0; below the global minimum every pixel is flagged
-    grid = np.r_[top, grid, float(maps.min()) - 1.0]
+    grid = np.r_[top, grid, -np.inf]  # not "min - 1": float32 maps compare it in float32, where it is the min
     return np.unique(grid)[::-1]
 
 
@@ -135,7 +136,9 @@ def aupro(masks: np.ndarray, maps: np.ndarray, max_fpr: float = 0.3, num_thresho
     # FPR grows as the threshold falls; ties in FPR keep the best PRO reached there (a vertical step)
     keep = fpr <= max_fpr
     x, y = fpr[keep], pro[keep]
-    if x[-1] < max_fpr:
+    if x[-1] < max_fpr and not (fpr > max_fpr).any():  # the curve stops short: its last PRO holds to max_fpr
+        x, y = np.r_[x, max_fpr], np.r_[y, y[-1]]
+    elif x[-1] < max_fpr:
         after = int(np.argmax(fpr > max_fpr))
         x0, y0, x1, y1 = fpr[after - 1], pro[after - 1], fpr[after], pro[after]
         y_end = y0 + (y1 - y0) * (max_fpr - x0) / (x1 - x0)

@@ -180,6 +180,13 @@ def no_shift(what: str = "cross-fitted scores") -> ScoreShift:
     return ScoreShift(0.0, 0.0, 0.0, f"{what} taken as they are: no normal item to measure their shift on")
 
 
+def finite_lengths(finite: np.ndarray, series_lengths: Sequence[int]) -> list[int]:
+    """Each series' length counting only its ``finite`` items (in order): a NaN frame shortens its own clip, and
+    the clips stay apart (dropping the series once counted every frame as independent)."""
+    bounds = np.cumsum([0, *series_lengths])
+    return [int(finite[a:b].sum()) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 def score_shift(others: np.ndarray, reference: np.ndarray, series_lengths: Sequence[int] | None = None,
                 what: str = "cross-fitted scores") -> ScoreShift:
     """The mean excess of ``others`` ``(K, N)`` (each row: the same ``N`` normal items scored another way) over
@@ -205,12 +212,15 @@ def score_shift(others: np.ndarray, reference: np.ndarray, series_lengths: Seque
     reference = np.asarray(reference, dtype=np.float64).ravel()
     others = np.asarray(others, dtype=np.float64)
     differences = np.zeros(0)
+    lengths = None
     if reference.size and others.size:
         differences = (others.reshape(-1, reference.size) - reference[None]).mean(axis=0)
-        differences = differences[np.isfinite(differences)]
+        finite = np.isfinite(differences)
+        if series_lengths is not None and sum(series_lengths) == differences.size:
+            lengths = finite_lengths(finite, series_lengths)  # each clip keeps its own finite items
+        differences = differences[finite]
     if differences.size == 0:
         return no_shift(what)
-    lengths = series_lengths if series_lengths is not None and sum(series_lengths) == differences.size else None
     items = effective_sample_size(differences, lengths)
     measured = float(differences.mean())
     if items < MIN_SHIFT_ITEMS:
@@ -311,8 +321,10 @@ def calibrate(
         raise ValueError("calibration needs at least one finite validation score")
     if not 0.0 < target_fpr < 0.5:
         raise ValueError(f"target_fpr must be in (0, 0.5), got {target_fpr}")
-    if series_lengths is not None and (sum(series_lengths) != scores.size or not finite.all()):
+    if series_lengths is not None and sum(series_lengths) != scores.size:
         series_lengths = None  # the series cannot be followed: count the scores as independent
+    elif series_lengths is not None and not finite.all():
+        series_lengths = finite_lengths(finite, series_lengths)  # a lost frame shortens its clip, not every clip
     scores = scores[finite]
     mean, std = float(scores.mean()), float(scores.std())
     spread = std if std > 0 else max(abs(mean) * 0.05, 1e-6)

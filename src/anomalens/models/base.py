@@ -129,7 +129,7 @@ class HeldOutScores:
     its map, for the drift check) and, for video, the number of frames of each clip in ``scores`` (in order)."""
 
     scores: np.ndarray
-    typical: np.ndarray
+    typical: np.ndarray | None  # None: no fair measure of the normal range (no drift reference)
     series_lengths: list[int] | None = None
     maps: np.ndarray | None = None  # images: their anomaly maps, which set the pixel threshold of defect regions
 
@@ -198,7 +198,8 @@ class BaseDetector(ABC):
             reporter.log("choosing the threshold on the held-out data")  # stopped during that pass: it takes seconds
             scores = held_out_scores(Reporter(show_tqdm=reporter.show_tqdm, interactive=reporter.interactive))
         self.calibration_ = calibrate(scores.scores, self.config.target_fpr, scores.series_lengths, normal_maps=scores.maps)
-        self.drift_reference_ = DriftReference.from_typical(scores.typical, self.calibration_.validation_std)
+        self.drift_reference_ = (None if scores.typical is None
+                                 else DriftReference.from_typical(scores.typical, self.calibration_.validation_std))
 
     def save(self, folder: str | Path) -> Path:
         """Write ``config.json`` and ``weights.safetensors`` into ``folder``, atomically as a whole; the config
@@ -274,15 +275,17 @@ class ImageDetector(BaseDetector):
         no_held_out, self._no_held_out = getattr(self, "_no_held_out", False), False
 
         def held_out_scores(r: Reporter) -> HeldOutScores:
-            prediction = self.predict(held_out, reporter=r)
-            scores, extra = prediction.scores, self._cross_validated_scores()
+            extra = self._cross_validated_scores()
             if extra is not None and len(extra) and no_held_out:
                 # no held-out images: "held_out" is the training set scored by the memory that learned it, whose
                 # low scores would count twice beside the same images scored fairly
                 r.log(f"threshold: {len(extra)} training images scored by memories that did not learn them "
-                      "(no held-out images)")
-                scores = extra
-            elif extra is not None and len(extra):
+                      "(no held-out images); no region threshold of its own and no drift reference: the training "
+                      "images' maps, from the memory that learned them, run low (hold some out to have both)")
+                return HeldOutScores(extra, None)
+            prediction = self.predict(held_out, reporter=r)
+            scores = prediction.scores
+            if extra is not None and len(extra):
                 # normal training images scored by memories built without them (see the method), as video does
                 r.log(f"threshold: {len(scores)} held-out images and {len(extra)} training images scored by memories "
                       "that did not learn them")

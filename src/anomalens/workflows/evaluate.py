@@ -11,9 +11,10 @@ report.md and figures atomically. The threshold is the model's own, fixed before
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -375,8 +376,8 @@ def _measure_video(detector: BaseDetector, data_dir: Path, category: str, report
 
     def write(tmp: Path, final: Path) -> dict[str, Path]:
         figures: dict[str, Path] = {}
-        for result in reporter.iter(results, "draw timelines"):
-            name = f"timeline_{safe_name(result.ref.name)}.png"
+        for clip, result in zip(clip_names(results), reporter.iter(results, "draw timelines")):
+            name = f"timeline_{safe_name(clip)}.png"
             plot_timeline(
                 result.scores, cal.threshold, result.fps, tmp / name, events=result.events, ground_truth=result.labels,
                 title=f"{result.ref.name} ({result.ref.anomaly_type})",
@@ -399,6 +400,13 @@ def evaluate_video_model(checkpoint: str | Path, data_dir: str | Path | None = N
     return evaluate_model("video", checkpoint, data_dir, category, **options)
 
 
+def clip_names(results: Sequence[_ClipResult]) -> list[str]:
+    """Each test clip's name in tables and file names: its own, or ``<type>/<name>`` where clips of two types share
+    one (``test/normal/01.mp4`` and ``test/speeding/01.mp4`` once became one row and one timeline)."""
+    counts = Counter(r.ref.name for r in results)
+    return [r.ref.name if counts[r.ref.name] == 1 else f"{r.ref.anomaly_type}/{r.ref.name}" for r in results]
+
+
 def video_metrics(results: list[_ClipResult], cal: Calibration, from_folds: bool = False) -> dict[str, Any]:
     """Frame-level (pooled, per clip, at the threshold), video-level and per-type figures (``from_folds``: the
     model's ``threshold_from_folds``, for the threshold's rule)."""
@@ -415,8 +423,9 @@ def video_metrics(results: list[_ClipResult], cal: Calibration, from_folds: bool
             at_threshold = confusion_at(pooled_labels, np.concatenate(scores), cal.threshold)
         else:
             warnings.append("the labelled test frames are all of one class: no frame-level AUROC")
-    video_only = [r.ref.name for r in results if r.labels is None and r.ref.video_label in (0, 1)]
-    unknown = [r.ref.name for r in results if r.ref.video_label not in (0, 1) and r.labels is None]
+    names = clip_names(results)
+    video_only = [n for n, r in zip(names, results) if r.labels is None and r.ref.video_label in (0, 1)]
+    unknown = [n for n, r in zip(names, results) if r.ref.video_label not in (0, 1) and r.labels is None]
     if video_only:
         warnings.append(f"{len(video_only)} test clip(s) have no frame labels and count at video level only")
     if unknown:
@@ -427,9 +436,9 @@ def video_metrics(results: list[_ClipResult], cal: Calibration, from_folds: bool
         video_auroc(video_labels, [float(r.scores.max()) for r in known]) if 0 < sum(video_labels) < len(video_labels) else None
     )
     per_clip = {}
-    for r in results:
+    for name, r in zip(names, results):
         flagged = cal.is_anomalous(r.scores)
-        per_clip[r.ref.name] = {
+        per_clip[name] = {
             "type": r.ref.anomaly_type,
             "frames": int(r.scores.size),
             "anomalous_frames": int(r.labels.sum()) if r.labels is not None else None,

@@ -178,20 +178,21 @@ class VideoDetector(BaseDetector):
             held_out = list(train)
 
         def held_out_scores(r: Reporter) -> HeldOutScores:
+            extra = self._cross_validated_scores()
+            if extra is not None and len(extra[0]) and not given:
+                # no held-out clips: the training clips scored by the memories that learned them run low and would
+                # count twice beside the same clips scored fairly
+                r.log(f"threshold: {len(extra[0])} cross-validated frames of {len(extra[1])} training clips "
+                      "(no held-out clips); no drift reference: the training clips' maps, from the memories that "
+                      "learned them, run low (hold a clip out to have one)")
+                return HeldOutScores(extra[0], None, list(extra[1]))
             scores, typical = [], []
             for clip in held_out:
                 prediction = self._predict_clip(clip, r, views=False)
                 scores.append(prediction.scores)
                 typical.append(prediction.typical_cells())
             lengths = [len(s) for s in scores]
-            extra = self._cross_validated_scores()
-            if extra is not None and len(extra[0]) and not given:
-                # no held-out clips: the training clips scored by the memories that learned them run low and would
-                # count twice beside the same clips scored fairly
-                r.log(f"threshold: {len(extra[0])} cross-validated frames of {len(extra[1])} training clips "
-                      "(no held-out clips)")
-                scores, lengths = [extra[0]], list(extra[1])
-            elif extra is not None and len(extra[0]):
+            if extra is not None and len(extra[0]):
                 # normal frames of every training clip scored by memories built without it (see the method)
                 r.log(f"threshold: {sum(lengths)} frames of {len(held_out)} held-out clip(s) and {len(extra[0])} "
                       f"cross-validated frames of {len(extra[1])} training clips")
