@@ -64,7 +64,8 @@ def test_original_fields_are_required_and_later_ones_keep_their_saved_before_val
     from anomalens.models.base import detector_class
 
     cls = detector_class(model).config_class
-    later = set(cls.SAVED_BEFORE) | ({"memory_bank_size", "exact_search"} if model == "patchcore" else set())
+    later = set(cls.SAVED_BEFORE)
+    assert model != "patchcore" or {"memory_bank_size", "exact_search"} <= later
     meta = _meta(model)
     for name in later:  # an older checkpoint, saved before these settings existed, still loads
         meta["config"].pop(name)
@@ -188,3 +189,23 @@ def test_a_video_bundle_with_a_damaged_constant_is_one_checkpoint_error(onnx_bun
     with pytest.raises(CheckpointError, match="memory.npy") as caught:
         VideoInferencer.load(broken)
     assert "checksum" not in str(caught.value)
+
+
+def test_a_patchcore_saved_before_the_bounded_bank_searches_exactly_as_it_was_fitted(tmp_path):
+    """Models saved before exact_search existed were fitted and calibrated on an exact search; loading them with
+    the approximate one (above 4,096 entries) moved their scores off the threshold they were set on."""
+    import json
+
+    from _textures import woven_textures
+
+    from anomalens.models import create_detector, load_detector
+
+    images = woven_textures(12, seed=5)
+    folder = create_detector("patchcore", image_size=(64, 64)).fit(images[:10], images[10:]).save(tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    assert load_detector(folder).config.exact_search is False  # saved with the field: as saved
+    for name in ("exact_search", "memory_bank_size"):
+        config["config"].pop(name)
+    (folder / "config.json").write_text(json.dumps(config))
+    older = load_detector(folder)
+    assert older.config.exact_search is True and older.config.memory_bank_size is None

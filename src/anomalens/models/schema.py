@@ -159,11 +159,6 @@ CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
     name: _choices(name) for name in ("backbone", "loss", "normal_reference", "flow_preset", "score_region", "cue_combination",
                                          "temporal_spill", "anomaly_map")
 }
-# Config fields added after models were first saved whose default is how the older models were fitted, so that
-# they need no SAVED_BEFORE entry (PatchCore's bounded bank and faiss search, commit 5b9c6c0): a model saved
-# before them may lack them. Every other field has been saved by every checkpoint since its model existed, so
-# a file without it was edited, and its default (image_size 256, say) would silently change the scores.
-ADDED_WITH_DEFAULT: frozenset[str] = frozenset({"memory_bank_size", "exact_search"})
 # Top-level fields of a model's config.json (what BaseDetector.save writes; "preprocessing" in older files). Only
 # model, kind and config are required: drift_reference and weights_sha256 (the SHA-256 of weights.safetensors) came
 # later, and a checkpoint saved before them loads as it did then, without the drift or the checksum check.
@@ -343,7 +338,10 @@ def _model_config(meta: Any, format_version: int) -> dict[str, Any]:
         raise _Invalid("kind", f"this file says {kind}, but {model} is an {cls.kind} model"
                        if cls.kind == "image" else f"this file says {kind}, but {model} is a {cls.kind} model")
     _settings(cls.config_class, meta["config"], "config.")
-    optional = set(cls.config_class.SAVED_BEFORE) | ADDED_WITH_DEFAULT
+    # fields added after a model was first saved are in its SAVED_BEFORE (how the older models were fitted); every
+    # other field has been saved by every checkpoint since, so a file without it was edited, and its default
+    # (image_size 256, say) would silently change the scores
+    optional = set(cls.config_class.SAVED_BEFORE)
     for f in dataclasses.fields(cls.config_class):
         if f.name not in meta["config"] and f.name not in optional:
             raise _Invalid(f"config.{f.name}", "is missing")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, ClassVar, Iterable, Iterator
 
 import torch
 
@@ -43,6 +43,10 @@ class PatchCoreConfig(FeatureDetectorConfig):
     coreset_projection_dim: int | None = 128  # channels the coreset selection measures distances in (speed)
     # size of the bank neighbourhood used to reweight the image score (PatchCore's b); 1 turns reweighting off
     num_neighbours: int = 9  # bank neighbours that reweight the image score (PatchCore's b; 1 = off)
+    # models saved before the bounded bank and faiss search (commit 5b9c6c0) kept every coreset entry and searched
+    # it exactly: they load that way, so that a bank above 4,096 entries keeps the scores its threshold was set on
+    SAVED_BEFORE: ClassVar[dict[str, Any]] = {**FeatureDetectorConfig.SAVED_BEFORE, "memory_bank_size": None,
+                                              "exact_search": True}
 
 
 class PatchCore(FeatureDetector):
