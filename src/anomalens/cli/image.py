@@ -117,7 +117,8 @@ def _predict(args: argparse.Namespace) -> int:
 
         return predict_on_ray(args)
     report = predict_images(args.checkpoint, args.paths, args.output_dir, device=args.device, reporter=cli_reporter(),
-                            overwrite=args.overwrite, save_masks=args.masks, batch_size=args.batch_size)
+                            overwrite=args.overwrite, save_masks=args.masks, batch_size=args.batch_size,
+                            keep_arrays=False)  # only scores and files are shown: memory stays one batch's
     for r in report.results:
         verdict = verdict_word(r.anomalous)
         print(f"{r.path}\tscore {r.score:.5g}\tnormalised {r.normalized_score:.3f}\t{verdict}\tregions {len(r.regions)}")
