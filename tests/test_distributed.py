@@ -148,11 +148,22 @@ def test_batch_scoring_equals_local_predict(ray_cluster, image_run, tmp_path):
         assert (got["image_height"], got["image_width"]) == r.image_size
     assert report.anomalous == sum(r.anomalous for r in local.results) > 0
     assert stale_files(output) == []
+    # the drift check over the whole job, as local predict makes it over its images (once missing on Ray)
+    ours, theirs = json.loads(report.json_path.read_text())["drift"], json.loads(local.json_path.read_text())["drift"]
+    assert ours is not None and ours.keys() == theirs.keys() and ours["drifted"] == theirs["drifted"]
+    dim = tmp_path / "dim"
+    dim.mkdir()
+    for path in sorted((test_dir / "good").glob("*.png")):
+        Image.fromarray((np.asarray(Image.open(path).convert("RGB")) * 0.4).astype(np.uint8)).save(dim / path.name)
+    dimmed = predict_images_on_ray(image_run.run_dir, [dim], tmp_path / "ray_dim", address=ray_cluster.address,
+                                   block_size=5)
+    assert dimmed.drift is not None and dimmed.drift.drifted
+    assert dimmed.drift.drifted == predict_images(image_run.run_dir, [dim], tmp_path / "local_dim", device="cpu").drift.drifted
     import pyarrow.parquet as pq
 
     table = pq.read_table(output / "blocks")
     assert table.num_rows == 24 and set(table.column_names) >= {"path", "score", "normalized_score", "anomalous", "regions",
-                                                                        "image_height", "image_width"}
+                                                                        "image_height", "image_width", "typical_distance"}
 
     # the same job again: nothing left to score, same results
     shards = _shards(output)
@@ -168,8 +179,9 @@ def test_batch_scoring_equals_local_predict(ray_cluster, image_run, tmp_path):
 
 
 def test_blocks_of_an_older_version_are_scored_again(tmp_path):
-    """Blocks written before regions were in the image's pixels (no image size column) are not counted as done,
-    so a resumed job does not mix the two; a damaged block is scored again too."""
+    """Blocks written before regions were in the image's pixels (no image size column), or before the drift check
+    (no typical distance), are not counted as done, so a resumed job does not mix them; a damaged block is scored
+    again too."""
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
@@ -177,10 +189,12 @@ def test_blocks_of_an_older_version_are_scored_again(tmp_path):
 
     pq.write_table(pa.table({"path": ["a.png"], "regions": ["[]"]}), tmp_path / "old.parquet")
     pq.write_table(pa.table({"path": ["a.png"], "regions": ["[]"], "image_height": [5], "image_width": [6]}),
-                   tmp_path / "new.parquet")
+                   tmp_path / "sized.parquet")
+    pq.write_table(pa.table({"path": ["a.png"], "regions": ["[]"], "image_height": [5], "image_width": [6],
+                             "typical_distance": [1.5]}), tmp_path / "new.parquet")
     (tmp_path / "damaged.parquet").write_bytes(b"PAR1 not a parquet file")
-    assert [_finished_block(tmp_path / f"{n}.parquet") for n in ("old", "new", "damaged", "missing")] == \
-        [False, True, False, False]
+    assert [_finished_block(tmp_path / f"{n}.parquet") for n in ("old", "sized", "new", "damaged", "missing")] == \
+        [False, False, True, False, False]
 
 
 @pytest.mark.slow
@@ -426,3 +440,23 @@ def test_a_task_that_crashes_fails_alone(ray_cluster):
     assert [o.details for o in outcomes] == [{"done": "a"}, {}, {"done": "c"}]
     assert outcomes[0].error is None and outcomes[2].error is None
     assert outcomes[1].error.startswith("task failed: ") and "boom in b" in outcomes[1].error
+
+
+def test_a_ray_auth_token_left_by_an_earlier_private_ray_does_not_lock_the_local_cluster_out(tmp_path):
+    """A private ray.init() (``--engine ray`` without --address) writes ~/.ray/auth_token; with it, nodes started by
+    ``ray start`` switched on token authentication and recorded an address that neither their status check nor a
+    driver reached: every Ray test skipped after such a run. The throwaway loopback cluster now runs without it."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'anomalens[ray]')")
+    import secrets
+
+    from anomalens.distributed.local_cluster import LocalCluster
+
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
+    cluster = LocalCluster(nodes=1, env={"HOME": str(home), "PYTHONPATH": str(SRC)})
+    try:
+        cluster.start(timeout=120)
+        assert cluster.alive_nodes() == 1
+    finally:
+        cluster.stop()

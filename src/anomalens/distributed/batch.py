@@ -32,7 +32,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import numpy as np
+
 from anomalens.errors import ConfigError, DataError
+from anomalens.metrics.drift import DriftReport, assess_drift
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import atomic_path, file_sha256, write_json_atomic, write_text_atomic
 
@@ -80,6 +83,7 @@ class RayPredictionReport:
     blocks_per_node: dict[str, int] = field(default_factory=dict)
     csv_path: Path | None = None
     json_path: Path | None = None
+    drift: DriftReport | None = None  # the images as a batch against the training data (None: no reference saved)
 
 
 def block_path(output_dir: Path, index: int) -> Path:
@@ -122,13 +126,13 @@ def open_output(output_dir: Path, job: BatchJob) -> set[int]:
 
 def _finished_block(path: Path) -> bool:
     """A block written whole by this version: blocks of older versions hold regions in the model's pixels and no
-    image size, so a resumed job scores them again rather than mix the two."""
+    image size, or no typical distance (the drift check), so a resumed job scores them again rather than mix."""
     import pyarrow.parquet as pq
 
     if not path.is_file():
         return False
     try:
-        return "image_height" in pq.read_schema(path).names
+        return {"image_height", "typical_distance"} <= set(pq.read_schema(path).names)
     except (OSError, ValueError):  # pyarrow's ArrowInvalid is a ValueError: a damaged block is scored again
         return False
 
@@ -194,6 +198,8 @@ def write_block(target: Path, index: int, results: Sequence[Any], threshold: flo
         # the size the regions are given in: the image's own
         "image_height": pa.array([_side(r, 0) for r in results], pa.int32()),
         "image_width": pa.array([_side(r, 1) for r in results], pa.int32()),
+        # what the drift check compares, over the whole job as local predict does over its images
+        "typical_distance": pa.array([float(getattr(r, "typical_distance", float("nan"))) for r in results], pa.float64()),
         "block": pa.array([index] * len(results), pa.int32()),
     })
     with atomic_path(target) as tmp:
@@ -264,12 +270,17 @@ def predict_images_on_ray(
                     raise
                 reporter.log(f"the job failed ({type(exc).__name__}); scoring the {len(todo)} unfinished blocks again")
     rows = collect_results(output_dir, job)
+    drift = assess_drift(np.array([r["typical_distance"] for r in rows], dtype=np.float64), detector.drift_reference_,
+                         typical=True)  # as local predict does: the images as a batch against the training data
+    if drift is not None and drift.drifted:
+        reporter.log(f"warning: {drift.message}")
     seconds = time.perf_counter() - started
     report = RayPredictionReport(
         output_dir=output_dir, count=len(rows), anomalous=sum(r["anomalous"] for r in rows), blocks=job.block_count,
         blocks_scored=len({s["block"] for s in stats}), blocks_skipped=skipped, seconds=seconds,
         stage_seconds={k: round(sum(s[f"{k}_s"] for s in stats), 3) for k in ("load", "read", "score", "write")},
         blocks_per_node=_count_by(s["node"] for s in stats), steady_images_per_second=steady_throughput(stats),
+        drift=drift,
     )
     report.csv_path, report.json_path = write_summary(output_dir, job, rows, report, detector.name)
     reporter.log(f"scored {report.blocks_scored} blocks, skipped {skipped} finished ones; wrote {report.count} "
@@ -351,7 +362,7 @@ def write_summary(output_dir: Path, job: BatchJob, rows: list[dict[str, Any]], r
         writer.writerow([r["path"], f"{r['score']:.9g}", f"{r['normalized_score']:.6f}", int(r["anomalous"]),
                          f"{r['threshold']:.9g}", r["overlay"] or "", r["regions"] or ""])
     csv_path = write_text_atomic(output_dir / "predictions.csv", buffer.getvalue())
-    summary = {k: v for k, v in asdict(report).items() if k not in ("output_dir", "csv_path", "json_path")}
+    summary = {k: v for k, v in asdict(report).items() if k not in ("output_dir", "csv_path", "json_path", "drift")}
     json_path = write_json_atomic(output_dir / "predictions.json", {
         "model": model,
         "checkpoint": job.model_dir,
@@ -362,6 +373,7 @@ def write_summary(output_dir: Path, job: BatchJob, rows: list[dict[str, Any]], r
         "images_per_second": round(report.count / max(report.seconds, 1e-9), 3),
         "threshold": rows[0]["threshold"] if rows else None,
         "normalized_threshold": 0.5,
+        "drift": report.drift.to_dict() if report.drift is not None else None,
         "results": [{k: r[k] for k in ("path", "score", "normalized_score", "anomalous", "overlay")}
                     | {"regions": json.loads(r["regions"]) if r["regions"] else None}
                     | {k: r[k] for k in ("image_height", "image_width") if r.get(k) is not None}  # blocks of older jobs lack them

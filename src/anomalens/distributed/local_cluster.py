@@ -26,6 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HOST = "127.0.0.1"
+# Ray's token authentication, switched on by ~/.ray/auth_token (which a private ray.init() writes): with it the
+# nodes record an address their own status check and drivers could not reach. A throwaway loopback cluster owned
+# by one process has no use for it (a real cluster keeps Ray's own settings)
+NODE_ENV = {"RAY_AUTH_MODE": "disabled"}
 # Ray refuses less; the nodes of a test cluster need little, and /dev/shm is shared with other work
 OBJECT_STORE_BYTES = 200 * 1024 * 1024
 
@@ -93,7 +97,7 @@ class LocalCluster:
         return process
 
     def _launch(self, role: list[str]) -> subprocess.Popen:
-        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "RAY_USAGE_STATS_ENABLED": "0", **self.env}
+        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "RAY_USAGE_STATS_ENABLED": "0", **NODE_ENV, **self.env}
         command = [ray_executable(), "start", *role, "--num-cpus", str(self.cpus_per_node), "--num-gpus", "0",
                    "--node-ip-address", HOST, "--temp-dir", str(self.temp_dir),
                    "--object-store-memory", str(OBJECT_STORE_BYTES), "--disable-usage-stats", "--block"]
@@ -106,7 +110,7 @@ class LocalCluster:
         code = ("import ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False);"
                 "print(sum(n['Alive'] for n in ray.nodes()))")
         done = subprocess.run([sys.executable, "-c", code, self.address], capture_output=True, text=True, timeout=60,
-                              env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+                              env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **NODE_ENV})
         try:
             return int(done.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
