@@ -376,7 +376,8 @@ def _measure_video(detector: BaseDetector, data_dir: Path, category: str, report
 
     def write(tmp: Path, final: Path) -> dict[str, Path]:
         figures: dict[str, Path] = {}
-        for clip, result in zip(clip_names(results), reporter.iter(results, "draw timelines")):
+        # the progress iterator first: zip then runs its last step (a Cancel's check) before the names run out
+        for result, clip in zip(reporter.iter(results, "draw timelines"), clip_names(results)):
             name = f"timeline_{safe_name(clip)}.png"
             plot_timeline(
                 result.scores, cal.threshold, result.fps, tmp / name, events=result.events, ground_truth=result.labels,
