@@ -212,7 +212,7 @@ def test_evaluate_tab_shows_tables_whole_and_the_hardest_cases(page, server):
 def test_train_tab_image_size_follows_the_model_kind(page):
     page.get_by_role("tab", name="Train").click()
     size = page.locator("#train-size textarea")
-    assert size.get_attribute("placeholder") == "256 256"
+    assert size.get_attribute("placeholder") == "auto: the training images' aspect at about 256x256"
     region = page.locator("#train-score-region")  # patchcore: where its image score is taken, auto by default
     assert region.get_by_label("auto").is_checked() and region.get_by_label("image").is_visible()
     page.locator("#train-kind").get_by_text("video").click()

@@ -302,9 +302,10 @@ def test_train_tab_image_size_follows_the_model_kind(workspace):
 
     from _ui_models import TINY_VIDEO_SETTINGS
 
-    # the field shows the chosen model's own default: 240 x 360 frames for the default video model
+    # the field shows what an empty field trains at: 240 x 360 frames for the default video model, the training
+    # images' aspect for an image model
     assert image_size_hint("stfeatures") == "240 360"
-    assert image_size_hint("patchcore") == "256 256"
+    assert image_size_hint("patchcore") == "auto: the training images' aspect at about 256x256"
     assert parse_size_field("") is None and parse_size_field("240 360") == (240, 360) == parse_size_field("240x360")
     assert parse_size_field("128") == (128, 128)
     with pytest.raises(DataError, match="two \\(height width\\)"):

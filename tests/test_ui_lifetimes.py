@@ -96,7 +96,7 @@ def test_two_starts_at_once_cannot_exceed_the_watch_limit(workspace, monkeypatch
         release.set()
         thread.join(10)
     assert [type(e) for e in errors] == [DataError]
-    assert watches.starting == 0  # the failed start gave its slot back
+    assert not watches.starting  # the failed start gave its slot back
     with pytest.raises(DataError, match="not loaded"):
         watches.start(workspace.settings, "page-2", str(workspace.image_run), source)
 

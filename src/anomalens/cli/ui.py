@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 from pathlib import Path
+from typing import Any, Iterator
 
-from anomalens.cli.common import add_common_flags, example_epilog
-from anomalens.ui.security import AUTH_ENV, DEFAULT_MAX_UPLOAD_MB
+from anomalens.cli.common import add_common_flags, check_number, example_epilog
+from anomalens.ui.security import AUTH_ENV, DEFAULT_MAX_UPLOAD_MB, MAX_UPLOAD_MB
 
 DEFAULT_DATA_ROOTS = ("data", "demo_data")
 
@@ -18,7 +22,7 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results-dir", default="results", help="where models are found and new ones are saved (default: results)")
     parser.add_argument("--auth", default=None, metavar="USER:PASSWORD", help=f"require this login; on a shared machine set {AUTH_ENV}=user:password instead "
                         "(a flag is visible to other users in ps)")
-    parser.add_argument("--max-upload-mb", type=int, default=DEFAULT_MAX_UPLOAD_MB, help=f"largest accepted upload (default: {DEFAULT_MAX_UPLOAD_MB})")
+    parser.add_argument("--max-upload-mb", type=int, default=DEFAULT_MAX_UPLOAD_MB, help=f"largest accepted upload in MB, 1..{MAX_UPLOAD_MB} (default: {DEFAULT_MAX_UPLOAD_MB})")
     add_common_flags(parser)
 
 
@@ -50,11 +54,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.set_defaults(handler=run_demo)
 
 
+def _check_server_flags(args: argparse.Namespace) -> None:
+    """One line and exit 2 for a number Gradio would take and fail on later, with a traceback (``-1`` MB)."""
+    check_number("--port", args.port, at_least=1, at_most=65535)
+    check_number("--max-upload-mb", args.max_upload_mb, at_least=1, at_most=MAX_UPLOAD_MB)
+
+
 def _launch(args: argparse.Namespace, data_roots: list[Path], image_examples=(), video_examples=()) -> int:
     from anomalens.runtime import resolve_device
     from anomalens.ui import UISettings, launch
     from anomalens.ui.security import require_login_beyond_loopback, resolve_auth
 
+    _check_server_flags(args)
     auth = resolve_auth(args.auth)
     require_login_beyond_loopback(args.host, auth)  # launch() checks too; here it fails before any output
     if args.auth:
@@ -66,8 +77,40 @@ def _launch(args: argparse.Namespace, data_roots: list[Path], image_examples=(),
         image_examples=list(image_examples), video_examples=list(video_examples),
     )
     print(f"anomalens: UI at http://{args.host}:{args.port} (models in {settings.results_dir}; Ctrl-C stops)")
-    launch(settings, host=args.host, port=args.port, auth=auth)
+    with _sigterm_as_ctrl_c():
+        launch(settings, host=args.host, port=args.port, auth=auth)
     return 0
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (systemd, ``docker stop``, ``kill``) taken as Ctrl-C while the server runs.
+
+    Python's default for SIGTERM ends the process at once, without its exit handlers, so the private folder with
+    every session's outputs (removed at exit by :func:`anomalens.ui.launch`) stayed on disk. As Ctrl-C, Gradio closes
+    the server, ``launch`` returns and the process exits 0, which service managers count as a clean stop. A second
+    SIGTERM is ignored, so that it cannot interrupt the shutdown itself (a stuck one is for SIGKILL).
+    """
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    terminated = []
+
+    def stop(signum: int, frame: Any) -> None:
+        terminated.append(signum)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except KeyboardInterrupt:
+        if not terminated:
+            raise  # Ctrl-C while the server was still starting: "interrupted", 130, as before
+        # SIGTERM while it was still starting (Gradio's own catch was not reached yet): a clean stop all the same
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_ui(args: argparse.Namespace) -> int:
@@ -80,6 +123,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from anomalens.ui.security import require_login_beyond_loopback, resolve_auth
     from anomalens.workflows.demo import prepare_demo
 
+    _check_server_flags(args)  # as a malformed login does, before minutes of training
     auth = resolve_auth(args.auth)  # a malformed login, or none beyond loopback, fails before minutes of training
     if not args.no_launch:
         require_login_beyond_loopback(args.host, auth)

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -298,14 +298,19 @@ class FolderSource(Source):
     with one logged line. Temporary names (``.name``, ``*.tmp``, ``*.part``, ``*~``, ``*.crdownload``) are left
     alone, so write-then-rename works. A name seen again with another file behind it (the old one moved away, a
     rename over it, a rewrite in place) is a new image. Frames never drop: the folder keeps the files, so the
-    reader waits."""
+    reader waits.
+
+    ``allowed_roots`` (resolved folders; None: no check, as ``anomalens watch`` does): an entry whose real path
+    (links followed) lies outside every one of them is skipped with one logged line, and an allowed one is read
+    through the real path that was checked, so a link swapped meanwhile does not lead elsewhere. The web UI passes
+    its data folders: a link in a hot folder must not show it a file it may not open itself."""
 
     kind = "folder"
     live = False
 
     def __init__(self, folder: Path, poll: float = FOLDER_POLL_S, give_up: float = UNREADABLE_AFTER_S,
                  log: LogCallback | None = None, settle: float = FOLDER_SETTLE_S,
-                 relist: float = FOLDER_RELIST_S) -> None:
+                 relist: float = FOLDER_RELIST_S, allowed_roots: Sequence[Path] | None = None) -> None:
         super().__init__(str(folder))
         if not folder.is_dir():
             raise DataError("hot folder not found", folder)
@@ -322,6 +327,8 @@ class FolderSource(Source):
         self._listed_ns = 0
         self._rechecks: list[str] = []  # taken names still to re-check in this round
         self._list_error: str | None = None  # the latest listing's error, logged once
+        self.allowed_roots = None if allowed_roots is None else tuple(Path(root).resolve() for root in allowed_roots)
+        self._outside: dict[str, tuple[int, int, int]] = {}  # name -> lstat signature of an entry skipped as outside
 
     def skip_unchanged(self, files: dict[str, tuple[int, int]]) -> None:
         """Files (name -> (size, mtime_ns)) an earlier watch scored: not scored again while unchanged."""
@@ -341,6 +348,8 @@ class FolderSource(Source):
                     del self.taken[gone]  # moved away or deleted: a new file under its name is a new image
                 for gone in [name for name in waiting if name not in listing]:
                     del waiting[gone]
+                for gone in [name for name in self._outside if name not in listing]:
+                    del self._outside[gone]
                 for name, inode in listing.items():
                     taken = self.taken.get(name)
                     if taken is None or taken[0] != inode:  # new, or another file renamed over it
@@ -371,7 +380,7 @@ class FolderSource(Source):
                 for entry in entries:
                     name = entry.name
                     if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and not temporary_name(name):
-                        names[name] = entry.inode()
+                        names[name] = self._inode(entry)
         except OSError as exc:
             if str(exc) != self._list_error:  # once, not five times a second while the share is away
                 self.log(f"cannot list the hot folder ({exc})")
@@ -379,6 +388,17 @@ class FolderSource(Source):
             return None
         self._folder_time, self._listed_ns, self._listed_at, self._list_error = folder_time, listed_ns, listed_at, None
         return names
+
+    @staticmethod
+    def _inode(entry: os.DirEntry) -> int:
+        """The inode of the file behind the entry: a link's target's, as :meth:`_try` records it (the link's own
+        never matched that, so a linked image was read again at every listing). A dangling link: its own."""
+        if entry.is_symlink():  # from the listing itself: no extra call for plain files
+            try:
+                return entry.stat().st_ino
+            except OSError:
+                pass
+        return entry.inode()
 
     def _rechecked(self) -> set[str]:
         """Taken files (a few per poll, in turn) that changed since: to be read again."""
@@ -401,7 +421,12 @@ class FolderSource(Source):
 
     def _try(self, name: str, waiting: dict[str, _Waiting]) -> SourceFrame | None:
         """The file's frame if it is complete now; else it waits (or is skipped as broken) and None."""
-        path = os.path.join(self.folder, name)
+        path = read_from = os.path.join(self.folder, name)
+        if self.allowed_roots is not None:
+            read_from = self._confined(name, path)
+            if read_from is None:
+                waiting.pop(name, None)
+                return None
         try:
             st = os.stat(path)
         except OSError:
@@ -418,7 +443,7 @@ class FolderSource(Source):
         if now - seen.since < self.settle:
             return None
         if seen.problem is None:
-            image, problem = self._read(path, st)
+            image, problem = self._read(read_from, st)
             if problem is None:
                 try:
                     after = os.stat(path)
@@ -438,13 +463,33 @@ class FolderSource(Source):
             if seen.problem.startswith(NO_END):
                 # finished after all: some cameras append data after the end marker, and a complete image
                 # skipped would be a part never inspected, worse than one scored late
-                image, problem = self._read(path, st, check_end=False)
+                image, problem = self._read(read_from, st, check_end=False)
                 if problem is None:
                     self.log(f"{shown_name(path)}: {seen.problem}, but unchanged for {self.give_up:g} s and "
                              "readable: scored")
                     return SourceFrame(image, time.time(), file=shown_name(path), stamp=(name, *signature))
             self.unreadable += 1
             self.log(f"{shown_name(path)}: skipped, {seen.problem}; unchanged for {self.give_up:g} s")
+        return None
+
+    def _confined(self, name: str, path: str) -> str | None:
+        """The entry's real path when it lies under an allowed root; else None, and the entry is taken (skipped),
+        logged once while what it leads to is unchanged."""
+        real = os.path.realpath(path)
+        if any(Path(real).is_relative_to(root) for root in self.allowed_roots or ()):
+            return real
+        try:
+            st = os.stat(path)  # as the listing and the re-checks see it: not a candidate again while unchanged
+        except OSError:
+            try:
+                st = os.lstat(path)  # a dangling link
+            except OSError:
+                return None  # gone: the next listing forgets it
+        signature = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._outside.get(name) != signature:
+            self._outside[name] = signature
+            self.log(f"{shown_name(path)}: skipped, it leads outside the allowed folders")
+        self.taken[name] = signature
         return None
 
     def _read(self, path: str, st: os.stat_result, check_end: bool = True) -> tuple[np.ndarray | None, str | None]:

@@ -91,7 +91,8 @@ def launch(
     Files: each session's outputs go to a private folder outside the results folder, removed when its page
     closes (and all of them kept under a size cap); Gradio serves only the copies it makes of what a view
     returned. Login: failed attempts are slowed down (:class:`LoginThrottle`) and Gradio's routes that
-    answer without a login are closed (:class:`LoginGate`); no run history is recorded. A host beyond
+    answer without a login are closed (:class:`LoginGate`); no run history is recorded. No outgoing requests:
+    file routes naming a URL and inputs whose file is a URL are refused (:class:`NoRemoteFiles`). A host beyond
     loopback without a login raises :class:`~anomalens.errors.ConfigError`.
     """
     from anomalens.ui.security import require_login_beyond_loopback
@@ -107,9 +108,17 @@ def launch(
     from starlette.middleware import Middleware
 
     from anomalens.ui.common import request_key
-    from anomalens.ui.security import LoginGate, LoginThrottle, served_sessions_root
+    from anomalens.ui.security import (LoginGate, LoginThrottle, NoRemoteFiles, remove_dead_servers_roots,
+                                       served_sessions_root)
 
     if settings.sessions_root is None:
+        try:  # housekeeping: the folders of servers killed before their exit handler ran (SIGKILL, a crash)
+            gone = remove_dead_servers_roots()
+        except OSError as exc:
+            log.warning("could not look for the output folders of stopped servers: %s", exc)
+            gone = 0
+        if gone:
+            log.info("removed the output folders of %d servers that are no longer running", gone)
         settings = dataclasses.replace(settings, sessions_root=served_sessions_root())
         atexit.register(shutil.rmtree, settings.sessions_root, ignore_errors=True)
     settings.sessions_dir.mkdir(parents=True, exist_ok=True)
@@ -145,7 +154,7 @@ def launch(
         allowed_paths=allowed_paths(settings),
         blocked_paths=[p for p in blocked if not settings.sessions_dir.is_relative_to(p)
                        and not any(e.is_relative_to(p) for e in examples)],
-        app_kwargs={"middleware": [Middleware(LoginGate)], "openapi_url": None, "docs_url": None, "redoc_url": None},
+        app_kwargs={"middleware": [Middleware(LoginGate), Middleware(NoRemoteFiles)], "openapi_url": None, "docs_url": None, "redoc_url": None},
         run_history=False,
         prevent_thread_lock=not block,
         quiet=not block,

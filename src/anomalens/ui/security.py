@@ -14,10 +14,12 @@ DataError: ../../etc: outside the allowed data folders (/srv/data)
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import os
 import re
 import shutil
+import socket
 import stat
 import struct
 import tempfile
@@ -40,6 +42,9 @@ log = logging.getLogger("anomalens.ui")
 
 AUTH_ENV = "ANOMALENS_UI_AUTH"
 DEFAULT_MAX_UPLOAD_MB = 500
+# the most --max-upload-mb takes: a zip unpacks to at most 4 GiB (limits.MAX_ZIP_UNPACKED_BYTES), and a video of
+# 20 GB already takes a browser upload of many minutes
+MAX_UPLOAD_MB = 20_000
 GENERIC_ERROR = "Something went wrong on the server (details are in its log). Please check the input and try again."
 
 
@@ -247,9 +252,13 @@ def _remove(destination: Path, existed: bool) -> None:
 
 
 def check_upload_size(path: str | Path, max_bytes: int) -> Path:
-    """Refuse an uploaded file over the limit (Gradio enforces it too; this covers files reaching us otherwise)."""
+    """Refuse an uploaded file over the limit (Gradio enforces it too; this covers files reaching us otherwise),
+    and say so when it is gone (a zip refused as unsafe is deleted; Gradio empties its cache after some hours)."""
     path = Path(path)
-    size = path.stat().st_size
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise DataError("the uploaded file is gone from the server; upload it again", path.name) from None
     if size > max_bytes:
         raise DataError(f"{size / 1e6:.0f} MB is over the upload limit of {max_bytes / 1e6:.0f} MB", path.name)
     return path
@@ -390,11 +399,162 @@ class LoginGate:
         return token is not None and token in tokens
 
 
+# ---- no outgoing requests ----------------------------------------------------------------------------
+# Gradio's file routes fetch and stream back any http(s) URL given as the "path" (``/gradio_api/file=https://...``),
+# and an input whose file "path" is a URL is downloaded into its cache: either way the server would make requests
+# on the plant network for whoever reaches the page. The UI never needs either: it serves its own files and takes
+# files from uploads only.
+_URL_SCHEME = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.\-]+:")  # http:, https:, ftp:, data:, file:, ... (not "C:")
+_FILE_ROUTE = re.compile(r"(?:/gradio_api)?/(?:file=|file/|proxy=)")
+NO_URLS_MESSAGE = "this server fetches no URLs: files come from uploads and from what its views produced"
+
+
+def names_a_url(text: str) -> bool:
+    """``text`` starts with a URL scheme, also percent-encoded (``https%3A//``, ``https%253A//``)."""
+    from urllib.parse import unquote
+
+    for _ in range(4):
+        if _URL_SCHEME.match(text):
+            return True
+        decoded = unquote(text)
+        if decoded == text:
+            return False
+        text = decoded
+    return True  # encoded over and over: no file of this server is named like that
+
+
+def _url_file_paths(data: Any) -> bool:
+    """Whether a request body holds a file object (a dict with a ``path``) whose path names a URL."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            path = item.get("path")
+            if isinstance(path, str) and names_a_url(path):
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+class NoRemoteFiles:
+    """ASGI middleware: 403 for a file route whose target is a URL (Gradio would fetch it) and for any
+    ``/proxy=`` route (this app loads no remote Space), and 403 for a JSON request whose file inputs name a
+    URL instead of an upload (Gradio would download it). With or without a login: no one may make the server
+    send requests."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root):]
+        route = _FILE_ROUTE.match(path)
+        if route and (route.group(0).endswith("proxy=") or names_a_url(path[route.end():])):
+            await _refuse(send)
+            return
+        if scope.get("method") == "POST" and _is_json(scope):
+            body, more = b"", True
+            while more:  # the whole body first (Gradio reads it whole too): it is small, files come by /upload
+                message = await receive()
+                if message["type"] != "http.request":
+                    await self.app(scope, _replay(b"", message, receive), send)
+                    return
+                body += message.get("body", b"")
+                more = message.get("more_body", False)
+            try:
+                data = json.loads(body) if body else None
+            except (ValueError, RecursionError):
+                data = None  # not JSON after all: Gradio says so
+            if _url_file_paths(data):
+                await _refuse(send)
+                return
+            receive = _replay(body, None, receive)
+        await self.app(scope, receive, send)
+
+
+def _is_json(scope: Any) -> bool:
+    for name, value in scope.get("headers", []):
+        if name == b"content-type":
+            return b"json" in value.lower()
+    return False
+
+
+def _replay(body: bytes, pending: Any, receive: Any) -> Any:
+    """A ``receive`` that gives the body already read (or the message that ended the reading), then the rest."""
+    first = [pending if pending is not None else {"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> Any:
+        if first:
+            return first.pop()
+        return await receive()
+
+    return replay
+
+
+async def _refuse(send: Any) -> None:
+    body = json.dumps({"detail": NO_URLS_MESSAGE}).encode()
+    await send({"type": "http.response.start", "status": 403,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
 # ---- files the page may serve ----------------------------------------------------------------------
+SESSIONS_PREFIX = "anomalens-ui-"
+SERVER_FILE = ".server"  # in a sessions root: "<pid> <host>" of the server that made it
+
+
 def served_sessions_root() -> Path:
     """A private folder (mode 700) for this server's per-session outputs, outside the results folder.
 
     Only what a view returns is copied from here into Gradio's cache and served; the folder itself, the
-    results folder (weights, configs, logs) and the data folders are never on Gradio's allowed paths.
+    results folder (weights, configs, logs) and the data folders are never on Gradio's allowed paths. It records
+    the server's process, so that a later start can remove it if this server was killed before its exit handler
+    ran (:func:`remove_dead_servers_roots`).
     """
-    return Path(tempfile.mkdtemp(prefix="anomalens-ui-"))
+    root = Path(tempfile.mkdtemp(prefix=SESSIONS_PREFIX))
+    (root / SERVER_FILE).write_text(f"{os.getpid()} {socket.gethostname()}\n", encoding="utf-8")
+    return root
+
+
+def remove_dead_servers_roots(parent: str | Path | None = None) -> int:
+    """Remove the sessions roots (under ``parent``, default the temporary folder) of servers that are gone, such
+    as one killed with SIGKILL; returns how many went.
+
+    Only folders of this user, that are real folders, that record a server of this host whose process no longer
+    exists. Kept: one without the record (older versions, or not ours to judge), one of another host (a shared
+    ``/tmp`` seen from a container), one whose process is alive, or whose number was reused by another process.
+    """
+    parent = Path(tempfile.gettempdir() if parent is None else parent)
+    host, removed = socket.gethostname(), 0
+    for folder in parent.glob(SESSIONS_PREFIX + "*"):
+        try:
+            info = folder.lstat()
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                continue
+            with open(folder / SERVER_FILE, "rb") as handle:
+                pid_text, _, owner = handle.read(200).decode("utf-8", "replace").strip().partition(" ")
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            continue
+        if owner != host or pid <= 0 or pid == os.getpid() or _process_exists(pid):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only the check
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process (EPERM): alive
+    return True

@@ -19,9 +19,10 @@ from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from anomalens.errors import ConfigError, DataError
-from anomalens.ui.common import DETECTORS, ModelLists, UISettings, chosen_run, event_where_text, model_choices, request_key
+from anomalens.ui.common import (DETECTORS, ModelLists, UISettings, chosen_run, event_where_text, log, model_choices,
+                                 request_key)
 from anomalens.ui.jobs import JobBoard, hold_workspace, new_workspace, release_workspace
-from anomalens.ui.security import confine_path, user_message
+from anomalens.ui.security import confine_path, resolve_roots, user_message
 
 STREAMS_ENV = "ANOMALENS_UI_STREAMS"
 MAX_WATCHES = 2  # live watches the whole server runs at once (each takes a CPU core when the source is fast)
@@ -89,37 +90,70 @@ class _Watch:
     clip_shown: str | None = None
 
 
+@dataclass
+class _Start:
+    """A start in progress for one page: loading its model, not yet registered."""
+
+    holds_slot: bool = False  # past the slot check: it counts against MAX_WATCHES
+    cancelled: bool = False  # Stop pressed or the page closed meanwhile: the watch must not begin
+
+
+class WatchStarting(ConfigError):
+    """The page pressed Start while its previous Start is still loading the model (a double click)."""
+
+
 class LiveWatches:
-    """The running watches, one per browser session."""
+    """The running watches, one per browser session.
+
+    Every watch whose thread still runs counts against :data:`MAX_WATCHES`, also one that was replaced or closed
+    but has not ended yet (``retired``), and so does a start past the slot check that is still loading its model.
+    One start per page at a time (``starting``), so that two presses of Start cannot both register a watch for the
+    same page, the second overwriting the first, which then ran on where nothing could stop or count it.
+    """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.watches: dict[str, _Watch] = {}
-        # starts past the slot check that are still loading their model: they count against MAX_WATCHES, so that
-        # two starts at once cannot both pass the check
-        self.starting = 0
+        self.starting: dict[str, _Start] = {}
+        self.retired: list[_Watch] = []
+
+    def running(self) -> int:
+        """Watches that take a slot now (call with ``lock`` held)."""
+        self.retired = [w for w in self.retired if w.thread.is_alive()]
+        return (sum(w.thread.is_alive() for w in self.watches.values()) + len(self.retired)
+                + sum(s.holds_slot for s in self.starting.values()))
 
     def start(self, settings: UISettings, key: str, run_dir: str | None, source: str | None) -> str:
         from anomalens.live import Watcher, WatchSettings
 
-        self.stop(key)
         source = resolve_source(settings, source)
         run = chosen_run(settings, run_dir)
         with self.lock:
-            running = sum(w.thread.is_alive() for w in self.watches.values()) + self.starting
-            if running >= MAX_WATCHES:
-                raise ConfigError(f"{running} live watches already run on this server; stop one first")
-            self.starting += 1  # the slot is reserved until the watch runs or the start fails
+            if key in self.starting:
+                raise WatchStarting("this page's watch is still starting; press Start again once it runs to restart it")
+            pending = self.starting[key] = _Start()
+            previous = self._retire(key)
         output = None
         try:
+            if previous is not None:  # Start again: the page's running watch makes way for the new one
+                _halt(previous)
+            with self.lock:
+                running = self.running()
+                if running >= MAX_WATCHES:
+                    raise ConfigError(f"{running} live watches already run on this server; stop one first")
+                pending.holds_slot = True  # the slot is reserved until the watch runs or the start fails
             detector = DETECTORS.get(run, settings.device, _kind(run))
             output = new_workspace(settings.sessions_dir, key, "live")
             hold_workspace(output)  # the size trim leaves its clips alone while it runs
             # a file is played at its own rate, as a camera would deliver it
-            watcher = Watcher(detector, source, output, settings=WatchSettings(realtime=True), device=settings.device)
+            watcher = Watcher(detector, _open(settings, source), output, settings=WatchSettings(realtime=True),
+                              device=settings.device)
             thread = threading.Thread(target=lambda: self._run(watch), name="anomalens-live", daemon=True)
             watch = _Watch(watcher, thread, output)
             with self.lock:
+                if pending.cancelled:  # stopped or closed while the model loaded: nothing may run for this page
+                    release_workspace(output)
+                    return "Stopped before the watch began."
                 self.watches[key] = watch
                 watch.thread.start()
         except BaseException:
@@ -128,8 +162,15 @@ class LiveWatches:
             raise
         finally:
             with self.lock:
-                self.starting -= 1
+                self.starting.pop(key, None)
         return f"Watching `{source}` with **{detector.name}**…"
+
+    def _retire(self, key: str) -> _Watch | None:
+        """Take the page's watch off the table (call with ``lock`` held); a running one stays counted until it ends."""
+        watch = self.watches.pop(key, None)
+        if watch is not None and watch.thread.is_alive():
+            self.retired.append(watch)
+        return watch
 
     def _run(self, watch: _Watch) -> None:
         try:
@@ -140,21 +181,28 @@ class LiveWatches:
             release_workspace(watch.output)
 
     def stop(self, key: str) -> bool:
+        """Stop the page's watch (its last view stays shown); a start still loading its model will not begin.
+        True when a watch was running."""
         with self.lock:
             watch = self.watches.get(key)
+            if key in self.starting:
+                self.starting[key].cancelled = True
         if watch is None or not watch.thread.is_alive():
             return False
-        watch.watcher.stop()
-        watch.thread.join(timeout=30)
+        _halt(watch)
         return True
 
     def close(self, key: str) -> bool:
         """The session's page was closed: stop its watch and forget it (no page is left to stop it or to show it).
         True when a watch was running."""
-        stopped = self.stop(key)
         with self.lock:
-            self.watches.pop(key, None)
-        return stopped
+            if key in self.starting:
+                self.starting[key].cancelled = True
+            watch = self._retire(key)
+        if watch is None or not watch.thread.is_alive():
+            return False
+        _halt(watch)
+        return True
 
     def view(self, key: str) -> dict[str, Any]:
         """What the page shows: status text, the latest overlay, the recent scores, event rows and the newest clip."""
@@ -192,6 +240,23 @@ class LiveWatches:
         if watch.error:
             text = f"**Error:** {watch.error}"
         return {"status": text, "image": image, "scores": scores, "events": rows[::-1], "clip": clip}
+
+
+def _halt(watch: _Watch) -> None:
+    watch.watcher.stop()
+    watch.thread.join(timeout=30)  # a watch that does not end by then stays counted (LiveWatches.retired)
+
+
+def _open(settings: UISettings, source: str) -> Any:
+    """The source for the watcher: a hot folder confined to the data folders file by file (a link inside it that
+    leads elsewhere is skipped), else the spec as given (a stream, a camera or a video file, already checked)."""
+    from anomalens.live.sources import FolderSource
+
+    path = Path(source)
+    if "://" not in source and not source.startswith("/dev/") and path.is_dir():
+        return FolderSource(path, allowed_roots=resolve_roots(settings.data_roots),
+                            log=lambda message: log.warning("live: %s", message))
+    return source
 
 
 def _kind(run: Path) -> str:
@@ -246,6 +311,8 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
             try:
                 message = WATCHES.start(settings, request_key(request), run_dir, text)
                 return message, gr.Timer(active=True)
+            except WatchStarting as exc:  # a double click: the first press's watch goes on, and its refresh with it
+                return f"**Note:** {user_message(exc)}", gr.skip()
             except Exception as exc:
                 return f"**Error:** {user_message(exc)}", gr.Timer(active=False)
 

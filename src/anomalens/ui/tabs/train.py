@@ -67,17 +67,27 @@ def choose_dataset(
 
     ``keep``: the upload is for a training, whose model will need it again (Evaluate): it is unpacked into a
     folder of its own under ``<results>/uploads/`` that outlives the session; a check alone unpacks into the
-    session's outputs. A refused upload is deleted, with whatever was unpacked from it.
+    session's outputs. What was unpacked from a refused upload is removed; the upload itself only when the zip is
+    refused as such (over the size limit, unsafe, unreadable): one refused for its contents (another data type, an
+    unknown layout) stays, so that the page can check it again once the user followed the message.
     """
     if upload:
+        try:  # before any folder is made: a file gone, or one over the limit (never accepted: it goes)
+            archive = check_upload_size(upload, settings.max_upload_bytes)
+        except DataError:
+            Path(upload).unlink(missing_ok=True)
+            raise
         if keep:
             target = settings.results_dir / UPLOADS_FOLDER / unique_run_name(Path(upload).stem, expected_kind)
             target.mkdir(parents=True, exist_ok=False)
         else:
             target = new_workspace(settings.sessions_dir, key, "upload")
         try:
-            archive = check_upload_size(upload, settings.max_upload_bytes)
-            root = safe_extract_zip(archive, target)
+            try:
+                root = safe_extract_zip(archive, target)
+            except DataError:  # no retry makes this zip acceptable: it goes with its unpacked part
+                Path(upload).unlink(missing_ok=True)
+                raise
             choice = _dataset_in(root, Path(archive).name, expected_kind)
             choice.unpacked = target
             return choice
@@ -85,7 +95,6 @@ def choose_dataset(
             shutil.rmtree(target, ignore_errors=True)
             with contextlib.suppress(OSError):
                 target.parent.rmdir()  # the session's folder, if this was all it held
-            Path(upload).unlink(missing_ok=True)
             raise
     if folder and folder.strip():
         root = confine_path(folder, settings.data_roots)
@@ -216,12 +225,20 @@ def _settings_help(model: str) -> str:
 
 
 def image_size_hint(model: str | None) -> str:
-    """The placeholder of the image-size field: the model's own default, e.g. ``240 360`` for stfeatures."""
+    """The placeholder of the image-size field: what an empty field trains at. An image model takes the training
+    images' aspect at the library's pixel budget (:func:`~anomalens.data.preprocessing.default_input_size`, chosen
+    when training starts, so the hint names the budget, not a size); a video model its config's frame size, e.g.
+    ``240 360`` for stfeatures."""
+    from anomalens.data.preprocessing import DEFAULT_PIXEL_BUDGET
     from anomalens.models.base import detector_class
 
     if not model:
         return ""
-    height, width = detector_class(model).config_class().image_size
+    detector = detector_class(model)
+    if detector.kind == "image":
+        side = math.isqrt(DEFAULT_PIXEL_BUDGET)
+        return f"auto: the training images' aspect at about {side}x{side}"
+    height, width = detector.config_class().image_size
     return f"{height} {width}"
 
 
@@ -404,7 +421,7 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
             with gr.Column(scale=3):
                 model = gr.Dropdown(label="Model type", choices=model_types("image"), value=first_model, elem_id="train-model-type")
                 with gr.Row():
-                    size = gr.Textbox(value="", label="Image size in px: H W (empty = the model's default)",
+                    size = gr.Textbox(value="", label="Image size in px: H W (empty = the default shown)",
                                       placeholder=image_size_hint(first_model), elem_id="train-size")
                     validation = gr.Slider(0.05, 0.5, value=TrainOptions.validation_fraction, step=0.05, label="Held-out normal share (threshold)")
                     seed = gr.Number(value=None, label="Seed (empty = the model's default)", precision=0)
