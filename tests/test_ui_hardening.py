@@ -357,7 +357,8 @@ def test_only_this_users_folders_of_dead_servers_of_this_host_are_removed(tmp_pa
     assert mine.parent == tmp_path and (mine / SERVER_FILE).read_text().split()[0] == str(os.getpid())
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     ended.wait()
-    host = socket.gethostname()
+    host = (mine / SERVER_FILE).read_text().split()[1]  # this host and process space: "<name>|<pid namespace>"
+    assert host.startswith(socket.gethostname() + "|")
 
     def root(name: str, record: str | None) -> Path:
         folder = tmp_path / f"anomalens-ui-{name}"
@@ -370,12 +371,14 @@ def test_only_this_users_folders_of_dead_servers_of_this_host_are_removed(tmp_pa
     alive = root("alive", f"{os.getppid()} {host}\n")
     old = root("old", None)  # no record: an older server, left alone
     other_host = root("other", f"{ended.pid} another-host\n")
+    # the same host name, other process numbers: a container on the host's network sharing its /tmp
+    other_space = root("space", f"{ended.pid} {socket.gethostname()}|pid:[1]\n")
     garbage = root("garbage", "not a pid")
     linked = tmp_path / "anomalens-ui-link"
     linked.symlink_to(root("target", f"{ended.pid} {host}\n").rename(tmp_path / "elsewhere"))
     assert remove_dead_servers_roots(tmp_path) == 1
     assert not dead.exists()
-    assert all(p.exists() for p in (mine, alive, old, other_host, garbage, linked, tmp_path / "elsewhere"))
+    assert all(p.exists() for p in (mine, alive, old, other_host, other_space, garbage, linked, tmp_path / "elsewhere"))
 
 
 # ---- 5: a zip refused for its contents stays ------------------------------------------------------------------

@@ -507,7 +507,7 @@ async def _refuse(send: Any) -> None:
 
 # ---- files the page may serve ----------------------------------------------------------------------
 SESSIONS_PREFIX = "anomalens-ui-"
-SERVER_FILE = ".server"  # in a sessions root: "<pid> <host>" of the server that made it
+SERVER_FILE = ".server"  # in a sessions root: "<pid> <host>|<pid namespace>" of the server that made it
 
 
 def served_sessions_root() -> Path:
@@ -519,8 +519,18 @@ def served_sessions_root() -> Path:
     ran (:func:`remove_dead_servers_roots`).
     """
     root = Path(tempfile.mkdtemp(prefix=SESSIONS_PREFIX))
-    (root / SERVER_FILE).write_text(f"{os.getpid()} {socket.gethostname()}\n", encoding="utf-8")
+    (root / SERVER_FILE).write_text(f"{os.getpid()} {_process_space()}\n", encoding="utf-8")
     return root
+
+
+def _process_space() -> str:
+    """Where a process number means this process: the host and, on Linux, the PID namespace (containers on the
+    host's network share its name but not its process numbers, and may share a /tmp)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return f"{socket.gethostname()}|{namespace}"
 
 
 def remove_dead_servers_roots(parent: str | Path | None = None) -> int:
@@ -532,7 +542,7 @@ def remove_dead_servers_roots(parent: str | Path | None = None) -> int:
     ``/tmp`` seen from a container), one whose process is alive, or whose number was reused by another process.
     """
     parent = Path(tempfile.gettempdir() if parent is None else parent)
-    host, removed = socket.gethostname(), 0
+    host, removed = _process_space(), 0
     for folder in parent.glob(SESSIONS_PREFIX + "*"):
         try:
             info = folder.lstat()
