@@ -119,20 +119,19 @@ def test_masks_of_zeros_and_ones_are_read_as_defects(tmp_path, gradient):
     """0/1 masks (other datasets than MVTec) read as all-normal under "> 127", with no warning."""
     image = tmp_path / "img.png"
     Image.fromarray(gradient).save(image)
+
+    def read_back(values: np.ndarray) -> np.ndarray:
+        Image.fromarray(values).save(tmp_path / "img_mask.png")
+        return Preprocessing(image_size=(40, 60)).load_mask(tmp_path / "img_mask.png", image_path=image).numpy()
+
     mask = np.zeros((40, 60), np.uint8)
     mask[10:30, 20:40] = 1
-    Image.fromarray(mask).save(tmp_path / "img_mask.png")
-    loaded = Preprocessing(image_size=(40, 60)).load_mask(tmp_path / "img_mask.png", image_path=image)
-    assert np.array_equal(loaded.numpy(), mask == 1)
+    assert np.array_equal(read_back(mask), mask == 1)
     mask[10:30, 20:40] = 255
     mask[0, 0] = 60  # JPEG-like ringing of a 0/255 mask stays below half
-    Image.fromarray(mask).save(tmp_path / "img_mask.png")
-    loaded = Preprocessing(image_size=(40, 60)).load_mask(tmp_path / "img_mask.png", image_path=image)
-    assert np.array_equal(loaded.numpy(), mask == 255)
+    assert np.array_equal(read_back(mask), mask == 255)
     # an empty mask stored as JPEG: faint noise of many values, no defect
-    noise = np.random.default_rng(0).integers(0, 40, (40, 60)).astype(np.uint8)
-    Image.fromarray(noise).save(tmp_path / "img_mask.png")
-    assert not Preprocessing(image_size=(40, 60)).load_mask(tmp_path / "img_mask.png", image_path=image).any()
+    assert not read_back(np.random.default_rng(0).integers(0, 40, (40, 60)).astype(np.uint8)).any()
 
 
 def test_unreadable_files_name_the_file(tmp_path):

@@ -119,9 +119,6 @@ class FeatureDetector(Detector):
         self._training_folds: TrainingFolds | None = None  # set while a local fit deals its images to folds
         self._cross_fitted: np.ndarray | None = None  # the training images' scores by memories without them
         self._dealt = False  # True from _deal_to_folds to the end of fit_with
-        # set by fit/fit_batches: the held-out images are validation images, unseen by every memory, so that they
-        # can measure how far the folds' scores stand above the model's (with no validation they are training images)
-        self._held_out_unseen = False
         if c.tile is not None:
             height, width = c.image_size
             self.grid_ = TileGrid.for_image(height, width, c.tile, c.tile_overlap)
@@ -198,7 +195,6 @@ class FeatureDetector(Detector):
 
     def fit(self, train: torch.Tensor, validation: torch.Tensor | None = None, reporter: Reporter = SILENT) -> "FeatureDetector":
         self._deal_to_folds(0 if validation is None else len(validation), reporter)
-        self._held_out_unseen = validation is not None and len(validation) > 0
         return super().fit(train, validation, reporter)  # type: ignore[return-value]
 
     def fit_batches(self, train: Callable[[], Iterable[torch.Tensor]], validation: torch.Tensor | None,
@@ -216,7 +212,6 @@ class FeatureDetector(Detector):
             reporter.log("warning: no validation images; the threshold is set on training images and may be low")
             held_out = train()
         self._deal_to_folds(0 if validation is None else len(validation), reporter)
-        self._held_out_unseen = validation is not None and len(validation) > 0
         return self.fit_with(lambda r: self._fit(train(), validation, r), held_out, reporter)  # type: ignore[arg-type]
 
     def fit_with(self, learn: Callable[[Reporter], None], held_out: Any, reporter: Reporter = SILENT) -> "FeatureDetector":
@@ -228,7 +223,9 @@ class FeatureDetector(Detector):
         (:meth:`fold_shift`), which the calibration keeps (``fold_shift``)."""
         folds, self._cross_fitted = self._training_folds, None
         shift: ScoreShift | None = None
-        unseen = held_out if self._held_out_unseen and isinstance(held_out, torch.Tensor) else None
+        # validation images, unseen by every memory, measure how far the folds' scores stand above the model's;
+        # without validation (fit and fit_batches set _no_held_out) the held-out images are the training images
+        unseen = held_out if not getattr(self, "_no_held_out", False) and isinstance(held_out, torch.Tensor) else None
         auto = self.config.score_region == "auto"
         if self.config.threshold_from_folds and not self._dealt:  # fitted elsewhere (anomalens.distributed)
             reporter.log("threshold from the held-out images alone: training images are scored by memories without "
@@ -262,7 +259,7 @@ class FeatureDetector(Detector):
             raise
         finally:
             self._training_folds = self._cross_fitted = None
-            self._dealt = self._held_out_unseen = False
+            self._dealt = False
 
     def _cross_validated_scores(self) -> np.ndarray | None:
         return self._cross_fitted
