@@ -73,6 +73,7 @@ class QueuedFrame:
     processed: float = 0.0  # time.monotonic() when its raw score was known
     clock: float = 0.0  # time.monotonic() when it arrived: its age (too late?) and latency
     stamp: tuple[str, int, int] | None = None  # a hot folder's file: (name, size, mtime_ns) when it was read
+    time: float | None = None  # its presentation time in the source, seconds (a file's timestamps; None: index / fps)
 
 
 @dataclass
@@ -177,7 +178,7 @@ class FrameReader:
                 # after a break in the source, the frame decoded before it is from another time: no motion from it
                 item = QueuedFrame(index, frame.arrived, frame.image, tensor, frame.file,
                                    None if frame.resumed else before, frame.resumed, clock=frame.clock,
-                                   stamp=frame.stamp)
+                                   stamp=frame.stamp, time=frame.time)
                 before = tensor
                 if self.source.live:
                     self.pushed_out += self.frames.push(item)

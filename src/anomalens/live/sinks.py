@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from anomalens.errors import ConfigError
-from anomalens.runtime import _json_default
+from anomalens.runtime import _finite, _json_default
 
 QUEUE_SIZE = 1000  # messages a network sink holds while its receiver is away
 FIRST_RETRY_S, MAX_RETRY_S = 0.5, 30.0  # delivery back-off: doubles from the first to the cap
@@ -35,7 +35,9 @@ CSV_FILES_KEPT = 10
 
 
 def to_json(message: dict[str, Any]) -> str:
-    return json.dumps(message, default=_json_default, separators=(",", ":"))
+    """One message as compact JSON; NaN and infinities (a frame the model scored NaN) become ``null``, as in
+    every JSON file anomalens writes: bare ``NaN`` is not JSON, and strict receivers refuse the whole message."""
+    return json.dumps(_finite(message), default=_json_default, separators=(",", ":"), allow_nan=False)
 
 
 class Sink:

@@ -63,6 +63,8 @@ class SourceFrame:
     # time.monotonic() when it was read: ages and latencies (a wall-clock step must not drop or delay frames)
     clock: float = field(default_factory=time.monotonic)
     stamp: tuple[str, int, int] | None = None  # a hot folder's file: (its name, size, mtime_ns) when it was read
+    # seconds from the source's first frame to this one by its own timestamps (a video file's; None: frame / fps)
+    time: float | None = None
 
 
 @dataclass
@@ -118,8 +120,11 @@ class Source:
 
 class VideoFileSource(Source):
     """A video file, decoded once front to back (by :mod:`anomalens.data.video_io`, the one place that decodes
-    video files); at its own frame rate with ``realtime``, else as fast as the scorer takes it (then no frame is
-    dropped: the reader waits)."""
+    video files); at its own pace with ``realtime``, else as fast as the scorer takes it (then no frame is
+    dropped: the reader waits). Each frame carries its presentation time from the file's timestamps (a variable
+    frame rate times events by them, as analyze-video does); a file without timestamps gives None (frame / fps),
+    and from a timestamp that is missing or not after the one before on, each frame is a period after the last
+    good one (``analyze-video``, which sees the whole file first, then times every frame at frame / fps)."""
 
     kind = "file"
 
@@ -130,14 +135,28 @@ class VideoFileSource(Source):
 
     def frames(self) -> Iterator[SourceFrame]:
         started = time.monotonic()
-        for index, image in enumerate(self.clip.iter_native()):
+        good: tuple[int, float] | None = None  # the last frame with a usable timestamp: (index, seconds)
+        broken = False
+        for index, (image, seconds) in enumerate(timed_frames(self.clip)):
             if self.stopping.is_set():
                 return
-            if self.realtime:  # play at the file's own rate
-                delay = started + index / self.fps - time.monotonic()
+            broken = broken or (good is not None and (seconds is None or seconds <= good[1]))
+            if broken:
+                assert good is not None
+                seconds = good[1] + (index - good[0]) / self.fps
+            elif seconds is not None:
+                good = (index, seconds)
+            if self.realtime:  # play at the file's own pace: each frame when its timestamp says
+                delay = started + (index / self.fps if seconds is None else seconds) - time.monotonic()
                 if delay > 0 and self.stopping.wait(delay):
                     return
-            yield SourceFrame(image, time.time())
+            yield SourceFrame(image, time.time(), time=seconds)
+
+
+def timed_frames(clip: Any) -> Iterator[tuple[np.ndarray, float | None]]:
+    """A clip's native frames with their presentation times (seconds from its first frame; None: the file has
+    no timestamps). ``VideoClip.iter_native`` gives the frames alone, so this reads its decoder's pairs."""
+    return clip._source.frames(clip._warn_truncated)
 
 
 class StreamSource(Source):

@@ -10,12 +10,13 @@ across the gap; after a break in the source it starts afresh) while the scorer t
 (:mod:`~anomalens.live.publisher`). Inside these threads each library (torch, ONNX Runtime, faiss, OpenCV) runs
 ``threads`` threads of its own (default 1).
 
-Each scored frame goes to the :class:`~anomalens.live.events.EventTracker`; an event is announced
+Each scored frame goes to the :class:`~anomalens.live.events.EventTracker` (with its own time where a file's
+timestamps give one: a variable frame rate times the events as ``analyze-video`` does); an event is announced
 (``anomaly_started``) once it spans ``min_length`` frames and published in full (``anomaly``, the fields of
 ``analyze-video``'s events.json plus the cue, wall-clock times and its clip or overlay) when it closes. A gap
 in a stream becomes a ``source_lost`` message; an event open when the stream drops is closed then
-(``"closed_by": "source_lost"``), and scoring starts afresh when it is back (a new causal scorer: no smoothing or
-motion across the outage). A hot folder's scored files are kept in ``hot_folder_state.json`` in the output
+(``"closed_by": "source_lost"``, published before the gap's ``source_lost``), and scoring starts afresh when it
+is back (a new causal scorer: no smoothing or motion across the outage). A hot folder's scored files are kept in ``hot_folder_state.json`` in the output
 folder, so that a watch restarted into it scores only the files that are new or changed. Figures (fps in and
 scored, dropped, latency, the open event) go to ``status.json`` once a second (:mod:`~anomalens.live.status`) and
 to :attr:`Watcher.state` for the UI (:mod:`~anomalens.live.state`).
@@ -86,7 +87,11 @@ class Watcher:
         self.calibration = self.detector.calibration_
         self.output = Path(output_dir) if output_dir is not None else None
         self.sinks: list[Sink] = list(sinks)
-        self.gaps: queue.Queue[SourceGap] = queue.Queue()
+        self.gaps: queue.Queue[SourceGap] = queue.Queue()  # filled by the source's thread when a stream is back
+        # gaps not reported yet, and the last frame before the latest break the scorer has handled: a gap's
+        # source_lost waits for its break, so that the event the break closed is published first
+        self.unreported: deque[SourceGap] = deque()
+        self.handled_break = -1
         if isinstance(source, Source):  # a source of the caller's own (a test pattern, a frame grabber's SDK)
             self.source = source
         else:
@@ -211,7 +216,7 @@ class Watcher:
             self._close_event()
             for thread in threads:
                 thread.join(timeout=10)
-            self._report_gaps()
+            self._report_gaps(final=True)
             self.publisher.close(timeout=60)
             if self.clips is not None:  # every clip is complete when run() returns
                 self.clips.close(timeout=60)
@@ -303,6 +308,8 @@ class Watcher:
                 self._transition(transition)
         if self.clips is not None:  # no clip runs on across the outage
             self.clips.cut(lost.after_frame)
+        self.handled_break = max(self.handled_break, lost.after_frame)
+        self._report_gaps()  # the gap's message, if the stream is back already: after the event it closed
 
     def _handle(self, results) -> None:
         cal = self.calibration
@@ -312,22 +319,19 @@ class Watcher:
             self.scored += 1
             self.figures.scored(item.clock, item.processed or now, now)
             normalized = float(cal.normalize(result.score))
-            anomalous = result.score > cal.threshold
+            anomalous = bool(cal.is_anomalous(result.score))  # a NaN too, as the events count it
             if self.frame_log is not None:
                 self.frame_log.write([
                     item.index, f"{item.arrived:.3f}", f"{wall:.3f}", f"{result.score:.6g}", f"{normalized:.4f}",
                     int(anomalous), *(f"{v:.6g}" for v in result.cues.values()), item.file or "",
                 ])
             assert self.tracker is not None
-            transitions = self.tracker.update(item.index, result.score)
+            # kept by the tracker should this frame be its event's peak: the message's cues, regions and images
+            peak = {"cues": result.cues, "image": item.image, "map": result.map, "file": item.file}
+            transitions = self.tracker.update(item.index, result.score, item.time, peak)
             event = self.tracker.current
-            if event is not None and item.index >= event.start:  # this frame is part of the open event
-                if not event.extra:
-                    event.extra.update(first_clock=item.clock, started_at=iso_time(item.arrived), file=item.file)
-                peak = event.extra.get("peak_score")
-                if peak is None or result.score > peak:
-                    event.extra.update(peak_score=result.score, cues=dict(result.cues), image=item.image,
-                                       map=result.map, peak_file=item.file)
+            if event is not None and item.index >= event.start and not event.extra:  # the open event's first frame
+                event.extra.update(first_clock=item.clock, started_at=iso_time(item.arrived), file=item.file)
             if self.per_image:  # images from a hot folder: each anomalous image is an event of its own
                 transitions += self.tracker.finish()
             for transition in transitions:
@@ -354,7 +358,7 @@ class Watcher:
             delay = time.monotonic() - event.extra["first_clock"]
             self.figures.announce_delays.append(delay)
             message = self._base_message("anomaly_started")
-            message.update(id=number, start_frame=event.start, start_time=round(event.start / self.fps, 4),
+            message.update(id=number, start_frame=event.start, start_time=round(self.tracker.start_time(event), 4),
                            started_at=event.extra.get("started_at"), detection_delay_s=round(delay, 3))
             if event.extra.get("file"):
                 message["file"] = event.extra["file"]
@@ -368,7 +372,8 @@ class Watcher:
         message = self._base_message("anomaly")
         message.update(id=event.extra.get("id", self.first_event_id + self.event_count), **record)
         message["peak_normalized_score"] = float(self.calibration.normalize(record["peak_score"]))
-        cues = event.extra.get("cues") or {}
+        peak = event.peak_data or {}
+        cues = peak.get("cues") or {}
         if cues:  # which cue made the peak, as analyze-video says it
             message["peak_cues"] = {name: round(float(v), 4) for name, v in cues.items()}
             message["main_cue"] = max(cues, key=cues.get)
@@ -379,15 +384,15 @@ class Watcher:
             message["closed_by"] = event.extra["closed_by"]
         if event.extra.get("file"):
             message["file"] = event.extra["file"]
-            message["peak_file"] = event.extra.get("peak_file")
+            message["peak_file"] = peak.get("file")
         if event.extra.get("clip") is not None and self.clips is not None:
             self.clips.end(event.extra["id"], record["end_frame"])
             message["clip"] = str(event.extra["clip"].relative_to(self.output))
             message["clip_first_frame"] = event.extra["clip_first_frame"]
-        if event.extra.get("map") is not None and event.extra.get("image") is not None:
+        if peak.get("map") is not None and peak.get("image") is not None:
             # where: the peak frame's regions in its own pixels, as predict and analyze-video give them (not for a
             # video model saved before its map could place events)
-            size, raw_map, level = event.extra["image"].shape[:2], event.extra["map"], self.calibration.region_threshold()
+            size, raw_map, level = peak["image"].shape[:2], peak["map"], self.calibration.region_threshold()
             if self.detector.kind == "image":
                 message.update(event_regions(raw_map, level, size))
             elif getattr(self.detector, "map_places_events", False):
@@ -395,8 +400,8 @@ class Watcher:
         saving = None
         # an image model's anomalous frame, or a hot folder's peak image (it has no clip), is saved with its overlay
         evidence = self.detector.kind == "image" or self.source.kind == "folder"
-        if self.output is not None and evidence and event.extra.get("image") is not None:
-            number, image, raw_map = message["id"], event.extra["image"], event.extra["map"]
+        if self.output is not None and evidence and peak.get("image") is not None:
+            number, image, raw_map = message["id"], peak["image"], peak["map"]
             saving = lambda: self._save_overlay(number, image, raw_map)  # noqa: E731 - PNGs written off the scorer
         self._publish(message, saving)
 
@@ -417,12 +422,19 @@ class Watcher:
         for transition in self.tracker.finish():
             self._transition(transition)
 
-    def _report_gaps(self) -> None:
+    def _report_gaps(self, final: bool = False) -> None:
+        """A ``source_lost`` message for each gap the stream reported, once the scorer has handled the break
+        before it (the source reports a gap when it is back, which can be before the scorer reaches the break
+        queued with the frames). A gap after frame ``n`` follows the break after frame ``n``, if there was one
+        (a connection that brought no frame has none: the break before it covers it). ``final``: the watch is
+        ending and every gap goes now, after the open event was closed."""
         while True:
             try:
-                gap = self.gaps.get_nowait()
+                self.unreported.append(self.gaps.get_nowait())
             except queue.Empty:
-                return
+                break
+        while self.unreported and (final or self.unreported[0].after_frame <= self.handled_break):
+            gap = self.unreported.popleft()
             message = self._base_message("source_lost")
             seconds = gap.ended - gap.started if gap.seconds is None else gap.seconds
             message.update(lost_at=iso_time(gap.started), back_at=iso_time(gap.ended), seconds=round(seconds, 3),

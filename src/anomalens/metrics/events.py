@@ -1,6 +1,7 @@
 """Video metrics: anomalous events (intervals of frames) and frame-level AUROC.
 
-An event is a run of frames whose score exceeds the threshold; runs separated by at most ``merge_gap``
+An event is a run of frames whose score exceeds the threshold (or is NaN: anomalous, as
+:meth:`~anomalens.metrics.threshold.Calibration.is_anomalous` decides); runs separated by at most ``merge_gap``
 normal frames are merged, runs shorter than ``min_length`` frames are dropped. Times are in seconds:
 an event covers ``[start_frame / fps, (end_frame + 1) / fps)``, or, given a variable-rate video's own frame
 ``times`` (:meth:`~anomalens.data.video_io.VideoClip.frame_times`), its frames' times (:func:`frame_edges`).
@@ -15,6 +16,7 @@ Frame-level AUROC, as the literature reports it, pools every test frame of every
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -40,7 +42,7 @@ def detect_events(
     normalized_scores: np.ndarray | None = None,
     times: np.ndarray | None = None,
 ) -> list[dict]:
-    """Intervals where ``scores > threshold``: start/end frame and time, duration, peak score and its frame.
+    """Intervals where ``scores > threshold`` or NaN: start/end frame and time, duration, peak score and its frame.
 
     ``normalized_scores`` (optional, same length) adds the peak's normalised score (0.5 = threshold); ``times``
     (optional, same length) are the frames' own seconds, for a variable frame rate (None: frame ``t`` at ``t / fps``).
@@ -51,7 +53,8 @@ def detect_events(
     if min_length < 1 or merge_gap < 0:
         raise ValueError("min_length must be >= 1 and merge_gap >= 0")
     merged: list[list[int]] = []
-    for start, end in runs(scores > threshold):
+    # not <=: a NaN score is anomalous, as Calibration.is_anomalous says (it would otherwise pass as normal)
+    for start, end in runs(~(scores <= threshold)):
         if merged and start - merged[-1][1] - 1 <= merge_gap:
             merged[-1][1] = end
         else:
@@ -74,17 +77,31 @@ def frame_edges(times: np.ndarray, fps: float) -> np.ndarray:
     return np.append(times, times[-1] + 1.0 / fps) if times.size else np.zeros(1)
 
 
-def event_record(start: int, scores: np.ndarray, fps: float, times: np.ndarray | None = None) -> dict:
+def peak_index(scores: np.ndarray) -> int:
+    """The peak of an event's ``scores``: the first highest number; a NaN frame (anomalous, but no measure of how
+    much) ranks below every number, so it is the peak only of an event of NaN frames alone."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    return int(np.argmax(np.where(np.isnan(scores), -np.inf, scores)))
+
+
+def outranks(score: float, peak: float) -> bool:
+    """Whether a later frame's ``score`` replaces ``peak`` as an event's peak, by :func:`peak_index`'s rule."""
+    return not math.isnan(score) and (math.isnan(peak) or score > peak)
+
+
+def event_record(start: int, scores: np.ndarray, fps: float, times: np.ndarray | None = None, first: int = 0) -> dict:
     """The fields of one event over frames ``start .. start + len(scores) - 1`` (its frames' scores), shared by
-    the offline analysis and the live watcher, so that both describe an event the same way. ``times``: every
-    frame's own seconds (a variable frame rate), else frame ``t`` is at ``t / fps``."""
+    the offline analysis and the live watcher, so that both describe an event the same way. ``times``: the
+    frames' own seconds (a variable frame rate) from frame ``first`` on, at least to the event's end (one more:
+    when the frame after it starts), else frame ``t`` is at ``t / fps``. ``peak_score`` is NaN only for an event
+    of NaN frames alone (JSON writers make it ``null``)."""
     scores = np.asarray(scores, dtype=np.float64).ravel()
     end = start + len(scores) - 1
-    peak = start + int(np.argmax(scores))
+    peak = start + peak_index(scores)
     if times is None:  # the formulas of before, so that evenly timed videos keep their times bit for bit
         start_time, end_time, duration, peak_time = start / fps, (end + 1) / fps, (end - start + 1) / fps, peak / fps
     else:
-        edges = frame_edges(np.asarray(times, dtype=np.float64)[start : end + 2], fps)
+        edges = frame_edges(np.asarray(times, dtype=np.float64)[start - first : end - first + 2], fps)
         start_time, end_time, peak_time = float(edges[0]), float(edges[end - start + 1]), float(edges[peak - start])
         duration = end_time - start_time
     return {
