@@ -35,8 +35,9 @@ RUNTIME = r"""
 import json, sys
 sys.modules["torch"] = None          # any `import torch` now raises ImportError
 from anomalens.inference import VideoInferencer
-result = VideoInferencer.load(sys.argv[1]).predict_video(sys.argv[2])
-print(json.dumps({**result.to_dict(), "library_modules": sorted(m for m in sys.modules if m.startswith(("anomalens.models", "anomalens.workflows")))}))
+result = VideoInferencer.load(sys.argv[1]).predict_video(sys.argv[2], memory_limit=0)   # maps on disk: events read them there
+print(json.dumps({**result.to_dict(), "maps": type(result.maps).__name__,
+                  "library_modules": sorted(m for m in sys.modules if m.startswith(("anomalens.models", "anomalens.workflows")))}))
 """
 
 
@@ -70,6 +71,7 @@ def test_default_video_model_runs_without_torch_and_matches_analyze_video(convey
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["library_modules"] == ["anomalens.models", "anomalens.models.schema"]  # the schema's checks only
+    assert got["maps"] == "memmap"  # the spill to disk runs without torch too
     scale = VideoInferencer.load(bundle.folder).calibration.scale  # differences in units of the validation spread
     assert len(got["scores"]) == len(expected.scores) == 24
     assert np.abs(np.array(got["scores"]) - expected.scores).max() <= PARITY * scale

@@ -13,6 +13,7 @@ for the motion cue of ``stfeatures``.
 >>> inferencer = VideoInferencer.load("bundles/conveyor_onnx")                # doctest: +SKIP
 >>> result = inferencer.predict_video("line_camera.mp4")                       # doctest: +SKIP
 >>> result.scores.shape, result.anomalous.sum(), result.events[0]["start_time"]  # doctest: +SKIP
+>>> result.close()  # a long video's maps are memory-mapped from a temporary file: free it # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from anomalens.data.pixels import resize_rgb_array, rgb_array
 from anomalens.errors import CheckpointError, DataError
 from anomalens.inference.bundle import load_constants, open_graphs, read_bundle
 from anomalens.inference.engines import Engine
+from anomalens.inference.frame_buffer import MEMORY_LIMIT, FrameBuffer
 from anomalens.metrics.events import attach_peak_cues, attach_peak_regions, calibrated_events
 from anomalens.metrics.smoothing import smooth_scores
 from anomalens.metrics.threshold import Calibration
@@ -37,7 +39,12 @@ class VideoInferenceResult:
     """Per-frame results of one video of T frames: raw ``scores`` ``(T,)``, ``normalized_scores`` (0.5 at the
     threshold), ``anomalous`` verdicts, ``events`` (as ``analyze-video``'s events.json), raw ``maps`` ``(T, h, w)``
     on the score's scale (float16, as the library keeps them), each cue's share of the score (``stfeatures``), and the frame rate
-    (``fps_stated`` false: nothing stated it, 25 is assumed for the events' times and motion is measured per frame)."""
+    (``fps_stated`` false: nothing stated it, 25 is assumed for the events' times and motion is measured per frame).
+
+    The maps are kept as the library keeps them (:class:`~anomalens.inference.frame_buffer.FrameBuffer`): in RAM up
+    to ``predict_video``'s ``memory_limit``, beyond it a read-only ``np.memmap`` of an anonymous temporary file, so
+    that a long video costs disk rather than RAM. :meth:`close` (or ``with``) gives that space back at once; otherwise
+    it goes when the result is garbage-collected, and the file leaves nothing behind when the process ends."""
 
     scores: np.ndarray
     normalized_scores: np.ndarray
@@ -51,6 +58,18 @@ class VideoInferenceResult:
     # seconds from the first frame to each, where the file's timestamps are uneven (a variable frame rate); None:
     # frame t is at t / fps
     times: np.ndarray | None = None
+
+    def close(self) -> None:
+        """Release the maps (``maps`` becomes empty): a temporary file behind them is freed, once arrays taken from
+        ``maps`` before are dropped too (they stay readable until then)."""
+        # a memmap cannot be unmapped while numpy holds it, so dropping the result's reference is what frees it
+        self.maps = np.zeros((0, *self.maps.shape[1:]), self.maps.dtype)
+
+    def __enter__(self) -> "VideoInferenceResult":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready summary (no maps)."""
@@ -114,16 +133,23 @@ class VideoInferencer:
 
         return (at_model_size(rgb_array(frame)) for frame in native), stated, size, clip
 
-    def predict_video(self, source: str | Path | Iterable[np.ndarray], fps: float | None = None) -> VideoInferenceResult:
-        """Score every frame of ``source`` with the model's threshold; events as ``analyze-video`` finds them."""
+    def predict_video(self, source: str | Path | Iterable[np.ndarray], fps: float | None = None, *,
+                      memory_limit: int = MEMORY_LIMIT) -> VideoInferenceResult:
+        """Score every frame of ``source`` with the model's threshold; events as ``analyze-video`` finds them.
+
+        ``memory_limit``: bytes of maps kept in RAM; beyond it they go to a temporary file (see
+        :class:`VideoInferenceResult`), so memory stays bounded however long the video."""
         from anomalens.data.video_io import timing_fps
 
         frames, stated, frame_size, clip = self._frames(source, fps)
         rate = timing_fps(stated)  # an unstated rate times the events only: motion stays per frame
-        if self.model_name == "stfeatures":
-            scores, maps, cues = self._stfeatures(frames, stated)
-        else:
-            scores, maps, cues = self._convlstm(frames)
+        # the memmap keeps its own handle on the spill file: the buffer's can close once the maps are read back
+        with FrameBuffer(dtype=np.float16, memory_limit=memory_limit) as buffer:
+            if self.model_name == "stfeatures":
+                scores, cues = self._stfeatures(frames, buffer, stated)
+            else:
+                scores, cues = self._convlstm(frames, buffer)
+            maps = buffer.array()
         cal = self.calibration
         normalized = cal.normalize(scores.astype(np.float64))
         # a variable frame rate's own times, read in the pass just made (as analyze-video); None: frame / fps
@@ -139,7 +165,8 @@ class VideoInferencer:
                                     times=times)
 
     # ---- stfeatures: appearance graph, optical flow, motion graph, smoothing in time -----------------------
-    def _stfeatures(self, frames: Iterator[np.ndarray], fps: float | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    def _stfeatures(self, frames: Iterator[np.ndarray], maps: FrameBuffer,
+                    fps: float | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         from anomalens.data.flow import FlowStream, rate_scale, scale_flow, still_texture
 
         v = self.video
@@ -147,7 +174,7 @@ class VideoInferencer:
         scale = rate_scale(v.get("training_fps"), fps)  # pixels per frame of the training footage (motion_per_second)
         still_weight = float(v.get("still_texture_weight", 0.0))  # absent in bundles exported before it existed
         still_counted = bool(v.get("still_texture_counted", still_weight > 0))  # false: the gate zeroes it everywhere
-        appearance_cue, motion_cue, maps = [], [], []
+        appearance_cue, motion_cue = [], []
         # a model with a codec memory (codec_memory) feeds it to the appearance graph, whose distances to it go on
         # to the motion graph; bundles exported before it existed have neither
         memories = {name: self.constants[name] for name in ("appearance_memory", "codec_memory") if name in self.constants}
@@ -170,22 +197,21 @@ class VideoInferencer:
             appearance_cue.append(out["appearance_cue"])
             motion_cue.append(out["motion_cue"])
             maps.append(out["maps"].astype(np.float16))
-        if not maps:
+        if not maps.count:
             raise DataError("the video has no frames")
         kernel = np.asarray(v["temporal_kernel"], dtype=np.float64)
         # the median, the cap and the spill are absent in bundles exported before them: the Gaussian alone, as then
         median, cap, spill = int(v.get("temporal_median", 1)), v.get("temporal_cap"), v.get("temporal_spill") or {}
         cues = {name: smooth_scores(np.concatenate(values), kernel, median, cap, spill.get(name))
                 for name, values in (("appearance", appearance_cue), ("motion", motion_cue))}
-        return cues["appearance"] + cues["motion"], np.concatenate(maps), cues
+        return cues["appearance"] + cues["motion"], cues
 
     # ---- convlstm: windows on the model's stride, each frame's maps averaged over its windows ---------------
-    def _convlstm(self, frames: Iterator[np.ndarray]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    def _convlstm(self, frames: Iterator[np.ndarray], maps: FrameBuffer) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         length, stride = int(self.video["sequence_length"]), int(self.video["stride"])
         buffer: deque[np.ndarray] = deque(maxlen=length)
         pending: dict[int, list] = {}  # frame index -> [sum of its windows' maps, number of windows]
         scores: list[float] = []
-        maps: list[np.ndarray] = []
         done = total = 0  # frames before `done` are finished: later windows no longer change them
         last_start = -1
         for index, frame in enumerate(frames):
@@ -202,7 +228,7 @@ class VideoInferencer:
         if last_start + length < total:  # frames after the last window on the stride: one window flush with the end
             self._window(buffer, total - length, pending, done)
         _finish(pending, total, scores, maps)
-        return np.asarray(scores, dtype=np.float32), np.stack(maps), {}
+        return np.asarray(scores, dtype=np.float32), {}
 
     def _window(self, buffer: deque, start: int, pending: dict[int, list], done: int) -> None:
         window = np.ascontiguousarray(np.stack(buffer).transpose(0, 3, 1, 2)[None])
@@ -213,12 +239,12 @@ class VideoInferencer:
             entry[1] += 1
 
 
-def _finish(pending: dict[int, list], before: int, scores: list[float], maps: list[np.ndarray]) -> None:
+def _finish(pending: dict[int, list], before: int, scores: list[float], maps: FrameBuffer) -> None:
     for index in sorted(i for i in pending if i < before):
         total, count = pending.pop(index)
         error_map = (total / count).astype(np.float32)
         scores.append(float(error_map.max()))
-        maps.append(error_map.astype(np.float16))
+        maps.append(error_map.astype(np.float16)[None])
 
 
 def _batches(frames: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:

@@ -11,7 +11,6 @@ A clip is anything that yields preprocessed frames, ``uint8`` tensors ``(3, H, W
 
 from __future__ import annotations
 
-import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -20,6 +19,8 @@ import numpy as np
 import torch
 
 from anomalens.errors import ConfigError
+# re-exported: the video models take it from here; it lives with the torch-free runtime, which keeps maps the same way
+from anomalens.inference.frame_buffer import FrameBuffer  # noqa: F401
 from anomalens.models.base import BaseDetector, HeldOutScores, Prediction
 from anomalens.progress import SILENT, Reporter
 
@@ -100,50 +101,6 @@ class CausalScorer(ABC):
     def set_rate(self, fps: float | None) -> None:
         """The stream's frame rate once it is known (None: unknown), before the frames it concerns are pushed: a model
         that measures motion per second of its training footage (stfeatures) rescales the stream's motion by it."""
-
-
-class FrameBuffer:
-    """Collects per-frame arrays (views, maps) of a clip of unknown length with bounded memory.
-
-    Up to ``memory_limit`` bytes stay in RAM; beyond that everything goes to an anonymous temporary file that
-    :meth:`array` maps read-only, so an hour of video costs disk, not RAM. The file disappears with the array.
-    """
-
-    def __init__(
-        self, frame_shape: tuple[int, ...] | None = None, dtype: np.dtype | type = np.uint8, memory_limit: int = 256 << 20
-    ) -> None:
-        # frame_shape None: taken from the first batch
-        self.frame_shape = None if frame_shape is None else tuple(frame_shape)
-        self.dtype, self.memory_limit = np.dtype(dtype), memory_limit
-        self.parts: list[np.ndarray] = []
-        self.count = self.bytes = 0
-        self.file = None
-
-    def append(self, frames: np.ndarray) -> None:
-        """Add a batch ``(B, *frame_shape)``."""
-        frames = np.ascontiguousarray(frames, dtype=self.dtype)
-        if self.frame_shape is None:
-            self.frame_shape = tuple(frames.shape[1:])
-        if frames.shape[1:] != self.frame_shape:
-            raise ValueError(f"frames of shape {frames.shape[1:]}, expected {self.frame_shape}")
-        self.count += len(frames)
-        if self.file is None and self.bytes + frames.nbytes > self.memory_limit:
-            self.file = tempfile.TemporaryFile(prefix="anomalens-")
-            for part in self.parts:
-                self.file.write(part.tobytes())
-            self.parts = []
-        if self.file is not None:
-            self.file.write(frames.tobytes())
-        else:
-            self.parts.append(frames)
-            self.bytes += frames.nbytes
-
-    def array(self) -> np.ndarray:
-        """All frames ``(T, *frame_shape)``: in memory, or memory-mapped from the spill file."""
-        if self.file is None:
-            return np.concatenate(self.parts) if self.parts else np.zeros((0, *(self.frame_shape or ())), self.dtype)
-        self.file.flush()
-        return np.memmap(self.file, dtype=self.dtype, mode="r", shape=(self.count, *(self.frame_shape or ())))
 
 
 def clip_name(clip: Clip) -> str:

@@ -1,0 +1,87 @@
+"""Per-frame arrays (anomaly maps, views) of a video of unknown length, with bounded memory.
+
+Shared by the library's video models (:mod:`anomalens.models.video`) and the torch-free runtime
+(:mod:`anomalens.inference.video`), so it needs numpy alone.
+
+>>> with FrameBuffer((30, 45), np.float16) as maps:   # doctest: +SKIP
+...     for batch in batches:
+...         maps.append(batch)
+...     everything = maps.array()                       # (T, 30, 45): in RAM, or memory-mapped from disk
+"""
+
+from __future__ import annotations
+
+import tempfile
+import weakref
+from typing import Any
+
+import numpy as np
+
+# what a buffer keeps in RAM before it spills to disk: about an hour of stfeatures' maps at 240x360
+MEMORY_LIMIT = 256 << 20
+
+
+class FrameBuffer:
+    """Collects per-frame arrays (views, maps) of a clip of unknown length with bounded memory.
+
+    Up to ``memory_limit`` bytes stay in RAM; beyond that everything goes to an anonymous temporary file that
+    :meth:`array` maps read-only, so an hour of video costs disk, not RAM. The file has no name from the start, so
+    nothing is left behind whatever ends the process; its space is freed once the buffer is closed (:meth:`close`,
+    ``with``, or garbage collection) and the arrays mapped from it are dropped (a mapping keeps its own handle).
+    """
+
+    def __init__(
+        self, frame_shape: tuple[int, ...] | None = None, dtype: np.dtype | type = np.uint8, memory_limit: int = MEMORY_LIMIT
+    ) -> None:
+        # frame_shape None: taken from the first batch
+        self.frame_shape = None if frame_shape is None else tuple(frame_shape)
+        self.dtype, self.memory_limit = np.dtype(dtype), memory_limit
+        self.parts: list[np.ndarray] = []
+        self.count = self.bytes = 0
+        self.file: Any = None
+        self._closer: weakref.finalize | None = None
+
+    def append(self, frames: np.ndarray) -> None:
+        """Add a batch ``(B, *frame_shape)``."""
+        frames = np.ascontiguousarray(frames, dtype=self.dtype)
+        if self.frame_shape is None:
+            self.frame_shape = tuple(frames.shape[1:])
+        if frames.shape[1:] != self.frame_shape:
+            raise ValueError(f"frames of shape {frames.shape[1:]}, expected {self.frame_shape}")
+        self.count += len(frames)
+        if self.file is None and self.bytes + frames.nbytes > self.memory_limit:
+            self.file = tempfile.TemporaryFile(prefix="anomalens-")
+            # closes the file when the buffer is collected or the interpreter exits, without a ResourceWarning
+            self._closer = weakref.finalize(self, self.file.close)
+            for part in self.parts:
+                self.file.write(part.tobytes())
+            self.parts = []
+        if self.file is not None:
+            self.file.write(frames.tobytes())
+        else:
+            self.parts.append(frames)
+            self.bytes += frames.nbytes
+
+    @property
+    def spilled(self) -> bool:
+        """Whether the frames went to the temporary file (more than ``memory_limit`` bytes)."""
+        return self.file is not None
+
+    def array(self) -> np.ndarray:
+        """All frames ``(T, *frame_shape)``: in memory, or memory-mapped from the spill file."""
+        if self.file is None:
+            return np.concatenate(self.parts) if self.parts else np.zeros((0, *(self.frame_shape or ())), self.dtype)
+        self.file.flush()
+        return np.memmap(self.file, dtype=self.dtype, mode="r", shape=(self.count, *(self.frame_shape or ())))
+
+    def close(self) -> None:
+        """Drop the frames held in RAM and close the spill file (arrays already mapped from it stay readable)."""
+        self.parts = []
+        if self._closer is not None:
+            self._closer()
+
+    def __enter__(self) -> "FrameBuffer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
