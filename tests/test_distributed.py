@@ -311,6 +311,37 @@ def test_several_videos_in_one_command(ray_cluster, tmp_path, capsys):
         assert json.loads((folder / "events.json").read_text())["frames"] == 12
 
 
+def test_videos_of_one_name_get_a_default_folder_each(ray_cluster, tmp_path, capsys):
+    """cam1/line.mp4 and cam2/line.mp4 without --output-dir: the tasks once named RUN/analysis/line_<second>/
+    themselves and, started in the same second (most runs on two nodes), both wrote there, one analysis
+    overwriting the other. Two rounds, so that the old race shows in nearly every run of this test."""
+    from anomalens.data.synthetic_video import DEFAULT_VIDEO_CATEGORY, make_synthetic_video_dataset
+
+    # 150 frames: each task scores for a while, so both are at work at once as on a real cluster
+    data = make_synthetic_video_dataset(tmp_path / "video", n_train=2, n_test=2, n_frames=150, size=(48, 64))
+    results = tmp_path / "results"
+    assert main(["train-video", "--data-dir", str(data), "--category", DEFAULT_VIDEO_CATEGORY, "--results-dir",
+                 str(results), "--device", "cpu", "--model", "convlstm", "--image-size", "32", "48",
+                 "--sequence-length", "4", "--stride", "2", "--epochs", "1", "--latent-dim", "8",
+                 "--lstm-hidden-dim", "8", "--lstm-layers", "1"]) == 0
+    run_dir = next(results.iterdir())
+    videos = []
+    for cam, source in zip(("cam1", "cam2"), sorted((data / DEFAULT_VIDEO_CATEGORY / "test").rglob("*.mp4"))):
+        (tmp_path / cam).mkdir()
+        videos.append((tmp_path / cam / "line.mp4").resolve())
+        videos[-1].write_bytes(source.read_bytes())
+    for _ in range(2):
+        assert main(["analyze-video", "--checkpoint", str(run_dir), "--video", *map(str, videos), "--engine", "ray",
+                     "--address", ray_cluster.address, "--device", "cpu"]) == 0
+    capsys.readouterr()
+    folders = sorted((run_dir / "analysis").iterdir())
+    assert len(folders) == 4 and all(f.name.startswith("line_") for f in folders)
+    analysed = sorted(json.loads((f / "events.json").read_text())["video"] for f in folders)
+    assert analysed == sorted(map(str, videos * 2))  # each video's own analysis, once per round, none lost
+    for folder in folders:
+        assert {p.name for p in folder.iterdir()} == {"side_by_side.mp4", "timeline.png", "scores.csv", "events.json"}
+
+
 def test_the_default_video_model_scores_the_same_on_ray_as_locally(ray_cluster, tmp_path):
     """The default model (stfeatures: backbone, optical flow, codec memories) in Ray's worker processes: the same
     per-frame scores and events as analysing the video in this process (the test above uses convlstm)."""

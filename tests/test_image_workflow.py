@@ -186,6 +186,33 @@ def test_predict_files_and_folders_writes_overlays_csv_and_json(trained_run, syn
     assert not any(p.name.startswith(".") for p in report.csv_path.parent.iterdir())
 
 
+def test_default_prediction_folders_are_claimed_and_a_failed_call_leaves_none(trained_run, synthetic_image_dataset,
+                                                                              tmp_path, monkeypatch):
+    """Two calls in one second each get a folder (taken by an exclusive mkdir, not an exists check that two
+    processes can pass together); a call that fails once its folder is taken removes it again."""
+    import anomalens.workflows.runs as runs
+    from datetime import datetime
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 1, 2, 12, 0, 0)
+
+    monkeypatch.setattr(runs, "datetime", Frozen)
+    root, category = synthetic_image_dataset
+    good = root / category / "test" / "good" / "000.png"
+    folders = trained_run.run_dir / "predictions"
+    before = set(folders.iterdir()) if folders.exists() else set()
+    first = predict_images(trained_run.run_dir, [good], device="cpu").csv_path.parent
+    second = predict_images(trained_run.run_dir, [good], device="cpu").csv_path.parent
+    assert (first.name, second.name) == ("20260102_120000", "20260102_120000_2")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not an image")  # listed as an image, fails when decoded
+    with pytest.raises(DataError):
+        predict_images(trained_run.run_dir, [broken], device="cpu")
+    assert set(folders.iterdir()) - before == {first, second}  # no empty 20260102_120000_3
+
+
 def test_predict_can_drop_the_arrays_batch_by_batch(trained_run, synthetic_image_dataset, tmp_path):
     """The command line keeps only what it shows: each result's arrays (0.5 MB an image at 256 px) once stayed to
     the end of the call, so memory grew with the number of images."""

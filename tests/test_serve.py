@@ -1,5 +1,5 @@
 """The REST server through real HTTP against a real uvicorn process (started on a free 127.0.0.1 port, stopped
-by its PID), plus the micro-batcher on its own."""
+by its PID: tests/_serve_parts.py), plus the micro-batcher on its own."""
 
 from __future__ import annotations
 
@@ -8,32 +8,23 @@ import base64
 import io
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
+from _serve_parts import AUTH, serving
 from anomalens.cli import main
 from anomalens.inference import Inferencer
 from anomalens.serve.backends import load_predictor
 from anomalens.serve.batching import Busy, MicroBatcher
-from anomalens.serve.process import served
-
-TOKEN = "test-token-123"
-SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 @pytest.fixture(scope="module")
 def server(onnx_bundle):
-    # PYTHONPATH: the child process imports the same source tree as the tests
-    extra = ["--max-request-mb", "1", "--max-wait-ms", "50"]
-    with served(onnx_bundle, token=TOKEN, extra_args=extra, env={"PYTHONPATH": str(SRC)}) as handle:
-        yield handle.url
-
-
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+    with serving(onnx_bundle, ["--max-request-mb", "1", "--max-wait-ms", "50"]) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

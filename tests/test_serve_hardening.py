@@ -1,7 +1,8 @@
-"""The server against hostile uploads and settings, through real HTTP against a real uvicorn process (as
-tests/test_serve.py does): formats Pillow has but anomalens does not accept (EPS ran Ghostscript), damaged files
-whose decoder raises an unusual error, media types in upper case, a queue smaller than a request, a budget of
-decoded pixels, and a token no client can send; plus the admission gate and the batcher on their own."""
+"""The server against hostile uploads and settings, through real HTTP against a real uvicorn process (started as
+for tests/test_serve.py, by tests/_serve_parts.py): formats Pillow has but anomalens does not accept (EPS ran
+Ghostscript), damaged files whose decoder raises an unusual error, media types in upper case, a queue smaller than
+a request, a budget of decoded pixels, and a token no client can send; plus the admission gate and the batcher on
+their own."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from _serve_parts import AUTH, SRC, serving
 from anomalens.serve.batching import Busy, DecodeGate, MicroBatcher, TooLarge
-from anomalens.serve.process import free_port, served
-from test_serve import AUTH, SRC, TOKEN
+from anomalens.serve.process import free_port
 
 # a bounded busy loop, then a 10x10 drawing: decoded by Pillow's EpsImagePlugin, which runs Ghostscript
 EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n0 1 4000000 {pop} for\n0 0 moveto 10 10 lineto stroke\nshowpage\n"
@@ -48,9 +49,8 @@ def tiff_with_rational_strip_offsets() -> bytes:
 @pytest.fixture(scope="module")
 def server(onnx_bundle):
     # a queue of 2 images and a decode budget of 10,000 pixels: a 64x64 upload (4,096) fits, a 128x128 (16,384) not
-    extra = ["--queue-size", "2", "--max-decode-mp", "0.01"]
-    with served(onnx_bundle, token=TOKEN, extra_args=extra, env={"PYTHONPATH": str(SRC)}) as handle:
-        yield handle.url
+    with serving(onnx_bundle, ["--queue-size", "2", "--max-decode-mp", "0.01"]) as url:
+        yield url
 
 
 def _post(server: str, **kwargs) -> httpx.Response:

@@ -75,21 +75,43 @@ def analyze_videos_on_ray(
     fps: float | None = None,
     overwrite: bool = False,
 ) -> list[TaskOutcome]:
-    """Analyse each video in its own Ray task; outputs go to ``output_dir/<video name>/`` (default: the run's
-    ``analysis/`` folder, as for one video); ``overwrite`` as for :func:`~anomalens.workflows.predict.analyze_video`."""
-    from anomalens.workflows.runs import safe_name
+    """Analyse each video in its own Ray task; outputs go to ``output_dir/<video name>/`` (``<name>_2``, ... for
+    videos of one name), by default to a new ``RUN_DIR/analysis/<video name>_<time>/`` per video as for one video;
+    ``overwrite`` as for :func:`~anomalens.workflows.predict.analyze_video`.
+
+    Default folders are created here, one per video, before any task starts (:func:`~anomalens.workflows.runs.
+    claim_new_dir`): tasks left to name their own from the video's name and the second would share one folder
+    when two videos of one name (``cam1/line.mp4``, ``cam2/line.mp4``) start in the same second.
+    """
+    from anomalens.workflows.runs import ANALYSIS_DIR, claim_new_dir, open_run, safe_name
 
     from anomalens.distributed.cluster import cluster_device, connect
 
     connect(address)
     device = cluster_device(device)
     checkpoint = str(Path(checkpoint).resolve())
-    folders = _unique([safe_name(Path(v).stem or Path(v).name) for v in videos])
-    jobs = []
-    for video, folder in zip(videos, folders):
-        target = str((Path(output_dir) / folder).resolve()) if output_dir is not None else None
-        jobs.append((str(video), (checkpoint, str(Path(video).resolve()), target, device, fps, overwrite)))
-    return _run_tasks(_analyze_one, jobs, address, cpus_per_task, reporter, "analyse videos", gpu=device == "cuda")
+    names = [safe_name(_video_name(Path(v))) for v in videos]
+    claimed: list[Path] = []  # default folders made here; removed again if their video fails
+    try:
+        if output_dir is None:
+            analysis = open_run(checkpoint)[1] / ANALYSIS_DIR
+            for name in names:
+                claimed.append(claim_new_dir(analysis, name))
+            targets = claimed
+        else:
+            targets = [(Path(output_dir) / folder).resolve() for folder in _unique(names)]
+        jobs = [(str(video), (checkpoint, str(Path(video).resolve()), str(target), device, fps, overwrite))
+                for video, target in zip(videos, targets)]
+        outcomes = _run_tasks(_analyze_one, jobs, address, cpus_per_task, reporter, "analyse videos",
+                              gpu=device == "cuda")
+    except BaseException:
+        for folder in claimed:
+            _remove_if_empty(folder)
+        raise
+    for outcome, folder in zip(outcomes, claimed):
+        if outcome.error is not None:
+            _remove_if_empty(folder)
+    return outcomes
 
 
 def _run_tasks(function: Any, jobs: list[tuple[str, tuple]], address: str | None, cpus: float, reporter: Reporter,
@@ -153,10 +175,30 @@ def _analyze_one(threads: float, checkpoint: str, video: str, output_dir: str | 
         "events": len(analysis.events)})
 
 
+def _video_name(path: Path) -> str:
+    """The name a video's analysis folder is named from, as :attr:`VideoClip.name` gives it to local analysis:
+    a file's stem, a frame folder's whole name."""
+    return path.stem if path.is_file() else path.name
+
+
 def _unique(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
+    """``names`` made distinct, the first of each kept as it is: a repeat becomes ``name_2``, ``name_3``, ... but
+    never a name that is also given (``line``, ``line``, ``line_2`` -> ``line``, ``line_3``, ``line_2``), nor one
+    that differs only in case (one folder on a case-insensitive disk)."""
+    given = {name.casefold() for name in names}
+    taken: set[str] = set()
     out = []
     for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        out.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+        candidate, n = name, 2
+        while candidate.casefold() in taken or (candidate != name and candidate.casefold() in given):
+            candidate, n = f"{name}_{n}", n + 1
+        taken.add(candidate.casefold())
+        out.append(candidate)
     return out
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()  # only an empty folder: never what a task or the user put there
+    except OSError:
+        pass

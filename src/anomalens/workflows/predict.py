@@ -34,7 +34,8 @@ from anomalens.visualization.overlays import anomaly_contours, overlay, resize_m
 from anomalens.visualization.timeline import plot_timeline
 from anomalens.visualization.video_render import render_side_by_side
 from anomalens.workflows.reports import scores_csv, write_prediction_tables
-from anomalens.workflows.runs import ANALYSIS_DIR, PREDICTIONS_DIR, load_fitted_detector, open_run, safe_name, staged_dir
+from anomalens.workflows.runs import (ANALYSIS_DIR, PREDICTIONS_DIR, claim_new_dir, load_fitted_detector, open_run, safe_name,
+                                       staged_dir)
 from anomalens.workflows.storage import check_writable
 
 
@@ -135,16 +136,18 @@ def predict_images(
     if batch_size < 1:  # a step of 0 fails in range(), a negative one scores nothing
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     detector = load_fitted_detector(checkpoint_or_detector, "image", device)
-    if output_dir is None and not isinstance(checkpoint_or_detector, BaseDetector):
-        output_dir = new_predictions_dir(open_run(checkpoint_or_detector)[1] / PREDICTIONS_DIR)
     items = _prediction_inputs(inputs)
+    # a new folder of this call's own, taken by an exclusive mkdir (two calls in one second get one each)
+    fresh = output_dir is None and not isinstance(checkpoint_or_detector, BaseDetector)
+    if fresh:
+        output_dir = claim_new_dir(open_run(checkpoint_or_detector)[1] / PREDICTIONS_DIR)
     if output_dir is not None:
         _refuse_earlier_predictions(Path(output_dir), overwrite)
 
     results: list[ImageResult] = []
     relative = relative_names([p for p, _ in items])
     names = overlay_names([p for p, _ in items])
-    with staged_dir(output_dir) as folder:
+    with staged_dir(output_dir, fresh=fresh) as folder:
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
             overlays = [folder / name for name in names[start : start + len(chunk)]] if folder is not None else None
@@ -302,15 +305,6 @@ def _overlay_names_of(relative: list[str]) -> list[str]:
     return names
 
 
-def new_predictions_dir(parent: Path) -> Path:
-    """``parent/<YYYYmmdd_HHMMSS>`` (``_2``, ``_3``... within the same second): every call keeps its own results."""
-    stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
-    target, n = parent / stamp, 2
-    while target.exists():
-        target, n = parent / f"{stamp}_{n}", n + 1
-    return target
-
-
 def _refuse_earlier_predictions(folder: Path, overwrite: bool) -> None:
     """Refuse to mix two calls' results in one folder, before any work (``overwrite`` replaces them later)."""
     if not overwrite and any((folder / table).exists() for table in (PREDICTIONS_CSV, PREDICTIONS_JSON)):
@@ -407,6 +401,7 @@ def analyze_video(
     once the new ones are all written.
     """
     fps = check_fps(fps)  # before the model is loaded
+    started_at = datetime.now()  # the default folder's name: when the analysis began
     if output_dir is not None:  # before the video is read and scored, not after
         _check_analysis_dir(Path(output_dir), checkpoint_or_detector, overwrite)
     detector = load_fitted_detector(checkpoint_or_detector, "video", device)
@@ -416,15 +411,14 @@ def analyze_video(
     if clip.stated_fps is None:
         reporter.log(f"{clip.name}: no frame rate stated: times assume {clip.fps:g} fps and motion is measured per "
                      "frame (--fps states the rate)")
-    if output_dir is None:
+    fresh = output_dir is None
+    if fresh:
         base = Path("results")
         if not isinstance(checkpoint_or_detector, BaseDetector):
             base = open_run(checkpoint_or_detector)[1]
-        stamped = f"{safe_name(clip.name)}_{datetime.now():%Y%m%d_%H%M%S}"
-        output_dir, n = base / ANALYSIS_DIR / stamped, 2
-        while output_dir.exists():  # the same video twice within a second: each call keeps its own results
-            output_dir, n = base / ANALYSIS_DIR / f"{stamped}_{n}", n + 1
-    output_dir = check_writable(output_dir)  # before scoring, not after it
+        analyses = check_writable(base / ANALYSIS_DIR, create=True)  # before scoring, not after it
+    else:
+        output_dir = check_writable(output_dir)
     started = time.perf_counter()
     prediction = detector.predict_clip(clip, reporter)  # type: ignore[attr-defined]
     seconds = time.perf_counter() - started
@@ -458,7 +452,10 @@ def analyze_video(
     # the overlay outlines what an event's regions hold: half the map's excess over the threshold, frame by frame
     levels = ((float(cal.normalize(half_excess_level(m, cal.region_threshold()))) for m in prediction.maps)
               if getattr(detector, "map_places_events", False) else None)
-    with staged_dir(output_dir) as tmp:
+    if fresh:  # a folder of this call's own, taken by an exclusive mkdir, so that the same video analysed twice in
+        # one second (two processes, several Ray tasks) gets two; named by when the analysis began, gone if it fails
+        output_dir = claim_new_dir(analyses, safe_name(clip.name), now=started_at)
+    with staged_dir(output_dir, fresh=fresh) as tmp:
         assert tmp is not None
         render_side_by_side(
             tmp / "side_by_side.mp4", clip.iter_native(), clip.frame_size, scores, normalized, maps, prediction.views,

@@ -8,7 +8,8 @@ A run (written by :mod:`anomalens.workflows.train`)::
         history.json      per-epoch records of models that train in epochs
         train.log         the messages shown during training
         evaluation/       written by evaluate (metrics.json, report.md, figures)
-        predictions/      written by predict_images; analysis/<video>_<time>/ by analyze_video
+        predictions/      written by predict_images; analysis/<video>_<time>/ by analyze_video (one folder
+                          per video with --engine ray: see claim_new_dir)
 
 A run is written into a hidden temporary folder and renamed into place when complete, so an interrupted
 training never leaves a half-written run behind; output folders are staged the same way. Broken or
@@ -165,17 +166,20 @@ def open_run(checkpoint: str | Path) -> tuple[Path, Path, dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def staged_dir(output_dir: str | Path | None) -> Iterator[Path | None]:
+def staged_dir(output_dir: str | Path | None, fresh: bool = False) -> Iterator[Path | None]:
     """Write into a hidden folder inside ``output_dir``, then move the files in only if all went well.
 
     Unlike :func:`atomic_dir` this never removes what else the user keeps in that folder; if the work fails,
-    the folders this call created for it (a new ``predictions/<time>/``) go again, when empty.
+    the folders this call created for it go again, when empty: those missing now, and ``output_dir`` itself when
+    ``fresh`` (a folder just claimed for this call by :func:`claim_new_dir`).
     """
     if output_dir is None:
         yield None
         return
     output_dir = Path(output_dir)
     missing = [folder for folder in (output_dir, *output_dir.parents) if not folder.exists()]  # deepest first
+    if fresh and output_dir.exists():
+        missing.insert(0, output_dir)
     done = False
     try:
         output_dir = check_writable(output_dir, create=True)
@@ -193,6 +197,33 @@ def staged_dir(output_dir: str | Path | None) -> Iterator[Path | None]:
                 folder.rmdir()  # only an empty folder: never what another writer put there meanwhile
             except OSError:
                 break
+
+
+def claim_new_dir(parent: str | Path, stem: str = "", now: datetime | None = None) -> Path:
+    """Create and return a new, empty ``parent/<stem>_<YYYYmmdd_HHMMSS>`` (``parent/<YYYYmmdd_HHMMSS>`` without a
+    stem), or the first free ``..._2``, ``..._3`` when that name is taken; ``now``: the time to stamp (a fixed
+    clock in tests).
+
+    The name is taken by an exclusive mkdir, not chosen by an exists check and created later: two callers in the
+    same second (several Ray tasks analysing videos of one name, two processes) could both pass such a check and
+    write into one folder, one result overwriting the other.
+    """
+    parent = Path(parent)
+    stamp = f"{now or datetime.now():%Y%m%d_%H%M%S}"
+    name = f"{stem}_{stamp}" if stem else stamp
+    for attempt in range(1, 10_000):
+        target = parent / (name if attempt == 1 else f"{name}_{attempt}")
+        try:
+            if attempt == 1:
+                check_writable(parent, create=True)  # a file there, or no permission: one line, not a traceback
+            target.mkdir()
+        except FileExistsError:
+            continue  # taken, by an earlier call or by another caller this very moment
+        except OSError as exc:
+            raise OutputError(f"cannot create an output folder here ({exc.strerror or exc}); choose another one",
+                              parent) from None
+        return target
+    raise OutputError("no free folder name", parent / name)
 
 
 def _move_into(source: Path, target: Path) -> None:
