@@ -290,16 +290,23 @@ def test_three_categories_in_one_command(ray_cluster, tmp_path, capsys):
     assert capsys.readouterr().out.count("model saved:") == 3
 
 
+def _tiny_convlstm_run(data: Path, results: Path) -> Path:
+    """A small ConvLSTM trained on the synthetic conveyor ``data`` (32x48, one epoch): its run folder."""
+    from anomalens.data.synthetic_video import DEFAULT_VIDEO_CATEGORY
+
+    assert main(["train-video", "--data-dir", str(data), "--category", DEFAULT_VIDEO_CATEGORY, "--results-dir",
+                 str(results), "--device", "cpu", "--model", "convlstm", "--image-size", "32", "48",
+                 "--sequence-length", "4", "--stride", "2", "--epochs", "1", "--latent-dim", "8",
+                 "--lstm-hidden-dim", "8", "--lstm-layers", "1"]) == 0
+    return next(results.iterdir())
+
+
 def test_several_videos_in_one_command(ray_cluster, tmp_path, capsys):
     from anomalens.data.synthetic_video import DEFAULT_VIDEO_CATEGORY, make_synthetic_video_dataset
 
     data = make_synthetic_video_dataset(tmp_path / "video", n_train=2, n_test=2, n_frames=12, size=(48, 64))
     results = tmp_path / "results"
-    assert main(["train-video", "--data-dir", str(data), "--category", DEFAULT_VIDEO_CATEGORY, "--results-dir",
-                 str(results), "--device", "cpu", "--model", "convlstm", "--image-size", "32", "48",
-                 "--sequence-length", "4", "--stride", "2", "--epochs", "1", "--latent-dim", "8",
-                 "--lstm-hidden-dim", "8", "--lstm-layers", "1"]) == 0
-    run_dir = next(results.iterdir())
+    run_dir = _tiny_convlstm_run(data, results)
     videos = sorted((data / DEFAULT_VIDEO_CATEGORY / "test").rglob("*.mp4"))[:2]
     out = tmp_path / "analysis"
     assert main(["analyze-video", "--checkpoint", str(run_dir), "--video", *map(str, videos), "--engine", "ray",
@@ -320,11 +327,7 @@ def test_videos_of_one_name_get_a_default_folder_each(ray_cluster, tmp_path, cap
     # 150 frames: each task scores for a while, so both are at work at once as on a real cluster
     data = make_synthetic_video_dataset(tmp_path / "video", n_train=2, n_test=2, n_frames=150, size=(48, 64))
     results = tmp_path / "results"
-    assert main(["train-video", "--data-dir", str(data), "--category", DEFAULT_VIDEO_CATEGORY, "--results-dir",
-                 str(results), "--device", "cpu", "--model", "convlstm", "--image-size", "32", "48",
-                 "--sequence-length", "4", "--stride", "2", "--epochs", "1", "--latent-dim", "8",
-                 "--lstm-hidden-dim", "8", "--lstm-layers", "1"]) == 0
-    run_dir = next(results.iterdir())
+    run_dir = _tiny_convlstm_run(data, results)
     videos = []
     for cam, source in zip(("cam1", "cam2"), sorted((data / DEFAULT_VIDEO_CATEGORY / "test").rglob("*.mp4"))):
         (tmp_path / cam).mkdir()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import threading
 
 import numpy as np
@@ -211,6 +212,12 @@ def test_default_prediction_folders_are_claimed_and_a_failed_call_leaves_none(tr
     with pytest.raises(DataError):
         predict_images(trained_run.run_dir, [broken], device="cpu")
     assert set(folders.iterdir()) - before == {first, second}  # no empty 20260102_120000_3
+    # a run that never predicted before: the failed call takes predictions/ with it too
+    fresh_run = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, fresh_run, ignore=shutil.ignore_patterns("predictions", "analysis"))
+    with pytest.raises(DataError):
+        predict_images(fresh_run, [broken], device="cpu")
+    assert not (fresh_run / "predictions").exists()
 
 
 def test_predict_can_drop_the_arrays_batch_by_batch(trained_run, synthetic_image_dataset, tmp_path):

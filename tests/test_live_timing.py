@@ -297,3 +297,27 @@ def test_frames_scored_nan_make_events_and_every_message_is_json(detector, tmp_p
     assert second["peak_score"] > detector.calibration_.threshold and second["peak_regions"]
     rows = [line.split(",") for line in (out / "frames_00001.csv").read_text().splitlines()[1:]]
     assert [int(row[0]) for row in rows if row[5] == "1"] == [4, 5, 12, 13]
+
+
+def test_a_file_whose_first_frame_has_no_timestamp_is_timed_by_frame_over_fps(monkeypatch):
+    """Known times: the first frame has none, the rest are even at 10 fps counted from the second. No frame's time
+    can then be placed against the first's, so every frame goes by index / fps, as analyze-video times such a file;
+    counted from the first timed frame, every frame was one period early and so were the events."""
+    fps, count = 10.0, 12
+    stamps = [None] + [(i - 1) / fps for i in range(1, count)]
+
+    class Clip:
+        stated_fps = fps
+
+    monkeypatch.setattr(sources, "timed_frames", lambda clip: ((np.zeros((4, 4, 3), np.uint8), s) for s in stamps))
+    source = VideoFileSource.__new__(VideoFileSource)
+    source.stopping, source.clip, source.stated_fps, source.realtime, source.live = threading.Event(), Clip(), fps, False, False
+    times = [frame.time for frame in source.frames()]
+    assert times == [None] * count
+    scores = np.zeros(count)
+    scores[5:8] = 3.0
+    tracker = EventTracker(1.0, 1.0, fps, close_after=1)
+    live = [t.event for i in range(count) for t in tracker.update(i, scores[i], times[i]) if t.kind == "closed"]
+    live += [t.event for t in tracker.finish() if t.kind == "closed"]
+    offline = detect_events(scores, 1.0, fps, merge_gap=1)
+    assert [(e["start_time"], e["end_time"]) for e in live] == [(e["start_time"], e["end_time"]) for e in offline] == [(0.5, 0.8)]

@@ -124,3 +124,44 @@ def test_folders_inside_a_given_output_folder_are_distinct():
     assert _unique(["line", "line", "line_2"]) == ["line", "line_3", "line_2"]
     assert _unique(["Line", "line", "dock"]) == ["Line", "line_2", "dock"]
     assert _unique(["a", "b"]) == ["a", "b"]
+
+
+def test_a_video_listed_twice_is_two_tasks_with_two_outcomes(monkeypatch):
+    """Outcomes were collected by the video's name: the same video given twice (two folders claimed) came back as
+    one outcome reported twice, the other folder's result or error never told. A stand-in for Ray that finishes
+    the tasks in reverse order."""
+    import anomalens.distributed.cluster as cluster
+    import anomalens.distributed.many as many
+    from anomalens.progress import Reporter
+
+    class Ref:
+        def __init__(self, value):
+            self.value = value
+
+    class FakeRay:
+        def remote(self, **resources):
+            def wrap(function):
+                class Remote:
+                    @staticmethod
+                    def remote(*arguments):
+                        return Ref(function(*arguments))
+                return Remote
+            return wrap
+
+        def cluster_resources(self):
+            return {"CPU": 2}
+
+        def wait(self, pending, num_returns=1):
+            return pending[-1:], pending[:-1]
+
+        def get(self, ref):
+            return ref.value
+
+    monkeypatch.setattr(cluster, "connect", lambda address=None: FakeRay())
+
+    def task(cpus, video, target):
+        return many.TaskOutcome(video, Path(target), None, "n", {})
+
+    jobs = [("line.mp4", ("line.mp4", "out/line")), ("line.mp4", ("line.mp4", "out/line_2"))]
+    outcomes = many._run_tasks(task, jobs, None, 1.0, Reporter(show_tqdm=False), "analyse videos")
+    assert [o.output for o in outcomes] == [Path("out/line"), Path("out/line_2")]

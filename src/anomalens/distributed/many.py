@@ -83,7 +83,7 @@ def analyze_videos_on_ray(
     claim_new_dir`): tasks left to name their own from the video's name and the second would share one folder
     when two videos of one name (``cam1/line.mp4``, ``cam2/line.mp4``) start in the same second.
     """
-    from anomalens.workflows.runs import ANALYSIS_DIR, claim_new_dir, open_run, safe_name
+    from anomalens.workflows.runs import ANALYSIS_DIR, claim_new_dir, missing_folders, open_run, safe_name
 
     from anomalens.distributed.cluster import cluster_device, connect
 
@@ -95,9 +95,11 @@ def analyze_videos_on_ray(
     try:
         if output_dir is None:
             analysis = open_run(checkpoint)[1] / ANALYSIS_DIR
+            made = missing_folders(analysis)  # removed too if no video gets through
             for name in names:
                 claimed.append(claim_new_dir(analysis, name))
-            targets = claimed
+            targets = list(claimed)
+            claimed += made
         else:
             targets = [(Path(output_dir) / folder).resolve() for folder in _unique(names)]
         jobs = [(str(video), (checkpoint, str(Path(video).resolve()), str(target), device, fps, overwrite))
@@ -111,6 +113,8 @@ def analyze_videos_on_ray(
     for outcome, folder in zip(outcomes, claimed):
         if outcome.error is not None:
             _remove_if_empty(folder)
+    for folder in claimed[len(outcomes):]:  # analysis/ itself, made here: kept only if a video's folder is in it
+        _remove_if_empty(folder)
     return outcomes
 
 
@@ -121,8 +125,9 @@ def _run_tasks(function: Any, jobs: list[tuple[str, tuple]], address: str | None
     ray = connect(address)
     remote = ray.remote(num_cpus=cpus, num_gpus=1 if gpu else 0)(function)
     reporter.log(f"{len(jobs)} tasks on a cluster of {ray.cluster_resources().get('CPU', 0):g} CPUs")
-    refs = {remote.remote(cpus, *arguments): name for name, arguments in jobs}
-    outcomes: dict[str, TaskOutcome] = {}
+    # by position, not name: the same video listed twice is two tasks with two folders, and two outcomes
+    refs = {remote.remote(cpus, *arguments): (index, name) for index, (name, arguments) in enumerate(jobs)}
+    outcomes: dict[int, TaskOutcome] = {}
     pending = list(refs)
     for _ in reporter.iter(range(len(jobs)), desc):
         ready, pending = ray.wait(pending, num_returns=1)
@@ -131,11 +136,11 @@ def _run_tasks(function: Any, jobs: list[tuple[str, tuple]], address: str | None
         except Exception as exc:  # noqa: BLE001  a task's crash (a bug, a worker killed for memory) is that
             # task's failure: the others' results, finished or still running, must not be thrown away with it
             lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-            outcome = TaskOutcome(refs[ready[0]], None, f"task failed: {(lines[-1] if lines else type(exc).__name__)[:300]}",
+            outcome = TaskOutcome(refs[ready[0]][1], None, f"task failed: {(lines[-1] if lines else type(exc).__name__)[:300]}",
                                   "?", {})
-        outcomes[refs[ready[0]]] = outcome
+        outcomes[refs[ready[0]][0]] = outcome
         reporter.log(f"{outcome.name}: {outcome.error or outcome.output}")
-    return [outcomes[name] for name, _ in jobs]
+    return [outcomes[index] for index in range(len(jobs))]
 
 
 def _node() -> str:

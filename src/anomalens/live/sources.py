@@ -137,9 +137,13 @@ class VideoFileSource(Source):
         started = time.monotonic()
         good: tuple[int, float] | None = None  # the last frame with a usable timestamp: (index, seconds)
         broken = False
+        untimed = False  # the first frame has none: no frame's time can be placed, all go by index / fps
         for index, (image, seconds) in enumerate(timed_frames(self.clip)):
             if self.stopping.is_set():
                 return
+            untimed = untimed or (index == 0 and seconds is None)
+            if untimed:
+                seconds = None
             broken = broken or (good is not None and (seconds is None or seconds <= good[1]))
             if broken:
                 assert good is not None

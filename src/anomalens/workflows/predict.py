@@ -34,8 +34,8 @@ from anomalens.visualization.overlays import anomaly_contours, overlay, resize_m
 from anomalens.visualization.timeline import plot_timeline
 from anomalens.visualization.video_render import render_side_by_side
 from anomalens.workflows.reports import scores_csv, write_prediction_tables
-from anomalens.workflows.runs import (ANALYSIS_DIR, PREDICTIONS_DIR, claim_new_dir, load_fitted_detector, open_run, safe_name,
-                                       staged_dir)
+from anomalens.workflows.runs import (ANALYSIS_DIR, PREDICTIONS_DIR, claim_new_dir, load_fitted_detector, missing_folders,
+                                       open_run, safe_name, staged_dir)
 from anomalens.workflows.storage import check_writable
 
 
@@ -138,16 +138,19 @@ def predict_images(
     detector = load_fitted_detector(checkpoint_or_detector, "image", device)
     items = _prediction_inputs(inputs)
     # a new folder of this call's own, taken by an exclusive mkdir (two calls in one second get one each)
-    fresh = output_dir is None and not isinstance(checkpoint_or_detector, BaseDetector)
-    if fresh:
-        output_dir = claim_new_dir(open_run(checkpoint_or_detector)[1] / PREDICTIONS_DIR)
+    created: list[Path] = []  # the folders this call makes for itself: gone again if it fails
+    if output_dir is None and not isinstance(checkpoint_or_detector, BaseDetector):
+        parent = open_run(checkpoint_or_detector)[1] / PREDICTIONS_DIR
+        created = missing_folders(parent)
+        output_dir = claim_new_dir(parent)
+        created.insert(0, output_dir)
     if output_dir is not None:
         _refuse_earlier_predictions(Path(output_dir), overwrite)
 
     results: list[ImageResult] = []
     relative = relative_names([p for p, _ in items])
     names = overlay_names([p for p, _ in items])
-    with staged_dir(output_dir, fresh=fresh) as folder:
+    with staged_dir(output_dir, created) as folder:
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
             overlays = [folder / name for name in names[start : start + len(chunk)]] if folder is not None else None
@@ -416,7 +419,7 @@ def analyze_video(
         base = Path("results")
         if not isinstance(checkpoint_or_detector, BaseDetector):
             base = open_run(checkpoint_or_detector)[1]
-        analyses = check_writable(base / ANALYSIS_DIR, create=True)  # before scoring, not after it
+        analyses = check_writable(base / ANALYSIS_DIR)  # before scoring, not after it (and creating nothing yet)
     else:
         output_dir = check_writable(output_dir)
     started = time.perf_counter()
@@ -452,10 +455,13 @@ def analyze_video(
     # the overlay outlines what an event's regions hold: half the map's excess over the threshold, frame by frame
     levels = ((float(cal.normalize(half_excess_level(m, cal.region_threshold()))) for m in prediction.maps)
               if getattr(detector, "map_places_events", False) else None)
+    created: list[Path] = []
     if fresh:  # a folder of this call's own, taken by an exclusive mkdir, so that the same video analysed twice in
         # one second (two processes, several Ray tasks) gets two; named by when the analysis began, gone if it fails
+        created = missing_folders(analyses)
         output_dir = claim_new_dir(analyses, safe_name(clip.name), now=started_at)
-    with staged_dir(output_dir, fresh=fresh) as tmp:
+        created.insert(0, output_dir)
+    with staged_dir(output_dir, created) as tmp:
         assert tmp is not None
         render_side_by_side(
             tmp / "side_by_side.mp4", clip.iter_native(), clip.frame_size, scores, normalized, maps, prediction.views,

@@ -28,7 +28,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from safetensors import SafetensorError
 
@@ -165,21 +165,25 @@ def open_run(checkpoint: str | Path) -> tuple[Path, Path, dict[str, Any]]:
     return model_dir, run_dir, read_run_file(run_dir)
 
 
+def missing_folders(folder: str | Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first: what creating it will create."""
+    folder = Path(folder)
+    return [f for f in (folder, *folder.parents) if not f.exists()]
+
+
 @contextlib.contextmanager
-def staged_dir(output_dir: str | Path | None, fresh: bool = False) -> Iterator[Path | None]:
+def staged_dir(output_dir: str | Path | None, created: Sequence[Path] = ()) -> Iterator[Path | None]:
     """Write into a hidden folder inside ``output_dir``, then move the files in only if all went well.
 
     Unlike :func:`atomic_dir` this never removes what else the user keeps in that folder; if the work fails,
-    the folders this call created for it go again, when empty: those missing now, and ``output_dir`` itself when
-    ``fresh`` (a folder just claimed for this call by :func:`claim_new_dir`).
+    the folders this call created for it go again, when empty: those missing now, and ``created`` (deepest first:
+    a folder claimed for the call by :func:`claim_new_dir` and the parents that claiming it made).
     """
     if output_dir is None:
         yield None
         return
     output_dir = Path(output_dir)
-    missing = [folder for folder in (output_dir, *output_dir.parents) if not folder.exists()]  # deepest first
-    if fresh and output_dir.exists():
-        missing.insert(0, output_dir)
+    missing = [*created, *missing_folders(output_dir)]
     done = False
     try:
         output_dir = check_writable(output_dir, create=True)
