@@ -3,8 +3,10 @@
 ``heldout_clips.py`` trains the default video model on some training clips and scores the held-out ones (normal,
 and with inserted anomalies). This script does the same split and the same insertions, but keeps, for every frame,
 the two cues' locally averaged cell distances (appearance ``(h, w)``, motion ``(hm, wm)``), and the same maps of the
-cross-fitted normal training frames that standardise the cues. From those, any rule that turns cell maps into a
-frame score (the highest cell, a window's mean, a top-k mean), any standardisation of the cues (mean and spread,
+cross-fitted normal training frames that standardise the cues. The maps are recorded as the memories give them,
+before the model measures each cell against its own normal range, so ``--cells`` can compare those rules too. From
+those, any rule that turns cell maps into a frame score (the highest cell, a window's mean, a top-k mean), any
+measure of each cell against its own normal range (``--cells``), any standardisation of the cues (mean and spread,
 or the spread of the upper tail), any way of combining the two cues (``--combine``: their sum, their tail surprises,
 a joint map where both must be high at the same place) and any temporal smoothing is evaluated in seconds
 (``--evaluate``), on frames the model never learned, without a test set.
@@ -100,6 +102,10 @@ def aggregate(cells: np.ndarray, rule: str) -> np.ndarray:
     x = torch.from_numpy(cells.astype(np.float32))
     if rule == "max":
         return x.flatten(1).amax(1).numpy()
+    if rule.startswith("maxceil"):  # the model's typical_motion_ceiling: less the typical cell's rise above X
+        flat = x.flatten(1)
+        typical = flat.sort(dim=1).values[:, (flat.shape[1] - 1) // 2]
+        return (flat.amax(1) - (typical - float(rule[7:])).clamp(min=0)).numpy()
     if rule.startswith("window"):
         k = int(rule[6:])
         return F.avg_pool2d(x[:, None], k, stride=1).flatten(1).amax(1).numpy()
@@ -107,6 +113,28 @@ def aggregate(cells: np.ndarray, rule: str) -> np.ndarray:
         k = int(rule[3:])
         return x.flatten(1).topk(k, dim=1).values.mean(1).numpy()
     raise ValueError(rule)
+
+
+def cell_norm(cells: np.ndarray, cross: np.ndarray, rule: str) -> np.ndarray:
+    """Cell maps ``(T, h, w)`` measured against each cell's own normal range, from the cross-fitted normal frames
+    ``cross`` (``(N, h, w)``): ``none`` (as they are), ``centre`` (less the cell's mean), ``zmF`` (less the cell's
+    mean, over the cell's standard deviation floored at F times the mean cell's: the model's "standardise" with
+    ``place_spread_floor`` F, :func:`anomalens.models.video.stfeatures.place_range`) or ``zF`` (floored at F times
+    the median cell's). The floor keeps a cell that normal frames hardly vary, grass nobody walks on, from turning
+    any change into a huge score. Is a cell's distance unusual *there*, not only in the frame?"""
+    if rule == "none":
+        return cells
+    normal = cross.astype(np.float32)
+    centre = normal.mean(0)
+    out = cells.astype(np.float32) - centre
+    if rule == "centre":
+        return out
+    spread = normal.std(0)
+    if rule.startswith("zm"):  # the floor a multiple of the mean cell's spread
+        floor = float(rule[2:] or 1) * float(spread.mean())
+        return out / np.maximum(spread, floor)
+    floor = float(rule[1:] or 0.5) * float(np.median(spread))
+    return out / np.maximum(spread, floor)
 
 
 def scale(normal: np.ndarray, rule: str) -> tuple[float, float]:
@@ -197,20 +225,48 @@ def spill_limit(rule: str, cross: np.ndarray) -> float | None:
     return float(cross.max()) if part == "spillnormal" else float(part[5:])
 
 
+class SavedSplit(dict):
+    """A saved split's arrays by name, with ``files`` listing them as ``np.load``'s result does."""
+
+    @property
+    def files(self) -> list[str]:
+        return list(self)
+
+
+def normalised_cells(data, rule: str) -> SavedSplit:
+    """A saved split's arrays with every cell map passed through :func:`cell_norm` (``rule`` "A/M" for appearance
+    and motion, or one rule for both), each cue's normal range from its cross-fitted frames."""
+    a_rule, _, m_rule = rule.partition("/")
+    rules = {"appearance": a_rule, "motion": m_rule or a_rule}
+    out = SavedSplit((key, data[key]) for key in data.files)
+    for key in data.files:
+        cue = key.rsplit("_", 1)[-1]
+        if cue in rules:  # the cross-fitted frames' own maps included: measured against their own range
+            out[key] = cell_norm(data[key], data[f"cross_{cue}"], rules[cue])
+    return out
+
+
 def evaluate(paths: list[Path], rules: list[tuple[str, str, str, float]], lookahead: int | None = None,
-             combines: list[str] = ["sum"], temporal: str = "gaussian", clip_normals: bool = False) -> None:
+             combines: list[str] = ["sum"], temporal: str = "gaussian", clip_normals: bool = False,
+             cells_rules: list[str] = ["none"]) -> None:
     datasets = [np.load(p) for p in paths]
     print("rule (appearance agg, motion agg, scale, sigma, combine) | per kind: AUROC / found at <=1% / <=5% flagged "
           "(mean over splits) | mean over kinds found at <=1% / <=5%: mean, per split, splits beating the first rule")
     first: list[tuple[float, float]] | None = None
-    for (a_rule, m_rule, s_rule, sigma), combine in ((r, c) for r in rules for c in combines):
+    for (a_rule, m_rule, s_rule, sigma), combine, cells_rule in ((r, c, n) for r in rules for c in combines
+                                                                 for n in cells_rules):
         results: dict[str, list[tuple[float, float, float]]] = {}
-        for data in datasets:
+        for raw in datasets:
+            data = normalised_cells(raw, cells_rule)
+            split_m_rule = m_rule
+            if m_rule == "maxceil":  # the ceiling: the highest typical cell of the cross-fitted frames
+                flat = data["cross_motion"].astype(np.float32).reshape(len(data["cross_motion"]), -1)
+                split_m_rule = f"maxceil{np.sort(flat, axis=1)[:, (flat.shape[1] - 1) // 2].max()}"
             a_centre, a_spread = scale(aggregate(data["cross_appearance"], a_rule), s_rule)
-            m_centre, m_spread = scale(aggregate(data["cross_motion"], m_rule), s_rule)
+            m_centre, m_spread = scale(aggregate(data["cross_motion"], split_m_rule), s_rule)
             scales: tuple[float, ...] = (a_centre, a_spread, m_centre, m_spread)
             if "+" in combine:  # the joint score and the sum re-standardised on the cross-fitted frames
-                cross = [combined(data["cross_appearance"], data["cross_motion"], a_rule, m_rule, scales, part)
+                cross = [combined(data["cross_appearance"], data["cross_motion"], a_rule, split_m_rule, scales, part)
                          for part in (combine.partition("+")[0], "sum")]
                 scales += tuple(v for c in cross for v in scale(c, s_rule))
             per_kind: dict[str, list[np.ndarray]] = {}
@@ -219,7 +275,7 @@ def evaluate(paths: list[Path], rules: list[tuple[str, str, str, float]], lookah
             per_cue = "spill" in temporal  # the library's rule, each cue smoothed with its own limit, then added
             if per_cue and (combine != "sum" or lookahead is not None):
                 raise ValueError("a spill rule is evaluated with --combine sum and without --lookahead")
-            cues = ((data["cross_appearance"], a_rule, a_centre, a_spread), (data["cross_motion"], m_rule, m_centre, m_spread))
+            cues = ((data["cross_appearance"], a_rule, a_centre, a_spread), (data["cross_motion"], split_m_rule, m_centre, m_spread))
             limits = [spill_limit(temporal, (aggregate(x, rule) - centre) / spread) for x, rule, centre, spread in cues]
             for c in clips:
                 if per_cue:
@@ -227,7 +283,7 @@ def evaluate(paths: list[Path], rules: list[tuple[str, str, str, float]], lookah
                                     sigma, temporal, limit)
                             for name, (_, rule, centre, spread), limit in zip(("appearance", "motion"), cues, limits))
                 else:
-                    frame = combined(data[f"{c}_appearance"], data[f"{c}_motion"], a_rule, m_rule, scales, combine)
+                    frame = combined(data[f"{c}_appearance"], data[f"{c}_motion"], a_rule, split_m_rule, scales, combine)
                     frame = frame.astype(np.float32)
                     s = in_time(frame, sigma, temporal) if lookahead is None else causal(frame, sigma, lookahead)
                 kind, labels = str(data[f"{c}_kind"]), data[f"{c}_labels"]
@@ -250,7 +306,7 @@ def evaluate(paths: list[Path], rules: list[tuple[str, str, str, float]], lookah
         first = first or splits
         wins = [sum(s[j] > f[j] + 1e-9 for s, f in zip(splits, first)) for j in (0, 1)]
         per_split = " ".join(f"{100 * s[0]:.1f}/{100 * s[1]:.1f}" for s in splits)
-        print(f"{a_rule:>8} {m_rule:>8} {s_rule:>7} {sigma:>4} {combine:>12} | {text} | "
+        print(f"{a_rule:>8} {m_rule:>8} {s_rule:>7} {sigma:>4} {combine:>12} {cells_rule:>10} | {text} | "
               f"{100 * np.mean([s[0] for s in splits]):.1f}/{100 * np.mean([s[1] for s in splits]):.1f} "
               f"[{per_split}] beats the first on {wins[0]}/{wins[1]} splits", flush=True)
 
@@ -277,12 +333,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-time", default="gaussian", metavar="RULE",
                         help="smoothing in time (see in_time()): gaussian, medianK, gaussian+capD, medianK+capD, "
                              "gaussian+spillX, gaussian+spillnormal (default: gaussian)")
+    parser.add_argument("--cells", nargs="*", default=["none"], metavar="RULE",
+                        help="each cell against its own normal range first (see cell_norm()): none, centre, zmF, zF; "
+                             "A/M for appearance and motion apart, e.g. none/zm1.5, the default model (default: none)")
     parser.add_argument("--clip-normals", action="store_true",
                         help="count the normal frames of the clips with an inserted anomaly as normal too")
     args = parser.parse_args(argv)
     if args.evaluate:
         rules = [(a, m, s, float(g)) for a, m, s, g in (r.split(",") for r in args.rules)] if args.rules else grid()
-        evaluate(args.evaluate, rules, args.lookahead, args.combine, args.in_time, args.clip_normals)
+        evaluate(args.evaluate, rules, args.lookahead, args.combine, args.in_time, args.clip_normals, args.cells)
     else:
         capture(args)
     return 0

@@ -64,6 +64,17 @@ def tiny_model(monkeypatch) -> str:
     return register_tiny_detector(monkeypatch)
 
 
+@pytest.fixture
+def tiny_folder(tmp_path, tiny_model) -> Path:
+    """A fitted tiny model (32 px) saved to a folder: config.json with a drift reference, and weights."""
+    from _tiny_detector import TinyConfig, TinyDetector
+
+    generator = torch.Generator().manual_seed(0)
+    train = (torch.rand(12, 3, 32, 32, generator=generator) * 40 + 100).to(torch.uint8)
+    validation = (torch.rand(8, 3, 32, 32, generator=generator) * 40 + 100).to(torch.uint8)
+    return TinyDetector(TinyConfig(image_size=(32, 32))).fit(train, validation).save(tmp_path / "model")
+
+
 @pytest.fixture(scope="session")
 def patchcore_run(synthetic_image_dataset, tmp_path_factory) -> Path:
     """A small PatchCore run (64 px, synthetic data) for the export, runtime and server tests."""

@@ -11,24 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from _saved_tensors import refresh_bundle_checksums
 from anomalens.errors import CheckpointError
 from anomalens.inference import Inferencer, VideoInferencer
 from anomalens.models.base import CONFIG_FILE, load_detector
-from anomalens.models.schema import check_model_config
-
-
-@pytest.fixture
-def tiny_folder(tmp_path, tiny_model) -> Path:
-    """A fitted tiny model (32 px) saved to a folder: config.json with a drift reference, and weights."""
-    from _tiny_detector import TinyConfig, TinyDetector
-
-    generator = torch.Generator().manual_seed(0)
-    train = (torch.rand(12, 3, 32, 32, generator=generator) * 40 + 100).to(torch.uint8)
-    validation = (torch.rand(8, 3, 32, 32, generator=generator) * 40 + 100).to(torch.uint8)
-    return TinyDetector(TinyConfig(image_size=(32, 32))).fit(train, validation).save(tmp_path / "model")
+from anomalens.models.schema import check_model_config, lowest_format
 
 
 def _edit(folder: Path, change) -> None:
@@ -56,7 +44,9 @@ def _meta(model: str, **config) -> dict:
     from anomalens.models.base import detector_class
 
     cls = detector_class(model)
-    return {"format_version": 1, "model": model, "kind": cls.kind, "config": {**cls.config_class().to_dict(), **config}}
+    # as saving writes it: the oldest format that holds every current setting
+    return {"format_version": lowest_format(model), "model": model, "kind": cls.kind,
+            "config": {**cls.config_class().to_dict(), **config}}
 
 
 @pytest.mark.parametrize("model", ["patchcore", "padim", "autoencoder", "convlstm", "stfeatures"])
@@ -69,12 +59,13 @@ def test_original_fields_are_required_and_later_ones_keep_their_saved_before_val
     meta = _meta(model)
     for name in later:  # an older checkpoint, saved before these settings existed, still loads
         meta["config"].pop(name)
-    check_model_config(meta, Path("model/config.json"), 1)
+    meta["format_version"] = 1  # the first format: settings of later formats were not in it
+    check_model_config(meta, Path("model/config.json"))
     for name in ("image_size", "batch_size", "target_fpr", "seed"):
         broken = _meta(model)
         broken["config"].pop(name)
         with pytest.raises(CheckpointError, match=rf"config\.json: field config\.{name}: is missing"):
-            check_model_config(broken, Path("model/config.json"), 1)
+            check_model_config(broken, Path("model/config.json"))
 
 
 DRIFT_CASES = {

@@ -85,7 +85,7 @@ def test_load_refuses_other_kind_version_and_corrupt_weights(tmp_path):
     meta = json.loads((folder / "config.json").read_text())
     meta["format_version"] = 999
     (folder / "config.json").write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match="format version 999"):
+    with pytest.raises(CheckpointError, match="format_version: 999 is not a model format version"):
         load_detector(folder)
     meta["format_version"] = base.FORMAT_VERSION
     (folder / "config.json").write_text(json.dumps(meta))

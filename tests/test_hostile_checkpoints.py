@@ -107,6 +107,9 @@ def _mutations(base: dict) -> list[tuple[str, str, object]]:
     cases.append(("preprocessing.image_size", "huge", {**base, "preprocessing": {"image_size": [100000, 100000]}}))
     cases.append(("preprocessing", "string", {**base, "preprocessing": "none"}))
     cases.append(("anomalens_version", "number", {**base, "anomalens_version": 1}))
+    # no version at all (a newer one says "upgrade anomalens": tests/test_format_versions.py)
+    for label, value in (("string", "1"), ("bool", True), ("float", 1.0), ("null", None), ("zero", 0), ("negative", -1)):
+        cases.append(("format_version", label, {**base, "format_version": value}))
     return cases
 
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+# written into every config.json and bundle.json; a new model format or bundle version needs a new one (and the
+# same in pyproject.toml): an older anomalens quotes it when it refuses the file (tests/test_format_versions.py)
+__version__ = "0.2.0"
 
 _EXPORTS = {
     "train_image_model": "anomalens.workflows.train",

@@ -30,7 +30,7 @@ VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", 
                      "appearance_above_typical", "threshold_from_folds", "typical_appearance_ceiling", "still_texture_weight",
                      "still_texture_where_moving", "codec_memory", "above_ceiling_lowpass", "motion_per_second",
                      "cue_combination", "typical_motion_ceiling", "motion_codec_memory", "temporal_median", "temporal_cap",
-                     "temporal_spill", "anomaly_map")
+                     "temporal_spill", "anomaly_map", "appearance_by_place", "motion_by_place", "place_spread_floor")
 
 
 def check_number(flag: str, value: float | None, *, at_least: float | None = None, above: float | None = None,
@@ -240,6 +240,17 @@ def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: 
                        help="how the appearance and motion cues make a frame score: sum (default: of the standardised scores), "
                             "tail (of their Gaussian tail surprises, -log P(Z > z): one clear cue outweighs two mildly "
                             "high ones) or sum+tail (both); sum+tail lost to sum on UCSD Ped2's test set (README)")
+    # the model checks the values (PLACE_RULES in models/video/stfeatures.py)
+    group.add_argument("--motion-by-place", default=None, metavar="RULE",
+                       help="measure each motion cell against its own normal range first: standardise (less the "
+                            "cell's normal mean, over its normal spread: more found where normal motion is quiet, and "
+                            "more codec noise heard there; README), centre (less the mean) or off (default)")
+    group.add_argument("--appearance-by-place", default=None, metavar="RULE",
+                       help="the same for appearance cells: off (default), centre or standardise (a defect on a busy "
+                            "place is then measured against that place's busy range; README)")
+    group.add_argument("--place-spread-floor", type=float, default=None, metavar="X",
+                       help="a standardised cell's spread is at least X times the mean cell's (default 1.5), so that a "
+                            "place normal frames hardly vary cannot turn any change into a huge score")
     group.add_argument("--anomaly-map", default=None, metavar="RULE",
                        help="what each frame's map holds: shortfall (default: the frame's score less each cell's "
                             "shortfall from its cue's strongest cell, so events get regions) or sum (the summed "

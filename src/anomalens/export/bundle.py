@@ -32,7 +32,8 @@ from anomalens.inference.bundle import (BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_VERSI
                                         bundle_checksums, is_bundle)
 from anomalens.inference.inferencer import Inferencer
 from anomalens.metrics.threshold import DEFAULT_PIXEL_TARGET_FPR, Calibration, pixel_threshold, score_shift
-from anomalens.models.base import FORMAT_VERSION, BaseDetector, Detector, load_detector
+from anomalens.models.base import BaseDetector, Detector, load_detector
+from anomalens.models.schema import lowest_format
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import atomic_dir, write_json_atomic
 
@@ -366,7 +367,7 @@ def _header(detector: BaseDetector, format: str, precision: str, run: dict[str, 
         "version": BUNDLE_VERSION,
         "anomalens_version": __version__,
         "created": datetime.now().isoformat(timespec="seconds"),
-        "model": {"name": detector.name, "kind": detector.kind, "format_version": FORMAT_VERSION,
+        "model": {"name": detector.name, "kind": detector.kind, "format_version": lowest_format(detector.name),
                   "trained_with": run.get("anomalens_version"), "config": detector.config.to_dict(),
                   "checkpoint": str(model_dir.resolve()), "category": run.get("category")},
     }

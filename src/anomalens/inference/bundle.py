@@ -25,7 +25,8 @@ It also records the SHA-256 of every other file of the bundle (``files_sha256``,
 ONNX, OpenVINO nor ``.npy`` has a checksum, so a bit flipped on a copy to the line PC would load silently and
 score differently. :func:`read_bundle` checks every recorded file before anything is opened. Version 3 bundles
 always record it and are refused without it; versions 1 and 2 (some exported before the field existed) load
-unchecked when it is absent.
+unchecked when it is absent. :data:`BUNDLE_FIELDS` records the fields each version added; a version above them is
+a bundle from a newer anomalens, refused with one line that says to upgrade.
 
 ``bundle.json`` itself is the one file no checksum covers, so every field the runtime reads is checked for its
 type and range on load (:func:`check_description`: the calibration by the checkpoint schema's own
@@ -47,19 +48,49 @@ import numpy as np
 from anomalens import limits
 from anomalens.errors import AnomalensError, CheckpointError
 from anomalens.limits import MAX_FPS, is_frame_rate
-# the checkpoint schema's checks (a torch-free module): one definition of a valid calibration, number and range
-from anomalens.models.schema import RANGES, Range, _Invalid, _number, _show, check_calibration, read_json
+# the checkpoint schema's checks (torch-free): one definition of a valid calibration, number, range and version
+from anomalens.models.schema import RANGES, check_calibration, read_json
 from anomalens.runtime import SHA256_HEX, file_sha256
+from anomalens.validation import Invalid, Range, check_number, check_version, show
 
 if TYPE_CHECKING:
     from anomalens.inference.engines import Engine
 
 BUNDLE_FILE = "bundle.json"
 BUNDLE_FORMAT = "anomalens-bundle"
-# 2: several graphs (video models; PatchCore's search between two graphs, section "search");
-# 3: files_sha256 always written (version 2 bundles were exported both before and after it existed)
-BUNDLE_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+# What each version of bundle.json added, the one record of the fields a bundle may have: top-level fields, and
+# "section.field" for the sections whose fields are fixed (not "graphs", "outputs", "constant_inputs" and
+# "files_sha256", keyed by file and graph names; not model.config, the model's settings, nor the informative
+# export_check and postprocessing). The newest version is BUNDLE_VERSION (what export writes) and every version up
+# to it is read. tests/test_format_versions.py checks that exported bundles have no other field and that a released
+# version's fields never change, so a field the runtime must honour comes with a new version: an older runtime then
+# refuses the bundle as "exported by a newer anomalens: upgrade" instead of ignoring the field and scoring
+# differently. A field is listed under the version current when it was added (older bundles lack it: the runtime
+# reads each such field with the value that reproduces them, see _check_video).
+BUNDLE_FIELDS: dict[int, tuple[str, ...]] = {
+    1: ("format", "version", "anomalens_version", "created", "model", "runtime", "input", "preprocessing", "outputs",
+        "postprocessing", "constant_inputs", "calibration", "calibration_source", "export_check",
+        "model.name", "model.kind", "model.format_version", "model.trained_with", "model.config", "model.checkpoint",
+        "model.category", "runtime.engine", "runtime.precision", "runtime.network", "runtime.openvino_precision_hint",
+        "input.name", "input.dtype", "input.layout", "input.channels", "input.image_size", "input.max_batch",
+        "preprocessing.decode", "preprocessing.resize", "preprocessing.image_size",
+        "calibration.threshold", "calibration.scale", "calibration.target_fpr", "calibration.validation_mean",
+        "calibration.validation_std", "calibration.validation_max", "calibration.validation_count",
+        "calibration.pixel_threshold", "calibration.pixel_target_fpr", "calibration.tail_model",
+        "calibration.measured_fpr", "calibration.effective_count", "calibration.needed_count", "calibration.warning"),
+    # several graphs (video models; PatchCore's search between two graphs), the files' checksums
+    2: ("graphs", "search", "video", "files_sha256",
+        "search.index", "search.kind", "search.nprobe", "search.num_neighbours", "search.without_faiss",
+        "video.sequence_length", "video.stride", "video.batch_size", "video.flow_size", "video.flow_preset",
+        "video.still_texture_weight", "video.still_texture_counted", "video.training_fps", "video.cues",
+        "video.map_places_events", "video.temporal_sigma", "video.temporal_kernel", "video.temporal_median",
+        "video.temporal_spill", "video.temporal_cap",
+        "calibration.clip_held_out_fpr", "calibration.fold_shift", "calibration.fold_shift_items"),
+    # no new field: files_sha256 always written, and required (version 2 bundles were exported before and after it)
+    3: (),
+}
+BUNDLE_VERSION = max(BUNDLE_FIELDS)
+READABLE_VERSIONS = tuple(BUNDLE_FIELDS)
 CHECKSUMS_REQUIRED_FROM = 3
 FORMATS = ("onnx", "openvino")
 PRECISIONS = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8")}
@@ -88,8 +119,8 @@ def read_bundle(folder: str | Path) -> dict[str, Any]:
     meta = read_json(path)  # size-capped; unreadable or not JSON: one CheckpointError naming the file
     if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
         raise CheckpointError(f"{BUNDLE_FILE} does not describe an anomalens bundle", path)
-    if meta.get("version") not in READABLE_VERSIONS or isinstance(meta.get("version"), bool):
-        raise CheckpointError(f"bundle version {meta.get('version')} is not supported (expects one of {READABLE_VERSIONS})", path)
+    # before the fields: a newer version's fields would otherwise be missed or refused one by one
+    check_version(meta, "version", READABLE_VERSIONS, "bundle", "this bundle was exported", path)
     missing = [key for key in REQUIRED if key not in meta]
     if missing:
         raise CheckpointError(f"{BUNDLE_FILE} lacks {', '.join(missing)}", path)
@@ -119,33 +150,33 @@ def check_description(meta: dict[str, Any], path: Path) -> None:
     The sections of video models (``video``) and PatchCore's search (``search``) have checks of their own."""
     try:
         _description(meta)
-    except _Invalid as exc:
+    except Invalid as exc:
         raise CheckpointError(f"field {exc.field}: {exc.message}", path) from None
 
 
 def _object(value: Any, field: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise _Invalid(field, f"must be an object, got {_show(value)}")
+        raise Invalid(field, f"must be an object, got {show(value)}")
     return value
 
 
 def _string(value: Any, field: str) -> str:
     if not isinstance(value, str) or not value:
-        raise _Invalid(field, f"must be a non-empty string, got {_show(value)}")
+        raise Invalid(field, f"must be a non-empty string, got {show(value)}")
     return value
 
 
 def _strings(value: Any, field: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise _Invalid(field, f"must be a list of names, got {_show(value)}")
+        raise Invalid(field, f"must be a list of names, got {show(value)}")
     return value
 
 
 def _size(value: Any, field: str) -> list[int]:
     """(height, width) of a model input: the range the checkpoint schema allows for ``image_size``."""
     if not isinstance(value, list) or len(value) != 2:
-        raise _Invalid(field, f"must be [height, width], got {_show(value)}")
-    return [int(_number(f"{field}[{i}]", v, int, RANGES["image_size"])) for i, v in enumerate(value)]
+        raise Invalid(field, f"must be [height, width], got {show(value)}")
+    return [int(check_number(f"{field}[{i}]", v, int, RANGES["image_size"])) for i, v in enumerate(value)]
 
 
 def _description(meta: dict[str, Any]) -> None:
@@ -154,25 +185,25 @@ def _description(meta: dict[str, Any]) -> None:
     model = _object(meta["model"], "model")
     _string(model.get("name"), "model.name")
     if model.get("kind") not in ("image", "video"):
-        raise _Invalid("model.kind", f"must be image or video, got {_show(model.get('kind'))}")
+        raise Invalid("model.kind", f"must be image or video, got {show(model.get('kind'))}")
     config = _object(model.get("config", {}), "model.config")
     runtime = _object(meta["runtime"], "runtime")
     video = model["kind"] == "video"
     if version == 1 and ("graphs" in meta or video):  # one network only, until version 2 (video, PatchCore's search)
-        raise _Invalid("graphs", "a version 1 bundle has one network and no graphs: the description was changed")
+        raise Invalid("graphs", "a version 1 bundle has one network and no graphs: the description was changed")
     if version >= CHECKSUMS_REQUIRED_FROM and CHECKSUMS not in meta:
-        raise _Invalid(CHECKSUMS, f"is missing (every bundle of version {CHECKSUMS_REQUIRED_FROM} records it): the "
-                                  "description was changed after export; export the model again")
+        raise Invalid(CHECKSUMS, f"is missing (every bundle of version {CHECKSUMS_REQUIRED_FROM} records it): the "
+                                 "description was changed after export; export the model again")
     spec = _object(meta["input"], "input")
     size = _size(spec.get("image_size"), "input.image_size")
     for where, other in (("model.config.image_size", config.get("image_size")),
                          ("preprocessing.image_size", _object(meta.get("preprocessing", {}), "preprocessing").get("image_size"))):
         if other is not None and other != size:  # export writes all three from the model's image_size
-            raise _Invalid("input.image_size", f"{size} differs from {where} {_show(other)}: the description was changed")
+            raise Invalid("input.image_size", f"{size} differs from {where} {show(other)}: the description was changed")
     if not video:
         _string(spec.get("name"), "input.name")
         if "max_batch" in spec:
-            _number("input.max_batch", spec["max_batch"], int, RANGES["batch_size"])
+            check_number("input.max_batch", spec["max_batch"], int, RANGES["batch_size"])
         outputs = _object(meta["outputs"], "outputs")
         for name in ("scores", "maps"):
             _string(outputs.get(name), f"outputs.{name}")
@@ -181,7 +212,7 @@ def _description(meta: dict[str, Any]) -> None:
     if "graphs" in meta or video:
         graphs = _object(meta.get("graphs"), "graphs")
         if not graphs:
-            raise _Invalid("graphs", "must name at least one graph")
+            raise Invalid("graphs", "must name at least one graph")
         for name, graph in graphs.items():
             graph = _object(graph, f"graphs.{name}")
             _string(graph.get("file"), f"graphs.{name}.file")
@@ -189,7 +220,7 @@ def _description(meta: dict[str, Any]) -> None:
                 if key in graph:
                     _strings(graph[key], f"graphs.{name}.{key}")
     elif runtime.get("network") is None:
-        raise _Invalid("runtime.network", "must name the network's file, got None")
+        raise Invalid("runtime.network", "must name the network's file, got None")
     check_calibration(meta["calibration"], "calibration.")
     constants = _object(meta.get("constant_inputs", {}), "constant_inputs")
     for name, entry in constants.items():
@@ -197,11 +228,11 @@ def _description(meta: dict[str, Any]) -> None:
         _string(entry.get("file"), f"constant_inputs.{name}.file")
         shape = entry.get("shape")  # load_constants holds the array to it
         if not isinstance(shape, list):
-            raise _Invalid(f"constant_inputs.{name}.shape", f"must be a list of sizes, got {_show(shape)}")
+            raise Invalid(f"constant_inputs.{name}.shape", f"must be a list of sizes, got {show(shape)}")
         for i, v in enumerate(shape):
-            _number(f"constant_inputs.{name}.shape[{i}]", v, int, Range(1, limits.MAX_MEMORY_ENTRIES))
+            check_number(f"constant_inputs.{name}.shape[{i}]", v, int, Range(1, limits.MAX_MEMORY_ENTRIES))
         if entry.get("dtype", "float32") != "float32":  # the graphs take float32 (export writes every constant so)
-            raise _Invalid(f"constant_inputs.{name}.dtype", f"must be float32, got {_show(entry.get('dtype'))}")
+            raise Invalid(f"constant_inputs.{name}.dtype", f"must be float32, got {show(entry.get('dtype'))}")
 
 
 def _check_checksums(meta: dict[str, Any], folder: Path, used: list[str]) -> None:
@@ -288,20 +319,20 @@ def _check_search(meta: dict[str, Any], path: Path) -> list[str]:
     bank_shape = meta.get("constant_inputs", {}).get("memory_bank", {}).get("shape")
     if not (isinstance(bank_shape, list) and len(bank_shape) == 2):
         raise CheckpointError(f"field constant_inputs.memory_bank.shape: PatchCore searches a memory bank of "
-                              f"[entries, channels], got {_show(bank_shape)}", path)
+                              f"[entries, channels], got {show(bank_shape)}", path)
     neighbours, nprobe, index = search.get("num_neighbours"), search.get("nprobe"), search.get("index")
     bank = bank_shape[0]
     try:
-        _number("search.num_neighbours", neighbours, int, RANGES["num_neighbours"])
+        check_number("search.num_neighbours", neighbours, int, RANGES["num_neighbours"])
         exported = meta["model"].get("config", {}).get("num_neighbours")
         if exported is not None and neighbours != exported:  # the score's image weight depends on it
-            raise _Invalid("search.num_neighbours", f"{_show(neighbours)} differs from the exported model's "
-                                                    f"model.config.num_neighbours {_show(exported)}: the description was changed")
+            raise Invalid("search.num_neighbours", f"{show(neighbours)} differs from the exported model's "
+                                                   f"model.config.num_neighbours {show(exported)}: the description was changed")
         if nprobe is not None:  # an IVF index has at most one cell per bank entry
-            _number("search.nprobe", nprobe, int, Range(1, bank))
+            check_number("search.nprobe", nprobe, int, Range(1, bank))
         if index is not None:
             _string(index, "search.index")
-    except _Invalid as exc:
+    except Invalid as exc:
         raise CheckpointError(f"field {exc.field}: {exc.message}", path) from None
     return [] if index is None else [index]
 

@@ -32,10 +32,11 @@ from anomalens.data.preprocessing import Preprocessing, to_float
 from anomalens.errors import Cancelled, CheckpointError, ConfigError
 from anomalens.metrics.drift import DriftReference, typical_distances
 from anomalens.metrics.threshold import DEFAULT_TARGET_FPR, Calibration, calibrate
+# the newest format of config.json, what save writes: the schema's table of the fields each format version added
+from anomalens.models.schema import FORMAT_VERSION, lowest_format
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import atomic_dir, file_sha256, resolve_device, write_json_atomic
 
-FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
 WEIGHTS_CHECKSUM = "weights_sha256"  # config.json's SHA-256 of WEIGHTS_FILE (absent in models saved before it)
@@ -218,7 +219,7 @@ class BaseDetector(ABC):
         loading ignores).
         """
         return {
-            "format_version": FORMAT_VERSION,
+            "format_version": lowest_format(self.name),  # what an older anomalens can still read, if it can
             "anomalens_version": __version__,
             "model": self.name,
             "kind": self.kind,
@@ -380,15 +381,7 @@ def read_model_config(path: str | Path) -> dict[str, Any]:
     meta = read_json(folder / CONFIG_FILE)
     if not isinstance(meta, dict) or "model" not in meta:
         raise CheckpointError(f"{CONFIG_FILE} does not describe an anomalens model", folder / CONFIG_FILE)
-    version = meta.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int):  # "1" is not version 1 (nor is true)
-        raise CheckpointError(f"field format_version: must be an integer, got {version!r:.40}", folder / CONFIG_FILE)
-    if version != FORMAT_VERSION:
-        raise CheckpointError(
-            f"model format version {version} is not supported by anomalens {__version__} (expects {FORMAT_VERSION})",
-            folder / CONFIG_FILE,
-        )
-    return check_model_config(meta, folder / CONFIG_FILE, FORMAT_VERSION)
+    return check_model_config(meta, folder / CONFIG_FILE)  # the format version first: a newer one says upgrade
 
 
 def load_detector(path: str | Path, device: str | torch.device = "cpu", kind: str | None = None) -> BaseDetector:

@@ -235,6 +235,21 @@ class SpatioTemporalConfig(DetectorConfig):
     # frames flagged, MJPEG 4:2:2 2.9% -> 0.0%, VP9 5.7% -> 4.1%; it can only lower a frame's score, and only above the
     # ceiling: footage like the training data (every UCSD Ped2 test frame) scores exactly as without it (README)
     motion_codec_memory: tuple[str, ...] = ("noise:3+jpeg:50",)
+    # Each cue's cell distances may first be measured against that cell's own normal range (PLACE_RULES; learned
+    # from the cross-fitted normal training frames and saved): "centre" takes off the cell's normal mean,
+    # "standardise" also divides by its normal spread (at least place_spread_floor times the mean cell's, so that a
+    # cell that normal frames hardly vary, grass nobody walks on, cannot turn any change into a huge score), "off"
+    # keeps them as they are. Normal speed and its spread depend on the place (a path, a road): a normal frame's
+    # highest motion cell came again and again from the busiest places, where walkers vary most, while a 1.5x
+    # speed-up on a quieter path stayed below them. Opt-in (issue 16, thirteenth round; docs/video_experiments.md,
+    # "Each cell against its own normal range"): motion "standardise" (floor 1.5) raised UCSD Ped2's anomalous test
+    # frames found at the saved threshold from 60% to 74% (1.1% of normal frames flagged, frame AUROC 0.956; one
+    # test read), but the more sensitive quiet places also hear codec noise: on the re-encoded conveyor's seed 2,
+    # H.264 CRF 35 flagged 3.2% of normal frames (0.8% without) and VP9 8.1% (0.0%), past the 2% target. Appearance
+    # by place cost a blob crossing a busy path (a defect on a busy place is measured against its busy range)
+    appearance_by_place: str = "off"
+    motion_by_place: str = "off"
+    place_spread_floor: float = 1.5
     # What each frame's anomaly map holds (ANOMALY_MAPS): "shortfall", the frame's score less how far each cell's
     # evidence falls short of its cue's strongest cell (in that cue's standard units), for the cues that are unusual
     # in this frame (:func:`shortfall_map`): its highest cell is the frame's score before smoothing in time (the
@@ -253,7 +268,9 @@ class SpatioTemporalConfig(DetectorConfig):
                                             "motion_per_second": False, "cue_combination": "sum",
                                             "typical_motion_ceiling": False, "motion_codec_memory": (),
                                             "temporal_median": 1, "temporal_cap": None,
-                                            "temporal_spill": "off", "anomaly_map": "sum"}
+                                            "temporal_spill": "off", "anomaly_map": "sum",
+                                            "appearance_by_place": "off", "motion_by_place": "off",
+                                            "place_spread_floor": 1.5}
 
 
 # ---- per-position memory -----------------------------------------------------------------------
@@ -339,6 +356,15 @@ def typical_cell(cells: torch.Tensor) -> torch.Tensor:
     return cells.sort(dim=1).values[:, (cells.shape[1] - 1) // 2]
 
 
+def _saved_place(tensors: dict[str, torch.Tensor], name: str, grid: tuple[int, int]) -> torch.Tensor:
+    """A per-cell normal range read from a checkpoint: ``(2, *grid)``, finite, spreads above zero, else a clear error."""
+    place = tensors[name].float()
+    if place.shape != (2, *grid) or not bool(torch.isfinite(place).all()) or not bool((place[1] > 0).all()):
+        raise ValueError(f"{name} of shape {tuple(place.shape)}, expected (2, {grid[0]}, {grid[1]}) with finite "
+                         "centres and spreads above 0")
+    return place
+
+
 def _saved_ceiling(tensors: dict[str, torch.Tensor], name: str) -> torch.Tensor:
     """A typical-cell ceiling read from a checkpoint: one number, finite or +inf (none), else a clear error."""
     ceiling = tensors[name].float()
@@ -375,6 +401,35 @@ def above_ceiling(typical: torch.Tensor, ceiling: torch.Tensor) -> torch.Tensor:
     """How far each frame's typical cell distance lies above the normal range's ceiling (0 within it): the part of
     a whole-frame shift that the appearance score discounts (``typical_appearance_ceiling``)."""
     return (typical - ceiling).clamp(min=0.0)
+
+
+PLACE_RULES = ("off", "centre", "standardise")  # how a cue's cells are measured against their own normal range
+
+
+def place_range(maps: torch.Tensor, rule: str, floor: float) -> torch.Tensor | None:
+    """Normal frames' cell maps ``(N, h, w)`` -> each cell's centre and spread ``(2, h, w)`` under ``rule``
+    (:data:`PLACE_RULES`; None for "off"): the cell's mean and, for "standardise", its standard deviation, at least
+    ``floor`` times the mean cell's (never zero); for "centre" a spread of 1. The mean, not the median: where most
+    cells never move (a still background around a belt) the median cell's spread is about zero, and the codec noise
+    of another encoding on them would read as a huge change."""
+    if rule == "off":
+        return None
+    maps = maps.float()
+    centre = maps.mean(0)
+    if rule == "centre":
+        return torch.stack([centre, torch.ones_like(centre)])
+    spread = maps.std(0, unbiased=False)
+    least = floor * spread.mean() + 1e-6
+    return torch.stack([centre, torch.maximum(spread, least)])
+
+
+def by_place(cells: torch.Tensor, place: torch.Tensor | None) -> torch.Tensor:
+    """Cell distances ``(B, h, w)`` (or ``(B, h * w)``) measured against each cell's normal range ``place``
+    (:func:`place_range`; None: as they are)."""
+    if place is None:
+        return cells
+    shape = cells.shape[1:]
+    return (cells - place[0].reshape(shape)) / place[1].reshape(shape)
 
 
 class SpatioTemporalFeatures(VideoDetector):
@@ -414,6 +469,11 @@ class SpatioTemporalFeatures(VideoDetector):
             raise ConfigError(f"anomaly_map must be one of {', '.join(ANOMALY_MAPS)}, got {c.anomaly_map!r}")
         if c.cue_combination not in CUE_COMBINATIONS:
             raise ConfigError(f"cue_combination must be one of {', '.join(CUE_COMBINATIONS)}, got {c.cue_combination!r}")
+        for setting in ("appearance_by_place", "motion_by_place"):
+            if getattr(c, setting) not in PLACE_RULES:
+                raise ConfigError(f"{setting} must be one of {', '.join(PLACE_RULES)}, got {getattr(c, setting)!r}")
+        if not (isinstance(c.place_spread_floor, (int, float)) and 0.0 < c.place_spread_floor <= 10.0):
+            raise ConfigError(f"place_spread_floor must be in (0, 10], got {c.place_spread_floor!r}")
         self.extractor = PatchFeatureExtractor(c.backbone, stages=c.stages, neighbourhood=3, seed=c.seed).to(self.device)
         self.grid = self.extractor.grid_size(*c.image_size)
         height, width = c.image_size
@@ -444,6 +504,10 @@ class SpatioTemporalFeatures(VideoDetector):
         # (hm, wm) in [0, 1]: how much each cell's still-texture channel counts (still_texture_where_moving), learned
         # from the training frames' motion; None = fully everywhere
         self.still_gate_: torch.Tensor | None = None
+        # (2, h, w) and (2, hm, wm): each appearance and motion cell's normal centre and spread (appearance_by_place,
+        # motion_by_place), learned from the cross-fitted frames; None = cells as they are
+        self.appearance_place_: torch.Tensor | None = None
+        self.motion_place_: torch.Tensor | None = None
         # cross-fitted normal frame scores clip by clip and the count per clip, for the threshold (not saved)
         self._cross_fitted: tuple[np.ndarray, list[int]] | None = None
         # the cross-fitted frames' measured excess (standard units) and the held-out frames it was measured on,
@@ -596,6 +660,8 @@ class SpatioTemporalFeatures(VideoDetector):
         self.codec_index_ = None  # consulted only above the ceiling, which cross-fitted frames never are
         self.codec_motion_memory_ = None
         self.still_gate_ = None  # learned below from what the training frames keep, then applied to all of them
+        self.appearance_place_ = None  # learned from the cross-fitted frames below, which are measured with them
+        self.motion_place_ = None
         # set first: every clip, training ones included, is measured per frame of the training footage's median rate
         self.training_fps_ = training_rate(train) if c.motion_per_second else None
         if self.training_fps_ is not None:
@@ -668,7 +734,8 @@ class SpatioTemporalFeatures(VideoDetector):
         else:
             # too little training video for two folds: held-out clips (or, failing those, the training clips)
             held_out = list(validation) or train
-            reporter.log("too little training video for two folds: the cues are standardised on "
+            reporter.log("too little training video for two folds: cells are measured as they are, and the cues are "
+                         "standardised on "
                          + ("the held-out clips" if validation else "the training clips (warning: their scores run low)"))
             scores = [self._score_stream(clip, reporter) for clip in held_out]
             appearance, motion = torch.cat([r.appearance for r in scores]), torch.cat([r.motion for r in scores])
@@ -794,7 +861,7 @@ class SpatioTemporalFeatures(VideoDetector):
         and the two folds' memories (:meth:`_cue_shifts` scores the held-out clips by them)."""
         channels, (h, w) = self.extractor.out_channels, self.grid
         split = channels * h * w
-        appearance, motion, origins, typical, typical_motion, memories = [], [], [], [], [], []
+        a_maps, m_maps, origins, memories = [], [], [], []
         for name, (scored, other) in zip(FOLD_NAMES, ((folds[0], folds[1]), (folds[1], folds[0]))):
             reporter.check_cancelled()
             with phases.run(name):
@@ -808,15 +875,19 @@ class SpatioTemporalFeatures(VideoDetector):
                         bank,
                         motion_memory,
                     )
-                    a, m = _local_average(a), _local_average(m)
-                    a_score, m_score = self._frame_scores(a, m)
-                    appearance.append(a_score)
-                    motion.append(m_score)
-                    typical.append(typical_cell(a.flatten(1)))
-                    typical_motion.append(typical_cell(m.flatten(1)))
-        reporter.log(f"cues standardised on {sum(len(a) for a in appearance)} cross-fitted training frames")
-        return (torch.cat(appearance), torch.cat(motion), torch.cat(origins), torch.cat(typical), torch.cat(typical_motion),
-                memories)
+                    a_maps.append(_local_average(a))
+                    m_maps.append(_local_average(m))
+        a, m = torch.cat(a_maps), torch.cat(m_maps)
+        # each cell's normal range, from frames that the memories measuring them never learned (the final memories
+        # score their own training frames near zero); every score below and after is measured against it
+        c = self.config
+        self.appearance_place_ = place_range(a, c.appearance_by_place, c.place_spread_floor)
+        self.motion_place_ = place_range(m, c.motion_by_place, c.place_spread_floor)
+        appearance, motion = self._frame_scores(a, m)
+        placed_a, placed_m = self._placed(a, m)[:2]
+        reporter.log(f"cues standardised on {len(a)} cross-fitted training frames")
+        return (appearance, motion, torch.cat(origins), typical_cell(placed_a.flatten(1)),
+                typical_cell(placed_m.flatten(1)), memories)
 
     # ---- scoring --------------------------------------------------------------------------------
     @staticmethod
@@ -877,7 +948,8 @@ class SpatioTemporalFeatures(VideoDetector):
         """Whether any frame's typical cell of the clean appearance map ``(B, h, w)`` lies above the ceiling: only
         then do the codec memories count, so only then are they searched."""
         ceiling = self.appearance_ceiling_
-        return ceiling is not None and bool((above_ceiling(typical_cell(appearance.flatten(1)), ceiling) > 0).any())
+        placed = by_place(appearance, self.appearance_place_)
+        return ceiling is not None and bool((above_ceiling(typical_cell(placed.flatten(1)), ceiling) > 0).any())
 
     def _coded_map(self, features: torch.Tensor, appearance: torch.Tensor) -> torch.Tensor | None:
         """Appearance features ``(B, C, h, w)`` -> locally averaged distances ``(B, h, w)`` to the codec memory;
@@ -899,7 +971,9 @@ class SpatioTemporalFeatures(VideoDetector):
         ceiling) less the part of the median above the ceiling, with each cell first lowered towards its distance
         to the codec memory ``coded`` ``(B, h, w)``, then towards its neighbours' mean (``above_ceiling_lowpass``),
         as far as that part reaches (:func:`codec_memory_weight`). Each motion cell is lowered by the same weight
-        towards its distance to the motion codec memory, ``coded_motion`` ``(B, hm, wm)``."""
+        towards its distance to the motion codec memory, ``coded_motion`` ``(B, hm, wm)``. Every map is first
+        measured against its cells' normal range (:meth:`_placed`)."""
+        appearance, motion, coded, coded_motion = self._placed(appearance, motion, coded, coded_motion)
         cells = appearance.flatten(1)
         a_score = cells.amax(dim=1)
         m_cells = motion.flatten(1)
@@ -922,6 +996,15 @@ class SpatioTemporalFeatures(VideoDetector):
             # typical_motion_ceiling: the part of the frame's typical motion cell above the normal range's highest
             m_score = m_score - above_ceiling(typical_cell(m_cells), self.motion_ceiling_)
         return a_score, m_score
+
+    def _placed(self, appearance: torch.Tensor, motion: torch.Tensor, coded: torch.Tensor | None = None,
+                coded_motion: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """Locally averaged cell distances (and the codec memories', which stand in for them) measured against each
+        cell's normal range (``appearance_by_place``, ``motion_by_place``): what every score, ceiling and map reads."""
+        a_place, m_place = self.appearance_place_, self.motion_place_
+        return (by_place(appearance, a_place), by_place(motion, m_place),
+                None if coded is None else by_place(coded, a_place),
+                None if coded_motion is None else by_place(coded_motion, m_place))
 
     def _cue_values(self, appearance: torch.Tensor, motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each cue's raw frame scores ``(B,)`` -> what it adds to the frame score (before smoothing in time): its
@@ -949,6 +1032,7 @@ class SpatioTemporalFeatures(VideoDetector):
         appearance grid ``(B, h, w)``."""
         assert self.standardisation_ is not None
         a_mean, a_std, m_mean, m_std = self.standardisation_.tolist()
+        appearance, motion = self._placed(appearance, motion)[:2]
         motion_on_grid = F.interpolate(motion[:, None], size=self.grid, mode="bilinear", align_corners=False)[:, 0]
         return (appearance - a_mean) / a_std, (motion_on_grid - m_mean) / m_std
 
@@ -1047,6 +1131,10 @@ class SpatioTemporalFeatures(VideoDetector):
             tensors["codec_motion_memory"] = self.codec_motion_memory_.bank.half()
         if self.motion_ceiling_ is not None:
             tensors["motion_typical_ceiling"] = self.motion_ceiling_
+        if self.appearance_place_ is not None:
+            tensors["appearance_place"] = self.appearance_place_
+        if self.motion_place_ is not None:
+            tensors["motion_place"] = self.motion_place_
         if self.config.motion_per_second:  # float64: the rate read back equals the training clips' exactly; 0 = unknown
             tensors["training_fps"] = torch.tensor([self.training_fps_ or 0.0], dtype=torch.float64)
         return tensors
@@ -1083,6 +1171,13 @@ class SpatioTemporalFeatures(VideoDetector):
                     or not bool(torch.isfinite(codec_motion).all()):
                 raise ValueError(f"codec_motion_memory of shape {tuple(codec_motion.shape)} does not fit {cells} cells "
                                  f"of {self.motion_channels} channels (or is not finite)")
+        # required when on and cross-fitting ran at training; absent when too little video left no folds (then the
+        # cells were measured as they are, at training and so here)
+        places = [_saved_place(tensors, name, grid) if name in tensors else None
+                  for name, grid in (("appearance_place", self.grid), ("motion_place", self.motion_grid))]
+        for place, setting in zip(places, ("appearance_by_place", "motion_by_place")):
+            if place is not None and getattr(self.config, setting) == "off":
+                raise ValueError(f"{setting} is off, but the checkpoint holds a normal range per cell for it")
         spill = None
         # saved since the setting exists, whatever it is (so that a model may be scored with "normal" later);
         # required when it is "normal"
@@ -1102,6 +1197,7 @@ class SpatioTemporalFeatures(VideoDetector):
         self.appearance_ceiling_ = ceiling
         self.motion_ceiling_ = motion_ceiling
         self.still_gate_ = gate
+        self.appearance_place_, self.motion_place_ = places
         self.codec_index_ = None if codec is None else NearestNeighbourIndex(codec)
         self.codec_motion_memory_ = None if codec_motion is None else PositionalMemory(codec_motion)
         self.appearance_index_ = NearestNeighbourIndex(appearance.float())  # rebuilt from the saved memory
