@@ -48,3 +48,16 @@ def test_frame_auroc_pooled_per_clip_and_video():
     assert pooled_frame_auroc(labels, scores) == pytest.approx(0.8)
     assert minmax_per_clip_frame_auroc(labels, scores) < 1.0
     assert video_auroc([1, 0], [0.9, 0.95]) == 0.0
+
+
+def test_the_main_cue_is_the_largest_number_and_never_a_nan():
+    """``max`` over a dict with a NaN value answered whichever cue came first; a NaN share now ranks below every
+    number, and an event whose cues are all NaN names none."""
+    from anomalens.metrics.events import attach_peak_cues, main_cue
+
+    assert main_cue({"appearance": float("nan"), "motion": 0.3}) == "motion"
+    assert main_cue({"appearance": 2.0, "motion": float("nan")}) == "appearance"
+    assert main_cue({"appearance": -1.0, "motion": -0.5}) == "motion"
+    assert main_cue({"appearance": float("nan")}) is None
+    [event] = attach_peak_cues([{"peak_frame": 1}], {"appearance": np.array([0.0, np.nan]), "motion": np.array([0.0, 0.2])})
+    assert event["main_cue"] == "motion"

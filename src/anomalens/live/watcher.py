@@ -51,7 +51,7 @@ from anomalens.live.sinks import EventLog, FrameLog, Sink, last_event_id
 from anomalens.live.sources import FolderSource, Source, SourceGap, load_folder_state, open_source, save_folder_state
 from anomalens.live.state import WatchState
 from anomalens.live.status import WatchFigures, iso_time, status_text
-from anomalens.metrics.events import EVENT_MERGE_SECONDS, video_event_regions
+from anomalens.metrics.events import EVENT_MERGE_SECONDS, main_cue, video_event_regions
 from anomalens.metrics.regions import event_regions
 from anomalens.models.base import BaseDetector
 from anomalens.models.video.base import CausalScorer
@@ -376,7 +376,7 @@ class Watcher:
         cues = peak.get("cues") or {}
         if cues:  # which cue made the peak, as analyze-video says it
             message["peak_cues"] = {name: round(float(v), 4) for name, v in cues.items()}
-            message["main_cue"] = max(cues, key=cues.get)
+            message["main_cue"] = main_cue({name: float(v) for name, v in cues.items()})
         message["started_at"] = event.extra.get("started_at")
         # closed by a drop of the source: it ended when the last frame came, not when the drop was noticed
         message["ended_at"] = iso_time(event.extra.get("ended_at") or time.time())

@@ -184,8 +184,15 @@ def attach_peak_cues(events: list[dict], cues: dict[str, np.ndarray]) -> list[di
     for event in events:
         event["peak_cues"] = {name: round(float(values[event["peak_frame"]]), 4) for name, values in cues.items()}
         if cues:
-            event["main_cue"] = max(event["peak_cues"], key=event["peak_cues"].get)
+            event["main_cue"] = main_cue(event["peak_cues"])
     return events
+
+
+def main_cue(cues: dict[str, float]) -> str | None:
+    """The cue with the largest share (None when none is a number): a NaN share ranks below every number, where
+    ``max`` would have picked whichever cue came first."""
+    finite = {name: value for name, value in cues.items() if not math.isnan(value)}
+    return max(finite, key=finite.__getitem__) if finite else None
 
 
 def attach_peak_regions(events: list[dict], maps: np.ndarray, threshold: float, frame_size: tuple[int, int] | None) -> list[dict]:
