@@ -244,13 +244,13 @@ def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: 
     group.add_argument("--motion-by-place", default=None, metavar="RULE",
                        help="measure each motion cell against its own normal range first: standardise (less the "
                             "cell's normal mean, over its normal spread: more found where normal motion is quiet, and "
-                            "more codec noise heard there; README), centre (less the mean) or off (default)")
+                            "more codec noise heard there; README), centre (less the mean) or off")
     group.add_argument("--appearance-by-place", default=None, metavar="RULE",
-                       help="the same for appearance cells: off (default), centre or standardise (a defect on a busy "
-                            "place is then measured against that place's busy range; README)")
+                       help="the same for appearance cells: off, centre or standardise (a defect on a busy place is "
+                            "then measured against that place's busy range; README)")
     group.add_argument("--place-spread-floor", type=float, default=None, metavar="X",
-                       help="a standardised cell's spread is at least X times the mean cell's (default 1.5), so that a "
-                            "place normal frames hardly vary cannot turn any change into a huge score")
+                       help="a standardised cell's spread is at least X times the mean cell's, so that a place normal "
+                            "frames hardly vary cannot turn any change into a huge score")
     group.add_argument("--anomaly-map", default=None, metavar="RULE",
                        help="what each frame's map holds: shortfall (default: the frame's score less each cell's "
                             "shortfall from its cue's strongest cell, so events get regions) or sum (the summed "

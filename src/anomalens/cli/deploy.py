@@ -20,8 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Write a self-contained bundle (network, memory bank, bundle.json with preprocessing, "
                     "post-processing, threshold and versions) that the torch-free runtime (anomalens.inference) "
                     "and `anomalens serve` load. Precisions: onnx fp32|int8, openvino fp32|bf16|int8; int8 is "
-                    "calibrated on the run's training images, and reduced precisions choose their threshold again "
-                    "on its validation images. Video models (stfeatures, convlstm) export at fp32; their bundles are "
+                    "calibrated on the run's training images, and reduced precisions keep the checkpoint's threshold, "
+                    "moved by their measured score shift on its validation images. Video models (stfeatures, convlstm) export at fp32; their bundles are "
                     "scored by anomalens.inference.VideoInferencer (optical flow, smoothing in time and events run "
                     "outside the graphs).",
         epilog=example_epilog(
