@@ -299,17 +299,19 @@ def test_frames_scored_nan_make_events_and_every_message_is_json(detector, tmp_p
     assert [int(row[0]) for row in rows if row[5] == "1"] == [4, 5, 12, 13]
 
 
-def test_a_file_whose_first_frame_has_no_timestamp_is_timed_by_frame_over_fps(monkeypatch):
+def test_a_file_whose_first_frame_has_no_timestamp_is_timed_by_frame_over_fps():
     """Known times: the first frame has none, the rest are even at 10 fps counted from the second. No frame's time
     can then be placed against the first's, so every frame goes by index / fps, as analyze-video times such a file;
     counted from the first timed frame, every frame was one period early and so were the events."""
     fps, count = 10.0, 12
     stamps = [None] + [(i - 1) / fps for i in range(1, count)]
 
-    class Clip:
+    class Clip:  # stands in for the decoder of such a file
         stated_fps = fps
 
-    monkeypatch.setattr(sources, "timed_frames", lambda clip: ((np.zeros((4, 4, 3), np.uint8), s) for s in stamps))
+        def iter_timed(self):
+            return ((np.zeros((4, 4, 3), np.uint8), s) for s in stamps)
+
     source = VideoFileSource.__new__(VideoFileSource)
     source.stopping, source.clip, source.stated_fps, source.realtime, source.live = threading.Event(), Clip(), fps, False, False
     times = [frame.time for frame in source.frames()]

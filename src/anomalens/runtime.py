@@ -281,10 +281,16 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def json_text(payload: Any, indent: int | None = 2) -> str:
+    """``payload`` as strict JSON: NaN and infinities become ``null`` (bare ``NaN`` is not JSON, and strict
+    receivers refuse the whole message), NumPy values plain numbers; ``indent`` None: one compact line."""
+    separators = None if indent is not None else (",", ":")
+    return json.dumps(_finite(payload), indent=indent, separators=separators, default=_json_default, allow_nan=False)
+
+
 def write_json_atomic(target: str | Path, payload: Any) -> Path:
-    """Write ``payload`` as JSON; NaN and infinities become ``null`` (bare ``NaN`` is not JSON)."""
-    text = json.dumps(_finite(payload), indent=2, default=_json_default, allow_nan=False)
-    return write_text_atomic(target, text + "\n")
+    """Write ``payload`` as JSON (:func:`json_text`)."""
+    return write_text_atomic(target, json_text(payload) + "\n")
 
 
 def _finite(value: Any) -> Any:

@@ -171,6 +171,12 @@ class VideoClip:
 
     def iter_native(self) -> Iterator[np.ndarray]:
         """Native RGB ``uint8`` frames ``(H, W, 3)`` of this clip, front to back."""
+        for frame, _ in self.iter_timed():
+            yield frame
+
+    def iter_timed(self) -> Iterator[tuple[np.ndarray, float | None]]:
+        """:meth:`iter_native`'s frames, each with its presentation time in seconds from the stream's first frame as
+        the file's timestamp says it (None: none; a frame folder has none). A live watch times its events by them."""
         index = -1
         stopped_early = False
         times: list[float | None] = []  # every decoded frame's, from the stream's first: kept after a full pass
@@ -182,7 +188,7 @@ class VideoClip:
                 stopped_early = True
                 self._segment_times = _usable_times(times[: self.end])
                 break
-            yield frame
+            yield frame, seconds
         if not stopped_early:
             self._source.times = _usable_times(times)
             decoded = index + 1

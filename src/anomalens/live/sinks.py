@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from anomalens.errors import ConfigError
-from anomalens.runtime import _finite, _json_default
+from anomalens.runtime import json_text
 
 QUEUE_SIZE = 1000  # messages a network sink holds while its receiver is away
 FIRST_RETRY_S, MAX_RETRY_S = 0.5, 30.0  # delivery back-off: doubles from the first to the cap
@@ -35,9 +35,9 @@ CSV_FILES_KEPT = 10
 
 
 def to_json(message: dict[str, Any]) -> str:
-    """One message as compact JSON; NaN and infinities (a frame the model scored NaN) become ``null``, as in
-    every JSON file anomalens writes: bare ``NaN`` is not JSON, and strict receivers refuse the whole message."""
-    return json.dumps(_finite(message), default=_json_default, separators=(",", ":"), allow_nan=False)
+    """One message as compact JSON, NaN (a frame the model scored NaN) as ``null``, as every JSON file anomalens
+    writes (:func:`~anomalens.runtime.json_text`)."""
+    return json_text(message, indent=None)
 
 
 class Sink:

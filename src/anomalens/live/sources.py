@@ -130,7 +130,7 @@ class VideoFileSource(Source):
 
     def __init__(self, path: Path, realtime: bool = False) -> None:
         super().__init__(str(path))
-        self.clip = open_clip(path, Preprocessing(image_size=None))  # native frames: iter_native() only
+        self.clip = open_clip(path, Preprocessing(image_size=None))  # native frames: iter_timed() only
         self.stated_fps, self.realtime, self.live = self.clip.stated_fps, realtime, realtime
 
     def frames(self) -> Iterator[SourceFrame]:
@@ -138,7 +138,7 @@ class VideoFileSource(Source):
         good: tuple[int, float] | None = None  # the last frame with a usable timestamp: (index, seconds)
         broken = False
         untimed = False  # the first frame has none: no frame's time can be placed, all go by index / fps
-        for index, (image, seconds) in enumerate(timed_frames(self.clip)):
+        for index, (image, seconds) in enumerate(self.clip.iter_timed()):
             if self.stopping.is_set():
                 return
             untimed = untimed or (index == 0 and seconds is None)
@@ -155,12 +155,6 @@ class VideoFileSource(Source):
                 if delay > 0 and self.stopping.wait(delay):
                     return
             yield SourceFrame(image, time.time(), time=seconds)
-
-
-def timed_frames(clip: Any) -> Iterator[tuple[np.ndarray, float | None]]:
-    """A clip's native frames with their presentation times (seconds from its first frame; None: the file has
-    no timestamps). ``VideoClip.iter_native`` gives the frames alone, so this reads its decoder's pairs."""
-    return clip._source.frames(clip._warn_truncated)
 
 
 class StreamSource(Source):

@@ -34,7 +34,7 @@ from anomalens.visualization.overlays import anomaly_contours, overlay, resize_m
 from anomalens.visualization.timeline import plot_timeline
 from anomalens.visualization.video_render import render_side_by_side
 from anomalens.workflows.reports import scores_csv, write_prediction_tables
-from anomalens.workflows.runs import (ANALYSIS_DIR, PREDICTIONS_DIR, claim_new_dir, load_fitted_detector, missing_folders,
+from anomalens.workflows.runs import (ANALYSIS_DIR, PREDICTIONS_DIR, claim_fresh_dir, load_fitted_detector,
                                        open_run, safe_name, staged_dir)
 from anomalens.workflows.storage import check_writable
 
@@ -141,9 +141,8 @@ def predict_images(
     created: list[Path] = []  # the folders this call makes for itself: gone again if it fails
     if output_dir is None and not isinstance(checkpoint_or_detector, BaseDetector):
         parent = open_run(checkpoint_or_detector)[1] / PREDICTIONS_DIR
-        created = missing_folders(parent)
-        output_dir = claim_new_dir(parent)
-        created.insert(0, output_dir)
+        created = claim_fresh_dir(parent)
+        output_dir = created[0]
     if output_dir is not None:
         _refuse_earlier_predictions(Path(output_dir), overwrite)
 
@@ -455,12 +454,11 @@ def analyze_video(
     # the overlay outlines what an event's regions hold: half the map's excess over the threshold, frame by frame
     levels = ((float(cal.normalize(half_excess_level(m, cal.region_threshold()))) for m in prediction.maps)
               if getattr(detector, "map_places_events", False) else None)
-    created: list[Path] = []
+    created: list[Path] = []  # the folders this call makes for itself: gone again if it fails
     if fresh:  # a folder of this call's own, taken by an exclusive mkdir, so that the same video analysed twice in
         # one second (two processes, several Ray tasks) gets two; named by when the analysis began, gone if it fails
-        created = missing_folders(analyses)
-        output_dir = claim_new_dir(analyses, safe_name(clip.name), now=started_at)
-        created.insert(0, output_dir)
+        created = claim_fresh_dir(analyses, safe_name(clip.name), now=started_at)
+        output_dir = created[0]
     with staged_dir(output_dir, created) as tmp:
         assert tmp is not None
         render_side_by_side(

@@ -230,6 +230,13 @@ def claim_new_dir(parent: str | Path, stem: str = "", now: datetime | None = Non
     raise OutputError("no free folder name", parent / name)
 
 
+def claim_fresh_dir(parent: str | Path, stem: str = "", now: datetime | None = None) -> list[Path]:
+    """:func:`claim_new_dir`, and every folder that claiming it created, deepest first: the claimed folder, then
+    the parents that did not exist (what :func:`staged_dir`'s ``created`` removes again if the work fails)."""
+    made = missing_folders(parent)
+    return [claim_new_dir(parent, stem, now), *made]
+
+
 def _move_into(source: Path, target: Path) -> None:
     """Move the files of ``source`` into ``target``, merging sub-folders that already exist there."""
     for item in sorted(source.iterdir()):

@@ -858,7 +858,8 @@ class SpatioTemporalFeatures(VideoDetector):
         is scored by memories built from the other. Hundreds of frames from every training clip give a stable
         scale for each cue, where two held-out clips alone left the motion scale varying by a factor of 2.6.
         Also each frame's origin ``(N, 2)``: clip and frame number, its typical appearance and motion cell distances,
-        and the two folds' memories (:meth:`_cue_shifts` scores the held-out clips by them)."""
+        and the two folds' memories (:meth:`_cue_shifts` scores the held-out clips by them). Sets each cell's normal
+        range (``appearance_place_``, ``motion_place_``) from these frames' maps first, since their scores read it."""
         channels, (h, w) = self.extractor.out_channels, self.grid
         split = channels * h * w
         a_maps, m_maps, origins, memories = [], [], [], []
