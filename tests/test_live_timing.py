@@ -1,7 +1,7 @@
 """A live watch's times, order and NaN scores: a variable-frame-rate file's events are timed by its timestamps (as
-analyze-video times them), the event a dropped stream closed reaches every sink before its ``source_lost``, and a
-frame scored NaN counts as anomalous in events as ``Calibration.is_anomalous`` counts it, with every message valid
-JSON.
+analyze-video times them) and its event clips keep them, the event a dropped stream closed reaches every sink
+before its ``source_lost``, and a frame scored NaN counts as anomalous in events as ``Calibration.is_anomalous``
+counts it, with every message valid JSON.
 
 The variable-rate files are those of tests/test_video_timing.py (bursts of three frames 0.1 s apart, stating
 10 fps); the model is the tiny image detector (tests/_tiny_detector.py) fitted on grey frames like theirs, its
@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -299,27 +300,13 @@ def test_frames_scored_nan_make_events_and_every_message_is_json(detector, tmp_p
     assert [int(row[0]) for row in rows if row[5] == "1"] == [4, 5, 12, 13]
 
 
-def test_a_file_whose_first_frame_has_no_timestamp_is_timed_by_frame_over_fps():
-    """Known times: the first frame has none, the rest are even at 10 fps counted from the second. No frame's time
-    can then be placed against the first's, so every frame goes by index / fps, as analyze-video times such a file;
-    counted from the first timed frame, every frame was one period early and so were the events."""
-    fps, count = 10.0, 12
-    stamps = [None] + [(i - 1) / fps for i in range(1, count)]
-
-    class Clip:  # stands in for the decoder of such a file
-        stated_fps = fps
-
-        def iter_timed(self):
-            return ((np.zeros((4, 4, 3), np.uint8), s) for s in stamps)
-
-    source = VideoFileSource.__new__(VideoFileSource)
-    source.stopping, source.clip, source.stated_fps, source.realtime, source.live = threading.Event(), Clip(), fps, False, False
-    times = [frame.time for frame in source.frames()]
-    assert times == [None] * count
-    scores = np.zeros(count)
-    scores[5:8] = 3.0
-    tracker = EventTracker(1.0, 1.0, fps, close_after=1)
-    live = [t.event for i in range(count) for t in tracker.update(i, scores[i], times[i]) if t.kind == "closed"]
-    live += [t.event for t in tracker.finish() if t.kind == "closed"]
-    offline = detect_events(scores, 1.0, fps, merge_gap=1)
-    assert [(e["start_time"], e["end_time"]) for e in live] == [(e["start_time"], e["end_time"]) for e in offline] == [(0.5, 0.8)]
+def test_a_variable_rate_file_s_event_clip_keeps_its_frame_times(detector, vfr_files, tmp_path):
+    """The clip of the red frames' event (3 s before, 3 s after at the stated 10 fps: the whole file) shows each
+    frame when the source did, a burst of frames 0.1 s apart and the gaps between them, not 24 frames at 10 fps."""
+    out = tmp_path / "out"
+    Watcher(detector, str(vfr_files["mkv"]), out, device="cpu").run()
+    [event] = [m for m in read_jsonl(out / "events.jsonl") if m["type"] == "anomaly"]
+    assert event["clip_first_frame"] == 0
+    with av.open(str(out / event["clip"])) as container:
+        times = [float(frame.time) for frame in container.decode(video=0)]
+    np.testing.assert_allclose(times, TIMES, atol=1e-4)

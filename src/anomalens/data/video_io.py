@@ -9,7 +9,8 @@ original RGB frames for rendering.
 Frame ``t`` of a clip is at ``t / fps`` seconds, unless the file's own timestamps say otherwise (a variable frame
 rate: a camera that skips frames when nothing moves, a recorder that drops some): then
 :meth:`VideoClip.frame_times` gives each frame's presentation time, which events, tables, timelines and the
-side-by-side video use in place of ``t / fps``.
+side-by-side video use in place of ``t / fps``. A missing or out-of-order timestamp is handled by the one policy of
+:class:`FrameTimer`, the same for analyze-video and a live watch on a file.
 
 :func:`write_video` writes what browsers play: H.264, yuv420p, MP4 with ``+faststart``, even width and
 height, written to a temporary file and renamed.
@@ -148,10 +149,11 @@ class VideoClip:
         return clip
 
     def frame_times(self) -> np.ndarray | None:
-        """Seconds from this clip's first frame to each of its frames, as the file's timestamps say, where they
-        are uneven (a variable frame rate); None where frame ``t`` is at ``t / fps``: frames evenly spaced at the
-        clip's rate (to half a frame), a frame folder, a file without timestamps, or a rate the user stated
-        (``fps``, which overrides the file's timing). Decodes the clip once unless a full pass already ran."""
+        """Seconds from this clip's first frame to each of its frames, as the file's timestamps say (a broken one
+        repaired by :class:`FrameTimer`, as a live watch repairs it), where they are uneven (a variable frame
+        rate); None where frame ``t`` is at ``t / fps``: frames evenly spaced at the clip's rate (to half a frame),
+        a frame folder, a file without timestamps, or a rate the user stated (``fps``, which overrides the file's
+        timing). Decodes the clip once unless a full pass already ran."""
         if self._source.times is _NOT_YET and self._segment_times is _NOT_YET:
             for _ in self.iter_native():
                 pass
@@ -175,22 +177,23 @@ class VideoClip:
             yield frame
 
     def iter_timed(self) -> Iterator[tuple[np.ndarray, float | None]]:
-        """:meth:`iter_native`'s frames, each with its presentation time in seconds from the stream's first frame as
-        the file's timestamp says it (None: none; a frame folder has none). A live watch times its events by them."""
+        """:meth:`iter_native`'s frames, each with its time in seconds from the stream's first frame, as the file's
+        timestamps give it by :class:`FrameTimer`'s policy (None: ``t / fps``; a frame folder, a file without
+        timestamps). A live watch times its events by them; :meth:`frame_times` gives the same times."""
         index = -1
         stopped_early = False
-        times: list[float | None] = []  # every decoded frame's, from the stream's first: kept after a full pass
-        for index, (frame, seconds) in enumerate(self._source.frames(self._warn_truncated)):
-            times.append(seconds)
+        timer = FrameTimer(self.fps)  # every decoded frame's, from the stream's first: kept after a full pass
+        for index, (frame, stamp) in enumerate(self._source.frames(self._warn_truncated)):
+            seconds = timer(stamp)
             if index < self.start:
                 continue
             if self.end is not None and index >= self.end:
                 stopped_early = True
-                self._segment_times = _usable_times(times[: self.end])
+                self._segment_times = timer.times(self.end)
                 break
             yield frame, seconds
         if not stopped_early:
-            self._source.times = _usable_times(times)
+            self._source.times = timer.times()
             decoded = index + 1
             if decoded == 0:
                 raise DataError("no frame could be decoded (zero frames)", self.path)
@@ -240,7 +243,7 @@ class _Source:
     num_frames: int | None
     count_is_estimate: bool = False
     warned: bool = False
-    # seconds of every frame from the stream's first, set by a full pass; None where the frames carry no usable times
+    # seconds of every frame from the stream's first (FrameTimer's), set by a full pass; None where no frame has a time
     times: np.ndarray | None = _NOT_YET
 
     def frames(self, warn) -> Iterator[tuple[np.ndarray, float | None]]:  # pragma: no cover - interface
@@ -248,13 +251,52 @@ class _Source:
         raise NotImplementedError
 
 
-def _usable_times(times: list[float | None]) -> np.ndarray | None:
-    """A full pass's frame times, or None when any is unknown or they do not increase (broken timestamps time the
-    frames at ``t / fps``, as before timestamps were read)."""
-    if not times or any(t is None for t in times):
-        return None
-    array = np.asarray(times, dtype=np.float64)
-    return array if np.all(np.diff(array) > 0) else None
+class FrameTimer:
+    """Each frame's time in seconds from a file's timestamps (``stamp``: seconds, or None where the frame has none),
+    given frame by frame as the frames come, so that a live watch, which cannot see the file first, times every
+    frame as ``analyze-video`` does after its pass (:meth:`times`). One policy for broken timestamps:
+
+    * a frame keeps its own timestamp when it is later than the last one kept, so that one missing, repeated or
+      stepped-back timestamp costs a variable-rate file only that frame's real time, not every frame's after it;
+    * a frame without a usable one is a frame period (``1 / fps``) after the frame before;
+    * until the first timestamp, frames are at ``t / fps`` (None), and the first timestamped frame is a period
+      after the frame before it: a file without any timestamp stays at ``t / fps``.
+
+    Times always increase: a kept timestamp that a guess before it passed is placed a tick of the written
+    video's clock (``1 / TIMED_CLOCK``) after that guess.
+
+    >>> timer = FrameTimer(fps=4)  # a variable rate with one timestamp missing and one repeated
+    >>> [timer(stamp) for stamp in (0.0, 0.5, None, 1.0, 1.0, 2.0)]
+    [0.0, 0.5, 0.75, 1.0, 1.25, 2.0]
+    """
+
+    def __init__(self, fps: float) -> None:
+        self.fps = fps
+        self.seen: list[float | None] = []  # each frame's time so far
+        self.kept: float | None = None  # the last timestamp kept, on the file's clock
+        self.offset = 0.0  # the file's clock -> the frames' times
+
+    def __call__(self, stamp: float | None) -> float | None:
+        index, before = len(self.seen), self.seen[-1] if self.seen else None
+        if self.kept is None and stamp is not None:  # the first timestamp: a period after the untimed frames
+            self.offset = index / self.fps - stamp
+        if stamp is not None and (self.kept is None or stamp > self.kept):
+            self.kept = stamp
+            seconds = stamp + self.offset
+            if before is not None:
+                seconds = max(seconds, before + 1.0 / TIMED_CLOCK)
+        else:
+            seconds = None if before is None else before + 1.0 / self.fps
+        self.seen.append(seconds)
+        return seconds
+
+    def times(self, count: int | None = None) -> np.ndarray | None:
+        """The times of the first ``count`` frames (None: of all so far), untimed ones at ``t / fps``; None where
+        none has a timestamp (every frame at ``t / fps``)."""
+        seen = self.seen[:count]
+        if all(t is None for t in seen):
+            return None
+        return np.asarray([i / self.fps if t is None else t for i, t in enumerate(seen)], dtype=np.float64)
 
 
 class _FolderSource(_Source):

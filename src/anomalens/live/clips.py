@@ -4,12 +4,14 @@ writer thread as the stream goes on.
 
 The reader hands frames over with :meth:`ClipWriter.add` (never blocks: when the writer is behind, the frame is
 left out of the clips and counted), the scorer says when an event starts and where it ends. Each frame keeps its
-source frame number as its timestamp (at the stream's rate), so a clip plays in real time even where frames were
-left out. Memory is bounded: the ring, a queue of ``2 s`` of frames, and at most two encoders (an event soon
-after another joins its clip; libx264 on a single thread, so the writer never takes more than one core).
+source frame number as its timestamp (at the stream's rate), or, from a file with its own frame times (a variable
+frame rate), that time from the clip's first frame, so a clip plays in real time even where frames were left out
+and a burst of frames is not squeezed to the stated rate. Memory is bounded: the ring, a queue of ``2 s`` of
+frames, and at most two encoders (an event soon after another joins its clip; libx264 on a single thread, so the
+writer never takes more than one core).
 
 >>> writer = ClipWriter(fps=25, before=3, after=3, max_seconds=60)   # doctest: +SKIP
->>> writer.add(index, frame)                                        # from the reader, every frame   # doctest: +SKIP
+>>> writer.add(index, frame, seconds)                               # from the reader, every frame   # doctest: +SKIP
 >>> writer.start(7, Path("events/event_00007.mp4"), first_frame)    # the scorer announces an event  # doctest: +SKIP
 >>> writer.end(7, last_frame)                                       # ... and closes it              # doctest: +SKIP
 >>> writer.cut(last_frame)                     # the stream dropped: no clip runs on across the outage  # doctest: +SKIP
@@ -22,13 +24,14 @@ import queue
 import threading
 from collections import deque
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from PIL import Image
 
-from anomalens.data.video_io import VideoWriter
+from anomalens.data.video_io import TIMED_CLOCK, VideoWriter
 
 CLIP_CRF, CLIP_PRESET = 23, "veryfast"  # evidence, not archive quality: small files, cheap to encode
 QUEUE_SECONDS = 2.0  # frames waiting for the writer; beyond that new frames are left out of the clips
@@ -41,6 +44,8 @@ class _Clip:
     last: int  # the last frame it takes (the cap while its event is open, then the event's end + after)
     owner: int  # the event whose end sets ``last`` (the latest one that joined the clip)
     writer: VideoWriter | None = None
+    # the source's time of frame ``first`` when the clip is written on the frames' own times (None: frame numbers)
+    zero: float | None = None
     written: int = -1  # the last frame number written
     done: bool = False
 
@@ -62,8 +67,10 @@ class ClipWriter:
         self.max_frames = max(1, round(max_seconds * fps))
         self.log = log or (lambda message: None)
         self.lead = max(0, lead)
-        self.ring: deque[tuple[int, np.ndarray]] = deque(maxlen=self.before + self.lead + 1)
-        self.frames: queue.Queue[tuple[int, np.ndarray]] = queue.Queue(maxsize=max(8, round(queue_seconds * fps)))
+        # (frame number, frame, its own time): as :meth:`add` takes them
+        self.ring: deque[tuple[int, np.ndarray, float | None]] = deque(maxlen=self.before + self.lead + 1)
+        self.frames: queue.Queue[tuple[int, np.ndarray, float | None]] = queue.Queue(
+            maxsize=max(8, round(queue_seconds * fps)))
         self.lock = threading.Lock()  # guards the clips: the scorer opens and ends them, the writer writes them
         self.open: list[_Clip] = []
         self.of_event: dict[int, _Clip] = {}  # event -> its clip, while the clip is open
@@ -74,10 +81,12 @@ class ClipWriter:
         self.thread.start()
 
     # ---- called by the reader and the scorer ------------------------------------------------------------
-    def add(self, index: int, image: np.ndarray) -> None:
-        """A decoded frame (any size; scaled down to ``width`` here). Never blocks."""
+    def add(self, index: int, image: np.ndarray, seconds: float | None = None) -> None:
+        """A decoded frame (any size; scaled down to ``width`` here) and its time in the source by its own
+        timestamps (a video file's: :class:`~anomalens.data.video_io.FrameTimer`; None: ``index / fps``). Never
+        blocks."""
         try:
-            self.frames.put_nowait((index, image))
+            self.frames.put_nowait((index, image, seconds))
         except queue.Full:  # the writer is behind: this frame is left out (its time stays in the clip)
             self.skipped += 1
 
@@ -126,7 +135,7 @@ class ClipWriter:
     def _run(self) -> None:
         while True:
             try:
-                index, image = self.frames.get(timeout=0.1)
+                index, image, seconds = self.frames.get(timeout=0.1)
             except queue.Empty:
                 if self.closing.is_set():
                     break
@@ -137,7 +146,7 @@ class ClipWriter:
                     self._finish(clip)
                 continue
             small = shrink(image, self.width)
-            self.ring.append((index, small))
+            self.ring.append((index, small, seconds))
             with self.lock:
                 clips = list(self.open)
             for clip in clips:
@@ -153,17 +162,21 @@ class ClipWriter:
 
     def _catch_up(self, clip: _Clip) -> None:
         """From the ring: a new clip's seconds before its event, a joined clip's frames since it paused."""
-        for index, frame in list(self.ring):
+        for index, frame, seconds in list(self.ring):
             if clip.written < index <= clip.last:
-                self._write(clip, index, frame)
+                self._write(clip, index, frame, seconds)
 
-    def _write(self, clip: _Clip, index: int, small: np.ndarray) -> None:
+    def _write(self, clip: _Clip, index: int, small: np.ndarray, seconds: float | None) -> None:
         if clip.done or index < clip.first or index <= clip.written:
             return
         try:
             if clip.writer is None:
-                clip.writer = VideoWriter(clip.path, self.fps, crf=CLIP_CRF, preset=CLIP_PRESET, threads=1)
-            clip.writer.write(small, pts=index - clip.first)
+                # its first frame has its own time: the clip keeps the frames' times (a variable rate plays as it was)
+                clip.zero = None if seconds is None else seconds - (index - clip.first) / self.fps
+                clock = None if clip.zero is None else Fraction(1, TIMED_CLOCK)
+                clip.writer = VideoWriter(clip.path, self.fps, crf=CLIP_CRF, preset=CLIP_PRESET, threads=1,
+                                          time_base=clock)
+            clip.writer.write(small, pts=self._pts(clip, index, seconds))
             clip.written = index
         except Exception as exc:  # a clip that cannot be written must not end the watch
             self.log(f"clip {clip.path.name}: {exc.__class__.__name__}: {exc}")
@@ -172,6 +185,15 @@ class ClipWriter:
                 clip.writer.abort()
             clip.writer = None
             self._drop(clip)
+
+    def _pts(self, clip: _Clip, index: int, seconds: float | None) -> int:
+        """The frame's timestamp in its clip: frame periods from the clip's first frame, or ticks of TIMED_CLOCK
+        by the frames' own times (never two frames on one tick)."""
+        if clip.zero is None:
+            return index - clip.first
+        seconds = index / self.fps if seconds is None else seconds  # what a frame without a time is at
+        assert clip.writer is not None
+        return max(round((seconds - clip.zero) * TIMED_CLOCK), clip.writer.last_pts + 1)
 
     def _drop(self, clip: _Clip) -> None:
         clip.done = True

@@ -144,17 +144,17 @@ class FrameQueue:
 
 class FrameReader:
     """Reads ``source`` on the thread that calls :meth:`run`, each frame prepared by ``prepare`` (the model's input)
-    and handed to ``on_frame`` (index, native image: the clip writer) before it is queued; :meth:`take` gives the
-    waiting frames to the scorer. Each counter has one writer: :meth:`run` counts what it read and pushed out,
-    :meth:`take` the frames too late to score."""
+    and handed to ``on_frame`` (index, native image, its own time: the clip writer) before it is queued;
+    :meth:`take` gives the waiting frames to the scorer. Each counter has one writer: :meth:`run` counts what it
+    read and pushed out, :meth:`take` the frames too late to score."""
 
     def __init__(self, source: Source, prepare: Callable[[np.ndarray], torch.Tensor], queue_size: int,
                  max_latency: float, stopping: threading.Event | None = None,
-                 on_frame: Callable[[int, np.ndarray], None] | None = None,
+                 on_frame: Callable[[int, np.ndarray, float | None], None] | None = None,
                  log: Callable[[str], None] | None = None) -> None:
         self.source, self.prepare, self.max_latency = source, prepare, max_latency
         self.stopping = stopping or threading.Event()
-        self.on_frame = on_frame or (lambda index, image: None)
+        self.on_frame = on_frame or (lambda index, image, seconds: None)
         self.log = log or (lambda message: None)
         self.frames = FrameQueue(queue_size)
         self.read = self.pushed_out = self.too_late = 0
@@ -174,7 +174,7 @@ class FrameReader:
                     continue
                 index, self.read = self.read, self.read + 1
                 tensor = self.prepare(frame.image)
-                self.on_frame(index, frame.image)
+                self.on_frame(index, frame.image, frame.time)
                 # after a break in the source, the frame decoded before it is from another time: no motion from it
                 item = QueuedFrame(index, frame.arrived, frame.image, tensor, frame.file,
                                    None if frame.resumed else before, frame.resumed, clock=frame.clock,

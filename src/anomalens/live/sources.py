@@ -121,10 +121,9 @@ class Source:
 class VideoFileSource(Source):
     """A video file, decoded once front to back (by :mod:`anomalens.data.video_io`, the one place that decodes
     video files); at its own pace with ``realtime``, else as fast as the scorer takes it (then no frame is
-    dropped: the reader waits). Each frame carries its presentation time from the file's timestamps (a variable
-    frame rate times events by them, as analyze-video does); a file without timestamps gives None (frame / fps),
-    and from a timestamp that is missing or not after the one before on, each frame is a period after the last
-    good one (``analyze-video``, which sees the whole file first, then times every frame at frame / fps)."""
+    dropped: the reader waits). Each frame carries its time from the file's timestamps, broken ones repaired as
+    analyze-video repairs them (:class:`~anomalens.data.video_io.FrameTimer`), so that a variable frame rate times
+    events as there; a file without timestamps gives None (frame / fps)."""
 
     kind = "file"
 
@@ -135,21 +134,9 @@ class VideoFileSource(Source):
 
     def frames(self) -> Iterator[SourceFrame]:
         started = time.monotonic()
-        good: tuple[int, float] | None = None  # the last frame with a usable timestamp: (index, seconds)
-        broken = False
-        untimed = False  # the first frame has none: no frame's time can be placed, all go by index / fps
         for index, (image, seconds) in enumerate(self.clip.iter_timed()):
             if self.stopping.is_set():
                 return
-            untimed = untimed or (index == 0 and seconds is None)
-            if untimed:
-                seconds = None
-            broken = broken or (good is not None and (seconds is None or seconds <= good[1]))
-            if broken:
-                assert good is not None
-                seconds = good[1] + (index - good[0]) / self.fps
-            elif seconds is not None:
-                good = (index, seconds)
             if self.realtime:  # play at the file's own pace: each frame when its timestamp says
                 delay = started + (index / self.fps if seconds is None else seconds) - time.monotonic()
                 if delay > 0 and self.stopping.wait(delay):

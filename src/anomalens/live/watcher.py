@@ -152,7 +152,7 @@ class Watcher:
         self.source.stop()
 
     # ---- reading ---------------------------------------------------------------------------------
-    def _clip_frame(self, index: int, image: np.ndarray) -> None:
+    def _clip_frame(self, index: int, image: np.ndarray, seconds: float | None) -> None:
         """Every decoded frame of a stream or file goes to the clip writer (on the reader's thread)."""
         if self.output is None or self.source.kind == "folder":
             return
@@ -160,7 +160,7 @@ class Watcher:
             s, fps = self.settings, self.source.fps or self.fps
             lead = round(s.max_latency * fps) + s.queue_size + s.batch_size + self.scorer.delay_frames + s.min_length
             self.clips = ClipWriter(fps, s.clip_before, s.clip_after, s.clip_max, s.clip_width, lead, self.log)
-        self.clips.add(index, image)
+        self.clips.add(index, image, seconds)
 
     # ---- the loop --------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:

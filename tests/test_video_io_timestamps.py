@@ -1,0 +1,137 @@
+"""One policy for a file's broken timestamps (:class:`~anomalens.data.video_io.FrameTimer`): a frame keeps its own
+timestamp when it is later than the last one kept, any other is a frame period after the frame before, and a file
+without timestamps stays at frame / fps. analyze-video (``VideoClip.frame_times``, after its pass) and a live watch
+on the file (``VideoFileSource``, frame by frame) give every frame the same time.
+
+The real file is a variable-rate Matroska file of tests/test_video_timing.py (bursts of three frames 0.1 s apart,
+stating 10 fps) whose frame 15 (at 4.0 s) is stamped with frame 14's time, as a muxer that repeats a timestamp
+does; Matroska accepts the repeat, so the decoder hands it on."""
+
+from __future__ import annotations
+
+import csv
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from anomalens.data.video_io import FrameTimer, VideoClip, _Source, open_clip
+from anomalens.live import sources
+from anomalens.live.sources import VideoFileSource
+from anomalens.progress import Reporter
+from anomalens.workflows.predict import analyze_video
+from test_video_timing import NATIVE, RED, SIZE, TIMES, detector, grey_frames  # noqa: F401 - detector: a fixture
+
+REPEATED = 15  # the frame stamped with the time of the frame before it
+
+
+def test_only_the_frames_with_broken_timestamps_are_placed_a_period_after_the_one_before():
+    def timed(stamps: list[float | None], fps: float = 4) -> list[float | None]:
+        timer = FrameTimer(fps)
+        return [timer(stamp) for stamp in stamps]
+
+    # one missing in the middle of a variable rate: the frames around it keep their own times
+    assert timed([0.0, 0.25, 1.0, None, 2.0, 2.125]) == [0.0, 0.25, 1.0, 1.25, 2.0, 2.125]
+    # a repeated timestamp and one that steps back: each a period after the frame before, the rest their own
+    assert timed([0.0, 1.0, 1.0, 0.5, 3.0]) == [0.0, 1.0, 1.25, 1.5, 3.0]
+    # a guess that the next real time falls behind (a burst): the real one a tick after the guess, then its own
+    burst = timed([0.0, 0.125, None, 0.25, 0.375, 1.0])
+    assert burst[:3] == [0.0, 0.125, 0.375] and 0.375 < burst[3] < burst[4] < 0.3751 and burst[5] == 1.0
+    # none at all: frame / fps (None), for the whole pass too
+    timer = FrameTimer(4)
+    assert [timer(None) for _ in range(5)] == [None] * 5 and timer.times() is None
+    # the first frames without one: at frame / fps, and the first timestamped frame a period after them
+    timer = FrameTimer(4)
+    assert [timer(stamp) for stamp in (None, None, 0.0, 0.25, 1.0)] == [None, None, 0.5, 0.75, 1.5]
+    assert timer.times().tolist() == [0.0, 0.25, 0.5, 0.75, 1.5] and timer.times(3).tolist() == [0.0, 0.25, 0.5]
+    assert timer.times(2) is None  # a segment that ends before the first timestamp: frame / fps
+
+
+class Stamped(_Source):
+    """Stands in for the decoder of a file whose frames carry these timestamps (seconds; None: none)."""
+
+    def __init__(self, stamps: list[float | None], fps: float) -> None:
+        self.stamps, self.stated_fps = stamps, fps
+        self.frame_size, self.num_frames = (4, 4), len(stamps)
+
+    def frames(self, warn):
+        for stamp in self.stamps:
+            yield np.zeros((4, 4, 3), np.uint8), stamp
+
+
+GAP = [0.0, 0.1, 0.5, None, 1.5, 1.6, 2.0, 2.1]  # a variable rate, frame 3 without a timestamp
+CASES = {
+    "gap in the middle": (GAP, [0.0, 0.1, 0.5, 0.6, 1.5, 1.6, 2.0, 2.1]),
+    "all missing": ([None] * 8, None),
+    "first missing": ([None, *[t - 0.1 for t in GAP[1:3]], None, *[t - 0.1 for t in GAP[4:]]],
+                      [0.0, 0.1, 0.5, 0.6, 1.5, 1.6, 2.0, 2.1]),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_analyze_video_and_the_watch_time_the_frames_alike(case, monkeypatch):
+    stamps, expected = CASES[case]
+
+    def clip(path, preprocessing=NATIVE):
+        return VideoClip(path, preprocessing, _source=Stamped(stamps, fps=10))
+
+    analyzed = clip(Path("stand-in.mkv")).frame_times()
+    monkeypatch.setattr(sources, "open_clip", clip)
+    watched = [frame.time for frame in VideoFileSource(Path("stand-in.mkv")).frames()]
+    if expected is None:
+        assert analyzed is None and watched == [None] * len(stamps)
+        return
+    np.testing.assert_allclose(analyzed, expected, atol=1e-9)
+    assert analyzed.tolist() == [i / 10 if t is None else t for i, t in enumerate(watched)]  # bit for bit
+
+
+def write_stamped(path: Path, frames: list[np.ndarray], stamps: list[float]) -> Path:
+    """Frames encoded at their true ``TIMES`` (no B-frames: a packet per frame, in order), muxed with ``stamps``."""
+    clock = Fraction(1, 1000)
+    muxed = {round(t * 1000): round(s * 1000) for t, s in zip(TIMES, stamps)}
+    with av.open(str(path), "w") as output:
+        stream = output.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = SIZE[1], SIZE[0], "yuv420p"
+        stream.options = {"threads": "1", "crf": "10", "bf": "0"}
+        stream.codec_context.time_base = clock
+
+        def mux(packets) -> None:
+            for packet in packets:
+                if packet.pts is not None:
+                    packet.pts = packet.dts = muxed[packet.pts]
+                output.mux(packet)
+
+        for frame, seconds in zip(frames, TIMES):
+            video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            video_frame.pts, video_frame.time_base = round(seconds * 1000), clock
+            mux(stream.encode(video_frame))
+        mux(stream.encode(None))
+    return path
+
+
+@pytest.fixture(scope="module")
+def repeated(tmp_path_factory) -> Path:
+    stamps = list(TIMES)
+    stamps[REPEATED] = TIMES[REPEATED - 1]
+    path = write_stamped(tmp_path_factory.mktemp("stamps") / "repeated.mkv", grey_frames(len(TIMES), 1, RED), stamps)
+    with av.open(str(path)) as container:  # the file holds the repeat
+        assert [frame.pts for frame in container.decode(video=0)][REPEATED - 1 : REPEATED + 1] == [3200, 3200]
+    return path
+
+
+def test_a_repeated_timestamp_costs_a_variable_rate_file_that_frame_s_time_only(repeated, detector, tmp_path):
+    expected = list(TIMES)
+    expected[REPEATED] = TIMES[REPEATED - 1] + 0.1  # a period of the stated 10 fps after the frame before
+    analyzed = open_clip(repeated, NATIVE).frame_times()
+    watched = [frame.time for frame in VideoFileSource(repeated).frames()]
+    np.testing.assert_allclose(analyzed, expected, atol=1e-9)
+    assert analyzed.tolist() == watched
+    # analyze-video times its outputs by them, and says that the rate is variable
+    lines: list[str] = []
+    analysis = analyze_video(detector, repeated, tmp_path / "out", device="cpu",
+                             reporter=Reporter(show_tqdm=False, callback=lambda message, *_: lines.append(message)))
+    rows = list(csv.DictReader(open(analysis.scores_csv)))
+    assert [float(row["time"]) for row in rows] == [round(t, 4) for t in expected]
+    assert any("variable frame rate" in line for line in lines)
