@@ -5,7 +5,6 @@ and maps stay bit for bit what they were, and closing the result frees the file.
 from __future__ import annotations
 
 import gc
-import os
 import tempfile
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from anomalens.errors import DataError
 from anomalens.export import export_model
 from anomalens.inference import VideoInferencer, VideoInferenceResult
 from test_export_video import _test_video, _train, conveyor  # noqa: F401  (conveyor: the synthetic videos' fixture)
+from test_frame_buffer import _spill_handles
 
 MODELS = ("stfeatures", "convlstm")
 
@@ -69,20 +69,6 @@ def test_spilled_results_are_bit_identical_to_results_in_ram(bundles, conveyor, 
             assert np.allclose(in_ram.maps.max(axis=(1, 2)), in_ram.scores, rtol=1e-3)
 
 
-def _spill_handles(folder: Path) -> list[str]:
-    """This process's open files and memory mappings in ``folder``: an unlinked file stays on disk while one is left
-    (an anonymous file shows as ``<folder>/#<inode> (deleted)``)."""
-    paths = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            paths.append(os.readlink(f"/proc/self/fd/{fd}"))
-        except OSError:  # the listing's own descriptor, closed by now
-            pass
-    with open("/proc/self/maps") as maps:
-        paths += [fields[5] for fields in (line.rstrip("\n").split(None, 5) for line in maps) if len(fields) == 6]
-    return [path for path in paths if path.startswith(str(folder) + os.sep)]
-
-
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads the process's files and mappings in /proc")
 def test_the_temporary_file_goes_on_close_on_collection_and_on_errors(bundles, conveyor, tmp_path, monkeypatch):  # noqa: F811
     spill = tmp_path / "spill"
@@ -117,20 +103,3 @@ def test_the_temporary_file_goes_on_close_on_collection_and_on_errors(bundles, c
         inferencer.predict_video(failing(), fps=10, memory_limit=0)
     assert _spill_handles(spill) == []
     assert list(spill.iterdir()) == []  # and no named file was ever left there
-
-
-def test_frame_buffer_closes_its_file_on_close_and_keeps_mapped_arrays_readable():
-    from anomalens.inference.frame_buffer import FrameBuffer  # torch-free, shared with the library's video models
-
-    with FrameBuffer((2, 3), np.float16, memory_limit=0) as buffer:
-        buffer.append(np.arange(12, dtype=np.float16).reshape(2, 2, 3))
-        frames = buffer.array()
-        assert buffer.spilled and isinstance(frames, np.memmap)
-    assert buffer.file.closed
-    assert frames.tolist() == np.arange(12, dtype=np.float16).reshape(2, 2, 3).tolist()  # the mapping's own handle
-    collected = FrameBuffer(memory_limit=0)
-    collected.append(np.zeros((1, 4), np.uint8))
-    file = collected.file
-    del collected
-    gc.collect()
-    assert file.closed

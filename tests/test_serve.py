@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _serve_parts import AUTH, serving
+from _serve_parts import AUTH, serving, with_batcher
 from anomalens.cli import main
 from anomalens.inference import Inferencer
 from anomalens.serve.backends import load_predictor
@@ -117,17 +117,12 @@ def test_refuses_to_listen_beyond_loopback_without_a_token(onnx_bundle, monkeypa
 
 
 def test_batcher_refuses_sizes_that_do_not_match_the_images():
-    async def scenario() -> None:
-        batcher = MicroBatcher(lambda batch, sizes: list(sizes), max_batch=4, max_wait=0.01, queue_size=8)
-        await batcher.start()
-        try:
-            with pytest.raises(ValueError, match="2 images but 1 sizes"):
-                await batcher.submit([np.zeros((2, 2, 3), np.uint8)] * 2, [(5, 6)])
-            assert await batcher.submit([np.zeros((2, 2, 3), np.uint8)] * 2, [(5, 6), (7, 8)]) == [(5, 6), (7, 8)]
-        finally:
-            await batcher.stop()
+    async def scenario(batcher: MicroBatcher) -> None:
+        with pytest.raises(ValueError, match="2 images but 1 sizes"):
+            await batcher.submit([np.zeros((2, 2, 3), np.uint8)] * 2, [(5, 6)])
+        assert await batcher.submit([np.zeros((2, 2, 3), np.uint8)] * 2, [(5, 6), (7, 8)]) == [(5, 6), (7, 8)]
 
-    asyncio.run(scenario())
+    with_batcher(scenario)
 
 
 def test_batcher_refuses_when_full_and_batches_what_waits():
@@ -141,9 +136,7 @@ def test_batcher_refuses_when_full_and_batches_what_waits():
         release.wait(10)  # the first batch holds until the test has filled the queue (no timing guesses)
         return [int(x[0, 0, 0]) for x in batch]
 
-    async def scenario() -> tuple[list, bool]:
-        batcher = MicroBatcher(slow, max_batch=4, max_wait=0.05, queue_size=3)
-        await batcher.start()
+    async def scenario(batcher: MicroBatcher) -> tuple[list, bool]:
         image = lambda v: np.full((2, 2, 3), v, np.uint8)  # noqa: E731
         first = asyncio.create_task(batcher.submit([image(1)]))
         assert await asyncio.get_running_loop().run_in_executor(None, running.wait, 10)  # the first batch runs
@@ -158,11 +151,9 @@ def test_batcher_refuses_when_full_and_batches_what_waits():
         except Busy:
             refused = True
         release.set()  # the three that waited then go together
-        results = [await first] + [await w for w in waiting]
-        await batcher.stop()
-        return results, refused
+        return [await first] + [await w for w in waiting], refused
 
-    results, refused = asyncio.run(scenario())
+    results, refused = with_batcher(scenario, slow, max_wait=0.05, queue_size=3)
     assert results == [[1], [2], [3], [4]] and refused
     assert seen == [1, 3]
 

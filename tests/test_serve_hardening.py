@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _serve_parts import AUTH, SRC, serving
+from _serve_parts import AUTH, SRC, serving, with_batcher
 from anomalens.serve.batching import Busy, DecodeGate, MicroBatcher, TooLarge
 from anomalens.serve.process import free_port
 
@@ -135,17 +135,12 @@ def test_the_decode_gate_bounds_pixels_in_flight_and_concurrent_decodes():
 
 
 def test_the_batcher_refuses_more_images_than_its_queue_holds():
-    async def scenario() -> None:
-        batcher = MicroBatcher(lambda batch, sizes: list(sizes), max_batch=4, max_wait=0.01, queue_size=2)
-        await batcher.start()
-        try:
-            with pytest.raises(TooLarge, match="3 images at once; the queue holds 2"):
-                await batcher.submit([np.zeros((2, 2, 3), np.uint8)] * 3)
-            assert await batcher.submit([np.zeros((2, 2, 3), np.uint8)] * 2, [1, 2]) == [1, 2]
-        finally:
-            await batcher.stop()
+    async def scenario(batcher: MicroBatcher) -> None:
+        with pytest.raises(TooLarge, match="3 images at once; the queue holds 2"):
+            await batcher.submit([np.zeros((2, 2, 3), np.uint8)] * 3)
+        assert await batcher.submit([np.zeros((2, 2, 3), np.uint8)] * 2, [1, 2]) == [1, 2]
 
-    asyncio.run(scenario())
+    with_batcher(scenario, queue_size=2)
 
 
 @pytest.mark.parametrize("token", ["s3crét", " padded", "tab\tinside"])

@@ -11,31 +11,44 @@ Shared by the library's video models (:mod:`anomalens.models.video`) and the tor
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
+import re
 import tempfile
 import weakref
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 # what a buffer keeps in RAM before it spills to disk: about an hour of stfeatures' maps at 240x360
 MEMORY_LIMIT = 256 << 20
+MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})  # their files are RAM: spilling to them saves RSS, not memory
+MOUNTS = Path("/proc/self/mounts")  # Linux: what is mounted where, as this process sees it
 
 
 class FrameBuffer:
     """Collects per-frame arrays (views, maps) of a clip of unknown length with bounded memory.
 
-    Up to ``memory_limit`` bytes stay in RAM; beyond that everything goes to an anonymous temporary file that
-    :meth:`array` maps read-only, so an hour of video costs disk, not RAM. The file has no name from the start, so
-    nothing is left behind whatever ends the process; its space is freed once the buffer is closed (:meth:`close`,
-    ``with``, or garbage collection) and the arrays mapped from it are dropped (a mapping keeps its own handle).
+    Up to ``memory_limit`` bytes stay in RAM; beyond that everything goes to an anonymous temporary file in
+    ``spill_dir`` (None: the system temp folder, ``TMPDIR`` first, as :mod:`tempfile` picks it) that :meth:`array`
+    maps read-only, so an hour of video costs disk, not RAM. The file has no name from the start, so nothing is left
+    behind whatever ends the process; its space is freed once the buffer is closed (:meth:`close`, ``with``, or
+    garbage collection) and the arrays mapped from it are dropped (a mapping keeps its own handle). Where the system
+    temp folder is a tmpfs (often ``/tmp``), the file is RAM too: the first such spill logs a warning.
     """
 
     def __init__(
-        self, frame_shape: tuple[int, ...] | None = None, dtype: np.dtype | type = np.uint8, memory_limit: int = MEMORY_LIMIT
+        self, frame_shape: tuple[int, ...] | None = None, dtype: np.dtype | type = np.uint8, memory_limit: int = MEMORY_LIMIT,
+        spill_dir: str | Path | None = None,
     ) -> None:
         # frame_shape None: taken from the first batch
         self.frame_shape = None if frame_shape is None else tuple(frame_shape)
         self.dtype, self.memory_limit = np.dtype(dtype), memory_limit
+        self.spill_dir = spill_dir
         self.parts: list[np.ndarray] = []
         self.count = self.bytes = 0
         self.file: Any = None
@@ -50,7 +63,9 @@ class FrameBuffer:
             raise ValueError(f"frames of shape {frames.shape[1:]}, expected {self.frame_shape}")
         self.count += len(frames)
         if self.file is None and self.bytes + frames.nbytes > self.memory_limit:
-            self.file = tempfile.TemporaryFile(prefix="anomalens-")
+            if self.spill_dir is None:
+                _warn_if_in_memory(tempfile.gettempdir())
+            self.file = tempfile.TemporaryFile(prefix="anomalens-", dir=self.spill_dir)
             # closes the file when the buffer is collected or the interpreter exits, without a ResourceWarning
             self._closer = weakref.finalize(self, self.file.close)
             for part in self.parts:
@@ -85,3 +100,33 @@ class FrameBuffer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def mount_type(mounts: str, folder: str) -> str | None:
+    """The filesystem type of the mount that holds ``folder`` (absolute, links resolved) in ``mounts``, the text of
+    ``/proc/self/mounts``: the longest mount point that contains it; None when none does."""
+    best, kind = "", None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        # the kernel writes a space in a mount point as \040 (a tab, newline and backslash likewise: octal)
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
+        inside = folder == point or folder.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):  # ">=": a later mount on the same point hides the earlier
+            best, kind = point, fields[2]
+    return kind
+
+
+@functools.cache
+def _warn_if_in_memory(folder: str) -> None:
+    """Once per folder (cached): warn when spills to the system temp folder land in RAM. Never fails: without
+    ``/proc`` (not Linux, a sandbox) nothing is said."""
+    try:
+        mounts = MOUNTS.read_text(errors="replace")  # a mount point may name itself in any bytes
+    except OSError:
+        return
+    kind = mount_type(mounts, os.path.realpath(folder))
+    if kind in MEMORY_FILESYSTEMS:
+        log.warning("spilling frames to %s, a %s: it holds them in RAM all the same; set TMPDIR or pass spill_dir= "
+                    "(predict_video(..., spill_dir=)) to a folder on disk", folder, kind)

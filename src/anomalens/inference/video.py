@@ -134,17 +134,18 @@ class VideoInferencer:
         return (at_model_size(rgb_array(frame)) for frame in native), stated, size, clip
 
     def predict_video(self, source: str | Path | Iterable[np.ndarray], fps: float | None = None, *,
-                      memory_limit: int = MEMORY_LIMIT) -> VideoInferenceResult:
+                      memory_limit: int = MEMORY_LIMIT, spill_dir: str | Path | None = None) -> VideoInferenceResult:
         """Score every frame of ``source`` with the model's threshold; events as ``analyze-video`` finds them.
 
         ``memory_limit``: bytes of maps kept in RAM; beyond it they go to a temporary file (see
-        :class:`VideoInferenceResult`), so memory stays bounded however long the video."""
+        :class:`VideoInferenceResult`) in ``spill_dir`` (None: the system temp folder, ``TMPDIR`` first), so memory
+        stays bounded however long the video; where that folder is a tmpfs, choose one on disk."""
         from anomalens.data.video_io import timing_fps
 
         frames, stated, frame_size, clip = self._frames(source, fps)
         rate = timing_fps(stated)  # an unstated rate times the events only: motion stays per frame
         # the memmap keeps its own handle on the spill file: the buffer's can close once the maps are read back
-        with FrameBuffer(dtype=np.float16, memory_limit=memory_limit) as buffer:
+        with FrameBuffer(dtype=np.float16, memory_limit=memory_limit, spill_dir=spill_dir) as buffer:
             if self.model_name == "stfeatures":
                 scores, cues = self._stfeatures(frames, buffer, stated)
             else:
