@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from anomalens.errors import Cancelled, DataError
+from anomalens.metrics.threshold import Calibration
 from anomalens.ui import handlers as h
 from anomalens.ui.app import close_session
 from anomalens.ui.jobs import JobBoard, cancel_text, hold_workspace, new_workspace, release_workspace, run_cancellable
@@ -23,6 +24,9 @@ from anomalens.ui.tabs.train import UPLOADS_FOLDER, prune_uploads
 
 from _ui_models import ui_workspace
 
+# what the stub inspections below were normalised by: raw 1.0 -> normalised 0.70
+CALIBRATION = Calibration(threshold=0.15, scale=1.0, target_fpr=0.01, validation_mean=0.0, validation_std=1.0,
+                          validation_max=0.1, validation_count=100)
 CANCELLED = r"\*\*Cancelled\.\*\* {what} cancelled after \d+\.\d s; {kept}\."
 
 
@@ -367,7 +371,7 @@ def test_an_inspection_that_ignores_cancel_writes_nothing_after_its_closed_pages
         Image.new("RGB", (8, 8)).save(overlay)
         started.set()
         finish.wait(30)
-        return h.ImageInspection(tmp_path, folder, [h.ImageItem("000.png", 1.0, 0.7, overlay)])
+        return h.ImageInspection(tmp_path, folder, [h.ImageItem("000.png", 1.0, 0.7, overlay)], CALIBRATION)
 
     monkeypatch.setattr(inspect_tab, "inspect_images", stubborn_inspection)
     outcomes: list = []
@@ -390,7 +394,7 @@ def test_an_open_pages_inspection_shows_what_it_wrote(tmp_path, monkeypatch):
 
     def quick_inspection(settings_, run_dir, files, key, reporter):
         folder = new_workspace(settings_.sessions_dir, key, "inspect")
-        return h.ImageInspection(tmp_path, folder, [h.ImageItem("000.png", 1.0, 0.7, None)])
+        return h.ImageInspection(tmp_path, folder, [h.ImageItem("000.png", 1.0, 0.7, None)], CALIBRATION)
 
     monkeypatch.setattr(inspect_tab, "inspect_images", quick_inspection)
     outcome = inspect_tab.run_inspection(settings, JobBoard(), "open-inspect", None, ["part.png"], 0.8)

@@ -38,6 +38,7 @@ from anomalens.errors import ConfigError, DataError
 from anomalens.metrics.drift import DriftReport, assess_drift
 from anomalens.progress import SILENT, Reporter
 from anomalens.runtime import atomic_path, file_sha256, write_json_atomic, write_text_atomic
+from anomalens.workflows.reports import score_cell
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_VERSION = 1
@@ -359,8 +360,8 @@ def write_summary(output_dir: Path, job: BatchJob, rows: list[dict[str, Any]], r
     writer = csv.writer(buffer)
     writer.writerow(["path", "score", "normalized_score", "anomalous", "threshold", "overlay", "regions"])
     for r in rows:
-        writer.writerow([r["path"], f"{r['score']:.9g}", f"{r['normalized_score']:.6f}", int(r["anomalous"]),
-                         f"{r['threshold']:.9g}", r["overlay"] or "", r["regions"] or ""])
+        writer.writerow([r["path"], score_cell(r["score"], ".9g"), score_cell(r["normalized_score"], ".6f"),
+                         int(r["anomalous"]), f"{r['threshold']:.9g}", r["overlay"] or "", r["regions"] or ""])
     csv_path = write_text_atomic(output_dir / "predictions.csv", buffer.getvalue())
     summary = {k: v for k, v in asdict(report).items() if k not in ("output_dir", "csv_path", "json_path", "drift")}
     json_path = write_json_atomic(output_dir / "predictions.json", {

@@ -38,6 +38,10 @@ TRAIN_LANE = ("train", 1)
 ANALYSIS_LANE = ("analysis", 2)
 HEADLINE_METRICS = ("image_auroc", "pixel_auroc", "aupro", "f1_max", "frame_auroc", "video_auroc")
 MODEL_TABLE_HEADERS = ["run", "kind", "category", "model", "created", "test metrics"]
+# a NaN score (a frame the model could not score; the sinks write it as JSON null) or an undefined metric, as the
+# page shows it: Python's "nan" reads as a word, and a blank as something not loaded yet
+NOT_SCORED = "—"
+NOT_SCORED_NOTE = f"{NOT_SCORED} = not scored"  # in the label of every table that may show it
 
 
 @dataclass
@@ -223,8 +227,15 @@ def drift_note(drift: Any) -> str:
 
 
 def rounded(value: Any, digits: int = 2) -> Any:
-    """Numbers rounded for a table; anything else as it is."""
-    return round(float(value), digits) if isinstance(value, (int, float, np.floating, np.integer)) else value
+    """Numbers rounded for a table, NaN as :data:`NOT_SCORED`; anything else as it is."""
+    if not isinstance(value, (int, float, np.floating, np.integer)):
+        return value
+    return NOT_SCORED if math.isnan(value) else round(float(value), digits)
+
+
+def score_text(value: float, digits: int = 2) -> str:
+    """A score in running text (a caption): ``0.73``, or :data:`NOT_SCORED` for NaN."""
+    return NOT_SCORED if math.isnan(value) else f"{value:.{digits}f}"
 
 
 class DetectorCache:

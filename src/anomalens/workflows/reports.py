@@ -1,7 +1,9 @@
 """What the workflows write for people and spreadsheets: Markdown reports, CSV tables, the terminal table.
 
 Pure formatting over the metrics dicts and results the workflows computed; no scoring happens here.
-Numbers that could not be computed print as "n/a" through :func:`format_number`, the one formatter for them.
+Numbers that could not be computed print as "n/a" through :func:`format_number`, the one formatter for them;
+in a CSV, a score that could not be computed (NaN) is an empty cell through :func:`score_cell` (JSON writes null).
+Torch-free (the detector is a type hint only), so the Ray batch job and the UI share these writers' cells.
 
 >>> format_number(0.98765), format_number(None), format_number(12, digits=0)
 ('0.9877', 'n/a', '12')
@@ -11,21 +13,35 @@ from __future__ import annotations
 
 import csv
 import io
+import math
+import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from anomalens.metrics.drift import DriftReport
 from anomalens.metrics.threshold import Calibration, false_alarm_line
-from anomalens.models.base import BaseDetector
 from anomalens.runtime import write_json_atomic, write_text_atomic
+
+if TYPE_CHECKING:
+    from anomalens.models.base import BaseDetector  # torch: a type hint only, see the module docstring
 
 
 def format_number(value: Any, digits: int = 4) -> str:
     """A metric for a report or the terminal: fixed decimals, or n/a where it could not be computed."""
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def score_cell(value: float | None, spec: str) -> str:
+    """A score in a CSV cell, ``format(value, spec)``; empty where it could not be computed (NaN, or None), so that
+    a spreadsheet reads a blank, not the text "nan". Every CSV the project writes formats its scores here.
+
+    >>> score_cell(0.123456789, ".6g"), score_cell(float("nan"), ".4f"), score_cell(None, ".4f")
+    ('0.123457', '', '')
+    """
+    return "" if value is None or math.isnan(value) else format(value, spec)
 
 
 def _report_head(title: str, metrics: dict[str, Any], run: dict[str, Any], details: list[str]) -> list[str]:
@@ -110,8 +126,8 @@ def image_scores_csv(rows: list[dict[str, Any]]) -> str:
     writer = csv.writer(buffer)
     writer.writerow(IMAGE_SCORE_COLUMNS)
     for r in rows:
-        writer.writerow([r["path"], r["defect_type"], f"{r['score']:.6g}", f"{r['normalized_score']:.4f}", r["verdict"],
-                         "" if r["pixel_auroc"] is None else f"{r['pixel_auroc']:.4f}"])
+        writer.writerow([r["path"], r["defect_type"], score_cell(r["score"], ".6g"), score_cell(r["normalized_score"], ".4f"),
+                         r["verdict"], score_cell(r["pixel_auroc"], ".4f")])
     return buffer.getvalue()
 
 
@@ -130,13 +146,14 @@ def write_prediction_tables(
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["path", "relative_path", "score", "normalized_score", "anomalous", "threshold", "regions", "overlay"])
-    for r in results:
-        writer.writerow([str(r.path), r.relative_path, f"{r.score:.6g}", f"{r.normalized_score:.4f}", int(r.anomalous),
-                         f"{cal.threshold:.6g}", len(r.regions), str(r.overlay_path) if r.overlay_path else ""])
+    for r in results:  # an image that could not be scored: empty score cells, and anomalous says 1
+        writer.writerow([str(r.path), r.relative_path, score_cell(r.score, ".6g"), score_cell(r.normalized_score, ".4f"),
+                         int(r.anomalous), f"{cal.threshold:.6g}", len(r.regions), str(r.overlay_path) if r.overlay_path else ""])
     write_text_atomic(folder / "predictions.csv", buffer.getvalue())
     write_json_atomic(folder / "predictions.json", {
         "model": detector.name,
-        "checkpoint": None if isinstance(source, BaseDetector) else str(Path(source).resolve()),
+        # source: the checkpoint path, or the detector itself (no checkpoint)
+        "checkpoint": str(Path(source).resolve()) if isinstance(source, (str, os.PathLike)) else None,
         "threshold": cal.threshold,
         "normalized_threshold": 0.5,
         "pixel_threshold": cal.region_threshold(),
@@ -215,7 +232,8 @@ def frame_scores_csv(results: list[Any], cal: Calibration) -> str:
         normalized, flags = cal.normalize(r.scores), cal.is_anomalous(r.scores)
         for t, score in enumerate(r.scores):
             label = "" if r.labels is None else int(r.labels[t])
-            writer.writerow([r.ref.name, r.ref.anomaly_type, t, f"{score:.6g}", f"{normalized[t]:.4f}", int(flags[t]), label])
+            writer.writerow([r.ref.name, r.ref.anomaly_type, t, score_cell(score, ".6g"), score_cell(normalized[t], ".4f"),
+                             int(flags[t]), label])
     return buffer.getvalue()
 
 
@@ -231,9 +249,10 @@ def scores_csv(
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["frame", "time", "score", "normalized_score", "anomalous", *(f"{name}_score" for name in cues)])
     for t, score in enumerate(scores):
-        shares = [f"{values[t]:.6g}" for values in cues.values()]
+        shares = [score_cell(values[t], ".6g") for values in cues.values()]
         seconds = t / fps if times is None else float(times[t])
-        writer.writerow([t, f"{seconds:.4f}", f"{score:.6g}", f"{normalized[t]:.4f}", int(anomalous[t]), *shares])
+        writer.writerow([t, f"{seconds:.4f}", score_cell(score, ".6g"), score_cell(normalized[t], ".4f"), int(anomalous[t]),
+                         *shares])
     return buffer.getvalue()
 
 

@@ -15,6 +15,7 @@ HELP_MARKDOWN = """
 - **The threshold** is chosen when training ends, on normal images held out from training, so that about the target
   share of normal parts (1% by default) would be flagged. Test images never influence it.
 - **Normalised score**: the raw score mapped to 0..1 with **0.5 exactly at the threshold**. Above 0.5 = ANOMALOUS.
+  So is an image or frame the model could not score (shown as —): it never passes as normal.
   Heatmaps use the same scale for every image, so a normal part stays cold.
 - **The threshold slider** in *Inspect images* relabels the results at once (no rescoring): move it up for fewer
   false alarms, down to miss fewer defects. The CSV you download uses the threshold set at that moment.

@@ -1,7 +1,9 @@
 """The "Inspect images" tab: score uploaded images with a trained image model, then relabel at any threshold.
 
 Relabelling never rescores: the slider is a threshold on the normalised score, mapped back to the model's raw
-scale by the model's own calibration (:meth:`~anomalens.metrics.threshold.Calibration.denormalize`).
+scale by the model's own calibration (:meth:`~anomalens.metrics.threshold.Calibration.denormalize`), where the
+library's one rule (:meth:`~anomalens.metrics.threshold.Calibration.is_anomalous`) gives the verdicts: an image
+that could not be scored (NaN) is ANOMALOUS at every threshold, as in the CLI and the live watch.
 
 >>> view = inspect_images(settings, run_dir, ["part.png"], key="tab1")             # doctest: +SKIP
 >>> inspection_rows(view, threshold=0.5)                                          # doctest: +SKIP
@@ -30,9 +32,9 @@ from anomalens.runtime import atomic_path
 from anomalens.ui.common import (
     ANALYSIS_LANE,
     DETECTORS,
+    NOT_SCORED_NOTE,
     ModelLists,
     UISettings,
-    calibration_of,
     chosen_run,
     example_samples,
     examples_for_run,
@@ -40,12 +42,15 @@ from anomalens.ui.common import (
     progress_sink,
     regions_text,
     request_key,
+    rounded,
+    score_text,
     drift_note,
     threshold_text,
     ui_error,
 )
 from anomalens.ui.jobs import JobBoard, JobOutcome, ProgressSink, new_workspace, run_cancellable, wire_run
 from anomalens.ui.security import check_upload_size, user_message
+from anomalens.workflows.reports import score_cell
 
 INSPECTION_HEADERS = ["image", "raw score", "normalised score", "verdict", "defect regions"]
 
@@ -67,13 +72,19 @@ class ImageInspection:
     run_dir: Path
     output_dir: Path
     items: list[ImageItem]
+    calibration: Calibration  # the one that normalised the scores: the slider relabels through it
     threshold_note: str = ""
-    calibration: Calibration | None = None
     drift_note: str = ""  # set when the uploaded images, as a batch, look unlike the training data
 
-    def raw_threshold(self, normalized: float) -> float | None:
+    def raw_threshold(self, normalized: float) -> float:
         """The raw score that a normalised threshold stands for (the model's own inverse normalisation)."""
-        return None if self.calibration is None else float(self.calibration.denormalize(normalized))
+        return float(self.calibration.denormalize(normalized))
+
+    def verdicts(self, normalized: float) -> list[str]:
+        """Each image's verdict at a normalised threshold, by the library's rule at the raw score it stands for
+        (not a comparison here: a NaN score compares false and would pass as normal)."""
+        moved = self.calibration.with_threshold(self.raw_threshold(normalized))
+        return [verdict_word(bool(flag)) for flag in moved.is_anomalous(np.array([item.score for item in self.items]))]
 
 
 def _save_rgb(array: Any, target: Path) -> Path | None:
@@ -120,7 +131,7 @@ def inspect_images(
         recon_path = _save_rgb(result.reconstruction, output_dir / "reconstructions" / f"{index:03d}_{Path(name).stem}.png")
         items.append(ImageItem(name, result.score, result.normalized_score, result.overlay_path, recon_path,
                                result.regions))
-    return ImageInspection(run, output_dir, items, threshold_text(run), calibration_of(run), drift_note(report.drift))
+    return ImageInspection(run, output_dir, items, detector.calibration_, threshold_text(run), drift_note(report.drift))
 
 
 def display_name(relative_path: str) -> str:
@@ -132,24 +143,19 @@ def display_name(relative_path: str) -> str:
     return "/".join(parts) or Path(relative_path).name
 
 
-def verdict(normalized_score: float, threshold: float) -> str:
-    return verdict_word(normalized_score > threshold)
-
-
 def inspection_rows(inspection: ImageInspection, threshold: float = 0.5) -> list[list[Any]]:
     """The results table at a normalised ``threshold``; relabelling never rescores."""
     return [
-        [item.name, round(item.score, 5), round(item.normalized_score, 4), verdict(item.normalized_score, threshold),
-         regions_text(item.regions)]
-        for item in inspection.items
+        [item.name, rounded(item.score, 5), rounded(item.normalized_score, 4), verdict, regions_text(item.regions)]
+        for item, verdict in zip(inspection.items, inspection.verdicts(threshold))
     ]
 
 
 def inspection_gallery(inspection: ImageInspection, threshold: float = 0.5) -> list[tuple[str, str]]:
     """(overlay, caption) pairs: the file first (the captions wrap, see the page's CSS), then the verdict."""
     return [
-        (str(item.overlay_path), f"{item.name} · {verdict(item.normalized_score, threshold)} {item.normalized_score:.2f}")
-        for item in inspection.items
+        (str(item.overlay_path), f"{item.name} · {verdict} {score_text(item.normalized_score)}")
+        for item, verdict in zip(inspection.items, inspection.verdicts(threshold))
         if item.overlay_path is not None
     ]
 
@@ -160,11 +166,10 @@ def reconstruction_gallery(inspection: ImageInspection) -> list[tuple[str, str]]
 
 
 def inspection_summary(inspection: ImageInspection, threshold: float = 0.5) -> str:
-    flagged = sum(verdict(item.normalized_score, threshold) == ANOMALOUS for item in inspection.items)
-    raw = inspection.raw_threshold(threshold)
-    raw_text = f" (raw score {raw:.4g})" if raw is not None else ""
+    flagged = inspection.verdicts(threshold).count(ANOMALOUS)
     return (
-        f"**{flagged} of {len(inspection.items)} images flagged** at threshold {threshold:.2f}{raw_text}. "
+        f"**{flagged} of {len(inspection.items)} images flagged** at threshold {threshold:.2f} "
+        f"(raw score {inspection.raw_threshold(threshold):.4g}). "
         f"{inspection.threshold_note}"
     ) + (f"\n\n{inspection.drift_note}" if inspection.drift_note else "")
 
@@ -176,10 +181,9 @@ def inspection_downloads(inspection: ImageInspection, threshold: float = 0.5) ->
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(["image", "score", "normalized_score", "threshold_normalized", "anomalous", "regions"])
-            for item in inspection.items:
-                flagged = verdict(item.normalized_score, threshold) == ANOMALOUS
-                writer.writerow([item.name, f"{item.score:.6g}", f"{item.normalized_score:.6f}", f"{threshold:.4f}",
-                                 int(flagged), json.dumps([r.to_dict() for r in item.regions])])
+            for item, verdict in zip(inspection.items, inspection.verdicts(threshold)):
+                writer.writerow([item.name, score_cell(item.score, ".6g"), score_cell(item.normalized_score, ".6f"),
+                                 f"{threshold:.4f}", int(verdict == ANOMALOUS), json.dumps([r.to_dict() for r in item.regions])])
     zip_path = inspection.output_dir / "overlays.zip"
     if not zip_path.exists():
         with atomic_path(zip_path) as tmp:
@@ -249,7 +253,7 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
             with gr.Column(scale=5):
                 summary = gr.Markdown(elem_classes="al-summary", elem_id="image-summary")
                 gallery = gr.Gallery(label="Heatmap overlays (red = unlike the training data; outlined = above the model's threshold)", columns=4, height=440, object_fit="contain", elem_id="image-gallery")
-                table = gr.Dataframe(headers=INSPECTION_HEADERS, label="Results", interactive=False, wrap=True, elem_id="image-table")
+                table = gr.Dataframe(headers=INSPECTION_HEADERS, label=f"Results ({NOT_SCORED_NOTE})", interactive=False, wrap=True, elem_id="image-table")
                 reconstructions = gr.Gallery(label="Reconstructions (what the model expected to see)", columns=6, height=220, object_fit="contain", visible=False, elem_id="image-reconstructions")
     lists.pickers["image"] = model
 

@@ -19,8 +19,8 @@ from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from anomalens.errors import ConfigError, DataError
-from anomalens.ui.common import (DETECTORS, ModelLists, UISettings, chosen_run, event_where_text, log, model_choices,
-                                 request_key)
+from anomalens.ui.common import (DETECTORS, NOT_SCORED_NOTE, ModelLists, UISettings, chosen_run, event_where_text, log,
+                                 model_choices, request_key, rounded)
 from anomalens.ui.jobs import JobBoard, hold_workspace, new_workspace, release_workspace
 from anomalens.ui.security import confine_path, resolve_roots, user_message
 
@@ -221,7 +221,7 @@ class LiveWatches:
         for m in messages:
             if m.get("type") == "anomaly":
                 rows.append([m.get("id"), m.get("start_frame"), m.get("end_frame"), m.get("start_time"), m.get("duration"),
-                             round(m.get("peak_normalized_score", 0.0), 3), m.get("main_cue", ""), m.get("started_at"),
+                             rounded(m.get("peak_normalized_score"), 3), m.get("main_cue", ""), m.get("started_at"),
                              event_where_text(m)])
                 path = watch.output / m["clip"] if m.get("clip") else (watch.output / m["overlay"] if m.get("overlay") else None)
                 if path is not None and path.is_file() and path.suffix == ".mp4":
@@ -302,7 +302,7 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
                              image_mode="RGB")
             plot = gr.LinePlot(chart([]), x="frame", y="score", color="series", y_lim=[0, 1],
                                label="Normalised score (threshold 0.5)", elem_id="live-chart", height=320)
-        events = gr.Dataframe(headers=EVENT_HEADERS, label="Recent events (newest first)", elem_id="live-events",
+        events = gr.Dataframe(headers=EVENT_HEADERS, label=f"Recent events (newest first; {NOT_SCORED_NOTE})", elem_id="live-events",
                               interactive=False)
         clip = gr.Video(label="Latest event clip", elem_id="live-clip", height=360)
         timer = gr.Timer(1.0, active=False)

@@ -20,6 +20,7 @@ from anomalens.progress import SILENT, Reporter
 from anomalens.ui.common import (
     ANALYSIS_LANE,
     DETECTORS,
+    NOT_SCORED_NOTE,
     ModelLists,
     UISettings,
     chosen_run,
@@ -127,7 +128,7 @@ def build(settings: UISettings, board: JobBoard, lists: ModelLists) -> None:
                 # no label over the video: it would cover the "Original" title drawn in the first panel
                 player = gr.Video(label="Original | model view | heatmap", show_label=False, interactive=False, elem_id="video-player")
                 timeline = gr.Image(label="Score per frame", show_label=False, interactive=False, elem_id="video-timeline")
-                events = gr.Dataframe(headers=EVENT_HEADERS, label="Detected intervals", interactive=False, elem_id="video-events")
+                events = gr.Dataframe(headers=EVENT_HEADERS, label=f"Detected intervals ({NOT_SCORED_NOTE})", interactive=False, elem_id="video-events")
     lists.pickers["video"] = model
 
     def run(run_dir, video, ticket_value, request: gr.Request, progress=gr.Progress()):
