@@ -300,7 +300,7 @@ def stages(args: argparse.Namespace, checkpoint: Path) -> dict:
     from anomalens.live.clips import CLIP_CRF, CLIP_PRESET, shrink
     from anomalens.models.components.kernels import gaussian_blur
     from anomalens.models.video.motion import grey_frames
-    from anomalens.models.video.stfeatures import _local_average
+    from anomalens.models.video.stfeatures import local_average
     from anomalens.runtime import library_threads
     from anomalens.workflows.runs import load_detector
 
@@ -349,7 +349,7 @@ def stages(args: argparse.Namespace, checkpoint: Path) -> dict:
             done("appearance search")
             m = d.motion_memory_.distances(motion)
             done("motion memory")
-            a, m = _local_average(a.reshape(1, *appearance.shape[-2:])), _local_average(m)
+            a, m = local_average(a.reshape(1, *appearance.shape[-2:])), local_average(m)
             d._standardised_map(a, m)
             a_score, m_score = d._frame_scores(a, m)
             scorer.smoothers["appearance"].push(float(a_score[0]))

@@ -56,7 +56,7 @@ class AppearanceGraph(nn.Module):
 
     def forward(self, images: torch.Tensor, appearance_memory: torch.Tensor,  # type: ignore[override]
                 codec_memory: torch.Tensor | None = None):
-        from anomalens.models.video.stfeatures import _local_average
+        from anomalens.models.video.stfeatures import local_average
 
         d = self.detector
         frames = to_float(images)
@@ -66,9 +66,9 @@ class AppearanceGraph(nn.Module):
         distances = exact_search_block(queries, appearance_memory, 1)[0].reshape(b, h, w)
         greys = grey_tensor(frames, d.flow_size)  # type: ignore[attr-defined]
         if codec_memory is None:
-            return _local_average(distances), greys
+            return local_average(distances), greys
         coded = exact_search_block(queries, codec_memory, 1)[0].reshape(b, h, w)
-        return _local_average(distances), greys, _local_average(coded)
+        return local_average(distances), greys, local_average(coded)
 
 
 class MotionGraph(nn.Module):
@@ -87,7 +87,7 @@ class MotionGraph(nn.Module):
 
     def forward(self, flow: torch.Tensor, appearance: torch.Tensor, motion_memory: torch.Tensor,  # type: ignore[override]
                 first: torch.Tensor | None = None, second: torch.Tensor | None = None, third: torch.Tensor | None = None):
-        from anomalens.models.video.stfeatures import PositionalMemory, _local_average
+        from anomalens.models.video.stfeatures import PositionalMemory, local_average
 
         d, c = self.detector, self.detector.config
         given = dict(zip(self.extra, (first, second, third)))
@@ -95,12 +95,12 @@ class MotionGraph(nn.Module):
         histograms = orientation_histograms(flow, c.orientation_bins, c.motion_cell, given.get("still"))  # type: ignore[attr-defined]
         # weighted per cell where the training frames moved (still_texture_where_moving): the gate is a constant of the graph
         histograms = d._gate_still(histograms)  # type: ignore[attr-defined]
-        motion = _local_average(PositionalMemory(motion_memory).distances(histograms))
+        motion = local_average(PositionalMemory(motion_memory).distances(histograms))
         # coded, coded_motion: distances to the codec memories, consulted above the ceiling (always searched here;
         # the weight is 0 within the ceiling, where the library skips the search, so the scores are the same)
         coded_motion = None
         if "codec_motion_memory" in given:
-            coded_motion = _local_average(PositionalMemory(given["codec_motion_memory"]).distances(histograms))
+            coded_motion = local_average(PositionalMemory(given["codec_motion_memory"]).distances(histograms))
         a_score, m_score = d._frame_scores(appearance, motion, given.get("coded"), coded_motion)  # type: ignore[attr-defined]
         # each cue's share of the frame score (cue_combination), as the library adds them up before smoothing
         appearance_cue, motion_cue = d._cue_values(a_score, m_score)  # type: ignore[attr-defined]
@@ -118,11 +118,11 @@ class WindowGraph(nn.Module):
         self.detector = detector
 
     def forward(self, window: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        from anomalens.models.video.stfeatures import _local_average
+        from anomalens.models.video.stfeatures import local_average
 
         _, error = self.detector.window_errors(to_float(window))  # type: ignore[attr-defined]
         # the local average is linear: averaging it over windows equals the library's average-then-smooth
-        return _local_average(error[:, 0])
+        return local_average(error[:, 0])
 
 
 def video_constant_inputs(detector: BaseDetector) -> dict[str, np.ndarray]:

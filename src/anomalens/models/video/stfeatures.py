@@ -346,7 +346,10 @@ class _ClipScores:
     typical: np.ndarray | None = None  # each frame's typical cell for the drift warning (_typical_cells)
 
 
-def _local_average(maps: torch.Tensor) -> torch.Tensor:
+def local_average(maps: torch.Tensor) -> torch.Tensor:
+    """``(B, h, w)`` maps, each cell the mean of its 3x3 neighbourhood (the map's edge cells of fewer): one cell's
+    noise weighs a ninth, a region's evidence stays. Public because the exported graphs (``export.video``) must
+    compute it exactly as the model does."""
     return F.avg_pool2d(maps[:, None], 3, stride=1, padding=1, count_include_pad=False)[:, 0]
 
 
@@ -817,7 +820,7 @@ class SpatioTemporalFeatures(VideoDetector):
                 if keep:
                     for found, (bank, motion_memory) in zip(scores, memories):
                         a, m = self._distance_maps(appearance[keep], motion[keep], bank, motion_memory)
-                        found.append(self._frame_scores(_local_average(a), _local_average(m)))
+                        found.append(self._frame_scores(local_average(a), local_average(m)))
                     taken += len(keep)
                 if taken >= per_clip:
                     break
@@ -876,8 +879,8 @@ class SpatioTemporalFeatures(VideoDetector):
                         bank,
                         motion_memory,
                     )
-                    a_maps.append(_local_average(a))
-                    m_maps.append(_local_average(m))
+                    a_maps.append(local_average(a))
+                    m_maps.append(local_average(m))
         a, m = torch.cat(a_maps), torch.cat(m_maps)
         # each cell's normal range, from frames that the memories measuring them never learned (the final memories
         # score their own training frames near zero); every score below and after is measured against it
@@ -919,7 +922,7 @@ class SpatioTemporalFeatures(VideoDetector):
                                    total=_batch_count(frames, self.config.batch_size))
         for features, motion_features, view in stream:
             a, m = self._distance_maps(features, motion_features, self.appearance_index_, self.motion_memory_)
-            a, m = _local_average(a), _local_average(m)
+            a, m = local_average(a), local_average(m)
             a_score, m_score = self._frame_scores(a, m, self._coded_map(features, a),
                                                   self._coded_motion_map(motion_features, a))
             appearance.append(a_score)
@@ -943,7 +946,7 @@ class SpatioTemporalFeatures(VideoDetector):
         map) lies above the ceiling (footage like the training data pays no second search), as :meth:`_coded_map`."""
         if self.codec_motion_memory_ is None or not self._any_above_ceiling(appearance):
             return None
-        return _local_average(self.codec_motion_memory_.distances(motion))
+        return local_average(self.codec_motion_memory_.distances(motion))
 
     def _any_above_ceiling(self, appearance: torch.Tensor) -> bool:
         """Whether any frame's typical cell of the clean appearance map ``(B, h, w)`` lies above the ceiling: only
@@ -961,7 +964,7 @@ class SpatioTemporalFeatures(VideoDetector):
             return None
         b, channels, h, w = features.shape
         distances = self.codec_index_.search(features.permute(0, 2, 3, 1).reshape(-1, channels))[0]
-        return _local_average(distances.reshape(b, h, w))
+        return local_average(distances.reshape(b, h, w))
 
     def _frame_scores(
         self, appearance: torch.Tensor, motion: torch.Tensor, coded: torch.Tensor | None = None,
@@ -1452,7 +1455,7 @@ class StreamingScorer(CausalScorer):
         assert d.appearance_index_ is not None and d.motion_memory_ is not None and d.standardisation_ is not None
         features = torch.stack(appearance)
         a, m = d._distance_maps(features, motion, d.appearance_index_, d.motion_memory_)
-        a, m = _local_average(a), _local_average(m)
+        a, m = local_average(a), local_average(m)
         smoothed: dict[str, list[float]] = {"appearance": [], "motion": []}
         a_score, m_score = d._frame_scores(a, m, d._coded_map(features, a), d._coded_motion_map(motion, a))
         # float16, as analyze-video and the runtime keep them: a live event's regions and peak values are theirs
