@@ -310,3 +310,32 @@ def test_a_variable_rate_file_s_event_clip_keeps_its_frame_times(detector, vfr_f
     with av.open(str(out / event["clip"])) as container:
         times = [float(frame.time) for frame in container.decode(video=0)]
     np.testing.assert_allclose(times, TIMES, atol=1e-4)
+
+
+def test_the_frame_log_leaves_the_cells_of_a_nan_frame_empty(detector, tmp_path):
+    """A frame that could not be scored: its score, normalised score and cues are empty cells in the frame log, as
+    in every CSV (``score_cell``), not the text "nan"; its verdict is anomalous and its event's message valid JSON.
+    Scored frames print as before."""
+    out = tmp_path / "out"
+    watcher = Watcher(detector, Frames(grey_frames(6, seed=41)), out, device="cpu", settings=WatchSettings(batch_size=1))
+    assert watcher.frame_log is not None
+    watcher.frame_log.columns[-1:-1] = ["appearance", "motion"]  # the tiny model gives no cues: give it two
+    push = watcher.scorer.push
+
+    def with_cues(batch, steps=None, before=None):
+        return [dataclasses.replace(r, score=math.nan, cues={"appearance": math.nan, "motion": 0.123456789})
+                if r.index == 3 else dataclasses.replace(r, cues={"appearance": 0.25, "motion": 0.75})
+                for r in push(batch, steps, before)]
+
+    watcher.scorer.push = with_cues
+    watcher.run()
+    text = (out / "frames_00001.csv").read_text(encoding="utf-8")
+    header, *rows = [line.split(",") for line in text.splitlines()]
+    assert header[3:9] == ["score", "normalized_score", "anomalous", "appearance", "motion", "file"]
+    assert [int(row[0]) for row in rows] == list(range(6)) and "nan" not in text.lower()
+    assert rows[3][3:8] == ["", "", "1", "", "0.123457"]
+    for row in rows[:3] + rows[4:]:
+        score = float(row[3])
+        assert row[3] == f"{score:.6g}" and row[5] == "0" and row[6:8] == ["0.25", "0.75"]
+        assert len(row[4].split(".")[1]) == 4  # ".4f"
+    assert all(strict_json(line) for line in (out / "events.jsonl").read_text(encoding="utf-8").splitlines())

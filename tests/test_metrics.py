@@ -73,6 +73,13 @@ def test_confusion_at_uses_strictly_greater():
     assert result["false_positive_rate"] == 0.0 and result["recall"] == 0.5
 
 
+def test_confusion_at_counts_a_score_that_is_not_a_number_as_flagged():
+    # the model's own verdict: an image or frame that could not be scored is anomalous, so it is counted as flagged
+    result = confusion_at([0, 0, 1, 1], [0.2, float("nan"), float("nan"), 0.1], threshold=0.5)
+    assert (result["true_positives"], result["false_positives"], result["false_negatives"], result["true_negatives"]) \
+        == (1, 1, 1, 1)
+
+
 # ---- pixel AUROC ---------------------------------------------------------------------------------
 def _random_case(seed=0, n=6, size=32):
     rng = np.random.default_rng(seed)

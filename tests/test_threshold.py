@@ -9,6 +9,7 @@ import pytest
 
 from anomalens.metrics.threshold import (
     Calibration,
+    above_threshold,
     calibrate,
     effective_sample_size,
     generalized_pareto_quantile,
@@ -186,3 +187,41 @@ def test_a_lost_frame_shortens_its_clip_and_keeps_the_series_apart():
     others = reference[None] + 0.4 + rng.normal(0, 0.05, (2, 200))
     others[:, 7] = np.nan
     assert score_shift(others, reference, series_lengths=[200]).shift == 0.0  # one clip measures no shift
+
+
+# ---- the verdict: above the threshold, or NaN ------------------------------------------------------------------
+def test_above_threshold_is_strict_and_counts_nan_as_above():
+    nan = float("nan")
+    for score, verdict in ((nan, True), (1.0, False), (1.5, True), (0.5, False), (-np.inf, False), (np.inf, True)):
+        result = above_threshold(score, 1.0)
+        assert result.shape == () and bool(result) is verdict  # a scalar gives a scalar verdict
+        assert bool(above_threshold(np.float32(score), 1.0)) is verdict
+    scores = np.array([[0.5, 1.0], [1.5, nan]])
+    assert above_threshold(scores, 1.0).tolist() == [[False, False], [True, True]]  # the shape is kept
+    assert above_threshold(scores.astype(np.float32), 1.0).dtype == bool
+    assert above_threshold(np.zeros(0), 1.0).shape == (0,)
+    assert above_threshold([nan, 2.0, 1.0], 1.0).tolist() == [True, True, False]  # a list too
+
+
+def test_every_verdict_follows_above_threshold():
+    """The calibration, the offline events and the live tracker judge the same scores the same way, at the
+    threshold exactly as above and below it."""
+    from anomalens.live.events import EventTracker
+    from anomalens.metrics.events import detect_events
+
+    nan = float("nan")
+    scores = np.array([0.5, 1.0, 1.5, nan, 1.0, 0.2, nan])
+    expected = [False, False, True, True, False, False, True]
+    cal = calibrate(np.array([0.8, 0.9, 1.0, 1.1])).with_threshold(1.0)
+    assert cal.is_anomalous(scores).tolist() == expected
+    assert [bool(cal.is_anomalous(s)) for s in scores] == expected
+    offline = [(e["start_frame"], e["end_frame"]) for e in detect_events(scores, 1.0, fps=10)]
+    assert offline == [(2, 3), (6, 6)]
+    tracker = EventTracker(1.0, 1.0, fps=10)
+    live = [t.event for i, s in enumerate(scores) for t in tracker.update(i, float(s)) if t.kind == "closed"]
+    live += [t.event for t in tracker.finish()]
+    assert [(e["start_frame"], e["end_frame"]) for e in live] == offline
+    # hysteresis: the closing level is judged by the same rule (a NaN keeps the event open, the level itself not)
+    tracker = EventTracker(1.0, 0.5, fps=10)
+    closed = [t.event for i, s in enumerate([2.0, 0.6, nan, 0.5, 0.0]) for t in tracker.update(i, s) if t.kind == "closed"]
+    assert [(e["start_frame"], e["end_frame"]) for e in closed] == [(0, 2)]

@@ -209,3 +209,18 @@ def test_the_side_by_side_outlines_what_the_events_regions_hold():
     assert top > 0 and rest > 0
     top, rest = outlined(0.8)
     assert top == 0 and rest > 0
+
+
+def test_the_video_bar_shows_a_frame_that_could_not_be_scored_as_anomalous():
+    # the verdict of a NaN score is anomalous everywhere (metrics.threshold.above_threshold), the rendered bar too
+    from anomalens.visualization.video_render import ANOMALY_RGB, NORMAL_RGB, SideBySideRenderer
+
+    renderer = SideBySideRenderer((64, 96))
+
+    def colours(normalized: float) -> set[tuple[int, int, int]]:
+        bar = renderer._bar(1.0, normalized, 0, 0.0)
+        return {tuple(int(v) for v in pixel) for pixel in bar.reshape(-1, 3)}
+
+    assert ANOMALY_RGB in colours(float("nan")) and NORMAL_RGB not in colours(float("nan"))
+    assert NORMAL_RGB in colours(0.3) and ANOMALY_RGB not in colours(0.3)
+    assert ANOMALY_RGB in colours(0.8)

@@ -6,7 +6,7 @@
 ``close_after`` = its ``merge_gap``), which is what lets ``watch`` match ``analyze-video``. With hysteresis
 (``close_level`` below the threshold) an open event stays open while the score stays above the lower level. A
 score that is not a number counts as above both levels, as
-:meth:`~anomalens.metrics.threshold.Calibration.is_anomalous` counts it.
+:func:`~anomalens.metrics.threshold.above_threshold` counts it.
 
 Frames may come with their own time (a variable-frame-rate file's timestamps): once one of them is half a frame
 or more off ``index / fps`` (as :meth:`~anomalens.data.video_io.VideoClip.frame_times` judges a whole file),
@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from anomalens.metrics.events import event_record, outranks
+from anomalens.metrics.threshold import above_threshold
 
 
 @dataclass
@@ -100,7 +101,7 @@ class EventTracker:
             out += self._close()
             event = None
         if event is None:
-            if score <= self.threshold:  # not ">": a NaN opens an event
+            if not above_threshold(score, self.threshold):  # a NaN opens an event
                 return out
             event = self.current = OpenEvent(start=index, last_above=index)
         missing = index - event.start - len(event.scores)  # dropped frames have no score and no time
@@ -109,7 +110,7 @@ class EventTracker:
         event.scores.append(float(score))
         event.times.append(math.nan if time is None else float(time))
         event.since = _better(event.since, _Candidate(index, float(score), data))
-        if not score <= self.close_level:  # above, or NaN
+        if above_threshold(score, self.close_level):  # above, or NaN: the same rule at the closing level
             event.last_above = index
             event.peak, event.since = _better(event.peak, event.since), None
             if not event.announced and event.frames() >= self.min_length:

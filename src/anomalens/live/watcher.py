@@ -57,6 +57,7 @@ from anomalens.models.base import BaseDetector
 from anomalens.models.video.base import CausalScorer
 from anomalens.runtime import atomic_path, library_threads, resolve_device, write_json_atomic
 from anomalens.visualization.overlays import overlay
+from anomalens.workflows.reports import score_cell
 from anomalens.workflows.runs import load_detector
 
 STATUS_INTERVAL_S = 1.0
@@ -321,9 +322,10 @@ class Watcher:
             normalized = float(cal.normalize(result.score))
             anomalous = bool(cal.is_anomalous(result.score))  # a NaN too, as the events count it
             if self.frame_log is not None:
-                self.frame_log.write([
-                    item.index, f"{item.arrived:.3f}", f"{wall:.3f}", f"{result.score:.6g}", f"{normalized:.4f}",
-                    int(anomalous), *(f"{v:.6g}" for v in result.cues.values()), item.file or "",
+                self.frame_log.write([  # a frame that could not be scored: empty cells, as in every CSV
+                    item.index, f"{item.arrived:.3f}", f"{wall:.3f}", score_cell(result.score, ".6g"),
+                    score_cell(normalized, ".4f"), int(anomalous),
+                    *(score_cell(v, ".6g") for v in result.cues.values()), item.file or "",
                 ])
             assert self.tracker is not None
             # kept by the tracker should this frame be its event's peak: the message's cues, regions and images

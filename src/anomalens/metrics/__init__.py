@@ -17,6 +17,7 @@ _EXPORTS = {
     "confusion_at": "classification", "f1_max": "classification", "image_auroc": "classification",
     "roc_curve": "classification", "aupro": "segmentation", "pixel_auroc": "segmentation",
     "pro_curve": "segmentation", "Calibration": "threshold", "calibrate": "threshold",
+    "above_threshold": "threshold",
 }
 
 __all__ = list(_EXPORTS)

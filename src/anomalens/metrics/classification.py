@@ -20,6 +20,8 @@ from typing import Sequence
 import numpy as np
 from scipy.stats import rankdata
 
+from anomalens.metrics.threshold import above_threshold
+
 # The verdict words shown everywhere (CLI, CSV, reports, UI tables, video banners), so that they read the same
 ANOMALOUS = "ANOMALOUS"
 NORMAL = "normal"
@@ -93,9 +95,10 @@ def f1_max(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndar
 
 
 def confusion_at(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, threshold: float) -> dict[str, float]:
-    """Counts and rates when ``score > threshold`` flags an image (the rule the model's own threshold uses)."""
+    """Counts and rates when the model's own rule (:func:`~anomalens.metrics.threshold.above_threshold`: above
+    ``threshold``, or not a number) flags an image or frame: one that could not be scored counts as flagged."""
     y = np.asarray(labels).ravel().astype(bool)
-    flagged = np.asarray(scores, dtype=np.float64).ravel() > threshold
+    flagged = above_threshold(np.asarray(scores, dtype=np.float64).ravel(), threshold)
     tp = int((flagged & y).sum())
     fp = int((flagged & ~y).sum())
     fn = int((~flagged & y).sum())

@@ -1,7 +1,7 @@
 """Video metrics: anomalous events (intervals of frames) and frame-level AUROC.
 
 An event is a run of frames whose score exceeds the threshold (or is NaN: anomalous, as
-:meth:`~anomalens.metrics.threshold.Calibration.is_anomalous` decides); runs separated by at most ``merge_gap``
+:func:`~anomalens.metrics.threshold.above_threshold` decides); runs separated by at most ``merge_gap``
 normal frames are merged, runs shorter than ``min_length`` frames are dropped. Times are in seconds:
 an event covers ``[start_frame / fps, (end_frame + 1) / fps)``, or, given a variable-rate video's own frame
 ``times`` (:meth:`~anomalens.data.video_io.VideoClip.frame_times`), its frames' times (:func:`frame_edges`).
@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from anomalens.metrics.regions import event_regions, half_excess_level
-from anomalens.metrics.threshold import Calibration
+from anomalens.metrics.threshold import Calibration, above_threshold
 
 
 def runs(flags: np.ndarray) -> list[tuple[int, int]]:
@@ -53,8 +53,7 @@ def detect_events(
     if min_length < 1 or merge_gap < 0:
         raise ValueError("min_length must be >= 1 and merge_gap >= 0")
     merged: list[list[int]] = []
-    # not <=: a NaN score is anomalous, as Calibration.is_anomalous says (it would otherwise pass as normal)
-    for start, end in runs(~(scores <= threshold)):
+    for start, end in runs(above_threshold(scores, threshold)):
         if merged and start - merged[-1][1] - 1 <= merge_gap:
             merged[-1][1] = end
         else:

@@ -13,9 +13,8 @@ the threshold is the larger of the two. Frames of a video are not independent: f
 *effective* number of scores is counted from their autocorrelation, and when it is below
 :func:`needed_validation_count` (3 expected exceedances, 300 at 1%) the calibration carries a warning that the
 rate is extrapolated rather than measured, with the number of normal items needed. ``measured_fpr`` is the
-share of validation scores above the threshold, reported beside the target.
-
-so that a small validation set (where the quantile is just its maximum) still leaves headroom for the tail.
+share of validation scores above the threshold, reported beside the target. The verdict, everywhere: a score
+strictly above the threshold, or not a number, is anomalous (:func:`above_threshold`).
 
 The pixel threshold (what a defect *region* is, :func:`pixel_threshold`) follows the same rule on the pixels of
 the same normal validation maps, with a much smaller share (``pixel_target_fpr``, default 0.1% of normal
@@ -48,6 +47,19 @@ TAIL_FRACTION = 0.2  # the generalized Pareto model is fitted to the top fifth o
 MIN_TAIL_POINTS = 20  # ... or to the top 20 scores, up to the top half, for smaller sets
 MIN_SCORES_FOR_TAIL = 20  # below this the tail is a normal one fitted to all scores
 EXPECTED_EXCEEDANCES = 3  # a rate is measured, not extrapolated, once this many validation items exceed it
+
+
+def above_threshold(scores: np.ndarray | float, threshold: float) -> np.ndarray:
+    """The one decision rule, for every verdict (images, frames, events, the live watcher): a score strictly above
+    ``threshold`` is anomalous, one exactly at it is not, and one that is not a number is (fail safe: a frame or image
+    that could not be scored must not pass silently, and a NaN compares false with everything). A ``bool`` array of
+    the shape of ``scores``; a ``numpy.bool_`` for a scalar.
+
+    >>> above_threshold(np.array([0.5, 1.0, 1.5, np.nan]), 1.0).tolist(), bool(above_threshold(float("nan"), 1.0))
+    ([False, False, True, True], True)
+    """
+    # not ">": NaN <= t is False, so NaN comes out above; the scores keep their dtype, as every caller compared them
+    return ~(np.asarray(scores) <= threshold)
 
 
 @dataclass(frozen=True)
@@ -96,9 +108,8 @@ class Calibration:
         return self.threshold + self.scale * np.log(p / (1.0 - p))
 
     def is_anomalous(self, values: np.ndarray | float) -> np.ndarray:
-        """The one decision rule: a raw score (or map value) strictly above the threshold is anomalous, and so is
-        one that is not a number (fail safe: a NaN compares false with everything and would pass as normal)."""
-        return ~(np.asarray(values) <= self.threshold)
+        """Raw scores (or map values) judged by this threshold, by :func:`above_threshold`."""
+        return above_threshold(values, self.threshold)
 
     def region_threshold(self) -> float:
         """The map value above which a pixel belongs to a defect region (the image threshold in older models)."""
@@ -348,7 +359,7 @@ def calibrate(
         validation_max=float(scores.max()),
         validation_count=int(scores.size),
         tail_model=tail_model,
-        measured_fpr=float(np.mean(scores > threshold)),
+        measured_fpr=float(np.mean(above_threshold(scores, threshold))),
         effective_count=round(effective, 1),
         needed_count=needed,
         warning=warning,
@@ -382,7 +393,7 @@ def clip_held_out_rate(scores: np.ndarray, series_lengths: Sequence[int], target
     for start, end in zip(bounds[:-1], bounds[1:]):
         others = np.r_[scores[:start], scores[end:]]
         if end > start and others.size:
-            above += int(np.sum(scores[start:end] > _threshold(others, target_fpr)[0]))
+            above += int(np.sum(above_threshold(scores[start:end], _threshold(others, target_fpr)[0])))
     return above / scores.size
 
 

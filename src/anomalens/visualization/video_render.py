@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from anomalens.data.video_io import write_video
 from anomalens.metrics.classification import verdict_word
+from anomalens.metrics.threshold import above_threshold
 from anomalens.progress import SILENT, Reporter
 from anomalens.visualization.overlays import anomaly_contours, heatmap_rgb, overlay, resize_map, to_hwc
 
@@ -95,7 +96,7 @@ class SideBySideRenderer:
         width = self.size[1]
         bar = Image.new("RGB", (width, BAR_HEIGHT), (24, 24, 24))
         draw = ImageDraw.Draw(bar)
-        anomalous = normalized_score > 0.5
+        anomalous = bool(above_threshold(normalized_score, 0.5))  # normalised 0.5 is the threshold; NaN counts as above
         text = f"frame {index}  {seconds:6.2f} s  score {score:.4g}"
         draw.text((6, 8), text, fill=(235, 235, 235), font=_font(13))
         left = min(width // 2, 250)
