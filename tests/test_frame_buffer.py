@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from anomalens.errors import ConfigError
 from anomalens.inference import frame_buffer
 from anomalens.inference.frame_buffer import FrameBuffer, mount_type
 from anomalens.inference.video import VideoInferencer
@@ -116,9 +117,8 @@ def default_temp(tmp_path, monkeypatch) -> Path:
     temp.mkdir()
     monkeypatch.setattr(frame_buffer.tempfile, "tempdir", str(temp))
     monkeypatch.setattr(frame_buffer, "MOUNTS", tmp_path / "mounts")
-    frame_buffer._warn_if_in_memory.cache_clear()
+    monkeypatch.setattr(frame_buffer, "_WARNED", set())
     yield temp
-    frame_buffer._warn_if_in_memory.cache_clear()
 
 
 def _spill(spill_dir: Path | None = None) -> None:
@@ -142,7 +142,29 @@ def test_spilling_to_a_system_temp_folder_in_ram_warns_once(default_temp, tmp_pa
 def test_a_disk_folder_or_no_mount_table_spills_without_a_word(default_temp, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger=frame_buffer.__name__):
         _spill()  # no /proc (MOUNTS missing): no warning, no failure
-        frame_buffer._warn_if_in_memory.cache_clear()
+        frame_buffer._WARNED.clear()
         (tmp_path / "mounts").write_text("/dev/sda1 / ext4 rw 0 0\n")
         _spill()
     assert caplog.records == []
+
+
+def test_a_spill_folder_that_cannot_be_written_is_refused_at_once(tmp_path):
+    # said when the buffer is made, not at its first spill, which may come an hour into a video
+    with pytest.raises(ConfigError, match="not a folder"):
+        FrameBuffer(spill_dir=tmp_path / "missing")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="file"):
+        FrameBuffer(spill_dir=tmp_path / "file")
+
+
+def test_the_warning_is_given_once_when_buffers_spill_together(default_temp, tmp_path, caplog):
+    import threading
+
+    (tmp_path / "mounts").write_text(f"tmpfs {os.path.realpath(default_temp)} tmpfs rw 0 0\n")
+    with caplog.at_level(logging.WARNING, logger=frame_buffer.__name__):
+        threads = [threading.Thread(target=_spill) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(caplog.records) == 1

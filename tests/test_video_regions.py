@@ -213,14 +213,19 @@ def test_the_side_by_side_outlines_what_the_events_regions_hold():
 
 def test_the_video_bar_shows_a_frame_that_could_not_be_scored_as_anomalous():
     # the verdict of a NaN score is anomalous everywhere (metrics.threshold.above_threshold), the rendered bar too
-    from anomalens.visualization.video_render import ANOMALY_RGB, NORMAL_RGB, SideBySideRenderer
+    from anomalens.visualization.video_render import ANOMALY_RGB, BAR_HEIGHT, NORMAL_RGB, SideBySideRenderer
 
     renderer = SideBySideRenderer((64, 96))
 
-    def colours(normalized: float) -> set[tuple[int, int, int]]:
-        bar = renderer._bar(1.0, normalized, 0, 0.0)
+    frame, heat = np.zeros((64, 96, 3), np.uint8), np.zeros((8, 12), np.float32)
+
+    def colours(score: float, normalized: float, anomalous: bool | None = None) -> set[tuple[int, int, int]]:
+        canvas = renderer.render(frame, heat, None, score, normalized, 0, 25.0, anomalous=anomalous)
+        bar = canvas[-BAR_HEIGHT:]  # the bar at the bottom
         return {tuple(int(v) for v in pixel) for pixel in bar.reshape(-1, 3)}
 
-    assert ANOMALY_RGB in colours(float("nan")) and NORMAL_RGB not in colours(float("nan"))
-    assert NORMAL_RGB in colours(0.3) and ANOMALY_RGB not in colours(0.3)
-    assert ANOMALY_RGB in colours(0.8)
+    assert ANOMALY_RGB in colours(float("nan"), float("nan")) and NORMAL_RGB not in colours(float("nan"), float("nan"))
+    assert NORMAL_RGB in colours(0.5, 0.3) and ANOMALY_RGB not in colours(0.5, 0.3)
+    assert ANOMALY_RGB in colours(2.0, 0.8)
+    # a raw score just above the threshold can normalise (float32) to exactly 0.5: the calibration's verdict decides
+    assert ANOMALY_RGB in colours(1.0000001, 0.5, anomalous=True) and NORMAL_RGB not in colours(1.0000001, 0.5, anomalous=True)

@@ -210,9 +210,13 @@ def _video_in_graph(detector: BaseDetector) -> list[str]:
             "local average; each cue's frame score (maximum) standardised; the standardised map (sum of both cues)"]
 
 
+# what a bundle's README and manifest say of the verdict: metrics.threshold.above_threshold, the library's rule
+VERDICT_RULE = "verdict = score > threshold, or score is NaN (could not be computed)"
+
+
 def _video_outside_graph(detector: BaseDetector) -> list[str]:
     common = ["decoding (PyAV) and resizing (Pillow, anomalens.data.pixels)"]
-    tail = ["normalised score = sigmoid((score - threshold) / scale)", "verdict = score > threshold",
+    tail = ["normalised score = sigmoid((score - threshold) / scale)", VERDICT_RULE,
             "events = runs above the threshold, merged across gaps shorter than 0.2 s (anomalens.metrics.events)"]
     if detector.name == "convlstm":
         return [*common, "windows every stride frames (plus one flush with the end); each frame's map is the mean "
@@ -351,7 +355,7 @@ def _describe(detector: Detector, format: str, precision: str, graphs: dict[str,
             "outside_graph": (["between the graphs: nearest-neighbour search of every patch in the memory bank with "
                                "the library's faiss index (search_index.faiss), and PatchCore's image weight "
                                "1 - softmax(distances to the b neighbours of m*)[0] (anomalens.inference.search)"] if split else []) + ["normalised score = sigmoid((score - threshold) / scale)",
-                              "verdict = score > threshold", "mask = map > pixel_threshold",
+                              VERDICT_RULE, "mask = map > pixel_threshold",
                               "regions = 8-connected components of the mask, in pixels of the image given (anomalens.metrics.regions)"],
         },
         "constant_inputs": {name: {"file": f"{name}.npy", "shape": list(array.shape), "dtype": "float32"}

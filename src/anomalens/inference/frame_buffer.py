@@ -11,16 +11,18 @@ Shared by the library's video models (:mod:`anomalens.models.video`) and the tor
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import re
 import tempfile
+import threading
 import weakref
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from anomalens.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,9 @@ class FrameBuffer:
         # frame_shape None: taken from the first batch
         self.frame_shape = None if frame_shape is None else tuple(frame_shape)
         self.dtype, self.memory_limit = np.dtype(dtype), memory_limit
+        if spill_dir is not None and not (os.path.isdir(spill_dir) and os.access(spill_dir, os.W_OK | os.X_OK)):
+            # said now, not at the first spill, which may come an hour into a video
+            raise ConfigError(f"spill_dir {str(spill_dir)!r}: not a folder this process can write to")
         self.spill_dir = spill_dir
         self.parts: list[np.ndarray] = []
         self.count = self.bytes = 0
@@ -118,15 +123,24 @@ def mount_type(mounts: str, folder: str) -> str | None:
     return kind
 
 
-@functools.cache
+_WARNED: set[str] = set()  # folders already warned about: once per folder and process
+_WARNED_LOCK = threading.Lock()  # several buffers may spill at once (threads): still one warning
+
+
 def _warn_if_in_memory(folder: str) -> None:
-    """Once per folder (cached): warn when spills to the system temp folder land in RAM. Never fails: without
-    ``/proc`` (not Linux, a sandbox) nothing is said."""
+    """Once per folder: warn when spills to the system temp folder land in RAM. Never fails: without ``/proc`` (not
+    Linux, a sandbox) nothing is said."""
+    with _WARNED_LOCK:
+        if folder in _WARNED:
+            return
+        _WARNED.add(folder)
     try:
-        mounts = MOUNTS.read_text(errors="replace")  # a mount point may name itself in any bytes
+        # bytes, decoded as the file system's paths are: a mount point may name itself in any bytes
+        mounts = os.fsdecode(MOUNTS.read_bytes())
     except OSError:
         return
     kind = mount_type(mounts, os.path.realpath(folder))
     if kind in MEMORY_FILESYSTEMS:
-        log.warning("spilling frames to %s, a %s: it holds them in RAM all the same; set TMPDIR or pass spill_dir= "
-                    "(predict_video(..., spill_dir=)) to a folder on disk", folder, kind)
+        log.warning("spilling frames to %s, a %s: it holds them in RAM all the same; pass spill_dir= "
+                    "(predict_video(..., spill_dir=)) a folder on disk, or start the process with TMPDIR set to one",
+                    folder, kind)

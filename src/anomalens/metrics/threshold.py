@@ -58,8 +58,10 @@ def above_threshold(scores: np.ndarray | float, threshold: float) -> np.ndarray:
     >>> above_threshold(np.array([0.5, 1.0, 1.5, np.nan]), 1.0).tolist(), bool(above_threshold(float("nan"), 1.0))
     ([False, False, True, True], True)
     """
-    # not ">": NaN <= t is False, so NaN comes out above; the scores keep their dtype, as every caller compared them
-    return ~(np.asarray(scores) <= threshold)
+    # not ">": NaN <= t is False, so NaN comes out above. In float64 whatever the scores' type: compared in float32
+    # the threshold would be rounded to the scores' precision, and a float32 score could get one verdict here and
+    # another from a caller that had widened it (the evaluation's counts, events)
+    return ~(np.asarray(scores, dtype=np.float64) <= threshold)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ the bottom shows the normalised frame score with a tick at the threshold.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -77,10 +78,12 @@ class SideBySideRenderer:
         fps: float,
         contour_level: float = 0.5,
         time: float | None = None,
+        anomalous: bool | None = None,
     ) -> np.ndarray:
         """RGB ``uint8`` canvas ``(H, W, 3)``; ``normalized_map`` in [0, 1] at any resolution; the overlay outlines
         where it exceeds ``contour_level`` (0.5: the threshold). The bar shows ``time`` (seconds; None:
-        ``index / fps``)."""
+        ``index / fps``) and the verdict ``anomalous`` (the calibration's, on the raw score; None: judged from the
+        normalised score, whose float32 rounding can put a score just above the threshold at exactly 0.5)."""
         h, w = self.panel
         original = self._fit(to_hwc(frame))
         heat = resize_map(np.asarray(normalized_map, dtype=np.float32), (h, w))
@@ -89,15 +92,17 @@ class SideBySideRenderer:
         canvas = np.empty((*self.size, 3), dtype=np.uint8)
         canvas[:TITLE_HEIGHT] = self.header
         canvas[TITLE_HEIGHT : TITLE_HEIGHT + h] = np.concatenate([original, middle, blended], axis=1)
-        canvas[TITLE_HEIGHT + h :] = self._bar(score, normalized_score, index, index / fps if time is None else time)
+        if anomalous is None:
+            anomalous = bool(above_threshold(normalized_score, 0.5))  # normalised 0.5 is the threshold
+        canvas[TITLE_HEIGHT + h :] = self._bar(score, normalized_score, index, index / fps if time is None else time,
+                                               anomalous)
         return canvas
 
-    def _bar(self, score: float, normalized_score: float, index: int, seconds: float) -> np.ndarray:
+    def _bar(self, score: float, normalized_score: float, index: int, seconds: float, anomalous: bool) -> np.ndarray:
         width = self.size[1]
         bar = Image.new("RGB", (width, BAR_HEIGHT), (24, 24, 24))
         draw = ImageDraw.Draw(bar)
-        anomalous = bool(above_threshold(normalized_score, 0.5))  # normalised 0.5 is the threshold; NaN counts as above
-        text = f"frame {index}  {seconds:6.2f} s  score {score:.4g}"
+        text = f"frame {index}  {seconds:6.2f} s  score " + ("not scored" if math.isnan(score) else f"{score:.4g}")
         draw.text((6, 8), text, fill=(235, 235, 235), font=_font(13))
         left = min(width // 2, 250)
         right = width - 100
@@ -127,6 +132,7 @@ def render_side_by_side(
     reporter: Reporter = SILENT,
     contour_levels: Iterable[float] | None = None,
     times: np.ndarray | None = None,
+    anomalous: np.ndarray | None = None,
 ) -> Path:
     """Write the side-by-side MP4: exactly one output frame per score, at ``fps``, or each at its own time in
     ``times`` (seconds, one per score: a variable-rate video's, see ``VideoClip.frame_times``).
@@ -134,6 +140,8 @@ def render_side_by_side(
     ``native_frames`` is re-decoded video (not held in memory); ``normalized_maps`` yields one map per frame, and
     ``contour_levels`` (None: the threshold, 0.5) the normalised level each frame's outline is drawn at: a video
     event's regions are cut at half the map's excess over the threshold, and the outline shows the same.
+    ``anomalous`` (one verdict per score, the calibration's: ``Calibration.is_anomalous``) is what each frame's bar
+    says; None: judged from the normalised scores.
     """
     renderer = SideBySideRenderer(native_size, view_label if views is not None else None)
     total = len(scores)
@@ -150,7 +158,8 @@ def render_side_by_side(
             view = views[index] if views is not None else None
             level = 0.5 if levels is None else float(next(levels))
             yield renderer.render(frame, next(maps), view, float(scores[index]), float(normalized_scores[index]), index, fps,
-                                  contour_level=level, time=None if times is None else float(times[index]))
+                                  contour_level=level, time=None if times is None else float(times[index]),
+                                  anomalous=None if anomalous is None else bool(anomalous[index]))
             count += 1
         if count != total:
             raise RuntimeError(f"the video decoded {count} frames on the second pass but {total} were scored")

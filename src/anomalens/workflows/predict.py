@@ -463,7 +463,7 @@ def analyze_video(
         assert tmp is not None
         render_side_by_side(
             tmp / "side_by_side.mp4", clip.iter_native(), clip.frame_size, scores, normalized, maps, prediction.views,
-            clip.fps, view_label=view_label, reporter=reporter, contour_levels=levels, times=times,
+            clip.fps, view_label=view_label, reporter=reporter, contour_levels=levels, times=times, anomalous=anomalous,
         )
         plot_timeline(scores, cal.threshold, clip.fps, tmp / "timeline.png", events=events,
                       title=f"{clip.name}: anomaly score per frame", times=times)
