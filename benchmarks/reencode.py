@@ -101,6 +101,10 @@ ENCODINGS: dict[str, Encoding] = {
                     families=("vp8",)),
     "wmv2": Encoding("asf", "wmv2", "yuv420p", {"qmin": "10", "qmax": "10"}, families=("wmv2",)),
     "h263p": Encoding("avi", "h263p", "yuv420p", {"qmin": "10", "qmax": "10"}, families=("h263",)),
+    # added in issue 16's fourteenth round: an IP camera's short group of pictures, a key frame every second (the
+    # other encodings have one, the first), so that the quality step between a key frame and the frames predicted
+    # from it recurs inside a clip
+    "h264_gop10": Encoding("mp4", "libx264", "yuv420p", {"crf": "30", "g": "10", **_X264}, families=("h264", "gop")),
 }
 TRAINING_ENCODING = Encoding("mp4", "libx264", "yuv420p", {"crf": "23", **_X264})
 
