@@ -135,3 +135,73 @@ def test_a_repeated_timestamp_costs_a_variable_rate_file_that_frame_s_time_only(
     rows = list(csv.DictReader(open(analysis.scores_csv)))
     assert [float(row["time"]) for row in rows] == [round(t, 4) for t in expected]
     assert any("variable frame rate" in line for line in lines)
+
+
+def timed(stamps: list[float | None], fps: float) -> list[float | None]:
+    timer = FrameTimer(fps)
+    return [timer(stamp) for stamp in stamps]
+
+
+def test_timestamps_that_restart_start_a_new_clock():
+    # two recordings joined (``cat a.ts b.ts``): the second's clock starts again at 0
+    first, second = [i / 25 for i in range(100)], [i / 25 for i in range(250)]
+    times = np.asarray(timed(first + second, 25))
+    assert np.all(np.diff(times) > 0)
+    np.testing.assert_allclose(times[:100], first, atol=1e-9)
+    np.testing.assert_allclose(np.diff(times[99:]), 0.04, atol=1e-9)  # the joined frame a period on, then its clock
+    assert abs(times[-1] + 1 / 25 - 350 / 25) < 1 / 25
+    # a variable rate after the restart keeps its own spacing
+    np.testing.assert_allclose(timed([1.0, 1.1, 1.2, 1.3, 0.0, 0.5, 0.6, 1.5], 10),
+                               [0.0, 0.1, 0.2, 0.3, 0.4, 0.9, 1.0, 1.9], atol=1e-9)
+    # a step back of a second or less is still one broken timestamp
+    assert timed([0.0, 1.0, 1.0, 0.5, 3.0], 4) == [0.0, 1.0, 1.25, 1.5, 3.0]
+
+
+def test_one_timestamp_far_off_costs_that_frame_only():
+    real = [i / 10 for i in range(20)]
+    stamps = list(real)
+    stamps[5] = 1e6  # one corrupted timestamp far in the future
+    timer = FrameTimer(10)
+    watched = [timer(stamp) for stamp in stamps]
+    assert watched[5] == 1e6  # the watch cannot know yet: only that frame is wrong
+    np.testing.assert_allclose(watched[:5] + watched[6:], real[:5] + real[6:], atol=1e-9)
+    np.testing.assert_allclose(timer.times(), real, atol=1e-9)  # the pass places it a period after the one before
+    clip = VideoClip(Path("stand-in.mkv"), NATIVE, _source=Stamped(stamps, fps=10))
+    assert clip.frame_times() is None  # evenly timed again: t / fps
+    # one far in the past: the frames after it go on on the old clock
+    stamps = [10 + t for t in real]
+    stamps[5] = 0.0
+    np.testing.assert_allclose(timed(stamps, 10), real, atol=1e-9)
+
+
+def test_a_real_gap_is_kept():
+    assert timed([0.0, 0.1, 0.2, 5.0, 5.1], 10) == [0.0, 0.1, 0.2, 5.0, 5.1]  # a camera that paused
+    assert timed([0.0, 0.1, 0.2, 5.0, None, 5.2], 10) == pytest.approx([0.0, 0.1, 0.2, 5.0, 5.1, 5.2])
+
+
+def test_joined_transport_streams_are_timed_as_one(tmp_path):
+    """Two MPEG-TS recordings joined byte for byte: the decoder's timestamps restart at the second's start."""
+
+    def write(path: Path, count: int, base: int) -> bytes:
+        with av.open(str(path), "w", format="mpegts") as output:
+            stream = output.add_stream("libx264", rate=25)
+            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+            stream.options = {"threads": "1", "bf": "0"}
+            for k in range(count):
+                frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), (base + k) % 256, np.uint8), format="rgb24")
+                frame.pts = k
+                for packet in stream.encode(frame):
+                    output.mux(packet)
+            for packet in stream.encode(None):
+                output.mux(packet)
+        return path.read_bytes()
+
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(write(tmp_path / "a.ts", 100, 0) + write(tmp_path / "b.ts", 250, 100))
+    with av.open(str(joined)) as container:  # the decoder hands on the restart
+        pts = [frame.pts for frame in container.decode(video=0)]
+    assert len(pts) == 350 and pts[100] < pts[99]
+    clip = open_clip(joined, NATIVE)
+    times = [seconds for _, seconds in clip.iter_timed()]
+    assert np.all(np.diff(times) > 0) and abs(times[-1] - 349 / 25) < 1 / 25
+    assert clip.frame_times() is None  # evenly timed: t / fps, as one recording

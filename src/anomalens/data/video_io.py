@@ -251,6 +251,11 @@ class _Source:
         raise NotImplementedError
 
 
+# a timestamp that steps back by more than this (seconds) starts a new clock (two recordings joined, a stream's
+# clock restarted) rather than being one broken timestamp: no real frame steps back so far
+RESTART_STEP = 1.0
+
+
 class FrameTimer:
     """Each frame's time in seconds from a file's timestamps (``stamp``: seconds, or None where the frame has none),
     given frame by frame as the frames come, so that a live watch, which cannot see the file first, times every
@@ -260,10 +265,19 @@ class FrameTimer:
       stepped-back timestamp costs a variable-rate file only that frame's real time, not every frame's after it;
     * a frame without a usable one is a frame period (``1 / fps``) after the frame before;
     * until the first timestamp, frames are at ``t / fps`` (None), and the first timestamped frame is a period
-      after the frame before it: a file without any timestamp stays at ``t / fps``.
+      after the frame before it: a file without any timestamp stays at ``t / fps``;
+    * a timestamp that steps back by more than ``RESTART_STEP`` starts a new clock (files joined, a restarted
+      stream): that frame is a period after the frame before, and the frames after it follow the new clock;
+    * one timestamp far off is one bad frame, not a new clock: a frame that steps back by more than
+      ``RESTART_STEP`` right after a frame that jumped forward by more than ``RESTART_STEP`` (beyond a period)
+      is two periods after the frame before the jump, and a frame that returns to the old clock right after a
+      step back resumes it; so only the bad frame keeps a wrong time. A jump that the frames after it continue
+      is a real gap (a variable-rate camera that paused) and is kept.
 
     Times always increase: a kept timestamp that a guess before it passed is placed a tick of the written
-    video's clock (``1 / TIMED_CLOCK``) after that guess.
+    video's clock (``1 / TIMED_CLOCK``) after that guess. The one exception is the frame given as it comes with a
+    far-future bad timestamp (nothing after it is seen yet); :meth:`times` places it a period after the frame
+    before it once the next frame shows it was bad.
 
     >>> timer = FrameTimer(fps=4)  # a variable rate with one timestamp missing and one repeated
     >>> [timer(stamp) for stamp in (0.0, 0.5, None, 1.0, 1.0, 2.0)]
@@ -275,18 +289,35 @@ class FrameTimer:
         self.seen: list[float | None] = []  # each frame's time so far
         self.kept: float | None = None  # the last timestamp kept, on the file's clock
         self.offset = 0.0  # the file's clock -> the frames' times
+        self.jump: float | None = None  # the previous frame jumped forward: the time of the frame before it
+        self.stepped: tuple[float, float] | None = None  # the previous frame stepped back: the old (kept, offset)
 
     def __call__(self, stamp: float | None) -> float | None:
         index, before = len(self.seen), self.seen[-1] if self.seen else None
+        period = 1.0 / self.fps
+        jump, stepped, self.jump, self.stepped = self.jump, self.stepped, None, None  # both: the previous frame only
         if self.kept is None and stamp is not None:  # the first timestamp: a period after the untimed frames
             self.offset = index / self.fps - stamp
-        if stamp is not None and (self.kept is None or stamp > self.kept):
+        if stamp is not None and stepped is not None and stamp > stepped[0] + RESTART_STEP:
+            stepped = None  # past the old clock too: the step back was a new clock, this a jump on it
+        if stamp is not None and stepped is not None and stamp > stepped[0]:  # back on the old clock: the step
+            self.kept, self.offset = stamp, stepped[1]  # back was one bad timestamp
+            seconds = max(stamp + self.offset, before + 1.0 / TIMED_CLOCK)
+        elif stamp is not None and self.kept is not None and stamp < self.kept - RESTART_STEP:  # a new clock
+            seconds = jump + 2 * period if jump is not None else before + period  # after a jump: it was one bad
+            self.stepped = None if jump is not None else (self.kept, self.offset)  # timestamp
+            self.kept, self.offset = stamp, seconds - stamp
+            if jump is not None:  # the pass's times (analyze-video) place the bad frame a period after the one
+                self.seen[-1] = jump + period  # before it; the watch has already shown it at its own
+        elif stamp is not None and (self.kept is None or stamp > self.kept):
             self.kept = stamp
             seconds = stamp + self.offset
             if before is not None:
+                if seconds - before > period + RESTART_STEP:
+                    self.jump = before
                 seconds = max(seconds, before + 1.0 / TIMED_CLOCK)
         else:
-            seconds = None if before is None else before + 1.0 / self.fps
+            seconds = None if before is None else before + period
         self.seen.append(seconds)
         return seconds
 
