@@ -135,6 +135,11 @@ def test_a_repeated_timestamp_costs_a_variable_rate_file_that_frame_s_time_only(
     rows = list(csv.DictReader(open(analysis.scores_csv)))
     assert [float(row["time"]) for row in rows] == [round(t, 4) for t in expected]
     assert any("variable frame rate" in line for line in lines)
+    # and that one frame's timestamp was repaired: once, naming the clip and the count
+    repairs = [line for line in lines if "broken timestamps" in line]
+    assert repairs == [f"warning: {repeated.stem}: broken timestamps: 1 frame without a usable timestamp was placed "
+                       "a frame period after the one before"]
+    assert open_clip(repeated, NATIVE).timestamp_repairs() is None  # before a pass
 
 
 def timed(stamps: list[float | None], fps: float) -> list[float | None]:
@@ -205,3 +210,73 @@ def test_joined_transport_streams_are_timed_as_one(tmp_path):
     times = [seconds for _, seconds in clip.iter_timed()]
     assert np.all(np.diff(times) > 0) and abs(times[-1] - 349 / 25) < 1 / 25
     assert clip.frame_times() is None  # evenly timed: t / fps, as one recording
+    assert clip.timestamp_repairs() == (1, 1)  # but the restart is counted: the joined frame a period on
+
+
+def counted(stamps: list[float | None], fps: float) -> tuple[int, int]:
+    timer = FrameTimer(fps)
+    for stamp in stamps:
+        timer(stamp)
+    return timer.repaired, timer.restarts
+
+
+def test_the_timer_counts_the_frames_it_repaired_and_the_clocks_it_started():
+    real = [i / 10 for i in range(20)]
+    assert counted(real, 10) == (0, 0)  # nothing broken
+    assert counted([0.0, 0.1, 0.5, None, 1.5, 1.6], 10) == (1, 0)  # a gap: one guessed
+    assert counted([0.0, 1.0, 1.0, 0.5, 3.0], 4) == (2, 0)  # a repeat and a short step back
+    # a guess that the next real times fall behind (a burst): the guess, and both real ones a tick after it
+    assert counted([0.0, 0.125, None, 0.25, 0.375, 1.0], 4) == (3, 0)
+    assert counted([0.0, 0.1, 0.2, 5.0, 5.1], 10) == (0, 0)  # a real pause is kept
+    assert counted([*real, *real], 10) == (1, 1)  # a restart: the joined frame a period on, then its own clock
+    assert counted([1.0, 1.1, 1.2, 1.3, 0.0, 0.5, 0.6, 1.5], 10) == (1, 1)
+    spike = list(real)
+    spike[5] = 1e6  # one far in the future: that frame only, no clock
+    assert counted(spike, 10) == (1, 0)
+    past = [10 + t for t in real]
+    past[5] = 0.0  # one far in the past, the old clock resumed after it: that frame only, no clock
+    assert counted(past, 10) == (1, 0)
+    assert counted([None] * 8, 10) == (0, 0)  # no timestamps at all: frame / fps, nothing repaired
+    assert counted([None, None, 0.0, 0.1], 10) == (0, 0)  # untimed frames before the first timestamp: not counted
+    # the clip's counts after a full pass (None before one)
+    clip = VideoClip(Path("stand-in.mkv"), NATIVE, _source=Stamped(spike, fps=10))
+    assert clip.timestamp_repairs() is None and clip.timestamp_note() is None
+    clip.frame_times()
+    assert clip.timestamp_repairs() == (1, 0)
+    assert clip.timestamp_note() == "1 frame without a usable timestamp was placed a frame period after the one before"
+    assert FrameTimer.describe(3, 2) == ("3 frames without a usable timestamp were placed a frame period after the one "
+                                         "before; 2 new clocks (joined recordings)")
+
+
+def test_the_watch_on_a_file_tells_what_it_repaired_when_the_file_ends(monkeypatch):
+    def clip(path, preprocessing=NATIVE):
+        return VideoClip(path, preprocessing, _source=Stamped(GAP, fps=10))
+
+    monkeypatch.setattr(sources, "open_clip", clip)
+    lines: list[str] = []
+    source = VideoFileSource(Path("stand-in.mkv"), log=lines.append)
+    assert source.repaired is None and source.restarts is None
+    frames = source.frames()
+    next(frames)
+    assert lines == []  # not before the file ends
+    list(frames)
+    assert (source.repaired, source.restarts) == (1, 0)
+    assert lines == ["warning: stand-in.mkv: broken timestamps: 1 frame without a usable timestamp was placed a frame "
+                     "period after the one before"]
+    # a file with nothing broken says nothing
+    monkeypatch.setattr(sources, "open_clip", lambda path, preprocessing=NATIVE: VideoClip(
+        path, preprocessing, _source=Stamped([0.0, 0.1, 0.5, 0.6], fps=10)))
+    lines.clear()
+    source = VideoFileSource(Path("stand-in.mkv"), log=lines.append)
+    list(source.frames())
+    assert (source.repaired, source.restarts) == (0, 0) and lines == []
+
+
+def test_a_watch_opened_on_a_file_passes_its_log_to_the_file_source(repeated):
+    # open_source is how the watcher opens a file: the repair warning must reach the watch's own log
+    from anomalens.live.sources import open_source
+
+    lines: list[str] = []
+    source = open_source(str(repeated), log=lines.append)
+    assert sum(1 for _ in source.frames()) == len(TIMES)
+    assert len(lines) == 1 and "repeated.mkv" in lines[0] and "1 frame" in lines[0]

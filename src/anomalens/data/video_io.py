@@ -171,6 +171,17 @@ class VideoClip:
             return None
         return times
 
+    def timestamp_repairs(self) -> tuple[int, int] | None:
+        """``(repaired, restarts)`` over the whole file, as :class:`FrameTimer` counts them: frames whose
+        timestamp was missing or unusable (placed a period after the frame before, or re-anchored) and new clocks
+        started (joined recordings); None before a full pass. A file without timestamps repairs nothing."""
+        return self._source.repairs
+
+    def timestamp_note(self) -> str | None:
+        """A warning's words for :meth:`timestamp_repairs` (what was done to the file's broken timestamps); None
+        where nothing was repaired or before a full pass."""
+        return FrameTimer.describe(*(self.timestamp_repairs() or (0, 0)))
+
     def iter_native(self) -> Iterator[np.ndarray]:
         """Native RGB ``uint8`` frames ``(H, W, 3)`` of this clip, front to back."""
         for frame, _ in self.iter_timed():
@@ -194,6 +205,7 @@ class VideoClip:
             yield frame, seconds
         if not stopped_early:
             self._source.times = timer.times()
+            self._source.repairs = (timer.repaired, timer.restarts)
             decoded = index + 1
             if decoded == 0:
                 raise DataError("no frame could be decoded (zero frames)", self.path)
@@ -245,6 +257,7 @@ class _Source:
     warned: bool = False
     # seconds of every frame from the stream's first (FrameTimer's), set by a full pass; None where no frame has a time
     times: np.ndarray | None = _NOT_YET
+    repairs: tuple[int, int] | None = None  # FrameTimer's (repaired, restarts) over the file, set by a full pass
 
     def frames(self, warn) -> Iterator[tuple[np.ndarray, float | None]]:  # pragma: no cover - interface
         """Native frames, each with its presentation time in seconds from the stream's first (None: unknown)."""
@@ -275,13 +288,20 @@ class FrameTimer:
       is a real gap (a variable-rate camera that paused) and is kept.
 
     Times always increase: a kept timestamp that a guess before it passed is placed a tick of the written
-    video's clock (``1 / TIMED_CLOCK``) after that guess. The one exception is the frame given as it comes with a
+    video's clock (``1 / TIMED_CLOCK``) after that guess.
+
+    What was repaired is counted, so that a user can be told: ``repaired``, the frames after the first timestamp
+    whose time is not their own timestamp (guessed a period on, re-anchored, or placed a tick after a guess), and
+    ``restarts``, the new clocks started (a step back that the next frame undoes was one bad timestamp, not a
+    clock). A file without timestamps counts nothing. The one exception is the frame given as it comes with a
     far-future bad timestamp (nothing after it is seen yet); :meth:`times` places it a period after the frame
     before it once the next frame shows it was bad.
 
     >>> timer = FrameTimer(fps=4)  # a variable rate with one timestamp missing and one repeated
     >>> [timer(stamp) for stamp in (0.0, 0.5, None, 1.0, 1.0, 2.0)]
     [0.0, 0.5, 0.75, 1.0, 1.25, 2.0]
+    >>> timer.repaired, timer.restarts
+    (2, 0)
     """
 
     def __init__(self, fps: float) -> None:
@@ -291,6 +311,8 @@ class FrameTimer:
         self.offset = 0.0  # the file's clock -> the frames' times
         self.jump: float | None = None  # the previous frame jumped forward: the time of the frame before it
         self.stepped: tuple[float, float] | None = None  # the previous frame stepped back: the old (kept, offset)
+        self.repaired = 0  # frames after the first timestamp not at their own timestamp (guessed, re-anchored)
+        self.restarts = 0  # new clocks started (joined recordings, a restarted stream)
 
     def __call__(self, stamp: float | None) -> float | None:
         index, before = len(self.seen), self.seen[-1] if self.seen else None
@@ -302,24 +324,43 @@ class FrameTimer:
             stepped = None  # past the old clock too: the step back was a new clock, this a jump on it
         if stamp is not None and stepped is not None and stamp > stepped[0]:  # back on the old clock: the step
             self.kept, self.offset = stamp, stepped[1]  # back was one bad timestamp
+            self.restarts -= 1  # counted as a new clock by the frame before: it was one bad frame
             seconds = max(stamp + self.offset, before + 1.0 / TIMED_CLOCK)
+            self.repaired += seconds != stamp + self.offset
         elif stamp is not None and self.kept is not None and stamp < self.kept - RESTART_STEP:  # a new clock
             seconds = jump + 2 * period if jump is not None else before + period  # after a jump: it was one bad
             self.stepped = None if jump is not None else (self.kept, self.offset)  # timestamp
+            old_offset = self.offset
             self.kept, self.offset = stamp, seconds - stamp
+            if jump is None or abs(self.offset - old_offset) > 0.5 * period:  # not the old clock resumed
+                self.restarts, self.repaired = self.restarts + 1, self.repaired + 1
             if jump is not None:  # the pass's times (analyze-video) place the bad frame a period after the one
                 self.seen[-1] = jump + period  # before it; the watch has already shown it at its own
+                self.repaired += 1
         elif stamp is not None and (self.kept is None or stamp > self.kept):
             self.kept = stamp
             seconds = stamp + self.offset
             if before is not None:
                 if seconds - before > period + RESTART_STEP:
                     self.jump = before
+                self.repaired += seconds <= before  # placed a tick after a guess that passed it
                 seconds = max(seconds, before + 1.0 / TIMED_CLOCK)
         else:
             seconds = None if before is None else before + period
+            self.repaired += before is not None  # after the first timestamp: guessed a period on
         self.seen.append(seconds)
         return seconds
+
+    @staticmethod
+    def describe(repaired: int, restarts: int) -> str | None:
+        """What was done to a file's broken timestamps, for a warning; None where nothing was."""
+        parts = []
+        if repaired:
+            parts.append(f"{repaired} frame{'s' if repaired != 1 else ''} without a usable timestamp "
+                         f"{'were' if repaired != 1 else 'was'} placed a frame period after the one before")
+        if restarts:
+            parts.append(f"{restarts} new clock{'s' if restarts != 1 else ''} (joined recordings)")
+        return "; ".join(parts) or None
 
     def times(self, count: int | None = None) -> np.ndarray | None:
         """The times of the first ``count`` frames (None: of all so far), untimed ones at ``t / fps``; None where

@@ -127,10 +127,14 @@ class VideoFileSource(Source):
 
     kind = "file"
 
-    def __init__(self, path: Path, realtime: bool = False) -> None:
+    def __init__(self, path: Path, realtime: bool = False, log: LogCallback | None = None) -> None:
         super().__init__(str(path))
         self.clip = open_clip(path, Preprocessing(image_size=None))  # native frames: iter_timed() only
         self.stated_fps, self.realtime, self.live = self.clip.stated_fps, realtime, realtime
+        self.log = log or (lambda message: None)
+        # once the file has ended: frames whose broken timestamp was repaired, and new clocks started (None before)
+        self.repaired: int | None = None
+        self.restarts: int | None = None
 
     def frames(self) -> Iterator[SourceFrame]:
         started = time.monotonic()
@@ -142,6 +146,10 @@ class VideoFileSource(Source):
                 if delay > 0 and self.stopping.wait(delay):
                     return
             yield SourceFrame(image, time.time(), time=seconds)
+        self.repaired, self.restarts = self.clip.timestamp_repairs() or (0, 0)  # the file has ended
+        note = self.clip.timestamp_note()
+        if note:
+            self.log(f"warning: {self.name}: broken timestamps: {note}")
 
 
 class StreamSource(Source):
@@ -563,4 +571,4 @@ def open_source(
         raise DataError("source not found (give a video file, a folder, an rtsp:// or http(s):// URL, or /dev/videoN)", path)
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         raise DataError("a single image is not a live source; give the folder it is dropped into", path)
-    return VideoFileSource(path, realtime)
+    return VideoFileSource(path, realtime, log=log)

@@ -437,6 +437,9 @@ def analyze_video(
         # motion is compared per frame at one rate: a frame after a long gap moved further than one after a short
         reporter.log(f"warning: {clip.name}: variable frame rate{uneven}: times are the file's own timestamps, but "
                      "motion is measured between consecutive frames, so frames after long gaps can score high")
+    repaired = clip.timestamp_note()  # broken timestamps repaired in the pass just done, counted
+    if repaired:
+        reporter.log(f"warning: {clip.name}: broken timestamps: {repaired}")
     events = calibrated_events(scores, cal, clip.fps, normalized_scores=normalized, times=times)
     cues = {name: np.asarray(values, dtype=np.float64) for name, values in getattr(prediction, "cues", {}).items()}
     attach_peak_cues(events, cues)  # which cue made each peak
