@@ -301,15 +301,18 @@ def test_frames_scored_nan_make_events_and_every_message_is_json(detector, tmp_p
 
 
 def test_a_variable_rate_file_s_event_clip_keeps_its_frame_times(detector, vfr_files, tmp_path):
-    """The clip of the red frames' event (3 s before, 3 s after at the stated 10 fps: the whole file) shows each
-    frame when the source did, a burst of frames 0.1 s apart and the gaps between them, not 24 frames at 10 fps."""
+    """The clip of the red frames' event shows each frame when the source did, a burst of frames 0.1 s apart and the
+    gaps between them, not frames at the stated 10 fps; and it spans seconds by those times: 3 s before the event (the
+    file's start), to the first frame 3 s or more past its end (5.2 s, where 3 s at 10 fps would be the whole file)."""
     out = tmp_path / "out"
     Watcher(detector, str(vfr_files["mkv"]), out, device="cpu").run()
     [event] = [m for m in read_jsonl(out / "events.jsonl") if m["type"] == "anomaly"]
     assert event["clip_first_frame"] == 0
     with av.open(str(out / event["clip"])) as container:
         times = [float(frame.time) for frame in container.decode(video=0)]
-    np.testing.assert_allclose(times, TIMES, atol=1e-4)
+    end = next(i for i, t in enumerate(TIMES) if t >= TIMES[event["end_frame"]] + 3.0 - 1e-6)
+    assert event["end_frame"] == 11 and end == 20
+    np.testing.assert_allclose(times, TIMES[: end + 1], atol=1e-4)
 
 
 def test_the_frame_log_leaves_the_cells_of_a_nan_frame_empty(detector, tmp_path):

@@ -6,7 +6,10 @@ The reader hands frames over with :meth:`ClipWriter.add` (never blocks: when the
 left out of the clips and counted), the scorer says when an event starts and where it ends. Each frame keeps its
 source frame number as its timestamp (at the stream's rate), or, from a file with its own frame times (a variable
 frame rate), that time from the clip's first frame, so a clip plays in real time even where frames were left out
-and a burst of frames is not squeezed to the stated rate. Memory is bounded: the ring, a queue of ``2 s`` of
+and a burst of frames is not squeezed to the stated rate. Where the frames carry their own times, a clip's extent
+follows them too: from the frames within ``before`` seconds of its event's first frame (as far as the ring holds
+them) to the first frame ``after`` seconds or more past its last, at most ``max_seconds`` of the frames' time;
+without them, all three are frame counts at the stated rate. Memory is bounded: the ring, a queue of ``2 s`` of
 frames, and at most two encoders (an event soon after another joins its clip; libx264 on a single thread, so the
 writer never takes more than one core).
 
@@ -35,6 +38,12 @@ from anomalens.data.video_io import TIMED_CLOCK, VideoWriter
 
 CLIP_CRF, CLIP_PRESET = 23, "veryfast"  # evidence, not archive quality: small files, cheap to encode
 QUEUE_SECONDS = 2.0  # frames waiting for the writer; beyond that new frames are left out of the clips
+# The ring is counted in frames at the stated rate (``before`` seconds of them, plus the lead). Frames with their own
+# times may come faster than that rate for a while (a burst of a variable-rate file), so once such frames come the
+# ring holds this many times the ``before`` frames (still a bound; a burst denser than that over the whole ``before``
+# seconds starts its clip later, at the oldest frame the ring still holds)
+RING_BURST = 3
+_EPS = 1e-6  # seconds: frame times compared with ``before``/``after``/``max_seconds`` within this
 
 
 @dataclass
@@ -48,6 +57,10 @@ class _Clip:
     zero: float | None = None
     written: int = -1  # the last frame number written
     done: bool = False
+    # the extent by the frames' own times (its event's first frame had one): the time of frame ``first``, else None
+    t0: float | None = None
+    cap: int = 0  # the latest ``last`` may be (``first + max_frames - 1``; by time: set once max_seconds is reached)
+    until: float | None = None  # by time, once its owner ended: the clip ends at the first frame at this time or later
 
 
 class ClipWriter:
@@ -65,10 +78,17 @@ class ClipWriter:
         self.fps, self.width = fps, width
         self.before, self.after = round(before * fps), round(after * fps)
         self.max_frames = max(1, round(max_seconds * fps))
+        self.before_s, self.after_s, self.max_s = float(before), float(after), float(max_seconds)
         self.log = log or (lambda message: None)
         self.lead = max(0, lead)
-        # (frame number, frame, its own time): as :meth:`add` takes them
+        # (frame number, frame, its own time): as :meth:`add` takes them. Sized in frames at the stated rate; the
+        # writer enlarges it to ``timed_ring`` at the first frame with its own time (see RING_BURST)
         self.ring: deque[tuple[int, np.ndarray, float | None]] = deque(maxlen=self.before + self.lead + 1)
+        self.timed_ring = RING_BURST * self.before + self.lead + 1
+        # (frame number, its own time) of the latest frames given with one, as the reader adds them (no images: a
+        # few bytes each), so that the scorer's start/end find the frames ``before``/``after`` seconds away; as long
+        # as the enlarged ring, so that no clip starts before what the ring can hold
+        self.times: deque[tuple[int, float]] = deque(maxlen=self.timed_ring)
         self.frames: queue.Queue[tuple[int, np.ndarray, float | None]] = queue.Queue(
             maxsize=max(8, round(queue_seconds * fps)))
         self.lock = threading.Lock()  # guards the clips: the scorer opens and ends them, the writer writes them
@@ -85,6 +105,8 @@ class ClipWriter:
         """A decoded frame (any size; scaled down to ``width`` here) and its time in the source by its own
         timestamps (a video file's: :class:`~anomalens.data.video_io.FrameTimer`; None: ``index / fps``). Never
         blocks."""
+        if seconds is not None:
+            self.times.append((index, float(seconds)))
         try:
             self.frames.put_nowait((index, image, seconds))
         except queue.Full:  # the writer is behind: this frame is left out (its time stays in the clip)
@@ -92,27 +114,56 @@ class ClipWriter:
 
     def start(self, event: int, path: Path, first_event_frame: int) -> tuple[Path, int]:
         """An event began at ``first_event_frame``: its clip (``path``, or the clip it joins) and the clip's
-        first frame, ``before`` frames ahead of the event's (or earlier, for a joined clip)."""
+        first frame, ``before`` frames ahead of the event's (or earlier, for a joined clip). Where the frames
+        carry their own times, ``before`` seconds ahead by them, back to the oldest frame the ring holds."""
+        times = self._times()
+        t_event = times.get(first_event_frame)
         with self.lock:
-            first = max(0, first_event_frame - self.before, self.cut_after + 1)
+            if t_event is None:  # frame counts at the stated rate
+                first = max(0, first_event_frame - self.before, self.cut_after + 1)
+            else:
+                first = min((i for i, t in times.items() if i <= first_event_frame and t >= t_event - self.before_s
+                             - _EPS), default=first_event_frame)
+                first = max(0, first, self.cut_after + 1)
             latest = self.open[-1] if self.open else None
             # a clip never runs past its first frame + max_seconds, so an event joins only the first half of one
-            joinable = latest is not None and first_event_frame < latest.first + self.max_frames // 2
+            if latest is not None and latest.t0 is not None and t_event is not None:
+                joinable = t_event < latest.t0 + self.max_s / 2
+            else:
+                joinable = latest is not None and first_event_frame < latest.first + self.max_frames // 2
             if latest is not None and ((joinable and latest.last >= first) or len(self.open) >= self.MAX_OPEN):
-                latest.last, latest.owner = latest.first + self.max_frames - 1, event  # still recording: join it
+                latest.last, latest.owner, latest.until = latest.cap, event, None  # still recording: join it
                 clip = latest
             else:
-                clip = _Clip(Path(path), first, first + self.max_frames - 1, event)
+                # the time of its first frame (or of the first one the reader kept a time of)
+                t0 = None if t_event is None else times.get(
+                    first, min((t for i, t in times.items() if i >= first), default=t_event))
+                # by time, the writer stops it at max_seconds; the frame cap only bounds a clip whose frames lost
+                # their times on the way
+                cap = first + (self.max_frames if t0 is None else RING_BURST * self.max_frames) - 1
+                clip = _Clip(Path(path), first, cap, event, t0=t0, cap=cap)
                 self.open.append(clip)
             self.of_event[event] = clip
             return clip.path, clip.first
 
     def end(self, event: int, last_event_frame: int) -> None:
-        """The event ended at ``last_event_frame``: its clip runs ``after`` frames further."""
+        """The event ended at ``last_event_frame``: its clip runs ``after`` frames further, or, by the frames' own
+        times, to the first frame ``after`` seconds or more past it (found by the writer if not yet read)."""
+        times = self._times()
         with self.lock:
             clip = self.of_event.pop(event, None)
-            if clip is not None and clip.owner == event:
+            if clip is None or clip.owner != event:
+                return
+            t_end = times.get(last_event_frame) if clip.t0 is not None else None
+            if t_end is None:
                 clip.last = min(clip.last, last_event_frame + self.after)
+                return
+            until = t_end + self.after_s - _EPS
+            last = min((i for i, t in times.items() if i >= last_event_frame and t >= until), default=None)
+            if last is None:
+                clip.until = until
+            else:
+                clip.last = min(clip.last, last)
 
     def cut(self, last_frame: int) -> None:
         """The source dropped after ``last_frame``: every open clip ends there (and is written out while the source
@@ -126,6 +177,14 @@ class ClipWriter:
         """The watch ended: the frames still queued are written, the clips end there; waits until written."""
         self.closing.set()
         self.thread.join(timeout)
+
+    def _times(self) -> dict[int, float]:
+        """The frame times :meth:`add` kept, frame number -> seconds (a copy: the reader goes on adding)."""
+        while True:
+            try:
+                return dict(self.times)
+            except RuntimeError:  # appended to while copied
+                continue
 
     def stats(self) -> dict[str, int]:
         return {"clips_written": self.written, "clips_failed": self.failed, "clip_frames_left_out": self.skipped,
@@ -146,6 +205,8 @@ class ClipWriter:
                     self._finish(clip)
                 continue
             small = shrink(image, self.width)
+            if seconds is not None and (self.ring.maxlen or 0) < self.timed_ring:  # frames with times: room for bursts
+                self.ring = deque(self.ring, maxlen=self.timed_ring)
             self.ring.append((index, small, seconds))
             with self.lock:
                 clips = list(self.open)
@@ -172,12 +233,27 @@ class ClipWriter:
         try:
             if clip.writer is None:
                 # its first frame has its own time: the clip keeps the frames' times (a variable rate plays as it was)
-                clip.zero = None if seconds is None else seconds - (index - clip.first) / self.fps
+                if seconds is None:
+                    clip.zero = None
+                elif clip.t0 is not None and clip.t0 <= seconds:
+                    clip.zero = clip.t0  # the time of its first frame, even where that frame was left out
+                else:
+                    clip.zero = seconds - (index - clip.first) / self.fps
                 clock = None if clip.zero is None else Fraction(1, TIMED_CLOCK)
                 clip.writer = VideoWriter(clip.path, self.fps, crf=CLIP_CRF, preset=CLIP_PRESET, threads=1,
                                           time_base=clock)
+            at = index / self.fps if seconds is None else seconds
+            if clip.t0 is not None and clip.zero is not None and clip.written >= 0 \
+                    and at - clip.zero >= self.max_s - _EPS:
+                with self.lock:  # max_seconds of the frames' time: the clip ends at the frame before
+                    clip.cap = clip.last = min(clip.last, clip.written)
+                return
             clip.writer.write(small, pts=self._pts(clip, index, seconds))
             clip.written = index
+            if clip.until is not None:
+                with self.lock:  # the first frame ``after`` seconds past its event: the clip's last
+                    if clip.until is not None and at >= clip.until:
+                        clip.last, clip.until = min(clip.last, index), None
         except Exception as exc:  # a clip that cannot be written must not end the watch
             self.log(f"clip {clip.path.name}: {exc.__class__.__name__}: {exc}")
             self.failed += 1
