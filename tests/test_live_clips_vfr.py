@@ -112,3 +112,53 @@ def test_frames_without_times_keep_frame_counts(tmp_path):
         assert got == [(path, 5)]
         assert indices == list(range(5, 27))
         np.testing.assert_allclose(times, [(i - 5) / 5 for i in range(5, 27)], atol=1e-4)
+
+
+def test_whether_an_event_joins_the_clip_before_does_not_depend_on_the_writer_being_behind(tmp_path, monkeypatch):
+    """Event 1 at 2.0-3.0 s ends (1 s after: 4.0 s); event 2 at 6.0 s starts its own clip at 5.0 s. A writer thread
+    slowed down has not reached 4.0 s when event 2 starts: the first clip's end is settled from the reader's times
+    then, so event 2 still gets a clip of its own (it had joined the first, which then ran on through frames that
+    belonged to neither event)."""
+    import anomalens.live.clips as clips
+
+    real_shrink = clips.shrink
+    monkeypatch.setattr(clips, "shrink", lambda image, width: (time.sleep(0.03), real_shrink(image, width))[1])
+    writer = ClipWriter(10, before=1, after=1, max_seconds=60, lead=5, queue_seconds=100)
+    first, second = tmp_path / "e1.mp4", tmp_path / "e2.mp4"
+    calls = {25: [("start", 1, first, 20)], 35: [("end", 1, 30)], 65: [("start", 2, second, 60)], 75: [("end", 2, 70)]}
+    started = []
+    for index in range(100):
+        writer.add(index, np.full((48, 64, 3), 2 * index, np.uint8), index / 10)
+        for method, *args in calls.get(index, []):
+            result = getattr(writer, method)(*args)
+            if method == "start":
+                started.append(result[0])
+    writer.close()
+    assert started == [first, second]
+
+    def frames_of(path: Path) -> list[int]:
+        with av.open(str(path)) as container:
+            return [round(float(f.to_ndarray(format="rgb24").mean()) / 2) for f in container.decode(video=0)]
+
+    # greys 2 apart: H.264 may move one by a level, so each clip is told by its length and ends
+    for path, (start, end) in ((first, (10, 40)), (second, (50, 80))):
+        found = frames_of(path)
+        assert len(found) == end - start + 1 and abs(found[0] - start) <= 1 and abs(found[-1] - end) <= 1
+
+
+def test_a_real_rate_far_above_the_stated_one_still_gets_the_whole_clip(tmp_path):
+    """Stated 5 fps, frames at 50 fps: the event at 2.0-5.0 s keeps its 1 s after (to 6.0 s); a cap of a few times
+    the stated rate's frames had cut the clip at 4.66 s, before the event's end."""
+    times = [i / 50 for i in range(400)]
+    writer = ClipWriter(5, before=1, after=1, max_seconds=10, lead=5, queue_seconds=100)
+    path = tmp_path / "event.mp4"
+    for index, seconds in enumerate(times):
+        writer.add(index, image(index % 40), seconds)
+        if index == 110:
+            writer.start(1, path, 100)
+        if index == 260:
+            writer.end(1, 250)
+    writer.close()
+    _, clip_times = read_clip(path)
+    # the event's 3 s and the 1 s after it at least (the 1 s before reaches back as far as the ring holds frames)
+    assert clip_times[-1] - clip_times[0] >= 4.0 - 0.05

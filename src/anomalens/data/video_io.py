@@ -291,7 +291,8 @@ class FrameTimer:
     video's clock (``1 / TIMED_CLOCK``) after that guess.
 
     What was repaired is counted, so that a user can be told: ``repaired``, the frames after the first timestamp
-    whose time is not their own timestamp (guessed a period on, re-anchored, or placed a tick after a guess), and
+    whose time is not their own timestamp (guessed a period on, or re-anchored; one only moved a tick to stay
+    after a guess keeps its timestamp to 11 microseconds and is not counted), and
     ``restarts``, the new clocks started (a step back that the next frame undoes was one bad timestamp, not a
     clock). A file without timestamps counts nothing. The one exception is the frame given as it comes with a
     far-future bad timestamp (nothing after it is seen yet); :meth:`times` places it a period after the frame
@@ -326,7 +327,6 @@ class FrameTimer:
             self.kept, self.offset = stamp, stepped[1]  # back was one bad timestamp
             self.restarts -= 1  # counted as a new clock by the frame before: it was one bad frame
             seconds = max(stamp + self.offset, before + 1.0 / TIMED_CLOCK)
-            self.repaired += seconds != stamp + self.offset
         elif stamp is not None and self.kept is not None and stamp < self.kept - RESTART_STEP:  # a new clock
             seconds = jump + 2 * period if jump is not None else before + period  # after a jump: it was one bad
             self.stepped = None if jump is not None else (self.kept, self.offset)  # timestamp
@@ -343,7 +343,6 @@ class FrameTimer:
             if before is not None:
                 if seconds - before > period + RESTART_STEP:
                     self.jump = before
-                self.repaired += seconds <= before  # placed a tick after a guess that passed it
                 seconds = max(seconds, before + 1.0 / TIMED_CLOCK)
         else:
             seconds = None if before is None else before + period

@@ -43,6 +43,9 @@ QUEUE_SECONDS = 2.0  # frames waiting for the writer; beyond that new frames are
 # ring holds this many times the ``before`` frames (still a bound; a burst denser than that over the whole ``before``
 # seconds starts its clip later, at the oldest frame the ring still holds)
 RING_BURST = 3
+# A clip on the frames' own times ends by max_seconds of those times; this many times its frames at the stated rate
+# only bound one whose frames lose their times on the way (a real rate 20x the stated one still gets its whole clip)
+TIMED_CAP = 20
 _EPS = 1e-6  # seconds: frame times compared with ``before``/``after``/``max_seconds`` within this
 
 
@@ -126,6 +129,11 @@ class ClipWriter:
                              - _EPS), default=first_event_frame)
                 first = max(0, first, self.cut_after + 1)
             latest = self.open[-1] if self.open else None
+            if latest is not None and latest.until is not None:  # its end is read by now: settle it before the
+                # join test, which would otherwise depend on how far behind the writer thread is
+                ended = [i for i, t in times.items() if t >= latest.until]
+                if ended:
+                    latest.last, latest.until = min(latest.last, min(ended)), None
             # a clip never runs past its first frame + max_seconds, so an event joins only the first half of one
             if latest is not None and latest.t0 is not None and t_event is not None:
                 joinable = t_event < latest.t0 + self.max_s / 2
@@ -140,7 +148,7 @@ class ClipWriter:
                     first, min((t for i, t in times.items() if i >= first), default=t_event))
                 # by time, the writer stops it at max_seconds; the frame cap only bounds a clip whose frames lost
                 # their times on the way
-                cap = first + (self.max_frames if t0 is None else RING_BURST * self.max_frames) - 1
+                cap = first + (self.max_frames if t0 is None else TIMED_CAP * self.max_frames) - 1
                 clip = _Clip(Path(path), first, cap, event, t0=t0, cap=cap)
                 self.open.append(clip)
             self.of_event[event] = clip
@@ -205,8 +213,10 @@ class ClipWriter:
                     self._finish(clip)
                 continue
             small = shrink(image, self.width)
-            if seconds is not None and (self.ring.maxlen or 0) < self.timed_ring:  # frames with times: room for bursts
-                self.ring = deque(self.ring, maxlen=self.timed_ring)
+            if seconds is not None and (self.ring.maxlen or 0) < self.timed_ring + self.frames.maxsize:
+                # frames with times: room for bursts, and for the frames still queued when the scorer chose a clip's
+                # first frame from ``times`` (the reader's, ahead of this thread by up to the queue)
+                self.ring = deque(self.ring, maxlen=self.timed_ring + self.frames.maxsize)
             self.ring.append((index, small, seconds))
             with self.lock:
                 clips = list(self.open)
