@@ -229,6 +229,13 @@ def test_the_timer_counts_the_frames_it_repaired_and_the_clocks_it_started():
     # their timestamps to 11 microseconds and are not counted
     assert counted([0.0, 0.125, None, 0.25, 0.375, 1.0], 4) == (1, 0)
     assert counted([0.0, 0.1, 0.2, 5.0, 5.1], 10) == (0, 0)  # a real pause is kept
+    assert counted([None, None, 0.2, 0.3], 10) == (2, 0)  # the first two had no timestamp: at t / fps
+    # a bad stamp far back, then a repeat of the old clock's last: the old clock resumes (it had not, and every later
+    # frame moved about 8 s on a clock that began at the bad stamp)
+    timer = FrameTimer(10)
+    placed = [timer(stamp) for stamp in (10.0, 10.1, 10.2, 2.0, 10.2, 10.3, 10.4, 10.5, 10.6)]
+    assert (timer.repaired, timer.restarts) == (2, 0)
+    assert placed[-1] == pytest.approx(0.6) and placed[-2] == pytest.approx(0.5)
     assert counted([*real, *real], 10) == (1, 1)  # a restart: the joined frame a period on, then its own clock
     assert counted([1.0, 1.1, 1.2, 1.3, 0.0, 0.5, 0.6, 1.5], 10) == (1, 1)
     spike = list(real)
@@ -238,7 +245,7 @@ def test_the_timer_counts_the_frames_it_repaired_and_the_clocks_it_started():
     past[5] = 0.0  # one far in the past, the old clock resumed after it: that frame only, no clock
     assert counted(past, 10) == (1, 0)
     assert counted([None] * 8, 10) == (0, 0)  # no timestamps at all: frame / fps, nothing repaired
-    assert counted([None, None, 0.0, 0.1], 10) == (0, 0)  # untimed frames before the first timestamp: not counted
+    assert counted([None, None, 0.0, 0.1], 10) == (2, 0)  # untimed frames before the first timestamp: at t / fps
     # the clip's counts after a full pass (None before one)
     clip = VideoClip(Path("stand-in.mkv"), NATIVE, _source=Stamped(spike, fps=10))
     assert clip.timestamp_repairs() is None and clip.timestamp_note() is None

@@ -290,10 +290,10 @@ class FrameTimer:
     Times always increase: a kept timestamp that a guess before it passed is placed a tick of the written
     video's clock (``1 / TIMED_CLOCK``) after that guess.
 
-    What was repaired is counted, so that a user can be told: ``repaired``, the frames after the first timestamp
-    whose time is not their own timestamp (guessed a period on, or re-anchored; one only moved a tick to stay
-    after a guess keeps its timestamp to 11 microseconds and is not counted), and
-    ``restarts``, the new clocks started (a step back that the next frame undoes was one bad timestamp, not a
+    What was repaired is counted, so that a user can be told: ``repaired``, the frames before the first timestamp
+    (at ``t / fps``) and those after it whose time is not their own timestamp (guessed a period on, or
+    re-anchored; one only moved a tick to stay after a guess keeps its timestamp to 11 microseconds and is not
+    counted), and ``restarts``, the new clocks started (a step back that the next frame undoes was one bad timestamp, not a
     clock). A file without timestamps counts nothing. The one exception is the frame given as it comes with a
     far-future bad timestamp (nothing after it is seen yet); :meth:`times` places it a period after the frame
     before it once the next frame shows it was bad.
@@ -312,7 +312,7 @@ class FrameTimer:
         self.offset = 0.0  # the file's clock -> the frames' times
         self.jump: float | None = None  # the previous frame jumped forward: the time of the frame before it
         self.stepped: tuple[float, float] | None = None  # the previous frame stepped back: the old (kept, offset)
-        self.repaired = 0  # frames after the first timestamp not at their own timestamp (guessed, re-anchored)
+        self.repaired = 0  # frames not at their own timestamp (guessed, re-anchored, or untimed before the first)
         self.restarts = 0  # new clocks started (joined recordings, a restarted stream)
 
     def __call__(self, stamp: float | None) -> float | None:
@@ -321,12 +321,16 @@ class FrameTimer:
         jump, stepped, self.jump, self.stepped = self.jump, self.stepped, None, None  # both: the previous frame only
         if self.kept is None and stamp is not None:  # the first timestamp: a period after the untimed frames
             self.offset = index / self.fps - stamp
+            self.repaired += index  # those frames were placed at t / fps, none by a timestamp of its own
         if stamp is not None and stepped is not None and stamp > stepped[0] + RESTART_STEP:
             stepped = None  # past the old clock too: the step back was a new clock, this a jump on it
-        if stamp is not None and stepped is not None and stamp > stepped[0]:  # back on the old clock: the step
+        if stamp is not None and stepped is not None and stamp >= stepped[0]:  # back on the old clock: the step
             self.kept, self.offset = stamp, stepped[1]  # back was one bad timestamp
             self.restarts -= 1  # counted as a new clock by the frame before: it was one bad frame
-            seconds = max(stamp + self.offset, before + 1.0 / TIMED_CLOCK)
+            if stamp > stepped[0]:
+                seconds = max(stamp + self.offset, before + 1.0 / TIMED_CLOCK)
+            else:  # a repeat of the old clock's last: as any repeat, a period on
+                seconds, self.repaired = before + period, self.repaired + 1
         elif stamp is not None and self.kept is not None and stamp < self.kept - RESTART_STEP:  # a new clock
             seconds = jump + 2 * period if jump is not None else before + period  # after a jump: it was one bad
             self.stepped = None if jump is not None else (self.kept, self.offset)  # timestamp
