@@ -288,15 +288,15 @@ class FrameTimer:
       is a real gap (a variable-rate camera that paused) and is kept.
 
     Times always increase: a kept timestamp that a guess before it passed is placed a tick of the written
-    video's clock (``1 / TIMED_CLOCK``) after that guess.
+    video's clock (``1 / TIMED_CLOCK``) after that guess. The one exception is the frame given as it comes with a
+    far-future bad timestamp (nothing after it is seen yet); :meth:`times` places it a period after the frame
+    before it once the next frame shows it was bad.
 
     What was repaired is counted, so that a user can be told: ``repaired``, the frames before the first timestamp
     (at ``t / fps``) and those after it whose time is not their own timestamp (guessed a period on, or
     re-anchored; one only moved a tick to stay after a guess keeps its timestamp to 11 microseconds and is not
-    counted), and ``restarts``, the new clocks started (a step back that the next frame undoes was one bad timestamp, not a
-    clock). A file without timestamps counts nothing. The one exception is the frame given as it comes with a
-    far-future bad timestamp (nothing after it is seen yet); :meth:`times` places it a period after the frame
-    before it once the next frame shows it was bad.
+    counted), and ``restarts``, the new clocks started (a step back that the next frame undoes was one bad
+    timestamp, not a clock). A file without timestamps counts nothing.
 
     >>> timer = FrameTimer(fps=4)  # a variable rate with one timestamp missing and one repeated
     >>> [timer(stamp) for stamp in (0.0, 0.5, None, 1.0, 1.0, 2.0)]

@@ -49,6 +49,12 @@ TIMED_CAP = 20
 _EPS = 1e-6  # seconds: frame times compared with ``before``/``after``/``max_seconds`` within this
 
 
+def _first_at(times: dict[int, float], seconds: float, from_frame: int = 0) -> int | None:
+    """The first frame from ``from_frame`` on whose time (``times``: frame number -> seconds) is ``seconds`` or
+    later; None where the reader has given none yet."""
+    return min((i for i, t in times.items() if i >= from_frame and t >= seconds), default=None)
+
+
 @dataclass
 class _Clip:
     path: Path
@@ -131,9 +137,9 @@ class ClipWriter:
             latest = self.open[-1] if self.open else None
             if latest is not None and latest.until is not None:  # its end is read by now: settle it before the
                 # join test, which would otherwise depend on how far behind the writer thread is
-                ended = [i for i, t in times.items() if t >= latest.until]
-                if ended:
-                    latest.last, latest.until = min(latest.last, min(ended)), None
+                ended = _first_at(times, latest.until)
+                if ended is not None:
+                    latest.last, latest.until = min(latest.last, ended), None
             # a clip never runs past its first frame + max_seconds, so an event joins only the first half of one
             if latest is not None and latest.t0 is not None and t_event is not None:
                 joinable = t_event < latest.t0 + self.max_s / 2
@@ -167,7 +173,7 @@ class ClipWriter:
                 clip.last = min(clip.last, last_event_frame + self.after)
                 return
             until = t_end + self.after_s - _EPS
-            last = min((i for i, t in times.items() if i >= last_event_frame and t >= until), default=None)
+            last = _first_at(times, until, last_event_frame)
             if last is None:
                 clip.until = until
             else:
