@@ -16,7 +16,8 @@ encoding (pooled, so that an offset of one clip against another counts), the poo
 score; and the worst figures over the seen and over the unseen encodings. Where the flagged normal frames lie is
 split out (``flagged_normal_frames``): in the normal clips, in an anomaly clip within the temporal smoothing's
 reach of an anomalous frame (``round(4 * temporal_sigma)`` frames, where the anomaly's own score spreads), or
-elsewhere in an anomaly clip; the headline share counts them all.
+elsewhere in an anomaly clip; the headline share counts them all. ``noise_level`` counts the frames (of all test
+clips) noisier than the model's saved limit, which ``match_noise_level`` low-passed before the appearance backbone.
 
 ``--variant KEY=VALUE[,KEY=VALUE...]`` (repeatable) also reports the same figures for scoring settings that act on
 the cell maps (``typical_motion_ceiling``, ``above_ceiling_lowpass``, ``cue_combination``): each batch's maps are
@@ -153,6 +154,35 @@ def model_settings(items: list[str]) -> dict:
     return settings
 
 
+class NoiseLevelRecorder:
+    """Records the noise level (models/components/noise_level.py) of every frame the detector's appearance backbone
+    is given, before the matching, so that a report can say how many frames ``match_noise_level`` changed: those
+    above the model's saved limit (none for a model without one)."""
+
+    def __init__(self, detector) -> None:
+        self.detector = detector
+        self.levels: list[np.ndarray] = []
+        self._backbone_input = detector.backbone_input  # the bound method, before it is wrapped
+        detector.backbone_input = self._recording
+
+    def _recording(self, frames: torch.Tensor, record: bool = False, shortcut: bool = True) -> torch.Tensor:
+        from anomalens.models.components.kernels import gaussian_blur
+        from anomalens.models.components.noise_level import noise_level
+
+        self.levels.append(noise_level(gaussian_blur(frames, self.detector.config.input_blur)).cpu().numpy())
+        return self._backbone_input(frames, record, shortcut)
+
+    def take(self) -> dict:
+        """The frames recorded since the last call: how many, how many lie above the limit, the highest level."""
+        levels = np.concatenate(self.levels) if self.levels else np.zeros(0)
+        self.levels = []
+        limit = getattr(self.detector, "noise_limit_", None)
+        matched = 0 if limit is None or not getattr(self.detector.config, "match_noise_level", False) \
+            else int((levels > float(limit)).sum())
+        return {"frames": int(levels.size), "noise_matched": matched,
+                "highest_noise_level": round(float(levels.max()), 4) if levels.size else None}
+
+
 class FrameScoreRecorder:
     """Records what a detector's frame scores are made from (each batch's locally averaged appearance and motion
     cell maps, and the codec memories' when searched) while it scores, so that scoring settings that act on those
@@ -276,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--encodings", nargs="*", default=list(ENCODINGS), choices=list(ENCODINGS))
+    parser.add_argument("--train-encoding", default=None, choices=list(ENCODINGS),
+                        help="store the training clips in this encoding instead of H.264 CRF 23 (a camera of another "
+                             "quality: scored on the others, e.g. trained at h264_gop10 and scored at h264_high)")
     parser.add_argument("--test-kinds", nargs="*", default=None, choices=list(ANOMALY_TYPES) + ["normal"],
                         help="score only these test clips (quicker comparisons)")
     parser.add_argument("--checkpoint", type=Path, default=None,
@@ -310,7 +343,8 @@ def run(args: argparse.Namespace, work: Path) -> int:
         data_dir = work / "data"
         root = data_dir / DEFAULT_VIDEO_CATEGORY
         for i, frames in enumerate(train):
-            encode(root / "train" / "normal" / f"train_{i:03d}.mp4", frames, args.fps, TRAINING_ENCODING)
+            spec = ENCODINGS[args.train_encoding] if args.train_encoding else TRAINING_ENCODING
+            encode(root / "train" / "normal" / f"train_{i:03d}.{spec.container}", frames, args.fps, spec)
         trained = train_video_model(data_dir, DEFAULT_VIDEO_CATEGORY, results_dir=work / "results", run_name="reencode",
                                     reporter=Reporter(show_tqdm=False), **settings)
         detector = trained.detector
@@ -321,15 +355,21 @@ def run(args: argparse.Namespace, work: Path) -> int:
     variants = {text: variant_settings(text) for text in args.variant}
     recorder = FrameScoreRecorder(detector) if variants else None
     seen = seen_families(detector.config)
+    noise = NoiseLevelRecorder(detector) if hasattr(detector, "backbone_input") else None
+    if noise is not None and getattr(detector, "noise_limit_", None) is not None:
+        print(f"noise limit {float(detector.noise_limit_):.4f} grey levels"
+              + ("" if detector.config.match_noise_level else " (match_noise_level off: nothing matched)"), flush=True)
     if recorder is not None:
         report_validation = validation_changes(detector, recorder, variants, run_dir, work)
     reach = int(round(4 * detector.config.temporal_sigma))  # the temporal Gaussian's radius, in frames
-    report: dict = {"threshold": threshold, "settings": settings, "seen_families": sorted(seen), "encodings": {}}
+    report: dict = {"threshold": threshold, "settings": settings, "train_encoding": args.train_encoding or "h264 crf 23", "seen_families": sorted(seen), "encodings": {}}
     if recorder is not None:
         report["variant_validation_frames_changed"] = report_validation
     for name in args.encodings:
         spec = ENCODINGS[name]
         scores, labels, kinds, drifted, cues, deviations = [], [], [], [], {}, []
+        if noise is not None:
+            noise.take()  # what validation scoring left
         replayed: dict[str, list[np.ndarray]] = {text: [] for text in variants}
         for clip_name, kind, frames, frame_labels in test:
             if args.test_kinds and kind not in args.test_kinds:
@@ -361,6 +401,8 @@ def run(args: argparse.Namespace, work: Path) -> int:
         }
         record["flagged_normal_frames"] = where_flagged
         record["clips_with_drift_warning"] = drifted
+        if noise is not None:  # frames low-passed to the training frames' noise level (match_noise_level)
+            record["noise_level"] = noise.take()
         record["median_drift_deviation"] = round(float(np.median(deviations)), 2) if deviations else None
         report["encodings"][name] = record
         for text, replayed_scores in replayed.items():
@@ -375,7 +417,9 @@ def run(args: argparse.Namespace, work: Path) -> int:
               f"median normal {record['median_normal_score']:7.3f}  pooled {record['pooled_frame_auroc']}  "
               + "  ".join(f"{k} {v:.3f}" for k, v in per_kind.items()) + f"  drift warnings {len(drifted)} (deviation {record['median_drift_deviation']})  cues "
               + " ".join(f"{k} {v:+.2f}" for k, v in record["median_normal_cue"].items())
-              + "  flagged normal frames: " + ", ".join(f"{k} {v}" for k, v in where_flagged.items()), flush=True)
+              + "  flagged normal frames: " + ", ".join(f"{k} {v}" for k, v in where_flagged.items())
+              + (f"  noise-matched frames {record['noise_level']['noise_matched']} of {record['noise_level']['frames']}"
+                 if "noise_level" in record else ""), flush=True)
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["worst"] = worst(report["encodings"].values())
     for label, figures in [("", report)] + [(f"variant {text}, ", v) for text, v in report.get("variants", {}).items()]:

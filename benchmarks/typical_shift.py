@@ -10,7 +10,9 @@ count only for those same frames (their weight is 0 at or below the ceiling), an
 standardisation and ceiling of a model with them are bit for bit those of one without (tests/test_video_codec.py,
 tests/test_video_motion_codec.py). The threshold also hears the held-out
 training clips (``validation_clips`` of the run), scored with the ceiling: they are counted the same way. So zero
-frames changed, in the test and the held-out clips, means no score and no threshold changed by any of them. No frame
+frames changed, in the test and the held-out clips, means no score and no threshold changed by any of them. The
+same is counted for the noise-level matching (``match_noise_level``): the frames noisier than the model's saved
+limit, which alone it low-passes before the appearance backbone (``noise_matched``). No frame
 label, anomaly type or test metric is read: on a test set this measures what the setting does, not how well it
 scores, so it does not count as a read of that test set's results.
 
@@ -34,6 +36,9 @@ from anomalens.data.video_datasets import discover_video_category
 from anomalens.models.base import load_detector
 from anomalens.models.video.stfeatures import above_ceiling, typical_cell
 from anomalens.progress import Reporter
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reencode import NoiseLevelRecorder  # noqa: E402
 from anomalens.workflows.train import train_video_model
 
 
@@ -67,17 +72,20 @@ def main(argv: list[str] | None = None) -> int:
         return score_frames(appearance, motion, *coded)
 
     detector._frame_scores = recording  # type: ignore[method-assign]
+    noise = NoiseLevelRecorder(detector)
+    noise_limit = getattr(detector, "noise_limit_", None)
     per_clip, held_out_clips = {}, {}
     found = discover_video_category(args.data_dir, args.category)
     for ref in list(found.test) + [ref for ref in found.train if ref.path.name in held_out]:
         seen.clear()
+        noise.take()
         detector.predict_clip(ref.open(detector.preprocessing), views=False)
         typical = np.concatenate(seen)
         change = above_ceiling(torch.from_numpy(typical), ceiling).numpy() / a_std
         into = held_out_clips if ref.path.name in held_out and ref in found.train else per_clip
         into[ref.name] = {"frames": int(typical.size), "changed": int((change > 0).sum()),
                           "largest_change": round(float(change.max()), 4),
-                          "highest_typical": round(float(typical.max()), 4)}
+                          "highest_typical": round(float(typical.max()), 4), **noise.take()}
         print(ref.name, into[ref.name], flush=True)
     report = {
         "ceiling": float(ceiling), "appearance_std": a_std,
@@ -87,16 +95,23 @@ def main(argv: list[str] | None = None) -> int:
         "frames_changed": sum(c["changed"] for c in per_clip.values()),
         "largest_change_standard_units": max(c["largest_change"] for c in per_clip.values()),
         "highest_typical": max(c["highest_typical"] for c in per_clip.values()),
+        "noise_limit": None if noise_limit is None else float(noise_limit),
+        "noise_matched": sum(c["noise_matched"] for c in per_clip.values()),
+        "highest_noise_level": max(c["highest_noise_level"] for c in per_clip.values()),
         "clips": per_clip,
         # the held-out training clips that the threshold hears (scored with the ceiling, as test clips are)
         "held_out_frames": sum(c["frames"] for c in held_out_clips.values()),
         "held_out_frames_changed": sum(c["changed"] for c in held_out_clips.values()),
+        "held_out_noise_matched": sum(c["noise_matched"] for c in held_out_clips.values()),
         "held_out_clips": held_out_clips, "seconds": round(time.perf_counter() - started, 1),
     }
     print(f"ceiling {report['ceiling']:.4f}, highest typical of the clips {report['highest_typical']:.4f}: "
           f"{report['frames_changed']} of {report['frames']} frames changed, largest change "
           f"{report['largest_change_standard_units']:.4f} standard units; held-out training clips: "
-          f"{report['held_out_frames_changed']} of {report['held_out_frames']} frames changed; {report['seconds']:.0f} s")
+          f"{report['held_out_frames_changed']} of {report['held_out_frames']} frames changed; noise limit "
+          f"{report['noise_limit']}, highest noise level of the clips {report['highest_noise_level']}: "
+          f"{report['noise_matched']} test and {report['held_out_noise_matched']} held-out frames low-passed; "
+          f"{report['seconds']:.0f} s")
     if args.output:
         args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 0

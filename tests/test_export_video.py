@@ -230,6 +230,21 @@ def test_typical_appearance_ceiling_runs_in_the_exported_graphs(conveyor, tmp_pa
     assert check["frames"] > 0 and check["same_verdicts"] and check["max_score_difference_over_scale"] < PARITY
 
 
+def test_noise_level_matching_runs_in_the_exported_appearance_graph(conveyor, tmp_path):
+    """Frames noisier than the training footage are low-passed in the appearance graph (match_noise_level): with the
+    saved limit at a third of the fitted one, so that every frame is matched (on several rungs of the blur ladder),
+    the bundle still matches the checkpoint."""
+    from _saved_tensors import rewrite_weights
+    from safetensors.torch import load_file
+
+    run = _train(conveyor, "stfeatures", tmp_path, appearance_memory=512, appearance_samples=20_000)
+    weights_file = run / "model" / "weights.safetensors"
+    weights = load_file(str(weights_file))
+    rewrite_weights(weights_file, {**weights, "noise_limit": weights["noise_limit"] / 3})
+    check = export_model(run, "onnx", "fp32", tmp_path / "bundle").check
+    assert check["frames"] > 0 and check["same_verdicts"] and check["max_score_difference_over_scale"] < PARITY
+
+
 def test_typical_motion_ceiling_runs_in_the_exported_graphs(conveyor, tmp_path):
     """The discount of a whole-frame motion shift (typical_motion_ceiling) is part of the motion graph: with the saved
     motion ceiling at 0, so that every frame is discounted, the bundle still matches the checkpoint."""

@@ -76,13 +76,13 @@ def test_the_format_table_lists_the_calibration_the_drift_reference_and_the_top_
 
 
 def test_a_saved_model_writes_the_oldest_format_that_holds_its_fields_and_only_those(tiny_folder):
-    """Only stfeatures gained settings in format 2: every other model is still written in format 1, which
+    """Only stfeatures gained settings in formats 2 and 3: every other model is still written in format 1, which
     anomalens 0.1.0 reads (a line PC or a Ray worker not yet upgraded)."""
     meta = json.loads((tiny_folder / CONFIG_FILE).read_text())
-    assert base.FORMAT_VERSION == FORMAT_VERSION == max(FORMAT_FIELDS) == 2
+    assert base.FORMAT_VERSION == FORMAT_VERSION == max(FORMAT_FIELDS) == 3
     assert meta["format_version"] == schema.lowest_format(meta["model"]) == 1
     assert {name: schema.lowest_format(name) for name in sorted(MODEL_REGISTRY) if name != "tiny"} == \
-        {"autoencoder": 1, "convlstm": 1, "padim": 1, "patchcore": 1, "stfeatures": 2}
+        {"autoencoder": 1, "convlstm": 1, "padim": 1, "patchcore": 1, "stfeatures": 3}
     assert set(meta) <= set(format_fields("config.json"))
     assert set(meta["calibration"]) <= set(format_fields("calibration"))
     assert set(meta["drift_reference"]) <= set(format_fields("drift_reference"))

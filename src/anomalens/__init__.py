@@ -18,7 +18,7 @@ from typing import Any
 
 # written into every config.json and bundle.json; a new model format or bundle version needs a new one (and the
 # same in pyproject.toml): an older anomalens quotes it when it refuses the file (tests/test_format_versions.py)
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 _EXPORTS = {
     "train_image_model": "anomalens.workflows.train",

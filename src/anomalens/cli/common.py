@@ -30,7 +30,8 @@ VIDEO_MODEL_FLAGS = ("sequence_length", "stride", "epochs", "batch_size", "lr", 
                      "appearance_above_typical", "threshold_from_folds", "typical_appearance_ceiling", "still_texture_weight",
                      "still_texture_where_moving", "codec_memory", "above_ceiling_lowpass", "motion_per_second",
                      "cue_combination", "typical_motion_ceiling", "motion_codec_memory", "temporal_median", "temporal_cap",
-                     "temporal_spill", "anomaly_map", "appearance_by_place", "motion_by_place", "place_spread_floor")
+                     "temporal_spill", "anomaly_map", "appearance_by_place", "motion_by_place", "place_spread_floor",
+                     "match_noise_level")
 
 
 def check_number(flag: str, value: float | None, *, at_least: float | None = None, above: float | None = None,
@@ -208,6 +209,10 @@ def add_video_model_flags(parser: argparse.ArgumentParser, with_training_flags: 
     group.add_argument("--still-texture-where-moving", action=argparse.BooleanOptionalAction, default=None,
                        help="still texture counts only in cells that move in (nearly) every normal training frame "
                             "(a belt), not on a still background")
+    group.add_argument("--match-noise-level", action=argparse.BooleanOptionalAction, default=None,
+                       help="frames with finer noise or grain than the training frames (a better camera, a higher "
+                            "bitrate, MJPEG blocks) are low-passed down to the training frames' noise level before "
+                            "the appearance backbone; frames like the training data pass untouched (default on)")
     group.add_argument("--typical-appearance-ceiling", action=argparse.BooleanOptionalAction, default=None,
                        help="the appearance score discounts a frame's typical cell distance where it lies above the "
                             "highest seen on normal training frames (a whole-frame shift: another codec or bitrate)")

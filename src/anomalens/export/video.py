@@ -3,8 +3,8 @@
 ``stfeatures`` (the default video model) becomes two graphs, because optical flow (OpenCV's DIS, an iterative
 solver no graph format expresses) sits between them:
 
-* ``appearance.onnx``: ``uint8`` frames -> the input blur, the backbone's patch features, the exact distance of
-  every cell to the appearance memory (a graph input, ``appearance_memory.npy``), the 3x3 local average
+* ``appearance.onnx``: ``uint8`` frames -> the input blur and noise-level matching, the backbone's patch features, the
+  exact distance of every cell to the appearance memory (a graph input, ``appearance_memory.npy``), the 3x3 local average
   -> appearance maps (and, with ``codec_memory``, the same to the memory of re-encoded training patches,
   ``codec_memory.npy``); and the grey frames, area-resized to the flow's size, that the flow is computed on.
 * ``motion.onnx``: the flow of each frame and the appearance maps -> per-cell orientation histograms, distances
@@ -38,7 +38,7 @@ from torch import nn
 
 from anomalens.data.preprocessing import to_float
 from anomalens.models.base import BaseDetector
-from anomalens.models.components.kernels import gaussian_blur, series_kernel
+from anomalens.models.components.kernels import series_kernel
 from anomalens.models.components.onnx_backbone import MAX_EXPORT_BATCH, export_onnx_graph
 from anomalens.models.components.search import exact_search_block
 from anomalens.models.video.motion import grey_tensor, orientation_histograms
@@ -60,7 +60,8 @@ class AppearanceGraph(nn.Module):
 
         d = self.detector
         frames = to_float(images)
-        features = d.extractor(gaussian_blur(frames, d.config.input_blur))  # type: ignore[attr-defined]
+        # the input blur and the noise-level matching, computed for every frame (a graph cannot skip them)
+        features = d.extractor(d.backbone_input(frames, shortcut=False))  # type: ignore[attr-defined]
         b, channels, h, w = features.shape
         queries = features.permute(0, 2, 3, 1).reshape(-1, channels)
         distances = exact_search_block(queries, appearance_memory, 1)[0].reshape(b, h, w)

@@ -180,6 +180,8 @@ FORMAT_FIELDS: dict[int, dict[str, tuple[str, ...]]] = {
     },
     # anomalens 0.2.0: each video cue's cells measured against their own normal range
     2: {"stfeatures": ("appearance_by_place", "motion_by_place", "place_spread_floor")},
+    # anomalens 0.3.0: video frames noisier than the training footage low-passed down to its noise level
+    3: {"stfeatures": ("match_noise_level",)},
 }
 FORMAT_VERSION = max(FORMAT_FIELDS)
 

@@ -27,7 +27,9 @@ each cell may also be as near a second memory of re-encoded training patches as 
 a coarse codec smears edges unevenly, which no frame-wide subtraction removes), and is averaged with its neighbours
 (``above_ceiling_lowpass``, the default: a codec nobody trained against leaves isolated cells, a defect fills a
 patch); and re-encoded copies of the training frames can join the appearance memory itself (``training_degradations``).
-The motion score can discount a frame's typical motion cell above the normal range in the same way
+Frames with finer noise or grain than the training frames (a better camera, a higher bitrate) are low-passed down to
+the training frames' noise level before the appearance backbone (``match_noise_level``, the default); the codec
+memories answer the opposite, footage coarser than the training clips. The motion score can discount a frame's typical motion cell above the normal range in the same way
 (``typical_motion_ceiling``, opt-in: a codec that reads its noise as motion moves every cell).
 
 On UCSD Ped2 this reaches a frame AUROC of about 0.95 pooled over all test frames (see the README for the
@@ -59,6 +61,7 @@ from anomalens.metrics.threshold import ScoreShift, no_shift, score_shift
 from anomalens.models.base import DetectorConfig
 from anomalens.models.components.features import PatchFeatureExtractor
 from anomalens.models.components.kernels import DelayedSmoothing, gaussian_blur, series_kernel
+from anomalens.models.components.noise_level import match_noise_level, noise_level, noise_limit
 from anomalens.models.video.motion import (
     FLOW_PRESETS,
     STILL_SPEED,
@@ -153,6 +156,11 @@ class SpatioTemporalConfig(DetectorConfig):
     # Off by default: with input_blur 2 and ("h264:35", "jpeg:20", "scale:0.5") a higher bitrate and other
     # resolutions stop raising alarms (benchmarks/reencode.py), but UCSD Ped2's frame AUROC fell from 0.957 to 0.840
     input_blur: float = 0.0
+    # Frames with finer noise or texture than the training frames (a better camera, a higher bitrate, MJPEG's block
+    # edges) are low-passed down to the training frames' limit before the appearance backbone
+    # (models/components/noise_level.py; Immerkaer's noise estimate; the limit is learned at fit time and saved); a
+    # frame at or below it passes untouched, so footage like the training data scores exactly as without it
+    match_noise_level: bool = True
     # The appearance score is the highest cell's distance above the frame's median (typical) cell distance: another
     # codec, bitrate or resolution moves every cell of a frame (the same scene in another encoding flagged 100% of
     # its frames), a foreign object or a wrong part moves a few. Whole-frame shifts are left to the drift warning
@@ -270,7 +278,7 @@ class SpatioTemporalConfig(DetectorConfig):
                                             "temporal_median": 1, "temporal_cap": None,
                                             "temporal_spill": "off", "anomaly_map": "sum",
                                             "appearance_by_place": "off", "motion_by_place": "off",
-                                            "place_spread_floor": 1.5}
+                                            "place_spread_floor": 1.5, "match_noise_level": False}
 
 
 # ---- per-position memory -----------------------------------------------------------------------
@@ -519,6 +527,11 @@ class SpatioTemporalFeatures(VideoDetector):
         # frames per second of the training clips (their median; motion_per_second), None = unknown or not recorded:
         # motion is then measured per frame of each clip, as before the setting existed
         self.training_fps_: float | None = None
+        # (1,): the noise level (models/components/noise_level.py) a normal frame is taken to reach, learned from the
+        # training frames and saved whatever match_noise_level says; None for models saved before it (nothing matched)
+        self.noise_limit_: torch.Tensor | None = None
+        self._noise_seen: list[torch.Tensor] | None = None  # training frames' noise levels while fitting
+        self._noise_matched = 0  # frames low-passed to the limit in the clip being scored (for the log)
         self._typical_flow_cache: tuple[torch.Tensor | None, tuple[np.ndarray, np.ndarray]] = (None, (np.zeros(0), np.zeros(0)))
 
     # ---- streaming features ---------------------------------------------------------------------
@@ -573,7 +586,7 @@ class SpatioTemporalFeatures(VideoDetector):
                 reporter.check_cancelled()
             any_frames = True
             frames = to_float(batch).to(self.device)
-            appearance = self.extractor(gaussian_blur(frames, c.input_blur)).cpu()
+            appearance = self.extractor(self.backbone_input(frames, record=True)).cpu()
             greys, flow, motion = self._motion(frames, flows, scale)
             for chain_list, copies in ((chains, degraded), (codecs, coded)):
                 if chain_list and copies is not None:
@@ -594,7 +607,21 @@ class SpatioTemporalFeatures(VideoDetector):
         if not learned:
             return {}
         copies = to_float(chain(batch[learned])).to(self.device)
-        return dict(zip(learned, self.extractor(gaussian_blur(copies, c.input_blur)).cpu()))
+        return dict(zip(learned, self.extractor(self.backbone_input(copies)).cpu()))
+
+    def backbone_input(self, frames: torch.Tensor, record: bool = False, shortcut: bool = True) -> torch.Tensor:
+        """Float frames as the appearance backbone sees them: ``input_blur``, then (``match_noise_level``) those
+        noisier than the training frames' limit low-passed down to it. While fitting, ``record`` keeps each frame's
+        noise level for the limit (training frames are never matched: the limit is theirs). ``shortcut``: see
+        :func:`~anomalens.models.components.noise_level.match_noise_level`."""
+        frames = gaussian_blur(frames, self.config.input_blur)
+        if record and self._noise_seen is not None:
+            self._noise_seen.append(noise_level(frames).cpu())
+        if not self.config.match_noise_level or self.noise_limit_ is None:
+            return frames
+        if shortcut:  # (a float: the saved limit stays on the CPU, the frames may be on a GPU)
+            self._noise_matched += int((noise_level(frames) > float(self.noise_limit_)).sum())
+        return match_noise_level(frames, self.noise_limit_, shortcut=shortcut)
 
     def _typical_flow(self) -> tuple[np.ndarray, np.ndarray]:
         """The normal flow at each position and its uncertainty (zero before training), taken off in the motion
@@ -665,6 +692,8 @@ class SpatioTemporalFeatures(VideoDetector):
         self.still_gate_ = None  # learned below from what the training frames keep, then applied to all of them
         self.appearance_place_ = None  # learned from the cross-fitted frames below, which are measured with them
         self.motion_place_ = None
+        self.noise_limit_ = None  # the training clips' own, measured as they pass below
+        self._noise_seen = []
         # set first: every clip, training ones included, is measured per frame of the training footage's median rate
         self.training_fps_ = training_rate(train) if c.motion_per_second else None
         if self.training_fps_ is not None:
@@ -704,6 +733,8 @@ class SpatioTemporalFeatures(VideoDetector):
                         if degraded:
                             folds[fold].add_patches(torch.stack([degraded[i] for i in members]))
                 degraded.clear()
+        noise_levels = torch.cat(self._noise_seen)
+        self._noise_seen = None
         if c.still_texture_where_moving and c.still_texture_weight > 0:
             self.still_gate_ = moving_share_gate(torch.cat(everything.motions)[:, : c.orientation_bins].float())
             reporter.log(f"still texture counts in {float(self.still_gate_.mean()):.1%} of the motion grid (mean weight; "
@@ -749,6 +780,11 @@ class SpatioTemporalFeatures(VideoDetector):
         # set only now: the held-out clips that set the threshold are scored with it, as every later clip
         self.appearance_ceiling_ = ceiling if c.typical_appearance_ceiling else None
         self.motion_ceiling_ = motion_ceiling if c.typical_motion_ceiling else None
+        # kept whatever match_noise_level says, so that a checkpoint can be scored either way
+        self.noise_limit_ = noise_limit(noise_levels)
+        reporter.log(f"noise level of the training frames: median {float(noise_levels.median()):.3f}, highest "
+                     f"{float(noise_levels.max()):.3f}, limit {float(self.noise_limit_):.3f} grey levels"
+                     + (" (noisier frames are low-passed to it)" if c.match_noise_level else ""))
         if c.typical_motion_ceiling:
             reporter.log(f"motion ceiling (highest typical motion cell of the cross-fitted frames): {float(motion_ceiling):.4g}")
         if two_folds:  # in score units: how far the (uncorrected) cross-fitted frame scores stood too high
@@ -1069,7 +1105,11 @@ class SpatioTemporalFeatures(VideoDetector):
     def _predict_clip(self, clip: Clip, reporter: Reporter, views: bool = True) -> ClipPrediction:
         if self.appearance_index_ is None or self.standardisation_ is None:
             raise RuntimeError("stfeatures is not fitted: call fit_clips() first")
+        self._noise_matched = 0
         result = self._score_stream(clip, reporter, outputs=True, views=views)
+        if self._noise_matched:  # not drift (the scores hold), but worth knowing: the camera or codec changed
+            reporter.log(f"{self._noise_matched} of {len(result.appearance)} frames had finer noise or grain than the "
+                         "training frames and were low-passed to their level before scoring (match_noise_level)")
         # each cue smoothed on its own, so that the smoothed shares of the two cues add up to the smoothed score
         appearance, motion = self._cue_values(result.appearance, result.motion)
         cues = {name: self._in_time(cue.numpy(), name) for name, cue in zip(CUES, (appearance, motion))}
@@ -1139,6 +1179,8 @@ class SpatioTemporalFeatures(VideoDetector):
             tensors["appearance_place"] = self.appearance_place_
         if self.motion_place_ is not None:
             tensors["motion_place"] = self.motion_place_
+        if self.noise_limit_ is not None:
+            tensors["noise_limit"] = self.noise_limit_
         if self.config.motion_per_second:  # float64: the rate read back equals the training clips' exactly; 0 = unknown
             tensors["training_fps"] = torch.tensor([self.training_fps_ or 0.0], dtype=torch.float64)
         return tensors
@@ -1198,6 +1240,13 @@ class SpatioTemporalFeatures(VideoDetector):
                                  f"in (0, {MAX_FPS:g}] (or 0 for unknown)")
             training_fps = float(rate) or None
         self.training_fps_ = training_fps
+        # saved since the setting exists, whatever it says; required when it is on
+        limit = None
+        if self.config.match_noise_level or "noise_limit" in tensors:
+            limit = _saved_ceiling(tensors, "noise_limit")
+            if float(limit) < 0:
+                raise ValueError(f"noise_limit {limit.tolist()} is negative")
+        self.noise_limit_ = limit
         self.appearance_ceiling_ = ceiling
         self.motion_ceiling_ = motion_ceiling
         self.still_gate_ = gate
@@ -1398,7 +1447,7 @@ class StreamingScorer(CausalScorer):
         if tuple(frames.shape[-2:]) != tuple(c.image_size):
             raise DataError(f"frame of size {frames.shape[-1]}x{frames.shape[-2]}, expected {c.image_size[1]}x{c.image_size[0]}")
         floats = to_float(frames).to(d.device)
-        appearance = d.extractor(gaussian_blur(floats, c.input_blur)).cpu()  # as predict_clip sees them
+        appearance = d.extractor(d.backbone_input(floats)).cpu()  # as predict_clip sees them
         ready, flows, greys = [], [], []
         steps = steps or [1] * len(frames)
         before = before or [None] * len(frames)

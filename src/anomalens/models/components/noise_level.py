@@ -1,0 +1,91 @@
+"""Noise-level matching: frames with finer noise or texture than any training frame are low-passed down to it.
+
+A model trained on one camera's footage learns its fine grain as part of "normal". A heavily compressed
+recording has none (the codec flattens sensor noise); the same scene from a better camera, at a higher bitrate,
+or as MJPEG with its block edges has plenty, and every patch's fine texture is then new to the memory: a model
+trained on the synthetic conveyor at H.264 CRF 30 (key frame every 10 frames) flagged 100% of the same scene's
+normal frames stored at CRF 18 (docs/video_experiments.md, "Fifteenth round"). The reverse (less grain than in
+training) is not matched: adding noise would invent it.
+
+The measure is Immerkær's fast noise estimate (:func:`noise_level`; J. Immerkær, "Fast Noise Variance
+Estimation", CVIU 1996): the mean absolute response of the grey frame, at the model's input size, to a 3x3
+operator that cancels every plane and ramp (so smooth shading and gradual edges count little), scaled to the
+standard deviation of white noise. On the conveyor at the model's 240x360 it read 0.18-0.24 grey levels (of 255)
+for the CRF 30 training frames and 0.62-0.80 for the same scene at CRF 18; a whole-frame statistic such as the RMS
+gradient, dominated by the scene's edges, moved by 4%. (Measured also on the frame averaged over 2x2 pixels, it
+never asked for more blur than at the finest scale, on any encoding of the conveyor: not kept.)
+
+At fit time the detector keeps the training frames' limit, their highest noise level plus its distance from their
+median (:func:`noise_limit`: the most a normal frame is taken to reach, beyond the highest of finitely many). When
+scoring, a frame above the limit is blurred just enough to come down to it (:func:`match_noise_level`), and a frame
+at or below it passes through untouched, bit for bit, so footage like the training data scores exactly as without
+the matching. "Just enough": the frame is blended between the two neighbours on a ladder of Gaussian blurs
+(:data:`LADDER_SIGMAS`) that bracket the limit, at the weight that interpolates their noise levels; the mean
+absolute response of a blend is at most that interpolation, so the result lies at or a little below the limit. A
+frame that the widest blur cannot bring down gets that widest blur.
+
+>>> frames = torch.rand(2, 3, 32, 32)
+>>> limit = noise_level(gaussian_blur(frames, 1.0)).max().reshape(1)
+>>> bool((noise_level(match_noise_level(frames, limit)) <= limit * 1.0001).all())
+True
+>>> match_noise_level(frames, torch.tensor([float("inf")])) is frames
+True
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from anomalens.models.components.kernels import gaussian_blur
+
+# Gaussian sigmas (pixels of the model input) of the blurs a frame is blended between: dense at the small sigmas
+# that remove grain and a codec's fine texture, up to one that removes most of a frame's detail
+LADDER_SIGMAS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+# Immerkaer's operator: the difference of two Laplacians, zero on any plane or ramp; its response to white noise of
+# standard deviation s has mean absolute value s * 6 * sqrt(2 / pi)
+_OPERATOR = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
+_TO_SIGMA = math.sqrt(math.pi / 2) / 6
+
+
+def noise_level(frames: torch.Tensor) -> torch.Tensor:
+    """Immerkaer's noise estimate ``(B,)`` of ``(B, 3, H, W)`` float frames in [0, 1]: the standard deviation of
+    white noise that would give the grey frame's mean absolute operator response, in grey levels of 255."""
+    grey = frames.mean(dim=1, keepdim=True)
+    response = F.conv2d(grey, _OPERATOR.to(grey.dtype).to(grey.device).view(1, 1, 3, 3))
+    return response.abs().flatten(1).mean(1) * (_TO_SIGMA * 255.0)
+
+
+def noise_limit(levels: torch.Tensor) -> torch.Tensor:
+    """The training frames' noise ``levels`` -> the highest a normal frame is taken to reach, ``(1,)``: the highest
+    level plus its distance from their median (one more such step beyond the highest of finitely many frames)."""
+    return (2 * levels.max() - levels.median()).reshape(1).float()
+
+
+def match_noise_level(frames: torch.Tensor, limit: torch.Tensor | None, shortcut: bool = True) -> torch.Tensor:
+    """``(B, 3, H, W)`` float frames with those noisier than ``limit`` ``(1,)`` blurred down to it (module docstring).
+
+    ``limit`` ``None`` (a model saved before the matching) or infinite returns ``frames`` itself. ``shortcut``
+    skips the blurs when no frame is above the limit (the library's path); an exported graph, which cannot branch
+    on the data, computes them always and selects the same values."""
+    if limit is None:
+        return frames
+    target = torch.as_tensor(limit, dtype=frames.dtype, device=frames.device).reshape(())
+    level = noise_level(frames)
+    if shortcut and not bool((level > target).any()):
+        return frames
+    levels = [frames] + [gaussian_blur(frames, sigma) for sigma in LADDER_SIGMAS]
+    measured = torch.stack([level] + [noise_level(blurred) for blurred in levels[1:]])  # (K + 1, B), falling
+    # the first rung at or below the limit (the widest if none is): the frame lies between it and the one before
+    above = (measured > target).to(torch.int64).sum(0)  # 0 = the frame itself is at or below the limit
+    upper = above.clamp(1, len(LADDER_SIGMAS))
+    lower = upper - 1
+    batch = torch.arange(frames.shape[0], device=frames.device)
+    high, low = measured[lower, batch], measured[upper, batch]
+    weight = ((high - target) / (high - low).clamp_min(1e-12)).clamp(0, 1)
+    weight = torch.where(above > len(LADDER_SIGMAS), torch.ones_like(weight), weight)[:, None, None, None]
+    stacked = torch.stack(levels)  # (K + 1, B, 3, H, W)
+    blended = (1 - weight) * stacked[lower, batch] + weight * stacked[upper, batch]
+    return torch.where((above == 0)[:, None, None, None], frames, blended)
