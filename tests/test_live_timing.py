@@ -92,6 +92,22 @@ def test_an_evenly_timed_file_keeps_frame_over_fps(detector, tmp_path):
     assert event["peak_time"] == round(event["peak_frame"] / 7.5, 4)
 
 
+def test_the_last_status_counts_the_timestamps_the_watch_repaired(detector, tmp_path):
+    from test_video_io_timestamps import REPEATED, write_stamped
+
+    stamps = list(TIMES)
+    stamps[REPEATED] = TIMES[REPEATED - 1]  # one frame repeats the timestamp before it
+    broken = write_stamped(tmp_path / "repeated.mkv", grey_frames(len(TIMES), seed=1), stamps)
+    status = Watcher(detector, str(broken), tmp_path / "out", device="cpu").run()
+    saved = json.loads((tmp_path / "out" / "status.json").read_text())
+    assert (status["timestamps_repaired"], status["timestamp_restarts"]) == (1, 0)
+    assert (saved["timestamps_repaired"], saved["timestamp_restarts"]) == (1, 0)
+    # a file whose timestamps needed nothing says so
+    even = write_video(tmp_path / "even.mp4", grey_frames(12, seed=1), fps=10)
+    status = Watcher(detector, str(even), tmp_path / "even", device="cpu").run()
+    assert (status["timestamps_repaired"], status["timestamp_restarts"]) == (0, 0)
+
+
 def test_the_tracker_times_events_by_the_frames_own_times():
     scores = np.zeros(24)
     scores[list(RED)] = [2.0, 3.0, 2.5]

@@ -48,7 +48,8 @@ from anomalens.live.reader import Break, FrameReader, QueuedFrame, steady_memory
 from anomalens.live.scoring import frame_scorer
 from anomalens.live.settings import WatchSettings
 from anomalens.live.sinks import EventLog, FrameLog, Sink, last_event_id
-from anomalens.live.sources import FolderSource, Source, SourceGap, load_folder_state, open_source, save_folder_state
+from anomalens.live.sources import (FolderSource, Source, SourceGap, VideoFileSource, load_folder_state, open_source,
+                                    save_folder_state)
 from anomalens.live.state import WatchState
 from anomalens.live.status import WatchFigures, iso_time, status_text
 from anomalens.metrics.events import EVENT_MERGE_SECONDS, main_cue, video_event_regions
@@ -495,6 +496,9 @@ class Watcher:
             status["clips"] = self.clips.stats()
         if isinstance(self.source, FolderSource):
             status["files_unreadable"] = self.source.unreadable
+        if isinstance(self.source, VideoFileSource) and self.source.repaired is not None:  # known once the file ended
+            status["timestamps_repaired"] = self.source.repaired
+            status["timestamp_restarts"] = self.source.restarts
         if self.reader.error:
             status["source_error"] = self.reader.error
         if self.output is not None:
