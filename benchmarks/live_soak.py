@@ -298,7 +298,6 @@ def stages(args: argparse.Namespace, checkpoint: Path) -> dict:
     from anomalens.data.preprocessing import to_float
     from anomalens.data.video_io import VideoWriter, frame_to_rgb
     from anomalens.live.clips import CLIP_CRF, CLIP_PRESET, shrink
-    from anomalens.models.components.kernels import gaussian_blur
     from anomalens.models.video.motion import grey_frames
     from anomalens.models.video.stfeatures import local_average
     from anomalens.runtime import library_threads
@@ -307,7 +306,7 @@ def stages(args: argparse.Namespace, checkpoint: Path) -> dict:
     release_memory = steady_memory(args.memory)  # the watch's memory setting (or --memory)
     watch = settings(args)
     detector = load_detector(checkpoint, device=torch.device("cpu"))
-    d, c, scorer = detector, detector.config, detector.causal_scorer(watch.lookahead_for(True))
+    d, scorer = detector, detector.causal_scorer(watch.lookahead_for(True))
     cost: dict[str, float] = {}
     warmup = 10
     with library_threads(watch.threads), torch.no_grad(), av.open(str(rtsp_video())) as container:
@@ -336,7 +335,7 @@ def stages(args: argparse.Namespace, checkpoint: Path) -> dict:
             writer.write(shrink(image, watch.clip_width), pts=n)
             done("clip encoding (only around events)")
             floats = to_float(tensor[None])
-            appearance = d.extractor(gaussian_blur(floats, c.input_blur))
+            appearance = d.extractor(d.backbone_input(floats))  # input blur and noise-level matching
             done("backbone")
             grey = grey_frames(floats, d.flow_size)
             done("grey frame for the flow")

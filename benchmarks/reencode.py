@@ -179,7 +179,7 @@ class NoiseLevelRecorder:
         limit = getattr(self.detector, "noise_limit_", None)
         matched = 0 if limit is None or not getattr(self.detector.config, "match_noise_level", False) \
             else int((levels > float(limit)).sum())
-        return {"frames": int(levels.size), "noise_matched": matched,
+        return {"noise_measured": int(levels.size), "noise_matched": matched,
                 "highest_noise_level": round(float(levels.max()), 4) if levels.size else None}
 
 
@@ -355,6 +355,8 @@ def run(args: argparse.Namespace, work: Path) -> int:
     variants = {text: variant_settings(text) for text in args.variant}
     recorder = FrameScoreRecorder(detector) if variants else None
     seen = seen_families(detector.config)
+    if args.train_encoding and args.checkpoint is None:  # the model's own encoding is seen too
+        seen |= set(ENCODINGS[args.train_encoding].families)
     noise = NoiseLevelRecorder(detector) if hasattr(detector, "backbone_input") else None
     if noise is not None and getattr(detector, "noise_limit_", None) is not None:
         print(f"noise limit {float(detector.noise_limit_):.4f} grey levels"
@@ -362,7 +364,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     if recorder is not None:
         report_validation = validation_changes(detector, recorder, variants, run_dir, work)
     reach = int(round(4 * detector.config.temporal_sigma))  # the temporal Gaussian's radius, in frames
-    report: dict = {"threshold": threshold, "settings": settings, "train_encoding": args.train_encoding or "h264 crf 23", "seen_families": sorted(seen), "encodings": {}}
+    report: dict = {"threshold": threshold, "settings": settings, "train_encoding": "(the checkpoint's)" if args.checkpoint is not None else args.train_encoding or "h264 crf 23", "seen_families": sorted(seen), "encodings": {}}
     if recorder is not None:
         report["variant_validation_frames_changed"] = report_validation
     for name in args.encodings:
@@ -418,7 +420,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
               + "  ".join(f"{k} {v:.3f}" for k, v in per_kind.items()) + f"  drift warnings {len(drifted)} (deviation {record['median_drift_deviation']})  cues "
               + " ".join(f"{k} {v:+.2f}" for k, v in record["median_normal_cue"].items())
               + "  flagged normal frames: " + ", ".join(f"{k} {v}" for k, v in where_flagged.items())
-              + (f"  noise-matched frames {record['noise_level']['noise_matched']} of {record['noise_level']['frames']}"
+              + (f"  noise-matched frames {record['noise_level']['noise_matched']} of {record['noise_level']['noise_measured']}"
                  if "noise_level" in record else ""), flush=True)
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["worst"] = worst(report["encodings"].values())

@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         "highest_typical": max(c["highest_typical"] for c in per_clip.values()),
         "noise_limit": None if noise_limit is None else float(noise_limit),
         "noise_matched": sum(c["noise_matched"] for c in per_clip.values()),
-        "highest_noise_level": max(c["highest_noise_level"] for c in per_clip.values()),
+        "highest_noise_level": max((c["highest_noise_level"] for c in per_clip.values()
+                                    if c["highest_noise_level"] is not None), default=None),
         "clips": per_clip,
         # the held-out training clips that the threshold hears (scored with the ceiling, as test clips are)
         "held_out_frames": sum(c["frames"] for c in held_out_clips.values()),

@@ -241,6 +241,12 @@ def test_noise_level_matching_runs_in_the_exported_appearance_graph(conveyor, tm
     weights_file = run / "model" / "weights.safetensors"
     weights = load_file(str(weights_file))
     rewrite_weights(weights_file, {**weights, "noise_limit": weights["noise_limit"] / 3})
+    from anomalens.data.video_io import open_clip
+    from anomalens.models.base import load_detector
+
+    detector = load_detector(run, kind="video")
+    detector.predict_clip(open_clip(_test_video(conveyor), detector.preprocessing), views=False)
+    assert detector._noise_matched > 0  # the library matches frames of this footage: the graph must too
     check = export_model(run, "onnx", "fp32", tmp_path / "bundle").check
     assert check["frames"] > 0 and check["same_verdicts"] and check["max_score_difference_over_scale"] < PARITY
 

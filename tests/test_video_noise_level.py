@@ -35,35 +35,49 @@ def test_the_noise_level_reads_white_noise_and_ignores_planes_and_ramps():
     assert noise_limit(torch.tensor([1.0, 2.0, 2.0, 3.0, 4.0])).tolist() == pytest.approx([6.0])
 
 
+@pytest.mark.parametrize("sigma", [0.5, 0.75, 1.0, 1.5, 2.0])
+def test_the_blur_by_shifts_is_the_gaussian_blur(sigma):
+    from anomalens.models.components.kernels import gaussian_blur_by_shifts
+
+    for size in ((48, 40), (5, 6)):  # reflecting borders, and a frame smaller than the kernel (replicated)
+        images = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(7))
+        assert torch.allclose(gaussian_blur_by_shifts(images, sigma), gaussian_blur(images, sigma), atol=1e-6)
+
+
 def test_frames_above_the_limit_come_down_to_it_and_frames_at_or_below_pass_bit_for_bit():
     grainy = _textured(0)
     limit = noise_level(gaussian_blur(grainy, 0.9)).max().reshape(1)
     smooth = gaussian_blur(_textured(1), 2.5)  # well below the limit
     assert noise_level(smooth).max() < limit < noise_level(grainy).min()
     batch = torch.cat([grainy[:2], smooth[:2]])
-    matched = match_noise_level(batch, limit)
+    matched, which = match_noise_level(batch, limit)
+    assert which.tolist() == [True, True, False, False]
     levels = noise_level(matched[:2])
     assert ((levels <= limit * 1.0001) & (levels >= limit * 0.9)).all()  # at, or a little below, the limit
     assert torch.equal(matched[2:], smooth[:2])
     # blurring keeps each frame's mean grey
     np.testing.assert_allclose(matched[:2].mean(dim=(1, 2, 3)).numpy(), grainy[:2].mean(dim=(1, 2, 3)).numpy(), atol=2e-3)
     # nothing above the limit (or no limit: a model saved before it) returns the very frames
-    assert match_noise_level(smooth, limit) is smooth and match_noise_level(grainy, None) is grainy
-    assert match_noise_level(grainy, torch.tensor([float("inf")])) is grainy
+    assert match_noise_level(smooth, limit)[0] is smooth and match_noise_level(grainy, None)[0] is grainy
+    assert match_noise_level(grainy, torch.tensor([float("inf")]))[0] is grainy
 
 
 def test_a_graph_without_the_shortcut_computes_the_same_frames():
     frames = torch.cat([_textured(2, 3), gaussian_blur(_textured(3, 2), 3.0)])
-    limit = noise_level(frames).median().reshape(1)
-    assert torch.allclose(match_noise_level(frames, limit, shortcut=False), match_noise_level(frames, limit), atol=1e-6)
+    limit = (noise_level(frames[:3]).min() * 0.9).reshape(1)  # the three unblurred frames above it, the rest below
+    graph, graph_which = match_noise_level(frames, limit, shortcut=False)
+    library, library_which = match_noise_level(frames, limit)
+    assert torch.allclose(graph, library, atol=1e-6) and torch.equal(graph_which, library_which)
+    assert graph_which.tolist() == [True, True, True, False, False]
     below = gaussian_blur(_textured(4, 2), 3.0)
-    assert torch.equal(match_noise_level(below, limit, shortcut=False), below)
+    assert torch.equal(match_noise_level(below, limit, shortcut=False)[0], below)
 
 
 def test_a_limit_below_the_widest_blur_gets_the_widest_blur():
     frames = _textured(5, 2)
     widest = gaussian_blur(frames, LADDER_SIGMAS[-1])
-    assert torch.allclose(match_noise_level(frames, torch.zeros(1)), widest, atol=1e-6)
+    assert torch.allclose(match_noise_level(frames, torch.zeros(1))[0], widest, atol=1e-6)
+    assert torch.allclose(match_noise_level(frames, torch.zeros(1), shortcut=False)[0], widest, atol=1e-6)
 
 
 def _smooth(frames: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -98,6 +112,20 @@ def test_a_grainier_camera_is_matched_down_and_footage_like_the_training_data_sc
     # unmatched, the grainy camera's frames stand far above the smooth training clip's; matched, they come down
     assert np.median(without[1]) - np.median(without[0]) > 2.0
     assert np.median(without[1]) - np.median(with_matching[1]) > 0.5  # (their sharper edges stay: not grain)
+
+
+def test_a_failed_fit_leaves_nothing_recording_and_held_out_clips_stay_out_of_the_limit():
+    detector = create_detector("stfeatures", **SETTINGS)
+    wrong_size = [torch.zeros(3, 8, 8, dtype=torch.uint8)] * 4
+    with pytest.raises(Exception, match="expected the model's"):
+        detector.fit_clips([clip(0)[0], wrong_size], [])
+    assert detector._noise_seen is None and detector.noise_limit_ is None
+    # held-out clips, however noisy, do not move the limit: it is the training frames' own
+    train = [_smooth(clip(seed)[0]) for seed in range(4)]
+    held_out = [clip(30)[0]]  # grainy
+    fitted = create_detector("stfeatures", **SETTINGS).fit_clips(train, held_out)
+    levels = torch.cat([noise_level(torch.stack(frames).float() / 255) for frames in train])
+    assert fitted.noise_limit_.item() == pytest.approx(noise_limit(levels).item(), rel=1e-5)
 
 
 def test_scoring_says_how_many_frames_were_low_passed(smooth_model):

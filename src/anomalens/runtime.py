@@ -392,4 +392,6 @@ def onnxruntime_session(path: str | Path, threads: int | None = None, arena: boo
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.enable_cpu_mem_arena = arena
+    # errors only: the optimiser's notes (constants of a branch it removed as unused) are not the user's concern
+    options.log_severity_level = 3
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

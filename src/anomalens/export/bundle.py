@@ -204,8 +204,10 @@ def _video_in_graph(detector: BaseDetector) -> list[str]:
     if detector.name == "convlstm":
         return ["uint8 -> float / 255", "ConvLSTM autoencoder over one window of sequence_length frames",
                 "per-frame squared error, mean over channels, 4x4 average pooling, 3x3 local average"]
-    return ["appearance.onnx: uint8 -> float / 255, input blur, noise-level matching (frames noisier than the training "
-            "frames' limit low-passed to it), backbone patch features, exact distance to the "
+    matching = getattr(detector.config, "match_noise_level", False) and getattr(detector, "noise_limit_", None) is not None
+    return ["appearance.onnx: uint8 -> float / 255, input blur, "
+            + ("noise-level matching (frames noisier than the training frames' limit low-passed to it), " if matching else "")
+            + "backbone patch features, exact distance to the "
             "appearance memory, 3x3 local average; grey frames area-resized to the flow size",
             "motion.onnx: per-cell orientation histograms of the flow, distance to each cell's motion memory, 3x3 "
             "local average; each cue's frame score (maximum) standardised; the standardised map (sum of both cues)"]

@@ -25,10 +25,11 @@ absolute response of a blend is at most that interpolation, so the result lies a
 frame that the widest blur cannot bring down gets that widest blur.
 
 >>> frames = torch.rand(2, 3, 32, 32)
->>> limit = noise_level(gaussian_blur(frames, 1.0)).max().reshape(1)
->>> bool((noise_level(match_noise_level(frames, limit)) <= limit * 1.0001).all())
-True
->>> match_noise_level(frames, torch.tensor([float("inf")])) is frames
+>>> limit = noise_level(gaussian_blur_by_shifts(frames, 1.0)).max().reshape(1)
+>>> matched, which = match_noise_level(frames, limit)
+>>> bool((noise_level(matched) <= limit * 1.0001).all()), which.tolist()
+(True, [True, True])
+>>> match_noise_level(frames, torch.tensor([float("inf")]))[0] is frames
 True
 """
 
@@ -39,23 +40,27 @@ import math
 import torch
 import torch.nn.functional as F
 
-from anomalens.models.components.kernels import gaussian_blur
+from anomalens.models.components.kernels import gaussian_blur_by_shifts
 
 # Gaussian sigmas (pixels of the model input) of the blurs a frame is blended between: dense at the small sigmas
-# that remove grain and a codec's fine texture, up to one that removes most of a frame's detail
-LADDER_SIGMAS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+# that remove grain and a codec's fine texture (CRF 18 footage on a CRF 30 model needed about 0.6)
+LADDER_SIGMAS = (0.5, 0.75, 1.0, 1.5, 2.0)
 # Immerkaer's operator: the difference of two Laplacians, zero on any plane or ramp; its response to white noise of
 # standard deviation s has mean absolute value s * 6 * sqrt(2 / pi)
 _OPERATOR = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
 _TO_SIGMA = math.sqrt(math.pi / 2) / 6
 
 
+def _grey_level(grey: torch.Tensor) -> torch.Tensor:
+    """Immerkaer's estimate ``(B,)`` of grey frames ``(B, 1, H, W)`` in [0, 1], in grey levels of 255."""
+    response = F.conv2d(grey, _OPERATOR.to(grey.dtype).to(grey.device).view(1, 1, 3, 3))
+    return response.abs().flatten(1).mean(1) * (_TO_SIGMA * 255.0)
+
+
 def noise_level(frames: torch.Tensor) -> torch.Tensor:
     """Immerkaer's noise estimate ``(B,)`` of ``(B, 3, H, W)`` float frames in [0, 1]: the standard deviation of
     white noise that would give the grey frame's mean absolute operator response, in grey levels of 255."""
-    grey = frames.mean(dim=1, keepdim=True)
-    response = F.conv2d(grey, _OPERATOR.to(grey.dtype).to(grey.device).view(1, 1, 3, 3))
-    return response.abs().flatten(1).mean(1) * (_TO_SIGMA * 255.0)
+    return _grey_level(frames.mean(dim=1, keepdim=True))
 
 
 def noise_limit(levels: torch.Tensor) -> torch.Tensor:
@@ -64,28 +69,59 @@ def noise_limit(levels: torch.Tensor) -> torch.Tensor:
     return (2 * levels.max() - levels.median()).reshape(1).float()
 
 
-def match_noise_level(frames: torch.Tensor, limit: torch.Tensor | None, shortcut: bool = True) -> torch.Tensor:
-    """``(B, 3, H, W)`` float frames with those noisier than ``limit`` ``(1,)`` blurred down to it (module docstring).
+def match_noise_level(frames: torch.Tensor, limit: torch.Tensor | None,
+                      shortcut: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, 3, H, W)`` float frames with those noisier than ``limit`` ``(1,)`` blurred down to it (module
+    docstring), and which frames were ``(B,)`` bool.
 
-    ``limit`` ``None`` (a model saved before the matching) or infinite returns ``frames`` itself. ``shortcut``
-    skips the blurs when no frame is above the limit (the library's path); an exported graph, which cannot branch
-    on the data, computes them always and selects the same values."""
+    ``limit`` ``None`` (a model saved before the matching) or infinite returns ``frames`` itself. ``shortcut`` (the
+    library's path) blurs only the frames above the limit, and only at the rungs they need; without it (an exported
+    graph, which cannot index by the data) a batch with any frame above the limit has every frame blurred at every
+    rung and the same values selected, inside a ``torch.cond`` (an ONNX ``If``): a batch with none above costs the
+    measurement alone there too. The rungs are measured on the grey frame (a blur commutes with the channel mean),
+    so the library blurs only the chosen ones in colour."""
     if limit is None:
-        return frames
+        return frames, torch.zeros(frames.shape[0], dtype=torch.bool, device=frames.device)
     target = torch.as_tensor(limit, dtype=frames.dtype, device=frames.device).reshape(())
-    level = noise_level(frames)
-    if shortcut and not bool((level > target).any()):
-        return frames
-    levels = [frames] + [gaussian_blur(frames, sigma) for sigma in LADDER_SIGMAS]
-    measured = torch.stack([level] + [noise_level(blurred) for blurred in levels[1:]])  # (K + 1, B), falling
-    # the first rung at or below the limit (the widest if none is): the frame lies between it and the one before
-    above = (measured > target).to(torch.int64).sum(0)  # 0 = the frame itself is at or below the limit
-    upper = above.clamp(1, len(LADDER_SIGMAS))
+    grey = frames.mean(dim=1, keepdim=True)
+    above = _grey_level(grey) > target
+    if not shortcut:
+        return torch.cond(above.any(), _blended_where, _unchanged, (frames, grey, above, target)), above
+    if not bool(above.any()):
+        return frames, above
+    matched = frames.clone()
+    matched[above] = _blended(frames[above], grey[above], target, ())
+    return matched, above
+
+
+def _blended_where(frames: torch.Tensor, grey: torch.Tensor, above: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The graph's branch for a batch with a frame above the limit: every frame blended, those above it taken."""
+    return torch.where(above[:, None, None, None], _blended(frames, grey, target, None), frames)
+
+
+def _unchanged(frames: torch.Tensor, grey: torch.Tensor, above: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The graph's branch for a batch with no frame above the limit (a branch returns a tensor of its own)."""
+    return frames.clone()
+
+
+def _blended(frames: torch.Tensor, grey: torch.Tensor, target: torch.Tensor, only: tuple | None) -> torch.Tensor:
+    """Frames above the limit blended between the two rungs that bracket it. ``only`` ``()``: blur in colour only
+    the rungs some frame needs (data-dependent, the library); ``None``: every rung (a graph)."""
+    rungs = len(LADDER_SIGMAS)
+    measured = torch.stack([_grey_level(grey)] + [_grey_level(gaussian_blur_by_shifts(grey, sigma)) for sigma in LADDER_SIGMAS])
+    # the first rung at or below the limit (the widest if none is), and the weight that interpolates the two levels
+    at_or_below = measured <= target  # (K + 1, B)
+    upper = torch.where(at_or_below[1:].any(0), at_or_below[1:].to(torch.int64).argmax(0) + 1,
+                        torch.full_like(at_or_below[0], rungs, dtype=torch.int64))
     lower = upper - 1
     batch = torch.arange(frames.shape[0], device=frames.device)
     high, low = measured[lower, batch], measured[upper, batch]
     weight = ((high - target) / (high - low).clamp_min(1e-12)).clamp(0, 1)
-    weight = torch.where(above > len(LADDER_SIGMAS), torch.ones_like(weight), weight)[:, None, None, None]
-    stacked = torch.stack(levels)  # (K + 1, B, 3, H, W)
-    blended = (1 - weight) * stacked[lower, batch] + weight * stacked[upper, batch]
-    return torch.where((above == 0)[:, None, None, None], frames, blended)
+    weight = torch.where(measured[upper, batch] > target, torch.ones_like(weight), weight)[:, None, None, None]
+    if only is None:
+        levels = torch.stack([frames] + [gaussian_blur_by_shifts(frames, sigma) for sigma in LADDER_SIGMAS])  # (K + 1, B, ...)
+        return (1 - weight) * levels[lower, batch] + weight * levels[upper, batch]
+    needed = sorted(set(lower.tolist()) | set(upper.tolist()))
+    blurred = {k: frames if k == 0 else gaussian_blur_by_shifts(frames, LADDER_SIGMAS[k - 1]) for k in needed}
+    pick = lambda rung: torch.stack([blurred[int(k)][i] for i, k in enumerate(rung.tolist())])  # noqa: E731
+    return (1 - weight) * pick(lower) + weight * pick(upper)

@@ -611,17 +611,19 @@ class SpatioTemporalFeatures(VideoDetector):
 
     def backbone_input(self, frames: torch.Tensor, record: bool = False, shortcut: bool = True) -> torch.Tensor:
         """Float frames as the appearance backbone sees them: ``input_blur``, then (``match_noise_level``) those
-        noisier than the training frames' limit low-passed down to it. While fitting, ``record`` keeps each frame's
-        noise level for the limit (training frames are never matched: the limit is theirs). ``shortcut``: see
+        noisier than the training frames' limit low-passed down to it. ``record``: while fitting, each frame's noise
+        level is kept for the limit (training frames are never matched: the limit is theirs); when scoring, the
+        frames matched are counted for the clip's log line. ``shortcut``: see
         :func:`~anomalens.models.components.noise_level.match_noise_level`."""
         frames = gaussian_blur(frames, self.config.input_blur)
         if record and self._noise_seen is not None:
             self._noise_seen.append(noise_level(frames).cpu())
         if not self.config.match_noise_level or self.noise_limit_ is None:
             return frames
-        if shortcut:  # (a float: the saved limit stays on the CPU, the frames may be on a GPU)
-            self._noise_matched += int((noise_level(frames) > float(self.noise_limit_)).sum())
-        return match_noise_level(frames, self.noise_limit_, shortcut=shortcut)
+        frames, matched = match_noise_level(frames, self.noise_limit_, shortcut=shortcut)
+        if record and shortcut:
+            self._noise_matched += int(matched.sum())
+        return frames
 
     def _typical_flow(self) -> tuple[np.ndarray, np.ndarray]:
         """The normal flow at each position and its uncertainty (zero before training), taken off in the motion
@@ -710,31 +712,39 @@ class SpatioTemporalFeatures(VideoDetector):
         # motion descriptors of degraded training clips (motion_codec_memory), each batch's, then its learned frames'
         coded_motion: list[torch.Tensor] | None = [] if c.motion_codec_memory else None
         codec_motions: list[torch.Tensor] = []
-        for clip_index, clip in enumerate(reporter.iter(train, "features of training clips")):
-            start = 0
-            for appearance, motion, _ in self._stream(clip, reporter, degraded=degraded, coded=coded,
-                                                       coded_motion=coded_motion, clip_index=clip_index):
-                if coded:
-                    codec_patches.add_patches(torch.stack(list(coded.values())))
-                    coded.clear()
-                numbers = range(start, start + len(appearance))
-                start += len(appearance)
-                keep = [i for i, n in enumerate(numbers) if n % c.frame_step == 0]
-                everything.add(appearance[keep], motion[keep])
-                if coded_motion:
-                    codec_motions.append(coded_motion.pop()[keep].half())
-                if degraded:  # re-encoded copies join the appearance memories
-                    everything.add_patches(torch.stack([degraded[i] for i in keep]))
-                for fold in (0, 1):
-                    members = [i for i in keep if (clip_index + numbers[i] // FOLD_BLOCK) % 2 == fold]
-                    if members:
-                        origin = torch.tensor([[clip_index, numbers[i]] for i in members])
-                        folds[fold].add(appearance[members], motion[members], origin)
-                        if degraded:
-                            folds[fold].add_patches(torch.stack([degraded[i] for i in members]))
-                degraded.clear()
-        noise_levels = torch.cat(self._noise_seen)
-        self._noise_seen = None
+        try:
+            for clip_index, clip in enumerate(reporter.iter(train, "features of training clips")):
+                start = 0
+                for appearance, motion, _ in self._stream(clip, reporter, degraded=degraded, coded=coded,
+                                                           coded_motion=coded_motion, clip_index=clip_index):
+                    if coded:
+                        codec_patches.add_patches(torch.stack(list(coded.values())))
+                        coded.clear()
+                    numbers = range(start, start + len(appearance))
+                    start += len(appearance)
+                    keep = [i for i, n in enumerate(numbers) if n % c.frame_step == 0]
+                    everything.add(appearance[keep], motion[keep])
+                    if coded_motion:
+                        codec_motions.append(coded_motion.pop()[keep].half())
+                    if degraded:  # re-encoded copies join the appearance memories
+                        everything.add_patches(torch.stack([degraded[i] for i in keep]))
+                    for fold in (0, 1):
+                        members = [i for i in keep if (clip_index + numbers[i] // FOLD_BLOCK) % 2 == fold]
+                        if members:
+                            origin = torch.tensor([[clip_index, numbers[i]] for i in members])
+                            folds[fold].add(appearance[members], motion[members], origin)
+                            if degraded:
+                                folds[fold].add_patches(torch.stack([degraded[i] for i in members]))
+                    degraded.clear()
+            noise_levels = torch.cat(self._noise_seen)
+        finally:  # a failed or cancelled fit leaves nothing recording
+            self._noise_seen = None
+        # kept whatever match_noise_level says, so that a checkpoint can be scored either way; set before any clip
+        # is scored below (held-out clips standardise the cues), so that every clip is scored as later ones are
+        self.noise_limit_ = noise_limit(noise_levels)
+        reporter.log(f"noise level of the training frames: median {float(noise_levels.median()):.3f}, highest "
+                     f"{float(noise_levels.max()):.3f}, limit {float(self.noise_limit_):.3f} grey levels"
+                     + (" (noisier frames are low-passed to it)" if c.match_noise_level else ""))
         if c.still_texture_where_moving and c.still_texture_weight > 0:
             self.still_gate_ = moving_share_gate(torch.cat(everything.motions)[:, : c.orientation_bins].float())
             reporter.log(f"still texture counts in {float(self.still_gate_.mean()):.1%} of the motion grid (mean weight; "
@@ -780,11 +790,6 @@ class SpatioTemporalFeatures(VideoDetector):
         # set only now: the held-out clips that set the threshold are scored with it, as every later clip
         self.appearance_ceiling_ = ceiling if c.typical_appearance_ceiling else None
         self.motion_ceiling_ = motion_ceiling if c.typical_motion_ceiling else None
-        # kept whatever match_noise_level says, so that a checkpoint can be scored either way
-        self.noise_limit_ = noise_limit(noise_levels)
-        reporter.log(f"noise level of the training frames: median {float(noise_levels.median()):.3f}, highest "
-                     f"{float(noise_levels.max()):.3f}, limit {float(self.noise_limit_):.3f} grey levels"
-                     + (" (noisier frames are low-passed to it)" if c.match_noise_level else ""))
         if c.typical_motion_ceiling:
             reporter.log(f"motion ceiling (highest typical motion cell of the cross-fitted frames): {float(motion_ceiling):.4g}")
         if two_folds:  # in score units: how far the (uncorrected) cross-fitted frame scores stood too high
