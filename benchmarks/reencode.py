@@ -178,7 +178,7 @@ class NoiseLevelRecorder:
         self.levels = []
         limit = getattr(self.detector, "noise_limit_", None)
         matched = 0 if limit is None or not getattr(self.detector.config, "match_noise_level", False) \
-            else int((levels > float(limit)).sum())
+            else int((levels.astype(np.float32) > np.float32(float(limit))).sum())  # float32, as the model compares
         return {"noise_measured": int(levels.size), "noise_matched": matched,
                 "highest_noise_level": round(float(levels.max()), 4) if levels.size else None}
 

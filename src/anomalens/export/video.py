@@ -60,7 +60,7 @@ class AppearanceGraph(nn.Module):
 
         d = self.detector
         frames = to_float(images)
-        # the input blur and the noise-level matching, computed for every frame (a graph cannot skip them)
+        # the input blur and the noise-level matching (its blurs inside an ONNX If: skipped for a batch with no frame above the limit)
         features = d.extractor(d.backbone_input(frames, shortcut=False))  # type: ignore[attr-defined]
         b, channels, h, w = features.shape
         queries = features.permute(0, 2, 3, 1).reshape(-1, channels)

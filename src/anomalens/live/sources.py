@@ -146,7 +146,9 @@ class VideoFileSource(Source):
                 if delay > 0 and self.stopping.wait(delay):
                     return
             yield SourceFrame(image, time.time(), time=seconds)
-        self.repaired, self.restarts = self.clip.timestamp_repairs() or (0, 0)  # the file has ended
+        repaired, restarts = self.clip.timestamp_repairs() or (0, 0)  # the file has ended
+        self.restarts = restarts  # first: a status written meanwhile reads both once ``repaired`` is set
+        self.repaired = repaired
         note = self.clip.timestamp_note()
         if note:
             self.log(f"warning: {self.name}: broken timestamps: {note}")

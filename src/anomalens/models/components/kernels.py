@@ -59,9 +59,14 @@ def gaussian_blur_by_shifts(images: torch.Tensor, sigma: float) -> torch.Tensor:
     mode = "reflect" if r < min(images.shape[-2:]) else "replicate"
     height, width = images.shape[-2:]
     padded = F.pad(images, (r, r, 0, 0), mode=mode)
-    rows = sum(kernel[i] * padded[..., i : i + width] for i in range(2 * r + 1))
+    rows = kernel[0] * padded[..., :width]
+    for i in range(1, 2 * r + 1):
+        rows = rows + kernel[i] * padded[..., i : i + width]
     padded = F.pad(rows, (0, 0, r, r), mode=mode)
-    return sum(kernel[i] * padded[..., i : i + height, :] for i in range(2 * r + 1))
+    out = kernel[0] * padded[..., :height, :]
+    for i in range(1, 2 * r + 1):
+        out = out + kernel[i] * padded[..., i : i + height, :]
+    return out
 
 
 def gaussian_smooth_1d(values: np.ndarray, sigma: float) -> np.ndarray:

@@ -86,17 +86,20 @@ def match_noise_level(frames: torch.Tensor, limit: torch.Tensor | None,
     grey = frames.mean(dim=1, keepdim=True)
     above = _grey_level(grey) > target
     if not shortcut:
-        return torch.cond(above.any(), _blended_where, _unchanged, (frames, grey, above, target)), above
+        if torch.compiler.is_exporting() or torch.compiler.is_compiling():  # the graph's branch: an ONNX If
+            return torch.cond(above.any(), _blended_where, _unchanged, (frames, grey, above, target)), above
+        # eager, the same arithmetic without compiling the branches (seconds per batch size)
+        return (_blended_where if bool(above.any()) else _unchanged)(frames, grey, above, target), above
     if not bool(above.any()):
         return frames, above
     matched = frames.clone()
-    matched[above] = _blended(frames[above], grey[above], target, ())
+    matched[above] = _blended(frames[above], grey[above], target, every_rung=False)
     return matched, above
 
 
 def _blended_where(frames: torch.Tensor, grey: torch.Tensor, above: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The graph's branch for a batch with a frame above the limit: every frame blended, those above it taken."""
-    return torch.where(above[:, None, None, None], _blended(frames, grey, target, None), frames)
+    return torch.where(above[:, None, None, None], _blended(frames, grey, target, every_rung=True), frames)
 
 
 def _unchanged(frames: torch.Tensor, grey: torch.Tensor, above: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -104,9 +107,10 @@ def _unchanged(frames: torch.Tensor, grey: torch.Tensor, above: torch.Tensor, ta
     return frames.clone()
 
 
-def _blended(frames: torch.Tensor, grey: torch.Tensor, target: torch.Tensor, only: tuple | None) -> torch.Tensor:
-    """Frames above the limit blended between the two rungs that bracket it. ``only`` ``()``: blur in colour only
-    the rungs some frame needs (data-dependent, the library); ``None``: every rung (a graph)."""
+def _blended(frames: torch.Tensor, grey: torch.Tensor, target: torch.Tensor, every_rung: bool) -> torch.Tensor:
+    """Frames above the limit blended between the two rungs that bracket it. ``every_rung``: blur every frame at
+    every rung and select (a graph, which cannot index by the data); else blur each frame in colour at its own two
+    rungs only (the library)."""
     rungs = len(LADDER_SIGMAS)
     measured = torch.stack([_grey_level(grey)] + [_grey_level(gaussian_blur_by_shifts(grey, sigma)) for sigma in LADDER_SIGMAS])
     # the first rung at or below the limit (the widest if none is), and the weight that interpolates the two levels
@@ -117,11 +121,15 @@ def _blended(frames: torch.Tensor, grey: torch.Tensor, target: torch.Tensor, onl
     batch = torch.arange(frames.shape[0], device=frames.device)
     high, low = measured[lower, batch], measured[upper, batch]
     weight = ((high - target) / (high - low).clamp_min(1e-12)).clamp(0, 1)
-    weight = torch.where(measured[upper, batch] > target, torch.ones_like(weight), weight)[:, None, None, None]
-    if only is None:
-        levels = torch.stack([frames] + [gaussian_blur_by_shifts(frames, sigma) for sigma in LADDER_SIGMAS])  # (K + 1, B, ...)
+    weight = torch.where(low > target, torch.ones_like(weight), weight)[:, None, None, None]
+    if every_rung:
+        levels = torch.stack([frames] + [gaussian_blur_by_shifts(frames, sigma) for sigma in LADDER_SIGMAS])
         return (1 - weight) * levels[lower, batch] + weight * levels[upper, batch]
-    needed = sorted(set(lower.tolist()) | set(upper.tolist()))
-    blurred = {k: frames if k == 0 else gaussian_blur_by_shifts(frames, LADDER_SIGMAS[k - 1]) for k in needed}
-    pick = lambda rung: torch.stack([blurred[int(k)][i] for i, k in enumerate(rung.tolist())])  # noqa: E731
-    return (1 - weight) * pick(lower) + weight * pick(upper)
+    below, above = torch.empty_like(frames), torch.empty_like(frames)
+    for rung in sorted(set(lower.tolist()) | set(upper.tolist())):
+        as_lower, as_upper = lower == rung, upper == rung
+        chosen = as_lower | as_upper
+        blurred = frames[chosen] if rung == 0 else gaussian_blur_by_shifts(frames[chosen], LADDER_SIGMAS[rung - 1])
+        below[as_lower] = blurred[as_lower[chosen]]
+        above[as_upper] = blurred[as_upper[chosen]]
+    return (1 - weight) * below + weight * above

@@ -695,7 +695,6 @@ class SpatioTemporalFeatures(VideoDetector):
         self.appearance_place_ = None  # learned from the cross-fitted frames below, which are measured with them
         self.motion_place_ = None
         self.noise_limit_ = None  # the training clips' own, measured as they pass below
-        self._noise_seen = []
         # set first: every clip, training ones included, is measured per frame of the training footage's median rate
         self.training_fps_ = training_rate(train) if c.motion_per_second else None
         if self.training_fps_ is not None:
@@ -712,6 +711,7 @@ class SpatioTemporalFeatures(VideoDetector):
         # motion descriptors of degraded training clips (motion_codec_memory), each batch's, then its learned frames'
         coded_motion: list[torch.Tensor] | None = [] if c.motion_codec_memory else None
         codec_motions: list[torch.Tensor] = []
+        self._noise_seen = []  # recording from here to the finally below, whatever happens
         try:
             for clip_index, clip in enumerate(reporter.iter(train, "features of training clips")):
                 start = 0
