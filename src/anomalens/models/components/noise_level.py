@@ -112,7 +112,8 @@ def _blended(frames: torch.Tensor, grey: torch.Tensor, target: torch.Tensor, eve
     every rung and select (a graph, which cannot index by the data); else blur each frame in colour at its own two
     rungs only (the library)."""
     rungs = len(LADDER_SIGMAS)
-    measured = torch.stack([_grey_level(grey)] + [_grey_level(gaussian_blur_by_shifts(grey, sigma)) for sigma in LADDER_SIGMAS])
+    measured = torch.stack([_grey_level(grey)]
+                           + [_grey_level(gaussian_blur_by_shifts(grey, sigma)) for sigma in LADDER_SIGMAS])
     # the first rung at or below the limit (the widest if none is), and the weight that interpolates the two levels
     at_or_below = measured <= target  # (K + 1, B)
     upper = torch.where(at_or_below[1:].any(0), at_or_below[1:].to(torch.int64).argmax(0) + 1,

@@ -29,7 +29,8 @@ a coarse codec smears edges unevenly, which no frame-wide subtraction removes), 
 patch); and re-encoded copies of the training frames can join the appearance memory itself (``training_degradations``).
 Frames with finer noise or grain than the training frames (a better camera, a higher bitrate) are low-passed down to
 the training frames' noise level before the appearance backbone (``match_noise_level``, the default); the codec
-memories answer the opposite, footage coarser than the training clips. The motion score can discount a frame's typical motion cell above the normal range in the same way
+memories answer the opposite, footage coarser than the training clips. The motion score can discount a frame's
+typical motion cell above the normal range in the same way
 (``typical_motion_ceiling``, opt-in: a codec that reads its noise as motion moves every cell).
 
 On UCSD Ped2 this reaches a frame AUROC of about 0.95 pooled over all test frames (see the README for the
