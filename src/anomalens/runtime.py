@@ -349,12 +349,15 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
 
 
 def _put_back(old: Path, target: Path) -> None:
-    """Rename the folder ``old`` back to ``target`` after a failed swap; if even that fails it stays under its
-    temporary name (``.<name>.pid<PID>.*.old.tmp``, recoverable while this process runs) rather than being deleted."""
+    """Rename the folder ``old`` back to ``target`` after a failed swap. If another writer's folder stands there by
+    then (it swapped its own in between), that newer, complete folder wins and the old copy goes, as after a swap
+    (it had been left beside it: CI once found two); if the rename fails with no folder there at all, the old copy
+    stays under its temporary name (``.<name>.pid<PID>.*.old.tmp``, recoverable while this process runs)."""
     try:
         os.replace(old, target)
     except OSError:
-        pass
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
 
 
 # how often atomic_dir moves a folder aside that another writer swapped in while it did the same
