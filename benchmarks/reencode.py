@@ -176,8 +176,8 @@ class NoiseLevelRecorder:
         """The frames recorded since the last call: how many, how many lie above the limit, the highest level."""
         levels = np.concatenate(self.levels) if self.levels else np.zeros(0)
         self.levels = []
-        limit = getattr(self.detector, "noise_limit_", None)
-        matched = 0 if limit is None or not getattr(self.detector.config, "match_noise_level", False) \
+        limit = self.detector.noise_limit_
+        matched = 0 if not self.detector.matches_noise_level \
             else int((levels.astype(np.float32) > np.float32(float(limit))).sum())  # float32, as the model compares
         return {"noise_measured": int(levels.size), "noise_matched": matched,
                 "highest_noise_level": round(float(levels.max()), 4) if levels.size else None}
@@ -364,7 +364,9 @@ def run(args: argparse.Namespace, work: Path) -> int:
     if recorder is not None:
         report_validation = validation_changes(detector, recorder, variants, run_dir, work)
     reach = int(round(4 * detector.config.temporal_sigma))  # the temporal Gaussian's radius, in frames
-    report: dict = {"threshold": threshold, "settings": settings, "train_encoding": "(the checkpoint's)" if args.checkpoint is not None else args.train_encoding or "h264 crf 23", "seen_families": sorted(seen), "encodings": {}}
+    trained_on = "(the checkpoint's)" if args.checkpoint is not None else args.train_encoding or "h264 crf 23"
+    report: dict = {"threshold": threshold, "settings": settings, "train_encoding": trained_on,
+                    "seen_families": sorted(seen), "encodings": {}}
     if recorder is not None:
         report["variant_validation_frames_changed"] = report_validation
     for name in args.encodings:

@@ -36,10 +36,10 @@ from anomalens.data.video_datasets import discover_video_category
 from anomalens.models.base import load_detector
 from anomalens.models.video.stfeatures import above_ceiling, typical_cell
 from anomalens.progress import Reporter
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reencode import NoiseLevelRecorder  # noqa: E402
 from anomalens.workflows.train import train_video_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts share helpers, as when run from here
+from reencode import NoiseLevelRecorder  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -204,7 +204,7 @@ def _video_in_graph(detector: BaseDetector) -> list[str]:
     if detector.name == "convlstm":
         return ["uint8 -> float / 255", "ConvLSTM autoencoder over one window of sequence_length frames",
                 "per-frame squared error, mean over channels, 4x4 average pooling, 3x3 local average"]
-    matching = getattr(detector.config, "match_noise_level", False) and getattr(detector, "noise_limit_", None) is not None
+    matching = getattr(detector, "matches_noise_level", False)
     return ["appearance.onnx: uint8 -> float / 255, input blur, "
             + ("noise-level matching (frames noisier than the training frames' limit low-passed to it), " if matching else "")
             + "backbone patch features, exact distance to the "

@@ -3,9 +3,9 @@
 ``stfeatures`` (the default video model) becomes two graphs, because optical flow (OpenCV's DIS, an iterative
 solver no graph format expresses) sits between them:
 
-* ``appearance.onnx``: ``uint8`` frames -> the input blur and noise-level matching, the backbone's patch features, the
-  exact distance of every cell to the appearance memory (a graph input, ``appearance_memory.npy``), the 3x3 local average
-  -> appearance maps (and, with ``codec_memory``, the same to the memory of re-encoded training patches,
+* ``appearance.onnx``: ``uint8`` frames -> the input blur and noise-level matching, the backbone's patch features,
+  the exact distance of every cell to the appearance memory (a graph input, ``appearance_memory.npy``), the 3x3
+  local average -> appearance maps (and, with ``codec_memory``, the same to the memory of re-encoded training patches,
   ``codec_memory.npy``); and the grey frames, area-resized to the flow's size, that the flow is computed on.
 * ``motion.onnx``: the flow of each frame and the appearance maps -> per-cell orientation histograms, distances
   to each cell's motion memory (``motion_memory.npy``; with ``motion_codec_memory`` also to the motion of degraded
@@ -60,7 +60,8 @@ class AppearanceGraph(nn.Module):
 
         d = self.detector
         frames = to_float(images)
-        # the input blur and the noise-level matching (its blurs inside an ONNX If: skipped for a batch with no frame above the limit)
+        # the input blur and the noise-level matching (its blurs inside an ONNX If: skipped for a batch with no
+        # frame above the limit)
         features = d.extractor(d.backbone_input(frames, shortcut=False))  # type: ignore[attr-defined]
         b, channels, h, w = features.shape
         queries = features.permute(0, 2, 3, 1).reshape(-1, channels)

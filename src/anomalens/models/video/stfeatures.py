@@ -610,6 +610,12 @@ class SpatioTemporalFeatures(VideoDetector):
         copies = to_float(chain(batch[learned])).to(self.device)
         return dict(zip(learned, self.extractor(self.backbone_input(copies)).cpu()))
 
+    @property
+    def matches_noise_level(self) -> bool:
+        """Whether frames noisier than the training frames are low-passed (``match_noise_level`` on, and a limit
+        learned: a model saved before the setting has none)."""
+        return bool(self.config.match_noise_level) and self.noise_limit_ is not None
+
     def backbone_input(self, frames: torch.Tensor, record: bool = False, shortcut: bool = True) -> torch.Tensor:
         """Float frames as the appearance backbone sees them: ``input_blur``, then (``match_noise_level``) those
         noisier than the training frames' limit low-passed down to it. ``record``: while fitting, each frame's noise
@@ -619,7 +625,7 @@ class SpatioTemporalFeatures(VideoDetector):
         frames = gaussian_blur(frames, self.config.input_blur)
         if record and self._noise_seen is not None:
             self._noise_seen.append(noise_level(frames).cpu())
-        if not self.config.match_noise_level or self.noise_limit_ is None:
+        if not self.matches_noise_level:
             return frames
         frames, matched = match_noise_level(frames, self.noise_limit_, shortcut=shortcut)
         if record and shortcut:
